@@ -1,0 +1,29 @@
+"""mpqueue: a durable, embedded, multiprocess job queue for CPU-bound Python work."""
+
+from .app import Queue
+from .errors import (ConfigError, DuplicateTask, JobFailed, JobNotFound, MpqueueError,
+                     PayloadError, Retry, SerializationError, StoreError, StoreFull,
+                     TaskNotFound)
+from .job import ErrorInfo, Job, JobState
+from .task import Task
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DuplicateTask",
+    "ErrorInfo",
+    "Job",
+    "JobFailed",
+    "JobNotFound",
+    "JobState",
+    "MpqueueError",
+    "PayloadError",
+    "Queue",
+    "Retry",
+    "SerializationError",
+    "StoreError",
+    "StoreFull",
+    "Task",
+    "TaskNotFound",
+]

@@ -1,0 +1,106 @@
+"""Defaults, each with its meaning, and the validation of user options."""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+from .keys import PRIORITY_MAX, PRIORITY_MIN
+
+PATH_ENV = "MPQUEUE_PATH"
+DEFAULT_PATH = "./mpqueue-data"  # used when neither a path nor $MPQUEUE_PATH is given
+MODES = ("optimized", "legacy")
+DEFAULT_MODE = "optimized"
+
+DEFAULT_RETRIES = 3            # runs after the first before a job is dead-lettered
+DEFAULT_TIMEOUT_S = None       # no per-job time limit unless a task asks for one
+DEFAULT_PRIORITY = 0           # higher runs first
+DEFAULT_BACKOFF_BASE_S = 1.0   # first retry waits 0.5-1 s, then doubles per attempt
+DEFAULT_BACKOFF_CAP_S = 300.0  # no retry waits more than 5 minutes
+DEFAULT_RESULT_TTL_S = 7 * 24 * 3600.0  # finished jobs (and results) kept for a week
+
+# LMDB map: address space, not disk (files are sparse). Grown by doubling on MapFullError
+# up to MAX_MAP_SIZE; every process passes the same initial size (see RELIABILITY.md).
+DEFAULT_MAP_SIZE = 1 << 30
+MAX_MAP_SIZE = 1 << 40
+MAX_READERS = 1024             # only the first opener sets it, so set it high everywhere
+
+TASK_OPTIONS = frozenset({"retries", "timeout", "priority", "name", "backoff", "backoff_cap"})
+
+
+def resolve_path(path: str | os.PathLike[str] | None) -> str:
+    """The store location: the argument, else $MPQUEUE_PATH, else ./mpqueue-data."""
+    if path is None or str(path) == "":
+        path = os.environ.get(PATH_ENV) or DEFAULT_PATH
+    return str(path)
+
+
+def check_store_dir(path: str) -> Path:
+    """Refuse a path that is an existing file; the directory itself is created on open."""
+    resolved = Path(path).expanduser()
+    if resolved.exists() and not resolved.is_dir():
+        raise ConfigError(f"store path {str(resolved)!r} is a file, not a directory")
+    return resolved
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise ConfigError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
+    return mode
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Validated per-task options (see ``Queue.task``)."""
+
+    retries: int = DEFAULT_RETRIES
+    timeout: float | None = DEFAULT_TIMEOUT_S
+    priority: int = DEFAULT_PRIORITY
+    backoff: float = DEFAULT_BACKOFF_BASE_S
+    backoff_cap: float = DEFAULT_BACKOFF_CAP_S
+
+    @classmethod
+    def from_kwargs(cls, options: dict[str, Any]) -> "TaskOptions":
+        unknown = sorted(set(options) - TASK_OPTIONS)
+        if unknown:
+            raise ConfigError(f"unknown task option(s): {', '.join(unknown)}; "
+                              f"known: {', '.join(sorted(TASK_OPTIONS))}")
+        values = {k: v for k, v in options.items() if k != "name"}
+        made = cls(**values)
+        made.validate()
+        return made
+
+    def validate(self) -> None:
+        check_int("retries", self.retries, 0, 1_000_000)
+        check_priority(self.priority)
+        if self.timeout is not None:
+            check_positive("timeout", self.timeout)
+        check_positive("backoff", self.backoff)
+        check_positive("backoff_cap", self.backoff_cap)
+
+
+def check_int(what: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{what} must be an integer from {low} to {high}; got {value!r}")
+    return value
+
+
+def check_priority(priority: Any) -> int:
+    return check_int("priority", priority, PRIORITY_MIN, PRIORITY_MAX)
+
+
+def check_positive(what: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{what} must be a number of seconds > 0; got {value!r}")
+    return float(value)
+
+
+def check_delay(delay: Any) -> float:
+    if (isinstance(delay, bool) or not isinstance(delay, (int, float))
+            or not math.isfinite(delay) or delay < 0):
+        raise ConfigError(f"delay must be a number of seconds >= 0; got {delay!r}")
+    return float(delay)

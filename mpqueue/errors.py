@@ -1,0 +1,91 @@
+"""The mpqueue exception tree.
+
+Every error mpqueue raises on purpose derives from ``MpqueueError``, so callers can
+catch one class. Foreign errors (``lmdb.Error``, pickling errors) are translated
+where they enter and chained as ``__cause__``.
+
+    MpqueueError
+    ├── ConfigError          bad option, bad path, bad task registration
+    │   └── DuplicateTask    two tasks registered under one name
+    ├── TaskNotFound         a task name that cannot be imported or resolved
+    ├── SerializationError   arguments, result or payload that cannot be (un)pickled
+    │   └── PayloadError     a stored payload that cannot be loaded (never retried)
+    ├── StoreError           the store failed (wraps lmdb.Error / driver errors)
+    │   └── StoreFull        the map or the disk is full
+    ├── JobNotFound          no job with that id
+    ├── JobFailed            job.result() on a dead job; carries the remote traceback
+    └── Retry                raised by a task to ask for a retry after ``delay_s``
+"""
+
+from __future__ import annotations
+
+
+class MpqueueError(Exception):
+    """Base class of every error mpqueue raises on purpose."""
+
+
+class ConfigError(MpqueueError, ValueError):
+    """An option, a path or a task registration is invalid."""
+
+
+class DuplicateTask(ConfigError):
+    """A task name is already registered on this queue."""
+
+
+class TaskNotFound(MpqueueError, LookupError):
+    """A task name could not be imported or resolved to a callable."""
+
+
+class SerializationError(MpqueueError):
+    """Arguments, a result or a stored payload could not be (un)pickled.
+
+    ``job_id`` names the job when one is known; ``raw`` keeps the bytes that failed
+    to load, so nothing is thrown away.
+    """
+
+    def __init__(self, message: str, *, job_id: str | None = None, raw: bytes | None = None):
+        super().__init__(message)
+        self.job_id = job_id
+        self.raw = raw
+
+
+class PayloadError(SerializationError):
+    """A stored job payload cannot be loaded; retrying would not help."""
+
+
+class StoreError(MpqueueError):
+    """The job store failed; the original driver error is chained as ``__cause__``."""
+
+
+class StoreFull(StoreError):
+    """The store cannot grow: its map reached the configured maximum or the disk is full."""
+
+
+class JobNotFound(MpqueueError, KeyError):
+    """No job with the given id exists in the store."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else "job not found"
+
+
+class JobFailed(MpqueueError):
+    """Raised by ``Job.result()`` when the job ended in the dead-letter queue.
+
+    ``error`` is the last failure (type, message and remote traceback text).
+    """
+
+    def __init__(self, job_id: str, error: object):
+        self.job_id = job_id
+        self.error = error
+        super().__init__(f"job {job_id} failed: {error}")
+
+
+class Retry(MpqueueError):
+    """Raise inside a task to retry the job after ``delay_s`` seconds (counts an attempt)."""
+
+    def __init__(self, delay_s: float | None = None, reason: str = ""):
+        if delay_s is not None and delay_s < 0:
+            raise ConfigError(f"Retry delay must be >= 0 seconds, got {delay_s!r}")
+        self.delay_s = delay_s
+        self.reason = reason
+        super().__init__(reason or f"retry requested (delay {delay_s!r} s)")

@@ -1,0 +1,235 @@
+"""Job records, their states and the legal transitions between them.
+
+``JobRecord`` is what the store keeps; ``Job`` is the handle users get back, a
+snapshot of a record plus the queue it came from (``refresh()`` re-reads it).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import time
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from .errors import JobFailed, JobNotFound
+
+if TYPE_CHECKING:
+    from .app import Queue
+
+
+class JobState(str, enum.Enum):
+    SCHEDULED = "scheduled"
+    READY = "ready"
+    PROCESSING = "processing"
+    DONE = "done"
+    DEAD = "dead"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+# The only transitions the store may make. RELEASE (processing -> ready) is the
+# uncharged put-back of a job whose run never started or was interrupted by shutdown.
+TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.SCHEDULED: frozenset({JobState.READY}),
+    JobState.READY: frozenset({JobState.PROCESSING, JobState.DEAD}),
+    JobState.PROCESSING: frozenset({JobState.DONE, JobState.SCHEDULED, JobState.DEAD,
+                                    JobState.READY}),
+    JobState.DONE: frozenset(),
+    JobState.DEAD: frozenset({JobState.READY}),
+}
+
+
+def check_transition(old: JobState, new: JobState) -> None:
+    if new not in TRANSITIONS[old]:
+        raise AssertionError(f"illegal job transition {old} -> {new}")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def new_job_id() -> str:
+    """32 hex chars: 48-bit creation time in ms, then 80 random bits (sortable by age)."""
+    return f"{now_ms() & 0xFFFFFFFFFFFF:012x}{os.urandom(10).hex()}"
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """One failed attempt: what was raised (or what killed the worker) and where."""
+
+    type: str
+    message: str
+    traceback: str = ""
+    attempt: int = 0
+    at_ms: int = 0
+    kind: str = "exception"  # exception | crash | timeout | payload | corrupt | lost
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}" if self.message else self.type
+
+
+@dataclass
+class JobRecord:
+    """Everything the store keeps about one job."""
+
+    id: str
+    name: str
+    state: JobState
+    payload: bytes
+    priority: int = 0
+    seq: int = 0
+    run_at_ms: int = 0
+    created_at_ms: int = 0
+    attempts: int = 0
+    max_retries: int = 3
+    timeout_s: float | None = None
+    func: bytes | None = None
+    result: bytes | None = None
+    errors: tuple[ErrorInfo, ...] = ()
+    finished_at_ms: int | None = None
+    backoff_base_s: float = 1.0
+    backoff_cap_s: float = 300.0
+
+    def evolve(self, **changes: Any) -> "JobRecord":
+        if "state" in changes:
+            check_transition(self.state, changes["state"])
+        return replace(self, **changes)
+
+    @classmethod
+    def corrupt(cls, job_id: str, name: str, reason: str) -> "JobRecord":
+        """Stand-in for a record that cannot be decoded: shown as dead, with the reason."""
+        error = ErrorInfo("CorruptRecord", reason, kind="corrupt", at_ms=now_ms())
+        return cls(id=job_id, name=name, state=JobState.DEAD, payload=b"", errors=(error,))
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The value of ``processing/<workerId>/<jobId>``: who holds a job and since when."""
+
+    job_id: str
+    worker_id: str
+    claimed_at_ms: int
+    deadline_ms: int | None = None
+    pid: int | None = None
+    pid_started: float | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one claimed job ended; applied by ``Store.finish`` in one transaction per batch.
+
+    kind: ``done`` (``result`` holds the pickled value), ``failed`` (``error``; retried
+    with backoff unless ``retryable`` is false or retries are used up), ``released``
+    (put back to ready without charging the attempt).
+    """
+
+    job_id: str
+    worker_id: str
+    kind: str
+    result: bytes | None = None
+    error: ErrorInfo | None = None
+    retryable: bool = True
+    retry_delay_s: float | None = None
+
+    @classmethod
+    def done(cls, job_id: str, worker_id: str, result: bytes) -> "Outcome":
+        return cls(job_id, worker_id, "done", result=result)
+
+    @classmethod
+    def failed(cls, job_id: str, worker_id: str, error: ErrorInfo, *,
+               retryable: bool = True, retry_delay_s: float | None = None) -> "Outcome":
+        return cls(job_id, worker_id, "failed", error=error, retryable=retryable,
+                   retry_delay_s=retry_delay_s)
+
+    @classmethod
+    def released(cls, job_id: str, worker_id: str) -> "Outcome":
+        return cls(job_id, worker_id, "released")
+
+
+@dataclass
+class Job:
+    """A user's handle on one job: a snapshot of its record.
+
+    Attributes are as of the moment the handle was made; ``refresh()`` re-reads them
+    and ``result()`` waits for the job to finish.
+    """
+
+    record: JobRecord
+    queue: "Queue" = field(repr=False)
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def state(self) -> str:
+        return self.record.state.value
+
+    @property
+    def attempts(self) -> int:
+        return self.record.attempts
+
+    @property
+    def priority(self) -> int:
+        return self.record.priority
+
+    @property
+    def errors(self) -> tuple[ErrorInfo, ...]:
+        return self.record.errors
+
+    @property
+    def error(self) -> ErrorInfo | None:
+        """The last failure, or None if the job never failed."""
+        return self.record.errors[-1] if self.record.errors else None
+
+    @property
+    def run_at(self) -> datetime:
+        return datetime.fromtimestamp(self.record.run_at_ms / 1000, tz=timezone.utc)
+
+    @property
+    def created_at(self) -> datetime:
+        return datetime.fromtimestamp(self.record.created_at_ms / 1000, tz=timezone.utc)
+
+    def args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The job's positional and keyword arguments, unpickled."""
+        from .serializer import load_payload
+        return load_payload(self.record.payload, job_id=self.id)
+
+    def refresh(self) -> "Job":
+        """Re-read this job from the store; raises JobNotFound if it was deleted."""
+        record = self.queue.store.get(self.id)
+        if record is None:
+            raise JobNotFound(f"job {self.id} no longer exists")
+        self.record = record
+        return self
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait until the job is done and return its value.
+
+        Raises JobFailed (with the remote traceback) if the job ended dead,
+        TimeoutError if ``timeout`` seconds pass first, JobNotFound if it was deleted.
+        """
+        from .serializer import load_result
+        self.record = self.queue.wait_finished(self.id, timeout)
+        if self.record.state is JobState.DEAD:
+            raise JobFailed(self.id, self.error)
+        return load_result(self.record.result or b"", job_id=self.id)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view (no payload bytes), for the command line."""
+        rec = self.record
+        return {
+            "id": rec.id, "name": rec.name, "state": rec.state.value,
+            "priority": rec.priority, "attempts": rec.attempts,
+            "max_retries": rec.max_retries, "timeout_s": rec.timeout_s,
+            "run_at_ms": rec.run_at_ms, "created_at_ms": rec.created_at_ms,
+            "finished_at_ms": rec.finished_at_ms,
+            "errors": [e.__dict__ for e in rec.errors],
+        }

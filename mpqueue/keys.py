@@ -1,0 +1,164 @@
+"""Every LMDB database name and key encoding of mpqueue, and nothing else.
+
+Each index is a named LMDB database (so its size is O(1) to read). Keys are tuples
+packed so that LMDB's bytewise order is the order the queue needs:
+
+    jobs        <jobId>                                  -> job record
+    by_name     <name> 00 <jobId>                        -> job record (legacy: empty)
+    ready       <invPriority:u32> <seq:u64> <jobId>      -> b""
+    scheduled   <runAtMs:u64> <invPriority:u32> <seq:u64> <jobId> -> b""
+    processing  <workerId> 00 <jobId>                    -> claim
+    dead        <jobId>                                  -> reason (utf-8)
+    done        <finishedAtMs:u64> <jobId>               -> b""  (retention order)
+    pending     <jobId>                                  -> b""  (legacy layout only)
+    meta        <name>                                   -> value
+
+Integers are fixed-width big-endian. Priority is stored inverted so that a higher
+priority sorts first; ``seq`` is a store-wide counter, so equal priorities run FIFO.
+Variable-length parts (task name, worker id) end with a 0 byte, which they may not
+contain, so a prefix scan of ``a.b`` never matches ``a.bc``.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from .errors import ConfigError
+
+DB_JOBS = b"jobs"
+DB_BY_NAME = b"by_name"
+DB_READY = b"ready"
+DB_SCHEDULED = b"scheduled"
+DB_PROCESSING = b"processing"
+DB_DEAD = b"dead"
+DB_DONE = b"done"
+DB_PENDING = b"pending"
+DB_META = b"meta"
+ALL_DBS = (DB_JOBS, DB_BY_NAME, DB_READY, DB_SCHEDULED, DB_PROCESSING, DB_DEAD,
+           DB_DONE, DB_PENDING, DB_META)
+
+META_SEQ = b"seq"
+META_LAYOUT = b"layout"
+META_SCHEMA = b"schema"
+
+MAX_KEY_BYTES = 511  # LMDB's compiled-in limit; a longer key raises BadValsizeError
+JOB_ID_BYTES = 32  # job ids are 32 lowercase hex characters
+SEP = b"\x00"
+PRIORITY_MIN = -(2**31)
+PRIORITY_MAX = 2**31 - 1
+RUN_AT_MAX_MS = 2**64 - 1
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_READY = struct.Struct(">IQ")
+_SCHEDULED = struct.Struct(">QIQ")
+
+
+def _inv_priority(priority: int) -> int:
+    return PRIORITY_MAX - priority
+
+
+def _jid(job_id: str) -> bytes:
+    raw = job_id.encode("ascii")
+    if len(raw) != JOB_ID_BYTES:
+        raise ConfigError(f"job id must be {JOB_ID_BYTES} characters, got {job_id!r}")
+    return raw
+
+
+def _part(text: str, what: str) -> bytes:
+    raw = text.encode("utf-8")
+    if SEP in raw:
+        raise ConfigError(f"{what} may not contain a NUL character: {text!r}")
+    return raw
+
+
+def job_key(job_id: str) -> bytes:
+    return _jid(job_id)
+
+
+def decode_job_key(key: bytes) -> str:
+    return key.decode("ascii")
+
+
+def by_name_key(name: str, job_id: str) -> bytes:
+    return _part(name, "task name") + SEP + _jid(job_id)
+
+
+def by_name_prefix(name: str) -> bytes:
+    return _part(name, "task name") + SEP
+
+
+def decode_by_name_key(key: bytes) -> tuple[str, str]:
+    name, _, jid = key.rpartition(SEP)
+    return name.decode("utf-8"), jid.decode("ascii")
+
+
+def ready_key(priority: int, seq: int, job_id: str) -> bytes:
+    return _READY.pack(_inv_priority(priority), seq) + _jid(job_id)
+
+
+def decode_ready_key(key: bytes) -> tuple[int, int, str]:
+    inv, seq = _READY.unpack_from(key)
+    return PRIORITY_MAX - inv, seq, key[_READY.size:].decode("ascii")
+
+
+def scheduled_key(run_at_ms: int, priority: int, seq: int, job_id: str) -> bytes:
+    return _SCHEDULED.pack(run_at_ms, _inv_priority(priority), seq) + _jid(job_id)
+
+
+def decode_scheduled_key(key: bytes) -> tuple[int, int, int, str]:
+    run_at_ms, inv, seq = _SCHEDULED.unpack_from(key)
+    return run_at_ms, PRIORITY_MAX - inv, seq, key[_SCHEDULED.size:].decode("ascii")
+
+
+def scheduled_upper_bound(now_ms: int) -> bytes:
+    """First scheduled key that is *not* due at ``now_ms`` (exclusive bound)."""
+    return _U64.pack(min(now_ms + 1, RUN_AT_MAX_MS))
+
+
+def processing_key(worker_id: str, job_id: str) -> bytes:
+    return _part(worker_id, "worker id") + SEP + _jid(job_id)
+
+
+def processing_prefix(worker_id: str) -> bytes:
+    return _part(worker_id, "worker id") + SEP
+
+
+def decode_processing_key(key: bytes) -> tuple[str, str]:
+    wid, _, jid = key.rpartition(SEP)
+    return wid.decode("utf-8"), jid.decode("ascii")
+
+
+def dead_key(job_id: str) -> bytes:
+    return _jid(job_id)
+
+
+def done_key(finished_at_ms: int, job_id: str) -> bytes:
+    return _U64.pack(finished_at_ms) + _jid(job_id)
+
+
+def decode_done_key(key: bytes) -> tuple[int, str]:
+    (finished_at_ms,) = _U64.unpack_from(key)
+    return finished_at_ms, key[_U64.size:].decode("ascii")
+
+
+def done_upper_bound(before_ms: int) -> bytes:
+    return _U64.pack(before_ms)
+
+
+def pending_key(job_id: str) -> bytes:
+    return _jid(job_id)
+
+
+def encode_u64(value: int) -> bytes:
+    return _U64.pack(value)
+
+
+def decode_u64(raw: bytes) -> int:
+    return int(_U64.unpack(raw)[0])
+
+
+def check_key_length(key: bytes, what: str) -> None:
+    if len(key) > MAX_KEY_BYTES:
+        raise ConfigError(f"{what} is too long: its key takes {len(key)} bytes, "
+                          f"the limit is {MAX_KEY_BYTES}")

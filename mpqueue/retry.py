@@ -1,0 +1,32 @@
+"""Retry policy: pure functions of the attempt count, the clock and a random source."""
+
+from __future__ import annotations
+
+import random
+
+from .job import JobRecord
+
+
+def backoff_s(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
+    """Delay before retry number ``attempt`` (1-based): exponential, capped, jittered.
+
+    The jitter keeps the upper half of the exponential step ("equal jitter"), so a
+    retry never comes sooner than half the nominal delay and a burst of failures
+    spreads out instead of retrying in lockstep.
+    """
+    nominal = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
+    return nominal / 2 + rng.random() * nominal / 2
+
+
+def next_run_at_ms(record: JobRecord, now_ms: int, rng: random.Random, *,
+                   retryable: bool = True, delay_s: float | None = None) -> int | None:
+    """When a failed job should run again, or None when it belongs in the dead-letter queue.
+
+    ``record.attempts`` counts runs so far (the failed one included); a job gets
+    ``max_retries`` runs after its first.
+    """
+    if not retryable or record.attempts > record.max_retries:
+        return None
+    if delay_s is None:
+        delay_s = backoff_s(record.attempts, record.backoff_base_s, record.backoff_cap_s, rng)
+    return now_ms + int(delay_s * 1000)

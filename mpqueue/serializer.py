@@ -1,0 +1,65 @@
+"""Payload serialization, kept apart from storage.
+
+Arguments, results and by-value callables are pickled with cloudpickle (so lambdas,
+closures and ``__main__`` functions survive) inside a one-byte version envelope.
+The store only ever sees the resulting bytes.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any, Callable
+
+import cloudpickle
+
+from .errors import PayloadError, SerializationError
+
+ENVELOPE_V1 = b"\x01"
+
+
+def _dump(value: Any, what: str) -> bytes:
+    try:
+        return ENVELOPE_V1 + cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # pickling raises many unrelated types
+        raise SerializationError(f"cannot pickle {what}: {type(exc).__name__}: {exc}") from exc
+
+
+def _load(raw: bytes, what: str, job_id: str | None) -> Any:
+    if raw[:1] != ENVELOPE_V1:
+        raise PayloadError(f"{what} of job {job_id} has an unknown envelope "
+                           f"{raw[:1]!r}", job_id=job_id, raw=raw)
+    try:
+        return pickle.loads(raw[1:])
+    except Exception as exc:
+        raise PayloadError(f"cannot unpickle {what} of job {job_id}: "
+                           f"{type(exc).__name__}: {exc}", job_id=job_id, raw=raw) from exc
+
+
+def dump_payload(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """Pickle a job's arguments; raises SerializationError naming the problem."""
+    return _dump((tuple(args), dict(kwargs)), "the job arguments")
+
+
+def load_payload(raw: bytes, *, job_id: str | None = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    args, kwargs = _load(raw, "the payload", job_id)
+    return args, kwargs
+
+
+def dump_result(value: Any) -> bytes:
+    return _dump(value, "the job's return value")
+
+
+def load_result(raw: bytes, *, job_id: str | None = None) -> Any:
+    return _load(raw, "the result", job_id)
+
+
+def dump_callable(fn: Callable[..., Any]) -> bytes:
+    return _dump(fn, f"the callable {getattr(fn, '__qualname__', fn)!r}")
+
+
+def load_callable(raw: bytes, *, job_id: str | None = None) -> Callable[..., Any]:
+    fn = _load(raw, "the callable", job_id)
+    if not callable(fn):
+        raise PayloadError(f"stored callable of job {job_id} is not callable", job_id=job_id,
+                           raw=raw)
+    return fn  # type: ignore[no-any-return]

@@ -1,0 +1,121 @@
+"""The one store interface, in queue terms. Every backend implements it.
+
+Records go in and out as ``JobRecord``; how they are laid out is the backend's
+business. Every method that changes state is one atomic transaction.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, fields
+from typing import Sequence
+
+from ..job import Claim, JobRecord, JobState, Outcome
+
+
+@dataclass
+class OpCounter:
+    """Store operations since the store was opened: the unit of the no-N+1 checks.
+
+    ``gets`` are point reads, ``cursor_steps`` the index entries a scan visited,
+    ``puts``/``deletes`` writes, ``txns`` transactions begun.
+    """
+
+    gets: int = 0
+    puts: int = 0
+    deletes: int = 0
+    cursor_steps: int = 0
+    txns: int = 0
+
+    def snapshot(self) -> "OpCounter":
+        return OpCounter(**{f.name: getattr(self, f.name) for f in fields(self)})
+
+    def __sub__(self, other: "OpCounter") -> "OpCounter":
+        return OpCounter(**{f.name: getattr(self, f.name) - getattr(other, f.name)
+                            for f in fields(self)})
+
+    @property
+    def reads(self) -> int:
+        """Entries read: point gets plus cursor steps."""
+        return self.gets + self.cursor_steps
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"reads": self.reads}
+
+
+class Store(abc.ABC):
+    """A durable job store. Implementations: ``LmdbStore``, ``LegacyLmdbStore``."""
+
+    mode: str = "optimized"
+    counter: OpCounter
+
+    @abc.abstractmethod
+    def add(self, records: Sequence[JobRecord]) -> None:
+        """Insert new jobs (ready or scheduled per their state) in one transaction."""
+
+    @abc.abstractmethod
+    def promote_due(self, now_ms: int) -> int:
+        """Move scheduled jobs whose run-at is <= now to ready; returns how many."""
+
+    @abc.abstractmethod
+    def claim(self, worker_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+        """Take up to ``limit`` ready jobs for ``worker_id`` in one write transaction.
+
+        Candidates are read inside that transaction, so no job is handed out twice.
+        Each claimed job counts an attempt and gets a ``processing`` entry.
+        """
+
+    @abc.abstractmethod
+    def finish(self, outcomes: Sequence[Outcome], now_ms: int) -> list[bool]:
+        """Apply outcomes in one transaction. An outcome whose processing entry is gone
+        (the claim was taken back) changes nothing and reports False."""
+
+    @abc.abstractmethod
+    def set_claim_pid(self, worker_id: str, job_id: str, pid: int, pid_started: float,
+                      deadline_ms: int | None) -> bool:
+        """Record which process runs a claimed job; False if the claim is gone."""
+
+    @abc.abstractmethod
+    def claims(self, worker_id: str | None = None) -> list[Claim]:
+        """Processing entries, of one worker or all."""
+
+    @abc.abstractmethod
+    def requeue_worker(self, worker_id: str) -> list[str]:
+        """Put back every job held by ``worker_id`` without charging the attempt."""
+
+    @abc.abstractmethod
+    def get(self, job_id: str) -> JobRecord | None: ...
+
+    @abc.abstractmethod
+    def list(self, name: str | None = None, state: JobState | None = None,
+             limit: int | None = None) -> list[JobRecord]:
+        """Jobs, oldest first, from one read of the index (no per-job lookups)."""
+
+    @abc.abstractmethod
+    def delete(self, job_id: str) -> bool:
+        """Remove a job from whichever queue holds it; False if there was none."""
+
+    @abc.abstractmethod
+    def requeue_dead(self, job_id: str, now_ms: int) -> JobRecord:
+        """Dead -> ready with attempts reset. Raises JobNotFound / ConfigError."""
+
+    @abc.abstractmethod
+    def purge_dead(self) -> int: ...
+
+    @abc.abstractmethod
+    def expire_finished(self, before_ms: int) -> int:
+        """Delete done jobs that finished before ``before_ms``; returns how many."""
+
+    @abc.abstractmethod
+    def next_run_at_ms(self) -> int | None:
+        """The earliest run-at among scheduled jobs (for the server's wake-up)."""
+
+    @abc.abstractmethod
+    def stats(self) -> dict[str, int]:
+        """Counts per state from one read transaction."""
+
+    def maintenance(self) -> None:
+        """Periodic housekeeping (stale reader slots and the like)."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...

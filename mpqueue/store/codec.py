@@ -1,0 +1,61 @@
+"""Binary encoding of job records and claims for the LMDB store.
+
+A record is a pickled tuple of plain values behind a version byte: no user objects
+live at this level (payload and result are already bytes), so decoding cannot run
+user code.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+from ..job import Claim, ErrorInfo, JobRecord, JobState
+
+RECORD_V1 = b"\x01"
+CLAIM_V1 = b"\x01"
+
+
+class CorruptRecord(Exception):
+    """A stored record could not be decoded."""
+
+
+def encode_record(rec: JobRecord) -> bytes:
+    errors = tuple((e.type, e.message, e.traceback, e.attempt, e.at_ms, e.kind)
+                   for e in rec.errors)
+    row = (rec.id, rec.name, rec.state.value, rec.payload, rec.priority, rec.seq,
+           rec.run_at_ms, rec.created_at_ms, rec.attempts, rec.max_retries, rec.timeout_s,
+           rec.func, rec.result, errors, rec.finished_at_ms, rec.backoff_base_s,
+           rec.backoff_cap_s)
+    return RECORD_V1 + pickle.dumps(row, protocol=5)
+
+
+def decode_record(raw: bytes) -> JobRecord:
+    if raw[:1] != RECORD_V1:
+        raise CorruptRecord(f"unknown record version {raw[:1]!r}")
+    try:
+        (jid, name, state, payload, priority, seq, run_at_ms, created_at_ms, attempts,
+         max_retries, timeout_s, func, result, errors, finished_at_ms, base_s,
+         cap_s) = pickle.loads(raw[1:])
+        return JobRecord(
+            id=jid, name=name, state=JobState(state), payload=payload, priority=priority,
+            seq=seq, run_at_ms=run_at_ms, created_at_ms=created_at_ms, attempts=attempts,
+            max_retries=max_retries, timeout_s=timeout_s, func=func, result=result,
+            errors=tuple(ErrorInfo(*e) for e in errors), finished_at_ms=finished_at_ms,
+            backoff_base_s=base_s, backoff_cap_s=cap_s)
+    except Exception as exc:
+        raise CorruptRecord(f"{type(exc).__name__}: {exc}") from exc
+
+
+def encode_claim(claim: Claim) -> bytes:
+    row = (claim.job_id, claim.worker_id, claim.claimed_at_ms, claim.deadline_ms, claim.pid,
+           claim.pid_started)
+    return CLAIM_V1 + pickle.dumps(row, protocol=5)
+
+
+def decode_claim(raw: bytes) -> Claim:
+    if raw[:1] != CLAIM_V1:
+        raise CorruptRecord(f"unknown claim version {raw[:1]!r}")
+    try:
+        return Claim(*pickle.loads(raw[1:]))
+    except Exception as exc:
+        raise CorruptRecord(f"{type(exc).__name__}: {exc}") from exc

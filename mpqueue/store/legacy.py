@@ -1,0 +1,121 @@
+"""``LegacyLmdbStore``: the queue as it was before the three optimizations.
+
+Kept, faithfully, so the benchmark can measure the before/after on the same code:
+- one ``pending`` set holds ready and future jobs alike, keyed by job id only;
+- a poll scans every pending entry and reads each job to check its run-at time;
+- a poll claims one job, whatever the limit;
+- the name index holds ids only, so listing is 1 index read + N record reads.
+It passes the same behavioural tests as the optimized store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .. import keys
+from ..job import JobRecord, JobState, now_ms
+from .lmdb import LAYOUT_LEGACY, LmdbStore
+from .lmdb_env import Tx
+
+
+class LegacyLmdbStore(LmdbStore):
+    mode = "legacy"
+    layout = LAYOUT_LEGACY
+
+    def _migrate(self, tx: Tx) -> None:
+        """Fold an optimized layout's ready and scheduled indexes into ``pending``."""
+        if tx.get(keys.DB_META, keys.META_LAYOUT) == self.layout:
+            return
+        for db in (keys.DB_READY, keys.DB_SCHEDULED):
+            for key, _ in list(tx.scan(db, values=False)):
+                tx.delete(db, key)
+                tx.put(keys.DB_PENDING, keys.pending_key(key[-keys.JOB_ID_BYTES:].decode()), b"")
+        for key, _ in list(tx.scan(keys.DB_BY_NAME, values=False)):
+            tx.put(keys.DB_BY_NAME, key, b"")
+        tx.put(keys.DB_META, keys.META_LAYOUT, self.layout)
+
+    def _index_value(self, raw: bytes) -> bytes:
+        return b""  # legacy: the name index holds ids only
+
+    def _enqueue_index(self, tx: Tx, rec: JobRecord) -> None:
+        if rec.state in (JobState.READY, JobState.SCHEDULED):
+            tx.put(keys.DB_PENDING, keys.pending_key(rec.id), b"")
+
+    def _unqueue_index(self, tx: Tx, rec: JobRecord) -> None:
+        if rec.state in (JobState.READY, JobState.SCHEDULED):
+            tx.delete(keys.DB_PENDING, keys.pending_key(rec.id))
+
+    def promote_due(self, now_ms: int) -> int:
+        return 0  # nothing to promote: due-ness is checked job by job at every poll
+
+    def claim(self, worker_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+        return super().claim(worker_id, min(limit, 1), now_ms)
+
+    def _claim(self, tx: Tx, worker_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+        best: tuple[int, int] | None = None
+        best_id = ""
+        for key, _ in tx.scan(keys.DB_PENDING, values=False):
+            job_id = keys.decode_job_key(key)
+            rec = self._load(tx, job_id)  # the per-job read the legacy poll pays for
+            if rec is None or rec.run_at_ms > now_ms:
+                continue
+            rank = (-rec.priority, rec.seq)
+            if best is None or rank < best:
+                best, best_id = rank, job_id
+        if best is None:
+            return []
+        tx.delete(keys.DB_PENDING, keys.pending_key(best_id))
+        rec = self._load(tx, best_id)
+        if rec is not None and rec.state is JobState.SCHEDULED:
+            self._save(tx, rec.evolve(state=JobState.READY))
+        taken = self._take(tx, best_id, worker_id, now_ms)
+        return [] if taken is None else [taken]
+
+    def next_run_at_ms(self) -> int | None:
+        def body(tx: Tx) -> int | None:
+            times = [rec.run_at_ms for key, _ in tx.scan(keys.DB_PENDING, values=False)
+                     if (rec := self._load(tx, keys.decode_job_key(key))) is not None]
+            return min(times) if times else None
+        return self.env.read(body)
+
+    def _list(self, tx: Tx, prefix: bytes, state: JobState | None,
+              limit: int | None) -> list[JobRecord]:
+        ids = [key for key, _ in tx.scan_prefix(keys.DB_BY_NAME, prefix, values=False)]
+        out: list[JobRecord] = []
+        for key in ids:  # 1 + N: the index gives ids, each record is a separate read
+            name, job_id = keys.decode_by_name_key(key)
+            raw = tx.get(keys.DB_JOBS, keys.job_key(job_id))
+            rec = self._index_record(tx, key, raw or b"")
+            if state is None or rec.state is state:
+                out.append(rec)
+                if limit is not None and len(out) >= limit:
+                    break
+        out.sort(key=lambda r: (r.created_at_ms, r.id))
+        return out
+
+    def stats(self) -> dict[str, int]:
+        def body(tx: Tx) -> dict[str, int]:
+            counts = self._counts(tx)
+            now = now_ms()
+            counts["ready"] = counts["scheduled"] = 0
+            for key, _ in tx.scan(keys.DB_PENDING, values=False):
+                rec = self._load(tx, keys.decode_job_key(key))
+                if rec is not None:
+                    counts[_effective(rec, now).state.value] += 1
+            return counts
+        return self.env.read(body)
+
+    def get(self, job_id: str) -> JobRecord | None:
+        rec = super().get(job_id)
+        return None if rec is None else _effective(rec, now_ms())
+
+    def _index_record(self, tx: Tx, key: bytes, raw: bytes) -> JobRecord:
+        # Legacy never promotes, so a due job still says "scheduled" in its record;
+        # report it as ready, as the optimized store would after its promotion.
+        return _effective(super()._index_record(tx, key, raw), now_ms())
+
+
+def _effective(rec: JobRecord, now: int) -> JobRecord:
+    if rec.state is JobState.SCHEDULED and rec.run_at_ms <= now:
+        return replace(rec, state=JobState.READY)
+    return rec

@@ -1,0 +1,372 @@
+"""``LmdbStore``: the embedded, durable job store (optimized layout).
+
+Ready jobs sit in priority-then-FIFO order, scheduled jobs in run-at order, so a poll
+reads only what it hands out, and ``by_name`` holds whole records so listing is one
+cursor pass. See ``keys.py`` for the layout.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Sequence
+
+from .. import keys
+from ..config import DEFAULT_MAP_SIZE
+from ..errors import ConfigError, JobNotFound
+from ..job import Claim, ErrorInfo, JobRecord, JobState, Outcome
+from ..retry import next_run_at_ms
+from .base import OpCounter, Store
+from .codec import CorruptRecord, decode_claim, decode_record, encode_claim, encode_record
+from .lmdb_env import EnvHandle, Tx
+
+LAYOUT_OPTIMIZED = b"optimized"
+LAYOUT_LEGACY = b"legacy"
+_QUEUE_DBS = {JobState.READY: keys.DB_READY, JobState.SCHEDULED: keys.DB_SCHEDULED}
+
+
+class LmdbStore(Store):
+    """Job store in one LMDB environment directory. One instance per process and
+    thread; instances in one process share the environment handle."""
+
+    mode = "optimized"
+    layout = LAYOUT_OPTIMIZED
+
+    def __init__(self, path: str, *, map_size: int = DEFAULT_MAP_SIZE, sync: bool = True):
+        self.path = path
+        self.counter = OpCounter()
+        self.rng = random.Random()
+        self.env = EnvHandle(path, map_size, sync, self.counter)
+        self.env.write(self._migrate)
+
+    # ---- layout -------------------------------------------------------------------
+    def _migrate(self, tx: Tx) -> None:
+        """Bring a store written in the other mode's layout into this one's."""
+        layout = tx.get(keys.DB_META, keys.META_LAYOUT)
+        if layout == self.layout:
+            return
+        if layout == LAYOUT_LEGACY or tx.first_key(keys.DB_PENDING) is not None:
+            for key, _ in list(tx.scan(keys.DB_PENDING, values=False)):
+                tx.delete(keys.DB_PENDING, key)
+                rec = self._load(tx, keys.decode_job_key(key))
+                if rec is not None:
+                    self._enqueue_index(tx, rec)
+            for rec in self._all_records(tx):
+                tx.put(keys.DB_BY_NAME, keys.by_name_key(rec.name, rec.id), encode_record(rec))
+        tx.put(keys.DB_META, keys.META_LAYOUT, self.layout)
+
+    def _all_records(self, tx: Tx) -> list[JobRecord]:
+        out = []
+        for key, raw in tx.scan(keys.DB_JOBS):
+            try:
+                out.append(decode_record(raw))
+            except CorruptRecord:
+                continue
+        return out
+
+    # ---- record helpers -------------------------------------------------------------
+    def _load(self, tx: Tx, job_id: str) -> JobRecord | None:
+        raw = tx.get(keys.DB_JOBS, keys.job_key(job_id))
+        if raw is None:
+            return None
+        try:
+            return decode_record(raw)
+        except CorruptRecord as exc:
+            return JobRecord.corrupt(job_id, "?", f"record cannot be decoded: {exc}")
+
+    def _save(self, tx: Tx, rec: JobRecord) -> None:
+        raw = encode_record(rec)
+        tx.put(keys.DB_JOBS, keys.job_key(rec.id), raw)
+        tx.put(keys.DB_BY_NAME, keys.by_name_key(rec.name, rec.id), self._index_value(raw))
+
+    def _index_value(self, raw: bytes) -> bytes:
+        return raw  # optimized: the index holds the whole record (listing needs no lookups)
+
+    def _enqueue_index(self, tx: Tx, rec: JobRecord) -> None:
+        """File a ready or scheduled job in its queue index."""
+        if rec.state is JobState.READY:
+            tx.put(keys.DB_READY, keys.ready_key(rec.priority, rec.seq, rec.id), b"")
+        elif rec.state is JobState.SCHEDULED:
+            tx.put(keys.DB_SCHEDULED,
+                   keys.scheduled_key(rec.run_at_ms, rec.priority, rec.seq, rec.id), b"")
+
+    def _unqueue_index(self, tx: Tx, rec: JobRecord) -> None:
+        if rec.state is JobState.READY:
+            tx.delete(keys.DB_READY, keys.ready_key(rec.priority, rec.seq, rec.id))
+        elif rec.state is JobState.SCHEDULED:
+            tx.delete(keys.DB_SCHEDULED,
+                      keys.scheduled_key(rec.run_at_ms, rec.priority, rec.seq, rec.id))
+
+    def _next_seqs(self, tx: Tx, count: int) -> int:
+        """Reserve ``count`` sequence numbers; returns the first."""
+        raw = tx.get(keys.DB_META, keys.META_SEQ)
+        first = keys.decode_u64(raw) + 1 if raw else 1
+        tx.put(keys.DB_META, keys.META_SEQ, keys.encode_u64(first + count - 1))
+        return first
+
+    # ---- adding -------------------------------------------------------------------
+    def add(self, records: Sequence[JobRecord]) -> None:
+        for rec in records:
+            keys.check_key_length(keys.by_name_key(rec.name, rec.id), f"task name {rec.name!r}")
+        if records:
+            self.env.write(lambda tx: self._add(tx, records))
+
+    def _add(self, tx: Tx, records: Sequence[JobRecord]) -> None:
+        seq = self._next_seqs(tx, len(records))
+        for offset, rec in enumerate(records):
+            rec.seq = seq + offset
+            self._save(tx, rec)
+            self._enqueue_index(tx, rec)
+
+    # ---- polling ------------------------------------------------------------------
+    def promote_due(self, now_ms: int) -> int:
+        return self.env.write(lambda tx: self._promote(tx, now_ms))
+
+    def _promote(self, tx: Tx, now_ms: int) -> int:
+        due = [key for key, _ in tx.scan(keys.DB_SCHEDULED, b"",
+                                         keys.scheduled_upper_bound(now_ms), values=False)]
+        for key in due:
+            _, _, _, job_id = keys.decode_scheduled_key(key)
+            tx.delete(keys.DB_SCHEDULED, key)
+            rec = self._load(tx, job_id)
+            if rec is None:
+                continue
+            rec = rec.evolve(state=JobState.READY)
+            self._save(tx, rec)
+            self._enqueue_index(tx, rec)
+        return len(due)
+
+    def claim(self, worker_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+        keys.check_key_length(keys.processing_key(worker_id, "0" * keys.JOB_ID_BYTES),
+                              "worker id")
+        if limit <= 0:
+            return []
+        return self.env.write(lambda tx: self._claim(tx, worker_id, limit, now_ms))
+
+    def _claim(self, tx: Tx, worker_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+        taken = []
+        for key, _ in tx.scan(keys.DB_READY, values=False):
+            taken.append(key)
+            if len(taken) >= limit:
+                break
+        claimed = []
+        for key in taken:
+            tx.delete(keys.DB_READY, key)
+            rec = self._take(tx, keys.decode_ready_key(key)[2], worker_id, now_ms)
+            if rec is not None:
+                claimed.append(rec)
+        return claimed
+
+    def _take(self, tx: Tx, job_id: str, worker_id: str, now_ms: int) -> JobRecord | None:
+        """Mark one job (already out of its queue index) as processing by ``worker_id``."""
+        raw = tx.get(keys.DB_JOBS, keys.job_key(job_id))
+        if raw is None:
+            return None
+        try:
+            rec = decode_record(raw)
+        except CorruptRecord as exc:
+            # A reader must never crash on a bad record: park it, with the reason.
+            tx.put(keys.DB_DEAD, keys.dead_key(job_id), f"corrupt record: {exc}".encode())
+            return None
+        rec = rec.evolve(state=JobState.PROCESSING, attempts=rec.attempts + 1)
+        self._save(tx, rec)
+        deadline = None if rec.timeout_s is None else now_ms + int(rec.timeout_s * 1000)
+        claim = Claim(job_id, worker_id, now_ms, deadline_ms=deadline)
+        tx.put(keys.DB_PROCESSING, keys.processing_key(worker_id, job_id), encode_claim(claim))
+        return rec
+
+    def next_run_at_ms(self) -> int | None:
+        def first(tx: Tx) -> int | None:
+            key = tx.first_key(keys.DB_SCHEDULED)
+            return None if key is None else keys.decode_scheduled_key(key)[0]
+        return self.env.read(first)
+
+    # ---- outcomes -----------------------------------------------------------------
+    def finish(self, outcomes: Sequence[Outcome], now_ms: int) -> list[bool]:
+        if not outcomes:
+            return []
+        return self.env.write(lambda tx: [self._finish_one(tx, o, now_ms) for o in outcomes])
+
+    def _finish_one(self, tx: Tx, outcome: Outcome, now_ms: int) -> bool:
+        pkey = keys.processing_key(outcome.worker_id, outcome.job_id)
+        if not tx.delete(keys.DB_PROCESSING, pkey):
+            return False  # the claim was taken back: a late outcome changes nothing
+        rec = self._load(tx, outcome.job_id)
+        if rec is None or rec.state is not JobState.PROCESSING:
+            return False
+        if outcome.kind == "done":
+            self._mark_done(tx, rec.evolve(state=JobState.DONE, result=outcome.result,
+                                           finished_at_ms=now_ms))
+        elif outcome.kind == "released":
+            self._requeue(tx, rec.evolve(state=JobState.READY, attempts=rec.attempts - 1))
+        else:
+            self._fail(tx, rec, outcome, now_ms)
+        return True
+
+    def _fail(self, tx: Tx, rec: JobRecord, outcome: Outcome, now_ms: int) -> None:
+        error = outcome.error or ErrorInfo("Unknown", "no error recorded")
+        rec = rec.evolve(errors=rec.errors + (error,))
+        run_at = next_run_at_ms(rec, now_ms, self.rng, retryable=outcome.retryable,
+                                delay_s=outcome.retry_delay_s)
+        if run_at is None:
+            self._bury(tx, rec.evolve(state=JobState.DEAD, finished_at_ms=now_ms), str(error))
+        else:
+            self._requeue(tx, rec.evolve(state=JobState.SCHEDULED, run_at_ms=run_at))
+
+    def _mark_done(self, tx: Tx, rec: JobRecord) -> None:
+        self._save(tx, rec)
+        tx.put(keys.DB_DONE, keys.done_key(rec.finished_at_ms or 0, rec.id), b"")
+
+    def _bury(self, tx: Tx, rec: JobRecord, reason: str) -> None:
+        self._save(tx, rec)
+        tx.put(keys.DB_DEAD, keys.dead_key(rec.id), reason.encode("utf-8", "replace"))
+
+    def _requeue(self, tx: Tx, rec: JobRecord) -> None:
+        """Back into a queue (ready or scheduled) behind the jobs already waiting."""
+        rec.seq = self._next_seqs(tx, 1)
+        self._save(tx, rec)
+        self._enqueue_index(tx, rec)
+
+    # ---- claims and workers -------------------------------------------------------
+    def set_claim_pid(self, worker_id: str, job_id: str, pid: int, pid_started: float,
+                      deadline_ms: int | None) -> bool:
+        def body(tx: Tx) -> bool:
+            pkey = keys.processing_key(worker_id, job_id)
+            raw = tx.get(keys.DB_PROCESSING, pkey)
+            if raw is None:
+                return False
+            old = decode_claim(raw)
+            new = Claim(job_id, worker_id, old.claimed_at_ms, deadline_ms, pid, pid_started)
+            tx.put(keys.DB_PROCESSING, pkey, encode_claim(new))
+            return True
+        return self.env.write(body)
+
+    def claims(self, worker_id: str | None = None) -> list[Claim]:
+        prefix = b"" if worker_id is None else keys.processing_prefix(worker_id)
+        return self.env.read(lambda tx: [decode_claim(raw) for _, raw in
+                                          tx.scan_prefix(keys.DB_PROCESSING, prefix)])
+
+    def requeue_worker(self, worker_id: str) -> list[str]:
+        return self.env.write(lambda tx: self._requeue_worker(tx, worker_id))
+
+    def _requeue_worker(self, tx: Tx, worker_id: str) -> list[str]:
+        held = [key for key, _ in tx.scan_prefix(keys.DB_PROCESSING,
+                                                 keys.processing_prefix(worker_id),
+                                                 values=False)]
+        outcomes = [Outcome.released(keys.decode_processing_key(k)[1], worker_id) for k in held]
+        return [o.job_id for o in outcomes if self._finish_one(tx, o, 0)]
+
+    # ---- reading --------------------------------------------------------------------
+    def get(self, job_id: str) -> JobRecord | None:
+        return self.env.read(lambda tx: self._load(tx, job_id))
+
+    def list(self, name: str | None = None, state: JobState | None = None,
+             limit: int | None = None) -> list[JobRecord]:
+        prefix = b"" if name is None else keys.by_name_prefix(name)
+        return self.env.read(lambda tx: self._list(tx, prefix, state, limit))
+
+    def _list(self, tx: Tx, prefix: bytes, state: JobState | None,
+              limit: int | None) -> list[JobRecord]:
+        out: list[JobRecord] = []
+        for key, raw in tx.scan_prefix(keys.DB_BY_NAME, prefix):
+            rec = self._index_record(tx, key, raw)
+            if state is None or rec.state is state:
+                out.append(rec)
+                if limit is not None and len(out) >= limit:
+                    break
+        out.sort(key=lambda r: (r.created_at_ms, r.id))
+        return out
+
+    def _index_record(self, tx: Tx, key: bytes, raw: bytes) -> JobRecord:
+        name, job_id = keys.decode_by_name_key(key)
+        try:
+            return decode_record(raw)
+        except CorruptRecord as exc:
+            return JobRecord.corrupt(job_id, name, f"record cannot be decoded: {exc}")
+
+    def stats(self) -> dict[str, int]:
+        return self.env.read(self._counts)
+
+    def _counts(self, tx: Tx) -> dict[str, int]:
+        return {
+            "ready": tx.entries(keys.DB_READY),
+            "scheduled": tx.entries(keys.DB_SCHEDULED),
+            "processing": tx.entries(keys.DB_PROCESSING),
+            "done": tx.entries(keys.DB_DONE),
+            "dead": tx.entries(keys.DB_DEAD),
+            "total": tx.entries(keys.DB_JOBS),
+        }
+
+    # ---- removing ---------------------------------------------------------------------
+    def delete(self, job_id: str) -> bool:
+        return self.env.write(lambda tx: self._delete(tx, job_id))
+
+    def _delete(self, tx: Tx, job_id: str) -> bool:
+        raw = tx.get(keys.DB_JOBS, keys.job_key(job_id))
+        if raw is None:
+            return False
+        try:
+            rec = decode_record(raw)
+        except CorruptRecord:
+            self._delete_corrupt(tx, job_id)
+            return True
+        self._unqueue_index(tx, rec)
+        if rec.state is JobState.PROCESSING:
+            for key, _ in list(tx.scan(keys.DB_PROCESSING, values=False)):
+                if keys.decode_processing_key(key)[1] == job_id:
+                    tx.delete(keys.DB_PROCESSING, key)
+        elif rec.state is JobState.DONE:
+            tx.delete(keys.DB_DONE, keys.done_key(rec.finished_at_ms or 0, job_id))
+        elif rec.state is JobState.DEAD:
+            tx.delete(keys.DB_DEAD, keys.dead_key(job_id))
+        tx.delete(keys.DB_JOBS, keys.job_key(job_id))
+        tx.delete(keys.DB_BY_NAME, keys.by_name_key(rec.name, job_id))
+        return True
+
+    def _delete_corrupt(self, tx: Tx, job_id: str) -> None:
+        """Without a readable record, find the job's index entries by scanning."""
+        tx.delete(keys.DB_JOBS, keys.job_key(job_id))
+        tx.delete(keys.DB_DEAD, keys.dead_key(job_id))
+        for db in (keys.DB_BY_NAME, keys.DB_READY, keys.DB_SCHEDULED, keys.DB_PROCESSING,
+                   keys.DB_DONE, keys.DB_PENDING):
+            for key, _ in list(tx.scan(db, values=False)):
+                if key.endswith(job_id.encode("ascii")):
+                    tx.delete(db, key)
+
+    def requeue_dead(self, job_id: str, now_ms: int) -> JobRecord:
+        return self.env.write(lambda tx: self._requeue_dead(tx, job_id, now_ms))
+
+    def _requeue_dead(self, tx: Tx, job_id: str, now_ms: int) -> JobRecord:
+        if tx.get(keys.DB_JOBS, keys.job_key(job_id)) is None:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        rec = self._load(tx, job_id)
+        if rec is None or rec.state is not JobState.DEAD or rec.name == "?":
+            state = "unreadable" if rec is None or rec.name == "?" else rec.state.value
+            raise ConfigError(f"job {job_id} is {state}; only dead jobs can be requeued")
+        tx.delete(keys.DB_DEAD, keys.dead_key(job_id))
+        rec = rec.evolve(state=JobState.READY, attempts=0, run_at_ms=now_ms,
+                         finished_at_ms=None)
+        self._requeue(tx, rec)
+        return rec
+
+    def purge_dead(self) -> int:
+        def body(tx: Tx) -> int:
+            dead = [keys.decode_job_key(k) for k, _ in tx.scan(keys.DB_DEAD, values=False)]
+            return sum(self._delete(tx, job_id) or tx.delete(keys.DB_DEAD, keys.dead_key(job_id))
+                       for job_id in dead)
+        return self.env.write(body)
+
+    def expire_finished(self, before_ms: int) -> int:
+        def body(tx: Tx) -> int:
+            old = [k for k, _ in tx.scan(keys.DB_DONE, b"", keys.done_upper_bound(before_ms),
+                                         values=False)]
+            for key in old:
+                self._delete(tx, keys.decode_done_key(key)[1])
+                tx.delete(keys.DB_DONE, key)
+            return len(old)
+        return self.env.write(body)
+
+    def maintenance(self) -> None:
+        self.env.reader_check()
+
+    def close(self) -> None:
+        self.env.close()

@@ -1,0 +1,266 @@
+"""LMDB environment lifecycle: one handle per process, map growth, error translation.
+
+This module and ``lmdb.py``/``legacy.py`` are the only ones that import ``lmdb``.
+Rules followed (measured in shared/RELIABILITY.md):
+- an environment is opened once per process and never used across ``fork()``;
+- commits are synchronous and ``writemap`` is off: durability first, speed by batching;
+- ``MapFullError`` grows the map and redoes the whole transaction; ``MapResizedError``
+  adopts the size another process set; ``ReadersFullError`` clears stale slots;
+- network filesystems are refused, LMDB's locking does not work there.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, TypeVar
+
+import lmdb
+
+from .. import keys
+from ..config import MAX_MAP_SIZE, MAX_READERS
+from ..errors import ConfigError, StoreError, StoreFull
+from .base import OpCounter
+
+T = TypeVar("T")
+
+NETWORK_FS_TYPES = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs",
+                              "ceph", "glusterfs", "lustre", "gpfs", "9p", "davfs",
+                              "sshfs", "beegfs"})
+_TRANSIENT_RETRIES = 20
+
+
+def mount_fs_type(path: str, mounts_text: str) -> str:
+    """The filesystem type of the mount that holds ``path`` (longest mount-point match)."""
+    best, best_type = "", ""
+    for line in mounts_text.splitlines():
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mount_point = parts[1].replace("\\040", " ")
+        inside = path == mount_point or path.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, best_type = mount_point, parts[2]
+    return best_type
+
+
+def is_network_fs(fs_type: str) -> bool:
+    return fs_type in NETWORK_FS_TYPES or fs_type.startswith("fuse")
+
+
+def refuse_network_fs(path: str, mounts_text: str | None = None) -> None:
+    if mounts_text is None:
+        try:
+            with open("/proc/mounts", encoding="utf-8") as fh:
+                mounts_text = fh.read()
+        except OSError:
+            return  # not Linux: nothing to check against
+    fs_type = mount_fs_type(os.path.realpath(path), mounts_text)
+    if is_network_fs(fs_type):
+        raise ConfigError(f"store path {path!r} is on a {fs_type} filesystem; LMDB's locks "
+                          "do not work on network or FUSE filesystems, use a local disk")
+
+
+class Tx:
+    """A transaction with every operation counted (see ``OpCounter``)."""
+
+    __slots__ = ("txn", "dbs", "counter")
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[bytes, Any], counter: OpCounter):
+        self.txn, self.dbs, self.counter = txn, dbs, counter
+
+    def get(self, db: bytes, key: bytes) -> bytes | None:
+        self.counter.gets += 1
+        return self.txn.get(key, db=self.dbs[db])  # type: ignore[no-any-return]
+
+    def put(self, db: bytes, key: bytes, value: bytes) -> None:
+        self.counter.puts += 1
+        self.txn.put(key, value, db=self.dbs[db])
+
+    def delete(self, db: bytes, key: bytes) -> bool:
+        self.counter.deletes += 1
+        return bool(self.txn.delete(key, db=self.dbs[db]))
+
+    def scan(self, db: bytes, start: bytes = b"", stop: bytes | None = None,
+             values: bool = True) -> Iterator[tuple[bytes, bytes]]:
+        """Entries with ``start <= key`` (and ``key < stop``, or key starting with
+        ``start`` when stop is None and start is a prefix scan)."""
+        cursor = self.txn.cursor(db=self.dbs[db])
+        self.counter.cursor_steps += 1
+        found = cursor.set_range(start) if start else cursor.first()
+        while found:
+            key = cursor.key()
+            if stop is not None and key >= stop:
+                return
+            yield key, (cursor.value() if values else b"")
+            self.counter.cursor_steps += 1
+            found = cursor.next()
+
+    def scan_prefix(self, db: bytes, prefix: bytes,
+                    values: bool = True) -> Iterator[tuple[bytes, bytes]]:
+        for key, value in self.scan(db, prefix, values=values):
+            if not key.startswith(prefix):
+                return
+            yield key, value
+
+    def first_key(self, db: bytes) -> bytes | None:
+        cursor = self.txn.cursor(db=self.dbs[db])
+        self.counter.cursor_steps += 1
+        return cursor.key() if cursor.first() else None
+
+    def entries(self, db: bytes) -> int:
+        return int(self.txn.stat(self.dbs[db])["entries"])
+
+
+class _SharedEnv:
+    def __init__(self, env: lmdb.Environment, dbs: dict[bytes, Any], pid: int):
+        self.env, self.dbs, self.pid, self.users = env, dbs, pid, 0
+        self.resize_lock = threading.Lock()
+
+
+_OPEN_ENVS: dict[str, _SharedEnv] = {}
+_OPEN_LOCK = threading.Lock()
+
+
+def acquire_env(path: str, map_size: int, sync: bool) -> _SharedEnv:
+    """Open (or share, within this process) the environment at ``path``."""
+    real = os.path.realpath(path)
+    with _OPEN_LOCK:
+        shared = _OPEN_ENVS.get(real)
+        if shared is not None and shared.pid != os.getpid():
+            raise StoreError(f"the LMDB environment {real!r} was opened before fork(); "
+                             "open stores after the fork or use spawn/forkserver")
+        if shared is None:
+            shared = _OPEN_ENVS[real] = _open(real, map_size, sync)
+        shared.users += 1
+        return shared
+
+
+def release_env(path: str) -> None:
+    real = os.path.realpath(path)
+    with _OPEN_LOCK:
+        shared = _OPEN_ENVS.get(real)
+        if shared is None or shared.pid != os.getpid():
+            return
+        shared.users -= 1
+        if shared.users <= 0:
+            del _OPEN_ENVS[real]
+            shared.env.close()
+
+
+def _open(path: str, map_size: int, sync: bool) -> _SharedEnv:
+    try:
+        os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise ConfigError(f"store path {path!r} is a file, not a directory") from exc
+    except OSError as exc:
+        raise StoreError(f"cannot create store directory {path!r}: {exc}") from exc
+    refuse_network_fs(path)
+    env = _retry_transient(lambda: lmdb.open(
+        path, map_size=map_size, max_dbs=len(keys.ALL_DBS) + 2, max_readers=MAX_READERS,
+        sync=sync, metasync=sync, writemap=False, map_async=False, max_spare_txns=0,
+        subdir=True, lock=True))
+    env.reader_check()  # slots left by killed processes pin old pages: free them now
+    dbs = {name: env.open_db(name, create=True) for name in keys.ALL_DBS}
+    return _SharedEnv(env, dbs, os.getpid())
+
+
+def _retry_transient(fn: Callable[[], T]) -> T:
+    """LMDB's open can fail while another process opens or closes; retry with backoff."""
+    import time
+    delay = 0.001
+    for attempt in range(_TRANSIENT_RETRIES):
+        try:
+            return fn()
+        except lmdb.Error as exc:
+            if attempt == _TRANSIENT_RETRIES - 1 or isinstance(exc, lmdb.InvalidError):
+                raise StoreError(f"cannot open LMDB environment: {exc}") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+    raise AssertionError("unreachable")
+
+
+@contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn lmdb.Error into the mpqueue tree, keeping the original as the cause."""
+    try:
+        yield
+    except lmdb.BadValsizeError as exc:
+        raise ConfigError(f"a key or value is the wrong size for LMDB (keys are 1-511 "
+                          f"bytes): {exc}") from exc
+    except lmdb.DiskError as exc:
+        raise StoreFull(f"disk error while writing the store (disk full?): {exc}") from exc
+    except lmdb.Error as exc:
+        if _looks_like_disk_full(exc):
+            raise StoreFull(f"the disk holding the store is full: {exc}") from exc
+        raise StoreError(f"LMDB error: {exc}") from exc
+
+
+def _looks_like_disk_full(exc: lmdb.Error) -> bool:
+    text = str(exc)
+    return (os.strerror(errno.ENOSPC) in text or os.strerror(errno.EIO) in text
+            or os.strerror(errno.EDQUOT) in text)
+
+
+class EnvHandle:
+    """This store object's view of the shared environment: counted transactions with the
+    map-full / map-resized / readers-full recovery loop around them."""
+
+    def __init__(self, path: str, map_size: int, sync: bool, counter: OpCounter):
+        self.path = path
+        self.counter = counter
+        self.shared = acquire_env(path, map_size, sync)
+        self.closed = False
+
+    def write(self, body: Callable[[Tx], T]) -> T:
+        """Run ``body`` in one write transaction; it may be run again from the start."""
+        return self._run(body, write=True)
+
+    def read(self, body: Callable[[Tx], T]) -> T:
+        return self._run(body, write=False)
+
+    def _run(self, body: Callable[[Tx], T], write: bool) -> T:
+        if self.closed:
+            raise StoreError(f"store {self.path!r} is closed")
+        env = self.shared.env
+        for _ in range(64):
+            try:
+                with translate_errors():
+                    self.counter.txns += 1
+                    with env.begin(write=write) as txn:
+                        return body(Tx(txn, self.shared.dbs, self.counter))
+            except StoreError as exc:
+                if not self._recover(exc.__cause__):
+                    raise
+        raise StoreError("LMDB transaction kept failing after 64 recoveries")
+
+    def _recover(self, cause: BaseException | None) -> bool:
+        """Fix what can be fixed before the transaction is redone; False = give up."""
+        env = self.shared.env
+        if isinstance(cause, lmdb.MapResizedError):
+            env.set_mapsize(0)  # adopt the size another process grew the map to
+            return True
+        if isinstance(cause, lmdb.ReadersFullError):
+            return env.reader_check() > 0
+        if isinstance(cause, lmdb.MapFullError):
+            self._grow()
+            return True
+        return False
+
+    def _grow(self) -> None:
+        env = self.shared.env
+        with self.shared.resize_lock:
+            current = env.info()["map_size"]
+            if current >= MAX_MAP_SIZE:
+                raise StoreFull(f"store map reached its maximum of {MAX_MAP_SIZE} bytes")
+            env.set_mapsize(min(current * 2, MAX_MAP_SIZE))
+
+    def reader_check(self) -> int:
+        return int(self.shared.env.reader_check())
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            release_env(self.path)
