@@ -12,6 +12,8 @@ packed so that LMDB's bytewise order is the order the queue needs:
     done        <finishedAtMs:u64> <jobId>               -> b""  (retention order)
     pending     <jobId>                                  -> b""  (legacy layout only)
     meta        <name>                                   -> value
+    workers     <workerId>                               -> coordinator info (heartbeat,
+                                                            child pids)
 
 Integers are fixed-width big-endian. Priority is stored inverted so that a higher
 priority sorts first; ``seq`` is a store-wide counter, so equal priorities run FIFO.
@@ -34,8 +36,9 @@ DB_DEAD = b"dead"
 DB_DONE = b"done"
 DB_PENDING = b"pending"
 DB_META = b"meta"
+DB_WORKERS = b"workers"
 ALL_DBS = (DB_JOBS, DB_BY_NAME, DB_READY, DB_SCHEDULED, DB_PROCESSING, DB_DEAD,
-           DB_DONE, DB_PENDING, DB_META)
+           DB_DONE, DB_PENDING, DB_META, DB_WORKERS)
 
 META_SEQ = b"seq"
 META_LAYOUT = b"layout"
@@ -113,7 +116,7 @@ def decode_scheduled_key(key: bytes) -> tuple[int, int, int, str]:
 
 def scheduled_upper_bound(now_ms: int) -> bytes:
     """First scheduled key that is *not* due at ``now_ms`` (exclusive bound)."""
-    return _U64.pack(min(now_ms + 1, RUN_AT_MAX_MS))
+    return _U64.pack(min(max(now_ms + 1, 0), RUN_AT_MAX_MS))
 
 
 def processing_key(worker_id: str, job_id: str) -> bytes:
@@ -127,6 +130,14 @@ def processing_prefix(worker_id: str) -> bytes:
 def decode_processing_key(key: bytes) -> tuple[str, str]:
     wid, _, jid = key.rpartition(SEP)
     return wid.decode("utf-8"), jid.decode("ascii")
+
+
+def worker_key(worker_id: str) -> bytes:
+    return _part(worker_id, "worker id")
+
+
+def decode_worker_key(key: bytes) -> str:
+    return key.decode("utf-8")
 
 
 def dead_key(job_id: str) -> bytes:
@@ -143,7 +154,8 @@ def decode_done_key(key: bytes) -> tuple[int, str]:
 
 
 def done_upper_bound(before_ms: int) -> bytes:
-    return _U64.pack(before_ms)
+    """First done key that is *not* older than ``before_ms`` (exclusive bound)."""
+    return _U64.pack(min(max(before_ms, 0), RUN_AT_MAX_MS))
 
 
 def pending_key(job_id: str) -> bytes:

@@ -48,6 +48,9 @@ class LegacyLmdbStore(LmdbStore):
     def promote_due(self, now_ms: int) -> int:
         return 0  # nothing to promote: due-ness is checked job by job at every poll
 
+    def _promote(self, tx: Tx, now_ms: int) -> int:
+        return 0
+
     def claim(self, worker_id: str, limit: int, now_ms: int) -> list[JobRecord]:
         return super().claim(worker_id, min(limit, 1), now_ms)
 
@@ -74,7 +77,8 @@ class LegacyLmdbStore(LmdbStore):
     def next_run_at_ms(self) -> int | None:
         def body(tx: Tx) -> int | None:
             times = [rec.run_at_ms for key, _ in tx.scan(keys.DB_PENDING, values=False)
-                     if (rec := self._load(tx, keys.decode_job_key(key))) is not None]
+                     if (rec := self._load(tx, keys.decode_job_key(key))) is not None
+                     and rec.state is JobState.SCHEDULED]  # ready jobs are not scheduled
             return min(times) if times else None
         return self.env.read(body)
 
@@ -88,10 +92,10 @@ class LegacyLmdbStore(LmdbStore):
             rec = self._index_record(tx, key, raw or b"")
             if state is None or rec.state is state:
                 out.append(rec)
-                if limit is not None and len(out) >= limit:
-                    break
-        out.sort(key=lambda r: (r.created_at_ms, r.id))
-        return out
+        # The index is in name order, so the oldest may come last: sort, then cut.
+        # ``seq`` orders jobs created in the same millisecond (a map batch) as added.
+        out.sort(key=lambda r: (r.created_at_ms, r.seq, r.id))
+        return out if limit is None else out[:limit]
 
     def stats(self) -> dict[str, int]:
         def body(tx: Tx) -> dict[str, int]:

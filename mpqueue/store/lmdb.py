@@ -7,8 +7,9 @@ cursor pass. See ``keys.py`` for the layout.
 
 from __future__ import annotations
 
+import pickle
 import random
-from typing import Sequence
+from typing import Any, Sequence
 
 from .. import keys
 from ..config import DEFAULT_MAP_SIZE
@@ -18,6 +19,7 @@ from ..retry import next_run_at_ms
 from .base import OpCounter, Store
 from .codec import CorruptRecord, decode_claim, decode_record, encode_claim, encode_record
 from .lmdb_env import EnvHandle, Tx
+from .lmdb_wakeup import WakeListener, WakeSender
 
 LAYOUT_OPTIMIZED = b"optimized"
 LAYOUT_LEGACY = b"legacy"
@@ -37,6 +39,7 @@ class LmdbStore(Store):
         self.rng = random.Random()
         self.env = EnvHandle(path, map_size, sync, self.counter)
         self.env.write(self._migrate)
+        self.waker = WakeSender(path)
 
     # ---- layout -------------------------------------------------------------------
     def _migrate(self, tx: Tx) -> None:
@@ -109,6 +112,7 @@ class LmdbStore(Store):
             keys.check_key_length(keys.by_name_key(rec.name, rec.id), f"task name {rec.name!r}")
         if records:
             self.env.write(lambda tx: self._add(tx, records))
+            self.waker.notify()
 
     def _add(self, tx: Tx, records: Sequence[JobRecord]) -> None:
         seq = self._next_seqs(tx, len(records))
@@ -227,19 +231,6 @@ class LmdbStore(Store):
         self._enqueue_index(tx, rec)
 
     # ---- claims and workers -------------------------------------------------------
-    def set_claim_pid(self, worker_id: str, job_id: str, pid: int, pid_started: float,
-                      deadline_ms: int | None) -> bool:
-        def body(tx: Tx) -> bool:
-            pkey = keys.processing_key(worker_id, job_id)
-            raw = tx.get(keys.DB_PROCESSING, pkey)
-            if raw is None:
-                return False
-            old = decode_claim(raw)
-            new = Claim(job_id, worker_id, old.claimed_at_ms, deadline_ms, pid, pid_started)
-            tx.put(keys.DB_PROCESSING, pkey, encode_claim(new))
-            return True
-        return self.env.write(body)
-
     def claims(self, worker_id: str | None = None) -> list[Claim]:
         prefix = b"" if worker_id is None else keys.processing_prefix(worker_id)
         return self.env.read(lambda tx: [decode_claim(raw) for _, raw in
@@ -271,10 +262,10 @@ class LmdbStore(Store):
             rec = self._index_record(tx, key, raw)
             if state is None or rec.state is state:
                 out.append(rec)
-                if limit is not None and len(out) >= limit:
-                    break
-        out.sort(key=lambda r: (r.created_at_ms, r.id))
-        return out
+        # The index is in name order, so the oldest may come last: sort, then cut.
+        # ``seq`` orders jobs created in the same millisecond (a map batch) as added.
+        out.sort(key=lambda r: (r.created_at_ms, r.seq, r.id))
+        return out if limit is None else out[:limit]
 
     def _index_record(self, tx: Tx, key: bytes, raw: bytes) -> JobRecord:
         name, job_id = keys.decode_by_name_key(key)
@@ -365,8 +356,36 @@ class LmdbStore(Store):
             return len(old)
         return self.env.write(body)
 
+    # ---- the server's cycle and its registry ------------------------------------------
+    def finish_and_claim(self, outcomes: Sequence[Outcome], worker_id: str, limit: int,
+                         now_ms: int) -> tuple[list[bool], list[JobRecord]]:
+        def body(tx: Tx) -> tuple[list[bool], list[JobRecord]]:
+            acks = [self._finish_one(tx, o, now_ms) for o in outcomes]
+            if limit <= 0:
+                return acks, []
+            self._promote(tx, now_ms)
+            return acks, self._claim(tx, worker_id, limit, now_ms)
+        if not outcomes and limit <= 0:
+            return [], []
+        return self.env.write(body)
+
+    def register_worker(self, worker_id: str, info: dict[str, Any]) -> None:
+        raw = pickle.dumps(info, protocol=5)
+        self.env.write(lambda tx: tx.put(keys.DB_WORKERS, keys.worker_key(worker_id), raw))
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        return self.env.read(lambda tx: {keys.decode_worker_key(k): pickle.loads(v)
+                                         for k, v in tx.scan(keys.DB_WORKERS)})
+
+    def unregister_worker(self, worker_id: str) -> None:
+        self.env.write(lambda tx: tx.delete(keys.DB_WORKERS, keys.worker_key(worker_id)))
+
     def maintenance(self) -> None:
         self.env.reader_check()
 
+    def listen(self) -> WakeListener:
+        return WakeListener(self.path)
+
     def close(self) -> None:
+        self.waker.close()
         self.env.close()

@@ -1,0 +1,398 @@
+"""``serve``: the coordinator loop.
+
+One process per server. Each cycle it commits the outcomes that came back, promotes
+due jobs and claims as many ready jobs as its children have room for, all in one
+write transaction, then hands the job ids to its children. Between cycles it sleeps
+until a child reports, a producer wakes it, a scheduled job falls due, a timer fires
+or a signal arrives.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import time
+from multiprocessing.connection import wait
+from typing import Any
+
+from . import recovery
+from .config import PREFETCH_WINDOW_S, ServeSettings
+from .identity import current
+from .job import ErrorInfo, JobRecord, JobState, Outcome, now_ms
+from .pool import Pool, Slot
+from .progress import Progress
+from .store import open_store
+
+log = logging.getLogger("mpqueue.serve")
+
+RECLAIM_EVERY_S = 0.5      # how often dead coordinators' jobs are looked for
+HEARTBEAT_EVERY_S = 2.0
+MAINTENANCE_EVERY_S = 5.0  # stale LMDB reader slots
+EXPIRE_EVERY_S = 60.0      # finished-job retention
+EXIT_OK, EXIT_JOBS_DIED = 0, 1
+
+
+class RunStats:
+    """What happened to the jobs this server ran."""
+
+    def __init__(self) -> None:
+        self.done = self.retried = self.dead = self.released = 0
+        self.started_at = time.monotonic()
+
+
+class Coordinator:
+    def __init__(self, settings: ServeSettings, result_ttl_s: float | None = None):
+        self.settings = settings.validate()
+        self.identity = current()
+        self.worker_id = self.identity.worker_id
+        self.store = open_store(settings.path, mode=settings.mode)
+        self.result_ttl_s = result_ttl_s
+        self.pool = Pool(settings.path, settings.mode, settings.imports)
+        self.outcomes: list[Outcome] = []
+        self.claimed: dict[str, JobRecord] = {}
+        self.retrying: set[str] = set()
+        self.stats = RunStats()
+        self.signals = 0
+        self.stop_deadline: float | None = None
+        self.avg_job_s = 0.001
+        self.listener = self.store.listen() if settings.mode == "optimized" else None
+        self.progress = Progress(settings.progress) if settings.until_empty else None
+        self.timers: dict[str, float] = {}
+        self.more_ready = True
+        self.next_due_ms: int | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------
+    def run(self) -> int:
+        """Serve until stopped (or, with until_empty, until nothing is left)."""
+        wake_r, wake_w = socket.socketpair()
+        wake_r.setblocking(False)
+        wake_w.setblocking(False)
+        old = self._install_signals(wake_w)
+        try:
+            recovery.reclaim_dead(self.store, self.worker_id)
+            self.pool.start(self.settings.workers)
+            self._heartbeat()
+            log.info("serving %s with %d workers as %s", self.settings.path,
+                     self.settings.workers, self.worker_id)
+            self._loop(wake_r)
+        finally:
+            self._shutdown()
+            for signum, handler in old.items():
+                signal.signal(signum, handler)
+            signal.set_wakeup_fd(-1)
+            wake_r.close()
+            wake_w.close()
+        return EXIT_JOBS_DIED if self.settings.until_empty and self.stats.dead else EXIT_OK
+
+    def _install_signals(self, wake_w: socket.socket) -> dict[int, Any]:
+        def on_signal(signum: int, frame: object) -> None:
+            self.signals += 1
+        signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
+        return {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _loop(self, wake_r: socket.socket) -> None:
+        while True:
+            if self.signals and self._stopping_done():
+                return
+            self._cycle()
+            if self._finished():
+                return
+            self._wait(wake_r)
+            self._enforce_deadlines()
+            self._periodic()
+
+    # ---- one cycle ------------------------------------------------------------------
+    def _cycle(self) -> None:
+        room = 0 if self.signals else self._room()
+        if self.settings.mode == "legacy":
+            room = min(room, 1) if self._poll_due() else 0
+        if not self.outcomes and (room == 0 or not self._maybe_ready()):
+            return
+        outcomes, self.outcomes = self.outcomes, []
+        now = now_ms()
+        _, claimed = self.store.finish_and_claim(outcomes, self.worker_id,
+                                                 min(room, self.settings.batch), now)
+        self._account(outcomes)
+        self.more_ready = len(claimed) >= min(room, self.settings.batch) > 0
+        self.next_due_ms = self.store.next_run_at_ms()
+        self._dispatch(claimed)
+
+    def _maybe_ready(self) -> bool:
+        """Whether a claim could find work: skip empty claim transactions while idle."""
+        if self.settings.mode == "legacy" or self.more_ready:
+            return True
+        return self.next_due_ms is not None and self.next_due_ms <= now_ms()
+
+    def _poll_due(self) -> bool:
+        """Legacy mode polls on a fixed interval, one job per poll."""
+        now = time.monotonic()
+        if now < self.timers.get("poll", 0.0):
+            return False
+        self.timers["poll"] = now + self.settings.poll_s
+        return True
+
+    def _room(self) -> int:
+        per_child = 1 + min(self.settings.prefetch_max,
+                            max(1, int(PREFETCH_WINDOW_S / max(self.avg_job_s, 1e-6))))
+        return sum(max(0, per_child - len(s.inflight)) for s in self._usable())
+
+    def _usable(self) -> list[Slot]:
+        return [s for s in self.pool.slots if s.ready and not s.retiring]
+
+    def _dispatch(self, claimed: list[JobRecord]) -> None:
+        """Hand jobs out in claim (priority) order, each to the least loaded child."""
+        batches: dict[int, tuple[Slot, list[str]]] = {}
+        slots = self._usable()
+        now = time.monotonic()
+        for rec in claimed:
+            self.claimed[rec.id] = rec
+            self.retrying.discard(rec.id)
+            slot = min(slots, key=lambda s: len(s.inflight) + len(batches.get(id(s), (s, []))[1]))
+            batches.setdefault(id(slot), (slot, []))[1].append(rec.id)
+        for slot, ids in batches.values():
+            try:
+                slot.send_jobs(ids, now)
+            except OSError:
+                pass  # the child just died; its exit handler deals with these ids
+
+    def _account(self, outcomes: list[Outcome]) -> None:
+        for outcome in outcomes:
+            rec = self.claimed.pop(outcome.job_id, None)
+            if outcome.kind == "done":
+                self.stats.done += 1
+            elif outcome.kind == "released":
+                self.stats.released += 1
+            elif rec is not None and (not outcome.retryable or rec.attempts > rec.max_retries):
+                self.stats.dead += 1
+                log.warning("job %s (%s) is dead after %d attempt(s): %s", rec.id, rec.name,
+                            rec.attempts, outcome.error)
+            else:
+                self.stats.retried += 1
+                self.retrying.add(outcome.job_id)
+
+    # ---- waiting and messages ----------------------------------------------------------
+    def _wait(self, wake_r: socket.socket) -> None:
+        waitables: list[Any] = [wake_r]
+        for slot in self.pool.slots:
+            waitables += [slot.conn, slot.sentinel]
+        if self.listener is not None:
+            waitables.append(self.listener)
+        ready = wait(waitables, timeout=self._wait_timeout())
+        for obj in ready:
+            if obj is wake_r:
+                _drain_socket(wake_r)
+            elif obj is self.listener:
+                self.listener.drain()
+                self.more_ready = True
+                self.next_due_ms = self.store.next_run_at_ms()
+        for slot in list(self.pool.slots):
+            if slot.conn in ready:
+                self._read_messages(slot)
+            if slot.sentinel in ready:
+                self._on_child_exit(slot)
+
+    def _wait_timeout(self) -> float:
+        if self.outcomes or (self._room() and self.more_ready and not self.signals):
+            return 0.0
+        now_s = time.time()
+        timeout = self.settings.poll_s
+        if self.next_due_ms is not None:
+            timeout = min(timeout, max(0.0, self.next_due_ms / 1000 - now_s))
+        deadline = self._next_deadline()
+        if deadline is not None:
+            timeout = min(timeout, max(0.0, deadline - time.monotonic()))
+        if self.settings.mode == "legacy":
+            timeout = min(timeout, max(0.0, self.timers.get("poll", 0.0) - time.monotonic()))
+        return min(timeout, RECLAIM_EVERY_S)
+
+    def _read_messages(self, slot: Slot) -> None:
+        try:
+            while slot.conn.poll(0):
+                self._on_message(slot, slot.conn.recv())
+        except (EOFError, OSError):
+            pass  # the child is gone; its sentinel says so and _on_child_exit cleans up
+
+    def _on_message(self, slot: Slot, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        now = time.monotonic()
+        if kind == "done":
+            self._observe(slot, now)
+            slot.pop_head(message[1], now)
+            self.outcomes.append(Outcome.done(message[1], self.worker_id, message[2]))
+            self._check_memory(slot, message[1], message[3])
+        elif kind == "failed":
+            self._observe(slot, now)
+            slot.pop_head(message[1], now)
+            _, job_id, err, retryable, delay, rss = message
+            self.outcomes.append(Outcome.failed(job_id, self.worker_id, ErrorInfo(*err),
+                                                retryable=retryable, retry_delay_s=delay))
+            self._check_memory(slot, job_id, rss)
+        elif kind == "released":
+            for job_id in message[1]:
+                slot.inflight.remove(job_id)
+                self.outcomes.append(Outcome.released(job_id, self.worker_id))
+        elif kind in ("ready", "init_error"):
+            self.pool.on_ready(slot, message)
+            self._heartbeat()
+        limit = self.settings.max_tasks_per_child
+        if limit is not None and slot.jobs_run >= limit:
+            slot.retire()
+
+    def _observe(self, slot: Slot, now: float) -> None:
+        self.avg_job_s = 0.8 * self.avg_job_s + 0.2 * max(0.0, now - slot.head_since)
+
+    def _check_memory(self, slot: Slot, job_id: str, rss: int) -> None:
+        limit_mb = self.settings.max_memory_per_child_mb
+        if limit_mb is not None and rss > limit_mb * 1024 * 1024 and not slot.retiring:
+            log.warning("job %s pushed worker %d to %.1f MB RSS (limit %.1f MB): "
+                        "replacing that worker", job_id, slot.pid, rss / 2**20, limit_mb)
+            slot.retire()
+
+    def _on_child_exit(self, slot: Slot) -> None:
+        self._read_messages(slot)  # outcomes it sent before dying still count
+        slot.process.join(timeout=1)
+        code = slot.process.exitcode
+        if slot.inflight and not slot.killed and not self.signals:
+            head = slot.inflight.popleft()
+            reason = (f"worker killed by signal {-code}" if code is not None and code < 0
+                      else f"worker exited with code {code}")
+            self._charge(head, ErrorInfo("WorkerCrashed", reason, attempt=self._attempt(head),
+                                         at_ms=now_ms(), kind="crash"))
+            if not slot.retiring:
+                log.warning("job %s: %s", head, reason)
+        self._release_all(slot)
+        self.pool.remove(slot)
+        if not self.signals:
+            self.pool.start_slot()
+
+    def _charge(self, job_id: str, error: ErrorInfo) -> None:
+        # A crash says nothing about the job's own logic timing: retry it at once.
+        delay = 0.0 if error.kind == "crash" else None
+        self.outcomes.append(Outcome.failed(job_id, self.worker_id, error, retry_delay_s=delay))
+
+    def _release_all(self, slot: Slot) -> None:
+        while slot.inflight:
+            self.outcomes.append(Outcome.released(slot.inflight.popleft(), self.worker_id))
+
+    def _attempt(self, job_id: str) -> int:
+        rec = self.claimed.get(job_id)
+        return rec.attempts if rec is not None else 0
+
+    # ---- deadlines ----------------------------------------------------------------------
+    def _head_deadline(self, slot: Slot) -> float | None:
+        if not slot.inflight:
+            return None
+        rec = self.claimed.get(slot.inflight[0])
+        if rec is None or not rec.timeout_s:
+            return None
+        return slot.head_since + rec.timeout_s + self.settings.timeout_grace_s
+
+    def _next_deadline(self) -> float | None:
+        deadlines = [d for s in self.pool.slots if (d := self._head_deadline(s)) is not None]
+        if self.stop_deadline is not None:
+            deadlines.append(self.stop_deadline)
+        return min(deadlines, default=None)
+
+    def _enforce_deadlines(self) -> None:
+        now = time.monotonic()
+        for slot in list(self.pool.slots):
+            deadline = self._head_deadline(slot)
+            if deadline is not None and now >= deadline:
+                head = slot.inflight.popleft()
+                rec = self.claimed[head]
+                log.warning("job %s ran past its %s s timeout: killing worker %d", head,
+                            rec.timeout_s, slot.pid)
+                slot.killed = True
+                slot.kill()
+                self._charge(head, ErrorInfo(
+                    "JobTimeout", f"job exceeded its timeout of {rec.timeout_s} s and was "
+                    f"killed", attempt=rec.attempts, at_ms=now_ms(), kind="timeout"))
+
+    # ---- periodic work ------------------------------------------------------------------
+    def _every(self, name: str, period_s: float) -> bool:
+        now = time.monotonic()
+        if now < self.timers.get(name, 0.0):
+            return False
+        self.timers[name] = now + period_s
+        return True
+
+    def _periodic(self) -> None:
+        if self._every("reclaim", RECLAIM_EVERY_S):
+            if recovery.reclaim_dead(self.store, self.worker_id):
+                self.more_ready = True
+            self.next_due_ms = self.store.next_run_at_ms()  # others may have scheduled
+        if self._every("heartbeat", HEARTBEAT_EVERY_S):
+            self._heartbeat()
+        if self._every("maintenance", MAINTENANCE_EVERY_S):
+            self.store.maintenance()
+        if self.result_ttl_s is not None and self._every("expire", EXPIRE_EVERY_S):
+            self.store.expire_finished(now_ms() - int(self.result_ttl_s * 1000))
+        if self.progress is not None:
+            self.progress.update(self.stats, self.store.stats)
+
+    def _heartbeat(self) -> None:
+        self.store.register_worker(self.worker_id, recovery.heartbeat_info(
+            self.identity, self.pool.children()))
+
+    # ---- ending -------------------------------------------------------------------------
+    def _finished(self) -> bool:
+        """--until-empty: nothing ready, due or running, and no retry of ours pending."""
+        if not self.settings.until_empty or self.outcomes or self.more_ready:
+            return False
+        if any(s.inflight for s in self.pool.slots):
+            return False
+        counts = self.store.stats()
+        if counts["ready"] or counts["processing"]:
+            return False
+        if self.next_due_ms is not None and self.next_due_ms <= now_ms():
+            return False
+        pending = [r for j in self.retrying if (r := self.store.get(j)) is not None
+                   and r.state is JobState.SCHEDULED]
+        return not pending
+
+    def _stopping_done(self) -> bool:
+        """Shutdown in progress: True once every child is gone."""
+        if self.stop_deadline is None:
+            log.info("stopping: no new jobs; running jobs get %.1f s", self.settings.grace_s)
+            self.stop_deadline = time.monotonic() + self.settings.grace_s
+            for slot in self.pool.slots:
+                slot.retire()
+        if self.signals > 1 or time.monotonic() >= self.stop_deadline:
+            self.pool.kill_all()
+        return not self.pool.slots
+
+    def _shutdown(self) -> None:
+        """Put back whatever is still ours, without charging anyone; leave nothing."""
+        self.pool.kill_all()
+        for slot in list(self.pool.slots):
+            slot.process.join(timeout=5)
+            self._read_messages(slot)
+            self._release_all(slot)
+            self.pool.remove(slot)
+        outcomes, self.outcomes = self.outcomes, []
+        try:
+            self.store.finish(outcomes, now_ms())
+            self._account(outcomes)
+            self.store.requeue_worker(self.worker_id)
+            self.store.unregister_worker(self.worker_id)
+        finally:
+            if self.listener is not None:
+                self.listener.close()
+            if self.progress is not None:
+                self.progress.close(self.stats)
+            self.store.close()
+
+
+def _drain_socket(sock: socket.socket) -> None:
+    try:
+        while sock.recv(512):
+            pass
+    except (BlockingIOError, InterruptedError):
+        pass
+
+
+def serve(settings: ServeSettings, result_ttl_s: float | None = None) -> int:
+    """Run a server in this process; returns its exit code."""
+    return Coordinator(settings, result_ttl_s).run()
+

@@ -1,0 +1,85 @@
+"""Who a coordinator is, and whether it is still alive.
+
+A worker id names one coordinator process: host, boot, pid namespace, pid and the
+process's start time. The start time defeats pid reuse; the boot id tells a reboot;
+the pid namespace keeps containers on one host apart.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from functools import lru_cache
+
+import psutil
+
+START_TIME_TOLERANCE_S = 0.05  # psutil's create_time is rounded to clock ticks
+
+
+@lru_cache(maxsize=1)
+def boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as fh:
+            return fh.read().strip().replace("-", "")[:12]
+    except OSError:
+        return f"b{int(psutil.boot_time())}"
+
+
+@lru_cache(maxsize=1)
+def pid_namespace() -> str:
+    try:
+        link = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
+        return link[link.find("[") + 1:link.rfind("]")]
+    except OSError:
+        return "0"
+
+
+@dataclass(frozen=True)
+class Identity:
+    host: str
+    boot: str
+    pidns: str
+    pid: int
+    started_ms: int
+
+    @property
+    def worker_id(self) -> str:
+        return f"{self.host}:{self.boot}:{self.pidns}:{self.pid}:{self.started_ms}"
+
+    @property
+    def local(self) -> bool:
+        """True when this process can check the pid itself (same host, boot, namespace)."""
+        return (self.host, self.boot, self.pidns) == (socket.gethostname(), boot_id(),
+                                                      pid_namespace())
+
+
+def current(pid: int | None = None) -> Identity:
+    proc = psutil.Process(pid)
+    return Identity(socket.gethostname(), boot_id(), pid_namespace(), proc.pid,
+                    int(proc.create_time() * 1000))
+
+
+def parse(worker_id: str) -> Identity | None:
+    """The identity in a worker id, or None if it is not one of ours."""
+    parts = worker_id.rsplit(":", 4)
+    if len(parts) != 5 or not parts[3].isdigit() or not parts[4].isdigit():
+        return None
+    return Identity(parts[0], parts[1], parts[2], int(parts[3]), int(parts[4]))
+
+
+def process_matches(pid: int, started_s: float) -> bool:
+    """True if ``pid`` is alive and is the same process that started at ``started_s``
+    (not a later process that reused the pid)."""
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return abs(proc.create_time() - started_s) < START_TIME_TOLERANCE_S
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+def is_alive(identity: Identity) -> bool:
+    """Local liveness by pid and start time (callers handle non-local identities)."""
+    return process_matches(identity.pid, identity.started_ms / 1000)

@@ -1,0 +1,130 @@
+"""Worker slots: one child process per slot, each with its own pipe.
+
+Not a ``ProcessPoolExecutor``: when one of its children dies it fails every in-flight
+future and terminates the bystanders (shared/RELIABILITY.md, section 3). Here a slot
+knows exactly which job its child is running, so a crash or a timeout kill charges
+that job alone and the other children never notice.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from .errors import ConfigError
+from .worker import ChildConfig, child_main
+
+START_TIMEOUT_S = 60.0
+
+
+@dataclass
+class Slot:
+    """One child and the jobs sent to it, in order: the head is running."""
+
+    process: Any
+    conn: Connection
+    pid: int = 0
+    started: float = 0.0           # the child's create_time, for pid-reuse checks
+    ready: bool = False
+    retiring: bool = False
+    killed: bool = False           # killed on purpose (timeout): its queue is released
+    jobs_run: int = 0
+    inflight: deque[str] = field(default_factory=deque)
+    head_since: float = 0.0        # monotonic time the head job started
+
+    @property
+    def sentinel(self) -> int:
+        return int(self.process.sentinel)
+
+    def send_jobs(self, job_ids: list[str], now: float) -> None:
+        if not self.inflight:
+            self.head_since = now
+        self.inflight.extend(job_ids)
+        self.conn.send(("run", job_ids))
+
+    def pop_head(self, job_id: str, now: float) -> None:
+        if not self.inflight or self.inflight[0] != job_id:
+            raise RuntimeError(f"child {self.pid} reported {job_id}, expected "
+                               f"{self.inflight[0] if self.inflight else None}")
+        self.inflight.popleft()
+        self.jobs_run += 1
+        self.head_since = now
+
+    def retire(self) -> None:
+        """Ask the child to finish its current job, hand back the rest and exit."""
+        if not self.retiring:
+            self.retiring = True
+            try:
+                self.conn.send(("stop",))
+            except OSError:
+                pass  # already gone: its sentinel will tell
+
+    def kill(self) -> None:
+        try:
+            self.process.kill()
+        except (OSError, AttributeError):
+            pass
+
+
+class Pool:
+    """Starts and replaces children; the coordinator decides when."""
+
+    def __init__(self, store_path: str, mode: str, imports: tuple[str, ...]):
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload(["mpqueue.worker"])
+        self.config = ChildConfig(os.path.abspath(store_path), mode, os.getpid(),
+                                  tuple(sys.path), imports)
+        self.slots: list[Slot] = []
+
+    def start_slot(self) -> Slot:
+        parent_end, child_end = self.ctx.Pipe(duplex=True)
+        process = self.ctx.Process(target=child_main, args=(child_end, self.config),
+                                   name="mpqueue-worker", daemon=True)
+        process.start()
+        child_end.close()  # the child holds its own copy; ours would mask its hang-up
+        slot = Slot(process, parent_end)
+        self.slots.append(slot)
+        return slot
+
+    def start(self, count: int) -> None:
+        """Start ``count`` children and wait until each reports ready."""
+        new = [self.start_slot() for _ in range(count)]
+        deadline = time.monotonic() + START_TIMEOUT_S
+        for slot in new:
+            self.await_ready(slot, deadline)
+
+    def await_ready(self, slot: Slot, deadline: float) -> None:
+        remaining = deadline - time.monotonic()
+        if not slot.conn.poll(max(0.0, remaining)):
+            raise ConfigError(f"worker process did not start within {START_TIMEOUT_S} s")
+        try:
+            message = slot.conn.recv()
+        except EOFError:
+            slot.process.join(1)
+            raise ConfigError(f"worker process died while starting "
+                              f"(exit code {slot.process.exitcode})") from None
+        self.on_ready(slot, message)
+
+    def on_ready(self, slot: Slot, message: tuple[Any, ...]) -> None:
+        if message[0] == "init_error":
+            raise ConfigError(f"worker process failed to start: {message[1]}")
+        _, slot.pid, slot.started = message
+        slot.ready = True
+
+    def remove(self, slot: Slot) -> None:
+        self.slots.remove(slot)
+        slot.conn.close()
+        slot.process.join(timeout=1)
+
+    def children(self) -> list[tuple[int, float]]:
+        return [(s.pid, s.started) for s in self.slots if s.ready]
+
+    def kill_all(self) -> None:
+        for slot in self.slots:
+            slot.kill()

@@ -1,0 +1,76 @@
+"""Crash recovery: put back the jobs of coordinators that died.
+
+Called by every coordinator at start and on a timer. A coordinator counts as dead
+when (on this host) its pid is gone or belongs to a newer process, or (elsewhere)
+its heartbeat is older than its lease. Before its jobs are put back, any child it
+registered that is somehow still running is killed, so no job runs twice at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import psutil
+
+from .identity import Identity, is_alive, parse, process_matches
+from .job import now_ms
+from .store import Store
+
+log = logging.getLogger("mpqueue.recovery")
+
+DEFAULT_LEASE_S = 10.0  # a remote coordinator silent this long is presumed dead
+ORPHAN_KILL_WAIT_S = 2.0
+
+
+def coordinator_dead(worker_id: str, info: dict[str, Any] | None, now: int,
+                     lease_s: float = DEFAULT_LEASE_S) -> bool:
+    identity = parse(worker_id)
+    if identity is not None and identity.local:
+        return not is_alive(identity)
+    if info is None:
+        return False  # an owner we cannot check and that never registered: leave it
+    return now - int(info.get("heartbeat_ms", 0)) > lease_s * 1000
+
+
+def kill_orphans(info: dict[str, Any] | None) -> int:
+    """SIGKILL children a dead coordinator left behind (matching start times only)."""
+    victims = []
+    for pid, started in (info or {}).get("children", ()):
+        if process_matches(pid, started):
+            try:
+                proc = psutil.Process(pid)
+                proc.kill()
+                victims.append(proc)
+            except psutil.Error:
+                continue
+    if victims:
+        psutil.wait_procs(victims, timeout=ORPHAN_KILL_WAIT_S)
+    return len(victims)
+
+
+def reclaim_dead(store: Store, own_worker_id: str, *,
+                 lease_s: float = DEFAULT_LEASE_S) -> list[str]:
+    """Put back every job held by a dead coordinator; returns the job ids."""
+    registry = store.workers()
+    holders = {c.worker_id for c in store.claims()} | set(registry)
+    now = now_ms()
+    requeued: list[str] = []
+    for worker_id in sorted(holders - {own_worker_id}):
+        info = registry.get(worker_id)
+        if not coordinator_dead(worker_id, info, now, lease_s):
+            continue
+        killed = kill_orphans(info)
+        jobs = store.requeue_worker(worker_id)
+        store.unregister_worker(worker_id)
+        requeued.extend(jobs)
+        if jobs or killed:
+            log.warning("coordinator %s is gone: put back %d job(s), killed %d orphan(s)",
+                        worker_id, len(jobs), killed)
+    return requeued
+
+
+def heartbeat_info(identity: Identity, children: list[tuple[int, float]]) -> dict[str, Any]:
+    return {"pid": identity.pid, "host": identity.host, "heartbeat_ms": now_ms(),
+            "children": list(children), "monotonic": time.monotonic()}

@@ -1,0 +1,104 @@
+"""Instant wake-up of idle servers when jobs are added to an LMDB store.
+
+Each running server listens on a Unix datagram socket in the abstract namespace (no
+path-length limit, nothing to clean up on disk) and drops a marker file named after
+its pid into ``<store>/wake/``. A producer, after its commit, sends one empty datagram
+to every listed server. Lost or refused datagrams only cost latency: servers also
+poll on a timer, so correctness never depends on a wake-up arriving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+
+WAKE_DIR = "wake"
+
+
+def _address(store_path: str, pid: int) -> bytes:
+    digest = hashlib.sha1(os.path.realpath(store_path).encode()).hexdigest()[:16]
+    return f"\0mpqueue-{digest}-{pid}".encode()
+
+
+class WakeListener:
+    """The server's end: readable when a producer added jobs."""
+
+    def __init__(self, store_path: str):
+        self.marker = os.path.join(store_path, WAKE_DIR, str(os.getpid()))
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(_address(store_path, os.getpid()))
+        self.sock.setblocking(False)
+        os.makedirs(os.path.dirname(self.marker), exist_ok=True)
+        with open(self.marker, "w", encoding="ascii"):
+            pass
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def drain(self) -> int:
+        """Consume pending wake-ups; returns how many there were."""
+        count = 0
+        while True:
+            try:
+                self.sock.recv(64)
+                count += 1
+            except (BlockingIOError, InterruptedError):
+                return count
+
+    def close(self) -> None:
+        try:
+            os.unlink(self.marker)
+        except FileNotFoundError:
+            pass
+        self.sock.close()
+
+
+class WakeSender:
+    """The producer's end. Caches the list of servers until the wake dir changes."""
+
+    def __init__(self, store_path: str):
+        self.store_path = store_path
+        self.wake_dir = os.path.join(store_path, WAKE_DIR)
+        self.sock: socket.socket | None = None
+        self.cached_mtime = -1
+        self.targets: list[tuple[str, bytes]] = []
+
+    def notify(self) -> None:
+        for marker, address in self._targets():
+            try:
+                self._socket().sendto(b"", address)
+            except (BlockingIOError, InterruptedError):
+                continue  # its buffer is full: it has wake-ups queued already
+            except OSError:
+                self._forget(marker)  # no listener at that address: a dead server
+
+    def _targets(self) -> list[tuple[str, bytes]]:
+        try:
+            mtime = os.stat(self.wake_dir).st_mtime_ns
+        except FileNotFoundError:
+            return []
+        if mtime != self.cached_mtime:
+            self.cached_mtime = mtime
+            self.targets = [(os.path.join(self.wake_dir, name),
+                             _address(self.store_path, int(name)))
+                            for name in os.listdir(self.wake_dir) if name.isdigit()]
+        return self.targets
+
+    def _socket(self) -> socket.socket:
+        if self.sock is None:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self.sock.setblocking(False)
+        return self.sock
+
+    def _forget(self, marker: str) -> None:
+        try:
+            os.unlink(marker)
+        except FileNotFoundError:
+            pass
+        self.cached_mtime = -1
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None

@@ -1,0 +1,182 @@
+"""The child side of ``serve``: one process per worker slot.
+
+A child opens its own store (never one inherited across fork), then loops: take job
+ids from its pipe, load each job by id, run it, send the outcome back. The coordinator
+commits outcomes; a child never writes to the store, so a SIGKILL here can never leave
+half an outcome behind.
+
+Messages, coordinator -> child: ("run", [job ids]), ("stop",).
+Child -> coordinator: ("ready", pid, create_time), ("init_error", text),
+("done", job_id, result_bytes, rss), ("failed", job_id, error_tuple, retryable,
+retry_delay_s, rss), ("released", [job ids]).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import threading
+import traceback
+from collections import deque
+from dataclasses import astuple, dataclass
+from multiprocessing.connection import Connection
+from typing import Any, Callable
+
+import psutil
+
+from .errors import PayloadError, Retry, SerializationError, TaskNotFound
+from .job import ErrorInfo, JobRecord, now_ms
+from .registry import resolve
+from .serializer import dump_result, load_callable, load_payload
+
+
+class JobTimeout(BaseException):
+    """Raised inside a job by SIGALRM when its soft time limit passes.
+
+    A BaseException so that ``except Exception`` in user code does not swallow it
+    (a bare ``except:`` still can; the coordinator's hard kill covers that).
+    """
+
+
+@dataclass(frozen=True)
+class ChildConfig:
+    store_path: str
+    mode: str
+    coordinator_pid: int
+    sys_path: tuple[str, ...]
+    imports: tuple[str, ...]
+
+
+def child_main(conn: Connection, config: ChildConfig) -> None:
+    """Entry point of a worker process (started by forkserver or spawn)."""
+    # The coordinator owns shutdown: a Ctrl-C or a SIGTERM sent to the whole process
+    # group must not kill jobs mid-run; the coordinator decides what happens to them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _watch_coordinator(conn, config.coordinator_pid)
+    try:
+        runner = _JobRunner(config)
+    except BaseException as exc:  # report why, then die: the coordinator shows it
+        conn.send(("init_error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+        return
+    me = psutil.Process()
+    conn.send(("ready", me.pid, me.create_time()))
+    runner.loop(conn)
+
+
+def _watch_coordinator(conn: Connection, coordinator_pid: int) -> None:
+    """Exit at once when the coordinator dies, so no orphan keeps running a job that a
+    new coordinator is about to hand out again. The pipe's hang-up is the signal; the
+    pid check is a backstop in case the socket is somehow held open elsewhere."""
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLRDHUP)
+        while True:
+            events = poller.poll(500)
+            hung_up = any(ev & (select.POLLHUP | select.POLLRDHUP | select.POLLERR)
+                          for _, ev in events)
+            if hung_up or not _alive(coordinator_pid):
+                os._exit(70)
+    threading.Thread(target=watch, name="mpqueue-watchdog", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _JobRunner:
+    def __init__(self, config: ChildConfig):
+        for entry in reversed(config.sys_path):
+            if entry not in sys.path:
+                sys.path.insert(0, entry)
+        for module in config.imports:
+            __import__(module)
+        from .store import open_store
+        self.store = open_store(config.store_path, mode=config.mode)
+        self.funcs: dict[Any, Callable[..., Any]] = {}
+        self.process = psutil.Process()
+        signal.signal(signal.SIGALRM, _raise_timeout)
+
+    def loop(self, conn: Connection) -> None:
+        pending: deque[str] = deque()
+        while True:
+            while not pending or conn.poll(0):
+                message = conn.recv()
+                if message[0] == "stop":
+                    conn.send(("released", list(pending)))
+                    return
+                pending.extend(message[1])
+            conn.send(self.run(pending.popleft()))
+
+    def run(self, job_id: str) -> tuple[Any, ...]:
+        rec = self.store.get(job_id)
+        if rec is None:  # deleted while queued: nothing to run, nothing to commit
+            return self._failed(job_id, ErrorInfo("JobNotFound", "job vanished", kind="lost"),
+                                retryable=False)
+        try:
+            fn = self._callable(rec)
+            args, kwargs = load_payload(rec.payload, job_id=job_id)
+        except (PayloadError, TaskNotFound) as exc:
+            retryable = isinstance(exc, TaskNotFound)  # a deploy may fix an import
+            kind = "payload" if isinstance(exc, PayloadError) else "exception"
+            return self._failed(job_id, _error(exc, rec, kind), retryable=retryable)
+        return self._call(rec, fn, args, kwargs)
+
+    def _call(self, rec: JobRecord, fn: Callable[..., Any], args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> tuple[Any, ...]:
+        try:
+            try:
+                if rec.timeout_s:
+                    signal.setitimer(signal.ITIMER_REAL, rec.timeout_s)
+                value = fn(*args, **kwargs)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except JobTimeout:
+            err = ErrorInfo("JobTimeout", f"job exceeded its timeout of {rec.timeout_s} s",
+                            traceback.format_exc(), rec.attempts, now_ms(), "timeout")
+            return self._failed(rec.id, err)
+        except Retry as exc:
+            return self._failed(rec.id, _error(exc, rec, "retry"), retry_delay_s=exc.delay_s)
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: the job failed
+            return self._failed(rec.id, _error(exc, rec, "exception"))
+        try:
+            result = dump_result(value)
+        except SerializationError as exc:
+            return self._failed(rec.id, _error(exc, rec, "exception"), retryable=False)
+        return ("done", rec.id, result, self._rss())
+
+    def _callable(self, rec: JobRecord) -> Callable[..., Any]:
+        key = rec.func if rec.func is not None else rec.name
+        fn = self.funcs.get(key)
+        if fn is None:
+            if rec.func is not None:
+                fn = load_callable(rec.func, job_id=rec.id)
+            else:
+                found: Any = resolve(rec.name)
+                fn = getattr(found, "fn", found)  # a Task wraps the plain function
+            self.funcs[key] = fn
+        return fn
+
+    def _failed(self, job_id: str, error: ErrorInfo, *, retryable: bool = True,
+                retry_delay_s: float | None = None) -> tuple[Any, ...]:
+        return ("failed", job_id, astuple(error), retryable, retry_delay_s, self._rss())
+
+    def _rss(self) -> int:
+        return int(self.process.memory_info().rss)
+
+
+def _raise_timeout(signum: int, frame: object) -> None:
+    raise JobTimeout()
+
+
+def _error(exc: BaseException, rec: JobRecord, kind: str) -> ErrorInfo:
+    return ErrorInfo(type(exc).__name__, str(exc), traceback.format_exc(), rec.attempts,
+                     now_ms(), kind)
