@@ -4,6 +4,7 @@ module that builds a Queue never opens LMDB (workers import task modules)."""
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -14,6 +15,7 @@ from .config import (DEFAULT_MAP_SIZE, DEFAULT_MODE, DEFAULT_RESULT_TTL_S, TaskO
                      check_delay, check_mode, check_priority, check_store_dir, resolve_path)
 from .errors import ConfigError, JobNotFound, TaskNotFound
 from .job import Job, JobRecord, JobState, new_job_id, now_ms
+from .keys import RUN_AT_MAX_MS
 from .registry import Registry, check_name, resolve, task_name
 from .serializer import dump_callable, dump_payload
 from .store import Store, open_store
@@ -43,8 +45,10 @@ class Queue:
         self.path = resolve_path(path)
         self.mode = check_mode(mode)
         check_store_dir(self.path)
-        if result_ttl < 0:
-            raise ConfigError(f"result_ttl must be >= 0 seconds; got {result_ttl!r}")
+        if not (isinstance(result_ttl, (int, float)) and math.isfinite(result_ttl)
+                and result_ttl >= 0):
+            raise ConfigError(f"result_ttl must be a finite number of seconds >= 0; "
+                              f"got {result_ttl!r}")
         self.result_ttl_s = float(result_ttl)
         self.map_size = map_size
         self.sync = sync
@@ -214,14 +218,19 @@ def _run_at_ms(delay: float | None, at: datetime | float | None) -> int | None:
     if delay is not None and at is not None:
         raise ConfigError("give either delay= or at=, not both")
     if delay is not None:
-        return now_ms() + int(check_delay(delay) * 1000)
-    if at is None:
+        run_at = now_ms() + int(check_delay(delay) * 1000)
+    elif at is None:
         return None
-    if isinstance(at, datetime):
-        return int(at.timestamp() * 1000)
-    if isinstance(at, bool) or not isinstance(at, (int, float)) or at < 0 or at != at:
+    elif isinstance(at, datetime):
+        run_at = int(at.timestamp() * 1000)
+    elif (isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at)
+            or at < 0):
         raise ConfigError(f"at must be a datetime or epoch seconds >= 0; got {at!r}")
-    return int(at * 1000)
+    else:
+        run_at = int(at * 1000)
+    if run_at > RUN_AT_MAX_MS:  # the scheduled index holds run-at as a u64 of ms
+        raise ConfigError(f"run time is too far in the future (delay={delay!r}, at={at!r})")
+    return run_at
 
 
 def _parse_state(state: str | None) -> JobState | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from .job import JobRecord
+from .keys import RUN_AT_MAX_MS
 
 
 def backoff_s(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
@@ -14,7 +15,9 @@ def backoff_s(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> 
     retry never comes sooner than half the nominal delay and a burst of failures
     spreads out instead of retrying in lockstep.
     """
-    nominal = min(cap_s, base_s * (2 ** max(0, attempt - 1)))
+    # A float power, with the exponent bounded: an int power past 2**1023 cannot be
+    # converted to float and would make the job's failure unrecordable.
+    nominal = min(cap_s, base_s * 2.0 ** min(max(0, attempt - 1), 1000))
     return nominal / 2 + rng.random() * nominal / 2
 
 
@@ -29,4 +32,4 @@ def next_run_at_ms(record: JobRecord, now_ms: int, rng: random.Random, *,
         return None
     if delay_s is None:
         delay_s = backoff_s(record.attempts, record.backoff_base_s, record.backoff_cap_s, rng)
-    return now_ms + int(delay_s * 1000)
+    return min(now_ms + int(delay_s * 1000), RUN_AT_MAX_MS)  # a u64 in the scheduled key

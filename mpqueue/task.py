@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .config import TaskOptions
+from .errors import ConfigError
 from .registry import is_importable
 from .serializer import dump_callable
 
@@ -58,5 +59,10 @@ class Task:
     def map(self, arg_tuples: Iterable[Iterable[Any]], *,
             priority: int | None = None) -> "list[Job]":
         """Enqueue one job per argument tuple, all in one write transaction."""
-        return self.queue.enqueue_many(self, [(tuple(a), {}) for a in arg_tuples],
-                                       priority=priority)
+        calls = []
+        for args in arg_tuples:
+            if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
+                raise ConfigError(f"map() takes one tuple of arguments per job, e.g. "
+                                  f"[(1,), (2,)]; got {args!r}")
+            calls.append((tuple(args), {}))
+        return self.queue.enqueue_many(self, calls, priority=priority)

@@ -57,14 +57,21 @@ class LegacyLmdbStore(LmdbStore):
     def _claim(self, tx: Tx, worker_id: str, limit: int, now_ms: int) -> list[JobRecord]:
         best: tuple[int, int] | None = None
         best_id = ""
+        unreadable = []
         for key, _ in tx.scan(keys.DB_PENDING, values=False):
             job_id = keys.decode_job_key(key)
             rec = self._load(tx, job_id)  # the per-job read the legacy poll pays for
+            if rec is not None and rec.state not in (JobState.READY, JobState.SCHEDULED):
+                unreadable.append(rec)  # a corrupt record's stand-in
+                continue
             if rec is None or rec.run_at_ms > now_ms:
                 continue
             rank = (-rec.priority, rec.seq)
             if best is None or rank < best:
                 best, best_id = rank, job_id
+        for rec in unreadable:
+            tx.delete(keys.DB_PENDING, keys.pending_key(rec.id))
+            self._park_corrupt(tx, rec.id, str(rec.errors[-1].message if rec.errors else ""))
         if best is None:
             return []
         tx.delete(keys.DB_PENDING, keys.pending_key(best_id))

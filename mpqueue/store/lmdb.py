@@ -131,8 +131,13 @@ class LmdbStore(Store):
         for key in due:
             _, _, _, job_id = keys.decode_scheduled_key(key)
             tx.delete(keys.DB_SCHEDULED, key)
-            rec = self._load(tx, job_id)
-            if rec is None:
+            raw = tx.get(keys.DB_JOBS, keys.job_key(job_id))
+            if raw is None:
+                continue
+            try:
+                rec = decode_record(raw)
+            except CorruptRecord as exc:
+                self._park_corrupt(tx, job_id, str(exc))  # never resurrect it as ready
                 continue
             rec = rec.evolve(state=JobState.READY)
             self._save(tx, rec)
@@ -168,8 +173,7 @@ class LmdbStore(Store):
         try:
             rec = decode_record(raw)
         except CorruptRecord as exc:
-            # A reader must never crash on a bad record: park it, with the reason.
-            tx.put(keys.DB_DEAD, keys.dead_key(job_id), f"corrupt record: {exc}".encode())
+            self._park_corrupt(tx, job_id, str(exc))
             return None
         rec = rec.evolve(state=JobState.PROCESSING, attempts=rec.attempts + 1)
         self._save(tx, rec)
@@ -177,6 +181,10 @@ class LmdbStore(Store):
         claim = Claim(job_id, worker_id, now_ms, deadline_ms=deadline)
         tx.put(keys.DB_PROCESSING, keys.processing_key(worker_id, job_id), encode_claim(claim))
         return rec
+
+    def _park_corrupt(self, tx: Tx, job_id: str, reason: str) -> None:
+        """A reader must never crash on a bad record: park it in dead, with the reason."""
+        tx.put(keys.DB_DEAD, keys.dead_key(job_id), f"corrupt record: {reason}".encode())
 
     def next_run_at_ms(self) -> int | None:
         def first(tx: Tx) -> int | None:

@@ -1,0 +1,370 @@
+"""The ``mpqueue`` command line: parse options, call the ``Queue`` API, print.
+
+The group builds one ``Queue`` from ``--path``/``--mode`` and hands it to every
+subcommand through the click context. Every ``MpqueueError`` and every usage error
+is reported as one ``Error: ...`` line on stderr: exit code 1 for errors from the
+queue, 2 for bad command-line input. Input is checked before anything is written,
+so a rejected command leaves the store as it was.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from typing import Any, NoReturn, Sequence
+
+import click
+
+from . import __version__
+from .app import Queue
+from .cli_serve import demo_command, serve_command
+from .config import DEFAULT_MODE, DEFAULT_PATH, MODES, PATH_ENV
+from .errors import JobNotFound, MpqueueError, SerializationError
+from .job import Job, JobState
+from .keys import PRIORITY_MAX, PRIORITY_MIN
+from .serializer import load_result
+
+STATES = [state.value for state in JobState]
+
+
+class MpqueueGroup(click.Group):
+    """A click group that turns expected errors into one ``Error: ...`` line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MpqueueError as exc:
+            raise click.ClickException(str(exc)) from exc
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:  # `mpqueue list | head`: click exits quietly
+                raise
+            raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}"
+                                       .rstrip(": ")) from exc
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()  # bare `mpqueue`: the help text, not an error line
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            _fail(exc)
+        except click.Abort:
+            click.echo("Aborted.", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(exc: click.ClickException) -> NoReturn:
+    """Print a click error on one line; usage errors point at the right --help."""
+    message = " ".join(line.strip() for line in exc.format_message().splitlines())
+    if isinstance(exc, click.UsageError) and exc.ctx is not None:
+        message = f"{message.rstrip('.')}. (see '{exc.ctx.command_path} --help')"
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(exc.exit_code)
+
+
+@click.group(cls=MpqueueGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--path", type=click.Path(file_okay=False), envvar=PATH_ENV,
+              show_envvar=True, metavar="DIR",
+              help=f"Directory of the job store (created if missing). "
+                   f"[default: {DEFAULT_PATH}]")
+@click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE, show_default=True,
+              help="Store layout: 'optimized', or 'legacy' (the old layout, kept for "
+                   "benchmarks). Use the mode the store was written with.")
+@click.version_option(__version__, prog_name="mpqueue")
+@click.pass_context
+def cli(ctx: click.Context, path: str | None, mode: str) -> None:
+    """mpqueue: a durable, embedded, multiprocess job queue on LMDB.
+
+    Every command works on the store given by --path (or $MPQUEUE_PATH).
+    """
+    # Task modules in the current directory must import, as with `python -m`.
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    queue = Queue(path, mode=mode)
+    ctx.obj = queue
+    ctx.call_on_close(queue.close)
+
+
+# ---- enqueue ----------------------------------------------------------------------
+@cli.command()
+@click.argument("task")
+@click.argument("args", required=False, default="[]")
+@click.option("--kwargs", "kwargs_json", default="{}", metavar="JSON",
+              help="Keyword arguments as a JSON object, e.g. '{\"scale\": 2}'. "
+                   "[default: {}]")
+@click.option("--delay", type=float, default=None, metavar="SECONDS",
+              help="Run no sooner than SECONDS (>= 0) from now. [default: run now]")
+@click.option("--priority", type=int, default=None,
+              help=f"Higher runs first; an integer from {PRIORITY_MIN} to {PRIORITY_MAX}. "
+                   "[default: the task's own priority]")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the new job as a JSON object instead of its id.")
+@click.pass_obj
+def enqueue(queue: Queue, task: str, args: str, kwargs_json: str, delay: float | None,
+            priority: int | None, as_json: bool) -> None:
+    """Add one job of TASK to the queue and print its id.
+
+    TASK is an import path, such as 'package.module.function'; modules in the
+    current directory can be imported. ARGS is a JSON array of positional
+    arguments, e.g. '[1, "two"]'.
+    """
+    positional = _parse_json(args, list, "ARGS", "a JSON array, e.g. '[1, 2]'")
+    keywords = _parse_json(kwargs_json, dict, "--kwargs",
+                           "a JSON object, e.g. '{\"x\": 1}'")
+    found = queue.task_by_name(task)
+    job = queue.enqueue(found, tuple(positional), keywords, delay=delay,
+                        priority=priority)
+    click.echo(_to_json(job.to_dict()) if as_json else job.id)
+
+
+def _parse_json(text: str, kind: type, what: str, expected: str) -> Any:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"invalid JSON ({exc}); expected {expected}",
+                                 param_hint=what) from None
+    if not isinstance(value, kind):
+        raise click.BadParameter(f"expected {expected}; got a JSON "
+                                 f"{_json_kind(value)}", param_hint=what)
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    names = {dict: "object", list: "array", str: "string", bool: "boolean",
+             int: "number", float: "number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+# ---- reading ----------------------------------------------------------------------
+@cli.command("list")
+@click.option("--name", default=None, metavar="TASK", help="Only jobs of this task name.")
+@click.option("--state", type=click.Choice(STATES), default=None,
+              help="Only jobs in this state.")
+@click.option("--limit", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Show at most N (>= 0) jobs, the oldest. [default: all]")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON array of job objects instead of a table.")
+@click.pass_obj
+def list_jobs(queue: Queue, name: str | None, state: str | None, limit: int | None,
+              as_json: bool) -> None:
+    """List jobs, oldest first."""
+    jobs = queue.list(name=name, state=state, limit=limit)
+    if as_json:
+        click.echo(_to_json([job.to_dict() for job in jobs]))
+        return
+    rows = [[job.id, job.name, job.state, str(job.attempts), str(job.priority),
+             _time(job.record.run_at_ms)] for job in jobs]
+    _table(["ID", "NAME", "STATE", "ATTEMPTS", "PRIORITY", "RUN AT (UTC)"], rows,
+           empty="No jobs.")
+
+
+@cli.command(short_help="Show one job in full.")
+@click.argument("job_id")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the job as one JSON object.")
+@click.pass_obj
+def show(queue: Queue, job_id: str, as_json: bool) -> None:
+    """Show every field of one job, with its arguments, result and error history."""
+    job = queue.get(job_id)
+    if job is None:
+        raise JobNotFound(f"no job with id {job_id!r}")
+    details = _details(job)
+    if as_json:
+        click.echo(_to_json(_plain(details)))
+    else:
+        _print_details(details)
+
+
+class Unloadable(str):
+    """Stands in for stored arguments or a result that cannot be unpickled."""
+
+    def __new__(cls, exc: Exception) -> "Unloadable":
+        return super().__new__(cls, f"<cannot load: {exc}>")
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _details(job: Job) -> dict[str, Any]:
+    """``Job.to_dict()`` plus the fields it leaves out, with the arguments and the
+    result unpickled (as Python objects: ``_plain`` makes them JSON-ready)."""
+    rec = job.record
+    details = job.to_dict()
+    details.update(backoff_base_s=rec.backoff_base_s, backoff_cap_s=rec.backoff_cap_s,
+                   by_value=rec.func is not None)
+    try:
+        args, kwargs = job.args()
+        details.update(args=args, kwargs=kwargs)
+    except SerializationError as exc:
+        details.update(args=Unloadable(exc), kwargs=Unloadable(exc))
+    if rec.state is JobState.DONE and rec.result is not None:
+        try:
+            details["result"] = load_result(rec.result, job_id=rec.id)
+        except SerializationError as exc:
+            details["result"] = Unloadable(exc)
+    return details
+
+
+def _print_details(d: dict[str, Any]) -> None:
+    retries = d["max_retries"]
+    lines = [
+        ("id", d["id"]), ("name", d["name"]), ("state", d["state"]),
+        ("priority", d["priority"]),
+        ("attempts", f"{d['attempts']} (up to {retries + 1}: {retries} retries)"),
+        ("timeout", "none" if d["timeout_s"] is None else f"{d['timeout_s']} s"),
+        ("backoff", f"{d['backoff_base_s']} s, at most {d['backoff_cap_s']} s"),
+        ("stored as", "value (pickled callable)" if d["by_value"] else "import path"),
+        ("created at", _time(d["created_at_ms"])), ("run at", _time(d["run_at_ms"])),
+        ("finished at", _time(d["finished_at_ms"])),
+        ("args", repr(d["args"])), ("kwargs", repr(d["kwargs"])),
+    ]
+    if "result" in d:
+        lines.append(("result", repr(d["result"])))
+    for label, value in lines:
+        click.echo(f"{label + ':':<13}{value}")
+    _print_errors(d["errors"])
+
+
+def _print_errors(errors: list[dict[str, Any]]) -> None:
+    click.echo(f"{'errors:':<13}{len(errors) or 'none'}")
+    for number, error in enumerate(errors, 1):
+        message = f"{error['type']}: {error['message']}" if error["message"] else error["type"]
+        click.echo(f"  #{number} attempt {error['attempt']} at {_time(error['at_ms'])} "
+                   f"({error['kind']}): {message}")
+        for line in error["traceback"].rstrip().splitlines():
+            click.echo(f"      {line}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the counts as one JSON object.")
+@click.pass_obj
+def stats(queue: Queue, as_json: bool) -> None:
+    """Count jobs per state."""
+    counts = queue.stats()
+    if as_json:
+        click.echo(_to_json(counts))
+        return
+    for state, count in counts.items():
+        click.echo(f"{state + ':':<12}{count:>10}")
+
+
+# ---- dead-letter queue --------------------------------------------------------------
+@cli.group()
+def dead() -> None:
+    """Inspect, requeue or delete jobs that failed for good."""
+
+
+@dead.command("list")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print a JSON array of job objects instead of a table.")
+@click.pass_obj
+def dead_list(queue: Queue, as_json: bool) -> None:
+    """List dead jobs, oldest first, with their last error."""
+    jobs = queue.list(state=JobState.DEAD.value)
+    if as_json:
+        click.echo(_to_json([job.to_dict() for job in jobs]))
+        return
+    rows = [[job.id, job.name, str(job.attempts), _time(job.record.finished_at_ms),
+             _clip(str(job.error or ""), 60)] for job in jobs]
+    _table(["ID", "NAME", "ATTEMPTS", "DIED AT (UTC)", "LAST ERROR"], rows,
+           empty="No dead jobs.")
+
+
+@dead.command("requeue", short_help="Move dead jobs back to ready.")
+@click.argument("job_id", required=False)
+@click.option("--all", "all_jobs", is_flag=True, help="Requeue every dead job.")
+@click.pass_obj
+def dead_requeue(queue: Queue, job_id: str | None, all_jobs: bool) -> None:
+    """Move dead job JOB_ID (or every dead job, with --all) back to ready.
+
+    Attempts start again from zero.
+    """
+    if (job_id is None) == (not all_jobs):
+        raise click.UsageError("give a JOB_ID or --all, not both")
+    if job_id is not None:
+        click.echo(f"Requeued {queue.requeue(job_id).id}")
+        return
+    ids = [job.id for job in queue.list(state=JobState.DEAD.value)]
+    skipped = 0
+    for dead_id in ids:
+        try:
+            queue.requeue(dead_id)
+        except MpqueueError as exc:  # e.g. purged meanwhile, or an unreadable record
+            click.echo(f"Skipped {dead_id}: {exc}", err=True)
+            skipped += 1
+    click.echo(f"Requeued {len(ids) - skipped} dead job(s).")
+    if skipped:
+        raise click.ClickException(f"{skipped} dead job(s) could not be requeued")
+
+
+@dead.command("purge")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_obj
+def dead_purge(queue: Queue, yes: bool) -> None:
+    """Delete every dead job for good (asks first unless --yes)."""
+    count = queue.stats().get("dead", 0)
+    if count == 0:
+        click.echo("No dead jobs.")
+        return
+    if not yes and not click.confirm(f"Delete {count} dead job(s) from {queue.path}?"):
+        raise click.ClickException("nothing deleted")
+    click.echo(f"Deleted {queue.purge_dead()} dead job(s).")
+
+
+# ---- serve and demo (mpqueue/cli_serve.py) ---------------------------------------------
+cli.add_command(serve_command)
+cli.add_command(demo_command)
+
+
+# ---- output helpers -------------------------------------------------------------------
+def _to_json(value: Any) -> str:
+    return json.dumps(value)
+
+
+def _plain(value: Any) -> Any:
+    """Arguments and results may be any picklable object: keep what JSON can hold
+    (containers, str, numbers, None) and show everything else by its repr."""
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else repr(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, (str, int, float)):
+        return value
+    return repr(value)
+
+
+def _time(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    stamp = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    return stamp.strftime("%Y-%m-%d %H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def _table(header: list[str], rows: list[list[str]], *, empty: str) -> None:
+    if not rows:
+        click.echo(empty)
+        return
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def main() -> None:
+    """Console-script entry point (``mpqueue``, ``python -m mpqueue``)."""
+    cli.main(prog_name="mpqueue")

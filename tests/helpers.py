@@ -1,0 +1,52 @@
+"""Test helpers that stand in for the (not yet written) job runner: claim and finish."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mpqueue.job import ErrorInfo, JobRecord, Outcome, now_ms
+from mpqueue.serializer import dump_result
+from mpqueue.store import Store
+
+
+def claim_all(store: Store, worker: str = "w1", now: int | None = None,
+              limit: int = 32) -> list[JobRecord]:
+    """Promote what is due at ``now`` and claim every ready job (legacy claims one per poll)."""
+    now = now_ms() if now is None else now
+    store.promote_due(now)
+    out: list[JobRecord] = []
+    while True:
+        got = store.claim(worker, limit, now)
+        if not got:
+            return out
+        out.extend(got)
+
+
+def claim_one(store: Store, worker: str = "w1", now: int | None = None) -> JobRecord | None:
+    now = now_ms() if now is None else now
+    store.promote_due(now)
+    got = store.claim(worker, 1, now)
+    assert len(got) <= 1
+    return got[0] if got else None
+
+
+def done(store: Store, job_id: str, value: Any, worker: str = "w1",
+         now: int | None = None) -> bool:
+    now = now_ms() if now is None else now
+    return store.finish([Outcome.done(job_id, worker, dump_result(value))], now)[0]
+
+
+def error(message: str = "boom", attempt: int = 0) -> ErrorInfo:
+    return ErrorInfo("RuntimeError", message, "Traceback ...", attempt=attempt)
+
+
+def failed(store: Store, job_id: str, message: str = "boom", worker: str = "w1",
+           now: int | None = None, **kwargs: Any) -> bool:
+    now = now_ms() if now is None else now
+    return store.finish([Outcome.failed(job_id, worker, error(message), **kwargs)], now)[0]
+
+
+def snapshot(queue: Any) -> tuple[dict[str, int], list[tuple[str, str, str, int]]]:
+    """What a caller can see of the store: counts and every job's id/name/state/attempts."""
+    jobs = [(j.id, j.name, j.state, j.attempts) for j in queue.list()]
+    return queue.stats(), sorted(jobs)

@@ -1,0 +1,260 @@
+"""Bad input raises from the mpqueue exception tree and leaves the store as it was."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import lmdb
+import pytest
+
+from mpqueue import (ConfigError, DuplicateTask, JobNotFound, MpqueueError, Queue, Retry,
+                     SerializationError)
+from mpqueue import keys
+from mpqueue.job import JobState, now_ms
+from mpqueue.registry import MAX_NAME_BYTES
+from mpqueue.store.lmdb_env import _OPEN_ENVS
+
+from .helpers import claim_all, done, failed, snapshot
+
+
+@pytest.fixture
+def seeded(queue):
+    """A queue with a job in every state, so 'unchanged' means something."""
+    add = queue.task_by_name("tests.tasks.add")
+    to_finish, to_kill, running = add.map([(1, 1), (2, 2), (3, 3)])
+    claim_all(queue.store)
+    done(queue.store, to_finish.id, 2)
+    failed(queue.store, to_kill.id, retryable=False)
+    add.delay(4, 4)
+    add.schedule((5, 5), delay=3600)
+    assert queue.stats() == {"ready": 1, "scheduled": 1, "processing": 1, "done": 1,
+                             "dead": 1, "total": 5}
+    return queue
+
+
+def unchanged(queue, action, error=MpqueueError):
+    before = snapshot(queue)
+    with pytest.raises(error) as info:
+        action()
+    assert isinstance(info.value, MpqueueError)
+    assert snapshot(queue) == before
+    return info.value
+
+
+def _gen():
+    yield 1
+
+
+@pytest.mark.parametrize("bad", [threading.Lock(), _gen()], ids=["lock", "generator"])
+def test_unpicklable_argument(seeded, bad):
+    add = seeded.task_by_name("tests.tasks.add")
+    unchanged(seeded, lambda: add.delay(bad, 1), SerializationError)
+    unchanged(seeded, lambda: add.schedule((1,), {"b": bad}, delay=5), SerializationError)
+    # map: the bad tuple is last, so a partial write would show
+    unchanged(seeded, lambda: add.map([(i, i) for i in range(50)] + [(bad, 1)]),
+              SerializationError)
+    unchanged(seeded, lambda: seeded.submit(print, bad), SerializationError)
+
+
+def test_unpicklable_closure_in_submit(seeded):
+    lock = threading.Lock()
+    unchanged(seeded, lambda: seeded.submit(lambda: lock.acquire()), SerializationError)
+
+
+def test_map_items_must_be_argument_tuples(seeded):
+    add = seeded.task_by_name("tests.tasks.add")
+    unchanged(seeded, lambda: add.map([(1, 2), 3]), ConfigError)
+    unchanged(seeded, lambda: add.map([(1, 2), "ab"]), ConfigError)
+
+
+def test_unknown_task_option(seeded):
+    err = unchanged(seeded, lambda: seeded.task(lambda: None, retry=3), ConfigError)
+    assert "retry" in str(err)
+    assert seeded.registry.names() == []
+
+
+@pytest.mark.parametrize("options", [
+    {"retries": -1}, {"retries": 1.5}, {"retries": True}, {"retries": "3"},
+    {"timeout": 0}, {"timeout": -1.0}, {"timeout": math.nan}, {"timeout": math.inf},
+    {"timeout": "60"}, {"backoff": 0}, {"backoff": math.nan}, {"backoff": math.inf},
+    {"backoff_cap": -5}, {"backoff_cap": math.inf}, {"priority": 2**31},
+    {"priority": -(2**31) - 1}, {"priority": 1.0}, {"priority": None},
+    {"name": "a\x00b"}, {"name": 42},
+])
+def test_invalid_task_option_values(seeded, options):
+    unchanged(seeded, lambda: seeded.task(lambda: None, **options), ConfigError)
+    assert seeded.registry.names() == []
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"delay": -1}, {"delay": math.nan}, {"delay": math.inf}, {"delay": -math.inf},
+    {"delay": 1e20}, {"delay": "5"}, {"delay": True},
+    {"delay": 1, "at": now_ms() / 1000 + 60}, {"at": -1}, {"at": math.nan}, {"at": math.inf},
+    {"at": 1e20}, {"at": "tomorrow"}, {"priority": 2**31}, {"priority": "high"},
+])
+def test_invalid_schedule_arguments(seeded, kwargs):
+    add = seeded.task_by_name("tests.tasks.add")
+    unchanged(seeded, lambda: add.schedule((1, 2), **kwargs), ConfigError)
+
+
+def test_map_priority_out_of_range(seeded):
+    add = seeded.task_by_name("tests.tasks.add")
+    unchanged(seeded, lambda: add.map([(1, 2)], priority=-(2**31) - 1), ConfigError)
+
+
+@pytest.mark.parametrize("bad", [None, 42, "tests.tasks.add", b"x"])
+def test_non_callable_to_task_and_submit(seeded, bad):
+    if bad is not None:  # task(None) is the decorator-with-options form
+        unchanged(seeded, lambda: seeded.task(bad), ConfigError)
+    unchanged(seeded, lambda: seeded.task(retries=1)(bad), ConfigError)
+    unchanged(seeded, lambda: seeded.submit(bad, 1), ConfigError)
+
+
+def test_duplicate_task_name(seeded):
+    seeded.task(lambda: None, name="twice")
+    unchanged(seeded, lambda: seeded.task(lambda: 1, name="twice"), DuplicateTask)
+
+    def same():
+        return None
+
+    seeded.task(same)
+    unchanged(seeded, lambda: seeded.task(same), DuplicateTask)
+
+
+def test_task_name_too_long(seeded):
+    longest = "x" * MAX_NAME_BYTES
+    assert len(keys.by_name_key(longest, "0" * 32)) == keys.MAX_KEY_BYTES
+    unchanged(seeded, lambda: seeded.task(lambda: None, name=longest + "x"), ConfigError)
+    unchanged(seeded, lambda: seeded.task(lambda: None, name="é" * MAX_NAME_BYTES),
+              ConfigError)
+
+    def fn():
+        return None
+
+    fn.__qualname__ = "y" * MAX_NAME_BYTES  # the derived name is module + qualname
+    unchanged(seeded, lambda: seeded.submit(fn), ConfigError)
+    ok = seeded.task(lambda: None, name=longest)  # exactly at the limit works
+    assert ok.delay().name == longest
+
+
+def test_store_path_is_a_file(tmp_path, mode):
+    path = tmp_path / "a-file"
+    path.write_bytes(b"not a store")
+    with pytest.raises(ConfigError):
+        Queue(str(path), mode=mode)
+    with pytest.raises(ConfigError):
+        Queue(str(path / "below"), mode=mode).stats()
+    assert path.read_bytes() == b"not a store"
+
+
+@pytest.mark.parametrize("kwargs", [{"mode": "fast"}, {"result_ttl": -1},
+                                    {"result_ttl": math.nan}, {"result_ttl": math.inf}])
+def test_invalid_queue_options(tmp_path, kwargs):
+    with pytest.raises(ConfigError):
+        Queue(str(tmp_path / "q"), **kwargs)
+
+
+def test_bad_list_arguments(seeded):
+    unchanged(seeded, lambda: seeded.list(state="pending"), ConfigError)
+    unchanged(seeded, lambda: seeded.list(state="READY"), ConfigError)
+    unchanged(seeded, lambda: seeded.list(limit=-1), ConfigError)
+    unchanged(seeded, lambda: seeded.list(limit=1.5), ConfigError)
+    unchanged(seeded, lambda: seeded.list(name="a\x00b"), ConfigError)
+
+
+def test_requeue_of_a_job_that_is_not_dead(seeded):
+    for job in seeded.list():
+        if job.state != "dead":
+            unchanged(seeded, lambda: seeded.requeue(job.id), ConfigError)
+
+
+def test_unknown_job_id(seeded):
+    for bad in ("f" * 32, "nope", "", "F" * 32, 12):
+        assert seeded.get(bad) is None
+        before = snapshot(seeded)
+        assert seeded.delete(bad) is False
+        assert snapshot(seeded) == before
+        unchanged(seeded, lambda: seeded.requeue(bad), JobNotFound)
+
+
+def test_retry_delay_must_be_finite():
+    for bad in (-1, math.nan, math.inf):
+        with pytest.raises(ConfigError):
+            Retry(bad)
+    assert Retry(0).delay_s == 0
+
+
+def test_huge_backoff_does_not_break_finish(queue):
+    @queue.task(retries=3, backoff=1e300, backoff_cap=1e300)
+    def slow():
+        return None
+
+    job = slow.delay()
+    claim_all(queue.store)
+    assert failed(queue.store, job.id) is True
+    rec = queue.store.get(job.id)
+    assert rec.state is JobState.SCHEDULED and rec.run_at_ms <= keys.RUN_AT_MAX_MS
+
+
+# ---- corrupt records -------------------------------------------------------------------
+
+def _corrupt(path: str, job_ids: list[str], garbage: bytes) -> None:
+    """Overwrite records with garbage through a raw lmdb handle (the queue is closed)."""
+    assert not _OPEN_ENVS, "the store must be closed before a raw handle opens it"
+    env = lmdb.open(path, max_dbs=len(keys.ALL_DBS) + 2, subdir=True)
+    try:
+        jobs = env.open_db(keys.DB_JOBS)
+        by_name = env.open_db(keys.DB_BY_NAME)
+        with env.begin(write=True) as txn:
+            for job_id in job_ids:
+                txn.put(keys.job_key(job_id), garbage, db=jobs)
+                for key, _ in list(txn.cursor(db=by_name)):
+                    if key.endswith(job_id.encode()):
+                        txn.put(key, garbage, db=by_name)
+    finally:
+        env.close()
+
+
+@pytest.mark.parametrize("garbage", [b"\x01not a pickle", b"\x07", b"",
+                                     b"\x01" + b"\x80\x05K\x01."],
+                         ids=["bad-pickle", "bad-version", "empty", "wrong-shape"])
+def test_corrupt_records_never_crash_readers(store_path, mode, garbage):
+    with Queue(store_path, mode=mode) as queue:
+        add = queue.task_by_name("tests.tasks.add")
+        good, bad_ready = add.map([(1, 1), (2, 2)])
+        bad_scheduled = add.schedule((3, 3), delay=3600)
+        bad_ready_id, bad_sched_id = bad_ready.id, bad_scheduled.id
+        run_at = bad_scheduled.record.run_at_ms
+    _corrupt(store_path, [bad_ready_id, bad_sched_id], garbage)
+
+    with Queue(store_path, mode=mode) as queue:
+        store = queue.store
+        for job_id in (bad_ready_id, bad_sched_id):
+            rec = queue.get(job_id)
+            assert rec is not None and rec.state == "dead" and rec.error.kind == "corrupt"
+        listed = {j.id: j for j in queue.list()}
+        assert set(listed) == {good.id, bad_ready_id, bad_sched_id}
+        assert listed[bad_ready_id].name == "tests.tasks.add"  # the index keeps the name
+        assert queue.list(name="tests.tasks.add", state="dead")
+        assert queue.stats()["total"] == 3
+
+        claimed = claim_all(store)
+        assert [r.id for r in claimed] == [good.id]
+        claimed = claim_all(store, now=run_at)  # the bad scheduled job comes due
+        assert claimed == []
+        stats = queue.stats()
+        assert stats["dead"] == 2 and stats["processing"] == 1 and stats["total"] == 3
+        assert stats["ready"] == 0 and stats["scheduled"] == 0
+        for job_id in (bad_ready_id, bad_sched_id):
+            assert "corrupt" in queue.get(job_id).error.message or \
+                "decoded" in queue.get(job_id).error.message
+        assert queue.store.next_run_at_ms() is None
+        with pytest.raises(ConfigError):
+            queue.requeue(bad_ready_id)  # nothing to requeue: the payload is gone
+        assert queue.delete(bad_ready_id) is True
+        assert queue.get(bad_ready_id) is None
+        assert queue.purge_dead() == 1
+        assert queue.stats() == {"ready": 0, "scheduled": 0, "processing": 1, "done": 0,
+                                 "dead": 0, "total": 1}
+        assert [j.id for j in queue.list()] == [good.id]
