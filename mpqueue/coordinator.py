@@ -48,7 +48,8 @@ class Coordinator:
         self.worker_id = self.identity.worker_id
         self.store = open_store(settings.path, mode=settings.mode)
         self.result_ttl_s = result_ttl_s
-        self.pool = Pool(settings.path, settings.mode, settings.imports)
+        self.pool = Pool(settings.path, settings.mode, settings.imports,
+                         measure_rss=settings.max_memory_per_child_mb is not None)
         self.outcomes: list[Outcome] = []
         self.claimed: dict[str, JobRecord] = {}
         self.retrying: set[str] = set()
@@ -111,10 +112,16 @@ class Coordinator:
             return
         outcomes, self.outcomes = self.outcomes, []
         now = now_ms()
-        _, claimed = self.store.finish_and_claim(outcomes, self.worker_id,
-                                                 min(room, self.settings.batch), now)
+        limit = min(room, self.settings.batch)
+        _, claimed = self.store.finish_and_claim(outcomes, self.worker_id, limit, now)
         self._account(outcomes)
-        self.more_ready = len(claimed) >= min(room, self.settings.batch) > 0
+        if limit > 0:
+            self.more_ready = len(claimed) >= limit
+        else:
+            # Nothing was claimed, so nothing was learned about the ready queue, except
+            # that jobs put back just now are in it: forgetting them would strand them
+            # (no producer will send a wake-up for them).
+            self.more_ready = self.more_ready or any(o.kind == "released" for o in outcomes)
         self.next_due_ms = self.store.next_run_at_ms()
         self._dispatch(claimed)
 
@@ -318,6 +325,8 @@ class Coordinator:
         return True
 
     def _periodic(self) -> None:
+        if self.settings.mode != "legacy" and self._every("safety-poll", self.settings.poll_s):
+            self.more_ready = True  # the safety net for a lost wake-up or a missed put-back
         if self._every("reclaim", RECLAIM_EVERY_S):
             if recovery.reclaim_dead(self.store, self.worker_id):
                 self.more_ready = True

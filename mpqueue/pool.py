@@ -75,11 +75,12 @@ class Slot:
 class Pool:
     """Starts and replaces children; the coordinator decides when."""
 
-    def __init__(self, store_path: str, mode: str, imports: tuple[str, ...]):
+    def __init__(self, store_path: str, mode: str, imports: tuple[str, ...],
+                 measure_rss: bool = False):
         self.ctx = multiprocessing.get_context("forkserver")
         self.ctx.set_forkserver_preload(["mpqueue.worker"])
         self.config = ChildConfig(os.path.abspath(store_path), mode, os.getpid(),
-                                  tuple(sys.path), imports)
+                                  tuple(sys.path), imports, measure_rss)
         self.slots: list[Slot] = []
 
     def start_slot(self) -> Slot:

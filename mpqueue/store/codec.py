@@ -15,6 +15,13 @@ RECORD_V1 = b"\x01"
 CLAIM_V1 = b"\x01"
 
 
+# The order of fields in an encoded record (version 1); encode_record writes this order.
+_FIELDS = ("id", "name", "state", "payload", "priority", "seq", "run_at_ms", "created_at_ms",
+           "attempts", "max_retries", "timeout_s", "func", "result", "errors",
+           "finished_at_ms", "backoff_base_s", "backoff_cap_s")
+_STATES = {state.value: state for state in JobState}
+
+
 class CorruptRecord(Exception):
     """A stored record could not be decoded."""
 
@@ -25,7 +32,7 @@ def encode_record(rec: JobRecord) -> bytes:
     row = (rec.id, rec.name, rec.state.value, rec.payload, rec.priority, rec.seq,
            rec.run_at_ms, rec.created_at_ms, rec.attempts, rec.max_retries, rec.timeout_s,
            rec.func, rec.result, errors, rec.finished_at_ms, rec.backoff_base_s,
-           rec.backoff_cap_s)
+           rec.backoff_cap_s)  # the order of _FIELDS
     return RECORD_V1 + pickle.dumps(row, protocol=5)
 
 
@@ -33,15 +40,16 @@ def decode_record(raw: bytes) -> JobRecord:
     if raw[:1] != RECORD_V1:
         raise CorruptRecord(f"unknown record version {raw[:1]!r}")
     try:
-        (jid, name, state, payload, priority, seq, run_at_ms, created_at_ms, attempts,
-         max_retries, timeout_s, func, result, errors, finished_at_ms, base_s,
-         cap_s) = pickle.loads(raw[1:])
-        return JobRecord(
-            id=jid, name=name, state=JobState(state), payload=payload, priority=priority,
-            seq=seq, run_at_ms=run_at_ms, created_at_ms=created_at_ms, attempts=attempts,
-            max_retries=max_retries, timeout_s=timeout_s, func=func, result=result,
-            errors=tuple(ErrorInfo(*e) for e in errors), finished_at_ms=finished_at_ms,
-            backoff_base_s=base_s, backoff_cap_s=cap_s)
+        row = pickle.loads(memoryview(raw)[1:])
+        if len(row) != len(_FIELDS):
+            raise ValueError(f"record has {len(row)} fields, expected {len(_FIELDS)}")
+        # Built without __init__: decoding runs twice per job in the server's hot path.
+        rec = object.__new__(JobRecord)
+        rec.__dict__.update(zip(_FIELDS, row))
+        rec.state = _STATES[rec.state]
+        if rec.errors:
+            rec.errors = tuple(ErrorInfo(*e) for e in rec.errors)
+        return rec
     except Exception as exc:
         raise CorruptRecord(f"{type(exc).__name__}: {exc}") from exc
 

@@ -23,7 +23,7 @@ from .lmdb_wakeup import WakeListener, WakeSender
 
 LAYOUT_OPTIMIZED = b"optimized"
 LAYOUT_LEGACY = b"legacy"
-_QUEUE_DBS = {JobState.READY: keys.DB_READY, JobState.SCHEDULED: keys.DB_SCHEDULED}
+_CLAIM_CACHE_MAX = 100_000
 
 
 class LmdbStore(Store):
@@ -37,6 +37,7 @@ class LmdbStore(Store):
         self.path = path
         self.counter = OpCounter()
         self.rng = random.Random()
+        self._claimed: dict[str, tuple[bytes, JobRecord]] = {}
         self.env = EnvHandle(path, map_size, sync, self.counter)
         self.env.write(self._migrate)
         self.waker = WakeSender(path)
@@ -76,10 +77,21 @@ class LmdbStore(Store):
         except CorruptRecord as exc:
             return JobRecord.corrupt(job_id, "?", f"record cannot be decoded: {exc}")
 
-    def _save(self, tx: Tx, rec: JobRecord) -> None:
+    def _save(self, tx: Tx, rec: JobRecord) -> bytes:
         raw = encode_record(rec)
         tx.put(keys.DB_JOBS, keys.job_key(rec.id), raw)
         tx.put(keys.DB_BY_NAME, keys.by_name_key(rec.name, rec.id), self._index_value(raw))
+        return raw
+
+    def _load_claimed(self, tx: Tx, job_id: str) -> JobRecord | None:
+        """``_load`` for a job this store object claimed: when the stored bytes are still
+        the ones it wrote, reuse the record it already has instead of decoding again."""
+        cached = self._claimed.pop(job_id, None)
+        if cached is not None:
+            raw = tx.get(keys.DB_JOBS, keys.job_key(job_id))
+            if raw == cached[0]:
+                return cached[1]
+        return self._load(tx, job_id)
 
     def _index_value(self, raw: bytes) -> bytes:
         return raw  # optimized: the index holds the whole record (listing needs no lookups)
@@ -176,7 +188,9 @@ class LmdbStore(Store):
             self._park_corrupt(tx, job_id, str(exc))
             return None
         rec = rec.evolve(state=JobState.PROCESSING, attempts=rec.attempts + 1)
-        self._save(tx, rec)
+        if len(self._claimed) >= _CLAIM_CACHE_MAX:
+            self._claimed.clear()  # entries of jobs finished elsewhere; just a cache
+        self._claimed[job_id] = (self._save(tx, rec), rec)
         deadline = None if rec.timeout_s is None else now_ms + int(rec.timeout_s * 1000)
         claim = Claim(job_id, worker_id, now_ms, deadline_ms=deadline)
         tx.put(keys.DB_PROCESSING, keys.processing_key(worker_id, job_id), encode_claim(claim))
@@ -202,7 +216,7 @@ class LmdbStore(Store):
         pkey = keys.processing_key(outcome.worker_id, outcome.job_id)
         if not tx.delete(keys.DB_PROCESSING, pkey):
             return False  # the claim was taken back: a late outcome changes nothing
-        rec = self._load(tx, outcome.job_id)
+        rec = self._load_claimed(tx, outcome.job_id)
         if rec is None or rec.state is not JobState.PROCESSING:
             return False
         if outcome.kind == "done":

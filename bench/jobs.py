@@ -1,0 +1,38 @@
+"""Job bodies shared by the benchmarks. Importable, so workers load them by name, and
+plain functions, so a bare ProcessPoolExecutor can run the very same code."""
+
+from __future__ import annotations
+
+import os
+import time
+
+
+def noop(x: int) -> int:
+    return x
+
+
+def spin(ms: float) -> float:
+    """Keep one core busy for ``ms`` milliseconds of thread CPU time; returns it."""
+    start = time.thread_time()
+    end = start + ms / 1000
+    while time.thread_time() < end:
+        pass
+    return time.thread_time() - start
+
+
+def stamp(x: int) -> float:
+    """The wall-clock time the job started (for enqueue-to-start latency)."""
+    return time.time()
+
+
+def mark(path: str, tag: str, hold_s: float = 0.0) -> int:
+    """Append 'tag pid time' to ``path`` at start, then hold the worker for ``hold_s``."""
+    line = f"{tag} {os.getpid()} {time.time():.6f}\n".encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+    if hold_s:
+        time.sleep(hold_s)
+    return os.getpid()
