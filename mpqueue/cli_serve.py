@@ -12,7 +12,7 @@ import time
 import click
 
 from .app import Queue
-from .config import (DEFAULT_BATCH, DEFAULT_GRACE_S, DEFAULT_PREFETCH_MAX,
+from .config import (DEFAULT_BATCH, DEFAULT_GRACE_S, DEFAULT_LEASE_S, DEFAULT_PREFETCH_MAX,
                      DEFAULT_TIMEOUT_GRACE_S, MODES, ServeSettings)
 from .coordinator import serve
 from .demo import DEMO_RANGE, count_primes, job_ranges
@@ -65,6 +65,11 @@ def _setup_logging(level: str) -> None:
 @click.option("--progress/--no-progress", default=None,
               help="With --until-empty: force the live bar on or off (default: on a "
                    "terminal).")
+@click.option("--lease", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_LEASE_S,
+              show_default=True, metavar="S",
+              help="A server on another host (or another MPQUEUE_HOST_ID) whose heartbeat "
+                   "is older than this is presumed dead and its jobs are put back. Servers "
+                   "on this host are checked by pid at once.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True,
               help="Least severe log messages shown on stderr.")
@@ -73,7 +78,7 @@ def serve_command(queue: Queue, path: str | None, mode: str | None, workers: int
                   imports: tuple[str, ...], batch: int, poll_interval: float | None,
                   until_empty: bool, grace: float, timeout_grace: float,
                   max_tasks_per_child: int | None, max_memory_per_child: float | None,
-                  prefetch: int, progress: bool | None, log_level: str) -> None:
+                  prefetch: int, progress: bool | None, lease: float, log_level: str) -> None:
     """Run queued jobs on worker processes until stopped.
 
     Claims ready jobs in priority order, runs each in a worker process, commits the
@@ -88,7 +93,7 @@ def serve_command(queue: Queue, path: str | None, mode: str | None, workers: int
         poll_interval_s=poll_interval, until_empty=until_empty, grace_s=grace,
         timeout_grace_s=timeout_grace, max_tasks_per_child=max_tasks_per_child,
         max_memory_per_child_mb=max_memory_per_child, prefetch_max=prefetch,
-        progress=progress)
+        progress=progress, lease_s=lease)
     queue.close()  # the coordinator opens its own handle
     sys.exit(serve(settings, queue.result_ttl_s))
 

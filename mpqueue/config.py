@@ -114,6 +114,7 @@ DEFAULT_GRACE_S = 30.0            # on SIGTERM, running jobs get this long to fi
 DEFAULT_TIMEOUT_GRACE_S = 1.0     # a job past its timeout is SIGKILLed this much later
 DEFAULT_PREFETCH_MAX = 64         # most jobs queued at one child beyond the running one
 PREFETCH_WINDOW_S = 0.005         # prefetch about this much work per child (adaptive)
+DEFAULT_LEASE_S = 10.0            # a coordinator on another host silent this long is dead
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,8 @@ class ServeSettings:
     max_memory_per_child_mb: float | None = None
     prefetch_max: int = DEFAULT_PREFETCH_MAX
     progress: bool | None = None  # None: a bar on a terminal, lines otherwise
+    lease_s: float = DEFAULT_LEASE_S
+
 
     def validate(self) -> "ServeSettings":
         check_int("workers", self.workers, 1, 4096)
@@ -146,6 +149,7 @@ class ServeSettings:
         check_delay(self.timeout_grace_s, "timeout grace")
         if self.max_tasks_per_child is not None:
             check_int("max tasks per child", self.max_tasks_per_child, 1, 2**31)
+        check_positive("lease", self.lease_s)
         if self.max_memory_per_child_mb is not None:
             check_positive("max memory per child (MB)", self.max_memory_per_child_mb)
         return self

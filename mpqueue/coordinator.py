@@ -71,7 +71,7 @@ class Coordinator:
         wake_w.setblocking(False)
         old = self._install_signals(wake_w)
         try:
-            recovery.reclaim_dead(self.store, self.worker_id)
+            recovery.reclaim_dead(self.store, self.worker_id, lease_s=self.settings.lease_s)
             self.pool.start(self.settings.workers)
             self._heartbeat()
             log.info("serving %s with %d workers as %s", self.settings.path,
@@ -222,6 +222,11 @@ class Coordinator:
 
     def _on_message(self, slot: Slot, message: tuple[Any, ...]) -> None:
         kind = message[0]
+        if slot.killed:
+            # Sent just before a timeout kill landed: its head job is charged already
+            # (and popped, so the outcome would not match the queue); the rest is
+            # released when the exit is seen.
+            return
         now = time.monotonic()
         if kind == "done":
             self._observe(slot, now)
@@ -288,7 +293,9 @@ class Coordinator:
 
     # ---- deadlines ----------------------------------------------------------------------
     def _head_deadline(self, slot: Slot) -> float | None:
-        if not slot.inflight:
+        # A killed slot's head was charged already; what is left behind it never ran
+        # (head_since is the dead job's start) and is released when the exit is seen.
+        if not slot.inflight or slot.killed:
             return None
         rec = self.claimed.get(slot.inflight[0])
         if rec is None or not rec.timeout_s:
@@ -328,10 +335,11 @@ class Coordinator:
         if self.settings.mode != "legacy" and self._every("safety-poll", self.settings.poll_s):
             self.more_ready = True  # the safety net for a lost wake-up or a missed put-back
         if self._every("reclaim", RECLAIM_EVERY_S):
-            if recovery.reclaim_dead(self.store, self.worker_id):
+            if recovery.reclaim_dead(self.store, self.worker_id, lease_s=self.settings.lease_s):
                 self.more_ready = True
             self.next_due_ms = self.store.next_run_at_ms()  # others may have scheduled
-        if self._every("heartbeat", HEARTBEAT_EVERY_S):
+        # Beat several times per lease, so one slow cycle never looks like a death.
+        if self._every("heartbeat", min(HEARTBEAT_EVERY_S, self.settings.lease_s / 4)):
             self._heartbeat()
         if self._every("maintenance", MAINTENANCE_EVERY_S):
             self.store.maintenance()

@@ -15,6 +15,11 @@ from functools import lru_cache
 import psutil
 
 START_TIME_TOLERANCE_S = 0.05  # psutil's create_time is rounded to clock ticks
+HOST_ID_ENV = "MPQUEUE_HOST_ID"  # overrides the host name (containers sharing one name)
+
+
+def host_id() -> str:
+    return os.environ.get(HOST_ID_ENV) or socket.gethostname()
 
 
 @lru_cache(maxsize=1)
@@ -50,13 +55,12 @@ class Identity:
     @property
     def local(self) -> bool:
         """True when this process can check the pid itself (same host, boot, namespace)."""
-        return (self.host, self.boot, self.pidns) == (socket.gethostname(), boot_id(),
-                                                      pid_namespace())
+        return (self.host, self.boot, self.pidns) == (host_id(), boot_id(), pid_namespace())
 
 
 def current(pid: int | None = None) -> Identity:
     proc = psutil.Process(pid)
-    return Identity(socket.gethostname(), boot_id(), pid_namespace(), proc.pid,
+    return Identity(host_id(), boot_id(), pid_namespace(), proc.pid,
                     int(proc.create_time() * 1000))
 
 

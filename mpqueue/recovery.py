@@ -14,13 +14,13 @@ from typing import Any
 
 import psutil
 
+from .config import DEFAULT_LEASE_S
 from .identity import Identity, is_alive, parse, process_matches
 from .job import now_ms
 from .store import Store
 
 log = logging.getLogger("mpqueue.recovery")
 
-DEFAULT_LEASE_S = 10.0  # a remote coordinator silent this long is presumed dead
 ORPHAN_KILL_WAIT_S = 2.0
 
 
@@ -31,7 +31,10 @@ def coordinator_dead(worker_id: str, info: dict[str, Any] | None, now: int,
         return not is_alive(identity)
     if info is None:
         return False  # an owner we cannot check and that never registered: leave it
-    return now - int(info.get("heartbeat_ms", 0)) > lease_s * 1000
+    # The store measures the heartbeat's age on one clock (Postgres: the database's), so
+    # clock skew between hosts cannot make a live coordinator look dead.
+    age_ms = info.get("heartbeat_age_ms", now - int(info.get("heartbeat_ms", 0)))
+    return int(age_ms) > lease_s * 1000
 
 
 def kill_orphans(info: dict[str, Any] | None) -> int:

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from .. import keys
 from ..config import DEFAULT_MAP_SIZE
 from ..errors import ConfigError, JobNotFound
-from ..job import Claim, ErrorInfo, JobRecord, JobState, Outcome
+from ..job import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from ..retry import next_run_at_ms
 from .base import OpCounter, Store
 from .codec import CorruptRecord, decode_claim, decode_record, encode_claim, encode_record
@@ -218,6 +218,9 @@ class LmdbStore(Store):
             return False  # the claim was taken back: a late outcome changes nothing
         rec = self._load_claimed(tx, outcome.job_id)
         if rec is None or rec.state is not JobState.PROCESSING:
+            if rec is not None and rec.name == "?":  # unreadable: park it, never lose it
+                reason = rec.errors[-1].message if rec.errors else "unreadable record"
+                self._park_corrupt(tx, outcome.job_id, reason)
             return False
         if outcome.kind == "done":
             self._mark_done(tx, rec.evolve(state=JobState.DONE, result=outcome.result,
@@ -396,8 +399,12 @@ class LmdbStore(Store):
         self.env.write(lambda tx: tx.put(keys.DB_WORKERS, keys.worker_key(worker_id), raw))
 
     def workers(self) -> dict[str, dict[str, Any]]:
-        return self.env.read(lambda tx: {keys.decode_worker_key(k): pickle.loads(v)
-                                         for k, v in tx.scan(keys.DB_WORKERS)})
+        found = self.env.read(lambda tx: {keys.decode_worker_key(k): pickle.loads(v)
+                                          for k, v in tx.scan(keys.DB_WORKERS)})
+        now = now_ms()  # one host, one clock: local wall time is the heartbeat's clock
+        for info in found.values():
+            info["heartbeat_age_ms"] = now - int(info.get("heartbeat_ms", 0))
+        return found
 
     def unregister_worker(self, worker_id: str) -> None:
         self.env.write(lambda tx: tx.delete(keys.DB_WORKERS, keys.worker_key(worker_id)))
