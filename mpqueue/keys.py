@@ -49,7 +49,8 @@ JOB_ID_BYTES = 32  # job ids are 32 lowercase hex characters
 SEP = b"\x00"
 PRIORITY_MIN = -(2**31)
 PRIORITY_MAX = 2**31 - 1
-RUN_AT_MAX_MS = 2**64 - 1
+_U64_MAX = 2**64 - 1
+RUN_AT_MAX_MS = _U64_MAX - 1  # the u64 maximum is kept free for scheduled_upper_bound
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
@@ -116,7 +117,7 @@ def decode_scheduled_key(key: bytes) -> tuple[int, int, int, str]:
 
 def scheduled_upper_bound(now_ms: int) -> bytes:
     """First scheduled key that is *not* due at ``now_ms`` (exclusive bound)."""
-    return _U64.pack(min(max(now_ms + 1, 0), RUN_AT_MAX_MS))
+    return _U64.pack(min(max(now_ms + 1, 0), _U64_MAX))
 
 
 def processing_key(worker_id: str, job_id: str) -> bytes:
@@ -155,7 +156,7 @@ def decode_done_key(key: bytes) -> tuple[int, str]:
 
 def done_upper_bound(before_ms: int) -> bytes:
     """First done key that is *not* older than ``before_ms`` (exclusive bound)."""
-    return _U64.pack(min(max(before_ms, 0), RUN_AT_MAX_MS))
+    return _U64.pack(min(max(before_ms, 0), _U64_MAX))
 
 
 def pending_key(job_id: str) -> bytes:

@@ -59,7 +59,7 @@ class Task:
     def map(self, arg_tuples: Iterable[Iterable[Any]], *,
             priority: int | None = None) -> "list[Job]":
         """Enqueue one job per argument tuple, all in one write transaction."""
-        calls = []
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         for args in arg_tuples:
             if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
                 raise ConfigError(f"map() takes one tuple of arguments per job, e.g. "

@@ -492,3 +492,30 @@ def test_closed_store_refuses_work(store_path, mode):
 def test_wait_finished_invalid_limit(queue):
     with pytest.raises(ConfigError):
         queue.list(limit=-1)
+
+
+def test_finish_and_claim_in_one_call(queue):
+    add = queue.task_by_name("tests.tasks.add")
+    first = add.delay(1, 1)
+    rest = add.map([(2, 2), (3, 3)])
+    store = queue.store
+    (held,) = store.claim("w1", 1, now_ms())
+    assert held.id == first.id
+    from mpqueue.serializer import dump_result
+    acks, claimed = store.finish_and_claim([Outcome.done(first.id, "w1", dump_result(2))],
+                                           "w1", 8, now_ms())
+    assert acks == [True]
+    expected = rest[:1] if queue.mode == "legacy" else rest
+    assert [r.id for r in claimed] == [j.id for j in expected]
+    assert queue.get(first.id).result(timeout=1) == 2
+    assert store.finish_and_claim([], "w1", 0, now_ms()) == ([], [])
+
+
+def test_backoff_is_capped_and_jittered_for_any_attempt():
+    import random
+    from mpqueue.retry import backoff_s
+    rng = random.Random(1)
+    assert 0.5 <= backoff_s(1, 1.0, 300.0, rng) <= 1.0
+    assert 2.0 <= backoff_s(3, 1.0, 300.0, rng) <= 4.0
+    for attempt in (20, 1100, 1_000_000):  # retries may be up to a million
+        assert 150.0 <= backoff_s(attempt, 1.0, 300.0, rng) <= 300.0

@@ -258,3 +258,23 @@ def test_corrupt_records_never_crash_readers(store_path, mode, garbage):
         assert queue.stats() == {"ready": 0, "scheduled": 0, "processing": 1, "done": 0,
                                  "dead": 0, "total": 1}
         assert [j.id for j in queue.list()] == [good.id]
+
+
+@pytest.mark.parametrize("how", ["finish", "requeue_worker"])
+def test_corrupt_record_of_a_claimed_job_is_parked_not_lost(store_path, mode, how):
+    with Queue(store_path, mode=mode) as queue:
+        job = queue.task_by_name("tests.tasks.add").delay(1, 1)
+        assert [r.id for r in claim_all(queue.store)] == [job.id]
+        job_id = job.id
+    _corrupt(store_path, [job_id], b"\x01garbage")
+    with Queue(store_path, mode=mode) as queue:
+        store = queue.store
+        if how == "finish":
+            assert done(store, job_id, 2) is False
+        else:
+            assert store.requeue_worker("w1") == []
+        assert store.claims() == []
+        assert queue.get(job_id).state == "dead"
+        assert queue.stats() == {"ready": 0, "scheduled": 0, "processing": 0, "done": 0,
+                                 "dead": 1, "total": 1}
+        assert queue.purge_dead() == 1 and queue.stats()["total"] == 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import example, given, strategies as st
 
 from mpqueue import keys
 from mpqueue.errors import ConfigError
@@ -79,6 +79,8 @@ def test_done_order_is_finish_time(entries):
 
 
 @given(times, priorities, seqs, job_ids, times)
+@example(keys.RUN_AT_MAX_MS, keys.PRIORITY_MIN, 2**64 - 1, "f" * 32, keys.RUN_AT_MAX_MS)
+@example(0, 0, 0, "0" * 32, -1)
 def test_scheduled_upper_bound_splits_due_from_future(run_at, priority, seq, jid, now):
     key = keys.scheduled_key(run_at, priority, seq, jid)
     assert (key < keys.scheduled_upper_bound(now)) == (run_at <= now)

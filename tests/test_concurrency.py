@@ -1,0 +1,96 @@
+"""Several producer and claimer processes on one store: every job is claimed exactly once."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from pathlib import Path
+
+import pytest
+
+from mpqueue import Queue
+from mpqueue.job import Outcome, now_ms
+
+
+def produce(path: str, mode: str, count: int, out: str) -> None:
+    ids = []
+    with Queue(path, mode=mode) as queue:
+        noop = queue.task_by_name("tests.tasks.noop")
+        singles = count // 10
+        for i in range(singles):  # some one-job transactions between the batches
+            ids.append(noop.delay(os.getpid(), i).id)
+        left = count - singles
+        for start in range(0, left, 100):
+            batch = noop.map([(os.getpid(), i) for i in range(start, min(start + 100, left))])
+            ids.extend(j.id for j in batch)
+    Path(out).write_text("\n".join(ids))
+
+
+def claim_until_done(path: str, mode: str, worker: str, producers_done, out: str) -> None:
+    got: list[str] = []
+    with Queue(path, mode=mode) as queue:
+        store = queue.store
+        while True:
+            finished = producers_done.is_set()  # read before the claim: no job added after
+            now = now_ms()
+            store.promote_due(now)
+            claimed = store.claim(worker, 64, now)
+            if claimed:
+                got.extend(r.id for r in claimed)
+                if len(got) % 2:  # ack some of them, so claims and finishes interleave
+                    store.finish([Outcome.done(r.id, worker, b"\x01N.") for r in claimed], now)
+            elif finished:
+                break
+    Path(out).write_text("\n".join(got))
+
+
+def _run(tmp_path: Path, mode: str, producers: int, per_producer: int, claimers: int) -> None:
+    ctx = mp.get_context("spawn")
+    path = str(tmp_path / "store")
+    Queue(path, mode=mode).stats()  # create the store before the race
+    done_event = ctx.Event()
+    claim_files = [tmp_path / f"claimed-{i}.txt" for i in range(claimers)]
+    made_files = [tmp_path / f"made-{i}.txt" for i in range(producers)]
+    claim_procs = [ctx.Process(target=claim_until_done,
+                               args=(path, mode, f"claimer-{i}", done_event, str(f)))
+                   for i, f in enumerate(claim_files)]
+    prod_procs = [ctx.Process(target=produce, args=(path, mode, per_producer, str(f)))
+                  for f in made_files]
+    procs = claim_procs + prod_procs
+    try:
+        for p in procs:
+            p.start()
+        for p in prod_procs:
+            p.join(100)
+            assert p.exitcode == 0, f"producer exited with {p.exitcode}"
+        done_event.set()
+        for p in claim_procs:
+            p.join(100)
+            assert p.exitcode == 0, f"claimer exited with {p.exitcode}"
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join()
+
+    made = [line for f in made_files for line in f.read_text().split("\n") if line]
+    claimed = [line for f in claim_files for line in f.read_text().split("\n") if line]
+    total = producers * per_producer
+    assert len(made) == len(set(made)) == total
+    assert len(claimed) == len(set(claimed)), "a job was handed out twice"
+    assert set(claimed) == set(made), "a job was never claimed"
+    with Queue(path, mode=mode) as queue:
+        stats = queue.stats()
+        assert stats["ready"] == stats["scheduled"] == 0
+        assert stats["processing"] + stats["done"] == stats["total"] == total
+
+
+@pytest.mark.timeout(120)
+def test_producers_and_claimers_race_optimized(tmp_path):
+    _run(tmp_path, "optimized", producers=4, per_producer=5000, claimers=2)
+
+
+@pytest.mark.timeout(60)
+def test_producers_and_claimers_race_legacy(tmp_path):
+    # legacy claims one job per poll and reads every pending job: keep it small
+    _run(tmp_path, "legacy", producers=4, per_producer=100, claimers=2)
