@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Sequence
 
 from .config import (DEFAULT_MAP_SIZE, DEFAULT_MODE, DEFAULT_RESULT_TTL_S, TaskOptions,
-                     check_delay, check_mode, check_priority, check_store_dir, resolve_path)
+                     check_delay, check_location, check_mode, check_priority, resolve_path)
 from .errors import ConfigError, JobNotFound, TaskNotFound
 from .job import Job, JobRecord, JobState, new_job_id, now_ms
 from .keys import RUN_AT_MAX_MS
@@ -44,7 +44,7 @@ class Queue:
                  map_size: int = DEFAULT_MAP_SIZE, sync: bool = True):
         self.path = resolve_path(path)
         self.mode = check_mode(mode)
-        check_store_dir(self.path)
+        check_location(self.path, self.mode)  # a postgresql:// URL is not a directory
         if not (isinstance(result_ttl, (int, float)) and math.isfinite(result_ttl)
                 and result_ttl >= 0):
             raise ConfigError(f"result_ttl must be a finite number of seconds >= 0; "
@@ -102,7 +102,7 @@ class Queue:
             return task
         return register if fn is None else register(fn)
 
-    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Job:
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Job:
         """Enqueue any callable (lambda, closure, bound method) by value, ready now."""
         if not callable(fn):
             raise ConfigError(f"submit() needs a callable; got {fn!r}")
@@ -170,7 +170,8 @@ class Queue:
              limit: int | None = None) -> list[Job]:
         """Jobs (oldest first) from one read of the store, optionally filtered."""
         state_enum = _parse_state(state)
-        if limit is not None and (not isinstance(limit, int) or limit < 0):
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 0):
             raise ConfigError(f"limit must be an integer >= 0; got {limit!r}")
         return [Job(rec, self) for rec in self.store.list(name, state_enum, limit)]
 

@@ -113,6 +113,13 @@ class JobRecord:
         error = ErrorInfo("CorruptRecord", reason, kind="corrupt", at_ms=now_ms())
         return cls(id=job_id, name=name, state=JobState.DEAD, payload=b"", errors=(error,))
 
+    @property
+    def is_corrupt(self) -> bool:
+        """True for the stand-in ``corrupt()`` builds (no real record has that error last
+        with an empty payload: real payloads always carry the envelope byte)."""
+        return (not self.payload and bool(self.errors)
+                and self.errors[-1].kind == "corrupt")
+
 
 _RECORD_FIELDS = frozenset(JobRecord.__dataclass_fields__)
 

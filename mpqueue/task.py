@@ -34,7 +34,7 @@ class Task:
         self.by_value = not is_importable(fn)
         functools.update_wrapper(self, fn)  # type: ignore[arg-type]
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         """Run the function here, now, without the queue."""
         return self.fn(*args, **kwargs)
 
@@ -44,7 +44,7 @@ class Task:
     def func_bytes(self) -> bytes | None:
         return dump_callable(self.fn) if self.by_value else None
 
-    def delay(self, *args: Any, **kwargs: Any) -> "Job":
+    def delay(self, /, *args: Any, **kwargs: Any) -> "Job":
         """Enqueue one job, ready now."""
         return self.queue.enqueue(self, args, kwargs)
 

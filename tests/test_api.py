@@ -519,3 +519,13 @@ def test_backoff_is_capped_and_jittered_for_any_attempt():
     assert 2.0 <= backoff_s(3, 1.0, 300.0, rng) <= 4.0
     for attempt in (20, 1100, 1_000_000):  # retries may be up to a million
         assert 150.0 <= backoff_s(attempt, 1.0, 300.0, rng) <= 300.0
+
+
+def test_arguments_named_like_api_parameters_reach_the_job(queue):
+    """delay/submit take their own parameters positionally, so a job may have
+    arguments called ``self`` or ``fn``."""
+    def body(self=None, fn=None):
+        return self, fn
+    task = queue.task(body)
+    assert task.delay(self=1, fn=2).args() == ((), {"self": 1, "fn": 2})
+    assert queue.submit(body, fn=3).args() == ((), {"fn": 3})

@@ -218,7 +218,7 @@ class LmdbStore(Store):
             return False  # the claim was taken back: a late outcome changes nothing
         rec = self._load_claimed(tx, outcome.job_id)
         if rec is None or rec.state is not JobState.PROCESSING:
-            if rec is not None and rec.name == "?":  # unreadable: park it, never lose it
+            if rec is not None and rec.is_corrupt:  # unreadable: park it, never lose it
                 reason = rec.errors[-1].message if rec.errors else "unreadable record"
                 self._park_corrupt(tx, outcome.job_id, reason)
             return False
@@ -355,8 +355,8 @@ class LmdbStore(Store):
         if tx.get(keys.DB_JOBS, keys.job_key(job_id)) is None:
             raise JobNotFound(f"no job with id {job_id!r}")
         rec = self._load(tx, job_id)
-        if rec is None or rec.state is not JobState.DEAD or rec.name == "?":
-            state = "unreadable" if rec is None or rec.name == "?" else rec.state.value
+        if rec is None or rec.state is not JobState.DEAD or rec.is_corrupt:
+            state = "unreadable" if rec is None or rec.is_corrupt else rec.state.value
             raise ConfigError(f"job {job_id} is {state}; only dead jobs can be requeued")
         tx.delete(keys.DB_DEAD, keys.dead_key(job_id))
         rec = rec.evolve(state=JobState.READY, attempts=0, run_at_ms=now_ms,
