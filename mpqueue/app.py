@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterable, Sequence
 from .config import (DEFAULT_MAP_SIZE, DEFAULT_MODE, DEFAULT_RESULT_TTL_S, TaskOptions,
                      check_delay, check_location, check_mode, check_priority, resolve_path)
 from .errors import ConfigError, JobNotFound, TaskNotFound
-from .job import Job, JobRecord, JobState, new_job_id, now_ms
+from .job import Job, JobRecord, JobState, new_job_id, new_job_ids, now_ms
 from .keys import RUN_AT_MAX_MS
 from .registry import Registry, check_name, resolve, task_name
 from .serializer import dump_callable, dump_payload
@@ -137,10 +137,13 @@ class Queue:
                      *, priority: int | None = None) -> list[Job]:
         """Enqueue many jobs of ``task`` in one transaction (all or nothing)."""
         func = task.func_bytes()
+        payloads = [dump_payload(a, k) for a, k in calls]
         now = now_ms()
-        records = [self._record(task.name, dump_payload(a, k), task.options, func=func,
-                                priority=priority, run_at_ms=now, created_ms=now)
-                   for a, k in calls]
+        template = self._record(task.name, b"", task.options, func=func, priority=priority,
+                                run_at_ms=now, created_ms=now)
+        # One template, copied per job: options are resolved once per batch, not per job.
+        records = [template.evolve(id=job_id, payload=payload)
+                   for job_id, payload in zip(new_job_ids(len(payloads)), payloads)]
         return self._add(records)
 
     def _record(self, name: str, payload: bytes, options: TaskOptions, *,

@@ -7,6 +7,7 @@ snapshot of a record plus the queue it came from (``refresh()`` re-reads it).
 from __future__ import annotations
 
 import enum
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -51,9 +52,21 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+_id_counter = itertools.count()
+
+
+def new_job_ids(count: int) -> list[str]:
+    """``count`` ids of 32 hex chars: 48-bit creation time in ms, a 16-bit per-process
+    counter, 64 random bits. Ids made together sort together, so a batch lands on
+    neighbouring B-tree pages instead of scattering over the ``jobs`` index."""
+    stamp = f"{now_ms() & 0xFFFFFFFFFFFF:012x}"
+    noise = os.urandom(8 * count).hex()
+    return [f"{stamp}{next(_id_counter) & 0xFFFF:04x}{noise[16 * i:16 * i + 16]}"
+            for i in range(count)]
+
+
 def new_job_id() -> str:
-    """32 hex chars: 48-bit creation time in ms, then 80 random bits (sortable by age)."""
-    return f"{now_ms() & 0xFFFFFFFFFFFF:012x}{os.urandom(10).hex()}"
+    return new_job_ids(1)[0]
 
 
 @dataclass(frozen=True)

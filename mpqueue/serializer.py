@@ -35,9 +35,35 @@ def _load(raw: bytes, what: str, job_id: str | None) -> Any:
                            f"{type(exc).__name__}: {exc}", job_id=job_id, raw=raw) from exc
 
 
+_PLAIN_SCALARS = (int, float, str, bytes, bool, type(None))
+_PLAIN_DEPTH = 4
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """True for builtin scalars and small containers of them: what plain pickle writes
+    without any reference to a module, so cloudpickle would add nothing but cost."""
+    kind = type(value)
+    if kind in _PLAIN_SCALARS:
+        return True
+    if depth >= _PLAIN_DEPTH:
+        return False
+    if kind is tuple or kind is list:
+        return len(value) <= 64 and all(_plain(v, depth + 1) for v in value)
+    if kind is dict:
+        return len(value) <= 64 and all(type(k) is str and _plain(v, depth + 1)
+                                        for k, v in value.items())
+    return False
+
+
 def dump_payload(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """Pickle a job's arguments; raises SerializationError naming the problem."""
-    return _dump((tuple(args), dict(kwargs)), "the job arguments")
+    try:
+        value = (tuple(args), dict(kwargs))
+    except (TypeError, ValueError) as exc:
+        raise SerializationError(f"job arguments must be a tuple and a mapping: {exc}") from exc
+    if _plain(value):
+        return ENVELOPE_V1 + pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return _dump(value, "the job arguments")
 
 
 def load_payload(raw: bytes, *, job_id: str | None = None) -> tuple[tuple[Any, ...], dict[str, Any]]:

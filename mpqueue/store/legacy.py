@@ -37,13 +37,10 @@ class LegacyLmdbStore(LmdbStore):
     def _index_value(self, raw: bytes) -> bytes:
         return b""  # legacy: the name index holds ids only
 
-    def _enqueue_index(self, tx: Tx, rec: JobRecord) -> None:
+    def _queue_entry(self, rec: JobRecord) -> tuple[bytes, bytes] | None:
         if rec.state in (JobState.READY, JobState.SCHEDULED):
-            tx.put(keys.DB_PENDING, keys.pending_key(rec.id), b"")
-
-    def _unqueue_index(self, tx: Tx, rec: JobRecord) -> None:
-        if rec.state in (JobState.READY, JobState.SCHEDULED):
-            tx.delete(keys.DB_PENDING, keys.pending_key(rec.id))
+            return keys.DB_PENDING, keys.pending_key(rec.id)
+        return None
 
     def promote_due(self, now_ms: int) -> int:
         return 0  # nothing to promote: due-ness is checked job by job at every poll

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pickle
 import random
+import threading
+import time
 from typing import Any, Sequence
 
 from .. import keys
@@ -24,6 +26,25 @@ from .lmdb_wakeup import WakeListener, WakeSender
 LAYOUT_OPTIMIZED = b"optimized"
 LAYOUT_LEGACY = b"legacy"
 _CLAIM_CACHE_MAX = 100_000
+
+
+_seq_lock = threading.Lock()
+_last_seq = 0
+
+
+def next_seqs(count: int) -> int:
+    """Reserve ``count`` FIFO sequence numbers; returns the first.
+
+    Microseconds of wall time, kept strictly increasing within the process. A shared
+    counter in the store would order jobs just as well, but costs a read and a write of
+    one more B-tree in every enqueue transaction (measured: the one-by-one enqueue rate
+    is bound by how many pages a commit writes).
+    """
+    global _last_seq
+    with _seq_lock:
+        first = max(_last_seq + 1, time.time_ns() // 1000)
+        _last_seq = first + count - 1
+        return first
 
 
 class LmdbStore(Store):
@@ -96,42 +117,51 @@ class LmdbStore(Store):
     def _index_value(self, raw: bytes) -> bytes:
         return raw  # optimized: the index holds the whole record (listing needs no lookups)
 
-    def _enqueue_index(self, tx: Tx, rec: JobRecord) -> None:
-        """File a ready or scheduled job in its queue index."""
+    def _queue_entry(self, rec: JobRecord) -> tuple[bytes, bytes] | None:
+        """The queue index (db, key) a ready or scheduled job is filed under."""
         if rec.state is JobState.READY:
-            tx.put(keys.DB_READY, keys.ready_key(rec.priority, rec.seq, rec.id), b"")
-        elif rec.state is JobState.SCHEDULED:
-            tx.put(keys.DB_SCHEDULED,
-                   keys.scheduled_key(rec.run_at_ms, rec.priority, rec.seq, rec.id), b"")
+            return keys.DB_READY, keys.ready_key(rec.priority, rec.seq, rec.id)
+        if rec.state is JobState.SCHEDULED:
+            return keys.DB_SCHEDULED, keys.scheduled_key(rec.run_at_ms, rec.priority,
+                                                         rec.seq, rec.id)
+        return None
+
+    def _enqueue_index(self, tx: Tx, rec: JobRecord) -> None:
+        entry = self._queue_entry(rec)
+        if entry is not None:
+            tx.put(entry[0], entry[1], b"")
 
     def _unqueue_index(self, tx: Tx, rec: JobRecord) -> None:
-        if rec.state is JobState.READY:
-            tx.delete(keys.DB_READY, keys.ready_key(rec.priority, rec.seq, rec.id))
-        elif rec.state is JobState.SCHEDULED:
-            tx.delete(keys.DB_SCHEDULED,
-                      keys.scheduled_key(rec.run_at_ms, rec.priority, rec.seq, rec.id))
-
-    def _next_seqs(self, tx: Tx, count: int) -> int:
-        """Reserve ``count`` sequence numbers; returns the first."""
-        raw = tx.get(keys.DB_META, keys.META_SEQ)
-        first = keys.decode_u64(raw) + 1 if raw else 1
-        tx.put(keys.DB_META, keys.META_SEQ, keys.encode_u64(first + count - 1))
-        return first
+        entry = self._queue_entry(rec)
+        if entry is not None:
+            tx.delete(entry[0], entry[1])
 
     # ---- adding -------------------------------------------------------------------
     def add(self, records: Sequence[JobRecord]) -> None:
-        for rec in records:
-            keys.check_key_length(keys.by_name_key(rec.name, rec.id), f"task name {rec.name!r}")
+        for name in {rec.name for rec in records}:
+            keys.check_key_length(keys.by_name_key(name, "0" * keys.JOB_ID_BYTES),
+                                  f"task name {name!r}")
         if records:
             self.env.write(lambda tx: self._add(tx, records))
             self.waker.notify()
 
     def _add(self, tx: Tx, records: Sequence[JobRecord]) -> None:
-        seq = self._next_seqs(tx, len(records))
+        """Write a batch with one sorted multi-put per index: neighbouring keys go to
+        neighbouring pages, and the per-put Python cost is paid in C."""
+        seq = next_seqs(len(records))
+        writes: dict[bytes, list[tuple[bytes, bytes]]] = {}
         for offset, rec in enumerate(records):
             rec.seq = seq + offset
-            self._save(tx, rec)
-            self._enqueue_index(tx, rec)
+            raw = encode_record(rec)
+            writes.setdefault(keys.DB_JOBS, []).append((keys.job_key(rec.id), raw))
+            writes.setdefault(keys.DB_BY_NAME, []).append(
+                (keys.by_name_key(rec.name, rec.id), self._index_value(raw)))
+            entry = self._queue_entry(rec)
+            if entry is not None:
+                writes.setdefault(entry[0], []).append((entry[1], b""))
+        for db, items in writes.items():
+            items.sort()
+            tx.put_many(db, items)
 
     # ---- polling ------------------------------------------------------------------
     def promote_due(self, now_ms: int) -> int:
@@ -251,7 +281,7 @@ class LmdbStore(Store):
 
     def _requeue(self, tx: Tx, rec: JobRecord) -> None:
         """Back into a queue (ready or scheduled) behind the jobs already waiting."""
-        rec.seq = self._next_seqs(tx, 1)
+        rec.seq = next_seqs(1)
         self._save(tx, rec)
         self._enqueue_index(tx, rec)
 

@@ -79,6 +79,10 @@ class Tx:
         self.counter.puts += 1
         self.txn.put(key, value, db=self.dbs[db])
 
+    def put_many(self, db: bytes, items: list[tuple[bytes, bytes]]) -> None:
+        self.counter.puts += len(items)
+        self.txn.cursor(db=self.dbs[db]).putmulti(items)
+
     def delete(self, db: bytes, key: bytes) -> bool:
         self.counter.deletes += 1
         return bool(self.txn.delete(key, db=self.dbs[db]))

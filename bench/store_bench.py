@@ -1,0 +1,448 @@
+"""Store benchmark (issue 2): throughput and op counts of the LMDB store.
+
+    python -m bench.store_bench [--quick] [--out FILE.json] [--reps N]
+
+Every measurement runs on a fresh store in a temporary directory with ``sync=True``
+(the durable default) and is repeated; the table reports the median and min/max of
+the repetitions, with the target and PASS/FAIL beside each row. ``--out`` writes every
+raw sample as JSON. ``--quick`` uses smaller sizes and finishes in well under 60 s.
+
+Rows:
+ 1. bare LMDB baseline: 1 put + commit per txn, same env settings as mpqueue
+ 2. one-by-one durable enqueue through the API (``task.delay``), and its ratio to (1)
+ 3. batched enqueue through the API (``task.map``) and ``store.add`` (pre-built records)
+ 4. batched claim (``store.claim(w, 32|256, now)``) until every ready job is taken
+ 5. list 10,000 jobs, optimized vs legacy: time and op counts
+ 6. one poll (``promote_due`` + ``claim(w, 32)``) with 10 ready and many scheduled jobs
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+import lmdb
+
+from mpqueue import Queue
+from mpqueue.config import DEFAULT_MAP_SIZE, MAX_READERS, TaskOptions
+from mpqueue import keys
+from mpqueue.job import JobRecord, now_ms
+from mpqueue.serializer import dump_payload
+
+HOUR_MS = 3_600_000
+TASK_NAME = "bench.store_bench.noop"
+
+
+def noop(x: Any) -> Any:
+    """The benchmark task. Defined at module level so it is stored by name (importable),
+    as a real task module's functions would be, not pickled by value."""
+    return x
+
+
+# ---- configuration ----------------------------------------------------------------------
+
+FULL = dict(reps=5, single_n=3000, map_total=100_000, map_batches=(1_000, 10_000),
+            claim_total=100_000, claim_limits=(32, 256), list_n=10_000,
+            poll_sizes=(1_000, 10_000, 100_000, 1_000_000), legacy_poll_max=100_000,
+            poll_reps=5, legacy_poll_reps=3)
+QUICK = dict(reps=3, single_n=2000, map_total=20_000, map_batches=(1_000, 10_000),
+             claim_total=20_000, claim_limits=(32, 256), list_n=10_000,
+             poll_sizes=(1_000, 10_000, 100_000), legacy_poll_max=10_000,
+             poll_reps=3, legacy_poll_reps=2)
+
+TARGET_SINGLE_RATIO = 0.80
+TARGET_MAP_RATE = 100_000
+TARGET_CLAIM_RATE = 50_000
+
+
+# ---- helpers ------------------------------------------------------------------------------
+
+@contextmanager
+def tempdir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="mpq-bench-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@contextmanager
+def fresh_queue(mode: str = "optimized") -> Iterator[tuple[Queue, Any]]:
+    """A Queue on a new directory, store already open (opening is not timed), and the
+    benchmark task registered on it."""
+    task_fn = importlib.import_module("bench.store_bench").noop  # not __main__.noop
+    with tempdir() as path:
+        q = Queue(os.path.join(path, "store"), mode=mode, sync=True)
+        task = q.task(task_fn, name=TASK_NAME)
+        assert not task.by_value
+        q.store  # open + migrate now, outside any timing
+        try:
+            yield q, task
+        finally:
+            q.close()
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples),
+            "samples": samples}
+
+
+def build_records(q: Queue, n: int, *, run_at_ms: int | None = None,
+                  created_ms: int | None = None) -> list[JobRecord]:
+    """Ready (or scheduled, with ``run_at_ms`` in the future) records, as Queue builds."""
+    now = now_ms() if created_ms is None else created_ms
+    opts = TaskOptions()
+    payloads = [dump_payload((i,), {}) for i in range(min(n, 1000))]
+    return [q._record(TASK_NAME, payloads[i % len(payloads)], opts, run_at_ms=run_at_ms,
+                      created_ms=now) for i in range(n)]
+
+
+def add_in_batches(q: Queue, records: list[JobRecord], batch: int = 50_000) -> None:
+    for start in range(0, len(records), batch):
+        q.store.add(records[start:start + batch])
+
+
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    t0 = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - t0, value
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---- 1 + 2: one commit per job ------------------------------------------------------------
+
+def bare_lmdb_rate(n: int) -> float:
+    """1 put + commit per txn on a raw env opened as mpqueue's ``_open`` does."""
+    with tempdir() as path:
+        env = lmdb.open(path, map_size=DEFAULT_MAP_SIZE, max_dbs=len(keys.ALL_DBS) + 2,
+                        max_readers=MAX_READERS, sync=True, metasync=True, writemap=False,
+                        map_async=False, max_spare_txns=0, subdir=True, lock=True)
+        try:
+            db = env.open_db(keys.DB_JOBS, create=True)
+            value = os.urandom(200)
+            keys_ = [os.urandom(16).hex().encode() for _ in range(n)]
+            t0 = time.perf_counter()
+            for k in keys_:
+                with env.begin(write=True) as txn:
+                    txn.put(k, value, db=db)
+            return n / (time.perf_counter() - t0)
+        finally:
+            env.close()
+
+
+def api_single_rate(n: int) -> float:
+    with fresh_queue() as (q, task):
+        t0 = time.perf_counter()
+        for i in range(n):
+            task.delay(i)
+        elapsed = time.perf_counter() - t0
+        assert q.stats()["ready"] == n
+        return n / elapsed
+
+
+def bench_single(cfg: dict[str, Any]) -> dict[str, Any]:
+    n = cfg["single_n"]
+    bare, api, ratio = [], [], []
+    for rep in range(cfg["reps"]):  # interleaved, so drift in disk speed hits both alike
+        b = bare_lmdb_rate(n)
+        a = api_single_rate(n)
+        bare.append(b)
+        api.append(a)
+        ratio.append(a / b)
+        log(f"  single rep {rep}: bare {b:,.0f}/s  api {a:,.0f}/s  ratio {a / b:.2f}")
+    return {"n": n, "bare": summary(bare), "api": summary(api), "ratio": summary(ratio)}
+
+
+# ---- 3: batched enqueue ---------------------------------------------------------------------
+
+def bench_map(cfg: dict[str, Any]) -> dict[str, Any]:
+    total = cfg["map_total"]
+    out: dict[str, Any] = {"total": total}
+    for batch in cfg["map_batches"]:
+        api, store = [], []
+        args = [(i,) for i in range(batch)]
+        for rep in range(cfg["reps"]):
+            with fresh_queue() as (q, task):
+                t0 = time.perf_counter()
+                for _ in range(total // batch):
+                    task.map(args)
+                api.append(total / (time.perf_counter() - t0))
+                assert q.stats()["ready"] == total
+            with fresh_queue() as (q, task):
+                batches = [build_records(q, batch) for _ in range(total // batch)]
+                t0 = time.perf_counter()
+                for recs in batches:
+                    q.store.add(recs)
+                store.append(total / (time.perf_counter() - t0))
+            log(f"  map batch {batch} rep {rep}: api {api[-1]:,.0f}/s  "
+                f"store.add {store[-1]:,.0f}/s")
+        out[str(batch)] = {"api": summary(api), "store_add": summary(store)}
+    return out
+
+
+# ---- 4: batched claim -------------------------------------------------------------------------
+
+def bench_claim(cfg: dict[str, Any]) -> dict[str, Any]:
+    total = cfg["claim_total"]
+    out: dict[str, Any] = {"total": total}
+    for limit in cfg["claim_limits"]:
+        rates, txns = [], []
+        for rep in range(cfg["reps"]):
+            with fresh_queue() as (q, _):
+                add_in_batches(q, build_records(q, total), 10_000)
+                store, now = q.store, now_ms()
+                claimed = polls = 0
+                t0 = time.perf_counter()
+                while True:
+                    got = store.claim("bench-worker", limit, now)
+                    if not got:
+                        break
+                    claimed += len(got)
+                    polls += 1
+                elapsed = time.perf_counter() - t0
+                assert claimed == total, (claimed, total)
+                rates.append(total / elapsed)
+                txns.append(polls)
+            log(f"  claim limit {limit} rep {rep}: {rates[-1]:,.0f} jobs/s")
+        out[str(limit)] = {"rate": summary(rates), "claim_txns": txns[0]}
+    return out
+
+
+# ---- 5: list ------------------------------------------------------------------------------------
+
+def bench_list(cfg: dict[str, Any]) -> dict[str, Any]:
+    n = cfg["list_n"]
+    out: dict[str, Any] = {"n": n}
+    for mode in ("optimized", "legacy"):
+        times = []
+        ops: dict[str, int] = {}
+        with fresh_queue(mode) as (q, _):
+            add_in_batches(q, build_records(q, n), 10_000)
+            for rep in range(cfg["reps"]):
+                before = q.store.counter.snapshot()
+                elapsed, jobs = timed(q.list)
+                ops = (q.store.counter - before).as_dict()
+                assert len(jobs) == n
+                times.append(elapsed)
+        log(f"  list {mode}: {statistics.median(times) * 1000:.1f} ms  ops {ops}")
+        out[mode] = {"seconds": summary(times), "ops": ops}
+    return out
+
+
+# ---- 6: poll with many scheduled jobs --------------------------------------------------------
+
+def poll_once(q: Queue, add: int) -> tuple[float, dict[str, int], int]:
+    """Add ``add`` ready jobs (not timed), then time one poll: promote + claim(32)."""
+    store = q.store
+    store.add(build_records(q, add))
+    now = now_ms()
+    before = store.counter.snapshot()
+    t0 = time.perf_counter()
+    store.promote_due(now)
+    got = store.claim("bench-worker", 32, now)
+    elapsed = time.perf_counter() - t0
+    return elapsed, (store.counter - before).as_dict(), len(got)
+
+
+def bench_poll(cfg: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for size in cfg["poll_sizes"]:
+        row: dict[str, Any] = {}
+        for mode in ("optimized", "legacy"):
+            if mode == "legacy" and size > cfg["legacy_poll_max"]:
+                continue
+            reps = cfg["poll_reps"] if mode == "optimized" else cfg["legacy_poll_reps"]
+            with fresh_queue(mode) as (q, _):
+                now = now_ms()
+                build_t0 = time.perf_counter()
+                for start in range(0, size, 100_000):
+                    recs = build_records(q, min(100_000, size - start),
+                                         run_at_ms=now + HOUR_MS, created_ms=now)
+                    add_in_batches(q, recs, 50_000)
+                    del recs
+                build_s = time.perf_counter() - build_t0
+                gc.collect()
+                times, ops_list, claimed = [], [], []
+                waiting = 0  # ready jobs left by the previous poll (legacy claims 1)
+                for _ in range(reps):
+                    # every poll starts from exactly 10 ready + `size` scheduled
+                    elapsed, ops, got = poll_once(q, 10 - waiting)
+                    waiting = 10 - got
+                    times.append(elapsed)
+                    ops_list.append(ops)
+                    claimed.append(got)
+                assert q.stats()["scheduled" if mode == "optimized" else "total"] >= size
+            row[mode] = {"seconds": summary(times), "ops": ops_list[-1],
+                         "ops_all_equal": all(o == ops_list[0] for o in ops_list),
+                         "claimed_per_poll": claimed[-1], "build_seconds": build_s}
+            log(f"  poll {mode} scheduled={size:,}: {statistics.median(times) * 1000:.2f} ms"
+                f"  ops {ops_list[-1]}  claimed {claimed[-1]}  (build {build_s:.1f} s)")
+        out[str(size)] = row
+    return out
+
+
+# ---- report ---------------------------------------------------------------------------------
+
+def fmt_rate(s: dict[str, float]) -> str:
+    return f"{s['median']:,.0f} ({s['min']:,.0f}-{s['max']:,.0f})"
+
+
+def fmt_ms(s: dict[str, float]) -> str:
+    return f"{s['median'] * 1000:,.2f} ({s['min'] * 1000:,.2f}-{s['max'] * 1000:,.2f})"
+
+
+def ops_text(ops: dict[str, int]) -> str:
+    return (f"reads {ops['reads']:,} (gets {ops['gets']:,} + steps {ops['cursor_steps']:,}), "
+            f"puts {ops['puts']:,}, dels {ops['deletes']:,}")
+
+
+def verdict(ok: bool | None) -> str:
+    return "-" if ok is None else ("PASS" if ok else "**FAIL**")
+
+
+def table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    rows: list[tuple[str, str, str, str, bool | None]] = []
+    s = res["single"]
+    rows.append(("1", f"bare LMDB, 1 put + commit per txn (n={s['n']:,})",
+                 fmt_rate(s["bare"]) + " txn/s", "baseline", None))
+    rows.append(("2", f"`task.delay` one by one (n={s['n']:,})",
+                 fmt_rate(s["api"]) + " jobs/s", "-", None))
+    ratio = s["ratio"]
+    rows.append(("2", "ratio (2)/(1), per interleaved rep",
+                 f"{ratio['median']:.0%} ({ratio['min']:.0%}-{ratio['max']:.0%})",
+                 f">= {TARGET_SINGLE_RATIO:.0%}", ratio["median"] >= TARGET_SINGLE_RATIO))
+    m = res["map"]
+    for batch in res["config"]["map_batches"]:
+        r = m[str(batch)]
+        rows.append(("3", f"`task.map`, batches of {batch:,} ({m['total']:,} jobs)",
+                     fmt_rate(r["api"]) + " jobs/s", f">= {TARGET_MAP_RATE:,}/s",
+                     r["api"]["median"] >= TARGET_MAP_RATE))
+        rows.append(("3", f"`store.add`, pre-built records, batches of {batch:,}",
+                     fmt_rate(r["store_add"]) + " jobs/s", "(info)", None))
+    c = res["claim"]
+    for limit in res["config"]["claim_limits"]:
+        r = c[str(limit)]
+        rows.append(("4", f"`store.claim(w, {limit}, now)` until {c['total']:,} claimed",
+                     fmt_rate(r["rate"]) + " jobs/s", f">= {TARGET_CLAIM_RATE:,}/s",
+                     r["rate"]["median"] >= TARGET_CLAIM_RATE))
+    lst = res["list"]
+    for mode in ("optimized", "legacy"):
+        r = lst[mode]
+        ok = None
+        if mode == "optimized":
+            ok = r["ops"]["gets"] == 0 and r["ops"]["reads"] < lst["legacy"]["ops"]["reads"]
+        rows.append(("5", f"`Queue.list()` of {lst['n']:,} jobs, {mode}",
+                     fmt_ms(r["seconds"]) + " ms; " + ops_text(r["ops"]),
+                     "no per-job gets" if mode == "optimized" else "(before)", ok))
+    poll = res["poll"]
+    opt_ops = [poll[str(sz)]["optimized"]["ops"] for sz in res["config"]["poll_sizes"]]
+    same = all(o == opt_ops[0] for o in opt_ops) and all(
+        poll[str(sz)]["optimized"]["ops_all_equal"] for sz in res["config"]["poll_sizes"])
+    for sz in res["config"]["poll_sizes"]:
+        for mode in ("optimized", "legacy"):
+            if mode not in poll[str(sz)]:
+                continue
+            r = poll[str(sz)][mode]
+            target = "same ops at every size" if mode == "optimized" else "(before)"
+            rows.append(("6", f"poll, 10 ready + {sz:,} scheduled, {mode} "
+                              f"(claims {r['claimed_per_poll']})",
+                         fmt_ms(r["seconds"]) + " ms; " + ops_text(r["ops"]), target,
+                         same if mode == "optimized" else None))
+    lines = ["| # | Measurement | Median (min-max) | Target | Result |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {n} | {what} | {val} | {tgt} | {verdict(ok)} |"
+              for n, what, val, tgt, ok in rows]
+    verdicts = [{"row": n, "what": what, "value": val, "target": tgt, "pass": ok}
+                for n, what, val, tgt, ok in rows]
+    return "\n".join(lines), verdicts
+
+
+def code_fingerprint() -> dict[str, Any]:
+    """Which mpqueue sources this run loaded: the package directory and a sha256 over
+    every loaded mpqueue module file (so a result can be tied to exact code even when
+    the tree is being edited)."""
+    import hashlib
+    import mpqueue
+    digest = hashlib.sha256()
+    files = sorted(m.__file__ for name, m in sys.modules.items()
+                   if (name == "mpqueue" or name.startswith("mpqueue."))
+                   and getattr(m, "__file__", None))
+    for path in files:
+        with open(path, "rb") as fh:
+            digest.update(os.path.basename(path).encode() + b"\0" + fh.read())
+    return {"package_dir": os.path.dirname(mpqueue.__file__), "modules": len(files),
+            "sha256": digest.hexdigest()[:16]}
+
+
+def machine() -> dict[str, Any]:
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
+            "mpqueue_source": code_fingerprint(),
+            "py_lmdb": lmdb.__version__, "lmdb": ".".join(map(str, lmdb.version())),
+            "platform": platform.platform(),
+            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "loadavg_start": list(os.getloadavg()),
+            "tmpdir": tempfile.gettempdir()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.store_bench",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes, < 60 s")
+    parser.add_argument("--out", help="write raw numbers as JSON to this file")
+    parser.add_argument("--reps", type=int, help="repetitions (default 5 full, 3 quick)")
+    args = parser.parse_args(argv)
+    cfg = dict(QUICK if args.quick else FULL)
+    if args.reps:
+        cfg["reps"] = args.reps
+    res: dict[str, Any] = {"mode": "quick" if args.quick else "full", "config": cfg,
+                           "machine": machine(), "command": " ".join(
+                               ["python -m bench.store_bench"] + sys.argv[1:])}
+    t_start = time.perf_counter()
+    log(f"mpqueue sources: {res['machine']['mpqueue_source']}")
+    for key, fn in (("single", bench_single), ("map", bench_map), ("claim", bench_claim),
+                    ("list", bench_list), ("poll", bench_poll)):
+        log(f"[{key}]")
+        res[key] = fn(cfg)
+    res["wall_seconds"] = time.perf_counter() - t_start
+    res["machine"]["loadavg_end"] = list(os.getloadavg())  # other load skews the numbers
+    text, verdicts = table(res)
+    res["table"] = verdicts
+    m = res["machine"]
+    print(f"mpqueue store benchmark ({res['mode']}), {m['date']}: {m['nproc']} cpu "
+          f"{m['cpu']}, Python {m['python']}, py-lmdb {m['py_lmdb']} (LMDB {m['lmdb']}), "
+          f"sync=True, {cfg['reps']} reps, wall {res['wall_seconds']:.0f} s, load avg "
+          f"{m['loadavg_start'][0]:.1f} -> {m['loadavg_end'][0]:.1f}; mpqueue from "
+          f"{m['mpqueue_source']['package_dir']} (sources sha256 "
+          f"{m['mpqueue_source']['sha256']})\n")
+    print(text)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            json.dump(res, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
