@@ -26,8 +26,9 @@ def _setup_logging(level: str) -> None:
 
 
 @click.command("serve")
-@click.option("--path", type=click.Path(file_okay=False), default=None, metavar="DIR",
-              help="Store directory (overrides the global --path / $MPQUEUE_PATH).")
+@click.option("--path", "--store", "path", type=click.Path(file_okay=False), default=None,
+              metavar="DIR|URL", help="Store directory or postgresql:// URL (overrides the "
+              "global --path / $MPQUEUE_PATH).")
 @click.option("--mode", type=click.Choice(MODES), default=None,
               help="Store layout and polling: 'optimized' (default) or 'legacy' "
                    "(fixed-interval polling, one job per poll; for benchmarks).")
@@ -70,6 +71,10 @@ def _setup_logging(level: str) -> None:
               help="A server on another host (or another MPQUEUE_HOST_ID) whose heartbeat "
                    "is older than this is presumed dead and its jobs are put back. Servers "
                    "on this host are checked by pid at once.")
+@click.option("--poll-only", is_flag=True,
+              help="Claim only once per --poll-interval, ignoring wake-ups (how queues "
+                   "without them behave; for benchmarks). With --prefetch 0 a poll claims "
+                   "at most one job per worker.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="info", show_default=True,
               help="Least severe log messages shown on stderr.")
@@ -78,7 +83,8 @@ def serve_command(queue: Queue, path: str | None, mode: str | None, workers: int
                   imports: tuple[str, ...], batch: int, poll_interval: float | None,
                   until_empty: bool, grace: float, timeout_grace: float,
                   max_tasks_per_child: int | None, max_memory_per_child: float | None,
-                  prefetch: int, progress: bool | None, lease: float, log_level: str) -> None:
+                  prefetch: int, progress: bool | None, lease: float, poll_only: bool,
+                  log_level: str) -> None:
     """Run queued jobs on worker processes until stopped.
 
     Claims ready jobs in priority order, runs each in a worker process, commits the
@@ -93,7 +99,7 @@ def serve_command(queue: Queue, path: str | None, mode: str | None, workers: int
         poll_interval_s=poll_interval, until_empty=until_empty, grace_s=grace,
         timeout_grace_s=timeout_grace, max_tasks_per_child=max_tasks_per_child,
         max_memory_per_child_mb=max_memory_per_child, prefetch_max=prefetch,
-        progress=progress, lease_s=lease)
+        progress=progress, lease_s=lease, poll_only=poll_only)
     queue.close()  # the coordinator opens its own handle
     sys.exit(serve(settings, queue.result_ttl_s))
 

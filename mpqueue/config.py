@@ -47,6 +47,24 @@ def check_store_dir(path: str) -> Path:
     return resolved
 
 
+URL_SCHEMES = ("postgresql://", "postgres://")  # a location with one of these: PostgreSQL
+
+
+def is_url(location: str) -> bool:
+    """True when ``location`` names a PostgreSQL database rather than an LMDB directory."""
+    return location.startswith(URL_SCHEMES)
+
+
+def check_location(location: str, mode: str) -> None:
+    """Refuse a store location that cannot work: a file as LMDB directory, or a
+    PostgreSQL URL with a mode other than "optimized" (the only one it has)."""
+    if not is_url(location):
+        check_store_dir(location)
+    elif mode != "optimized":
+        raise ConfigError(f"mode {mode!r} exists only for LMDB stores; a PostgreSQL store "
+                          f"(postgresql://...) runs in mode 'optimized'")
+
+
 def check_mode(mode: str) -> str:
     if mode not in MODES:
         raise ConfigError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
@@ -135,12 +153,13 @@ class ServeSettings:
     prefetch_max: int = DEFAULT_PREFETCH_MAX
     progress: bool | None = None  # None: a bar on a terminal, lines otherwise
     lease_s: float = DEFAULT_LEASE_S
+    poll_only: bool = False  # claim only on poll ticks, no wake-ups (the old way; benchmarks)
 
 
     def validate(self) -> "ServeSettings":
         check_int("workers", self.workers, 1, 4096)
         check_mode(self.mode)
-        check_store_dir(self.path)
+        check_location(self.path, self.mode)
         check_int("batch", self.batch, 1, 1_000_000)
         check_int("prefetch_max", self.prefetch_max, 0, 100_000)
         if self.poll_interval_s is not None:

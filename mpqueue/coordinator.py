@@ -57,7 +57,8 @@ class Coordinator:
         self.signals = 0
         self.stop_deadline: float | None = None
         self.avg_job_s = 0.001
-        self.listener = self.store.listen() if settings.mode == "optimized" else None
+        self.polling = settings.mode == "legacy" or settings.poll_only
+        self.listener = None if self.polling else self.store.listen()
         self.progress = Progress(settings.progress) if settings.until_empty else None
         self.timers: dict[str, float] = {}
         self.more_ready = True
@@ -106,8 +107,9 @@ class Coordinator:
     # ---- one cycle ------------------------------------------------------------------
     def _cycle(self) -> None:
         room = 0 if self.signals else self._room()
-        if self.settings.mode == "legacy":
-            room = min(room, 1) if self._poll_due() else 0
+        if self.polling:
+            legacy = self.settings.mode == "legacy"
+            room = (min(room, 1) if legacy else room) if self._poll_due() else 0
         if not self.outcomes and (room == 0 or not self._maybe_ready()):
             return
         outcomes, self.outcomes = self.outcomes, []
@@ -127,12 +129,13 @@ class Coordinator:
 
     def _maybe_ready(self) -> bool:
         """Whether a claim could find work: skip empty claim transactions while idle."""
-        if self.settings.mode == "legacy" or self.more_ready:
+        if self.polling or self.more_ready:
             return True
         return self.next_due_ms is not None and self.next_due_ms <= now_ms()
 
     def _poll_due(self) -> bool:
-        """Legacy mode polls on a fixed interval, one job per poll."""
+        """Legacy mode and --poll-only claim on a fixed interval only (legacy: one job
+        per poll), as queues without wake-ups do."""
         now = time.monotonic()
         if now < self.timers.get("poll", 0.0):
             return False
@@ -140,9 +143,21 @@ class Coordinator:
         return True
 
     def _room(self) -> int:
-        per_child = 1 + min(self.settings.prefetch_max,
-                            max(1, int(PREFETCH_WINDOW_S / max(self.avg_job_s, 1e-6))))
-        return sum(max(0, per_child - len(s.inflight)) for s in self._usable())
+        per_child = self._per_child()
+        return sum(self._slot_room(s, per_child) for s in self._usable())
+
+    def _per_child(self) -> int:
+        return 1 + min(self.settings.prefetch_max,
+                       max(1, int(PREFETCH_WINDOW_S / max(self.avg_job_s, 1e-6))))
+
+    def _slot_room(self, slot: Slot, per_child: int) -> int:
+        room = per_child - len(slot.inflight)
+        limit = self.settings.max_tasks_per_child
+        if limit is not None:
+            # A child runs everything it was sent before it reads "stop": never send
+            # more than it may still run, or prefetch would carry it past the limit.
+            room = min(room, limit - slot.jobs_run - len(slot.inflight))
+        return max(0, room)
 
     def _usable(self) -> list[Slot]:
         return [s for s in self.pool.slots if s.ready and not s.retiring]
@@ -150,12 +165,18 @@ class Coordinator:
     def _dispatch(self, claimed: list[JobRecord]) -> None:
         """Hand jobs out in claim (priority) order, each to the least loaded child."""
         batches: dict[int, tuple[Slot, list[str]]] = {}
+        per_child = self._per_child()
+        room = {id(s): self._slot_room(s, per_child) for s in self._usable()}
         slots = self._usable()
         now = time.monotonic()
         for rec in claimed:
             self.claimed[rec.id] = rec
             self.retrying.discard(rec.id)
-            slot = min(slots, key=lambda s: len(s.inflight) + len(batches.get(id(s), (s, []))[1]))
+            # Claims never exceed the summed room, so some slot always has room left.
+            open_slots = [s for s in slots if room[id(s)] > 0] or slots
+            slot = min(open_slots,
+                       key=lambda s: len(s.inflight) + len(batches.get(id(s), (s, []))[1]))
+            room[id(slot)] -= 1
             batches.setdefault(id(slot), (slot, []))[1].append(rec.id)
         for slot, ids in batches.values():
             try:
@@ -209,7 +230,7 @@ class Coordinator:
         deadline = self._next_deadline()
         if deadline is not None:
             timeout = min(timeout, max(0.0, deadline - time.monotonic()))
-        if self.settings.mode == "legacy":
+        if self.polling:
             timeout = min(timeout, max(0.0, self.timers.get("poll", 0.0) - time.monotonic()))
         return min(timeout, RECLAIM_EVERY_S)
 

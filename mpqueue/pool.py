@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from .config import is_url
 from .errors import ConfigError
 from .worker import ChildConfig, child_main
 
@@ -79,7 +80,8 @@ class Pool:
                  measure_rss: bool = False):
         self.ctx = multiprocessing.get_context("forkserver")
         self.ctx.set_forkserver_preload(["mpqueue.worker"])
-        self.config = ChildConfig(os.path.abspath(store_path), mode, os.getpid(),
+        location = store_path if is_url(store_path) else os.path.abspath(store_path)
+        self.config = ChildConfig(location, mode, os.getpid(),
                                   tuple(sys.path), imports, measure_rss)
         self.slots: list[Slot] = []
 
