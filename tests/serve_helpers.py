@@ -8,7 +8,6 @@ one still running together with its worker processes, even when the test failed.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -175,14 +174,6 @@ def assert_no_overlap(runs: dict[str, list[Run]]) -> None:
 
 def pids_of(runs: dict[str, list[Run]]) -> set[int]:
     return {run.pid for tag_runs in runs.values() for run in tag_runs}
-
-
-def started(marker: Path, tag: object) -> list[Run]:
-    return read_runs(marker).get(str(tag), [])
-
-
-def kill(pid: int, signum: int = signal.SIGKILL) -> None:
-    os.kill(pid, signum)
 
 
 class Env:

@@ -64,9 +64,8 @@ def test_timeouts_stop_only_the_job_that_ran_over(env, servers):
     assert rec.state is JobState.DONE and rec.attempts == 1 and rec.errors == ()
     (run,) = env.runs()["neighbour"]
     assert run.ended and run.pid not in killed
-    assert env.runs()["swallow_timeout"][0].last > 0  # it did swallow at least once
     with open(env.marker, encoding="ascii") as fh:
-        assert any(line.startswith("swallowed swallow_timeout") for line in fh)
+        assert any(line.startswith("swallowed swallow_timeout") for line in fh)  # it did
 
 
 @pytest.mark.timeout(60)

@@ -12,7 +12,7 @@ import pytest
 
 from mpqueue.job import JobState
 
-from .serve_helpers import env, gone, pids_of, servers, wait_until  # noqa: F401
+from .serve_helpers import env, gone, servers, wait_until  # noqa: F401
 
 
 def _state(env, job):
