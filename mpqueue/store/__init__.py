@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..config import DEFAULT_MAP_SIZE, check_mode, check_store_dir
+from ..config import DEFAULT_MAP_SIZE, check_location, check_mode, is_url
 from .base import OpCounter, Store
 
 __all__ = ["OpCounter", "Store", "open_store"]
@@ -10,9 +10,14 @@ __all__ = ["OpCounter", "Store", "open_store"]
 
 def open_store(location: str, *, mode: str = "optimized", map_size: int = DEFAULT_MAP_SIZE,
                sync: bool = True) -> Store:
-    """Open the store at ``location`` (a directory path: LMDB) in ``mode``."""
+    """Open the store at ``location`` in ``mode``: a ``postgresql://`` (or
+    ``postgres://``) URL opens a ``PostgresStore``, anything else is an LMDB directory
+    (``map_size`` and ``sync`` apply to LMDB only)."""
     check_mode(mode)
-    check_store_dir(location)
+    check_location(location, mode)
+    if is_url(location):
+        from .postgres import PostgresStore
+        return PostgresStore(location)
     if mode == "legacy":
         from .legacy import LegacyLmdbStore
         return LegacyLmdbStore(location, map_size=map_size, sync=sync)

@@ -1,0 +1,193 @@
+"""One PostgreSQL connection of a store: transactions, error translation, reconnects.
+
+Every store call is one ``run(body)``: ``body`` gets a ``Query`` (a counting cursor)
+and runs inside one transaction, which PostgreSQL commits or rolls back as a whole, so
+a failed call changes nothing. ``psycopg.Error`` becomes ``StoreError`` (chained). A
+lost connection is dropped and reopened on the next call, with backoff while the
+server stays unreachable. Deadlocks and serialization failures are retried here: the
+whole transaction was rolled back, so running it again is safe.
+
+A connection never crosses ``fork()``: in the child, the inherited socket is pointed
+at /dev/null and the store opens its own connection on first use, so a child using (or
+closing) an inherited store can never talk on the parent's socket.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from typing import Any, Callable, Sequence, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from ..errors import ConfigError, StoreError
+from .base import OpCounter
+
+T = TypeVar("T")
+
+CONNECT_TIMEOUT_S = 10       # libpq waits forever by default
+RECONNECT_BASE_S = 0.1       # first wait before reconnecting after a failed attempt
+RECONNECT_MAX_S = 5.0        # the longest wait between attempts
+TX_ATTEMPTS = 5              # tries of a transaction that lost a deadlock
+
+_SESSIONS: "weakref.WeakSet[PgSession]" = weakref.WeakSet()
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def connection_params(url: str) -> dict[str, Any]:
+    """libpq parameters from ``url``, with mpqueue's defaults where the URL is silent."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error as exc:
+        raise ConfigError(f"invalid PostgreSQL URL {redact(url)!r}: {exc}") from exc
+    params.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
+    params.setdefault("application_name", "mpqueue")
+    return params
+
+
+class Query:
+    """A cursor that counts: each statement is a ``txn``, each row read a ``get``."""
+
+    def __init__(self, cursor: psycopg.Cursor[Any], counter: OpCounter):
+        self.cursor = cursor
+        self.counter = counter
+
+    def rows(self, query: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        self.counter.txns += 1
+        self.cursor.execute(query, params)
+        rows = self.cursor.fetchall()
+        self.counter.gets += len(rows)
+        return rows
+
+    def one(self, query: str, params: Sequence[Any] | None = None) -> tuple[Any, ...] | None:
+        rows = self.rows(query, params)
+        return rows[0] if rows else None
+
+    def write(self, query: str, params: Sequence[Any] | None = None, *,
+              deletes: bool = False) -> int:
+        """Run a statement without results; returns (and counts) the rows it changed."""
+        self.counter.txns += 1
+        self.cursor.execute(query, params)
+        changed = max(0, self.cursor.rowcount)
+        if deletes:
+            self.counter.deletes += changed
+        else:
+            self.counter.puts += changed
+        return changed
+
+
+class PgSession:
+    """The connection a ``PostgresStore`` works through (thread-safe, fork-aware)."""
+
+    def __init__(self, url: str, counter: OpCounter):
+        self.params = connection_params(url)
+        self.where = redact(url)
+        self.counter = counter
+        self._conn: psycopg.Connection[Any] | None = None
+        self._pid = os.getpid()
+        self._lock = threading.RLock()
+        self._failures = 0
+        self._retry_at = 0.0
+        self._orphans: list[psycopg.Connection[Any]] = []
+        _SESSIONS.add(self)
+
+    def connect(self, **overrides: Any) -> psycopg.Connection[Any]:
+        """A new raw connection with this session's parameters (autocommit)."""
+        return psycopg.connect(**{**self.params, **overrides}, autocommit=True)
+
+    def connection(self) -> psycopg.Connection[Any]:
+        """The open connection, (re)connecting first if needed; raises StoreError."""
+        if self._conn is not None and not self._conn.closed:
+            return self._conn
+        wait_s = self._retry_at - time.monotonic()
+        if wait_s > 0:
+            time.sleep(wait_s)  # backoff: the caller is retrying against a dead server
+        try:
+            self._conn = self.connect()
+        except psycopg.Error as exc:
+            self._failures += 1
+            self._retry_at = time.monotonic() + min(
+                RECONNECT_MAX_S, RECONNECT_BASE_S * 2 ** (self._failures - 1))
+            raise StoreError(f"cannot connect to PostgreSQL at {self.where}: "
+                             f"{str(exc).strip()}") from exc
+        self._failures = 0
+        return self._conn
+
+    def run(self, body: Callable[[Query], T], *, write: bool = True) -> T:
+        """``body`` in one transaction (``write``) or as autocommitted reads."""
+        with self._lock:
+            attempt = 0
+            while True:
+                attempt += 1
+                conn = self.connection()
+                try:
+                    with conn.cursor(binary=True) as cursor:
+                        if not write:
+                            return body(Query(cursor, self.counter))
+                        with conn.transaction():
+                            return body(Query(cursor, self.counter))
+                except psycopg.errors.TransactionRollback as exc:
+                    if attempt < TX_ATTEMPTS and not conn.broken:
+                        continue
+                    raise self._translate(exc, conn) from exc
+                except psycopg.Error as exc:
+                    raise self._translate(exc, conn) from exc
+
+    def _translate(self, exc: psycopg.Error, conn: psycopg.Connection[Any]) -> StoreError:
+        detail = str(exc).strip() or type(exc).__name__
+        if conn.broken or conn.closed:
+            self._drop()
+            return StoreError(f"lost the connection to PostgreSQL at {self.where} "
+                              f"(the transaction was rolled back; the next call "
+                              f"reconnects): {detail}")
+        return StoreError(f"PostgreSQL error ({type(exc).__name__}): {detail}")
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg.Error:
+                pass
+            self._conn = None
+
+    def _abandon_after_fork(self) -> None:
+        """In a forked child: forget the parent's connection without touching it."""
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+        if self._conn is None:
+            return
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            os.dup2(devnull, self._conn.pgconn.socket)
+        except (OSError, psycopg.Error):
+            pass
+        finally:
+            os.close(devnull)
+        self._orphans.append(self._conn)  # its finalizer now writes to /dev/null
+        self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._pid == os.getpid():
+                self._drop()
+            _SESSIONS.discard(self)
+
+
+def _after_fork_in_child() -> None:
+    for session in list(_SESSIONS):
+        session._abandon_after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,401 @@
+"""``PostgresStore``: the job store in a PostgreSQL database, shared by many hosts.
+
+One row per job (see ``pg_schema.py``); a job's state is a column, and partial indexes
+give each state its own small index, so claiming and promoting cost the same however
+many finished jobs the table holds. Claims take rows with ``FOR UPDATE SKIP LOCKED``:
+concurrent claimers, on any host, skip each other's rows instead of waiting or
+double-claiming. Every method is one transaction; ``finish_and_claim`` too.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import random
+from typing import Any, Sequence
+
+import psycopg
+
+from .. import keys
+from ..errors import ConfigError, JobNotFound
+from ..job import Claim, ErrorInfo, JobRecord, JobState, Outcome
+from ..retry import next_run_at_ms
+from . import pg_schema
+from .base import OpCounter, Store
+from .pg_listen import PgListener
+from .pg_session import PgSession, Query
+
+BIGINT_MAX = 2**63 - 1  # run-at times beyond it (year 292 million) are stored as it
+CHANNEL_MAX = 63        # PostgreSQL identifiers (and so channel names) are this short
+
+# JobRecord's fields, in the order every query selects them.
+_FIELDS = ("id", "name", "state", "payload", "priority", "seq", "run_at_ms", "created_at_ms",
+           "attempts", "max_retries", "timeout_s", "func", "result", "errors",
+           "finished_at_ms", "backoff_base_s", "backoff_cap_s")
+_COLUMNS = ", ".join(_FIELDS)
+_STATES = {state.value: state for state in JobState}
+_Cycle = tuple[list[bool], list[JobRecord]]  # (inside the class, ``list`` is a method)
+
+_SQL = {
+    "add": f"""INSERT INTO {{jobs}} ({_COLUMNS})
+        SELECT u.id, u.name, u.state, u.payload, u.priority, nextval('{{seq}}'), u.run_at_ms,
+               u.created_at_ms, u.attempts, u.max_retries, u.timeout_s, u.func, u.result,
+               u.errors, u.finished_at_ms, u.backoff_base_s, u.backoff_cap_s
+        FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::integer[],
+                    %s::bigint[], %s::bigint[], %s::integer[], %s::integer[],
+                    %s::float8[], %s::bytea[], %s::bytea[], %s::text[], %s::bigint[],
+                    %s::float8[], %s::float8[]) WITH ORDINALITY AS u(id, name, state,
+             payload, priority, run_at_ms, created_at_ms, attempts, max_retries, timeout_s,
+             func, result, errors, finished_at_ms, backoff_base_s, backoff_cap_s, ord)
+        ORDER BY u.ord RETURNING id, seq""",
+    "promote": """UPDATE {jobs} SET state = 'ready' WHERE id IN (
+        SELECT id FROM {jobs} WHERE state = 'scheduled' AND run_at_ms <= %s
+        FOR UPDATE SKIP LOCKED)""",
+    "claim": f"""UPDATE {{jobs}} AS j SET state = 'processing', attempts = j.attempts + 1,
+            worker_id = %s, claimed_at_ms = %s,
+            deadline_ms = %s + trunc(j.timeout_s * 1000)::bigint
+        FROM (SELECT id FROM {{jobs}} WHERE state = 'ready' ORDER BY priority DESC, seq
+              LIMIT %s FOR UPDATE SKIP LOCKED) AS picked
+        WHERE j.id = picked.id
+        RETURNING {", ".join("j." + f for f in _FIELDS)}""",
+    "held": """SELECT id, worker_id, attempts, max_retries, backoff_base_s, backoff_cap_s,
+            errors FROM {jobs} WHERE id = ANY(%s) AND state = 'processing'
+        ORDER BY id FOR UPDATE""",
+    # One statement applies every outcome of a batch; NULL means "keep the old value".
+    "finish": """UPDATE {jobs} AS j SET state = u.state, result = u.result,
+            errors = coalesce(u.errors, j.errors), run_at_ms = coalesce(u.run_at_ms, j.run_at_ms),
+            attempts = j.attempts + u.attempts_delta, finished_at_ms = u.finished_at_ms,
+            dead_reason = u.dead_reason, worker_id = NULL, claimed_at_ms = NULL,
+            deadline_ms = NULL,
+            seq = CASE WHEN u.requeue THEN nextval('{seq}') ELSE j.seq END
+        FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::text[], %s::bigint[],
+                    %s::integer[], %s::bigint[], %s::text[], %s::boolean[])
+             AS u(id, state, result, errors, run_at_ms, attempts_delta, finished_at_ms,
+                  dead_reason, requeue)
+        WHERE j.id = u.id""",
+    "park": """UPDATE {jobs} SET state = 'dead', dead_reason = %s, worker_id = NULL,
+            claimed_at_ms = NULL, deadline_ms = NULL WHERE id = %s""",
+    "next_run_at": "SELECT min(run_at_ms) FROM {jobs} WHERE state = 'scheduled'",
+    "claims": """SELECT id, worker_id, claimed_at_ms, deadline_ms FROM {jobs}
+        WHERE state = 'processing' ORDER BY worker_id, id""",
+    "claims_of": """SELECT id, worker_id, claimed_at_ms, deadline_ms FROM {jobs}
+        WHERE state = 'processing' AND worker_id = %s ORDER BY id""",
+    "requeue_worker": """UPDATE {jobs} SET state = 'ready', attempts = attempts - 1,
+            seq = nextval('{seq}'), worker_id = NULL, claimed_at_ms = NULL, deadline_ms = NULL
+        WHERE id IN (SELECT id FROM {jobs} WHERE state = 'processing' AND worker_id = %s
+                     ORDER BY id FOR UPDATE)
+        RETURNING id""",
+    "get": f"SELECT {_COLUMNS} FROM {{jobs}} WHERE id = %s",
+    # Variants, not "(%s IS NULL OR name = %s)": a prepared generic plan of that form
+    # could not use the name index.
+    "list": f"SELECT {_COLUMNS} FROM {{jobs}} ORDER BY created_at_ms, seq, id LIMIT %s",
+    "list_name": f"""SELECT {_COLUMNS} FROM {{jobs}} WHERE name = %s
+        ORDER BY created_at_ms, seq, id LIMIT %s""",
+    "list_state": f"""SELECT {_COLUMNS} FROM {{jobs}} WHERE state = %s
+        ORDER BY created_at_ms, seq, id LIMIT %s""",
+    "list_name_state": f"""SELECT {_COLUMNS} FROM {{jobs}} WHERE name = %s AND state = %s
+        ORDER BY created_at_ms, seq, id LIMIT %s""",
+    "stats": """SELECT (SELECT count(*) FROM {jobs} WHERE state = 'ready'),
+            (SELECT count(*) FROM {jobs} WHERE state = 'scheduled'),
+            (SELECT count(*) FROM {jobs} WHERE state = 'processing'),
+            (SELECT count(*) FROM {jobs} WHERE state = 'done'),
+            (SELECT count(*) FROM {jobs} WHERE state = 'dead')""",
+    "delete": "DELETE FROM {jobs} WHERE id = %s",
+    "lock_one": f"SELECT {_COLUMNS} FROM {{jobs}} WHERE id = %s FOR UPDATE",
+    "requeue_dead": """UPDATE {jobs} SET state = 'ready', attempts = 0, run_at_ms = %s,
+            finished_at_ms = NULL, dead_reason = NULL, seq = nextval('{seq}')
+        WHERE id = %s RETURNING seq""",
+    "purge_dead": "DELETE FROM {jobs} WHERE state = 'dead'",
+    "expire": "DELETE FROM {jobs} WHERE state = 'done' AND finished_at_ms < %s",
+    "register": """INSERT INTO {workers} (worker_id, info, heartbeat_at)
+        VALUES (%s, %s, clock_timestamp())
+        ON CONFLICT (worker_id) DO UPDATE SET info = excluded.info,
+            heartbeat_at = excluded.heartbeat_at""",
+    "workers": """SELECT worker_id, info, greatest(0, (extract(epoch FROM
+            clock_timestamp() - heartbeat_at) * 1000)::bigint) FROM {workers}""",
+    "unregister": "DELETE FROM {workers} WHERE worker_id = %s",
+    "notify": "SELECT pg_notify(%s, '')",
+}
+
+
+class PostgresStore(Store):
+    """Job store in a PostgreSQL database (``postgresql://user@host/db``).
+
+    Tables live in the first schema of the connection's ``search_path`` and are
+    created or upgraded on open. One instance per process; threads may share it.
+
+    Raises ConfigError for a bad URL or schema, StoreError when the server fails.
+    """
+
+    mode = "optimized"
+
+    def __init__(self, url: str):
+        self.url = url
+        self.counter = OpCounter()
+        self.rng = random.Random()
+        self.session = PgSession(url, self.counter)
+        conn = self.session.connection()
+        with self.session._lock:
+            try:
+                schema = pg_schema.current_schema(conn)
+                pg_schema.migrate(conn, schema)
+            except psycopg.Error as exc:
+                self.session.close()
+                raise self.session._translate(exc, conn) from exc
+            except BaseException:
+                self.session.close()
+                raise
+            names = pg_schema.qualified_names(conn, schema)
+        self.schema = schema
+        self.channel = f"mpqueue_{schema}"[:CHANNEL_MAX]
+        self.sql = {key: text.format(**names) for key, text in _SQL.items()}
+
+    # ---- adding -------------------------------------------------------------------
+    def add(self, records: Sequence[JobRecord]) -> None:
+        for rec in records:  # the LMDB store's limits, so a queue can move between them
+            keys.check_key_length(keys.by_name_key(rec.name, rec.id), f"task name {rec.name!r}")
+        if records:
+            self.session.run(lambda q: self._add(q, records))
+
+    def _add(self, q: Query, records: Sequence[JobRecord]) -> None:
+        columns: list[list[Any]] = [[] for _ in range(16)]
+        for rec in records:
+            row = (rec.id, rec.name, rec.state.value, rec.payload, rec.priority,
+                   min(rec.run_at_ms, BIGINT_MAX), rec.created_at_ms, rec.attempts,
+                   rec.max_retries, rec.timeout_s, rec.func, rec.result,
+                   _encode_errors(rec.errors), rec.finished_at_ms, rec.backoff_base_s,
+                   rec.backoff_cap_s)
+            for column, value in zip(columns, row):
+                column.append(value)
+        seqs = dict(q.rows(self.sql["add"], columns))
+        for rec in records:
+            rec.seq = seqs[rec.id]
+        q.counter.puts += len(records)
+        q.rows(self.sql["notify"], (self.channel,))  # delivered at commit, if it commits
+
+    # ---- polling ------------------------------------------------------------------
+    def promote_due(self, now_ms: int) -> int:
+        return self.session.run(lambda q: q.write(self.sql["promote"], (now_ms,)))
+
+    def claim(self, worker_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+        _check_worker_id(worker_id)
+        if limit <= 0:
+            return []
+        return self.session.run(lambda q: self._claim(q, worker_id, limit, now_ms))
+
+    def _claim(self, q: Query, worker_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+        rows = q.rows(self.sql["claim"], (worker_id, now_ms, now_ms, limit))
+        claimed = []
+        for row in rows:
+            try:
+                claimed.append(_read(row))
+            except ValueError as exc:  # unreadable: park it, never hand it out
+                q.write(self.sql["park"], (f"corrupt record: {exc}", row[0]))
+        claimed.sort(key=lambda r: (-r.priority, r.seq))  # RETURNING has no order
+        return claimed
+
+    def next_run_at_ms(self) -> int | None:
+        row = self.session.run(lambda q: q.one(self.sql["next_run_at"]), write=False)
+        return None if row is None or row[0] is None else int(row[0])
+
+    # ---- outcomes -----------------------------------------------------------------
+    def finish(self, outcomes: Sequence[Outcome], now_ms: int) -> list[bool]:
+        if not outcomes:
+            return []
+        return self.session.run(lambda q: self._finish(q, outcomes, now_ms))
+
+    def _finish(self, q: Query, outcomes: Sequence[Outcome], now_ms: int) -> list[bool]:
+        held = {row[0]: row for row in
+                q.rows(self.sql["held"], ([o.job_id for o in outcomes],))}
+        updates: list[tuple[Any, ...]] = []
+        acks = []
+        for outcome in outcomes:
+            row = held.pop(outcome.job_id, None)  # popped: a repeated outcome is late
+            if row is None or row[1] != outcome.worker_id:
+                acks.append(False)  # the claim was taken back: a late outcome changes nothing
+                continue
+            update = self._outcome_update(row, outcome, now_ms)
+            acks.append(update is not None)
+            if update is None:
+                q.write(self.sql["park"], ("corrupt record: errors cannot be decoded",
+                                           outcome.job_id))
+            else:
+                updates.append(update)
+        if updates:
+            q.write(self.sql["finish"], [list(column) for column in zip(*updates)])
+        return acks
+
+    def _outcome_update(self, row: tuple[Any, ...], outcome: Outcome,
+                        now_ms: int) -> tuple[Any, ...] | None:
+        """The ``finish`` statement's row for one outcome (None: the record is unreadable).
+
+        Columns: id, state, result, errors, run_at_ms, attempts_delta, finished_at_ms,
+        dead_reason, requeue.
+        """
+        job_id = outcome.job_id
+        if outcome.kind == "done":
+            return (job_id, "done", outcome.result, None, None, 0, now_ms, None, False)
+        if outcome.kind == "released":
+            return (job_id, "ready", None, None, None, -1, None, None, True)
+        try:
+            errors = _decode_errors(row[6])
+        except ValueError:
+            return None
+        error = outcome.error or ErrorInfo("Unknown", "no error recorded")
+        rec = JobRecord(id=job_id, name="", state=JobState.PROCESSING, payload=b"",
+                        attempts=row[2], max_retries=row[3], backoff_base_s=row[4],
+                        backoff_cap_s=row[5])
+        run_at = next_run_at_ms(rec, now_ms, self.rng, retryable=outcome.retryable,
+                                delay_s=outcome.retry_delay_s)
+        encoded = _encode_errors(errors + (error,))
+        if run_at is None:
+            return (job_id, "dead", None, encoded, None, 0, now_ms, _text(str(error)), False)
+        return (job_id, "scheduled", None, encoded, min(run_at, BIGINT_MAX), 0, None, None,
+                True)
+
+    # ---- claims and workers -------------------------------------------------------
+    def claims(self, worker_id: str | None = None) -> list[Claim]:
+        query, params = ((self.sql["claims"], ()) if worker_id is None
+                         else (self.sql["claims_of"], (worker_id,)))
+        rows = self.session.run(lambda q: q.rows(query, params), write=False)
+        return [Claim(job_id, worker, claimed, deadline_ms=deadline)
+                for job_id, worker, claimed, deadline in rows]
+
+    def requeue_worker(self, worker_id: str) -> list[str]:
+        def body(q: Query) -> list[str]:
+            ids = sorted(row[0] for row in q.rows(self.sql["requeue_worker"], (worker_id,)))
+            q.counter.puts += len(ids)
+            if ids:
+                q.rows(self.sql["notify"], (self.channel,))  # other hosts may be idle
+            return ids
+        return self.session.run(body)
+
+    def register_worker(self, worker_id: str, info: dict[str, Any]) -> None:
+        raw = pickle.dumps(info, protocol=5)
+        self.session.run(lambda q: q.write(self.sql["register"], (worker_id, raw)))
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """Every coordinator's info, plus ``heartbeat_age_ms``: how long ago it last
+        registered, measured on the database's clock (so hosts' clocks may disagree)."""
+        rows = self.session.run(lambda q: q.rows(self.sql["workers"]), write=False)
+        found = {}
+        for worker_id, raw, age_ms in rows:
+            info = pickle.loads(raw)
+            info["heartbeat_age_ms"] = int(age_ms)
+            found[worker_id] = info
+        return found
+
+    def unregister_worker(self, worker_id: str) -> None:
+        self.session.run(lambda q: q.write(self.sql["unregister"], (worker_id,), deletes=True))
+
+    # ---- reading --------------------------------------------------------------------
+    def get(self, job_id: str) -> JobRecord | None:
+        row = self.session.run(lambda q: q.one(self.sql["get"], (job_id,)), write=False)
+        return None if row is None else _decode(row)
+
+    def list(self, name: str | None = None, state: JobState | None = None,
+             limit: int | None = None) -> list[JobRecord]:
+        key = "list" + ("_name" if name is not None else "") + ("_state" if state else "")
+        params = [v for v in (name, None if state is None else state.value) if v is not None]
+        rows = self.session.run(lambda q: q.rows(self.sql[key], (*params, limit)),
+                                write=False)
+        return [_decode(row) for row in rows]
+
+    def stats(self) -> dict[str, int]:
+        row = self.session.run(lambda q: q.one(self.sql["stats"]), write=False)
+        assert row is not None
+        counts = dict(zip(("ready", "scheduled", "processing", "done", "dead"), map(int, row)))
+        counts["total"] = sum(counts.values())
+        return counts
+
+    # ---- removing ---------------------------------------------------------------------
+    def delete(self, job_id: str) -> bool:
+        return bool(self.session.run(
+            lambda q: q.write(self.sql["delete"], (job_id,), deletes=True)))
+
+    def requeue_dead(self, job_id: str, now_ms: int) -> JobRecord:
+        return self.session.run(lambda q: self._requeue_dead(q, job_id, now_ms))
+
+    def _requeue_dead(self, q: Query, job_id: str, now_ms: int) -> JobRecord:
+        row = q.one(self.sql["lock_one"], (job_id,))
+        if row is None:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        try:
+            rec = _read(row)
+            state = rec.state.value
+        except ValueError:
+            state = "unreadable"
+        if state != JobState.DEAD.value:
+            raise ConfigError(f"job {job_id} is {state}; only dead jobs can be requeued")
+        seq = q.rows(self.sql["requeue_dead"], (now_ms, job_id))[0][0]
+        q.rows(self.sql["notify"], (self.channel,))
+        return rec.evolve(state=JobState.READY, attempts=0, run_at_ms=now_ms,
+                          finished_at_ms=None, seq=seq)
+
+    def purge_dead(self) -> int:
+        return self.session.run(lambda q: q.write(self.sql["purge_dead"], deletes=True))
+
+    def expire_finished(self, before_ms: int) -> int:
+        return self.session.run(
+            lambda q: q.write(self.sql["expire"], (before_ms,), deletes=True))
+
+    # ---- the server's cycle -------------------------------------------------------------
+    def finish_and_claim(self, outcomes: Sequence[Outcome], worker_id: str, limit: int,
+                         now_ms: int) -> _Cycle:
+        def body(q: Query) -> _Cycle:
+            acks = self._finish(q, outcomes, now_ms) if outcomes else []
+            if limit <= 0:
+                return acks, []
+            q.write(self.sql["promote"], (now_ms,))
+            return acks, self._claim(q, worker_id, limit, now_ms)
+        _check_worker_id(worker_id)
+        if not outcomes and limit <= 0:
+            return [], []
+        return self.session.run(body)
+
+    def listen(self) -> PgListener:
+        return PgListener(self.session.connect, self.channel)
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _check_worker_id(worker_id: str) -> None:
+    keys.check_key_length(keys.processing_key(worker_id, "0" * keys.JOB_ID_BYTES), "worker id")
+
+
+def _text(value: str) -> str:
+    """``value`` as PostgreSQL text can hold it (no NUL, no lone surrogates)."""
+    return value.encode("utf-8", "backslashreplace").decode("utf-8").replace("\0", "\\x00")
+
+
+def _encode_errors(errors: Sequence[ErrorInfo]) -> str:
+    return json.dumps([[e.type, e.message, e.traceback, e.attempt, e.at_ms, e.kind]
+                       for e in errors])  # ASCII-only: see pg_schema
+
+
+def _decode_errors(raw: str) -> tuple[ErrorInfo, ...]:
+    try:
+        return tuple(ErrorInfo(*e) for e in json.loads(raw))
+    except Exception as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def _decode(row: tuple[Any, ...]) -> JobRecord:
+    """A record from a row in ``_FIELDS`` order; a dead stand-in if it cannot be read."""
+    try:
+        return _read(row)
+    except ValueError as exc:
+        return JobRecord.corrupt(row[0], row[1], f"record cannot be decoded: {exc}")
+
+
+def _read(row: tuple[Any, ...]) -> JobRecord:
+    """A record from a row in ``_FIELDS`` order; raises ValueError if it cannot be read."""
+    rec = object.__new__(JobRecord)  # no __init__: the server decodes every claim
+    rec.__dict__.update(zip(_FIELDS, row))
+    try:
+        rec.state = _STATES[row[2]]
+    except KeyError:
+        raise ValueError(f"unknown state {row[2]!r}") from None
+    rec.errors = _decode_errors(row[13]) if row[13] != "[]" else ()
+    return rec
