@@ -6,6 +6,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 from typing import Any
 
 from .errors import ConfigError
@@ -53,6 +54,17 @@ URL_SCHEMES = ("postgresql://", "postgres://")  # a location with one of these: 
 def is_url(location: str) -> bool:
     """True when ``location`` names a PostgreSQL database rather than an LMDB directory."""
     return location.startswith(URL_SCHEMES)
+
+
+def redact(location: str) -> str:
+    """The location fit for logs and messages: a URL's password becomes ***."""
+    if not is_url(location):
+        return location
+    parts = urlsplit(location)
+    if parts.password is None:
+        return location
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def check_location(location: str, mode: str) -> None:

@@ -14,10 +14,11 @@ import signal
 import socket
 import time
 from multiprocessing.connection import wait
-from typing import Any
+from typing import Any, Callable
 
 from . import recovery
-from .config import PREFETCH_WINDOW_S, ServeSettings
+from .config import PREFETCH_WINDOW_S, ServeSettings, redact
+from .errors import StoreError
 from .identity import current
 from .job import ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from .pool import Pool, Slot
@@ -31,6 +32,8 @@ HEARTBEAT_EVERY_S = 2.0
 MAINTENANCE_EVERY_S = 5.0  # stale LMDB reader slots
 EXPIRE_EVERY_S = 60.0      # finished-job retention
 EXIT_OK, EXIT_JOBS_DIED = 0, 1
+STORE_BACKOFF_MIN_S = 0.05  # first retry after a store failure; doubles up to the max
+STORE_BACKOFF_MAX_S = 5.0
 
 
 class RunStats:
@@ -63,6 +66,9 @@ class Coordinator:
         self.timers: dict[str, float] = {}
         self.more_ready = True
         self.next_due_ms: int | None = None
+        self.store_retry_at = 0.0
+        self.store_backoff_s = STORE_BACKOFF_MIN_S
+        self.reconcile = False
 
     # ---- lifecycle ------------------------------------------------------------------
     def run(self) -> int:
@@ -75,7 +81,7 @@ class Coordinator:
             recovery.reclaim_dead(self.store, self.worker_id, lease_s=self.settings.lease_s)
             self.pool.start(self.settings.workers)
             self._heartbeat()
-            log.info("serving %s with %d workers as %s", self.settings.path,
+            log.info("serving %s with %d workers as %s", redact(self.settings.path),
                      self.settings.workers, self.worker_id)
             self._loop(wake_r)
         finally:
@@ -97,12 +103,42 @@ class Coordinator:
         while True:
             if self.signals and self._stopping_done():
                 return
-            self._cycle()
-            if self._finished():
+            self._guarded(self._cycle)
+            if self._guarded(self._finished):
                 return
             self._wait(wake_r)
             self._enforce_deadlines()
-            self._periodic()
+            self._guarded(self._periodic)
+
+    # ---- the store going away (a database restart, a lost connection) -------------------
+    def _guarded(self, step: Callable[[], Any]) -> Any:
+        """Run a step that talks to the store; while the store fails, back off and keep
+        the children's outcomes in memory until they can be committed."""
+        if time.monotonic() < self.store_retry_at:
+            return None
+        try:
+            result = step()
+        except StoreError as exc:
+            self.store_backoff_s = min(STORE_BACKOFF_MAX_S, self.store_backoff_s * 2)
+            self.store_retry_at = time.monotonic() + self.store_backoff_s
+            self.reconcile = True
+            log.warning("store unavailable (%s); %d outcome(s) held, retrying in %.2f s",
+                        exc, len(self.outcomes), self.store_backoff_s)
+            return None
+        self.store_backoff_s = STORE_BACKOFF_MIN_S
+        return result
+
+    def _reconcile(self) -> None:
+        """After a failed call whose commit may still have happened (the reply was lost),
+        put back claims of ours that no child holds, so they are not stranded."""
+        held = {job_id for slot in self.pool.slots for job_id in slot.inflight}
+        stray = [c.job_id for c in self.store.claims(self.worker_id) if c.job_id not in held]
+        pending = {o.job_id for o in self.outcomes}
+        self.outcomes += [Outcome.released(j, self.worker_id) for j in stray if j not in pending]
+        self.reconcile = False
+        if stray:
+            log.warning("put back %d claim(s) no worker holds after a store failure",
+                        len(stray))
 
     # ---- one cycle ------------------------------------------------------------------
     def _cycle(self) -> None:
@@ -110,12 +146,15 @@ class Coordinator:
         if self.polling:
             legacy = self.settings.mode == "legacy"
             room = (min(room, 1) if legacy else room) if self._poll_due() else 0
+        if self.reconcile:
+            self._reconcile()
         if not self.outcomes and (room == 0 or not self._maybe_ready()):
             return
-        outcomes, self.outcomes = self.outcomes, []
+        outcomes = self.outcomes
         now = now_ms()
         limit = min(room, self.settings.batch)
         _, claimed = self.store.finish_and_claim(outcomes, self.worker_id, limit, now)
+        self.outcomes = []  # only once committed: on a store error they are kept
         self._account(outcomes)
         if limit > 0:
             self.more_ready = len(claimed) >= limit
@@ -211,9 +250,8 @@ class Coordinator:
             if obj is wake_r:
                 _drain_socket(wake_r)
             elif obj is self.listener:
-                self.listener.drain()
-                self.more_ready = True
-                self.next_due_ms = self.store.next_run_at_ms()
+                self._guarded(self.listener.drain)
+                self.more_ready = True  # the next cycle claims and refreshes next_due_ms
         for slot in list(self.pool.slots):
             if slot.conn in ready:
                 self._read_messages(slot)
@@ -221,6 +259,9 @@ class Coordinator:
                 self._on_child_exit(slot)
 
     def _wait_timeout(self) -> float:
+        store_wait = self.store_retry_at - time.monotonic()
+        if store_wait > 0:  # the store is failing: wait for children or the retry time
+            return min(store_wait, RECLAIM_EVERY_S)
         if self.outcomes or (self._room() and self.more_ready and not self.signals):
             return 0.0
         now_s = time.time()

@@ -17,9 +17,9 @@ from typing import Iterator
 
 import pytest
 
-from mpqueue import Queue
+from mpqueue import Queue, StoreError
 
-from .pg_helpers import pg_url  # noqa: F401
+from .pg_helpers import admin, pg_url  # noqa: F401
 from .serve_helpers import ROOT, assert_no_overlap, gone, read_runs, wait_until
 
 HOSTS = ("host-a", "host-b", "host-c")
@@ -115,3 +115,55 @@ def test_a_killed_host_loses_no_job(hosts, tmp_path):
     for host in started:
         if host is not victim:
             assert host.proc.poll() is None, host.log()[-2000:]
+
+
+def _restart_database() -> None:
+    subprocess.run([str(ROOT / "scripts" / "pg-test-server"), "restart"], check=True,
+                   timeout=90, env=os.environ)
+
+
+def _terminate_connections(url: str) -> None:
+    with admin(url) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("outage", ["restart", "terminate"])
+def test_server_survives_losing_the_database(pg_url, tmp_path, outage):
+    """The database restarts (or drops every connection) while a server runs jobs: the
+    server reconnects with backoff, keeps its outcomes until they commit, and every
+    job ends done, none dead, none run twice at the same time."""
+    if outage == "restart" and not os.environ.get("MPQUEUE_PG_STATE"):
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the suite through scripts/test (it owns the server)")
+        pytest.skip("restarting needs the throwaway server that scripts/test starts")
+    queue = Queue(pg_url)
+    marker = tmp_path / "markers.log"
+    queue.task_by_name("tests.serve_tasks.sleepy").map(
+        [(str(marker), i, 0.05) for i in range(60)])
+    host = Host(pg_url, "solo", tmp_path / "solo.log")
+    try:
+        wait_until(lambda: queue.stats()["done"] >= 15, 30, "some jobs done")
+        queue.close()
+        _restart_database() if outage == "restart" else _terminate_connections(pg_url)
+        queue = Queue(pg_url)
+        wait_until(lambda: _stats_or_none(queue) is not None
+                   and _stats_or_none(queue)["done"] == 60, 60, "every job done")
+        stats = queue.stats()
+        assert stats["dead"] == 0 and stats["processing"] == 0, stats
+        runs = read_runs(marker)
+        assert sorted(map(int, runs)) == list(range(60))
+        assert_no_overlap(runs)
+        assert host.proc.poll() is None, host.log()[-3000:]
+        assert "store unavailable" in host.log(), host.log()[-3000:]
+    finally:
+        host.stop()
+        queue.close()
+
+
+def _stats_or_none(queue: Queue) -> dict[str, int] | None:
+    try:
+        return queue.stats()
+    except StoreError:
+        return None

@@ -19,11 +19,11 @@ import threading
 import time
 import weakref
 from typing import Any, Callable, Sequence, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from ..config import redact
 from ..errors import ConfigError, StoreError
 from .base import OpCounter
 
@@ -35,15 +35,6 @@ RECONNECT_MAX_S = 5.0        # the longest wait between attempts
 TX_ATTEMPTS = 5              # tries of a transaction that lost a deadlock
 
 _SESSIONS: "weakref.WeakSet[PgSession]" = weakref.WeakSet()
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for messages."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def connection_params(url: str) -> dict[str, Any]:
