@@ -13,15 +13,39 @@ import os
 import sys
 import time
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, Iterator
 
 from .config import is_url
 from .errors import ConfigError
 from .worker import ChildConfig, child_main
 
 START_TIMEOUT_S = 60.0
+
+
+@contextmanager
+def _main_hidden() -> Iterator[None]:
+    """Start children without re-running the parent's ``__main__`` in them.
+
+    multiprocessing normally re-imports the main script in every spawned or
+    forkserver child. Workers never need it (tasks defined there travel by value), and
+    re-running a script's top level in each worker would enqueue its jobs again or
+    start servers inside servers; it also fails outright for ``python -`` (stdin).
+    """
+    main = sys.modules.get("__main__")
+    if main is None:
+        yield
+        return
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__dict__["__spec__"] = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 @dataclass
@@ -89,7 +113,8 @@ class Pool:
         parent_end, child_end = self.ctx.Pipe(duplex=True)
         process = self.ctx.Process(target=child_main, args=(child_end, self.config),
                                    name="mpqueue-worker", daemon=True)
-        process.start()
+        with _main_hidden():
+            process.start()
         child_end.close()  # the child holds its own copy; ours would mask its hang-up
         slot = Slot(process, parent_end)
         self.slots.append(slot)
