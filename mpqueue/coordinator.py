@@ -277,10 +277,11 @@ class Coordinator:
 
     def _read_messages(self, slot: Slot) -> None:
         try:
-            while slot.conn.poll(0):
-                self._on_message(slot, slot.conn.recv())
-        except (EOFError, OSError):
-            pass  # the child is gone; its sentinel says so and _on_child_exit cleans up
+            messages = slot.read_messages()
+        except OSError:
+            return  # the child is gone; its sentinel says so and _on_child_exit cleans up
+        for message in messages:
+            self._on_message(slot, message)
 
     def _on_message(self, slot: Slot, message: tuple[Any, ...]) -> None:
         kind = message[0]

@@ -23,6 +23,7 @@ contain, so a prefix scan of ``a.b`` never matches ``a.bc``.
 
 from __future__ import annotations
 
+import functools
 import struct
 
 from .errors import ConfigError
@@ -68,7 +69,10 @@ def _jid(job_id: str) -> bytes:
     return raw
 
 
+@functools.lru_cache(maxsize=4096)
 def _part(text: str, what: str) -> bytes:
+    # Cached: a server encodes the same few task names and its own worker id for
+    # every job it claims and finishes.
     raw = text.encode("utf-8")
     if SEP in raw:
         raise ConfigError(f"{what} may not contain a NUL character: {text!r}")
