@@ -145,8 +145,6 @@ class Claim:
     worker_id: str
     claimed_at_ms: int
     deadline_ms: int | None = None
-    pid: int | None = None
-    pid_started: float | None = None
 
 
 @dataclass(frozen=True)

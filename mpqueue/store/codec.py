@@ -8,11 +8,14 @@ user code.
 from __future__ import annotations
 
 import pickle
+import struct
 
+from .. import keys
 from ..job import Claim, ErrorInfo, JobRecord, JobState
 
 RECORD_V1 = b"\x01"
-CLAIM_V1 = b"\x01"
+CLAIM_V2 = b"\x02"
+_CLAIM = struct.Struct(">Qq")
 
 
 # The order of fields in an encoded record (version 1); encode_record writes this order.
@@ -55,15 +58,15 @@ def decode_record(raw: bytes) -> JobRecord:
 
 
 def encode_claim(claim: Claim) -> bytes:
-    row = (claim.job_id, claim.worker_id, claim.claimed_at_ms, claim.deadline_ms, claim.pid,
-           claim.pid_started)
-    return CLAIM_V1 + pickle.dumps(row, protocol=5)
+    """Claimed-at and deadline (-1: none) as fixed-width integers; who and which job
+    are in the key already. Packed, not pickled: it is written once per claimed job."""
+    deadline = -1 if claim.deadline_ms is None else claim.deadline_ms
+    return CLAIM_V2 + _CLAIM.pack(claim.claimed_at_ms, deadline)
 
 
-def decode_claim(raw: bytes) -> Claim:
-    if raw[:1] != CLAIM_V1:
-        raise CorruptRecord(f"unknown claim version {raw[:1]!r}")
-    try:
-        return Claim(*pickle.loads(raw[1:]))
-    except Exception as exc:
-        raise CorruptRecord(f"{type(exc).__name__}: {exc}") from exc
+def decode_claim(key: bytes, raw: bytes) -> Claim:
+    worker_id, job_id = keys.decode_processing_key(key)
+    if raw[:1] != CLAIM_V2 or len(raw) != 1 + _CLAIM.size:
+        raise CorruptRecord(f"unknown claim encoding {raw[:1]!r} ({len(raw)} bytes)")
+    claimed_at_ms, deadline = _CLAIM.unpack_from(raw, 1)
+    return Claim(job_id, worker_id, claimed_at_ms, None if deadline < 0 else deadline)

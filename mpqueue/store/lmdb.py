@@ -288,7 +288,7 @@ class LmdbStore(Store):
     # ---- claims and workers -------------------------------------------------------
     def claims(self, worker_id: str | None = None) -> list[Claim]:
         prefix = b"" if worker_id is None else keys.processing_prefix(worker_id)
-        return self.env.read(lambda tx: [decode_claim(raw) for _, raw in
+        return self.env.read(lambda tx: [decode_claim(key, raw) for key, raw in
                                           tx.scan_prefix(keys.DB_PROCESSING, prefix)])
 
     def requeue_worker(self, worker_id: str) -> list[str]:
