@@ -245,12 +245,13 @@ class Coordinator:
             waitables += [slot.conn, slot.sentinel]
         if self.listener is not None:
             waitables.append(self.listener)
-        ready = wait(waitables, timeout=self._wait_timeout())
+        ready: list[Any] = wait(waitables, timeout=self._wait_timeout())
+        listener = self.listener
         for obj in ready:
             if obj is wake_r:
                 _drain_socket(wake_r)
-            elif obj is self.listener:
-                self._guarded(self.listener.drain)
+            elif listener is not None and obj is listener:
+                self._guarded(listener.drain)
                 self.more_ready = True  # the next cycle claims and refreshes next_due_ms
         for slot in list(self.pool.slots):
             if slot.conn in ready:

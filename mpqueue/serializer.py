@@ -10,7 +10,7 @@ from __future__ import annotations
 import pickle
 from typing import Any, Callable
 
-import cloudpickle
+import cloudpickle  # type: ignore[import-untyped]
 
 from .errors import PayloadError, SerializationError
 
@@ -19,7 +19,8 @@ ENVELOPE_V1 = b"\x01"
 
 def _dump(value: Any, what: str) -> bytes:
     try:
-        return ENVELOPE_V1 + cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        data: bytes = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        return ENVELOPE_V1 + data
     except Exception as exc:  # pickling raises many unrelated types
         raise SerializationError(f"cannot pickle {what}: {type(exc).__name__}: {exc}") from exc
 

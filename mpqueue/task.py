@@ -32,7 +32,7 @@ class Task:
         self.name = name
         self.options = options
         self.by_value = not is_importable(fn)
-        functools.update_wrapper(self, fn)  # type: ignore[arg-type]
+        functools.update_wrapper(self, fn)
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         """Run the function here, now, without the queue."""

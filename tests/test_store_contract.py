@@ -167,13 +167,18 @@ def test_error_text_survives_any_characters(store):
     assert store.get(job_id).errors == (odd,)
 
 
-def test_released_jobs_go_back_uncharged_behind_the_queue(store):
+def test_released_jobs_go_back_uncharged_to_their_place(store):
+    """A put-back job never ran (or was interrupted through no fault of its own): it
+    keeps its place ahead of the jobs enqueued after it."""
     first, second = add(store, record(), record())
     assert [r.id for r in store.claim("w1", 1, now_ms())] == [first]
     store.finish([Outcome.released(first, "w1")], now_ms())
     rec = store.get(first)
     assert rec.state is JobState.READY and rec.attempts == 0
-    assert [r.id for r in claim_all(store)] == [second, first]
+    assert [r.id for r in claim_all(store)] == [first, second]
+    third, = add(store, record())
+    assert store.requeue_worker("w1") == sorted([first, second])
+    assert [r.id for r in claim_all(store)] == [first, second, third]
 
 
 def test_late_or_foreign_outcomes_change_nothing(store, queue):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pickle
 import struct
+from typing import Any, cast
 
 from .. import keys
 from ..job import Claim, ErrorInfo, JobRecord, JobState
@@ -51,7 +52,7 @@ def decode_record(raw: bytes) -> JobRecord:
         rec.__dict__.update(zip(_FIELDS, row))
         rec.state = _STATES[rec.state]
         if rec.errors:
-            rec.errors = tuple(ErrorInfo(*e) for e in rec.errors)
+            rec.errors = tuple(ErrorInfo(*cast(tuple[Any, ...], e)) for e in rec.errors)
         return rec
     except Exception as exc:
         raise CorruptRecord(f"{type(exc).__name__}: {exc}") from exc

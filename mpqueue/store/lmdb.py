@@ -7,6 +7,7 @@ cursor pass. See ``keys.py`` for the layout.
 
 from __future__ import annotations
 
+import builtins
 import pickle
 import random
 import threading
@@ -256,7 +257,11 @@ class LmdbStore(Store):
             self._mark_done(tx, rec.evolve(state=JobState.DONE, result=outcome.result,
                                            finished_at_ms=now_ms))
         elif outcome.kind == "released":
-            self._requeue(tx, rec.evolve(state=JobState.READY, attempts=rec.attempts - 1))
+            # Never started, or interrupted by a crash or a shutdown: undo the claim and
+            # keep the job's place (its seq), ahead of the jobs that came after it.
+            rec = rec.evolve(state=JobState.READY, attempts=rec.attempts - 1)
+            self._save(tx, rec)
+            self._enqueue_index(tx, rec)
         else:
             self._fail(tx, rec, outcome, now_ms)
         return True
@@ -311,8 +316,8 @@ class LmdbStore(Store):
         return self.env.read(lambda tx: self._list(tx, prefix, state, limit))
 
     def _list(self, tx: Tx, prefix: bytes, state: JobState | None,
-              limit: int | None) -> list[JobRecord]:
-        out: list[JobRecord] = []
+              limit: int | None) -> builtins.list[JobRecord]:
+        out: builtins.list[JobRecord] = []
         for key, raw in tx.scan_prefix(keys.DB_BY_NAME, prefix):
             rec = self._index_record(tx, key, raw)
             if state is None or rec.state is state:
@@ -413,8 +418,8 @@ class LmdbStore(Store):
 
     # ---- the server's cycle and its registry ------------------------------------------
     def finish_and_claim(self, outcomes: Sequence[Outcome], worker_id: str, limit: int,
-                         now_ms: int) -> tuple[list[bool], list[JobRecord]]:
-        def body(tx: Tx) -> tuple[list[bool], list[JobRecord]]:
+                         now_ms: int) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
+        def body(tx: Tx) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
             acks = [self._finish_one(tx, o, now_ms) for o in outcomes]
             if limit <= 0:
                 return acks, []

@@ -15,7 +15,7 @@ import errno
 import os
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Optional, TypeVar, cast
 
 import lmdb
 
@@ -73,7 +73,7 @@ class Tx:
 
     def get(self, db: bytes, key: bytes) -> bytes | None:
         self.counter.gets += 1
-        return self.txn.get(key, db=self.dbs[db])  # type: ignore[no-any-return]
+        return cast(Optional[bytes], self.txn.get(key, db=self.dbs[db]))  # no buffers=True
 
     def put(self, db: bytes, key: bytes, value: bytes) -> None:
         self.counter.puts += 1
@@ -95,10 +95,10 @@ class Tx:
         self.counter.cursor_steps += 1
         found = cursor.set_range(start) if start else cursor.first()
         while found:
-            key = cursor.key()
+            key = cast(bytes, cursor.key())
             if stop is not None and key >= stop:
                 return
-            yield key, (cursor.value() if values else b"")
+            yield key, (cast(bytes, cursor.value()) if values else b"")
             self.counter.cursor_steps += 1
             found = cursor.next()
 
@@ -112,7 +112,7 @@ class Tx:
     def first_key(self, db: bytes) -> bytes | None:
         cursor = self.txn.cursor(db=self.dbs[db])
         self.counter.cursor_steps += 1
-        return cursor.key() if cursor.first() else None
+        return cast(bytes, cursor.key()) if cursor.first() else None
 
     def entries(self, db: bytes) -> int:
         return int(self.txn.stat(self.dbs[db])["entries"])

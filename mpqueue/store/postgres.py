@@ -81,7 +81,7 @@ _SQL = {
     "claims_of": """SELECT id, worker_id, claimed_at_ms, deadline_ms FROM {jobs}
         WHERE state = 'processing' AND worker_id = %s ORDER BY id""",
     "requeue_worker": """UPDATE {jobs} SET state = 'ready', attempts = attempts - 1,
-            seq = nextval('{seq}'), worker_id = NULL, claimed_at_ms = NULL, deadline_ms = NULL
+            worker_id = NULL, claimed_at_ms = NULL, deadline_ms = NULL
         WHERE id IN (SELECT id FROM {jobs} WHERE state = 'processing' AND worker_id = %s
                      ORDER BY id FOR UPDATE)
         RETURNING id""",
@@ -185,6 +185,7 @@ class PostgresStore(Store):
 
     def _claim(self, q: Query, worker_id: str, limit: int, now_ms: int) -> list[JobRecord]:
         rows = q.rows(self.sql["claim"], (worker_id, now_ms, now_ms, limit))
+        q.counter.puts += len(rows)  # RETURNING counted them as reads; each was updated
         claimed = []
         for row in rows:
             try:
@@ -236,7 +237,8 @@ class PostgresStore(Store):
         if outcome.kind == "done":
             return (job_id, "done", outcome.result, None, None, 0, now_ms, None, False)
         if outcome.kind == "released":
-            return (job_id, "ready", None, None, None, -1, None, None, True)
+            # Undo the claim and keep the job's place (its seq), as the LMDB store does.
+            return (job_id, "ready", None, None, None, -1, None, None, False)
         try:
             errors = _decode_errors(row[6])
         except ValueError:
@@ -328,6 +330,7 @@ class PostgresStore(Store):
         if state != JobState.DEAD.value:
             raise ConfigError(f"job {job_id} is {state}; only dead jobs can be requeued")
         seq = q.rows(self.sql["requeue_dead"], (now_ms, job_id))[0][0]
+        q.counter.puts += 1
         q.rows(self.sql["notify"], (self.channel,))
         return rec.evolve(state=JobState.READY, attempts=0, run_at_ms=now_ms,
                           finished_at_ms=None, seq=seq)
