@@ -36,3 +36,10 @@ def mark(path: str, tag: str, hold_s: float = 0.0) -> int:
     if hold_s:
         time.sleep(hold_s)
     return os.getpid()
+
+
+def spin_stamp(ms: float) -> float:
+    """``spin(ms)``, returning the wall-clock time the job started (for start rates)."""
+    started = time.time()
+    spin(ms)
+    return started

@@ -21,6 +21,7 @@ import argparse
 import json
 import logging
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -92,13 +93,15 @@ def executor_run(fn: Callable[..., Any], args: list[tuple[Any, ...]], workers: i
 class Server:
     """``python -m mpqueue serve`` in a subprocess, stopped on exit."""
 
-    def __init__(self, path: str, workers: int, *extra: str):
+    def __init__(self, path: str, workers: int, *extra: str, mode: str = "optimized"):
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mpqueue", "--path", path, "serve", "--workers",
-             str(workers), "--log-level", "warning", *extra], env=env, cwd=ROOT)
+            [sys.executable, "-m", "mpqueue", "--path", path, "serve", "--mode", mode,
+             "--workers", str(workers), "--log-level", "warning", *extra], env=env, cwd=ROOT)
         self.path = path
-        with Queue(path) as queue:
+        self.mode = mode
+        # Opened in the server's mode: a Queue in the other mode would migrate the store.
+        with Queue(path, mode=mode) as queue:
             wait_until(lambda: any(str(self.proc.pid) in w and info.get("children")
                                    and len(info["children"]) == workers
                                    for w, info in queue.store.workers().items()),
@@ -137,23 +140,30 @@ def bench_throughput(name: str, fn: Callable[..., Any], args: list[tuple[Any, ..
             "ratio": statistics.median(ours) / statistics.median(bare)}
 
 
-def bench_latency(samples: int) -> dict[str, Any]:
-    with temp_store() as path, Server(path, 2), Queue(path) as queue:
+def bench_latency(samples: int, mode: str = "optimized", *extra: str,
+                  jitter_s: float = 0.0) -> dict[str, Any]:
+    """Enqueue-to-start on an idle ``serve`` (``extra``: more serve options). Between
+    samples the server idles 5 ms plus a random 0..``jitter_s`` (give a polling server
+    its poll interval, so arrivals do not lock to its ticks)."""
+    with temp_store() as path, Server(path, 2, *extra, mode=mode), \
+            Queue(path, mode=mode) as queue:
         task = queue.task_by_name("bench.jobs.stamp")
         from_call, from_commit = [], []
         for i in range(samples):
             before = time.time()
             job = task.delay(i)
             after = time.time()
-            started = job.result(timeout=10)
+            started = job.result(timeout=30)
             from_call.append((started - before) * 1000)
             from_commit.append((started - after) * 1000)
-            time.sleep(0.005)  # let the server go idle again: this measures idle wake-up
-    return {"samples": samples, "from_call_ms": _percentiles(from_call),
-            "from_commit_ms": _percentiles(from_commit)}
+            # let the server go idle again: this measures idle wake-up
+            time.sleep(0.005 + random.uniform(0.0, jitter_s))
+    return {"samples": samples, "from_call_ms": percentiles(from_call),
+            "from_commit_ms": percentiles(from_commit)}
 
 
-def _percentiles(values: list[float]) -> dict[str, float]:
+def percentiles(values: list[float]) -> dict[str, float]:
+    """p50/p95/p99/max of ``values`` (inclusive quantiles)."""
     cuts = statistics.quantiles(values, n=100, method="inclusive")
     return {"p50": statistics.median(values), "p95": cuts[94], "p99": cuts[98],
             "max": max(values)}
@@ -182,9 +192,9 @@ def _add_scheduled(path: str, count: int) -> None:
             queue.store.add(recs)
 
 
-def bench_recovery_child(reps: int) -> dict[str, Any]:
+def bench_recovery_child(reps: int, mode: str = "optimized") -> dict[str, Any]:
     gaps = []
-    with temp_store() as path, Server(path, 2), Queue(path) as queue:
+    with temp_store() as path, Server(path, 2, mode=mode), Queue(path, mode=mode) as queue:
         task = queue.task_by_name("bench.jobs.mark")
         for rep in range(reps):
             marks = os.path.join(path, f"marks-{rep}")
@@ -199,15 +209,15 @@ def bench_recovery_child(reps: int) -> dict[str, Any]:
     return {"ms": gaps}
 
 
-def bench_recovery_coordinator(reps: int) -> dict[str, Any]:
+def bench_recovery_coordinator(reps: int, mode: str = "optimized") -> dict[str, Any]:
     gaps = []
     for rep in range(reps):
-        with temp_store() as path, Queue(path) as queue:
+        with temp_store() as path, Queue(path, mode=mode) as queue:
             marks = os.path.join(path, "marks")
-            first = Server(path, 1)
+            first = Server(path, 1, mode=mode)
             queue.task_by_name("bench.jobs.mark").delay(marks, "run", 1.0)
             wait_until(lambda: _lines(marks), 10, "the job to start")
-            with Server(path, 1):
+            with Server(path, 1, mode=mode):
                 killed_at = time.time()
                 first.kill()
                 lines = wait_until(lambda: len(_lines(marks)) >= 2 and _lines(marks), 10,
