@@ -43,3 +43,9 @@ def spin_stamp(ms: float) -> float:
     started = time.time()
     spin(ms)
     return started
+
+
+def nap(seconds: float) -> float:
+    """Sleep (no CPU): a job that waits on I/O."""
+    time.sleep(seconds)
+    return seconds

@@ -143,7 +143,7 @@ LEGACY_POLL_INTERVAL_S = 0.5      # legacy: the fixed interval the old design po
 DEFAULT_GRACE_S = 30.0            # on SIGTERM, running jobs get this long to finish
 DEFAULT_TIMEOUT_GRACE_S = 1.0     # a job past its timeout is SIGKILLed this much later
 DEFAULT_PREFETCH_MAX = 64         # most jobs queued at one child beyond the running one
-PREFETCH_WINDOW_S = 0.005         # prefetch about this much work per child (adaptive)
+PREFETCH_WINDOW_S = 0.05          # prefetch about this much work per child (adaptive)
 DEFAULT_LEASE_S = 10.0            # a coordinator on another host silent this long is dead
 
 

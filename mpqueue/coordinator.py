@@ -10,6 +10,7 @@ or a signal arrives.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import socket
 import time
@@ -32,6 +33,7 @@ HEARTBEAT_EVERY_S = 2.0
 MAINTENANCE_EVERY_S = 5.0  # stale LMDB reader slots
 EXPIRE_EVERY_S = 60.0      # finished-job retention
 EXIT_OK, EXIT_JOBS_DIED = 0, 1
+COMMIT_DELAY_S = 0.02      # longest an outcome waits to share a commit with others
 STORE_BACKOFF_MIN_S = 0.05  # first retry after a store failure; doubles up to the max
 STORE_BACKOFF_MAX_S = 5.0
 
@@ -67,6 +69,7 @@ class Coordinator:
         self.more_ready = True
         self.next_due_ms: int | None = None
         self.store_retry_at = 0.0
+        self.outcomes_since: float | None = None
         self.store_backoff_s = STORE_BACKOFF_MIN_S
         self.reconcile = False
 
@@ -148,13 +151,14 @@ class Coordinator:
             room = (min(room, 1) if legacy else room) if self._poll_due() else 0
         if self.reconcile:
             self._reconcile()
-        if not self.outcomes and (room == 0 or not self._maybe_ready()):
+        if not self._cycle_wanted(room):
             return
         outcomes = self.outcomes
         now = now_ms()
         limit = min(room, self.settings.batch)
         _, claimed = self.store.finish_and_claim(outcomes, self.worker_id, limit, now)
         self.outcomes = []  # only once committed: on a store error they are kept
+        self.outcomes_since = None
         self._account(outcomes)
         if limit > 0:
             self.more_ready = len(claimed) >= limit
@@ -165,6 +169,28 @@ class Coordinator:
             self.more_ready = self.more_ready or any(o.kind == "released" for o in outcomes)
         self.next_due_ms = self.store.next_run_at_ms()
         self._dispatch(claimed)
+
+    def _cycle_wanted(self, room: int) -> bool:
+        """Whether a durable commit is worth paying for now.
+
+        Claim when a child runs low (half its prefetch left), commit outcomes when one
+        has waited COMMIT_DELAY_S, or at once when stopping or a child is low anyway.
+        With short jobs both happen every few ms; with ~10 ms jobs several outcomes
+        share one commit instead of each paying for its own (fsync and CPU that the
+        workers on a small machine would otherwise lose).
+        """
+        if self.outcomes and self.outcomes_since is None:
+            self.outcomes_since = time.monotonic()
+        if self.polling:
+            return bool(self.outcomes) or (room > 0 and self._maybe_ready())
+        per_child = self._per_child()
+        low = any(len(s.inflight) <= per_child // 2 for s in self._usable())
+        if room and low and self._maybe_ready():
+            return True
+        if not self.outcomes:
+            return False
+        return bool(self.signals or low or len(self.outcomes) >= self.settings.batch
+                    or time.monotonic() - (self.outcomes_since or 0.0) >= COMMIT_DELAY_S)
 
     def _maybe_ready(self) -> bool:
         """Whether a claim could find work: skip empty claim transactions while idle."""
@@ -186,8 +212,10 @@ class Coordinator:
         return sum(self._slot_room(s, per_child) for s in self._usable())
 
     def _per_child(self) -> int:
-        return 1 + min(self.settings.prefetch_max,
-                       max(1, int(PREFETCH_WINDOW_S / max(self.avg_job_s, 1e-6))))
+        """Jobs a child may hold: the running one plus about PREFETCH_WINDOW_S of work
+        queued (at least one, so it never waits for the server between jobs)."""
+        queued = math.ceil(PREFETCH_WINDOW_S / max(self.avg_job_s, 1e-6))
+        return 1 + min(self.settings.prefetch_max, max(1, queued))
 
     def _slot_room(self, slot: Slot, per_child: int) -> int:
         room = per_child - len(slot.inflight)
@@ -241,11 +269,18 @@ class Coordinator:
     # ---- waiting and messages ----------------------------------------------------------
     def _wait(self, wake_r: socket.socket) -> None:
         waitables: list[Any] = [wake_r]
+        timeout = self._wait_timeout()
+        per_child = self._per_child()
         for slot in self.pool.slots:
-            waitables += [slot.conn, slot.sentinel]
+            waitables.append(slot.sentinel)
+            unneeded_s = self._unneeded_for(slot, per_child)
+            if unneeded_s > 0:
+                timeout = min(timeout, unneeded_s)
+            else:
+                waitables.append(slot.conn)
         if self.listener is not None:
             waitables.append(self.listener)
-        ready: list[Any] = wait(waitables, timeout=self._wait_timeout())
+        ready: list[Any] = wait(waitables, timeout=timeout)
         listener = self.listener
         for obj in ready:
             if obj is wake_r:
@@ -254,20 +289,36 @@ class Coordinator:
                 self._guarded(listener.drain)
                 self.more_ready = True  # the next cycle claims and refreshes next_due_ms
         for slot in list(self.pool.slots):
-            if slot.conn in ready:
-                self._read_messages(slot)
+            self._read_messages(slot)  # cheap when nothing came: one poll, no read
             if slot.sentinel in ready:
                 self._on_child_exit(slot)
+
+    def _unneeded_for(self, slot: Slot, per_child: int) -> float:
+        """How long this child surely needs nothing from the server (0: listen to it now).
+
+        A child with a deep queue runs for a while before it runs low. Not waking for
+        each of its reports in that time lets several outcomes share one wake-up and
+        one commit; its death still wakes the server at once (the sentinel).
+        """
+        if (not slot.ready or slot.retiring or slot.killed or self.signals or self.polling
+                or self._head_deadline(slot) is not None):
+            return 0.0
+        spare = len(slot.inflight) - 1 - per_child // 2  # completions before it is low
+        return max(0.0, spare * self.avg_job_s * 0.5)
 
     def _wait_timeout(self) -> float:
         store_wait = self.store_retry_at - time.monotonic()
         if store_wait > 0:  # the store is failing: wait for children or the retry time
             return min(store_wait, RECLAIM_EVERY_S)
-        if self.outcomes or (self._room() and self.more_ready and not self.signals):
+        room = 0 if self.signals else self._room()
+        if self._cycle_wanted(room):
             return 0.0
         now_s = time.time()
         timeout = self.settings.poll_s
-        if self.next_due_ms is not None:
+        if self.outcomes_since is not None and not self.polling:
+            timeout = min(timeout, max(0.0, self.outcomes_since + COMMIT_DELAY_S
+                                       - time.monotonic()))
+        if self.next_due_ms is not None and room:  # with no room a due job has to wait
             timeout = min(timeout, max(0.0, self.next_due_ms / 1000 - now_s))
         deadline = self._next_deadline()
         if deadline is not None:
