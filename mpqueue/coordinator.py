@@ -202,9 +202,13 @@ class Coordinator:
         """Legacy mode and --poll-only claim on a fixed interval only (legacy: one job
         per poll), as queues without wake-ups do."""
         now = time.monotonic()
-        if now < self.timers.get("poll", 0.0):
+        due = self.timers.get("poll", 0.0)
+        if now < due:
             return False
-        self.timers["poll"] = now + self.settings.poll_s
+        # Ticks on a fixed grid, so a late wake-up does not stretch every interval;
+        # after a long stall, start a new grid rather than firing a burst of polls.
+        late = now - due >= self.settings.poll_s
+        self.timers["poll"] = (now if late else due) + self.settings.poll_s
         return True
 
     def _room(self) -> int:
