@@ -64,8 +64,9 @@ def _setup_logging(level: str) -> None:
               help="Most jobs queued at a worker beyond the running one (adapted to job "
                    "length: short jobs get more, long jobs 1).")
 @click.option("--progress/--no-progress", default=None,
-              help="With --until-empty: force the live bar on or off (default: on a "
-                   "terminal).")
+              help="With --until-empty: --progress forces the live bar, --no-progress "
+                   "shows nothing (default: a bar on a terminal, a line every few "
+                   "seconds otherwise).")
 @click.option("--lease", type=click.FloatRange(min=0, min_open=True), default=DEFAULT_LEASE_S,
               show_default=True, metavar="S",
               help="A server on another host (or another MPQUEUE_HOST_ID) whose heartbeat "

@@ -64,7 +64,10 @@ class Coordinator:
         self.avg_job_s = 0.001
         self.polling = settings.mode == "legacy" or settings.poll_only
         self.listener = None if self.polling else self.store.listen()
-        self.progress = Progress(settings.progress) if settings.until_empty else None
+        # --until-empty shows progress (a bar on a terminal, lines otherwise) unless it
+        # was switched off; the run's summary is logged either way.
+        show = settings.until_empty and settings.progress is not False
+        self.progress = Progress(settings.progress) if show else None
         self.timers: dict[str, float] = {}
         self.more_ready = True
         self.next_due_ms: int | None = None
@@ -517,6 +520,9 @@ class Coordinator:
                 self.listener.close()
             if self.progress is not None:
                 self.progress.close(self.stats)
+            stats = self.stats
+            log.info("stopped: %d done, %d dead, %d retried, %d put back", stats.done,
+                     stats.dead, stats.retried, stats.released)
             self.store.close()
 
 
