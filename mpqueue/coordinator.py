@@ -170,8 +170,8 @@ class Coordinator:
             # that jobs put back just now are in it: forgetting them would strand them
             # (no producer will send a wake-up for them).
             self.more_ready = self.more_ready or any(o.kind == "released" for o in outcomes)
+        self._dispatch(claimed)  # first: the children start while we read on
         self.next_due_ms = self.store.next_run_at_ms()
-        self._dispatch(claimed)
 
     def _cycle_wanted(self, room: int) -> bool:
         """Whether a durable commit is worth paying for now.
