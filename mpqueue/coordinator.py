@@ -318,6 +318,8 @@ class Coordinator:
         if store_wait > 0:  # the store is failing: wait for children or the retry time
             return min(store_wait, RECLAIM_EVERY_S)
         room = 0 if self.signals else self._room()
+        if self.polling and time.monotonic() < self.timers.get("poll", 0.0):
+            room = 0  # between poll ticks a polling server claims nothing: sleep
         if self._cycle_wanted(room):
             return 0.0
         now_s = time.time()
