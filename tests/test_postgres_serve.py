@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -304,3 +305,28 @@ def _stats_or_none(queue: Queue) -> dict[str, int] | None:
         return queue.stats()
     except StoreError:
         return None
+
+
+@pytest.mark.timeout(90)
+def test_notify_wakes_an_idle_server_within_milliseconds(pg_url, tmp_path):
+    """With a 30 s poll interval, only LISTEN/NOTIFY can start a new job quickly."""
+    queue = Queue(pg_url)
+    queue.stats()  # create the schema before the server starts
+    host = Host(pg_url, "solo", tmp_path / "solo.log", ("--workers", "1",
+                                                       "--poll-interval", "30"))
+    try:
+        wait_until(lambda: host.children(queue), 30, "the server ready")
+        stamp = queue.task_by_name("bench.jobs.stamp")
+        latencies_ms = []
+        for i in range(20):
+            before = time.time()
+            started = stamp.delay(i).result(timeout=10)
+            latencies_ms.append((started - before) * 1000)
+        p50 = statistics.median(latencies_ms)
+        print(f"\nenqueue-to-start on an idle PostgreSQL server: p50 {p50:.1f} ms, "
+              f"max {max(latencies_ms):.1f} ms")
+        assert max(latencies_ms) < 1000, latencies_ms
+        assert p50 < 100, latencies_ms
+    finally:
+        host.stop()
+        queue.close()
