@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from typing import Callable, Iterator
 
 import pytest
 
 from mpqueue import Queue
 
+from .helpers import wait_until
+
 MODES = ("optimized", "legacy")
-
-
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0,
-               interval: float = 0.005) -> object:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {predicate!r}")
-        time.sleep(interval)
 
 
 @pytest.fixture

@@ -1,12 +1,26 @@
-"""Test helpers that stand in for the (not yet written) job runner: claim and finish."""
+"""Test helpers: waiting on a condition, and claiming/finishing jobs without a server."""
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Callable
 
 from mpqueue.job import ErrorInfo, JobRecord, Outcome, now_ms
 from mpqueue.serializer import dump_result
 from mpqueue.store import Store
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "",
+               interval: float = 0.005) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout} s: {what or predicate!r}")
+        time.sleep(interval)
 
 
 def claim_all(store: Store, worker: str = "w1", now: int | None = None,

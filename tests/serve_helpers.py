@@ -21,20 +21,9 @@ import pytest
 
 from mpqueue import Queue
 
+from .helpers import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent  # workers import tests.serve_tasks from here
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str = "",
-               interval: float = 0.01) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"not within {timeout} s: {what or predicate!r}")
-        time.sleep(interval)
 
 
 def gone(pid: int) -> bool:
