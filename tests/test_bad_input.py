@@ -278,3 +278,24 @@ def test_corrupt_record_of_a_claimed_job_is_parked_not_lost(store_path, mode, ho
         assert queue.stats() == {"ready": 0, "scheduled": 0, "processing": 0, "done": 0,
                                  "dead": 1, "total": 1}
         assert queue.purge_dead() == 1 and queue.stats()["total"] == 0
+
+
+def test_arguments_that_name_classes_or_functions_survive_the_fast_path(queue):
+    """Plain data is pickled without cloudpickle; anything naming a class or function,
+    or data bytes that look like such an opcode, must still round-trip."""
+    import decimal
+    import enum
+
+    class Colour(enum.IntEnum):
+        RED = 1
+
+    def local(x):
+        return x
+
+    task = queue.task(lambda *a: a)
+    samples = [(1, "x", [1.5, None, True], {"a": b"z"}), (Colour.RED,),
+               (decimal.Decimal("1.5"),), (len,), (local,), (b"\x93\x82\x83\x84",)]
+    for args in samples:
+        got, _ = task.delay(*args).args()
+        assert got == args or all(callable(g) for g in got if callable(g))
+        assert type(got[0]) is type(args[0])

@@ -150,17 +150,18 @@ class LmdbStore(Store):
         """Write a batch with one sorted multi-put per index: neighbouring keys go to
         neighbouring pages, and the per-put Python cost is paid in C."""
         seq = next_seqs(len(records))
-        writes: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        job_items, name_items = [], []
+        queue_items: dict[bytes, list[tuple[bytes, bytes]]] = {}
         for offset, rec in enumerate(records):
             rec.seq = seq + offset
             raw = encode_record(rec)
-            writes.setdefault(keys.DB_JOBS, []).append((keys.job_key(rec.id), raw))
-            writes.setdefault(keys.DB_BY_NAME, []).append(
-                (keys.by_name_key(rec.name, rec.id), self._index_value(raw)))
+            job_items.append((keys.job_key(rec.id), raw))
+            name_items.append((keys.by_name_key(rec.name, rec.id), self._index_value(raw)))
             entry = self._queue_entry(rec)
             if entry is not None:
-                writes.setdefault(entry[0], []).append((entry[1], b""))
-        for db, items in writes.items():
+                queue_items.setdefault(entry[0], []).append((entry[1], b""))
+        for db, items in ((keys.DB_JOBS, job_items), (keys.DB_BY_NAME, name_items),
+                          *queue_items.items()):
             items.sort()
             tx.put_many(db, items)
 
