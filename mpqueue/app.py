@@ -141,9 +141,14 @@ class Queue:
         now = now_ms()
         template = self._record(task.name, b"", task.options, func=func, priority=priority,
                                 run_at_ms=now, created_ms=now)
-        # One template, copied per job: options are resolved once per batch, not per job.
-        records = [template.evolve(id=job_id, payload=payload)
-                   for job_id, payload in zip(new_job_ids(len(payloads)), payloads)]
+        # One template, copied per job: options are resolved once per batch, not per job
+        # (a plain dict copy: no state changes here for evolve() to check).
+        fields = template.__dict__
+        records = []
+        for job_id, payload in zip(new_job_ids(len(payloads)), payloads):
+            rec = object.__new__(JobRecord)
+            rec.__dict__.update(fields, id=job_id, payload=payload)
+            records.append(rec)
         return self._add(records)
 
     def _record(self, name: str, payload: bytes, options: TaskOptions, *,

@@ -32,7 +32,7 @@ class CorruptRecord(Exception):
 
 def encode_record(rec: JobRecord) -> bytes:
     errors = tuple((e.type, e.message, e.traceback, e.attempt, e.at_ms, e.kind)
-                   for e in rec.errors)
+                   for e in rec.errors) if rec.errors else ()
     row = (rec.id, rec.name, rec.state.value, rec.payload, rec.priority, rec.seq,
            rec.run_at_ms, rec.created_at_ms, rec.attempts, rec.max_retries, rec.timeout_s,
            rec.func, rec.result, errors, rec.finished_at_ms, rec.backoff_base_s,
