@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from datetime import datetime
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 from .config import (DEFAULT_MAP_SIZE, DEFAULT_MODE, DEFAULT_RESULT_TTL_S, TaskOptions,
                      check_delay, check_location, check_mode, check_priority, resolve_path)

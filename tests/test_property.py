@@ -10,8 +10,7 @@ from collections import Counter
 
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
-from hypothesis.stateful import (Bundle, RuleBasedStateMachine, consumes, initialize,
-                                 invariant, precondition, rule)
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from mpqueue import keys
 from mpqueue.job import ErrorInfo, JobRecord, JobState, Outcome

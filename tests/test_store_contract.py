@@ -16,7 +16,7 @@ from mpqueue import ConfigError, JobNotFound, MpqueueError, Queue
 from mpqueue.job import ErrorInfo, JobRecord, JobState, Outcome, new_job_id, now_ms
 from mpqueue.store.counting import CountingStore
 
-from .helpers import claim_all, done, error, failed, snapshot
+from .helpers import claim_all, done, failed, snapshot
 from .pg_helpers import pg_url  # noqa: F401
 
 BACKENDS = ("lmdb-optimized", "lmdb-legacy", "postgres")
