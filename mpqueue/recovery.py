@@ -48,9 +48,29 @@ def kill_orphans(info: dict[str, Any] | None) -> int:
                 victims.append(proc)
             except psutil.Error:
                 continue
-    if victims:
-        psutil.wait_procs(victims, timeout=ORPHAN_KILL_WAIT_S)
+    _wait_dead(victims, ORPHAN_KILL_WAIT_S)
     return len(victims)
+
+
+def _wait_dead(procs: list[psutil.Process], timeout_s: float) -> None:
+    """Wait until each process is gone or a zombie (a zombie runs no code).
+
+    Not psutil.wait_procs: these are not our children, so nobody here reaps them, and
+    a zombie counts as running there until init reaps it, which in a container can
+    take long; the jobs must not wait for that.
+    """
+    deadline = time.monotonic() + timeout_s
+    while procs and time.monotonic() < deadline:
+        procs = [p for p in procs if _runs(p)]
+        if procs:
+            time.sleep(0.005)
+
+
+def _runs(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def reclaim_dead(store: Store, own_worker_id: str, *,
