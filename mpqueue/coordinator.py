@@ -240,8 +240,8 @@ class Coordinator:
         """Hand jobs out in claim (priority) order, each to the least loaded child."""
         batches: dict[int, tuple[Slot, list[str]]] = {}
         per_child = self._per_child()
-        room = {id(s): self._slot_room(s, per_child) for s in self._usable()}
         slots = self._usable()
+        room = {id(s): self._slot_room(s, per_child) for s in slots}
         now = time.monotonic()
         for rec in claimed:
             self.claimed[rec.id] = rec

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 from mpqueue.job import ErrorInfo, JobRecord, Outcome, now_ms
 from mpqueue.serializer import dump_result
@@ -21,6 +23,31 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = 
         if time.monotonic() >= deadline:
             raise AssertionError(f"not within {timeout} s: {what or predicate!r}")
         time.sleep(interval)
+
+
+@contextmanager
+def started(procs: Sequence[Any]) -> Iterator[None]:
+    """Start these processes; whatever is still alive at the end is killed."""
+    try:
+        for proc in procs:
+            proc.start()
+        yield
+    finally:
+        for proc in procs:
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+
+
+def join_cleanly(procs: Sequence[Any], timeout: float, what: str) -> None:
+    for proc in procs:
+        proc.join(timeout)
+        assert proc.exitcode == 0, f"{what} exited with {proc.exitcode}"
+
+
+def read_lines(files: Sequence[Path]) -> list[str]:
+    """The non-empty lines of these files, in order (ids written by child processes)."""
+    return [line for f in files for line in f.read_text().split("\n") if line]
 
 
 def claim_all(store: Store, worker: str = "w1", now: int | None = None,

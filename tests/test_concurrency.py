@@ -11,6 +11,8 @@ import pytest
 from mpqueue import Queue
 from mpqueue.job import Outcome, now_ms
 
+from .helpers import join_cleanly, read_lines, started
+
 
 def produce(path: str, mode: str, count: int, out: str) -> None:
     ids = []
@@ -57,24 +59,13 @@ def _run(tmp_path: Path, mode: str, producers: int, per_producer: int, claimers:
     prod_procs = [ctx.Process(target=produce, args=(path, mode, per_producer, str(f)))
                   for f in made_files]
     procs = claim_procs + prod_procs
-    try:
-        for p in procs:
-            p.start()
-        for p in prod_procs:
-            p.join(100)
-            assert p.exitcode == 0, f"producer exited with {p.exitcode}"
+    with started(procs):
+        join_cleanly(prod_procs, 100, "producer")
         done_event.set()
-        for p in claim_procs:
-            p.join(100)
-            assert p.exitcode == 0, f"claimer exited with {p.exitcode}"
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join()
+        join_cleanly(claim_procs, 100, "claimer")
 
-    made = [line for f in made_files for line in f.read_text().split("\n") if line]
-    claimed = [line for f in claim_files for line in f.read_text().split("\n") if line]
+    made = read_lines(made_files)
+    claimed = read_lines(claim_files)
     total = producers * per_producer
     assert len(made) == len(set(made)) == total
     assert len(claimed) == len(set(claimed)), "a job was handed out twice"

@@ -16,7 +16,7 @@ from mpqueue import ConfigError, JobNotFound, MpqueueError, Queue
 from mpqueue.job import ErrorInfo, JobRecord, JobState, Outcome, new_job_id, now_ms
 from mpqueue.store.counting import CountingStore
 
-from .helpers import claim_all, done, failed, snapshot
+from .helpers import claim_all, done, failed, join_cleanly, read_lines, snapshot, started
 from .pg_helpers import pg_url  # noqa: F401
 
 BACKENDS = ("lmdb-optimized", "lmdb-legacy", "postgres")
@@ -357,18 +357,9 @@ def test_concurrent_claimers_never_share_a_job(store, store_location, tmp_path, 
     files = [tmp_path / f"claimed-{i}.txt" for i in range(claimers)]
     procs = [ctx.Process(target=claim_until_empty, args=(location, mode, f"c{i}", str(f)))
              for i, f in enumerate(files)]
-    try:
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join(50)
-            assert p.exitcode == 0, f"claimer exited with {p.exitcode}"
-    finally:
-        for p in procs:
-            if p.is_alive():
-                p.kill()
-                p.join()
-    claimed = [line for f in files for line in f.read_text().split("\n") if line]
+    with started(procs):
+        join_cleanly(procs, 50, "claimer")
+    claimed = read_lines(files)
     assert len(claimed) == len(set(claimed)), "a job was handed out twice"
     assert set(claimed) == set(ids), "a job was never claimed"
     stats = store.stats()
