@@ -45,8 +45,8 @@ from psycopg import sql
 
 from bench.common import md_table, spread, summary
 from bench.serve_bench import ROOT, enqueue
-from bench.store_bench import (HOUR_MS, TASK_NAME, add_in_batches, build_records, log,
-                               machine, noop, poll_once, tempdir)
+from bench.store_bench import (HOUR_MS, TASK_NAME, add_in_batches, build_records,
+                               delay_rate, log, machine, noop, poll_once, tempdir)
 from mpqueue import Queue
 from mpqueue.job import Outcome, now_ms
 
@@ -140,12 +140,7 @@ def repeat(cfg: dict[str, Any], label: str, fn: Callable[[], float],
 
 def enqueue_single(stores: Stores, backend: str, n: int) -> float:
     with stores.queue(backend) as (q, task):
-        t0 = time.perf_counter()
-        for i in range(n):
-            task.delay(i)
-        elapsed = time.perf_counter() - t0
-        assert q.stats()["ready"] == n
-    return n / elapsed
+        return delay_rate(q, task, n)
 
 
 def enqueue_map(stores: Stores, backend: str, total: int, batch: int) -> float:
