@@ -113,6 +113,18 @@ def scheduled_key(run_at_ms: int, priority: int, seq: int, job_id: str) -> bytes
     return _SCHEDULED.pack(run_at_ms, _inv_priority(priority), seq) + _jid(job_id)
 
 
+def enqueue_keys(name: str, job_id: str, priority: int, seq: int,
+                 run_at_ms: int | None) -> tuple[bytes, bytes, bytes, bytes]:
+    """(jobs key, by_name key, queue db, queue key) of a new job, for the enqueue path:
+    the id is encoded once. ``run_at_ms`` None files it as ready, else as scheduled."""
+    jid = _jid(job_id)
+    name_key = _part(name, "task name") + SEP + jid
+    if run_at_ms is None:
+        return jid, name_key, DB_READY, _READY.pack(_inv_priority(priority), seq) + jid
+    return (jid, name_key, DB_SCHEDULED,
+            _SCHEDULED.pack(run_at_ms, _inv_priority(priority), seq) + jid)
+
+
 def decode_scheduled_key(key: bytes) -> tuple[int, int, int, str]:
     run_at_ms, inv, seq = _SCHEDULED.unpack_from(key)
     return run_at_ms, PRIORITY_MAX - inv, seq, key[_SCHEDULED.size:].decode("ascii")
@@ -172,6 +184,13 @@ def encode_u64(value: int) -> bytes:
 
 def decode_u64(raw: bytes) -> int:
     return int(_U64.unpack(raw)[0])
+
+
+@functools.lru_cache(maxsize=1024)
+def check_name_key(name: str) -> None:
+    """Raise ConfigError if jobs of task ``name`` would have a by_name key over LMDB's
+    limit (cached: producers check the same few names on every enqueue)."""
+    check_key_length(by_name_key(name, "0" * JOB_ID_BYTES), f"task name {name!r}")
 
 
 def check_key_length(key: bytes, what: str) -> None:

@@ -61,6 +61,9 @@ class Task:
         """Enqueue one job per argument tuple, all in one write transaction."""
         calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         for args in arg_tuples:
+            if type(args) is tuple:  # the common case, without the slower ABC check
+                calls.append((args, {}))
+                continue
             if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
                 raise ConfigError(f"map() takes one tuple of arguments per job, e.g. "
                                   f"[(1,), (2,)]; got {args!r}")

@@ -140,3 +140,38 @@ def test_key_length_limit():
     # multi-byte characters count as bytes, not characters
     with pytest.raises(ConfigError):
         check_name("é" * (MAX_NAME_BYTES // 2 + 1))
+
+
+@given(names, job_ids, priorities, seqs, times)
+def test_enqueue_keys_equal_the_separate_encoders(name, jid, priority, seq, run_at):
+    assert keys.enqueue_keys(name, jid, priority, seq, None) == (
+        keys.job_key(jid), keys.by_name_key(name, jid), keys.DB_READY,
+        keys.ready_key(priority, seq, jid))
+    assert keys.enqueue_keys(name, jid, priority, seq, run_at) == (
+        keys.job_key(jid), keys.by_name_key(name, jid), keys.DB_SCHEDULED,
+        keys.scheduled_key(run_at, priority, seq, jid))
+
+
+def test_job_ids_are_unique_after_fork_and_user_seeding():
+    import os
+    import random
+
+    from mpqueue.job import new_job_ids
+
+    random.seed(1234)  # user code seeding the global generator must not repeat ids
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child draws from a generator it inherited: it must be reseeded
+        os.write(write_end, "".join(new_job_ids(50)).encode())
+        os._exit(0)
+    os.close(write_end)
+    os.waitpid(pid, 0)
+    with os.fdopen(read_end, "rb") as fh:
+        child = fh.read().decode()
+    child_ids = [child[i:i + 32] for i in range(0, len(child), 32)]
+    parent_ids = new_job_ids(50)
+    assert len(child_ids) == 50
+    assert all(len(i) == 32 for i in parent_ids)
+    # the random tails (last 16 hex chars) never coincide between the two processes
+    assert not {i[16:] for i in child_ids} & {i[16:] for i in parent_ids}
+    assert len(set(new_job_ids(10_000))) == 10_000

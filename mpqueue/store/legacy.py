@@ -42,6 +42,10 @@ class LegacyLmdbStore(LmdbStore):
             return keys.DB_PENDING, keys.pending_key(rec.id)
         return None
 
+    def _new_entries(self, rec: JobRecord) -> tuple[bytes, bytes, bytes, bytes]:
+        return (keys.job_key(rec.id), keys.by_name_key(rec.name, rec.id), keys.DB_PENDING,
+                keys.pending_key(rec.id))
+
     def promote_due(self, now_ms: int) -> int:
         return 0  # nothing to promote: due-ness is checked job by job at every poll
 

@@ -127,6 +127,11 @@ class LmdbStore(Store):
                                                          rec.seq, rec.id)
         return None
 
+    def _new_entries(self, rec: JobRecord) -> tuple[bytes, bytes, bytes, bytes]:
+        """(jobs key, by_name key, queue db, queue key) of a new ready or scheduled job."""
+        run_at = rec.run_at_ms if rec.state is JobState.SCHEDULED else None
+        return keys.enqueue_keys(rec.name, rec.id, rec.priority, rec.seq, run_at)
+
     def _enqueue_index(self, tx: Tx, rec: JobRecord) -> None:
         entry = self._queue_entry(rec)
         if entry is not None:
@@ -140,11 +145,26 @@ class LmdbStore(Store):
     # ---- adding -------------------------------------------------------------------
     def add(self, records: Sequence[JobRecord]) -> None:
         for name in {rec.name for rec in records}:
-            keys.check_key_length(keys.by_name_key(name, "0" * keys.JOB_ID_BYTES),
-                                  f"task name {name!r}")
-        if records:
+            keys.check_name_key(name)
+        if len(records) == 1:
+            self.env.write(lambda tx: self._add_one(tx, records[0]))
+        elif records:
             self.env.write(lambda tx: self._add(tx, records))
-            self.waker.notify()
+        else:
+            return
+        self.waker.notify()
+
+    def _add_one(self, tx: Tx, rec: JobRecord) -> None:
+        """``_add`` for one job (``task.delay``): three plain puts. The one-by-one rate
+        is bound by the commit, and every line run between two fsyncs runs on caches
+        the fsync wait left cold (measured: ~3x its warm time), so this path builds no
+        lists."""
+        rec.seq = next_seqs(1)
+        raw = encode_record(rec)
+        job_key, name_key, queue_db, queue_key = self._new_entries(rec)
+        tx.put(keys.DB_JOBS, job_key, raw)
+        tx.put(keys.DB_BY_NAME, name_key, self._index_value(raw))
+        tx.put(queue_db, queue_key, b"")
 
     def _add(self, tx: Tx, records: Sequence[JobRecord]) -> None:
         """Write a batch with one sorted multi-put per index: neighbouring keys go to
@@ -155,11 +175,10 @@ class LmdbStore(Store):
         for offset, rec in enumerate(records):
             rec.seq = seq + offset
             raw = encode_record(rec)
-            job_items.append((keys.job_key(rec.id), raw))
-            name_items.append((keys.by_name_key(rec.name, rec.id), self._index_value(raw)))
-            entry = self._queue_entry(rec)
-            if entry is not None:
-                queue_items.setdefault(entry[0], []).append((entry[1], b""))
+            job_key, name_key, queue_db, queue_key = self._new_entries(rec)
+            job_items.append((job_key, raw))
+            name_items.append((name_key, self._index_value(raw)))
+            queue_items.setdefault(queue_db, []).append((queue_key, b""))
         for db, items in ((keys.DB_JOBS, job_items), (keys.DB_BY_NAME, name_items),
                           *queue_items.items()):
             items.sort()

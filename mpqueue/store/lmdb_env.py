@@ -14,14 +14,13 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Optional, TypeVar, cast
 
 import lmdb
 
 from .. import keys
 from ..config import MAX_MAP_SIZE, MAX_READERS
-from ..errors import ConfigError, StoreError, StoreFull
+from ..errors import ConfigError, MpqueueError, StoreError, StoreFull
 from .base import OpCounter
 
 T = TypeVar("T")
@@ -186,20 +185,16 @@ def _retry_transient(fn: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-@contextmanager
-def translate_errors() -> Iterator[None]:
-    """Turn lmdb.Error into the mpqueue tree, keeping the original as the cause."""
-    try:
-        yield
-    except lmdb.BadValsizeError as exc:
-        raise ConfigError(f"a key or value is the wrong size for LMDB (keys are 1-511 "
-                          f"bytes): {exc}") from exc
-    except lmdb.DiskError as exc:
-        raise StoreFull(f"disk error while writing the store (disk full?): {exc}") from exc
-    except lmdb.Error as exc:
-        if _looks_like_disk_full(exc):
-            raise StoreFull(f"the disk holding the store is full: {exc}") from exc
-        raise StoreError(f"LMDB error: {exc}") from exc
+def translate_error(exc: lmdb.Error) -> MpqueueError:
+    """The mpqueue exception for an lmdb.Error (raise it ``from`` the original)."""
+    if isinstance(exc, lmdb.BadValsizeError):
+        return ConfigError(f"a key or value is the wrong size for LMDB (keys are 1-511 "
+                           f"bytes): {exc}")
+    if isinstance(exc, lmdb.DiskError):
+        return StoreFull(f"disk error while writing the store (disk full?): {exc}")
+    if _looks_like_disk_full(exc):
+        return StoreFull(f"the disk holding the store is full: {exc}")
+    return StoreError(f"LMDB error: {exc}")
 
 
 def _looks_like_disk_full(exc: lmdb.Error) -> bool:
@@ -230,17 +225,18 @@ class EnvHandle:
             raise StoreError(f"store {self.path!r} is closed")
         env = self.shared.env
         for _ in range(64):
+            # A plain try (no context manager): this runs once per durable enqueue, on
+            # the caches an fsync has just left cold.
             try:
-                with translate_errors():
-                    self.counter.txns += 1
-                    with env.begin(write=write) as txn:
-                        return body(Tx(txn, self.shared.dbs, self.counter))
-            except StoreError as exc:
-                if not self._recover(exc.__cause__):
-                    raise
+                self.counter.txns += 1
+                with env.begin(write=write) as txn:
+                    return body(Tx(txn, self.shared.dbs, self.counter))
+            except lmdb.Error as exc:
+                if not self._recover(exc):
+                    raise translate_error(exc) from exc
         raise StoreError("LMDB transaction kept failing after 64 recoveries")
 
-    def _recover(self, cause: BaseException | None) -> bool:
+    def _recover(self, cause: lmdb.Error) -> bool:
         """Fix what can be fixed before the transaction is redone; False = give up."""
         env = self.shared.env
         if isinstance(cause, lmdb.MapResizedError):
