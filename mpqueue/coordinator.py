@@ -25,6 +25,7 @@ from .job import ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from .pool import Pool, Slot
 from .progress import Progress
 from .store import open_store
+from .store.base import offered_slots
 
 log = logging.getLogger("mpqueue.serve")
 
@@ -57,6 +58,10 @@ class Coordinator:
                          measure_rss=settings.max_memory_per_child_mb is not None)
         self.outcomes: list[Outcome] = []
         self.claimed: dict[str, JobRecord] = {}
+        # Hand-off: producers may claim new jobs for us while we offer idle slots
+        # (handoff_open); until a look after the offer is withdrawn, some may be waiting.
+        self.handoff_open = False
+        self.handoff_check = False
         self.retrying: set[str] = set()
         self.stats = RunStats()
         self.signals = 0
@@ -148,6 +153,8 @@ class Coordinator:
 
     # ---- one cycle ------------------------------------------------------------------
     def _cycle(self) -> None:
+        if self.handoff_check and not self.signals and self._usable():
+            self._take_handed()
         room = 0 if self.signals else self._room()
         if self.polling:
             legacy = self.settings.mode == "legacy"
@@ -159,7 +166,11 @@ class Coordinator:
         outcomes = self.outcomes
         now = now_ms()
         limit = min(room, self.settings.batch)
-        _, claimed = self.store.finish_and_claim(outcomes, self.worker_id, limit, now)
+        idle = 0 if self.polling or self.signals else len(self._idle_slots())
+        _, claimed = self.store.finish_and_claim(outcomes, self.worker_id, limit, now,
+                                                 idle_slots=idle)
+        self.handoff_open = offered_slots(idle, limit, len(claimed)) > 0
+        self.handoff_check = self.handoff_check or self.handoff_open
         self.outcomes = []  # only once committed: on a store error they are kept
         self.outcomes_since = None
         self._account(outcomes)
@@ -236,6 +247,19 @@ class Coordinator:
     def _usable(self) -> list[Slot]:
         return [s for s in self.pool.slots if s.ready and not s.retiring]
 
+    def _idle_slots(self) -> list[Slot]:
+        per_child = self._per_child()
+        return [s for s in self._usable()
+                if not s.inflight and self._slot_room(s, per_child) > 0]
+
+    def _take_handed(self) -> None:
+        """Start the jobs producers claimed for this server while it offered idle slots
+        (hand-off: no claim commit of ours between their enqueue and the start)."""
+        handed = self.store.handed(self.worker_id, self.claimed)
+        if not self.handoff_open:
+            self.handoff_check = False  # the offer is withdrawn: nothing more can come
+        self._dispatch(handed)
+
     def _dispatch(self, claimed: list[JobRecord]) -> None:
         """Hand jobs out in claim (priority) order, each to the least loaded child."""
         batches: dict[int, tuple[Slot, list[str]]] = {}
@@ -293,8 +317,11 @@ class Coordinator:
             if obj is wake_r:
                 _drain_socket(wake_r)
             elif listener is not None and obj is listener:
-                self._guarded(listener.drain)
-                self.more_ready = True  # the next cycle claims and refreshes next_due_ms
+                # A plain wake-up means "jobs are ready": the next cycle claims and
+                # refreshes next_due_ms. One naming a job handed to us only needs the
+                # next cycle, which starts handed jobs first.
+                if self._guarded(listener.drain) != 0:
+                    self.more_ready = True
         for slot in list(self.pool.slots):
             self._read_messages(slot)  # cheap when nothing came: one poll, no read
             if slot.sentinel in ready:

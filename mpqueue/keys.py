@@ -14,6 +14,8 @@ packed so that LMDB's bytewise order is the order the queue needs:
     meta        <name>                                   -> value
     workers     <workerId>                               -> coordinator info (heartbeat,
                                                             child pids)
+    offers      <workerId>                               -> idle slots:u32 (a server
+                                                            that takes new jobs directly)
 
 Integers are fixed-width big-endian. Priority is stored inverted so that a higher
 priority sorts first; ``seq`` is a store-wide counter, so equal priorities run FIFO.
@@ -38,8 +40,9 @@ DB_DONE = b"done"
 DB_PENDING = b"pending"
 DB_META = b"meta"
 DB_WORKERS = b"workers"
+DB_OFFERS = b"offers"
 ALL_DBS = (DB_JOBS, DB_BY_NAME, DB_READY, DB_SCHEDULED, DB_PROCESSING, DB_DEAD,
-           DB_DONE, DB_PENDING, DB_META, DB_WORKERS)
+           DB_DONE, DB_PENDING, DB_META, DB_WORKERS, DB_OFFERS)
 
 META_LAYOUT = b"layout"
 META_SCHEMA = b"schema"
@@ -154,6 +157,22 @@ def worker_key(worker_id: str) -> bytes:
 
 def decode_worker_key(key: bytes) -> str:
     return key.decode("utf-8")
+
+
+def offer_key(worker_id: str) -> bytes:
+    return _part(worker_id, "worker id")
+
+
+def decode_offer_key(key: bytes) -> str:
+    return key.decode("utf-8")
+
+
+def encode_slots(slots: int) -> bytes:
+    return _U32.pack(slots)
+
+
+def decode_slots(value: bytes) -> int:
+    return int(_U32.unpack(value)[0])
 
 
 def dead_key(job_id: str) -> bytes:

@@ -15,6 +15,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from mpqueue import keys
 from mpqueue.job import ErrorInfo, JobRecord, JobState, Outcome
 from mpqueue.store import open_store
+from mpqueue.store.base import offered_slots
 from mpqueue.store.codec import decode_record
 
 NAMES = ("t.a", "t.ab", "t.b")
@@ -39,6 +40,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.jobs: dict[str, list] = {}
         self.ever: list[str] = []
         self.pending_ids: list[str] = []
+        self.offers: dict[str, int] = {}  # worker -> idle slots offered for hand-off
 
     def teardown(self) -> None:
         self.store.close()
@@ -69,11 +71,24 @@ class StoreMachine(RuleBasedStateMachine):
         return sorted(j for j, m in self.jobs.items() if m[0] is state)
 
     def _add(self, recs: list[JobRecord]) -> None:
+        # A single ready job goes to the first server offering a slot (optimized only).
+        taker = None
+        if (self.mode == "optimized" and len(recs) == 1
+                and recs[0].state is JobState.READY and self.offers):
+            taker = min(self.offers)
         self.store.add(recs)
         self.pending_ids.clear()
         for rec in recs:
             self.jobs[rec.id] = [rec.state, None, 0, rec.max_retries]
             self.ever.append(rec.id)
+        if taker is not None:
+            assert recs[0].state is JobState.PROCESSING and recs[0].attempts == 1
+            self.jobs[recs[0].id][:3] = [JobState.PROCESSING, taker, 1]
+            self.offers[taker] -= 1
+            if not self.offers[taker]:
+                del self.offers[taker]
+        else:
+            assert all(r.state in (JobState.READY, JobState.SCHEDULED) for r in recs)
 
     # ---- rules ------------------------------------------------------------------
     @rule(n=st.integers(1, 3), priority=st.integers(-2, 2), name=st.sampled_from(NAMES),
@@ -118,6 +133,31 @@ class StoreMachine(RuleBasedStateMachine):
             model = self.jobs[rec.id]
             assert rec.attempts == model[2] + 1 and rec.state is JobState.PROCESSING
             model[:3] = [JobState.PROCESSING, worker, rec.attempts]
+
+    @rule(worker=st.sampled_from(WORKERS), limit=st.integers(0, 3), idle=st.integers(0, 3))
+    def cycle_offering(self, worker, limit, idle):
+        """The server's cycle: claim, and offer the children left idle for hand-off."""
+        self._promote()
+        ready = len(self._in(JobState.READY)) if self.mode == "optimized" else None
+        _, got = self.store.finish_and_claim([], worker, limit, self.now, idle_slots=idle)
+        for rec in got:
+            model = self.jobs[rec.id]
+            assert rec.attempts == model[2] + 1 and rec.state is JobState.PROCESSING
+            model[:3] = [JobState.PROCESSING, worker, rec.attempts]
+        if ready is not None:
+            assert len(got) == min(limit, ready)
+            slots = offered_slots(idle, limit, len(got))
+            if slots:
+                self.offers[worker] = slots
+            elif limit > 0 or idle > 0:
+                self.offers.pop(worker, None)
+
+    @rule(worker=st.sampled_from(WORKERS))
+    def take_handed(self, worker):
+        known = set(self._held(worker)[:1])  # jobs the server already runs are skipped
+        handed = self.store.handed(worker, known)
+        assert sorted(r.id for r in handed) == [j for j in self._held(worker)
+                                                 if j not in known]
 
     @precondition(lambda self: self._held())
     @rule(data=st.data())
@@ -166,6 +206,8 @@ class StoreMachine(RuleBasedStateMachine):
     def requeue_worker(self, worker):
         held = self._held(worker)
         assert sorted(self.store.requeue_worker(worker)) == held
+        if self.mode == "optimized":
+            self.offers.pop(worker, None)  # nothing is handed to a server that is gone
         for job in held:
             self.jobs[job][:3] = [JobState.READY, None, self.jobs[job][2] - 1]
 
@@ -260,6 +302,10 @@ class StoreMachine(RuleBasedStateMachine):
             assert records[job].finished_at_ms == finished
             homes[job] += 1
         assert set(homes) == set(records) and set(homes.values()) <= {1}, homes
+
+        offers = {keys.decode_offer_key(k): keys.decode_slots(v)
+                  for k, v in raw[keys.DB_OFFERS]}
+        assert offers == self.offers and all(offers.values())
 
         seqs = [r.seq for r in records.values()
                 if r.state in (JobState.READY, JobState.SCHEDULED)]

@@ -8,9 +8,17 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, fields
-from typing import Any, Protocol, Sequence
+from typing import Any, Collection, Protocol, Sequence
 
 from ..job import Claim, JobRecord, JobState, Outcome
+
+
+def offered_slots(idle_slots: int, limit: int, claimed: int) -> int:
+    """Slots a server offers for hand-off after a claim: the idle children this claim
+    left idle, and only if it emptied the ready queue (otherwise the next claim has
+    work for them)."""
+    drained = limit > 0 and claimed < limit
+    return max(0, idle_slots - claimed) if drained else 0
 
 
 @dataclass
@@ -77,12 +85,25 @@ class Store(abc.ABC):
         (the claim was taken back) changes nothing and reports False."""
 
     def finish_and_claim(self, outcomes: Sequence[Outcome], worker_id: str, limit: int,
-                         now_ms: int) -> tuple[list[bool], list[JobRecord]]:
+                         now_ms: int, idle_slots: int = 0,
+                         ) -> tuple[list[bool], list[JobRecord]]:
         """``finish`` then ``promote_due`` and ``claim``; one transaction where the backend
-        can, so the server pays one durable commit per cycle instead of three."""
+        can, so the server pays one durable commit per cycle instead of three.
+
+        ``idle_slots``: how many of the server's children have nothing to run. A store
+        that supports hand-off (LMDB) then lets producers claim new ready jobs for this
+        server directly, up to the slots this claim left idle when it emptied the ready
+        queue (see ``handed``); other stores ignore it.
+        """
         acks = self.finish(outcomes, now_ms)
+        if limit <= 0:
+            return acks, []
         self.promote_due(now_ms)
         return acks, self.claim(worker_id, limit, now_ms)
+
+    def handed(self, worker_id: str, known: Collection[str]) -> list[JobRecord]:
+        """Jobs producers claimed for ``worker_id`` directly (hand-off), except ``known``."""
+        return []
 
     @abc.abstractmethod
     def register_worker(self, worker_id: str, info: dict[str, Any]) -> None:

@@ -46,6 +46,13 @@ class LegacyLmdbStore(LmdbStore):
         return (keys.job_key(rec.id), keys.by_name_key(rec.name, rec.id), keys.DB_PENDING,
                 keys.pending_key(rec.id))
 
+    # The design before the optimizations has no hand-off: no offers, none taken.
+    def _take_offer(self, tx: Tx) -> str | None:
+        return None
+
+    def _set_offer(self, tx: Tx, worker_id: str, slots: int) -> None:
+        return None
+
     def promote_due(self, now_ms: int) -> int:
         return 0  # nothing to promote: due-ness is checked job by job at every poll
 

@@ -12,14 +12,14 @@ import pickle
 import random
 import threading
 import time
-from typing import Any, Sequence
+from typing import Any, Collection, Sequence
 
 from .. import keys
 from ..config import DEFAULT_MAP_SIZE
 from ..errors import ConfigError, JobNotFound
 from ..job import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from ..retry import next_run_at_ms
-from .base import OpCounter, Store
+from .base import OpCounter, Store, offered_slots
 from .codec import CorruptRecord, decode_claim, decode_record, encode_claim, encode_record
 from .lmdb_env import EnvHandle, Tx
 from .lmdb_wakeup import WakeListener, WakeSender
@@ -147,24 +147,70 @@ class LmdbStore(Store):
         for name in {rec.name for rec in records}:
             keys.check_name_key(name)
         if len(records) == 1:
-            self.env.write(lambda tx: self._add_one(tx, records[0]))
+            rec = records[0]
+            taker, added = self.env.write(lambda tx: self._add_one(tx, rec))
+            rec.__dict__.update(added.__dict__)  # handed off: the caller sees the claim
+            if taker is not None:
+                self.waker.hint(taker, rec.id)
+                return
         elif records:
             self.env.write(lambda tx: self._add(tx, records))
         else:
             return
         self.waker.notify()
 
-    def _add_one(self, tx: Tx, rec: JobRecord) -> None:
+    def _add_one(self, tx: Tx, rec: JobRecord) -> tuple[str | None, JobRecord]:
         """``_add`` for one job (``task.delay``): three plain puts. The one-by-one rate
         is bound by the commit, and every line run between two fsyncs runs on caches
         the fsync wait left cold (measured: ~3x its warm time), so this path builds no
-        lists."""
+        lists.
+
+        A ready job goes straight to an idle server that offers slots (see
+        ``finish_and_claim``): claimed for it here, so its start does not wait for a
+        second durable commit (the server's claim). Returns (that server or None, the
+        record as written)."""
         rec.seq = next_seqs(1)
+        taker = self._take_offer(tx) if rec.state is JobState.READY else None
+        if taker is not None:
+            return taker, self._hand_off(tx, rec, taker)
         raw = encode_record(rec)
         job_key, name_key, queue_db, queue_key = self._new_entries(rec)
         tx.put(keys.DB_JOBS, job_key, raw)
         tx.put(keys.DB_BY_NAME, name_key, self._index_value(raw))
         tx.put(queue_db, queue_key, b"")
+        return None, rec
+
+    def _take_offer(self, tx: Tx) -> str | None:
+        """The first server offering an idle slot, with that slot taken; None if none."""
+        for key, value in tx.scan(keys.DB_OFFERS):
+            slots = keys.decode_slots(value)
+            if slots > 1:
+                tx.put(keys.DB_OFFERS, key, keys.encode_slots(slots - 1))
+            else:
+                tx.delete(keys.DB_OFFERS, key)
+            return keys.decode_offer_key(key)
+        return None
+
+    def _hand_off(self, tx: Tx, rec: JobRecord, worker_id: str) -> JobRecord:
+        """Write a new job as already claimed by ``worker_id`` (as ``_take`` would)."""
+        rec = rec.evolve(state=JobState.PROCESSING, attempts=rec.attempts + 1)
+        self._save(tx, rec)
+        now = now_ms()
+        deadline = None if rec.timeout_s is None else now + int(rec.timeout_s * 1000)
+        claim = Claim(rec.id, worker_id, now, deadline_ms=deadline)
+        tx.put(keys.DB_PROCESSING, keys.processing_key(worker_id, rec.id), encode_claim(claim))
+        return rec
+
+    def _set_offer(self, tx: Tx, worker_id: str, slots: int) -> None:
+        """Record how many idle slots ``worker_id`` offers (0: none); written only when it
+        changes, so a busy server's cycles do not rewrite the offers page."""
+        key = keys.offer_key(worker_id)
+        current = tx.get(keys.DB_OFFERS, key)
+        if slots <= 0:
+            if current is not None:
+                tx.delete(keys.DB_OFFERS, key)
+        elif current is None or keys.decode_slots(current) != slots:
+            tx.put(keys.DB_OFFERS, key, keys.encode_slots(slots))
 
     def _add(self, tx: Tx, records: Sequence[JobRecord]) -> None:
         """Write a batch with one sorted multi-put per index: neighbouring keys go to
@@ -320,6 +366,7 @@ class LmdbStore(Store):
         return self.env.write(lambda tx: self._requeue_worker(tx, worker_id))
 
     def _requeue_worker(self, tx: Tx, worker_id: str) -> list[str]:
+        self._set_offer(tx, worker_id, 0)  # hand nothing more to a server that is gone
         held = [key for key, _ in tx.scan_prefix(keys.DB_PROCESSING,
                                                  keys.processing_prefix(worker_id),
                                                  values=False)]
@@ -438,16 +485,32 @@ class LmdbStore(Store):
 
     # ---- the server's cycle and its registry ------------------------------------------
     def finish_and_claim(self, outcomes: Sequence[Outcome], worker_id: str, limit: int,
-                         now_ms: int) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
+                         now_ms: int, idle_slots: int = 0,
+                         ) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
         def body(tx: Tx) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
             acks = [self._finish_one(tx, o, now_ms) for o in outcomes]
-            if limit <= 0:
-                return acks, []
-            self._promote(tx, now_ms)
-            return acks, self._claim(tx, worker_id, limit, now_ms)
-        if not outcomes and limit <= 0:
+            claimed: builtins.list[JobRecord] = []
+            if limit > 0:
+                self._promote(tx, now_ms)
+                claimed = self._claim(tx, worker_id, limit, now_ms)
+            self._set_offer(tx, worker_id, offered_slots(idle_slots, limit, len(claimed)))
+            return acks, claimed
+        if not outcomes and limit <= 0 and idle_slots <= 0:
             return [], []
         return self.env.write(body)
+
+    def handed(self, worker_id: str, known: Collection[str]) -> builtins.list[JobRecord]:
+        def body(tx: Tx) -> builtins.list[JobRecord]:
+            found = []
+            for key, _ in tx.scan_prefix(keys.DB_PROCESSING, keys.processing_prefix(worker_id),
+                                         values=False):
+                job_id = keys.decode_processing_key(key)[1]
+                if job_id not in known:
+                    rec = self._load(tx, job_id)
+                    if rec is not None and rec.state is JobState.PROCESSING:
+                        found.append(rec)
+            return found
+        return self.env.read(body)
 
     def register_worker(self, worker_id: str, info: dict[str, Any]) -> None:
         raw = pickle.dumps(info, protocol=5)

@@ -3,8 +3,10 @@
 Each running server listens on a Unix datagram socket in the abstract namespace (no
 path-length limit, nothing to clean up on disk) and drops a marker file named after
 its pid into ``<store>/wake/``. A producer, after its commit, sends one empty datagram
-to every listed server. Lost or refused datagrams only cost latency: servers also
-poll on a timer, so correctness never depends on a wake-up arriving.
+to every listed server; a job handed to one idle server (see ``LmdbStore.add``) wakes
+only that server, with the job id as the datagram. Lost or refused datagrams only cost
+latency: servers also poll on a timer, so correctness never depends on a wake-up
+arriving.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+
+from ..identity import parse
 
 WAKE_DIR = "wake"
 
@@ -37,12 +41,13 @@ class WakeListener:
         return self.sock.fileno()
 
     def drain(self) -> int:
-        """Consume pending wake-ups; returns how many there were."""
+        """Consume pending wake-ups; returns how many said "jobs are ready" (the others
+        named a job handed to this server, which ``Store.handed`` finds)."""
         count = 0
         while True:
             try:
-                self.sock.recv(64)
-                count += 1
+                if not self.sock.recv(64):
+                    count += 1
             except (BlockingIOError, InterruptedError):
                 return count
 
@@ -73,6 +78,17 @@ class WakeSender:
                 continue  # its buffer is full: it has wake-ups queued already
             except OSError:
                 self._forget(marker)  # no listener at that address: a dead server
+
+    def hint(self, worker_id: str, job_id: str) -> None:
+        """Wake only the server a job was handed to (its pid is in its worker id)."""
+        identity = parse(worker_id)
+        if identity is None:
+            return
+        try:
+            self._socket().sendto(job_id.encode("ascii"),
+                                  _address(self.store_path, identity.pid))
+        except OSError:
+            pass  # not listening (gone?): its jobs are put back when it is found dead
 
     def _targets(self) -> list[tuple[str, bytes]]:
         # fstat of an open directory: no path walk per enqueue (this runs after every

@@ -1,0 +1,107 @@
+"""Hand-off: an idle server offers its free children, and a producer's enqueue claims a
+new ready job for it directly (no claim commit of the server's between the enqueue and
+the start). Whatever happens to that server, a handed job is never lost."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from mpqueue import Queue, keys
+
+from .helpers import wait_until
+from .serve_helpers import Env, env, gone, servers  # noqa: F401
+
+
+def offers(queue: Queue) -> dict[str, int]:
+    """The offers index as stored: worker id -> idle slots offered."""
+    def read(tx):  # type: ignore[no-untyped-def]
+        return {keys.decode_offer_key(k): keys.decode_slots(v)
+                for k, v in tx.scan(keys.DB_OFFERS)}
+    return queue.store.env.read(read)  # type: ignore[attr-defined, no-any-return]
+
+
+def wait_offering(queue: Queue, slots: int) -> str:
+    """Wait until one server offers ``slots`` idle slots; its worker id."""
+    def offered() -> str | None:
+        found = [w for w, n in offers(queue).items() if n == slots]
+        return found[0] if found else None
+    return wait_until(offered, 20, f"a server offering {slots} slot(s)")  # type: ignore
+
+
+@pytest.mark.timeout(60)
+def test_idle_server_gets_jobs_handed_and_runs_them(env: Env, servers) -> None:
+    server = servers(env.path, "--workers", "2", "--import", "tests.serve_tasks")
+    server.wait_ready(env.queue, 2)
+    worker_id = wait_offering(env.queue, 2)
+    echo = env.task("echo")
+    first = echo.delay(str(env.marker), "a", 1)
+    # claimed for that server by the enqueue itself, one slot taken
+    assert first.state == "processing" and first.attempts == 1
+    assert [c.worker_id for c in env.queue.store.claims()] in ([worker_id], [])
+    assert first.result(timeout=20) == 1
+    # once idle again it offers both slots; two jobs take both, a third goes to ready
+    wait_offering(env.queue, 2)
+    jobs = [echo.delay(str(env.marker), f"b{i}", i) for i in range(3)]
+    assert [j.state for j in jobs[:2]] == ["processing", "processing"]
+    assert jobs[2].state == "ready"
+    assert [j.result(timeout=20) for j in jobs] == [0, 1, 2]
+    assert all(len(runs) == 1 for runs in env.runs().values())
+    assert env.record(jobs[0]).attempts == 1
+
+
+@pytest.mark.timeout(60)
+def test_handed_job_runs_when_the_wake_up_is_lost(env: Env, servers) -> None:
+    server = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks",
+                     "--poll-interval", "0.3")
+    server.wait_ready(env.queue, 1)
+    wait_offering(env.queue, 1)
+    env.queue.store.waker.hint = lambda worker_id, job_id: None  # the datagram is lost
+    job = env.task("echo").delay(str(env.marker), "lost", 7)
+    assert job.state == "processing"
+    assert job.result(timeout=20) == 7  # found by the server's safety poll
+
+
+@pytest.mark.timeout(90)
+def test_job_handed_to_a_killed_server_is_put_back_and_run(env: Env, servers) -> None:
+    doomed = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks")
+    children = doomed.wait_ready(env.queue, 1)
+    worker_id = wait_offering(env.queue, 1)
+    doomed.send(signal.SIGKILL)
+    doomed.wait(10)
+    wait_until(lambda: all(gone(pid) for pid in children), 10, "its child to exit")
+    # its offer outlives it: the enqueue hands the job to a dead server
+    job = env.task("echo").delay(str(env.marker), "orphan", 5)
+    assert job.state == "processing"
+    assert [c.worker_id for c in env.queue.store.claims()] == [worker_id]
+    rescuer = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks")
+    assert job.result(timeout=30) == 5
+    assert env.record(job).attempts == 1  # put back uncharged: it never ran
+    assert worker_id not in offers(env.queue)
+    rescuer.send(signal.SIGTERM)
+    assert rescuer.wait(30) == 0
+
+
+@pytest.mark.timeout(60)
+def test_stopping_server_withdraws_its_offer_and_keeps_nothing(env: Env, servers) -> None:
+    server = servers(env.path, "--workers", "2", "--import", "tests.serve_tasks")
+    server.wait_ready(env.queue, 2)
+    wait_offering(env.queue, 2)
+    server.send(signal.SIGTERM)
+    assert server.wait(30) == 0
+    assert offers(env.queue) == {}
+    job = env.task("echo").delay(str(env.marker), "after", 1)
+    assert job.state == "ready"
+    assert env.queue.store.claims() == []
+
+
+@pytest.mark.timeout(60)
+def test_poll_only_servers_never_offer(env: Env, servers) -> None:
+    server = servers(env.path, "--workers", "1", "--poll-only", "--poll-interval", "0.1",
+                     "--import", "tests.serve_tasks")
+    server.wait_ready(env.queue, 1)
+    job = env.task("echo").delay(str(env.marker), "polled", 3)
+    assert job.state == "ready"
+    assert job.result(timeout=20) == 3
+    assert offers(env.queue) == {}
