@@ -105,3 +105,68 @@ def test_poll_only_servers_never_offer(env: Env, servers) -> None:
     assert job.state == "ready"
     assert job.result(timeout=20) == 3
     assert offers(env.queue) == {}
+
+
+def produce_one_by_one(path: str, marker: str, prefix: str, count: int) -> None:
+    """A producer process: ``count`` one-job enqueues with short idle gaps between them,
+    so the servers go idle and offer slots again and again."""
+    import random
+    import time
+
+    handed = 0
+    with Queue(path) as queue:
+        task = queue.task_by_name("tests.serve_tasks.sleepy")
+        for i in range(count):
+            job = task.delay(marker, f"{prefix}{i}", 0.002)
+            handed += job.state == "processing"
+            time.sleep(random.uniform(0.002, 0.015))  # pacing, not waiting for a state
+    with open(f"{marker}.{prefix}handed", "w", encoding="ascii") as fh:
+        fh.write(str(handed))
+
+
+@pytest.mark.timeout(180)
+def test_one_by_one_producers_and_a_server_killed_repeatedly(env: Env, servers) -> None:
+    """Three producers enqueue one job per call while two servers run and one of them is
+    SIGKILLed and restarted: jobs handed to a server that dies are put back, every job
+    ends done, and no job ever runs twice at once."""
+    import multiprocessing as mp
+
+    from .helpers import join_cleanly, started
+    from .serve_helpers import assert_no_overlap
+
+    per_producer = 300
+    steady = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks")
+    steady.wait_ready(env.queue, 1)
+    ctx = mp.get_context("spawn")
+    producers = [ctx.Process(target=produce_one_by_one,
+                             args=(env.path, str(env.marker), f"p{n}-", per_producer))
+                 for n in range(3)]
+    total = 3 * per_producer
+    kills = 0
+    with started(producers):
+        while any(p.is_alive() for p in producers) or kills < 2:
+            victim = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks")
+            victim.wait_ready(env.queue, 1)
+            wait_until(lambda: any(c.worker_id.split(":")[3] == str(victim.pid)
+                                   for c in env.queue.store.claims()) or kills >= 4,
+                       30, "the victim to hold a job")
+            victim.send(signal.SIGKILL)
+            victim.wait(10)
+            kills += 1
+            if kills >= 8:
+                break
+        join_cleanly(producers, 120, "producer")
+    wait_until(lambda: env.stats()["done"] >= total, 90, "every job done")
+    steady.send(signal.SIGTERM)
+    assert steady.wait(30) == 0
+    stats = env.stats()
+    assert (stats["done"], stats["processing"], stats["ready"], stats["dead"]) == (
+        total, 0, 0, 0), stats
+    runs = env.runs()
+    assert len(runs) == total and all(any(r.ended for r in rs) for rs in runs.values())
+    assert_no_overlap(runs)
+    assert kills >= 2
+    handed = sum(int(open(f"{env.marker}.p{n}-handed").read()) for n in range(3))
+    assert handed > 0, "no enqueue was handed to an idle server: the test missed its path"
+    print(f"{total} jobs, {kills} kills, {handed} handed off, "
+          f"{sum(len(rs) > 1 for rs in runs.values())} ran more than once")
