@@ -65,7 +65,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def add(self, records: Sequence[JobRecord]) -> None:
-        """Insert new jobs (ready or scheduled per their state) in one transaction."""
+        """Insert new jobs (ready or scheduled per their state) in one transaction.
+
+        A store with hand-off (LMDB) may claim a single new ready job for an idle server
+        in that transaction; the record passed in is then updated to read processing."""
 
     @abc.abstractmethod
     def promote_due(self, now_ms: int) -> int:
