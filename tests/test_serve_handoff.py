@@ -42,11 +42,14 @@ def test_idle_server_gets_jobs_handed_and_runs_them(env: Env, servers) -> None:
     assert [c.worker_id for c in env.queue.store.claims()] in ([worker_id], [])
     assert first.result(timeout=20) == 1
     # once idle again it offers both slots; two jobs take both, a third goes to ready
+    # (the first two hold their children for 2 s, so no slot frees up in between)
     wait_offering(env.queue, 2)
-    jobs = [echo.delay(str(env.marker), f"b{i}", i) for i in range(3)]
+    sleepy = env.task("sleepy")
+    jobs = [sleepy.delay(str(env.marker), f"b{i}", 2.0) for i in range(2)]
+    jobs.append(echo.delay(str(env.marker), "b2", 2))
     assert [j.state for j in jobs[:2]] == ["processing", "processing"]
     assert jobs[2].state == "ready"
-    assert [j.result(timeout=20) for j in jobs] == [0, 1, 2]
+    assert [j.result(timeout=20) for j in jobs] == ["b0", "b1", 2]
     assert all(len(runs) == 1 for runs in env.runs().values())
     assert env.record(jobs[0]).attempts == 1
 
@@ -143,18 +146,20 @@ def test_one_by_one_producers_and_a_server_killed_repeatedly(env: Env, servers) 
                  for n in range(3)]
     total = 3 * per_producer
     kills = 0
+    def producing() -> bool:
+        return any(p.is_alive() for p in producers)
+
     with started(producers):
-        while any(p.is_alive() for p in producers) or kills < 2:
+        while kills < 8 and (producing() or kills < 2):
             victim = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks")
             victim.wait_ready(env.queue, 1)
+            # kill it while it holds a job, if jobs are still coming
             wait_until(lambda: any(c.worker_id.split(":")[3] == str(victim.pid)
-                                   for c in env.queue.store.claims()) or kills >= 4,
-                       30, "the victim to hold a job")
+                                   for c in env.queue.store.claims())
+                       or not producing() or kills >= 4, 30, "the victim to hold a job")
             victim.send(signal.SIGKILL)
             victim.wait(10)
             kills += 1
-            if kills >= 8:
-                break
         join_cleanly(producers, 120, "producer")
     wait_until(lambda: env.stats()["done"] >= total, 90, "every job done")
     steady.send(signal.SIGTERM)
