@@ -58,16 +58,18 @@ class Coordinator:
                          measure_rss=settings.max_memory_per_child_mb is not None)
         self.outcomes: list[Outcome] = []
         self.claimed: dict[str, JobRecord] = {}
-        # Hand-off: producers may claim new jobs for us while we offer idle slots
-        # (handoff_open); until a look after the offer is withdrawn, some may be waiting.
-        self.handoff_open = False
-        self.handoff_check = False
         self.retrying: set[str] = set()
         self.stats = RunStats()
         self.signals = 0
         self.stop_deadline: float | None = None
         self.avg_job_s = 0.001
         self.polling = settings.mode == "legacy" or settings.poll_only
+        # Hand-off (stores that have it, servers that are woken): producers may claim new
+        # jobs for us while we offer idle slots (handoff_open); until a look after the
+        # offer is withdrawn (handoff_check), some may be waiting.
+        self.handoff = self.store.hands_off and not self.polling
+        self.handoff_open = False
+        self.handoff_check = False
         self.listener = None if self.polling else self.store.listen()
         # --until-empty shows progress (a bar on a terminal, lines otherwise) unless it
         # was switched off; the run's summary is logged either way.
@@ -166,7 +168,7 @@ class Coordinator:
         outcomes = self.outcomes
         now = now_ms()
         limit = min(room, self.settings.batch)
-        idle = 0 if self.polling or self.signals else len(self._idle_slots())
+        idle = len(self._idle_slots()) if self.handoff and not self.signals else 0
         _, claimed = self.store.finish_and_claim(outcomes, self.worker_id, limit, now,
                                                  idle_slots=idle)
         self.handoff_open = offered_slots(idle, limit, len(claimed)) > 0
@@ -317,10 +319,12 @@ class Coordinator:
             if obj is wake_r:
                 _drain_socket(wake_r)
             elif listener is not None and obj is listener:
-                # A plain wake-up means "jobs are ready": the next cycle claims and
-                # refreshes next_due_ms. One naming a job handed to us only needs the
+                # A wake-up means "jobs are ready": the next cycle claims and refreshes
+                # next_due_ms. Except while we take hand-offs, when wake-ups that each
+                # name a job handed to us (drain counts only the others) just need the
                 # next cycle, which starts handed jobs first.
-                if self._guarded(listener.drain) != 0:
+                woke = self._guarded(listener.drain)
+                if woke != 0 or not self.handoff_check:
                     self.more_ready = True
         for slot in list(self.pool.slots):
             self._read_messages(slot)  # cheap when nothing came: one poll, no read

@@ -62,6 +62,7 @@ class Store(abc.ABC):
 
     mode: str = "optimized"
     counter: OpCounter
+    hands_off: bool = False  # producers may claim new jobs for idle servers (see add)
 
     @abc.abstractmethod
     def add(self, records: Sequence[JobRecord]) -> None:

@@ -21,6 +21,7 @@ from .lmdb_env import Tx
 class LegacyLmdbStore(LmdbStore):
     mode = "legacy"
     layout = LAYOUT_LEGACY
+    hands_off = False
 
     def _migrate(self, tx: Tx) -> None:
         """Fold an optimized layout's ready and scheduled indexes into ``pending``."""

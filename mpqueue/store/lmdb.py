@@ -54,6 +54,7 @@ class LmdbStore(Store):
 
     mode = "optimized"
     layout = LAYOUT_OPTIMIZED
+    hands_off = True
 
     def __init__(self, path: str, *, map_size: int = DEFAULT_MAP_SIZE, sync: bool = True):
         self.path = path
