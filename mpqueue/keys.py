@@ -14,7 +14,7 @@ packed so that LMDB's bytewise order is the order the queue needs:
     meta        <name>                                   -> value
     workers     <workerId>                               -> coordinator info (heartbeat,
                                                             child pids)
-    offers      <workerId>                               -> idle slots:u32 (a server
+    offers      <workerId> (as workers)                  -> idle slots:u32 (a server
                                                             that takes new jobs directly)
 
 Integers are fixed-width big-endian. Priority is stored inverted so that a higher
@@ -156,14 +156,6 @@ def worker_key(worker_id: str) -> bytes:
 
 
 def decode_worker_key(key: bytes) -> str:
-    return key.decode("utf-8")
-
-
-def offer_key(worker_id: str) -> bytes:
-    return _part(worker_id, "worker id")
-
-
-def decode_offer_key(key: bytes) -> str:
     return key.decode("utf-8")
 
 

@@ -303,7 +303,7 @@ class StoreMachine(RuleBasedStateMachine):
             homes[job] += 1
         assert set(homes) == set(records) and set(homes.values()) <= {1}, homes
 
-        offers = {keys.decode_offer_key(k): keys.decode_slots(v)
+        offers = {keys.decode_worker_key(k): keys.decode_slots(v)
                   for k, v in raw[keys.DB_OFFERS]}
         assert offers == self.offers and all(offers.values())
 

@@ -17,7 +17,7 @@ from .serve_helpers import Env, env, gone, servers  # noqa: F401
 def offers(queue: Queue) -> dict[str, int]:
     """The offers index as stored: worker id -> idle slots offered."""
     def read(tx):  # type: ignore[no-untyped-def]
-        return {keys.decode_offer_key(k): keys.decode_slots(v)
+        return {keys.decode_worker_key(k): keys.decode_slots(v)
                 for k, v in tx.scan(keys.DB_OFFERS)}
     return queue.store.env.read(read)  # type: ignore[attr-defined, no-any-return]
 

@@ -150,8 +150,8 @@ class LmdbStore(Store):
         if len(records) == 1:
             rec = records[0]
             taker, added = self.env.write(lambda tx: self._add_one(tx, rec))
-            rec.__dict__.update(added.__dict__)  # handed off: the caller sees the claim
             if taker is not None:
+                rec.__dict__.update(added.__dict__)  # handed off: the caller sees the claim
                 self.waker.hint(taker, rec.id)
                 return
         elif records:
@@ -189,7 +189,7 @@ class LmdbStore(Store):
                 tx.put(keys.DB_OFFERS, key, keys.encode_slots(slots - 1))
             else:
                 tx.delete(keys.DB_OFFERS, key)
-            return keys.decode_offer_key(key)
+            return keys.decode_worker_key(key)
         return None
 
     def _hand_off(self, tx: Tx, rec: JobRecord, worker_id: str) -> JobRecord:
@@ -205,7 +205,7 @@ class LmdbStore(Store):
     def _set_offer(self, tx: Tx, worker_id: str, slots: int) -> None:
         """Record how many idle slots ``worker_id`` offers (0: none); written only when it
         changes, so a busy server's cycles do not rewrite the offers page."""
-        key = keys.offer_key(worker_id)
+        key = keys.worker_key(worker_id)
         current = tx.get(keys.DB_OFFERS, key)
         if slots <= 0:
             if current is not None:
