@@ -22,21 +22,18 @@ import json
 import logging
 import os
 import random
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-import lmdb
 import psutil
 
 from bench import jobs
+from bench.store_bench import raw_env, tempdir as temp_store
 from mpqueue import Queue
 from mpqueue.config import ServeSettings, TaskOptions
 from mpqueue.coordinator import serve
@@ -44,15 +41,6 @@ from mpqueue.job import now_ms
 
 HOUR_MS = 3_600_000
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@contextmanager
-def temp_store() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="mpq-bench-")
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -168,21 +156,16 @@ def idle_commit_ms(samples: int) -> list[float]:
     """One bare LMDB put + durable commit after 5 ms idle, as each latency sample's
     enqueue is: the floor the enqueue call stands on (this VM's fsync is slower after
     idle than in a tight loop)."""
-    with temp_store() as path:
-        env = lmdb.open(path, map_size=1 << 28, sync=True, metasync=True, writemap=False,
-                        max_spare_txns=0)
-        try:
-            value = os.urandom(200)
-            out = []
-            for _ in range(samples):
-                time.sleep(0.005)
-                t0 = time.perf_counter()
-                with env.begin(write=True) as txn:
-                    txn.put(os.urandom(16), value)
-                out.append((time.perf_counter() - t0) * 1000)
-            return out
-        finally:
-            env.close()
+    with temp_store() as path, raw_env(path) as env:
+        value = os.urandom(200)
+        out = []
+        for _ in range(samples):
+            time.sleep(0.005)
+            t0 = time.perf_counter()
+            with env.begin(write=True) as txn:
+                txn.put(os.urandom(16), value)
+            out.append((time.perf_counter() - t0) * 1000)
+        return out
 
 
 def percentiles(values: list[float]) -> dict[str, float]:

@@ -127,55 +127,56 @@ def log(msg: str) -> None:
 
 # ---- 1 + 2: one commit per job ------------------------------------------------------------
 
+@contextmanager
+def raw_env(path: str) -> Iterator[lmdb.Environment]:
+    """A raw LMDB environment opened with the settings mpqueue's ``_open`` uses (durable
+    commits): the baseline the benchmarks compare mpqueue against."""
+    env = lmdb.open(path, map_size=DEFAULT_MAP_SIZE, max_dbs=len(keys.ALL_DBS) + 2,
+                    max_readers=MAX_READERS, sync=True, metasync=True, writemap=False,
+                    map_async=False, max_spare_txns=0, subdir=True, lock=True)
+    try:
+        yield env
+    finally:
+        env.close()
+
+
 def bare_lmdb_rate(n: int) -> float:
     """1 put + commit per txn on a raw env opened as mpqueue's ``_open`` does."""
-    with tempdir() as path:
-        env = lmdb.open(path, map_size=DEFAULT_MAP_SIZE, max_dbs=len(keys.ALL_DBS) + 2,
-                        max_readers=MAX_READERS, sync=True, metasync=True, writemap=False,
-                        map_async=False, max_spare_txns=0, subdir=True, lock=True)
-        try:
-            db = env.open_db(keys.DB_JOBS, create=True)
-            value = os.urandom(200)
-            keys_ = [os.urandom(16).hex().encode() for _ in range(n)]
-            t0 = time.perf_counter()
-            for k in keys_:
-                with env.begin(write=True) as txn:
-                    txn.put(k, value, db=db)
-            return n / (time.perf_counter() - t0)
-        finally:
-            env.close()
+    with tempdir() as path, raw_env(path) as env:
+        db = env.open_db(keys.DB_JOBS, create=True)
+        value = os.urandom(200)
+        keys_ = [os.urandom(16).hex().encode() for _ in range(n)]
+        t0 = time.perf_counter()
+        for k in keys_:
+            with env.begin(write=True) as txn:
+                txn.put(k, value, db=db)
+        return n / (time.perf_counter() - t0)
 
 
 def layout_floor_rate(n: int) -> float:
     """The enqueue's three puts (jobs, by_name, ready) + commit per txn, keys and record
     bytes built before the clock starts: what the index layout alone costs, with no
     mpqueue code in the loop. The gap between this and ``task.delay`` is Python."""
-    with tempdir() as path:
-        env = lmdb.open(path, map_size=DEFAULT_MAP_SIZE, max_dbs=len(keys.ALL_DBS) + 2,
-                        max_readers=MAX_READERS, sync=True, metasync=True, writemap=False,
-                        map_async=False, max_spare_txns=0, subdir=True, lock=True)
-        try:
-            dbs = {name: env.open_db(name, create=True) for name in keys.ALL_DBS}
-            now = now_ms()
-            writes = []
-            for seq, job_id in enumerate(new_job_ids(n)):
-                rec = JobRecord(id=job_id, name=TASK_NAME, state=JobState.READY,
-                                payload=dump_payload((seq,), {}), seq=seq, run_at_ms=now,
-                                created_at_ms=now)
-                raw = encode_record(rec)
-                job_key, name_key, queue_db, queue_key = keys.enqueue_keys(
-                    TASK_NAME, job_id, 0, seq, None)
-                writes.append(((job_key, raw, dbs[keys.DB_JOBS]),
-                               (name_key, raw, dbs[keys.DB_BY_NAME]),
-                               (queue_key, b"", dbs[queue_db])))
-            t0 = time.perf_counter()
-            for puts in writes:
-                with env.begin(write=True) as txn:
-                    for key, value, db in puts:
-                        txn.put(key, value, db=db)
-            return n / (time.perf_counter() - t0)
-        finally:
-            env.close()
+    with tempdir() as path, raw_env(path) as env:
+        dbs = {name: env.open_db(name, create=True) for name in keys.ALL_DBS}
+        now = now_ms()
+        writes = []
+        for seq, job_id in enumerate(new_job_ids(n)):
+            rec = JobRecord(id=job_id, name=TASK_NAME, state=JobState.READY,
+                            payload=dump_payload((seq,), {}), seq=seq, run_at_ms=now,
+                            created_at_ms=now)
+            raw = encode_record(rec)
+            job_key, name_key, queue_db, queue_key = keys.enqueue_keys(
+                TASK_NAME, job_id, 0, seq, None)
+            writes.append(((job_key, raw, dbs[keys.DB_JOBS]),
+                           (name_key, raw, dbs[keys.DB_BY_NAME]),
+                           (queue_key, b"", dbs[queue_db])))
+        t0 = time.perf_counter()
+        for puts in writes:
+            with env.begin(write=True) as txn:
+                for key, value, db in puts:
+                    txn.put(key, value, db=db)
+        return n / (time.perf_counter() - t0)
 
 
 def delay_rate(queue: Queue, task: Any, n: int) -> float:
