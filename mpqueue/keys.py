@@ -104,7 +104,11 @@ def decode_by_name_key(key: bytes) -> tuple[str, str]:
 
 
 def ready_key(priority: int, seq: int, job_id: str) -> bytes:
-    return _READY.pack(_inv_priority(priority), seq) + _jid(job_id)
+    return _ready_key(priority, seq, _jid(job_id))
+
+
+def _ready_key(priority: int, seq: int, jid: bytes) -> bytes:
+    return _READY.pack(_inv_priority(priority), seq) + jid
 
 
 def decode_ready_key(key: bytes) -> tuple[int, int, str]:
@@ -113,7 +117,11 @@ def decode_ready_key(key: bytes) -> tuple[int, int, str]:
 
 
 def scheduled_key(run_at_ms: int, priority: int, seq: int, job_id: str) -> bytes:
-    return _SCHEDULED.pack(run_at_ms, _inv_priority(priority), seq) + _jid(job_id)
+    return _scheduled_key(run_at_ms, priority, seq, _jid(job_id))
+
+
+def _scheduled_key(run_at_ms: int, priority: int, seq: int, jid: bytes) -> bytes:
+    return _SCHEDULED.pack(run_at_ms, _inv_priority(priority), seq) + jid
 
 
 def enqueue_keys(name: str, job_id: str, priority: int, seq: int,
@@ -121,11 +129,10 @@ def enqueue_keys(name: str, job_id: str, priority: int, seq: int,
     """(jobs key, by_name key, queue db, queue key) of a new job, for the enqueue path:
     the id is encoded once. ``run_at_ms`` None files it as ready, else as scheduled."""
     jid = _jid(job_id)
-    name_key = _part(name, "task name") + SEP + jid
+    name_key = by_name_prefix(name) + jid
     if run_at_ms is None:
-        return jid, name_key, DB_READY, _READY.pack(_inv_priority(priority), seq) + jid
-    return (jid, name_key, DB_SCHEDULED,
-            _SCHEDULED.pack(run_at_ms, _inv_priority(priority), seq) + jid)
+        return jid, name_key, DB_READY, _ready_key(priority, seq, jid)
+    return jid, name_key, DB_SCHEDULED, _scheduled_key(run_at_ms, priority, seq, jid)
 
 
 def decode_scheduled_key(key: bytes) -> tuple[int, int, int, str]:
