@@ -80,12 +80,12 @@ def tempdir() -> Iterator[str]:
 
 
 @contextmanager
-def fresh_queue(mode: str = "optimized") -> Iterator[tuple[Queue, Any]]:
+def fresh_queue(mode: str = "optimized", sync: bool = True) -> Iterator[tuple[Queue, Any]]:
     """A Queue on a new directory, store already open (opening is not timed), and the
     benchmark task registered on it."""
     task_fn = importlib.import_module("bench.store_bench").noop  # not __main__.noop
     with tempdir() as path:
-        q = Queue(os.path.join(path, "store"), mode=mode, sync=True)
+        q = Queue(os.path.join(path, "store"), mode=mode, sync=sync)
         task = q.task(task_fn, name=TASK_NAME)
         assert not task.by_value
         q.store  # open + migrate now, outside any timing
@@ -128,11 +128,11 @@ def log(msg: str) -> None:
 # ---- 1 + 2: one commit per job ------------------------------------------------------------
 
 @contextmanager
-def raw_env(path: str) -> Iterator[lmdb.Environment]:
+def raw_env(path: str, sync: bool = True) -> Iterator[lmdb.Environment]:
     """A raw LMDB environment opened with the settings mpqueue's ``_open`` uses (durable
-    commits): the baseline the benchmarks compare mpqueue against."""
+    commits unless ``sync`` is False): the baseline the benchmarks compare against."""
     env = lmdb.open(path, map_size=DEFAULT_MAP_SIZE, max_dbs=len(keys.ALL_DBS) + 2,
-                    max_readers=MAX_READERS, sync=True, metasync=True, writemap=False,
+                    max_readers=MAX_READERS, sync=sync, metasync=sync, writemap=False,
                     map_async=False, max_spare_txns=0, subdir=True, lock=True)
     try:
         yield env
@@ -153,11 +153,11 @@ def bare_lmdb_rate(n: int) -> float:
         return n / (time.perf_counter() - t0)
 
 
-def layout_floor_rate(n: int) -> float:
+def layout_floor_rate(n: int, sync: bool = True) -> float:
     """The enqueue's three puts (jobs, by_name, ready) + commit per txn, keys and record
     bytes built before the clock starts: what the index layout alone costs, with no
     mpqueue code in the loop. The gap between this and ``task.delay`` is Python."""
-    with tempdir() as path, raw_env(path) as env:
+    with tempdir() as path, raw_env(path, sync) as env:
         dbs = {name: env.open_db(name, create=True) for name in keys.ALL_DBS}
         now = now_ms()
         writes = []
@@ -189,8 +189,8 @@ def delay_rate(queue: Queue, task: Any, n: int) -> float:
     return n / elapsed
 
 
-def api_single_rate(n: int) -> float:
-    with fresh_queue() as (q, task):
+def api_single_rate(n: int, sync: bool = True) -> float:
+    with fresh_queue(sync=sync) as (q, task):
         return delay_rate(q, task, n)
 
 
