@@ -25,7 +25,6 @@ from .job import ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from .pool import Pool, Slot
 from .progress import Progress
 from .store import open_store
-from .store.base import offered_slots
 
 log = logging.getLogger("mpqueue.serve")
 
@@ -54,8 +53,13 @@ class Coordinator:
         self.worker_id = self.identity.worker_id
         self.store = open_store(settings.path, mode=settings.mode)
         self.result_ttl_s = result_ttl_s
+        self.polling = settings.mode == "legacy" or settings.poll_only
+        # Hand-off (stores that have it, servers that are woken): while a child of ours
+        # is idle, a producer may claim a new job for it and wake it directly.
+        self.handoff = self.store.hands_off and not self.polling
         self.pool = Pool(settings.path, settings.mode, settings.imports,
-                         measure_rss=settings.max_memory_per_child_mb is not None)
+                         measure_rss=settings.max_memory_per_child_mb is not None,
+                         worker_id=self.worker_id, hand_off=self.handoff)
         self.outcomes: list[Outcome] = []
         self.claimed: dict[str, JobRecord] = {}
         self.retrying: set[str] = set()
@@ -63,13 +67,6 @@ class Coordinator:
         self.signals = 0
         self.stop_deadline: float | None = None
         self.avg_job_s = 0.001
-        self.polling = settings.mode == "legacy" or settings.poll_only
-        # Hand-off (stores that have it, servers that are woken): producers may claim new
-        # jobs for us while we offer idle slots (handoff_open); until a look after the
-        # offer is withdrawn (handoff_check), some may be waiting.
-        self.handoff = self.store.hands_off and not self.polling
-        self.handoff_open = False
-        self.handoff_check = False
         self.listener = None if self.polling else self.store.listen()
         # --until-empty shows progress (a bar on a terminal, lines otherwise) unless it
         # was switched off; the run's summary is logged either way.
@@ -145,7 +142,10 @@ class Coordinator:
         """After a failed call whose commit may still have happened (the reply was lost),
         put back claims of ours that no child holds, so they are not stranded."""
         held = {job_id for slot in self.pool.slots for job_id in slot.inflight}
-        stray = [c.job_id for c in self.store.claims(self.worker_id) if c.job_id not in held]
+        live = {slot.pid for slot in self.pool.slots if slot.pid}
+        # a job handed to a live child that has not taken it yet is not stray
+        stray = [c.job_id for c in self.store.claims(self.worker_id)
+                 if c.job_id not in held and c.child_pid not in live]
         pending = {o.job_id for o in self.outcomes}
         self.outcomes += [Outcome.released(j, self.worker_id) for j in stray if j not in pending]
         self.reconcile = False
@@ -155,8 +155,6 @@ class Coordinator:
 
     # ---- one cycle ------------------------------------------------------------------
     def _cycle(self) -> None:
-        if self.handoff_check and not self.signals and self._usable():
-            self._take_handed()
         room = 0 if self.signals else self._room()
         if self.polling:
             legacy = self.settings.mode == "legacy"
@@ -168,11 +166,10 @@ class Coordinator:
         outcomes = self.outcomes
         now = now_ms()
         limit = min(room, self.settings.batch)
-        idle = len(self._idle_slots()) if self.handoff and not self.signals else 0
+        idle = ([s.pid for s in self._idle_slots()] if self.handoff and not self.signals
+                else [])
         _, claimed = self.store.finish_and_claim(outcomes, self.worker_id, limit, now,
-                                                 idle_slots=idle)
-        self.handoff_open = offered_slots(idle, limit, len(claimed)) > 0
-        self.handoff_check = self.handoff_check or self.handoff_open
+                                                 idle_children=idle)
         self.outcomes = []  # only once committed: on a store error they are kept
         self.outcomes_since = None
         self._account(outcomes)
@@ -254,13 +251,44 @@ class Coordinator:
         return [s for s in self._usable()
                 if not s.inflight and self._slot_room(s, per_child) > 0]
 
-    def _take_handed(self) -> None:
-        """Start the jobs producers claimed for this server while it offered idle slots
-        (hand-off: no claim commit of ours between their enqueue and the start)."""
-        handed = self.store.handed(self.worker_id, self.claimed)
-        if not self.handoff_open:
-            self.handoff_check = False  # the offer is withdrawn: nothing more can come
-        self._dispatch(handed)
+    def _on_took(self, slot: Slot, job_id: str, now: float) -> None:
+        """A child started a job a producer handed to it: it is ours to account for."""
+        rec = self.claimed.get(job_id)
+        if rec is None:
+            try:
+                rec = self.store.get(job_id)  # for its timeout and retry limit
+            except StoreError:
+                rec = None  # then it runs without the hard timeout; the soft one holds
+        if rec is not None:
+            self.claimed[job_id] = rec
+        self.retrying.discard(job_id)
+        slot.took(job_id, now)
+
+    def _recall(self, slot: Slot) -> None:
+        """A child is gone: withdraw its offer, and put back the jobs handed to it that
+        it never took (uncharged; the next claim hands them out again)."""
+        if not self.handoff or not slot.pid:
+            return
+        try:
+            lost = self.store.recall(self.worker_id, slot.pid, self.claimed)
+        except StoreError:
+            self.reconcile = True  # _reconcile puts back claims no live child holds
+            return
+        self.outcomes += [Outcome.released(rec.id, self.worker_id) for rec in lost]
+
+    def _resend_handed(self) -> None:
+        """The safety net for a lost hand-off datagram: tell each idle-looking child the
+        jobs handed to it that it has not reported taking (it skips those it ran)."""
+        by_pid = {s.pid: s for s in self._usable()}
+        missed: dict[int, list[str]] = {}
+        for claim in self.store.claims(self.worker_id):
+            if claim.child_pid in by_pid and claim.job_id not in self.claimed:
+                missed.setdefault(claim.child_pid, []).append(claim.job_id)
+        for pid, job_ids in missed.items():
+            try:
+                by_pid[pid].conn.send(("handed", job_ids))
+            except OSError:
+                pass  # it just died: its exit recalls these
 
     def _dispatch(self, claimed: list[JobRecord]) -> None:
         """Hand jobs out in claim (priority) order, each to the least loaded child."""
@@ -320,12 +348,9 @@ class Coordinator:
                 _drain_socket(wake_r)
             elif listener is not None and obj is listener:
                 # A wake-up means "jobs are ready": the next cycle claims and refreshes
-                # next_due_ms. Except while we take hand-offs, when wake-ups that each
-                # name a job handed to us (drain counts only the others) just need the
-                # next cycle, which starts handed jobs first.
-                woke = self._guarded(listener.drain)
-                if woke != 0 or not self.handoff_check:
-                    self.more_ready = True
+                # next_due_ms.
+                self._guarded(listener.drain)
+                self.more_ready = True
         for slot in list(self.pool.slots):
             self._read_messages(slot)  # cheap when nothing came: one poll, no read
             if slot.sentinel in ready:
@@ -383,7 +408,9 @@ class Coordinator:
             # released when the exit is seen.
             return
         now = time.monotonic()
-        if kind == "done":
+        if kind == "took":
+            self._on_took(slot, message[1], now)
+        elif kind == "done":
             self._observe(slot, now)
             slot.pop_head(message[1], now)
             self.outcomes.append(Outcome.done(message[1], self.worker_id, message[2]))
@@ -430,6 +457,7 @@ class Coordinator:
                 log.warning("job %s: %s", head, reason)
         self._release_all(slot)
         self.pool.remove(slot)
+        self._recall(slot)
         if not self.signals:
             self.pool.start_slot()
 
@@ -489,6 +517,8 @@ class Coordinator:
     def _periodic(self) -> None:
         if self.settings.mode != "legacy" and self._every("safety-poll", self.settings.poll_s):
             self.more_ready = True  # the safety net for a lost wake-up or a missed put-back
+            if self.handoff and not self.signals:
+                self._resend_handed()
         if self._every("reclaim", RECLAIM_EVERY_S):
             if recovery.reclaim_dead(self.store, self.worker_id, lease_s=self.settings.lease_s):
                 self.more_ready = True

@@ -153,6 +153,7 @@ class Claim:
     worker_id: str
     claimed_at_ms: int
     deadline_ms: int | None = None
+    child_pid: int = 0  # a hand-off: the one child of that server the job was given to
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ packed so that LMDB's bytewise order is the order the queue needs:
     meta        <name>                                   -> value
     workers     <workerId>                               -> coordinator info (heartbeat,
                                                             child pids)
-    offers      <workerId> (as workers)                  -> idle slots:u32 (a server
-                                                            that takes new jobs directly)
+    offers      <workerId> (as workers)                  -> child pids:u32... (idle
+                                                            children a producer may give
+                                                            a new job to directly)
 
 Integers are fixed-width big-endian. Priority is stored inverted so that a higher
 priority sorts first; ``seq`` is a store-wide counter, so equal priorities run FIFO.
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from typing import Sequence
 
 from .errors import ConfigError
 
@@ -166,12 +168,12 @@ def decode_worker_key(key: bytes) -> str:
     return key.decode("utf-8")
 
 
-def encode_slots(slots: int) -> bytes:
-    return _U32.pack(slots)
+def encode_pids(pids: Sequence[int]) -> bytes:
+    return b"".join(_U32.pack(pid) for pid in pids)
 
 
-def decode_slots(value: bytes) -> int:
-    return int(_U32.unpack(value)[0])
+def decode_pids(value: bytes) -> list[int]:
+    return [pid for (pid,) in _U32.iter_unpack(value)]
 
 
 def dead_key(job_id: str) -> bytes:

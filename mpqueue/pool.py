@@ -122,6 +122,13 @@ class Slot:
         self.inflight.extend(job_ids)
         self.conn.send(("run", job_ids))
 
+    def took(self, job_id: str, now: float) -> None:
+        """The child started a job handed to it. It runs those before anything queued,
+        and says so only between two jobs, after the last one's outcome: everything
+        listed here has not started yet, so the new job is the head."""
+        self.inflight.appendleft(job_id)
+        self.head_since = now
+
     def pop_head(self, job_id: str, now: float) -> None:
         if not self.inflight or self.inflight[0] != job_id:
             raise RuntimeError(f"child {self.pid} reported {job_id}, expected "
@@ -150,12 +157,12 @@ class Pool:
     """Starts and replaces children; the coordinator decides when."""
 
     def __init__(self, store_path: str, mode: str, imports: tuple[str, ...],
-                 measure_rss: bool = False):
+                 measure_rss: bool = False, worker_id: str = "", hand_off: bool = False):
         self.ctx = multiprocessing.get_context("forkserver")
         self.ctx.set_forkserver_preload(["mpqueue.worker"])
         location = store_path if is_url(store_path) else os.path.abspath(store_path)
-        self.config = ChildConfig(location, mode, os.getpid(),
-                                  tuple(sys.path), imports, measure_rss)
+        self.config = ChildConfig(location, mode, os.getpid(), tuple(sys.path), imports,
+                                  measure_rss, worker_id, hand_off)
         self.slots: list[Slot] = []
 
     def start_slot(self) -> Slot:

@@ -5,10 +5,16 @@ ids from its pipe, load each job by id, run it, send the outcome back. The coord
 commits outcomes; a child never writes to the store, so a SIGKILL here can never leave
 half an outcome behind.
 
-Messages, coordinator -> child: ("run", [job ids]), ("stop",).
+Hand-off (LMDB, servers that are woken): a producer may claim a new job for an idle
+child directly and send its id to the child's own datagram socket. The child runs such
+a job before anything queued on its pipe, and first tells the coordinator ("took"), so
+the coordinator's list of what each child holds stays in the child's running order.
+
+Messages, coordinator -> child: ("run", [job ids]), ("handed", [job ids]) (hand-offs
+the child may have missed: it runs those it has not taken yet), ("stop",).
 Child -> coordinator: ("ready", pid, create_time), ("init_error", text),
-("done", job_id, result_bytes, rss), ("failed", job_id, error_tuple, retryable,
-retry_delay_s, rss), ("released", [job ids]).
+("took", job_id), ("done", job_id, result_bytes, rss), ("failed", job_id,
+error_tuple, retryable, retry_delay_s, rss), ("released", [job ids]).
 """
 
 from __future__ import annotations
@@ -32,6 +38,11 @@ from .registry import resolve
 from .serializer import dump_result, load_callable, load_payload
 
 
+# Hand-offs a child remembers having run: a re-sent one (the coordinator re-sends those
+# it has not heard "took" for) is skipped. Far more than can be in flight at once.
+_TAKEN_REMEMBERED = 1024
+
+
 class JobTimeout(BaseException):
     """Raised inside a job by SIGALRM when its soft time limit passes.
 
@@ -48,6 +59,8 @@ class ChildConfig:
     sys_path: tuple[str, ...]
     imports: tuple[str, ...]
     measure_rss: bool = False  # only when a memory limit is set: psutil costs ~15 us/job
+    worker_id: str = ""        # the coordinator's; hand-offs are checked against it
+    hand_off: bool = False     # listen for jobs handed to this child by producers
 
 
 def child_main(conn: Connection, config: ChildConfig) -> None:
@@ -104,21 +117,69 @@ class _JobRunner:
         self.store = open_store(config.store_path, mode=config.mode)
         self.funcs: dict[Any, Callable[..., Any]] = {}
         self.process = psutil.Process() if config.measure_rss else None
+        self.worker_id = config.worker_id
+        self.pid = os.getpid()
+        self.inbox = None
+        if config.hand_off:
+            from .store.lmdb_wakeup import HandOffInbox
+            self.inbox = HandOffInbox(config.store_path)
+        self.handed: deque[str] = deque()  # named by a producer or the coordinator
+        self.taken: dict[str, None] = {}   # recent hand-offs run (insertion-ordered set)
         signal.signal(signal.SIGALRM, _raise_timeout)
 
     def loop(self, conn: Connection) -> None:
         pending: deque[str] = deque()
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLIN)
+        inbox_fd = -1
+        if self.inbox is not None:
+            inbox_fd = self.inbox.fileno()
+            poller.register(inbox_fd, select.POLLIN)
         while True:
-            while not pending or conn.poll(0):
-                message = conn.recv()
-                if message[0] == "stop":
-                    conn.send(("released", list(pending)))
+            # One poll per job, as Connection.poll(0) alone cost before hand-off; it
+            # blocks only when there is nothing to run.
+            ready = poller.poll(0 if pending or self.handed else None)
+            for fd, _ in ready:
+                if fd == inbox_fd and self.inbox is not None:
+                    self.handed.extend(self.inbox.job_ids())
+                elif fd != inbox_fd and self._read_pipe(conn, pending):
                     return
-                pending.extend(message[1])
-            conn.send(self.run(pending.popleft()))
+            if self.handed:
+                outcome = self._run_handed(conn, self.handed.popleft())
+                if outcome is not None:
+                    conn.send(outcome)
+            elif pending:
+                conn.send(self.run(pending.popleft()))
+
+    def _read_pipe(self, conn: Connection, pending: deque[str]) -> bool:
+        """Take every message waiting on the pipe; True once told to stop."""
+        while True:
+            message = conn.recv()
+            if message[0] == "stop":
+                conn.send(("released", list(pending)))
+                return True
+            (self.handed if message[0] == "handed" else pending).extend(message[1])
+            if not conn.poll(0):
+                return False
+
+    def _run_handed(self, conn: Connection, job_id: str) -> tuple[Any, ...] | None:
+        """Run a job handed to this child, unless it ran it already or the job is no
+        longer handed to it (finished, or put back after this child was given up)."""
+        if job_id in self.taken:
+            return None
+        rec = self.store.handed_job(self.worker_id, job_id, self.pid)
+        if rec is None:
+            return None
+        self.taken[job_id] = None
+        if len(self.taken) > _TAKEN_REMEMBERED:
+            del self.taken[next(iter(self.taken))]
+        conn.send(("took", job_id))
+        return self._run_record(job_id, rec)
 
     def run(self, job_id: str) -> tuple[Any, ...]:
-        rec = self.store.get(job_id)
+        return self._run_record(job_id, self.store.get(job_id))
+
+    def _run_record(self, job_id: str, rec: JobRecord | None) -> tuple[Any, ...]:
         if rec is None:  # deleted while queued: nothing to run, nothing to commit
             return self._failed(job_id, ErrorInfo("JobNotFound", "job vanished", kind="lost"),
                                 retryable=False)

@@ -15,11 +15,13 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from mpqueue import keys
 from mpqueue.job import ErrorInfo, JobRecord, JobState, Outcome
 from mpqueue.store import open_store
-from mpqueue.store.base import offered_slots
+from mpqueue.store.base import offered_children
+from mpqueue.store.codec import decode_claim
 from mpqueue.store.codec import decode_record
 
 NAMES = ("t.a", "t.ab", "t.b")
 WORKERS = ("w1", "w2")
+CHILDREN = (101, 102, 103)  # child pids a server may offer
 START_MS = 4_000_000_000_000  # ahead of the real clock: legacy reads use it
 QUEUE_INDEXES = {
     "optimized": {keys.DB_READY: {JobState.READY}, keys.DB_SCHEDULED: {JobState.SCHEDULED}},
@@ -40,7 +42,8 @@ class StoreMachine(RuleBasedStateMachine):
         self.jobs: dict[str, list] = {}
         self.ever: list[str] = []
         self.pending_ids: list[str] = []
-        self.offers: dict[str, int] = {}  # worker -> idle slots offered for hand-off
+        self.offers: dict[str, list[int]] = {}  # worker -> idle children offered
+        self.child: dict[str, int] = {}  # job handed off -> the child it was given to
 
     def teardown(self) -> None:
         self.store.close()
@@ -63,6 +66,10 @@ class StoreMachine(RuleBasedStateMachine):
                          priority=priority, run_at_ms=run_at, created_at_ms=self.now,
                          max_retries=retries)
 
+    def _set(self, job: str, state: JobState, worker: str | None, attempts: int) -> None:
+        self.jobs[job][:3] = [state, worker, attempts]
+        self.child.pop(job, None)  # a new claim or none: no longer a hand-off
+
     def _held(self, worker: str | None = None) -> list[str]:
         return sorted(j for j, m in self.jobs.items() if m[0] is JobState.PROCESSING
                       and (worker is None or m[1] == worker))
@@ -71,11 +78,13 @@ class StoreMachine(RuleBasedStateMachine):
         return sorted(j for j, m in self.jobs.items() if m[0] is state)
 
     def _add(self, recs: list[JobRecord]) -> None:
-        # A single ready job goes to the first server offering a slot (optimized only).
+        # A single ready job goes to the first child the first offering server offers
+        # (optimized only).
         taker = None
         if (self.mode == "optimized" and len(recs) == 1
                 and recs[0].state is JobState.READY and self.offers):
             taker = min(self.offers)
+            pid = self.offers[taker].pop(0)
         self.store.add(recs)
         self.pending_ids.clear()
         for rec in recs:
@@ -84,7 +93,7 @@ class StoreMachine(RuleBasedStateMachine):
         if taker is not None:
             assert recs[0].state is JobState.PROCESSING and recs[0].attempts == 1
             self.jobs[recs[0].id][:3] = [JobState.PROCESSING, taker, 1]
-            self.offers[taker] -= 1
+            self.child[recs[0].id] = pid
             if not self.offers[taker]:
                 del self.offers[taker]
         else:
@@ -132,32 +141,52 @@ class StoreMachine(RuleBasedStateMachine):
         for rec in got:
             model = self.jobs[rec.id]
             assert rec.attempts == model[2] + 1 and rec.state is JobState.PROCESSING
-            model[:3] = [JobState.PROCESSING, worker, rec.attempts]
+            self._set(rec.id, JobState.PROCESSING, worker, rec.attempts)
 
-    @rule(worker=st.sampled_from(WORKERS), limit=st.integers(0, 3), idle=st.integers(0, 3))
+    @rule(worker=st.sampled_from(WORKERS), limit=st.integers(0, 3),
+          idle=st.lists(st.sampled_from(CHILDREN), unique=True, max_size=3))
     def cycle_offering(self, worker, limit, idle):
         """The server's cycle: claim, and offer the children left idle for hand-off."""
         self._promote()
         ready = len(self._in(JobState.READY)) if self.mode == "optimized" else None
-        _, got = self.store.finish_and_claim([], worker, limit, self.now, idle_slots=idle)
+        _, got = self.store.finish_and_claim([], worker, limit, self.now, idle_children=idle)
         for rec in got:
             model = self.jobs[rec.id]
             assert rec.attempts == model[2] + 1 and rec.state is JobState.PROCESSING
-            model[:3] = [JobState.PROCESSING, worker, rec.attempts]
+            self._set(rec.id, JobState.PROCESSING, worker, rec.attempts)
         if ready is not None:
             assert len(got) == min(limit, ready)
-            slots = offered_slots(idle, limit, len(got))
-            if slots:
-                self.offers[worker] = slots
-            elif limit > 0 or idle > 0:
+            offered = offered_children(idle, limit, len(got))
+            if offered:
+                self.offers[worker] = offered
+            elif limit > 0 or idle:
                 self.offers.pop(worker, None)
 
-    @rule(worker=st.sampled_from(WORKERS))
-    def take_handed(self, worker):
-        known = set(self._held(worker)[:1])  # jobs the server already runs are skipped
-        handed = self.store.handed(worker, known)
-        assert sorted(r.id for r in handed) == [j for j in self._held(worker)
-                                                 if j not in known]
+    def _handed(self, worker: str, pid: int) -> list[str]:
+        return [j for j in self._held(worker) if self.child.get(j) == pid]
+
+    @rule(worker=st.sampled_from(WORKERS), pid=st.sampled_from(CHILDREN))
+    def recall(self, worker, pid):
+        """A child is gone: its offer is withdrawn, its untaken hand-offs returned."""
+        handed = self._handed(worker, pid)
+        known = set(handed[:1])  # one the server knows it took
+        recalled = self.store.recall(worker, pid, known)
+        assert sorted(r.id for r in recalled) == [j for j in handed if j not in known]
+        if self.mode == "optimized" and worker in self.offers:
+            self.offers[worker] = [p for p in self.offers[worker] if p != pid]
+            if not self.offers[worker]:
+                del self.offers[worker]
+
+    @precondition(lambda self: self.ever)
+    @rule(data=st.data(), worker=st.sampled_from(WORKERS), pid=st.sampled_from(CHILDREN))
+    def handed_job(self, data, worker, pid):
+        """A child runs a job named in a wake-up only while it is handed to that child."""
+        job = data.draw(st.sampled_from(self.ever))
+        rec = self.store.handed_job(worker, job, pid)
+        if job in self._handed(worker, pid):
+            assert rec is not None and rec.id == job
+        else:
+            assert rec is None
 
     @precondition(lambda self: self._held())
     @rule(data=st.data())
@@ -165,7 +194,7 @@ class StoreMachine(RuleBasedStateMachine):
         job = data.draw(st.sampled_from(self._held()))
         worker = self.jobs[job][1]
         assert self.store.finish([Outcome.done(job, worker, b"\x01r")], self.now) == [True]
-        self.jobs[job][:2] = [JobState.DONE, None]
+        self._set(job, JobState.DONE, None, self.jobs[job][2])
 
     @precondition(lambda self: self._held())
     @rule(data=st.data(), retryable=st.booleans(),
@@ -179,10 +208,10 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.store.finish([outcome], self.now) == [True]
         rec = self.store.get(job)
         if retryable and model[2] <= model[3]:
-            model[:2] = [JobState.SCHEDULED, None]
+            self._set(job, JobState.SCHEDULED, None, model[2])
             assert rec.run_at_ms >= self.now
         else:
-            model[:2] = [JobState.DEAD, None]
+            self._set(job, JobState.DEAD, None, model[2])
         assert rec.errors[-1] == error
 
     @precondition(lambda self: self._held())
@@ -191,7 +220,7 @@ class StoreMachine(RuleBasedStateMachine):
         job = data.draw(st.sampled_from(self._held()))
         model = self.jobs[job]
         assert self.store.finish([Outcome.released(job, model[1])], self.now) == [True]
-        model[:3] = [JobState.READY, None, model[2] - 1]
+        self._set(job, JobState.READY, None, model[2] - 1)
 
     @precondition(lambda self: self.ever)
     @rule(data=st.data(), worker=st.sampled_from(WORKERS))
@@ -209,7 +238,7 @@ class StoreMachine(RuleBasedStateMachine):
         if self.mode == "optimized":
             self.offers.pop(worker, None)  # nothing is handed to a server that is gone
         for job in held:
-            self.jobs[job][:3] = [JobState.READY, None, self.jobs[job][2] - 1]
+            self._set(job, JobState.READY, None, self.jobs[job][2] - 1)
 
     @precondition(lambda self: self._in(JobState.DEAD))
     @rule(data=st.data())
@@ -225,6 +254,7 @@ class StoreMachine(RuleBasedStateMachine):
         job = data.draw(st.sampled_from(self.ever))
         assert self.store.delete(job) == (job in self.jobs)
         self.jobs.pop(job, None)
+        self.child.pop(job, None)
 
     @rule(advance=st.integers(0, 3000), ttl=st.integers(0, 4000))
     def expire(self, advance, ttl):
@@ -291,6 +321,7 @@ class StoreMachine(RuleBasedStateMachine):
             worker, job = keys.decode_processing_key(key)
             assert records[job].state is JobState.PROCESSING
             assert self.jobs[job][1] == worker
+            assert decode_claim(key, value).child_pid == self.child.get(job, 0)
             homes[job] += 1
         for key, _ in raw[keys.DB_DEAD]:
             job = keys.decode_job_key(key)
@@ -303,7 +334,7 @@ class StoreMachine(RuleBasedStateMachine):
             homes[job] += 1
         assert set(homes) == set(records) and set(homes.values()) <= {1}, homes
 
-        offers = {keys.decode_worker_key(k): keys.decode_slots(v)
+        offers = {keys.decode_worker_key(k): keys.decode_pids(v)
                   for k, v in raw[keys.DB_OFFERS]}
         assert offers == self.offers and all(offers.values())
 

@@ -1,11 +1,13 @@
 """Hand-off: an idle server offers its free children, and a producer's enqueue claims a
-new ready job for it directly (no claim commit of the server's between the enqueue and
-the start). Whatever happens to that server, a handed job is never lost."""
+new ready job for one of them directly and wakes that child (no claim commit of the
+server's, and no hop through the server, between the enqueue and the start). Whatever
+happens to that child or its server, a handed job is never lost."""
 
 from __future__ import annotations
 
 import signal
 
+import psutil
 import pytest
 
 from mpqueue import Queue, keys
@@ -14,33 +16,37 @@ from .helpers import wait_until
 from .serve_helpers import Env, env, gone, servers  # noqa: F401
 
 
-def offers(queue: Queue) -> dict[str, int]:
-    """The offers index as stored: worker id -> idle slots offered."""
+def offers(queue: Queue) -> dict[str, list[int]]:
+    """The offers index as stored: worker id -> pids of the idle children offered."""
     def read(tx):  # type: ignore[no-untyped-def]
-        return {keys.decode_worker_key(k): keys.decode_slots(v)
+        return {keys.decode_worker_key(k): keys.decode_pids(v)
                 for k, v in tx.scan(keys.DB_OFFERS)}
     return queue.store.env.read(read)  # type: ignore[attr-defined, no-any-return]
 
 
-def wait_offering(queue: Queue, slots: int) -> str:
-    """Wait until one server offers ``slots`` idle slots; its worker id."""
+def wait_offering(queue: Queue, children: int) -> str:
+    """Wait until one server offers ``children`` idle children; its worker id."""
     def offered() -> str | None:
-        found = [w for w, n in offers(queue).items() if n == slots]
+        found = [w for w, pids in offers(queue).items() if len(pids) == children]
         return found[0] if found else None
-    return wait_until(offered, 20, f"a server offering {slots} slot(s)")  # type: ignore
+    return wait_until(offered, 20, f"a server offering {children} child(ren)")  # type: ignore
 
 
 @pytest.mark.timeout(60)
 def test_idle_server_gets_jobs_handed_and_runs_them(env: Env, servers) -> None:
     server = servers(env.path, "--workers", "2", "--import", "tests.serve_tasks")
-    server.wait_ready(env.queue, 2)
+    children = server.wait_ready(env.queue, 2)
     worker_id = wait_offering(env.queue, 2)
+    offered = offers(env.queue)[worker_id]
+    assert sorted(offered) == sorted(children)
     echo = env.task("echo")
     first = echo.delay(str(env.marker), "a", 1)
-    # claimed for that server by the enqueue itself, one slot taken
+    # claimed for that server's first offered child by the enqueue itself
     assert first.state == "processing" and first.attempts == 1
-    assert [c.worker_id for c in env.queue.store.claims()] in ([worker_id], [])
+    assert [(c.worker_id, c.child_pid) for c in env.queue.store.claims()] in (
+        [(worker_id, offered[0])], [])
     assert first.result(timeout=20) == 1
+    assert [r.pid for r in env.runs()["a"]] == [offered[0]]  # run by that very child
     # once idle again it offers both slots; two jobs take both, a third goes to ready
     # (the first two hold their children for 2 s, so no slot frees up in between)
     wait_offering(env.queue, 2)
@@ -60,10 +66,65 @@ def test_handed_job_runs_when_the_wake_up_is_lost(env: Env, servers) -> None:
                      "--poll-interval", "0.3")
     server.wait_ready(env.queue, 1)
     wait_offering(env.queue, 1)
-    env.queue.store.waker.hint = lambda worker_id, job_id: None  # the datagram is lost
+    env.queue.store.waker.hint = lambda child_pid, job_id: None  # the datagram is lost
     job = env.task("echo").delay(str(env.marker), "lost", 7)
     assert job.state == "processing"
-    assert job.result(timeout=20) == 7  # found by the server's safety poll
+    assert job.result(timeout=20) == 7  # re-sent to the child by the server's safety poll
+    assert len(env.runs()["lost"]) == 1
+
+
+@pytest.mark.timeout(90)
+def test_job_handed_to_a_child_that_dies_first_is_put_back_and_run(env: Env,
+                                                                   servers) -> None:
+    server = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks")
+    (child,) = server.wait_ready(env.queue, 1)
+    worker_id = wait_offering(env.queue, 1)
+    # Freeze the server so it cannot see its child die and withdraw the offer, then
+    # kill the child: the enqueue hands the job to a child that is gone.
+    server.send(signal.SIGSTOP)
+    try:
+        psutil.Process(child).kill()
+        wait_until(lambda: gone(child), 10, "the child to exit")
+        job = env.task("echo").delay(str(env.marker), "recalled", 9)
+        assert job.state == "processing"
+        assert [(c.worker_id, c.child_pid) for c in env.queue.store.claims()] == [
+            (worker_id, child)]
+    finally:
+        server.send(signal.SIGCONT)
+    # the server sees the exit, recalls the job and runs it in the new child, uncharged
+    assert job.result(timeout=30) == 9
+    assert env.record(job).attempts == 1
+    (run,) = env.runs()["recalled"]
+    assert run.pid != child
+    server.send(signal.SIGTERM)
+    assert server.wait(30) == 0
+
+
+@pytest.mark.timeout(90)
+def test_busy_child_runs_a_handed_job_next_and_the_server_keeps_count(env: Env,
+                                                                      servers) -> None:
+    """A job handed to a child runs before what the server queued on it, and the
+    server's view stays in step: timeouts and outcomes land on the right jobs."""
+    server = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks",
+                     "--prefetch", "4")
+    server.wait_ready(env.queue, 1)
+    wait_offering(env.queue, 1)
+    sleepy = env.task("sleepy")
+    first = sleepy.delay(str(env.marker), "h1", 0.3)
+    assert first.state == "processing"
+    # While h1 runs, a map goes through ready to the same (only) child, and a second
+    # one-job enqueue finds no offer.
+    queued = sleepy.map([(str(env.marker), f"q{i}", 0.05) for i in range(3)])
+    late = env.task("echo").delay(str(env.marker), "late", 4)
+    assert late.state == "ready"
+    assert [j.result(timeout=30) for j in [first, *queued, late]] == [
+        "h1", "q0", "q1", "q2", 4]
+    runs = env.runs()
+    assert all(len(runs[t]) == 1 for t in ("h1", "q0", "q1", "q2", "late"))
+    assert runs["h1"][0].start < min(runs[f"q{i}"][0].start for i in range(3))
+    server.send(signal.SIGTERM)
+    assert server.wait(30) == 0
+    assert env.stats()["processing"] == 0
 
 
 @pytest.mark.timeout(90)

@@ -13,12 +13,12 @@ from typing import Any, Collection, Protocol, Sequence
 from ..job import Claim, JobRecord, JobState, Outcome
 
 
-def offered_slots(idle_slots: int, limit: int, claimed: int) -> int:
-    """Slots a server offers for hand-off after a claim: the idle children this claim
-    left idle, and only if it emptied the ready queue (otherwise the next claim has
-    work for them)."""
+def offered_children(idle_children: Sequence[int], limit: int, claimed: int) -> list[int]:
+    """The children (pids) a server offers for hand-off after a claim: those this claim
+    left idle (the server gives claimed jobs to idle children in order), and only if it
+    emptied the ready queue (otherwise the next claim has work for them)."""
     drained = limit > 0 and claimed < limit
-    return max(0, idle_slots - claimed) if drained else 0
+    return list(idle_children[claimed:]) if drained else []
 
 
 @dataclass
@@ -62,14 +62,14 @@ class Store(abc.ABC):
 
     mode: str = "optimized"
     counter: OpCounter
-    hands_off: bool = False  # producers may claim new jobs for idle servers (see add)
+    hands_off: bool = False  # producers may give new jobs to idle children (see add)
 
     @abc.abstractmethod
     def add(self, records: Sequence[JobRecord]) -> None:
         """Insert new jobs (ready or scheduled per their state) in one transaction.
 
-        A store with hand-off (LMDB) may claim a single new ready job for an idle server
-        in that transaction; the record passed in is then updated to read processing."""
+        A store with hand-off (LMDB) may claim a single new ready job for an idle child
+        of a server in that transaction; the record passed in then reads processing."""
 
     @abc.abstractmethod
     def promote_due(self, now_ms: int) -> int:
@@ -89,15 +89,15 @@ class Store(abc.ABC):
         (the claim was taken back) changes nothing and reports False."""
 
     def finish_and_claim(self, outcomes: Sequence[Outcome], worker_id: str, limit: int,
-                         now_ms: int, idle_slots: int = 0,
+                         now_ms: int, idle_children: Sequence[int] = (),
                          ) -> tuple[list[bool], list[JobRecord]]:
         """``finish`` then ``promote_due`` and ``claim``; one transaction where the backend
         can, so the server pays one durable commit per cycle instead of three.
 
-        ``idle_slots``: how many of the server's children have nothing to run. A store
-        that supports hand-off (LMDB) then lets producers claim new ready jobs for this
-        server directly, up to the slots this claim left idle when it emptied the ready
-        queue (see ``handed``); other stores ignore it.
+        ``idle_children``: pids of the server's children that have nothing to run. A
+        store with hand-off (LMDB) then lets a producer claim a new ready job for one of
+        them directly and wake that child (see ``offered_children``, ``recall``); other
+        stores ignore it.
         """
         acks = self.finish(outcomes, now_ms)
         if limit <= 0:
@@ -105,9 +105,17 @@ class Store(abc.ABC):
         self.promote_due(now_ms)
         return acks, self.claim(worker_id, limit, now_ms)
 
-    def handed(self, worker_id: str, known: Collection[str]) -> list[JobRecord]:
-        """Jobs producers claimed for ``worker_id`` directly (hand-off), except ``known``."""
+    def recall(self, worker_id: str, child_pid: int,
+               known: Collection[str]) -> list[JobRecord]:
+        """Withdraw the hand-off offer of one child of ``worker_id`` (it died or stopped)
+        and return the jobs handed to it that are not in ``known``; they stay claimed by
+        ``worker_id``. Stores without hand-off have none."""
         return []
+
+    def handed_job(self, worker_id: str, job_id: str, child_pid: int) -> JobRecord | None:
+        """The job, if it is still handed to that child (a child checks before it runs a
+        job named in a wake-up); None otherwise."""
+        return None
 
     @abc.abstractmethod
     def register_worker(self, worker_id: str, info: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ It passes the same behavioural tests as the optimized store.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Sequence
 
 from .. import keys
 from ..job import JobRecord, JobState, now_ms
@@ -48,10 +49,10 @@ class LegacyLmdbStore(LmdbStore):
                 keys.pending_key(rec.id))
 
     # The design before the optimizations has no hand-off: no offers, none taken.
-    def _take_offer(self, tx: Tx) -> str | None:
+    def _take_offer(self, tx: Tx) -> tuple[str, int] | None:
         return None
 
-    def _set_offer(self, tx: Tx, worker_id: str, slots: int) -> None:
+    def _set_offer(self, tx: Tx, worker_id: str, child_pids: Sequence[int]) -> None:
         return None
 
     def promote_due(self, now_ms: int) -> int:

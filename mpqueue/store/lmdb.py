@@ -19,7 +19,7 @@ from ..config import DEFAULT_MAP_SIZE
 from ..errors import ConfigError, JobNotFound
 from ..job import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from ..retry import next_run_at_ms
-from .base import OpCounter, Store, offered_slots
+from .base import OpCounter, Store, offered_children
 from .codec import CorruptRecord, decode_claim, decode_record, encode_claim, encode_record
 from .lmdb_env import EnvHandle, Tx
 from .lmdb_wakeup import WakeListener, WakeSender
@@ -149,10 +149,10 @@ class LmdbStore(Store):
             keys.check_name_key(name)
         if len(records) == 1:
             rec = records[0]
-            taker, added = self.env.write(lambda tx: self._add_one(tx, rec))
-            if taker is not None:
+            child_pid, added = self.env.write(lambda tx: self._add_one(tx, rec))
+            if child_pid:
                 rec.__dict__.update(added.__dict__)  # handed off: the caller sees the claim
-                self.waker.hint(taker, rec.id)
+                self.waker.hint(child_pid, rec.id)
                 return
         elif records:
             self.env.write(lambda tx: self._add(tx, records))
@@ -160,58 +160,63 @@ class LmdbStore(Store):
             return
         self.waker.notify()
 
-    def _add_one(self, tx: Tx, rec: JobRecord) -> tuple[str | None, JobRecord]:
+    def _add_one(self, tx: Tx, rec: JobRecord) -> tuple[int, JobRecord]:
         """``_add`` for one job (``task.delay``): three plain puts. The one-by-one rate
         is bound by the commit, and every line run between two fsyncs runs on caches
         the fsync wait left cold (measured: ~3x its warm time), so this path builds no
         lists.
 
-        A ready job goes straight to an idle server that offers slots (see
-        ``finish_and_claim``): claimed for it here, so its start does not wait for a
-        second durable commit (the server's claim). Returns (that server or None, the
-        record as written)."""
+        A ready job goes straight to an idle child that its server offers (see
+        ``finish_and_claim``): claimed for that server and child here, so its start waits
+        neither for a second durable commit (the server's claim) nor for the server.
+        Returns (that child's pid or 0, the record as written)."""
         rec.seq = next_seqs(1)
-        taker = self._take_offer(tx) if rec.state is JobState.READY else None
-        if taker is not None:
-            return taker, self._hand_off(tx, rec, taker)
+        if rec.state is JobState.READY:
+            offer = self._take_offer(tx)
+            if offer is not None:
+                return offer[1], self._hand_off(tx, rec, *offer)
         raw = encode_record(rec)
         job_key, name_key, queue_db, queue_key = self._new_entries(rec)
         tx.put(keys.DB_JOBS, job_key, raw)
         tx.put(keys.DB_BY_NAME, name_key, self._index_value(raw))
         tx.put(queue_db, queue_key, b"")
-        return None, rec
+        return 0, rec
 
-    def _take_offer(self, tx: Tx) -> str | None:
-        """The first server offering an idle slot, with that slot taken; None if none."""
+    def _take_offer(self, tx: Tx) -> tuple[str, int] | None:
+        """The first offered idle child, as (server, child pid), taken out of the offer;
+        None if no server offers one."""
         for key, value in tx.scan(keys.DB_OFFERS):
-            slots = keys.decode_slots(value)
-            if slots > 1:
-                tx.put(keys.DB_OFFERS, key, keys.encode_slots(slots - 1))
+            first, *rest = keys.decode_pids(value)
+            if rest:
+                tx.put(keys.DB_OFFERS, key, keys.encode_pids(rest))
             else:
                 tx.delete(keys.DB_OFFERS, key)
-            return keys.decode_worker_key(key)
+            return keys.decode_worker_key(key), first
         return None
 
-    def _hand_off(self, tx: Tx, rec: JobRecord, worker_id: str) -> JobRecord:
-        """Write a new job as already claimed by ``worker_id`` (as ``_take`` would)."""
+    def _hand_off(self, tx: Tx, rec: JobRecord, worker_id: str, child_pid: int) -> JobRecord:
+        """Write a new job as already claimed by ``worker_id`` (as ``_take`` would), for
+        its child ``child_pid`` to run."""
         rec = rec.evolve(state=JobState.PROCESSING, attempts=rec.attempts + 1)
         self._save(tx, rec)
         now = now_ms()
         deadline = None if rec.timeout_s is None else now + int(rec.timeout_s * 1000)
-        claim = Claim(rec.id, worker_id, now, deadline_ms=deadline)
+        claim = Claim(rec.id, worker_id, now, deadline, child_pid)
         tx.put(keys.DB_PROCESSING, keys.processing_key(worker_id, rec.id), encode_claim(claim))
         return rec
 
-    def _set_offer(self, tx: Tx, worker_id: str, slots: int) -> None:
-        """Record how many idle slots ``worker_id`` offers (0: none); written only when it
-        changes, so a busy server's cycles do not rewrite the offers page."""
+    def _set_offer(self, tx: Tx, worker_id: str, child_pids: Sequence[int]) -> None:
+        """Record which idle children ``worker_id`` offers (none: no entry); written only
+        when it changes, so a busy server's cycles do not rewrite the offers page."""
         key = keys.worker_key(worker_id)
         current = tx.get(keys.DB_OFFERS, key)
-        if slots <= 0:
+        if not child_pids:
             if current is not None:
                 tx.delete(keys.DB_OFFERS, key)
-        elif current is None or keys.decode_slots(current) != slots:
-            tx.put(keys.DB_OFFERS, key, keys.encode_slots(slots))
+            return
+        value = keys.encode_pids(child_pids)
+        if current != value:
+            tx.put(keys.DB_OFFERS, key, value)
 
     def _add(self, tx: Tx, records: Sequence[JobRecord]) -> None:
         """Write a batch with one sorted multi-put per index: neighbouring keys go to
@@ -367,7 +372,7 @@ class LmdbStore(Store):
         return self.env.write(lambda tx: self._requeue_worker(tx, worker_id))
 
     def _requeue_worker(self, tx: Tx, worker_id: str) -> list[str]:
-        self._set_offer(tx, worker_id, 0)  # hand nothing more to a server that is gone
+        self._set_offer(tx, worker_id, ())  # hand nothing more to a server that is gone
         held = [key for key, _ in tx.scan_prefix(keys.DB_PROCESSING,
                                                  keys.processing_prefix(worker_id),
                                                  values=False)]
@@ -486,7 +491,7 @@ class LmdbStore(Store):
 
     # ---- the server's cycle and its registry ------------------------------------------
     def finish_and_claim(self, outcomes: Sequence[Outcome], worker_id: str, limit: int,
-                         now_ms: int, idle_slots: int = 0,
+                         now_ms: int, idle_children: Sequence[int] = (),
                          ) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
         def body(tx: Tx) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
             acks = [self._finish_one(tx, o, now_ms) for o in outcomes]
@@ -494,23 +499,38 @@ class LmdbStore(Store):
             if limit > 0:
                 self._promote(tx, now_ms)
                 claimed = self._claim(tx, worker_id, limit, now_ms)
-            self._set_offer(tx, worker_id, offered_slots(idle_slots, limit, len(claimed)))
+            self._set_offer(tx, worker_id, offered_children(idle_children, limit, len(claimed)))
             return acks, claimed
-        if not outcomes and limit <= 0 and idle_slots <= 0:
+        if not outcomes and limit <= 0 and not idle_children:
             return [], []
         return self.env.write(body)
 
-    def handed(self, worker_id: str, known: Collection[str]) -> builtins.list[JobRecord]:
+    def recall(self, worker_id: str, child_pid: int,
+               known: Collection[str]) -> builtins.list[JobRecord]:
         def body(tx: Tx) -> builtins.list[JobRecord]:
+            key = keys.worker_key(worker_id)
+            offer = tx.get(keys.DB_OFFERS, key)
+            if offer is not None:
+                self._set_offer(tx, worker_id,
+                                [p for p in keys.decode_pids(offer) if p != child_pid])
             found = []
-            for key, _ in tx.scan_prefix(keys.DB_PROCESSING, keys.processing_prefix(worker_id),
-                                         values=False):
-                job_id = keys.decode_processing_key(key)[1]
-                if job_id not in known:
-                    rec = self._load(tx, job_id)
+            for key, raw in tx.scan_prefix(keys.DB_PROCESSING,
+                                           keys.processing_prefix(worker_id)):
+                claim = decode_claim(key, raw)
+                if claim.child_pid == child_pid and claim.job_id not in known:
+                    rec = self._load(tx, claim.job_id)
                     if rec is not None and rec.state is JobState.PROCESSING:
                         found.append(rec)
             return found
+        return self.env.write(body)
+
+    def handed_job(self, worker_id: str, job_id: str, child_pid: int) -> JobRecord | None:
+        def body(tx: Tx) -> JobRecord | None:
+            key = keys.processing_key(worker_id, job_id)
+            raw = tx.get(keys.DB_PROCESSING, key)
+            if raw is None or decode_claim(key, raw).child_pid != child_pid:
+                return None  # finished, put back or never ours: not to be run by us
+            return self._load(tx, job_id)
         return self.env.read(body)
 
     def register_worker(self, worker_id: str, info: dict[str, Any]) -> None:

@@ -3,26 +3,47 @@
 Each running server listens on a Unix datagram socket in the abstract namespace (no
 path-length limit, nothing to clean up on disk) and drops a marker file named after
 its pid into ``<store>/wake/``. A producer, after its commit, sends one empty datagram
-to every listed server; a job handed to one idle server (see ``LmdbStore.add``) wakes
-only that server, with the job id as the datagram. Lost or refused datagrams only cost
-latency: servers also poll on a timer, so correctness never depends on a wake-up
-arriving.
+to every listed server. A job handed to an idle child (see ``LmdbStore.add``) wakes
+only that child, at the same kind of address (its pid), with the job id as the
+datagram. Lost or refused datagrams only cost latency: servers also poll on a timer
+and re-send hand-offs their children have not taken, so correctness never depends on
+a wake-up arriving.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import socket
 
-from ..identity import parse
-
 WAKE_DIR = "wake"
 
 
+@functools.lru_cache(maxsize=16)
+def _store_digest(store_path: str) -> str:
+    # cached: realpath costs a syscall per path component, on every producer's enqueue
+    return hashlib.sha1(os.path.realpath(store_path).encode()).hexdigest()[:16]
+
+
 def _address(store_path: str, pid: int) -> bytes:
-    digest = hashlib.sha1(os.path.realpath(store_path).encode()).hexdigest()[:16]
-    return f"\0mpqueue-{digest}-{pid}".encode()
+    return f"\0mpqueue-{_store_digest(store_path)}-{pid}".encode()
+
+
+def _bound_socket(store_path: str) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(_address(store_path, os.getpid()))
+    sock.setblocking(False)
+    return sock
+
+
+def _receive_all(sock: socket.socket) -> list[bytes]:
+    datagrams = []
+    while True:
+        try:
+            datagrams.append(sock.recv(64))
+        except (BlockingIOError, InterruptedError):
+            return datagrams
 
 
 class WakeListener:
@@ -30,9 +51,7 @@ class WakeListener:
 
     def __init__(self, store_path: str):
         self.marker = os.path.join(store_path, WAKE_DIR, str(os.getpid()))
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(_address(store_path, os.getpid()))
-        self.sock.setblocking(False)
+        self.sock = _bound_socket(store_path)
         os.makedirs(os.path.dirname(self.marker), exist_ok=True)
         with open(self.marker, "w", encoding="ascii"):
             pass
@@ -41,21 +60,31 @@ class WakeListener:
         return self.sock.fileno()
 
     def drain(self) -> int:
-        """Consume pending wake-ups; returns how many said "jobs are ready" (the others
-        named a job handed to this server, which ``Store.handed`` finds)."""
-        count = 0
-        while True:
-            try:
-                if not self.sock.recv(64):
-                    count += 1
-            except (BlockingIOError, InterruptedError):
-                return count
+        """Consume pending wake-ups; returns how many there were."""
+        return len(_receive_all(self.sock))
 
     def close(self) -> None:
         try:
             os.unlink(self.marker)
         except FileNotFoundError:
             pass
+        self.sock.close()
+
+
+class HandOffInbox:
+    """A worker child's end: the ids of jobs handed to it. Not listed in the wake dir
+    (producers learn a child's pid from its server's offer)."""
+
+    def __init__(self, store_path: str):
+        self.sock = _bound_socket(store_path)
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def job_ids(self) -> list[str]:
+        return [d.decode("ascii") for d in _receive_all(self.sock) if d]
+
+    def close(self) -> None:
         self.sock.close()
 
 
@@ -69,7 +98,6 @@ class WakeSender:
         self.dir_fd = -1
         self.cached_mtime = -1
         self.targets: list[tuple[str, bytes]] = []
-        self.hint_addresses: dict[str, bytes] = {}
 
     def notify(self) -> None:
         for marker, address in self._targets():
@@ -80,20 +108,12 @@ class WakeSender:
             except OSError:
                 self._forget(marker)  # no listener at that address: a dead server
 
-    def hint(self, worker_id: str, job_id: str) -> None:
-        """Wake only the server a job was handed to (its pid is in its worker id)."""
-        address = self.hint_addresses.get(worker_id)
-        if address is None:
-            identity = parse(worker_id)
-            if identity is None:
-                return
-            # cached: the address hashes the store's real path (syscalls per component)
-            address = self.hint_addresses[worker_id] = _address(self.store_path,
-                                                                identity.pid)
+    def hint(self, child_pid: int, job_id: str) -> None:
+        """Wake the child a job was handed to, naming the job."""
         try:
-            self._socket().sendto(job_id.encode("ascii"), address)
+            self._socket().sendto(job_id.encode("ascii"), _address(self.store_path, child_pid))
         except OSError:
-            pass  # not listening (gone?): its jobs are put back when it is found dead
+            pass  # not listening (gone?): its server recalls the job when it sees the exit
 
     def _targets(self) -> list[tuple[str, bytes]]:
         # fstat of an open directory: no path walk per enqueue (this runs after every

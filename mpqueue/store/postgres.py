@@ -344,8 +344,8 @@ class PostgresStore(Store):
 
     # ---- the server's cycle -------------------------------------------------------------
     def finish_and_claim(self, outcomes: Sequence[Outcome], worker_id: str, limit: int,
-                         now_ms: int, idle_slots: int = 0) -> _Cycle:
-        # idle_slots is not used: this store has no hand-off (jobs always go through
+                         now_ms: int, idle_children: Sequence[int] = ()) -> _Cycle:
+        # idle_children is not used: this store has no hand-off (jobs always go through
         # the ready queue, and NOTIFY wakes the servers).
         def body(q: Query) -> _Cycle:
             acks = self._finish(q, outcomes, now_ms) if outcomes else []
