@@ -101,29 +101,34 @@ def test_job_handed_to_a_child_that_dies_first_is_put_back_and_run(env: Env,
 
 
 @pytest.mark.timeout(90)
-def test_busy_child_runs_a_handed_job_next_and_the_server_keeps_count(env: Env,
-                                                                      servers) -> None:
-    """A job handed to a child runs before what the server queued on it, and the
-    server's view stays in step: timeouts and outcomes land on the right jobs."""
+def test_child_runs_a_handed_job_ahead_of_its_queue_and_the_server_keeps_count(
+        env: Env, servers) -> None:
+    """The server queues jobs on a child that it still thinks idle while that child
+    has a hand-off waiting: the child runs the hand-off first, and the server's list of
+    what the child holds follows (it would fail the server's order check otherwise)."""
     server = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks",
                      "--prefetch", "4")
-    server.wait_ready(env.queue, 1)
-    wait_offering(env.queue, 1)
+    (child,) = server.wait_ready(env.queue, 1)
+    worker_id = wait_offering(env.queue, 1)
     sleepy = env.task("sleepy")
-    first = sleepy.delay(str(env.marker), "h1", 0.3)
-    assert first.state == "processing"
-    # While h1 runs, a map goes through ready to the same (only) child, and a second
-    # one-job enqueue finds no offer.
-    queued = sleepy.map([(str(env.marker), f"q{i}", 0.05) for i in range(3)])
+    psutil.Process(child).suspend()  # it cannot take the hand-off or say "took" yet
+    try:
+        first = sleepy.delay(str(env.marker), "h1", 0.2)
+        assert first.state == "processing"
+        queued = sleepy.map([(str(env.marker), f"q{i}", 0.05) for i in range(3)])
+        # the server claims those for the same (only) child and sends them down its pipe
+        wait_until(lambda: len(env.queue.store.claims(worker_id)) == 4, 20,
+                   "the server to claim the mapped jobs")
+    finally:
+        psutil.Process(child).resume()
     late = env.task("echo").delay(str(env.marker), "late", 4)
-    assert late.state == "ready"
     assert [j.result(timeout=30) for j in [first, *queued, late]] == [
         "h1", "q0", "q1", "q2", 4]
     runs = env.runs()
     assert all(len(runs[t]) == 1 for t in ("h1", "q0", "q1", "q2", "late"))
     assert runs["h1"][0].start < min(runs[f"q{i}"][0].start for i in range(3))
     server.send(signal.SIGTERM)
-    assert server.wait(30) == 0
+    assert server.wait(30) == 0  # a server that lost count would have crashed
     assert env.stats()["processing"] == 0
 
 
