@@ -117,16 +117,18 @@ class Server:
 
 # ---- scenarios -----------------------------------------------------------------------------
 def bench_throughput(name: str, fn: Callable[..., Any], args: list[tuple[Any, ...]],
-                     reps: int, workers: int = 2) -> dict[str, Any]:
+                     reps: int, workers: int = 2, run_executor: bool = True,
+                     ) -> dict[str, Any]:
     ours, bare = [], []
     for _ in range(reps):
         with temp_store() as path:
             enqueue(path, f"bench.jobs.{name}", args)
             ours.append(len(args) / serve_until_empty(path, workers))
-        bare.append(len(args) / executor_run(fn, args, workers))
+        if run_executor:
+            bare.append(len(args) / executor_run(fn, args, workers))
+    ratio = statistics.median(ours) / statistics.median(bare) if bare else None
     return {"jobs": len(args), "workers": workers, "mpqueue_jobs_s": ours,
-            "executor_jobs_s": bare,
-            "ratio": statistics.median(ours) / statistics.median(bare)}
+            "executor_jobs_s": bare, "ratio": ratio}
 
 
 def bench_latency(samples: int, mode: str = "optimized", *extra: str,
