@@ -6,9 +6,10 @@ commits outcomes; a child never writes to the store, so a SIGKILL here can never
 half an outcome behind.
 
 Hand-off (LMDB, servers that are woken): a producer may claim a new job for an idle
-child directly and send its id to the child's own datagram socket. The child runs such
-a job before anything queued on its pipe, and first tells the coordinator ("took"), so
-the coordinator's list of what each child holds stays in the child's running order.
+child directly and send its id to the child's own datagram socket (after a "get
+ready" sent during its commit). The child runs such a job before anything queued on
+its pipe, and first tells the coordinator ("took"), so the coordinator's list of what
+each child holds stays in the child's running order.
 
 Messages, coordinator -> child: ("run", [job ids]), ("handed", [job ids]) (hand-offs
 the child may have missed: it runs those it has not taken yet), ("stop",).
@@ -41,6 +42,7 @@ from .serializer import dump_result, load_callable, load_payload
 # Hand-offs a child remembers having run: a re-sent one (the coordinator re-sends those
 # it has not heard "took" for) is skipped. Far more than can be in flight at once.
 _TAKEN_REMEMBERED = 1024
+_NO_JOB = "0" * 32  # a well-formed id no job has: a read that finds nothing
 
 
 class JobTimeout(BaseException):
@@ -141,7 +143,14 @@ class _JobRunner:
             ready = poller.poll(0 if pending or self.handed else None)
             for fd, _ in ready:
                 if fd == inbox_fd and self.inbox is not None:
-                    self.handed.extend(self.inbox.job_ids())
+                    job_ids, get_ready = self.inbox.job_ids()
+                    self.handed.extend(job_ids)
+                    if get_ready and not job_ids:
+                        # A job is being committed for us: wake up and warm the read
+                        # path now, while the producer waits on the disk (measured:
+                        # -0.2 ms idle latency on this 2-vCPU VM; spinning instead of
+                        # blocking again slowed the producer's fsync 4x).
+                        self.store.get(_NO_JOB)
                 elif fd != inbox_fd and self._read_pipe(conn, pending):
                     return
             if self.handed:

@@ -174,6 +174,7 @@ class LmdbStore(Store):
         if rec.state is JobState.READY:
             offer = self._take_offer(tx)
             if offer is not None:
+                self.waker.get_ready(offer[1])
                 return offer[1], self._hand_off(tx, rec, *offer)
         raw = encode_record(rec)
         job_key, name_key, queue_db, queue_key = self._new_entries(rec)

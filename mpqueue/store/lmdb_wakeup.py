@@ -18,6 +18,7 @@ import os
 import socket
 
 WAKE_DIR = "wake"
+GET_READY = b"?"  # to a child: a job id follows once the producer's commit is durable
 
 
 @functools.lru_cache(maxsize=16)
@@ -81,8 +82,11 @@ class HandOffInbox:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def job_ids(self) -> list[str]:
-        return [d.decode("ascii") for d in _receive_all(self.sock) if d]
+    def job_ids(self) -> tuple[list[str], bool]:
+        """The job ids received, and whether a "get ready" came (see ``get_ready``)."""
+        datagrams = _receive_all(self.sock)
+        ids = [d.decode("ascii") for d in datagrams if d and d != GET_READY]
+        return ids, GET_READY in datagrams
 
     def close(self) -> None:
         self.sock.close()
@@ -107,6 +111,14 @@ class WakeSender:
                 continue  # its buffer is full: it has wake-ups queued already
             except OSError:
                 self._forget(marker)  # no listener at that address: a dead server
+
+    def get_ready(self, child_pid: int) -> None:
+        """Tell a child, before the commit that hands it a job, that the job's id follows
+        soon: it wakes while the commit waits for the disk, instead of after it."""
+        try:
+            self._socket().sendto(GET_READY, _address(self.store_path, child_pid))
+        except OSError:
+            pass
 
     def hint(self, child_pid: int, job_id: str) -> None:
         """Wake the child a job was handed to, naming the job."""
