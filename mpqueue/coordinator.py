@@ -280,9 +280,12 @@ class Coordinator:
         """The safety net for a lost hand-off datagram: tell each idle-looking child the
         jobs handed to it that it has not reported taking (it skips those it ran)."""
         by_pid = {s.pid: s for s in self._usable()}
+        # recalled ones wait for their put-back to commit (a new child may reuse a pid)
+        settling = {o.job_id for o in self.outcomes}
         missed: dict[int, list[str]] = {}
         for claim in self.store.claims(self.worker_id):
-            if claim.child_pid in by_pid and claim.job_id not in self.claimed:
+            if (claim.child_pid in by_pid and claim.job_id not in self.claimed
+                    and claim.job_id not in settling):
                 missed.setdefault(claim.child_pid, []).append(claim.job_id)
         for pid, job_ids in missed.items():
             try:
