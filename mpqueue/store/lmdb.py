@@ -509,8 +509,7 @@ class LmdbStore(Store):
     def recall(self, worker_id: str, child_pid: int,
                known: Collection[str]) -> builtins.list[JobRecord]:
         def body(tx: Tx) -> builtins.list[JobRecord]:
-            key = keys.worker_key(worker_id)
-            offer = tx.get(keys.DB_OFFERS, key)
+            offer = tx.get(keys.DB_OFFERS, keys.worker_key(worker_id))
             if offer is not None:
                 self._set_offer(tx, worker_id,
                                 [p for p in keys.decode_pids(offer) if p != child_pid])
