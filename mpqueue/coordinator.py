@@ -275,6 +275,9 @@ class Coordinator:
             self.reconcile = True  # _reconcile puts back claims no live child holds
             return
         self.outcomes += [Outcome.released(rec.id, self.worker_id) for rec in lost]
+        if lost:
+            log.warning("put back %d job(s) handed to worker %d before it could take them",
+                        len(lost), slot.pid)
 
     def _resend_handed(self) -> None:
         """The safety net for a lost hand-off datagram: tell each idle-looking child the

@@ -241,3 +241,55 @@ def test_one_by_one_producers_and_a_server_killed_repeatedly(env: Env, servers) 
     assert handed > 0, "no enqueue was handed to an idle server: the test missed its path"
     print(f"{total} jobs, {kills} kills, {handed} handed off, "
           f"{sum(len(rs) > 1 for rs in runs.values())} ran more than once")
+
+
+@pytest.mark.timeout(180)
+def test_one_by_one_producers_while_children_are_killed(env: Env, servers) -> None:
+    """Children SIGKILLed at random while producers hand them jobs one by one: a job
+    whose child died before it took it is put back uncharged, one that was running is
+    charged with the crash and run again; every job ends done, none runs twice at once,
+    and the server keeps count throughout (it would crash on a mismatch)."""
+    import multiprocessing as mp
+    import random
+
+    from .helpers import join_cleanly, started
+    from .serve_helpers import assert_no_overlap
+
+    per_producer = 200
+    server = servers(env.path, "--workers", "2", "--import", "tests.serve_tasks")
+    server.wait_ready(env.queue, 2)
+    ctx = mp.get_context("spawn")
+    producers = [ctx.Process(target=produce_one_by_one,
+                             args=(env.path, str(env.marker), f"c{n}-", per_producer))
+                 for n in range(2)]
+    total = 2 * per_producer
+    kills = 0
+    with started(producers):
+        while kills < 12 and any(p.is_alive() for p in producers):
+            children = server.children(env.queue)
+            if children:
+                try:
+                    psutil.Process(random.choice(children)).kill()
+                    kills += 1
+                except psutil.NoSuchProcess:
+                    pass  # replaced already: the registry lags behind
+            # let the server replace it and get offered again before the next kill
+            wait_until(lambda: len(server.children(env.queue)) == 2, 20, "a replacement")
+            wait_until(lambda: env.stats()["done"] >= kills * 10 or
+                       not any(p.is_alive() for p in producers), 60, "progress")
+        join_cleanly(producers, 120, "producer")
+    wait_until(lambda: env.stats()["done"] >= total, 90, "every job done")
+    server.send(signal.SIGTERM)
+    assert server.wait(30) == 0
+    stats = env.stats()
+    assert (stats["done"], stats["processing"], stats["ready"], stats["dead"]) == (
+        total, 0, 0, 0), stats
+    runs = env.runs()
+    assert len(runs) == total and all(any(r.ended for r in rs) for rs in runs.values())
+    assert_no_overlap(runs)
+    assert kills >= 3
+    handed = sum(int(open(f"{env.marker}.c{n}-handed").read()) for n in range(2))
+    assert handed > 0, "no enqueue was handed to an idle child: the test missed its path"
+    recalled = server.log().count("before it could take them")
+    print(f"{total} jobs, {kills} child kills, {handed} handed off, {recalled} recall(s), "
+          f"{sum(len(rs) > 1 for rs in runs.values())} ran more than once")
