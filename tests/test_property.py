@@ -79,10 +79,10 @@ class StoreMachine(RuleBasedStateMachine):
 
     def _add(self, recs: list[JobRecord]) -> None:
         # A single ready job goes to the first child the first offering server offers
-        # (optimized only).
+        # (optimized only), unless older ready jobs wait.
         taker = None
-        if (self.mode == "optimized" and len(recs) == 1
-                and recs[0].state is JobState.READY and self.offers):
+        if (self.mode == "optimized" and len(recs) == 1 and recs[0].state is JobState.READY
+                and self.offers and not self._in(JobState.READY)):
             taker = min(self.offers)
             pid = self.offers[taker].pop(0)
         self.store.add(recs)

@@ -133,6 +133,29 @@ def test_child_runs_a_handed_job_ahead_of_its_queue_and_the_server_keeps_count(
 
 
 @pytest.mark.timeout(90)
+def test_no_hand_off_ahead_of_ready_jobs(env: Env, servers) -> None:
+    """Jobs that reach ready while a server still offers a child (it has not claimed
+    them yet) keep their place: the next one-job enqueue queues behind them instead of
+    being handed to that child."""
+    server = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks")
+    server.wait_ready(env.queue, 1)
+    wait_offering(env.queue, 1)
+    server.send(signal.SIGSTOP)  # it cannot claim the map below before the enqueue
+    try:
+        sleepy = env.task("sleepy")
+        older = sleepy.map([(str(env.marker), f"old{i}", 0.02) for i in range(2)])
+        newer = sleepy.delay(str(env.marker), "new", 0.02)
+        assert newer.state == "ready"  # not handed off, though a child is offered
+    finally:
+        server.send(signal.SIGCONT)
+    assert [j.result(timeout=30) for j in [*older, newer]] == ["old0", "old1", "new"]
+    runs = env.runs()
+    assert runs["old0"][0].start < runs["old1"][0].start < runs["new"][0].start
+    server.send(signal.SIGTERM)
+    assert server.wait(30) == 0
+
+
+@pytest.mark.timeout(90)
 def test_job_handed_to_a_killed_server_is_put_back_and_run(env: Env, servers) -> None:
     doomed = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks")
     children = doomed.wait_ready(env.queue, 1)

@@ -185,8 +185,11 @@ class LmdbStore(Store):
 
     def _take_offer(self, tx: Tx) -> tuple[str, int] | None:
         """The first offered idle child, as (server, child pid), taken out of the offer;
-        None if no server offers one."""
+        None if no server offers one, or if ready jobs wait (a server that offered just
+        before they came claims them next: a new job must not start ahead of them)."""
         for key, value in tx.scan(keys.DB_OFFERS):
+            if tx.entries(keys.DB_READY):
+                return None
             first, *rest = keys.decode_pids(value)
             if rest:
                 tx.put(keys.DB_OFFERS, key, keys.encode_pids(rest))
