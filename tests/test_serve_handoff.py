@@ -13,7 +13,7 @@ import pytest
 from mpqueue import Queue, keys
 
 from .helpers import wait_until
-from .serve_helpers import Env, env, gone, servers  # noqa: F401
+from .serve_helpers import Env, Run, assert_no_overlap, env, gone, servers  # noqa: F401
 
 
 def offers(queue: Queue) -> dict[str, list[int]]:
@@ -216,6 +216,23 @@ def produce_one_by_one(path: str, marker: str, prefix: str, count: int) -> None:
         fh.write(str(handed))
 
 
+def assert_every_job_done_once(env: Env, total: int) -> dict[str, list[Run]]:
+    """All ``total`` jobs done and nothing left anywhere; every job ran to its end and no
+    two runs of one job overlapped. Returns the runs."""
+    stats = env.stats()
+    assert (stats["done"], stats["processing"], stats["ready"], stats["dead"]) == (
+        total, 0, 0, 0), stats
+    runs = env.runs()
+    assert len(runs) == total and all(any(r.ended for r in rs) for rs in runs.values())
+    assert_no_overlap(runs)
+    return runs
+
+
+def handed_off(env: Env, prefixes: list[str]) -> int:
+    """How many enqueues of the producers with these tag prefixes were handed off."""
+    return sum(int(open(f"{env.marker}.{prefix}handed").read()) for prefix in prefixes)
+
+
 @pytest.mark.timeout(180)
 def test_one_by_one_producers_and_a_server_killed_repeatedly(env: Env, servers) -> None:
     """Three producers enqueue one job per call while two servers run and one of them is
@@ -224,7 +241,6 @@ def test_one_by_one_producers_and_a_server_killed_repeatedly(env: Env, servers) 
     import multiprocessing as mp
 
     from .helpers import join_cleanly, started
-    from .serve_helpers import assert_no_overlap
 
     per_producer = 300
     steady = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks")
@@ -253,14 +269,9 @@ def test_one_by_one_producers_and_a_server_killed_repeatedly(env: Env, servers) 
     wait_until(lambda: env.stats()["done"] >= total, 90, "every job done")
     steady.send(signal.SIGTERM)
     assert steady.wait(30) == 0
-    stats = env.stats()
-    assert (stats["done"], stats["processing"], stats["ready"], stats["dead"]) == (
-        total, 0, 0, 0), stats
-    runs = env.runs()
-    assert len(runs) == total and all(any(r.ended for r in rs) for rs in runs.values())
-    assert_no_overlap(runs)
+    runs = assert_every_job_done_once(env, total)
     assert kills >= 2
-    handed = sum(int(open(f"{env.marker}.p{n}-handed").read()) for n in range(3))
+    handed = handed_off(env, [f"p{n}-" for n in range(3)])
     assert handed > 0, "no enqueue was handed to an idle server: the test missed its path"
     print(f"{total} jobs, {kills} kills, {handed} handed off, "
           f"{sum(len(rs) > 1 for rs in runs.values())} ran more than once")
@@ -276,7 +287,6 @@ def test_one_by_one_producers_while_children_are_killed(env: Env, servers) -> No
     import random
 
     from .helpers import join_cleanly, started
-    from .serve_helpers import assert_no_overlap
 
     per_producer = 200
     server = servers(env.path, "--workers", "2", "--import", "tests.serve_tasks")
@@ -304,14 +314,9 @@ def test_one_by_one_producers_while_children_are_killed(env: Env, servers) -> No
     wait_until(lambda: env.stats()["done"] >= total, 90, "every job done")
     server.send(signal.SIGTERM)
     assert server.wait(30) == 0
-    stats = env.stats()
-    assert (stats["done"], stats["processing"], stats["ready"], stats["dead"]) == (
-        total, 0, 0, 0), stats
-    runs = env.runs()
-    assert len(runs) == total and all(any(r.ended for r in rs) for rs in runs.values())
-    assert_no_overlap(runs)
+    runs = assert_every_job_done_once(env, total)
     assert kills >= 3
-    handed = sum(int(open(f"{env.marker}.c{n}-handed").read()) for n in range(2))
+    handed = handed_off(env, [f"c{n}-" for n in range(2)])
     assert handed > 0, "no enqueue was handed to an idle child: the test missed its path"
     recalled = server.log().count("before it could take them")
     print(f"{total} jobs, {kills} child kills, {handed} handed off, {recalled} recall(s), "
