@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 from .config import (DEFAULT_MAP_SIZE, DEFAULT_MODE, DEFAULT_RESULT_TTL_S, TaskOptions,
                      check_delay, check_location, check_mode, check_priority, resolve_path)
 from .errors import ConfigError, JobNotFound, TaskNotFound
-from .job import Job, JobRecord, JobState, new_job_id, new_job_ids, now_ms
+from .job import Job, JobRecord, JobState, is_job_id, new_job_id, new_job_ids, now_ms
 from .keys import RUN_AT_MAX_MS
 from .registry import Registry, check_name, resolve, task_name
 from .serializer import dump_callable, dump_payload
@@ -171,7 +171,7 @@ class Queue:
 
     # ---- reading ------------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
-        rec = self.store.get(job_id) if _plausible_id(job_id) else None
+        rec = self.store.get(job_id) if is_job_id(job_id) else None
         return None if rec is None else Job(rec, self)
 
     def list(self, name: str | None = None, state: str | None = None,
@@ -205,11 +205,11 @@ class Queue:
     # ---- changing -----------------------------------------------------------------
     def delete(self, job_id: str) -> bool:
         """Remove a job from whichever queue holds it; False if there is no such job."""
-        return _plausible_id(job_id) and self.store.delete(job_id)
+        return is_job_id(job_id) and self.store.delete(job_id)
 
     def requeue(self, job_id: str) -> Job:
         """Move a dead job back to ready with its attempts reset."""
-        if not _plausible_id(job_id):
+        if not is_job_id(job_id):
             raise JobNotFound(f"no job with id {job_id!r}")
         return Job(self.store.requeue_dead(job_id, now_ms()), self)
 
@@ -250,8 +250,3 @@ def _parse_state(state: str | None) -> JobState | None:
     except ValueError:
         names = ", ".join(s.value for s in JobState)
         raise ConfigError(f"unknown state {state!r}; one of {names}") from None
-
-
-def _plausible_id(job_id: str) -> bool:
-    return isinstance(job_id, str) and len(job_id) == 32 and all(
-        c in "0123456789abcdef" for c in job_id)

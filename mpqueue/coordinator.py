@@ -24,6 +24,7 @@ from .identity import current
 from .job import ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from .pool import Pool, Slot
 from .progress import Progress
+from .protocol import ProtocolError
 from .store import open_store
 
 log = logging.getLogger("mpqueue.serve")
@@ -36,6 +37,8 @@ EXIT_OK, EXIT_JOBS_DIED = 0, 1
 COMMIT_DELAY_S = 0.02      # longest an outcome waits to share a commit with others
 STORE_BACKOFF_MIN_S = 0.05  # first retry after a store failure; doubles up to the max
 STORE_BACKOFF_MAX_S = 5.0
+PIPE_EOF_GRACE_S = 0.5     # a child whose pipe ended has this long to be seen exiting
+RESTART_BACKOFF_MAX_S = 30.0  # longest wait before retrying a child that cannot start
 
 
 class RunStats:
@@ -79,6 +82,8 @@ class Coordinator:
         self.outcomes_since: float | None = None
         self.store_backoff_s = STORE_BACKOFF_MIN_S
         self.reconcile = False
+        self.start_failures = 0    # children in a row that died before they were ready
+        self.start_at: list[float] = []  # when to start replacements held back by those
 
     # ---- lifecycle ------------------------------------------------------------------
     def run(self) -> int:
@@ -166,8 +171,8 @@ class Coordinator:
         outcomes = self.outcomes
         now = now_ms()
         limit = min(room, self.settings.batch)
-        idle = ([s.pid for s in self._idle_slots()] if self.handoff and not self.signals
-                else [])
+        idle = ([s.pid for s in self._idle_slots() if s.hand_off]
+                if self.handoff and not self.signals else [])
         _, claimed = self.store.finish_and_claim(outcomes, self.worker_id, limit, now,
                                                  idle_children=idle)
         self.outcomes = []  # only once committed: on a store error they are kept
@@ -341,7 +346,9 @@ class Coordinator:
         for slot in self.pool.slots:
             waitables.append(slot.sentinel)
             unneeded_s = self._unneeded_for(slot, per_child)
-            if unneeded_s > 0:
+            if slot.eof_at is not None or slot.fault is not None:
+                timeout = min(timeout, PIPE_EOF_GRACE_S)  # nothing to read: only its exit
+            elif unneeded_s > 0:
                 timeout = min(timeout, unneeded_s)
             else:
                 waitables.append(slot.conn)
@@ -399,12 +406,29 @@ class Coordinator:
         return min(timeout, RECLAIM_EVERY_S)
 
     def _read_messages(self, slot: Slot) -> None:
+        """Act on what a child sent. Bytes that are not a well-formed message, or a
+        message that contradicts what the server knows, are that child's crash."""
         try:
-            messages = slot.read_messages()
+            try:
+                messages = slot.read_messages()
+            except ProtocolError as exc:
+                messages = exc.messages
+                slot.fail(f"worker sent a malformed message: {exc}")
+            for message in messages:
+                self._on_message(slot, message)
         except OSError:
             return  # the child is gone; its sentinel says so and _on_child_exit cleans up
-        for message in messages:
-            self._on_message(slot, message)
+        except ProtocolError as exc:
+            slot.fail(f"worker sent an unexpected message: {exc}")
+
+    def _check_pipes(self, now: float) -> None:
+        """A child whose pipe ended but which lives on (a job closed the fd) can never
+        report again: give up on it. A child that is exiting gets a moment for its
+        sentinel to say how it died, which names the cause better."""
+        for slot in self.pool.slots:
+            if (slot.eof_at is not None and slot.fault is None
+                    and now - slot.eof_at >= PIPE_EOF_GRACE_S):
+                slot.fail("worker closed its pipe to the server")
 
     def _on_message(self, slot: Slot, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -414,6 +438,9 @@ class Coordinator:
             # released when the exit is seen.
             return
         now = time.monotonic()
+        if slot.ready == (kind in ("ready", "init_error")):
+            raise ProtocolError(f"{kind!r} from a worker that is "
+                                f"{'' if slot.ready else 'not '}ready")
         if kind == "took":
             self._on_took(slot, message[1], now)
         elif kind == "done":
@@ -429,11 +456,19 @@ class Coordinator:
                                                 retryable=retryable, retry_delay_s=delay))
             self._check_memory(slot, job_id, rss)
         elif kind == "released":
+            if not set(message[1]) <= set(slot.inflight):
+                raise ProtocolError(f"released jobs it was never sent: {message[1]!r}")
             for job_id in message[1]:
                 slot.inflight.remove(job_id)
                 self.outcomes.append(Outcome.released(job_id, self.worker_id))
-        elif kind in ("ready", "init_error"):
+        elif kind == "init_error":
+            # A replacement child that cannot start (a module gone from disk, no memory):
+            # the server keeps serving with the others and retries with a backoff.
+            log.error("a worker process failed to start: %s", message[1])
+            slot.fault = "worker failed to start"
+        else:
             self.pool.on_ready(slot, message)
+            self.start_failures = 0
             self._heartbeat()
         limit = self.settings.max_tasks_per_child
         if limit is not None and slot.jobs_run >= limit:
@@ -455,8 +490,9 @@ class Coordinator:
         code = slot.process.exitcode
         if slot.inflight and not slot.killed and not self.signals:
             head = slot.inflight.popleft()
-            reason = (f"worker killed by signal {-code}" if code is not None and code < 0
-                      else f"worker exited with code {code}")
+            reason = slot.fault or (f"worker killed by signal {-code}"
+                                    if code is not None and code < 0
+                                    else f"worker exited with code {code}")
             self._charge(head, ErrorInfo("WorkerCrashed", reason, attempt=self._attempt(head),
                                          at_ms=now_ms(), kind="crash"))
             if not slot.retiring:
@@ -465,7 +501,26 @@ class Coordinator:
         self.pool.remove(slot)
         self._recall(slot)
         if not self.signals:
+            self._replace(slot)
+
+    def _replace(self, slot: Slot) -> None:
+        """Start a child in place of one that exited; if children keep dying before
+        they are ready, wait longer between tries instead of spinning."""
+        if slot.ready:
             self.pool.start_slot()
+            return
+        self.start_failures += 1
+        delay = min(RESTART_BACKOFF_MAX_S, 0.1 * 2 ** min(self.start_failures, 16))
+        log.warning("worker process died before it was ready (%d in a row); starting "
+                    "another in %.1f s", self.start_failures, delay)
+        self.start_at.append(time.monotonic() + delay)
+
+    def _start_held_back(self, now: float) -> None:
+        due = [t for t in self.start_at if t <= now]
+        if due and not self.signals:
+            self.start_at = [t for t in self.start_at if t > now]
+            for _ in due:
+                self.pool.start_slot()
 
     def _charge(self, job_id: str, error: ErrorInfo) -> None:
         # A crash says nothing about the job's own logic timing: retry it at once.
@@ -495,10 +550,13 @@ class Coordinator:
         deadlines = [d for s in self.pool.slots if (d := self._head_deadline(s)) is not None]
         if self.stop_deadline is not None:
             deadlines.append(self.stop_deadline)
+        deadlines += self.start_at
         return min(deadlines, default=None)
 
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
+        self._check_pipes(now)
+        self._start_held_back(now)
         for slot in list(self.pool.slots):
             deadline = self._head_deadline(slot)
             if deadline is not None and now >= deadline:
@@ -575,7 +633,7 @@ class Coordinator:
         self.pool.kill_all()
         for slot in list(self.pool.slots):
             slot.process.join(timeout=5)
-            self._read_messages(slot)
+            self._read_messages(slot)  # never raises for what a child sent
             self._release_all(slot)
             self.pool.remove(slot)
         outcomes, self.outcomes = self.outcomes, []
