@@ -57,6 +57,7 @@ class Coordinator:
         self.store = open_store(settings.path, mode=settings.mode)
         self.result_ttl_s = result_ttl_s
         self.polling = settings.mode == "legacy" or settings.poll_only
+        self.listener = None if self.polling else self._listen()
         # Hand-off (stores that have it, servers that are woken): while a child of ours
         # is idle, a producer may claim a new job for it and wake it directly.
         self.handoff = self.store.hands_off and not self.polling
@@ -70,7 +71,6 @@ class Coordinator:
         self.signals = 0
         self.stop_deadline: float | None = None
         self.avg_job_s = 0.001
-        self.listener = None if self.polling else self.store.listen()
         # --until-empty shows progress (a bar on a terminal, lines otherwise) unless it
         # was switched off; the run's summary is logged either way.
         show = settings.until_empty and settings.progress is not False
@@ -84,6 +84,17 @@ class Coordinator:
         self.reconcile = False
         self.start_failures = 0    # children in a row that died before they were ready
         self.start_at: list[float] = []  # when to start replacements held back by those
+
+    def _listen(self) -> Any:
+        """The wake-up listener; without one (its socket cannot be made) the server
+        still serves, polling every poll_s like --poll-only."""
+        try:
+            return self.store.listen()
+        except OSError as exc:
+            log.warning("no wake-up socket (%s): polling every %.2f s instead",
+                        exc, self.settings.poll_s)
+            self.polling = True
+            return None
 
     # ---- lifecycle ------------------------------------------------------------------
     def run(self) -> int:

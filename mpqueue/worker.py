@@ -173,6 +173,8 @@ class _JobRunner:
             message = conn.recv()
             if message[0] == "stop":
                 protocol.write(conn.fileno(), ("released", list(pending)))
+                if self.inbox is not None:
+                    self.inbox.close()
                 return True
             (self.handed if message[0] == "handed" else pending).extend(message[1])
             if not conn.poll(0):
