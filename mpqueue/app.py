@@ -18,7 +18,9 @@ from .job import Job, JobRecord, JobState, is_job_id, new_job_id, new_job_ids, n
 from .keys import RUN_AT_MAX_MS
 from .registry import Registry, check_name, resolve, task_name
 from .serializer import dump_callable, dump_payload
+from .recovery import coordinator_dead
 from .store import Store, open_store
+from .store.base import CheckReport
 from .task import Task
 
 _WAIT_MIN_S = 0.001
@@ -216,6 +218,22 @@ class Queue:
     def purge_dead(self) -> int:
         """Delete every job in the dead-letter queue; returns how many."""
         return self.store.purge_dead()
+
+    # ---- checking and copying -------------------------------------------------------
+    def check(self) -> CheckReport:
+        """Check the store: every index agrees with the jobs, every stored record
+        decodes. ``report.code`` is 0 (all well), 1 (inconsistent) or 2 (corrupt).
+
+        Raises StoreCorrupt when a page of the store cannot be read at all."""
+        return self.store.check(holder_gone=lambda worker_id: coordinator_dead(
+            worker_id, None, now_ms()))
+
+    def backup(self, dest: str | os.PathLike[str]) -> None:
+        """Write a consistent copy of an LMDB store into ``dest`` (a new or empty
+        directory; created 0700, its file 0600), also while servers run. The copy
+        opens as a store of its own. Raises ConfigError for a bad ``dest``, and on
+        PostgreSQL (back that up with pg_dump)."""
+        self.store.backup(os.fspath(dest))
 
     def expire_finished(self, now: int | None = None) -> int:
         """Delete done jobs older than the result retention; returns how many."""

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from . import recovery
 from .config import PREFETCH_WINDOW_S, ServeSettings, redact
-from .errors import StoreError
+from .errors import StoreCorrupt, StoreError
 from .identity import current
 from .job import ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from .pool import Pool, Slot
@@ -37,6 +37,8 @@ EXIT_OK, EXIT_JOBS_DIED = 0, 1
 COMMIT_DELAY_S = 0.02      # longest an outcome waits to share a commit with others
 STORE_BACKOFF_MIN_S = 0.05  # first retry after a store failure; doubles up to the max
 STORE_BACKOFF_MAX_S = 5.0
+STORE_QUIET_S = 2 * STORE_BACKOFF_MAX_S  # this long without a failure resets the backoff
+STORE_FAILING_LOG_S = 60.0  # at the top backoff step, a reminder this often
 PIPE_EOF_GRACE_S = 0.5     # a child whose pipe ended has this long to be seen exiting
 RESTART_BACKOFF_MAX_S = 30.0  # longest wait before retrying a child that cannot start
 
@@ -81,6 +83,8 @@ class Coordinator:
         self.store_retry_at = 0.0
         self.outcomes_since: float | None = None
         self.store_backoff_s = STORE_BACKOFF_MIN_S
+        self.store_failed_at = 0.0  # monotonic time of the last store failure; 0: none
+        self.store_logged_s = self.store_logged_at = 0.0  # the backoff last logged, when
         self.reconcile = False
         self.start_failures = 0    # children in a row that died before they were ready
         self.start_at: list[float] = []  # when to start replacements held back by those
@@ -129,7 +133,7 @@ class Coordinator:
         while True:
             if self.signals and self._stopping_done():
                 return
-            self._guarded(self._cycle)
+            self._guarded(self._cycle, commits=True)
             if self._guarded(self._finished):
                 return
             self._wait(wake_r)
@@ -137,22 +141,44 @@ class Coordinator:
             self._guarded(self._periodic)
 
     # ---- the store going away (a database restart, a lost connection) -------------------
-    def _guarded(self, step: Callable[[], Any]) -> Any:
+    def _guarded(self, step: Callable[[], Any], commits: bool = False) -> Any:
         """Run a step that talks to the store; while the store fails, back off and keep
-        the children's outcomes in memory until they can be committed."""
+        the children's outcomes in memory until they can be committed.
+
+        The backoff doubles up to its maximum and is reset only by a commit that
+        changed something (``commits``: the step returns whether it did) or after a
+        quiet spell: reads succeed on a full disk, and must not keep it at its minimum.
+        A corrupt store is not retried: StoreCorrupt ends the server."""
         if time.monotonic() < self.store_retry_at:
             return None
         try:
             result = step()
+        except StoreCorrupt:
+            raise
         except StoreError as exc:
-            self.store_backoff_s = min(STORE_BACKOFF_MAX_S, self.store_backoff_s * 2)
-            self.store_retry_at = time.monotonic() + self.store_backoff_s
-            self.reconcile = True
+            self._store_failed(exc)
+            return None
+        quiet = time.monotonic() - self.store_failed_at >= STORE_QUIET_S
+        if self.store_failed_at and ((commits and result) or quiet):
+            if self.store_logged_s:
+                log.info("store available again; backoff reset")
+            self.store_failed_at, self.store_logged_s = 0.0, 0.0
+        return result
+
+    def _store_failed(self, exc: StoreError) -> None:
+        now = time.monotonic()
+        failing = self.store_failed_at > 0
+        self.store_backoff_s = (min(STORE_BACKOFF_MAX_S, self.store_backoff_s * 2)
+                                if failing else STORE_BACKOFF_MIN_S)
+        self.store_failed_at = now
+        self.store_retry_at = now + self.store_backoff_s
+        self.reconcile = True
+        # Once per backoff step (and once a minute at the top one), not per retry.
+        if (self.store_backoff_s != self.store_logged_s
+                or now - self.store_logged_at >= STORE_FAILING_LOG_S):
+            self.store_logged_s, self.store_logged_at = self.store_backoff_s, now
             log.warning("store unavailable (%s); %d outcome(s) held, retrying in %.2f s",
                         exc, len(self.outcomes), self.store_backoff_s)
-            return None
-        self.store_backoff_s = STORE_BACKOFF_MIN_S
-        return result
 
     def _reconcile(self) -> None:
         """After a failed call whose commit may still have happened (the reply was lost),
@@ -170,7 +196,8 @@ class Coordinator:
                         len(stray))
 
     # ---- one cycle ------------------------------------------------------------------
-    def _cycle(self) -> None:
+    def _cycle(self) -> bool:
+        """One commit of outcomes and claims; True if it changed something."""
         room = 0 if self.signals else self._room()
         if self.polling:
             legacy = self.settings.mode == "legacy"
@@ -178,7 +205,7 @@ class Coordinator:
         if self.reconcile:
             self._reconcile()
         if not self._cycle_wanted(room):
-            return
+            return False
         outcomes = self.outcomes
         now = now_ms()
         limit = min(room, self.settings.batch)
@@ -198,6 +225,7 @@ class Coordinator:
             self.more_ready = self.more_ready or any(o.kind == "released" for o in outcomes)
         self._dispatch(claimed)  # first: the children start while we read on
         self.next_due_ms = self.store.next_run_at_ms()
+        return bool(outcomes or claimed)
 
     def _cycle_wanted(self, room: int) -> bool:
         """Whether a durable commit is worth paying for now.
