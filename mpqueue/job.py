@@ -122,6 +122,7 @@ class JobRecord:
     finished_at_ms: int | None = None
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 300.0
+    signature: bytes | None = None  # HMAC of name, payload and func (a queue's secret)
 
     def evolve(self, **changes: Any) -> "JobRecord":
         """A copy with ``changes`` applied; a state change must be a legal transition."""

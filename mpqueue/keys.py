@@ -48,6 +48,7 @@ ALL_DBS = (DB_JOBS, DB_BY_NAME, DB_READY, DB_SCHEDULED, DB_PROCESSING, DB_DEAD,
 
 META_LAYOUT = b"layout"
 META_SCHEMA = b"schema"
+META_CODEC = b"codec"    # the record encoding every record is in (absent: 1)
 
 MAX_KEY_BYTES = 511  # LMDB's compiled-in limit; a longer key raises BadValsizeError
 JOB_ID_BYTES = 32  # job ids are 32 lowercase hex characters

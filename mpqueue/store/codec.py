@@ -1,35 +1,69 @@
-"""Binary encoding of job records and claims for the LMDB store.
+"""Binary encoding of job records, claims and server registry entries.
 
-A record is a pickled tuple of plain values behind a version byte: no user objects
-live at this level (payload and result are already bytes), so decoding cannot run
-user code.
+Nothing here runs code while decoding, whatever the bytes: whoever can write a value
+into the store must not be able to run code in a process that merely reads it
+(``mpqueue list``, a server's claim). Records (version 2) and registry entries are
+msgpack, which yields plain values only, checked against the shape they must have;
+claims are fixed-width integers. Payloads and results stay opaque bytes at this level:
+they are pickles, loaded only in the child that runs the job and by ``Job.result()``.
+
+Version 1 records (and registry entries) were pickles of plain values. They are still
+read, by an unpickler that refuses every global, so that no pickle can name a callable
+to run; opening a store rewrites them as version 2 (``LmdbStore``'s migration).
 """
 
 from __future__ import annotations
 
+import io
 import pickle
 import struct
-from typing import Any, cast
+from typing import Any
+
+import msgpack
 
 from .. import keys
 from ..job import Claim, ErrorInfo, JobRecord, JobState
 
-RECORD_V1 = b"\x01"
+RECORD_V1 = b"\x01"  # a pickle: read (without globals), never written
+RECORD_V2 = b"\x02"  # msgpack
+WORKER_V1 = b"\x01"  # a registry entry: msgpack (a bare pickle before it had a version)
 CLAIM_V2 = b"\x02"
 CLAIM_V3 = b"\x03"  # a hand-off: V2 plus the pid of the child it was given to
 _CLAIM = struct.Struct(">Qq")
 _HANDED_CLAIM = struct.Struct(">QqI")
 
 
-# The order of fields in an encoded record (version 1); encode_record writes this order.
+# The order of fields in an encoded record; encode_record writes this order. Version 1
+# had all but the last.
 _FIELDS = ("id", "name", "state", "payload", "priority", "seq", "run_at_ms", "created_at_ms",
            "attempts", "max_retries", "timeout_s", "func", "result", "errors",
-           "finished_at_ms", "backoff_base_s", "backoff_cap_s")
+           "finished_at_ms", "backoff_base_s", "backoff_cap_s", "signature")
+_V1_FIELDS = len(_FIELDS) - 1
+_NUMBER = (int, float)
+_TYPES: tuple[Any, ...] = (
+    str, str, str, bytes, int, int, int, int, int, int, (*_NUMBER, type(None)),
+    (bytes, type(None)), (bytes, type(None)), tuple, (int, type(None)), _NUMBER, _NUMBER,
+    (bytes, type(None)))
+_ERROR_TYPES = (str, str, str, int, int, str)
 _STATES = {state.value: state for state in JobState}
+# Surrogates (from undecodable file names in a traceback, say) round-trip unchanged.
+_packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogatepass")
 
 
 class CorruptRecord(Exception):
     """A stored record could not be decoded."""
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Loads pickles of plain values only: any global (a class, a function to call)
+    is refused, so loading cannot run code."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        raise pickle.UnpicklingError(f"refused to load {module}.{name} from the store")
+
+
+def load_plain_pickle(raw: bytes | memoryview) -> Any:
+    return _PlainUnpickler(io.BytesIO(raw)).load()
 
 
 def encode_record(rec: JobRecord) -> bytes:
@@ -38,26 +72,86 @@ def encode_record(rec: JobRecord) -> bytes:
     row = (rec.id, rec.name, rec.state.value, rec.payload, rec.priority, rec.seq,
            rec.run_at_ms, rec.created_at_ms, rec.attempts, rec.max_retries, rec.timeout_s,
            rec.func, rec.result, errors, rec.finished_at_ms, rec.backoff_base_s,
-           rec.backoff_cap_s)  # the order of _FIELDS
-    return RECORD_V1 + pickle.dumps(row, protocol=5)
+           rec.backoff_cap_s, rec.signature)  # the order of _FIELDS
+    body: bytes = _packer.pack(row)
+    return RECORD_V2 + body
 
 
 def decode_record(raw: bytes) -> JobRecord:
-    if raw[:1] != RECORD_V1:
-        raise CorruptRecord(f"unknown record version {raw[:1]!r}")
+    """The record in ``raw``; raises CorruptRecord for anything that is not one."""
+    version = raw[:1]
     try:
-        row = pickle.loads(memoryview(raw)[1:])
-        if len(row) != len(_FIELDS):
-            raise ValueError(f"record has {len(row)} fields, expected {len(_FIELDS)}")
-        # Built without __init__: decoding runs twice per job in the server's hot path.
-        rec = object.__new__(JobRecord)
-        rec.__dict__.update(zip(_FIELDS, row))
-        rec.state = _STATES[rec.state]
-        if rec.errors:
-            rec.errors = tuple(ErrorInfo(*cast(tuple[Any, ...], e)) for e in rec.errors)
-        return rec
+        if version == RECORD_V2:
+            row = msgpack.unpackb(memoryview(raw)[1:], raw=False, use_list=False,
+                                  unicode_errors="surrogatepass")
+        elif version == RECORD_V1:
+            row = load_plain_pickle(memoryview(raw)[1:])
+            if isinstance(row, tuple) and len(row) == _V1_FIELDS:
+                row += (None,)
+        else:
+            raise ValueError(f"unknown record version {version!r}")
+        _check_row(row)
+    except Exception as exc:  # the decoders raise many unrelated classes
+        raise CorruptRecord(f"{type(exc).__name__}: {exc}") from None
+    # Built without __init__: decoding runs twice per job in the server's hot path.
+    rec = object.__new__(JobRecord)
+    rec.__dict__.update(zip(_FIELDS, row))
+    rec.state = _STATES[row[2]]
+    if row[13]:
+        rec.errors = tuple(ErrorInfo(*e) for e in row[13])
+    return rec
+
+
+def _check_row(row: Any) -> None:
+    if not isinstance(row, tuple) or len(row) != len(_FIELDS):
+        raise ValueError(f"not a record of {len(_FIELDS)} fields")
+    for name, value, types in zip(_FIELDS, row, _TYPES):
+        if not isinstance(value, types):
+            raise ValueError(f"field {name} holds a {type(value).__name__}")
+    if row[2] not in _STATES:
+        raise ValueError(f"unknown state {row[2]!r}")
+    for error in row[13]:
+        if (not isinstance(error, tuple) or len(error) != len(_ERROR_TYPES)
+                or not all(isinstance(v, t) for v, t in zip(error, _ERROR_TYPES))):
+            raise ValueError("malformed error history")
+
+
+# ---- server registry entries ----------------------------------------------------------
+_WORKER_TYPES: dict[str, Any] = {"pid": int, "host": str, "heartbeat_ms": int,
+                                 "monotonic": _NUMBER, "children": (list, tuple)}
+
+
+def encode_worker_info(info: dict[str, Any]) -> bytes:
+    body: bytes = _packer.pack(info)
+    return WORKER_V1 + body
+
+
+def decode_worker_info(raw: bytes) -> dict[str, Any]:
+    """A registry entry; one that cannot be read comes back as ``{"corrupt": reason}``
+    with no heartbeat, so recovery sees a dead server and kills no process for it."""
+    try:
+        if raw[:1] == WORKER_V1:
+            info = msgpack.unpackb(memoryview(raw)[1:], raw=False, use_list=False,
+                                   strict_map_key=True, unicode_errors="surrogatepass")
+        else:  # written by a server of the pickle era, maybe running still
+            info = load_plain_pickle(raw)
+        _check_worker_info(info)
+        info["children"] = [(pid, float(started)) for pid, started in info.get("children", ())]
+        return dict(info)
     except Exception as exc:
-        raise CorruptRecord(f"{type(exc).__name__}: {exc}") from exc
+        return {"corrupt": f"{type(exc).__name__}: {exc}", "heartbeat_ms": 0, "children": []}
+
+
+def _check_worker_info(info: Any) -> None:
+    if not isinstance(info, dict):
+        raise ValueError("not a mapping")
+    for key, types in _WORKER_TYPES.items():
+        if key in info and not isinstance(info[key], types):
+            raise ValueError(f"{key} holds a {type(info[key]).__name__}")
+    for child in info.get("children", ()):
+        if (not isinstance(child, (list, tuple)) or len(child) != 2
+                or not isinstance(child[0], int) or not isinstance(child[1], _NUMBER)):
+            raise ValueError(f"malformed child entry {child!r}")
 
 
 def encode_claim(claim: Claim) -> bytes:

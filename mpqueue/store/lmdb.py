@@ -8,7 +8,6 @@ cursor pass. See ``keys.py`` for the layout.
 from __future__ import annotations
 
 import builtins
-import pickle
 import random
 import threading
 import time
@@ -20,7 +19,8 @@ from ..errors import ConfigError, JobNotFound
 from ..job import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from ..retry import next_run_at_ms
 from .base import CheckReport, HolderGone, OpCounter, Store, offered_children
-from .codec import CorruptRecord, decode_claim, decode_record, encode_claim, encode_record
+from .codec import (RECORD_V1, RECORD_V2, CorruptRecord, decode_claim, decode_record,
+                    decode_worker_info, encode_claim, encode_record, encode_worker_info)
 from .lmdb_check import Layout, check_store
 from .lmdb_env import EnvHandle, Tx
 from .lmdb_wakeup import WakeListener, WakeSender
@@ -68,7 +68,10 @@ class LmdbStore(Store):
 
     # ---- layout -------------------------------------------------------------------
     def _migrate(self, tx: Tx) -> None:
-        """Bring a store written in the other mode's layout into this one's."""
+        """Bring a store written in the other mode's layout, or in the pickle-era record
+        encoding, into this one's."""
+        if tx.get(keys.DB_META, keys.META_CODEC) != RECORD_V2:
+            self._migrate_codec(tx)
         layout = tx.get(keys.DB_META, keys.META_LAYOUT)
         if layout == self.layout:
             return
@@ -81,6 +84,16 @@ class LmdbStore(Store):
             for rec in self._all_records(tx):
                 tx.put(keys.DB_BY_NAME, keys.by_name_key(rec.name, rec.id), encode_record(rec))
         tx.put(keys.DB_META, keys.META_LAYOUT, self.layout)
+
+    def _migrate_codec(self, tx: Tx) -> None:
+        """Rewrite version 1 records (pickles, read without globals) as version 2."""
+        old = [raw for _, raw in tx.scan(keys.DB_JOBS) if raw[:1] == RECORD_V1]
+        for raw in old:
+            try:
+                self._save(tx, decode_record(raw))
+            except CorruptRecord:
+                continue  # left as it is: readers show it as a corrupt stand-in
+        tx.put(keys.DB_META, keys.META_CODEC, RECORD_V2)
 
     def _all_records(self, tx: Tx) -> list[JobRecord]:
         out = []
@@ -538,11 +551,11 @@ class LmdbStore(Store):
         return self.env.read(body)
 
     def register_worker(self, worker_id: str, info: dict[str, Any]) -> None:
-        raw = pickle.dumps(info, protocol=5)
+        raw = encode_worker_info(info)
         self.env.write(lambda tx: tx.put(keys.DB_WORKERS, keys.worker_key(worker_id), raw))
 
     def workers(self) -> dict[str, dict[str, Any]]:
-        found = self.env.read(lambda tx: {keys.decode_worker_key(k): pickle.loads(v)
+        found = self.env.read(lambda tx: {keys.decode_worker_key(k): decode_worker_info(v)
                                           for k, v in tx.scan(keys.DB_WORKERS)})
         now = now_ms()  # one host, one clock: local wall time is the heartbeat's clock
         for info in found.values():

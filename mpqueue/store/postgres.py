@@ -10,7 +10,6 @@ double-claiming. Every method is one transaction; ``finish_and_claim`` too.
 from __future__ import annotations
 
 import json
-import pickle
 import random
 from typing import Any, Sequence
 
@@ -22,6 +21,7 @@ from ..job import Claim, ErrorInfo, JobRecord, JobState, Outcome
 from ..retry import next_run_at_ms
 from . import pg_schema
 from .base import CheckReport, HolderGone, OpCounter, Store
+from .codec import decode_worker_info, encode_worker_info
 from .pg_listen import PgListener
 from .pg_session import PgSession, Query
 
@@ -285,7 +285,7 @@ class PostgresStore(Store):
         return self.session.run(body)
 
     def register_worker(self, worker_id: str, info: dict[str, Any]) -> None:
-        raw = pickle.dumps(info, protocol=5)
+        raw = encode_worker_info(info)
         self.session.run(lambda q: q.write(self.sql["register"], (worker_id, raw)))
 
     def workers(self) -> dict[str, dict[str, Any]]:
@@ -294,7 +294,7 @@ class PostgresStore(Store):
         rows = self.session.run(lambda q: q.rows(self.sql["workers"]), write=False)
         found = {}
         for worker_id, raw, age_ms in rows:
-            info = pickle.loads(raw)
+            info = decode_worker_info(bytes(raw))
             info["heartbeat_age_ms"] = int(age_ms)
             found[worker_id] = info
         return found

@@ -1,0 +1,104 @@
+"""Whoever can write a value into the store must not run code in a process that only
+reads it (issue 10, item 3): records and registry entries are decoded without pickle;
+pickle-era records are read without globals and rewritten on open.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import lmdb
+import msgpack
+import pytest
+
+from mpqueue import Queue, keys
+from mpqueue.store.codec import RECORD_V1, RECORD_V2, decode_record, encode_record
+from mpqueue.store.lmdb_env import _OPEN_ENVS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class _Plant:
+    """Unpickling this runs ``touch <path>``: the proof that code ran."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, (f"touch {self.path}",))
+
+
+def _raw_env(path: str) -> lmdb.Environment:
+    assert not _OPEN_ENVS, "the store must be closed before a raw handle opens it"
+    return lmdb.open(path, max_dbs=len(keys.ALL_DBS) + 2, subdir=True)
+
+
+def _cli(path: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-m", "mpqueue", "--path", path, *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.timeout(120)
+def test_planted_pickles_run_no_code_in_list_show_stats_or_serve(tmp_path):
+    path = str(tmp_path / "store")
+    proof = tmp_path / "code-ran"
+    with Queue(path) as queue:
+        add = queue.task_by_name("tests.tasks.add")
+        victim, bystander = add.map([(1, 1), (2, 2)])
+    planted = RECORD_V1 + pickle.dumps(_Plant(str(proof)))
+    env = _raw_env(path)
+    try:  # (each open_db before the write transaction: it would wait for it)
+        jobs_db, by_name, workers = (env.open_db(db) for db in (
+            keys.DB_JOBS, keys.DB_BY_NAME, keys.DB_WORKERS))
+        with env.begin(write=True) as txn:
+            txn.put(keys.job_key(victim.id), planted, db=jobs_db)
+            for key, _ in list(txn.cursor(db=by_name)):
+                if key.endswith(victim.id.encode()):
+                    txn.put(key, planted, db=by_name)
+            txn.put(keys.worker_key("planted-server"), pickle.dumps(_Plant(str(proof))),
+                    db=workers)
+    finally:
+        env.close()
+
+    for args in (["list"], ["show", victim.id], ["stats"], ["list", "--json"]):
+        _cli(path, *args)
+        assert not proof.exists(), f"`mpqueue {' '.join(args)}` ran the planted code"
+    result = _cli(path, "serve", "--until-empty", "--workers", "1")
+    assert not proof.exists(), "serve ran the planted code"
+    with Queue(path) as queue:
+        assert queue.get(bystander.id).state == "done", result.stdout + result.stderr
+        assert queue.get(victim.id).state == "dead"  # shown as a corrupt stand-in
+
+
+def test_pickle_era_records_are_read_and_rewritten_on_open(tmp_path):
+    path = str(tmp_path / "store")
+    with Queue(path) as queue:
+        jobs = queue.task_by_name("tests.tasks.add").map([(i, i) for i in range(5)])
+        before = {j.id: queue.store.get(j.id) for j in jobs}
+    env = _raw_env(path)
+    try:  # write them back as the old code did: a pickled tuple behind b"\x01"
+        db, meta = env.open_db(keys.DB_JOBS), env.open_db(keys.DB_META)
+        with env.begin(write=True) as txn:
+            for job_id, rec in before.items():
+                row = msgpack.unpackb(encode_record(rec)[1:], use_list=False)[:-1]  # no signature
+                txn.put(keys.job_key(job_id), RECORD_V1 + pickle.dumps(row, protocol=5),
+                        db=db)
+            txn.delete(keys.META_CODEC, db=meta)
+    finally:
+        env.close()
+    with Queue(path) as queue:
+        assert {j.id: queue.store.get(j.id) for j in jobs} == before
+    env = _raw_env(path)
+    try:
+        db = env.open_db(keys.DB_JOBS)
+        with env.begin() as txn:
+            raws = [txn.get(keys.job_key(j), db=db) for j in before]
+    finally:
+        env.close()
+    assert all(raw[:1] == RECORD_V2 for raw in raws)
+    assert [decode_record(raw) for raw in raws] == list(before.values())
