@@ -21,10 +21,8 @@ import weakref
 from typing import Any, Callable, Sequence, TypeVar
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
-
-from ..config import redact
-from ..errors import ConfigError, StoreError
+from ..errors import StoreError
+from . import pg_url
 from .base import OpCounter
 
 T = TypeVar("T")
@@ -39,10 +37,7 @@ _SESSIONS: "weakref.WeakSet[PgSession]" = weakref.WeakSet()
 
 def connection_params(url: str) -> dict[str, Any]:
     """libpq parameters from ``url``, with mpqueue's defaults where the URL is silent."""
-    try:
-        params = conninfo_to_dict(url)
-    except psycopg.Error as exc:
-        raise ConfigError(f"invalid PostgreSQL URL {redact(url)!r}: {exc}") from exc
+    params: dict[str, Any] = pg_url.parse(url)
     params.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
     params.setdefault("application_name", "mpqueue")
     return params
@@ -84,7 +79,8 @@ class PgSession:
 
     def __init__(self, url: str, counter: OpCounter):
         self.params = connection_params(url)
-        self.where = redact(url)
+        self.where = pg_url.shown(pg_url.parse(url))  # without mpqueue's defaults
+        self._secrets = pg_url.secrets_of(self.params)
         self.counter = counter
         self._conn: psycopg.Connection[Any] | None = None
         self._pid = os.getpid()
@@ -94,9 +90,24 @@ class PgSession:
         self._orphans: list[psycopg.Connection[Any]] = []
         _SESSIONS.add(self)
 
-    def connect(self, **overrides: Any) -> psycopg.Connection[Any]:
-        """A new raw connection with this session's parameters (autocommit)."""
-        return psycopg.connect(**{**self.params, **overrides}, autocommit=True)
+    def connect(self) -> psycopg.Connection[Any]:
+        """A new raw connection with this session's parameters (autocommit).
+
+        Raises StoreError naming the problem (never the password).
+        """
+        try:
+            return psycopg.connect(**self.params, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to PostgreSQL at {self.where}: "
+                             f"{self.detail(exc)}") from self._cause(exc)
+
+    def detail(self, exc: psycopg.Error) -> str:
+        """libpq's message for ``exc``, without this session's secrets."""
+        return pg_url.scrub(str(exc).strip() or type(exc).__name__, self._secrets)
+
+    def _cause(self, exc: psycopg.Error) -> psycopg.Error | None:
+        """``exc`` to chain to, unless its text holds a secret (a traceback prints it)."""
+        return exc if self.detail(exc) == (str(exc).strip() or type(exc).__name__) else None
 
     def connection(self) -> psycopg.Connection[Any]:
         """The open connection, (re)connecting first if needed; raises StoreError."""
@@ -107,12 +118,11 @@ class PgSession:
             time.sleep(wait_s)  # backoff: the caller is retrying against a dead server
         try:
             self._conn = self.connect()
-        except psycopg.Error as exc:
+        except StoreError:
             self._failures += 1
             self._retry_at = time.monotonic() + min(
                 RECONNECT_MAX_S, RECONNECT_BASE_S * 2 ** (self._failures - 1))
-            raise StoreError(f"cannot connect to PostgreSQL at {self.where}: "
-                             f"{str(exc).strip()}") from exc
+            raise
         self._failures = 0
         return self._conn
 
@@ -132,12 +142,12 @@ class PgSession:
                 except psycopg.errors.TransactionRollback as exc:
                     if attempt < TX_ATTEMPTS and not conn.broken:
                         continue
-                    raise self._translate(exc, conn) from exc
+                    raise self._translate(exc, conn) from self._cause(exc)
                 except psycopg.Error as exc:
-                    raise self._translate(exc, conn) from exc
+                    raise self._translate(exc, conn) from self._cause(exc)
 
     def _translate(self, exc: psycopg.Error, conn: psycopg.Connection[Any]) -> StoreError:
-        detail = str(exc).strip() or type(exc).__name__
+        detail = self.detail(exc)
         if conn.broken or conn.closed:
             self._drop()
             return StoreError(f"lost the connection to PostgreSQL at {self.where} "

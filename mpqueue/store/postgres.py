@@ -141,7 +141,7 @@ class PostgresStore(Store):
                 pg_schema.migrate(conn, schema)
             except psycopg.Error as exc:
                 self.session.close()
-                raise self.session._translate(exc, conn) from exc
+                raise self.session._translate(exc, conn) from self.session._cause(exc)
             except BaseException:
                 self.session.close()
                 raise

@@ -1,0 +1,129 @@
+"""The PostgreSQL store against hostile or unlucky input (GitHub issue 10, item 8).
+
+- A password in the URL (``user:secret@`` or ``?password=secret``) never reaches an
+  error, a log line, a repr or the CLI's output, also when libpq cannot parse the URL.
+- Schema names that need quoting (``we'ird``) or are long in bytes (31 x ``é``) work
+  for enqueue, claims, outcomes and wake-ups.
+- After the database restarts or drops the connections, the next call on a ``Queue``
+  succeeds by itself, and an enqueue whose commit landed but whose reply was lost is
+  stored once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import traceback
+
+import pytest
+
+from mpqueue import ConfigError, Queue, StoreError
+from mpqueue.config import redact
+from mpqueue.job import Outcome, now_ms
+
+from .pg_helpers import pg_url  # noqa: F401
+from .serve_helpers import ROOT
+
+SECRET = "Hunter2-s3cret"
+
+
+def with_password(url: str, secret: str = SECRET) -> str:
+    """``url`` with ``secret`` as the password in its userinfo."""
+    scheme, rest = url.split("://", 1)
+    user, at, hostpart = rest.partition("@")
+    return f"{scheme}://{user}:{secret}@{hostpart}" if at else f"{scheme}://:{secret}@{rest}"
+
+
+def with_query_password(url: str, secret: str = SECRET) -> str:
+    return f"{url}{'&' if '?' in url else '?'}password={secret}"
+
+
+def everything_said(exc: BaseException) -> str:
+    """What a user can see of ``exc``: its message and the whole printed traceback."""
+    return str(exc) + "".join(traceback.format_exception(exc))
+
+
+def mpqueue_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "mpqueue", *args], cwd=ROOT, env=env,
+                          input=stdin, capture_output=True, text=True, timeout=90)
+
+
+# The test server trusts local connections, so it accepts any password: these URLs work.
+@pytest.fixture(params=["userinfo", "query"])
+def secret_url(request, pg_url):
+    return (with_password if request.param == "userinfo" else with_query_password)(pg_url)
+
+
+# libpq refuses each of these, and its message quotes the password or the whole URL.
+UNPARSABLE_URLS = [
+    f"postgresql://u:{SECRET}%ZZ@127.0.0.1/db",            # bad percent-encoding
+    f"postgresql://u:{SECRET}%00@127.0.0.1/db",            # NUL in the password
+    f"postgresql://u:{SECRET}@[::1/db",                    # unclosed IPv6 bracket
+    f"postgresql://u:{SECRET}@[::1]x/db",                  # stray character after the host
+    f"postgresql://u:{SECRET}@[]/db",                      # empty IPv6 host
+    f"postgresql://u@127.0.0.1/db?password={SECRET}%ZZ",   # bad encoding in the query
+    f"postgresql://u:{SECRET}@127.0.0.1/db?bogus=1",       # unknown parameter
+]
+
+
+# ---- 1. the password never leaks ---------------------------------------------------------
+
+@pytest.mark.parametrize("url", UNPARSABLE_URLS)
+def test_an_unparsable_url_names_the_problem_without_the_password(url):
+    assert redact(url) == "postgresql://<unparsable>"
+    queue = Queue(url)
+    assert SECRET not in repr(queue)
+    with pytest.raises(ConfigError, match="invalid PostgreSQL URL postgresql://<unparsable>"
+                       ) as info:
+        queue.stats()
+    assert SECRET not in everything_said(info.value)
+    done = mpqueue_cli("--path", url, "stats")
+    assert done.returncode == 1 and done.stderr.startswith("Error: invalid PostgreSQL URL")
+    assert SECRET not in done.stdout + done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_problem_is_named_when_the_message_holds_no_secret():
+    with pytest.raises(ConfigError, match='invalid URI query parameter: "bogus"'):
+        Queue(f"postgresql://u:{SECRET}@127.0.0.1/db?bogus=1").stats()
+
+
+@pytest.mark.parametrize("url", [with_password("postgresql://u@127.0.0.1:1/none"),
+                                 with_query_password("postgresql://u@127.0.0.1:1/none")])
+def test_a_failed_connection_says_where_without_the_password(url, caplog):
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(StoreError, match=r"cannot connect to PostgreSQL at "
+                       r"postgresql://u@127\.0\.0\.1:1/none") as info:
+        Queue(url + ("&" if "?" in url else "?") + "connect_timeout=2").stats()
+    assert SECRET not in everything_said(info.value) + caplog.text
+
+
+def test_repr_log_and_errors_of_a_working_url(secret_url, caplog):
+    caplog.set_level(logging.DEBUG)
+    queue = Queue(secret_url)
+    assert SECRET not in repr(queue) and SECRET not in redact(secret_url)
+    assert redact(secret_url).startswith("postgresql://mpqueue@127.0.0.1:")
+    job = queue.task_by_name("tests.tasks.add").delay(1, 2)
+    with pytest.raises(StoreError) as info:  # the same id again: the database refuses
+        queue.store.add([queue.store.get(job.id)])
+    assert SECRET not in everything_said(info.value) + caplog.text
+    queue.close()
+
+
+def test_the_cli_never_prints_the_password(secret_url):
+    queue = Queue(secret_url)
+    job = queue.task_by_name("tests.tasks.fail").delay()
+    (claimed,) = queue.store.claim("w1", 1, now_ms())
+    queue.store.finish([Outcome.failed(claimed.id, "w1", None, retryable=False)], now_ms())
+    assert job.id == claimed.id and queue.stats()["dead"] == 1
+    queue.close()
+    declined = mpqueue_cli("--path", secret_url, "dead", "purge", stdin="n\n")
+    assert "Delete 1 dead job(s) from postgresql://mpqueue@127.0.0.1:" in declined.stdout
+    served = mpqueue_cli("--path", secret_url, "serve", "--workers", "1", "--until-empty",
+                         "--log-level", "info")
+    assert served.returncode == 0, served.stderr
+    assert "serving postgresql://mpqueue@127.0.0.1:" in served.stderr
+    for done in (declined, served, mpqueue_cli("--path", secret_url, "stats")):
+        assert SECRET not in done.stdout + done.stderr
