@@ -13,17 +13,20 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import subprocess
 import sys
 import traceback
+from urllib.parse import quote
 
 import pytest
+from psycopg import sql
 
 from mpqueue import ConfigError, Queue, StoreError
 from mpqueue.config import redact
-from mpqueue.job import Outcome, now_ms
+from mpqueue.job import JobState, Outcome, now_ms
 
-from .pg_helpers import pg_url  # noqa: F401
+from .pg_helpers import admin, drop_schema, pg_url, server_url  # noqa: F401
 from .serve_helpers import ROOT
 
 SECRET = "Hunter2-s3cret"
@@ -127,3 +130,50 @@ def test_the_cli_never_prints_the_password(secret_url):
     assert "serving postgresql://mpqueue@127.0.0.1:" in served.stderr
     for done in (declined, served, mpqueue_cli("--path", secret_url, "stats")):
         assert SECRET not in done.stdout + done.stderr
+
+
+# ---- 2. schema names that need quoting, or are long in bytes -------------------------------
+
+@pytest.fixture(params=["we'ird", "é" * 31], ids=["quote", "31-e-acute"])
+def odd_schema_url(request):
+    """A URL whose search_path is a new schema with an awkward name; dropped after."""
+    server, schema = server_url(), request.param
+    with admin(server) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        search_path = quote(f'-csearch_path="{schema}"', safe="")
+        yield f"{server}{'&' if '?' in server else '?'}options={search_path}"
+    finally:
+        drop_schema(server, schema)
+
+
+def test_an_odd_schema_name_enqueues_claims_finishes_and_wakes(odd_schema_url, tmp_path):
+    queue = Queue(odd_schema_url)
+    store = queue.store
+    assert len(store.channel.encode()) <= 63
+    listener = store.listen()
+    try:
+        first = queue.task_by_name("tests.tasks.add").delay(1, 2)     # nextval in add
+        assert select.select([listener], [], [], 5)[0] and listener.drain() >= 1
+        failing = queue.task_by_name("tests.tasks.fail").delay()
+        acks, claimed = store.finish_and_claim([], "w1", 10, now_ms())
+        assert acks == [] and {r.id for r in claimed} == {first.id, failing.id}
+        outcomes = [Outcome.done(first.id, "w1", b"3"),
+                    Outcome.failed(failing.id, "w1", None)]  # retried: nextval in finish
+        assert store.finish_and_claim(outcomes, "w1", 10, now_ms())[0] == [True, True]
+        assert store.get(failing.id).state is JobState.SCHEDULED
+        store.finish_and_claim([], "w1", 10, now_ms() + 10_000)  # promote and claim it
+        store.finish([Outcome.failed(failing.id, "w1", None, retryable=False)], now_ms())
+        listener.drain()
+        store.requeue_dead(failing.id, now_ms())                      # nextval in requeue
+        assert select.select([listener], [], [], 5)[0] and listener.drain() >= 1
+        assert store.delete(failing.id)  # it would only fail again in the serve below
+    finally:
+        listener.close()
+        queue.close()
+    queue = Queue(odd_schema_url)
+    job = queue.task_by_name("tests.tasks.add").delay(20, 22)
+    served = mpqueue_cli("--path", odd_schema_url, "serve", "--workers", "1", "--until-empty")
+    assert served.returncode == 0, served.stderr
+    assert job.result(timeout=5) == 42 and queue.stats()["ready"] == 0
+    queue.close()
