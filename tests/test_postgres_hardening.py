@@ -11,22 +11,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import traceback
 from urllib.parse import quote
 
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from mpqueue import ConfigError, Queue, StoreError
 from mpqueue.config import redact
 from mpqueue.job import JobState, Outcome, now_ms
 
-from .pg_helpers import admin, drop_schema, pg_url, server_url  # noqa: F401
+from .pg_helpers import (admin, drop_schema, pg_url, require_restartable,  # noqa: F401
+                         restart_database, server_url, terminate_connections)
 from .serve_helpers import ROOT
 
 SECRET = "Hunter2-s3cret"
@@ -176,4 +182,141 @@ def test_an_odd_schema_name_enqueues_claims_finishes_and_wakes(odd_schema_url, t
     served = mpqueue_cli("--path", odd_schema_url, "serve", "--workers", "1", "--until-empty")
     assert served.returncode == 0, served.stderr
     assert job.result(timeout=5) == 42 and queue.stats()["ready"] == 0
+    queue.close()
+
+
+# ---- 3. lost connections ------------------------------------------------------------------
+
+class CommitCutter:
+    """A TCP proxy to the test server that, once armed, passes the next COMMIT on and
+    hangs up on the client as soon as the server has answered it: the commit landed,
+    and the client never hears so (a reply lost on the network, for real)."""
+
+    def __init__(self, url: str):
+        params = conninfo_to_dict(url)
+        self.target = (str(params["host"]), int(params.get("port") or 5432))
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        port = self.listener.getsockname()[1]
+        netloc = f"{self.target[0]}:{self.target[1]}"
+        assert netloc in url
+        self.url = (url.replace(netloc, f"127.0.0.1:{port}", 1)  # plain TCP: no TLS to read
+                    + f"{'&' if '?' in url else '?'}sslmode=disable&gssencmode=disable")
+        self.armed = threading.Event()
+        self.cuts = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(self.target)
+            cutting = threading.Event()
+            threading.Thread(target=self._to_client, args=(upstream, client, cutting),
+                             daemon=True).start()
+            threading.Thread(target=self._to_server, args=(client, upstream, cutting),
+                             daemon=True).start()
+
+    def _to_server(self, client: socket.socket, upstream: socket.socket,
+                   cutting: threading.Event) -> None:
+        """Forward whole protocol messages, watching for a simple-query COMMIT."""
+        with contextlib.suppress(OSError):
+            startup = _read_exactly(client, 4)  # the startup message has no type byte
+            size = struct.unpack("!I", startup)[0]
+            upstream.sendall(startup + _read_exactly(client, size - 4))
+            while True:
+                head = _read_exactly(client, 5)
+                body = _read_exactly(client, struct.unpack("!I", head[1:])[0] - 4)
+                if head[:1] == b"Q" and body.startswith(b"COMMIT") and self.armed.is_set():
+                    self.armed.clear()
+                    cutting.set()
+                upstream.sendall(head + body)
+
+    def _to_client(self, upstream: socket.socket, client: socket.socket,
+                   cutting: threading.Event) -> None:
+        with contextlib.suppress(OSError):
+            while data := upstream.recv(65536):
+                if cutting.is_set():
+                    if b"COMMIT\x00" in data:  # CommandComplete: the commit is durable
+                        self.cuts += 1
+                        break
+                    continue
+                client.sendall(data)
+        for sock in (client, upstream):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def _read_exactly(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise OSError("closed")
+        data += chunk
+    return data
+
+
+@pytest.fixture
+def cutter(pg_url):
+    made = CommitCutter(pg_url)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("outage", ["restart", "terminate"])
+def test_a_queue_carries_on_after_the_database_drops_it(pg_url, outage, caplog):
+    """Each first call after an outage (a read, an enqueue, a get) succeeds by itself."""
+    if outage == "restart":
+        require_restartable()
+    caplog.set_level(logging.INFO, logger="mpqueue.store")
+
+    def drop_everything() -> None:
+        restart_database() if outage == "restart" else terminate_connections(pg_url)
+    queue = Queue(pg_url)
+    add = queue.task_by_name("tests.tasks.add")
+    first = add.delay(1, 2)
+    drop_everything()
+    assert queue.stats()["ready"] == 1
+    drop_everything()
+    second = add.delay(3, 4)
+    drop_everything()
+    assert queue.get(first.id).id == first.id and queue.get(second.id).id == second.id
+    assert queue.stats()["ready"] == 2
+    assert caplog.text.count("reconnecting to make the call again") == 3
+    queue.close()
+
+
+def test_an_enqueue_whose_commit_reply_was_lost_is_stored_once(cutter, caplog):
+    caplog.set_level(logging.INFO, logger="mpqueue.store")
+    queue = Queue(cutter.url)
+    add = queue.task_by_name("tests.tasks.add")
+    add.delay(0, 0)  # connected (and the schema made) before the cut
+    cutter.armed.set()
+    jobs = add.map([(1, 2), (3, 4), (5, 6)])  # committed; the reply never comes
+    assert cutter.cuts == 1 and "reconnecting to make the call again" in caplog.text
+    assert queue.stats() == {"ready": 4, "scheduled": 0, "processing": 0, "done": 0,
+                             "dead": 0, "total": 4}
+    for job in jobs:
+        stored = queue.get(job.id)
+        assert stored is not None and stored.record.seq == job.record.seq
+    queue.close()
+
+
+def test_another_write_whose_commit_reply_was_lost_says_so(cutter):
+    queue = Queue(cutter.url)
+    job = queue.task_by_name("tests.tasks.add").delay(1, 2)
+    cutter.armed.set()
+    with pytest.raises(StoreError, match="may or may not have been applied"):
+        queue.store.delete(job.id)  # not safe to repeat blindly: reported, not retried
+    assert cutter.cuts == 1
+    assert queue.get(job.id) is None and queue.stats()["total"] == 0  # it did land
     queue.close()

@@ -2,10 +2,11 @@
 
 Every store call is one ``run(body)``: ``body`` gets a ``Query`` (a counting cursor)
 and runs inside one transaction, which PostgreSQL commits or rolls back as a whole, so
-a failed call changes nothing. ``psycopg.Error`` becomes ``StoreError`` (chained). A
-lost connection is dropped and reopened on the next call, with backoff while the
-server stays unreachable. Deadlocks and serialization failures are retried here: the
-whole transaction was rolled back, so running it again is safe.
+a failed call changes nothing. ``psycopg.Error`` becomes ``StoreError`` (chained, and
+without the password). A lost connection is reopened at once and the call made again
+when that is safe (see ``run``); after that, with backoff while the server stays
+unreachable. Deadlocks and serialization failures are retried here: the whole
+transaction was rolled back, so running it again is safe.
 
 A connection never crosses ``fork()``: in the child, the inherited socket is pointed
 at /dev/null and the store opens its own connection on first use, so a child using (or
@@ -14,6 +15,7 @@ closing) an inherited store can never talk on the parent's socket.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -26,6 +28,7 @@ from . import pg_url
 from .base import OpCounter
 
 T = TypeVar("T")
+log = logging.getLogger("mpqueue.store")
 
 CONNECT_TIMEOUT_S = 10       # libpq waits forever by default
 RECONNECT_BASE_S = 0.1       # first wait before reconnecting after a failed attempt
@@ -126,33 +129,56 @@ class PgSession:
         self._failures = 0
         return self._conn
 
-    def run(self, body: Callable[[Query], T], *, write: bool = True) -> T:
-        """``body`` in one transaction (``write``) or as autocommitted reads."""
+    def run(self, body: Callable[[Query], T], *, write: bool = True,
+            resume: Callable[[Query], T] | None = None) -> T:
+        """``body`` in one transaction (``write``) or as autocommitted reads.
+
+        A lost connection (the database restarted, or dropped it) is reopened and the
+        call made once more where that cannot apply a write twice: always for reads and
+        for a write lost before its COMMIT was sent (the database rolled it back). A
+        write whose COMMIT went out unanswered may have landed: it is made again only
+        through ``resume``, which must find out and finish the work (a write that is
+        safe to repeat); without one, StoreError says the outcome is unknown.
+        """
         with self._lock:
-            attempt = 0
+            step, attempt, reconnected = body, 0, False
             while True:
                 attempt += 1
                 conn = self.connection()
+                committing = False
                 try:
                     with conn.cursor(binary=True) as cursor:
                         if not write:
-                            return body(Query(cursor, self.counter))
+                            return step(Query(cursor, self.counter))
                         with conn.transaction():
-                            return body(Query(cursor, self.counter))
+                            result = step(Query(cursor, self.counter))
+                            committing = True  # the block's exit sends COMMIT
+                        return result
                 except psycopg.errors.TransactionRollback as exc:
                     if attempt < TX_ATTEMPTS and not conn.broken:
                         continue
-                    raise self._translate(exc, conn) from self._cause(exc)
+                    raise self._translate(exc, conn, committing) from self._cause(exc)
                 except psycopg.Error as exc:
-                    raise self._translate(exc, conn) from self._cause(exc)
+                    lost = conn.broken or conn.closed
+                    if lost and not reconnected and (resume is not None or not committing):
+                        log.info("lost the connection to PostgreSQL at %s (%s); "
+                                 "reconnecting to make the call again", self.where,
+                                 self.detail(exc))
+                        self._drop()
+                        step = resume if committing and resume is not None else step
+                        reconnected = True
+                        continue
+                    raise self._translate(exc, conn, committing) from self._cause(exc)
 
-    def _translate(self, exc: psycopg.Error, conn: psycopg.Connection[Any]) -> StoreError:
+    def _translate(self, exc: psycopg.Error, conn: psycopg.Connection[Any],
+                   committing: bool = False) -> StoreError:
         detail = self.detail(exc)
         if conn.broken or conn.closed:
             self._drop()
+            outcome = ("the commit was sent but not answered, so it may or may not have "
+                       "been applied" if committing else "the transaction was rolled back")
             return StoreError(f"lost the connection to PostgreSQL at {self.where} "
-                              f"(the transaction was rolled back; the next call "
-                              f"reconnects): {detail}")
+                              f"({outcome}; the next call reconnects): {detail}")
         return StoreError(f"PostgreSQL error ({type(exc).__name__}): {detail}")
 
     def _drop(self) -> None:

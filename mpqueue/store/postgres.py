@@ -87,6 +87,7 @@ _SQL = {
                      ORDER BY id FOR UPDATE)
         RETURNING id""",
     "get": f"SELECT {_COLUMNS} FROM {{jobs}} WHERE id = %s",
+    "seqs_of": "SELECT id, seq FROM {jobs} WHERE id = ANY(%s)",
     # Variants, not "(%s IS NULL OR name = %s)": a prepared generic plan of that form
     # could not use the name index.
     "list": f"SELECT {_COLUMNS} FROM {{jobs}} ORDER BY created_at_ms, seq, id LIMIT %s",
@@ -155,8 +156,9 @@ class PostgresStore(Store):
     def add(self, records: Sequence[JobRecord]) -> None:
         for rec in records:  # the LMDB store's limits, so a queue can move between them
             keys.check_key_length(keys.by_name_key(rec.name, rec.id), f"task name {rec.name!r}")
-        if records:
-            self.session.run(lambda q: self._add(q, records))
+        if records:  # safe to repeat: see _add_unless_committed
+            self.session.run(lambda q: self._add(q, records),
+                             resume=lambda q: self._add_unless_committed(q, records))
 
     def _add(self, q: Query, records: Sequence[JobRecord]) -> None:
         columns: list[list[Any]] = [[] for _ in range(16)]
@@ -173,6 +175,18 @@ class PostgresStore(Store):
             rec.seq = seqs[rec.id]
         q.counter.puts += len(records)
         q.rows(self.sql["notify"], (self.channel,))  # delivered at commit, if it commits
+
+    def _add_unless_committed(self, q: Query, records: Sequence[JobRecord]) -> None:
+        """``_add`` again after a COMMIT whose reply was lost. The job ids were chosen
+        before the first insert, so finding them all means it committed (the jobs are
+        not added twice); finding none, it did not. A few is a genuine duplicate id:
+        ``_add`` fails on it as it would have the first time."""
+        seqs = dict(q.rows(self.sql["seqs_of"], ([rec.id for rec in records],)))
+        if len(seqs) < len(records):
+            self._add(q, records)
+            return
+        for rec in records:
+            rec.seq = seqs[rec.id]
 
     # ---- polling ------------------------------------------------------------------
     def promote_due(self, now_ms: int) -> int:
