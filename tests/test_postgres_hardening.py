@@ -281,7 +281,7 @@ def test_a_queue_carries_on_after_the_database_drops_it(pg_url, outage, caplog):
 
     def drop_everything() -> None:
         restart_database() if outage == "restart" else terminate_connections(pg_url)
-    queue = Queue(pg_url)
+    queue = Queue(with_query_password(pg_url))
     add = queue.task_by_name("tests.tasks.add")
     first = add.delay(1, 2)
     drop_everything()
@@ -292,6 +292,7 @@ def test_a_queue_carries_on_after_the_database_drops_it(pg_url, outage, caplog):
     assert queue.get(first.id).id == first.id and queue.get(second.id).id == second.id
     assert queue.stats()["ready"] == 2
     assert caplog.text.count("reconnecting to make the call again") == 3
+    assert SECRET not in caplog.text
     queue.close()
 
 
