@@ -12,7 +12,8 @@ from datetime import datetime
 from typing import Any, Callable, Sequence
 
 from .config import (DEFAULT_MAP_SIZE, DEFAULT_MODE, DEFAULT_RESULT_TTL_S, TaskOptions,
-                     check_delay, check_location, check_mode, check_priority, resolve_path)
+                     check_delay, check_location, check_mode, check_priority, redact,
+                     resolve_path)
 from .errors import ConfigError, JobNotFound, TaskNotFound
 from .job import Job, JobRecord, JobState, is_job_id, new_job_id, new_job_ids, now_ms
 from .keys import RUN_AT_MAX_MS
@@ -83,7 +84,7 @@ class Queue:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Queue {self.path!r} mode={self.mode}>"
+        return f"<Queue {redact(self.path)!r} mode={self.mode}>"  # no password
 
     # ---- tasks --------------------------------------------------------------------
     def task(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:

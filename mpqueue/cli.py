@@ -21,7 +21,7 @@ import click
 from . import __version__
 from .app import Queue
 from .cli_serve import demo_command, serve_command
-from .config import DEFAULT_MODE, DEFAULT_PATH, MODES, PATH_ENV, is_url
+from .config import DEFAULT_MODE, DEFAULT_PATH, MODES, PATH_ENV, is_url, redact
 from .errors import ConfigError, JobNotFound, MpqueueError, SerializationError, StoreCorrupt
 from .job import Job, JobState
 from .keys import PRIORITY_MAX, PRIORITY_MIN
@@ -318,7 +318,7 @@ def dead_purge(queue: Queue, yes: bool) -> None:
     if count == 0:
         click.echo("No dead jobs.")
         return
-    if not yes and not click.confirm(f"Delete {count} dead job(s) from {queue.path}?"):
+    if not yes and not click.confirm(f"Delete {count} dead job(s) from {redact(queue.path)}?"):
         raise click.ClickException("nothing deleted")
     click.echo(f"Deleted {queue.purge_dead()} dead job(s).")
 

@@ -6,7 +6,6 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 from typing import Any
 
 from .errors import ConfigError
@@ -57,14 +56,12 @@ def is_url(location: str) -> bool:
 
 
 def redact(location: str) -> str:
-    """The location fit for logs and messages: a URL's password becomes ***."""
+    """The location fit for logs and messages: a URL without its password (see
+    ``store/pg_url.py``); never raises."""
     if not is_url(location):
         return location
-    parts = urlsplit(location)
-    if parts.password is None:
-        return location
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
+    from .store.pg_url import display  # the URL rules live with the PostgreSQL store
+    return display(location)
 
 
 def check_location(location: str, mode: str) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import subprocess
 from functools import lru_cache
+from pathlib import Path
 from typing import Iterator
 
 import psycopg
@@ -62,6 +64,28 @@ def drop_schema(url: str, schema: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("SET lock_timeout = '5s'")
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+def require_restartable() -> None:
+    """Skip (fail under CI) unless the server is one that ``scripts/test`` started."""
+    if not os.environ.get("MPQUEUE_PG_STATE"):
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the suite through scripts/test (it owns the server)")
+        pytest.skip("restarting needs the throwaway server that scripts/test starts")
+
+
+def restart_database() -> None:
+    """Restart the throwaway server (``scripts/pg-test-server restart``)."""
+    require_restartable()
+    script = Path(__file__).resolve().parent.parent / "scripts" / "pg-test-server"
+    subprocess.run([str(script), "restart"], check=True, timeout=90, env=os.environ)
+
+
+def terminate_connections(url: str) -> None:
+    """Make the server drop every other connection to the database of ``url``."""
+    with admin(url) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")
 
 
 def admin(url: str) -> psycopg.Connection:

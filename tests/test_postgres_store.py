@@ -10,7 +10,9 @@ import select
 import threading
 
 import psycopg
+import psycopg.conninfo
 import pytest
+from psycopg import sql
 from click.testing import CliRunner
 
 from mpqueue import ConfigError, Queue, StoreError
@@ -146,15 +148,27 @@ def test_listener_survives_a_lost_connection(pg_url, store, waiter):
 
 # ---- failures -------------------------------------------------------------------------------
 
-def test_lost_connection_fails_one_call_then_reconnects(pg_url, store):
+def test_a_lost_connection_is_reopened_and_the_read_made_again(pg_url, store):
     ids = add(store, record(), record())
     with admin(pg_url) as conn:
         conn.execute("SELECT pg_terminate_backend(%s)", (backend_pid(store),))
-    with pytest.raises(StoreError, match="lost the connection") as info:
-        store.stats()
-    assert isinstance(info.value.__cause__, psycopg.OperationalError)
-    assert store.stats()["ready"] == 2  # reconnected; nothing lost
+    assert store.stats()["ready"] == 2  # reconnected within the call; nothing lost
     assert sorted(r.id for r in claim_all(store)) == sorted(ids)
+
+
+def test_a_reconnect_that_fails_is_a_store_error(pg_url, store):
+    database = psycopg.conninfo.conninfo_to_dict(pg_url)["dbname"]
+    refuse = sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format
+    with psycopg.connect(pg_url, dbname="postgres", autocommit=True) as conn:
+        conn.execute(refuse(sql.Identifier(database), sql.SQL("false")))
+        try:
+            conn.execute("SELECT pg_terminate_backend(%s)", (backend_pid(store),))
+            with pytest.raises(StoreError, match="cannot connect") as info:
+                store.stats()
+        finally:
+            conn.execute(refuse(sql.Identifier(database), sql.SQL("true")))
+    assert isinstance(info.value.__cause__, psycopg.OperationalError)
+    assert store.stats()["total"] == 0  # and the next call, after the backoff, works
 
 
 def test_failed_transaction_changes_nothing(store):

@@ -17,6 +17,8 @@ from typing import Any, Callable
 import psycopg
 from psycopg import pq, sql
 
+from ..errors import StoreError
+
 log = logging.getLogger("mpqueue.store")
 
 RECONNECT_BASE_S = 0.5
@@ -40,7 +42,7 @@ class PgListener:
         try:
             conn = self._connect()
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-        except psycopg.Error as exc:
+        except (psycopg.Error, StoreError) as exc:  # StoreError: connect's, without secrets
             self._failures += 1
             delay = min(RECONNECT_MAX_S, RECONNECT_BASE_S * 2 ** (self._failures - 1))
             self._retry_at = time.monotonic() + delay

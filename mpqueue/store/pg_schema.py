@@ -83,8 +83,18 @@ MIGRATIONS: list[tuple[str, ...]] = [
 
 
 def qualified_names(conn: psycopg.Connection[Any], schema: str) -> dict[str, str]:
-    """``{jobs}``-style placeholders mapped to quoted, schema-qualified names."""
-    return {key: sql.Identifier(schema, table).as_string(conn) for key, table in TABLES.items()}
+    """``{jobs}``-style placeholders mapped to quoted, schema-qualified names, and
+    ``{seq_name}`` to the sequence's name as a string literal (``nextval`` takes text)."""
+    names = {key: sql.Identifier(schema, table).as_string(conn)
+             for key, table in TABLES.items()}
+    names["seq_name"] = sql.Literal(names["seq"]).as_string(conn)
+    return names
+
+
+def render(template: str, names: dict[str, str]) -> str:
+    """``template`` with ``names`` (from ``qualified_names``) filled in; nothing else
+    is ever formatted into SQL text: values go in as parameters."""
+    return template.format(**names)
 
 
 def current_schema(conn: psycopg.Connection[Any]) -> str:
@@ -101,7 +111,7 @@ def installed_version(conn: psycopg.Connection[Any], names: dict[str, str]) -> i
     exists = conn.execute("SELECT to_regclass(%s)", (names["version"],)).fetchone()
     if exists is None or exists[0] is None:
         return 0
-    row = conn.execute("SELECT coalesce(max(version), 0) FROM {version}".format(**names))
+    row = conn.execute(render("SELECT coalesce(max(version), 0) FROM {version}", names))
     found = row.fetchone()
     return int(found[0]) if found else 0
 
@@ -116,13 +126,14 @@ def migrate(conn: psycopg.Connection[Any], schema: str) -> int:
         return 0  # the common case: no lock taken
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_CLASS, schema))
-        conn.execute("CREATE TABLE IF NOT EXISTS {version} (version integer PRIMARY KEY, "
-                     "applied_at timestamptz NOT NULL DEFAULT now())".format(**names))
+        conn.execute(render("CREATE TABLE IF NOT EXISTS {version} (version integer "
+                            "PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+                            names))
         start = _check_version(installed_version(conn, names))  # another may have won
         for version in range(start + 1, len(MIGRATIONS) + 1):
             for statement in MIGRATIONS[version - 1]:
-                conn.execute(statement.format(**names))
-            conn.execute("INSERT INTO {version} (version) VALUES (%s)".format(**names),
+                conn.execute(render(statement, names))
+            conn.execute(render("INSERT INTO {version} (version) VALUES (%s)", names),
                          (version,))
     return len(MIGRATIONS) - start
 

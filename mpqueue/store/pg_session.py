@@ -2,10 +2,11 @@
 
 Every store call is one ``run(body)``: ``body`` gets a ``Query`` (a counting cursor)
 and runs inside one transaction, which PostgreSQL commits or rolls back as a whole, so
-a failed call changes nothing. ``psycopg.Error`` becomes ``StoreError`` (chained). A
-lost connection is dropped and reopened on the next call, with backoff while the
-server stays unreachable. Deadlocks and serialization failures are retried here: the
-whole transaction was rolled back, so running it again is safe.
+a failed call changes nothing. ``psycopg.Error`` becomes ``StoreError`` (chained, and
+without the password). A lost connection is reopened at once and the call made again
+when that is safe (see ``run``); after that, with backoff while the server stays
+unreachable. Deadlocks and serialization failures are retried here: the whole
+transaction was rolled back, so running it again is safe.
 
 A connection never crosses ``fork()``: in the child, the inherited socket is pointed
 at /dev/null and the store opens its own connection on first use, so a child using (or
@@ -14,6 +15,7 @@ closing) an inherited store can never talk on the parent's socket.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -21,13 +23,12 @@ import weakref
 from typing import Any, Callable, Sequence, TypeVar
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
-
-from ..config import redact
-from ..errors import ConfigError, StoreError
+from ..errors import StoreError
+from . import pg_url
 from .base import OpCounter
 
 T = TypeVar("T")
+log = logging.getLogger("mpqueue.store")
 
 CONNECT_TIMEOUT_S = 10       # libpq waits forever by default
 RECONNECT_BASE_S = 0.1       # first wait before reconnecting after a failed attempt
@@ -39,10 +40,7 @@ _SESSIONS: "weakref.WeakSet[PgSession]" = weakref.WeakSet()
 
 def connection_params(url: str) -> dict[str, Any]:
     """libpq parameters from ``url``, with mpqueue's defaults where the URL is silent."""
-    try:
-        params = conninfo_to_dict(url)
-    except psycopg.Error as exc:
-        raise ConfigError(f"invalid PostgreSQL URL {redact(url)!r}: {exc}") from exc
+    params: dict[str, Any] = pg_url.parse(url)
     params.setdefault("connect_timeout", str(CONNECT_TIMEOUT_S))
     params.setdefault("application_name", "mpqueue")
     return params
@@ -84,7 +82,8 @@ class PgSession:
 
     def __init__(self, url: str, counter: OpCounter):
         self.params = connection_params(url)
-        self.where = redact(url)
+        self.where = pg_url.shown(pg_url.parse(url))  # without mpqueue's defaults
+        self._secrets = pg_url.secrets_of(self.params)
         self.counter = counter
         self._conn: psycopg.Connection[Any] | None = None
         self._pid = os.getpid()
@@ -94,9 +93,24 @@ class PgSession:
         self._orphans: list[psycopg.Connection[Any]] = []
         _SESSIONS.add(self)
 
-    def connect(self, **overrides: Any) -> psycopg.Connection[Any]:
-        """A new raw connection with this session's parameters (autocommit)."""
-        return psycopg.connect(**{**self.params, **overrides}, autocommit=True)
+    def connect(self) -> psycopg.Connection[Any]:
+        """A new raw connection with this session's parameters (autocommit).
+
+        Raises StoreError naming the problem (never the password).
+        """
+        try:
+            return psycopg.connect(**self.params, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot connect to PostgreSQL at {self.where}: "
+                             f"{self.detail(exc)}") from self._cause(exc)
+
+    def detail(self, exc: psycopg.Error) -> str:
+        """libpq's message for ``exc``, without this session's secrets."""
+        return pg_url.scrub(str(exc).strip() or type(exc).__name__, self._secrets)
+
+    def _cause(self, exc: psycopg.Error) -> psycopg.Error | None:
+        """``exc`` to chain to, unless its text holds a secret (a traceback prints it)."""
+        return exc if self.detail(exc) == (str(exc).strip() or type(exc).__name__) else None
 
     def connection(self) -> psycopg.Connection[Any]:
         """The open connection, (re)connecting first if needed; raises StoreError."""
@@ -107,42 +121,64 @@ class PgSession:
             time.sleep(wait_s)  # backoff: the caller is retrying against a dead server
         try:
             self._conn = self.connect()
-        except psycopg.Error as exc:
+        except StoreError:
             self._failures += 1
             self._retry_at = time.monotonic() + min(
                 RECONNECT_MAX_S, RECONNECT_BASE_S * 2 ** (self._failures - 1))
-            raise StoreError(f"cannot connect to PostgreSQL at {self.where}: "
-                             f"{str(exc).strip()}") from exc
+            raise
         self._failures = 0
         return self._conn
 
-    def run(self, body: Callable[[Query], T], *, write: bool = True) -> T:
-        """``body`` in one transaction (``write``) or as autocommitted reads."""
+    def run(self, body: Callable[[Query], T], *, write: bool = True,
+            resume: Callable[[Query], T] | None = None) -> T:
+        """``body`` in one transaction (``write``) or as autocommitted reads.
+
+        A lost connection (the database restarted, or dropped it) is reopened and the
+        call made once more where that cannot apply a write twice: always for reads and
+        for a write lost before its COMMIT was sent (the database rolled it back). A
+        write whose COMMIT went out unanswered may have landed: it is made again only
+        through ``resume``, which must find out and finish the work (a write that is
+        safe to repeat); without one, StoreError says the outcome is unknown.
+        """
         with self._lock:
-            attempt = 0
+            step, attempt, reconnected = body, 0, False
             while True:
                 attempt += 1
                 conn = self.connection()
+                committing = False
                 try:
                     with conn.cursor(binary=True) as cursor:
                         if not write:
-                            return body(Query(cursor, self.counter))
+                            return step(Query(cursor, self.counter))
                         with conn.transaction():
-                            return body(Query(cursor, self.counter))
+                            result = step(Query(cursor, self.counter))
+                            committing = True  # the block's exit sends COMMIT
+                        return result
                 except psycopg.errors.TransactionRollback as exc:
                     if attempt < TX_ATTEMPTS and not conn.broken:
                         continue
-                    raise self._translate(exc, conn) from exc
+                    raise self._translate(exc, conn, committing) from self._cause(exc)
                 except psycopg.Error as exc:
-                    raise self._translate(exc, conn) from exc
+                    lost = conn.broken or conn.closed
+                    if lost and not reconnected and (resume is not None or not committing):
+                        log.info("lost the connection to PostgreSQL at %s (%s); "
+                                 "reconnecting to make the call again", self.where,
+                                 self.detail(exc))
+                        self._drop()
+                        step = resume if committing and resume is not None else step
+                        reconnected = True
+                        continue
+                    raise self._translate(exc, conn, committing) from self._cause(exc)
 
-    def _translate(self, exc: psycopg.Error, conn: psycopg.Connection[Any]) -> StoreError:
-        detail = str(exc).strip() or type(exc).__name__
+    def _translate(self, exc: psycopg.Error, conn: psycopg.Connection[Any],
+                   committing: bool = False) -> StoreError:
+        detail = self.detail(exc)
         if conn.broken or conn.closed:
             self._drop()
+            outcome = ("the commit was sent but not answered, so it may or may not have "
+                       "been applied" if committing else "the transaction was rolled back")
             return StoreError(f"lost the connection to PostgreSQL at {self.where} "
-                              f"(the transaction was rolled back; the next call "
-                              f"reconnects): {detail}")
+                              f"({outcome}; the next call reconnects): {detail}")
         return StoreError(f"PostgreSQL error ({type(exc).__name__}): {detail}")
 
     def _drop(self) -> None:

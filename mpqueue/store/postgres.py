@@ -26,7 +26,7 @@ from .pg_listen import PgListener
 from .pg_session import PgSession, Query
 
 BIGINT_MAX = 2**63 - 1  # run-at times beyond it (year 292 million) are stored as it
-CHANNEL_MAX = 63        # PostgreSQL identifiers (and so channel names) are this short
+CHANNEL_MAX_BYTES = 63  # PostgreSQL identifiers (and so channel names) are this short
 
 # JobRecord's fields, in the order every query selects them.
 _FIELDS = ("id", "name", "state", "payload", "priority", "seq", "run_at_ms", "created_at_ms",
@@ -38,9 +38,10 @@ _Cycle = tuple[list[bool], list[JobRecord]]  # (inside the class, ``list`` is a 
 
 _SQL = {
     "add": f"""INSERT INTO {{jobs}} ({_COLUMNS})
-        SELECT u.id, u.name, u.state, u.payload, u.priority, nextval('{{seq}}'), u.run_at_ms,
-               u.created_at_ms, u.attempts, u.max_retries, u.timeout_s, u.func, u.result,
-               u.errors, u.finished_at_ms, u.backoff_base_s, u.backoff_cap_s
+        SELECT u.id, u.name, u.state, u.payload, u.priority, nextval({{seq_name}}),
+               u.run_at_ms, u.created_at_ms, u.attempts, u.max_retries, u.timeout_s,
+               u.func, u.result, u.errors, u.finished_at_ms, u.backoff_base_s,
+               u.backoff_cap_s
         FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::integer[],
                     %s::bigint[], %s::bigint[], %s::integer[], %s::integer[],
                     %s::float8[], %s::bytea[], %s::bytea[], %s::text[], %s::bigint[],
@@ -67,7 +68,7 @@ _SQL = {
             attempts = j.attempts + u.attempts_delta, finished_at_ms = u.finished_at_ms,
             dead_reason = u.dead_reason, worker_id = NULL, claimed_at_ms = NULL,
             deadline_ms = NULL,
-            seq = CASE WHEN u.requeue THEN nextval('{seq}') ELSE j.seq END
+            seq = CASE WHEN u.requeue THEN nextval({seq_name}) ELSE j.seq END
         FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::text[], %s::bigint[],
                     %s::integer[], %s::bigint[], %s::text[], %s::boolean[])
              AS u(id, state, result, errors, run_at_ms, attempts_delta, finished_at_ms,
@@ -86,6 +87,7 @@ _SQL = {
                      ORDER BY id FOR UPDATE)
         RETURNING id""",
     "get": f"SELECT {_COLUMNS} FROM {{jobs}} WHERE id = %s",
+    "seqs_of": "SELECT id, seq FROM {jobs} WHERE id = ANY(%s)",
     # Variants, not "(%s IS NULL OR name = %s)": a prepared generic plan of that form
     # could not use the name index.
     "list": f"SELECT {_COLUMNS} FROM {{jobs}} ORDER BY created_at_ms, seq, id LIMIT %s",
@@ -103,7 +105,7 @@ _SQL = {
     "delete": "DELETE FROM {jobs} WHERE id = %s",
     "lock_one": f"SELECT {_COLUMNS} FROM {{jobs}} WHERE id = %s FOR UPDATE",
     "requeue_dead": """UPDATE {jobs} SET state = 'ready', attempts = 0, run_at_ms = %s,
-            finished_at_ms = NULL, dead_reason = NULL, seq = nextval('{seq}')
+            finished_at_ms = NULL, dead_reason = NULL, seq = nextval({seq_name})
         WHERE id = %s RETURNING seq""",
     "purge_dead": "DELETE FROM {jobs} WHERE state = 'dead'",
     "expire": "DELETE FROM {jobs} WHERE state = 'done' AND finished_at_ms < %s",
@@ -153,21 +155,22 @@ class PostgresStore(Store):
                 pg_schema.migrate(conn, schema)
             except psycopg.Error as exc:
                 self.session.close()
-                raise self.session._translate(exc, conn) from exc
+                raise self.session._translate(exc, conn) from self.session._cause(exc)
             except BaseException:
                 self.session.close()
                 raise
             names = pg_schema.qualified_names(conn, schema)
         self.schema = schema
-        self.channel = f"mpqueue_{schema}"[:CHANNEL_MAX]
-        self.sql = {key: text.format(**names) for key, text in _SQL.items()}
+        self.channel = _channel_name(schema)
+        self.sql = {key: pg_schema.render(text, names) for key, text in _SQL.items()}
 
     # ---- adding -------------------------------------------------------------------
     def add(self, records: Sequence[JobRecord]) -> None:
         for rec in records:  # the LMDB store's limits, so a queue can move between them
             keys.check_key_length(keys.by_name_key(rec.name, rec.id), f"task name {rec.name!r}")
-        if records:
-            self.session.run(lambda q: self._add(q, records))
+        if records:  # safe to repeat: see _add_unless_committed
+            self.session.run(lambda q: self._add(q, records),
+                             resume=lambda q: self._add_unless_committed(q, records))
 
     def _add(self, q: Query, records: Sequence[JobRecord]) -> None:
         columns: list[list[Any]] = [[] for _ in range(16)]
@@ -184,6 +187,18 @@ class PostgresStore(Store):
             rec.seq = seqs[rec.id]
         q.counter.puts += len(records)
         q.rows(self.sql["notify"], (self.channel,))  # delivered at commit, if it commits
+
+    def _add_unless_committed(self, q: Query, records: Sequence[JobRecord]) -> None:
+        """``_add`` again after a COMMIT whose reply was lost. The job ids were chosen
+        before the first insert, so finding them all means it committed (the jobs are
+        not added twice); finding none, it did not. A few is a genuine duplicate id:
+        ``_add`` fails on it as it would have the first time."""
+        seqs = dict(q.rows(self.sql["seqs_of"], ([rec.id for rec in records],)))
+        if len(seqs) < len(records):
+            self._add(q, records)
+            return
+        for rec in records:
+            rec.seq = seqs[rec.id]
 
     # ---- polling ------------------------------------------------------------------
     def promote_due(self, now_ms: int) -> int:
@@ -409,6 +424,13 @@ class PostgresStore(Store):
 
     def close(self) -> None:
         self.session.close()
+
+
+def _channel_name(schema: str) -> str:
+    """The NOTIFY channel of the queue in ``schema``: at most 63 bytes (pg_notify
+    refuses longer), cut at a character boundary (an unfinished one is dropped)."""
+    encoded = f"mpqueue_{schema}".encode()[:CHANNEL_MAX_BYTES]
+    return encoded.decode("utf-8", "ignore")
 
 
 def _check_worker_id(worker_id: str) -> None:
