@@ -16,6 +16,8 @@ PATH_ENV = "MPQUEUE_PATH"
 DEFAULT_PATH = "./mpqueue-data"  # used when neither a path nor $MPQUEUE_PATH is given
 MODES = ("optimized", "legacy")
 DEFAULT_MODE = "optimized"
+DEFAULT_LIST_LIMIT = 100       # `mpqueue list` shows this many jobs unless --limit/--all
+SHOW_REPR_MAX = 2000           # `mpqueue show` cuts longer argument/result reprs (--full)
 
 DEFAULT_RETRIES = 3            # runs after the first before a job is dead-lettered
 DEFAULT_TIMEOUT_S = None       # no per-job time limit unless a task asks for one
