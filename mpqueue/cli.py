@@ -40,6 +40,11 @@ class MpqueueGroup(click.Group):
             return super().invoke(ctx)
         except MpqueueError as exc:
             raise click.ClickException(str(exc)) from exc
+        except UnicodeError as exc:  # argv bytes that are not UTF-8 reach an encoder
+            raise click.ClickException(f"text that is not valid UTF-8: {exc}") from exc
+        except RecursionError as exc:  # a stored value nested deeper than Python recurses
+            raise click.ClickException(f"a value is nested too deeply to handle: "
+                                       f"{exc}") from exc
         except OSError as exc:
             if exc.errno == errno.EPIPE:  # `mpqueue list | head`: click exits quietly
                 raise
@@ -132,8 +137,15 @@ def enqueue(queue: Queue, task: str, args: str, kwargs_json: str, delay: float |
 def _parse_json(text: str, kind: type, what: str, expected: str) -> Any:
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise click.BadParameter(f"JSON nested too deeply; expected {expected}",
+                                 param_hint=what) from None
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"invalid JSON ({exc}); expected {expected}",
+                                 param_hint=what) from None
+    except ValueError:  # the only other: an integer over Python's digit limit
+        raise click.BadParameter(f"a number in it has more than "
+                                 f"{sys.get_int_max_str_digits()} digits; expected {expected}",
                                  param_hint=what) from None
     if not isinstance(value, kind):
         raise click.BadParameter(f"expected {expected}; got a JSON "

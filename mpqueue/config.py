@@ -10,6 +10,7 @@ from urllib.parse import urlsplit, urlunsplit
 from typing import Any
 
 from .errors import ConfigError
+from .display import describe
 from .keys import PRIORITY_MAX, PRIORITY_MIN
 
 PATH_ENV = "MPQUEUE_PATH"
@@ -117,7 +118,8 @@ class TaskOptions:
 
 def check_int(what: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{what} must be an integer from {low} to {high}; got {value!r}")
+        raise ConfigError(f"{what} must be an integer from {low} to {high}; "
+                          f"got {describe(value)}")
     return value
 
 
@@ -128,14 +130,15 @@ def check_priority(priority: Any) -> int:
 def check_positive(what: str, value: Any) -> float:
     if (isinstance(value, bool) or not isinstance(value, (int, float))
             or not math.isfinite(value) or not value > 0):
-        raise ConfigError(f"{what} must be a finite number of seconds > 0; got {value!r}")
+        raise ConfigError(f"{what} must be a finite number of seconds > 0; "
+                          f"got {describe(value)}")
     return float(value)
 
 
 def check_delay(delay: Any, what: str = "delay") -> float:
     if (isinstance(delay, bool) or not isinstance(delay, (int, float))
             or not math.isfinite(delay) or delay < 0):
-        raise ConfigError(f"{what} must be a number of seconds >= 0; got {delay!r}")
+        raise ConfigError(f"{what} must be a number of seconds >= 0; got {describe(delay)}")
     return float(delay)
 
 

@@ -48,6 +48,12 @@ def short_repr(value: Any, limit: int | None) -> tuple[str, bool]:
     return "".join(budget.parts), budget.cut
 
 
+def describe(value: Any, limit: int = 80) -> str:
+    """A short repr of a user's value for an error message: never raises, never long."""
+    text, cut = short_repr(value, limit)
+    return text + CUT_MARK if cut else text
+
+
 def plain_int(value: int) -> int | str:
     """``value`` if it can be printed, else a description of its size (for JSON)."""
     return value if _printable(value) else _describe_int(value)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,3 +94,39 @@ def snapshot(queue: Any) -> tuple[dict[str, int], list[tuple[str, str, str, int]
     """What a caller can see of the store: counts and every job's id/name/state/attempts."""
     jobs = [(j.id, j.name, j.state, j.attempts) for j in queue.list()]
     return queue.stats(), sorted(jobs)
+
+
+def run_cli(*args: str | bytes, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python -m mpqueue ARGS`` in a new process (bytes args reach argv as they are)."""
+    env = {k: v for k, v in os.environ.items() if k != "MPQUEUE_PATH"}
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return subprocess.run([sys.executable, "-m", "mpqueue", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, errors="replace", timeout=timeout)
+
+
+def run_cli_as_nobody(args: Sequence[str], out_dir: Path) -> tuple[int, str, str]:
+    """The CLI in a forked child that dropped to uid/gid 65534 (another local user):
+    (exit code, stdout, stderr). Forked, not exec'd: that user may not be able to read
+    the interpreter's files, but the parent already imported everything it runs."""
+    import mpqueue.store.legacy  # noqa: F401  (imported on demand by open_store)
+    import mpqueue.store.lmdb  # noqa: F401
+    from mpqueue.cli import cli
+    out_path, err_path = out_dir / "nobody.out", out_dir / "nobody.err"
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            code = 70
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                sys.stdout, sys.stderr = out, err
+                cli.main(list(args), prog_name="mpqueue")
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            finally:
+                out.flush()
+                err.flush()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out_path.read_text(), err_path.read_text()

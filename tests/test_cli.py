@@ -24,6 +24,7 @@ from mpqueue.cli import cli
 from mpqueue.job import ErrorInfo, Outcome, now_ms
 
 from . import cli_tasks
+from .helpers import run_cli
 
 ADD = cli_tasks.add.name
 FAIL = cli_tasks.fail.name
@@ -472,11 +473,7 @@ def test_help_of_every_command(run: Run) -> None:
 
 
 def _run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "MPQUEUE_PATH"}
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return subprocess.run([sys.executable, "-m", "mpqueue", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return run_cli(*args, cwd=cwd)
 
 
 def test_python_dash_m_help(tmp_path: Path) -> None:

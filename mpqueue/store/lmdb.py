@@ -64,7 +64,10 @@ class LmdbStore(Store):
         self.rng = random.Random()
         self._claimed: dict[str, tuple[bytes, JobRecord]] = {}
         self.env = EnvHandle(path, map_size, sync, self.counter)
-        self.env.write(self._migrate)
+        if self.env.read_only:
+            self.env.read(self._check_layout)
+        else:
+            self.env.write(self._migrate)
         self.waker = WakeSender(path)
 
     # ---- layout -------------------------------------------------------------------
@@ -82,6 +85,15 @@ class LmdbStore(Store):
             for rec in self._all_records(tx):
                 tx.put(keys.DB_BY_NAME, keys.by_name_key(rec.name, rec.id), encode_record(rec))
         tx.put(keys.DB_META, keys.META_LAYOUT, self.layout)
+
+    def _check_layout(self, tx: Tx) -> None:
+        """A store opened read-only cannot be migrated: it must be in this mode's layout."""
+        layout = tx.get(keys.DB_META, keys.META_LAYOUT)
+        if layout != self.layout:
+            found = "no" if layout is None else f"the {layout.decode(errors='replace')}"
+            raise ConfigError(f"store {self.path!r} is read-only for this user and has "
+                              f"{found} layout, not {self.layout.decode()}; open it with "
+                              f"--mode matching its layout, or once with write access")
 
     def _all_records(self, tx: Tx) -> list[JobRecord]:
         out = []

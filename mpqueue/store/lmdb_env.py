@@ -118,8 +118,10 @@ class Tx:
 
 
 class _SharedEnv:
-    def __init__(self, env: lmdb.Environment, dbs: dict[bytes, Any], pid: int):
+    def __init__(self, env: lmdb.Environment, dbs: dict[bytes, Any], pid: int,
+                 read_only: bool = False):
         self.env, self.dbs, self.pid, self.users = env, dbs, pid, 0
+        self.read_only = read_only
         self.resize_lock = threading.Lock()
 
 
@@ -161,13 +163,26 @@ def _open(path: str, map_size: int, sync: bool) -> _SharedEnv:
     except OSError as exc:
         raise StoreError(f"cannot create store directory {path!r}: {exc}") from exc
     refuse_network_fs(path)
+    read_only, lock = _access(path)
     env = _retry_transient(lambda: lmdb.open(
         path, map_size=map_size, max_dbs=len(keys.ALL_DBS) + 2, max_readers=MAX_READERS,
         sync=sync, metasync=sync, writemap=False, map_async=False, max_spare_txns=0,
-        subdir=True, lock=True))
-    env.reader_check()  # slots left by killed processes pin old pages: free them now
-    dbs = {name: env.open_db(name, create=True) for name in keys.ALL_DBS}
-    return _SharedEnv(env, dbs, os.getpid())
+        subdir=True, lock=lock, readonly=read_only))
+    if lock:
+        env.reader_check()  # slots left by killed processes pin old pages: free them now
+    dbs = {name: env.open_db(name, create=not read_only) for name in keys.ALL_DBS}
+    return _SharedEnv(env, dbs, os.getpid(), read_only)
+
+
+def _access(path: str) -> tuple[bool, bool]:
+    """(read-only, use the lock file) for this process: a store whose data file it may
+    read but not write (permissions, a read-only mount) is opened read-only, so it can
+    still be inspected; without write access to the lock file either, lock-free (no
+    reader slot: a server writing meanwhile may make a record read as corrupt)."""
+    data = os.path.join(path, "data.mdb")
+    if not os.path.exists(data) or os.access(data, os.W_OK):
+        return False, True
+    return True, os.access(os.path.join(path, "lock.mdb"), os.W_OK)
 
 
 def _retry_transient(fn: Callable[[], T]) -> T:
@@ -187,6 +202,9 @@ def _retry_transient(fn: Callable[[], T]) -> T:
 
 def translate_error(exc: lmdb.Error) -> MpqueueError:
     """The mpqueue exception for an lmdb.Error (raise it ``from`` the original)."""
+    if isinstance(exc, lmdb.ReadonlyError):
+        return StoreError(f"the store is read-only for this user (no write permission, or "
+                          f"a read-only mount); only reading works: {exc}")
     if isinstance(exc, lmdb.BadValsizeError):
         return ConfigError(f"a key or value is the wrong size for LMDB (keys are 1-511 "
                            f"bytes): {exc}")
@@ -211,6 +229,7 @@ class EnvHandle:
         self.path = path
         self.counter = counter
         self.shared = acquire_env(path, map_size, sync)
+        self.read_only = self.shared.read_only
         self.closed = False
 
     def write(self, body: Callable[[Tx], T]) -> T:
