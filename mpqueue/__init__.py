@@ -2,8 +2,8 @@
 
 from .app import Queue
 from .errors import (ConfigError, DuplicateTask, JobFailed, JobNotFound, MpqueueError,
-                     PayloadError, Retry, SerializationError, StoreError, StoreFull,
-                     TaskNotFound)
+                     PayloadError, Retry, SerializationError, StoreCorrupt, StoreError,
+                     StoreFull, TaskNotFound)
 from .job import ErrorInfo, Job, JobState
 from .task import Task
 
@@ -22,6 +22,7 @@ __all__ = [
     "Queue",
     "Retry",
     "SerializationError",
+    "StoreCorrupt",
     "StoreError",
     "StoreFull",
     "Task",

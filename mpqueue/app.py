@@ -15,11 +15,13 @@ from .config import (DEFAULT_MAP_SIZE, DEFAULT_MODE, DEFAULT_RESULT_TTL_S, TaskO
                      check_delay, check_location, check_mode, check_priority, resolve_path)
 from .display import describe
 from .errors import ConfigError, JobNotFound, TaskNotFound
-from .job import Job, JobRecord, JobState, new_job_id, new_job_ids, now_ms
+from .job import Job, JobRecord, JobState, is_job_id, new_job_id, new_job_ids, now_ms
 from .keys import RUN_AT_MAX_MS
 from .registry import Registry, check_name, resolve, task_name
 from .serializer import dump_callable, dump_payload
+from .recovery import coordinator_dead
 from .store import Store, open_store
+from .store.base import CheckReport
 from .task import Task
 
 _WAIT_MIN_S = 0.001
@@ -172,7 +174,7 @@ class Queue:
 
     # ---- reading ------------------------------------------------------------------
     def get(self, job_id: str) -> Job | None:
-        rec = self.store.get(job_id) if _plausible_id(job_id) else None
+        rec = self.store.get(job_id) if is_job_id(job_id) else None
         return None if rec is None else Job(rec, self)
 
     def list(self, name: str | None = None, state: str | None = None,
@@ -208,17 +210,33 @@ class Queue:
     # ---- changing -----------------------------------------------------------------
     def delete(self, job_id: str) -> bool:
         """Remove a job from whichever queue holds it; False if there is no such job."""
-        return _plausible_id(job_id) and self.store.delete(job_id)
+        return is_job_id(job_id) and self.store.delete(job_id)
 
     def requeue(self, job_id: str) -> Job:
         """Move a dead job back to ready with its attempts reset."""
-        if not _plausible_id(job_id):
+        if not is_job_id(job_id):
             raise JobNotFound(f"no job with id {job_id!r}")
         return Job(self.store.requeue_dead(job_id, now_ms()), self)
 
     def purge_dead(self) -> int:
         """Delete every job in the dead-letter queue; returns how many."""
         return self.store.purge_dead()
+
+    # ---- checking and copying -------------------------------------------------------
+    def check(self) -> CheckReport:
+        """Check the store: every index agrees with the jobs, every stored record
+        decodes. ``report.code`` is 0 (all well), 1 (inconsistent) or 2 (corrupt).
+
+        Raises StoreCorrupt when a page of the store cannot be read at all."""
+        return self.store.check(holder_gone=lambda worker_id: coordinator_dead(
+            worker_id, None, now_ms()))
+
+    def backup(self, dest: str | os.PathLike[str]) -> None:
+        """Write a consistent copy of an LMDB store into ``dest`` (a new or empty
+        directory; created 0700, its file 0600), also while servers run. The copy
+        opens as a store of its own. Raises ConfigError for a bad ``dest``, and on
+        PostgreSQL (back that up with pg_dump)."""
+        self.store.backup(os.fspath(dest))
 
     def expire_finished(self, now: int | None = None) -> int:
         """Delete done jobs older than the result retention; returns how many."""
@@ -253,8 +271,3 @@ def _parse_state(state: str | None) -> JobState | None:
     except ValueError:
         names = ", ".join(s.value for s in JobState)
         raise ConfigError(f"unknown state {describe(state)}; one of {names}") from None
-
-
-def _plausible_id(job_id: str) -> bool:
-    return isinstance(job_id, str) and len(job_id) == 32 and all(
-        c in "0123456789abcdef" for c in job_id)

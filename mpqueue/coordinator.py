@@ -19,11 +19,12 @@ from typing import Any, Callable
 
 from . import recovery
 from .config import PREFETCH_WINDOW_S, ServeSettings, redact
-from .errors import StoreError
+from .errors import StoreCorrupt, StoreError
 from .identity import current
 from .job import ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from .pool import Pool, Slot
 from .progress import Progress
+from .protocol import ProtocolError
 from .store import open_store
 
 log = logging.getLogger("mpqueue.serve")
@@ -36,6 +37,10 @@ EXIT_OK, EXIT_JOBS_DIED = 0, 1
 COMMIT_DELAY_S = 0.02      # longest an outcome waits to share a commit with others
 STORE_BACKOFF_MIN_S = 0.05  # first retry after a store failure; doubles up to the max
 STORE_BACKOFF_MAX_S = 5.0
+STORE_QUIET_S = 2 * STORE_BACKOFF_MAX_S  # this long without a failure resets the backoff
+STORE_FAILING_LOG_S = 60.0  # at the top backoff step, a reminder this often
+PIPE_EOF_GRACE_S = 0.5     # a child whose pipe ended has this long to be seen exiting
+RESTART_BACKOFF_MAX_S = 30.0  # longest wait before retrying a child that cannot start
 
 
 class RunStats:
@@ -54,6 +59,7 @@ class Coordinator:
         self.store = open_store(settings.path, mode=settings.mode)
         self.result_ttl_s = result_ttl_s
         self.polling = settings.mode == "legacy" or settings.poll_only
+        self.listener = None if self.polling else self._listen()
         # Hand-off (stores that have it, servers that are woken): while a child of ours
         # is idle, a producer may claim a new job for it and wake it directly.
         self.handoff = self.store.hands_off and not self.polling
@@ -67,7 +73,6 @@ class Coordinator:
         self.signals = 0
         self.stop_deadline: float | None = None
         self.avg_job_s = 0.001
-        self.listener = None if self.polling else self.store.listen()
         # --until-empty shows progress (a bar on a terminal, lines otherwise) unless it
         # was switched off; the run's summary is logged either way.
         show = settings.until_empty and settings.progress is not False
@@ -78,7 +83,22 @@ class Coordinator:
         self.store_retry_at = 0.0
         self.outcomes_since: float | None = None
         self.store_backoff_s = STORE_BACKOFF_MIN_S
+        self.store_failed_at = 0.0  # monotonic time of the last store failure; 0: none
+        self.store_logged_s = self.store_logged_at = 0.0  # the backoff last logged, when
         self.reconcile = False
+        self.start_failures = 0    # children in a row that died before they were ready
+        self.start_at: list[float] = []  # when to start replacements held back by those
+
+    def _listen(self) -> Any:
+        """The wake-up listener; without one (its socket cannot be made) the server
+        still serves, polling every poll_s like --poll-only."""
+        try:
+            return self.store.listen()
+        except OSError as exc:
+            log.warning("no wake-up socket (%s): polling every %.2f s instead",
+                        exc, self.settings.poll_s)
+            self.polling = True
+            return None
 
     # ---- lifecycle ------------------------------------------------------------------
     def run(self) -> int:
@@ -113,7 +133,7 @@ class Coordinator:
         while True:
             if self.signals and self._stopping_done():
                 return
-            self._guarded(self._cycle)
+            self._guarded(self._cycle, commits=True)
             if self._guarded(self._finished):
                 return
             self._wait(wake_r)
@@ -121,22 +141,44 @@ class Coordinator:
             self._guarded(self._periodic)
 
     # ---- the store going away (a database restart, a lost connection) -------------------
-    def _guarded(self, step: Callable[[], Any]) -> Any:
+    def _guarded(self, step: Callable[[], Any], commits: bool = False) -> Any:
         """Run a step that talks to the store; while the store fails, back off and keep
-        the children's outcomes in memory until they can be committed."""
+        the children's outcomes in memory until they can be committed.
+
+        The backoff doubles up to its maximum and is reset only by a commit that
+        changed something (``commits``: the step returns whether it did) or after a
+        quiet spell: reads succeed on a full disk, and must not keep it at its minimum.
+        A corrupt store is not retried: StoreCorrupt ends the server."""
         if time.monotonic() < self.store_retry_at:
             return None
         try:
             result = step()
+        except StoreCorrupt:
+            raise
         except StoreError as exc:
-            self.store_backoff_s = min(STORE_BACKOFF_MAX_S, self.store_backoff_s * 2)
-            self.store_retry_at = time.monotonic() + self.store_backoff_s
-            self.reconcile = True
+            self._store_failed(exc)
+            return None
+        quiet = time.monotonic() - self.store_failed_at >= STORE_QUIET_S
+        if self.store_failed_at and ((commits and result) or quiet):
+            if self.store_logged_s:
+                log.info("store available again; backoff reset")
+            self.store_failed_at, self.store_logged_s = 0.0, 0.0
+        return result
+
+    def _store_failed(self, exc: StoreError) -> None:
+        now = time.monotonic()
+        failing = self.store_failed_at > 0
+        self.store_backoff_s = (min(STORE_BACKOFF_MAX_S, self.store_backoff_s * 2)
+                                if failing else STORE_BACKOFF_MIN_S)
+        self.store_failed_at = now
+        self.store_retry_at = now + self.store_backoff_s
+        self.reconcile = True
+        # Once per backoff step (and once a minute at the top one), not per retry.
+        if (self.store_backoff_s != self.store_logged_s
+                or now - self.store_logged_at >= STORE_FAILING_LOG_S):
+            self.store_logged_s, self.store_logged_at = self.store_backoff_s, now
             log.warning("store unavailable (%s); %d outcome(s) held, retrying in %.2f s",
                         exc, len(self.outcomes), self.store_backoff_s)
-            return None
-        self.store_backoff_s = STORE_BACKOFF_MIN_S
-        return result
 
     def _reconcile(self) -> None:
         """After a failed call whose commit may still have happened (the reply was lost),
@@ -154,7 +196,8 @@ class Coordinator:
                         len(stray))
 
     # ---- one cycle ------------------------------------------------------------------
-    def _cycle(self) -> None:
+    def _cycle(self) -> bool:
+        """One commit of outcomes and claims; True if it changed something."""
         room = 0 if self.signals else self._room()
         if self.polling:
             legacy = self.settings.mode == "legacy"
@@ -162,12 +205,12 @@ class Coordinator:
         if self.reconcile:
             self._reconcile()
         if not self._cycle_wanted(room):
-            return
+            return False
         outcomes = self.outcomes
         now = now_ms()
         limit = min(room, self.settings.batch)
-        idle = ([s.pid for s in self._idle_slots()] if self.handoff and not self.signals
-                else [])
+        idle = ([s.pid for s in self._idle_slots() if s.hand_off]
+                if self.handoff and not self.signals else [])
         _, claimed = self.store.finish_and_claim(outcomes, self.worker_id, limit, now,
                                                  idle_children=idle)
         self.outcomes = []  # only once committed: on a store error they are kept
@@ -182,6 +225,7 @@ class Coordinator:
             self.more_ready = self.more_ready or any(o.kind == "released" for o in outcomes)
         self._dispatch(claimed)  # first: the children start while we read on
         self.next_due_ms = self.store.next_run_at_ms()
+        return bool(outcomes or claimed)
 
     def _cycle_wanted(self, room: int) -> bool:
         """Whether a durable commit is worth paying for now.
@@ -341,7 +385,9 @@ class Coordinator:
         for slot in self.pool.slots:
             waitables.append(slot.sentinel)
             unneeded_s = self._unneeded_for(slot, per_child)
-            if unneeded_s > 0:
+            if slot.eof_at is not None or slot.fault is not None:
+                timeout = min(timeout, PIPE_EOF_GRACE_S)  # nothing to read: only its exit
+            elif unneeded_s > 0:
                 timeout = min(timeout, unneeded_s)
             else:
                 waitables.append(slot.conn)
@@ -399,12 +445,29 @@ class Coordinator:
         return min(timeout, RECLAIM_EVERY_S)
 
     def _read_messages(self, slot: Slot) -> None:
+        """Act on what a child sent. Bytes that are not a well-formed message, or a
+        message that contradicts what the server knows, are that child's crash."""
         try:
-            messages = slot.read_messages()
+            try:
+                messages = slot.read_messages()
+            except ProtocolError as exc:
+                messages = exc.messages
+                slot.fail(f"worker sent a malformed message: {exc}")
+            for message in messages:
+                self._on_message(slot, message)
         except OSError:
             return  # the child is gone; its sentinel says so and _on_child_exit cleans up
-        for message in messages:
-            self._on_message(slot, message)
+        except ProtocolError as exc:
+            slot.fail(f"worker sent an unexpected message: {exc}")
+
+    def _check_pipes(self, now: float) -> None:
+        """A child whose pipe ended but which lives on (a job closed the fd) can never
+        report again: give up on it. A child that is exiting gets a moment for its
+        sentinel to say how it died, which names the cause better."""
+        for slot in self.pool.slots:
+            if (slot.eof_at is not None and slot.fault is None
+                    and now - slot.eof_at >= PIPE_EOF_GRACE_S):
+                slot.fail("worker closed its pipe to the server")
 
     def _on_message(self, slot: Slot, message: tuple[Any, ...]) -> None:
         kind = message[0]
@@ -414,6 +477,9 @@ class Coordinator:
             # released when the exit is seen.
             return
         now = time.monotonic()
+        if slot.ready == (kind in ("ready", "init_error")):
+            raise ProtocolError(f"{kind!r} from a worker that is "
+                                f"{'' if slot.ready else 'not '}ready")
         if kind == "took":
             self._on_took(slot, message[1], now)
         elif kind == "done":
@@ -429,11 +495,19 @@ class Coordinator:
                                                 retryable=retryable, retry_delay_s=delay))
             self._check_memory(slot, job_id, rss)
         elif kind == "released":
+            if not set(message[1]) <= set(slot.inflight):
+                raise ProtocolError(f"released jobs it was never sent: {message[1]!r}")
             for job_id in message[1]:
                 slot.inflight.remove(job_id)
                 self.outcomes.append(Outcome.released(job_id, self.worker_id))
-        elif kind in ("ready", "init_error"):
+        elif kind == "init_error":
+            # A replacement child that cannot start (a module gone from disk, no memory):
+            # the server keeps serving with the others and retries with a backoff.
+            log.error("a worker process failed to start: %s", message[1])
+            slot.fault = "worker failed to start"
+        else:
             self.pool.on_ready(slot, message)
+            self.start_failures = 0
             self._heartbeat()
         limit = self.settings.max_tasks_per_child
         if limit is not None and slot.jobs_run >= limit:
@@ -455,8 +529,9 @@ class Coordinator:
         code = slot.process.exitcode
         if slot.inflight and not slot.killed and not self.signals:
             head = slot.inflight.popleft()
-            reason = (f"worker killed by signal {-code}" if code is not None and code < 0
-                      else f"worker exited with code {code}")
+            reason = slot.fault or (f"worker killed by signal {-code}"
+                                    if code is not None and code < 0
+                                    else f"worker exited with code {code}")
             self._charge(head, ErrorInfo("WorkerCrashed", reason, attempt=self._attempt(head),
                                          at_ms=now_ms(), kind="crash"))
             if not slot.retiring:
@@ -465,7 +540,26 @@ class Coordinator:
         self.pool.remove(slot)
         self._recall(slot)
         if not self.signals:
+            self._replace(slot)
+
+    def _replace(self, slot: Slot) -> None:
+        """Start a child in place of one that exited; if children keep dying before
+        they are ready, wait longer between tries instead of spinning."""
+        if slot.ready:
             self.pool.start_slot()
+            return
+        self.start_failures += 1
+        delay = min(RESTART_BACKOFF_MAX_S, 0.1 * 2 ** min(self.start_failures, 16))
+        log.warning("worker process died before it was ready (%d in a row); starting "
+                    "another in %.1f s", self.start_failures, delay)
+        self.start_at.append(time.monotonic() + delay)
+
+    def _start_held_back(self, now: float) -> None:
+        due = [t for t in self.start_at if t <= now]
+        if due and not self.signals:
+            self.start_at = [t for t in self.start_at if t > now]
+            for _ in due:
+                self.pool.start_slot()
 
     def _charge(self, job_id: str, error: ErrorInfo) -> None:
         # A crash says nothing about the job's own logic timing: retry it at once.
@@ -495,10 +589,13 @@ class Coordinator:
         deadlines = [d for s in self.pool.slots if (d := self._head_deadline(s)) is not None]
         if self.stop_deadline is not None:
             deadlines.append(self.stop_deadline)
+        deadlines += self.start_at
         return min(deadlines, default=None)
 
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
+        self._check_pipes(now)
+        self._start_held_back(now)
         for slot in list(self.pool.slots):
             deadline = self._head_deadline(slot)
             if deadline is not None and now >= deadline:
@@ -575,7 +672,7 @@ class Coordinator:
         self.pool.kill_all()
         for slot in list(self.pool.slots):
             slot.process.join(timeout=5)
-            self._read_messages(slot)
+            self._read_messages(slot)  # never raises for what a child sent
             self._release_all(slot)
             self.pool.remove(slot)
         outcomes, self.outcomes = self.outcomes, []

@@ -11,7 +11,8 @@ where they enter and chained as ``__cause__``.
     ├── SerializationError   arguments, result or payload that cannot be (un)pickled
     │   └── PayloadError     a stored payload that cannot be loaded (never retried)
     ├── StoreError           the store failed (wraps lmdb.Error / driver errors)
-    │   └── StoreFull        the map or the disk is full
+    │   ├── StoreFull        the map or the disk is full
+    │   └── StoreCorrupt     a store file is damaged (truncated, a bad page)
     ├── JobNotFound          no job with that id
     ├── JobFailed            job.result() on a dead job; carries the remote traceback
     └── Retry                raised by a task to ask for a retry after ``delay_s``
@@ -61,6 +62,11 @@ class StoreError(MpqueueError):
 
 class StoreFull(StoreError):
     """The store cannot grow: its map reached the configured maximum or the disk is full."""
+
+
+class StoreCorrupt(StoreError):
+    """A store file is damaged (truncated, or a page LMDB cannot read); the message
+    names the file. Retrying does not help: restore it from a backup."""
 
 
 class JobNotFound(MpqueueError, KeyError):

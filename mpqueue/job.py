@@ -10,6 +10,7 @@ import enum
 import itertools
 import os
 import random
+import re
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -78,6 +79,14 @@ def new_job_ids(count: int) -> list[str]:
 
 def new_job_id() -> str:
     return new_job_ids(1)[0]
+
+
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def is_job_id(text: object) -> bool:
+    """Whether ``text`` has the shape of a job id (what ``new_job_ids`` makes)."""
+    return isinstance(text, str) and _JOB_ID.fullmatch(text) is not None
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,9 @@ that job alone and the other children never notice.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
-import pickle
 import select
-import struct
 import sys
 import time
 from collections import deque
@@ -21,36 +20,16 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Iterator
 
+from . import protocol
 from .config import is_url
 from .errors import ConfigError
+from .protocol import ProtocolError
 from .worker import ChildConfig, child_main
 
 START_TIMEOUT_S = 60.0
 
 
 _READ_CHUNK = 1 << 18
-_HEADER = struct.Struct("!i")   # multiprocessing.connection's frame header
-_BIG_HEADER = struct.Struct("!Q")  # follows a header of -1 for frames over 2 GiB
-
-
-def _split_frames(inbox: bytearray) -> list[Any]:
-    """Unpickle the complete frames at the start of ``inbox`` and remove them."""
-    messages, pos = [], 0
-    with memoryview(inbox) as view:
-        while len(inbox) - pos >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(inbox, pos)
-            start = pos + _HEADER.size
-            if size == -1:
-                if len(inbox) - start < _BIG_HEADER.size:
-                    break
-                (size,) = _BIG_HEADER.unpack_from(inbox, start)
-                start += _BIG_HEADER.size
-            if len(inbox) - start < size:
-                break
-            messages.append(pickle.loads(view[start:start + size]))
-            pos = start + size
-    del inbox[:pos]
-    return messages
 
 
 @contextmanager
@@ -93,14 +72,20 @@ class Slot:
     head_since: float = 0.0        # monotonic time the head job started
     inbox: bytearray = field(default_factory=bytearray)
     poller: Any = None
+    fault: str | None = None       # why the server gave up on this child, if it did
+    eof_at: float | None = None    # monotonic time its pipe reached end of file
+    hand_off: bool = False         # it listens for jobs handed to it by producers
 
-    def read_messages(self) -> list[Any]:
+    def read_messages(self) -> list[tuple[Any, ...]]:
         """Every complete message the child has sent so far.
 
         Reads the pipe in bursts and splits the frames here: Connection.recv costs two
         reads and a poll per message, a third of the server's per-job overhead when
-        jobs are short. The child keeps sending with Connection.send (same framing).
+        jobs are short. Raises ProtocolError for bytes that are not a message; an end
+        of file sets ``eof_at`` (the child closed its end or is exiting).
         """
+        if self.fault is not None or self.eof_at is not None:
+            return []  # nothing more from it is believed (or can come)
         if self.poller is None:
             self.poller = select.poll()
             self.poller.register(self.conn.fileno(), select.POLLIN)
@@ -108,9 +93,18 @@ class Slot:
         while self.poller.poll(0):
             chunk = os.read(fd, _READ_CHUNK)
             if not chunk:
-                break  # end of file: the child is gone, its sentinel will say so
+                self.eof_at = time.monotonic()
+                break
             self.inbox += chunk
-        return _split_frames(self.inbox)
+        return protocol.split_frames(self.inbox)
+
+    def fail(self, reason: str) -> None:
+        """The child broke the protocol (or its pipe): kill it; its exit charges the
+        job it was running with ``reason``."""
+        if self.fault is None:
+            self.fault = reason
+            self.inbox.clear()
+        self.kill()
 
     @property
     def sentinel(self) -> int:
@@ -131,7 +125,7 @@ class Slot:
 
     def pop_head(self, job_id: str, now: float) -> None:
         if not self.inflight or self.inflight[0] != job_id:
-            raise RuntimeError(f"child {self.pid} reported {job_id}, expected "
+            raise ProtocolError(f"child {self.pid} reported {job_id}, expected "
                                f"{self.inflight[0] if self.inflight else None}")
         self.inflight.popleft()
         self.jobs_run += 1
@@ -184,21 +178,34 @@ class Pool:
             self.await_ready(slot, deadline)
 
     def await_ready(self, slot: Slot, deadline: float) -> None:
-        remaining = deadline - time.monotonic()
-        if not slot.conn.poll(max(0.0, remaining)):
-            raise ConfigError(f"worker process did not start within {START_TIMEOUT_S} s")
-        try:
-            message = slot.conn.recv()
-        except EOFError:
-            slot.process.join(1)
-            raise ConfigError(f"worker process died while starting "
-                              f"(exit code {slot.process.exitcode})") from None
-        self.on_ready(slot, message)
+        """Wait for a new child's first message; raises ConfigError if it cannot start."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                slot.kill()
+                raise ConfigError(f"worker process did not start within {START_TIMEOUT_S} s")
+            multiprocessing.connection.wait([slot.conn, slot.sentinel], remaining)
+            try:
+                messages = slot.read_messages()
+            except ProtocolError as exc:
+                slot.kill()
+                raise ConfigError(f"worker process sent a malformed message while "
+                                  f"starting: {exc}") from None
+            if messages:
+                self.on_ready(slot, messages[0])
+                return
+            if slot.eof_at is not None or not slot.process.is_alive():
+                slot.process.join(1)
+                raise ConfigError(f"worker process died while starting "
+                                  f"(exit code {slot.process.exitcode})")
 
     def on_ready(self, slot: Slot, message: tuple[Any, ...]) -> None:
+        """A child's first message: ready (with its pid), or why it could not start."""
         if message[0] == "init_error":
             raise ConfigError(f"worker process failed to start: {message[1]}")
-        _, slot.pid, slot.started = message
+        if message[0] != "ready":
+            raise ConfigError(f"worker process sent {message[0]!r} before 'ready'")
+        _, slot.pid, slot.started, slot.hand_off = message
         slot.ready = True
 
     def remove(self, slot: Slot) -> None:

@@ -33,6 +33,7 @@ from typing import Any, Callable
 
 import psutil
 
+from . import protocol
 from .errors import MpqueueError, PayloadError, Retry, SerializationError, TaskNotFound
 from .job import ErrorInfo, JobRecord, now_ms
 from .keys import JOB_ID_BYTES
@@ -80,10 +81,11 @@ def child_main(conn: Connection, config: ChildConfig) -> None:
         # so its traceback goes along.
         known = isinstance(exc, (MpqueueError, ImportError))
         detail = "" if known else "\n" + traceback.format_exc()
-        conn.send(("init_error", f"{type(exc).__name__}: {exc}{detail}"))
+        protocol.write(conn.fileno(), ("init_error", f"{type(exc).__name__}: {exc}{detail}"))
         return
     me = psutil.Process()
-    conn.send(("ready", me.pid, me.create_time()))
+    protocol.write(conn.fileno(), ("ready", me.pid, me.create_time(),
+                                   runner.inbox is not None))
     runner.loop(conn)
 
 
@@ -96,8 +98,9 @@ def _watch_coordinator(conn: Connection, coordinator_pid: int) -> None:
         poller.register(conn.fileno(), select.POLLRDHUP)
         while True:
             events = poller.poll(500)
-            hung_up = any(ev & (select.POLLHUP | select.POLLRDHUP | select.POLLERR)
-                          for _, ev in events)
+            # POLLNVAL: a job closed the pipe's fd; nothing can be reported any more
+            hung_up = any(ev & (select.POLLHUP | select.POLLRDHUP | select.POLLERR
+                                | select.POLLNVAL) for _, ev in events)
             if hung_up or not _alive(coordinator_pid):
                 os._exit(70)
     threading.Thread(target=watch, name="mpqueue-watchdog", daemon=True).start()
@@ -126,10 +129,7 @@ class _JobRunner:
         self.process = psutil.Process() if config.measure_rss else None
         self.worker_id = config.worker_id
         self.pid = os.getpid()
-        self.inbox = None
-        if config.hand_off:
-            from .store.lmdb_wakeup import HandOffInbox
-            self.inbox = HandOffInbox(config.store_path)
+        self.inbox = _open_inbox(config) if config.hand_off else None
         self.handed: deque[str] = deque()  # named by a producer or the coordinator
         self.taken: dict[str, None] = {}   # recent hand-offs run (insertion-ordered set)
         signal.signal(signal.SIGALRM, _raise_timeout)
@@ -153,9 +153,9 @@ class _JobRunner:
             if self.handed:
                 outcome = self._run_handed(conn, self.handed.popleft())
                 if outcome is not None:
-                    conn.send(outcome)
+                    protocol.write(pipe_fd, outcome)
             elif pending:
-                conn.send(self.run(pending.popleft()))
+                protocol.write(pipe_fd, self.run(pending.popleft()))
 
     def _read_inbox(self) -> None:
         """Take the job ids producers handed to this child."""
@@ -175,7 +175,9 @@ class _JobRunner:
         while True:
             message = conn.recv()
             if message[0] == "stop":
-                conn.send(("released", list(pending)))
+                protocol.write(conn.fileno(), ("released", list(pending)))
+                if self.inbox is not None:
+                    self.inbox.close()
                 return True
             (self.handed if message[0] == "handed" else pending).extend(message[1])
             if not conn.poll(0):
@@ -192,7 +194,7 @@ class _JobRunner:
         self.taken[job_id] = None
         if len(self.taken) > _TAKEN_REMEMBERED:
             del self.taken[next(iter(self.taken))]
-        conn.send(("took", job_id))
+        protocol.write(conn.fileno(), ("took", job_id))
         return self._run_record(job_id, rec)
 
     def run(self, job_id: str) -> tuple[Any, ...]:
@@ -230,6 +232,9 @@ class _JobRunner:
             return self._failed(rec.id, _error(exc, rec, "exception"))
         try:
             result = dump_result(value)
+            if len(result) > protocol.MAX_RESULT:
+                raise SerializationError(f"the result pickles to {len(result)} bytes, over "
+                                         f"the {protocol.MAX_RESULT}-byte limit", job_id=rec.id)
         except SerializationError as exc:
             return self._failed(rec.id, _error(exc, rec, "exception"), retryable=False)
         return ("done", rec.id, result, self._rss())
@@ -252,6 +257,18 @@ class _JobRunner:
 
     def _rss(self) -> int:
         return 0 if self.process is None else int(self.process.memory_info().rss)
+
+
+def _open_inbox(config: ChildConfig) -> Any:
+    """This child's hand-off socket, or None if it cannot have one: then it runs only
+    what its server sends (the server offers no hand-off to it), rather than not at all."""
+    from .store.lmdb_wakeup import HandOffInbox
+    try:
+        return HandOffInbox(config.store_path)
+    except OSError as exc:
+        print(f"mpqueue worker {os.getpid()}: no hand-off socket ({exc}); jobs come "
+              f"through the server only", file=sys.stderr)
+        return None
 
 
 def _raise_timeout(signum: int, frame: object) -> None:

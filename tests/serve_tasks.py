@@ -163,3 +163,37 @@ def hog(marker: str, tag: object, megabytes: int) -> int:
     _HOARD.append(b"x" * (megabytes << 20))  # filled, so every page is resident
     mark(marker, "end", tag)
     return os.getpid()
+
+
+def _pipes() -> list[int]:
+    """The fds of this worker's pipes to its server (a job can find them too)."""
+    import gc
+    from multiprocessing.connection import Connection
+    return [o.fileno() for o in gc.get_objects()
+            if isinstance(o, Connection) and not o.closed]
+
+
+@queue.task(retries=1, backoff=0.05, backoff_cap=0.05)
+def pipe_attack(marker: str, tag: str) -> None:
+    """Writes bytes that are not a message to its worker's pipe, or closes it; ``tag``
+    says which (and is the marker tag)."""
+    mark(marker, "start", tag)
+    for fd in _pipes():
+        if tag == "close":
+            os.close(fd)
+        elif tag == "garbage":  # a 5-byte pickle frame as multiprocessing frames them
+            os.write(fd, b"\x00\x00\x00\x05hello")
+        elif tag == "old_huge_header":  # multiprocessing's header of a 2 GiB frame
+            os.write(fd, b"\x7f\xff\xff\xf0")
+        elif tag == "huge_header":  # this protocol's magic, an impossible length
+            from mpqueue import protocol
+            os.write(fd, protocol.HEADER.pack(protocol.MAGIC, protocol.MAX_FRAME + 1))
+        elif tag == "wrong_job":  # a well-formed outcome of a job it was never sent
+            from mpqueue import protocol
+            os.write(fd, protocol.encode(("done", "0" * 32, b"", 0)))
+        elif tag == "bad_shape":
+            from mpqueue import protocol
+            os.write(fd, protocol.encode(("done", 5, "x")))
+        else:
+            raise ValueError(tag)
+    time.sleep(30)  # a server that believed the bytes would wait on this job

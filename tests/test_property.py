@@ -281,6 +281,13 @@ class StoreMachine(RuleBasedStateMachine):
 
     # ---- invariants ---------------------------------------------------------------
     @invariant()
+    def store_check_passes(self):
+        """The store's own check (``mpqueue check``) agrees: nothing inconsistent. The
+        servers here never register, so their claims count as recoverable."""
+        report = self.store.check(holder_gone=lambda worker_id: True)
+        assert report.code == 0, report
+
+    @invariant()
     def indexes_match_records(self):
         mode = self.mode
 

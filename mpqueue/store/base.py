@@ -7,9 +7,10 @@ business. Every method that changes state is one atomic transaction.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, fields
-from typing import Any, Collection, Protocol, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Collection, Protocol, Sequence
 
+from ..errors import ConfigError
 from ..job import Claim, JobRecord, JobState, Outcome
 
 
@@ -49,6 +50,33 @@ class OpCounter:
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)} | {"reads": self.reads}
+
+
+CHECK_OK, CHECK_INCONSISTENT, CHECK_CORRUPT = 0, 1, 2  # ``mpqueue check`` exit codes
+
+
+@dataclass
+class CheckReport:
+    """What ``Store.check`` found: ``corrupt`` (a value that cannot be decoded) and
+    ``inconsistent`` (an index that disagrees with the jobs) problems, one line each."""
+
+    jobs: int = 0
+    corrupt: list[str] = field(default_factory=list)
+    inconsistent: list[str] = field(default_factory=list)
+
+    @property
+    def code(self) -> int:
+        """The exit code: 0 all well, 1 inconsistent, 2 something is undecodable."""
+        if self.corrupt:
+            return CHECK_CORRUPT
+        return CHECK_INCONSISTENT if self.inconsistent else CHECK_OK
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.code == CHECK_OK, "code": self.code, "jobs": self.jobs,
+                "corrupt": self.corrupt, "inconsistent": self.inconsistent}
+
+
+HolderGone = Callable[[str], bool]  # is this unregistered claim holder dead (recoverable)?
 
 
 class Listener(Protocol):
@@ -172,6 +200,18 @@ class Store(abc.ABC):
 
     def maintenance(self) -> None:
         """Periodic housekeeping (stale reader slots and the like)."""
+
+    def check(self, holder_gone: HolderGone = lambda worker_id: False) -> CheckReport:
+        """Check that every index agrees with the jobs and every stored value decodes
+        (payloads and results stay unread). A claim may be held by a registered server,
+        or by one ``holder_gone`` says is dead (recovery puts such claims back)."""
+        raise NotImplementedError(f"{type(self).__name__} has no check")
+
+    def backup(self, dest: str) -> None:
+        """Write a consistent copy of the store to ``dest`` while servers run.
+
+        Raises ConfigError where the store cannot be copied this way."""
+        raise ConfigError(f"{type(self).__name__} cannot be backed up by mpqueue")
 
     def listen(self) -> "Listener | None":
         """A wake-up source for an idle server (readable when jobs were added), or None

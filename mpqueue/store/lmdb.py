@@ -20,9 +20,10 @@ from ..config import DEFAULT_MAP_SIZE
 from ..errors import ConfigError, JobNotFound
 from ..job import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from ..retry import next_run_at_ms
-from .base import OpCounter, Store, offered_children
+from .base import CheckReport, HolderGone, OpCounter, Store, offered_children
 from .codec import (CorruptRecord, decode_claim, decode_listing, decode_record, encode_claim,
                     encode_record)
+from .lmdb_check import Layout, check_store
 from .lmdb_env import EnvHandle, Tx
 from .lmdb_wakeup import WakeListener, WakeSender
 
@@ -584,6 +585,19 @@ class LmdbStore(Store):
 
     def maintenance(self) -> None:
         self.env.reader_check()
+
+    # ---- checking and copying ---------------------------------------------------------
+    def check(self, holder_gone: HolderGone = lambda worker_id: False) -> CheckReport:
+        layout = Layout(self._queue_entry, self._index_value)
+        report = self.env.read(lambda tx: check_store(tx, layout, holder_gone))
+        try:
+            self.workers()
+        except Exception as exc:  # the registry's decoder, whatever fails in it
+            report.corrupt.append(f"the server registry cannot be decoded ({exc})")
+        return report
+
+    def backup(self, dest: str) -> None:
+        self.env.copy_to(dest)
 
     def listen(self) -> WakeListener:
         return WakeListener(self.path)

@@ -20,8 +20,9 @@ import lmdb
 
 from .. import keys
 from ..config import MAX_MAP_SIZE, MAX_READERS
-from ..errors import ConfigError, MpqueueError, StoreError, StoreFull
+from ..errors import ConfigError, MpqueueError, StoreCorrupt, StoreError, StoreFull
 from .base import OpCounter
+from .lmdb_meta import DATA_FILE, check_data_file
 
 T = TypeVar("T")
 
@@ -29,6 +30,10 @@ NETWORK_FS_TYPES = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "
                               "ceph", "glusterfs", "lustre", "gpfs", "9p", "davfs",
                               "sshfs", "beegfs"})
 _TRANSIENT_RETRIES = 20
+# What LMDB says about a damaged file (MDB_CORRUPTED, MDB_PAGE_NOTFOUND, MDB_INVALID;
+# MDB_BAD_TXN follows them on the same transaction).
+_CORRUPT_ERRORS = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
+                   lmdb.BadTxnError)
 
 
 def mount_fs_type(path: str, mounts_text: str) -> str:
@@ -163,14 +168,19 @@ def _open(path: str, map_size: int, sync: bool) -> _SharedEnv:
     except OSError as exc:
         raise StoreError(f"cannot create store directory {path!r}: {exc}") from exc
     refuse_network_fs(path)
+    check_data_file(path)  # before LMDB maps it: a truncated file is a SIGBUS there
     read_only, lock = _access(path)
-    env = _retry_transient(lambda: lmdb.open(
+    env = _retry_transient(path, lambda: lmdb.open(
         path, map_size=map_size, max_dbs=len(keys.ALL_DBS) + 2, max_readers=MAX_READERS,
         sync=sync, metasync=sync, writemap=False, map_async=False, max_spare_txns=0,
         subdir=True, lock=lock, readonly=read_only))
-    if lock:
-        env.reader_check()  # slots left by killed processes pin old pages: free them now
-    dbs = {name: env.open_db(name, create=not read_only) for name in keys.ALL_DBS}
+    try:
+        if lock:
+            env.reader_check()  # slots left by killed processes pin old pages: free them
+        dbs = {name: env.open_db(name, create=not read_only) for name in keys.ALL_DBS}
+    except lmdb.Error as exc:
+        env.close()
+        raise translate_error(exc, path) from exc
     return _SharedEnv(env, dbs, os.getpid(), read_only)
 
 
@@ -179,13 +189,13 @@ def _access(path: str) -> tuple[bool, bool]:
     read but not write (permissions, a read-only mount) is opened read-only, so it can
     still be inspected; without write access to the lock file either, lock-free (no
     reader slot: a server writing meanwhile may make a record read as corrupt)."""
-    data = os.path.join(path, "data.mdb")
+    data = os.path.join(path, DATA_FILE)
     if not os.path.exists(data) or os.access(data, os.W_OK):
         return False, True
     return True, os.access(os.path.join(path, "lock.mdb"), os.W_OK)
 
 
-def _retry_transient(fn: Callable[[], T]) -> T:
+def _retry_transient(path: str, fn: Callable[[], T]) -> T:
     """LMDB's open can fail while another process opens or closes; retry with backoff."""
     import time
     delay = 0.001
@@ -193,18 +203,41 @@ def _retry_transient(fn: Callable[[], T]) -> T:
         try:
             return fn()
         except lmdb.Error as exc:
-            if attempt == _TRANSIENT_RETRIES - 1 or isinstance(exc, lmdb.InvalidError):
+            if isinstance(exc, _CORRUPT_ERRORS):
+                raise translate_error(exc, path) from exc
+            if attempt == _TRANSIENT_RETRIES - 1:
                 raise StoreError(f"cannot open LMDB environment: {exc}") from exc
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
     raise AssertionError("unreachable")
 
 
-def translate_error(exc: lmdb.Error) -> MpqueueError:
-    """The mpqueue exception for an lmdb.Error (raise it ``from`` the original)."""
+def _make_private_dir(dest: str) -> None:
+    """Create ``dest`` (0700), or take an existing empty directory; anything else is a
+    ConfigError, so a backup never mixes with other files."""
+    try:
+        os.mkdir(dest, 0o700)
+        return
+    except FileExistsError:
+        if not os.path.isdir(dest) or os.listdir(dest):
+            raise ConfigError(f"backup destination {dest!r} exists and is not an empty "
+                              f"directory; give a new path") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot create backup directory {dest!r}: {exc}") from exc
+    os.chmod(dest, 0o700)
+
+
+def translate_error(exc: lmdb.Error, path: str) -> MpqueueError:
+    """The mpqueue exception for an lmdb.Error in the store at ``path`` (raise it
+    ``from`` the original)."""
     if isinstance(exc, lmdb.ReadonlyError):
         return StoreError(f"the store is read-only for this user (no write permission, or "
                           f"a read-only mount); only reading works: {exc}")
+    if isinstance(exc, _CORRUPT_ERRORS):
+        data_file = os.path.join(path, DATA_FILE)
+        return StoreCorrupt(f"the store file {data_file} is corrupt ({exc}); restore it "
+                            f"from a backup (mpqueue backup), or check what is left with "
+                            f"mpqueue check")
     if isinstance(exc, lmdb.BadValsizeError):
         return ConfigError(f"a key or value is the wrong size for LMDB (keys are 1-511 "
                            f"bytes): {exc}")
@@ -252,7 +285,7 @@ class EnvHandle:
                     return body(Tx(txn, self.shared.dbs, self.counter))
             except lmdb.Error as exc:
                 if not self._recover(exc):
-                    raise translate_error(exc) from exc
+                    raise translate_error(exc, self.path) from exc
         raise StoreError("LMDB transaction kept failing after 64 recoveries")
 
     def _recover(self, cause: lmdb.Error) -> bool:
@@ -278,6 +311,23 @@ class EnvHandle:
 
     def reader_check(self) -> int:
         return int(self.shared.env.reader_check())
+
+    def copy_to(self, dest: str) -> None:
+        """A compacted copy of the environment in the new directory ``dest`` (0700,
+        ``data.mdb`` 0600), from one read transaction: consistent while others write."""
+        _make_private_dir(dest)
+        target = os.path.join(dest, DATA_FILE)
+        try:
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot create the backup file {target!r}: {exc}") from exc
+        try:
+            self.shared.env.copyfd(fd, compact=True)
+            os.fsync(fd)
+        except lmdb.Error as exc:
+            raise translate_error(exc, self.path) from exc
+        finally:
+            os.close(fd)
 
     def close(self) -> None:
         if not self.closed:

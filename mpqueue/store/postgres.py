@@ -21,7 +21,7 @@ from ..errors import ConfigError, JobNotFound
 from ..job import Claim, ErrorInfo, JobRecord, JobState, Outcome
 from ..retry import next_run_at_ms
 from . import pg_schema
-from .base import OpCounter, Store
+from .base import CheckReport, HolderGone, OpCounter, Store
 from .pg_listen import PgListener
 from .pg_session import PgSession, Query
 
@@ -121,6 +121,18 @@ _SQL = {
             clock_timestamp() - heartbeat_at) * 1000)::bigint) FROM {workers}""",
     "unregister": "DELETE FROM {workers} WHERE worker_id = %s",
     "notify": "SELECT pg_notify(%s, '')",
+    # ``check``: rows whose columns disagree with their state (the LMDB store's index
+    # rules, as columns), and claims no registered server holds.
+    "check_rows": """SELECT id, state FROM {jobs} WHERE
+            (state = 'processing') <> (worker_id IS NOT NULL AND claimed_at_ms IS NOT NULL)
+            OR (state = 'done' AND finished_at_ms IS NULL) ORDER BY id""",
+    "check_holders": """SELECT DISTINCT worker_id FROM {jobs} j WHERE state = 'processing'
+            AND worker_id IS NOT NULL
+            AND NOT EXISTS (SELECT 1 FROM {workers} w WHERE w.worker_id = j.worker_id)""",
+    "check_seqs": """SELECT seq, count(*) FROM {jobs} WHERE state IN ('ready', 'scheduled')
+            GROUP BY seq HAVING count(*) > 1""",
+    "check_errors": "SELECT id, errors FROM {jobs} WHERE errors <> '[]'",
+    "count": "SELECT count(*) FROM {jobs}",
 }
 
 
@@ -363,6 +375,40 @@ class PostgresStore(Store):
         if not outcomes and limit <= 0:
             return [], []
         return self.session.run(body)
+
+    # ---- checking ---------------------------------------------------------------------
+    def check(self, holder_gone: HolderGone = lambda worker_id: False) -> CheckReport:
+        """The LMDB store's check in SQL: each row's claim and finish columns match its
+        state, every error history decodes, claims belong to registered or dead
+        servers, queued jobs have distinct FIFO numbers. (PostgreSQL keeps its own
+        indexes consistent; a backup is pg_dump's job.)"""
+        def body(q: Query) -> CheckReport:
+            report = CheckReport(jobs=int(q.rows(self.sql["count"])[0][0]))
+            report.inconsistent += [f"job {job_id} is {state} but its claim or finish "
+                                    f"columns say otherwise"
+                                    for job_id, state in q.rows(self.sql["check_rows"])]
+            report.inconsistent += [f"jobs are claimed by {worker}, which is neither "
+                                    f"registered nor dead" for (worker,)
+                                    in q.rows(self.sql["check_holders"]) if not holder_gone(worker)]
+            report.inconsistent += [f"{n} queued jobs share the FIFO number {seq}"
+                                    for seq, n in q.rows(self.sql["check_seqs"])]
+            for job_id, errors in q.rows(self.sql["check_errors"]):
+                try:
+                    _decode_errors(errors)
+                except ValueError as exc:
+                    report.corrupt.append(f"job {job_id}: the error history cannot be "
+                                          f"decoded ({exc})")
+            return report
+        report = self.session.run(body, write=False)
+        try:
+            self.workers()
+        except Exception as exc:  # the registry's decoder, whatever fails in it
+            report.corrupt.append(f"the server registry cannot be decoded ({exc})")
+        return report
+
+    def backup(self, dest: str) -> None:
+        raise ConfigError("a PostgreSQL store is backed up with the database's own tools: "
+                          "pg_dump")
 
     def listen(self) -> PgListener:
         return PgListener(self.session.connect, self.channel)
