@@ -105,28 +105,26 @@ def run_cli(*args: str | bytes, cwd: Path, timeout: float = 60) -> subprocess.Co
                           capture_output=True, text=True, errors="replace", timeout=timeout)
 
 
-def run_cli_as_nobody(args: Sequence[str], out_dir: Path) -> tuple[int, str, str]:
-    """The CLI in a forked child that dropped to uid/gid 65534 (another local user):
-    (exit code, stdout, stderr). Forked, not exec'd: that user may not be able to read
-    the interpreter's files, but the parent already imported everything it runs."""
-    import mpqueue.store.legacy  # noqa: F401  (imported on demand by open_store)
-    import mpqueue.store.lmdb  # noqa: F401
+def _cli_in_process(args: list[str]) -> list[Any]:
+    """The CLI in this process: [exit code, stdout, stderr]."""
+    import io
     from mpqueue.cli import cli
-    out_path, err_path = out_dir / "nobody.out", out_dir / "nobody.err"
-    with open(out_path, "w") as out, open(err_path, "w") as err:
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child
-            code = 70
-            try:
-                os.setgid(65534)
-                os.setuid(65534)
-                sys.stdout, sys.stderr = out, err
-                cli.main(list(args), prog_name="mpqueue")
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            finally:
-                out.flush()
-                err.flush()
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), out_path.read_text(), err_path.read_text()
+    out, err = io.StringIO(), io.StringIO()
+    sys.stdout, sys.stderr = out, err
+    code = 0
+    try:
+        cli.main(args, prog_name="mpqueue")
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    return [code, out.getvalue(), err.getvalue()]
+
+
+def run_cli_as_nobody(*args: str) -> tuple[int, str, str]:
+    """The CLI run by another local user (uid 65534, see second_user.py): (exit code,
+    stdout, stderr). Forked, not exec'd, so the modules it needs are imported here."""
+    import mpqueue.cli  # noqa: F401  (that user may not read the interpreter's files)
+    import mpqueue.store.legacy  # noqa: F401  (open_store imports them on demand)
+    import mpqueue.store.lmdb  # noqa: F401
+    from .second_user import as_nobody
+    code, out, err = as_nobody(_cli_in_process, list(args))
+    return code, out, err

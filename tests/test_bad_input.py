@@ -5,10 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-import tempfile
 import threading
-from pathlib import Path
 
 import lmdb
 import pytest
@@ -21,6 +18,7 @@ from mpqueue.registry import MAX_NAME_BYTES
 from mpqueue.store.lmdb_env import _OPEN_ENVS
 
 from .helpers import claim_all, done, failed, run_cli, run_cli_as_nobody, snapshot
+from .second_user import public_dir, require_root  # noqa: F401  (public_dir: a fixture)
 
 
 @pytest.fixture
@@ -377,19 +375,10 @@ def test_api_huge_integers_raise_configerror_not_valueerror(seeded):
 
 # ---- a store this user may read but not write (issue 10, item 9) ------------------------
 
-@pytest.fixture
-def open_dir():
-    """A directory every user can enter (pytest's tmp_path sits in a 0700 directory)."""
-    path = Path(tempfile.mkdtemp(prefix="mpq-shared-"))
-    os.chmod(path, 0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def _readable_store(where: Path, lock_down: bool) -> tuple[str, str]:
+def _readable_store(where: str, lock_down: bool) -> tuple[str, str]:
     """A root-owned store with two jobs (one done); ``lock_down``: directory and files
     also chmod a-w. Returns (path, the done job's id)."""
-    store = str(where / "store")
+    store = os.path.join(where, "store")
     with Queue(store) as queue:
         first, _ = queue.task_by_name("tests.tasks.add").map([(1, 1), (2, 2)])
         assert [r.id for r in queue.store.claim("w1", 1, now_ms())] == [first.id]
@@ -401,24 +390,20 @@ def _readable_store(where: Path, lock_down: bool) -> tuple[str, str]:
     return store, first.id
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to play another uid")
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("lock_down", [False, True], ids=["0644", "chmod-a-w"])
-def test_a_store_another_user_may_only_read_can_be_inspected(open_dir, lock_down):
-    store, done_id = _readable_store(open_dir, lock_down)
-    out_dir = open_dir / "out"
-    out_dir.mkdir(mode=0o777)
-    os.chmod(out_dir, 0o777)
-    code, out, err = run_cli_as_nobody(["--path", store, "stats", "--json"], out_dir)
+def test_a_store_another_user_may_only_read_can_be_inspected(public_dir, lock_down):
+    require_root()
+    store, done_id = _readable_store(public_dir, lock_down)
+    code, out, err = run_cli_as_nobody("--path", store, "stats", "--json")
     assert (code, err) == (0, "") and json.loads(out)["total"] == 2
-    code, out, err = run_cli_as_nobody(["--path", store, "list", "--json"], out_dir)
+    code, out, err = run_cli_as_nobody("--path", store, "list", "--json")
     assert code == 0 and [j["state"] for j in json.loads(out)] == ["done", "ready"], err
-    code, out, err = run_cli_as_nobody(["--path", store, "show", done_id], out_dir)
+    code, out, err = run_cli_as_nobody("--path", store, "show", done_id)
     assert code == 0 and "result:      2" in out, err
     with Queue(store) as queue:
         before = snapshot(queue)
-    code, out, err = run_cli_as_nobody(["--path", store, "enqueue", "tests.tasks.add", "[1, 2]"],
-                                       out_dir)
+    code, out, err = run_cli_as_nobody("--path", store, "enqueue", "tests.tasks.add", "[1, 2]")
     assert code == 1 and out == "" and err.startswith("Error: ") and "read-only" in err
     assert len(err.splitlines()) == 1
     with Queue(store) as queue:
