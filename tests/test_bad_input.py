@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
+import subprocess
 import threading
 
 import lmdb
@@ -408,3 +410,41 @@ def test_a_store_another_user_may_only_read_can_be_inspected(public_dir, lock_do
     assert len(err.splitlines()) == 1
     with Queue(store) as queue:
         assert snapshot(queue) == before
+
+
+@pytest.fixture
+def read_only_mount(tmp_path):
+    """(writable source, the same directory bind-mounted read-only); skips where this
+    process may not mount (not root, or no CAP_SYS_ADMIN)."""
+    source, mounted = tmp_path / "src", tmp_path / "ro"
+    source.mkdir()
+    mounted.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a read-only bind mount needs root and mount(8)")
+    bind = subprocess.run(["mount", "--bind", str(source), str(mounted)], capture_output=True)
+    if bind.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {bind.stderr.decode().strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(mounted)], check=True,
+                       capture_output=True)
+        yield source, mounted
+    finally:
+        subprocess.run(["umount", str(mounted)], check=True)
+
+
+@pytest.mark.timeout(60)
+def test_a_store_on_a_read_only_mount_can_be_inspected(read_only_mount):
+    source, mounted = read_only_mount
+    with Queue(str(source / "store")) as queue:
+        jobs = queue.task_by_name("tests.tasks.add").map([(1, 1), (2, 2)])
+    store = str(mounted / "store")
+    stats = run_cli("--path", store, "stats", "--json", cwd=source)
+    assert stats.returncode == 0 and json.loads(stats.stdout)["ready"] == 2, stats.stderr
+    listed = run_cli("--path", store, "list", "--json", cwd=source)
+    assert [j["id"] for j in json.loads(listed.stdout)] == [j.id for j in jobs], listed.stderr
+    shown = run_cli("--path", store, "show", jobs[0].id, cwd=source)
+    assert shown.returncode == 0 and "(1, 1)" in shown.stdout, shown.stderr
+    added = run_cli("--path", store, "enqueue", "tests.tasks.add", "[3, 3]", cwd=source)
+    _one_error_line(added, 1, "read-only")
+    with Queue(str(source / "store")) as queue:
+        assert queue.stats()["total"] == 2
