@@ -15,6 +15,12 @@ Rows:
  4. batched claim (``store.claim(w, 32|256, now)``) until every ready job is taken
  5. list 10,000 jobs, optimized vs legacy: time and op counts
  6. one poll (``promote_due`` + ``claim(w, 32)``) with 10 ready and many scheduled jobs
+ 7. ``list --limit 10`` on 10,000 and 1,000,000 jobs (issue 10): the call's wall time and
+    the peak RSS of a fresh process that opens the store and lists, against the same
+    process opening the store without listing
+
+``--only list_limit,poll`` runs just those rows (keys: single, map, claim, list, poll,
+list_limit).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import importlib
 import json
 import os
 import platform
+import subprocess
 import shutil
 import statistics
 import sys
@@ -57,15 +64,18 @@ def noop(x: Any) -> Any:
 FULL = dict(reps=5, single_n=3000, map_total=100_000, map_batches=(1_000, 10_000),
             claim_total=100_000, claim_limits=(32, 256), list_n=10_000,
             poll_sizes=(1_000, 10_000, 100_000, 1_000_000), legacy_poll_max=100_000,
-            poll_reps=5, legacy_poll_reps=3)
+            poll_reps=5, legacy_poll_reps=3, limit_sizes=(10_000, 1_000_000))
 QUICK = dict(reps=3, single_n=2000, map_total=20_000, map_batches=(1_000, 10_000),
              claim_total=20_000, claim_limits=(32, 256), list_n=10_000,
              poll_sizes=(1_000, 10_000, 100_000), legacy_poll_max=10_000,
-             poll_reps=3, legacy_poll_reps=2)
+             poll_reps=3, legacy_poll_reps=2, limit_sizes=(10_000, 100_000))
 
 TARGET_SINGLE_RATIO = 0.80
 TARGET_MAP_RATE = 100_000
 TARGET_CLAIM_RATE = 50_000
+TARGET_LIMITED_LIST_S = 0.050
+LIST_LIMIT = 10
+RSS_SLACK_KB = 8 * 1024  # "independent of the store's size": within 8 MB at any size
 
 
 # ---- helpers ------------------------------------------------------------------------------
@@ -340,6 +350,65 @@ def bench_poll(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# ---- 7: a limited list on a big store, in its own process ----------------------------------
+
+# Run in a fresh interpreter, so its peak RSS is this listing's and nothing else's. It
+# prints the wall time of each ``list(limit=...)`` call (the first is on a cold cache)
+# and its peak RSS. That is VmHWM, the high-water mark of this process image: ru_maxrss
+# would also count the benchmark's own pages, which the child shares between fork and
+# exec.
+_LIST_CHILD = """
+import json, resource, sys, time
+from mpqueue import Queue
+path, limit, reps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with Queue(path) as q:
+    q.store
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        jobs = q.list(limit=limit) if limit >= 0 else []
+        times.append(time.perf_counter() - t0)
+with open("/proc/self/status") as fh:
+    hwm = [int(line.split()[1]) for line in fh if line.startswith("VmHWM:")]
+print(json.dumps({"times": times, "listed": len(jobs),
+                  "maxrss_kb": hwm[0] if hwm else resource.getrusage(0).ru_maxrss}))
+"""
+
+
+def list_child(path: str, limit: int, reps: int) -> dict[str, Any]:
+    """Run ``_LIST_CHILD`` (limit -1: open the store only); its times and peak RSS (KiB)."""
+    done = subprocess.run([sys.executable, "-c", _LIST_CHILD, path, str(limit), str(reps)],
+                          stdout=subprocess.PIPE, text=True, check=True)
+    return dict(json.loads(done.stdout))
+
+
+def seed_jobs(q: Queue, n: int, chunk: int = 100_000) -> None:
+    """``n`` ready jobs, built and added a chunk at a time (seeding is not timed)."""
+    for start in range(0, n, chunk):
+        q.store.add(build_records(q, min(chunk, n - start)))
+
+
+def bench_list_limit(cfg: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"limit": LIST_LIMIT}
+    for n in cfg["limit_sizes"]:
+        with fresh_queue("optimized", sync=False) as (q, _):
+            built, _ = timed(lambda: seed_jobs(q, n))
+            path = q.path
+            q.close()  # the child opens it alone
+            listed = list_child(path, LIST_LIMIT, cfg["reps"])
+            opened = list_child(path, -1, 1)
+        assert listed["listed"] == LIST_LIMIT
+        row = {"seconds": summary(listed["times"][1:] or listed["times"]),
+               "first_s": listed["times"][0], "maxrss_kb": listed["maxrss_kb"],
+               "open_only_maxrss_kb": opened["maxrss_kb"], "seed_s": built}
+        log(f"  list --limit {LIST_LIMIT} of {n:,}: first {row['first_s'] * 1000:.2f} ms, "
+            f"median {row['seconds']['median'] * 1000:.2f} ms, peak RSS "
+            f"{row['maxrss_kb'] / 1024:.1f} MiB (open only {opened['maxrss_kb'] / 1024:.1f})"
+            f" (seeded in {built:.1f} s)")
+        out[str(n)] = row
+    return out
+
+
 # ---- report ---------------------------------------------------------------------------------
 
 def fmt_rate(s: dict[str, float]) -> str:
@@ -359,8 +428,11 @@ def verdict(ok: bool | None) -> str:
     return "-" if ok is None else ("PASS" if ok else "**FAIL**")
 
 
-def table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
-    rows: list[tuple[str, str, str, str, bool | None]] = []
+Row = tuple[str, str, str, str, "bool | None"]
+
+
+def single_rows(res: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
     s = res["single"]
     rows.append(("1", f"bare LMDB, 1 put + commit per txn (n={s['n']:,})",
                  fmt_rate(s["bare"]) + " txn/s", "baseline", None))
@@ -375,6 +447,11 @@ def table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     rows.append(("2", "ratio (2)/(1), per interleaved rep",
                  f"{ratio['median']:.0%} ({ratio['min']:.0%}-{ratio['max']:.0%})",
                  f">= {TARGET_SINGLE_RATIO:.0%}", ratio["median"] >= TARGET_SINGLE_RATIO))
+    return rows
+
+
+def map_rows(res: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
     m = res["map"]
     for batch in res["config"]["map_batches"]:
         r = m[str(batch)]
@@ -383,6 +460,11 @@ def table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
                      r["api"]["median"] >= TARGET_MAP_RATE))
         rows.append(("3", f"`store.add`, pre-built records, batches of {batch:,}",
                      fmt_rate(r["store_add"]) + " jobs/s", "(info)", None))
+    return rows
+
+
+def claim_rows(res: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
     c = res["claim"]
     for limit in res["config"]["claim_limits"]:
         r = c[str(limit)]
@@ -393,6 +475,11 @@ def table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
                      fmt_rate(r["rate"]) + " jobs/s",
                      f">= {TARGET_CLAIM_RATE:,}/s" if judged else "(info)",
                      r["rate"]["median"] >= TARGET_CLAIM_RATE if judged else None))
+    return rows
+
+
+def list_rows(res: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
     lst = res["list"]
     for mode in ("optimized", "legacy"):
         r = lst[mode]
@@ -402,6 +489,11 @@ def table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         rows.append(("5", f"`Queue.list()` of {lst['n']:,} jobs, {mode}",
                      fmt_ms(r["seconds"]) + " ms; " + ops_text(r["ops"]),
                      "no per-job gets" if mode == "optimized" else "(before)", ok))
+    return rows
+
+
+def poll_rows(res: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
     poll = res["poll"]
     opt_ops = [poll[str(sz)]["optimized"]["ops"] for sz in res["config"]["poll_sizes"]]
     same = all(o == opt_ops[0] for o in opt_ops) and all(
@@ -416,6 +508,35 @@ def table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
                               f"(claims {r['claimed_per_poll']})",
                          fmt_ms(r["seconds"]) + " ms; " + ops_text(r["ops"]), target,
                          same if mode == "optimized" else None))
+    return rows
+
+
+def list_limit_rows(res: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    r = res["list_limit"]
+    sizes = res["config"]["limit_sizes"]
+    smallest = r[str(sizes[0])]
+    for n in sizes:
+        row = r[str(n)]
+        grew_kb = row["maxrss_kb"] - smallest["maxrss_kb"]
+        rows.append(("7", f"`list(limit={r['limit']})` of {n:,} jobs, own process "
+                          f"(first call {row['first_s'] * 1000:.2f} ms)",
+                     fmt_ms(row["seconds"]) + " ms", f"<= {TARGET_LIMITED_LIST_S * 1000:.0f} ms",
+                     row["seconds"]["median"] <= TARGET_LIMITED_LIST_S))
+        rows.append(("7", f"peak RSS of that process, {n:,} jobs (opening the store alone: "
+                          f"{row['open_only_maxrss_kb'] / 1024:.1f} MiB)",
+                     f"{row['maxrss_kb'] / 1024:.1f} MiB ({grew_kb / 1024:+.1f} MiB vs "
+                     f"{sizes[0]:,} jobs)", f"within {RSS_SLACK_KB // 1024} MiB at every size",
+                     grew_kb <= RSS_SLACK_KB))
+    return rows
+
+
+SECTIONS = (("single", single_rows), ("map", map_rows), ("claim", claim_rows),
+            ("list", list_rows), ("poll", poll_rows), ("list_limit", list_limit_rows))
+
+
+def table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
+    rows = [row for key, make in SECTIONS if key in res for row in make(res)]
     lines = ["| # | Measurement | Median (min-max) | Target | Result |",
              "|---|---|---|---|---|"]
     lines += [f"| {n} | {what} | {val} | {tgt} | {verdict(ok)} |"
@@ -461,13 +582,23 @@ def machine() -> dict[str, Any]:
             "tmpdir": tempfile.gettempdir()}
 
 
+BENCHES = [("single", bench_single), ("map", bench_map), ("claim", bench_claim),
+           ("list", bench_list), ("poll", bench_poll), ("list_limit", bench_list_limit)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.store_bench",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, < 60 s")
     parser.add_argument("--out", help="write raw numbers as JSON to this file")
     parser.add_argument("--reps", type=int, help="repetitions (default 5 full, 3 quick)")
+    parser.add_argument("--only", help="comma-separated rows to run (default: all): "
+                        + ", ".join(key for key, _ in BENCHES))
     args = parser.parse_args(argv)
+    only = BENCHES if args.only is None else [(k, fn) for k, fn in BENCHES
+                                              if k in args.only.split(",")]
+    if not only:
+        parser.error(f"--only {args.only!r} names no row")
     cfg = dict(QUICK if args.quick else FULL)
     if args.reps:
         cfg["reps"] = args.reps
@@ -476,8 +607,7 @@ def main(argv: list[str] | None = None) -> int:
                                ["python -m bench.store_bench"] + sys.argv[1:])}
     t_start = time.perf_counter()
     log(f"mpqueue sources: {res['machine']['mpqueue_source']}")
-    for key, fn in (("single", bench_single), ("map", bench_map), ("claim", bench_claim),
-                    ("list", bench_list), ("poll", bench_poll)):
+    for key, fn in only:
         log(f"[{key}]")
         res[key] = fn(cfg)
     res["wall_seconds"] = time.perf_counter() - t_start

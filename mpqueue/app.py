@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 from .config import (DEFAULT_MAP_SIZE, DEFAULT_MODE, DEFAULT_RESULT_TTL_S, TaskOptions,
                      check_delay, check_location, check_mode, check_priority, redact,
                      resolve_path)
+from .display import describe
 from .errors import ConfigError, JobNotFound, TaskNotFound
 from .job import Job, JobRecord, JobState, is_job_id, new_job_id, new_job_ids, now_ms
 from .keys import RUN_AT_MAX_MS
@@ -51,7 +52,7 @@ class Queue:
         if not (isinstance(result_ttl, (int, float)) and math.isfinite(result_ttl)
                 and result_ttl >= 0):
             raise ConfigError(f"result_ttl must be a finite number of seconds >= 0; "
-                              f"got {result_ttl!r}")
+                              f"got {describe(result_ttl)}")
         self.result_ttl_s = float(result_ttl)
         self.map_size = map_size
         self.sync = sync
@@ -181,9 +182,11 @@ class Queue:
              limit: int | None = None) -> list[Job]:
         """Jobs (oldest first) from one read of the store, optionally filtered."""
         state_enum = _parse_state(state)
+        if name is not None:
+            check_name(name)
         if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
                                   or limit < 0):
-            raise ConfigError(f"limit must be an integer >= 0; got {limit!r}")
+            raise ConfigError(f"limit must be an integer >= 0; got {describe(limit)}")
         return [Job(rec, self) for rec in self.store.list(name, state_enum, limit)]
 
     def stats(self) -> dict[str, int]:
@@ -253,11 +256,11 @@ def _run_at_ms(delay: float | None, at: datetime | float | None) -> int | None:
         run_at = int(at.timestamp() * 1000)
     elif (isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at)
             or at < 0):
-        raise ConfigError(f"at must be a datetime or epoch seconds >= 0; got {at!r}")
+        raise ConfigError(f"at must be a datetime or epoch seconds >= 0; got {describe(at)}")
     else:
         run_at = int(at * 1000)
     if run_at > RUN_AT_MAX_MS:  # the scheduled index holds run-at as a u64 of ms
-        raise ConfigError(f"run time is too far in the future (delay={delay!r}, at={at!r})")
+        raise ConfigError(f"run time is too far in the future (delay={describe(delay)}, at={describe(at)})")
     return run_at
 
 
@@ -268,4 +271,4 @@ def _parse_state(state: str | None) -> JobState | None:
         return JobState(state)
     except ValueError:
         names = ", ".join(s.value for s in JobState)
-        raise ConfigError(f"unknown state {state!r}; one of {names}") from None
+        raise ConfigError(f"unknown state {describe(state)}; one of {names}") from None

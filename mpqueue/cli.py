@@ -21,10 +21,12 @@ import click
 from . import __version__
 from .app import Queue
 from .cli_serve import demo_command, serve_command
-from .config import DEFAULT_MODE, DEFAULT_PATH, MODES, PATH_ENV, is_url, redact
+from .config import (DEFAULT_LIST_LIMIT, DEFAULT_MODE, DEFAULT_PATH, MODES, PATH_ENV,
+                     SHOW_REPR_MAX, is_url, redact)
 from .errors import ConfigError, JobNotFound, MpqueueError, SerializationError, StoreCorrupt
 from .job import Job, JobState
 from .keys import PRIORITY_MAX, PRIORITY_MIN
+from .display import CUT_MARK, plain_int, short_repr
 from .serializer import load_result
 from .store.base import CheckReport
 
@@ -39,6 +41,11 @@ class MpqueueGroup(click.Group):
             return super().invoke(ctx)
         except MpqueueError as exc:
             raise click.ClickException(str(exc)) from exc
+        except UnicodeError as exc:  # argv bytes that are not UTF-8 reach an encoder
+            raise click.ClickException(f"text that is not valid UTF-8: {exc}") from exc
+        except RecursionError as exc:  # a stored value nested deeper than Python recurses
+            raise click.ClickException(f"a value is nested too deeply to handle: "
+                                       f"{exc}") from exc
         except OSError as exc:
             if exc.errno == errno.EPIPE:  # `mpqueue list | head`: click exits quietly
                 raise
@@ -131,8 +138,15 @@ def enqueue(queue: Queue, task: str, args: str, kwargs_json: str, delay: float |
 def _parse_json(text: str, kind: type, what: str, expected: str) -> Any:
     try:
         value = json.loads(text)
+    except RecursionError:
+        raise click.BadParameter(f"JSON nested too deeply; expected {expected}",
+                                 param_hint=what) from None
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"invalid JSON ({exc}); expected {expected}",
+                                 param_hint=what) from None
+    except ValueError:  # the only other: an integer over Python's digit limit
+        raise click.BadParameter(f"a number in it has more than "
+                                 f"{sys.get_int_max_str_digits()} digits; expected {expected}",
                                  param_hint=what) from None
     if not isinstance(value, kind):
         raise click.BadParameter(f"expected {expected}; got a JSON "
@@ -152,14 +166,15 @@ def _json_kind(value: Any) -> str:
 @click.option("--state", type=click.Choice(STATES), default=None,
               help="Only jobs in this state.")
 @click.option("--limit", type=click.IntRange(min=0), default=None, metavar="N",
-              help="Show at most N (>= 0) jobs, the oldest. [default: all]")
+              help=f"Show at most N (>= 0) jobs, the oldest. [default: {DEFAULT_LIST_LIMIT}]")
+@click.option("--all", "all_jobs", is_flag=True, help="Show every job (no limit).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print a JSON array of job objects instead of a table.")
 @click.pass_obj
 def list_jobs(queue: Queue, name: str | None, state: str | None, limit: int | None,
-              as_json: bool) -> None:
-    """List jobs, oldest first."""
-    jobs = queue.list(name=name, state=state, limit=limit)
+              all_jobs: bool, as_json: bool) -> None:
+    """List jobs, oldest first (at most --limit; says so on stderr when there are more)."""
+    jobs = _listed(queue, name, state, _list_limit(limit, all_jobs))
     if as_json:
         click.echo(_to_json([job.to_dict() for job in jobs]))
         return
@@ -169,21 +184,47 @@ def list_jobs(queue: Queue, name: str | None, state: str | None, limit: int | No
            empty="No jobs.")
 
 
+def _list_limit(limit: int | None, all_jobs: bool) -> int | None:
+    """The --limit of a listing: the default unless --all (None: no limit)."""
+    if all_jobs and limit is not None:
+        raise click.UsageError("give --limit or --all, not both")
+    return None if all_jobs else DEFAULT_LIST_LIMIT if limit is None else limit
+
+
+def _listed(queue: Queue, name: str | None, state: str | None,
+            limit: int | None) -> list[Job]:
+    """At most ``limit`` jobs; when the store has more, a note on stderr says so (stderr,
+    so ``--json`` output stays one parseable array)."""
+    jobs = queue.list(name=name, state=state, limit=None if limit is None else limit + 1)
+    if limit is not None and len(jobs) > limit:
+        click.echo(f"... more jobs than the {limit} shown; use --limit N or --all",
+                   err=True)
+        del jobs[limit:]
+    return jobs
+
+
 @cli.command(short_help="Show one job in full.")
 @click.argument("job_id")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the job as one JSON object.")
+@click.option("--full", is_flag=True,
+              help=f"Show arguments and result whole (default: each cut to "
+                   f"{SHOW_REPR_MAX:,} characters).")
 @click.pass_obj
-def show(queue: Queue, job_id: str, as_json: bool) -> None:
+def show(queue: Queue, job_id: str, as_json: bool, full: bool) -> None:
     """Show every field of one job, with its arguments, result and error history."""
     job = queue.get(job_id)
     if job is None:
         raise JobNotFound(f"no job with id {job_id!r}")
     details = _details(job)
+    width = None if full else SHOW_REPR_MAX
     if as_json:
+        for key in ("args", "kwargs", "result"):  # user values: cut (the rest is ours)
+            if key in details:
+                details[key] = _plain(details[key], width)
         click.echo(_to_json(_plain(details)))
     else:
-        _print_details(details)
+        _print_details(details, width)
 
 
 class Unloadable(str):
@@ -216,7 +257,7 @@ def _details(job: Job) -> dict[str, Any]:
     return details
 
 
-def _print_details(d: dict[str, Any]) -> None:
+def _print_details(d: dict[str, Any], width: int | None) -> None:
     retries = d["max_retries"]
     lines = [
         ("id", d["id"]), ("name", d["name"]), ("state", d["state"]),
@@ -227,10 +268,10 @@ def _print_details(d: dict[str, Any]) -> None:
         ("stored as", "value (pickled callable)" if d["by_value"] else "import path"),
         ("created at", _time(d["created_at_ms"])), ("run at", _time(d["run_at_ms"])),
         ("finished at", _time(d["finished_at_ms"])),
-        ("args", repr(d["args"])), ("kwargs", repr(d["kwargs"])),
+        ("args", _shown(d["args"], width)), ("kwargs", _shown(d["kwargs"], width)),
     ]
     if "result" in d:
-        lines.append(("result", repr(d["result"])))
+        lines.append(("result", _shown(d["result"], width)))
     for label, value in lines:
         click.echo(f"{label + ':':<13}{value}")
     _print_errors(d["errors"])
@@ -267,12 +308,15 @@ def dead() -> None:
 
 
 @dead.command("list")
+@click.option("--limit", type=click.IntRange(min=0), default=None, metavar="N",
+              help=f"Show at most N (>= 0) jobs, the oldest. [default: {DEFAULT_LIST_LIMIT}]")
+@click.option("--all", "all_jobs", is_flag=True, help="Show every dead job (no limit).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print a JSON array of job objects instead of a table.")
 @click.pass_obj
-def dead_list(queue: Queue, as_json: bool) -> None:
-    """List dead jobs, oldest first, with their last error."""
-    jobs = queue.list(state=JobState.DEAD.value)
+def dead_list(queue: Queue, limit: int | None, all_jobs: bool, as_json: bool) -> None:
+    """List dead jobs, oldest first, with their last error (at most --limit)."""
+    jobs = _listed(queue, None, JobState.DEAD.value, _list_limit(limit, all_jobs))
     if as_json:
         click.echo(_to_json([job.to_dict() for job in jobs]))
         return
@@ -385,16 +429,33 @@ def _to_json(value: Any) -> str:
     return json.dumps(value)
 
 
-def _plain(value: Any) -> Any:
+def _shown(value: Any, width: int | None) -> str:
+    """The repr of an argument or result, cut to ``width`` characters (None: whole)."""
+    text, cut = short_repr(value, width)
+    return text + _cut_note(width) if cut else text
+
+
+def _cut_note(width: int | None) -> str:
+    return f"{CUT_MARK} (cut at {width:,} characters; --full shows all)"
+
+
+def _plain(value: Any, width: int | None = None) -> Any:
     """Arguments and results may be any picklable object: keep what JSON can hold
-    (containers, str, numbers, None) and show everything else by its repr."""
+    (containers, str, numbers, None) and show everything else by its repr; strings and
+    reprs longer than ``width`` are cut (and say so)."""
     if isinstance(value, dict):
-        return {k if isinstance(k, str) else repr(k): _plain(v) for k, v in value.items()}
+        return {k if isinstance(k, str) else _shown(k, width): _plain(v, width)
+                for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (str, int, float)):
+        return [_plain(v, width) for v in value]
+    if value is None or isinstance(value, float):
         return value
-    return repr(value)
+    if isinstance(value, int):
+        return plain_int(value)
+    if isinstance(value, str):
+        return value if width is None or len(value) <= width else \
+            value[:width] + _cut_note(width)
+    return _shown(value, width)
 
 
 def _time(ms: int | None) -> str:

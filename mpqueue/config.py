@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .display import describe
 from .keys import PRIORITY_MAX, PRIORITY_MIN
 
 PATH_ENV = "MPQUEUE_PATH"
 DEFAULT_PATH = "./mpqueue-data"  # used when neither a path nor $MPQUEUE_PATH is given
 MODES = ("optimized", "legacy")
 DEFAULT_MODE = "optimized"
+DEFAULT_LIST_LIMIT = 100       # `mpqueue list` shows this many jobs unless --limit/--all
+SHOW_REPR_MAX = 2000           # `mpqueue show` cuts longer argument/result reprs (--full)
 
 DEFAULT_RETRIES = 3            # runs after the first before a job is dead-lettered
 DEFAULT_TIMEOUT_S = None       # no per-job time limit unless a task asks for one
@@ -112,7 +115,8 @@ class TaskOptions:
 
 def check_int(what: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{what} must be an integer from {low} to {high}; got {value!r}")
+        raise ConfigError(f"{what} must be an integer from {low} to {high}; "
+                          f"got {describe(value)}")
     return value
 
 
@@ -123,14 +127,15 @@ def check_priority(priority: Any) -> int:
 def check_positive(what: str, value: Any) -> float:
     if (isinstance(value, bool) or not isinstance(value, (int, float))
             or not math.isfinite(value) or not value > 0):
-        raise ConfigError(f"{what} must be a finite number of seconds > 0; got {value!r}")
+        raise ConfigError(f"{what} must be a finite number of seconds > 0; "
+                          f"got {describe(value)}")
     return float(value)
 
 
 def check_delay(delay: Any, what: str = "delay") -> float:
     if (isinstance(delay, bool) or not isinstance(delay, (int, float))
             or not math.isfinite(delay) or delay < 0):
-        raise ConfigError(f"{what} must be a number of seconds >= 0; got {delay!r}")
+        raise ConfigError(f"{what} must be a number of seconds >= 0; got {describe(delay)}")
     return float(delay)
 
 

@@ -20,6 +20,8 @@ where they enter and chained as ``__cause__``.
 
 from __future__ import annotations
 
+from .display import describe
+
 
 class MpqueueError(Exception):
     """Base class of every error mpqueue raises on purpose."""
@@ -92,7 +94,7 @@ class Retry(MpqueueError):
     def __init__(self, delay_s: float | None = None, reason: str = ""):
         if delay_s is not None and not (0 <= delay_s < float("inf")):  # NaN fails too
             raise ConfigError(f"Retry delay must be a finite number of seconds >= 0, "
-                              f"got {delay_s!r}")
+                              f"got {describe(delay_s)}")
         self.delay_s = delay_s
         self.reason = reason
-        super().__init__(reason or f"retry requested (delay {delay_s!r} s)")
+        super().__init__(reason or f"retry requested (delay {describe(delay_s)} s)")

@@ -65,13 +65,16 @@ os.register_at_fork(after_in_child=_id_random.seed)
 def new_job_ids(count: int) -> list[str]:
     """``count`` ids of 32 hex chars: 48-bit creation time in ms, a 16-bit per-process
     counter, 64 random bits. Ids made together sort together, so a batch lands on
-    neighbouring B-tree pages instead of scattering over the ``jobs`` index."""
+    neighbouring B-tree pages instead of scattering over the ``jobs`` index; within a
+    batch they are in ascending order."""
     stamp = f"{now_ms() & 0xFFFFFFFFFFFF:012x}"
     if count == 1:
         return [f"{stamp}{next(_id_counter) & 0xFFFF:04x}{_id_random.getrandbits(64):016x}"]
     noise = f"{_id_random.getrandbits(64 * count):0{16 * count}x}"
-    return [f"{stamp}{next(_id_counter) & 0xFFFF:04x}{noise[16 * i:16 * i + 16]}"
-            for i in range(count)]
+    # Sorted: the counter wraps in a batch of over 65,536, and listings walk the indexes
+    # in id order, so a batch must list in the order its jobs were given.
+    return sorted([f"{stamp}{next(_id_counter) & 0xFFFF:04x}{noise[16 * i:16 * i + 16]}"
+                   for i in range(count)])
 
 
 def new_job_id() -> str:
@@ -249,6 +252,8 @@ class Job:
     def args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The job's positional and keyword arguments, unpickled."""
         from .serializer import load_payload
+        if not self.record.payload:  # a listed job: listings leave the payload out
+            self.refresh()
         return load_payload(self.record.payload, job_id=self.id)
 
     def refresh(self) -> "Job":

@@ -106,6 +106,22 @@ def decode_by_name_key(key: bytes) -> tuple[str, str]:
     return name.decode("utf-8"), jid.decode("ascii")
 
 
+def by_name_id(key: bytes) -> bytes:
+    """The job id part of a by_name key (ids sort by creation time)."""
+    return key[-JOB_ID_BYTES:]
+
+
+def by_name_prefix_of(key: bytes) -> bytes:
+    """The prefix (name, 0) every by_name key of that key's task shares."""
+    return key[:-JOB_ID_BYTES]
+
+
+def after_by_name_prefix(prefix: bytes) -> bytes:
+    """The smallest key above every key with that name prefix: the next task's keys
+    start at or after it (names hold no 0 byte, so none sorts between)."""
+    return prefix[:-1] + b"\x01"
+
+
 def ready_key(priority: int, seq: int, job_id: str) -> bytes:
     return _ready_key(priority, seq, _jid(job_id))
 

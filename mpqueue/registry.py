@@ -32,7 +32,10 @@ def check_name(name: str) -> str:
         raise ConfigError(f"task name must be a non-empty string; got {name!r}")
     if "\x00" in name:
         raise ConfigError(f"task name may not contain a NUL character: {name!r}")
-    size = len(name.encode("utf-8"))
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate: e.g. a byte from argv that is not UTF-8
+        raise ConfigError(f"task name is not valid UTF-8 text: {name[:60]!r}") from None
     if size > MAX_NAME_BYTES:
         raise ConfigError(f"task name is too long: {size} bytes, the limit is "
                           f"{MAX_NAME_BYTES} ({name[:60]!r}...)")
@@ -59,21 +62,31 @@ class Registry:
         return sorted(self._tasks)
 
 
+def import_module(module_name: str, why: str) -> Any:
+    """Import a user's module; whatever its import raises becomes a TaskNotFound naming the
+    module and ``why`` it was imported (SystemExit too: a module must not end the
+    process that imports it)."""
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError:
+        raise
+    except (Exception, SystemExit) as exc:
+        raise TaskNotFound(f"importing {module_name!r} for {why} raised "
+                           f"{type(exc).__name__}: {exc}") from exc
+
+
 def resolve(name: str) -> Callable[..., Any]:
     """Import ``package.module.attr[.attr...]`` and return the callable (or Task) there."""
     parts = name.split(".")
     for split in range(len(parts) - 1, 0, -1):
         module_name = ".".join(parts[:split])
         try:
-            obj: Any = importlib.import_module(module_name)
+            obj: Any = import_module(module_name, f"task {name!r}")
         except ModuleNotFoundError as exc:
             if exc.name is not None and not module_name.startswith(exc.name):
                 raise TaskNotFound(f"importing {module_name!r} for task {name!r} failed: "
                                    f"{exc}") from exc
             continue
-        except Exception as exc:
-            raise TaskNotFound(f"importing {module_name!r} for task {name!r} raised "
-                               f"{type(exc).__name__}: {exc}") from exc
         try:
             for attr in parts[split:]:
                 obj = getattr(obj, attr)

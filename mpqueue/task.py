@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .config import TaskOptions
+from .display import describe
 from .errors import ConfigError
 from .registry import is_importable
 from .serializer import dump_callable
@@ -66,6 +67,6 @@ class Task:
                 continue
             if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
                 raise ConfigError(f"map() takes one tuple of arguments per job, e.g. "
-                                  f"[(1,), (2,)]; got {args!r}")
+                                  f"[(1,), (2,)]; got {describe(args)}")
             calls.append((tuple(args), {}))
         return self.queue.enqueue_many(self, calls, priority=priority)

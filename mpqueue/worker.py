@@ -34,10 +34,10 @@ from typing import Any, Callable
 import psutil
 
 from . import protocol
-from .errors import PayloadError, Retry, SerializationError, TaskNotFound
+from .errors import MpqueueError, PayloadError, Retry, SerializationError, TaskNotFound
 from .job import ErrorInfo, JobRecord, now_ms
 from .keys import JOB_ID_BYTES
-from .registry import resolve
+from .registry import import_module, resolve
 from .serializer import dump_result, load_callable, load_payload
 
 
@@ -77,8 +77,11 @@ def child_main(conn: Connection, config: ChildConfig) -> None:
     try:
         runner = _JobRunner(config)
     except BaseException as exc:  # report why, then die: the coordinator shows it
-        protocol.write(conn.fileno(), (
-            "init_error", f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"))
+        # A bad --import is the user's to fix, named in one line; anything else is ours,
+        # so its traceback goes along.
+        known = isinstance(exc, (MpqueueError, ImportError))
+        detail = "" if known else "\n" + traceback.format_exc()
+        protocol.write(conn.fileno(), ("init_error", f"{type(exc).__name__}: {exc}{detail}"))
         return
     me = psutil.Process()
     protocol.write(conn.fileno(), ("ready", me.pid, me.create_time(),
@@ -119,7 +122,7 @@ class _JobRunner:
             if entry not in sys.path:
                 sys.path.insert(0, entry)
         for module in config.imports:
-            __import__(module)
+            import_module(module, "--import")
         from .store import open_store
         self.store = open_store(config.store_path, mode=config.mode)
         self.funcs: dict[Any, Callable[..., Any]] = {}

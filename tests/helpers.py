@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -91,3 +94,37 @@ def snapshot(queue: Any) -> tuple[dict[str, int], list[tuple[str, str, str, int]
     """What a caller can see of the store: counts and every job's id/name/state/attempts."""
     jobs = [(j.id, j.name, j.state, j.attempts) for j in queue.list()]
     return queue.stats(), sorted(jobs)
+
+
+def run_cli(*args: str | bytes, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``python -m mpqueue ARGS`` in a new process (bytes args reach argv as they are)."""
+    env = {k: v for k, v in os.environ.items() if k != "MPQUEUE_PATH"}
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return subprocess.run([sys.executable, "-m", "mpqueue", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, errors="replace", timeout=timeout)
+
+
+def _cli_in_process(args: list[str]) -> list[Any]:
+    """The CLI in this process: [exit code, stdout, stderr]."""
+    import io
+    from mpqueue.cli import cli
+    out, err = io.StringIO(), io.StringIO()
+    sys.stdout, sys.stderr = out, err
+    code = 0
+    try:
+        cli.main(args, prog_name="mpqueue")
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    return [code, out.getvalue(), err.getvalue()]
+
+
+def run_cli_as_nobody(*args: str) -> tuple[int, str, str]:
+    """The CLI run by another local user (uid 65534, see second_user.py): (exit code,
+    stdout, stderr). Forked, not exec'd, so the modules it needs are imported here."""
+    import mpqueue.cli  # noqa: F401  (that user may not read the interpreter's files)
+    import mpqueue.store.legacy  # noqa: F401  (open_store imports them on demand)
+    import mpqueue.store.lmdb  # noqa: F401
+    from .second_user import as_nobody
+    code, out, err = as_nobody(_cli_in_process, list(args))
+    return code, out, err

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
+import subprocess
 import threading
 
 import lmdb
@@ -15,7 +19,8 @@ from mpqueue.job import JobState, now_ms
 from mpqueue.registry import MAX_NAME_BYTES
 from mpqueue.store.lmdb_env import _OPEN_ENVS
 
-from .helpers import claim_all, done, failed, snapshot
+from .helpers import claim_all, done, failed, run_cli, run_cli_as_nobody, snapshot
+from .second_user import public_dir, require_root  # noqa: F401  (public_dir: a fixture)
 
 
 @pytest.fixture
@@ -299,3 +304,147 @@ def test_arguments_that_name_classes_or_functions_survive_the_fast_path(queue):
         got, _ = task.delay(*args).args()
         assert got == args or all(callable(g) for g in got if callable(g))
         assert type(got[0]) is type(args[0])
+
+
+# ---- one-line errors from the command line (issue 10, item 9) ----------------------------
+
+HUGE = "9" * 5000  # over Python's 4,300-digit limit for turning text into an int
+SYSEXIT_MODULE = "raise SystemExit(3)\n\ndef job():\n    pass\n"
+
+
+def _one_error_line(done, code: int, *needles: str) -> str:
+    assert done.returncode == code, (done.returncode, done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, done.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+    return errors[0]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("args, code, needles", [
+    ([b"list", b"--name", b"\xff"], 1, ["UTF-8"]),
+    (["enqueue", "tests.tasks.add", f"[{HUGE}]"], 2, ["ARGS", "4300 digits"]),
+    (["enqueue", "tests.tasks.add", "[1]", "--kwargs", f'{{"b": {HUGE}}}'], 2,
+     ["--kwargs", "digits"]),
+    (["enqueue", "tests.tasks.add", "[" * 20_000 + "]" * 20_000], 2, ["nested too deeply"]),
+    (["enqueue", "sysexit_mod.job"], 1, ["sysexit_mod", "SystemExit: 3"]),
+    (["list", "--limit", HUGE[:5]], 0, []),  # a control: a fine command stays fine
+], ids=["name-not-utf8", "huge-int-arg", "huge-int-kwarg", "deep-json", "sysexit-import",
+        "control"])
+def test_cli_bad_input_is_one_error_line(tmp_path, args, code, needles):
+    (tmp_path / "sysexit_mod.py").write_text(SYSEXIT_MODULE)
+    store = str(tmp_path / "store")
+    with Queue(store) as queue:
+        seeded = queue.task_by_name("tests.tasks.add").map([(1, 1), (2, 2)])
+        before = snapshot(queue)
+    done = run_cli("--path", store, *args, cwd=tmp_path)
+    if code:
+        _one_error_line(done, code, *needles)
+    else:
+        assert done.returncode == 0 and seeded[0].id in done.stdout, done.stderr
+    with Queue(store) as queue:
+        assert snapshot(queue) == before
+
+
+@pytest.mark.timeout(120)
+def test_serve_with_an_import_that_raises_systemexit_is_one_error_line(tmp_path):
+    (tmp_path / "sysexit_mod.py").write_text(SYSEXIT_MODULE)
+    done = run_cli("--path", str(tmp_path / "store"), "serve", "--import", "sysexit_mod",
+                   "--until-empty", "--workers", "1", cwd=tmp_path, timeout=100)
+    _one_error_line(done, 1, "sysexit_mod", "--import", "SystemExit: 3")
+
+
+def test_api_names_must_be_utf8(queue):
+    for action in (lambda: queue.task(lambda: None, name="a\udcff"),
+                   lambda: queue.list(name="a\udcff"),
+                   lambda: queue.list(name="\udcff", state="ready", limit=1)):
+        with pytest.raises(ConfigError, match="UTF-8"):
+            action()
+
+
+def test_api_huge_integers_raise_configerror_not_valueerror(seeded):
+    add = seeded.task_by_name("tests.tasks.add")
+    huge = 10 ** 5000
+    unchanged(seeded, lambda: seeded.enqueue(add, (1,), {}, priority=huge), ConfigError)
+    unchanged(seeded, lambda: seeded.task(lambda: None, retries=huge), ConfigError)
+    unchanged(seeded, lambda: seeded.list(state=huge), ConfigError)
+    unchanged(seeded, lambda: seeded.list(limit=-huge), ConfigError)
+    unchanged(seeded, lambda: add.map([huge]), ConfigError)
+    assert "digits" in str(Retry(huge))  # its message describes the number, no crash
+
+
+# ---- a store this user may read but not write (issue 10, item 9) ------------------------
+
+def _readable_store(where: str, lock_down: bool) -> tuple[str, str]:
+    """A root-owned store with two jobs (one done); ``lock_down``: directory and files
+    also chmod a-w. Returns (path, the done job's id)."""
+    store = os.path.join(where, "store")
+    with Queue(store) as queue:
+        first, _ = queue.task_by_name("tests.tasks.add").map([(1, 1), (2, 2)])
+        assert [r.id for r in queue.store.claim("w1", 1, now_ms())] == [first.id]
+        done(queue.store, first.id, 2)
+    for root, dirs, files in os.walk(store):
+        os.chmod(root, 0o555 if lock_down else 0o755)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o444 if lock_down else 0o644)
+    return store, first.id
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("lock_down", [False, True], ids=["0644", "chmod-a-w"])
+def test_a_store_another_user_may_only_read_can_be_inspected(public_dir, lock_down):
+    require_root()
+    store, done_id = _readable_store(public_dir, lock_down)
+    code, out, err = run_cli_as_nobody("--path", store, "stats", "--json")
+    assert (code, err) == (0, "") and json.loads(out)["total"] == 2
+    code, out, err = run_cli_as_nobody("--path", store, "list", "--json")
+    assert code == 0 and [j["state"] for j in json.loads(out)] == ["done", "ready"], err
+    code, out, err = run_cli_as_nobody("--path", store, "show", done_id)
+    assert code == 0 and "result:      2" in out, err
+    with Queue(store) as queue:
+        before = snapshot(queue)
+    code, out, err = run_cli_as_nobody("--path", store, "enqueue", "tests.tasks.add", "[1, 2]")
+    assert code == 1 and out == "" and err.startswith("Error: ") and "read-only" in err
+    assert len(err.splitlines()) == 1
+    with Queue(store) as queue:
+        assert snapshot(queue) == before
+
+
+@pytest.fixture
+def read_only_mount(tmp_path):
+    """(writable source, the same directory bind-mounted read-only); skips where this
+    process may not mount (not root, or no CAP_SYS_ADMIN)."""
+    source, mounted = tmp_path / "src", tmp_path / "ro"
+    source.mkdir()
+    mounted.mkdir()
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a read-only bind mount needs root and mount(8)")
+    bind = subprocess.run(["mount", "--bind", str(source), str(mounted)], capture_output=True)
+    if bind.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {bind.stderr.decode().strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(mounted)], check=True,
+                       capture_output=True)
+        yield source, mounted
+    finally:
+        subprocess.run(["umount", str(mounted)], check=True)
+
+
+@pytest.mark.timeout(60)
+def test_a_store_on_a_read_only_mount_can_be_inspected(read_only_mount):
+    source, mounted = read_only_mount
+    with Queue(str(source / "store")) as queue:
+        jobs = queue.task_by_name("tests.tasks.add").map([(1, 1), (2, 2)])
+    store = str(mounted / "store")
+    stats = run_cli("--path", store, "stats", "--json", cwd=source)
+    assert stats.returncode == 0 and json.loads(stats.stdout)["ready"] == 2, stats.stderr
+    listed = run_cli("--path", store, "list", "--json", cwd=source)
+    assert [j["id"] for j in json.loads(listed.stdout)] == [j.id for j in jobs], listed.stderr
+    shown = run_cli("--path", store, "show", jobs[0].id, cwd=source)
+    assert shown.returncode == 0 and "(1, 1)" in shown.stdout, shown.stderr
+    added = run_cli("--path", store, "enqueue", "tests.tasks.add", "[3, 3]", cwd=source)
+    _one_error_line(added, 1, "read-only")
+    with Queue(str(source / "store")) as queue:
+        assert queue.stats()["total"] == 2

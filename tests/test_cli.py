@@ -24,6 +24,7 @@ from mpqueue.cli import cli
 from mpqueue.job import ErrorInfo, Outcome, now_ms
 
 from . import cli_tasks
+from .helpers import run_cli
 
 ADD = cli_tasks.add.name
 FAIL = cli_tasks.fail.name
@@ -226,7 +227,40 @@ def test_list_empty_store(run: Run) -> None:
     assert result.exit_code == 0 and result.stdout.strip() == "No jobs."
 
 
+def _map(path: str, count: int) -> list[str]:
+    with Queue(path) as queue:
+        return [job.id for job in queue.task_by_name(ADD).map([(i, i) for i in range(count)])]
+
+
+def test_list_shows_a_default_limit_and_says_when_there_are_more(run: Run,
+                                                                 store: str) -> None:
+    ids = _map(store, 150)
+    result = run("list")
+    assert result.exit_code == 0, result.output
+    rows = result.stdout.splitlines()[1:]
+    assert [row.split()[0] for row in rows] == ids[:100]  # the oldest 100
+    assert "more" in result.stderr and "--limit N or --all" in result.stderr
+    listed = run("list", "--json")
+    assert [job["id"] for job in json.loads(listed.stdout)] == ids[:100]  # still JSON
+    assert "--all" in listed.stderr
+    everything = run("list", "--all", "--json")
+    assert [job["id"] for job in json.loads(everything.stdout)] == ids
+    assert everything.stderr == ""
+    exact = run("list", "--limit", "150", "--json")  # all of them: nothing to report
+    assert len(json.loads(exact.stdout)) == 150 and exact.stderr == ""
+    assert run("list", "--limit", "149").stderr != ""
+
+
+def test_dead_list_has_the_same_limit(run: Run, store: str) -> None:
+    dead = [make_dead(store, f"boom {i}") for i in range(3)]
+    result = run("dead", "list", "--limit", "2", "--json")
+    assert [job["id"] for job in json.loads(result.stdout)] == dead[:2]
+    assert "--all" in result.stderr
+    assert len(json.loads(run("dead", "list", "--all", "--json").stdout)) == 3
+
+
 @pytest.mark.parametrize("args, needles", [
+    (["--limit", "3", "--all"], ["--limit", "--all"]),
     (["--state", "bad"], ["bad", "--state", "dead"]),
     (["--limit", "-1"], ["--limit"]),
     (["--limit", "many"], ["--limit"]),
@@ -270,6 +304,21 @@ def test_show_json_of_unusual_arguments(run: Run, store: str) -> None:
     job_id = enqueue(store, PLAIN, {(1, 2): {3}}, b"raw")
     shown = json.loads(run("show", job_id, "--json").stdout)
     assert shown["args"] == [{"(1, 2)": "{3}"}, "b'raw'"]
+
+
+def test_show_cuts_a_huge_result_unless_full(run: Run, store: str) -> None:
+    job_id = make_done(store, ["x" * 3_000_000, b"y" * 1_000_000])
+    shown = run("show", job_id)
+    assert shown.exit_code == 0, shown.output
+    assert len(shown.stdout) < 10_000
+    (line,) = [line for line in shown.stdout.splitlines() if line.startswith("result:")]
+    assert line.startswith("result:      ['xxx") and line.endswith("--full shows all)")
+    as_json = json.loads(run("show", job_id, "--json").stdout)
+    assert len(as_json["result"][0]) < 3_000 and as_json["result"][0].endswith("all)")
+    whole = run("show", job_id, "--full")
+    assert "x" * 3_000_000 in whole.stdout and "--full shows all" not in whole.stdout
+    assert json.loads(run("show", job_id, "--json", "--full").stdout)["result"][0] == \
+        "x" * 3_000_000
 
 
 @pytest.mark.parametrize("job_id", [MISSING_ID, "not-an-id"])
@@ -424,11 +473,7 @@ def test_help_of_every_command(run: Run) -> None:
 
 
 def _run_module(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "MPQUEUE_PATH"}
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return subprocess.run([sys.executable, "-m", "mpqueue", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return run_cli(*args, cwd=cwd)
 
 
 def test_python_dash_m_help(tmp_path: Path) -> None:

@@ -294,6 +294,49 @@ def test_list_is_oldest_first_and_filtered(store, queue, store_location):
         assert ops.txns == 1 and ops.gets == 0  # no per-job lookups
 
 
+def test_a_limited_list_reads_o_limit_entries(store, queue):
+    """The limit is applied while the index is walked, not after reading every job."""
+    names = ("tests.tasks.add", "tests.tasks.noop", "tests.tasks.echo")
+    recs = [record(names[i % 3]) for i in range(300)]
+    add(store, *recs[:150])
+    add(store, *recs[150:])
+    counting = CountingStore(store)
+    for kwargs, expected in (({}, recs[:5]), ({"name": names[1]}, recs[1:15:3]),
+                             ({"state": JobState.READY}, recs[:5]),
+                             ({"name": names[2], "state": JobState.READY}, recs[2:15:3])):
+        listed = counting.list(limit=5, **kwargs)
+        assert [r.id for r in listed] == [r.id for r in expected], kwargs
+        ops = counting.last("list")
+        # 2 reads per listed job at most (legacy: index + record), plus the seeks that
+        # find the task names: never a read per job in the store.
+        assert ops.reads <= 2 * 5 + 2 * len(names) + 2, (kwargs, ops)
+
+
+def test_a_batch_lists_in_the_order_it_was_given(queue):
+    jobs = queue.task_by_name("tests.tasks.add").map([(i, i) for i in range(200)])
+    assert [j.id for j in queue.list()] == [j.id for j in jobs]
+    assert [j.id for j in queue.list(limit=7)] == [j.id for j in jobs[:7]]
+
+
+def test_listing_leaves_payload_and_result_out(store, queue):
+    big = b"\x01" + b"x" * 2_000_000
+    rec = record()
+    rec.payload = big
+    (job_id,) = add(store, rec)
+    claim_all(store)
+    done(store, job_id, "r" * 3_000_000)
+    (listed,) = store.list()
+    assert listed.id == job_id and listed.state is JobState.DONE
+    assert listed.payload == b"" and listed.result is None and listed.func is None
+    full = store.get(job_id)
+    assert full.payload == big and len(full.result) > 3_000_000
+    (job,) = queue.list()
+    assert job.record.payload == b""
+    with pytest.raises(MpqueueError):  # the listed handle re-reads, then loads for real
+        job.args()  # (b"x..." is no pickle: it fails on the real payload, not on b"")
+    assert job.record.payload == big
+
+
 # ---- registry ---------------------------------------------------------------------------------
 
 def test_worker_registry(store, store_location, waiter):

@@ -170,7 +170,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def list(self, name: str | None = None, state: JobState | None = None,
              limit: int | None = None) -> list[JobRecord]:
-        """Jobs, oldest first, from one read of the index (no per-job lookups)."""
+        """Jobs, oldest first (in job id order: ids begin with the creation time), from
+        one read of the index. The limit is applied while walking it, so a limited
+        listing reads O(limit) entries however many jobs the store holds. Records come
+        without their payload, result and callable (b"", None, None): ``get`` has them."""
 
     @abc.abstractmethod
     def delete(self, job_id: str) -> bool:

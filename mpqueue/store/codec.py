@@ -154,6 +154,16 @@ def _check_worker_info(info: Any) -> None:
             raise ValueError(f"malformed child entry {child!r}")
 
 
+def decode_listing(raw: bytes) -> JobRecord:
+    """A record as a listing shows it: every field but the payload, the result and the
+    callable, which come back as b"", None and None (``get`` has them). A codec that
+    can skip those fields should; this one decodes them and drops them at once, so a
+    listing holds no blobs."""
+    rec = decode_record(raw)
+    rec.payload, rec.result, rec.func = b"", None, None
+    return rec
+
+
 def encode_claim(claim: Claim) -> bytes:
     """Claimed-at and deadline (-1: none) as fixed-width integers; who and which job
     are in the key already. Packed, not pickled: it is written once per claimed job."""

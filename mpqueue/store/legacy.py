@@ -4,7 +4,7 @@ Kept, faithfully, so the benchmark can measure the before/after on the same code
 - one ``pending`` set holds ready and future jobs alike, keyed by job id only;
 - a poll scans every pending entry and reads each job to check its run-at time;
 - a poll claims one job, whatever the limit;
-- the name index holds ids only, so listing is 1 index read + N record reads.
+- the name index holds ids only, so listing N jobs is N index reads + N record reads.
 It passes the same behavioural tests as the optimized store.
 """
 
@@ -99,21 +99,6 @@ class LegacyLmdbStore(LmdbStore):
             return min(times) if times else None
         return self.env.read(body)
 
-    def _list(self, tx: Tx, prefix: bytes, state: JobState | None,
-              limit: int | None) -> list[JobRecord]:
-        ids = [key for key, _ in tx.scan_prefix(keys.DB_BY_NAME, prefix, values=False)]
-        out: list[JobRecord] = []
-        for key in ids:  # 1 + N: the index gives ids, each record is a separate read
-            name, job_id = keys.decode_by_name_key(key)
-            raw = tx.get(keys.DB_JOBS, keys.job_key(job_id))
-            rec = self._index_record(tx, key, raw or b"")
-            if state is None or rec.state is state:
-                out.append(rec)
-        # The index is in name order, so the oldest may come last: sort, then cut.
-        # ``seq`` orders jobs created in the same millisecond (a map batch) as added.
-        out.sort(key=lambda r: (r.created_at_ms, r.seq, r.id))
-        return out if limit is None else out[:limit]
-
     def stats(self) -> dict[str, int]:
         def body(tx: Tx) -> dict[str, int]:
             counts = self._counts(tx)
@@ -131,6 +116,8 @@ class LegacyLmdbStore(LmdbStore):
         return None if rec is None else _effective(rec, now_ms())
 
     def _index_record(self, tx: Tx, key: bytes, raw: bytes) -> JobRecord:
+        # The index gives the id, the record is a separate read (the legacy 1 + N).
+        raw = tx.get(keys.DB_JOBS, keys.job_key(keys.decode_by_name_key(key)[1])) or b""
         # Legacy never promotes, so a due job still says "scheduled" in its record;
         # report it as ready, as the optimized store would after its promotion.
         return _effective(super()._index_record(tx, key, raw), now_ms())

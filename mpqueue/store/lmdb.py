@@ -8,6 +8,7 @@ cursor pass. See ``keys.py`` for the layout.
 from __future__ import annotations
 
 import builtins
+import heapq
 import random
 import threading
 import time
@@ -19,8 +20,9 @@ from ..errors import ConfigError, JobNotFound
 from ..job import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from ..retry import next_run_at_ms
 from .base import CheckReport, HolderGone, OpCounter, Store, offered_children
-from .codec import (RECORD_V1, RECORD_V2, CorruptRecord, decode_claim, decode_record,
-                    decode_worker_info, encode_claim, encode_record, encode_worker_info)
+from .codec import (RECORD_V1, RECORD_V2, CorruptRecord, decode_claim, decode_listing,
+                    decode_record, decode_worker_info, encode_claim, encode_record,
+                    encode_worker_info)
 from .lmdb_check import Layout, check_store
 from .lmdb_env import EnvHandle, Tx
 from .lmdb_wakeup import WakeListener, WakeSender
@@ -63,7 +65,10 @@ class LmdbStore(Store):
         self.rng = random.Random()
         self._claimed: dict[str, tuple[bytes, JobRecord]] = {}
         self.env = EnvHandle(path, map_size, sync, self.counter)
-        self.env.write(self._migrate)
+        if self.env.read_only:
+            self.env.read(self._check_layout)
+        else:
+            self.env.write(self._migrate)
         self.waker = WakeSender(path)
 
     # ---- layout -------------------------------------------------------------------
@@ -94,6 +99,15 @@ class LmdbStore(Store):
             except CorruptRecord:
                 continue  # left as it is: readers show it as a corrupt stand-in
         tx.put(keys.DB_META, keys.META_CODEC, RECORD_V2)
+
+    def _check_layout(self, tx: Tx) -> None:
+        """A store opened read-only cannot be migrated: it must be in this mode's layout."""
+        layout = tx.get(keys.DB_META, keys.META_LAYOUT)
+        if layout != self.layout:
+            found = "no" if layout is None else f"the {layout.decode(errors='replace')}"
+            raise ConfigError(f"store {self.path!r} is read-only for this user and has "
+                              f"{found} layout, not {self.layout.decode()}; open it with "
+                              f"--mode matching its layout, or once with write access")
 
     def _all_records(self, tx: Tx) -> list[JobRecord]:
         out = []
@@ -402,26 +416,43 @@ class LmdbStore(Store):
         return self.env.read(lambda tx: self._load(tx, job_id))
 
     def list(self, name: str | None = None, state: JobState | None = None,
-             limit: int | None = None) -> list[JobRecord]:
-        prefix = b"" if name is None else keys.by_name_prefix(name)
+             limit: int | None = None) -> builtins.list[JobRecord]:
+        prefix = None if name is None else keys.by_name_prefix(name)
         return self.env.read(lambda tx: self._list(tx, prefix, state, limit))
 
-    def _list(self, tx: Tx, prefix: bytes, state: JobState | None,
+    def _list(self, tx: Tx, prefix: bytes | None, state: JobState | None,
               limit: int | None) -> builtins.list[JobRecord]:
+        """Walk the name index oldest first and stop at ``limit``: a listing reads and
+        decodes O(limit) entries (plus one per task name), whatever the store holds."""
         out: builtins.list[JobRecord] = []
-        for key, raw in tx.scan_prefix(keys.DB_BY_NAME, prefix):
+        if limit == 0:
+            return out
+        prefixes = [prefix] if prefix is not None else self._name_prefixes(tx)
+        # Each task's keys are in id order, and ids start with their creation time:
+        # merging the tasks' runs by id yields every job oldest first, lazily.
+        runs = [tx.scan_prefix(keys.DB_BY_NAME, p) for p in prefixes]
+        for key, raw in heapq.merge(*runs, key=lambda entry: keys.by_name_id(entry[0])):
             rec = self._index_record(tx, key, raw)
             if state is None or rec.state is state:
                 out.append(rec)
-        # The index is in name order, so the oldest may come last: sort, then cut.
-        # ``seq`` orders jobs created in the same millisecond (a map batch) as added.
-        out.sort(key=lambda r: (r.created_at_ms, r.seq, r.id))
-        return out if limit is None else out[:limit]
+                if len(out) == limit:
+                    break
+        return out
+
+    def _name_prefixes(self, tx: Tx) -> builtins.list[bytes]:
+        """The name prefix of every task with jobs: one seek per task, not per job."""
+        found: builtins.list[bytes] = []
+        key = tx.first_key(keys.DB_BY_NAME)
+        while key is not None:
+            found.append(keys.by_name_prefix_of(key))
+            key = _first_key_from(tx, keys.DB_BY_NAME, keys.after_by_name_prefix(found[-1]))
+        return found
 
     def _index_record(self, tx: Tx, key: bytes, raw: bytes) -> JobRecord:
+        """A listed job from its name index entry, without payload, result or callable."""
         name, job_id = keys.decode_by_name_key(key)
         try:
-            return decode_record(raw)
+            return decode_listing(raw)
         except CorruptRecord as exc:
             return JobRecord.corrupt(job_id, name, f"record cannot be decoded: {exc}")
 
@@ -587,3 +618,10 @@ class LmdbStore(Store):
     def close(self) -> None:
         self.waker.close()
         self.env.close()
+
+
+def _first_key_from(tx: Tx, db: bytes, start: bytes) -> bytes | None:
+    """The first key >= ``start`` in ``db`` (one cursor seek), or None."""
+    for key, _ in tx.scan(db, start, values=False):
+        return key
+    return None

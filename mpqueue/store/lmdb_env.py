@@ -123,8 +123,10 @@ class Tx:
 
 
 class _SharedEnv:
-    def __init__(self, env: lmdb.Environment, dbs: dict[bytes, Any], pid: int):
+    def __init__(self, env: lmdb.Environment, dbs: dict[bytes, Any], pid: int,
+                 read_only: bool = False):
         self.env, self.dbs, self.pid, self.users = env, dbs, pid, 0
+        self.read_only = read_only
         self.resize_lock = threading.Lock()
 
 
@@ -167,17 +169,30 @@ def _open(path: str, map_size: int, sync: bool) -> _SharedEnv:
         raise StoreError(f"cannot create store directory {path!r}: {exc}") from exc
     refuse_network_fs(path)
     check_data_file(path)  # before LMDB maps it: a truncated file is a SIGBUS there
+    read_only, lock = _access(path)
     env = _retry_transient(path, lambda: lmdb.open(
         path, map_size=map_size, max_dbs=len(keys.ALL_DBS) + 2, max_readers=MAX_READERS,
         sync=sync, metasync=sync, writemap=False, map_async=False, max_spare_txns=0,
-        subdir=True, lock=True))
+        subdir=True, lock=lock, readonly=read_only))
     try:
-        env.reader_check()  # slots left by killed processes pin old pages: free them now
-        dbs = {name: env.open_db(name, create=True) for name in keys.ALL_DBS}
+        if lock:
+            env.reader_check()  # slots left by killed processes pin old pages: free them
+        dbs = {name: env.open_db(name, create=not read_only) for name in keys.ALL_DBS}
     except lmdb.Error as exc:
         env.close()
         raise translate_error(exc, path) from exc
-    return _SharedEnv(env, dbs, os.getpid())
+    return _SharedEnv(env, dbs, os.getpid(), read_only)
+
+
+def _access(path: str) -> tuple[bool, bool]:
+    """(read-only, use the lock file) for this process: a store whose data file it may
+    read but not write (permissions, a read-only mount) is opened read-only, so it can
+    still be inspected; without write access to the lock file either, lock-free (no
+    reader slot: a server writing meanwhile may make a record read as corrupt)."""
+    data = os.path.join(path, DATA_FILE)
+    if not os.path.exists(data) or os.access(data, os.W_OK):
+        return False, True
+    return True, os.access(os.path.join(path, "lock.mdb"), os.W_OK)
 
 
 def _retry_transient(path: str, fn: Callable[[], T]) -> T:
@@ -215,6 +230,9 @@ def _make_private_dir(dest: str) -> None:
 def translate_error(exc: lmdb.Error, path: str) -> MpqueueError:
     """The mpqueue exception for an lmdb.Error in the store at ``path`` (raise it
     ``from`` the original)."""
+    if isinstance(exc, lmdb.ReadonlyError):
+        return StoreError(f"the store is read-only for this user (no write permission, or "
+                          f"a read-only mount); only reading works: {exc}")
     if isinstance(exc, _CORRUPT_ERRORS):
         data_file = os.path.join(path, DATA_FILE)
         return StoreCorrupt(f"the store file {data_file} is corrupt ({exc}); restore it "
@@ -244,6 +262,7 @@ class EnvHandle:
         self.path = path
         self.counter = counter
         self.shared = acquire_env(path, map_size, sync)
+        self.read_only = self.shared.read_only
         self.closed = False
 
     def write(self, body: Callable[[Tx], T]) -> T:
