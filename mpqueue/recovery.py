@@ -3,7 +3,9 @@
 Called by every coordinator at start and on a timer. A coordinator counts as dead
 when (on this host) its pid is gone or belongs to a newer process, or (elsewhere)
 its heartbeat is older than its lease. Before its jobs are put back, any child it
-registered that is somehow still running is killed, so no job runs twice at once.
+registered that is somehow still running is killed, with its process group, so no job
+runs twice at once. Only a coordinator of this host (and pid namespace) has its
+children killed: the pids another host registered name unrelated processes here.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def reclaim_dead(store: Store, own_worker_id: str, *,
         info = registry.get(worker_id)
         if not coordinator_dead(worker_id, info, now, lease_s):
             continue
-        killed = kill_orphans(info)
+        killed = kill_orphans(info) if _pids_are_ours(worker_id) else 0
         jobs = store.requeue_worker(worker_id)
         store.unregister_worker(worker_id)
         requeued.extend(jobs)
@@ -92,6 +94,12 @@ def reclaim_dead(store: Store, own_worker_id: str, *,
             log.warning("coordinator %s is gone: put back %d job(s), killed %d orphan(s)",
                         worker_id, len(jobs), killed)
     return requeued
+
+
+def _pids_are_ours(worker_id: str) -> bool:
+    """Whether the pids that ``worker_id`` registered are pids of this host's processes."""
+    identity = parse(worker_id)
+    return identity is not None and identity.local
 
 
 def heartbeat_info(identity: Identity, children: list[tuple[int, float]]) -> dict[str, Any]:
