@@ -23,7 +23,7 @@ from typing import Any, Iterator
 
 from .config import is_url
 from .errors import ConfigError
-from .worker import ChildConfig, child_main
+from .worker import ChildConfig, child_main, kill_group
 
 START_TIMEOUT_S = 60.0
 
@@ -147,6 +147,8 @@ class Slot:
                 pass  # already gone: its sentinel will tell
 
     def kill(self) -> None:
+        """SIGKILL the child and every process its jobs started (its process group)."""
+        kill_group(self.process.pid)
         try:
             self.process.kill()
         except (OSError, AttributeError):
@@ -202,9 +204,13 @@ class Pool:
         slot.ready = True
 
     def remove(self, slot: Slot) -> None:
+        """Forget a child that has exited (or is being killed), and kill what its jobs
+        left running in its process group: a crashed, recycled or stopped child's
+        descendants must not outlive it."""
         self.slots.remove(slot)
         slot.conn.close()
         slot.process.join(timeout=1)
+        kill_group(slot.process.pid)
 
     def children(self) -> list[tuple[int, float]]:
         return [(s.pid, s.started) for s in self.slots if s.ready]

@@ -66,12 +66,19 @@ class ChildConfig:
     hand_off: bool = False     # listen for jobs handed to this child by producers
 
 
+# Signals a child outlives: the coordinator owns shutdown (it decides what happens to a
+# running job), and SIGUSR1/SIGUSR2 have no use here. A handler that does nothing, not
+# SIG_IGN: an ignored disposition survives exec(), so every program a job starts would
+# inherit it and could no longer be stopped with SIGTERM or Ctrl-C.
+_OUTLIVED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1,
+                     signal.SIGUSR2)
+
+
 def child_main(conn: Connection, config: ChildConfig) -> None:
     """Entry point of a worker process (started by forkserver or spawn)."""
-    # The coordinator owns shutdown: a Ctrl-C or a SIGTERM sent to the whole process
-    # group must not kill jobs mid-run; the coordinator decides what happens to them.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _lead_own_group()
+    for signum in _OUTLIVED_SIGNALS:
+        signal.signal(signum, _outlive)
     _watch_coordinator(conn, config.coordinator_pid)
     try:
         runner = _JobRunner(config)
@@ -95,8 +102,39 @@ def _watch_coordinator(conn: Connection, coordinator_pid: int) -> None:
             hung_up = any(ev & (select.POLLHUP | select.POLLRDHUP | select.POLLERR)
                           for _, ev in events)
             if hung_up or not _alive(coordinator_pid):
+                kill_group(os.getpid())  # what this child's jobs started goes with it
                 os._exit(70)
     threading.Thread(target=watch, name="mpqueue-watchdog", daemon=True).start()
+
+
+def _lead_own_group() -> None:
+    """Make this child the leader of a new session and process group.
+
+    Whatever its jobs start joins that group, so killing the group (``kill_group``)
+    takes every such process with the child, and a terminal's SIGHUP or Ctrl-C reaches
+    the coordinator alone. A descendant that calls setsid() or setpgid() itself leaves
+    the group and is not covered (README, "Stopping").
+    """
+    try:
+        os.setsid()
+    except OSError:
+        pass  # already a group leader (a test calling child_main directly): keep it
+
+
+def kill_group(leader_pid: int) -> None:
+    """SIGKILL every process in the group that ``leader_pid`` leads, if it leads one.
+
+    A no-op for a process that never became a group leader (its group id is another
+    process's pid, so there is no group with its own id) or a group already empty.
+    """
+    try:
+        os.killpg(leader_pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _outlive(signum: int, frame: object) -> None:
+    """The handler for ``_OUTLIVED_SIGNALS``: the signal changes nothing."""
 
 
 def _alive(pid: int) -> bool:

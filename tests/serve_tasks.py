@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -163,3 +164,34 @@ def hog(marker: str, tag: object, megabytes: int) -> int:
     _HOARD.append(b"x" * (megabytes << 20))  # filled, so every page is resident
     mark(marker, "end", tag)
     return os.getpid()
+
+
+def _start_sleeper(pid_file: str) -> None:
+    """Start a ``sleep 300`` grandchild and publish its pid (written whole, then renamed,
+    so the test never reads half a number)."""
+    sleeper = subprocess.Popen(["sleep", "300"])
+    with open(pid_file + ".tmp", "w", encoding="ascii") as fh:
+        fh.write(str(sleeper.pid))
+    os.rename(pid_file + ".tmp", pid_file)
+
+
+@queue.task(retries=0)
+def spawn_sleeper(marker: str, tag: object, pid_file: str, seconds: float) -> object:
+    """Starts a grandchild that would outlive the job, then sleeps ``seconds``."""
+    mark(marker, "start", tag)
+    _start_sleeper(pid_file)
+    _sleep_ticking(marker, tag, seconds)
+    mark(marker, "end", tag)
+    return tag
+
+
+@queue.task(timeout=0.5, retries=0)
+def spawn_sleeper_and_hang(marker: str, tag: object, pid_file: str) -> None:
+    """Starts a grandchild, then swallows its soft timeout: only the hard kill ends it."""
+    mark(marker, "start", tag)
+    _start_sleeper(pid_file)
+    while True:
+        try:
+            time.sleep(60)
+        except BaseException:  # noqa: B036 - the point of the test
+            mark(marker, "swallowed", tag)

@@ -1,0 +1,74 @@
+"""``mpqueue serve`` and the processes around it (issue 10, item 6): a job's own
+children die with its worker, ``serve`` leaves no process behind when it exits, and
+signals that are not a stop request change nothing. Real processes, real signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from mpqueue.job import JobState
+
+from .serve_helpers import env, gone, servers, wait_until  # noqa: F401
+
+GONE_WITHIN_S = 5.0
+
+
+def _grandchild(env, servers, tmp_path: Path, task: str, *args: object,
+                serve_args: tuple[str, ...] = ()):
+    """Start a server whose one job starts a ``sleep 300`` grandchild; returns the
+    server, the job, the worker's pid and the grandchild's pid, once it runs."""
+    pid_file = tmp_path / "grandchild.pid"
+    job = env.task(task).delay(str(env.marker), "g", str(pid_file), *args)
+    server = servers(env.path, "--workers", "1", *serve_args)
+    wait_until(pid_file.exists, 20, "the job started its grandchild")
+    worker_pid = env.runs()["g"][0].pid
+    grandchild = int(pid_file.read_text())
+    assert not gone(grandchild)
+    return server, job, worker_pid, grandchild
+
+
+def _assert_gone(pid: int, after: str) -> None:
+    wait_until(lambda: gone(pid), GONE_WITHIN_S, f"grandchild {pid} gone after {after}")
+
+
+@pytest.mark.timeout(60)
+def test_timeout_kill_takes_the_jobs_children(env, servers, tmp_path):
+    server, job, _, grandchild = _grandchild(env, servers, tmp_path, "spawn_sleeper_and_hang",
+                                             serve_args=("--timeout-grace", "0.2"))
+    wait_until(lambda: env.record(job).state is JobState.DEAD, 20, "the job timed out")
+    assert "killed" in env.record(job).errors[-1].message
+    _assert_gone(grandchild, "the timeout kill")
+    assert server.proc.poll() is None
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_of_serve_takes_the_jobs_children(env, servers, tmp_path):
+    server, job, _, grandchild = _grandchild(env, servers, tmp_path, "spawn_sleeper", 30.0,
+                                             serve_args=("--grace", "0.3"))
+    server.send(signal.SIGTERM)
+    assert server.wait(10) == 0
+    _assert_gone(grandchild, "serve stopped")
+    assert env.record(job).state is JobState.READY  # put back, as before
+
+
+@pytest.mark.timeout(60)
+def test_a_killed_worker_takes_its_jobs_children(env, servers, tmp_path):
+    server, job, worker, grandchild = _grandchild(env, servers, tmp_path, "spawn_sleeper",
+                                                  30.0)
+    os.kill(worker, signal.SIGKILL)
+    _assert_gone(grandchild, "its worker was killed")
+    wait_until(lambda: env.record(job).state is JobState.DEAD, 20, "the crash charged")
+    assert server.proc.poll() is None
+
+
+@pytest.mark.timeout(60)
+def test_a_dead_coordinator_takes_the_jobs_children(env, servers, tmp_path):
+    server, _, worker, grandchild = _grandchild(env, servers, tmp_path, "spawn_sleeper", 30.0)
+    server.send(signal.SIGKILL)
+    server.wait(10)
+    _assert_gone(worker, "its coordinator was killed")
+    _assert_gone(grandchild, "its coordinator was killed")
