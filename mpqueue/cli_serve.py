@@ -47,7 +47,7 @@ def _setup_logging(level: str) -> None:
                    "progress bar; exit code 1 if any job ended dead during the run.")
 @click.option("--grace", type=click.FloatRange(min=0), default=DEFAULT_GRACE_S,
               show_default=True, metavar="S",
-              help="On SIGTERM/SIGINT, seconds running jobs get to finish before they "
+              help="On SIGTERM/SIGINT/SIGHUP, seconds running jobs get to finish before they "
                    "are killed and put back (a second signal stops at once).")
 @click.option("--timeout-grace", type=click.FloatRange(min=0),
               default=DEFAULT_TIMEOUT_GRACE_S, show_default=True, metavar="S",
@@ -90,8 +90,8 @@ def serve_command(queue: Queue, path: str | None, mode: str | None, workers: int
 
     Claims ready jobs in priority order, runs each in a worker process, commits the
     outcome (done, retried with backoff, or dead-lettered). A crashed or killed worker
-    costs only the job it was running. SIGTERM/SIGINT stops cleanly: running jobs get
-    --grace seconds, everything else is put back.
+    costs only the job it was running. SIGTERM/SIGINT/SIGHUP stops cleanly: running jobs
+    get --grace seconds, everything else is put back; SIGUSR1/SIGUSR2 are ignored.
     """
     _setup_logging(log_level)
     settings = ServeSettings(

@@ -36,6 +36,8 @@ EXIT_OK, EXIT_JOBS_DIED = 0, 1
 COMMIT_DELAY_S = 0.02      # longest an outcome waits to share a commit with others
 STORE_BACKOFF_MIN_S = 0.05  # first retry after a store failure; doubles up to the max
 STORE_BACKOFF_MAX_S = 5.0
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # a second one stops at once
+IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 
 
 class RunStats:
@@ -104,10 +106,17 @@ class Coordinator:
         return EXIT_JOBS_DIED if self.settings.until_empty and self.stats.dead else EXIT_OK
 
     def _install_signals(self, wake_w: socket.socket) -> dict[int, Any]:
-        def on_signal(signum: int, frame: object) -> None:
+        """SIGTERM, SIGINT and SIGHUP (the ssh session or terminal went away) stop the
+        server gracefully; SIGUSR1/SIGUSR2 change nothing. Returns the old handlers."""
+        def on_stop(signum: int, frame: object) -> None:
             self.signals += 1
+
+        def on_other(signum: int, frame: object) -> None:
+            pass  # not SIG_IGN: that would pass on to the forkserver and its children
         signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
-        return {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        handlers = {**dict.fromkeys(STOP_SIGNALS, on_stop),
+                    **dict.fromkeys(IGNORED_SIGNALS, on_other)}
+        return {s: signal.signal(s, handler) for s, handler in handlers.items()}
 
     def _loop(self, wake_r: socket.socket) -> None:
         while True:

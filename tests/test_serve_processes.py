@@ -72,3 +72,20 @@ def test_a_dead_coordinator_takes_the_jobs_children(env, servers, tmp_path):
     server.wait(10)
     _assert_gone(worker, "its coordinator was killed")
     _assert_gone(grandchild, "its coordinator was killed")
+
+
+@pytest.mark.timeout(60)
+def test_sigusr1_and_sigusr2_change_nothing(env, servers):
+    jobs = env.task("sleepy").map([(str(env.marker), i, 0.5) for i in range(4)])
+    server = servers(env.path, "--workers", "2")
+    children = set(server.wait_ready(env.queue, 2))
+    wait_until(lambda: len(env.runs()) >= 2, 20, "two jobs running")
+    for signum in (signal.SIGUSR1, signal.SIGUSR2):
+        for pid in (server.pid, *children):
+            os.kill(pid, signum)
+    wait_until(lambda: env.stats()["done"] == 4, 20, "every job done")
+    assert server.proc.poll() is None
+    assert set(server.children(env.queue)) == children  # no worker died or was replaced
+    assert all(env.record(job).attempts == 1 for job in jobs)
+    server.send(signal.SIGTERM)
+    assert server.wait(10) == 0
