@@ -16,6 +16,7 @@ from .config import (DEFAULT_BATCH, DEFAULT_GRACE_S, DEFAULT_LEASE_S, DEFAULT_PR
                      DEFAULT_TIMEOUT_GRACE_S, MODES, ServeSettings)
 from .coordinator import serve
 from .demo import DEMO_RANGE, count_primes, job_ranges
+from .pool import HELPERS_STOP_TIMEOUT_S, stop_helpers
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -102,7 +103,19 @@ def serve_command(queue: Queue, path: str | None, mode: str | None, workers: int
         max_memory_per_child_mb=max_memory_per_child, prefetch_max=prefetch,
         progress=progress, lease_s=lease, poll_only=poll_only)
     queue.close()  # the coordinator opens its own handle
-    sys.exit(serve(settings, queue.result_ttl_s))
+    try:
+        code = serve(settings, queue.result_ttl_s)
+    finally:
+        _wait_for_helpers()
+    sys.exit(code)
+
+
+def _wait_for_helpers() -> None:
+    """Let nothing of this server outlive its main pid (what a supervisor watches)."""
+    if not stop_helpers():
+        logging.getLogger("mpqueue.serve").warning(
+            "the resource tracker did not exit within %.0f s: a process a job started "
+            "still holds its pipe", HELPERS_STOP_TIMEOUT_S)
 
 
 @click.command("demo")

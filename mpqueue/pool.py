@@ -14,6 +14,7 @@ import pickle
 import select
 import struct
 import sys
+import threading
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -26,6 +27,7 @@ from .errors import ConfigError
 from .worker import ChildConfig, child_main, kill_group
 
 START_TIMEOUT_S = 60.0
+HELPERS_STOP_TIMEOUT_S = 5.0  # most ``stop_helpers`` waits for the forkserver and tracker
 
 
 _READ_CHUNK = 1 << 18
@@ -218,3 +220,33 @@ class Pool:
     def kill_all(self) -> None:
         for slot in self.slots:
             slot.kill()
+
+
+def stop_helpers(timeout_s: float = HELPERS_STOP_TIMEOUT_S) -> bool:
+    """Stop this process's forkserver and resource tracker and wait until they exit.
+
+    Left alone, both end only when this interpreter exits, a moment after ``serve``
+    returned; a supervisor that waits for the main pid would then see them outlive it.
+    Call it once the children are gone (the forkserver is restarted if a pool starts
+    again). The tracker exits when every holder of its pipe has: a process a job started
+    that kept it open can hold it up, so the wait is bounded. Returns False if they had
+    not exited after ``timeout_s``.
+    """
+    from multiprocessing import forkserver, resource_tracker
+
+    helpers = (getattr(forkserver, "_forkserver", None),
+               getattr(resource_tracker, "_resource_tracker", None))
+
+    def stop_all() -> None:
+        for helper in helpers:
+            stop = getattr(helper, "_stop", None)  # private, but the only stop there is
+            if stop is None:
+                continue
+            try:
+                stop()
+            except OSError:
+                pass  # already gone (and reaped)
+    waiter = threading.Thread(target=stop_all, name="mpqueue-stop-helpers", daemon=True)
+    waiter.start()
+    waiter.join(timeout_s)
+    return not waiter.is_alive()
