@@ -550,7 +550,7 @@ class Coordinator:
 
     def _heartbeat(self) -> None:
         self.store.register_worker(self.worker_id, recovery.heartbeat_info(
-            self.identity, self.pool.children()))
+            self.identity, self.pool.children(), self.settings.lease_s))
 
     # ---- ending -------------------------------------------------------------------------
     def _finished(self) -> bool:

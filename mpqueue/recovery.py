@@ -104,6 +104,9 @@ def _pids_are_ours(worker_id: str) -> bool:
     return identity is not None and identity.local
 
 
-def heartbeat_info(identity: Identity, children: list[tuple[int, float]]) -> dict[str, Any]:
+def heartbeat_info(identity: Identity, children: list[tuple[int, float]],
+                   lease_s: float = DEFAULT_LEASE_S) -> dict[str, Any]:
+    """A server's registry entry. ``lease_s`` is its own lease: producers hand jobs to
+    its children only while its heartbeat is younger than that."""
     return {"pid": identity.pid, "host": identity.host, "heartbeat_ms": now_ms(),
-            "children": list(children), "monotonic": time.monotonic()}
+            "children": list(children), "monotonic": time.monotonic(), "lease_s": lease_s}

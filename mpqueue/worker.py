@@ -34,6 +34,7 @@ from typing import Any, Callable
 import psutil
 
 from .errors import PayloadError, Retry, SerializationError, TaskNotFound
+from .identity import pid_exists
 from .job import ErrorInfo, JobRecord, now_ms
 from .keys import JOB_ID_BYTES
 from .registry import resolve
@@ -101,7 +102,7 @@ def _watch_coordinator(conn: Connection, coordinator_pid: int) -> None:
             events = poller.poll(500)
             hung_up = any(ev & (select.POLLHUP | select.POLLRDHUP | select.POLLERR)
                           for _, ev in events)
-            if hung_up or not _alive(coordinator_pid):
+            if hung_up or not pid_exists(coordinator_pid):
                 kill_group(os.getpid())  # what this child's jobs started goes with it
                 os._exit(70)
     threading.Thread(target=watch, name="mpqueue-watchdog", daemon=True).start()
@@ -135,16 +136,6 @@ def kill_group(leader_pid: int) -> None:
 
 def _outlive(signum: int, frame: object) -> None:
     """The handler for ``_OUTLIVED_SIGNALS``: the signal changes nothing."""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class _JobRunner:

@@ -15,8 +15,9 @@ import time
 from typing import Any, Collection, Sequence
 
 from .. import keys
-from ..config import DEFAULT_MAP_SIZE
+from ..config import DEFAULT_LEASE_S, DEFAULT_MAP_SIZE
 from ..errors import ConfigError, JobNotFound
+from ..identity import pid_exists
 from ..job import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from ..retry import next_run_at_ms
 from .base import OpCounter, Store, offered_children
@@ -184,19 +185,35 @@ class LmdbStore(Store):
         return 0, rec
 
     def _take_offer(self, tx: Tx) -> tuple[str, int] | None:
-        """The first offered idle child, as (server, child pid), taken out of the offer;
-        None if no server offers one, or if ready jobs wait (a server that offered just
-        before they came claims them next: a new job must not start ahead of them)."""
-        for key, value in tx.scan(keys.DB_OFFERS):
-            if tx.entries(keys.DB_READY):
-                return None
-            first, *rest = keys.decode_pids(value)
-            if rest:
-                tx.put(keys.DB_OFFERS, key, keys.encode_pids(rest))
-            else:
+        """The first offered idle child that is alive, of a server whose heartbeat is
+        fresh, as (server, child pid), taken out of the offer; None if no server offers
+        one, or if ready jobs wait (a server that offered just before they came claims
+        them next: a new job must not start ahead of them).
+
+        An offer of a dead or frozen server (SIGKILL, SIGSTOP) is withdrawn here, so the
+        job goes to the ready queue for a live server instead. The check costs one get
+        (the server's registry entry) and one kill(pid, 0) per delay()."""
+        withdrawn = []
+        try:
+            for key, value in tx.scan(keys.DB_OFFERS):
+                if tx.entries(keys.DB_READY):
+                    return None
+                fresh = _server_fresh(tx.get(keys.DB_WORKERS, key))
+                pids = keys.decode_pids(value) if fresh else []
+                alive = next((i for i, pid in enumerate(pids) if pid_exists(pid)), None)
+                if alive is None:
+                    withdrawn.append(key)
+                    continue
+                rest = pids[alive + 1:]  # the dead ones before it go too
+                if rest:
+                    tx.put(keys.DB_OFFERS, key, keys.encode_pids(rest))
+                else:
+                    tx.delete(keys.DB_OFFERS, key)
+                return keys.decode_worker_key(key), pids[alive]
+            return None
+        finally:
+            for key in withdrawn:  # after the scan: its cursor stays where it was
                 tx.delete(keys.DB_OFFERS, key)
-            return keys.decode_worker_key(key), first
-        return None
 
     def _hand_off(self, tx: Tx, rec: JobRecord, worker_id: str, child_pid: int) -> JobRecord:
         """Write a new job as already claimed by ``worker_id`` (as ``_take`` would), for
@@ -541,7 +558,7 @@ class LmdbStore(Store):
         self.env.write(lambda tx: tx.put(keys.DB_WORKERS, keys.worker_key(worker_id), raw))
 
     def workers(self) -> dict[str, dict[str, Any]]:
-        found = self.env.read(lambda tx: {keys.decode_worker_key(k): pickle.loads(v)
+        found = self.env.read(lambda tx: {keys.decode_worker_key(k): _worker_info(v)
                                           for k, v in tx.scan(keys.DB_WORKERS)})
         now = now_ms()  # one host, one clock: local wall time is the heartbeat's clock
         for info in found.values():
@@ -560,3 +577,22 @@ class LmdbStore(Store):
     def close(self) -> None:
         self.waker.close()
         self.env.close()
+
+
+def _worker_info(raw: bytes) -> dict[str, Any]:
+    """A server's registry entry, as ``register_worker`` was given it."""
+    info: dict[str, Any] = pickle.loads(raw)
+    return info
+
+
+def _server_fresh(raw: bytes | None) -> bool:
+    """Whether a server's registry entry (None: it has none) shows a heartbeat younger
+    than its lease: a SIGKILLed or SIGSTOPped server stops beating."""
+    if raw is None:
+        return False
+    try:
+        info = _worker_info(raw)
+        age_ms = now_ms() - int(info.get("heartbeat_ms", 0))
+        return age_ms <= float(info.get("lease_s", DEFAULT_LEASE_S)) * 1000
+    except Exception:  # an unreadable entry offers nothing; it must not fail the enqueue
+        return False
