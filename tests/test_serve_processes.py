@@ -5,7 +5,10 @@ signals that are not a stop request change nothing. Real processes, real signals
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import psutil
@@ -13,7 +16,7 @@ import pytest
 
 from mpqueue.job import JobState
 
-from .serve_helpers import env, gone, servers, wait_until  # noqa: F401
+from .serve_helpers import ROOT, env, gone, servers, wait_until  # noqa: F401
 
 GONE_WITHIN_S = 5.0
 
@@ -113,3 +116,44 @@ def test_nothing_outlives_serve_after_sigterm(env, servers, run):
     assert server.wait(10) == 0
     left = {pid for pid in seen if not gone(pid)}
     assert not left, f"still running after serve exited: {left}"
+
+
+def _can_unshare_pid() -> bool:
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        return False
+    probe = subprocess.run([unshare, "--pid", "--fork", "--mount-proc", "true"],
+                           capture_output=True, timeout=10)
+    return probe.returncode == 0
+
+
+def _in_new_pid_namespace(*argv: str, **popen: object) -> subprocess.Popen:
+    """Run ``python argv`` as pid 1 of a new pid namespace (as in a container)."""
+    cmd = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, *argv]
+    return subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            **popen)  # type: ignore[call-overload]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.skipif(not _can_unshare_pid(), reason="needs root and unshare --pid")
+def test_two_pid_namespaces_on_one_lmdb_store_get_a_clear_error(tmp_path):
+    """Two containers' processes with the same pid (here both pid 1) cannot share an
+    LMDB store; the second one is told why, in one line, instead of 'Resource
+    temporarily unavailable'."""
+    path = str(tmp_path / "store")
+    holder = _in_new_pid_namespace(
+        "-c", "import sys; from mpqueue.store import open_store; s = open_store(sys.argv[1]);"
+        " print('open', flush=True); sys.stdin.read()", path,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        other = _in_new_pid_namespace("-m", "mpqueue", "--path", path, "stats",
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True)
+        out, err = other.communicate(timeout=30)
+        assert other.returncode == 1, (out, err)
+        assert err.startswith("Error: ") and err.count("\n") == 1, err
+        assert "another pid namespace" in err and "PostgreSQL" in err, err
+    finally:
+        holder.stdin.close()
+        holder.wait(10)

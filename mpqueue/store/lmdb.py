@@ -63,10 +63,35 @@ class LmdbStore(Store):
         self.rng = random.Random()
         self._claimed: dict[str, tuple[bytes, JobRecord]] = {}
         self.env = EnvHandle(path, map_size, sync, self.counter)
-        self.env.write(self._migrate)
+        self.env.write(self._adopt_layout)
         self.waker = WakeSender(path)
 
     # ---- layout -------------------------------------------------------------------
+    def _adopt_layout(self, tx: Tx) -> None:
+        """Migrate the store into this mode's layout, unless a live server of the other
+        mode serves it: migrated under it, that server would find no jobs and idle."""
+        layout = tx.get(keys.DB_META, keys.META_LAYOUT)
+        if layout is not None and layout != self.layout:
+            self._refuse_if_served(tx, layout.decode("ascii", "replace"))
+        self._migrate(tx)
+
+    def _refuse_if_served(self, tx: Tx, other_mode: str) -> None:
+        from ..recovery import coordinator_dead  # the one liveness rule (imports store)
+        now = now_ms()
+        for key, raw in tx.scan(keys.DB_WORKERS):
+            worker_id = keys.decode_worker_key(key)
+            try:
+                info = _worker_info(raw)
+                info["heartbeat_age_ms"] = now - int(info.get("heartbeat_ms", 0))
+                lease_s = float(info.get("lease_s", DEFAULT_LEASE_S))
+            except Exception:
+                continue  # unreadable: not a server that can be shown to be alive
+            if not coordinator_dead(worker_id, info, now, lease_s):
+                raise ConfigError(
+                    f"store {self.path!r} is served in {other_mode} mode by a running "
+                    f"server ({worker_id}); opening it in {self.mode} mode would migrate "
+                    f"it under that server: stop it first, or open it in {other_mode} mode")
+
     def _migrate(self, tx: Tx) -> None:
         """Bring a store written in the other mode's layout into this one's."""
         layout = tx.get(keys.DB_META, keys.META_LAYOUT)
