@@ -24,7 +24,8 @@ from typing import Any, Iterator
 
 from .config import is_url
 from .errors import ConfigError
-from .worker import ChildConfig, child_main, kill_group
+from .containment import kill_group, kill_tree
+from .worker import ChildConfig, child_main
 
 START_TIMEOUT_S = 60.0
 HELPERS_STOP_TIMEOUT_S = 5.0  # most ``stop_helpers`` waits for the forkserver and tracker
@@ -149,8 +150,8 @@ class Slot:
                 pass  # already gone: its sentinel will tell
 
     def kill(self) -> None:
-        """SIGKILL the child and every process its jobs started (its process group)."""
-        kill_group(self.process.pid)
+        """SIGKILL the child and every process its jobs started (see containment)."""
+        kill_tree(self.process.pid, self.started if self.ready else None)
         try:
             self.process.kill()
         except (OSError, AttributeError):

@@ -17,10 +17,10 @@ from typing import Any
 import psutil
 
 from .config import DEFAULT_LEASE_S
+from .containment import kill_tree
 from .identity import Identity, is_alive, parse, process_matches
 from .job import now_ms
 from .store import Store
-from .worker import kill_group
 
 log = logging.getLogger("mpqueue.recovery")
 
@@ -47,7 +47,7 @@ def kill_orphans(info: dict[str, Any] | None) -> int:
         if process_matches(pid, started):
             try:
                 proc = psutil.Process(pid)
-                kill_group(pid)  # and what its jobs started (a child leads its group)
+                kill_tree(pid, started)  # and what its jobs started
                 proc.kill()
                 victims.append(proc)
             except psutil.Error:

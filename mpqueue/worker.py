@@ -34,6 +34,7 @@ from typing import Any, Callable
 import psutil
 
 from .errors import PayloadError, Retry, SerializationError, TaskNotFound
+from .containment import kill_descendants, kill_group, lead_own_group
 from .identity import pid_exists
 from .job import ErrorInfo, JobRecord, now_ms
 from .keys import JOB_ID_BYTES
@@ -77,7 +78,7 @@ _OUTLIVED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR
 
 def child_main(conn: Connection, config: ChildConfig) -> None:
     """Entry point of a worker process (started by forkserver or spawn)."""
-    _lead_own_group()
+    lead_own_group()
     for signum in _OUTLIVED_SIGNALS:
         signal.signal(signum, _outlive)
     _watch_coordinator(conn, config.coordinator_pid)
@@ -89,6 +90,7 @@ def child_main(conn: Connection, config: ChildConfig) -> None:
     me = psutil.Process()
     conn.send(("ready", me.pid, me.create_time()))
     runner.loop(conn)
+    kill_descendants()  # recycled or stopped: what its jobs started ends with it
 
 
 def _watch_coordinator(conn: Connection, coordinator_pid: int) -> None:
@@ -103,35 +105,10 @@ def _watch_coordinator(conn: Connection, coordinator_pid: int) -> None:
             hung_up = any(ev & (select.POLLHUP | select.POLLRDHUP | select.POLLERR)
                           for _, ev in events)
             if hung_up or not pid_exists(coordinator_pid):
-                kill_group(os.getpid())  # what this child's jobs started goes with it
+                kill_descendants()  # what this child's jobs started goes with it,
+                kill_group(os.getpid())  # (without a subreaper: the group; and us)
                 os._exit(70)
     threading.Thread(target=watch, name="mpqueue-watchdog", daemon=True).start()
-
-
-def _lead_own_group() -> None:
-    """Make this child the leader of a new session and process group.
-
-    Whatever its jobs start joins that group, so killing the group (``kill_group``)
-    takes every such process with the child, and a terminal's SIGHUP or Ctrl-C reaches
-    the coordinator alone. A descendant that calls setsid() or setpgid() itself leaves
-    the group and is not covered (README, "Stopping").
-    """
-    try:
-        os.setsid()
-    except OSError:
-        pass  # already a group leader (a test calling child_main directly): keep it
-
-
-def kill_group(leader_pid: int) -> None:
-    """SIGKILL every process in the group that ``leader_pid`` leads, if it leads one.
-
-    A no-op for a process that never became a group leader (its group id is another
-    process's pid, so there is no group with its own id) or a group already empty.
-    """
-    try:
-        os.killpg(leader_pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _outlive(signum: int, frame: object) -> None:
@@ -246,6 +223,7 @@ class _JobRunner:
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         except JobTimeout:
+            kill_descendants()  # a job that ran out of time leaves nothing running
             err = ErrorInfo("JobTimeout", f"job exceeded its timeout of {rec.timeout_s} s",
                             traceback.format_exc(), rec.attempts, now_ms(), "timeout")
             return self._failed(rec.id, err)

@@ -21,17 +21,23 @@ from .serve_helpers import ROOT, env, gone, servers, wait_until  # noqa: F401
 GONE_WITHIN_S = 5.0
 
 
+KINDS = ["child", "daemon"]  # a plain child of the job; a double-forked setsid daemon
+
+
 def _grandchild(env, servers, tmp_path: Path, task: str, *args: object,
-                serve_args: tuple[str, ...] = ()):
-    """Start a server whose one job starts a ``sleep 300`` grandchild; returns the
-    server, the job, the worker's pid and the grandchild's pid, once it runs."""
-    pid_file = tmp_path / "grandchild.pid"
+                serve_args: tuple[str, ...] = (), kind: str = "child"):
+    """Start a server whose one job starts a ``sleep 300`` descendant of ``kind``;
+    returns the server, the job, the worker's pid and the descendant's pid."""
+    pid_file = tmp_path / f"grandchild.{kind}"
     job = env.task(task).delay(str(env.marker), "g", str(pid_file), *args)
     server = servers(env.path, "--workers", "1", *serve_args)
     wait_until(pid_file.exists, 20, "the job started its grandchild")
     worker_pid = env.runs()["g"][0].pid
     grandchild = int(pid_file.read_text())
     assert not gone(grandchild)
+    if kind == "daemon":
+        wait_until(lambda: os.getsid(grandchild) == grandchild, 10,
+                   "the daemon in its own session, out of the worker's group")
     return server, job, worker_pid, grandchild
 
 
@@ -40,9 +46,10 @@ def _assert_gone(pid: int, after: str) -> None:
 
 
 @pytest.mark.timeout(60)
-def test_timeout_kill_takes_the_jobs_children(env, servers, tmp_path):
+@pytest.mark.parametrize("kind", KINDS)
+def test_timeout_kill_takes_the_jobs_children(env, servers, tmp_path, kind):
     server, job, _, grandchild = _grandchild(env, servers, tmp_path, "spawn_sleeper_and_hang",
-                                             serve_args=("--timeout-grace", "0.2"))
+                                             serve_args=("--timeout-grace", "0.2"), kind=kind)
     wait_until(lambda: env.record(job).state is JobState.DEAD, 20, "the job timed out")
     assert "killed" in env.record(job).errors[-1].message
     _assert_gone(grandchild, "the timeout kill")
@@ -50,9 +57,21 @@ def test_timeout_kill_takes_the_jobs_children(env, servers, tmp_path):
 
 
 @pytest.mark.timeout(60)
-def test_sigterm_of_serve_takes_the_jobs_children(env, servers, tmp_path):
+@pytest.mark.parametrize("kind", KINDS)
+def test_soft_timeout_takes_the_jobs_children(env, servers, tmp_path, kind):
+    server, job, worker, grandchild = _grandchild(env, servers, tmp_path,
+                                                  "spawn_sleeper_and_time_out", kind=kind)
+    wait_until(lambda: env.record(job).state is JobState.DEAD, 20, "the job timed out")
+    assert env.record(job).errors[-1].type == "JobTimeout"
+    _assert_gone(grandchild, "the job's soft timeout")
+    assert server.children(env.queue) == [worker]  # the worker itself lives on
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("kind", KINDS)
+def test_sigterm_of_serve_takes_the_jobs_children(env, servers, tmp_path, kind):
     server, job, _, grandchild = _grandchild(env, servers, tmp_path, "spawn_sleeper", 30.0,
-                                             serve_args=("--grace", "0.3"))
+                                             serve_args=("--grace", "0.3"), kind=kind)
     server.send(signal.SIGTERM)
     assert server.wait(10) == 0
     _assert_gone(grandchild, "serve stopped")
@@ -70,8 +89,10 @@ def test_a_killed_worker_takes_its_jobs_children(env, servers, tmp_path):
 
 
 @pytest.mark.timeout(60)
-def test_a_dead_coordinator_takes_the_jobs_children(env, servers, tmp_path):
-    server, _, worker, grandchild = _grandchild(env, servers, tmp_path, "spawn_sleeper", 30.0)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_dead_coordinator_takes_the_jobs_children(env, servers, tmp_path, kind):
+    server, _, worker, grandchild = _grandchild(env, servers, tmp_path, "spawn_sleeper", 30.0,
+                                                kind=kind)
     server.send(signal.SIGKILL)
     server.wait(10)
     _assert_gone(worker, "its coordinator was killed")
