@@ -57,9 +57,12 @@ def kill_group(leader_pid: int) -> None:
 def kill_descendants(pid: int | None = None) -> None:
     """SIGKILL every descendant of ``pid`` (default: this process), not ``pid`` itself.
 
-    Reads the whole process table (psutil): for the rare paths (a kill, an exit, a
-    timed-out job), never per job.
+    A process with no children has no descendants (a worker adopts its orphans), and
+    /proc says so in a few reads; only otherwise is the whole process table read
+    (psutil, milliseconds), on the rare paths: a kill, an exit, a timed-out job.
     """
+    if _has_no_children(os.getpid() if pid is None else pid):
+        return
     try:
         descendants = psutil.Process(pid).children(recursive=True)
     except psutil.Error:
@@ -69,6 +72,28 @@ def kill_descendants(pid: int | None = None) -> None:
             proc.kill()
         except psutil.Error:
             continue
+
+
+def _has_no_children(pid: int) -> bool:
+    """True if /proc lists no child of any of ``pid``'s threads; False if it lists one
+    or cannot tell (a kernel without /proc/PID/task/TID/children)."""
+    task_dir = f"/proc/{pid}/task"
+    if not os.path.exists(f"{task_dir}/{pid}/children"):
+        return False
+    try:
+        threads = os.listdir(task_dir)
+    except OSError:
+        return False
+    for tid in threads:
+        try:
+            with open(f"{task_dir}/{tid}/children", "rb") as fh:
+                if fh.read().strip():
+                    return False
+        except FileNotFoundError:
+            continue  # that thread ended meanwhile
+        except OSError:
+            return False
+    return True
 
 
 def kill_tree(pid: int, started_s: float | None) -> None:

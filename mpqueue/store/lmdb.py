@@ -63,7 +63,11 @@ class LmdbStore(Store):
         self.rng = random.Random()
         self._claimed: dict[str, tuple[bytes, JobRecord]] = {}
         self.env = EnvHandle(path, map_size, sync, self.counter)
-        self.env.write(self._adopt_layout)
+        try:
+            self.env.write(self._adopt_layout)
+        except BaseException:
+            self.env.close()  # refused (another mode's server): release the handle
+            raise
         self.waker = WakeSender(path)
 
     # ---- layout -------------------------------------------------------------------
