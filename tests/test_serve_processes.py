@@ -101,12 +101,17 @@ def test_a_dead_coordinator_takes_the_jobs_children(env, servers, tmp_path, kind
 
 @pytest.mark.timeout(60)
 def test_sigusr1_and_sigusr2_change_nothing(env, servers):
+    """SIGUSR1/SIGUSR2 to serve and its workers, and the stop signals to the workers
+    (only serve decides what happens to a running job), change nothing."""
     jobs = env.task("sleepy").map([(str(env.marker), i, 0.5) for i in range(4)])
     server = servers(env.path, "--workers", "2")
     children = set(server.wait_ready(env.queue, 2))
     wait_until(lambda: len(env.runs()) >= 2, 20, "two jobs running")
     for signum in (signal.SIGUSR1, signal.SIGUSR2):
         for pid in (server.pid, *children):
+            os.kill(pid, signum)
+    for signum in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+        for pid in children:
             os.kill(pid, signum)
     wait_until(lambda: env.stats()["done"] == 4, 20, "every job done")
     assert server.proc.poll() is None
