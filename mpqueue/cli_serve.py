@@ -16,6 +16,7 @@ from .config import (DEFAULT_BATCH, DEFAULT_GRACE_S, DEFAULT_LEASE_S, DEFAULT_PR
                      DEFAULT_TIMEOUT_GRACE_S, MODES, ServeSettings)
 from .coordinator import serve
 from .demo import DEMO_RANGE, count_primes, job_ranges
+from .pool import HELPERS_STOP_TIMEOUT_S, stop_helpers
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -47,7 +48,7 @@ def _setup_logging(level: str) -> None:
                    "progress bar; exit code 1 if any job ended dead during the run.")
 @click.option("--grace", type=click.FloatRange(min=0), default=DEFAULT_GRACE_S,
               show_default=True, metavar="S",
-              help="On SIGTERM/SIGINT, seconds running jobs get to finish before they "
+              help="On SIGTERM/SIGINT/SIGHUP, seconds running jobs get to finish before they "
                    "are killed and put back (a second signal stops at once).")
 @click.option("--timeout-grace", type=click.FloatRange(min=0),
               default=DEFAULT_TIMEOUT_GRACE_S, show_default=True, metavar="S",
@@ -90,8 +91,8 @@ def serve_command(queue: Queue, path: str | None, mode: str | None, workers: int
 
     Claims ready jobs in priority order, runs each in a worker process, commits the
     outcome (done, retried with backoff, or dead-lettered). A crashed or killed worker
-    costs only the job it was running. SIGTERM/SIGINT stops cleanly: running jobs get
-    --grace seconds, everything else is put back.
+    costs only the job it was running. SIGTERM/SIGINT/SIGHUP stops cleanly: running jobs
+    get --grace seconds, everything else is put back; SIGUSR1/SIGUSR2 are ignored.
     """
     _setup_logging(log_level)
     settings = ServeSettings(
@@ -102,7 +103,19 @@ def serve_command(queue: Queue, path: str | None, mode: str | None, workers: int
         max_memory_per_child_mb=max_memory_per_child, prefetch_max=prefetch,
         progress=progress, lease_s=lease, poll_only=poll_only)
     queue.close()  # the coordinator opens its own handle
-    sys.exit(serve(settings, queue.result_ttl_s))
+    try:
+        code = serve(settings, queue.result_ttl_s)
+    finally:
+        _wait_for_helpers()
+    sys.exit(code)
+
+
+def _wait_for_helpers() -> None:
+    """Let nothing of this server outlive its main pid (what a supervisor watches)."""
+    if not stop_helpers():
+        logging.getLogger("mpqueue.serve").warning(
+            "the resource tracker did not exit within %.0f s: a process a job started "
+            "still holds its pipe", HELPERS_STOP_TIMEOUT_S)
 
 
 @click.command("demo")

@@ -41,6 +41,8 @@ STORE_QUIET_S = 2 * STORE_BACKOFF_MAX_S  # this long without a failure resets th
 STORE_FAILING_LOG_S = 60.0  # at the top backoff step, a reminder this often
 PIPE_EOF_GRACE_S = 0.5     # a child whose pipe ended has this long to be seen exiting
 RESTART_BACKOFF_MAX_S = 30.0  # longest wait before retrying a child that cannot start
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # a second one stops at once
+IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 
 
 class RunStats:
@@ -124,10 +126,17 @@ class Coordinator:
         return EXIT_JOBS_DIED if self.settings.until_empty and self.stats.dead else EXIT_OK
 
     def _install_signals(self, wake_w: socket.socket) -> dict[int, Any]:
-        def on_signal(signum: int, frame: object) -> None:
+        """SIGTERM, SIGINT and SIGHUP (the ssh session or terminal went away) stop the
+        server gracefully; SIGUSR1/SIGUSR2 change nothing. Returns the old handlers."""
+        def on_stop(signum: int, frame: object) -> None:
             self.signals += 1
+
+        def on_other(signum: int, frame: object) -> None:
+            pass  # not SIG_IGN: that would pass on to the forkserver and its children
         signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
-        return {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        handlers = {**dict.fromkeys(STOP_SIGNALS, on_stop),
+                    **dict.fromkeys(IGNORED_SIGNALS, on_other)}
+        return {s: signal.signal(s, handler) for s, handler in handlers.items()}
 
     def _loop(self, wake_r: socket.socket) -> None:
         while True:
@@ -638,7 +647,7 @@ class Coordinator:
 
     def _heartbeat(self) -> None:
         self.store.register_worker(self.worker_id, recovery.heartbeat_info(
-            self.identity, self.pool.children()))
+            self.identity, self.pool.children(), self.settings.lease_s))
 
     # ---- ending -------------------------------------------------------------------------
     def _finished(self) -> bool:

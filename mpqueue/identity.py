@@ -72,6 +72,18 @@ def parse(worker_id: str) -> Identity | None:
     return Identity(parts[0], parts[1], parts[2], int(parts[3]), int(parts[4]))
 
 
+def pid_exists(pid: int) -> bool:
+    """True if some process has ``pid`` (one syscall: no start-time check, a zombie
+    counts as existing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 def process_matches(pid: int, started_s: float) -> bool:
     """True if ``pid`` is alive and is the same process that started at ``started_s``
     (not a later process that reused the pid)."""

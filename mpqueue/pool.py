@@ -13,6 +13,7 @@ import multiprocessing.connection
 import os
 import select
 import sys
+import threading
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -23,10 +24,12 @@ from typing import Any, Iterator
 from . import protocol
 from .config import is_url
 from .errors import ConfigError
+from .containment import kill_group, kill_tree
 from .protocol import ProtocolError
 from .worker import ChildConfig, child_main
 
 START_TIMEOUT_S = 60.0
+HELPERS_STOP_TIMEOUT_S = 5.0  # most ``stop_helpers`` waits for the forkserver and tracker
 
 
 _READ_CHUNK = 1 << 18
@@ -141,6 +144,8 @@ class Slot:
                 pass  # already gone: its sentinel will tell
 
     def kill(self) -> None:
+        """SIGKILL the child and every process its jobs started (see containment)."""
+        kill_tree(self.process.pid, self.started if self.ready else None)
         try:
             self.process.kill()
         except (OSError, AttributeError):
@@ -209,9 +214,13 @@ class Pool:
         slot.ready = True
 
     def remove(self, slot: Slot) -> None:
+        """Forget a child that has exited (or is being killed), and kill what its jobs
+        left running in its process group: a crashed, recycled or stopped child's
+        descendants must not outlive it."""
         self.slots.remove(slot)
         slot.conn.close()
         slot.process.join(timeout=1)
+        kill_group(slot.process.pid)
 
     def children(self) -> list[tuple[int, float]]:
         return [(s.pid, s.started) for s in self.slots if s.ready]
@@ -219,3 +228,33 @@ class Pool:
     def kill_all(self) -> None:
         for slot in self.slots:
             slot.kill()
+
+
+def stop_helpers(timeout_s: float = HELPERS_STOP_TIMEOUT_S) -> bool:
+    """Stop this process's forkserver and resource tracker and wait until they exit.
+
+    Left alone, both end only when this interpreter exits, a moment after ``serve``
+    returned; a supervisor that waits for the main pid would then see them outlive it.
+    Call it once the children are gone (the forkserver is restarted if a pool starts
+    again). The tracker exits when every holder of its pipe has: a process a job started
+    that kept it open can hold it up, so the wait is bounded. Returns False if they had
+    not exited after ``timeout_s``.
+    """
+    from multiprocessing import forkserver, resource_tracker
+
+    helpers = (getattr(forkserver, "_forkserver", None),
+               getattr(resource_tracker, "_resource_tracker", None))
+
+    def stop_all() -> None:
+        for helper in helpers:
+            stop = getattr(helper, "_stop", None)  # private, but the only stop there is
+            if stop is None:
+                continue
+            try:
+                stop()
+            except OSError:
+                pass  # already gone (and reaped)
+    waiter = threading.Thread(target=stop_all, name="mpqueue-stop-helpers", daemon=True)
+    waiter.start()
+    waiter.join(timeout_s)
+    return not waiter.is_alive()

@@ -3,7 +3,9 @@
 Called by every coordinator at start and on a timer. A coordinator counts as dead
 when (on this host) its pid is gone or belongs to a newer process, or (elsewhere)
 its heartbeat is older than its lease. Before its jobs are put back, any child it
-registered that is somehow still running is killed, so no job runs twice at once.
+registered that is somehow still running is killed, with its process group, so no job
+runs twice at once. Only a coordinator of this host (and pid namespace) has its
+children killed: the pids another host registered name unrelated processes here.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import psutil
 
 from .config import DEFAULT_LEASE_S
+from .containment import kill_tree
 from .identity import Identity, is_alive, parse, process_matches
 from .job import now_ms
 from .store import Store
@@ -44,6 +47,7 @@ def kill_orphans(info: dict[str, Any] | None) -> int:
         if process_matches(pid, started):
             try:
                 proc = psutil.Process(pid)
+                kill_tree(pid, started)  # and what its jobs started
                 proc.kill()
                 victims.append(proc)
             except psutil.Error:
@@ -84,7 +88,7 @@ def reclaim_dead(store: Store, own_worker_id: str, *,
         info = registry.get(worker_id)
         if not coordinator_dead(worker_id, info, now, lease_s):
             continue
-        killed = kill_orphans(info)
+        killed = kill_orphans(info) if _pids_are_ours(worker_id) else 0
         jobs = store.requeue_worker(worker_id)
         store.unregister_worker(worker_id)
         requeued.extend(jobs)
@@ -94,6 +98,15 @@ def reclaim_dead(store: Store, own_worker_id: str, *,
     return requeued
 
 
-def heartbeat_info(identity: Identity, children: list[tuple[int, float]]) -> dict[str, Any]:
+def _pids_are_ours(worker_id: str) -> bool:
+    """Whether the pids that ``worker_id`` registered are pids of this host's processes."""
+    identity = parse(worker_id)
+    return identity is not None and identity.local
+
+
+def heartbeat_info(identity: Identity, children: list[tuple[int, float]],
+                   lease_s: float = DEFAULT_LEASE_S) -> dict[str, Any]:
+    """A server's registry entry. ``lease_s`` is its own lease: producers hand jobs to
+    its children only while its heartbeat is younger than that."""
     return {"pid": identity.pid, "host": identity.host, "heartbeat_ms": now_ms(),
-            "children": list(children), "monotonic": time.monotonic()}
+            "children": list(children), "monotonic": time.monotonic(), "lease_s": lease_s}

@@ -34,7 +34,9 @@ from typing import Any, Callable
 import psutil
 
 from . import protocol
+from .containment import kill_descendants, kill_group, lead_own_group
 from .errors import MpqueueError, PayloadError, Retry, SerializationError, TaskNotFound
+from .identity import pid_exists
 from .job import ErrorInfo, JobRecord, now_ms
 from .keys import JOB_ID_BYTES
 from .registry import import_module, resolve
@@ -67,12 +69,19 @@ class ChildConfig:
     hand_off: bool = False     # listen for jobs handed to this child by producers
 
 
+# Signals a child outlives: the coordinator owns shutdown (it decides what happens to a
+# running job), and SIGUSR1/SIGUSR2 have no use here. A handler that does nothing, not
+# SIG_IGN: an ignored disposition survives exec(), so every program a job starts would
+# inherit it and could no longer be stopped with SIGTERM or Ctrl-C.
+_OUTLIVED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1,
+                     signal.SIGUSR2)
+
+
 def child_main(conn: Connection, config: ChildConfig) -> None:
     """Entry point of a worker process (started by forkserver or spawn)."""
-    # The coordinator owns shutdown: a Ctrl-C or a SIGTERM sent to the whole process
-    # group must not kill jobs mid-run; the coordinator decides what happens to them.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    lead_own_group()
+    for signum in _OUTLIVED_SIGNALS:
+        signal.signal(signum, _outlive)
     _watch_coordinator(conn, config.coordinator_pid)
     try:
         runner = _JobRunner(config)
@@ -87,6 +96,7 @@ def child_main(conn: Connection, config: ChildConfig) -> None:
     protocol.write(conn.fileno(), ("ready", me.pid, me.create_time(),
                                    runner.inbox is not None))
     runner.loop(conn)
+    kill_descendants()  # recycled or stopped: what its jobs started ends with it
 
 
 def _watch_coordinator(conn: Connection, coordinator_pid: int) -> None:
@@ -101,19 +111,15 @@ def _watch_coordinator(conn: Connection, coordinator_pid: int) -> None:
             # POLLNVAL: a job closed the pipe's fd; nothing can be reported any more
             hung_up = any(ev & (select.POLLHUP | select.POLLRDHUP | select.POLLERR
                                 | select.POLLNVAL) for _, ev in events)
-            if hung_up or not _alive(coordinator_pid):
+            if hung_up or not pid_exists(coordinator_pid):
+                kill_descendants()  # what this child's jobs started goes with it,
+                kill_group(os.getpid())  # (without a subreaper: the group; and us)
                 os._exit(70)
     threading.Thread(target=watch, name="mpqueue-watchdog", daemon=True).start()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _outlive(signum: int, frame: object) -> None:
+    """The handler for ``_OUTLIVED_SIGNALS``: the signal changes nothing."""
 
 
 class _JobRunner:
@@ -223,6 +229,7 @@ class _JobRunner:
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         except JobTimeout:
+            kill_descendants()  # a job that ran out of time leaves nothing running
             err = ErrorInfo("JobTimeout", f"job exceeded its timeout of {rec.timeout_s} s",
                             traceback.format_exc(), rec.attempts, now_ms(), "timeout")
             return self._failed(rec.id, err)

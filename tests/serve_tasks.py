@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -197,3 +198,47 @@ def pipe_attack(marker: str, tag: str) -> None:
         else:
             raise ValueError(tag)
     time.sleep(30)  # a server that believed the bytes would wait on this job
+
+
+def _start_sleeper(pid_file: str) -> None:
+    """Start a ``sleep 300`` descendant and publish its pid (written whole, then
+    renamed, so the test never reads half a number). A pid file ending in ``.daemon``
+    gets a daemon instead: its own session (setsid), its parent shell gone."""
+    if pid_file.endswith(".daemon"):
+        subprocess.run(["sh", "-c", f"setsid sleep 300 </dev/null >/dev/null 2>&1 & "
+                                    f"echo $! > {pid_file}.tmp"], check=True)
+    else:
+        sleeper = subprocess.Popen(["sleep", "300"])
+        with open(pid_file + ".tmp", "w", encoding="ascii") as fh:
+            fh.write(str(sleeper.pid))
+    os.rename(pid_file + ".tmp", pid_file)
+
+
+@queue.task(retries=0)
+def spawn_sleeper(marker: str, tag: object, pid_file: str, seconds: float) -> object:
+    """Starts a grandchild that would outlive the job, then sleeps ``seconds``."""
+    mark(marker, "start", tag)
+    _start_sleeper(pid_file)
+    _sleep_ticking(marker, tag, seconds)
+    mark(marker, "end", tag)
+    return tag
+
+
+@queue.task(timeout=0.5, retries=0)
+def spawn_sleeper_and_hang(marker: str, tag: object, pid_file: str) -> None:
+    """Starts a grandchild, then swallows its soft timeout: only the hard kill ends it."""
+    mark(marker, "start", tag)
+    _start_sleeper(pid_file)
+    while True:
+        try:
+            time.sleep(60)
+        except BaseException:  # noqa: B036 - the point of the test
+            mark(marker, "swallowed", tag)
+
+
+@queue.task(timeout=0.5, retries=0)
+def spawn_sleeper_and_time_out(marker: str, tag: object, pid_file: str) -> None:
+    """Starts a grandchild, then runs into its soft timeout (the worker lives on)."""
+    mark(marker, "start", tag)
+    _start_sleeper(pid_file)
+    time.sleep(60)

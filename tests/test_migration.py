@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from mpqueue import Queue, keys
+from mpqueue.errors import ConfigError
 from mpqueue.job import now_ms
 
 from .helpers import claim_all, done, failed
+from .serve_helpers import servers  # noqa: F401
 
 HOUR_MS = 3_600_000
 
@@ -98,3 +102,23 @@ def test_optimized_listing_after_migration_needs_no_gets(tmp_path):
         before = store.counter.snapshot()
         assert len(queue.list()) == 17
         assert (store.counter - before).gets == 0  # the name index holds records again
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("served, other", [("optimized", "legacy"), ("legacy", "optimized")])
+def test_other_mode_is_refused_while_a_server_of_this_mode_runs(tmp_path, servers, served,
+                                                                 other):
+    """Issue 10, item 6: migrating under a live server would leave it idle with jobs
+    ready; the open in the other mode fails with one line and changes nothing."""
+    path = str(tmp_path / "store")
+    with Queue(path, mode=served) as queue:
+        server = servers(path, "--mode", served, "--workers", "1")
+        server.wait_ready(queue, 1)
+        with pytest.raises(ConfigError, match=f"served in {served} mode by a running server"):
+            Queue(path, mode=other).stats()
+        job = queue.task_by_name("tests.tasks.add").delay(2, 3)
+        assert job.result(timeout=20) == 5  # still served: nothing was migrated
+        server.send(signal.SIGTERM)
+        assert server.wait(20) == 0
+    with Queue(path, mode=other) as queue:  # no server left: the migration goes ahead
+        assert queue.stats()["done"] == 1

@@ -8,7 +8,9 @@ import time
 import psutil
 import pytest
 
-from mpqueue.recovery import kill_orphans
+from mpqueue import Queue
+from mpqueue.job import now_ms
+from mpqueue.recovery import kill_orphans, reclaim_dead
 
 
 @pytest.mark.timeout(30)
@@ -35,3 +37,25 @@ def test_kill_orphans_does_not_wait_for_a_zombie_to_be_reaped() -> None:
 def test_kill_orphans_leaves_a_reused_pid_alone() -> None:
     me = psutil.Process()
     assert kill_orphans({"children": [(me.pid, me.create_time() - 100)]}) == 0
+
+
+@pytest.mark.timeout(30)
+def test_reclaiming_another_hosts_server_never_kills_a_local_process(store_path) -> None:
+    """Issue 10, item 6: the pids a server on another host registered are not ours; a
+    local process that happens to have one of them (and its start time) survives."""
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        started = psutil.Process(bystander.pid).create_time()
+        other = "elsewhere:0123456789ab:4026531836:4242:1700000000000"
+        with Queue(store_path) as queue:
+            job = queue.task_by_name("tests.tasks.add").delay(1, 2)
+            assert [r.id for r in queue.store.claim(other, 1, now_ms())] == [job.id]
+            queue.store.register_worker(other, {
+                "pid": 4242, "host": "elsewhere", "heartbeat_ms": now_ms() - 60_000,
+                "children": [(bystander.pid, started)]})
+            assert reclaim_dead(queue.store, "me", lease_s=1.0) == [job.id]
+            assert bystander.poll() is None, "a local process was killed"
+            assert job.state == "ready" and queue.store.workers() == {}
+    finally:
+        bystander.kill()
+        bystander.wait()

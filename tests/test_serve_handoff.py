@@ -79,16 +79,17 @@ def test_job_handed_to_a_child_that_dies_first_is_put_back_and_run(env: Env,
     server = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks")
     (child,) = server.wait_ready(env.queue, 1)
     worker_id = wait_offering(env.queue, 1)
-    # Freeze the server so it cannot see its child die and withdraw the offer, then
-    # kill the child: the enqueue hands the job to a child that is gone.
+    # Freeze the server so it cannot see its child die and withdraw the offer, and the
+    # child so it cannot take the job; the enqueue hands the job to it, then it dies.
     server.send(signal.SIGSTOP)
     try:
-        psutil.Process(child).kill()
-        wait_until(lambda: gone(child), 10, "the child to exit")
+        psutil.Process(child).suspend()
         job = env.task("echo").delay(str(env.marker), "recalled", 9)
         assert job.state == "processing"
         assert [(c.worker_id, c.child_pid) for c in env.queue.store.claims()] == [
             (worker_id, child)]
+        psutil.Process(child).kill()
+        wait_until(lambda: gone(child), 10, "the child to exit")
     finally:
         server.send(signal.SIGCONT)
     # the server sees the exit, recalls the job and runs it in the new child, uncharged
@@ -156,23 +157,59 @@ def test_no_hand_off_ahead_of_ready_jobs(env: Env, servers) -> None:
 
 
 @pytest.mark.timeout(90)
-def test_job_handed_to_a_killed_server_is_put_back_and_run(env: Env, servers) -> None:
-    doomed = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks")
+def test_no_hand_off_to_a_killed_server(env: Env, servers) -> None:
+    """Issue 10, item 6: its offer outlives a SIGKILLed server, but the enqueue sees
+    its child is gone: the job is queued ready, for the next server to claim."""
+    doomed = servers(env.path, "--workers", "1", "--lease", "1",
+                     "--import", "tests.serve_tasks")
     children = doomed.wait_ready(env.queue, 1)
     worker_id = wait_offering(env.queue, 1)
     doomed.send(signal.SIGKILL)
     doomed.wait(10)
-    wait_until(lambda: all(gone(pid) for pid in children), 10, "its child to exit")
-    # its offer outlives it: the enqueue hands the job to a dead server
+
+    def child_gone_or_beat_stale() -> bool:
+        # A zombie child passes the enqueue's one-syscall liveness check; where nobody
+        # reaps it (a container without an init), the stale heartbeat still tells.
+        reaped = not any(psutil.pid_exists(pid) for pid in children)
+        return reaped or env.queue.store.workers()[worker_id]["heartbeat_age_ms"] > 1000
+    wait_until(child_gone_or_beat_stale, 10, "its child reaped or its heartbeat stale")
+    assert worker_id in offers(env.queue)
     job = env.task("echo").delay(str(env.marker), "orphan", 5)
-    assert job.state == "processing"
-    assert [c.worker_id for c in env.queue.store.claims()] == [worker_id]
+    assert job.state == "ready"
+    assert env.queue.store.claims() == [] and worker_id not in offers(env.queue)
     rescuer = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks")
     assert job.result(timeout=30) == 5
-    assert env.record(job).attempts == 1  # put back uncharged: it never ran
-    assert worker_id not in offers(env.queue)
+    assert env.record(job).attempts == 1
+    assert [r.pid for r in env.runs()["orphan"]] == rescuer.children(env.queue)
     rescuer.send(signal.SIGTERM)
     assert rescuer.wait(30) == 0
+
+
+@pytest.mark.timeout(90)
+def test_no_hand_off_to_a_frozen_server(env: Env, servers) -> None:
+    """A SIGSTOPped server's children live on, but its heartbeat goes stale: once it is
+    older than the server's lease, the enqueue queues the job ready instead."""
+    frozen = servers(env.path, "--workers", "1", "--lease", "1",
+                     "--import", "tests.serve_tasks")
+    frozen_children = frozen.wait_ready(env.queue, 1)
+    worker_id = wait_offering(env.queue, 1)
+    frozen.send(signal.SIGSTOP)
+    try:
+        wait_until(lambda: env.queue.store.workers()[worker_id]["heartbeat_age_ms"] > 1000,
+                   10, "its heartbeat older than its lease")
+        assert worker_id in offers(env.queue)
+        job = env.task("echo").delay(str(env.marker), "frozen", 6)
+        assert job.state == "ready"
+        assert env.queue.store.claims() == []
+        rescuer = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks")
+        assert job.result(timeout=30) == 6
+        (run,) = env.runs()["frozen"]
+        assert run.pid not in frozen_children
+    finally:
+        frozen.send(signal.SIGCONT)
+    for server in (rescuer, frozen):
+        server.send(signal.SIGTERM)
+        assert server.wait(30) == 0
 
 
 @pytest.mark.timeout(60)

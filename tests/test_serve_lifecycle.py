@@ -20,7 +20,8 @@ def _state(env, job):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
+                         ids=["TERM", "INT", "HUP"])
 def test_signal_lets_running_jobs_finish_and_puts_the_rest_back(env, servers, signum):
     jobs = env.task("sleepy").map([(str(env.marker), i, 1.0) for i in range(12)])
     server = servers(env.path, "--workers", "2", "--grace", "10")

@@ -15,8 +15,9 @@ import time
 from typing import Any, Collection, Sequence
 
 from .. import keys
-from ..config import DEFAULT_MAP_SIZE
+from ..config import DEFAULT_LEASE_S, DEFAULT_MAP_SIZE
 from ..errors import ConfigError, JobNotFound
+from ..identity import pid_exists
 from ..job import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from ..retry import next_run_at_ms
 from .base import CheckReport, HolderGone, OpCounter, Store, offered_children
@@ -65,13 +66,42 @@ class LmdbStore(Store):
         self.rng = random.Random()
         self._claimed: dict[str, tuple[bytes, JobRecord]] = {}
         self.env = EnvHandle(path, map_size, sync, self.counter)
-        if self.env.read_only:
-            self.env.read(self._check_layout)
-        else:
-            self.env.write(self._migrate)
+        try:
+            if self.env.read_only:
+                self.env.read(self._check_layout)
+            else:
+                self.env.write(self._adopt_layout)
+        except BaseException:
+            self.env.close()  # refused (another mode's server): release the handle
+            raise
         self.waker = WakeSender(path)
 
     # ---- layout -------------------------------------------------------------------
+    def _adopt_layout(self, tx: Tx) -> None:
+        """Migrate the store into this mode's layout, unless a live server of the other
+        mode serves it: migrated under it, that server would find no jobs and idle."""
+        layout = tx.get(keys.DB_META, keys.META_LAYOUT)
+        if layout is not None and layout != self.layout:
+            self._refuse_if_served(tx, layout.decode("ascii", "replace"))
+        self._migrate(tx)
+
+    def _refuse_if_served(self, tx: Tx, other_mode: str) -> None:
+        from ..recovery import coordinator_dead  # the one liveness rule (imports store)
+        now = now_ms()
+        for key, raw in tx.scan(keys.DB_WORKERS):
+            worker_id = keys.decode_worker_key(key)
+            try:
+                info = decode_worker_info(raw)
+                info["heartbeat_age_ms"] = now - int(info.get("heartbeat_ms", 0))
+                lease_s = float(info.get("lease_s", DEFAULT_LEASE_S))
+            except Exception:
+                continue  # unreadable: not a server that can be shown to be alive
+            if not coordinator_dead(worker_id, info, now, lease_s):
+                raise ConfigError(
+                    f"store {self.path!r} is served in {other_mode} mode by a running "
+                    f"server ({worker_id}); opening it in {self.mode} mode would migrate "
+                    f"it under that server: stop it first, or open it in {other_mode} mode")
+
     def _migrate(self, tx: Tx) -> None:
         """Bring a store written in the other mode's layout, or in the pickle-era record
         encoding, into this one's."""
@@ -212,19 +242,35 @@ class LmdbStore(Store):
         return 0, rec
 
     def _take_offer(self, tx: Tx) -> tuple[str, int] | None:
-        """The first offered idle child, as (server, child pid), taken out of the offer;
-        None if no server offers one, or if ready jobs wait (a server that offered just
-        before they came claims them next: a new job must not start ahead of them)."""
-        for key, value in tx.scan(keys.DB_OFFERS):
-            if tx.entries(keys.DB_READY):
-                return None
-            first, *rest = keys.decode_pids(value)
-            if rest:
-                tx.put(keys.DB_OFFERS, key, keys.encode_pids(rest))
-            else:
+        """The first offered idle child that is alive, of a server whose heartbeat is
+        fresh, as (server, child pid), taken out of the offer; None if no server offers
+        one, or if ready jobs wait (a server that offered just before they came claims
+        them next: a new job must not start ahead of them).
+
+        An offer of a dead or frozen server (SIGKILL, SIGSTOP) is withdrawn here, so the
+        job goes to the ready queue for a live server instead. The check costs one get
+        (the server's registry entry) and one kill(pid, 0) per delay()."""
+        withdrawn = []
+        try:
+            for key, value in tx.scan(keys.DB_OFFERS):
+                if tx.entries(keys.DB_READY):
+                    return None
+                fresh = _server_fresh(tx.get(keys.DB_WORKERS, key))
+                pids = keys.decode_pids(value) if fresh else []
+                alive = next((i for i, pid in enumerate(pids) if pid_exists(pid)), None)
+                if alive is None:
+                    withdrawn.append(key)
+                    continue
+                rest = pids[alive + 1:]  # the dead ones before it go too
+                if rest:
+                    tx.put(keys.DB_OFFERS, key, keys.encode_pids(rest))
+                else:
+                    tx.delete(keys.DB_OFFERS, key)
+                return keys.decode_worker_key(key), pids[alive]
+            return None
+        finally:
+            for key in withdrawn:  # after the scan: its cursor stays where it was
                 tx.delete(keys.DB_OFFERS, key)
-            return keys.decode_worker_key(key), first
-        return None
 
     def _hand_off(self, tx: Tx, rec: JobRecord, worker_id: str, child_pid: int) -> JobRecord:
         """Write a new job as already claimed by ``worker_id`` (as ``_take`` would), for
@@ -625,3 +671,16 @@ def _first_key_from(tx: Tx, db: bytes, start: bytes) -> bytes | None:
     for key, _ in tx.scan(db, start, values=False):
         return key
     return None
+
+
+def _server_fresh(raw: bytes | None) -> bool:
+    """Whether a server's registry entry (None: it has none) shows a heartbeat younger
+    than its lease: a SIGKILLed or SIGSTOPped server stops beating."""
+    if raw is None:
+        return False
+    try:
+        info = decode_worker_info(raw)
+        age_ms = now_ms() - int(info.get("heartbeat_ms", 0))
+        return age_ms <= float(info.get("lease_s", DEFAULT_LEASE_S)) * 1000
+    except Exception:  # an unreadable entry offers nothing; it must not fail the enqueue
+        return False

@@ -170,10 +170,19 @@ def _open(path: str, map_size: int, sync: bool) -> _SharedEnv:
     refuse_network_fs(path)
     check_data_file(path)  # before LMDB maps it: a truncated file is a SIGBUS there
     read_only, lock = _access(path)
-    env = _retry_transient(path, lambda: lmdb.open(
-        path, map_size=map_size, max_dbs=len(keys.ALL_DBS) + 2, max_readers=MAX_READERS,
-        sync=sync, metasync=sync, writemap=False, map_async=False, max_spare_txns=0,
-        subdir=True, lock=lock, readonly=read_only))
+    try:
+        env = _retry_transient(path, lambda: lmdb.open(
+            path, map_size=map_size, max_dbs=len(keys.ALL_DBS) + 2,
+            max_readers=MAX_READERS, sync=sync, metasync=sync, writemap=False,
+            map_async=False, max_spare_txns=0, subdir=True, lock=lock, readonly=read_only))
+    except StoreError as exc:
+        if _pid_taken_elsewhere(exc.__cause__):
+            raise ConfigError(f"cannot open the LMDB store {path!r}: a process in another "
+                              "pid namespace (container) that has this process's pid "
+                              "uses it; an LMDB store works within one pid namespace "
+                              "only: open it from one namespace, or use PostgreSQL "
+                              "across containers") from exc
+        raise
     try:
         if lock:
             env.reader_check()  # slots left by killed processes pin old pages: free them
@@ -210,6 +219,16 @@ def _retry_transient(path: str, fn: Callable[[], T]) -> T:
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
     raise AssertionError("unreachable")
+
+
+def _pid_taken_elsewhere(cause: BaseException | None) -> bool:
+    """Whether LMDB could not lock this process's pid in the lock file (EAGAIN).
+
+    LMDB marks each process's reader slots with a lock on the byte at offset pid: in one
+    pid namespace that byte is ours alone, so EAGAIN there means a process with the same
+    pid number in another namespace holds it (two containers on one store).
+    """
+    return isinstance(cause, lmdb.Error) and os.strerror(errno.EAGAIN) in str(cause)
 
 
 def _make_private_dir(dest: str) -> None:

@@ -1,0 +1,80 @@
+"""Which standing offers a producer's enqueue may use (LMDB hand-off; issue 10, item 6):
+only a live child of a server whose heartbeat is younger than its lease. Written into a
+real store by hand, so each case is exact; the process tests are in
+tests/test_serve_handoff.py."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from mpqueue import Queue, keys
+from mpqueue.job import now_ms
+
+SERVER = "thishost:0123456789ab:4026531836:4242:1700000000000"
+
+
+def _offer(queue: Queue, child_pids: list[int], entry: dict | bytes | None) -> None:
+    """Make SERVER offer ``child_pids``, registered with ``entry`` (raw bytes: a value
+    the store cannot decode)."""
+    if isinstance(entry, dict):
+        queue.store.register_worker(SERVER, entry)
+
+    def write(tx):  # type: ignore[no-untyped-def]
+        key = keys.worker_key(SERVER)
+        tx.put(keys.DB_OFFERS, key, keys.encode_pids(child_pids))
+        if isinstance(entry, bytes):
+            tx.put(keys.DB_WORKERS, key, entry)
+    queue.store.env.write(write)  # type: ignore[attr-defined]
+
+
+def _entry(age_ms: int, lease_s: float = 10.0) -> dict:
+    return {"pid": 4242, "host": "thishost", "heartbeat_ms": now_ms() - age_ms,
+            "children": [], "lease_s": lease_s}
+
+
+def _offers(queue: Queue) -> dict[str, list[int]]:
+    def read(tx):  # type: ignore[no-untyped-def]
+        return {keys.decode_worker_key(k): keys.decode_pids(v)
+                for k, v in tx.scan(keys.DB_OFFERS)}
+    return queue.store.env.read(read)  # type: ignore[attr-defined, no-any-return]
+
+
+@pytest.fixture
+def dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("case", ["fresh", "stale", "own lease", "unregistered",
+                                  "unreadable"])
+def test_hand_off_only_to_a_server_with_a_fresh_heartbeat(store_path, case) -> None:
+    entry = {"fresh": _entry(0), "stale": _entry(11_000), "own lease": _entry(1_500, 1.0),
+             "unregistered": None, "unreadable": b"\x80not a registry entry"}[case]
+    with Queue(store_path) as queue:
+        _offer(queue, [os.getpid()], entry)  # a live "child": this process
+        queue.store.waker.hint = lambda child_pid, job_id: None  # no child to wake
+        job = queue.task_by_name("tests.tasks.add").delay(1, 2)
+        if case == "fresh":
+            assert job.state == "processing"
+            assert [(c.worker_id, c.child_pid) for c in queue.store.claims()] == [
+                (SERVER, os.getpid())]
+        else:  # queued for a live server, and the offer withdrawn
+            assert job.state == "ready" and queue.store.claims() == []
+            assert _offers(queue) == {}
+
+
+def test_dead_children_are_skipped_and_dropped_from_the_offer(store_path, dead_pid) -> None:
+    with Queue(store_path) as queue:
+        _offer(queue, [dead_pid, os.getpid(), dead_pid], _entry(0))
+        queue.store.waker.hint = lambda child_pid, job_id: None
+        job = queue.task_by_name("tests.tasks.add").delay(1, 2)
+        assert job.state == "processing"
+        assert [c.child_pid for c in queue.store.claims()] == [os.getpid()]
+        assert _offers(queue) == {SERVER: [dead_pid]}  # only what came after it is left
+        _offer(queue, [dead_pid], _entry(0))
+        assert queue.task_by_name("tests.tasks.add").delay(3, 4).state == "ready"
+        assert _offers(queue) == {}
