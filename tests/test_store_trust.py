@@ -33,7 +33,7 @@ class _Plant:
 
 
 def _raw_env(path: str) -> lmdb.Environment:
-    assert not _OPEN_ENVS, "the store must be closed before a raw handle opens it"
+    assert os.path.realpath(path) not in _OPEN_ENVS, "close the store before a raw handle"
     return lmdb.open(path, max_dbs=len(keys.ALL_DBS) + 2, subdir=True)
 
 
