@@ -13,6 +13,7 @@ from .display import describe
 from .keys import PRIORITY_MAX, PRIORITY_MIN
 
 PATH_ENV = "MPQUEUE_PATH"
+SHARED_STORE_ENV = "MPQUEUE_SHARED_STORE"  # =1: open a store others own or can write
 DEFAULT_PATH = "./mpqueue-data"  # used when neither a path nor $MPQUEUE_PATH is given
 MODES = ("optimized", "legacy")
 DEFAULT_MODE = "optimized"

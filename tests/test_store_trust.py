@@ -15,9 +15,11 @@ import lmdb
 import msgpack
 import pytest
 
-from mpqueue import Queue, keys
+from mpqueue import ConfigError, Queue, keys
 from mpqueue.store.codec import RECORD_V1, RECORD_V2, decode_record, encode_record
 from mpqueue.store.lmdb_env import _OPEN_ENVS
+
+from .second_user import as_nobody, public_dir  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,3 +104,51 @@ def test_pickle_era_records_are_read_and_rewritten_on_open(tmp_path):
         env.close()
     assert all(raw[:1] == RECORD_V2 for raw in raws)
     assert [decode_record(raw) for raw in raws] == list(before.values())
+
+
+# ---- who may open a store ----------------------------------------------------------------
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o000])
+def test_new_stores_are_private_whatever_the_umask(tmp_path, umask):
+    path = str(tmp_path / "store")
+    old = os.umask(umask)
+    try:
+        with Queue(path) as queue:
+            queue.task_by_name("tests.tasks.add").delay(1, 2)
+    finally:
+        os.umask(old)
+    assert os.stat(path).st_mode & 0o777 == 0o700
+    for name in ("data.mdb", "lock.mdb"):
+        assert os.stat(os.path.join(path, name)).st_mode & 0o777 == 0o600, name
+
+
+def _make_store_dir_as_nobody(path: str) -> bool:
+    os.mkdir(path, 0o755)
+    return True
+
+
+def test_a_store_another_user_made_is_refused_unless_shared(public_dir, monkeypatch):
+    os.chmod(public_dir, 0o1777)  # like /tmp: anyone may create a directory there
+    path = os.path.join(public_dir, "store")
+    as_nobody(_make_store_dir_as_nobody, path)
+    with pytest.raises(ConfigError, match="belongs to uid 65534.*MPQUEUE_SHARED_STORE"):
+        Queue(path).stats()
+    assert os.listdir(path) == []  # nothing was written into it
+    result = _cli(path, "stats")
+    assert result.returncode != 0 and result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("Error: ") and "uid 65534" in result.stderr
+    monkeypatch.setenv("MPQUEUE_SHARED_STORE", "1")
+    with Queue(path) as queue:
+        assert queue.stats()["total"] == 0
+
+
+@pytest.mark.parametrize("victim", ["", "data.mdb", "lock.mdb"])
+def test_a_store_others_can_write_is_refused_naming_the_fix(tmp_path, victim):
+    path = str(tmp_path / "store")
+    with Queue(path) as queue:
+        queue.task_by_name("tests.tasks.add").delay(1, 2)
+    os.chmod(os.path.join(path, victim), 0o777 if not victim else 0o666)
+    with pytest.raises(ConfigError, match="writable by group or others.*chmod -R go-w"):
+        Queue(path).stats()
+    result = _cli(path, "list")
+    assert result.returncode != 0 and result.stderr.startswith("Error: "), result.stderr

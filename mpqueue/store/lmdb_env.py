@@ -22,6 +22,7 @@ from .. import keys
 from ..config import MAX_MAP_SIZE, MAX_READERS
 from ..errors import ConfigError, MpqueueError, StoreCorrupt, StoreError, StoreFull
 from .base import OpCounter
+from .lmdb_trust import FILE_MODE, check_trusted, make_store_dir
 from .lmdb_meta import DATA_FILE, check_data_file
 
 T = TypeVar("T")
@@ -161,12 +162,8 @@ def release_env(path: str) -> None:
 
 
 def _open(path: str, map_size: int, sync: bool) -> _SharedEnv:
-    try:
-        os.makedirs(path, exist_ok=True)
-    except (FileExistsError, NotADirectoryError) as exc:
-        raise ConfigError(f"store path {path!r} is a file, not a directory") from exc
-    except OSError as exc:
-        raise StoreError(f"cannot create store directory {path!r}: {exc}") from exc
+    make_store_dir(path)
+    check_trusted(path)
     refuse_network_fs(path)
     check_data_file(path)  # before LMDB maps it: a truncated file is a SIGBUS there
     read_only, lock = _access(path)
@@ -174,7 +171,8 @@ def _open(path: str, map_size: int, sync: bool) -> _SharedEnv:
         env = _retry_transient(path, lambda: lmdb.open(
             path, map_size=map_size, max_dbs=len(keys.ALL_DBS) + 2,
             max_readers=MAX_READERS, sync=sync, metasync=sync, writemap=False,
-            map_async=False, max_spare_txns=0, subdir=True, lock=lock, readonly=read_only))
+            map_async=False, max_spare_txns=0, subdir=True, lock=lock, readonly=read_only,
+            mode=FILE_MODE))
     except StoreError as exc:
         if _pid_taken_elsewhere(exc.__cause__):
             raise ConfigError(f"cannot open the LMDB store {path!r}: a process in another "
