@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +9,8 @@ from urllib.parse import urlsplit, urlunsplit
 from typing import Any
 
 from .errors import ConfigError
-from .keys import PRIORITY_MAX, PRIORITY_MIN
+from .limits import (check_backoff, check_delay, check_int, check_positive, check_priority,
+                     check_retries, check_timeout)
 
 PATH_ENV = "MPQUEUE_PATH"
 DEFAULT_PATH = "./mpqueue-data"  # used when neither a path nor $MPQUEUE_PATH is given
@@ -105,36 +105,12 @@ class TaskOptions:
         return made
 
     def validate(self) -> None:
-        check_int("retries", self.retries, 0, 1_000_000)
+        # The bounds of limits.py: checked once, when the task is declared.
+        check_retries(self.retries)
         check_priority(self.priority)
-        if self.timeout is not None:
-            check_positive("timeout", self.timeout)
-        check_positive("backoff", self.backoff)
-        check_positive("backoff_cap", self.backoff_cap)
-
-
-def check_int(what: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{what} must be an integer from {low} to {high}; got {value!r}")
-    return value
-
-
-def check_priority(priority: Any) -> int:
-    return check_int("priority", priority, PRIORITY_MIN, PRIORITY_MAX)
-
-
-def check_positive(what: str, value: Any) -> float:
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not math.isfinite(value) or not value > 0):
-        raise ConfigError(f"{what} must be a finite number of seconds > 0; got {value!r}")
-    return float(value)
-
-
-def check_delay(delay: Any, what: str = "delay") -> float:
-    if (isinstance(delay, bool) or not isinstance(delay, (int, float))
-            or not math.isfinite(delay) or delay < 0):
-        raise ConfigError(f"{what} must be a number of seconds >= 0; got {delay!r}")
-    return float(delay)
+        check_timeout(self.timeout)
+        check_backoff("backoff", self.backoff)
+        check_backoff("backoff_cap", self.backoff_cap)
 
 
 DEFAULT_BATCH = 256               # most jobs claimed in one write transaction
