@@ -100,9 +100,10 @@ class TaskOptions:
             raise ConfigError(f"unknown task option(s): {', '.join(unknown)}; "
                               f"known: {', '.join(sorted(TASK_OPTIONS))}")
         values = {k: v for k, v in options.items() if k != "name"}
-        made = cls(**values)
-        made.validate()
-        return made
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        self.validate()  # every TaskOptions is in bounds, however it was made
 
     def validate(self) -> None:
         # The bounds of limits.py: checked once, when the task is declared.

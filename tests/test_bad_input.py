@@ -100,28 +100,6 @@ def test_a_bound_is_named_in_the_error(seeded, options, message):
     assert str(err) == message
 
 
-def test_every_bound_itself_is_accepted_and_kept(queue):
-    """The largest value of each bound is stored as given and read back everywhere."""
-    @queue.task(timeout=limits.TIMEOUT_MAX_S, retries=limits.RETRIES_MAX,
-                backoff=limits.BACKOFF_MAX_S, backoff_cap=limits.BACKOFF_MAX_S,
-                priority=limits.PRIORITY_MAX)
-    def longest():
-        return None
-
-    far = longest.schedule(at=limits.RUN_AT_MAX_MS / 1000, priority=limits.PRIORITY_MIN)
-    late = longest.schedule(delay=limits.DELAY_MAX_S)
-    now = longest.delay()
-    for job in (far, late, now):
-        rec = queue.get(job.id).record
-        assert rec.timeout_s == limits.TIMEOUT_MAX_S and rec.max_retries == limits.RETRIES_MAX
-        assert limits.stored_problem(rec) is None
-        assert job.run_at.year <= 9999  # datetime can show it
-    assert queue.get(far.id).record.run_at_ms == limits.RUN_AT_MAX_MS
-    assert queue.store.next_run_at_ms() <= limits.RUN_AT_MAX_MS
-    claimed = claim_all(queue.store)  # the claim deadline of the longest timeout fits
-    assert [r.id for r in claimed] == [now.id]
-
-
 @pytest.mark.parametrize("kwargs", [
     {"delay": -1}, {"delay": math.nan}, {"delay": math.inf}, {"delay": -math.inf},
     {"delay": 1e20}, {"delay": "5"}, {"delay": True},

@@ -7,6 +7,7 @@ business. Every method that changes state is one atomic transaction.
 from __future__ import annotations
 
 import abc
+import pickle
 from dataclasses import dataclass, fields
 from typing import Any, Collection, Protocol, Sequence
 
@@ -19,6 +20,19 @@ def offered_children(idle_children: Sequence[int], limit: int, claimed: int) -> 
     emptied the ready queue (otherwise the next claim has work for them)."""
     drained = limit > 0 and claimed < limit
     return list(idle_children[claimed:]) if drained else []
+
+
+def registry_info(raw: bytes) -> dict[str, Any]:
+    """A server registry value as its info dict. One that cannot be decoded reads as a
+    server with no heartbeat (so recovery treats it as gone), never as an error: one
+    stored value must not stop a server from starting."""
+    try:
+        info = pickle.loads(raw)
+    except Exception as exc:  # noqa: BLE001 - any bytes at all may be stored here
+        return {"unreadable": f"{type(exc).__name__}: {exc}"}
+    if not isinstance(info, dict) or not isinstance(info.get("heartbeat_ms", 0), int):
+        return {"unreadable": "not a server's info"}
+    return info
 
 
 @dataclass
