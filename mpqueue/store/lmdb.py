@@ -193,20 +193,26 @@ class LmdbStore(Store):
         """The first offered idle child, as (server, child pid), taken out of the offer;
         None if no server offers one, or if ready jobs wait (a server that offered just
         before they came claims them next: a new job must not start ahead of them)."""
-        for key, value in list(tx.scan(keys.DB_OFFERS)):
+        taken = None
+        malformed: tuple[bytes, ...] = ()  # a tuple: the hot path builds no list
+        for key, value in tx.scan(keys.DB_OFFERS):
             if tx.entries(keys.DB_READY):
-                return None
+                break
             pids, worker_id = _offered_pids(value), _worker_of(key)
-            if not pids or worker_id is None:
-                tx.delete(keys.DB_OFFERS, key)  # a value no server wrote: never a pill
-                continue
-            first, *rest = pids
-            if rest:
-                tx.put(keys.DB_OFFERS, key, keys.encode_pids(rest))
-            else:
-                tx.delete(keys.DB_OFFERS, key)
-            return worker_id, first
-        return None
+            if pids and worker_id is not None:
+                taken = key, worker_id, pids
+                break
+            malformed += (key,)  # a value no server wrote: dropped, never a pill
+        for key in malformed:
+            tx.delete(keys.DB_OFFERS, key)
+        if taken is None:
+            return None
+        key, worker_id, (first, *rest) = taken
+        if rest:
+            tx.put(keys.DB_OFFERS, key, keys.encode_pids(rest))
+        else:
+            tx.delete(keys.DB_OFFERS, key)
+        return worker_id, first
 
     def _hand_off(self, tx: Tx, rec: JobRecord, worker_id: str, child_pid: int) -> JobRecord:
         """Write a new job as already claimed by ``worker_id`` (as ``_take`` would), for
