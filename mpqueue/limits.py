@@ -143,36 +143,47 @@ def _epoch_seconds(at: Any) -> float:
 
 # ---- stored records ---------------------------------------------------------------------
 
-def _bad_number(value: Any, low: float, high: float, *, whole: bool) -> bool:
-    kinds = int if whole else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        return True
-    return not low <= value <= high  # False for NaN too
-
-
 def stored_problem(rec: "JobRecord") -> str | None:
     """Why a record read from a store cannot be run as it stands (a value that no entry
-    check lets in), or None. A server calls it on every job it promotes or claims, so it
-    is a handful of type and range tests."""
-    if not isinstance(rec.id, str) or not isinstance(rec.name, str):
+    check lets in), or None. A server calls it for every job it promotes or claims, so
+    the common case is one expression of exact type tests and chained comparisons
+    (``type(x) is int`` also refuses bools); only a bad record pays for the message."""
+    timeout, base, cap = rec.timeout_s, rec.backoff_base_s, rec.backoff_cap_s
+    if (type(rec.priority) is int and PRIORITY_MIN <= rec.priority <= PRIORITY_MAX
+            and type(rec.max_retries) is int and 0 <= rec.max_retries <= RETRIES_MAX
+            and type(rec.attempts) is int and 0 <= rec.attempts <= RETRIES_MAX + 1
+            and type(rec.run_at_ms) is int and -RUN_AT_MAX_MS <= rec.run_at_ms <= RUN_AT_MAX_MS
+            and type(base) in _NUMBERS and 0 <= base <= BACKOFF_MAX_S
+            and type(cap) in _NUMBERS and 0 <= cap <= BACKOFF_MAX_S
+            and (timeout is None or type(timeout) in _NUMBERS and 0 < timeout <= TIMEOUT_MAX_S)
+            and type(rec.id) is str and type(rec.name) is str
+            and type(rec.payload) is bytes and (rec.func is None or type(rec.func) is bytes)
+            and type(rec.errors) is tuple):
+        return None
+    return _describe(rec)
+
+
+_NUMBERS = (int, float)
+
+
+def _describe(rec: "JobRecord") -> str:
+    """The first value of ``rec`` that ``stored_problem`` refuses, in words."""
+    if type(rec.id) is not str or type(rec.name) is not str:
         return "id and name must be text"
-    if not isinstance(rec.payload, bytes) or not isinstance(rec.func, (bytes, type(None))):
+    if type(rec.payload) is not bytes or not (rec.func is None or type(rec.func) is bytes):
         return "payload and function must be bytes"
-    if not isinstance(rec.errors, tuple):
+    if type(rec.errors) is not tuple:
         return "its error history is not a list of errors"
     checks = (
-        ("priority", rec.priority, PRIORITY_MIN, PRIORITY_MAX, True),
-        ("max_retries", rec.max_retries, 0, RETRIES_MAX, True),
-        ("attempts", rec.attempts, 0, RETRIES_MAX + 1, True),
-        ("run_at_ms", rec.run_at_ms, -RUN_AT_MAX_MS, RUN_AT_MAX_MS, True),
-        ("backoff_base_s", rec.backoff_base_s, 0.0, BACKOFF_MAX_S, False),
-        ("backoff_cap_s", rec.backoff_cap_s, 0.0, BACKOFF_MAX_S, False),
+        ("priority", rec.priority, PRIORITY_MIN, PRIORITY_MAX, (int,)),
+        ("max_retries", rec.max_retries, 0, RETRIES_MAX, (int,)),
+        ("attempts", rec.attempts, 0, RETRIES_MAX + 1, (int,)),
+        ("run_at_ms", rec.run_at_ms, -RUN_AT_MAX_MS, RUN_AT_MAX_MS, (int,)),
+        ("backoff_base_s", rec.backoff_base_s, 0, BACKOFF_MAX_S, _NUMBERS),
+        ("backoff_cap_s", rec.backoff_cap_s, 0, BACKOFF_MAX_S, _NUMBERS),
     )
-    for what, value, low, high, whole in checks:
-        if _bad_number(value, low, high, whole=whole):
+    for what, value, low, high, kinds in checks:
+        if type(value) not in kinds or not low <= value <= high:  # NaN fails the range
             return f"{what} {value!r} is out of bounds ({low} to {high})"
-    timeout = rec.timeout_s
-    if timeout is not None and (_bad_number(timeout, 0.0, TIMEOUT_MAX_S, whole=False)
-                                or not timeout > 0):
-        return f"timeout_s {timeout!r} is out of bounds (none, or > 0 to {TIMEOUT_MAX_S})"
-    return None
+    return (f"timeout_s {rec.timeout_s!r} is out of bounds "
+            f"(none, or more than 0 up to {TIMEOUT_MAX_S})")
