@@ -204,11 +204,12 @@ def test_unknown_job_id(seeded):
         unchanged(seeded, lambda: seeded.requeue(bad), JobNotFound)
 
 
-def test_retry_delay_must_be_finite():
-    for bad in (-1, math.nan, math.inf):
-        with pytest.raises(ConfigError):
+def test_retry_delay_must_be_finite_and_bounded():
+    for bad in (-1, math.nan, math.inf, True, "5", limits.DELAY_MAX_S + 1, 1e308):
+        with pytest.raises(ConfigError, match="Retry delay"):
             Retry(bad)
     assert Retry(0).delay_s == 0
+    assert Retry(limits.DELAY_MAX_S).delay_s == limits.DELAY_MAX_S
 
 
 def test_longest_backoff_does_not_break_finish(queue):

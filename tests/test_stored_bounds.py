@@ -98,3 +98,17 @@ def test_readers_show_a_stored_time_datetime_cannot(queue, store, store_location
     # reads every waiting job each time, so it dead-letters this one at once.
     expected = JobState.DEAD if mode == "legacy" else JobState.SCHEDULED
     assert store.get(odd.id).state is expected
+
+
+@pytest.mark.parametrize("delay_s", [math.inf, math.nan, 1e308, -5.0])
+def test_a_retry_delay_out_of_bounds_from_a_child_still_finishes(store, delay_s):
+    """A child reports the delay of its Retry over a pipe; whatever number arrives, the
+    outcome applies and the retry time is one every store keeps (Retry itself refuses
+    such delays; see test_bad_input.py)."""
+    (job_id,) = add(store, record())
+    claim_all(store)
+    start = now_ms()
+    assert failed(store, job_id, now=start, retry_delay_s=delay_s) is True
+    rec = store.get(job_id)
+    assert rec.state in (JobState.SCHEDULED, JobState.READY)  # NaN, -5: no wait at all
+    assert start <= rec.run_at_ms <= start + limits.DELAY_MAX_S * 1000
