@@ -85,8 +85,8 @@ class Retry(MpqueueError):
 
     def __init__(self, delay_s: float | None = None, reason: str = ""):
         if delay_s is not None:
-            from .limits import DELAY_MAX_S, check_delay  # limits imports this module
-            delay_s = check_delay(delay_s, "Retry delay", DELAY_MAX_S, "100 years")
+            from .limits import CENTURY_TEXT, DELAY_MAX_S, check_delay  # imports this module
+            delay_s = check_delay(delay_s, "Retry delay", DELAY_MAX_S, CENTURY_TEXT)
         self.delay_s = delay_s
         self.reason = reason
         super().__init__(reason or f"retry requested (delay {delay_s!r} s)")

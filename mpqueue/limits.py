@@ -40,10 +40,12 @@ RESULT_TTL_MAX_S = 100 * YEAR_S  # how long finished jobs are kept
 # TIMEOUT_MAX_S after it still fits a signed 64-bit count of milliseconds.
 RUN_AT_MAX_MS = 253_402_300_799_999
 RUN_AT_MAX_TEXT = "9999-12-31 23:59:59 UTC"
+YEAR_TEXT, CENTURY_TEXT = "one year", "100 years"  # the bounds above, for messages
 
 
 def check_int(what: str, value: Any, low: int, high: int) -> int:
-    """``value`` if it is an integer (not a bool) from ``low`` to ``high``; else ConfigError."""
+    """``value`` if it is an integer (not a bool) from ``low`` to ``high``, else
+    ConfigError."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(f"{what} must be an integer from {low} to {high}; got {value!r}")
     return value
@@ -100,15 +102,15 @@ def check_timeout(timeout: Any) -> float | None:
     """None (no limit) or a job time limit of up to one year."""
     if timeout is None:
         return None
-    return check_positive("timeout", timeout, TIMEOUT_MAX_S, "one year")
+    return check_positive("timeout", timeout, TIMEOUT_MAX_S, YEAR_TEXT)
 
 
 def check_backoff(what: str, value: Any) -> float:
-    return check_positive(what, value, BACKOFF_MAX_S, "one year")
+    return check_positive(what, value, BACKOFF_MAX_S, YEAR_TEXT)
 
 
 def check_result_ttl(ttl: Any) -> float:
-    return check_delay(ttl, "result_ttl", RESULT_TTL_MAX_S, "100 years")
+    return check_delay(ttl, "result_ttl", RESULT_TTL_MAX_S, CENTURY_TEXT)
 
 
 def run_at_ms(delay: Any, at: Any, now_ms: int) -> int | None:
@@ -118,7 +120,7 @@ def run_at_ms(delay: Any, at: Any, now_ms: int) -> int | None:
     if delay is not None:
         if at is not None:
             raise ConfigError("give either delay= or at=, not both")
-        return min(now_ms + int(check_delay(delay, "delay", DELAY_MAX_S, "100 years") * 1000),
+        return min(now_ms + int(check_delay(delay, "delay", DELAY_MAX_S, CENTURY_TEXT) * 1000),
                    RUN_AT_MAX_MS)
     if at is None:
         return None
@@ -138,7 +140,8 @@ def _epoch_seconds(at: Any) -> float:
     try:
         return _seconds("at", at, "(or a datetime)")
     except ConfigError:
-        raise ConfigError(f"at must be a datetime or finite epoch seconds; got {at!r}") from None
+        raise ConfigError(f"at must be a datetime or finite epoch seconds; "
+                          f"got {at!r}") from None
 
 
 # ---- stored records ---------------------------------------------------------------------

@@ -90,6 +90,17 @@ def test_invalid_task_option_values(seeded, options):
     assert seeded.registry.names() == []
 
 
+def test_task_options_built_directly_are_checked_too():
+    """Not only the decorator: a TaskOptions made by hand (benchmarks, task_by_name) is
+    in bounds, so the hand-off path's claim deadline always fits its encoding."""
+    from mpqueue.config import TaskOptions
+    with pytest.raises(ConfigError, match="timeout must be at most 31536000 s"):
+        TaskOptions(timeout=1e17)
+    with pytest.raises(ConfigError, match="retries"):
+        TaskOptions(retries=-1)
+    assert TaskOptions(timeout=limits.TIMEOUT_MAX_S).timeout == limits.TIMEOUT_MAX_S
+
+
 @pytest.mark.parametrize("options, message", [
     ({"timeout": 1e17}, "timeout must be at most 31536000 s (one year), got 1e+17"),
     ({"backoff_cap": 1e20}, "backoff_cap must be at most 31536000 s (one year), got 1e+20"),

@@ -28,7 +28,7 @@ def registry_info(raw: bytes) -> dict[str, Any]:
     stored value must not stop a server from starting."""
     try:
         info = pickle.loads(raw)
-    except Exception as exc:  # noqa: BLE001 - any bytes at all may be stored here
+    except Exception as exc:  # any bytes at all may be stored here
         return {"unreadable": f"{type(exc).__name__}: {exc}"}
     if not isinstance(info, dict) or not isinstance(info.get("heartbeat_ms", 0), int):
         return {"unreadable": "not a server's info"}

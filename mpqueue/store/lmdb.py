@@ -347,7 +347,7 @@ class LmdbStore(Store):
         try:
             if rec.id == job_id:
                 self._save(tx, dead)
-        except Exception:  # noqa: BLE001 - values even the encoder refuses: the entry says why
+        except Exception:  # values even the encoder refuses: the dead entry says why
             pass
         tx.put(keys.DB_DEAD, keys.dead_key(job_id), reason.encode("utf-8", "replace"))
 
