@@ -4,7 +4,6 @@ module that builds a Queue never opens LMDB (workers import task modules)."""
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
@@ -12,12 +11,11 @@ from datetime import datetime
 from typing import Any, Callable, Sequence
 
 from .config import (DEFAULT_MAP_SIZE, DEFAULT_MODE, DEFAULT_RESULT_TTL_S, TaskOptions,
-                     check_delay, check_location, check_mode, check_priority, redact,
-                     resolve_path)
+                     check_location, check_mode, redact, resolve_path)
 from .display import describe
 from .errors import ConfigError, JobNotFound, TaskNotFound
 from .job import Job, JobRecord, JobState, is_job_id, new_job_id, new_job_ids, now_ms
-from .keys import RUN_AT_MAX_MS
+from .limits import check_priority, check_result_ttl, run_at_ms
 from .registry import Registry, check_name, resolve, task_name
 from .serializer import dump_callable, dump_payload
 from .recovery import coordinator_dead
@@ -49,11 +47,7 @@ class Queue:
         self.path = resolve_path(path)
         self.mode = check_mode(mode)
         check_location(self.path, self.mode)  # a postgresql:// URL is not a directory
-        if not (isinstance(result_ttl, (int, float)) and math.isfinite(result_ttl)
-                and result_ttl >= 0):
-            raise ConfigError(f"result_ttl must be a finite number of seconds >= 0; "
-                              f"got {describe(result_ttl)}")
-        self.result_ttl_s = float(result_ttl)
+        self.result_ttl_s = check_result_ttl(result_ttl)
         self.map_size = map_size
         self.sync = sync
         self.registry = Registry()
@@ -132,7 +126,9 @@ class Queue:
                 delay: float | None = None, at: datetime | float | None = None,
                 priority: int | None = None) -> Job:
         """Enqueue one job of ``task``. Nothing is written if any argument is invalid."""
-        run_at = _run_at_ms(delay, at)
+        # The options of the task were checked when it was declared; only what varies
+        # per call is checked here (see limits.py).
+        run_at = None if delay is None and at is None else run_at_ms(delay, at, now_ms())
         rec = self._record(task.name, dump_payload(args, kwargs), task.options,
                            func=task.func_bytes(), priority=priority, run_at_ms=run_at)
         return self._add([rec])[0]
@@ -243,25 +239,6 @@ class Queue:
         """Delete done jobs older than the result retention; returns how many."""
         cutoff = (now_ms() if now is None else now) - int(self.result_ttl_s * 1000)
         return self.store.expire_finished(cutoff)
-
-
-def _run_at_ms(delay: float | None, at: datetime | float | None) -> int | None:
-    if delay is not None and at is not None:
-        raise ConfigError("give either delay= or at=, not both")
-    if delay is not None:
-        run_at = now_ms() + int(check_delay(delay) * 1000)
-    elif at is None:
-        return None
-    elif isinstance(at, datetime):
-        run_at = int(at.timestamp() * 1000)
-    elif (isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at)
-            or at < 0):
-        raise ConfigError(f"at must be a datetime or epoch seconds >= 0; got {describe(at)}")
-    else:
-        run_at = int(at * 1000)
-    if run_at > RUN_AT_MAX_MS:  # the scheduled index holds run-at as a u64 of ms
-        raise ConfigError(f"run time is too far in the future (delay={describe(delay)}, at={describe(at)})")
-    return run_at
 
 
 def _parse_state(state: str | None) -> JobState | None:

@@ -25,8 +25,8 @@ from .config import (DEFAULT_LIST_LIMIT, DEFAULT_MODE, DEFAULT_PATH, MODES, PATH
                      SHOW_REPR_MAX, is_url, redact)
 from .errors import ConfigError, JobNotFound, MpqueueError, SerializationError, StoreCorrupt
 from .job import Job, JobState
-from .keys import PRIORITY_MAX, PRIORITY_MIN
 from .display import CUT_MARK, plain_int, short_repr
+from .limits import PRIORITY_MAX, PRIORITY_MIN
 from .serializer import load_result
 from .store.base import CheckReport
 
@@ -111,7 +111,8 @@ def cli(ctx: click.Context, path: str | None, mode: str) -> None:
               help="Keyword arguments as a JSON object, e.g. '{\"scale\": 2}'. "
                    "[default: {}]")
 @click.option("--delay", type=float, default=None, metavar="SECONDS",
-              help="Run no sooner than SECONDS (>= 0) from now. [default: run now]")
+              help="Run no sooner than SECONDS (0 to 100 years) from now. "
+                   "[default: run now]")
 @click.option("--priority", type=int, default=None,
               help=f"Higher runs first; an integer from {PRIORITY_MIN} to {PRIORITY_MAX}. "
                    "[default: the task's own priority]")
@@ -461,7 +462,11 @@ def _plain(value: Any, width: int | None = None) -> Any:
 def _time(ms: int | None) -> str:
     if ms is None:
         return "-"
-    stamp = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    try:
+        stamp = datetime.fromtimestamp(ms / 1000, tz=timezone.utc)
+    except (OverflowError, ValueError, OSError, TypeError):
+        # A stored time no entry check lets in (older code, by hand): show the number.
+        return f"{ms!r} ms"
     return stamp.strftime("%Y-%m-%d %H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +9,8 @@ from typing import Any
 
 from .errors import ConfigError
 from .display import describe
-from .keys import PRIORITY_MAX, PRIORITY_MIN
+from .limits import (check_backoff, check_delay, check_int, check_positive, check_priority,
+                     check_retries, check_timeout)
 
 PATH_ENV = "MPQUEUE_PATH"
 SHARED_STORE_ENV = "MPQUEUE_SHARED_STORE"  # =1: open a store others own or can write
@@ -101,43 +101,18 @@ class TaskOptions:
             raise ConfigError(f"unknown task option(s): {', '.join(unknown)}; "
                               f"known: {', '.join(sorted(TASK_OPTIONS))}")
         values = {k: v for k, v in options.items() if k != "name"}
-        made = cls(**values)
-        made.validate()
-        return made
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        self.validate()  # every TaskOptions is in bounds, however it was made
 
     def validate(self) -> None:
-        check_int("retries", self.retries, 0, 1_000_000)
+        # The bounds of limits.py: checked once, when the task is declared.
+        check_retries(self.retries)
         check_priority(self.priority)
-        if self.timeout is not None:
-            check_positive("timeout", self.timeout)
-        check_positive("backoff", self.backoff)
-        check_positive("backoff_cap", self.backoff_cap)
-
-
-def check_int(what: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{what} must be an integer from {low} to {high}; "
-                          f"got {describe(value)}")
-    return value
-
-
-def check_priority(priority: Any) -> int:
-    return check_int("priority", priority, PRIORITY_MIN, PRIORITY_MAX)
-
-
-def check_positive(what: str, value: Any) -> float:
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or not math.isfinite(value) or not value > 0):
-        raise ConfigError(f"{what} must be a finite number of seconds > 0; "
-                          f"got {describe(value)}")
-    return float(value)
-
-
-def check_delay(delay: Any, what: str = "delay") -> float:
-    if (isinstance(delay, bool) or not isinstance(delay, (int, float))
-            or not math.isfinite(delay) or delay < 0):
-        raise ConfigError(f"{what} must be a number of seconds >= 0; got {describe(delay)}")
-    return float(delay)
+        check_timeout(self.timeout)
+        check_backoff("backoff", self.backoff)
+        check_backoff("backoff_cap", self.backoff_cap)
 
 
 DEFAULT_BATCH = 256               # most jobs claimed in one write transaction

@@ -92,9 +92,9 @@ class Retry(MpqueueError):
     """Raise inside a task to retry the job after ``delay_s`` seconds (counts an attempt)."""
 
     def __init__(self, delay_s: float | None = None, reason: str = ""):
-        if delay_s is not None and not (0 <= delay_s < float("inf")):  # NaN fails too
-            raise ConfigError(f"Retry delay must be a finite number of seconds >= 0, "
-                              f"got {describe(delay_s)}")
+        if delay_s is not None:
+            from .limits import CENTURY_TEXT, DELAY_MAX_S, check_delay  # imports this module
+            delay_s = check_delay(delay_s, "Retry delay", DELAY_MAX_S, CENTURY_TEXT)
         self.delay_s = delay_s
         self.reason = reason
         super().__init__(reason or f"retry requested (delay {describe(delay_s)} s)")

@@ -31,6 +31,10 @@ import struct
 from typing import Sequence
 
 from .errors import ConfigError
+# Re-exported: the encodings below are written for these bounds.
+from .limits import JOB_ID_BYTES as JOB_ID_BYTES, KEY_MAX_BYTES
+from .limits import PRIORITY_MAX as PRIORITY_MAX, PRIORITY_MIN as PRIORITY_MIN
+from .limits import RUN_AT_MAX_MS as RUN_AT_MAX_MS
 
 DB_JOBS = b"jobs"
 DB_BY_NAME = b"by_name"
@@ -50,13 +54,11 @@ META_LAYOUT = b"layout"
 META_SCHEMA = b"schema"
 META_CODEC = b"codec"    # the record encoding every record is in (absent: 1)
 
-MAX_KEY_BYTES = 511  # LMDB's compiled-in limit; a longer key raises BadValsizeError
-JOB_ID_BYTES = 32  # job ids are 32 lowercase hex characters
+MAX_KEY_BYTES = KEY_MAX_BYTES  # a longer key raises BadValsizeError
 SEP = b"\x00"
-PRIORITY_MIN = -(2**31)
-PRIORITY_MAX = 2**31 - 1
 _U64_MAX = 2**64 - 1
-RUN_AT_MAX_MS = _U64_MAX - 1  # the u64 maximum is kept free for scheduled_upper_bound
+# The bounds (limits.py) keep every priority in the u32 of _inv_priority and every run
+# time far below the u64 maximum that scheduled_upper_bound keeps free.
 
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")

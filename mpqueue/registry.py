@@ -6,9 +6,9 @@ import importlib
 from typing import Any, Callable
 
 from .errors import ConfigError, DuplicateTask, TaskNotFound
-from .keys import MAX_KEY_BYTES, JOB_ID_BYTES
+from .limits import NAME_MAX_BYTES
 
-MAX_NAME_BYTES = MAX_KEY_BYTES - JOB_ID_BYTES - 1  # the name index key holds name, 0, id
+MAX_NAME_BYTES = NAME_MAX_BYTES  # the name index key holds name, 0, id
 
 
 def task_name(fn: Callable[..., Any]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from .job import JobRecord
-from .keys import RUN_AT_MAX_MS
+from .limits import DELAY_MAX_S, RUN_AT_MAX_MS
 
 
 def backoff_s(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
@@ -32,4 +32,6 @@ def next_run_at_ms(record: JobRecord, now_ms: int, rng: random.Random, *,
         return None
     if delay_s is None:
         delay_s = backoff_s(record.attempts, record.backoff_base_s, record.backoff_cap_s, rng)
-    return min(now_ms + int(delay_s * 1000), RUN_AT_MAX_MS)  # a u64 in the scheduled key
+    # Bounded before the int(): a delay a child sent may be anything (inf raises there).
+    delay_s = min(delay_s, DELAY_MAX_S) if delay_s >= 0 else 0.0  # NaN too
+    return min(now_ms + int(delay_s * 1000), RUN_AT_MAX_MS)  # datetime and every store keep it

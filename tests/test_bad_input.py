@@ -8,13 +8,14 @@ import os
 import shutil
 import subprocess
 import threading
+from datetime import datetime, timezone
 
 import lmdb
 import pytest
 
 from mpqueue import (ConfigError, DuplicateTask, JobNotFound, MpqueueError, Queue, Retry,
                      SerializationError)
-from mpqueue import keys
+from mpqueue import keys, limits
 from mpqueue.job import JobState, now_ms
 from mpqueue.registry import MAX_NAME_BYTES
 from mpqueue.store.lmdb_env import _OPEN_ENVS
@@ -86,10 +87,33 @@ def test_unknown_task_option(seeded):
     {"backoff_cap": -5}, {"backoff_cap": math.inf}, {"priority": 2**31},
     {"priority": -(2**31) - 1}, {"priority": 1.0}, {"priority": None},
     {"name": "a\x00b"}, {"name": 42},
+    {"timeout": 1e17}, {"timeout": limits.TIMEOUT_MAX_S + 0.5}, {"retries": 1001},
+    {"backoff": 1e300}, {"backoff": limits.BACKOFF_MAX_S + 1}, {"backoff_cap": 1e20},
 ])
 def test_invalid_task_option_values(seeded, options):
     unchanged(seeded, lambda: seeded.task(lambda: None, **options), ConfigError)
     assert seeded.registry.names() == []
+
+
+def test_task_options_built_directly_are_checked_too():
+    """Not only the decorator: a TaskOptions made by hand (benchmarks, task_by_name) is
+    in bounds, so the hand-off path's claim deadline always fits its encoding."""
+    from mpqueue.config import TaskOptions
+    with pytest.raises(ConfigError, match="timeout must be at most 31536000 s"):
+        TaskOptions(timeout=1e17)
+    with pytest.raises(ConfigError, match="retries"):
+        TaskOptions(retries=-1)
+    assert TaskOptions(timeout=limits.TIMEOUT_MAX_S).timeout == limits.TIMEOUT_MAX_S
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"timeout": 1e17}, "timeout must be at most 31536000 s (one year), got 1e+17"),
+    ({"backoff_cap": 1e20}, "backoff_cap must be at most 31536000 s (one year), got 1e+20"),
+    ({"retries": 5000}, "retries must be an integer from 0 to 1000; got 5000"),
+])
+def test_a_bound_is_named_in_the_error(seeded, options, message):
+    err = unchanged(seeded, lambda: seeded.task(lambda: None, **options), ConfigError)
+    assert str(err) == message
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -97,10 +121,21 @@ def test_invalid_task_option_values(seeded, options):
     {"delay": 1e20}, {"delay": "5"}, {"delay": True},
     {"delay": 1, "at": now_ms() / 1000 + 60}, {"at": -1}, {"at": math.nan}, {"at": math.inf},
     {"at": 1e20}, {"at": "tomorrow"}, {"priority": 2**31}, {"priority": "high"},
+    {"delay": 1e16}, {"delay": limits.DELAY_MAX_S + 1}, {"delay": 10**400},
+    {"at": limits.RUN_AT_MAX_MS / 1000 + 1}, {"at": datetime(1969, 12, 31, tzinfo=timezone.utc)},
+    {"at": True}, {"priority": True},
 ])
 def test_invalid_schedule_arguments(seeded, kwargs):
     add = seeded.task_by_name("tests.tasks.add")
     unchanged(seeded, lambda: add.schedule((1, 2), **kwargs), ConfigError)
+
+
+def test_the_schedule_bounds_are_named(seeded):
+    add = seeded.task_by_name("tests.tasks.add")
+    err = unchanged(seeded, lambda: add.schedule((1, 2), delay=1e16), ConfigError)
+    assert str(err) == "delay must be at most 3153600000 s (100 years), got 1e+16"
+    err = unchanged(seeded, lambda: add.schedule((1, 2), at=1e12), ConfigError)
+    assert "9999-12-31 23:59:59 UTC" in str(err) and "1000000000000.0" in str(err)
 
 
 def test_map_priority_out_of_range(seeded):
@@ -154,7 +189,9 @@ def test_store_path_is_a_file(tmp_path, mode):
 
 
 @pytest.mark.parametrize("kwargs", [{"mode": "fast"}, {"result_ttl": -1},
-                                    {"result_ttl": math.nan}, {"result_ttl": math.inf}])
+                                    {"result_ttl": math.nan}, {"result_ttl": math.inf},
+                                    {"result_ttl": 1e300}, {"result_ttl": True},
+                                    {"result_ttl": limits.RESULT_TTL_MAX_S + 1}])
 def test_invalid_queue_options(tmp_path, kwargs):
     with pytest.raises(ConfigError):
         Queue(str(tmp_path / "q"), **kwargs)
@@ -183,15 +220,16 @@ def test_unknown_job_id(seeded):
         unchanged(seeded, lambda: seeded.requeue(bad), JobNotFound)
 
 
-def test_retry_delay_must_be_finite():
-    for bad in (-1, math.nan, math.inf):
-        with pytest.raises(ConfigError):
+def test_retry_delay_must_be_finite_and_bounded():
+    for bad in (-1, math.nan, math.inf, True, "5", limits.DELAY_MAX_S + 1, 1e308):
+        with pytest.raises(ConfigError, match="Retry delay"):
             Retry(bad)
     assert Retry(0).delay_s == 0
+    assert Retry(limits.DELAY_MAX_S).delay_s == limits.DELAY_MAX_S
 
 
-def test_huge_backoff_does_not_break_finish(queue):
-    @queue.task(retries=3, backoff=1e300, backoff_cap=1e300)
+def test_longest_backoff_does_not_break_finish(queue):
+    @queue.task(retries=3, backoff=limits.BACKOFF_MAX_S, backoff_cap=limits.BACKOFF_MAX_S)
     def slow():
         return None
 
@@ -199,7 +237,7 @@ def test_huge_backoff_does_not_break_finish(queue):
     claim_all(queue.store)
     assert failed(queue.store, job.id) is True
     rec = queue.store.get(job.id)
-    assert rec.state is JobState.SCHEDULED and rec.run_at_ms <= keys.RUN_AT_MAX_MS
+    assert rec.state is JobState.SCHEDULED and rec.run_at_ms <= limits.RUN_AT_MAX_MS
 
 
 # ---- corrupt records -------------------------------------------------------------------

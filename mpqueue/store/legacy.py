@@ -15,6 +15,7 @@ from typing import Sequence
 
 from .. import keys
 from ..job import JobRecord, JobState, now_ms
+from ..limits import stored_problem
 from .lmdb import LAYOUT_LEGACY, LmdbStore
 from .lmdb_env import Tx
 
@@ -68,11 +69,16 @@ class LegacyLmdbStore(LmdbStore):
         best: tuple[int, int] | None = None
         best_id = ""
         unreadable = []
+        out_of_bounds = []
         for key, _ in tx.scan(keys.DB_PENDING, values=False):
             job_id = keys.decode_job_key(key)
             rec = self._load(tx, job_id)  # the per-job read the legacy poll pays for
             if rec is not None and rec.state not in (JobState.READY, JobState.SCHEDULED):
                 unreadable.append(rec)  # a corrupt record's stand-in
+                continue
+            problem = None if rec is None else stored_problem(rec)
+            if rec is not None and problem is not None:
+                out_of_bounds.append((job_id, rec, problem))  # never compared below
                 continue
             if rec is None or rec.run_at_ms > now_ms:
                 continue
@@ -82,6 +88,9 @@ class LegacyLmdbStore(LmdbStore):
         for rec in unreadable:
             tx.delete(keys.DB_PENDING, keys.pending_key(rec.id))
             self._park_corrupt(tx, rec.id, str(rec.errors[-1].message if rec.errors else ""))
+        for job_id, rec, problem in out_of_bounds:
+            tx.delete(keys.DB_PENDING, keys.pending_key(job_id))
+            self._bury_bad(tx, job_id, rec, problem)
         if best is None:
             return []
         tx.delete(keys.DB_PENDING, keys.pending_key(best_id))
@@ -95,7 +104,8 @@ class LegacyLmdbStore(LmdbStore):
         def body(tx: Tx) -> int | None:
             times = [rec.run_at_ms for key, _ in tx.scan(keys.DB_PENDING, values=False)
                      if (rec := self._load(tx, keys.decode_job_key(key))) is not None
-                     and rec.state is JobState.SCHEDULED]  # ready jobs are not scheduled
+                     and rec.state is JobState.SCHEDULED  # ready jobs are not scheduled
+                     and stored_problem(rec) is None]  # the next poll buries it
             return min(times) if times else None
         return self.env.read(body)
 

@@ -19,6 +19,7 @@ from ..config import DEFAULT_LEASE_S, DEFAULT_MAP_SIZE
 from ..errors import ConfigError, JobNotFound
 from ..identity import pid_exists
 from ..job import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
+from ..limits import stored_problem
 from ..retry import next_run_at_ms
 from .base import CheckReport, HolderGone, OpCounter, Store, offered_children
 from .codec import (RECORD_V1, RECORD_V2, CorruptRecord, decode_claim, decode_listing,
@@ -171,8 +172,13 @@ class LmdbStore(Store):
         if cached is not None:
             raw = tx.get(keys.DB_JOBS, keys.job_key(job_id))
             if raw == cached[0]:
-                return cached[1]
-        return self._load(tx, job_id)
+                return cached[1]  # checked when this object claimed it
+        rec = self._load(tx, job_id)
+        problem = None if rec is None or rec.is_corrupt else stored_problem(rec)
+        if rec is not None and problem is not None:
+            self._bury_bad(tx, job_id, rec, problem)
+            return None
+        return rec
 
     def _index_value(self, raw: bytes) -> bytes:
         return raw  # optimized: the index holds the whole record (listing needs no lookups)
@@ -247,18 +253,20 @@ class LmdbStore(Store):
         one, or if ready jobs wait (a server that offered just before they came claims
         them next: a new job must not start ahead of them).
 
-        An offer of a dead or frozen server (SIGKILL, SIGSTOP) is withdrawn here, so the
-        job goes to the ready queue for a live server instead. The check costs one get
-        (the server's registry entry) and one kill(pid, 0) per delay()."""
+        An offer of a dead or frozen server (SIGKILL, SIGSTOP), or one no server wrote
+        (malformed bytes), is withdrawn here, so the job goes to the ready queue for a
+        live server instead: never a poison pill. The check costs one get (the
+        server's registry entry) and one kill(pid, 0) per delay()."""
         withdrawn = []
         try:
             for key, value in tx.scan(keys.DB_OFFERS):
                 if tx.entries(keys.DB_READY):
                     return None
-                fresh = _server_fresh(tx.get(keys.DB_WORKERS, key))
-                pids = keys.decode_pids(value) if fresh else []
+                worker_id = _worker_of(key)
+                fresh = worker_id is not None and _server_fresh(tx.get(keys.DB_WORKERS, key))
+                pids = _offered_pids(value) if fresh else []
                 alive = next((i for i, pid in enumerate(pids) if pid_exists(pid)), None)
-                if alive is None:
+                if worker_id is None or alive is None:
                     withdrawn.append(key)
                     continue
                 rest = pids[alive + 1:]  # the dead ones before it go too
@@ -266,7 +274,7 @@ class LmdbStore(Store):
                     tx.put(keys.DB_OFFERS, key, keys.encode_pids(rest))
                 else:
                     tx.delete(keys.DB_OFFERS, key)
-                return keys.decode_worker_key(key), pids[alive]
+                return worker_id, pids[alive]
             return None
         finally:
             for key in withdrawn:  # after the scan: its cursor stays where it was
@@ -332,6 +340,12 @@ class LmdbStore(Store):
             except CorruptRecord as exc:
                 self._park_corrupt(tx, job_id, str(exc))  # never resurrect it as ready
                 continue
+            if rec.state is not JobState.SCHEDULED:
+                continue  # a stray index entry (its job moved on): dropped above
+            problem = stored_problem(rec)
+            if problem is not None:
+                self._bury_bad(tx, job_id, rec, problem)
+                continue
             rec = rec.evolve(state=JobState.READY)
             self._save(tx, rec)
             self._enqueue_index(tx, rec)
@@ -368,6 +382,12 @@ class LmdbStore(Store):
         except CorruptRecord as exc:
             self._park_corrupt(tx, job_id, str(exc))
             return None
+        if rec.state is not JobState.READY:
+            return None  # a stray index entry (its job moved on): dropped by the caller
+        problem = stored_problem(rec)  # the deadline below, the retry policy later
+        if problem is not None:
+            self._bury_bad(tx, job_id, rec, problem)
+            return None
         rec = rec.evolve(state=JobState.PROCESSING, attempts=rec.attempts + 1)
         if len(self._claimed) >= _CLAIM_CACHE_MAX:
             self._claimed.clear()  # entries of jobs finished elsewhere; just a cache
@@ -380,6 +400,22 @@ class LmdbStore(Store):
     def _park_corrupt(self, tx: Tx, job_id: str, reason: str) -> None:
         """A reader must never crash on a bad record: park it in dead, with the reason."""
         tx.put(keys.DB_DEAD, keys.dead_key(job_id), f"corrupt record: {reason}".encode())
+
+    def _bury_bad(self, tx: Tx, job_id: str, rec: JobRecord, problem: str) -> None:
+        """A record that decodes but holds a value out of bounds (older code, or written
+        by hand) is that job's failure: dead with the reason, never run, never a crash."""
+        reason = f"stored value out of bounds: {problem}"
+        now = now_ms()
+        error = ErrorInfo("OutOfBounds", reason, kind="corrupt", at_ms=now)
+        history = rec.errors if isinstance(rec.errors, tuple) else ()
+        dead = rec.evolve(errors=history + (error,), finished_at_ms=now)
+        dead.state = JobState.DEAD  # from whatever state it claims: its values are wrong
+        try:
+            if rec.id == job_id:
+                self._save(tx, dead)
+        except Exception:  # values even the encoder refuses: the dead entry says why
+            pass
+        tx.put(keys.DB_DEAD, keys.dead_key(job_id), reason.encode("utf-8", "replace"))
 
     def next_run_at_ms(self) -> int | None:
         def first(tx: Tx) -> int | None:
@@ -443,8 +479,9 @@ class LmdbStore(Store):
     # ---- claims and workers -------------------------------------------------------
     def claims(self, worker_id: str | None = None) -> list[Claim]:
         prefix = b"" if worker_id is None else keys.processing_prefix(worker_id)
-        return self.env.read(lambda tx: [decode_claim(key, raw) for key, raw in
-                                          tx.scan_prefix(keys.DB_PROCESSING, prefix)])
+        return self.env.read(lambda tx: [claim for key, raw in
+                                          tx.scan_prefix(keys.DB_PROCESSING, prefix)
+                                          if (claim := _read_claim(key, raw)) is not None])
 
     def requeue_worker(self, worker_id: str) -> list[str]:
         return self.env.write(lambda tx: self._requeue_worker(tx, worker_id))
@@ -606,12 +643,13 @@ class LmdbStore(Store):
             offer = tx.get(keys.DB_OFFERS, keys.worker_key(worker_id))
             if offer is not None:
                 self._set_offer(tx, worker_id,
-                                [p for p in keys.decode_pids(offer) if p != child_pid])
+                                [p for p in _offered_pids(offer) if p != child_pid])
             found = []
             for key, raw in tx.scan_prefix(keys.DB_PROCESSING,
                                            keys.processing_prefix(worker_id)):
-                claim = decode_claim(key, raw)
-                if claim.child_pid == child_pid and claim.job_id not in known:
+                claim = _read_claim(key, raw)
+                if (claim is not None and claim.child_pid == child_pid
+                        and claim.job_id not in known):
                     rec = self._load(tx, claim.job_id)
                     if rec is not None and rec.state is JobState.PROCESSING:
                         found.append(rec)
@@ -622,7 +660,8 @@ class LmdbStore(Store):
         def body(tx: Tx) -> JobRecord | None:
             key = keys.processing_key(worker_id, job_id)
             raw = tx.get(keys.DB_PROCESSING, key)
-            if raw is None or decode_claim(key, raw).child_pid != child_pid:
+            claim = None if raw is None else _read_claim(key, raw)
+            if claim is None or claim.child_pid != child_pid:
                 return None  # finished, put back or never ours: not to be run by us
             return self._load(tx, job_id)
         return self.env.read(body)
@@ -632,8 +671,9 @@ class LmdbStore(Store):
         self.env.write(lambda tx: tx.put(keys.DB_WORKERS, keys.worker_key(worker_id), raw))
 
     def workers(self) -> dict[str, dict[str, Any]]:
-        found = self.env.read(lambda tx: {keys.decode_worker_key(k): decode_worker_info(v)
-                                          for k, v in tx.scan(keys.DB_WORKERS)})
+        found = self.env.read(lambda tx: {worker_id: decode_worker_info(v)
+                                          for k, v in tx.scan(keys.DB_WORKERS)
+                                          if (worker_id := _worker_of(k)) is not None})
         now = now_ms()  # one host, one clock: local wall time is the heartbeat's clock
         for info in found.values():
             info["heartbeat_age_ms"] = now - int(info.get("heartbeat_ms", 0))
@@ -684,3 +724,33 @@ def _server_fresh(raw: bytes | None) -> bool:
         return age_ms <= float(info.get("lease_s", DEFAULT_LEASE_S)) * 1000
     except Exception:  # an unreadable entry offers nothing; it must not fail the enqueue
         return False
+
+
+def _read_claim(key: bytes, raw: bytes) -> Claim | None:
+    """A processing entry as a Claim. One whose value cannot be decoded is still that
+    worker's claim on that job (times unknown), so recovery can put the job back; one
+    whose key names no job nobody can act on (None)."""
+    try:
+        return decode_claim(key, raw)
+    except (CorruptRecord, ValueError):
+        pass
+    try:
+        worker_id, job_id = keys.decode_processing_key(key)
+    except ValueError:
+        return None
+    return Claim(job_id, worker_id, 0) if len(job_id) == keys.JOB_ID_BYTES else None
+
+
+def _offered_pids(value: bytes) -> list[int]:
+    """The child pids of an offer; none for a value no server writes."""
+    if not value or len(value) % 4:
+        return []
+    return [pid for pid in keys.decode_pids(value) if pid > 0]
+
+
+def _worker_of(key: bytes) -> str | None:
+    """The worker id of a registry or offer key; None for bytes no server writes."""
+    try:
+        return keys.decode_worker_key(key)
+    except ValueError:
+        return None

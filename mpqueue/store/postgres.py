@@ -18,6 +18,7 @@ import psycopg
 from .. import keys
 from ..errors import ConfigError, JobNotFound
 from ..job import Claim, ErrorInfo, JobRecord, JobState, Outcome
+from ..limits import TIMEOUT_MAX_S, stored_problem
 from ..retry import next_run_at_ms
 from . import pg_schema
 from .base import CheckReport, HolderGone, OpCounter, Store
@@ -26,6 +27,7 @@ from .pg_listen import PgListener
 from .pg_session import PgSession, Query
 
 BIGINT_MAX = 2**63 - 1  # run-at times beyond it (year 292 million) are stored as it
+INTEGER_MAX = 2**31 - 1
 CHANNEL_MAX_BYTES = 63  # PostgreSQL identifiers (and so channel names) are this short
 
 # JobRecord's fields, in the order every query selects them.
@@ -55,9 +57,14 @@ _SQL = {
     "promote": """UPDATE {jobs} SET state = 'ready' WHERE id IN (
         SELECT id FROM {jobs} WHERE state = 'scheduled' AND run_at_ms <= %s
         FOR UPDATE SKIP LOCKED)""",
-    "claim": f"""UPDATE {{jobs}} AS j SET state = 'processing', attempts = j.attempts + 1,
+    # A stored value out of bounds must not fail the statement (it would stop every
+    # claim): such a row gets no deadline and keeps its attempts, and _claim buries it.
+    "claim": f"""UPDATE {{jobs}} AS j SET state = 'processing',
+            attempts = CASE WHEN j.attempts < {INTEGER_MAX} THEN j.attempts + 1
+                            ELSE j.attempts END,
             worker_id = %s, claimed_at_ms = %s,
-            deadline_ms = %s + trunc(j.timeout_s * 1000)::bigint
+            deadline_ms = CASE WHEN j.timeout_s > 0 AND j.timeout_s <= {TIMEOUT_MAX_S}
+                               THEN %s + trunc(j.timeout_s * 1000)::bigint END
         FROM (SELECT id FROM {{jobs}} WHERE state = 'ready' ORDER BY priority DESC, seq
               LIMIT %s FOR UPDATE SKIP LOCKED) AS picked
         WHERE j.id = picked.id
@@ -79,6 +86,9 @@ _SQL = {
         WHERE j.id = u.id""",
     "park": """UPDATE {jobs} SET state = 'dead', dead_reason = %s, worker_id = NULL,
             claimed_at_ms = NULL, deadline_ms = NULL WHERE id = %s""",
+    "bury": """UPDATE {jobs} SET state = 'dead', dead_reason = %s, errors = %s,
+            finished_at_ms = %s, worker_id = NULL, claimed_at_ms = NULL, deadline_ms = NULL
+        WHERE id = %s""",
     "next_run_at": "SELECT min(run_at_ms) FROM {jobs} WHERE state = 'scheduled'",
     "claims": """SELECT id, worker_id, claimed_at_ms, deadline_ms FROM {jobs}
         WHERE state = 'processing' ORDER BY worker_id, id""",
@@ -222,11 +232,25 @@ class PostgresStore(Store):
         claimed = []
         for row in rows:
             try:
-                claimed.append(_read(row))
+                rec = _read(row)
             except ValueError as exc:  # unreadable: park it, never hand it out
                 q.write(self.sql["park"], (f"corrupt record: {exc}", row[0]))
+                continue
+            problem = stored_problem(rec)  # written by older code or by hand
+            if problem is None:
+                claimed.append(rec)
+            else:
+                self._bury_bad(q, rec, problem, now_ms)
         claimed.sort(key=lambda r: (-r.priority, r.seq))  # RETURNING has no order
         return claimed
+
+    def _bury_bad(self, q: Query, rec: JobRecord, problem: str, now_ms: int) -> None:
+        """A row holding a value out of bounds is that job's failure: dead, with the
+        reason in its error history (as the LMDB store does)."""
+        reason = f"stored value out of bounds: {problem}"
+        error = ErrorInfo("OutOfBounds", reason, kind="corrupt", at_ms=now_ms)
+        q.write(self.sql["bury"], (_text(reason), _encode_errors(rec.errors + (error,)),
+                                   now_ms, rec.id))
 
     def next_run_at_ms(self) -> int | None:
         row = self.session.run(lambda q: q.one(self.sql["next_run_at"]), write=False)
