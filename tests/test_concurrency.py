@@ -49,7 +49,8 @@ def claim_until_done(path: str, mode: str, worker: str, producers_done, out: str
 def _run(tmp_path: Path, mode: str, producers: int, per_producer: int, claimers: int) -> None:
     ctx = mp.get_context("spawn")
     path = str(tmp_path / "store")
-    Queue(path, mode=mode).stats()  # create the store before the race
+    with Queue(path, mode=mode) as queue:  # create the store before the race
+        queue.stats()
     done_event = ctx.Event()
     claim_files = [tmp_path / f"claimed-{i}.txt" for i in range(claimers)]
     made_files = [tmp_path / f"made-{i}.txt" for i in range(producers)]

@@ -3,6 +3,7 @@ migrations between them), checked against a model and against the raw indexes.""
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import tempfile
@@ -13,7 +14,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from mpqueue import keys
-from mpqueue.job import ErrorInfo, JobRecord, JobState, Outcome
+from mpqueue.job import ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from mpqueue.store import open_store
 from mpqueue.store.base import offered_children
 from mpqueue.store.codec import decode_claim
@@ -21,7 +22,9 @@ from mpqueue.store.codec import decode_record
 
 NAMES = ("t.a", "t.ab", "t.b")
 WORKERS = ("w1", "w2")
-CHILDREN = (101, 102, 103)  # child pids a server may offer
+# Child pids a server may offer: live ones (a producer hands off only to a live child
+# of a server whose heartbeat is fresh, and the servers below register such a heartbeat).
+CHILDREN = tuple(sorted({1, os.getpid(), os.getppid()}))
 START_MS = 4_000_000_000_000  # ahead of the real clock: legacy reads use it
 QUEUE_INDEXES = {
     "optimized": {keys.DB_READY: {JobState.READY}, keys.DB_SCHEDULED: {JobState.SCHEDULED}},
@@ -37,6 +40,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.dir = tempfile.mkdtemp(prefix="mpq-prop-")
         self.mode = self.start_mode
         self.store = self._open()
+        self._register()
         self.now = START_MS
         # the model: id -> [state, worker or None, attempts, max_retries]
         self.jobs: dict[str, list] = {}
@@ -54,6 +58,13 @@ class StoreMachine(RuleBasedStateMachine):
         store = open_store(self.dir, mode=self.mode, sync=False)
         store.rng = random.Random(0)  # deterministic jitter: hypothesis replays runs
         return store
+
+    def _register(self) -> None:
+        """The servers beat, fresh for the whole run: their offers stand."""
+        for worker in WORKERS:
+            self.store.register_worker(worker, {"pid": 0, "host": "model", "children": [],
+                                                "heartbeat_ms": now_ms(), "monotonic": 0.0,
+                                                "lease_s": 86400.0})
 
     def _records(self) -> dict[str, JobRecord]:
         return {r.id: r for r in self.store.list()}
@@ -275,15 +286,18 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule()
     def reopen_in_the_other_mode(self):
+        for worker in WORKERS:  # a store changes mode only while no server serves it
+            self.store.unregister_worker(worker)
         self.store.close()
         self.mode = "legacy" if self.mode == "optimized" else "optimized"
         self.store = self._open()
+        self._register()
 
     # ---- invariants ---------------------------------------------------------------
     @invariant()
     def store_check_passes(self):
         """The store's own check (``mpqueue check``) agrees: nothing inconsistent. The
-        servers here never register, so their claims count as recoverable."""
+        servers here never beat again, so their claims count as recoverable."""
         report = self.store.check(holder_gone=lambda worker_id: True)
         assert report.code == 0, report
 
