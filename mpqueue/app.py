@@ -14,6 +14,7 @@ from .config import (DEFAULT_MAP_SIZE, DEFAULT_MODE, DEFAULT_RESULT_TTL_S, TaskO
                      check_location, check_mode, redact, resolve_path)
 from .display import describe
 from .errors import ConfigError, JobNotFound, TaskNotFound
+from .signing import resolve_secret, sign
 from .job import Job, JobRecord, JobState, is_job_id, new_job_id, new_job_ids, now_ms
 from .limits import check_priority, check_result_ttl, run_at_ms
 from .registry import Registry, check_name, resolve, task_name
@@ -43,8 +44,10 @@ class Queue:
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *,
                  mode: str = DEFAULT_MODE, result_ttl: float = DEFAULT_RESULT_TTL_S,
-                 map_size: int = DEFAULT_MAP_SIZE, sync: bool = True):
+                 map_size: int = DEFAULT_MAP_SIZE, sync: bool = True,
+                 secret: str | bytes | None = None):
         self.path = resolve_path(path)
+        self.secret = resolve_secret(secret)  # signs every job (see signing.py)
         self.mode = check_mode(mode)
         check_location(self.path, self.mode)  # a postgresql:// URL is not a directory
         self.result_ttl_s = check_result_ttl(result_ttl)
@@ -166,6 +169,9 @@ class Queue:
             backoff_cap_s=options.backoff_cap)
 
     def _add(self, records: list[JobRecord]) -> list[Job]:
+        if self.secret is not None:
+            for rec in records:
+                rec.signature = sign(self.secret, rec.name, rec.payload, rec.func)
         self.store.add(records)
         return [Job(rec, self) for rec in records]
 

@@ -26,6 +26,7 @@ from .config import is_url
 from .errors import ConfigError
 from .containment import kill_group, kill_tree
 from .protocol import ProtocolError
+from .signing import resolve_secret
 from .worker import ChildConfig, child_main
 
 START_TIMEOUT_S = 60.0
@@ -161,7 +162,7 @@ class Pool:
         self.ctx.set_forkserver_preload(["mpqueue.worker"])
         location = store_path if is_url(store_path) else os.path.abspath(store_path)
         self.config = ChildConfig(location, mode, os.getpid(), tuple(sys.path), imports,
-                                  measure_rss, worker_id, hand_off)
+                                  measure_rss, worker_id, hand_off, resolve_secret(None))
         self.slots: list[Slot] = []
 
     def start_slot(self) -> Slot:

@@ -27,7 +27,7 @@ import sys
 import threading
 import traceback
 from collections import deque
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Callable
 
@@ -41,6 +41,7 @@ from .job import ErrorInfo, JobRecord, now_ms
 from .keys import JOB_ID_BYTES
 from .registry import import_module, resolve
 from .serializer import dump_result, load_callable, load_payload
+from .signing import verify
 
 
 # Hand-offs a child remembers having run: a re-sent one (the coordinator re-sends those
@@ -67,6 +68,7 @@ class ChildConfig:
     measure_rss: bool = False  # only when a memory limit is set: psutil costs ~15 us/job
     worker_id: str = ""        # the coordinator's; hand-offs are checked against it
     hand_off: bool = False     # listen for jobs handed to this child by producers
+    secret: bytes | None = field(default=None, repr=False)  # run only jobs signed with it
 
 
 # Signals a child outlives: the coordinator owns shutdown (it decides what happens to a
@@ -134,6 +136,7 @@ class _JobRunner:
         self.funcs: dict[Any, Callable[..., Any]] = {}
         self.process = psutil.Process() if config.measure_rss else None
         self.worker_id = config.worker_id
+        self.secret = config.secret
         self.pid = os.getpid()
         self.inbox = _open_inbox(config) if config.hand_off else None
         self.handed: deque[str] = deque()  # named by a producer or the coordinator
@@ -210,6 +213,13 @@ class _JobRunner:
         if rec is None:  # deleted while queued: nothing to run, nothing to commit
             return self._failed(job_id, ErrorInfo("JobNotFound", "job vanished", kind="lost"),
                                 retryable=False)
+        if self.secret is not None and not verify(self.secret, rec.name, rec.payload,
+                                                  rec.func, rec.signature):
+            # checked before anything of the job is unpickled: that is the point
+            error = ErrorInfo("BadSignature", "bad signature: the job is unsigned or not "
+                              "signed with this server's secret (MPQUEUE_SECRET)",
+                              attempt=rec.attempts, at_ms=now_ms(), kind="payload")
+            return self._failed(job_id, error, retryable=False)
         try:
             fn = self._callable(rec)
             args, kwargs = load_payload(rec.payload, job_id=job_id)

@@ -79,6 +79,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
             heartbeat_at timestamptz NOT NULL
         )""",
     ),
+    (  # 2: a job's signature (signed payloads, see mpqueue/signing.py)
+        "ALTER TABLE {jobs} ADD COLUMN signature bytea",
+    ),
 ]
 
 

@@ -33,7 +33,7 @@ CHANNEL_MAX_BYTES = 63  # PostgreSQL identifiers (and so channel names) are this
 # JobRecord's fields, in the order every query selects them.
 _FIELDS = ("id", "name", "state", "payload", "priority", "seq", "run_at_ms", "created_at_ms",
            "attempts", "max_retries", "timeout_s", "func", "result", "errors",
-           "finished_at_ms", "backoff_base_s", "backoff_cap_s")
+           "finished_at_ms", "backoff_base_s", "backoff_cap_s", "signature")
 _COLUMNS = ", ".join(_FIELDS)
 _BLOBS = {"payload": "''::bytea AS payload", "func": "NULL::bytea AS func",
           "result": "NULL::bytea AS result"}
@@ -46,13 +46,14 @@ _SQL = {
         SELECT u.id, u.name, u.state, u.payload, u.priority, nextval({{seq_name}}),
                u.run_at_ms, u.created_at_ms, u.attempts, u.max_retries, u.timeout_s,
                u.func, u.result, u.errors, u.finished_at_ms, u.backoff_base_s,
-               u.backoff_cap_s
+               u.backoff_cap_s, u.signature
         FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::integer[],
                     %s::bigint[], %s::bigint[], %s::integer[], %s::integer[],
                     %s::float8[], %s::bytea[], %s::bytea[], %s::text[], %s::bigint[],
-                    %s::float8[], %s::float8[]) WITH ORDINALITY AS u(id, name, state,
-             payload, priority, run_at_ms, created_at_ms, attempts, max_retries, timeout_s,
-             func, result, errors, finished_at_ms, backoff_base_s, backoff_cap_s, ord)
+                    %s::float8[], %s::float8[], %s::bytea[]) WITH ORDINALITY AS u(id, name,
+             state, payload, priority, run_at_ms, created_at_ms, attempts, max_retries,
+             timeout_s, func, result, errors, finished_at_ms, backoff_base_s, backoff_cap_s,
+             signature, ord)
         ORDER BY u.ord RETURNING id, seq""",
     "promote": """UPDATE {jobs} SET state = 'ready' WHERE id IN (
         SELECT id FROM {jobs} WHERE state = 'scheduled' AND run_at_ms <= %s
@@ -189,13 +190,13 @@ class PostgresStore(Store):
                              resume=lambda q: self._add_unless_committed(q, records))
 
     def _add(self, q: Query, records: Sequence[JobRecord]) -> None:
-        columns: list[list[Any]] = [[] for _ in range(16)]
+        columns: list[list[Any]] = [[] for _ in range(17)]
         for rec in records:
             row = (rec.id, rec.name, rec.state.value, rec.payload, rec.priority,
                    min(rec.run_at_ms, BIGINT_MAX), rec.created_at_ms, rec.attempts,
                    rec.max_retries, rec.timeout_s, rec.func, rec.result,
                    _encode_errors(rec.errors), rec.finished_at_ms, rec.backoff_base_s,
-                   rec.backoff_cap_s)
+                   rec.backoff_cap_s, rec.signature)
             for column, value in zip(columns, row):
                 column.append(value)
         seqs = dict(q.rows(self.sql["add"], columns))
