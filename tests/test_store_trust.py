@@ -19,6 +19,7 @@ from mpqueue import ConfigError, Queue, keys
 from mpqueue.store.codec import RECORD_V1, RECORD_V2, decode_record, encode_record
 from mpqueue.store.lmdb_env import _OPEN_ENVS
 
+from .pg_helpers import pg_url  # noqa: F401
 from .second_user import as_nobody, public_dir  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -152,3 +153,21 @@ def test_a_store_others_can_write_is_refused_naming_the_fix(tmp_path, victim):
         Queue(path).stats()
     result = _cli(path, "list")
     assert result.returncode != 0 and result.stderr.startswith("Error: "), result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_a_planted_registry_row_runs_no_code_in_postgres_servers(pg_url, tmp_path):
+    import psycopg
+    proof = tmp_path / "code-ran"
+    with Queue(pg_url) as queue:
+        job = queue.task_by_name("tests.tasks.add").delay(2, 3)
+        queue.stats()  # the schema exists now
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO mpqueue_workers (worker_id, info, heartbeat_at) "
+                     "VALUES (%s, %s, now() - interval '1 hour')",
+                     ("planted-server", pickle.dumps(_Plant(str(proof)))))
+    result = _cli(pg_url, "serve", "--until-empty", "--workers", "1")
+    assert not proof.exists(), "a PostgreSQL server ran the planted registry row"
+    assert result.returncode == 0, result.stderr[-2000:]
+    with Queue(pg_url) as queue:
+        assert queue.get(job.id).result(timeout=5) == 5
