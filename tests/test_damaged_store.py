@@ -22,6 +22,7 @@ from mpqueue.store import lmdb_meta
 from mpqueue.store.lmdb_meta import check_data_file
 
 from .helpers import wait_until
+from .pg_helpers import pg_url  # noqa: F401  (fixture)
 from .serve_helpers import ROOT, servers  # noqa: F401  (fixture)
 
 JOBS = 300
@@ -205,3 +206,32 @@ def test_the_backoff_grows_on_a_full_disk_and_logs_once_per_step(
         wait_until(lambda: queue.get(job.id).state == "done", 30, "the job's commit")
     server.send(signal.SIGTERM)
     assert server.wait(30) == 0
+
+
+def test_check_reports_an_undecodable_registry_entry(tmp_path: Path) -> None:
+    path = str(tmp_path / "store")
+    make_store(path, jobs=2)
+    with Queue(path) as queue:
+        queue.store.env.write(lambda tx: tx.put(  # type: ignore[attr-defined]
+            b"workers", b"a-server", b"\x01\xc1 not msgpack"))
+    result = cli(path, "check", "--json")
+    report = json.loads(result.stdout)
+    assert result.returncode == 2 and report["code"] == 2, result.stdout
+    assert any("registry entry of a-server" in line for line in report["corrupt"])
+
+
+@pytest.mark.timeout(60)
+def test_check_on_postgres_finds_a_row_at_odds_with_its_state(pg_url: str) -> None:
+    import psycopg
+    with Queue(pg_url) as queue:
+        jobs = queue.task_by_name("tests.tasks.add").map([(1, 1), (2, 2)])
+    assert cli(pg_url, "check").returncode == 0
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # processing, held by nobody
+        conn.execute("UPDATE mpqueue_jobs SET state = 'processing', worker_id = NULL "
+                     "WHERE id = %s", (jobs[0].id,))
+    result = cli(pg_url, "check")
+    assert result.returncode == 1 and jobs[0].id in result.stdout, result.stdout
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO mpqueue_workers (worker_id, info, heartbeat_at) "
+                     "VALUES ('a-server', '\\x01c1'::bytea, now())")
+    assert cli(pg_url, "check").returncode == 2

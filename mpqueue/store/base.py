@@ -75,6 +75,14 @@ class CheckReport:
         return {"ok": self.code == CHECK_OK, "code": self.code, "jobs": self.jobs,
                 "corrupt": self.corrupt, "inconsistent": self.inconsistent}
 
+    def add_registry(self, workers: dict[str, dict[str, Any]]) -> "CheckReport":
+        """Count the server registry entries that cannot be decoded (``workers()``
+        reads them as heartbeat-less stand-ins, so nothing else notices them)."""
+        self.corrupt += [f"the registry entry of {worker_id} cannot be decoded "
+                         f"({info['corrupt']})" for worker_id, info in workers.items()
+                         if "corrupt" in info]
+        return self
+
 
 HolderGone = Callable[[str], bool]  # is this unregistered claim holder dead (recoverable)?
 

@@ -689,11 +689,7 @@ class LmdbStore(Store):
     def check(self, holder_gone: HolderGone = lambda worker_id: False) -> CheckReport:
         layout = Layout(self._queue_entry, self._index_value)
         report = self.env.read(lambda tx: check_store(tx, layout, holder_gone))
-        try:
-            self.workers()
-        except Exception as exc:  # the registry's decoder, whatever fails in it
-            report.corrupt.append(f"the server registry cannot be decoded ({exc})")
-        return report
+        return report.add_registry(self.workers())
 
     def backup(self, dest: str) -> None:
         self.env.copy_to(dest)
