@@ -204,6 +204,10 @@ def test_many_jobs_a_host_killed_mid_run_taken_over_within_its_lease(pg_url, tmp
         children |= set(victim.children(queue))
         ports = _pg_ports(victim.proc.pid, pg_url)
 
+        # Kill it while it holds claims (on a loaded machine it can be between them, or
+        # just reclaimed by the others after a late heartbeat, with nothing held).
+        wait_until(lambda: queue.store.claims(victim_id), 30, "the victim holds jobs",
+                   interval=0.001)
         killed_at = time.monotonic()
         victim.proc.kill()
         victim.proc.wait(5)
