@@ -128,3 +128,15 @@ def run_cli_as_nobody(*args: str) -> tuple[int, str, str]:
     from .second_user import as_nobody
     code, out, err = as_nobody(_cli_in_process, list(args))
     return code, out, err
+
+
+class Plant:
+    """A value whose unpickling runs ``touch <path>``: the file is the proof that code
+    from a stored pickle ran (what a user with write access to a store could plant)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        import os
+        return (os.system, (f"touch {self.path}",))

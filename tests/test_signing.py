@@ -14,19 +14,10 @@ import pytest
 from mpqueue import Queue
 from mpqueue.signing import sign, verify
 
+from .helpers import Plant
 from .pg_helpers import pg_url  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class _Plant:
-    """Unpickling this runs ``touch <path>``: the proof that a payload was loaded."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (os.system, (f"touch {self.path}",))
 
 
 @pytest.fixture(params=["lmdb", "postgres"])
@@ -54,8 +45,8 @@ def test_a_server_with_a_secret_runs_only_jobs_signed_with_it(location, tmp_path
     with Queue(location, secret="team-secret") as signed, \
             Queue(location) as unsigned, Queue(location, secret="wrong") as forged:
         good = signed.task_by_name("tests.tasks.add").delay(1, 2)
-        plain = unsigned.task_by_name("tests.tasks.noop").delay(_Plant(str(proof)))
-        wrong = forged.task_by_name("tests.tasks.noop").delay(_Plant(str(proof)))
+        plain = unsigned.task_by_name("tests.tasks.noop").delay(Plant(str(proof)))
+        wrong = forged.task_by_name("tests.tasks.noop").delay(Plant(str(proof)))
         lam = unsigned.submit(lambda: 1)  # a pickled callable, unsigned
     result = _serve(location, "team-secret")
     assert result.returncode == 1, result.stderr  # 1: jobs ended dead

@@ -19,20 +19,11 @@ from mpqueue import ConfigError, Queue, keys
 from mpqueue.store.codec import RECORD_V1, RECORD_V2, decode_record, encode_record
 from mpqueue.store.lmdb_env import _OPEN_ENVS
 
+from .helpers import Plant
 from .pg_helpers import pg_url  # noqa: F401
 from .second_user import as_nobody, public_dir  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class _Plant:
-    """Unpickling this runs ``touch <path>``: the proof that code ran."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (os.system, (f"touch {self.path}",))
 
 
 def _raw_env(path: str) -> lmdb.Environment:
@@ -53,7 +44,7 @@ def test_planted_pickles_run_no_code_in_list_show_stats_or_serve(tmp_path):
     with Queue(path) as queue:
         add = queue.task_by_name("tests.tasks.add")
         victim, bystander = add.map([(1, 1), (2, 2)])
-    planted = RECORD_V1 + pickle.dumps(_Plant(str(proof)))
+    planted = RECORD_V1 + pickle.dumps(Plant(str(proof)))
     env = _raw_env(path)
     try:  # (each open_db before the write transaction: it would wait for it)
         jobs_db, by_name, workers = (env.open_db(db) for db in (
@@ -63,7 +54,7 @@ def test_planted_pickles_run_no_code_in_list_show_stats_or_serve(tmp_path):
             for key, _ in list(txn.cursor(db=by_name)):
                 if key.endswith(victim.id.encode()):
                     txn.put(key, planted, db=by_name)
-            txn.put(keys.worker_key("planted-server"), pickle.dumps(_Plant(str(proof))),
+            txn.put(keys.worker_key("planted-server"), pickle.dumps(Plant(str(proof))),
                     db=workers)
     finally:
         env.close()
@@ -165,7 +156,7 @@ def test_a_planted_registry_row_runs_no_code_in_postgres_servers(pg_url, tmp_pat
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute("INSERT INTO mpqueue_workers (worker_id, info, heartbeat_at) "
                      "VALUES (%s, %s, now() - interval '1 hour')",
-                     ("planted-server", pickle.dumps(_Plant(str(proof)))))
+                     ("planted-server", pickle.dumps(Plant(str(proof)))))
     result = _cli(pg_url, "serve", "--until-empty", "--workers", "1")
     assert not proof.exists(), "a PostgreSQL server ran the planted registry row"
     assert result.returncode == 0, result.stderr[-2000:]
