@@ -207,7 +207,8 @@ class Queue:
                 return rec
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {job_id} is still {rec.state} after {timeout} s")
-            time.sleep(pause if deadline is None else min(pause, max(0.0, deadline - time.monotonic())))
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            time.sleep(pause if left is None else min(pause, left))
             pause = min(pause * 2, _WAIT_MAX_S)
 
     # ---- changing -----------------------------------------------------------------

@@ -48,7 +48,8 @@ def check_int(what: str, value: Any, low: int, high: int) -> int:
     """``value`` if it is an integer (not a bool) from ``low`` to ``high``, else
     ConfigError."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{what} must be an integer from {low} to {high}; got {describe(value)}")
+        raise ConfigError(f"{what} must be an integer from {low} to {high}; "
+                          f"got {describe(value)}")
     return value
 
 
@@ -58,7 +59,8 @@ def check_positive(what: str, value: Any, high: float | None = None,
     ``bound`` names in words); else ConfigError naming the rule."""
     number = _seconds(what, value, "> 0")
     if not number > 0:
-        raise ConfigError(f"{what} must be a finite number of seconds > 0; got {describe(value)}")
+        raise ConfigError(f"{what} must be a finite number of seconds > 0; "
+                          f"got {describe(value)}")
     return _at_most(what, number, value, high, bound)
 
 
@@ -67,19 +69,21 @@ def check_delay(delay: Any, what: str = "delay", high: float | None = None,
     """``delay`` as a float if it is a finite number >= 0 (and at most ``high``)."""
     number = _seconds(what, delay, ">= 0")
     if number < 0:
-        raise ConfigError(f"{what} must be a number of seconds >= 0; got {describe(delay)}")
+        raise ConfigError(f"{what} must be a number of seconds >= 0; "
+                          f"got {describe(delay)}")
     return _at_most(what, number, delay, high, bound)
 
 
 def _seconds(what: str, value: Any, rule: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{what} must be a finite number of seconds {rule}; got {describe(value)}")
-    try:
-        number = float(value)  # an int too large for a float is no finite number either
-    except OverflowError:
-        number = math.inf
+    number = math.nan
+    if not isinstance(value, bool) and isinstance(value, (int, float)):
+        try:
+            number = float(value)  # an int too large for a float is no finite number
+        except OverflowError:
+            pass
     if not math.isfinite(number):
-        raise ConfigError(f"{what} must be a finite number of seconds {rule}; got {describe(value)}")
+        raise ConfigError(f"{what} must be a finite number of seconds {rule}; "
+                          f"got {describe(value)}")
     return number
 
 
@@ -137,7 +141,8 @@ def _epoch_seconds(at: Any) -> float:
         try:
             return at.timestamp()
         except (OverflowError, ValueError, OSError) as exc:  # naive times at the ends
-            raise ConfigError(f"at cannot be converted to a time: {describe(at)} ({exc})") from None
+            raise ConfigError(f"at cannot be converted to a time: {describe(at)} "
+                              f"({exc})") from None
     try:
         return _seconds("at", at, "(or a datetime)")
     except ConfigError:
