@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .display import describe
 from .limits import (check_backoff, check_delay, check_int, check_positive, check_priority,
                      check_retries, check_timeout)
 

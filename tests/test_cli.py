@@ -7,7 +7,6 @@ exit code, and a store exactly as it was before the command.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
