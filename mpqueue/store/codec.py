@@ -45,6 +45,8 @@ _TYPES: tuple[Any, ...] = (
     (bytes, type(None)), (bytes, type(None)), tuple, (int, type(None)), _NUMBER, _NUMBER,
     (bytes, type(None)))
 _ERROR_TYPES = (str, str, str, int, int, str)
+_GOOD_SHAPES: set[tuple[type, ...]] = set()  # field-type tuples that passed the check
+_GOOD_SHAPES_MAX = 1024  # far more than the shapes there are: a bound, not a cache size
 _STATES = {state.value: state for state in JobState}
 # Surrogates (from undecodable file names in a traceback, say) round-trip unchanged.
 _packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogatepass")
@@ -105,9 +107,16 @@ def decode_record(raw: bytes) -> JobRecord:
 def _check_row(row: Any) -> None:
     if not isinstance(row, tuple) or len(row) != len(_FIELDS):
         raise ValueError(f"not a record of {len(_FIELDS)} fields")
-    for name, value, types in zip(_FIELDS, row, _TYPES):
-        if not isinstance(value, types):
-            raise ValueError(f"field {name} holds a {type(value).__name__}")
+    # The fields' types, as one tuple built in C: records come in a handful of shapes
+    # (optional fields set or not), so a shape checked once is known good after. This
+    # runs for every claimed job; a field-by-field check cost 2.3 us of its ~19.
+    shape = tuple(map(type, row))
+    if shape not in _GOOD_SHAPES:
+        for name, value, types in zip(_FIELDS, row, _TYPES):
+            if not isinstance(value, types):
+                raise ValueError(f"field {name} holds a {type(value).__name__}")
+        if len(_GOOD_SHAPES) < _GOOD_SHAPES_MAX:
+            _GOOD_SHAPES.add(shape)
     if row[2] not in _STATES:
         raise ValueError(f"unknown state {row[2]!r}")
     for error in row[13]:
