@@ -195,6 +195,27 @@ def decode_pids(value: bytes) -> list[int]:
     return [pid for (pid,) in _U32.iter_unpack(value)]
 
 
+# An offer (the offers index): version byte, the offering server's last heartbeat (ms)
+# and lease (ms), then its idle children's pids. Producers judge the server's freshness
+# from the offer alone: no second read in the enqueue's transaction.
+OFFER_V2 = b"\x02"
+_OFFER_HEAD = struct.Struct(">QI")
+
+
+def encode_offer(beat_ms: int, lease_ms: int, pids: Sequence[int]) -> bytes:
+    return OFFER_V2 + _OFFER_HEAD.pack(beat_ms, lease_ms) + encode_pids(pids)
+
+
+def decode_offer(value: bytes) -> tuple[int, int, list[int]] | None:
+    """(last heartbeat ms, lease ms, child pids), or None for a value that is not an
+    offer of this version (an older server's, or bytes no server wrote)."""
+    head = 1 + _OFFER_HEAD.size
+    if value[:1] != OFFER_V2 or len(value) <= head or (len(value) - head) % 4:
+        return None
+    beat_ms, lease_ms = _OFFER_HEAD.unpack_from(value, 1)
+    return beat_ms, lease_ms, [pid for (pid,) in _U32.iter_unpack(value[head:]) if pid > 0]
+
+
 def dead_key(job_id: str) -> bytes:
     return _jid(job_id)
 

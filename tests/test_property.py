@@ -355,7 +355,7 @@ class StoreMachine(RuleBasedStateMachine):
             homes[job] += 1
         assert set(homes) == set(records) and set(homes.values()) <= {1}, homes
 
-        offers = {keys.decode_worker_key(k): keys.decode_pids(v)
+        offers = {keys.decode_worker_key(k): keys.decode_offer(v)[2]
                   for k, v in raw[keys.DB_OFFERS]}
         assert offers == self.offers and all(offers.values())
 

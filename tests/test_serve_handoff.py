@@ -19,7 +19,7 @@ from .serve_helpers import Env, Run, assert_no_overlap, env, gone, servers  # no
 def offers(queue: Queue) -> dict[str, list[int]]:
     """The offers index as stored: worker id -> pids of the idle children offered."""
     def read(tx):  # type: ignore[no-untyped-def]
-        return {keys.decode_worker_key(k): keys.decode_pids(v)
+        return {keys.decode_worker_key(k): keys.decode_offer(v)[2]
                 for k, v in tx.scan(keys.DB_OFFERS)}
     return queue.store.env.read(read)  # type: ignore[attr-defined, no-any-return]
 

@@ -255,23 +255,24 @@ class LmdbStore(Store):
 
         An offer of a dead or frozen server (SIGKILL, SIGSTOP), or one no server wrote
         (malformed bytes), is withdrawn here, so the job goes to the ready queue for a
-        live server instead: never a poison pill. The check costs one get (the
-        server's registry entry) and one kill(pid, 0) per delay()."""
+        live server instead: never a poison pill. The offer carries its server's last
+        heartbeat and lease (see ``register_worker``), so the check reads nothing more;
+        it costs one kill(pid, 0) per delay()."""
         withdrawn = []
         try:
             for key, value in tx.scan(keys.DB_OFFERS):
                 if tx.entries(keys.DB_READY):
                     return None
-                worker_id = _worker_of(key)
-                fresh = worker_id is not None and _server_fresh(tx.get(keys.DB_WORKERS, key))
-                pids = _offered_pids(value) if fresh else []
+                worker_id, offer = _worker_of(key), keys.decode_offer(value)
+                fresh = offer is not None and now_ms() - offer[0] <= offer[1]
+                pids = offer[2] if offer is not None and fresh else []
                 alive = next((i for i, pid in enumerate(pids) if pid_exists(pid)), None)
-                if worker_id is None or alive is None:
+                if worker_id is None or offer is None or alive is None:
                     withdrawn.append(key)
                     continue
                 rest = pids[alive + 1:]  # the dead ones before it go too
                 if rest:
-                    tx.put(keys.DB_OFFERS, key, keys.encode_pids(rest))
+                    tx.put(keys.DB_OFFERS, key, keys.encode_offer(offer[0], offer[1], rest))
                 else:
                     tx.delete(keys.DB_OFFERS, key)
                 return worker_id, pids[alive]
@@ -293,16 +294,26 @@ class LmdbStore(Store):
 
     def _set_offer(self, tx: Tx, worker_id: str, child_pids: Sequence[int]) -> None:
         """Record which idle children ``worker_id`` offers (none: no entry); written only
-        when it changes, so a busy server's cycles do not rewrite the offers page."""
+        when they change, so a busy server's cycles do not rewrite the offers page (its
+        heartbeats keep the offer's stamp fresh). Only the server itself calls this:
+        it is alive now."""
         key = keys.worker_key(worker_id)
         current = tx.get(keys.DB_OFFERS, key)
         if not child_pids:
             if current is not None:
                 tx.delete(keys.DB_OFFERS, key)
             return
-        value = keys.encode_pids(child_pids)
-        if current != value:
-            tx.put(keys.DB_OFFERS, key, value)
+        offer = None if current is None else keys.decode_offer(current)
+        if offer is not None and offer[2] == list(child_pids):
+            return
+        lease_ms = offer[1] if offer is not None else self._lease_ms(tx, key)
+        tx.put(keys.DB_OFFERS, key, keys.encode_offer(now_ms(), lease_ms, child_pids))
+
+    def _lease_ms(self, tx: Tx, worker_key: bytes) -> int:
+        """A server's lease, from its registry entry (the default if it has none)."""
+        raw = tx.get(keys.DB_WORKERS, worker_key)
+        info = {} if raw is None else decode_worker_info(raw)
+        return _lease_ms_of(info)
 
     def _add(self, tx: Tx, records: Sequence[JobRecord]) -> None:
         """Write a batch with one sorted multi-put per index: neighbouring keys go to
@@ -640,10 +651,11 @@ class LmdbStore(Store):
     def recall(self, worker_id: str, child_pid: int,
                known: Collection[str]) -> builtins.list[JobRecord]:
         def body(tx: Tx) -> builtins.list[JobRecord]:
-            offer = tx.get(keys.DB_OFFERS, keys.worker_key(worker_id))
-            if offer is not None:
-                self._set_offer(tx, worker_id,
-                                [p for p in _offered_pids(offer) if p != child_pid])
+            raw = tx.get(keys.DB_OFFERS, keys.worker_key(worker_id))
+            offer = None if raw is None else keys.decode_offer(raw)
+            if raw is not None:
+                self._set_offer(tx, worker_id, [p for p in (offer[2] if offer else [])
+                                                if p != child_pid])
             found = []
             for key, raw in tx.scan_prefix(keys.DB_PROCESSING,
                                            keys.processing_prefix(worker_id)):
@@ -668,7 +680,20 @@ class LmdbStore(Store):
 
     def register_worker(self, worker_id: str, info: dict[str, Any]) -> None:
         raw = encode_worker_info(info)
-        self.env.write(lambda tx: tx.put(keys.DB_WORKERS, keys.worker_key(worker_id), raw))
+        key = keys.worker_key(worker_id)
+        beat_ms = info.get("heartbeat_ms")
+        beat_ms = beat_ms if isinstance(beat_ms, int) and beat_ms >= 0 else now_ms()
+
+        def body(tx: Tx) -> None:
+            tx.put(keys.DB_WORKERS, key, raw)
+            # The heartbeat also restamps the server's offer: producers judge its
+            # freshness from the offer alone (see _take_offer).
+            current = tx.get(keys.DB_OFFERS, key)
+            offer = None if current is None else keys.decode_offer(current)
+            if offer is not None:
+                tx.put(keys.DB_OFFERS, key,
+                       keys.encode_offer(beat_ms, _lease_ms_of(info), offer[2]))
+        self.env.write(body)
 
     def workers(self) -> dict[str, dict[str, Any]]:
         found = self.env.read(lambda tx: {worker_id: decode_worker_info(v)
@@ -709,17 +734,11 @@ def _first_key_from(tx: Tx, db: bytes, start: bytes) -> bytes | None:
     return None
 
 
-def _server_fresh(raw: bytes | None) -> bool:
-    """Whether a server's registry entry (None: it has none) shows a heartbeat younger
-    than its lease: a SIGKILLed or SIGSTOPped server stops beating."""
-    if raw is None:
-        return False
-    try:
-        info = decode_worker_info(raw)
-        age_ms = now_ms() - int(info.get("heartbeat_ms", 0))
-        return age_ms <= float(info.get("lease_s", DEFAULT_LEASE_S)) * 1000
-    except Exception:  # an unreadable entry offers nothing; it must not fail the enqueue
-        return False
+def _lease_ms_of(info: dict[str, Any]) -> int:
+    lease_s = info.get("lease_s", DEFAULT_LEASE_S)
+    if isinstance(lease_s, bool) or not isinstance(lease_s, (int, float)) or not lease_s > 0:
+        lease_s = DEFAULT_LEASE_S  # an entry no server wrote: the default, not a crash
+    return int(min(lease_s, 86_400.0) * 1000)
 
 
 def _read_claim(key: bytes, raw: bytes) -> Claim | None:
@@ -735,13 +754,6 @@ def _read_claim(key: bytes, raw: bytes) -> Claim | None:
     except ValueError:
         return None
     return Claim(job_id, worker_id, 0) if len(job_id) == keys.JOB_ID_BYTES else None
-
-
-def _offered_pids(value: bytes) -> list[int]:
-    """The child pids of an offer; none for a value no server writes."""
-    if not value or len(value) % 4:
-        return []
-    return [pid for pid in keys.decode_pids(value) if pid > 0]
 
 
 def _worker_of(key: bytes) -> str | None:

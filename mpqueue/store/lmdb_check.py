@@ -189,7 +189,7 @@ class _Checker:
     def offers(self, tx: Tx, accounted_for: HolderGone) -> None:
         for key, value in tx.scan(keys.DB_OFFERS):
             worker_id = key.decode("utf-8", "replace")
-            if not value or len(value) % 4:
+            if keys.decode_offer(value) is None:
                 self.report.corrupt.append(f"the offer of {worker_id} cannot be decoded")
             elif not accounted_for(worker_id):
                 self.report.inconsistent.append(f"{worker_id} offers children for hand-off "
