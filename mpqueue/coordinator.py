@@ -24,7 +24,7 @@ from .identity import current
 from .job import ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from .pool import Pool, Slot
 from .progress import Progress
-from .protocol import ProtocolError
+from .errors import ProtocolError
 from .store import open_store
 
 log = logging.getLogger("mpqueue.serve")

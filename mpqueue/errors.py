@@ -15,10 +15,16 @@ where they enter and chained as ``__cause__``.
     │   └── StoreCorrupt     a store file is damaged (truncated, a bad page)
     ├── JobNotFound          no job with that id
     ├── JobFailed            job.result() on a dead job; carries the remote traceback
-    └── Retry                raised by a task to ask for a retry after ``delay_s``
+    ├── Retry                raised by a task to ask for a retry after ``delay_s``
+    ├── CorruptRecord        (internal) a stored value that cannot be decoded; the
+    │                        stores catch it and show the job as a corrupt stand-in
+    └── ProtocolError        (internal) a worker child sent bytes that are not a
+                             message; the server treats it as that child's crash
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from .display import describe
 
@@ -98,3 +104,18 @@ class Retry(MpqueueError):
         self.delay_s = delay_s
         self.reason = reason
         super().__init__(reason or f"retry requested (delay {describe(delay_s)} s)")
+
+
+class CorruptRecord(MpqueueError):
+    """A stored record, claim or entry could not be decoded (never leaves a store)."""
+
+
+class ProtocolError(MpqueueError):
+    """A worker child sent something that is not a well-formed message.
+
+    ``messages`` holds the well-formed ones that came before it, still to be handled.
+    """
+
+    def __init__(self, reason: str, messages: list[tuple[Any, ...]] | None = None):
+        super().__init__(reason)
+        self.messages = messages or []

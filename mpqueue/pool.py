@@ -25,7 +25,7 @@ from . import protocol
 from .config import is_url
 from .errors import ConfigError
 from .containment import kill_group, kill_tree
-from .protocol import ProtocolError
+from .errors import ProtocolError
 from .signing import resolve_secret
 from .worker import ChildConfig, child_main
 

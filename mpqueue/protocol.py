@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import msgpack
 
+from .errors import ProtocolError
 from .job import is_job_id
 
 MAGIC = b"mpq\x01"
@@ -37,17 +38,6 @@ MAX_RESULT = MAX_FRAME - (1 << 16)  # room for the rest of a "done" message
 # Text a job produced (an error message, a traceback) may hold lone surrogates, which
 # UTF-8 cannot carry: they arrive as U+FFFD rather than failing the message.
 _packer = msgpack.Packer(use_bin_type=True, unicode_errors="replace")
-
-
-class ProtocolError(Exception):
-    """A child sent something that is not a well-formed message.
-
-    ``messages`` holds the well-formed ones that came before it, still to be handled.
-    """
-
-    def __init__(self, reason: str, messages: list[tuple[Any, ...]] | None = None):
-        super().__init__(reason)
-        self.messages = messages or []
 
 
 def encode(message: tuple[Any, ...]) -> bytes:

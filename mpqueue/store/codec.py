@@ -22,6 +22,7 @@ from typing import Any
 import msgpack
 
 from .. import keys
+from ..errors import CorruptRecord
 from ..job import Claim, ErrorInfo, JobRecord, JobState
 
 RECORD_V1 = b"\x01"  # a pickle: read (without globals), never written
@@ -50,10 +51,6 @@ _GOOD_SHAPES_MAX = 1024  # far more than the shapes there are: a bound, not a ca
 _STATES = {state.value: state for state in JobState}
 # Surrogates (from undecodable file names in a traceback, say) round-trip unchanged.
 _packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogatepass")
-
-
-class CorruptRecord(Exception):
-    """A stored record could not be decoded."""
 
 
 class _PlainUnpickler(pickle.Unpickler):

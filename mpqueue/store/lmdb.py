@@ -16,13 +16,13 @@ from typing import Any, Collection, Sequence
 
 from .. import keys
 from ..config import DEFAULT_LEASE_S, DEFAULT_MAP_SIZE
-from ..errors import ConfigError, JobNotFound
+from ..errors import ConfigError, CorruptRecord, JobNotFound
 from ..identity import pid_exists
 from ..job import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from ..limits import stored_problem
 from ..retry import next_run_at_ms
 from .base import CheckReport, HolderGone, OpCounter, Store, offered_children
-from .codec import (RECORD_V1, RECORD_V2, CorruptRecord, decode_claim, decode_listing,
+from .codec import (RECORD_V1, RECORD_V2, decode_claim, decode_listing,
                     decode_record, decode_worker_info, encode_claim, encode_record,
                     encode_worker_info)
 from .lmdb_check import Layout, check_store

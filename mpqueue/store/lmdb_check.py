@@ -23,7 +23,8 @@ from typing import Callable
 from .. import keys
 from ..job import JobRecord, JobState
 from .base import CheckReport, HolderGone
-from .codec import CorruptRecord, decode_claim, decode_record
+from ..errors import CorruptRecord
+from .codec import decode_claim, decode_record
 from .lmdb_env import Tx
 
 QUEUE_DBS = (keys.DB_READY, keys.DB_SCHEDULED, keys.DB_PENDING)
