@@ -27,7 +27,8 @@ DEFAULT_BACKOFF_CAP_S = 300.0  # no retry waits more than 5 minutes
 DEFAULT_RESULT_TTL_S = 7 * 24 * 3600.0  # finished jobs (and results) kept for a week
 
 # LMDB map: address space, not disk (files are sparse). Grown by doubling on MapFullError
-# up to MAX_MAP_SIZE; every process passes the same initial size (see RELIABILITY.md).
+# up to MAX_MAP_SIZE; every process passes the same initial size, since a smaller one
+# given by a later opener would be refused or would shrink what others see.
 DEFAULT_MAP_SIZE = 1 << 30
 MAX_MAP_SIZE = 1 << 40
 MAX_READERS = 1024             # only the first opener sets it, so set it high everywhere

@@ -1,7 +1,7 @@
 """Worker slots: one child process per slot, each with its own pipe.
 
 Not a ``ProcessPoolExecutor``: when one of its children dies it fails every in-flight
-future and terminates the bystanders (shared/RELIABILITY.md, section 3). Here a slot
+future and terminates the bystanders (BrokenProcessPool). Here a slot
 knows exactly which job its child is running, so a crash or a timeout kill charges
 that job alone and the other children never notice.
 """

@@ -1,7 +1,6 @@
 """``mpqueue serve`` under crashes: killed children, killed coordinators, pid reuse.
 
-Real processes, real signals, real LMDB in tmp_path (GitHub issue 3; hazard tests
-1, 2, 8, 9, 12 and 24 of shared/RELIABILITY.md). Job bodies are in serve_tasks.py and
+Real processes, real signals, real LMDB in tmp_path (issue 3). Job bodies are in serve_tasks.py and
 leave start/tick/end markers that show which process ran what, and when.
 """
 

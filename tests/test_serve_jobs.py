@@ -1,7 +1,6 @@
 """``mpqueue serve`` and misbehaving jobs: timeouts, exits, bad results, bad payloads.
 
-Real processes and real signals (GitHub issue 3; hazard tests 3, 4, 6 and 7 of
-shared/RELIABILITY.md). Job bodies are in serve_tasks.py.
+Real processes and real signals (issue 3). Job bodies are in serve_tasks.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,5 @@
 """``mpqueue serve`` lifecycle: stopping on signals, --until-empty, worker recycling,
-wake-ups and schedules. Real processes and real signals (GitHub issue 3; hazard
-tests 20 and 23 of shared/RELIABILITY.md)."""
+wake-ups and schedules. Real processes and real signals (issue 3)."""
 
 from __future__ import annotations
 

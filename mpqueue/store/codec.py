@@ -106,7 +106,7 @@ def _check_row(row: Any) -> None:
         raise ValueError(f"not a record of {len(_FIELDS)} fields")
     # The fields' types, as one tuple built in C: records come in a handful of shapes
     # (optional fields set or not), so a shape checked once is known good after. This
-    # runs for every claimed job; a field-by-field check cost 2.3 us of its ~19.
+    # runs for every claimed job, where a field-by-field check showed in the claim rate.
     shape = tuple(map(type, row))
     if shape not in _GOOD_SHAPES:
         for name, value, types in zip(_FIELDS, row, _TYPES):

@@ -1,7 +1,7 @@
 """LMDB environment lifecycle: one handle per process, map growth, error translation.
 
 This module and ``lmdb.py``/``legacy.py`` are the only ones that import ``lmdb``.
-Rules followed (measured in shared/RELIABILITY.md):
+Rules followed (each guards against a failure LMDB shows when it is broken):
 - an environment is opened once per process and never used across ``fork()``;
 - commits are synchronous and ``writemap`` is off: durability first, speed by batching;
 - ``MapFullError`` grows the map and redoes the whole transaction; ``MapResizedError``
