@@ -30,7 +30,7 @@ from mpqueue.identity import process_matches
 
 from .pg_helpers import (admin, pg_url, require_restartable,  # noqa: F401
                          restart_database, terminate_connections)
-from .serve_helpers import ROOT, assert_no_overlap, gone, pids_of, read_runs, wait_until
+from .serve_helpers import ROOT, assert_no_overlap, gone, read_runs, wait_until
 
 HOSTS = ("host-a", "host-b", "host-c")
 SERVE_ARGS = ("--workers", "1", "--poll-interval", "0.2", "--grace", "2", "--prefetch", "0")
