@@ -217,13 +217,12 @@ def test_many_jobs_a_host_killed_mid_run_taken_over_within_its_lease(pg_url, tmp
         killed_at = time.monotonic()
         victim.proc.kill()
         victim.proc.wait(5)
-        # Read at once: on a loaded machine the others may put the claims back (lease
-        # 2 s) before the server has even noticed the victim's connections close.
+        # Once the server has seen its connections close, nothing of the victim's can
+        # still commit: its claims are frozen until the others put them back. (Read
+        # before that, a commit in flight could still finish one of them.)
+        wait_until(lambda: _sessions_from(pg_url, ports) == 0, 10, "victim's sessions gone")
         held = {claim.job_id for claim in queue.store.claims(victim_id)}
         assert held, "the victim held no job when it was killed"
-        # Once the server has seen its connections close, nothing of the victim's can
-        # still commit: its claims are frozen until the others put them back.
-        wait_until(lambda: _sessions_from(pg_url, ports) == 0, 10, "victim's sessions gone")
         wait_until(lambda: not queue.store.claims(victim_id), 30,
                    "the victim's jobs put back", interval=0.02)
         put_back_s = time.monotonic() - killed_at

@@ -294,9 +294,9 @@ class LmdbStore(Store):
 
     def _set_offer(self, tx: Tx, worker_id: str, child_pids: Sequence[int]) -> None:
         """Record which idle children ``worker_id`` offers (none: no entry); written only
-        when they change, so a busy server's cycles do not rewrite the offers page (its
-        heartbeats keep the offer's stamp fresh). Only the server itself calls this:
-        it is alive now."""
+        when they change, so a busy server's cycles do not rewrite the offers page. The
+        stamp is the server's last heartbeat, as in its registry entry (which each
+        heartbeat restamps), so an offer is never fresher than the registry says."""
         key = keys.worker_key(worker_id)
         current = tx.get(keys.DB_OFFERS, key)
         if not child_pids:
@@ -306,14 +306,15 @@ class LmdbStore(Store):
         offer = None if current is None else keys.decode_offer(current)
         if offer is not None and offer[2] == list(child_pids):
             return
-        lease_ms = offer[1] if offer is not None else self._lease_ms(tx, key)
-        tx.put(keys.DB_OFFERS, key, keys.encode_offer(now_ms(), lease_ms, child_pids))
+        beat_ms, lease_ms = offer[:2] if offer is not None else self._beat(tx, key)
+        tx.put(keys.DB_OFFERS, key, keys.encode_offer(beat_ms, lease_ms, child_pids))
 
-    def _lease_ms(self, tx: Tx, worker_key: bytes) -> int:
-        """A server's lease, from its registry entry (the default if it has none)."""
+    def _beat(self, tx: Tx, worker_key: bytes) -> tuple[int, int]:
+        """A server's last heartbeat and lease (ms), from its registry entry; one that
+        has none (or an unreadable one) is stamped stale: it offers nothing."""
         raw = tx.get(keys.DB_WORKERS, worker_key)
         info = {} if raw is None else decode_worker_info(raw)
-        return _lease_ms_of(info)
+        return _beat_ms_of(info), _lease_ms_of(info)
 
     def _add(self, tx: Tx, records: Sequence[JobRecord]) -> None:
         """Write a batch with one sorted multi-put per index: neighbouring keys go to
@@ -681,8 +682,7 @@ class LmdbStore(Store):
     def register_worker(self, worker_id: str, info: dict[str, Any]) -> None:
         raw = encode_worker_info(info)
         key = keys.worker_key(worker_id)
-        beat_ms = info.get("heartbeat_ms")
-        beat_ms = beat_ms if isinstance(beat_ms, int) and beat_ms >= 0 else now_ms()
+        beat_ms = _beat_ms_of(info)
 
         def body(tx: Tx) -> None:
             tx.put(keys.DB_WORKERS, key, raw)
@@ -732,6 +732,11 @@ def _first_key_from(tx: Tx, db: bytes, start: bytes) -> bytes | None:
     for key, _ in tx.scan(db, start, values=False):
         return key
     return None
+
+
+def _beat_ms_of(info: dict[str, Any]) -> int:
+    beat_ms = info.get("heartbeat_ms", 0)
+    return beat_ms if isinstance(beat_ms, int) and 0 <= beat_ms < 2**63 else 0
 
 
 def _lease_ms_of(info: dict[str, Any]) -> int:
