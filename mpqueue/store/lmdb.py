@@ -91,13 +91,10 @@ class LmdbStore(Store):
         now = now_ms()
         for key, raw in tx.scan(keys.DB_WORKERS):
             worker_id = keys.decode_worker_key(key)
-            try:
-                info = decode_worker_info(raw)
-                info["heartbeat_age_ms"] = now - int(info.get("heartbeat_ms", 0))
-                lease_s = float(info.get("lease_s", DEFAULT_LEASE_S))
-            except Exception:
-                continue  # unreadable: not a server that can be shown to be alive
-            if not coordinator_dead(worker_id, info, now, lease_s):
+            # an unreadable entry has no heartbeat: not a server shown to be alive
+            info = decode_worker_info(raw)
+            info["heartbeat_age_ms"] = now - _beat_ms_of(info)
+            if not coordinator_dead(worker_id, info, now, _lease_ms_of(info) / 1000):
                 raise ConfigError(
                     f"store {self.path!r} is served in {other_mode} mode by a running "
                     f"server ({worker_id}); opening it in {self.mode} mode would migrate "
