@@ -39,33 +39,52 @@ PLOTS = {"scaling", "throughput"}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench",
-                                     description="The mpqueue benchmark harness (issue 4).",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n", 2)[2])
-    parser.add_argument("--scenario", action="append", choices=[*SCENARIOS, "all"],
-                        help="scenario to run (repeatable; default: all)")
-    parser.add_argument("--quick", action="store_true",
-                        help="small sizes and fewer repetitions (all scenarios < 2 min)")
-    parser.add_argument("--out", default=None, metavar="DIR",
-                        help="directory for JSON and PNG files [default: bench/results; "
-                             "with --quick bench/out/quick, which git ignores]")
-    parser.add_argument("--results", default=None, metavar="FILE",
-                        help="Markdown file whose scenario sections are rewritten "
-                             "[default: bench/RESULTS.md; with --quick DIR/RESULTS.md, so a "
-                             "quick run never replaces a full one]")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="The mpqueue benchmark harness (issue 4).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n", 2)[2],
+    )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        choices=[*SCENARIOS, "all"],
+        help="scenario to run (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small sizes and fewer repetitions (all scenarios < 2 min)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        metavar="DIR",
+        help="directory for JSON and PNG files [default: bench/results; "
+        "with --quick bench/out/quick, which git ignores]",
+    )
+    parser.add_argument(
+        "--results",
+        default=None,
+        metavar="FILE",
+        help="Markdown file whose scenario sections are rewritten "
+        "[default: bench/RESULTS.md; with --quick DIR/RESULTS.md, so a "
+        "quick run never replaces a full one]",
+    )
     args = parser.parse_args(argv)
     names = args.scenario or ["all"]
     args.names = list(SCENARIOS) if "all" in names else list(dict.fromkeys(names))
     args.out = args.out or os.path.join(HERE, "out/quick" if args.quick else "results")
     if args.results is None:
-        args.results = (os.path.join(args.out, "RESULTS.md") if args.quick
-                        else os.path.join(HERE, "RESULTS.md"))
+        args.results = (
+            os.path.join(args.out, "RESULTS.md") if args.quick else os.path.join(HERE, "RESULTS.md")
+        )
     return args
 
 
-def run_one(name: str, cfg: dict[str, Any], progress: Progress, args: argparse.Namespace,
-            command: str) -> str:
+def run_one(
+    name: str, cfg: dict[str, Any], progress: Progress, args: argparse.Namespace, command: str
+) -> str:
     """Run one scenario and write its JSON, plot and RESULTS.md section; returns the
     Markdown body."""
     module, title = scenario_module(name), SCENARIOS[name]
@@ -78,6 +97,7 @@ def run_one(name: str, cfg: dict[str, Any], progress: Progress, args: argparse.N
     body = module.report(res)
     if name in PLOTS:
         from bench import plots  # matplotlib only when a plot is wanted
+
         png = getattr(plots, name)(res, args.out)
         res["plot"] = png
     report.write_json(os.path.join(args.out, f"{name}.json"), {"context": ctx, **res})
@@ -96,8 +116,7 @@ def load_scenarios(names: list[str]) -> str | None:
         try:
             scenario_module(name)
         except ModuleNotFoundError as exc:
-            return (f"scenario {name!r} needs the bench extra (pip install -e '.[bench]'): "
-                    f"{exc}")
+            return f"scenario {name!r} needs the bench extra (pip install -e '.[bench]'): {exc}"
     return None
 
 

@@ -48,8 +48,10 @@ def main() -> None:
     for limit in ("32", "256"):
         a = statistics.median(rates[args.tree_a][limit])
         b = statistics.median(rates[args.tree_b][limit])
-        print(f"claim batch {limit:>3}: {a:9.0f} vs {b:9.0f} jobs/s "
-              f"(B/A {b / a:.2f}, median of {args.rounds} rounds)")
+        print(
+            f"claim batch {limit:>3}: {a:9.0f} vs {b:9.0f} jobs/s "
+            f"(B/A {b / a:.2f}, median of {args.rounds} rounds)"
+        )
 
 
 if __name__ == "__main__":

@@ -30,13 +30,14 @@ def main() -> None:
     args = parser.parse_args()
     cold, warm = [], []
     for rep in range(args.reps):
-        for sync in ((True, False) if rep % 2 == 0 else (False, True)):
+        for sync in (True, False) if rep % 2 == 0 else (False, True):
             (cold if sync else warm).append(python_us(args.n, sync))
     c, w = statistics.median(cold), statistics.median(warm)
     print(f"task.delay beyond the raw three puts, per job (median of {args.reps}):")
     print(f"  warm (sync=False): {w:.1f} us   ({', '.join(f'{v:.1f}' for v in warm)})")
-    print(f"  after an fsync wait (sync=True): {c:.1f} us   "
-          f"({', '.join(f'{v:.1f}' for v in cold)})")
+    print(
+        f"  after an fsync wait (sync=True): {c:.1f} us   ({', '.join(f'{v:.1f}' for v in cold)})"
+    )
     print(f"  ratio: {c / w:.1f}x")
 
 

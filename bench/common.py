@@ -8,16 +8,21 @@ import math
 import statistics
 import sys
 import time
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
-MODES = ("legacy", "optimized")   # every scenario runs both, side by side
+MODES = ("legacy", "optimized")  # every scenario runs both, side by side
 BAR_WIDTH = 28
 
 
 def summary(samples: list[float]) -> dict[str, Any]:
     """Median and spread (min, max) of repeated measurements, with the raw samples."""
-    return {"median": statistics.median(samples), "min": min(samples),
-            "max": max(samples), "samples": list(samples)}
+    return {
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "max": max(samples),
+        "samples": list(samples),
+    }
 
 
 def spread(s: dict[str, Any], scale: float = 1.0, digits: int = 2, unit: str = "") -> str:

@@ -58,9 +58,17 @@ class _TimedEnv:
 def split_enqueue(samples: int) -> dict[str, float]:
     """Medians (ms) of each part of an idle, handed-off ``task.delay()``."""
     marks: dict[str, float] = {}
-    parts: dict[str, list[float]] = {k: [] for k in
-                                     ("before txn", "txn body", "commit", "after commit",
-                                      "whole call", "call to job start")}
+    parts: dict[str, list[float]] = {
+        k: []
+        for k in (
+            "before txn",
+            "txn body",
+            "commit",
+            "after commit",
+            "whole call",
+            "call to job start",
+        )
+    }
     handed = 0
     with temp_store() as path, Server(path, 2), Queue(path) as queue:
         shared = queue.store.env.shared  # type: ignore[attr-defined]
@@ -99,7 +107,7 @@ def commit_per_database(samples: int) -> dict[int, float]:
                         txn.put(os.urandom(16), os.urandom(200), db=db)
             value = os.urandom(200)
             for r in range(samples):
-                for n in (counts if r % 2 == 0 else counts[::-1]):
+                for n in counts if r % 2 == 0 else counts[::-1]:
                     time.sleep(0.005)
                     t0 = time.perf_counter()
                     with env.begin(write=True) as txn:

@@ -28,8 +28,7 @@ def make_huey(filename: str) -> tuple[SqliteHuey, dict[str, Any]]:
     """A Huey on ``filename`` with every commit fsynced (``synchronous=FULL``) in WAL
     mode, and the bench job bodies registered on it by name."""
     huey = SqliteHuey("mpqueue-bench", filename=filename, fsync=True, journal_mode="wal")
-    tasks = {name: huey.task(name=f"bench.jobs.{name}")(getattr(jobs, name))
-             for name in JOB_NAMES}
+    tasks = {name: huey.task(name=f"bench.jobs.{name}")(getattr(jobs, name)) for name in JOB_NAMES}
     return huey, tasks
 
 
@@ -45,9 +44,23 @@ class HueyConsumer:
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         env[DB_ENV] = filename
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "huey.bin.huey_consumer", "bench.huey_peer.huey",
-             "-k", "process", "-w", str(workers), "-q", *extra],
-            env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            [
+                sys.executable,
+                "-m",
+                "huey.bin.huey_consumer",
+                "bench.huey_peer.huey",
+                "-k",
+                "process",
+                "-w",
+                str(workers),
+                "-q",
+                *extra,
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -60,15 +73,16 @@ class HueyConsumer:
         if self.proc.stderr is not None:
             self.proc.stderr.close()
 
-    def __enter__(self) -> "HueyConsumer":
+    def __enter__(self) -> HueyConsumer:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
 
-def wait_results(huey_: SqliteHuey, count: int, timeout_s: float,
-                 proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_results(
+    huey_: SqliteHuey, count: int, timeout_s: float, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     """Wait until ``count`` results are stored (every bench job returns a value)."""
     deadline = time.monotonic() + timeout_s
     while huey_.result_count() < count:
@@ -76,6 +90,7 @@ def wait_results(huey_: SqliteHuey, count: int, timeout_s: float,
             err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
             raise RuntimeError(f"huey_consumer exited {proc.returncode}: {err[-2000:]}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"huey: {huey_.result_count()} of {count} results after "
-                               f"{timeout_s} s")
+            raise TimeoutError(
+                f"huey: {huey_.result_count()} of {count} results after {timeout_s} s"
+            )
         time.sleep(0.002)

@@ -15,8 +15,9 @@ from __future__ import annotations
 import os
 import random
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 
@@ -30,18 +31,46 @@ IDLE_S = 0.005
 # key, label, mpqueue mode or peer, extra options, jitter (the runner's poll interval)
 VARIANTS: tuple[tuple[str, str, str, tuple[str, ...], float], ...] = (
     ("legacy", "mpqueue legacy, 0.5 s poll", "legacy", ("--poll-interval", "0.5"), 0.5),
-    ("poll-only", "mpqueue optimized, `--poll-only`, 0.5 s poll", "optimized",
-     ("--poll-only", "--poll-interval", "0.5"), 0.5),
+    (
+        "poll-only",
+        "mpqueue optimized, `--poll-only`, 0.5 s poll",
+        "optimized",
+        ("--poll-only", "--poll-interval", "0.5"),
+        0.5,
+    ),
     ("default", "mpqueue optimized, default (wake-ups)", "optimized", (), 0.0),
     ("executor", "ProcessPoolExecutor, warm", "executor", (), 0.0),
     ("huey", "Huey SQLite, default polling (-d 0.1)", "huey", (), 0.1),
-    ("huey-1ms", "Huey SQLite, 1 ms polling (-d 0.001 -m 0.001)", "huey",
-     ("-d", "0.001", "-m", "0.001"), 0.001),
+    (
+        "huey-1ms",
+        "Huey SQLite, 1 ms polling (-d 0.001 -m 0.001)",
+        "huey",
+        ("-d", "0.001", "-m", "0.001"),
+        0.001,
+    ),
 )
-FULL = dict(idle_cpu_s=5.0, samples={"legacy": 60, "poll-only": 60, "default": 300, "executor": 300,
-                     "huey": 150, "huey-1ms": 300})
-QUICK = dict(idle_cpu_s=2.0, samples={"legacy": 12, "poll-only": 12, "default": 40, "executor": 40,
-                      "huey": 20, "huey-1ms": 40})
+FULL = dict(
+    idle_cpu_s=5.0,
+    samples={
+        "legacy": 60,
+        "poll-only": 60,
+        "default": 300,
+        "executor": 300,
+        "huey": 150,
+        "huey-1ms": 300,
+    },
+)
+QUICK = dict(
+    idle_cpu_s=2.0,
+    samples={
+        "legacy": 12,
+        "poll-only": 12,
+        "default": 40,
+        "executor": 40,
+        "huey": 20,
+        "huey-1ms": 40,
+    },
+)
 
 
 def steps(cfg: dict[str, Any]) -> int:
@@ -61,8 +90,11 @@ def executor_latency(samples: int) -> dict[str, Any]:
             values.append((started - before) * 1000)
             after_call.append((started - after) * 1000)
             time.sleep(IDLE_S)
-    return {"samples": samples, "from_call_ms": percentiles(values),
-            "from_commit_ms": percentiles(after_call)}
+    return {
+        "samples": samples,
+        "from_call_ms": percentiles(values),
+        "from_commit_ms": percentiles(after_call),
+    }
 
 
 def huey_latency(samples: int, *extra: str, jitter_s: float = 0.0) -> dict[str, Any]:
@@ -82,8 +114,11 @@ def huey_latency(samples: int, *extra: str, jitter_s: float = 0.0) -> dict[str, 
                 after_call.append((started - after) * 1000)
                 time.sleep(IDLE_S + random.uniform(0.0, jitter_s))
         huey.storage.close()
-    return {"samples": samples, "from_call_ms": percentiles(values),
-            "from_commit_ms": percentiles(after_call)}
+    return {
+        "samples": samples,
+        "from_call_ms": percentiles(values),
+        "from_commit_ms": percentiles(after_call),
+    }
 
 
 def idle_cpu_percent(kind: str, extra: tuple[str, ...], seconds: float) -> float:
@@ -116,6 +151,7 @@ def _tree_cpu(pid: int, seconds: float) -> float:
             except psutil.NoSuchProcess:
                 pass
         return total
+
     time.sleep(0.5)  # let start-up work settle
     before = used()
     time.sleep(seconds)
@@ -153,24 +189,51 @@ def report(res: dict[str, Any]) -> str:
     for key, label, _, _, _ in VARIANTS:
         r = res["variants"][key]
         p, c = r["from_call_ms"], r["from_commit_ms"]
-        rows.append([label, r["samples"], f"{p['p50']:.2f}", f"{p['p95']:.2f}",
-                     f"{p['p99']:.2f}", f"{p['max']:.2f}", f"{c['p50']:.2f}",
-                     f"{c['p99']:.2f}", _cpu(r)])
-    table = md_table(["runner (idle, 2 workers)", "samples", "p50 ms", "p95 ms", "p99 ms",
-                      "max ms", "after enqueue returned: p50 ms", "p99 ms", "idle CPU, % of a core"], rows)
-    return table + "\n\n" + (
-        "- Enqueue call to job start, wall clock, one job at a time. Between samples the "
-        "runner idles 5 ms plus a random 0 to its poll interval (0.5 s for the polling "
-        "mpqueue modes, 0.1 s / 1 ms for Huey), so arrivals fall at random points of the "
-        "poll cycle instead of locking to its ticks. The last two columns start the clock "
-        "when the enqueue call has returned (its durable commit done); below zero, the "
-        "job started before the call returned (mpqueue wakes the child it handed the job "
-        "to right after the commit, while `delay()` builds the Job it returns). "
-        "Idle CPU: user + "
-        "system time of the runner's process tree (coordinator/consumer and workers) over "
-        f"{res['config']['idle_cpu_s']:g} s with nothing queued, measured separately. "
-        "mpqueue and Huey commit durably (fsync) before the job can start; the executor "
-        "keeps nothing.")
+        rows.append(
+            [
+                label,
+                r["samples"],
+                f"{p['p50']:.2f}",
+                f"{p['p95']:.2f}",
+                f"{p['p99']:.2f}",
+                f"{p['max']:.2f}",
+                f"{c['p50']:.2f}",
+                f"{c['p99']:.2f}",
+                _cpu(r),
+            ]
+        )
+    table = md_table(
+        [
+            "runner (idle, 2 workers)",
+            "samples",
+            "p50 ms",
+            "p95 ms",
+            "p99 ms",
+            "max ms",
+            "after enqueue returned: p50 ms",
+            "p99 ms",
+            "idle CPU, % of a core",
+        ],
+        rows,
+    )
+    return (
+        table
+        + "\n\n"
+        + (
+            "- Enqueue call to job start, wall clock, one job at a time. Between samples the "
+            "runner idles 5 ms plus a random 0 to its poll interval (0.5 s for the polling "
+            "mpqueue modes, 0.1 s / 1 ms for Huey), so arrivals fall at random points of the "
+            "poll cycle instead of locking to its ticks. The last two columns start the clock "
+            "when the enqueue call has returned (its durable commit done); below zero, the "
+            "job started before the call returned (mpqueue wakes the child it handed the job "
+            "to right after the commit, while `delay()` builds the Job it returns). "
+            "Idle CPU: user + "
+            "system time of the runner's process tree (coordinator/consumer and workers) over "
+            f"{res['config']['idle_cpu_s']:g} s with nothing queued, measured separately. "
+            "mpqueue and Huey commit durably (fsync) before the job can start; the executor "
+            "keeps nothing."
+        )
+    )
 
 
 def _cpu(r: dict[str, Any]) -> str:

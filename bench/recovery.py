@@ -35,14 +35,25 @@ def run(cfg: dict[str, Any], progress: Progress) -> dict[str, Any]:
 
 def report(res: dict[str, Any]) -> str:
     rows = []
-    for what, label in (("child", "child SIGKILL -> job runs again (same server)"),
-                        ("coordinator", "coordinator SIGKILL -> job runs on another server")):
+    for what, label in (
+        ("child", "child SIGKILL -> job runs again (same server)"),
+        ("coordinator", "coordinator SIGKILL -> job runs on another server"),
+    ):
         for mode in MODES:
             gaps = res[what][mode]["ms"]
-            rows.append([label, mode, len(gaps), f"{statistics.median(gaps):,.1f}",
-                         f"{min(gaps):,.1f}", f"{max(gaps):,.1f}"])
+            rows.append(
+                [
+                    label,
+                    mode,
+                    len(gaps),
+                    f"{statistics.median(gaps):,.1f}",
+                    f"{min(gaps):,.1f}",
+                    f"{max(gaps):,.1f}",
+                ]
+            )
     return md_table(["event", "mode", "reps", "median ms", "min ms", "max ms"], rows) + (
         "\n\n- Legacy mode finds the put-back job only at its next 0.5 s poll; optimized "
         "mode claims it in the same cycle that records the crash. A coordinator's death "
         "is noticed by the other server's dead-coordinator check (every 0.5 s, by pid and "
-        "process start time).")
+        "process start time)."
+    )

@@ -46,23 +46,32 @@ def context_text(ctx: dict[str, Any]) -> str:
     load = f"{ctx['loadavg_start'][0]:.2f}"
     if "loadavg_end" in ctx:
         load += f" at the start, {ctx['loadavg_end'][0]:.2f} at the end"
-    return "\n".join([
-        f"- Command: `{ctx['command']}`",
-        f"- Date: {ctx['date']}; wall time {ctx.get('wall_seconds', 0):.0f} s",
-        f"- Machine: {ctx['nproc']} CPUs ({ctx['cpu']}), {ctx['platform']}; temp dir "
-        f"`{ctx['tmpdir']}`",
-        f"- Python {ctx['python']}; {pkgs}; LMDB {ctx['lmdb']}",
-        f"- mpqueue sources: {src['package_dir']} (sha256 of loaded modules "
-        f"`{src['sha256']}`)",
-        f"- 1-minute load average: {load} (2 cores shared with other developers' test "
-        f"suites)",
-    ])
+    return "\n".join(
+        [
+            f"- Command: `{ctx['command']}`",
+            f"- Date: {ctx['date']}; wall time {ctx.get('wall_seconds', 0):.0f} s",
+            f"- Machine: {ctx['nproc']} CPUs ({ctx['cpu']}), {ctx['platform']}; temp dir "
+            f"`{ctx['tmpdir']}`",
+            f"- Python {ctx['python']}; {pkgs}; LMDB {ctx['lmdb']}",
+            f"- mpqueue sources: {src['package_dir']} (sha256 of loaded modules `{src['sha256']}`)",
+            f"- 1-minute load average: {load} (2 cores shared with other developers' test suites)",
+        ]
+    )
 
 
 def section(name: str, title: str, ctx: dict[str, Any], body: str) -> str:
     """One scenario's RESULTS.md section, markers included."""
-    return "\n".join([START.format(name=name), f"## `{name}`: {title}", "",
-                      context_text(ctx), "", body.rstrip(), END.format(name=name)])
+    return "\n".join(
+        [
+            START.format(name=name),
+            f"## `{name}`: {title}",
+            "",
+            context_text(ctx),
+            "",
+            body.rstrip(),
+            END.format(name=name),
+        ]
+    )
 
 
 def write_section(path: str, name: str, text: str) -> None:
@@ -73,8 +82,9 @@ def write_section(path: str, name: str, text: str) -> None:
             old = fh.read()
     except FileNotFoundError:
         old = "# Benchmark results\n"
-    pattern = re.compile(re.escape(START.format(name=name)) + r".*?"
-                         + re.escape(END.format(name=name)), re.S)
+    pattern = re.compile(
+        re.escape(START.format(name=name)) + r".*?" + re.escape(END.format(name=name)), re.S
+    )
     if pattern.search(old):
         new = pattern.sub(lambda _: text, old, count=1)
     else:

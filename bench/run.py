@@ -8,4 +8,5 @@ import sys
 if __name__ == "__main__":
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from bench.__main__ import main
+
     sys.exit(main())

@@ -15,11 +15,21 @@ from typing import Any
 from bench.common import MODES, Progress, md_table, spread, verdict
 from bench.seed import list_row, poll_row
 
-FULL = dict(poll_sizes=(1_000, 10_000, 100_000, 1_000_000), ready=10, claim_limit=32,
-            poll_reps={"optimized": 5, "legacy": 3},
-            list_sizes=(100, 1_000, 10_000, 100_000), list_reps=5)
-QUICK = dict(FULL, poll_sizes=(1_000, 10_000, 100_000), poll_reps={"optimized": 3, "legacy": 2},
-             list_sizes=(100, 1_000, 10_000, 100_000), list_reps=2)
+FULL = dict(
+    poll_sizes=(1_000, 10_000, 100_000, 1_000_000),
+    ready=10,
+    claim_limit=32,
+    poll_reps={"optimized": 5, "legacy": 3},
+    list_sizes=(100, 1_000, 10_000, 100_000),
+    list_reps=5,
+)
+QUICK = dict(
+    FULL,
+    poll_sizes=(1_000, 10_000, 100_000),
+    poll_reps={"optimized": 3, "legacy": 2},
+    list_sizes=(100, 1_000, 10_000, 100_000),
+    list_reps=2,
+)
 
 
 def steps(cfg: dict[str, Any]) -> int:
@@ -32,8 +42,9 @@ def run(cfg: dict[str, Any], progress: Progress) -> dict[str, Any]:
     for size in cfg["poll_sizes"]:
         for mode in MODES:
             progress.step(f"scaling: poll, {size:,} scheduled, {mode}")
-            poll[mode][str(size)] = poll_row(mode, cfg["ready"], size, cfg["claim_limit"],
-                                             cfg["poll_reps"][mode])
+            poll[mode][str(size)] = poll_row(
+                mode, cfg["ready"], size, cfg["claim_limit"], cfg["poll_reps"][mode]
+            )
     for size in cfg["list_sizes"]:
         for mode in MODES:
             progress.step(f"scaling: list {size:,} jobs, {mode}")
@@ -76,45 +87,80 @@ def report(res: dict[str, Any]) -> str:
         cells = [f"{cfg['ready']} ready + {size:,} scheduled"]
         for mode in MODES:
             r = poll[mode][str(size)]
-            cells += [f"{r['ops']['reads']:,}", f"{r['ops']['puts'] + r['ops']['deletes']:,}",
-                      f"{spread(r['seconds'], 1000, 3)}",
-                      f"{r['cpu_seconds']['median'] * 1000:.3f}", str(r["claimed"])]
+            cells += [
+                f"{r['ops']['reads']:,}",
+                f"{r['ops']['puts'] + r['ops']['deletes']:,}",
+                f"{spread(r['seconds'], 1000, 3)}",
+                f"{r['cpu_seconds']['median'] * 1000:.3f}",
+                str(r["claimed"]),
+            ]
         rows.append(cells)
     head = ["poll cycle (claim limit 32)"]
     for mode in MODES:
-        head += [f"{mode} reads", f"{mode} writes", f"{mode} wall ms", f"{mode} CPU ms",
-                 f"{mode} claims"]
+        head += [
+            f"{mode} reads",
+            f"{mode} writes",
+            f"{mode} wall ms",
+            f"{mode} CPU ms",
+            f"{mode} claims",
+        ]
     poll_table = md_table(head, rows)
     rows = []
     for size in cfg["list_sizes"]:
         cells = [f"list {size:,} jobs"]
         for mode in MODES:
             r = lists[mode][str(size)]
-            cells += [f"1 + {r['ops']['gets']:,}", f"{r['ops']['reads']:,}",
-                      f"{spread(r['seconds'], 1000, 2)}"]
+            cells += [
+                f"1 + {r['ops']['gets']:,}",
+                f"{r['ops']['reads']:,}",
+                f"{spread(r['seconds'], 1000, 2)}",
+            ]
         rows.append(cells)
     head = ["listing"]
     for mode in MODES:
         head += [f"{mode} queries", f"{mode} reads", f"{mode} ms"]
     list_table = md_table(head, rows)
     v = verdicts(res)
-    checks = md_table(["check", "measured", "result"], [
-        ["optimized poll: same operations at every size",
-         "identical" if v["optimized_ops_flat"] else "differ", verdict(v["optimized_ops_flat"])],
-        ["optimized poll time vs size (log-log slope; 0 = flat)",
-         f"{v['optimized_time_slope']:.3f}", verdict(v["optimized_time_slope"] < 0.1)],
-        ["optimized poll CPU time vs size (log-log slope; 0 = flat)",
-         f"{v['optimized_cpu_slope']:.3f}", verdict(v["optimized_cpu_slope"] < 0.1)],
-        ["legacy poll reads vs size (log-log slope; 1 = linear)",
-         f"{v['legacy_reads_slope']:.3f}", verdict(v["legacy_linear"])],
-        ["legacy poll time vs size (log-log slope)", f"{v['legacy_time_slope']:.3f}", "(info)"],
-    ])
-    return "\n\n".join([
-        "### Poll cost", poll_table, "### List cost", list_table, "### Checks", checks,
-        "Times: median (min-max) over "
-        f"{cfg['poll_reps']['optimized']} (optimized) / {cfg['poll_reps']['legacy']} "
-        f"(legacy) polls and {cfg['list_reps']} listings, each size on a fresh store. "
-        "Wall time includes the poll's fsynced commit, so it also measures the shared "
-        "disk; CPU time is this process's and does not. "
-        "Reads = index entries visited + record reads, from the store's operation "
-        "counter. Plot: `scaling.png`."])
+    checks = md_table(
+        ["check", "measured", "result"],
+        [
+            [
+                "optimized poll: same operations at every size",
+                "identical" if v["optimized_ops_flat"] else "differ",
+                verdict(v["optimized_ops_flat"]),
+            ],
+            [
+                "optimized poll time vs size (log-log slope; 0 = flat)",
+                f"{v['optimized_time_slope']:.3f}",
+                verdict(v["optimized_time_slope"] < 0.1),
+            ],
+            [
+                "optimized poll CPU time vs size (log-log slope; 0 = flat)",
+                f"{v['optimized_cpu_slope']:.3f}",
+                verdict(v["optimized_cpu_slope"] < 0.1),
+            ],
+            [
+                "legacy poll reads vs size (log-log slope; 1 = linear)",
+                f"{v['legacy_reads_slope']:.3f}",
+                verdict(v["legacy_linear"]),
+            ],
+            ["legacy poll time vs size (log-log slope)", f"{v['legacy_time_slope']:.3f}", "(info)"],
+        ],
+    )
+    return "\n\n".join(
+        [
+            "### Poll cost",
+            poll_table,
+            "### List cost",
+            list_table,
+            "### Checks",
+            checks,
+            "Times: median (min-max) over "
+            f"{cfg['poll_reps']['optimized']} (optimized) / {cfg['poll_reps']['legacy']} "
+            f"(legacy) polls and {cfg['list_reps']} listings, each size on a fresh store. "
+            "Wall time includes the poll's fsynced commit, so it also measures the shared "
+            "disk; CPU time is this process's and does not. "
+            "Reads = index entries visited + record reads, from the store's operation "
+            "counter. Plot: `scaling.png`.",
+        ]
+    )

@@ -27,13 +27,15 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 
 from bench import jobs
-from bench.store_bench import raw_env, tempdir as temp_store
+from bench.store_bench import raw_env
+from bench.store_bench import tempdir as temp_store
 from mpqueue import Queue
 from mpqueue.config import ServeSettings, TaskOptions
 from mpqueue.coordinator import serve
@@ -57,7 +59,7 @@ def enqueue(path: str, name: str, args: list[tuple[Any, ...]], chunk: int = 10_0
     with Queue(path) as queue:
         task = queue.task_by_name(name)
         for i in range(0, len(args), chunk):
-            task.map(args[i:i + chunk])
+            task.map(args[i : i + chunk])
 
 
 def serve_until_empty(path: str, workers: int) -> float:
@@ -85,16 +87,38 @@ class Server:
     def __init__(self, path: str, workers: int, *extra: str, mode: str = "optimized"):
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mpqueue", "--path", path, "serve", "--mode", mode,
-             "--workers", str(workers), "--log-level", "warning", *extra], env=env, cwd=ROOT)
+            [
+                sys.executable,
+                "-m",
+                "mpqueue",
+                "--path",
+                path,
+                "serve",
+                "--mode",
+                mode,
+                "--workers",
+                str(workers),
+                "--log-level",
+                "warning",
+                *extra,
+            ],
+            env=env,
+            cwd=ROOT,
+        )
         self.path = path
         self.mode = mode
         # Opened in the server's mode: a Queue in the other mode would migrate the store.
         with Queue(path, mode=mode) as queue:
-            wait_until(lambda: any(str(self.proc.pid) in w and info.get("children")
-                                   and len(info["children"]) == workers
-                                   for w, info in queue.store.workers().items()),
-                       60, "the server to start its workers")
+            wait_until(
+                lambda: any(
+                    str(self.proc.pid) in w
+                    and info.get("children")
+                    and len(info["children"]) == workers
+                    for w, info in queue.store.workers().items()
+                ),
+                60,
+                "the server to start its workers",
+            )
 
     def kill(self) -> None:
         self.proc.send_signal(signal.SIGKILL)
@@ -108,7 +132,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.kill()
 
-    def __enter__(self) -> "Server":
+    def __enter__(self) -> Server:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -116,9 +140,14 @@ class Server:
 
 
 # ---- scenarios -----------------------------------------------------------------------------
-def bench_throughput(name: str, fn: Callable[..., Any], args: list[tuple[Any, ...]],
-                     reps: int, workers: int = 2, run_executor: bool = True,
-                     ) -> dict[str, Any]:
+def bench_throughput(
+    name: str,
+    fn: Callable[..., Any],
+    args: list[tuple[Any, ...]],
+    reps: int,
+    workers: int = 2,
+    run_executor: bool = True,
+) -> dict[str, Any]:
     ours, bare = [], []
     for _ in range(reps):
         with temp_store() as path:
@@ -127,17 +156,22 @@ def bench_throughput(name: str, fn: Callable[..., Any], args: list[tuple[Any, ..
         if run_executor:
             bare.append(len(args) / executor_run(fn, args, workers))
     ratio = statistics.median(ours) / statistics.median(bare) if bare else None
-    return {"jobs": len(args), "workers": workers, "mpqueue_jobs_s": ours,
-            "executor_jobs_s": bare, "ratio": ratio}
+    return {
+        "jobs": len(args),
+        "workers": workers,
+        "mpqueue_jobs_s": ours,
+        "executor_jobs_s": bare,
+        "ratio": ratio,
+    }
 
 
-def bench_latency(samples: int, mode: str = "optimized", *extra: str,
-                  jitter_s: float = 0.0) -> dict[str, Any]:
+def bench_latency(
+    samples: int, mode: str = "optimized", *extra: str, jitter_s: float = 0.0
+) -> dict[str, Any]:
     """Enqueue-to-start on an idle ``serve`` (``extra``: more serve options). Between
     samples the server idles 5 ms plus a random 0..``jitter_s`` (give a polling server
     its poll interval, so arrivals do not lock to its ticks)."""
-    with temp_store() as path, Server(path, 2, *extra, mode=mode), \
-            Queue(path, mode=mode) as queue:
+    with temp_store() as path, Server(path, 2, *extra, mode=mode), Queue(path, mode=mode) as queue:
         task = queue.task_by_name("bench.jobs.stamp")
         from_call, from_commit = [], []
         for i in range(samples):
@@ -149,9 +183,12 @@ def bench_latency(samples: int, mode: str = "optimized", *extra: str,
             from_commit.append((started - after) * 1000)
             # let the server go idle again: this measures idle wake-up
             time.sleep(0.005 + random.uniform(0.0, jitter_s))
-    return {"samples": samples, "from_call_ms": percentiles(from_call),
-            "from_commit_ms": percentiles(from_commit),
-            "bare_commit_ms": percentiles(idle_commit_ms(samples))}
+    return {
+        "samples": samples,
+        "from_call_ms": percentiles(from_call),
+        "from_commit_ms": percentiles(from_commit),
+        "bare_commit_ms": percentiles(idle_commit_ms(samples)),
+    }
 
 
 def idle_commit_ms(samples: int) -> list[float]:
@@ -173,8 +210,7 @@ def idle_commit_ms(samples: int) -> list[float]:
 def percentiles(values: list[float]) -> dict[str, float]:
     """p50/p95/p99/max of ``values`` (inclusive quantiles)."""
     cuts = statistics.quantiles(values, n=100, method="inclusive")
-    return {"p50": statistics.median(values), "p95": cuts[94], "p99": cuts[98],
-            "max": max(values)}
+    return {"p50": statistics.median(values), "p95": cuts[94], "p99": cuts[98], "max": max(values)}
 
 
 def bench_scheduled(scheduled: int, ready: int, reps: int) -> dict[str, Any]:
@@ -195,8 +231,10 @@ def _add_scheduled(path: str, count: int) -> None:
     with Queue(path) as queue:
         later = now_ms() + HOUR_MS
         for i in range(0, count, 10_000):
-            recs = [queue._record("bench.jobs.noop", b"\x01", TaskOptions(), run_at_ms=later)
-                    for _ in range(min(10_000, count - i))]
+            recs = [
+                queue._record("bench.jobs.noop", b"\x01", TaskOptions(), run_at_ms=later)
+                for _ in range(min(10_000, count - i))
+            ]
             queue.store.add(recs)
 
 
@@ -210,8 +248,9 @@ def bench_recovery_child(reps: int, mode: str = "optimized") -> dict[str, Any]:
             first = wait_until(lambda: _lines(marks), 10, "the job to start")
             killed_at = time.time()
             os.kill(int(first[0].split()[1]), signal.SIGKILL)
-            lines = wait_until(lambda: len(_lines(marks)) >= 2 and _lines(marks), 10,
-                               "the job to run again")
+            lines = wait_until(
+                lambda: len(_lines(marks)) >= 2 and _lines(marks), 10, "the job to run again"
+            )
             gaps.append((float(lines[1].split()[2]) - killed_at) * 1000)
             job.result(timeout=10)
     return {"ms": gaps}
@@ -219,7 +258,7 @@ def bench_recovery_child(reps: int, mode: str = "optimized") -> dict[str, Any]:
 
 def bench_recovery_coordinator(reps: int, mode: str = "optimized") -> dict[str, Any]:
     gaps = []
-    for rep in range(reps):
+    for _rep in range(reps):
         with temp_store() as path, Queue(path, mode=mode) as queue:
             marks = os.path.join(path, "marks")
             first = Server(path, 1, mode=mode)
@@ -228,8 +267,11 @@ def bench_recovery_coordinator(reps: int, mode: str = "optimized") -> dict[str, 
             with Server(path, 1, mode=mode):
                 killed_at = time.time()
                 first.kill()
-                lines = wait_until(lambda: len(_lines(marks)) >= 2 and _lines(marks), 10,
-                                   "another server to run the job")
+                lines = wait_until(
+                    lambda: len(_lines(marks)) >= 2 and _lines(marks),
+                    10,
+                    "another server to run the job",
+                )
                 gaps.append((float(lines[1].split()[2]) - killed_at) * 1000)
     return {"ms": gaps}
 
@@ -265,15 +307,19 @@ def report(results: dict[str, Any], quick: bool) -> str:
         r = results["throughput-noop"]
         ours, bare = med(r["mpqueue_jobs_s"]), med(r["executor_jobs_s"])
         ok = ours >= 10_000 and r["ratio"] >= 1.3
-        rows.append(f"| no-op, {r['jobs']} jobs, 2 workers | {ours:,.0f} jobs/s | executor "
-                    f"{bare:,.0f} jobs/s (x{r['ratio']:.2f}) | >= 10,000/s and >= 1.3x | "
-                    f"{'PASS' if ok else 'FAIL'} |")
+        rows.append(
+            f"| no-op, {r['jobs']} jobs, 2 workers | {ours:,.0f} jobs/s | executor "
+            f"{bare:,.0f} jobs/s (x{r['ratio']:.2f}) | >= 10,000/s and >= 1.3x | "
+            f"{'PASS' if ok else 'FAIL'} |"
+        )
     if "throughput-cpu" in results:
         r = results["throughput-cpu"]
         ours, bare = med(r["mpqueue_jobs_s"]), med(r["executor_jobs_s"])
-        rows.append(f"| 10 ms CPU jobs, {r['jobs']} jobs, 2 workers | {ours:,.1f} jobs/s | "
-                    f"executor {bare:,.1f} jobs/s ({r['ratio']:.1%}) | >= 97% | "
-                    f"{'PASS' if r['ratio'] >= 0.97 else 'FAIL'} |")
+        rows.append(
+            f"| 10 ms CPU jobs, {r['jobs']} jobs, 2 workers | {ours:,.1f} jobs/s | "
+            f"executor {bare:,.1f} jobs/s ({r['ratio']:.1%}) | >= 97% | "
+            f"{'PASS' if r['ratio'] >= 0.97 else 'FAIL'} |"
+        )
     if "latency" in results:
         r = results["latency"]["from_call_ms"]
         ok = r["p50"] <= 1.5 and r["p99"] <= 5
@@ -282,24 +328,32 @@ def report(results: dict[str, Any], quick: bool) -> str:
         context = f"from the enqueue's return: p50 {c['p50']:.2f} ms"
         if b is not None:
             context += f"; one bare put + commit after 5 ms idle: p50 {b['p50']:.2f} ms"
-        rows.append(f"| idle latency, enqueue call to start ({results['latency']['samples']}"
-                    f" samples) | p50 {r['p50']:.2f} / p95 {r['p95']:.2f} / p99 "
-                    f"{r['p99']:.2f} ms | {context} | p50 <= 1.5, p99 <= 5 ms | "
-                    f"{'PASS' if ok else 'FAIL'} |")
+        rows.append(
+            f"| idle latency, enqueue call to start ({results['latency']['samples']}"
+            f" samples) | p50 {r['p50']:.2f} / p95 {r['p95']:.2f} / p99 "
+            f"{r['p99']:.2f} ms | {context} | p50 <= 1.5, p99 <= 5 ms | "
+            f"{'PASS' if ok else 'FAIL'} |"
+        )
     if "scheduled" in results:
         r = results["scheduled"]
         t = med(r["seconds"])
-        rows.append(f"| {r['ready']} ready among {r['scheduled']:,} scheduled | {t:.3f} s "
-                    f"to done | | < 0.1 s | {'PASS' if t < 0.1 else 'FAIL'} |")
+        rows.append(
+            f"| {r['ready']} ready among {r['scheduled']:,} scheduled | {t:.3f} s "
+            f"to done | | < 0.1 s | {'PASS' if t < 0.1 else 'FAIL'} |"
+        )
     if "recovery-child" in results:
         g = results["recovery-child"]["ms"]
-        rows.append(f"| child SIGKILL -> job runs again | median {med(g):.1f} ms, max "
-                    f"{max(g):.1f} ms | | <= 100 ms | {'PASS' if max(g) <= 100 else 'FAIL'} |")
+        rows.append(
+            f"| child SIGKILL -> job runs again | median {med(g):.1f} ms, max "
+            f"{max(g):.1f} ms | | <= 100 ms | {'PASS' if max(g) <= 100 else 'FAIL'} |"
+        )
     if "recovery-coord" in results:
         g = results["recovery-coord"]["ms"]
-        rows.append(f"| coordinator SIGKILL -> job runs on another server | median "
-                    f"{med(g):.0f} ms, max {max(g):.0f} ms | | <= 2,000 ms | "
-                    f"{'PASS' if max(g) <= 2000 else 'FAIL'} |")
+        rows.append(
+            f"| coordinator SIGKILL -> job runs on another server | median "
+            f"{med(g):.0f} ms, max {max(g):.0f} ms | | <= 2,000 ms | "
+            f"{'PASS' if max(g) <= 2000 else 'FAIL'} |"
+        )
     if "memory" in results:
         rss = results["memory"]["rss_mb"]
         parts = ", ".join(f"{int(k):,} queued: {v[-1]:.1f} MB" for k, v in rss.items())
@@ -309,8 +363,15 @@ def report(results: dict[str, Any], quick: bool) -> str:
     return "\n".join(rows)
 
 
-SCENARIOS = ("throughput-noop", "throughput-cpu", "latency", "scheduled", "recovery-child",
-             "recovery-coord", "memory")
+SCENARIOS = (
+    "throughput-noop",
+    "throughput-cpu",
+    "latency",
+    "scheduled",
+    "recovery-child",
+    "recovery-coord",
+    "memory",
+)
 
 
 def main() -> None:
@@ -323,9 +384,11 @@ def main() -> None:
     q = opts.quick
     plan: dict[str, Callable[[], dict[str, Any]]] = {
         "throughput-noop": lambda: bench_throughput(
-            "noop", jobs.noop, [(i,) for i in range(5_000 if q else 20_000)], 1 if q else 3),
+            "noop", jobs.noop, [(i,) for i in range(5_000 if q else 20_000)], 1 if q else 3
+        ),
         "throughput-cpu": lambda: bench_throughput(
-            "spin", jobs.spin, [(10.0,)] * (100 if q else 400), 1 if q else 3),
+            "spin", jobs.spin, [(10.0,)] * (100 if q else 400), 1 if q else 3
+        ),
         "latency": lambda: bench_latency(50 if q else 300),
         "scheduled": lambda: bench_scheduled(5_000 if q else 50_000, 100, 1 if q else 3),
         "recovery-child": lambda: bench_recovery_child(3 if q else 10),

@@ -31,20 +31,20 @@ import importlib
 import json
 import os
 import platform
-import subprocess
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import lmdb
 
-from mpqueue import Queue
+from mpqueue import Queue, keys
 from mpqueue.config import DEFAULT_BATCH, DEFAULT_MAP_SIZE, MAX_READERS, TaskOptions
-from mpqueue import keys
 from mpqueue.job import JobRecord, JobState, new_job_ids, now_ms
 from mpqueue.serializer import dump_payload
 from mpqueue.store.codec import encode_record
@@ -61,14 +61,34 @@ def noop(x: Any) -> Any:
 
 # ---- configuration ----------------------------------------------------------------------
 
-FULL = dict(reps=5, single_n=3000, map_total=100_000, map_batches=(1_000, 10_000),
-            claim_total=100_000, claim_limits=(32, 256), list_n=10_000,
-            poll_sizes=(1_000, 10_000, 100_000, 1_000_000), legacy_poll_max=100_000,
-            poll_reps=5, legacy_poll_reps=3, limit_sizes=(10_000, 1_000_000))
-QUICK = dict(reps=3, single_n=2000, map_total=20_000, map_batches=(1_000, 10_000),
-             claim_total=20_000, claim_limits=(32, 256), list_n=10_000,
-             poll_sizes=(1_000, 10_000, 100_000), legacy_poll_max=10_000,
-             poll_reps=3, legacy_poll_reps=2, limit_sizes=(10_000, 100_000))
+FULL = dict(
+    reps=5,
+    single_n=3000,
+    map_total=100_000,
+    map_batches=(1_000, 10_000),
+    claim_total=100_000,
+    claim_limits=(32, 256),
+    list_n=10_000,
+    poll_sizes=(1_000, 10_000, 100_000, 1_000_000),
+    legacy_poll_max=100_000,
+    poll_reps=5,
+    legacy_poll_reps=3,
+    limit_sizes=(10_000, 1_000_000),
+)
+QUICK = dict(
+    reps=3,
+    single_n=2000,
+    map_total=20_000,
+    map_batches=(1_000, 10_000),
+    claim_total=20_000,
+    claim_limits=(32, 256),
+    list_n=10_000,
+    poll_sizes=(1_000, 10_000, 100_000),
+    legacy_poll_max=10_000,
+    poll_reps=3,
+    legacy_poll_reps=2,
+    limit_sizes=(10_000, 100_000),
+)
 
 TARGET_SINGLE_RATIO = 0.80
 TARGET_MAP_RATE = 100_000
@@ -79,6 +99,7 @@ RSS_SLACK_KB = 8 * 1024  # "independent of the store's size": within 8 MB at any
 
 
 # ---- helpers ------------------------------------------------------------------------------
+
 
 @contextmanager
 def tempdir() -> Iterator[str]:
@@ -98,7 +119,7 @@ def fresh_queue(mode: str = "optimized", sync: bool = True) -> Iterator[tuple[Qu
         q = Queue(os.path.join(path, "store"), mode=mode, sync=sync)
         task = q.task(task_fn, name=TASK_NAME)
         assert not task.by_value
-        q.store  # open + migrate now, outside any timing
+        _ = q.store  # open + migrate now, outside any timing
         try:
             yield q, task
         finally:
@@ -106,23 +127,30 @@ def fresh_queue(mode: str = "optimized", sync: bool = True) -> Iterator[tuple[Qu
 
 
 def summary(samples: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(samples), "min": min(samples), "max": max(samples),
-            "samples": samples}
+    return {
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "max": max(samples),
+        "samples": samples,
+    }
 
 
-def build_records(q: Queue, n: int, *, run_at_ms: int | None = None,
-                  created_ms: int | None = None) -> list[JobRecord]:
+def build_records(
+    q: Queue, n: int, *, run_at_ms: int | None = None, created_ms: int | None = None
+) -> list[JobRecord]:
     """Ready (or scheduled, with ``run_at_ms`` in the future) records, as Queue builds."""
     now = now_ms() if created_ms is None else created_ms
     opts = TaskOptions()
     payloads = [dump_payload((i,), {}) for i in range(min(n, 1000))]
-    return [q._record(TASK_NAME, payloads[i % len(payloads)], opts, run_at_ms=run_at_ms,
-                      created_ms=now) for i in range(n)]
+    return [
+        q._record(TASK_NAME, payloads[i % len(payloads)], opts, run_at_ms=run_at_ms, created_ms=now)
+        for i in range(n)
+    ]
 
 
 def add_in_batches(q: Queue, records: list[JobRecord], batch: int = 50_000) -> None:
     for start in range(0, len(records), batch):
-        q.store.add(records[start:start + batch])
+        q.store.add(records[start : start + batch])
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -137,13 +165,24 @@ def log(msg: str) -> None:
 
 # ---- 1 + 2: one commit per job ------------------------------------------------------------
 
+
 @contextmanager
 def raw_env(path: str, sync: bool = True) -> Iterator[lmdb.Environment]:
     """A raw LMDB environment opened with the settings mpqueue's ``_open`` uses (durable
     commits unless ``sync`` is False): the baseline the benchmarks compare against."""
-    env = lmdb.open(path, map_size=DEFAULT_MAP_SIZE, max_dbs=len(keys.ALL_DBS) + 2,
-                    max_readers=MAX_READERS, sync=sync, metasync=sync, writemap=False,
-                    map_async=False, max_spare_txns=0, subdir=True, lock=True)
+    env = lmdb.open(
+        path,
+        map_size=DEFAULT_MAP_SIZE,
+        max_dbs=len(keys.ALL_DBS) + 2,
+        max_readers=MAX_READERS,
+        sync=sync,
+        metasync=sync,
+        writemap=False,
+        map_async=False,
+        max_spare_txns=0,
+        subdir=True,
+        lock=True,
+    )
     try:
         yield env
     finally:
@@ -172,15 +211,26 @@ def layout_floor_rate(n: int, sync: bool = True) -> float:
         now = now_ms()
         writes = []
         for seq, job_id in enumerate(new_job_ids(n)):
-            rec = JobRecord(id=job_id, name=TASK_NAME, state=JobState.READY,
-                            payload=dump_payload((seq,), {}), seq=seq, run_at_ms=now,
-                            created_at_ms=now)
+            rec = JobRecord(
+                id=job_id,
+                name=TASK_NAME,
+                state=JobState.READY,
+                payload=dump_payload((seq,), {}),
+                seq=seq,
+                run_at_ms=now,
+                created_at_ms=now,
+            )
             raw = encode_record(rec)
             job_key, name_key, queue_db, queue_key = keys.enqueue_keys(
-                TASK_NAME, job_id, 0, seq, None)
-            writes.append(((job_key, raw, dbs[keys.DB_JOBS]),
-                           (name_key, raw, dbs[keys.DB_BY_NAME]),
-                           (queue_key, b"", dbs[queue_db])))
+                TASK_NAME, job_id, 0, seq, None
+            )
+            writes.append(
+                (
+                    (job_key, raw, dbs[keys.DB_JOBS]),
+                    (name_key, raw, dbs[keys.DB_BY_NAME]),
+                    (queue_key, b"", dbs[queue_db]),
+                )
+            )
         t0 = time.perf_counter()
         for puts in writes:
             with env.begin(write=True) as txn:
@@ -216,13 +266,22 @@ def bench_single(cfg: dict[str, Any]) -> dict[str, Any]:
         api.append(a)
         ratio.append(a / b)
         floor_ratio.append(f / b)
-        log(f"  single rep {rep}: bare {b:,.0f}/s  three puts {f:,.0f}/s  api {a:,.0f}/s  "
-            f"ratio {a / b:.2f} (three puts {f / b:.2f})")
-    return {"n": n, "bare": summary(bare), "floor": summary(floor), "api": summary(api),
-            "ratio": summary(ratio), "floor_ratio": summary(floor_ratio)}
+        log(
+            f"  single rep {rep}: bare {b:,.0f}/s  three puts {f:,.0f}/s  api {a:,.0f}/s  "
+            f"ratio {a / b:.2f} (three puts {f / b:.2f})"
+        )
+    return {
+        "n": n,
+        "bare": summary(bare),
+        "floor": summary(floor),
+        "api": summary(api),
+        "ratio": summary(ratio),
+        "floor_ratio": summary(floor_ratio),
+    }
 
 
 # ---- 3: batched enqueue ---------------------------------------------------------------------
+
 
 def bench_map(cfg: dict[str, Any]) -> dict[str, Any]:
     total = cfg["map_total"]
@@ -243,13 +302,15 @@ def bench_map(cfg: dict[str, Any]) -> dict[str, Any]:
                 for recs in batches:
                     q.store.add(recs)
                 store.append(total / (time.perf_counter() - t0))
-            log(f"  map batch {batch} rep {rep}: api {api[-1]:,.0f}/s  "
-                f"store.add {store[-1]:,.0f}/s")
+            log(
+                f"  map batch {batch} rep {rep}: api {api[-1]:,.0f}/s  store.add {store[-1]:,.0f}/s"
+            )
         out[str(batch)] = {"api": summary(api), "store_add": summary(store)}
     return out
 
 
 # ---- 4: batched claim -------------------------------------------------------------------------
+
 
 def bench_claim(cfg: dict[str, Any]) -> dict[str, Any]:
     total = cfg["claim_total"]
@@ -279,6 +340,7 @@ def bench_claim(cfg: dict[str, Any]) -> dict[str, Any]:
 
 # ---- 5: list ------------------------------------------------------------------------------------
 
+
 def bench_list(cfg: dict[str, Any]) -> dict[str, Any]:
     n = cfg["list_n"]
     out: dict[str, Any] = {"n": n}
@@ -287,7 +349,7 @@ def bench_list(cfg: dict[str, Any]) -> dict[str, Any]:
         ops: dict[str, int] = {}
         with fresh_queue(mode) as (q, _):
             add_in_batches(q, build_records(q, n), 10_000)
-            for rep in range(cfg["reps"]):
+            for _rep in range(cfg["reps"]):
                 before = q.store.counter.snapshot()
                 elapsed, jobs = timed(q.list)
                 ops = (q.store.counter - before).as_dict()
@@ -299,6 +361,7 @@ def bench_list(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---- 6: poll with many scheduled jobs --------------------------------------------------------
+
 
 def poll_once(q: Queue, add: int) -> tuple[float, dict[str, int], int]:
     """Add ``add`` ready jobs (not timed), then time one poll: promote + claim(32)."""
@@ -325,8 +388,9 @@ def bench_poll(cfg: dict[str, Any]) -> dict[str, Any]:
                 now = now_ms()
                 build_t0 = time.perf_counter()
                 for start in range(0, size, 100_000):
-                    recs = build_records(q, min(100_000, size - start),
-                                         run_at_ms=now + HOUR_MS, created_ms=now)
+                    recs = build_records(
+                        q, min(100_000, size - start), run_at_ms=now + HOUR_MS, created_ms=now
+                    )
                     add_in_batches(q, recs, 50_000)
                     del recs
                 build_s = time.perf_counter() - build_t0
@@ -341,11 +405,17 @@ def bench_poll(cfg: dict[str, Any]) -> dict[str, Any]:
                     ops_list.append(ops)
                     claimed.append(got)
                 assert q.stats()["scheduled" if mode == "optimized" else "total"] >= size
-            row[mode] = {"seconds": summary(times), "ops": ops_list[-1],
-                         "ops_all_equal": all(o == ops_list[0] for o in ops_list),
-                         "claimed_per_poll": claimed[-1], "build_seconds": build_s}
-            log(f"  poll {mode} scheduled={size:,}: {statistics.median(times) * 1000:.2f} ms"
-                f"  ops {ops_list[-1]}  claimed {claimed[-1]}  (build {build_s:.1f} s)")
+            row[mode] = {
+                "seconds": summary(times),
+                "ops": ops_list[-1],
+                "ops_all_equal": all(o == ops_list[0] for o in ops_list),
+                "claimed_per_poll": claimed[-1],
+                "build_seconds": build_s,
+            }
+            log(
+                f"  poll {mode} scheduled={size:,}: {statistics.median(times) * 1000:.2f} ms"
+                f"  ops {ops_list[-1]}  claimed {claimed[-1]}  (build {build_s:.1f} s)"
+            )
         out[str(size)] = row
     return out
 
@@ -377,8 +447,12 @@ print(json.dumps({"times": times, "listed": len(jobs),
 
 def list_child(path: str, limit: int, reps: int) -> dict[str, Any]:
     """Run ``_LIST_CHILD`` (limit -1: open the store only); its times and peak RSS (KiB)."""
-    done = subprocess.run([sys.executable, "-c", _LIST_CHILD, path, str(limit), str(reps)],
-                          stdout=subprocess.PIPE, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _LIST_CHILD, path, str(limit), str(reps)],
+        stdout=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
     return dict(json.loads(done.stdout))
 
 
@@ -398,18 +472,25 @@ def bench_list_limit(cfg: dict[str, Any]) -> dict[str, Any]:
             listed = list_child(path, LIST_LIMIT, cfg["reps"])
             opened = list_child(path, -1, 1)
         assert listed["listed"] == LIST_LIMIT
-        row = {"seconds": summary(listed["times"][1:] or listed["times"]),
-               "first_s": listed["times"][0], "maxrss_kb": listed["maxrss_kb"],
-               "open_only_maxrss_kb": opened["maxrss_kb"], "seed_s": built}
-        log(f"  list --limit {LIST_LIMIT} of {n:,}: first {row['first_s'] * 1000:.2f} ms, "
+        row = {
+            "seconds": summary(listed["times"][1:] or listed["times"]),
+            "first_s": listed["times"][0],
+            "maxrss_kb": listed["maxrss_kb"],
+            "open_only_maxrss_kb": opened["maxrss_kb"],
+            "seed_s": built,
+        }
+        log(
+            f"  list --limit {LIST_LIMIT} of {n:,}: first {row['first_s'] * 1000:.2f} ms, "
             f"median {row['seconds']['median'] * 1000:.2f} ms, peak RSS "
             f"{row['maxrss_kb'] / 1024:.1f} MiB (open only {opened['maxrss_kb'] / 1024:.1f})"
-            f" (seeded in {built:.1f} s)")
+            f" (seeded in {built:.1f} s)"
+        )
         out[str(n)] = row
     return out
 
 
 # ---- report ---------------------------------------------------------------------------------
+
 
 def fmt_rate(s: dict[str, float]) -> str:
     return f"{s['median']:,.0f} ({s['min']:,.0f}-{s['max']:,.0f})"
@@ -420,8 +501,10 @@ def fmt_ms(s: dict[str, float]) -> str:
 
 
 def ops_text(ops: dict[str, int]) -> str:
-    return (f"reads {ops['reads']:,} (gets {ops['gets']:,} + steps {ops['cursor_steps']:,}), "
-            f"puts {ops['puts']:,}, dels {ops['deletes']:,}")
+    return (
+        f"reads {ops['reads']:,} (gets {ops['gets']:,} + steps {ops['cursor_steps']:,}), "
+        f"puts {ops['puts']:,}, dels {ops['deletes']:,}"
+    )
 
 
 def verdict(ok: bool | None) -> str:
@@ -434,19 +517,40 @@ Row = tuple[str, str, str, str, "bool | None"]
 def single_rows(res: dict[str, Any]) -> list[Row]:
     rows: list[Row] = []
     s = res["single"]
-    rows.append(("1", f"bare LMDB, 1 put + commit per txn (n={s['n']:,})",
-                 fmt_rate(s["bare"]) + " txn/s", "baseline", None))
+    rows.append(
+        (
+            "1",
+            f"bare LMDB, 1 put + commit per txn (n={s['n']:,})",
+            fmt_rate(s["bare"]) + " txn/s",
+            "baseline",
+            None,
+        )
+    )
     if "floor" in s:
         fr = s["floor_ratio"]
-        rows.append(("1b", "raw LMDB, the enqueue's 3 puts + commit per txn, keys prebuilt",
-                     fmt_rate(s["floor"]) + f" txn/s = {fr['median']:.0%} "
-                     f"({fr['min']:.0%}-{fr['max']:.0%}) of (1)", "(layout floor)", None))
-    rows.append(("2", f"`task.delay` one by one (n={s['n']:,})",
-                 fmt_rate(s["api"]) + " jobs/s", "-", None))
+        rows.append(
+            (
+                "1b",
+                "raw LMDB, the enqueue's 3 puts + commit per txn, keys prebuilt",
+                fmt_rate(s["floor"]) + f" txn/s = {fr['median']:.0%} "
+                f"({fr['min']:.0%}-{fr['max']:.0%}) of (1)",
+                "(layout floor)",
+                None,
+            )
+        )
+    rows.append(
+        ("2", f"`task.delay` one by one (n={s['n']:,})", fmt_rate(s["api"]) + " jobs/s", "-", None)
+    )
     ratio = s["ratio"]
-    rows.append(("2", "ratio (2)/(1), per interleaved rep",
-                 f"{ratio['median']:.0%} ({ratio['min']:.0%}-{ratio['max']:.0%})",
-                 f">= {TARGET_SINGLE_RATIO:.0%}", ratio["median"] >= TARGET_SINGLE_RATIO))
+    rows.append(
+        (
+            "2",
+            "ratio (2)/(1), per interleaved rep",
+            f"{ratio['median']:.0%} ({ratio['min']:.0%}-{ratio['max']:.0%})",
+            f">= {TARGET_SINGLE_RATIO:.0%}",
+            ratio["median"] >= TARGET_SINGLE_RATIO,
+        )
+    )
     return rows
 
 
@@ -455,11 +559,24 @@ def map_rows(res: dict[str, Any]) -> list[Row]:
     m = res["map"]
     for batch in res["config"]["map_batches"]:
         r = m[str(batch)]
-        rows.append(("3", f"`task.map`, batches of {batch:,} ({m['total']:,} jobs)",
-                     fmt_rate(r["api"]) + " jobs/s", f">= {TARGET_MAP_RATE:,}/s",
-                     r["api"]["median"] >= TARGET_MAP_RATE))
-        rows.append(("3", f"`store.add`, pre-built records, batches of {batch:,}",
-                     fmt_rate(r["store_add"]) + " jobs/s", "(info)", None))
+        rows.append(
+            (
+                "3",
+                f"`task.map`, batches of {batch:,} ({m['total']:,} jobs)",
+                fmt_rate(r["api"]) + " jobs/s",
+                f">= {TARGET_MAP_RATE:,}/s",
+                r["api"]["median"] >= TARGET_MAP_RATE,
+            )
+        )
+        rows.append(
+            (
+                "3",
+                f"`store.add`, pre-built records, batches of {batch:,}",
+                fmt_rate(r["store_add"]) + " jobs/s",
+                "(info)",
+                None,
+            )
+        )
     return rows
 
 
@@ -471,10 +588,15 @@ def claim_rows(res: dict[str, Any]) -> list[Row]:
         # The target is judged at the batch the server claims with (--batch default);
         # smaller batches are shown for how the fsync per commit weighs on them.
         judged = limit == DEFAULT_BATCH
-        rows.append(("4", f"`store.claim(w, {limit}, now)` until {c['total']:,} claimed",
-                     fmt_rate(r["rate"]) + " jobs/s",
-                     f">= {TARGET_CLAIM_RATE:,}/s" if judged else "(info)",
-                     r["rate"]["median"] >= TARGET_CLAIM_RATE if judged else None))
+        rows.append(
+            (
+                "4",
+                f"`store.claim(w, {limit}, now)` until {c['total']:,} claimed",
+                fmt_rate(r["rate"]) + " jobs/s",
+                f">= {TARGET_CLAIM_RATE:,}/s" if judged else "(info)",
+                r["rate"]["median"] >= TARGET_CLAIM_RATE if judged else None,
+            )
+        )
     return rows
 
 
@@ -486,9 +608,15 @@ def list_rows(res: dict[str, Any]) -> list[Row]:
         ok = None
         if mode == "optimized":
             ok = r["ops"]["gets"] == 0 and r["ops"]["reads"] < lst["legacy"]["ops"]["reads"]
-        rows.append(("5", f"`Queue.list()` of {lst['n']:,} jobs, {mode}",
-                     fmt_ms(r["seconds"]) + " ms; " + ops_text(r["ops"]),
-                     "no per-job gets" if mode == "optimized" else "(before)", ok))
+        rows.append(
+            (
+                "5",
+                f"`Queue.list()` of {lst['n']:,} jobs, {mode}",
+                fmt_ms(r["seconds"]) + " ms; " + ops_text(r["ops"]),
+                "no per-job gets" if mode == "optimized" else "(before)",
+                ok,
+            )
+        )
     return rows
 
 
@@ -497,17 +625,23 @@ def poll_rows(res: dict[str, Any]) -> list[Row]:
     poll = res["poll"]
     opt_ops = [poll[str(sz)]["optimized"]["ops"] for sz in res["config"]["poll_sizes"]]
     same = all(o == opt_ops[0] for o in opt_ops) and all(
-        poll[str(sz)]["optimized"]["ops_all_equal"] for sz in res["config"]["poll_sizes"])
+        poll[str(sz)]["optimized"]["ops_all_equal"] for sz in res["config"]["poll_sizes"]
+    )
     for sz in res["config"]["poll_sizes"]:
         for mode in ("optimized", "legacy"):
             if mode not in poll[str(sz)]:
                 continue
             r = poll[str(sz)][mode]
             target = "same ops at every size" if mode == "optimized" else "(before)"
-            rows.append(("6", f"poll, 10 ready + {sz:,} scheduled, {mode} "
-                              f"(claims {r['claimed_per_poll']})",
-                         fmt_ms(r["seconds"]) + " ms; " + ops_text(r["ops"]), target,
-                         same if mode == "optimized" else None))
+            rows.append(
+                (
+                    "6",
+                    f"poll, 10 ready + {sz:,} scheduled, {mode} (claims {r['claimed_per_poll']})",
+                    fmt_ms(r["seconds"]) + " ms; " + ops_text(r["ops"]),
+                    target,
+                    same if mode == "optimized" else None,
+                )
+            )
     return rows
 
 
@@ -519,30 +653,48 @@ def list_limit_rows(res: dict[str, Any]) -> list[Row]:
     for n in sizes:
         row = r[str(n)]
         grew_kb = row["maxrss_kb"] - smallest["maxrss_kb"]
-        rows.append(("7", f"`list(limit={r['limit']})` of {n:,} jobs, own process "
-                          f"(first call {row['first_s'] * 1000:.2f} ms)",
-                     fmt_ms(row["seconds"]) + " ms", f"<= {TARGET_LIMITED_LIST_S * 1000:.0f} ms",
-                     row["seconds"]["median"] <= TARGET_LIMITED_LIST_S))
-        rows.append(("7", f"peak RSS of that process, {n:,} jobs (opening the store alone: "
-                          f"{row['open_only_maxrss_kb'] / 1024:.1f} MiB)",
-                     f"{row['maxrss_kb'] / 1024:.1f} MiB ({grew_kb / 1024:+.1f} MiB vs "
-                     f"{sizes[0]:,} jobs)", f"within {RSS_SLACK_KB // 1024} MiB at every size",
-                     grew_kb <= RSS_SLACK_KB))
+        rows.append(
+            (
+                "7",
+                f"`list(limit={r['limit']})` of {n:,} jobs, own process "
+                f"(first call {row['first_s'] * 1000:.2f} ms)",
+                fmt_ms(row["seconds"]) + " ms",
+                f"<= {TARGET_LIMITED_LIST_S * 1000:.0f} ms",
+                row["seconds"]["median"] <= TARGET_LIMITED_LIST_S,
+            )
+        )
+        rows.append(
+            (
+                "7",
+                f"peak RSS of that process, {n:,} jobs (opening the store alone: "
+                f"{row['open_only_maxrss_kb'] / 1024:.1f} MiB)",
+                f"{row['maxrss_kb'] / 1024:.1f} MiB ({grew_kb / 1024:+.1f} MiB vs "
+                f"{sizes[0]:,} jobs)",
+                f"within {RSS_SLACK_KB // 1024} MiB at every size",
+                grew_kb <= RSS_SLACK_KB,
+            )
+        )
     return rows
 
 
-SECTIONS = (("single", single_rows), ("map", map_rows), ("claim", claim_rows),
-            ("list", list_rows), ("poll", poll_rows), ("list_limit", list_limit_rows))
+SECTIONS = (
+    ("single", single_rows),
+    ("map", map_rows),
+    ("claim", claim_rows),
+    ("list", list_rows),
+    ("poll", poll_rows),
+    ("list_limit", list_limit_rows),
+)
 
 
 def table(res: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     rows = [row for key, make in SECTIONS if key in res for row in make(res)]
-    lines = ["| # | Measurement | Median (min-max) | Target | Result |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {n} | {what} | {val} | {tgt} | {verdict(ok)} |"
-              for n, what, val, tgt, ok in rows]
-    verdicts = [{"row": n, "what": what, "value": val, "target": tgt, "pass": ok}
-                for n, what, val, tgt, ok in rows]
+    lines = ["| # | Measurement | Median (min-max) | Target | Result |", "|---|---|---|---|---|"]
+    lines += [f"| {n} | {what} | {val} | {tgt} | {verdict(ok)} |" for n, what, val, tgt, ok in rows]
+    verdicts = [
+        {"row": n, "what": what, "value": val, "target": tgt, "pass": ok}
+        for n, what, val, tgt, ok in rows
+    ]
     return "\n".join(lines), verdicts
 
 
@@ -551,16 +703,23 @@ def code_fingerprint() -> dict[str, Any]:
     every loaded mpqueue module file (so a result can be tied to exact code even when
     the tree is being edited)."""
     import hashlib
+
     import mpqueue
+
     digest = hashlib.sha256()
-    files = sorted(m.__file__ for name, m in sys.modules.items()
-                   if (name == "mpqueue" or name.startswith("mpqueue."))
-                   and getattr(m, "__file__", None))
+    files = sorted(
+        m.__file__
+        for name, m in sys.modules.items()
+        if (name == "mpqueue" or name.startswith("mpqueue.")) and getattr(m, "__file__", None)
+    )
     for path in files:
         with open(path, "rb") as fh:
             digest.update(os.path.basename(path).encode() + b"\0" + fh.read())
-    return {"package_dir": os.path.dirname(mpqueue.__file__), "modules": len(files),
-            "sha256": digest.hexdigest()[:16]}
+    return {
+        "package_dir": os.path.dirname(mpqueue.__file__),
+        "modules": len(files),
+        "sha256": digest.hexdigest()[:16],
+    }
 
 
 def machine() -> dict[str, Any]:
@@ -573,38 +732,58 @@ def machine() -> dict[str, Any]:
                     break
     except OSError:
         pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version(),
-            "mpqueue_source": code_fingerprint(),
-            "py_lmdb": lmdb.__version__, "lmdb": ".".join(map(str, lmdb.version())),
-            "platform": platform.platform(),
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "loadavg_start": list(os.getloadavg()),
-            "tmpdir": tempfile.gettempdir()}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "mpqueue_source": code_fingerprint(),
+        "py_lmdb": lmdb.__version__,
+        "lmdb": ".".join(map(str, lmdb.version())),
+        "platform": platform.platform(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "loadavg_start": list(os.getloadavg()),
+        "tmpdir": tempfile.gettempdir(),
+    }
 
 
-BENCHES = [("single", bench_single), ("map", bench_map), ("claim", bench_claim),
-           ("list", bench_list), ("poll", bench_poll), ("list_limit", bench_list_limit)]
+BENCHES = [
+    ("single", bench_single),
+    ("map", bench_map),
+    ("claim", bench_claim),
+    ("list", bench_list),
+    ("poll", bench_poll),
+    ("list_limit", bench_list_limit),
+]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.store_bench",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.store_bench", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes, < 60 s")
     parser.add_argument("--out", help="write raw numbers as JSON to this file")
     parser.add_argument("--reps", type=int, help="repetitions (default 5 full, 3 quick)")
-    parser.add_argument("--only", help="comma-separated rows to run (default: all): "
-                        + ", ".join(key for key, _ in BENCHES))
+    parser.add_argument(
+        "--only",
+        help="comma-separated rows to run (default: all): " + ", ".join(key for key, _ in BENCHES),
+    )
     args = parser.parse_args(argv)
-    only = BENCHES if args.only is None else [(k, fn) for k, fn in BENCHES
-                                              if k in args.only.split(",")]
+    only = (
+        BENCHES
+        if args.only is None
+        else [(k, fn) for k, fn in BENCHES if k in args.only.split(",")]
+    )
     if not only:
         parser.error(f"--only {args.only!r} names no row")
     cfg = dict(QUICK if args.quick else FULL)
     if args.reps:
         cfg["reps"] = args.reps
-    res: dict[str, Any] = {"mode": "quick" if args.quick else "full", "config": cfg,
-                           "machine": machine(), "command": " ".join(
-                               ["python -m bench.store_bench"] + sys.argv[1:])}
+    res: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "config": cfg,
+        "machine": machine(),
+        "command": " ".join(["python -m bench.store_bench"] + sys.argv[1:]),
+    }
     t_start = time.perf_counter()
     log(f"mpqueue sources: {res['machine']['mpqueue_source']}")
     for key, fn in only:
@@ -615,12 +794,14 @@ def main(argv: list[str] | None = None) -> int:
     text, verdicts = table(res)
     res["table"] = verdicts
     m = res["machine"]
-    print(f"mpqueue store benchmark ({res['mode']}), {m['date']}: {m['nproc']} cpu "
-          f"{m['cpu']}, Python {m['python']}, py-lmdb {m['py_lmdb']} (LMDB {m['lmdb']}), "
-          f"sync=True, {cfg['reps']} reps, wall {res['wall_seconds']:.0f} s, load avg "
-          f"{m['loadavg_start'][0]:.1f} -> {m['loadavg_end'][0]:.1f}; mpqueue from "
-          f"{m['mpqueue_source']['package_dir']} (sources sha256 "
-          f"{m['mpqueue_source']['sha256']})\n")
+    print(
+        f"mpqueue store benchmark ({res['mode']}), {m['date']}: {m['nproc']} cpu "
+        f"{m['cpu']}, Python {m['python']}, py-lmdb {m['py_lmdb']} (LMDB {m['lmdb']}), "
+        f"sync=True, {cfg['reps']} reps, wall {res['wall_seconds']:.0f} s, load avg "
+        f"{m['loadavg_start'][0]:.1f} -> {m['loadavg_end'][0]:.1f}; mpqueue from "
+        f"{m['mpqueue_source']['package_dir']} (sources sha256 "
+        f"{m['mpqueue_source']['sha256']})\n"
+    )
     print(text)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as fh:

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from bench import jobs
 from bench.common import Progress, md_table, spread, summary
@@ -29,8 +30,14 @@ from mpqueue.coordinator import serve
 
 CORES = os.cpu_count() or 1
 KINDS = {"noop": ("no-op jobs", jobs.noop), "spin": ("10 ms CPU jobs", jobs.spin)}
-FULL = dict(workers=list(range(1, CORES + 1)), reps=3, jobs={"noop": 5_000, "spin": 200},
-            legacy_jobs=20, legacy_reps=1, startup_reps=3)
+FULL = dict(
+    workers=list(range(1, CORES + 1)),
+    reps=3,
+    jobs={"noop": 5_000, "spin": 200},
+    legacy_jobs=20,
+    legacy_reps=1,
+    startup_reps=3,
+)
 QUICK = dict(FULL, reps=1, jobs={"noop": 600, "spin": 40}, legacy_jobs=5, startup_reps=1)
 RUNNERS = ("mpqueue", "executor", "huey")
 
@@ -40,8 +47,10 @@ def job_args(kind: str, n: int) -> list[tuple[Any, ...]]:
 
 
 def steps(cfg: dict[str, Any]) -> int:
-    return (len(KINDS) * (len(cfg["workers"]) * len(RUNNERS) * cfg["reps"] + cfg["legacy_reps"])
-            + len(RUNNERS) * cfg["startup_reps"])
+    return (
+        len(KINDS) * (len(cfg["workers"]) * len(RUNNERS) * cfg["reps"] + cfg["legacy_reps"])
+        + len(RUNNERS) * cfg["startup_reps"]
+    )
 
 
 def mpqueue_run(kind: str, n: int, workers: int, mode: str = "optimized") -> float:
@@ -54,8 +63,9 @@ def mpqueue_run(kind: str, n: int, workers: int, mode: str = "optimized") -> flo
             with Queue(store, mode=mode) as queue:
                 queue.task_by_name(f"bench.jobs.{kind}").map(job_args(kind, n))
         started = time.perf_counter()
-        code = serve(ServeSettings(path=store, workers=workers, mode=mode, until_empty=True,
-                                   progress=False))
+        code = serve(
+            ServeSettings(path=store, workers=workers, mode=mode, until_empty=True, progress=False)
+        )
         elapsed = time.perf_counter() - started
         if code != 0:
             raise RuntimeError(f"serve exited {code}")
@@ -83,37 +93,51 @@ def executor_time(kind: str, n: int, workers: int) -> float:
 
 def run(cfg: dict[str, Any], progress: Progress) -> dict[str, Any]:
     measure: dict[str, Callable[[str, int, int], float]] = {
-        "mpqueue": mpqueue_run, "executor": executor_time, "huey": huey_run}
+        "mpqueue": mpqueue_run,
+        "executor": executor_time,
+        "huey": huey_run,
+    }
     out: dict[str, Any] = {"config": cfg, "kinds": {}}
     for kind, (label, _) in KINDS.items():
         n = cfg["jobs"][kind]
-        data: dict[str, Any] = {"label": label, "jobs": n, "runners": list(RUNNERS),
-                                "by_workers": {}}
+        data: dict[str, Any] = {
+            "label": label,
+            "jobs": n,
+            "runners": list(RUNNERS),
+            "by_workers": {},
+        }
         for workers in cfg["workers"]:
             row: dict[str, Any] = {}
             samples: dict[str, list[float]] = {r: [] for r in RUNNERS}
             for rep in range(cfg["reps"]):  # interleaved, so load drift hits all alike
                 for runner in RUNNERS:
-                    progress.step(f"throughput: {label}, {workers} worker(s), {runner}, "
-                                  f"rep {rep + 1}")
+                    progress.step(
+                        f"throughput: {label}, {workers} worker(s), {runner}, rep {rep + 1}"
+                    )
                     samples[runner].append(n / measure[runner](kind, n, workers))
             for runner in RUNNERS:
                 row[runner] = {"jobs_per_s": summary(samples[runner])}
             data["by_workers"][str(workers)] = row
         legacy = []
-        for rep in range(cfg["legacy_reps"]):
+        for _rep in range(cfg["legacy_reps"]):
             progress.step(f"throughput: {label}, legacy mpqueue ({cfg['legacy_jobs']} jobs)")
-            legacy.append(cfg["legacy_jobs"] / mpqueue_run(kind, cfg["legacy_jobs"],
-                                                           max(cfg["workers"]), "legacy"))
-        data["legacy"] = {"jobs": cfg["legacy_jobs"], "workers": max(cfg["workers"]),
-                          "jobs_per_s": summary(legacy)}
+            legacy.append(
+                cfg["legacy_jobs"]
+                / mpqueue_run(kind, cfg["legacy_jobs"], max(cfg["workers"]), "legacy")
+            )
+        data["legacy"] = {
+            "jobs": cfg["legacy_jobs"],
+            "workers": max(cfg["workers"]),
+            "jobs_per_s": summary(legacy),
+        }
         out["kinds"][kind] = data
     out["startup"] = startup(cfg, measure, progress)
     return out
 
 
-def startup(cfg: dict[str, Any], measure: dict[str, Callable[[str, int, int], float]],
-            progress: Progress) -> dict[str, Any]:
+def startup(
+    cfg: dict[str, Any], measure: dict[str, Callable[[str, int, int], float]], progress: Progress
+) -> dict[str, Any]:
     """Seconds for each runner to start, run 1 no-op job and finish: its fixed cost,
     which the counts above pay once per run."""
     workers = max(cfg["workers"])
@@ -127,7 +151,7 @@ def startup(cfg: dict[str, Any], measure: dict[str, Callable[[str, int, int], fl
 
 def report(res: dict[str, Any]) -> str:
     rows = []
-    for kind, data in res["kinds"].items():
+    for data in res["kinds"].values():
         for w, row in sorted(data["by_workers"].items(), key=lambda kv: int(kv[0])):
             ours = row["mpqueue"]["jobs_per_s"]["median"]
             cells = [data["label"], f"{data['jobs']:,}", w]
@@ -137,21 +161,49 @@ def report(res: dict[str, Any]) -> str:
             cells.append(f"{ours / row['huey']['jobs_per_s']['median']:.2f}x")
             rows.append(cells)
         leg = data["legacy"]
-        rows.append([data["label"], f"{leg['jobs']:,}", str(leg["workers"]),
-                     f"legacy mode: {spread(leg['jobs_per_s'], 1, 2)}", "", "", "", ""])
-    table = md_table(["jobs", "count", "workers", "mpqueue (jobs/s)", "executor (jobs/s)",
-                      "Huey SQLite (jobs/s)", "mpqueue / executor", "mpqueue / Huey"], rows)
+        rows.append(
+            [
+                data["label"],
+                f"{leg['jobs']:,}",
+                str(leg["workers"]),
+                f"legacy mode: {spread(leg['jobs_per_s'], 1, 2)}",
+                "",
+                "",
+                "",
+                "",
+            ]
+        )
+    table = md_table(
+        [
+            "jobs",
+            "count",
+            "workers",
+            "mpqueue (jobs/s)",
+            "executor (jobs/s)",
+            "Huey SQLite (jobs/s)",
+            "mpqueue / executor",
+            "mpqueue / Huey",
+        ],
+        rows,
+    )
     cfg = res["config"]
     st = res["startup"]
     table += "\n\n" + md_table(
         ["fixed cost: start, run 1 no-op job, stop", "workers"] + [f"{r} (ms)" for r in RUNNERS],
-        [["1 job", st["workers"]] + [spread(st[r], 1000, 0) for r in RUNNERS]])
-    return table + "\n\n" + "\n".join([
-        f"- Median (min-max) of {cfg['reps']} interleaved repetitions; every run on a fresh "
-        f"store; runner start-up included (see the module docstring of "
-        f"`bench/throughput.py`). Plot: `throughput.png`.",
-        "- mpqueue: `serve --until-empty`, default options (optimized, wake-ups, "
-        "prefetch), fsync on every commit. Executor: `ProcessPoolExecutor` (fork), "
-        "nothing durable. Huey: `SqliteHuey(fsync=True, journal_mode='wal')`, "
-        "`huey_consumer -k process -w N` with its default polling (0.1 s, backing off).",
-    ])
+        [["1 job", st["workers"]] + [spread(st[r], 1000, 0) for r in RUNNERS]],
+    )
+    return (
+        table
+        + "\n\n"
+        + "\n".join(
+            [
+                f"- Median (min-max) of {cfg['reps']} interleaved repetitions; every run on a "
+                f"fresh store; runner start-up included (see the module docstring of "
+                f"`bench/throughput.py`). Plot: `throughput.png`.",
+                "- mpqueue: `serve --until-empty`, default options (optimized, wake-ups, "
+                "prefetch), fsync on every commit. Executor: `ProcessPoolExecutor` (fork), "
+                "nothing durable. Huey: `SqliteHuey(fsync=True, journal_mode='wal')`, "
+                "`huey_consumer -k process -w N` with its default polling (0.1 s, backing off).",
+            ]
+        )
+    )

@@ -1,9 +1,20 @@
 """mpqueue: a durable, embedded, multiprocess job queue for CPU-bound Python work."""
 
 from .app import Queue
-from .errors import (ConfigError, DuplicateTask, JobFailed, JobNotFound, MpqueueError,
-                     PayloadError, Retry, SerializationError, StoreCorrupt, StoreError,
-                     StoreFull, TaskNotFound)
+from .errors import (
+    ConfigError,
+    DuplicateTask,
+    JobFailed,
+    JobNotFound,
+    MpqueueError,
+    PayloadError,
+    Retry,
+    SerializationError,
+    StoreCorrupt,
+    StoreError,
+    StoreFull,
+    TaskNotFound,
+)
 from .job import ErrorInfo, Job, JobState
 from .task import Task
 

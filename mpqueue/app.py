@@ -7,19 +7,28 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Callable, Sequence
+from typing import Any
 
-from .config import (DEFAULT_MAP_SIZE, DEFAULT_MODE, DEFAULT_RESULT_TTL_S, TaskOptions,
-                     check_location, check_mode, redact, resolve_path)
+from .config import (
+    DEFAULT_MAP_SIZE,
+    DEFAULT_MODE,
+    DEFAULT_RESULT_TTL_S,
+    TaskOptions,
+    check_location,
+    check_mode,
+    redact,
+    resolve_path,
+)
 from .display import describe
 from .errors import ConfigError, JobNotFound, TaskNotFound
-from .signing import resolve_secret, sign
 from .job import Job, JobRecord, JobState, is_job_id, new_job_id, new_job_ids, now_ms
 from .limits import check_priority, check_result_ttl, run_at_ms
+from .recovery import coordinator_dead
 from .registry import Registry, check_name, resolve, task_name
 from .serializer import dump_callable, dump_payload
-from .recovery import coordinator_dead
+from .signing import resolve_secret, sign
 from .store import Store, open_store
 from .store.base import CheckReport
 from .task import Task
@@ -42,10 +51,16 @@ class Queue:
         lose the last commits on an OS crash.
     """
 
-    def __init__(self, path: str | os.PathLike[str] | None = None, *,
-                 mode: str = DEFAULT_MODE, result_ttl: float = DEFAULT_RESULT_TTL_S,
-                 map_size: int = DEFAULT_MAP_SIZE, sync: bool = True,
-                 secret: str | bytes | None = None):
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        mode: str = DEFAULT_MODE,
+        result_ttl: float = DEFAULT_RESULT_TTL_S,
+        map_size: int = DEFAULT_MAP_SIZE,
+        sync: bool = True,
+        secret: str | bytes | None = None,
+    ):
         self.path = resolve_path(path)
         self.secret = resolve_secret(secret)  # signs every job (see signing.py)
         self.mode = check_mode(mode)
@@ -65,8 +80,9 @@ class Queue:
         if self._store is None or self._store_pid != os.getpid():
             with self._lock:
                 if self._store is None or self._store_pid != os.getpid():
-                    self._store = open_store(self.path, mode=self.mode,
-                                             map_size=self.map_size, sync=self.sync)
+                    self._store = open_store(
+                        self.path, mode=self.mode, map_size=self.map_size, sync=self.sync
+                    )
                     self._store_pid = os.getpid()
         return self._store
 
@@ -75,7 +91,7 @@ class Queue:
             self._store.close()
         self._store = None
 
-    def __enter__(self) -> "Queue":
+    def __enter__(self) -> Queue:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -101,6 +117,7 @@ class Queue:
             task = Task(self, func, name, parsed)
             self.registry.add(name, task)
             return task
+
         return register if fn is None else register(fn)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Job:
@@ -108,8 +125,7 @@ class Queue:
         if not callable(fn):
             raise ConfigError(f"submit() needs a callable; got {fn!r}")
         name = check_name(task_name(fn))
-        rec = self._record(name, dump_payload(args, kwargs), TaskOptions(),
-                           func=dump_callable(fn))
+        rec = self._record(name, dump_payload(args, kwargs), TaskOptions(), func=dump_callable(fn))
         return self._add([rec])[0]
 
     def task_by_name(self, name: str) -> Task:
@@ -125,25 +141,50 @@ class Queue:
         return Task(self, found, name, TaskOptions())
 
     # ---- enqueueing ---------------------------------------------------------------
-    def enqueue(self, task: Task, args: tuple[Any, ...], kwargs: dict[str, Any], *,
-                delay: float | None = None, at: datetime | float | None = None,
-                priority: int | None = None) -> Job:
+    def enqueue(
+        self,
+        task: Task,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        delay: float | None = None,
+        at: datetime | float | None = None,
+        priority: int | None = None,
+    ) -> Job:
         """Enqueue one job of ``task``. Nothing is written if any argument is invalid."""
         # The options of the task were checked when it was declared; only what varies
         # per call is checked here (see limits.py).
         run_at = None if delay is None and at is None else run_at_ms(delay, at, now_ms())
-        rec = self._record(task.name, dump_payload(args, kwargs), task.options,
-                           func=task.func_bytes(), priority=priority, run_at_ms=run_at)
+        rec = self._record(
+            task.name,
+            dump_payload(args, kwargs),
+            task.options,
+            func=task.func_bytes(),
+            priority=priority,
+            run_at_ms=run_at,
+        )
         return self._add([rec])[0]
 
-    def enqueue_many(self, task: Task, calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
-                     *, priority: int | None = None) -> list[Job]:
+    def enqueue_many(
+        self,
+        task: Task,
+        calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
+        *,
+        priority: int | None = None,
+    ) -> list[Job]:
         """Enqueue many jobs of ``task`` in one transaction (all or nothing)."""
         func = task.func_bytes()
         payloads = [dump_payload(a, k) for a, k in calls]
         now = now_ms()
-        template = self._record(task.name, b"", task.options, func=func, priority=priority,
-                                run_at_ms=now, created_ms=now)
+        template = self._record(
+            task.name,
+            b"",
+            task.options,
+            func=func,
+            priority=priority,
+            run_at_ms=now,
+            created_ms=now,
+        )
         # One template, copied per job: options are resolved once per batch, not per job
         # (a plain dict copy: no state changes here for evolve() to check).
         fields = template.__dict__
@@ -154,19 +195,33 @@ class Queue:
             records.append(rec)
         return self._add(records)
 
-    def _record(self, name: str, payload: bytes, options: TaskOptions, *,
-                func: bytes | None = None, priority: int | None = None,
-                run_at_ms: int | None = None, created_ms: int | None = None) -> JobRecord:
+    def _record(
+        self,
+        name: str,
+        payload: bytes,
+        options: TaskOptions,
+        *,
+        func: bytes | None = None,
+        priority: int | None = None,
+        run_at_ms: int | None = None,
+        created_ms: int | None = None,
+    ) -> JobRecord:
         created = now_ms() if created_ms is None else created_ms
         run_at = created if run_at_ms is None else run_at_ms
         return JobRecord(
-            id=new_job_id(), name=name,
+            id=new_job_id(),
+            name=name,
             state=JobState.SCHEDULED if run_at > created else JobState.READY,
-            payload=payload, func=func,
+            payload=payload,
+            func=func,
             priority=options.priority if priority is None else check_priority(priority),
-            run_at_ms=run_at, created_at_ms=created, max_retries=options.retries,
-            timeout_s=options.timeout, backoff_base_s=options.backoff,
-            backoff_cap_s=options.backoff_cap)
+            run_at_ms=run_at,
+            created_at_ms=created,
+            max_retries=options.retries,
+            timeout_s=options.timeout,
+            backoff_base_s=options.backoff,
+            backoff_cap_s=options.backoff_cap,
+        )
 
     def _add(self, records: list[JobRecord]) -> list[Job]:
         if self.secret is not None:
@@ -180,14 +235,16 @@ class Queue:
         rec = self.store.get(job_id) if is_job_id(job_id) else None
         return None if rec is None else Job(rec, self)
 
-    def list(self, name: str | None = None, state: str | None = None,
-             limit: int | None = None) -> list[Job]:
+    def list(
+        self, name: str | None = None, state: str | None = None, limit: int | None = None
+    ) -> list[Job]:
         """Jobs (oldest first) from one read of the store, optionally filtered."""
         state_enum = _parse_state(state)
         if name is not None:
             check_name(name)
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
-                                  or limit < 0):
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
             raise ConfigError(f"limit must be an integer >= 0; got {describe(limit)}")
         return [Job(rec, self) for rec in self.store.list(name, state_enum, limit)]
 
@@ -232,8 +289,9 @@ class Queue:
         decodes. ``report.code`` is 0 (all well), 1 (inconsistent) or 2 (corrupt).
 
         Raises StoreCorrupt when a page of the store cannot be read at all."""
-        return self.store.check(holder_gone=lambda worker_id: coordinator_dead(
-            worker_id, None, now_ms()))
+        return self.store.check(
+            holder_gone=lambda worker_id: coordinator_dead(worker_id, None, now_ms())
+        )
 
     def backup(self, dest: str | os.PathLike[str]) -> None:
         """Write a consistent copy of an LMDB store into ``dest`` (a new or empty

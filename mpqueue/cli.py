@@ -13,19 +13,28 @@ import errno
 import json
 import os
 import sys
+from collections.abc import Sequence
 from datetime import datetime, timezone
-from typing import Any, NoReturn, Sequence
+from typing import Any, NoReturn
 
 import click
 
 from . import __version__
 from .app import Queue
 from .cli_serve import demo_command, serve_command
-from .config import (DEFAULT_LIST_LIMIT, DEFAULT_MODE, DEFAULT_PATH, MODES, PATH_ENV,
-                     SHOW_REPR_MAX, is_url, redact)
+from .config import (
+    DEFAULT_LIST_LIMIT,
+    DEFAULT_MODE,
+    DEFAULT_PATH,
+    MODES,
+    PATH_ENV,
+    SHOW_REPR_MAX,
+    is_url,
+    redact,
+)
+from .display import CUT_MARK, plain_int, short_repr
 from .errors import ConfigError, JobNotFound, MpqueueError, SerializationError, StoreCorrupt
 from .job import Job, JobState
-from .display import CUT_MARK, plain_int, short_repr
 from .limits import PRIORITY_MAX, PRIORITY_MIN
 from .serializer import load_result
 from .store.base import CheckReport
@@ -44,17 +53,22 @@ class MpqueueGroup(click.Group):
         except UnicodeError as exc:  # argv bytes that are not UTF-8 reach an encoder
             raise click.ClickException(f"text that is not valid UTF-8: {exc}") from exc
         except RecursionError as exc:  # a stored value nested deeper than Python recurses
-            raise click.ClickException(f"a value is nested too deeply to handle: "
-                                       f"{exc}") from exc
+            raise click.ClickException(f"a value is nested too deeply to handle: {exc}") from exc
         except OSError as exc:
             if exc.errno == errno.EPIPE:  # `mpqueue list | head`: click exits quietly
                 raise
-            raise click.ClickException(f"{exc.strerror or exc}: {exc.filename or ''}"
-                                       .rstrip(": ")) from exc
+            raise click.ClickException(
+                f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+            ) from exc
 
-    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
-             complete_var: str | None = None, standalone_mode: bool = True,
-             **extra: Any) -> Any:
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
         try:
@@ -80,13 +94,22 @@ def _fail(exc: click.ClickException) -> NoReturn:
 
 
 @click.group(cls=MpqueueGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--path", type=click.Path(file_okay=False), envvar=PATH_ENV,
-              show_envvar=True, metavar="DIR",
-              help=f"Directory of the job store (created if missing). "
-                   f"[default: {DEFAULT_PATH}]")
-@click.option("--mode", type=click.Choice(MODES), default=DEFAULT_MODE, show_default=True,
-              help="Store layout: 'optimized', or 'legacy' (the old layout, kept for "
-                   "benchmarks). Use the mode the store was written with.")
+@click.option(
+    "--path",
+    type=click.Path(file_okay=False),
+    envvar=PATH_ENV,
+    show_envvar=True,
+    metavar="DIR",
+    help=f"Directory of the job store (created if missing). [default: {DEFAULT_PATH}]",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(MODES),
+    default=DEFAULT_MODE,
+    show_default=True,
+    help="Store layout: 'optimized', or 'legacy' (the old layout, kept for "
+    "benchmarks). Use the mode the store was written with.",
+)
 @click.version_option(__version__, prog_name="mpqueue")
 @click.pass_context
 def cli(ctx: click.Context, path: str | None, mode: str) -> None:
@@ -107,20 +130,40 @@ def cli(ctx: click.Context, path: str | None, mode: str) -> None:
 @cli.command()
 @click.argument("task")
 @click.argument("args", required=False, default="[]")
-@click.option("--kwargs", "kwargs_json", default="{}", metavar="JSON",
-              help="Keyword arguments as a JSON object, e.g. '{\"scale\": 2}'. "
-                   "[default: {}]")
-@click.option("--delay", type=float, default=None, metavar="SECONDS",
-              help="Run no sooner than SECONDS (0 to 100 years) from now. "
-                   "[default: run now]")
-@click.option("--priority", type=int, default=None,
-              help=f"Higher runs first; an integer from {PRIORITY_MIN} to {PRIORITY_MAX}. "
-                   "[default: the task's own priority]")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the new job as a JSON object instead of its id.")
+@click.option(
+    "--kwargs",
+    "kwargs_json",
+    default="{}",
+    metavar="JSON",
+    help="Keyword arguments as a JSON object, e.g. '{\"scale\": 2}'. [default: {}]",
+)
+@click.option(
+    "--delay",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Run no sooner than SECONDS (0 to 100 years) from now. [default: run now]",
+)
+@click.option(
+    "--priority",
+    type=int,
+    default=None,
+    help=f"Higher runs first; an integer from {PRIORITY_MIN} to {PRIORITY_MAX}. "
+    "[default: the task's own priority]",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the new job as a JSON object instead of its id."
+)
 @click.pass_obj
-def enqueue(queue: Queue, task: str, args: str, kwargs_json: str, delay: float | None,
-            priority: int | None, as_json: bool) -> None:
+def enqueue(
+    queue: Queue,
+    task: str,
+    args: str,
+    kwargs_json: str,
+    delay: float | None,
+    priority: int | None,
+    as_json: bool,
+) -> None:
     """Add one job of TASK to the queue and print its id.
 
     TASK is an import path, such as 'package.module.function'; modules in the
@@ -128,11 +171,9 @@ def enqueue(queue: Queue, task: str, args: str, kwargs_json: str, delay: float |
     arguments, e.g. '[1, "two"]'.
     """
     positional = _parse_json(args, list, "ARGS", "a JSON array, e.g. '[1, 2]'")
-    keywords = _parse_json(kwargs_json, dict, "--kwargs",
-                           "a JSON object, e.g. '{\"x\": 1}'")
+    keywords = _parse_json(kwargs_json, dict, "--kwargs", "a JSON object, e.g. '{\"x\": 1}'")
     found = queue.task_by_name(task)
-    job = queue.enqueue(found, tuple(positional), keywords, delay=delay,
-                        priority=priority)
+    job = queue.enqueue(found, tuple(positional), keywords, delay=delay, priority=priority)
     click.echo(_to_json(job.to_dict()) if as_json else job.id)
 
 
@@ -140,49 +181,80 @@ def _parse_json(text: str, kind: type, what: str, expected: str) -> Any:
     try:
         value = json.loads(text)
     except RecursionError:
-        raise click.BadParameter(f"JSON nested too deeply; expected {expected}",
-                                 param_hint=what) from None
+        raise click.BadParameter(
+            f"JSON nested too deeply; expected {expected}", param_hint=what
+        ) from None
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"invalid JSON ({exc}); expected {expected}",
-                                 param_hint=what) from None
+        raise click.BadParameter(
+            f"invalid JSON ({exc}); expected {expected}", param_hint=what
+        ) from None
     except ValueError:  # the only other: an integer over Python's digit limit
-        raise click.BadParameter(f"a number in it has more than "
-                                 f"{sys.get_int_max_str_digits()} digits; expected {expected}",
-                                 param_hint=what) from None
+        raise click.BadParameter(
+            f"a number in it has more than "
+            f"{sys.get_int_max_str_digits()} digits; expected {expected}",
+            param_hint=what,
+        ) from None
     if not isinstance(value, kind):
-        raise click.BadParameter(f"expected {expected}; got a JSON "
-                                 f"{_json_kind(value)}", param_hint=what)
+        raise click.BadParameter(
+            f"expected {expected}; got a JSON {_json_kind(value)}", param_hint=what
+        )
     return value
 
 
 def _json_kind(value: Any) -> str:
-    names = {dict: "object", list: "array", str: "string", bool: "boolean",
-             int: "number", float: "number", type(None): "null"}
+    names = {
+        dict: "object",
+        list: "array",
+        str: "string",
+        bool: "boolean",
+        int: "number",
+        float: "number",
+        type(None): "null",
+    }
     return names.get(type(value), type(value).__name__)
 
 
 # ---- reading ----------------------------------------------------------------------
 @cli.command("list")
 @click.option("--name", default=None, metavar="TASK", help="Only jobs of this task name.")
-@click.option("--state", type=click.Choice(STATES), default=None,
-              help="Only jobs in this state.")
-@click.option("--limit", type=click.IntRange(min=0), default=None, metavar="N",
-              help=f"Show at most N (>= 0) jobs, the oldest. [default: {DEFAULT_LIST_LIMIT}]")
+@click.option("--state", type=click.Choice(STATES), default=None, help="Only jobs in this state.")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help=f"Show at most N (>= 0) jobs, the oldest. [default: {DEFAULT_LIST_LIMIT}]",
+)
 @click.option("--all", "all_jobs", is_flag=True, help="Show every job (no limit).")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print a JSON array of job objects instead of a table.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON array of job objects instead of a table."
+)
 @click.pass_obj
-def list_jobs(queue: Queue, name: str | None, state: str | None, limit: int | None,
-              all_jobs: bool, as_json: bool) -> None:
+def list_jobs(
+    queue: Queue,
+    name: str | None,
+    state: str | None,
+    limit: int | None,
+    all_jobs: bool,
+    as_json: bool,
+) -> None:
     """List jobs, oldest first (at most --limit; says so on stderr when there are more)."""
     jobs = _listed(queue, name, state, _list_limit(limit, all_jobs))
     if as_json:
         click.echo(_to_json([job.to_dict() for job in jobs]))
         return
-    rows = [[job.id, job.name, job.state, str(job.attempts), str(job.priority),
-             _time(job.record.run_at_ms)] for job in jobs]
-    _table(["ID", "NAME", "STATE", "ATTEMPTS", "PRIORITY", "RUN AT (UTC)"], rows,
-           empty="No jobs.")
+    rows = [
+        [
+            job.id,
+            job.name,
+            job.state,
+            str(job.attempts),
+            str(job.priority),
+            _time(job.record.run_at_ms),
+        ]
+        for job in jobs
+    ]
+    _table(["ID", "NAME", "STATE", "ATTEMPTS", "PRIORITY", "RUN AT (UTC)"], rows, empty="No jobs.")
 
 
 def _list_limit(limit: int | None, all_jobs: bool) -> int | None:
@@ -192,25 +264,24 @@ def _list_limit(limit: int | None, all_jobs: bool) -> int | None:
     return None if all_jobs else DEFAULT_LIST_LIMIT if limit is None else limit
 
 
-def _listed(queue: Queue, name: str | None, state: str | None,
-            limit: int | None) -> list[Job]:
+def _listed(queue: Queue, name: str | None, state: str | None, limit: int | None) -> list[Job]:
     """At most ``limit`` jobs; when the store has more, a note on stderr says so (stderr,
     so ``--json`` output stays one parseable array)."""
     jobs = queue.list(name=name, state=state, limit=None if limit is None else limit + 1)
     if limit is not None and len(jobs) > limit:
-        click.echo(f"... more jobs than the {limit} shown; use --limit N or --all",
-                   err=True)
+        click.echo(f"... more jobs than the {limit} shown; use --limit N or --all", err=True)
         del jobs[limit:]
     return jobs
 
 
 @cli.command(short_help="Show one job in full.")
 @click.argument("job_id")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the job as one JSON object.")
-@click.option("--full", is_flag=True,
-              help=f"Show arguments and result whole (default: each cut to "
-                   f"{SHOW_REPR_MAX:,} characters).")
+@click.option("--json", "as_json", is_flag=True, help="Print the job as one JSON object.")
+@click.option(
+    "--full",
+    is_flag=True,
+    help=f"Show arguments and result whole (default: each cut to {SHOW_REPR_MAX:,} characters).",
+)
 @click.pass_obj
 def show(queue: Queue, job_id: str, as_json: bool, full: bool) -> None:
     """Show every field of one job, with its arguments, result and error history."""
@@ -231,7 +302,7 @@ def show(queue: Queue, job_id: str, as_json: bool, full: bool) -> None:
 class Unloadable(str):
     """Stands in for stored arguments or a result that cannot be unpickled."""
 
-    def __new__(cls, exc: Exception) -> "Unloadable":
+    def __new__(cls, exc: Exception) -> Unloadable:
         return super().__new__(cls, f"<cannot load: {exc}>")
 
     def __repr__(self) -> str:
@@ -243,8 +314,11 @@ def _details(job: Job) -> dict[str, Any]:
     result unpickled (as Python objects: ``_plain`` makes them JSON-ready)."""
     rec = job.record
     details = job.to_dict()
-    details.update(backoff_base_s=rec.backoff_base_s, backoff_cap_s=rec.backoff_cap_s,
-                   by_value=rec.func is not None)
+    details.update(
+        backoff_base_s=rec.backoff_base_s,
+        backoff_cap_s=rec.backoff_cap_s,
+        by_value=rec.func is not None,
+    )
     try:
         args, kwargs = job.args()
         details.update(args=args, kwargs=kwargs)
@@ -261,15 +335,19 @@ def _details(job: Job) -> dict[str, Any]:
 def _print_details(d: dict[str, Any], width: int | None) -> None:
     retries = d["max_retries"]
     lines = [
-        ("id", d["id"]), ("name", d["name"]), ("state", d["state"]),
+        ("id", d["id"]),
+        ("name", d["name"]),
+        ("state", d["state"]),
         ("priority", d["priority"]),
         ("attempts", f"{d['attempts']} (up to {retries + 1}: {retries} retries)"),
         ("timeout", "none" if d["timeout_s"] is None else f"{d['timeout_s']} s"),
         ("backoff", f"{d['backoff_base_s']} s, at most {d['backoff_cap_s']} s"),
         ("stored as", "value (pickled callable)" if d["by_value"] else "import path"),
-        ("created at", _time(d["created_at_ms"])), ("run at", _time(d["run_at_ms"])),
+        ("created at", _time(d["created_at_ms"])),
+        ("run at", _time(d["run_at_ms"])),
         ("finished at", _time(d["finished_at_ms"])),
-        ("args", _shown(d["args"], width)), ("kwargs", _shown(d["kwargs"], width)),
+        ("args", _shown(d["args"], width)),
+        ("kwargs", _shown(d["kwargs"], width)),
     ]
     if "result" in d:
         lines.append(("result", _shown(d["result"], width)))
@@ -282,15 +360,16 @@ def _print_errors(errors: list[dict[str, Any]]) -> None:
     click.echo(f"{'errors:':<13}{len(errors) or 'none'}")
     for number, error in enumerate(errors, 1):
         message = f"{error['type']}: {error['message']}" if error["message"] else error["type"]
-        click.echo(f"  #{number} attempt {error['attempt']} at {_time(error['at_ms'])} "
-                   f"({error['kind']}): {message}")
+        click.echo(
+            f"  #{number} attempt {error['attempt']} at {_time(error['at_ms'])} "
+            f"({error['kind']}): {message}"
+        )
         for line in error["traceback"].rstrip().splitlines():
             click.echo(f"      {line}")
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the counts as one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
 @click.pass_obj
 def stats(queue: Queue, as_json: bool) -> None:
     """Count jobs per state."""
@@ -309,11 +388,17 @@ def dead() -> None:
 
 
 @dead.command("list")
-@click.option("--limit", type=click.IntRange(min=0), default=None, metavar="N",
-              help=f"Show at most N (>= 0) jobs, the oldest. [default: {DEFAULT_LIST_LIMIT}]")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help=f"Show at most N (>= 0) jobs, the oldest. [default: {DEFAULT_LIST_LIMIT}]",
+)
 @click.option("--all", "all_jobs", is_flag=True, help="Show every dead job (no limit).")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print a JSON array of job objects instead of a table.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON array of job objects instead of a table."
+)
 @click.pass_obj
 def dead_list(queue: Queue, limit: int | None, all_jobs: bool, as_json: bool) -> None:
     """List dead jobs, oldest first, with their last error (at most --limit)."""
@@ -321,10 +406,17 @@ def dead_list(queue: Queue, limit: int | None, all_jobs: bool, as_json: bool) ->
     if as_json:
         click.echo(_to_json([job.to_dict() for job in jobs]))
         return
-    rows = [[job.id, job.name, str(job.attempts), _time(job.record.finished_at_ms),
-             _clip(str(job.error or ""), 60)] for job in jobs]
-    _table(["ID", "NAME", "ATTEMPTS", "DIED AT (UTC)", "LAST ERROR"], rows,
-           empty="No dead jobs.")
+    rows = [
+        [
+            job.id,
+            job.name,
+            str(job.attempts),
+            _time(job.record.finished_at_ms),
+            _clip(str(job.error or ""), 60),
+        ]
+        for job in jobs
+    ]
+    _table(["ID", "NAME", "ATTEMPTS", "DIED AT (UTC)", "LAST ERROR"], rows, empty="No dead jobs.")
 
 
 @dead.command("requeue", short_help="Move dead jobs back to ready.")
@@ -389,13 +481,17 @@ def check(queue: Queue, as_json: bool) -> None:
     if as_json:
         click.echo(_to_json(report.as_dict()))
     else:
-        for kind, problems in (("corrupt", report.corrupt),
-                               ("inconsistent", report.inconsistent)):
+        for kind, problems in (("corrupt", report.corrupt), ("inconsistent", report.inconsistent)):
             for problem in problems:
                 click.echo(f"{kind}: {problem}")
-        click.echo(f"{report.jobs} job(s) checked: " + (
-            "ok" if not report.code else
-            f"{len(report.corrupt)} corrupt, {len(report.inconsistent)} inconsistent"))
+        click.echo(
+            f"{report.jobs} job(s) checked: "
+            + (
+                "ok"
+                if not report.code
+                else f"{len(report.corrupt)} corrupt, {len(report.inconsistent)} inconsistent"
+            )
+        )
     sys.exit(report.code)
 
 
@@ -409,8 +505,11 @@ def backup(queue: Queue, dest: str) -> None:
     pg_dump instead (exit code 2).
     """
     if is_url(queue.path):
-        click.echo("Error: a PostgreSQL store is backed up with the database's own tools: "
-                   "pg_dump (see the README)", err=True)
+        click.echo(
+            "Error: a PostgreSQL store is backed up with the database's own tools: "
+            "pg_dump (see the README)",
+            err=True,
+        )
         sys.exit(2)
     try:
         queue.backup(dest)
@@ -445,8 +544,10 @@ def _plain(value: Any, width: int | None = None) -> Any:
     (containers, str, numbers, None) and show everything else by its repr; strings and
     reprs longer than ``width`` are cut (and say so)."""
     if isinstance(value, dict):
-        return {k if isinstance(k, str) else _shown(k, width): _plain(v, width)
-                for k, v in value.items()}
+        return {
+            k if isinstance(k, str) else _shown(k, width): _plain(v, width)
+            for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return [_plain(v, width) for v in value]
     if value is None or isinstance(value, float):
@@ -454,8 +555,7 @@ def _plain(value: Any, width: int | None = None) -> Any:
     if isinstance(value, int):
         return plain_int(value)
     if isinstance(value, str):
-        return value if width is None or len(value) <= width else \
-            value[:width] + _cut_note(width)
+        return value if width is None or len(value) <= width else value[:width] + _cut_note(width)
     return _shown(value, width)
 
 
@@ -472,7 +572,7 @@ def _time(ms: int | None) -> str:
 
 def _clip(text: str, width: int) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= width else text[:width - 3] + "..."
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _table(header: list[str], rows: list[list[str]], *, empty: str) -> None:

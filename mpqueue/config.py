@@ -8,21 +8,28 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .limits import (check_backoff, check_delay, check_int, check_positive, check_priority,
-                     check_retries, check_timeout)
+from .limits import (
+    check_backoff,
+    check_delay,
+    check_int,
+    check_positive,
+    check_priority,
+    check_retries,
+    check_timeout,
+)
 
 PATH_ENV = "MPQUEUE_PATH"
 SHARED_STORE_ENV = "MPQUEUE_SHARED_STORE"  # =1: open a store others own or can write
 DEFAULT_PATH = "./mpqueue-data"  # used when neither a path nor $MPQUEUE_PATH is given
 MODES = ("optimized", "legacy")
 DEFAULT_MODE = "optimized"
-DEFAULT_LIST_LIMIT = 100       # `mpqueue list` shows this many jobs unless --limit/--all
-SHOW_REPR_MAX = 2000           # `mpqueue show` cuts longer argument/result reprs (--full)
+DEFAULT_LIST_LIMIT = 100  # `mpqueue list` shows this many jobs unless --limit/--all
+SHOW_REPR_MAX = 2000  # `mpqueue show` cuts longer argument/result reprs (--full)
 
-DEFAULT_RETRIES = 3            # runs after the first before a job is dead-lettered
-DEFAULT_TIMEOUT_S = None       # no per-job time limit unless a task asks for one
-DEFAULT_PRIORITY = 0           # higher runs first
-DEFAULT_BACKOFF_BASE_S = 1.0   # first retry waits 0.5-1 s, then doubles per attempt
+DEFAULT_RETRIES = 3  # runs after the first before a job is dead-lettered
+DEFAULT_TIMEOUT_S = None  # no per-job time limit unless a task asks for one
+DEFAULT_PRIORITY = 0  # higher runs first
+DEFAULT_BACKOFF_BASE_S = 1.0  # first retry waits 0.5-1 s, then doubles per attempt
 DEFAULT_BACKOFF_CAP_S = 300.0  # no retry waits more than 5 minutes
 DEFAULT_RESULT_TTL_S = 7 * 24 * 3600.0  # finished jobs (and results) kept for a week
 
@@ -31,7 +38,7 @@ DEFAULT_RESULT_TTL_S = 7 * 24 * 3600.0  # finished jobs (and results) kept for a
 # given by a later opener would be refused or would shrink what others see.
 DEFAULT_MAP_SIZE = 1 << 30
 MAX_MAP_SIZE = 1 << 40
-MAX_READERS = 1024             # only the first opener sets it, so set it high everywhere
+MAX_READERS = 1024  # only the first opener sets it, so set it high everywhere
 
 TASK_OPTIONS = frozenset({"retries", "timeout", "priority", "name", "backoff", "backoff_cap"})
 
@@ -65,6 +72,7 @@ def redact(location: str) -> str:
     if not is_url(location):
         return location
     from .store.pg_url import display  # the URL rules live with the PostgreSQL store
+
     return display(location)
 
 
@@ -74,8 +82,10 @@ def check_location(location: str, mode: str) -> None:
     if not is_url(location):
         check_store_dir(location)
     elif mode != "optimized":
-        raise ConfigError(f"mode {mode!r} exists only for LMDB stores; a PostgreSQL store "
-                          f"(postgresql://...) runs in mode 'optimized'")
+        raise ConfigError(
+            f"mode {mode!r} exists only for LMDB stores; a PostgreSQL store "
+            f"(postgresql://...) runs in mode 'optimized'"
+        )
 
 
 def check_mode(mode: str) -> str:
@@ -95,11 +105,13 @@ class TaskOptions:
     backoff_cap: float = DEFAULT_BACKOFF_CAP_S
 
     @classmethod
-    def from_kwargs(cls, options: dict[str, Any]) -> "TaskOptions":
+    def from_kwargs(cls, options: dict[str, Any]) -> TaskOptions:
         unknown = sorted(set(options) - TASK_OPTIONS)
         if unknown:
-            raise ConfigError(f"unknown task option(s): {', '.join(unknown)}; "
-                              f"known: {', '.join(sorted(TASK_OPTIONS))}")
+            raise ConfigError(
+                f"unknown task option(s): {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(TASK_OPTIONS))}"
+            )
         values = {k: v for k, v in options.items() if k != "name"}
         return cls(**values)
 
@@ -115,14 +127,14 @@ class TaskOptions:
         check_backoff("backoff_cap", self.backoff_cap)
 
 
-DEFAULT_BATCH = 256               # most jobs claimed in one write transaction
-DEFAULT_POLL_INTERVAL_S = 1.0     # optimized: a safety net, wake-ups come by socket
-LEGACY_POLL_INTERVAL_S = 0.5      # legacy: the fixed interval the old design polled at
-DEFAULT_GRACE_S = 30.0            # on SIGTERM, running jobs get this long to finish
-DEFAULT_TIMEOUT_GRACE_S = 1.0     # a job past its timeout is SIGKILLed this much later
-DEFAULT_PREFETCH_MAX = 64         # most jobs queued at one child beyond the running one
-PREFETCH_WINDOW_S = 0.05          # prefetch about this much work per child (adaptive)
-DEFAULT_LEASE_S = 10.0            # a coordinator on another host silent this long is dead
+DEFAULT_BATCH = 256  # most jobs claimed in one write transaction
+DEFAULT_POLL_INTERVAL_S = 1.0  # optimized: a safety net, wake-ups come by socket
+LEGACY_POLL_INTERVAL_S = 0.5  # legacy: the fixed interval the old design polled at
+DEFAULT_GRACE_S = 30.0  # on SIGTERM, running jobs get this long to finish
+DEFAULT_TIMEOUT_GRACE_S = 1.0  # a job past its timeout is SIGKILLed this much later
+DEFAULT_PREFETCH_MAX = 64  # most jobs queued at one child beyond the running one
+PREFETCH_WINDOW_S = 0.05  # prefetch about this much work per child (adaptive)
+DEFAULT_LEASE_S = 10.0  # a coordinator on another host silent this long is dead
 
 
 @dataclass(frozen=True)
@@ -145,8 +157,7 @@ class ServeSettings:
     lease_s: float = DEFAULT_LEASE_S
     poll_only: bool = False  # claim only on poll ticks, no wake-ups (the old way; benchmarks)
 
-
-    def validate(self) -> "ServeSettings":
+    def validate(self) -> ServeSettings:
         check_int("workers", self.workers, 1, 4096)
         check_mode(self.mode)
         check_location(self.path, self.mode)

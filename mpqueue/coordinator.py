@@ -14,32 +14,32 @@ import math
 import signal
 import socket
 import time
+from collections.abc import Callable
 from multiprocessing.connection import wait
-from typing import Any, Callable
+from typing import Any
 
 from . import recovery
 from .config import PREFETCH_WINDOW_S, ServeSettings, redact
-from .errors import StoreCorrupt, StoreError
+from .errors import ProtocolError, StoreCorrupt, StoreError
 from .identity import current
 from .job import ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from .pool import Pool, Slot
 from .progress import Progress
-from .errors import ProtocolError
 from .store import open_store
 
 log = logging.getLogger("mpqueue.serve")
 
-RECLAIM_EVERY_S = 0.5      # how often dead coordinators' jobs are looked for
+RECLAIM_EVERY_S = 0.5  # how often dead coordinators' jobs are looked for
 HEARTBEAT_EVERY_S = 2.0
 MAINTENANCE_EVERY_S = 5.0  # stale LMDB reader slots
-EXPIRE_EVERY_S = 60.0      # finished-job retention
+EXPIRE_EVERY_S = 60.0  # finished-job retention
 EXIT_OK, EXIT_JOBS_DIED = 0, 1
-COMMIT_DELAY_S = 0.02      # longest an outcome waits to share a commit with others
+COMMIT_DELAY_S = 0.02  # longest an outcome waits to share a commit with others
 STORE_BACKOFF_MIN_S = 0.05  # first retry after a store failure; doubles up to the max
 STORE_BACKOFF_MAX_S = 5.0
 STORE_QUIET_S = 2 * STORE_BACKOFF_MAX_S  # this long without a failure resets the backoff
 STORE_FAILING_LOG_S = 60.0  # at the top backoff step, a reminder this often
-PIPE_EOF_GRACE_S = 0.5     # a child whose pipe ended has this long to be seen exiting
+PIPE_EOF_GRACE_S = 0.5  # a child whose pipe ended has this long to be seen exiting
 RESTART_BACKOFF_MAX_S = 30.0  # longest wait before retrying a child that cannot start
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # a second one stops at once
 IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
@@ -65,9 +65,14 @@ class Coordinator:
         # Hand-off (stores that have it, servers that are woken): while a child of ours
         # is idle, a producer may claim a new job for it and wake it directly.
         self.handoff = self.store.hands_off and not self.polling
-        self.pool = Pool(settings.path, settings.mode, settings.imports,
-                         measure_rss=settings.max_memory_per_child_mb is not None,
-                         worker_id=self.worker_id, hand_off=self.handoff)
+        self.pool = Pool(
+            settings.path,
+            settings.mode,
+            settings.imports,
+            measure_rss=settings.max_memory_per_child_mb is not None,
+            worker_id=self.worker_id,
+            hand_off=self.handoff,
+        )
         self.outcomes: list[Outcome] = []
         self.claimed: dict[str, JobRecord] = {}
         self.retrying: set[str] = set()
@@ -88,7 +93,7 @@ class Coordinator:
         self.store_failed_at = 0.0  # monotonic time of the last store failure; 0: none
         self.store_logged_s = self.store_logged_at = 0.0  # the backoff last logged, when
         self.reconcile = False
-        self.start_failures = 0    # children in a row that died before they were ready
+        self.start_failures = 0  # children in a row that died before they were ready
         self.start_at: list[float] = []  # when to start replacements held back by those
 
     def _listen(self) -> Any:
@@ -97,8 +102,9 @@ class Coordinator:
         try:
             return self.store.listen()
         except OSError as exc:
-            log.warning("no wake-up socket (%s): polling every %.2f s instead",
-                        exc, self.settings.poll_s)
+            log.warning(
+                "no wake-up socket (%s): polling every %.2f s instead", exc, self.settings.poll_s
+            )
             self.polling = True
             return None
 
@@ -113,8 +119,12 @@ class Coordinator:
             recovery.reclaim_dead(self.store, self.worker_id, lease_s=self.settings.lease_s)
             self.pool.start(self.settings.workers)
             self._heartbeat()
-            log.info("serving %s with %d workers as %s", redact(self.settings.path),
-                     self.settings.workers, self.worker_id)
+            log.info(
+                "serving %s with %d workers as %s",
+                redact(self.settings.path),
+                self.settings.workers,
+                self.worker_id,
+            )
             self._loop(wake_r)
         finally:
             self._shutdown()
@@ -128,14 +138,18 @@ class Coordinator:
     def _install_signals(self, wake_w: socket.socket) -> dict[int, Any]:
         """SIGTERM, SIGINT and SIGHUP (the ssh session or terminal went away) stop the
         server gracefully; SIGUSR1/SIGUSR2 change nothing. Returns the old handlers."""
+
         def on_stop(signum: int, frame: object) -> None:
             self.signals += 1
 
         def on_other(signum: int, frame: object) -> None:
             pass  # not SIG_IGN: that would pass on to the forkserver and its children
+
         signal.set_wakeup_fd(wake_w.fileno(), warn_on_full_buffer=False)
-        handlers = {**dict.fromkeys(STOP_SIGNALS, on_stop),
-                    **dict.fromkeys(IGNORED_SIGNALS, on_other)}
+        handlers = {
+            **dict.fromkeys(STOP_SIGNALS, on_stop),
+            **dict.fromkeys(IGNORED_SIGNALS, on_other),
+        }
         return {s: signal.signal(s, handler) for s, handler in handlers.items()}
 
     def _loop(self, wake_r: socket.socket) -> None:
@@ -177,17 +191,24 @@ class Coordinator:
     def _store_failed(self, exc: StoreError) -> None:
         now = time.monotonic()
         failing = self.store_failed_at > 0
-        self.store_backoff_s = (min(STORE_BACKOFF_MAX_S, self.store_backoff_s * 2)
-                                if failing else STORE_BACKOFF_MIN_S)
+        self.store_backoff_s = (
+            min(STORE_BACKOFF_MAX_S, self.store_backoff_s * 2) if failing else STORE_BACKOFF_MIN_S
+        )
         self.store_failed_at = now
         self.store_retry_at = now + self.store_backoff_s
         self.reconcile = True
         # Once per backoff step (and once a minute at the top one), not per retry.
-        if (self.store_backoff_s != self.store_logged_s
-                or now - self.store_logged_at >= STORE_FAILING_LOG_S):
+        if (
+            self.store_backoff_s != self.store_logged_s
+            or now - self.store_logged_at >= STORE_FAILING_LOG_S
+        ):
             self.store_logged_s, self.store_logged_at = self.store_backoff_s, now
-            log.warning("store unavailable (%s); %d outcome(s) held, retrying in %.2f s",
-                        exc, len(self.outcomes), self.store_backoff_s)
+            log.warning(
+                "store unavailable (%s); %d outcome(s) held, retrying in %.2f s",
+                exc,
+                len(self.outcomes),
+                self.store_backoff_s,
+            )
 
     def _reconcile(self) -> None:
         """After a failed call whose commit may still have happened (the reply was lost),
@@ -195,14 +216,16 @@ class Coordinator:
         held = {job_id for slot in self.pool.slots for job_id in slot.inflight}
         live = {slot.pid for slot in self.pool.slots if slot.pid}
         # a job handed to a live child that has not taken it yet is not stray
-        stray = [c.job_id for c in self.store.claims(self.worker_id)
-                 if c.job_id not in held and c.child_pid not in live]
+        stray = [
+            c.job_id
+            for c in self.store.claims(self.worker_id)
+            if c.job_id not in held and c.child_pid not in live
+        ]
         pending = {o.job_id for o in self.outcomes}
         self.outcomes += [Outcome.released(j, self.worker_id) for j in stray if j not in pending]
         self.reconcile = False
         if stray:
-            log.warning("put back %d claim(s) no worker holds after a store failure",
-                        len(stray))
+            log.warning("put back %d claim(s) no worker holds after a store failure", len(stray))
 
     # ---- one cycle ------------------------------------------------------------------
     def _cycle(self) -> bool:
@@ -218,10 +241,14 @@ class Coordinator:
         outcomes = self.outcomes
         now = now_ms()
         limit = min(room, self.settings.batch)
-        idle = ([s.pid for s in self._idle_slots() if s.hand_off]
-                if self.handoff and not self.signals else [])
-        _, claimed = self.store.finish_and_claim(outcomes, self.worker_id, limit, now,
-                                                 idle_children=idle)
+        idle = (
+            [s.pid for s in self._idle_slots() if s.hand_off]
+            if self.handoff and not self.signals
+            else []
+        )
+        _, claimed = self.store.finish_and_claim(
+            outcomes, self.worker_id, limit, now, idle_children=idle
+        )
         self.outcomes = []  # only once committed: on a store error they are kept
         self.outcomes_since = None
         self._account(outcomes)
@@ -255,8 +282,12 @@ class Coordinator:
             return True
         if not self.outcomes:
             return False
-        return bool(self.signals or low or len(self.outcomes) >= self.settings.batch
-                    or time.monotonic() - (self.outcomes_since or 0.0) >= COMMIT_DELAY_S)
+        return bool(
+            self.signals
+            or low
+            or len(self.outcomes) >= self.settings.batch
+            or time.monotonic() - (self.outcomes_since or 0.0) >= COMMIT_DELAY_S
+        )
 
     def _maybe_ready(self) -> bool:
         """Whether a claim could find work: skip empty claim transactions while idle."""
@@ -301,8 +332,7 @@ class Coordinator:
 
     def _idle_slots(self) -> list[Slot]:
         per_child = self._per_child()
-        return [s for s in self._usable()
-                if not s.inflight and self._slot_room(s, per_child) > 0]
+        return [s for s in self._usable() if not s.inflight and self._slot_room(s, per_child) > 0]
 
     def _on_took(self, slot: Slot, job_id: str, now: float) -> None:
         """A child started a job a producer handed to it: it is ours to account for."""
@@ -329,8 +359,11 @@ class Coordinator:
             return
         self.outcomes += [Outcome.released(rec.id, self.worker_id) for rec in lost]
         if lost:
-            log.warning("put back %d job(s) handed to worker %d before it could take them",
-                        len(lost), slot.pid)
+            log.warning(
+                "put back %d job(s) handed to worker %d before it could take them",
+                len(lost),
+                slot.pid,
+            )
 
     def _resend_handed(self) -> None:
         """The safety net for a lost hand-off datagram: tell each idle-looking child the
@@ -340,8 +373,11 @@ class Coordinator:
         settling = {o.job_id for o in self.outcomes}
         missed: dict[int, list[str]] = {}
         for claim in self.store.claims(self.worker_id):
-            if (claim.child_pid in by_pid and claim.job_id not in self.claimed
-                    and claim.job_id not in settling):
+            if (
+                claim.child_pid in by_pid
+                and claim.job_id not in self.claimed
+                and claim.job_id not in settling
+            ):
                 missed.setdefault(claim.child_pid, []).append(claim.job_id)
         for pid, job_ids in missed.items():
             try:
@@ -361,8 +397,9 @@ class Coordinator:
             self.retrying.discard(rec.id)
             # Claims never exceed the summed room, so some slot always has room left.
             open_slots = [s for s in slots if room[id(s)] > 0] or slots
-            slot = min(open_slots,
-                       key=lambda s: len(s.inflight) + len(batches.get(id(s), (s, []))[1]))
+            slot = min(
+                open_slots, key=lambda s: len(s.inflight) + len(batches.get(id(s), (s, []))[1])
+            )
             room[id(slot)] -= 1
             batches.setdefault(id(slot), (slot, []))[1].append(rec.id)
         for slot, ids in batches.values():
@@ -380,8 +417,13 @@ class Coordinator:
                 self.stats.released += 1
             elif rec is not None and (not outcome.retryable or rec.attempts > rec.max_retries):
                 self.stats.dead += 1
-                log.warning("job %s (%s) is dead after %d attempt(s): %s", rec.id, rec.name,
-                            rec.attempts, outcome.error)
+                log.warning(
+                    "job %s (%s) is dead after %d attempt(s): %s",
+                    rec.id,
+                    rec.name,
+                    rec.attempts,
+                    outcome.error,
+                )
             else:
                 self.stats.retried += 1
                 self.retrying.add(outcome.job_id)
@@ -424,8 +466,14 @@ class Coordinator:
         each of its reports in that time lets several outcomes share one wake-up and
         one commit; its death still wakes the server at once (the sentinel).
         """
-        if (not slot.ready or slot.retiring or slot.killed or self.signals or self.polling
-                or self._head_deadline(slot) is not None):
+        if (
+            not slot.ready
+            or slot.retiring
+            or slot.killed
+            or self.signals
+            or self.polling
+            or self._head_deadline(slot) is not None
+        ):
             return 0.0
         spare = len(slot.inflight) - 1 - per_child // 2  # completions before it is low
         return max(0.0, spare * self.avg_job_s * 0.5)
@@ -442,8 +490,9 @@ class Coordinator:
         now_s = time.time()
         timeout = self.settings.poll_s
         if self.outcomes_since is not None and not self.polling:
-            timeout = min(timeout, max(0.0, self.outcomes_since + COMMIT_DELAY_S
-                                       - time.monotonic()))
+            timeout = min(
+                timeout, max(0.0, self.outcomes_since + COMMIT_DELAY_S - time.monotonic())
+            )
         if self.next_due_ms is not None and room:  # with no room a due job has to wait
             timeout = min(timeout, max(0.0, self.next_due_ms / 1000 - now_s))
         deadline = self._next_deadline()
@@ -474,8 +523,11 @@ class Coordinator:
         report again: give up on it. A child that is exiting gets a moment for its
         sentinel to say how it died, which names the cause better."""
         for slot in self.pool.slots:
-            if (slot.eof_at is not None and slot.fault is None
-                    and now - slot.eof_at >= PIPE_EOF_GRACE_S):
+            if (
+                slot.eof_at is not None
+                and slot.fault is None
+                and now - slot.eof_at >= PIPE_EOF_GRACE_S
+            ):
                 slot.fail("worker closed its pipe to the server")
 
     def _on_message(self, slot: Slot, message: tuple[Any, ...]) -> None:
@@ -487,8 +539,9 @@ class Coordinator:
             return
         now = time.monotonic()
         if slot.ready == (kind in ("ready", "init_error")):
-            raise ProtocolError(f"{kind!r} from a worker that is "
-                                f"{'' if slot.ready else 'not '}ready")
+            raise ProtocolError(
+                f"{kind!r} from a worker that is {'' if slot.ready else 'not '}ready"
+            )
         if kind == "took":
             self._on_took(slot, message[1], now)
         elif kind == "done":
@@ -500,8 +553,15 @@ class Coordinator:
             self._observe(slot, now)
             slot.pop_head(message[1], now)
             _, job_id, err, retryable, delay, rss = message
-            self.outcomes.append(Outcome.failed(job_id, self.worker_id, ErrorInfo(*err),
-                                                retryable=retryable, retry_delay_s=delay))
+            self.outcomes.append(
+                Outcome.failed(
+                    job_id,
+                    self.worker_id,
+                    ErrorInfo(*err),
+                    retryable=retryable,
+                    retry_delay_s=delay,
+                )
+            )
             self._check_memory(slot, job_id, rss)
         elif kind == "released":
             if not set(message[1]) <= set(slot.inflight):
@@ -528,8 +588,13 @@ class Coordinator:
     def _check_memory(self, slot: Slot, job_id: str, rss: int) -> None:
         limit_mb = self.settings.max_memory_per_child_mb
         if limit_mb is not None and rss > limit_mb * 1024 * 1024 and not slot.retiring:
-            log.warning("job %s pushed worker %d to %.1f MB RSS (limit %.1f MB): "
-                        "replacing that worker", job_id, slot.pid, rss / 2**20, limit_mb)
+            log.warning(
+                "job %s pushed worker %d to %.1f MB RSS (limit %.1f MB): replacing that worker",
+                job_id,
+                slot.pid,
+                rss / 2**20,
+                limit_mb,
+            )
             slot.retire()
 
     def _on_child_exit(self, slot: Slot) -> None:
@@ -538,11 +603,21 @@ class Coordinator:
         code = slot.process.exitcode
         if slot.inflight and not slot.killed and not self.signals:
             head = slot.inflight.popleft()
-            reason = slot.fault or (f"worker killed by signal {-code}"
-                                    if code is not None and code < 0
-                                    else f"worker exited with code {code}")
-            self._charge(head, ErrorInfo("WorkerCrashed", reason, attempt=self._attempt(head),
-                                         at_ms=now_ms(), kind="crash"))
+            reason = slot.fault or (
+                f"worker killed by signal {-code}"
+                if code is not None and code < 0
+                else f"worker exited with code {code}"
+            )
+            self._charge(
+                head,
+                ErrorInfo(
+                    "WorkerCrashed",
+                    reason,
+                    attempt=self._attempt(head),
+                    at_ms=now_ms(),
+                    kind="crash",
+                ),
+            )
             if not slot.retiring:
                 log.warning("job %s: %s", head, reason)
         self._release_all(slot)
@@ -559,8 +634,11 @@ class Coordinator:
             return
         self.start_failures += 1
         delay = min(RESTART_BACKOFF_MAX_S, 0.1 * 2 ** min(self.start_failures, 16))
-        log.warning("worker process died before it was ready (%d in a row); starting "
-                    "another in %.1f s", self.start_failures, delay)
+        log.warning(
+            "worker process died before it was ready (%d in a row); starting another in %.1f s",
+            self.start_failures,
+            delay,
+        )
         self.start_at.append(time.monotonic() + delay)
 
     def _start_held_back(self, now: float) -> None:
@@ -610,13 +688,24 @@ class Coordinator:
             if deadline is not None and now >= deadline:
                 head = slot.inflight.popleft()
                 rec = self.claimed[head]
-                log.warning("job %s ran past its %s s timeout: killing worker %d", head,
-                            rec.timeout_s, slot.pid)
+                log.warning(
+                    "job %s ran past its %s s timeout: killing worker %d",
+                    head,
+                    rec.timeout_s,
+                    slot.pid,
+                )
                 slot.killed = True
                 slot.kill()
-                self._charge(head, ErrorInfo(
-                    "JobTimeout", f"job exceeded its timeout of {rec.timeout_s} s and was "
-                    f"killed", attempt=rec.attempts, at_ms=now_ms(), kind="timeout"))
+                self._charge(
+                    head,
+                    ErrorInfo(
+                        "JobTimeout",
+                        f"job exceeded its timeout of {rec.timeout_s} s and was killed",
+                        attempt=rec.attempts,
+                        at_ms=now_ms(),
+                        kind="timeout",
+                    ),
+                )
 
     # ---- periodic work ------------------------------------------------------------------
     def _every(self, name: str, period_s: float) -> bool:
@@ -646,8 +735,10 @@ class Coordinator:
             self.progress.update(self.stats, self.store.stats)
 
     def _heartbeat(self) -> None:
-        self.store.register_worker(self.worker_id, recovery.heartbeat_info(
-            self.identity, self.pool.children(), self.settings.lease_s))
+        self.store.register_worker(
+            self.worker_id,
+            recovery.heartbeat_info(self.identity, self.pool.children(), self.settings.lease_s),
+        )
 
     # ---- ending -------------------------------------------------------------------------
     def _finished(self) -> bool:
@@ -661,8 +752,11 @@ class Coordinator:
             return False
         if self.next_due_ms is not None and self.next_due_ms <= now_ms():
             return False
-        pending = [r for j in self.retrying if (r := self.store.get(j)) is not None
-                   and r.state is JobState.SCHEDULED]
+        pending = [
+            r
+            for j in self.retrying
+            if (r := self.store.get(j)) is not None and r.state is JobState.SCHEDULED
+        ]
         return not pending
 
     def _stopping_done(self) -> bool:
@@ -696,8 +790,13 @@ class Coordinator:
             if self.progress is not None:
                 self.progress.close(self.stats)
             stats = self.stats
-            log.info("stopped: %d done, %d dead, %d retried, %d put back", stats.done,
-                     stats.dead, stats.retried, stats.released)
+            log.info(
+                "stopped: %d done, %d dead, %d retried, %d put back",
+                stats.done,
+                stats.dead,
+                stats.retried,
+                stats.released,
+            )
             self.store.close()
 
 
@@ -712,4 +811,3 @@ def _drain_socket(sock: socket.socket) -> None:
 def serve(settings: ServeSettings, result_ttl_s: float | None = None) -> int:
     """Run a server in this process; returns its exit code."""
     return Coordinator(settings, result_ttl_s).run()
-

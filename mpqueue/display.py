@@ -13,8 +13,12 @@ from typing import Any
 CUT_MARK = "..."
 MAX_DEPTH = 64  # deeper containers are shown as "..." (repr itself would recurse)
 _CONTAINERS: dict[type, tuple[str, str]] = {
-    list: ("[", "]"), tuple: ("(", ")"), set: ("{", "}"), frozenset: ("frozenset({", "})"),
-    dict: ("{", "}")}
+    list: ("[", "]"),
+    tuple: ("(", ")"),
+    set: ("{", "}"),
+    frozenset: ("frozenset({", "})"),
+    dict: ("{", "}"),
+}
 
 
 class _Budget:
@@ -31,7 +35,7 @@ class _Budget:
     def write(self, text: str) -> None:
         if self.room is not None:
             if len(text) > self.room:
-                text, self.cut = text[:self.room], True
+                text, self.cut = text[: self.room], True
             self.room -= len(text)
         self.parts.append(text)
 
@@ -64,9 +68,8 @@ def _write(value: Any, budget: _Budget, depth: int) -> None:
         budget.cut = True
         return
     kind = type(value)
-    if kind in (str, bytes, bytearray) and budget.room is not None \
-            and len(value) > budget.room:
-        budget.write(repr(value[:budget.room]))  # the slice's repr is at least as long
+    if kind in (str, bytes, bytearray) and budget.room is not None and len(value) > budget.room:
+        budget.write(repr(value[: budget.room]))  # the slice's repr is at least as long
         budget.cut = True
     elif kind is int and not _printable(value):
         budget.write(_describe_int(value))

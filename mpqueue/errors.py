@@ -100,6 +100,7 @@ class Retry(MpqueueError):
     def __init__(self, delay_s: float | None = None, reason: str = ""):
         if delay_s is not None:
             from .limits import CENTURY_TEXT, DELAY_MAX_S, check_delay  # imports this module
+
             delay_s = check_delay(delay_s, "Retry delay", DELAY_MAX_S, CENTURY_TEXT)
         self.delay_s = delay_s
         self.reason = reason

@@ -35,7 +35,7 @@ def boot_id() -> str:
 def pid_namespace() -> str:
     try:
         link = os.readlink("/proc/self/ns/pid")  # "pid:[4026531836]"
-        return link[link.find("[") + 1:link.rfind("]")]
+        return link[link.find("[") + 1 : link.rfind("]")]
     except OSError:
         return "0"
 
@@ -60,8 +60,7 @@ class Identity:
 
 def current(pid: int | None = None) -> Identity:
     proc = psutil.Process(pid)
-    return Identity(host_id(), boot_id(), pid_namespace(), proc.pid,
-                    int(proc.create_time() * 1000))
+    return Identity(host_id(), boot_id(), pid_namespace(), proc.pid, int(proc.create_time() * 1000))
 
 
 def parse(worker_id: str) -> Identity | None:

@@ -38,8 +38,9 @@ class JobState(str, enum.Enum):
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.SCHEDULED: frozenset({JobState.READY}),
     JobState.READY: frozenset({JobState.PROCESSING, JobState.DEAD}),
-    JobState.PROCESSING: frozenset({JobState.DONE, JobState.SCHEDULED, JobState.DEAD,
-                                    JobState.READY}),
+    JobState.PROCESSING: frozenset(
+        {JobState.DONE, JobState.SCHEDULED, JobState.DEAD, JobState.READY}
+    ),
     JobState.DONE: frozenset(),
     JobState.DEAD: frozenset({JobState.READY}),
 }
@@ -73,8 +74,12 @@ def new_job_ids(count: int) -> list[str]:
     noise = f"{_id_random.getrandbits(64 * count):0{16 * count}x}"
     # Sorted: the counter wraps in a batch of over 65,536, and listings walk the indexes
     # in id order, so a batch must list in the order its jobs were given.
-    return sorted([f"{stamp}{next(_id_counter) & 0xFFFF:04x}{noise[16 * i:16 * i + 16]}"
-                   for i in range(count)])
+    return sorted(
+        [
+            f"{stamp}{next(_id_counter) & 0xFFFF:04x}{noise[16 * i : 16 * i + 16]}"
+            for i in range(count)
+        ]
+    )
 
 
 def new_job_id() -> str:
@@ -127,7 +132,7 @@ class JobRecord:
     backoff_cap_s: float = 300.0
     signature: bytes | None = None  # HMAC of name, payload and func (a queue's secret)
 
-    def evolve(self, **changes: Any) -> "JobRecord":
+    def evolve(self, **changes: Any) -> JobRecord:
         """A copy with ``changes`` applied; a state change must be a legal transition."""
         if "state" in changes:
             check_transition(self.state, changes["state"])
@@ -142,7 +147,7 @@ class JobRecord:
         return new
 
     @classmethod
-    def corrupt(cls, job_id: str, name: str, reason: str) -> "JobRecord":
+    def corrupt(cls, job_id: str, name: str, reason: str) -> JobRecord:
         """Stand-in for a record that cannot be decoded: shown as dead, with the reason."""
         error = ErrorInfo("CorruptRecord", reason, kind="corrupt", at_ms=now_ms())
         return cls(id=job_id, name=name, state=JobState.DEAD, payload=b"", errors=(error,))
@@ -151,8 +156,7 @@ class JobRecord:
     def is_corrupt(self) -> bool:
         """True for the stand-in ``corrupt()`` builds (no real record has that error last
         with an empty payload: real payloads always carry the envelope byte)."""
-        return (not self.payload and bool(self.errors)
-                and self.errors[-1].kind == "corrupt")
+        return not self.payload and bool(self.errors) and self.errors[-1].kind == "corrupt"
 
 
 _RECORD_FIELDS = frozenset(JobRecord.__dataclass_fields__)
@@ -187,17 +191,30 @@ class Outcome:
     retry_delay_s: float | None = None
 
     @classmethod
-    def done(cls, job_id: str, worker_id: str, result: bytes) -> "Outcome":
+    def done(cls, job_id: str, worker_id: str, result: bytes) -> Outcome:
         return cls(job_id, worker_id, "done", result=result)
 
     @classmethod
-    def failed(cls, job_id: str, worker_id: str, error: ErrorInfo, *,
-               retryable: bool = True, retry_delay_s: float | None = None) -> "Outcome":
-        return cls(job_id, worker_id, "failed", error=error, retryable=retryable,
-                   retry_delay_s=retry_delay_s)
+    def failed(
+        cls,
+        job_id: str,
+        worker_id: str,
+        error: ErrorInfo,
+        *,
+        retryable: bool = True,
+        retry_delay_s: float | None = None,
+    ) -> Outcome:
+        return cls(
+            job_id,
+            worker_id,
+            "failed",
+            error=error,
+            retryable=retryable,
+            retry_delay_s=retry_delay_s,
+        )
 
     @classmethod
-    def released(cls, job_id: str, worker_id: str) -> "Outcome":
+    def released(cls, job_id: str, worker_id: str) -> Outcome:
         return cls(job_id, worker_id, "released")
 
 
@@ -210,7 +227,7 @@ class Job:
     """
 
     record: JobRecord
-    queue: "Queue" = field(repr=False)
+    queue: Queue = field(repr=False)
 
     @property
     def id(self) -> str:
@@ -252,11 +269,12 @@ class Job:
     def args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """The job's positional and keyword arguments, unpickled."""
         from .serializer import load_payload
+
         if not self.record.payload:  # a listed job: listings leave the payload out
             self.refresh()
         return load_payload(self.record.payload, job_id=self.id)
 
-    def refresh(self) -> "Job":
+    def refresh(self) -> Job:
         """Re-read this job from the store; raises JobNotFound if it was deleted."""
         record = self.queue.store.get(self.id)
         if record is None:
@@ -271,6 +289,7 @@ class Job:
         TimeoutError if ``timeout`` seconds pass first, JobNotFound if it was deleted.
         """
         from .serializer import load_result
+
         self.record = self.queue.wait_finished(self.id, timeout)
         if self.record.state is JobState.DEAD:
             raise JobFailed(self.id, self.error)
@@ -280,10 +299,15 @@ class Job:
         """A JSON-friendly view (no payload bytes), for the command line."""
         rec = self.record
         return {
-            "id": rec.id, "name": rec.name, "state": rec.state.value,
-            "priority": rec.priority, "attempts": rec.attempts,
-            "max_retries": rec.max_retries, "timeout_s": rec.timeout_s,
-            "run_at_ms": rec.run_at_ms, "created_at_ms": rec.created_at_ms,
+            "id": rec.id,
+            "name": rec.name,
+            "state": rec.state.value,
+            "priority": rec.priority,
+            "attempts": rec.attempts,
+            "max_retries": rec.max_retries,
+            "timeout_s": rec.timeout_s,
+            "run_at_ms": rec.run_at_ms,
+            "created_at_ms": rec.created_at_ms,
             "finished_at_ms": rec.finished_at_ms,
             "errors": [e.__dict__ for e in rec.errors],
         }

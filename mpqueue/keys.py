@@ -28,12 +28,15 @@ from __future__ import annotations
 
 import functools
 import struct
-from typing import Sequence
+from collections.abc import Sequence
 
 from .errors import ConfigError
+
 # Re-exported: the encodings below are written for these bounds.
-from .limits import JOB_ID_BYTES as JOB_ID_BYTES, KEY_MAX_BYTES
-from .limits import PRIORITY_MAX as PRIORITY_MAX, PRIORITY_MIN as PRIORITY_MIN
+from .limits import JOB_ID_BYTES as JOB_ID_BYTES
+from .limits import KEY_MAX_BYTES
+from .limits import PRIORITY_MAX as PRIORITY_MAX
+from .limits import PRIORITY_MIN as PRIORITY_MIN
 from .limits import RUN_AT_MAX_MS as RUN_AT_MAX_MS
 
 DB_JOBS = b"jobs"
@@ -47,12 +50,23 @@ DB_PENDING = b"pending"
 DB_META = b"meta"
 DB_WORKERS = b"workers"
 DB_OFFERS = b"offers"
-ALL_DBS = (DB_JOBS, DB_BY_NAME, DB_READY, DB_SCHEDULED, DB_PROCESSING, DB_DEAD,
-           DB_DONE, DB_PENDING, DB_META, DB_WORKERS, DB_OFFERS)
+ALL_DBS = (
+    DB_JOBS,
+    DB_BY_NAME,
+    DB_READY,
+    DB_SCHEDULED,
+    DB_PROCESSING,
+    DB_DEAD,
+    DB_DONE,
+    DB_PENDING,
+    DB_META,
+    DB_WORKERS,
+    DB_OFFERS,
+)
 
 META_LAYOUT = b"layout"
 META_SCHEMA = b"schema"
-META_CODEC = b"codec"    # the record encoding every record is in (absent: 1)
+META_CODEC = b"codec"  # the record encoding every record is in (absent: 1)
 
 MAX_KEY_BYTES = KEY_MAX_BYTES  # a longer key raises BadValsizeError
 SEP = b"\x00"
@@ -134,7 +148,7 @@ def _ready_key(priority: int, seq: int, jid: bytes) -> bytes:
 
 def decode_ready_key(key: bytes) -> tuple[int, int, str]:
     inv, seq = _READY.unpack_from(key)
-    return PRIORITY_MAX - inv, seq, key[_READY.size:].decode("ascii")
+    return PRIORITY_MAX - inv, seq, key[_READY.size :].decode("ascii")
 
 
 def scheduled_key(run_at_ms: int, priority: int, seq: int, job_id: str) -> bytes:
@@ -145,8 +159,9 @@ def _scheduled_key(run_at_ms: int, priority: int, seq: int, jid: bytes) -> bytes
     return _SCHEDULED.pack(run_at_ms, _inv_priority(priority), seq) + jid
 
 
-def enqueue_keys(name: str, job_id: str, priority: int, seq: int,
-                 run_at_ms: int | None) -> tuple[bytes, bytes, bytes, bytes]:
+def enqueue_keys(
+    name: str, job_id: str, priority: int, seq: int, run_at_ms: int | None
+) -> tuple[bytes, bytes, bytes, bytes]:
     """(jobs key, by_name key, queue db, queue key) of a new job, for the enqueue path:
     the id is encoded once. ``run_at_ms`` None files it as ready, else as scheduled."""
     jid = _jid(job_id)
@@ -158,7 +173,7 @@ def enqueue_keys(name: str, job_id: str, priority: int, seq: int,
 
 def decode_scheduled_key(key: bytes) -> tuple[int, int, int, str]:
     run_at_ms, inv, seq = _SCHEDULED.unpack_from(key)
-    return run_at_ms, PRIORITY_MAX - inv, seq, key[_SCHEDULED.size:].decode("ascii")
+    return run_at_ms, PRIORITY_MAX - inv, seq, key[_SCHEDULED.size :].decode("ascii")
 
 
 def scheduled_upper_bound(now_ms: int) -> bytes:
@@ -226,7 +241,7 @@ def done_key(finished_at_ms: int, job_id: str) -> bytes:
 
 def decode_done_key(key: bytes) -> tuple[int, str]:
     (finished_at_ms,) = _U64.unpack_from(key)
-    return finished_at_ms, key[_U64.size:].decode("ascii")
+    return finished_at_ms, key[_U64.size :].decode("ascii")
 
 
 def done_upper_bound(before_ms: int) -> bytes:
@@ -255,5 +270,6 @@ def check_name_key(name: str) -> None:
 
 def check_key_length(key: bytes, what: str) -> None:
     if len(key) > MAX_KEY_BYTES:
-        raise ConfigError(f"{what} is too long: its key takes {len(key)} bytes, "
-                          f"the limit is {MAX_KEY_BYTES}")
+        raise ConfigError(
+            f"{what} is too long: its key takes {len(key)} bytes, the limit is {MAX_KEY_BYTES}"
+        )

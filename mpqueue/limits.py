@@ -24,17 +24,17 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from .job import JobRecord
 
-PRIORITY_MIN = -(2**31)          # a signed 32-bit integer: PostgreSQL ``integer``, and
-PRIORITY_MAX = 2**31 - 1         # LMDB's ready key stores PRIORITY_MAX - priority as a u32
-JOB_ID_BYTES = 32                # job ids are 32 lowercase hex characters
-KEY_MAX_BYTES = 511              # LMDB's compiled-in key limit (also applied to PostgreSQL)
+PRIORITY_MIN = -(2**31)  # a signed 32-bit integer: PostgreSQL ``integer``, and
+PRIORITY_MAX = 2**31 - 1  # LMDB's ready key stores PRIORITY_MAX - priority as a u32
+JOB_ID_BYTES = 32  # job ids are 32 lowercase hex characters
+KEY_MAX_BYTES = 511  # LMDB's compiled-in key limit (also applied to PostgreSQL)
 NAME_MAX_BYTES = KEY_MAX_BYTES - JOB_ID_BYTES - 1  # a name index key: name, 0, job id
 
 YEAR_S = 365 * 24 * 3600
-TIMEOUT_MAX_S = YEAR_S           # a job limit longer than a year is a mistake, not a limit
-BACKOFF_MAX_S = YEAR_S           # backoff base and cap: no retry waits more than a year
-RETRIES_MAX = 1000               # retries after the first run before a job is dead
-DELAY_MAX_S = 100 * YEAR_S       # delay= and --delay: at most a century from now
+TIMEOUT_MAX_S = YEAR_S  # a job limit longer than a year is a mistake, not a limit
+BACKOFF_MAX_S = YEAR_S  # backoff base and cap: no retry waits more than a year
+RETRIES_MAX = 1000  # retries after the first run before a job is dead
+DELAY_MAX_S = 100 * YEAR_S  # delay= and --delay: at most a century from now
 RESULT_TTL_MAX_S = 100 * YEAR_S  # how long finished jobs are kept
 # The latest run time: the last millisecond datetime can show (9999-12-31 23:59:59.999
 # UTC). Every store keeps it (a u64 key, a bigint column), and a claim deadline of up to
@@ -48,29 +48,26 @@ def check_int(what: str, value: Any, low: int, high: int) -> int:
     """``value`` if it is an integer (not a bool) from ``low`` to ``high``, else
     ConfigError."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{what} must be an integer from {low} to {high}; "
-                          f"got {describe(value)}")
+        raise ConfigError(f"{what} must be an integer from {low} to {high}; got {describe(value)}")
     return value
 
 
-def check_positive(what: str, value: Any, high: float | None = None,
-                   bound: str = "") -> float:
+def check_positive(what: str, value: Any, high: float | None = None, bound: str = "") -> float:
     """``value`` as a float if it is a finite number > 0 (and at most ``high``, which
     ``bound`` names in words); else ConfigError naming the rule."""
     number = _seconds(what, value, "> 0")
     if not number > 0:
-        raise ConfigError(f"{what} must be a finite number of seconds > 0; "
-                          f"got {describe(value)}")
+        raise ConfigError(f"{what} must be a finite number of seconds > 0; got {describe(value)}")
     return _at_most(what, number, value, high, bound)
 
 
-def check_delay(delay: Any, what: str = "delay", high: float | None = None,
-                bound: str = "") -> float:
+def check_delay(
+    delay: Any, what: str = "delay", high: float | None = None, bound: str = ""
+) -> float:
     """``delay`` as a float if it is a finite number >= 0 (and at most ``high``)."""
     number = _seconds(what, delay, ">= 0")
     if number < 0:
-        raise ConfigError(f"{what} must be a number of seconds >= 0; "
-                          f"got {describe(delay)}")
+        raise ConfigError(f"{what} must be a number of seconds >= 0; got {describe(delay)}")
     return _at_most(what, number, delay, high, bound)
 
 
@@ -82,8 +79,9 @@ def _seconds(what: str, value: Any, rule: str) -> float:
         except OverflowError:
             pass
     if not math.isfinite(number):
-        raise ConfigError(f"{what} must be a finite number of seconds {rule}; "
-                          f"got {describe(value)}")
+        raise ConfigError(
+            f"{what} must be a finite number of seconds {rule}; got {describe(value)}"
+        )
     return number
 
 
@@ -125,14 +123,18 @@ def run_at_ms(delay: Any, at: Any, now_ms: int) -> int | None:
     if delay is not None:
         if at is not None:
             raise ConfigError("give either delay= or at=, not both")
-        return min(now_ms + int(check_delay(delay, "delay", DELAY_MAX_S, CENTURY_TEXT) * 1000),
-                   RUN_AT_MAX_MS)
+        return min(
+            now_ms + int(check_delay(delay, "delay", DELAY_MAX_S, CENTURY_TEXT) * 1000),
+            RUN_AT_MAX_MS,
+        )
     if at is None:
         return None
     seconds = _epoch_seconds(at)
     if not 0 <= seconds <= RUN_AT_MAX_MS / 1000:
-        raise ConfigError(f"at must be from 1970-01-01 UTC to {RUN_AT_MAX_TEXT} "
-                          f"(epoch seconds 0 to {RUN_AT_MAX_MS // 1000}), got {describe(at)}")
+        raise ConfigError(
+            f"at must be from 1970-01-01 UTC to {RUN_AT_MAX_TEXT} "
+            f"(epoch seconds 0 to {RUN_AT_MAX_MS // 1000}), got {describe(at)}"
+        )
     return int(seconds * 1000)
 
 
@@ -141,33 +143,44 @@ def _epoch_seconds(at: Any) -> float:
         try:
             return at.timestamp()
         except (OverflowError, ValueError, OSError) as exc:  # naive times at the ends
-            raise ConfigError(f"at cannot be converted to a time: {describe(at)} "
-                              f"({exc})") from None
+            raise ConfigError(f"at cannot be converted to a time: {describe(at)} ({exc})") from None
     try:
         return _seconds("at", at, "(or a datetime)")
     except ConfigError:
-        raise ConfigError(f"at must be a datetime or finite epoch seconds; "
-                          f"got {describe(at)}") from None
+        raise ConfigError(
+            f"at must be a datetime or finite epoch seconds; got {describe(at)}"
+        ) from None
 
 
 # ---- stored records ---------------------------------------------------------------------
 
-def stored_problem(rec: "JobRecord") -> str | None:
+
+def stored_problem(rec: JobRecord) -> str | None:
     """Why a record read from a store cannot be run as it stands (a value that no entry
     check lets in), or None. A server calls it for every job it promotes or claims, so
     the common case is one expression of exact type tests and chained comparisons
     (``type(x) is int`` also refuses bools); only a bad record pays for the message."""
     timeout, base, cap = rec.timeout_s, rec.backoff_base_s, rec.backoff_cap_s
-    if (type(rec.priority) is int and PRIORITY_MIN <= rec.priority <= PRIORITY_MAX
-            and type(rec.max_retries) is int and 0 <= rec.max_retries <= RETRIES_MAX
-            and type(rec.attempts) is int and 0 <= rec.attempts <= RETRIES_MAX + 1
-            and type(rec.run_at_ms) is int and -RUN_AT_MAX_MS <= rec.run_at_ms <= RUN_AT_MAX_MS
-            and type(base) in _NUMBERS and 0 <= base <= BACKOFF_MAX_S
-            and type(cap) in _NUMBERS and 0 <= cap <= BACKOFF_MAX_S
-            and (timeout is None or type(timeout) in _NUMBERS and 0 < timeout <= TIMEOUT_MAX_S)
-            and type(rec.id) is str and type(rec.name) is str
-            and type(rec.payload) is bytes and (rec.func is None or type(rec.func) is bytes)
-            and type(rec.errors) is tuple):
+    if (
+        type(rec.priority) is int
+        and PRIORITY_MIN <= rec.priority <= PRIORITY_MAX
+        and type(rec.max_retries) is int
+        and 0 <= rec.max_retries <= RETRIES_MAX
+        and type(rec.attempts) is int
+        and 0 <= rec.attempts <= RETRIES_MAX + 1
+        and type(rec.run_at_ms) is int
+        and -RUN_AT_MAX_MS <= rec.run_at_ms <= RUN_AT_MAX_MS
+        and type(base) in _NUMBERS
+        and 0 <= base <= BACKOFF_MAX_S
+        and type(cap) in _NUMBERS
+        and 0 <= cap <= BACKOFF_MAX_S
+        and (timeout is None or type(timeout) in _NUMBERS and 0 < timeout <= TIMEOUT_MAX_S)
+        and type(rec.id) is str
+        and type(rec.name) is str
+        and type(rec.payload) is bytes
+        and (rec.func is None or type(rec.func) is bytes)
+        and type(rec.errors) is tuple
+    ):
         return None
     return _describe(rec)
 
@@ -175,7 +188,7 @@ def stored_problem(rec: "JobRecord") -> str | None:
 _NUMBERS = (int, float)
 
 
-def _describe(rec: "JobRecord") -> str:
+def _describe(rec: JobRecord) -> str:
     """The first value of ``rec`` that ``stored_problem`` refuses, in words."""
     if type(rec.id) is not str or type(rec.name) is not str:
         return "id and name must be text"
@@ -194,5 +207,6 @@ def _describe(rec: "JobRecord") -> str:
     for what, value, low, high, kinds in checks:
         if type(value) not in kinds or not low <= value <= high:  # NaN fails the range
             return f"{what} {describe(value)} is out of bounds ({low} to {high})"
-    return (f"timeout_s {rec.timeout_s!r} is out of bounds "
-            f"(none, or more than 0 up to {TIMEOUT_MAX_S})")
+    return (
+        f"timeout_s {rec.timeout_s!r} is out of bounds (none, or more than 0 up to {TIMEOUT_MAX_S})"
+    )

@@ -16,16 +16,16 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any, Iterator
+from typing import Any
 
 from . import protocol
 from .config import is_url
-from .errors import ConfigError
 from .containment import kill_group, kill_tree
-from .errors import ProtocolError
+from .errors import ConfigError, ProtocolError
 from .signing import resolve_secret
 from .worker import ChildConfig, child_main
 
@@ -49,8 +49,9 @@ def _main_hidden() -> Iterator[None]:
     if main is None:
         yield
         return
-    saved: dict[str, Any] = {k: main.__dict__[k] for k in ("__file__", "__spec__")
-                             if k in main.__dict__}
+    saved: dict[str, Any] = {
+        k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__
+    }
     main.__dict__.pop("__file__", None)
     main.__dict__["__spec__"] = None
     try:
@@ -67,18 +68,18 @@ class Slot:
     process: Any
     conn: Connection
     pid: int = 0
-    started: float = 0.0           # the child's create_time, for pid-reuse checks
+    started: float = 0.0  # the child's create_time, for pid-reuse checks
     ready: bool = False
     retiring: bool = False
-    killed: bool = False           # killed on purpose (timeout): its queue is released
+    killed: bool = False  # killed on purpose (timeout): its queue is released
     jobs_run: int = 0
     inflight: deque[str] = field(default_factory=deque)
-    head_since: float = 0.0        # monotonic time the head job started
+    head_since: float = 0.0  # monotonic time the head job started
     inbox: bytearray = field(default_factory=bytearray)
     poller: Any = None
-    fault: str | None = None       # why the server gave up on this child, if it did
-    eof_at: float | None = None    # monotonic time its pipe reached end of file
-    hand_off: bool = False         # it listens for jobs handed to it by producers
+    fault: str | None = None  # why the server gave up on this child, if it did
+    eof_at: float | None = None  # monotonic time its pipe reached end of file
+    hand_off: bool = False  # it listens for jobs handed to it by producers
 
     def read_messages(self) -> list[tuple[Any, ...]]:
         """Every complete message the child has sent so far.
@@ -129,8 +130,10 @@ class Slot:
 
     def pop_head(self, job_id: str, now: float) -> None:
         if not self.inflight or self.inflight[0] != job_id:
-            raise ProtocolError(f"child {self.pid} reported {job_id}, expected "
-                               f"{self.inflight[0] if self.inflight else None}")
+            raise ProtocolError(
+                f"child {self.pid} reported {job_id}, expected "
+                f"{self.inflight[0] if self.inflight else None}"
+            )
         self.inflight.popleft()
         self.jobs_run += 1
         self.head_since = now
@@ -156,19 +159,36 @@ class Slot:
 class Pool:
     """Starts and replaces children; the coordinator decides when."""
 
-    def __init__(self, store_path: str, mode: str, imports: tuple[str, ...],
-                 measure_rss: bool = False, worker_id: str = "", hand_off: bool = False):
+    def __init__(
+        self,
+        store_path: str,
+        mode: str,
+        imports: tuple[str, ...],
+        measure_rss: bool = False,
+        worker_id: str = "",
+        hand_off: bool = False,
+    ):
         self.ctx = multiprocessing.get_context("forkserver")
         self.ctx.set_forkserver_preload(["mpqueue.worker"])
         location = store_path if is_url(store_path) else os.path.abspath(store_path)
-        self.config = ChildConfig(location, mode, os.getpid(), tuple(sys.path), imports,
-                                  measure_rss, worker_id, hand_off, resolve_secret(None))
+        self.config = ChildConfig(
+            location,
+            mode,
+            os.getpid(),
+            tuple(sys.path),
+            imports,
+            measure_rss,
+            worker_id,
+            hand_off,
+            resolve_secret(None),
+        )
         self.slots: list[Slot] = []
 
     def start_slot(self) -> Slot:
         parent_end, child_end = self.ctx.Pipe(duplex=True)
-        process = self.ctx.Process(target=child_main, args=(child_end, self.config),
-                                   name="mpqueue-worker", daemon=True)
+        process = self.ctx.Process(
+            target=child_main, args=(child_end, self.config), name="mpqueue-worker", daemon=True
+        )
         with _main_hidden():
             process.start()
         child_end.close()  # the child holds its own copy; ours would mask its hang-up
@@ -195,15 +215,17 @@ class Pool:
                 messages = slot.read_messages()
             except ProtocolError as exc:
                 slot.kill()
-                raise ConfigError(f"worker process sent a malformed message while "
-                                  f"starting: {exc}") from None
+                raise ConfigError(
+                    f"worker process sent a malformed message while starting: {exc}"
+                ) from None
             if messages:
                 self.on_ready(slot, messages[0])
                 return
             if slot.eof_at is not None or not slot.process.is_alive():
                 slot.process.join(1)
-                raise ConfigError(f"worker process died while starting "
-                                  f"(exit code {slot.process.exitcode})")
+                raise ConfigError(
+                    f"worker process died while starting (exit code {slot.process.exitcode})"
+                )
 
     def on_ready(self, slot: Slot, message: tuple[Any, ...]) -> None:
         """A child's first message: ready (with its pid), or why it could not start."""
@@ -243,8 +265,10 @@ def stop_helpers(timeout_s: float = HELPERS_STOP_TIMEOUT_S) -> bool:
     """
     from multiprocessing import forkserver, resource_tracker
 
-    helpers = (getattr(forkserver, "_forkserver", None),
-               getattr(resource_tracker, "_resource_tracker", None))
+    helpers = (
+        getattr(forkserver, "_forkserver", None),
+        getattr(resource_tracker, "_resource_tracker", None),
+    )
 
     def stop_all() -> None:
         for helper in helpers:
@@ -255,6 +279,7 @@ def stop_helpers(timeout_s: float = HELPERS_STOP_TIMEOUT_S) -> bool:
                 stop()
             except OSError:
                 pass  # already gone (and reaped)
+
     waiter = threading.Thread(target=stop_all, name="mpqueue-stop-helpers", daemon=True)
     waiter.start()
     waiter.join(timeout_s)

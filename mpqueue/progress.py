@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 BAR_WIDTH = 30
 TTY_EVERY_S = 0.2
@@ -43,15 +44,19 @@ class Progress:
         filled = int(fraction * BAR_WIDTH)
         bar = "#" * filled + "." * (BAR_WIDTH - filled)
         eta_text = "--:--" if eta == float("inf") else _clock(eta)
-        return (f"[{bar}] {finished}/{total} {fraction:4.0%}  {rate:,.0f} jobs/s  "
-                f"ETA {eta_text}  failed {stats.dead} retried {stats.retried}")
+        return (
+            f"[{bar}] {finished}/{total} {fraction:4.0%}  {rate:,.0f} jobs/s  "
+            f"ETA {eta_text}  failed {stats.dead} retried {stats.retried}"
+        )
 
     def close(self, stats: Any) -> None:
         elapsed = time.monotonic() - stats.started_at
         if self.live and self.shown:
             self.stream.write("\n")
-        self.stream.write(f"finished: {stats.done} done, {stats.dead} dead, {stats.retried} "
-                          f"retried, {stats.released} put back in {elapsed:.2f} s\n")
+        self.stream.write(
+            f"finished: {stats.done} done, {stats.dead} dead, {stats.retried} "
+            f"retried, {stats.released} put back in {elapsed:.2f} s\n"
+        )
         self.stream.flush()
 
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgpack
 
@@ -51,7 +52,7 @@ def write(fd: int, message: tuple[Any, ...]) -> None:
     """Send one message on the pipe ``fd`` (blocking until all of it is written)."""
     data = memoryview(encode(message))
     while data:
-        data = data[os.write(fd, data):]
+        data = data[os.write(fd, data) :]
 
 
 def split_frames(inbox: bytearray) -> list[tuple[Any, ...]]:
@@ -63,18 +64,18 @@ def split_frames(inbox: bytearray) -> list[tuple[Any, ...]]:
         while len(inbox) - pos >= HEADER.size:
             magic, size = HEADER.unpack_from(inbox, pos)
             if magic != MAGIC:
-                raise ProtocolError(f"bad frame header {bytes(inbox[pos:pos + 8])!r}",
-                                    messages)
+                raise ProtocolError(f"bad frame header {bytes(inbox[pos : pos + 8])!r}", messages)
             if size > MAX_FRAME:
-                raise ProtocolError(f"frame of {size} bytes announced (limit {MAX_FRAME})",
-                                    messages)
+                raise ProtocolError(
+                    f"frame of {size} bytes announced (limit {MAX_FRAME})", messages
+                )
             start = pos + HEADER.size
             if len(inbox) - start < size:
                 break
-            messages.append(_decode(bytes(inbox[start:start + size]), messages))
+            messages.append(_decode(bytes(inbox[start : start + size]), messages))
             pos = start + size
         else:
-            tail = bytes(inbox[pos:pos + len(MAGIC)])
+            tail = bytes(inbox[pos : pos + len(MAGIC)])
             if not MAGIC.startswith(tail):  # a short tail can be judged already
                 raise ProtocolError(f"bad frame header {tail!r}", messages)
     finally:
@@ -86,8 +87,7 @@ def _decode(body: bytes, before: list[tuple[Any, ...]]) -> tuple[Any, ...]:
     try:
         value = msgpack.unpackb(body, raw=False, use_list=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated classes
-        raise ProtocolError(f"undecodable message ({type(exc).__name__}: {exc})",
-                            before) from None
+        raise ProtocolError(f"undecodable message ({type(exc).__name__}: {exc})", before) from None
     if not isinstance(value, tuple) or not value or value[0] not in _SHAPES:
         raise ProtocolError(f"unknown message {_preview(value)}", before)
     shape = _SHAPES[value[0]]
@@ -108,8 +108,9 @@ def _is(*types: type) -> Callable[[Any], bool]:
 
 def _error_tuple(v: Any) -> bool:
     kinds = (str, str, str, int, int, str)
-    return (isinstance(v, tuple) and len(v) == len(kinds)
-            and all(_is(t)(x) for t, x in zip(kinds, v)))
+    return (
+        isinstance(v, tuple) and len(v) == len(kinds) and all(_is(t)(x) for t, x in zip(kinds, v))
+    )
 
 
 def _id_list(v: Any) -> bool:

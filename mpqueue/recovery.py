@@ -27,8 +27,9 @@ log = logging.getLogger("mpqueue.recovery")
 ORPHAN_KILL_WAIT_S = 2.0
 
 
-def coordinator_dead(worker_id: str, info: dict[str, Any] | None, now: int,
-                     lease_s: float = DEFAULT_LEASE_S) -> bool:
+def coordinator_dead(
+    worker_id: str, info: dict[str, Any] | None, now: int, lease_s: float = DEFAULT_LEASE_S
+) -> bool:
     identity = parse(worker_id)
     if identity is not None and identity.local:
         return not is_alive(identity)
@@ -77,8 +78,9 @@ def _runs(proc: psutil.Process) -> bool:
         return False
 
 
-def reclaim_dead(store: Store, own_worker_id: str, *,
-                 lease_s: float = DEFAULT_LEASE_S) -> list[str]:
+def reclaim_dead(
+    store: Store, own_worker_id: str, *, lease_s: float = DEFAULT_LEASE_S
+) -> list[str]:
     """Put back every job held by a dead coordinator; returns the job ids."""
     registry = store.workers()
     holders = {c.worker_id for c in store.claims()} | set(registry)
@@ -93,8 +95,12 @@ def reclaim_dead(store: Store, own_worker_id: str, *,
         store.unregister_worker(worker_id)
         requeued.extend(jobs)
         if jobs or killed:
-            log.warning("coordinator %s is gone: put back %d job(s), killed %d orphan(s)",
-                        worker_id, len(jobs), killed)
+            log.warning(
+                "coordinator %s is gone: put back %d job(s), killed %d orphan(s)",
+                worker_id,
+                len(jobs),
+                killed,
+            )
     return requeued
 
 
@@ -104,9 +110,16 @@ def _pids_are_ours(worker_id: str) -> bool:
     return identity is not None and identity.local
 
 
-def heartbeat_info(identity: Identity, children: list[tuple[int, float]],
-                   lease_s: float = DEFAULT_LEASE_S) -> dict[str, Any]:
+def heartbeat_info(
+    identity: Identity, children: list[tuple[int, float]], lease_s: float = DEFAULT_LEASE_S
+) -> dict[str, Any]:
     """A server's registry entry. ``lease_s`` is its own lease: producers hand jobs to
     its children only while its heartbeat is younger than that."""
-    return {"pid": identity.pid, "host": identity.host, "heartbeat_ms": now_ms(),
-            "children": list(children), "monotonic": time.monotonic(), "lease_s": lease_s}
+    return {
+        "pid": identity.pid,
+        "host": identity.host,
+        "heartbeat_ms": now_ms(),
+        "children": list(children),
+        "monotonic": time.monotonic(),
+        "lease_s": lease_s,
+    }

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .errors import ConfigError, DuplicateTask, TaskNotFound
 from .limits import NAME_MAX_BYTES
@@ -37,8 +38,9 @@ def check_name(name: str) -> str:
     except UnicodeEncodeError:  # a lone surrogate: e.g. a byte from argv that is not UTF-8
         raise ConfigError(f"task name is not valid UTF-8 text: {name[:60]!r}") from None
     if size > MAX_NAME_BYTES:
-        raise ConfigError(f"task name is too long: {size} bytes, the limit is "
-                          f"{MAX_NAME_BYTES} ({name[:60]!r}...)")
+        raise ConfigError(
+            f"task name is too long: {size} bytes, the limit is {MAX_NAME_BYTES} ({name[:60]!r}...)"
+        )
     return name
 
 
@@ -51,8 +53,10 @@ class Registry:
     def add(self, name: str, task: Any) -> None:
         check_name(name)
         if name in self._tasks:
-            raise DuplicateTask(f"a task named {name!r} is already registered on this queue; "
-                                "pass name=... to register another under a new name")
+            raise DuplicateTask(
+                f"a task named {name!r} is already registered on this queue; "
+                "pass name=... to register another under a new name"
+            )
         self._tasks[name] = task
 
     def get(self, name: str) -> Any | None:
@@ -71,8 +75,9 @@ def import_module(module_name: str, why: str) -> Any:
     except ModuleNotFoundError:
         raise
     except (Exception, SystemExit) as exc:
-        raise TaskNotFound(f"importing {module_name!r} for {why} raised "
-                           f"{type(exc).__name__}: {exc}") from exc
+        raise TaskNotFound(
+            f"importing {module_name!r} for {why} raised {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def resolve(name: str) -> Callable[..., Any]:
@@ -84,17 +89,21 @@ def resolve(name: str) -> Callable[..., Any]:
             obj: Any = import_module(module_name, f"task {name!r}")
         except ModuleNotFoundError as exc:
             if exc.name is not None and not module_name.startswith(exc.name):
-                raise TaskNotFound(f"importing {module_name!r} for task {name!r} failed: "
-                                   f"{exc}") from exc
+                raise TaskNotFound(
+                    f"importing {module_name!r} for task {name!r} failed: {exc}"
+                ) from exc
             continue
         try:
             for attr in parts[split:]:
                 obj = getattr(obj, attr)
         except AttributeError as exc:
-            raise TaskNotFound(f"module {module_name!r} has no {'.'.join(parts[split:])!r} "
-                               f"(task {name!r})") from exc
+            raise TaskNotFound(
+                f"module {module_name!r} has no {'.'.join(parts[split:])!r} (task {name!r})"
+            ) from exc
         if not callable(obj):
             raise TaskNotFound(f"{name!r} is not callable")
         return obj  # type: ignore[no-any-return]
-    raise TaskNotFound(f"cannot import a module for task {name!r}; task names are import "
-                       "paths such as 'package.module.function'")
+    raise TaskNotFound(
+        f"cannot import a module for task {name!r}; task names are import "
+        "paths such as 'package.module.function'"
+    )

@@ -21,8 +21,14 @@ def backoff_s(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> 
     return nominal / 2 + rng.random() * nominal / 2
 
 
-def next_run_at_ms(record: JobRecord, now_ms: int, rng: random.Random, *,
-                   retryable: bool = True, delay_s: float | None = None) -> int | None:
+def next_run_at_ms(
+    record: JobRecord,
+    now_ms: int,
+    rng: random.Random,
+    *,
+    retryable: bool = True,
+    delay_s: float | None = None,
+) -> int | None:
     """When a failed job should run again, or None when it belongs in the dead-letter queue.
 
     ``record.attempts`` counts runs so far (the failed one included); a job gets

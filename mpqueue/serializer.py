@@ -8,7 +8,8 @@ The store only ever sees the resulting bytes.
 from __future__ import annotations
 
 import pickle
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
 
@@ -27,15 +28,17 @@ def _dump(value: Any, what: str) -> bytes:
 
 def _load(raw: bytes, what: str, job_id: str | None) -> Any:
     if raw[:1] != ENVELOPE_V1:
-        raise PayloadError(f"{what} of job {job_id} has an unknown envelope "
-                           f"{raw[:1]!r}", job_id=job_id, raw=raw)
+        raise PayloadError(
+            f"{what} of job {job_id} has an unknown envelope {raw[:1]!r}", job_id=job_id, raw=raw
+        )
     try:
         return pickle.loads(raw[1:])
     except Exception as exc:
-        raise PayloadError(f"cannot unpickle {what} of job {job_id}: "
-                           f"{type(exc).__name__}: {exc}", job_id=job_id, raw=raw) from exc
-
-
+        raise PayloadError(
+            f"cannot unpickle {what} of job {job_id}: {type(exc).__name__}: {exc}",
+            job_id=job_id,
+            raw=raw,
+        ) from exc
 
 
 def _plain_pickle(value: Any) -> bytes | None:
@@ -69,7 +72,9 @@ def dump_payload(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     return _dump(value, "the job arguments")
 
 
-def load_payload(raw: bytes, *, job_id: str | None = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def load_payload(
+    raw: bytes, *, job_id: str | None = None
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
     args, kwargs = _load(raw, "the payload", job_id)
     return args, kwargs
 
@@ -89,6 +94,7 @@ def dump_callable(fn: Callable[..., Any]) -> bytes:
 def load_callable(raw: bytes, *, job_id: str | None = None) -> Callable[..., Any]:
     fn = _load(raw, "the callable", job_id)
     if not callable(fn):
-        raise PayloadError(f"stored callable of job {job_id} is not callable", job_id=job_id,
-                           raw=raw)
+        raise PayloadError(
+            f"stored callable of job {job_id} is not callable", job_id=job_id, raw=raw
+        )
     return fn  # type: ignore[no-any-return]

@@ -46,7 +46,9 @@ def sign(secret: bytes, name: str, payload: bytes, func: bytes | None) -> bytes:
     return mac.digest()
 
 
-def verify(secret: bytes, name: str, payload: bytes, func: bytes | None,
-           signature: bytes | None) -> bool:
+def verify(
+    secret: bytes, name: str, payload: bytes, func: bytes | None, signature: bytes | None
+) -> bool:
     return signature is not None and hmac.compare_digest(
-        sign(secret, name, payload, func), signature)
+        sign(secret, name, payload, func), signature
+    )

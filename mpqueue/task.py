@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from .config import TaskOptions
 from .display import describe
@@ -26,8 +27,7 @@ class Task:
     time so globals defined after the decorator are included.
     """
 
-    def __init__(self, queue: "Queue", fn: Callable[..., Any], name: str,
-                 options: TaskOptions):
+    def __init__(self, queue: Queue, fn: Callable[..., Any], name: str, options: TaskOptions):
         self.queue = queue
         self.fn = fn
         self.name = name
@@ -45,20 +45,26 @@ class Task:
     def func_bytes(self) -> bytes | None:
         return dump_callable(self.fn) if self.by_value else None
 
-    def delay(self, /, *args: Any, **kwargs: Any) -> "Job":
+    def delay(self, /, *args: Any, **kwargs: Any) -> Job:
         """Enqueue one job, ready now."""
         return self.queue.enqueue(self, args, kwargs)
 
-    def schedule(self, args: Iterable[Any] = (), kwargs: dict[str, Any] | None = None, *,
-                 delay: float | None = None, at: datetime | float | None = None,
-                 priority: int | None = None) -> "Job":
+    def schedule(
+        self,
+        args: Iterable[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        delay: float | None = None,
+        at: datetime | float | None = None,
+        priority: int | None = None,
+    ) -> Job:
         """Enqueue one job that runs not before ``now + delay`` seconds, or ``at`` (an
         aware/naive datetime or epoch seconds)."""
-        return self.queue.enqueue(self, tuple(args), kwargs or {}, delay=delay, at=at,
-                                  priority=priority)
+        return self.queue.enqueue(
+            self, tuple(args), kwargs or {}, delay=delay, at=at, priority=priority
+        )
 
-    def map(self, arg_tuples: Iterable[Iterable[Any]], *,
-            priority: int | None = None) -> "list[Job]":
+    def map(self, arg_tuples: Iterable[Iterable[Any]], *, priority: int | None = None) -> list[Job]:
         """Enqueue one job per argument tuple, all in one write transaction."""
         calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         for args in arg_tuples:
@@ -66,7 +72,9 @@ class Task:
                 calls.append((args, {}))
                 continue
             if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
-                raise ConfigError(f"map() takes one tuple of arguments per job, e.g. "
-                                  f"[(1,), (2,)]; got {describe(args)}")
+                raise ConfigError(
+                    f"map() takes one tuple of arguments per job, e.g. "
+                    f"[(1,), (2,)]; got {describe(args)}"
+                )
             calls.append((tuple(args), {}))
         return self.queue.enqueue_many(self, calls, priority=priority)

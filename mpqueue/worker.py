@@ -27,9 +27,10 @@ import sys
 import threading
 import traceback
 from collections import deque
+from collections.abc import Callable
 from dataclasses import astuple, dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any, Callable
+from typing import Any
 
 import psutil
 
@@ -42,7 +43,6 @@ from .keys import JOB_ID_BYTES
 from .registry import import_module, resolve
 from .serializer import dump_result, load_callable, load_payload
 from .signing import verify
-
 
 # Hand-offs a child remembers having run: a re-sent one (the coordinator re-sends those
 # it has not heard "took" for) is skipped. Far more than can be in flight at once.
@@ -66,8 +66,8 @@ class ChildConfig:
     sys_path: tuple[str, ...]
     imports: tuple[str, ...]
     measure_rss: bool = False  # only when a memory limit is set: psutil costs ~15 us/job
-    worker_id: str = ""        # the coordinator's; hand-offs are checked against it
-    hand_off: bool = False     # listen for jobs handed to this child by producers
+    worker_id: str = ""  # the coordinator's; hand-offs are checked against it
+    hand_off: bool = False  # listen for jobs handed to this child by producers
     secret: bytes | None = field(default=None, repr=False)  # run only jobs signed with it
 
 
@@ -75,8 +75,7 @@ class ChildConfig:
 # running job), and SIGUSR1/SIGUSR2 have no use here. A handler that does nothing, not
 # SIG_IGN: an ignored disposition survives exec(), so every program a job starts would
 # inherit it and could no longer be stopped with SIGTERM or Ctrl-C.
-_OUTLIVED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1,
-                     signal.SIGUSR2)
+_OUTLIVED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 
 
 def child_main(conn: Connection, config: ChildConfig) -> None:
@@ -95,8 +94,7 @@ def child_main(conn: Connection, config: ChildConfig) -> None:
         protocol.write(conn.fileno(), ("init_error", f"{type(exc).__name__}: {exc}{detail}"))
         return
     me = psutil.Process()
-    protocol.write(conn.fileno(), ("ready", me.pid, me.create_time(),
-                                   runner.inbox is not None))
+    protocol.write(conn.fileno(), ("ready", me.pid, me.create_time(), runner.inbox is not None))
     runner.loop(conn)
     kill_descendants()  # recycled or stopped: what its jobs started ends with it
 
@@ -105,18 +103,22 @@ def _watch_coordinator(conn: Connection, coordinator_pid: int) -> None:
     """Exit at once when the coordinator dies, so no orphan keeps running a job that a
     new coordinator is about to hand out again. The pipe's hang-up is the signal; the
     pid check is a backstop in case the socket is somehow held open elsewhere."""
+
     def watch() -> None:
         poller = select.poll()
         poller.register(conn.fileno(), select.POLLRDHUP)
         while True:
             events = poller.poll(500)
             # POLLNVAL: a job closed the pipe's fd; nothing can be reported any more
-            hung_up = any(ev & (select.POLLHUP | select.POLLRDHUP | select.POLLERR
-                                | select.POLLNVAL) for _, ev in events)
+            hung_up = any(
+                ev & (select.POLLHUP | select.POLLRDHUP | select.POLLERR | select.POLLNVAL)
+                for _, ev in events
+            )
             if hung_up or not pid_exists(coordinator_pid):
                 kill_descendants()  # what this child's jobs started goes with it,
                 kill_group(os.getpid())  # (without a subreaper: the group; and us)
                 os._exit(70)
+
     threading.Thread(target=watch, name="mpqueue-watchdog", daemon=True).start()
 
 
@@ -132,6 +134,7 @@ class _JobRunner:
         for module in config.imports:
             import_module(module, "--import")
         from .store import open_store
+
         self.store = open_store(config.store_path, mode=config.mode)
         self.funcs: dict[Any, Callable[..., Any]] = {}
         self.process = psutil.Process() if config.measure_rss else None
@@ -140,7 +143,7 @@ class _JobRunner:
         self.pid = os.getpid()
         self.inbox = _open_inbox(config) if config.hand_off else None
         self.handed: deque[str] = deque()  # named by a producer or the coordinator
-        self.taken: dict[str, None] = {}   # recent hand-offs run (insertion-ordered set)
+        self.taken: dict[str, None] = {}  # recent hand-offs run (insertion-ordered set)
         signal.signal(signal.SIGALRM, _raise_timeout)
 
     def loop(self, conn: Connection) -> None:
@@ -211,14 +214,21 @@ class _JobRunner:
 
     def _run_record(self, job_id: str, rec: JobRecord | None) -> tuple[Any, ...]:
         if rec is None:  # deleted while queued: nothing to run, nothing to commit
-            return self._failed(job_id, ErrorInfo("JobNotFound", "job vanished", kind="lost"),
-                                retryable=False)
-        if self.secret is not None and not verify(self.secret, rec.name, rec.payload,
-                                                  rec.func, rec.signature):
+            return self._failed(
+                job_id, ErrorInfo("JobNotFound", "job vanished", kind="lost"), retryable=False
+            )
+        if self.secret is not None and not verify(
+            self.secret, rec.name, rec.payload, rec.func, rec.signature
+        ):
             # checked before anything of the job is unpickled: that is the point
-            error = ErrorInfo("BadSignature", "bad signature: the job is unsigned or not "
-                              "signed with this server's secret (MPQUEUE_SECRET)",
-                              attempt=rec.attempts, at_ms=now_ms(), kind="payload")
+            error = ErrorInfo(
+                "BadSignature",
+                "bad signature: the job is unsigned or not "
+                "signed with this server's secret (MPQUEUE_SECRET)",
+                attempt=rec.attempts,
+                at_ms=now_ms(),
+                kind="payload",
+            )
             return self._failed(job_id, error, retryable=False)
         try:
             fn = self._callable(rec)
@@ -229,8 +239,9 @@ class _JobRunner:
             return self._failed(job_id, _error(exc, rec, kind), retryable=retryable)
         return self._call(rec, fn, args, kwargs)
 
-    def _call(self, rec: JobRecord, fn: Callable[..., Any], args: tuple[Any, ...],
-              kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    def _call(
+        self, rec: JobRecord, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[Any, ...]:
         try:
             try:
                 if rec.timeout_s:
@@ -240,8 +251,14 @@ class _JobRunner:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         except JobTimeout:
             kill_descendants()  # a job that ran out of time leaves nothing running
-            err = ErrorInfo("JobTimeout", f"job exceeded its timeout of {rec.timeout_s} s",
-                            traceback.format_exc(), rec.attempts, now_ms(), "timeout")
+            err = ErrorInfo(
+                "JobTimeout",
+                f"job exceeded its timeout of {rec.timeout_s} s",
+                traceback.format_exc(),
+                rec.attempts,
+                now_ms(),
+                "timeout",
+            )
             return self._failed(rec.id, err)
         except Retry as exc:
             return self._failed(rec.id, _error(exc, rec, "retry"), retry_delay_s=exc.delay_s)
@@ -250,8 +267,11 @@ class _JobRunner:
         try:
             result = dump_result(value)
             if len(result) > protocol.MAX_RESULT:
-                raise SerializationError(f"the result pickles to {len(result)} bytes, over "
-                                         f"the {protocol.MAX_RESULT}-byte limit", job_id=rec.id)
+                raise SerializationError(
+                    f"the result pickles to {len(result)} bytes, over "
+                    f"the {protocol.MAX_RESULT}-byte limit",
+                    job_id=rec.id,
+                )
         except SerializationError as exc:
             return self._failed(rec.id, _error(exc, rec, "exception"), retryable=False)
         return ("done", rec.id, result, self._rss())
@@ -268,8 +288,14 @@ class _JobRunner:
             self.funcs[key] = fn
         return fn
 
-    def _failed(self, job_id: str, error: ErrorInfo, *, retryable: bool = True,
-                retry_delay_s: float | None = None) -> tuple[Any, ...]:
+    def _failed(
+        self,
+        job_id: str,
+        error: ErrorInfo,
+        *,
+        retryable: bool = True,
+        retry_delay_s: float | None = None,
+    ) -> tuple[Any, ...]:
         return ("failed", job_id, astuple(error), retryable, retry_delay_s, self._rss())
 
     def _rss(self) -> int:
@@ -280,11 +306,15 @@ def _open_inbox(config: ChildConfig) -> Any:
     """This child's hand-off socket, or None if it cannot have one: then it runs only
     what its server sends (the server offers no hand-off to it), rather than not at all."""
     from .store.lmdb_wakeup import HandOffInbox
+
     try:
         return HandOffInbox(config.store_path)
     except OSError as exc:
-        print(f"mpqueue worker {os.getpid()}: no hand-off socket ({exc}); jobs come "
-              f"through the server only", file=sys.stderr)
+        print(
+            f"mpqueue worker {os.getpid()}: no hand-off socket ({exc}); jobs come "
+            f"through the server only",
+            file=sys.stderr,
+        )
         return None
 
 
@@ -293,5 +323,6 @@ def _raise_timeout(signum: int, frame: object) -> None:
 
 
 def _error(exc: BaseException, rec: JobRecord, kind: str) -> ErrorInfo:
-    return ErrorInfo(type(exc).__name__, str(exc), traceback.format_exc(), rec.attempts,
-                     now_ms(), kind)
+    return ErrorInfo(
+        type(exc).__name__, str(exc), traceback.format_exc(), rec.attempts, now_ms(), kind
+    )

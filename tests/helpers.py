@@ -6,17 +6,19 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from mpqueue.job import ErrorInfo, JobRecord, Outcome, now_ms
 from mpqueue.serializer import dump_result
 from mpqueue.store import Store
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "",
-               interval: float = 0.005) -> Any:
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 10.0, what: str = "", interval: float = 0.005
+) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while True:
@@ -53,8 +55,9 @@ def read_lines(files: Sequence[Path]) -> list[str]:
     return [line for f in files for line in f.read_text().split("\n") if line]
 
 
-def claim_all(store: Store, worker: str = "w1", now: int | None = None,
-              limit: int = 32) -> list[JobRecord]:
+def claim_all(
+    store: Store, worker: str = "w1", now: int | None = None, limit: int = 32
+) -> list[JobRecord]:
     """Promote what is due at ``now`` and claim every ready job (legacy claims one per poll)."""
     now = now_ms() if now is None else now
     store.promote_due(now)
@@ -74,8 +77,7 @@ def claim_one(store: Store, worker: str = "w1", now: int | None = None) -> JobRe
     return got[0] if got else None
 
 
-def done(store: Store, job_id: str, value: Any, worker: str = "w1",
-         now: int | None = None) -> bool:
+def done(store: Store, job_id: str, value: Any, worker: str = "w1", now: int | None = None) -> bool:
     now = now_ms() if now is None else now
     return store.finish([Outcome.done(job_id, worker, dump_result(value))], now)[0]
 
@@ -84,8 +86,14 @@ def error(message: str = "boom", attempt: int = 0) -> ErrorInfo:
     return ErrorInfo("RuntimeError", message, "Traceback ...", attempt=attempt)
 
 
-def failed(store: Store, job_id: str, message: str = "boom", worker: str = "w1",
-           now: int | None = None, **kwargs: Any) -> bool:
+def failed(
+    store: Store,
+    job_id: str,
+    message: str = "boom",
+    worker: str = "w1",
+    now: int | None = None,
+    **kwargs: Any,
+) -> bool:
     now = now_ms() if now is None else now
     return store.finish([Outcome.failed(job_id, worker, error(message), **kwargs)], now)[0]
 
@@ -101,14 +109,23 @@ def run_cli(*args: str | bytes, cwd: Path, timeout: float = 60) -> subprocess.Co
     env = {k: v for k, v in os.environ.items() if k != "MPQUEUE_PATH"}
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    return subprocess.run([sys.executable, "-m", "mpqueue", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, errors="replace", timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "mpqueue", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        errors="replace",
+        timeout=timeout,
+    )
 
 
 def _cli_in_process(args: list[str]) -> list[Any]:
     """The CLI in this process: [exit code, stdout, stderr]."""
     import io
+
     from mpqueue.cli import cli
+
     out, err = io.StringIO(), io.StringIO()
     sys.stdout, sys.stderr = out, err
     code = 0
@@ -122,10 +139,12 @@ def _cli_in_process(args: list[str]) -> list[Any]:
 def run_cli_as_nobody(*args: str) -> tuple[int, str, str]:
     """The CLI run by another local user (uid 65534, see second_user.py): (exit code,
     stdout, stderr). Forked, not exec'd, so the modules it needs are imported here."""
-    import mpqueue.cli  # noqa: F401  (that user may not read the interpreter's files)
-    import mpqueue.store.legacy  # noqa: F401  (open_store imports them on demand)
+    import mpqueue.cli
+    import mpqueue.store.legacy
     import mpqueue.store.lmdb  # noqa: F401
+
     from .second_user import as_nobody
+
     code, out, err = as_nobody(_cli_in_process, list(args))
     return code, out, err
 
@@ -139,4 +158,5 @@ class Plant:
 
     def __reduce__(self) -> tuple[Any, ...]:
         import os
+
         return (os.system, (f"touch {self.path}",))

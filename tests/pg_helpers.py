@@ -10,17 +10,19 @@ from __future__ import annotations
 import itertools
 import os
 import subprocess
+from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator
 
 import psycopg
 import pytest
 from psycopg import sql
 
 URL_ENV = "MPQUEUE_TEST_PG_URL"
-HOW_TO_ENABLE = (f"set {URL_ENV}=postgresql://user@host/db (a database the tests may "
-                 f"create schemas in), or run scripts/test, which starts a throwaway server")
+HOW_TO_ENABLE = (
+    f"set {URL_ENV}=postgresql://user@host/db (a database the tests may "
+    f"create schemas in), or run scripts/test, which starts a throwaway server"
+)
 _names = itertools.count()
 
 
@@ -84,8 +86,10 @@ def restart_database() -> None:
 def terminate_connections(url: str) -> None:
     """Make the server drop every other connection to the database of ``url``."""
     with admin(url) as conn:
-        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                     "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
 
 
 def admin(url: str) -> psycopg.Connection:

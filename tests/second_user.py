@@ -15,8 +15,9 @@ import shutil
 import tempfile
 import time
 import traceback
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -31,8 +32,7 @@ def require_root() -> None:
 
 
 @contextmanager
-def held_as_nobody(fn: Callable[..., Any], *args: Any,
-                   timeout: float = 30.0) -> Iterator[Any]:
+def held_as_nobody(fn: Callable[..., Any], *args: Any, timeout: float = 30.0) -> Iterator[Any]:
     """Run ``fn(*args)`` as uid/gid 65534 in a forked child and yield its (JSON-able)
     result while the child stays alive, holding whatever ``fn`` opened (sockets it
     bound, say); the child exits when the block ends. A failure in ``fn`` raises

@@ -11,9 +11,10 @@ import os
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import psutil
 import pytest
@@ -43,7 +44,11 @@ class Server:
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "mpqueue", "--path", path, "serve", *args],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.seen_children: set[int] = set()
 
     @property
@@ -60,8 +65,9 @@ class Server:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            raise AssertionError(f"serve pid {self.pid} still running after {timeout} s; "
-                                 f"log:\n{self.log()[-3000:]}") from None
+            raise AssertionError(
+                f"serve pid {self.pid} still running after {timeout} s; log:\n{self.log()[-3000:]}"
+            ) from None
 
     def registration(self, queue: Queue) -> dict[str, Any] | None:
         """This server's entry in the store's worker registry, if it wrote one."""
@@ -77,12 +83,15 @@ class Server:
 
     def wait_ready(self, queue: Queue, workers: int, timeout: float = 20.0) -> list[int]:
         """Wait until the server registered ``workers`` ready children; their pids."""
+
         def ready() -> list[int] | None:
             if self.proc.poll() is not None:
-                raise AssertionError(f"serve exited with {self.proc.returncode}:\n"
-                                     f"{self.log()[-3000:]}")
+                raise AssertionError(
+                    f"serve exited with {self.proc.returncode}:\n{self.log()[-3000:]}"
+                )
             pids = self.children(queue)
             return pids if len(pids) >= workers else None
+
         return wait_until(ready, timeout, f"serve pid {self.pid} ready")  # type: ignore
 
     def kill_everything(self) -> None:
@@ -119,6 +128,7 @@ def servers(tmp_path: Path) -> Iterator[Callable[..., Server]]:
 
 # ---- markers written by tests/serve_tasks.py --------------------------------------------
 
+
 @dataclass
 class Run:
     """One run of one job body, as its marker lines tell it."""
@@ -126,7 +136,7 @@ class Run:
     tag: str
     pid: int
     start: float
-    last: float        # the last moment the run was seen alive (end, tick or start)
+    last: float  # the last moment the run was seen alive (end, tick or start)
     ended: bool = False
 
 
@@ -157,7 +167,8 @@ def assert_no_overlap(runs: dict[str, list[Run]]) -> None:
         for before, after in zip(tag_runs, tag_runs[1:]):
             assert before.last < after.start, (
                 f"job {tag} ran twice at once: pid {before.pid} seen until "
-                f"{before.last:.3f}, pid {after.pid} started at {after.start:.3f}")
+                f"{before.last:.3f}, pid {after.pid} started at {after.start:.3f}"
+            )
 
 
 def pids_of(runs: dict[str, list[Run]]) -> set[int]:

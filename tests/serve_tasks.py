@@ -170,8 +170,8 @@ def _pipes() -> list[int]:
     """The fds of this worker's pipes to its server (a job can find them too)."""
     import gc
     from multiprocessing.connection import Connection
-    return [o.fileno() for o in gc.get_objects()
-            if isinstance(o, Connection) and not o.closed]
+
+    return [o.fileno() for o in gc.get_objects() if isinstance(o, Connection) and not o.closed]
 
 
 @queue.task(retries=1, backoff=0.05, backoff_cap=0.05)
@@ -188,12 +188,15 @@ def pipe_attack(marker: str, tag: str) -> None:
             os.write(fd, b"\x7f\xff\xff\xf0")
         elif tag == "huge_header":  # this protocol's magic, an impossible length
             from mpqueue import protocol
+
             os.write(fd, protocol.HEADER.pack(protocol.MAGIC, protocol.MAX_FRAME + 1))
         elif tag == "wrong_job":  # a well-formed outcome of a job it was never sent
             from mpqueue import protocol
+
             os.write(fd, protocol.encode(("done", "0" * 32, b"", 0)))
         elif tag == "bad_shape":
             from mpqueue import protocol
+
             os.write(fd, protocol.encode(("done", 5, "x")))
         else:
             raise ValueError(tag)
@@ -205,8 +208,10 @@ def _start_sleeper(pid_file: str) -> None:
     renamed, so the test never reads half a number). A pid file ending in ``.daemon``
     gets a daemon instead: its own session (setsid), its parent shell gone."""
     if pid_file.endswith(".daemon"):
-        subprocess.run(["sh", "-c", f"setsid sleep 300 </dev/null >/dev/null 2>&1 & "
-                                    f"echo $! > {pid_file}.tmp"], check=True)
+        subprocess.run(
+            ["sh", "-c", f"setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $! > {pid_file}.tmp"],
+            check=True,
+        )
     else:
         sleeper = subprocess.Popen(["sleep", "300"])
         with open(pid_file + ".tmp", "w", encoding="ascii") as fh:

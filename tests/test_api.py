@@ -26,8 +26,14 @@ def test_delay_enqueues_a_ready_job(queue):
     assert job.record.func is None  # importable: stored by name
     again = queue.get(job.id)
     assert again is not None and again.state == "ready" and again.args() == job.args()
-    assert queue.stats() == {"ready": 1, "scheduled": 0, "processing": 0, "done": 0,
-                             "dead": 0, "total": 1}
+    assert queue.stats() == {
+        "ready": 1,
+        "scheduled": 0,
+        "processing": 0,
+        "done": 0,
+        "dead": 0,
+        "total": 1,
+    }
 
 
 def test_schedule_with_delay_and_at(queue):
@@ -98,14 +104,21 @@ def test_task_defined_locally_is_stored_by_value(queue):
 
 
 def test_task_options_are_recorded(queue):
-    @queue.task(retries=7, timeout=2.5, priority=3, backoff=0.25, backoff_cap=9.0,
-                name="custom.name")
+    @queue.task(
+        retries=7, timeout=2.5, priority=3, backoff=0.25, backoff_cap=9.0, name="custom.name"
+    )
     def fn():
         return None
 
     rec = fn.delay().record
-    assert (rec.max_retries, rec.timeout_s, rec.priority, rec.backoff_base_s,
-            rec.backoff_cap_s, rec.name) == (7, 2.5, 3, 0.25, 9.0, "custom.name")
+    assert (
+        rec.max_retries,
+        rec.timeout_s,
+        rec.priority,
+        rec.backoff_base_s,
+        rec.backoff_cap_s,
+        rec.name,
+    ) == (7, 2.5, 3, 0.25, 9.0, "custom.name")
     assert fn.schedule(priority=-4).record.priority == -4
     claimed = claim_one(queue.store, now=now_ms())
     assert claimed.timeout_s == 2.5
@@ -316,10 +329,17 @@ def test_finish_batch_mixes_outcomes(queue):
     store = queue.store
     claim_all(store)
     from mpqueue.serializer import dump_result
+
     from .helpers import error
-    result = store.finish([Outcome.done(a.id, "w1", dump_result(2)),
-                           Outcome.failed(b.id, "w1", error(), retryable=False),
-                           Outcome.released(c.id, "w1")], now_ms())
+
+    result = store.finish(
+        [
+            Outcome.done(a.id, "w1", dump_result(2)),
+            Outcome.failed(b.id, "w1", error(), retryable=False),
+            Outcome.released(c.id, "w1"),
+        ],
+        now_ms(),
+    )
     assert result == [True, True, True]
     assert [queue.get(j.id).state for j in (a, b, c)] == ["done", "dead", "ready"]
 
@@ -347,14 +367,26 @@ def test_delete_from_every_state(queue):
     scheduled = add.schedule((1, 1), delay=3600)
     done(store, to_finish.id, 4)
     failed(store, to_kill.id, retryable=False)
-    assert queue.stats() == {"ready": 1, "scheduled": 1, "processing": 1, "done": 1,
-                             "dead": 1, "total": 5}
+    assert queue.stats() == {
+        "ready": 1,
+        "scheduled": 1,
+        "processing": 1,
+        "done": 1,
+        "dead": 1,
+        "total": 5,
+    }
     for job in (ready, scheduled, to_finish, to_kill, processing):
         assert queue.delete(job.id) is True
         assert queue.get(job.id) is None
         assert queue.delete(job.id) is False
-    assert queue.stats() == {"ready": 0, "scheduled": 0, "processing": 0, "done": 0,
-                             "dead": 0, "total": 0}
+    assert queue.stats() == {
+        "ready": 0,
+        "scheduled": 0,
+        "processing": 0,
+        "done": 0,
+        "dead": 0,
+        "total": 0,
+    }
     assert queue.list() == [] and store.claims() == []
     assert done(store, processing.id, 1) is False  # late ack of a deleted job
     assert queue.delete("nope") is False
@@ -403,8 +435,14 @@ def test_expire_finished_keeps_results_for_the_ttl(store_path, mode):
         assert queue.get(a.id) is None and queue.get(b.id).result(timeout=1) == 4
         assert queue.expire_finished(now=t + 15_001) == 1
         assert queue.get(c.id).state == "dead"  # dead jobs are not expired
-        assert queue.stats() == {"ready": 0, "scheduled": 0, "processing": 0, "done": 0,
-                                 "dead": 1, "total": 1}
+        assert queue.stats() == {
+            "ready": 0,
+            "scheduled": 0,
+            "processing": 0,
+            "done": 0,
+            "dead": 1,
+            "total": 1,
+        }
         assert queue.expire_finished(now=0) == 0  # a cutoff before the epoch
 
 
@@ -483,6 +521,7 @@ def test_closed_store_refuses_work(store_path, mode):
     store = queue.store
     queue.close()
     from mpqueue.errors import StoreError
+
     with pytest.raises(StoreError):
         store.stats()
     with Queue(store_path, mode=mode) as again:  # the queue itself reopens fine
@@ -502,8 +541,10 @@ def test_finish_and_claim_in_one_call(queue):
     (held,) = store.claim("w1", 1, now_ms())
     assert held.id == first.id
     from mpqueue.serializer import dump_result
-    acks, claimed = store.finish_and_claim([Outcome.done(first.id, "w1", dump_result(2))],
-                                           "w1", 8, now_ms())
+
+    acks, claimed = store.finish_and_claim(
+        [Outcome.done(first.id, "w1", dump_result(2))], "w1", 8, now_ms()
+    )
     assert acks == [True]
     expected = rest[:1] if queue.mode == "legacy" else rest
     assert [r.id for r in claimed] == [j.id for j in expected]
@@ -513,7 +554,9 @@ def test_finish_and_claim_in_one_call(queue):
 
 def test_backoff_is_capped_and_jittered_for_any_attempt():
     import random
+
     from mpqueue.retry import backoff_s
+
     rng = random.Random(1)
     assert 0.5 <= backoff_s(1, 1.0, 300.0, rng) <= 1.0
     assert 2.0 <= backoff_s(3, 1.0, 300.0, rng) <= 4.0
@@ -524,8 +567,10 @@ def test_backoff_is_capped_and_jittered_for_any_attempt():
 def test_arguments_named_like_api_parameters_reach_the_job(queue):
     """delay/submit take their own parameters positionally, so a job may have
     arguments called ``self`` or ``fn``."""
+
     def body(self=None, fn=None):
         return self, fn
+
     task = queue.task(body)
     assert task.delay(self=1, fn=2).args() == ((), {"self": 1, "fn": 2})
     assert queue.submit(body, fn=3).args() == ((), {"fn": 3})

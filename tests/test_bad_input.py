@@ -13,9 +13,17 @@ from datetime import datetime, timezone
 import lmdb
 import pytest
 
-from mpqueue import (ConfigError, DuplicateTask, JobNotFound, MpqueueError, Queue, Retry,
-                     SerializationError)
-from mpqueue import keys, limits
+from mpqueue import (
+    ConfigError,
+    DuplicateTask,
+    JobNotFound,
+    MpqueueError,
+    Queue,
+    Retry,
+    SerializationError,
+    keys,
+    limits,
+)
 from mpqueue.job import JobState, now_ms
 from mpqueue.registry import MAX_NAME_BYTES
 from mpqueue.store.lmdb_env import _OPEN_ENVS
@@ -34,8 +42,14 @@ def seeded(queue):
     failed(queue.store, to_kill.id, retryable=False)
     add.delay(4, 4)
     add.schedule((5, 5), delay=3600)
-    assert queue.stats() == {"ready": 1, "scheduled": 1, "processing": 1, "done": 1,
-                             "dead": 1, "total": 5}
+    assert queue.stats() == {
+        "ready": 1,
+        "scheduled": 1,
+        "processing": 1,
+        "done": 1,
+        "dead": 1,
+        "total": 5,
+    }
     return queue
 
 
@@ -58,8 +72,7 @@ def test_unpicklable_argument(seeded, bad):
     unchanged(seeded, lambda: add.delay(bad, 1), SerializationError)
     unchanged(seeded, lambda: add.schedule((1,), {"b": bad}, delay=5), SerializationError)
     # map: the bad tuple is last, so a partial write would show
-    unchanged(seeded, lambda: add.map([(i, i) for i in range(50)] + [(bad, 1)]),
-              SerializationError)
+    unchanged(seeded, lambda: add.map([(i, i) for i in range(50)] + [(bad, 1)]), SerializationError)
     unchanged(seeded, lambda: seeded.submit(print, bad), SerializationError)
 
 
@@ -80,16 +93,37 @@ def test_unknown_task_option(seeded):
     assert seeded.registry.names() == []
 
 
-@pytest.mark.parametrize("options", [
-    {"retries": -1}, {"retries": 1.5}, {"retries": True}, {"retries": "3"},
-    {"timeout": 0}, {"timeout": -1.0}, {"timeout": math.nan}, {"timeout": math.inf},
-    {"timeout": "60"}, {"backoff": 0}, {"backoff": math.nan}, {"backoff": math.inf},
-    {"backoff_cap": -5}, {"backoff_cap": math.inf}, {"priority": 2**31},
-    {"priority": -(2**31) - 1}, {"priority": 1.0}, {"priority": None},
-    {"name": "a\x00b"}, {"name": 42},
-    {"timeout": 1e17}, {"timeout": limits.TIMEOUT_MAX_S + 0.5}, {"retries": 1001},
-    {"backoff": 1e300}, {"backoff": limits.BACKOFF_MAX_S + 1}, {"backoff_cap": 1e20},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"retries": -1},
+        {"retries": 1.5},
+        {"retries": True},
+        {"retries": "3"},
+        {"timeout": 0},
+        {"timeout": -1.0},
+        {"timeout": math.nan},
+        {"timeout": math.inf},
+        {"timeout": "60"},
+        {"backoff": 0},
+        {"backoff": math.nan},
+        {"backoff": math.inf},
+        {"backoff_cap": -5},
+        {"backoff_cap": math.inf},
+        {"priority": 2**31},
+        {"priority": -(2**31) - 1},
+        {"priority": 1.0},
+        {"priority": None},
+        {"name": "a\x00b"},
+        {"name": 42},
+        {"timeout": 1e17},
+        {"timeout": limits.TIMEOUT_MAX_S + 0.5},
+        {"retries": 1001},
+        {"backoff": 1e300},
+        {"backoff": limits.BACKOFF_MAX_S + 1},
+        {"backoff_cap": 1e20},
+    ],
+)
 def test_invalid_task_option_values(seeded, options):
     unchanged(seeded, lambda: seeded.task(lambda: None, **options), ConfigError)
     assert seeded.registry.names() == []
@@ -99,6 +133,7 @@ def test_task_options_built_directly_are_checked_too():
     """Not only the decorator: a TaskOptions made by hand (benchmarks, task_by_name) is
     in bounds, so the hand-off path's claim deadline always fits its encoding."""
     from mpqueue.config import TaskOptions
+
     with pytest.raises(ConfigError, match="timeout must be at most 31536000 s"):
         TaskOptions(timeout=1e17)
     with pytest.raises(ConfigError, match="retries"):
@@ -106,25 +141,46 @@ def test_task_options_built_directly_are_checked_too():
     assert TaskOptions(timeout=limits.TIMEOUT_MAX_S).timeout == limits.TIMEOUT_MAX_S
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"timeout": 1e17}, "timeout must be at most 31536000 s (one year), got 1e+17"),
-    ({"backoff_cap": 1e20}, "backoff_cap must be at most 31536000 s (one year), got 1e+20"),
-    ({"retries": 5000}, "retries must be an integer from 0 to 1000; got 5000"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"timeout": 1e17}, "timeout must be at most 31536000 s (one year), got 1e+17"),
+        ({"backoff_cap": 1e20}, "backoff_cap must be at most 31536000 s (one year), got 1e+20"),
+        ({"retries": 5000}, "retries must be an integer from 0 to 1000; got 5000"),
+    ],
+)
 def test_a_bound_is_named_in_the_error(seeded, options, message):
     err = unchanged(seeded, lambda: seeded.task(lambda: None, **options), ConfigError)
     assert str(err) == message
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"delay": -1}, {"delay": math.nan}, {"delay": math.inf}, {"delay": -math.inf},
-    {"delay": 1e20}, {"delay": "5"}, {"delay": True},
-    {"delay": 1, "at": now_ms() / 1000 + 60}, {"at": -1}, {"at": math.nan}, {"at": math.inf},
-    {"at": 1e20}, {"at": "tomorrow"}, {"priority": 2**31}, {"priority": "high"},
-    {"delay": 1e16}, {"delay": limits.DELAY_MAX_S + 1}, {"delay": 10**400},
-    {"at": limits.RUN_AT_MAX_MS / 1000 + 1}, {"at": datetime(1969, 12, 31, tzinfo=timezone.utc)},
-    {"at": True}, {"priority": True},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"delay": -1},
+        {"delay": math.nan},
+        {"delay": math.inf},
+        {"delay": -math.inf},
+        {"delay": 1e20},
+        {"delay": "5"},
+        {"delay": True},
+        {"delay": 1, "at": now_ms() / 1000 + 60},
+        {"at": -1},
+        {"at": math.nan},
+        {"at": math.inf},
+        {"at": 1e20},
+        {"at": "tomorrow"},
+        {"priority": 2**31},
+        {"priority": "high"},
+        {"delay": 1e16},
+        {"delay": limits.DELAY_MAX_S + 1},
+        {"delay": 10**400},
+        {"at": limits.RUN_AT_MAX_MS / 1000 + 1},
+        {"at": datetime(1969, 12, 31, tzinfo=timezone.utc)},
+        {"at": True},
+        {"priority": True},
+    ],
+)
 def test_invalid_schedule_arguments(seeded, kwargs):
     add = seeded.task_by_name("tests.tasks.add")
     unchanged(seeded, lambda: add.schedule((1, 2), **kwargs), ConfigError)
@@ -166,8 +222,7 @@ def test_task_name_too_long(seeded):
     longest = "x" * MAX_NAME_BYTES
     assert len(keys.by_name_key(longest, "0" * 32)) == keys.MAX_KEY_BYTES
     unchanged(seeded, lambda: seeded.task(lambda: None, name=longest + "x"), ConfigError)
-    unchanged(seeded, lambda: seeded.task(lambda: None, name="é" * MAX_NAME_BYTES),
-              ConfigError)
+    unchanged(seeded, lambda: seeded.task(lambda: None, name="é" * MAX_NAME_BYTES), ConfigError)
 
     def fn():
         return None
@@ -188,10 +243,18 @@ def test_store_path_is_a_file(tmp_path, mode):
     assert path.read_bytes() == b"not a store"
 
 
-@pytest.mark.parametrize("kwargs", [{"mode": "fast"}, {"result_ttl": -1},
-                                    {"result_ttl": math.nan}, {"result_ttl": math.inf},
-                                    {"result_ttl": 1e300}, {"result_ttl": True},
-                                    {"result_ttl": limits.RESULT_TTL_MAX_S + 1}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"mode": "fast"},
+        {"result_ttl": -1},
+        {"result_ttl": math.nan},
+        {"result_ttl": math.inf},
+        {"result_ttl": 1e300},
+        {"result_ttl": True},
+        {"result_ttl": limits.RESULT_TTL_MAX_S + 1},
+    ],
+)
 def test_invalid_queue_options(tmp_path, kwargs):
     with pytest.raises(ConfigError):
         Queue(str(tmp_path / "q"), **kwargs)
@@ -242,6 +305,7 @@ def test_longest_backoff_does_not_break_finish(queue):
 
 # ---- corrupt records -------------------------------------------------------------------
 
+
 def _corrupt(path: str, job_ids: list[str], garbage: bytes) -> None:
     """Overwrite records with garbage through a raw lmdb handle (the queue is closed)."""
     assert not _OPEN_ENVS, "the store must be closed before a raw handle opens it"
@@ -259,9 +323,11 @@ def _corrupt(path: str, job_ids: list[str], garbage: bytes) -> None:
         env.close()
 
 
-@pytest.mark.parametrize("garbage", [b"\x01not a pickle", b"\x07", b"",
-                                     b"\x01" + b"\x80\x05K\x01."],
-                         ids=["bad-pickle", "bad-version", "empty", "wrong-shape"])
+@pytest.mark.parametrize(
+    "garbage",
+    [b"\x01not a pickle", b"\x07", b"", b"\x01" + b"\x80\x05K\x01."],
+    ids=["bad-pickle", "bad-version", "empty", "wrong-shape"],
+)
 def test_corrupt_records_never_crash_readers(store_path, mode, garbage):
     with Queue(store_path, mode=mode) as queue:
         add = queue.task_by_name("tests.tasks.add")
@@ -290,16 +356,24 @@ def test_corrupt_records_never_crash_readers(store_path, mode, garbage):
         assert stats["dead"] == 2 and stats["processing"] == 1 and stats["total"] == 3
         assert stats["ready"] == 0 and stats["scheduled"] == 0
         for job_id in (bad_ready_id, bad_sched_id):
-            assert "corrupt" in queue.get(job_id).error.message or \
-                "decoded" in queue.get(job_id).error.message
+            assert (
+                "corrupt" in queue.get(job_id).error.message
+                or "decoded" in queue.get(job_id).error.message
+            )
         assert queue.store.next_run_at_ms() is None
         with pytest.raises(ConfigError):
             queue.requeue(bad_ready_id)  # nothing to requeue: the payload is gone
         assert queue.delete(bad_ready_id) is True
         assert queue.get(bad_ready_id) is None
         assert queue.purge_dead() == 1
-        assert queue.stats() == {"ready": 0, "scheduled": 0, "processing": 1, "done": 0,
-                                 "dead": 0, "total": 1}
+        assert queue.stats() == {
+            "ready": 0,
+            "scheduled": 0,
+            "processing": 1,
+            "done": 0,
+            "dead": 0,
+            "total": 1,
+        }
         assert [j.id for j in queue.list()] == [good.id]
 
 
@@ -318,8 +392,14 @@ def test_corrupt_record_of_a_claimed_job_is_parked_not_lost(store_path, mode, ho
             assert store.requeue_worker("w1") == []
         assert store.claims() == []
         assert queue.get(job_id).state == "dead"
-        assert queue.stats() == {"ready": 0, "scheduled": 0, "processing": 0, "done": 0,
-                                 "dead": 1, "total": 1}
+        assert queue.stats() == {
+            "ready": 0,
+            "scheduled": 0,
+            "processing": 0,
+            "done": 0,
+            "dead": 1,
+            "total": 1,
+        }
         assert queue.purge_dead() == 1 and queue.stats()["total"] == 0
 
 
@@ -336,8 +416,14 @@ def test_arguments_that_name_classes_or_functions_survive_the_fast_path(queue):
         return x
 
     task = queue.task(lambda *a: a)
-    samples = [(1, "x", [1.5, None, True], {"a": b"z"}), (Colour.RED,),
-               (decimal.Decimal("1.5"),), (len,), (local,), (b"\x93\x82\x83\x84",)]
+    samples = [
+        (1, "x", [1.5, None, True], {"a": b"z"}),
+        (Colour.RED,),
+        (decimal.Decimal("1.5"),),
+        (len,),
+        (local,),
+        (b"\x93\x82\x83\x84",),
+    ]
     for args in samples:
         got, _ = task.delay(*args).args()
         assert got == args or all(callable(g) for g in got if callable(g))
@@ -361,16 +447,29 @@ def _one_error_line(done, code: int, *needles: str) -> str:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("args, code, needles", [
-    ([b"list", b"--name", b"\xff"], 1, ["UTF-8"]),
-    (["enqueue", "tests.tasks.add", f"[{HUGE}]"], 2, ["ARGS", "4300 digits"]),
-    (["enqueue", "tests.tasks.add", "[1]", "--kwargs", f'{{"b": {HUGE}}}'], 2,
-     ["--kwargs", "digits"]),
-    (["enqueue", "tests.tasks.add", "[" * 20_000 + "]" * 20_000], 2, ["nested too deeply"]),
-    (["enqueue", "sysexit_mod.job"], 1, ["sysexit_mod", "SystemExit: 3"]),
-    (["list", "--limit", HUGE[:5]], 0, []),  # a control: a fine command stays fine
-], ids=["name-not-utf8", "huge-int-arg", "huge-int-kwarg", "deep-json", "sysexit-import",
-        "control"])
+@pytest.mark.parametrize(
+    "args, code, needles",
+    [
+        ([b"list", b"--name", b"\xff"], 1, ["UTF-8"]),
+        (["enqueue", "tests.tasks.add", f"[{HUGE}]"], 2, ["ARGS", "4300 digits"]),
+        (
+            ["enqueue", "tests.tasks.add", "[1]", "--kwargs", f'{{"b": {HUGE}}}'],
+            2,
+            ["--kwargs", "digits"],
+        ),
+        (["enqueue", "tests.tasks.add", "[" * 20_000 + "]" * 20_000], 2, ["nested too deeply"]),
+        (["enqueue", "sysexit_mod.job"], 1, ["sysexit_mod", "SystemExit: 3"]),
+        (["list", "--limit", HUGE[:5]], 0, []),  # a control: a fine command stays fine
+    ],
+    ids=[
+        "name-not-utf8",
+        "huge-int-arg",
+        "huge-int-kwarg",
+        "deep-json",
+        "sysexit-import",
+        "control",
+    ],
+)
 def test_cli_bad_input_is_one_error_line(tmp_path, args, code, needles):
     (tmp_path / "sysexit_mod.py").write_text(SYSEXIT_MODULE)
     store = str(tmp_path / "store")
@@ -389,22 +488,34 @@ def test_cli_bad_input_is_one_error_line(tmp_path, args, code, needles):
 @pytest.mark.timeout(120)
 def test_serve_with_an_import_that_raises_systemexit_is_one_error_line(tmp_path):
     (tmp_path / "sysexit_mod.py").write_text(SYSEXIT_MODULE)
-    done = run_cli("--path", str(tmp_path / "store"), "serve", "--import", "sysexit_mod",
-                   "--until-empty", "--workers", "1", cwd=tmp_path, timeout=100)
+    done = run_cli(
+        "--path",
+        str(tmp_path / "store"),
+        "serve",
+        "--import",
+        "sysexit_mod",
+        "--until-empty",
+        "--workers",
+        "1",
+        cwd=tmp_path,
+        timeout=100,
+    )
     _one_error_line(done, 1, "sysexit_mod", "--import", "SystemExit: 3")
 
 
 def test_api_names_must_be_utf8(queue):
-    for action in (lambda: queue.task(lambda: None, name="a\udcff"),
-                   lambda: queue.list(name="a\udcff"),
-                   lambda: queue.list(name="\udcff", state="ready", limit=1)):
+    for action in (
+        lambda: queue.task(lambda: None, name="a\udcff"),
+        lambda: queue.list(name="a\udcff"),
+        lambda: queue.list(name="\udcff", state="ready", limit=1),
+    ):
         with pytest.raises(ConfigError, match="UTF-8"):
             action()
 
 
 def test_api_huge_integers_raise_configerror_not_valueerror(seeded):
     add = seeded.task_by_name("tests.tasks.add")
-    huge = 10 ** 5000
+    huge = 10**5000
     unchanged(seeded, lambda: seeded.enqueue(add, (1,), {}, priority=huge), ConfigError)
     unchanged(seeded, lambda: seeded.task(lambda: None, retries=huge), ConfigError)
     unchanged(seeded, lambda: seeded.list(state=huge), ConfigError)
@@ -416,6 +527,7 @@ def test_api_huge_integers_raise_configerror_not_valueerror(seeded):
 
 # ---- a store this user may read but not write (issue 10, item 9) ------------------------
 
+
 def _readable_store(where: str, lock_down: bool) -> tuple[str, str]:
     """A root-owned store with two jobs (one done); ``lock_down``: directory and files
     also chmod a-w. Returns (path, the done job's id)."""
@@ -424,7 +536,7 @@ def _readable_store(where: str, lock_down: bool) -> tuple[str, str]:
         first, _ = queue.task_by_name("tests.tasks.add").map([(1, 1), (2, 2)])
         assert [r.id for r in queue.store.claim("w1", 1, now_ms())] == [first.id]
         done(queue.store, first.id, 2)
-    for root, dirs, files in os.walk(store):
+    for root, _dirs, files in os.walk(store):
         os.chmod(root, 0o555 if lock_down else 0o755)
         for name in files:
             os.chmod(os.path.join(root, name), 0o444 if lock_down else 0o644)
@@ -433,8 +545,7 @@ def _readable_store(where: str, lock_down: bool) -> tuple[str, str]:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("lock_down", [False, True], ids=["0644", "chmod-a-w"])
-def test_a_store_another_user_may_only_read_can_be_inspected(public_dir, lock_down,
-                                                            monkeypatch):
+def test_a_store_another_user_may_only_read_can_be_inspected(public_dir, lock_down, monkeypatch):
     require_root()
     store, done_id = _readable_store(public_dir, lock_down)
     # Another user's store is not trusted by default (item 3): one line says why ...
@@ -471,8 +582,9 @@ def read_only_mount(tmp_path):
     if bind.returncode != 0:
         pytest.skip(f"cannot bind-mount here: {bind.stderr.decode().strip()}")
     try:
-        subprocess.run(["mount", "-o", "remount,bind,ro", str(mounted)], check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["mount", "-o", "remount,bind,ro", str(mounted)], check=True, capture_output=True
+        )
         yield source, mounted
     finally:
         subprocess.run(["umount", str(mounted)], check=True)

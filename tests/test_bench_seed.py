@@ -74,11 +74,15 @@ def test_a_scenario_needing_the_bench_extra_says_so_in_one_line(tmp_path) -> Non
     import importlib.util
     import subprocess
     import sys
+
     if importlib.util.find_spec("huey") is not None:
         pytest.skip("the bench extra is installed here: the scenario would just run")
-    result = subprocess.run([sys.executable, "-m", "bench", "--scenario", "latency",
-                             "--quick", "--out", str(tmp_path)], capture_output=True,
-                            text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--scenario", "latency", "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stderr.startswith("Error: scenario 'latency' needs the bench extra")
     assert result.stderr.count("\n") == 1

@@ -11,8 +11,9 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 import pytest
@@ -51,9 +52,11 @@ def store(tmp_path: Path) -> str:
 @pytest.fixture
 def run(store: str) -> Run:
     """Run the CLI against ``store``: ``run("list", "--json", input="y\\n")``."""
+
     def invoke(*args: str, input: str | None = None, path: str | None = store) -> Result:
         prefix = [] if path is None else ["--path", path]
         return CliRunner().invoke(cli, [*prefix, *args], input=input, prog_name="mpqueue")
+
     return invoke
 
 
@@ -79,18 +82,24 @@ def claim_and_finish(path: str, outcome: Callable[[str], Outcome]) -> str:
 def make_dead(path: str, message: str = "boom") -> str:
     """A dead job, failed through the store API as a worker would."""
     enqueue(path, FAIL, message)  # priority 5: claimed before the add jobs
-    error = ErrorInfo("ValueError", message, traceback=f"Traceback (most recent call "
-                      f"last):\n  File \"cli_tasks.py\"\nValueError: {message}\n",
-                      attempt=1, at_ms=now_ms())
-    return claim_and_finish(path, lambda job_id: Outcome.failed(job_id, "w", error,
-                                                                retryable=False))
+    error = ErrorInfo(
+        "ValueError",
+        message,
+        traceback=f"Traceback (most recent call "
+        f'last):\n  File "cli_tasks.py"\nValueError: {message}\n',
+        attempt=1,
+        at_ms=now_ms(),
+    )
+    return claim_and_finish(
+        path, lambda job_id: Outcome.failed(job_id, "w", error, retryable=False)
+    )
 
 
 def make_done(path: str, value: Any) -> str:
     from mpqueue.serializer import dump_result
+
     enqueue(path, FAIL, "never raised")
-    return claim_and_finish(path, lambda job_id: Outcome.done(job_id, "w",
-                                                              dump_result(value)))
+    return claim_and_finish(path, lambda job_id: Outcome.done(job_id, "w", dump_result(value)))
 
 
 @pytest.fixture
@@ -115,8 +124,9 @@ def assert_clean_error(result: Result, code: int, *needles: str) -> None:
         assert needle in lines[0], lines[0]
 
 
-def assert_fails_cleanly(run: Run, store: str, code: int, args: list[str],
-                         *needles: str, input: str | None = None) -> Result:
+def assert_fails_cleanly(
+    run: Run, store: str, code: int, args: list[str], *needles: str, input: str | None = None
+) -> Result:
     before = snapshot(store)
     result = run(*args, input=input)
     assert_clean_error(result, code, *needles)
@@ -159,13 +169,16 @@ def test_enqueue_a_plain_function(run: Run) -> None:
     assert json.loads(result.stdout)["name"] == PLAIN
 
 
-def test_enqueue_finds_a_module_in_the_current_directory(run: Run, store: str,
-                                                         tmp_path: Path) -> None:
+def test_enqueue_finds_a_module_in_the_current_directory(
+    run: Run, store: str, tmp_path: Path
+) -> None:
     module = "mpqueue_cli_cwd_tasks"
-    (tmp_path / f"{module}.py").write_text(textwrap.dedent("""
+    (tmp_path / f"{module}.py").write_text(
+        textwrap.dedent("""
         def square(x):
             return x * x
-    """))
+    """)
+    )
     sys.path[:] = [p for p in sys.path if p not in ("", str(tmp_path), ".")]
     try:
         result = run("enqueue", f"{module}.square", "[3]")
@@ -175,27 +188,31 @@ def test_enqueue_finds_a_module_in_the_current_directory(run: Run, store: str,
     assert snapshot(store)[1][0]["name"] == f"{module}.square"
 
 
-@pytest.mark.parametrize("args, code, needles", [
-    (["no_such_module_xyz.task"], 1, ["no_such_module_xyz.task"]),
-    ([f"{cli_tasks.__name__}.no_such_task"], 1, ["no_such_task"]),
-    ([f"{cli_tasks.__name__}.NOT_CALLABLE"], 1, ["not callable"]),
-    ([ADD, '{"a": 1}'], 2, ["ARGS", "JSON array", "object"]),
-    ([ADD, "3"], 2, ["ARGS", "JSON array", "number"]),
-    ([ADD, '"3"'], 2, ["ARGS", "JSON array", "string"]),
-    ([ADD, "[1,"], 2, ["ARGS", "invalid JSON"]),
-    ([ADD, "[1]", "--kwargs", "{b: 2}"], 2, ["--kwargs", "invalid JSON"]),
-    ([ADD, "[1]", "--kwargs", "[2]"], 2, ["--kwargs", "JSON object"]),
-    ([ADD, "[1]", "--delay", "-1"], 1, ["delay", ">= 0"]),
-    ([ADD, "[1]", "--delay", "nan"], 1, ["delay"]),
-    ([ADD, "[1]", "--delay", "1e16"], 1, ["delay must be at most 3153600000 s", "1e+16"]),
-    ([ADD, "[1]", "--delay", "inf"], 1, ["delay"]),
-    ([ADD, "[1]", "--delay", "soon"], 2, ["--delay", "soon"]),
-    ([ADD, "[1]", "--priority", str(2**40)], 1, ["priority"]),
-    ([ADD, "[1]", "[2]"], 2, ["unexpected extra argument"]),
-    ([], 2, ["TASK"]),
-])
-def test_enqueue_rejects_bad_input(run: Run, store: str, filled: dict[str, str],
-                                   args: list[str], code: int, needles: list[str]) -> None:
+@pytest.mark.parametrize(
+    "args, code, needles",
+    [
+        (["no_such_module_xyz.task"], 1, ["no_such_module_xyz.task"]),
+        ([f"{cli_tasks.__name__}.no_such_task"], 1, ["no_such_task"]),
+        ([f"{cli_tasks.__name__}.NOT_CALLABLE"], 1, ["not callable"]),
+        ([ADD, '{"a": 1}'], 2, ["ARGS", "JSON array", "object"]),
+        ([ADD, "3"], 2, ["ARGS", "JSON array", "number"]),
+        ([ADD, '"3"'], 2, ["ARGS", "JSON array", "string"]),
+        ([ADD, "[1,"], 2, ["ARGS", "invalid JSON"]),
+        ([ADD, "[1]", "--kwargs", "{b: 2}"], 2, ["--kwargs", "invalid JSON"]),
+        ([ADD, "[1]", "--kwargs", "[2]"], 2, ["--kwargs", "JSON object"]),
+        ([ADD, "[1]", "--delay", "-1"], 1, ["delay", ">= 0"]),
+        ([ADD, "[1]", "--delay", "nan"], 1, ["delay"]),
+        ([ADD, "[1]", "--delay", "1e16"], 1, ["delay must be at most 3153600000 s", "1e+16"]),
+        ([ADD, "[1]", "--delay", "inf"], 1, ["delay"]),
+        ([ADD, "[1]", "--delay", "soon"], 2, ["--delay", "soon"]),
+        ([ADD, "[1]", "--priority", str(2**40)], 1, ["priority"]),
+        ([ADD, "[1]", "[2]"], 2, ["unexpected extra argument"]),
+        ([], 2, ["TASK"]),
+    ],
+)
+def test_enqueue_rejects_bad_input(
+    run: Run, store: str, filled: dict[str, str], args: list[str], code: int, needles: list[str]
+) -> None:
     assert_fails_cleanly(run, store, code, ["enqueue", *args], *needles)
 
 
@@ -214,8 +231,9 @@ def test_list_table(run: Run, filled: dict[str, str]) -> None:
 def test_list_json_and_filters(run: Run, filled: dict[str, str]) -> None:
     everything = json.loads(run("list", "--json").stdout)
     assert {job["id"] for job in everything} == set(filled.values())
-    assert [j["id"] for j in json.loads(run("list", "--state", "dead", "--json").stdout)] \
-        == [filled["dead"]]
+    assert [j["id"] for j in json.loads(run("list", "--state", "dead", "--json").stdout)] == [
+        filled["dead"]
+    ]
     named = json.loads(run("list", "--name", ADD, "--json").stdout)
     assert {job["id"] for job in named} == {filled["ready"], filled["scheduled"]}
     oldest = json.loads(run("list", "--limit", "2", "--json").stdout)
@@ -233,8 +251,7 @@ def _map(path: str, count: int) -> list[str]:
         return [job.id for job in queue.task_by_name(ADD).map([(i, i) for i in range(count)])]
 
 
-def test_list_shows_a_default_limit_and_says_when_there_are_more(run: Run,
-                                                                 store: str) -> None:
+def test_list_shows_a_default_limit_and_says_when_there_are_more(run: Run, store: str) -> None:
     ids = _map(store, 150)
     result = run("list")
     assert result.exit_code == 0, result.output
@@ -260,14 +277,18 @@ def test_dead_list_has_the_same_limit(run: Run, store: str) -> None:
     assert len(json.loads(run("dead", "list", "--all", "--json").stdout)) == 3
 
 
-@pytest.mark.parametrize("args, needles", [
-    (["--limit", "3", "--all"], ["--limit", "--all"]),
-    (["--state", "bad"], ["bad", "--state", "dead"]),
-    (["--limit", "-1"], ["--limit"]),
-    (["--limit", "many"], ["--limit"]),
-])
-def test_list_rejects_bad_options(run: Run, store: str, filled: dict[str, str],
-                                  args: list[str], needles: list[str]) -> None:
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--limit", "3", "--all"], ["--limit", "--all"]),
+        (["--state", "bad"], ["bad", "--state", "dead"]),
+        (["--limit", "-1"], ["--limit"]),
+        (["--limit", "many"], ["--limit"]),
+    ],
+)
+def test_list_rejects_bad_options(
+    run: Run, store: str, filled: dict[str, str], args: list[str], needles: list[str]
+) -> None:
     assert_fails_cleanly(run, store, 2, ["list", *args], *needles)
 
 
@@ -275,9 +296,22 @@ def test_list_rejects_bad_options(run: Run, store: str, filled: dict[str, str],
 def test_show_a_done_job(run: Run, filled: dict[str, str]) -> None:
     result = run("show", filled["done"])
     assert result.exit_code == 0, result.output
-    for label in ("id:", "name:", "state:", "priority:", "attempts:", "timeout:",
-                  "backoff:", "created at:", "run at:", "finished at:", "args:",
-                  "kwargs:", "result:", "errors:"):
+    for label in (
+        "id:",
+        "name:",
+        "state:",
+        "priority:",
+        "attempts:",
+        "timeout:",
+        "backoff:",
+        "created at:",
+        "run at:",
+        "finished at:",
+        "args:",
+        "kwargs:",
+        "result:",
+        "errors:",
+    ):
         assert label in result.stdout, label
     assert "{'answer': 42}" in result.stdout
     assert "['never raised']" in result.stdout or "('never raised',)" in result.stdout
@@ -318,8 +352,9 @@ def test_show_cuts_a_huge_result_unless_full(run: Run, store: str) -> None:
     assert len(as_json["result"][0]) < 3_000 and as_json["result"][0].endswith("all)")
     whole = run("show", job_id, "--full")
     assert "x" * 3_000_000 in whole.stdout and "--full shows all" not in whole.stdout
-    assert json.loads(run("show", job_id, "--json", "--full").stdout)["result"][0] == \
-        "x" * 3_000_000
+    assert (
+        json.loads(run("show", job_id, "--json", "--full").stdout)["result"][0] == "x" * 3_000_000
+    )
 
 
 @pytest.mark.parametrize("job_id", [MISSING_ID, "not-an-id"])
@@ -372,22 +407,25 @@ def test_dead_requeue_all(run: Run, store: str, filled: dict[str, str]) -> None:
     assert states[filled["dead"]] == states[second] == "ready"
 
 
-@pytest.mark.parametrize("args, code, needles", [
-    ([MISSING_ID], 1, ["no job", MISSING_ID]),
-    (["garbage"], 1, ["no job", "garbage"]),
-    ([], 2, ["JOB_ID", "--all"]),
-    ([MISSING_ID, "--all"], 2, ["JOB_ID", "--all"]),
-])
-def test_dead_requeue_rejects_bad_input(run: Run, store: str, filled: dict[str, str],
-                                        args: list[str], code: int,
-                                        needles: list[str]) -> None:
+@pytest.mark.parametrize(
+    "args, code, needles",
+    [
+        ([MISSING_ID], 1, ["no job", MISSING_ID]),
+        (["garbage"], 1, ["no job", "garbage"]),
+        ([], 2, ["JOB_ID", "--all"]),
+        ([MISSING_ID, "--all"], 2, ["JOB_ID", "--all"]),
+    ],
+)
+def test_dead_requeue_rejects_bad_input(
+    run: Run, store: str, filled: dict[str, str], args: list[str], code: int, needles: list[str]
+) -> None:
     assert_fails_cleanly(run, store, code, ["dead", "requeue", *args], *needles)
 
 
-def test_dead_requeue_refuses_a_job_that_is_not_dead(run: Run, store: str,
-                                                     filled: dict[str, str]) -> None:
-    assert_fails_cleanly(run, store, 1, ["dead", "requeue", filled["done"]],
-                         "only dead jobs")
+def test_dead_requeue_refuses_a_job_that_is_not_dead(
+    run: Run, store: str, filled: dict[str, str]
+) -> None:
+    assert_fails_cleanly(run, store, 1, ["dead", "requeue", filled["done"]], "only dead jobs")
 
 
 def test_dead_purge_with_yes(run: Run, store: str, filled: dict[str, str]) -> None:
@@ -408,8 +446,9 @@ def test_dead_purge_asks_first(run: Run, store: str, filled: dict[str, str]) -> 
 
 
 @pytest.mark.parametrize("answer", ["n\n", ""])
-def test_dead_purge_declined_changes_nothing(run: Run, store: str, filled: dict[str, str],
-                                             answer: str) -> None:
+def test_dead_purge_declined_changes_nothing(
+    run: Run, store: str, filled: dict[str, str], answer: str
+) -> None:
     before = snapshot(store)
     result = run("dead", "purge", input=answer)
     assert result.exit_code == 1
@@ -440,13 +479,17 @@ def test_legacy_mode(run: Run) -> None:
     assert [job["id"] for job in jobs] == [job_id]
 
 
-@pytest.mark.parametrize("args, needles", [
-    (["--mode", "fast", "list"], ["--mode", "fast"]),
-    (["frobnicate"], ["frobnicate"]),
-    (["dead", "resurrect"], ["resurrect"]),
-])
-def test_usage_errors_are_one_line(run: Run, store: str, filled: dict[str, str],
-                                   args: list[str], needles: list[str]) -> None:
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--mode", "fast", "list"], ["--mode", "fast"]),
+        (["frobnicate"], ["frobnicate"]),
+        (["dead", "resurrect"], ["resurrect"]),
+    ],
+)
+def test_usage_errors_are_one_line(
+    run: Run, store: str, filled: dict[str, str], args: list[str], needles: list[str]
+) -> None:
     assert_fails_cleanly(run, store, 2, args, *needles)
 
 
@@ -459,6 +502,7 @@ def test_every_option_is_explained() -> None:
     def walk(command: click.Command) -> list[click.Command]:
         subs = getattr(command, "commands", {}).values()
         return [command, *(c for sub in subs for c in walk(sub))]
+
     for command in walk(cli):
         assert command.help, command.name
         for param in command.params:
@@ -467,8 +511,15 @@ def test_every_option_is_explained() -> None:
 
 
 def test_help_of_every_command(run: Run) -> None:
-    for args in (["--help"], ["enqueue", "-h"], ["list", "--help"], ["show", "--help"],
-                 ["stats", "--help"], ["dead", "--help"], ["dead", "purge", "--help"]):
+    for args in (
+        ["--help"],
+        ["enqueue", "-h"],
+        ["list", "--help"],
+        ["show", "--help"],
+        ["stats", "--help"],
+        ["dead", "--help"],
+        ["dead", "purge", "--help"],
+    ):
         result = run(*args)
         assert result.exit_code == 0 and result.stdout.startswith("Usage: mpqueue"), args
 

@@ -54,11 +54,13 @@ def _run(tmp_path: Path, mode: str, producers: int, per_producer: int, claimers:
     done_event = ctx.Event()
     claim_files = [tmp_path / f"claimed-{i}.txt" for i in range(claimers)]
     made_files = [tmp_path / f"made-{i}.txt" for i in range(producers)]
-    claim_procs = [ctx.Process(target=claim_until_done,
-                               args=(path, mode, f"claimer-{i}", done_event, str(f)))
-                   for i, f in enumerate(claim_files)]
-    prod_procs = [ctx.Process(target=produce, args=(path, mode, per_producer, str(f)))
-                  for f in made_files]
+    claim_procs = [
+        ctx.Process(target=claim_until_done, args=(path, mode, f"claimer-{i}", done_event, str(f)))
+        for i, f in enumerate(claim_files)
+    ]
+    prod_procs = [
+        ctx.Process(target=produce, args=(path, mode, per_producer, str(f))) for f in made_files
+    ]
     procs = claim_procs + prod_procs
     with started(procs):
         join_cleanly(prod_procs, 100, "producer")

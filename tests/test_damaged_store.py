@@ -30,8 +30,14 @@ JOBS = 300
 
 def cli(path: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "mpqueue", "--path", path, *args], cwd=ROOT,
-                          env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "mpqueue", "--path", path, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def make_store(path: str, jobs: int = JOBS) -> None:
@@ -58,8 +64,13 @@ def test_a_truncated_data_file_is_refused_by_every_command(tmp_path: Path, size:
     data = tmp_path / "store" / "data.mdb"
     os.truncate(data, size)
     before = digest(data)
-    for args in (["stats"], ["list"], ["check"], ["backup", str(tmp_path / "copy")],
-                 ["serve", "--workers", "1", "--until-empty"]):
+    for args in (
+        ["stats"],
+        ["list"],
+        ["check"],
+        ["backup", str(tmp_path / "copy")],
+        ["serve", "--workers", "1", "--until-empty"],
+    ):
         result = cli(path, *args)
         assert_one_line_corrupt(result, data)
         assert result.returncode == (2 if args[0] == "check" else 1), args
@@ -69,13 +80,14 @@ def test_a_truncated_data_file_is_refused_by_every_command(tmp_path: Path, size:
 def _tree_root(data: Path, name: bytes) -> int:
     """The root page of one named database, read from the main tree's root leaf."""
     raw = data.read_bytes()
-    meta = max((lmdb_meta.parse_meta(raw[at:at + 4096]) for at in (0, 4096)),
-               key=lambda m: m.txn_id)
-    page = raw[meta.main_root * 4096:(meta.main_root + 1) * 4096]
+    meta = max(
+        (lmdb_meta.parse_meta(raw[at : at + 4096]) for at in (0, 4096)), key=lambda m: m.txn_id
+    )
+    page = raw[meta.main_root * 4096 : (meta.main_root + 1) * 4096]
     for node_at in lmdb_meta._node_offsets(page):
         _, _, _, key_size = struct.unpack_from("=HHHH", page, node_at)
         key_at = node_at + 8
-        if page[key_at:key_at + key_size] == name:
+        if page[key_at : key_at + key_size] == name:
             return int(struct.unpack_from("=Q", page, key_at + key_size + 40)[0])
     raise AssertionError(f"no database {name!r}")
 
@@ -127,20 +139,23 @@ def test_the_meta_check_passes_a_healthy_store_with_an_unwritten_tail(tmp_path: 
                         txn.delete(key, db=db)
                 else:
                     keys.append(rng.randbytes(rng.randint(8, 60)))
-                    txn.put(keys[-1], rng.randbytes(rng.choice([10, 100, 1000, 5000])),
-                            db=rng.choice(dbs))
+                    txn.put(
+                        keys[-1],
+                        rng.randbytes(rng.choice([10, 100, 1000, 5000])),
+                        db=rng.choice(dbs),
+                    )
         check_data_file(str(tmp_path))  # raises StoreCorrupt if it misjudges the tail
         raw = (tmp_path / "data.mdb").read_bytes()
-        last_page, _ = max((struct.unpack_from("=QQ", raw, at + 136) for at in (0, 4096)),
-                           key=lambda meta: meta[1])
+        last_page, _ = max(
+            (struct.unpack_from("=QQ", raw, at + 136) for at in (0, 4096)), key=lambda meta: meta[1]
+        )
         gaps += len(raw) < (last_page + 1) * 4096
     env.close()
     assert gaps, "this workload no longer leaves an unwritten tail: pick another seed"
 
 
 @pytest.mark.timeout(120)
-def test_backup_while_a_server_runs_jobs_opens_and_checks_clean(tmp_path: Path,
-                                                                servers) -> None:  # noqa: F811
+def test_backup_while_a_server_runs_jobs_opens_and_checks_clean(tmp_path: Path, servers) -> None:
     path = str(tmp_path / "store")
     make_store(path, jobs=2000)
     server = servers(path, "--workers", "2")
@@ -164,8 +179,9 @@ def test_backup_while_a_server_runs_jobs_opens_and_checks_clean(tmp_path: Path,
 def full_disk(tmp_path: Path):
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
-                             capture_output=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs: {mounted.stderr.decode().strip()}")
     try:
@@ -188,13 +204,13 @@ def _fill(disk: Path) -> Path:
 
 @pytest.mark.timeout(120)
 def test_the_backoff_grows_on_a_full_disk_and_logs_once_per_step(
-        tmp_path: Path, full_disk: Path, servers) -> None:  # noqa: F811
+    tmp_path: Path, full_disk: Path, servers
+) -> None:
     path = str(full_disk / "store")
     marker = tmp_path / "markers.log"
     with Queue(path) as queue:
         # Its 300 KB result needs new pages when it is committed: after the disk is full.
-        job = queue.task_by_name("tests.serve_tasks.sleepy").delay(str(marker), "x" * 300_000,
-                                                                    1.0)
+        job = queue.task_by_name("tests.serve_tasks.sleepy").delay(str(marker), "x" * 300_000, 1.0)
         server = servers(path, "--workers", "1")
         wait_until(lambda: marker.exists() and "start" in marker.read_text(), 30, "job start")
         filler = _fill(full_disk)
@@ -212,8 +228,11 @@ def test_check_reports_an_undecodable_registry_entry(tmp_path: Path) -> None:
     path = str(tmp_path / "store")
     make_store(path, jobs=2)
     with Queue(path) as queue:
-        queue.store.env.write(lambda tx: tx.put(  # type: ignore[attr-defined]
-            b"workers", b"a-server", b"\x01\xc1 not msgpack"))
+        queue.store.env.write(
+            lambda tx: tx.put(  # type: ignore[attr-defined]
+                b"workers", b"a-server", b"\x01\xc1 not msgpack"
+            )
+        )
     result = cli(path, "check", "--json")
     report = json.loads(result.stdout)
     assert result.returncode == 2 and report["code"] == 2, result.stdout
@@ -223,15 +242,20 @@ def test_check_reports_an_undecodable_registry_entry(tmp_path: Path) -> None:
 @pytest.mark.timeout(60)
 def test_check_on_postgres_finds_a_row_at_odds_with_its_state(pg_url: str) -> None:
     import psycopg
+
     with Queue(pg_url) as queue:
         jobs = queue.task_by_name("tests.tasks.add").map([(1, 1), (2, 2)])
     assert cli(pg_url, "check").returncode == 0
     with psycopg.connect(pg_url, autocommit=True) as conn:  # processing, held by nobody
-        conn.execute("UPDATE mpqueue_jobs SET state = 'processing', worker_id = NULL "
-                     "WHERE id = %s", (jobs[0].id,))
+        conn.execute(
+            "UPDATE mpqueue_jobs SET state = 'processing', worker_id = NULL WHERE id = %s",
+            (jobs[0].id,),
+        )
     result = cli(pg_url, "check")
     assert result.returncode == 1 and jobs[0].id in result.stdout, result.stdout
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO mpqueue_workers (worker_id, info, heartbeat_at) "
-                     "VALUES ('a-server', '\\x01c1'::bytea, now())")
+        conn.execute(
+            "INSERT INTO mpqueue_workers (worker_id, info, heartbeat_at) "
+            "VALUES ('a-server', '\\x01c1'::bytea, now())"
+        )
     assert cli(pg_url, "check").returncode == 2

@@ -11,8 +11,11 @@ import mpqueue
 
 def test_all_is_sorted_and_names_every_public_export():
     assert mpqueue.__all__ == sorted(mpqueue.__all__)
-    public = {name for name, value in vars(mpqueue).items()
-              if not name.startswith("_") and not inspect.ismodule(value)}
+    public = {
+        name
+        for name, value in vars(mpqueue).items()
+        if not name.startswith("_") and not inspect.ismodule(value)
+    }
     assert set(mpqueue.__all__) == public
 
 

@@ -21,19 +21,29 @@ me@host:/ /home/me/remote fuse.sshfs rw 0 0
 """
 
 
-@pytest.mark.parametrize("path,fs_type", [
-    ("/", "ext4"), ("/var/lib/q", "ext4"), ("/tmp/q", "tmpfs"), ("/mnt/nfs", "nfs"),
-    ("/mnt/nfs/q", "nfs"), ("/mnt/nfs4/a/b", "nfs4"), ("/mnt/smb/q", "cifs"),
-    ("/home/me/remote/q", "fuse.sshfs"), ("/mnt/nfs/local/q", "ext4"),
-    ("/mnt/nfsx/q", "ext4"), ("/mnt/with space/q", "xfs"), ("/datastore", "ext4"),
-    ("/data/q", "ext4"),
-])
+@pytest.mark.parametrize(
+    "path,fs_type",
+    [
+        ("/", "ext4"),
+        ("/var/lib/q", "ext4"),
+        ("/tmp/q", "tmpfs"),
+        ("/mnt/nfs", "nfs"),
+        ("/mnt/nfs/q", "nfs"),
+        ("/mnt/nfs4/a/b", "nfs4"),
+        ("/mnt/smb/q", "cifs"),
+        ("/home/me/remote/q", "fuse.sshfs"),
+        ("/mnt/nfs/local/q", "ext4"),
+        ("/mnt/nfsx/q", "ext4"),
+        ("/mnt/with space/q", "xfs"),
+        ("/datastore", "ext4"),
+        ("/data/q", "ext4"),
+    ],
+)
 def test_mount_fs_type_takes_the_longest_mount_point(path, fs_type):
     assert mount_fs_type(path, MOUNTS) == fs_type
 
 
-@pytest.mark.parametrize("path", ["/mnt/nfs/q", "/mnt/nfs4/q", "/mnt/smb/q",
-                                  "/home/me/remote/q"])
+@pytest.mark.parametrize("path", ["/mnt/nfs/q", "/mnt/nfs4/q", "/mnt/smb/q", "/home/me/remote/q"])
 def test_network_and_fuse_are_refused(path):
     with pytest.raises(ConfigError) as info:
         refuse_network_fs(path, MOUNTS)

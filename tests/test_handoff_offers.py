@@ -23,25 +23,33 @@ def _offer(queue: Queue, child_pids: list[int], entry: dict | bytes | None) -> N
     it (bare pids)."""
     if isinstance(entry, dict):
         queue.store.register_worker(SERVER, entry)
-        value = keys.encode_offer(entry["heartbeat_ms"], int(entry["lease_s"] * 1000),
-                                  child_pids)
+        value = keys.encode_offer(entry["heartbeat_ms"], int(entry["lease_s"] * 1000), child_pids)
     else:
         value = keys.encode_pids(child_pids) if entry is None else entry
 
     def write(tx):  # type: ignore[no-untyped-def]
         tx.put(keys.DB_OFFERS, keys.worker_key(SERVER), value)
+
     queue.store.env.write(write)  # type: ignore[attr-defined]
 
 
 def _entry(age_ms: int, lease_s: float = 10.0) -> dict:
-    return {"pid": 4242, "host": "thishost", "heartbeat_ms": now_ms() - age_ms,
-            "children": [], "lease_s": lease_s}
+    return {
+        "pid": 4242,
+        "host": "thishost",
+        "heartbeat_ms": now_ms() - age_ms,
+        "children": [],
+        "lease_s": lease_s,
+    }
 
 
 def _offers(queue: Queue) -> dict[str, list[int]]:
     def read(tx):  # type: ignore[no-untyped-def]
-        return {keys.decode_worker_key(k): keys.decode_offer(v)[2]  # type: ignore[index]
-                for k, v in tx.scan(keys.DB_OFFERS)}
+        return {
+            keys.decode_worker_key(k): keys.decode_offer(v)[2]  # type: ignore[index]
+            for k, v in tx.scan(keys.DB_OFFERS)
+        }
+
     return queue.store.env.read(read)  # type: ignore[attr-defined, no-any-return]
 
 
@@ -52,11 +60,15 @@ def dead_pid() -> int:
     return proc.pid
 
 
-@pytest.mark.parametrize("case", ["fresh", "stale", "own lease", "unstamped",
-                                  "unreadable"])
+@pytest.mark.parametrize("case", ["fresh", "stale", "own lease", "unstamped", "unreadable"])
 def test_hand_off_only_to_a_server_with_a_fresh_heartbeat(store_path, case) -> None:
-    entry = {"fresh": _entry(0), "stale": _entry(11_000), "own lease": _entry(1_500, 1.0),
-             "unstamped": None, "unreadable": b"\x02not an offer"}[case]
+    entry = {
+        "fresh": _entry(0),
+        "stale": _entry(11_000),
+        "own lease": _entry(1_500, 1.0),
+        "unstamped": None,
+        "unreadable": b"\x02not an offer",
+    }[case]
     with Queue(store_path) as queue:
         _offer(queue, [os.getpid()], entry)  # a live "child": this process
         queue.store.waker.hint = lambda child_pid, job_id: None  # no child to wake
@@ -64,7 +76,8 @@ def test_hand_off_only_to_a_server_with_a_fresh_heartbeat(store_path, case) -> N
         if case == "fresh":
             assert job.state == "processing"
             assert [(c.worker_id, c.child_pid) for c in queue.store.claims()] == [
-                (SERVER, os.getpid())]
+                (SERVER, os.getpid())
+            ]
         else:  # queued for a live server, and the offer withdrawn
             assert job.state == "ready" and queue.store.claims() == []
             assert _offers(queue) == {}

@@ -14,9 +14,33 @@ from mpqueue.config import TaskOptions
 from mpqueue.job import now_ms
 
 # Numbers around every bound, plus the values that broke servers before.
-EDGES = [0, 0.0, -0.0, 1e-300, 1, 1000, 1001, limits.TIMEOUT_MAX_S, limits.YEAR_S + 0.001,
-         limits.DELAY_MAX_S, limits.DELAY_MAX_S + 1, 1e16, 1e17, 1e300, 2**31, 2**63,
-         10**400, -1, math.nan, math.inf, -math.inf, True, False, None, "5"]
+EDGES = [
+    0,
+    0.0,
+    -0.0,
+    1e-300,
+    1,
+    1000,
+    1001,
+    limits.TIMEOUT_MAX_S,
+    limits.YEAR_S + 0.001,
+    limits.DELAY_MAX_S,
+    limits.DELAY_MAX_S + 1,
+    1e16,
+    1e17,
+    1e300,
+    2**31,
+    2**63,
+    10**400,
+    -1,
+    math.nan,
+    math.inf,
+    -math.inf,
+    True,
+    False,
+    None,
+    "5",
+]
 values = st.one_of(st.sampled_from(EDGES), st.floats(), st.integers(-(2**70), 2**70))
 
 
@@ -48,8 +72,9 @@ def test_every_option_that_enters_is_one_a_server_runs(option, value):
 @example(when="delay", value=limits.DELAY_MAX_S)
 def test_every_run_time_that_enters_is_one_a_server_runs(when, value):
     try:
-        run_at = limits.run_at_ms(value if when == "delay" else None,
-                                  value if when == "at" else None, now_ms())
+        run_at = limits.run_at_ms(
+            value if when == "delay" else None, value if when == "at" else None, now_ms()
+        )
     except ConfigError:
         return
     assert run_at is None or 0 <= run_at <= limits.RUN_AT_MAX_MS

@@ -67,13 +67,15 @@ def flood(store_path: str, seconds: float) -> dict[str, int]:
 def squat(store_path: str, pids_ahead: int) -> dict[str, int]:
     """Bind the addresses the next pids would use: abstract names with the prefix seen
     in /proc/net/unix (or derived from the store path), and files in the wake dir."""
-    prefixes = {a.rsplit("-", 1)[0] + "-" for a in _mpqueue_sockets(store_path)
-                if a.startswith("\0")} | {_old_prefix(store_path)}
+    prefixes = {
+        a.rsplit("-", 1)[0] + "-" for a in _mpqueue_sockets(store_path) if a.startswith("\0")
+    } | {_old_prefix(store_path)}
     first = os.getpid()
     held, refused = [], 0
     for pid in range(first, first + pids_ahead):
         for address in [p + str(pid) for p in prefixes] + [
-                os.path.join(store_path, "wake", name) for name in (str(pid), f"c{pid}")]:
+            os.path.join(store_path, "wake", name) for name in (str(pid), f"c{pid}")
+        ]:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             try:
                 sock.bind(address)
@@ -86,7 +88,7 @@ def squat(store_path: str, pids_ahead: int) -> dict[str, int]:
 
 
 @pytest.fixture
-def shared_env(public_dir, tmp_path):  # noqa: F811
+def shared_env(public_dir, tmp_path):
     """An Env whose store sits where other users can reach its path."""
     env = Env(tmp_path)
     env.queue.close()
@@ -99,15 +101,21 @@ def shared_env(public_dir, tmp_path):  # noqa: F811
 
 
 @pytest.mark.timeout(90)
-def test_flood_while_jobs_are_handed_off_costs_no_job(shared_env, servers):  # noqa: F811
+def test_flood_while_jobs_are_handed_off_costs_no_job(shared_env, servers):
     """The flood and the producers at the same time, the review's 12 s attack cut to
     3 s: before, it crashed children hundreds of times and dead-lettered jobs."""
     env = shared_env
     server = servers(env.path, "--workers", "2")
     children = sorted(server.wait_ready(env.queue, 2))
     quick = env.task("quick")
-    wait_until(lambda: (j := quick.delay(str(env.marker), "warm")) and
-               env.record(j).state in ("processing", "done"), 10, "warm-up")
+    wait_until(
+        lambda: (
+            (j := quick.delay(str(env.marker), "warm"))
+            and env.record(j).state in ("processing", "done")
+        ),
+        10,
+        "warm-up",
+    )
     pid = os.fork()
     if pid == 0:  # the producer, concurrent with the flood below
         try:
@@ -132,16 +140,18 @@ def test_flood_while_jobs_are_handed_off_costs_no_job(shared_env, servers):  # n
 
 
 @pytest.mark.timeout(90)
-def test_squatted_addresses_stop_neither_a_replacement_child_nor_a_server(
-        shared_env, servers):  # noqa: F811
+def test_squatted_addresses_stop_neither_a_replacement_child_nor_a_server(shared_env, servers):
     env = shared_env
     first = servers(env.path, "--workers", "2")
     children = first.wait_ready(env.queue, 2)
     with held_as_nobody(squat, env.path, 400) as result:
         for child in children:  # replacements get the next pids, which are taken
             os.kill(child, signal.SIGKILL)
-        wait_until(lambda: len(set(first.children(env.queue)) - set(children)) == 2, 30,
-                   "two replacement children")
+        wait_until(
+            lambda: len(set(first.children(env.queue)) - set(children)) == 2,
+            30,
+            "two replacement children",
+        )
         second = servers(env.path, "--workers", "1")  # a server on a squatted pid
         second.wait_ready(env.queue, 1)
         jobs = [env.task("quick").delay(str(env.marker), f"j{i}") for i in range(10)]
@@ -152,7 +162,7 @@ def test_squatted_addresses_stop_neither_a_replacement_child_nor_a_server(
 
 
 @pytest.mark.timeout(60)
-def test_malformed_datagrams_from_the_owner_are_dropped(env, servers):  # noqa: F811
+def test_malformed_datagrams_from_the_owner_are_dropped(env, servers):
     """Even the store owner's own stray bytes (a bug, another tool) only cost a line in
     the log: no child dies, handed jobs still run."""
     server = servers(env.path, "--workers", "2")

@@ -32,10 +32,15 @@ def _fill(path: str, mode: str) -> dict[str, list[str]]:
         ready = add.map([(i, -i) for i in range(5)]) + [add.schedule((7, 7), priority=3)]
         due_soon = add.schedule((1, 2), delay=0.001)
         later = [add.schedule((i, 0), delay=3600 + i) for i in range(4)]
-        return {"done": [j.id for j in to_finish], "dead": [j.id for j in to_kill],
-                "processing": [running.id], "ready": [j.id for j in ready],
-                "due_soon": [due_soon.id], "later": [j.id for j in later],
-                "priority": [ready[-1].id]}
+        return {
+            "done": [j.id for j in to_finish],
+            "dead": [j.id for j in to_kill],
+            "processing": [running.id],
+            "ready": [j.id for j in ready],
+            "due_soon": [due_soon.id],
+            "later": [j.id for j in later],
+            "priority": [ready[-1].id],
+        }
 
 
 @pytest.mark.parametrize("first,then", [("legacy", "optimized"), ("optimized", "legacy")])
@@ -74,8 +79,11 @@ def test_migration_keeps_every_job(tmp_path, first, then):
         assert queue.stats()["ready"] == queue.stats()["scheduled"] == 0
 
         def layout(tx):
-            return (tx.get(keys.DB_META, keys.META_LAYOUT), tx.entries(keys.DB_PENDING),
-                    tx.entries(keys.DB_READY) + tx.entries(keys.DB_SCHEDULED))
+            return (
+                tx.get(keys.DB_META, keys.META_LAYOUT),
+                tx.entries(keys.DB_PENDING),
+                tx.entries(keys.DB_READY) + tx.entries(keys.DB_SCHEDULED),
+            )
 
         assert store.env.read(layout) == (then.encode(), 0, 0)
 
@@ -106,8 +114,7 @@ def test_optimized_listing_after_migration_needs_no_gets(tmp_path):
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("served, other", [("optimized", "legacy"), ("legacy", "optimized")])
-def test_other_mode_is_refused_while_a_server_of_this_mode_runs(tmp_path, servers, served,
-                                                                 other):
+def test_other_mode_is_refused_while_a_server_of_this_mode_runs(tmp_path, servers, served, other):
     """Issue 10, item 6: migrating under a live server would leave it idle with jobs
     ready; the open in the other mode fails with one line and changes nothing."""
     path = str(tmp_path / "store")

@@ -31,8 +31,15 @@ from mpqueue import ConfigError, Queue, StoreError
 from mpqueue.config import redact
 from mpqueue.job import JobState, Outcome, now_ms
 
-from .pg_helpers import (admin, drop_schema, pg_url, require_restartable,  # noqa: F401
-                         restart_database, server_url, terminate_connections)
+from .pg_helpers import (  # noqa: F401
+    admin,
+    drop_schema,
+    pg_url,
+    require_restartable,
+    restart_database,
+    server_url,
+    terminate_connections,
+)
 from .serve_helpers import ROOT
 
 SECRET = "Hunter2-s3cret"
@@ -56,8 +63,15 @@ def everything_said(exc: BaseException) -> str:
 
 def mpqueue_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "mpqueue", *args], cwd=ROOT, env=env,
-                          input=stdin, capture_output=True, text=True, timeout=90)
+    return subprocess.run(
+        [sys.executable, "-m", "mpqueue", *args],
+        cwd=ROOT,
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
 
 
 # The test server trusts local connections, so it accepts any password: these URLs work.
@@ -68,25 +82,27 @@ def secret_url(request, pg_url):
 
 # libpq refuses each of these, and its message quotes the password or the whole URL.
 UNPARSABLE_URLS = [
-    f"postgresql://u:{SECRET}%ZZ@127.0.0.1/db",            # bad percent-encoding
-    f"postgresql://u:{SECRET}%00@127.0.0.1/db",            # NUL in the password
-    f"postgresql://u:{SECRET}@[::1/db",                    # unclosed IPv6 bracket
-    f"postgresql://u:{SECRET}@[::1]x/db",                  # stray character after the host
-    f"postgresql://u:{SECRET}@[]/db",                      # empty IPv6 host
-    f"postgresql://u@127.0.0.1/db?password={SECRET}%ZZ",   # bad encoding in the query
-    f"postgresql://u:{SECRET}@127.0.0.1/db?bogus=1",       # unknown parameter
+    f"postgresql://u:{SECRET}%ZZ@127.0.0.1/db",  # bad percent-encoding
+    f"postgresql://u:{SECRET}%00@127.0.0.1/db",  # NUL in the password
+    f"postgresql://u:{SECRET}@[::1/db",  # unclosed IPv6 bracket
+    f"postgresql://u:{SECRET}@[::1]x/db",  # stray character after the host
+    f"postgresql://u:{SECRET}@[]/db",  # empty IPv6 host
+    f"postgresql://u@127.0.0.1/db?password={SECRET}%ZZ",  # bad encoding in the query
+    f"postgresql://u:{SECRET}@127.0.0.1/db?bogus=1",  # unknown parameter
 ]
 
 
 # ---- 1. the password never leaks ---------------------------------------------------------
+
 
 @pytest.mark.parametrize("url", UNPARSABLE_URLS)
 def test_an_unparsable_url_names_the_problem_without_the_password(url):
     assert redact(url) == "postgresql://<unparsable>"
     queue = Queue(url)
     assert SECRET not in repr(queue)
-    with pytest.raises(ConfigError, match="invalid PostgreSQL URL postgresql://<unparsable>"
-                       ) as info:
+    with pytest.raises(
+        ConfigError, match="invalid PostgreSQL URL postgresql://<unparsable>"
+    ) as info:
         queue.stats()
     assert SECRET not in everything_said(info.value)
     done = mpqueue_cli("--path", url, "stats")
@@ -99,12 +115,20 @@ def test_the_problem_is_named_when_the_message_holds_no_secret():
         Queue(f"postgresql://u:{SECRET}@127.0.0.1/db?bogus=1").stats()
 
 
-@pytest.mark.parametrize("url", [with_password("postgresql://u@127.0.0.1:1/none"),
-                                 with_query_password("postgresql://u@127.0.0.1:1/none")])
+@pytest.mark.parametrize(
+    "url",
+    [
+        with_password("postgresql://u@127.0.0.1:1/none"),
+        with_query_password("postgresql://u@127.0.0.1:1/none"),
+    ],
+)
 def test_a_failed_connection_says_where_without_the_password(url, caplog):
     caplog.set_level(logging.DEBUG)
-    with pytest.raises(StoreError, match=r"cannot connect to PostgreSQL at "
-                       r"postgresql://u@127\.0\.0\.1:1/none") as info:
+    with pytest.raises(
+        StoreError,
+        match=r"cannot connect to PostgreSQL at "
+        r"postgresql://u@127\.0\.0\.1:1/none",
+    ) as info:
         Queue(url + ("&" if "?" in url else "?") + "connect_timeout=2").stats()
     assert SECRET not in everything_said(info.value) + caplog.text
 
@@ -130,8 +154,9 @@ def test_the_cli_never_prints_the_password(secret_url):
     queue.close()
     declined = mpqueue_cli("--path", secret_url, "dead", "purge", stdin="n\n")
     assert "Delete 1 dead job(s) from postgresql://mpqueue@127.0.0.1:" in declined.stdout
-    served = mpqueue_cli("--path", secret_url, "serve", "--workers", "1", "--until-empty",
-                         "--log-level", "info")
+    served = mpqueue_cli(
+        "--path", secret_url, "serve", "--workers", "1", "--until-empty", "--log-level", "info"
+    )
     assert served.returncode == 0, served.stderr
     assert "serving postgresql://mpqueue@127.0.0.1:" in served.stderr
     for done in (declined, served, mpqueue_cli("--path", secret_url, "stats")):
@@ -139,6 +164,7 @@ def test_the_cli_never_prints_the_password(secret_url):
 
 
 # ---- 2. schema names that need quoting, or are long in bytes -------------------------------
+
 
 @pytest.fixture(params=["we'ird", "é" * 31], ids=["quote", "31-e-acute"])
 def odd_schema_url(request):
@@ -159,19 +185,21 @@ def test_an_odd_schema_name_enqueues_claims_finishes_and_wakes(odd_schema_url, t
     assert len(store.channel.encode()) <= 63
     listener = store.listen()
     try:
-        first = queue.task_by_name("tests.tasks.add").delay(1, 2)     # nextval in add
+        first = queue.task_by_name("tests.tasks.add").delay(1, 2)  # nextval in add
         assert select.select([listener], [], [], 5)[0] and listener.drain() >= 1
         failing = queue.task_by_name("tests.tasks.fail").delay()
         acks, claimed = store.finish_and_claim([], "w1", 10, now_ms())
         assert acks == [] and {r.id for r in claimed} == {first.id, failing.id}
-        outcomes = [Outcome.done(first.id, "w1", b"3"),
-                    Outcome.failed(failing.id, "w1", None)]  # retried: nextval in finish
+        outcomes = [
+            Outcome.done(first.id, "w1", b"3"),
+            Outcome.failed(failing.id, "w1", None),
+        ]  # retried: nextval in finish
         assert store.finish_and_claim(outcomes, "w1", 10, now_ms())[0] == [True, True]
         assert store.get(failing.id).state is JobState.SCHEDULED
         store.finish_and_claim([], "w1", 10, now_ms() + 10_000)  # promote and claim it
         store.finish([Outcome.failed(failing.id, "w1", None, retryable=False)], now_ms())
         listener.drain()
-        store.requeue_dead(failing.id, now_ms())                      # nextval in requeue
+        store.requeue_dead(failing.id, now_ms())  # nextval in requeue
         assert select.select([listener], [], [], 5)[0] and listener.drain() >= 1
         assert store.delete(failing.id)  # it would only fail again in the serve below
     finally:
@@ -187,6 +215,7 @@ def test_an_odd_schema_name_enqueues_claims_finishes_and_wakes(odd_schema_url, t
 
 # ---- 3. lost connections ------------------------------------------------------------------
 
+
 class CommitCutter:
     """A TCP proxy to the test server that, once armed, passes the next COMMIT on and
     hangs up on the client as soon as the server has answered it: the commit landed,
@@ -199,8 +228,10 @@ class CommitCutter:
         port = self.listener.getsockname()[1]
         netloc = f"{self.target[0]}:{self.target[1]}"
         assert netloc in url
-        self.url = (url.replace(netloc, f"127.0.0.1:{port}", 1)  # plain TCP: no TLS to read
-                    + f"{'&' if '?' in url else '?'}sslmode=disable&gssencmode=disable")
+        self.url = (
+            url.replace(netloc, f"127.0.0.1:{port}", 1)  # plain TCP: no TLS to read
+            + f"{'&' if '?' in url else '?'}sslmode=disable&gssencmode=disable"
+        )
         self.armed = threading.Event()
         self.cuts = 0
         threading.Thread(target=self._accept, daemon=True).start()
@@ -213,13 +244,16 @@ class CommitCutter:
                 return  # closed
             upstream = socket.create_connection(self.target)
             cutting = threading.Event()
-            threading.Thread(target=self._to_client, args=(upstream, client, cutting),
-                             daemon=True).start()
-            threading.Thread(target=self._to_server, args=(client, upstream, cutting),
-                             daemon=True).start()
+            threading.Thread(
+                target=self._to_client, args=(upstream, client, cutting), daemon=True
+            ).start()
+            threading.Thread(
+                target=self._to_server, args=(client, upstream, cutting), daemon=True
+            ).start()
 
-    def _to_server(self, client: socket.socket, upstream: socket.socket,
-                   cutting: threading.Event) -> None:
+    def _to_server(
+        self, client: socket.socket, upstream: socket.socket, cutting: threading.Event
+    ) -> None:
         """Forward whole protocol messages, watching for a simple-query COMMIT."""
         with contextlib.suppress(OSError):
             startup = _read_exactly(client, 4)  # the startup message has no type byte
@@ -233,8 +267,9 @@ class CommitCutter:
                     cutting.set()
                 upstream.sendall(head + body)
 
-    def _to_client(self, upstream: socket.socket, client: socket.socket,
-                   cutting: threading.Event) -> None:
+    def _to_client(
+        self, upstream: socket.socket, client: socket.socket, cutting: threading.Event
+    ) -> None:
         with contextlib.suppress(OSError):
             while data := upstream.recv(65536):
                 if cutting.is_set():
@@ -281,6 +316,7 @@ def test_a_queue_carries_on_after_the_database_drops_it(pg_url, outage, caplog):
 
     def drop_everything() -> None:
         restart_database() if outage == "restart" else terminate_connections(pg_url)
+
     queue = Queue(with_query_password(pg_url))
     add = queue.task_by_name("tests.tasks.add")
     first = add.delay(1, 2)
@@ -304,8 +340,14 @@ def test_an_enqueue_whose_commit_reply_was_lost_is_stored_once(cutter, caplog):
     cutter.armed.set()
     jobs = add.map([(1, 2), (3, 4), (5, 6)])  # committed; the reply never comes
     assert cutter.cuts == 1 and "reconnecting to make the call again" in caplog.text
-    assert queue.stats() == {"ready": 4, "scheduled": 0, "processing": 0, "done": 0,
-                             "dead": 0, "total": 4}
+    assert queue.stats() == {
+        "ready": 4,
+        "scheduled": 0,
+        "processing": 0,
+        "done": 0,
+        "dead": 0,
+        "total": 4,
+    }
     for job in jobs:
         stored = queue.get(job.id)
         assert stored is not None and stored.record.seq == job.record.seq

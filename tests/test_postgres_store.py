@@ -12,8 +12,8 @@ import threading
 import psycopg
 import psycopg.conninfo
 import pytest
-from psycopg import sql
 from click.testing import CliRunner
+from psycopg import sql
 
 from mpqueue import ConfigError, Queue, StoreError
 from mpqueue.cli import cli
@@ -46,9 +46,10 @@ def backend_pid(store: PostgresStore) -> int:
 
 # ---- locations and modes --------------------------------------------------------------------
 
+
 def test_urls_open_postgres_and_legacy_mode_is_refused(pg_url):
     assert isinstance(open_store(pg_url), PostgresStore)
-    assert isinstance(open_store("postgres://" + pg_url[len("postgresql://"):]), PostgresStore)
+    assert isinstance(open_store("postgres://" + pg_url[len("postgresql://") :]), PostgresStore)
     with pytest.raises(ConfigError, match="'legacy' exists only for LMDB"):
         Queue(pg_url, mode="legacy")
     with pytest.raises(ConfigError, match="PostgreSQL"):
@@ -63,6 +64,7 @@ def test_unreachable_server_is_a_store_error():
 
 # ---- schema ----------------------------------------------------------------------------------
 
+
 def test_schema_is_created_once_by_racing_openers(pg_url):
     stores: list[PostgresStore] = []
     errors: list[BaseException] = []
@@ -72,6 +74,7 @@ def test_schema_is_created_once_by_racing_openers(pg_url):
             stores.append(PostgresStore(pg_url))
         except BaseException as exc:  # reported below
             errors.append(exc)
+
     threads = [threading.Thread(target=open_one) for _ in range(4)]
     for t in threads:
         t.start()
@@ -80,8 +83,11 @@ def test_schema_is_created_once_by_racing_openers(pg_url):
     assert errors == [] and len(stores) == 4
     with admin(pg_url) as conn:
         versions = [r[0] for r in conn.execute("SELECT version FROM mpqueue_schema_version")]
-        indexes = dict(conn.execute("SELECT indexname, indexdef FROM pg_indexes "
-                                    "WHERE tablename = 'mpqueue_jobs'").fetchall())
+        indexes = dict(
+            conn.execute(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'mpqueue_jobs'"
+            ).fetchall()
+        )
     assert versions == list(range(1, len(MIGRATIONS) + 1))
     assert "WHERE (state = 'ready'::text)" in indexes["mpqueue_jobs_ready"]
     assert "(priority DESC, seq)" in indexes["mpqueue_jobs_ready"]
@@ -101,13 +107,18 @@ def test_claiming_uses_the_partial_indexes(pg_url, store):
     add(store, *(record() for _ in range(50)))
     with admin(pg_url) as conn:
         conn.execute("SET enable_seqscan = off")  # a small table: make the plan show intent
-        plan = "\n".join(r[0] for r in conn.execute(
-            "EXPLAIN SELECT id FROM mpqueue_jobs WHERE state = 'ready' "
-            "ORDER BY priority DESC, seq LIMIT 5 FOR UPDATE SKIP LOCKED"))
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                "EXPLAIN SELECT id FROM mpqueue_jobs WHERE state = 'ready' "
+                "ORDER BY priority DESC, seq LIMIT 5 FOR UPDATE SKIP LOCKED"
+            )
+        )
     assert "mpqueue_jobs_ready" in plan and "Sort" not in plan
 
 
 # ---- wake-ups -------------------------------------------------------------------------------
+
 
 def test_listener_wakes_after_commit_only(store):
     listener = store.listen()
@@ -135,10 +146,16 @@ def test_listener_survives_a_lost_connection(pg_url, store, waiter):
             conn.execute("SELECT pg_terminate_backend(%s)", (listener._conn.info.backend_pid,))
         # The server's goodbye, then the hang-up: each drain reads what is there, and the
         # hang-up itself counts as a wake-up (jobs may have come in while it was deaf).
-        waiter(lambda: readable(listener, 0.2) and listener.drain() and listener._conn is None,
-               timeout=10)
-        waiter(lambda: readable(listener, 0.2) and listener.drain() >= 0
-               and listener._conn is not None, timeout=10)  # select() calls fileno(): reconnects
+        waiter(
+            lambda: readable(listener, 0.2) and listener.drain() and listener._conn is None,
+            timeout=10,
+        )
+        waiter(
+            lambda: (
+                readable(listener, 0.2) and listener.drain() >= 0 and listener._conn is not None
+            ),
+            timeout=10,
+        )  # select() calls fileno(): reconnects
         listener.drain()
         add(store, record())
         assert readable(listener, 5) and listener.drain() >= 1
@@ -147,6 +164,7 @@ def test_listener_survives_a_lost_connection(pg_url, store, waiter):
 
 
 # ---- failures -------------------------------------------------------------------------------
+
 
 def test_a_lost_connection_is_reopened_and_the_read_made_again(pg_url, store):
     ids = add(store, record(), record())
@@ -195,8 +213,14 @@ def test_corrupt_rows_are_shown_dead_and_never_handed_out(pg_url, store):
         conn.execute("UPDATE mpqueue_jobs SET errors = '[1' WHERE id = %s", (bad_claimed,))
     assert store.finish([Outcome.failed(bad_claimed, "w1", None)], now_ms()) == [False]
     assert done(store, good, 1) is True
-    assert store.stats() == {"ready": 0, "scheduled": 0, "processing": 0, "done": 1,
-                             "dead": 2, "total": 3}
+    assert store.stats() == {
+        "ready": 0,
+        "scheduled": 0,
+        "processing": 0,
+        "done": 1,
+        "dead": 2,
+        "total": 3,
+    }
     with pytest.raises(ConfigError, match="unreadable"):
         store.requeue_dead(bad, now_ms())
 
@@ -219,6 +243,7 @@ def test_a_forked_child_never_touches_the_parents_connection(store):
 
 
 # ---- the command line -----------------------------------------------------------------------
+
 
 def test_cli_takes_a_url(pg_url):
     runner = CliRunner()

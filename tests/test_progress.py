@@ -25,7 +25,8 @@ class Stats:
 
 def test_bar_shows_done_total_rate_eta_and_failures() -> None:
     line = Progress(live=True, stream=io.StringIO()).render(
-        Stats(done=30, dead=2, started_at=0.0), {"ready": 60, "processing": 8}, now=8.0)
+        Stats(done=30, dead=2, started_at=0.0), {"ready": 60, "processing": 8}, now=8.0
+    )
     assert "32/100" in line and "32%" in line
     assert "4 jobs/s" in line and "ETA 0:17" in line and "failed 2" in line
     assert line.startswith("[" + "#" * 9 + ".")
@@ -44,12 +45,23 @@ def test_live_mode_redraws_one_line_and_plain_mode_appends_lines() -> None:
 
 
 def _serve_until_empty(store: str, *extra: str, tty: bool) -> str:
-    cmd = [sys.executable, "-m", "mpqueue", "--path", store, "serve", "--workers", "1",
-           "--until-empty", "--log-level", "warning", *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mpqueue",
+        "--path",
+        store,
+        "serve",
+        "--workers",
+        "1",
+        "--until-empty",
+        "--log-level",
+        "warning",
+        *extra,
+    ]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     if not tty:
-        run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                             timeout=50)
+        run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=50)
         assert run.returncode == 0, run.stderr
         return run.stderr
     main, child = pty.openpty()
@@ -71,12 +83,12 @@ def _serve_until_empty(store: str, *extra: str, tty: bool) -> str:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("tty", [True, False])
-def test_until_empty_reports_progress_on_a_terminal_and_off_it(tmp_path: Path,
-                                                                tty: bool) -> None:
+def test_until_empty_reports_progress_on_a_terminal_and_off_it(tmp_path: Path, tty: bool) -> None:
     store = str(tmp_path / "store")
     with Queue(store) as queue:
         queue.task_by_name("tests.serve_tasks.quick").map(
-            [(str(tmp_path / "m"), i) for i in range(50)])
+            [(str(tmp_path / "m"), i) for i in range(50)]
+        )
     out = _serve_until_empty(store, tty=tty)
     assert "finished: 50 done, 0 dead" in out
     assert ("\r[" in out) is tty  # the live bar redraws in place only on a terminal

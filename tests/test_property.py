@@ -17,8 +17,7 @@ from mpqueue import keys
 from mpqueue.job import ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from mpqueue.store import open_store
 from mpqueue.store.base import offered_children
-from mpqueue.store.codec import decode_claim
-from mpqueue.store.codec import decode_record
+from mpqueue.store.codec import decode_claim, decode_record
 
 NAMES = ("t.a", "t.ab", "t.b")
 WORKERS = ("w1", "w2")
@@ -62,9 +61,17 @@ class StoreMachine(RuleBasedStateMachine):
     def _register(self) -> None:
         """The servers beat, fresh for the whole run: their offers stand."""
         for worker in WORKERS:
-            self.store.register_worker(worker, {"pid": 0, "host": "model", "children": [],
-                                                "heartbeat_ms": now_ms(), "monotonic": 0.0,
-                                                "lease_s": 86400.0})
+            self.store.register_worker(
+                worker,
+                {
+                    "pid": 0,
+                    "host": "model",
+                    "children": [],
+                    "heartbeat_ms": now_ms(),
+                    "monotonic": 0.0,
+                    "lease_s": 86400.0,
+                },
+            )
 
     def _records(self) -> dict[str, JobRecord]:
         return {r.id: r for r in self.store.list()}
@@ -73,17 +80,27 @@ class StoreMachine(RuleBasedStateMachine):
         state = JobState.SCHEDULED if run_at > self.now else JobState.READY
         job_id = f"{len(self.ever) + len(self.pending_ids):032x}"  # deterministic ids
         self.pending_ids.append(job_id)
-        return JobRecord(id=job_id, name=name, state=state, payload=b"\x01",
-                         priority=priority, run_at_ms=run_at, created_at_ms=self.now,
-                         max_retries=retries)
+        return JobRecord(
+            id=job_id,
+            name=name,
+            state=state,
+            payload=b"\x01",
+            priority=priority,
+            run_at_ms=run_at,
+            created_at_ms=self.now,
+            max_retries=retries,
+        )
 
     def _set(self, job: str, state: JobState, worker: str | None, attempts: int) -> None:
         self.jobs[job][:3] = [state, worker, attempts]
         self.child.pop(job, None)  # a new claim or none: no longer a hand-off
 
     def _held(self, worker: str | None = None) -> list[str]:
-        return sorted(j for j, m in self.jobs.items() if m[0] is JobState.PROCESSING
-                      and (worker is None or m[1] == worker))
+        return sorted(
+            j
+            for j, m in self.jobs.items()
+            if m[0] is JobState.PROCESSING and (worker is None or m[1] == worker)
+        )
 
     def _in(self, state: JobState) -> list[str]:
         return sorted(j for j, m in self.jobs.items() if m[0] is state)
@@ -92,8 +109,13 @@ class StoreMachine(RuleBasedStateMachine):
         # A single ready job goes to the first child the first offering server offers
         # (optimized only), unless older ready jobs wait.
         taker = None
-        if (self.mode == "optimized" and len(recs) == 1 and recs[0].state is JobState.READY
-                and self.offers and not self._in(JobState.READY)):
+        if (
+            self.mode == "optimized"
+            and len(recs) == 1
+            and recs[0].state is JobState.READY
+            and self.offers
+            and not self._in(JobState.READY)
+        ):
             taker = min(self.offers)
             pid = self.offers[taker].pop(0)
         self.store.add(recs)
@@ -111,20 +133,31 @@ class StoreMachine(RuleBasedStateMachine):
             assert all(r.state in (JobState.READY, JobState.SCHEDULED) for r in recs)
 
     # ---- rules ------------------------------------------------------------------
-    @rule(n=st.integers(1, 3), priority=st.integers(-2, 2), name=st.sampled_from(NAMES),
-          retries=st.integers(0, 2))
+    @rule(
+        n=st.integers(1, 3),
+        priority=st.integers(-2, 2),
+        name=st.sampled_from(NAMES),
+        retries=st.integers(0, 2),
+    )
     def add(self, n, priority, name, retries):
         self._add([self._record(priority, name, retries, self.now) for _ in range(n)])
 
-    @rule(delay=st.integers(1, 5000), priority=st.integers(-2, 2),
-          name=st.sampled_from(NAMES), retries=st.integers(0, 2))
+    @rule(
+        delay=st.integers(1, 5000),
+        priority=st.integers(-2, 2),
+        name=st.sampled_from(NAMES),
+        retries=st.integers(0, 2),
+    )
     def schedule(self, delay, priority, name, retries):
         self._add([self._record(priority, name, retries, self.now + delay)])
 
     def _promote(self) -> None:
         recs = self._records()
-        due = {j for j, m in self.jobs.items()
-               if m[0] is JobState.SCHEDULED and recs[j].run_at_ms <= self.now}
+        due = {
+            j
+            for j, m in self.jobs.items()
+            if m[0] is JobState.SCHEDULED and recs[j].run_at_ms <= self.now
+        }
         count = self.store.promote_due(self.now)
         if self.mode == "optimized":
             assert count == len(due)
@@ -142,9 +175,12 @@ class StoreMachine(RuleBasedStateMachine):
     def claim(self, worker, limit):
         self._promote()
         recs = self._records()
-        claimable = [recs[j] for j, m in self.jobs.items()
-                     if m[0] is JobState.READY or
-                     (m[0] is JobState.SCHEDULED and recs[j].run_at_ms <= self.now)]
+        claimable = [
+            recs[j]
+            for j, m in self.jobs.items()
+            if m[0] is JobState.READY
+            or (m[0] is JobState.SCHEDULED and recs[j].run_at_ms <= self.now)
+        ]
         claimable.sort(key=lambda r: (-r.priority, r.seq))
         expect = min(limit, 1 if self.mode == "legacy" else limit, len(claimable))
         got = self.store.claim(worker, limit, self.now)
@@ -154,8 +190,11 @@ class StoreMachine(RuleBasedStateMachine):
             assert rec.attempts == model[2] + 1 and rec.state is JobState.PROCESSING
             self._set(rec.id, JobState.PROCESSING, worker, rec.attempts)
 
-    @rule(worker=st.sampled_from(WORKERS), limit=st.integers(0, 3),
-          idle=st.lists(st.sampled_from(CHILDREN), unique=True, max_size=3))
+    @rule(
+        worker=st.sampled_from(WORKERS),
+        limit=st.integers(0, 3),
+        idle=st.lists(st.sampled_from(CHILDREN), unique=True, max_size=3),
+    )
     def cycle_offering(self, worker, limit, idle):
         """The server's cycle: claim, and offer the children left idle for hand-off."""
         self._promote()
@@ -208,14 +247,12 @@ class StoreMachine(RuleBasedStateMachine):
         self._set(job, JobState.DONE, None, self.jobs[job][2])
 
     @precondition(lambda self: self._held())
-    @rule(data=st.data(), retryable=st.booleans(),
-          delay=st.one_of(st.none(), st.floats(0, 3)))
+    @rule(data=st.data(), retryable=st.booleans(), delay=st.one_of(st.none(), st.floats(0, 3)))
     def fail(self, data, retryable, delay):
         job = data.draw(st.sampled_from(self._held()))
         model = self.jobs[job]
         error = ErrorInfo("E", f"attempt {model[2]}", attempt=model[2])
-        outcome = Outcome.failed(job, model[1], error, retryable=retryable,
-                                 retry_delay_s=delay)
+        outcome = Outcome.failed(job, model[1], error, retryable=retryable, retry_delay_s=delay)
         assert self.store.finish([outcome], self.now) == [True]
         rec = self.store.get(job)
         if retryable and model[2] <= model[3]:
@@ -326,14 +363,18 @@ class StoreMachine(RuleBasedStateMachine):
         homes: Counter = Counter()
         for db, states in QUEUE_INDEXES[mode].items():
             for key, _ in raw[db]:
-                job = key[-keys.JOB_ID_BYTES:].decode()
+                job = key[-keys.JOB_ID_BYTES :].decode()
                 rec = records[job]
                 assert rec.state in states, (db, rec)
                 if db == keys.DB_READY:
                     assert keys.decode_ready_key(key) == (rec.priority, rec.seq, job)
                 elif db == keys.DB_SCHEDULED:
-                    assert keys.decode_scheduled_key(key) == (rec.run_at_ms, rec.priority,
-                                                              rec.seq, job)
+                    assert keys.decode_scheduled_key(key) == (
+                        rec.run_at_ms,
+                        rec.priority,
+                        rec.seq,
+                        job,
+                    )
                 homes[job] += 1
         for other in set(QUEUE_INDEXES["optimized"]) | set(QUEUE_INDEXES["legacy"]):
             if other not in QUEUE_INDEXES[mode]:
@@ -355,12 +396,12 @@ class StoreMachine(RuleBasedStateMachine):
             homes[job] += 1
         assert set(homes) == set(records) and set(homes.values()) <= {1}, homes
 
-        offers = {keys.decode_worker_key(k): keys.decode_offer(v)[2]
-                  for k, v in raw[keys.DB_OFFERS]}
+        offers = {
+            keys.decode_worker_key(k): keys.decode_offer(v)[2] for k, v in raw[keys.DB_OFFERS]
+        }
         assert offers == self.offers and all(offers.values())
 
-        seqs = [r.seq for r in records.values()
-                if r.state in (JobState.READY, JobState.SCHEDULED)]
+        seqs = [r.seq for r in records.values() if r.state in (JobState.READY, JobState.SCHEDULED)]
         assert len(seqs) == len(set(seqs)), "queue order needs unique seqs"
 
     @invariant()
@@ -375,12 +416,17 @@ class StoreMachine(RuleBasedStateMachine):
         assert stats["processing"] == len(self._held())
         assert stats["dead"] == len(self._in(JobState.DEAD))
         assert stats["done"] == len(self._in(JobState.DONE))
-        assert stats["ready"] + stats["scheduled"] == len(
-            self._in(JobState.READY)) + len(self._in(JobState.SCHEDULED))
+        assert stats["ready"] + stats["scheduled"] == len(self._in(JobState.READY)) + len(
+            self._in(JobState.SCHEDULED)
+        )
 
 
-PROPERTY_SETTINGS = settings(max_examples=75, stateful_step_count=40, deadline=None,
-                             suppress_health_check=[HealthCheck.too_slow])
+PROPERTY_SETTINGS = settings(
+    max_examples=75,
+    stateful_step_count=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
 
 class OptimizedFirst(StoreMachine):

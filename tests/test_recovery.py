@@ -17,8 +17,7 @@ from mpqueue.recovery import kill_orphans, reclaim_dead
 def test_kill_orphans_does_not_wait_for_a_zombie_to_be_reaped() -> None:
     # A process that is not our child (its parent shell exits at once), as a dead
     # coordinator's worker is not the child of the server that cleans up after it.
-    shell = subprocess.Popen(["sh", "-c", "sleep 30 & echo $!"], stdout=subprocess.PIPE,
-                             text=True)
+    shell = subprocess.Popen(["sh", "-c", "sleep 30 & echo $!"], stdout=subprocess.PIPE, text=True)
     assert shell.stdout is not None
     pid = int(shell.stdout.readline())
     shell.wait()
@@ -50,9 +49,15 @@ def test_reclaiming_another_hosts_server_never_kills_a_local_process(store_path)
         with Queue(store_path) as queue:
             job = queue.task_by_name("tests.tasks.add").delay(1, 2)
             assert [r.id for r in queue.store.claim(other, 1, now_ms())] == [job.id]
-            queue.store.register_worker(other, {
-                "pid": 4242, "host": "elsewhere", "heartbeat_ms": now_ms() - 60_000,
-                "children": [(bystander.pid, started)]})
+            queue.store.register_worker(
+                other,
+                {
+                    "pid": 4242,
+                    "host": "elsewhere",
+                    "heartbeat_ms": now_ms() - 60_000,
+                    "children": [(bystander.pid, started)],
+                },
+            )
             assert reclaim_dead(queue.store, "me", lease_s=1.0) == [job.id]
             assert bystander.poll() is None, "a local process was killed"
             assert job.state == "ready" and queue.store.workers() == {}

@@ -18,8 +18,7 @@ from mpqueue.identity import Identity, current
 from mpqueue.job import now_ms
 from mpqueue.recovery import reclaim_dead
 
-from .serve_helpers import (assert_no_overlap, env, gone, pids_of, servers,  # noqa: F401
-                            wait_until)
+from .serve_helpers import assert_no_overlap, env, gone, pids_of, servers, wait_until  # noqa: F401
 
 
 @pytest.mark.timeout(60)
@@ -73,7 +72,8 @@ def test_job_that_kills_its_child_is_dead_lettered_among_1000(env, servers):
     assert [e.kind for e in rec.errors] == ["crash"] * 3
     assert all("signal 9" in e.message for e in rec.errors)
     dead_reason = env.queue.store.env.read(  # the dead-letter entry keeps the reason
-        lambda tx: tx.get(keys.DB_DEAD, keys.dead_key(killer.id)))
+        lambda tx: tx.get(keys.DB_DEAD, keys.dead_key(killer.id))
+    )
     assert dead_reason is not None and b"signal 9" in dead_reason
 
     rec = env.record(exiter)
@@ -91,8 +91,7 @@ def test_job_that_kills_its_child_is_dead_lettered_among_1000(env, servers):
 
 
 @pytest.mark.timeout(90)
-def test_sigkill_of_the_coordinator_kills_its_children_and_a_new_server_recovers(
-        env, servers):
+def test_sigkill_of_the_coordinator_kills_its_children_and_a_new_server_recovers(env, servers):
     """The coordinator dies holding 50 claimed jobs; its children must die with it,
     and a new server runs every job to done without running one twice at once."""
     count = 50
@@ -102,8 +101,11 @@ def test_sigkill_of_the_coordinator_kills_its_children_and_a_new_server_recovers
     env.task("quick").map([(marker, f"warm{i}") for i in range(400)])
     jobs = env.task("sleepy").map([(marker, i, 0.4) for i in range(count)])
     first = servers(env.path, "--workers", "2")
-    wait_until(lambda: (s := env.stats())["done"] == 400 and s["processing"] == count, 30,
-               f"warm-up done and {count} sleeping jobs claimed")
+    wait_until(
+        lambda: (s := env.stats())["done"] == 400 and s["processing"] == count,
+        30,
+        f"warm-up done and {count} sleeping jobs claimed",
+    )
     children = first.children(env.queue)
     assert len(children) == 2
     first.send(signal.SIGKILL)
@@ -129,8 +131,10 @@ def test_sigkill_of_the_coordinator_kills_its_children_and_a_new_server_recovers
     assert all(r.pid in children for r in interrupted)
     late = [r for r in interrupted if r.last > killed_at + 0.1]
     assert not late, late  # no orphan kept ticking after its coordinator died
-    print(f"coordinator SIGKILLed holding {count} claimed jobs: orphans gone after "
-          f"{orphans_gone_s * 1000:.0f} ms; all done {recovered_s:.1f} s after the kill")
+    print(
+        f"coordinator SIGKILLed holding {count} claimed jobs: orphans gone after "
+        f"{orphans_gone_s * 1000:.0f} ms; all done {recovered_s:.1f} s after the kill"
+    )
 
 
 @pytest.mark.timeout(150)
@@ -166,8 +170,10 @@ def test_two_coordinators_one_killed_repeatedly(env, servers):
     assert kills >= 3, kills
     victim_children = set().union(*(v.seen_children for v in victims))
     assert victim_children & pids_of(runs)  # the killed servers did run jobs
-    print(f"{count} jobs, {kills} coordinator kills, "
-          f"{sum(len(rs) > 1 for rs in runs.values())} jobs ran more than once")
+    print(
+        f"{count} jobs, {kills} coordinator kills, "
+        f"{sum(len(rs) > 1 for rs in runs.values())} jobs ran more than once"
+    )
 
 
 @pytest.mark.timeout(30)
@@ -181,9 +187,14 @@ def test_reclaim_with_a_reused_pid_requeues_and_kills_nothing(env):
     (claimed,) = store.claim(impostor.worker_id, 1, now_ms())
     assert claimed.id == job.id and claimed.attempts == 1
     # It also registered this process as one of its children, with the wrong start time.
-    store.register_worker(impostor.worker_id, {
-        "pid": os.getpid(), "heartbeat_ms": now_ms(),
-        "children": [(os.getpid(), psutil.Process().create_time() - 60.0)]})
+    store.register_worker(
+        impostor.worker_id,
+        {
+            "pid": os.getpid(),
+            "heartbeat_ms": now_ms(),
+            "children": [(os.getpid(), psutil.Process().create_time() - 60.0)],
+        },
+    )
 
     assert reclaim_dead(store, "someone-else") == [job.id]
     rec = env.record(job)

@@ -18,17 +18,22 @@ from .serve_helpers import Env, Run, assert_no_overlap, env, gone, servers  # no
 
 def offers(queue: Queue) -> dict[str, list[int]]:
     """The offers index as stored: worker id -> pids of the idle children offered."""
+
     def read(tx):  # type: ignore[no-untyped-def]
-        return {keys.decode_worker_key(k): keys.decode_offer(v)[2]
-                for k, v in tx.scan(keys.DB_OFFERS)}
+        return {
+            keys.decode_worker_key(k): keys.decode_offer(v)[2] for k, v in tx.scan(keys.DB_OFFERS)
+        }
+
     return queue.store.env.read(read)  # type: ignore[attr-defined, no-any-return]
 
 
 def wait_offering(queue: Queue, children: int) -> str:
     """Wait until one server offers ``children`` idle children; its worker id."""
+
     def offered() -> str | None:
         found = [w for w, pids in offers(queue).items() if len(pids) == children]
         return found[0] if found else None
+
     return wait_until(offered, 20, f"a server offering {children} child(ren)")  # type: ignore
 
 
@@ -44,7 +49,9 @@ def test_idle_server_gets_jobs_handed_and_runs_them(env: Env, servers) -> None:
     # claimed for that server's first offered child by the enqueue itself
     assert first.state == "processing" and first.attempts == 1
     assert [(c.worker_id, c.child_pid) for c in env.queue.store.claims()] in (
-        [(worker_id, offered[0])], [])
+        [(worker_id, offered[0])],
+        [],
+    )
     assert first.result(timeout=20) == 1
     assert [r.pid for r in env.runs()["a"]] == [offered[0]]  # run by that very child
     # once idle again it offers both slots; two jobs take both, a third goes to ready
@@ -62,8 +69,9 @@ def test_idle_server_gets_jobs_handed_and_runs_them(env: Env, servers) -> None:
 
 @pytest.mark.timeout(60)
 def test_handed_job_runs_when_the_wake_up_is_lost(env: Env, servers) -> None:
-    server = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks",
-                     "--poll-interval", "0.3")
+    server = servers(
+        env.path, "--workers", "1", "--import", "tests.serve_tasks", "--poll-interval", "0.3"
+    )
     server.wait_ready(env.queue, 1)
     wait_offering(env.queue, 1)
     env.queue.store.waker.hint = lambda child_pid, job_id: None  # the datagram is lost
@@ -74,8 +82,7 @@ def test_handed_job_runs_when_the_wake_up_is_lost(env: Env, servers) -> None:
 
 
 @pytest.mark.timeout(90)
-def test_job_handed_to_a_child_that_dies_first_is_put_back_and_run(env: Env,
-                                                                   servers) -> None:
+def test_job_handed_to_a_child_that_dies_first_is_put_back_and_run(env: Env, servers) -> None:
     server = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks")
     (child,) = server.wait_ready(env.queue, 1)
     worker_id = wait_offering(env.queue, 1)
@@ -87,7 +94,8 @@ def test_job_handed_to_a_child_that_dies_first_is_put_back_and_run(env: Env,
         job = env.task("echo").delay(str(env.marker), "recalled", 9)
         assert job.state == "processing"
         assert [(c.worker_id, c.child_pid) for c in env.queue.store.claims()] == [
-            (worker_id, child)]
+            (worker_id, child)
+        ]
         psutil.Process(child).kill()
         wait_until(lambda: gone(child), 10, "the child to exit")
     finally:
@@ -103,12 +111,12 @@ def test_job_handed_to_a_child_that_dies_first_is_put_back_and_run(env: Env,
 
 @pytest.mark.timeout(90)
 def test_child_runs_a_handed_job_ahead_of_its_queue_and_the_server_keeps_count(
-        env: Env, servers) -> None:
+    env: Env, servers
+) -> None:
     """The server queues jobs on a child that it still thinks idle while that child
     has a hand-off waiting: the child runs the hand-off first, and the server's list of
     what the child holds follows (it would fail the server's order check otherwise)."""
-    server = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks",
-                     "--prefetch", "4")
+    server = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks", "--prefetch", "4")
     (child,) = server.wait_ready(env.queue, 1)
     worker_id = wait_offering(env.queue, 1)
     sleepy = env.task("sleepy")
@@ -118,13 +126,15 @@ def test_child_runs_a_handed_job_ahead_of_its_queue_and_the_server_keeps_count(
         assert first.state == "processing"
         queued = sleepy.map([(str(env.marker), f"q{i}", 0.05) for i in range(3)])
         # the server claims those for the same (only) child and sends them down its pipe
-        wait_until(lambda: len(env.queue.store.claims(worker_id)) == 4, 20,
-                   "the server to claim the mapped jobs")
+        wait_until(
+            lambda: len(env.queue.store.claims(worker_id)) == 4,
+            20,
+            "the server to claim the mapped jobs",
+        )
     finally:
         psutil.Process(child).resume()
     late = env.task("echo").delay(str(env.marker), "late", 4)
-    assert [j.result(timeout=30) for j in [first, *queued, late]] == [
-        "h1", "q0", "q1", "q2", 4]
+    assert [j.result(timeout=30) for j in [first, *queued, late]] == ["h1", "q0", "q1", "q2", 4]
     runs = env.runs()
     assert all(len(runs[t]) == 1 for t in ("h1", "q0", "q1", "q2", "late"))
     assert runs["h1"][0].start < min(runs[f"q{i}"][0].start for i in range(3))
@@ -160,8 +170,7 @@ def test_no_hand_off_ahead_of_ready_jobs(env: Env, servers) -> None:
 def test_no_hand_off_to_a_killed_server(env: Env, servers) -> None:
     """Issue 10, item 6: its offer outlives a SIGKILLed server, but the enqueue sees
     its child is gone: the job is queued ready, for the next server to claim."""
-    doomed = servers(env.path, "--workers", "1", "--lease", "1",
-                     "--import", "tests.serve_tasks")
+    doomed = servers(env.path, "--workers", "1", "--lease", "1", "--import", "tests.serve_tasks")
     children = doomed.wait_ready(env.queue, 1)
     worker_id = wait_offering(env.queue, 1)
     doomed.send(signal.SIGKILL)
@@ -172,6 +181,7 @@ def test_no_hand_off_to_a_killed_server(env: Env, servers) -> None:
         # reaps it (a container without an init), the stale heartbeat still tells.
         reaped = not any(psutil.pid_exists(pid) for pid in children)
         return reaped or env.queue.store.workers()[worker_id]["heartbeat_age_ms"] > 1000
+
     wait_until(child_gone_or_beat_stale, 10, "its child reaped or its heartbeat stale")
     assert worker_id in offers(env.queue)
     job = env.task("echo").delay(str(env.marker), "orphan", 5)
@@ -189,14 +199,16 @@ def test_no_hand_off_to_a_killed_server(env: Env, servers) -> None:
 def test_no_hand_off_to_a_frozen_server(env: Env, servers) -> None:
     """A SIGSTOPped server's children live on, but its heartbeat goes stale: once it is
     older than the server's lease, the enqueue queues the job ready instead."""
-    frozen = servers(env.path, "--workers", "1", "--lease", "1",
-                     "--import", "tests.serve_tasks")
+    frozen = servers(env.path, "--workers", "1", "--lease", "1", "--import", "tests.serve_tasks")
     frozen_children = frozen.wait_ready(env.queue, 1)
     worker_id = wait_offering(env.queue, 1)
     frozen.send(signal.SIGSTOP)
     try:
-        wait_until(lambda: env.queue.store.workers()[worker_id]["heartbeat_age_ms"] > 1000,
-                   10, "its heartbeat older than its lease")
+        wait_until(
+            lambda: env.queue.store.workers()[worker_id]["heartbeat_age_ms"] > 1000,
+            10,
+            "its heartbeat older than its lease",
+        )
         assert worker_id in offers(env.queue)
         job = env.task("echo").delay(str(env.marker), "frozen", 6)
         assert job.state == "ready"
@@ -227,8 +239,16 @@ def test_stopping_server_withdraws_its_offer_and_keeps_nothing(env: Env, servers
 
 @pytest.mark.timeout(60)
 def test_poll_only_servers_never_offer(env: Env, servers) -> None:
-    server = servers(env.path, "--workers", "1", "--poll-only", "--poll-interval", "0.1",
-                     "--import", "tests.serve_tasks")
+    server = servers(
+        env.path,
+        "--workers",
+        "1",
+        "--poll-only",
+        "--poll-interval",
+        "0.1",
+        "--import",
+        "tests.serve_tasks",
+    )
     server.wait_ready(env.queue, 1)
     job = env.task("echo").delay(str(env.marker), "polled", 3)
     assert job.state == "ready"
@@ -258,7 +278,11 @@ def assert_every_job_done_once(env: Env, total: int) -> dict[str, list[Run]]:
     two runs of one job overlapped. Returns the runs."""
     stats = env.stats()
     assert (stats["done"], stats["processing"], stats["ready"], stats["dead"]) == (
-        total, 0, 0, 0), stats
+        total,
+        0,
+        0,
+        0,
+    ), stats
     runs = env.runs()
     assert len(runs) == total and all(any(r.ended for r in rs) for rs in runs.values())
     assert_no_overlap(runs)
@@ -283,11 +307,15 @@ def test_one_by_one_producers_and_a_server_killed_repeatedly(env: Env, servers) 
     steady = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks")
     steady.wait_ready(env.queue, 1)
     ctx = mp.get_context("spawn")
-    producers = [ctx.Process(target=produce_one_by_one,
-                             args=(env.path, str(env.marker), f"p{n}-", per_producer))
-                 for n in range(3)]
+    producers = [
+        ctx.Process(
+            target=produce_one_by_one, args=(env.path, str(env.marker), f"p{n}-", per_producer)
+        )
+        for n in range(3)
+    ]
     total = 3 * per_producer
     kills = 0
+
     def producing() -> bool:
         return any(p.is_alive() for p in producers)
 
@@ -296,9 +324,18 @@ def test_one_by_one_producers_and_a_server_killed_repeatedly(env: Env, servers) 
             victim = servers(env.path, "--workers", "1", "--import", "tests.serve_tasks")
             victim.wait_ready(env.queue, 1)
             # kill it while it holds a job, if jobs are still coming
-            wait_until(lambda: any(c.worker_id.split(":")[3] == str(victim.pid)
-                                   for c in env.queue.store.claims())
-                       or not producing() or kills >= 4, 30, "the victim to hold a job")
+            wait_until(
+                lambda: (
+                    any(
+                        c.worker_id.split(":")[3] == str(victim.pid)
+                        for c in env.queue.store.claims()
+                    )
+                    or not producing()
+                    or kills >= 4
+                ),
+                30,
+                "the victim to hold a job",
+            )
             victim.send(signal.SIGKILL)
             victim.wait(10)
             kills += 1
@@ -310,8 +347,10 @@ def test_one_by_one_producers_and_a_server_killed_repeatedly(env: Env, servers) 
     assert kills >= 2
     handed = handed_off(env, [f"p{n}-" for n in range(3)])
     assert handed > 0, "no enqueue was handed to an idle server: the test missed its path"
-    print(f"{total} jobs, {kills} kills, {handed} handed off, "
-          f"{sum(len(rs) > 1 for rs in runs.values())} ran more than once")
+    print(
+        f"{total} jobs, {kills} kills, {handed} handed off, "
+        f"{sum(len(rs) > 1 for rs in runs.values())} ran more than once"
+    )
 
 
 @pytest.mark.timeout(180)
@@ -329,9 +368,12 @@ def test_one_by_one_producers_while_children_are_killed(env: Env, servers) -> No
     server = servers(env.path, "--workers", "2", "--import", "tests.serve_tasks")
     server.wait_ready(env.queue, 2)
     ctx = mp.get_context("spawn")
-    producers = [ctx.Process(target=produce_one_by_one,
-                             args=(env.path, str(env.marker), f"c{n}-", per_producer))
-                 for n in range(2)]
+    producers = [
+        ctx.Process(
+            target=produce_one_by_one, args=(env.path, str(env.marker), f"c{n}-", per_producer)
+        )
+        for n in range(2)
+    ]
     total = 2 * per_producer
     kills = 0
     with started(producers):
@@ -345,8 +387,13 @@ def test_one_by_one_producers_while_children_are_killed(env: Env, servers) -> No
                     pass  # replaced already: the registry lags behind
             # let the server replace it and get offered again before the next kill
             wait_until(lambda: len(server.children(env.queue)) == 2, 20, "a replacement")
-            wait_until(lambda: env.stats()["done"] >= kills * 10 or
-                       not any(p.is_alive() for p in producers), 60, "progress")
+            wait_until(
+                lambda: (
+                    env.stats()["done"] >= kills * 10 or not any(p.is_alive() for p in producers)
+                ),
+                60,
+                "progress",
+            )
         join_cleanly(producers, 120, "producer")
     wait_until(lambda: env.stats()["done"] >= total, 90, "every job done")
     server.send(signal.SIGTERM)
@@ -356,5 +403,7 @@ def test_one_by_one_producers_while_children_are_killed(env: Env, servers) -> No
     handed = handed_off(env, [f"c{n}-" for n in range(2)])
     assert handed > 0, "no enqueue was handed to an idle child: the test missed its path"
     recalled = server.log().count("before it could take them")
-    print(f"{total} jobs, {kills} child kills, {handed} handed off, {recalled} recall(s), "
-          f"{sum(len(rs) > 1 for rs in runs.values())} ran more than once")
+    print(
+        f"{total} jobs, {kills} child kills, {handed} handed off, {recalled} recall(s), "
+        f"{sum(len(rs) > 1 for rs in runs.values())} ran more than once"
+    )

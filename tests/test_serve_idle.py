@@ -16,8 +16,9 @@ MAX_IDLE_CPU = 0.10  # of one core; a spinning loop uses ~1.0, a sleeping one ~0
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("args", [(), ("--mode", "legacy"), ("--poll-only",)],
-                         ids=["wake-ups", "legacy", "poll-only"])
+@pytest.mark.parametrize(
+    "args", [(), ("--mode", "legacy"), ("--poll-only",)], ids=["wake-ups", "legacy", "poll-only"]
+)
 def test_idle_server_uses_almost_no_cpu(env: Env, servers, args) -> None:
     server = servers(env.path, "--workers", "1", "--poll-interval", "0.2", *args)
     with Queue(env.path, mode="legacy" if "legacy" in args else "optimized") as queue:

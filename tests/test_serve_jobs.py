@@ -14,14 +14,17 @@ from mpqueue.job import JobRecord, JobState, new_job_id, now_ms
 
 from .serve_helpers import env, gone, servers, wait_until  # noqa: F401
 
-TIMEOUT_S = 1.0       # the timeout= of the timeout tasks in serve_tasks.py
+TIMEOUT_S = 1.0  # the timeout= of the timeout tasks in serve_tasks.py
 TIMEOUT_GRACE_S = 0.5
-SLACK_S = 0.75        # process start-up, polling and a noisy 2-core machine
+SLACK_S = 0.75  # process start-up, polling and a noisy 2-core machine
 
 
 def _finished(env, job, timeout):
-    return wait_until(lambda: (r := env.record(job)).state in (JobState.DONE, JobState.DEAD)
-                      and r, timeout, f"job {job.id} finished")
+    return wait_until(
+        lambda: (r := env.record(job)).state in (JobState.DONE, JobState.DEAD) and r,
+        timeout,
+        f"job {job.id} finished",
+    )
 
 
 @pytest.mark.timeout(60)
@@ -35,12 +38,14 @@ def test_timeouts_stop_only_the_job_that_ran_over(env, servers):
     neighbour = env.task("sleepy").delay(marker, "neighbour", 6.0)
     wait_until(lambda: "neighbour" in env.runs(), 10, "neighbour started")
     killed: list[int] = []
-    for name, hard in (("busy_loop", False), ("swallow_timeout", True),
-                       ("long_c_call", True)):
+    for name, hard in (("busy_loop", False), ("swallow_timeout", True), ("long_c_call", True)):
         # Wait for two ready children (a killed one is replaced), so the job goes to
         # the idle one rather than queueing behind the neighbour.
-        wait_until(lambda: len(set(server.children(env.queue)) - set(killed)) == 2, 10,
-                   "two ready children")
+        wait_until(
+            lambda: len(set(server.children(env.queue)) - set(killed)) == 2,
+            10,
+            "two ready children",
+        )
         job = env.task(name).delay(marker, name)
         rec = _finished(env, job, 10)
         seen_s = time.monotonic()
@@ -93,26 +98,37 @@ def test_jobs_that_exit_interrupt_or_return_junk_fail_cleanly(env, servers, tmp_
     sys.path.insert(0, str(tmp_path))
     try:
         import only_here  # type: ignore[import-not-found]
+
         unloadable = env.task("echo").delay(marker, "unloadable", only_here.Thing())
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("only_here", None)
     # A record whose payload bytes are garbage, written through the store.
     now = now_ms()
-    garbage = JobRecord(id=new_job_id(), name="tests.serve_tasks.echo",
-                        state=JobState.READY, payload=b"\x01not a pickle", run_at_ms=now,
-                        created_at_ms=now, max_retries=3)
+    garbage = JobRecord(
+        id=new_job_id(),
+        name="tests.serve_tasks.echo",
+        state=JobState.READY,
+        payload=b"\x01not a pickle",
+        run_at_ms=now,
+        created_at_ms=now,
+        max_retries=3,
+    )
     env.queue.store.add([garbage])
-    bad = {name: env.task(name).delay(marker, name)
-           for name in ("exit_3", "keyboard_interrupt", "unpicklable_result")}
+    bad = {
+        name: env.task(name).delay(marker, name)
+        for name in ("exit_3", "keyboard_interrupt", "unpicklable_result")
+    }
     normal = env.task("quick").map([(marker, i) for i in range(20)])
 
     server = servers(env.path, "--workers", "2", "--until-empty")
     assert server.wait(30) == 1  # some jobs ended dead; the server itself is fine
 
-    expected = {"exit_3": ("SystemExit", "3"),
-                "keyboard_interrupt": ("KeyboardInterrupt", "pressed in a job"),
-                "unpicklable_result": ("SerializationError", "cannot pickle")}
+    expected = {
+        "exit_3": ("SystemExit", "3"),
+        "keyboard_interrupt": ("KeyboardInterrupt", "pressed in a job"),
+        "unpicklable_result": ("SerializationError", "cannot pickle"),
+    }
     for name, job in bad.items():
         rec = env.record(job)
         (error,) = rec.errors
@@ -128,8 +144,7 @@ def test_jobs_that_exit_interrupt_or_return_junk_fail_cleanly(env, servers, tmp_
         assert "cannot unpickle the payload" in error.message
     assert "only_here" in env.queue.store.get(unloadable.id).errors[0].message
     assert "unloadable" not in env.runs()  # the body never ran
-    assert all(env.record(j).state is JobState.DONE and env.record(j).attempts == 1
-               for j in normal)
+    assert all(env.record(j).state is JobState.DONE and env.record(j).attempts == 1 for j in normal)
     stats = env.stats()
     assert (stats["done"], stats["dead"], stats["processing"]) == (20, 5, 0)
     log = server.log()
@@ -150,6 +165,5 @@ def test_soft_timeout_racing_the_hard_kill(env, servers):
         rec = env.record(job)
         assert rec.state is JobState.DEAD and rec.attempts == 1
         assert [e.kind for e in rec.errors] == ["timeout"]
-    assert all(env.record(j).state is JobState.DONE and env.record(j).attempts == 1
-               for j in normal)
+    assert all(env.record(j).state is JobState.DONE and env.record(j).attempts == 1 for j in normal)
     assert "Traceback" not in server.log()

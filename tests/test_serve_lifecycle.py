@@ -19,8 +19,9 @@ def _state(env, job):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP],
-                         ids=["TERM", "INT", "HUP"])
+@pytest.mark.parametrize(
+    "signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["TERM", "INT", "HUP"]
+)
 def test_signal_lets_running_jobs_finish_and_puts_the_rest_back(env, servers, signum):
     jobs = env.task("sleepy").map([(str(env.marker), i, 1.0) for i in range(12)])
     server = servers(env.path, "--workers", "2", "--grace", "10")
@@ -87,11 +88,9 @@ def test_second_signal_stops_at_once(env, servers):
 def test_max_tasks_per_child_with_a_backlog_does_not_hang(env, servers):
     """CPython gh-115634: ProcessPoolExecutor(max_tasks_per_child) hangs with a backlog."""
     jobs = env.task("quick").map([(str(env.marker), i) for i in range(20)])
-    server = servers(env.path, "--workers", "2", "--until-empty",
-                     "--max-tasks-per-child", "2")
+    server = servers(env.path, "--workers", "2", "--until-empty", "--max-tasks-per-child", "2")
     assert server.wait(45) == 0
-    assert all(_state(env, j) is JobState.DONE and env.record(j).attempts == 1
-               for j in jobs)
+    assert all(_state(env, j) is JobState.DONE and env.record(j).attempts == 1 for j in jobs)
     runs = env.runs()
     assert all(len(rs) == 1 for rs in runs.values())
     per_pid: dict[int, int] = {}
@@ -157,6 +156,8 @@ def test_idle_server_wakes_up_for_new_and_scheduled_jobs(env, servers):
     wait_until(lambda: _state(env, later) is JobState.DONE, 5, "scheduled job done")
     started_s = env.runs()["later"][0].start - enqueued
     assert 0.3 - 0.002 <= started_s < 1.3, started_s  # ms rounding of run_at
-    print(f"wake-up latency enqueue->done: "
-          f"{', '.join(f'{x * 1000:.1f}' for x in latencies)} ms; "
-          f"scheduled +0.3 s job started after {started_s * 1000:.0f} ms")
+    print(
+        f"wake-up latency enqueue->done: "
+        f"{', '.join(f'{x * 1000:.1f}' for x in latencies)} ms; "
+        f"scheduled +0.3 s job started after {started_s * 1000:.0f} ms"
+    )

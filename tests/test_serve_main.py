@@ -40,10 +40,12 @@ def test_unguarded_script_runs_its_jobs_once(tmp_path: Path, how: str) -> None:
     if how == "file":
         script = tmp_path / "unguarded.py"
         script.write_text(source)
-        run = subprocess.run([sys.executable, str(script), store], capture_output=True,
-                             text=True, timeout=50)
+        run = subprocess.run(
+            [sys.executable, str(script), store], capture_output=True, text=True, timeout=50
+        )
     else:
-        run = subprocess.run([sys.executable, "-"], input=source, capture_output=True,
-                             text=True, timeout=50)
+        run = subprocess.run(
+            [sys.executable, "-"], input=source, capture_output=True, text=True, timeout=50
+        )
     assert run.returncode == 0, run.stderr[-3000:]
     assert "results 90 total 10" in run.stdout, (run.stdout, run.stderr[-3000:])

@@ -28,8 +28,7 @@ def test_bad_bytes_on_the_pipe_are_that_jobs_crash(env, servers, attack):
 
     # Two attempts (retries=1), each would sleep 30 s if the server waited on it.
     wait_until(lambda: env.record(bad).state == "dead", 25, f"{attack} job dead")
-    wait_until(lambda: all(env.record(j).state == "done" for j in good), 20,
-               "every other job done")
+    wait_until(lambda: all(env.record(j).state == "done" for j in good), 20, "every other job done")
     rec = env.record(bad)
     assert rec.attempts == 2
     assert [e.kind for e in rec.errors] == ["crash", "crash"]

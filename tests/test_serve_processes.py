@@ -24,8 +24,15 @@ GONE_WITHIN_S = 5.0
 KINDS = ["child", "daemon"]  # a plain child of the job; a double-forked setsid daemon
 
 
-def _grandchild(env, servers, tmp_path: Path, task: str, *args: object,
-                serve_args: tuple[str, ...] = (), kind: str = "child"):
+def _grandchild(
+    env,
+    servers,
+    tmp_path: Path,
+    task: str,
+    *args: object,
+    serve_args: tuple[str, ...] = (),
+    kind: str = "child",
+):
     """Start a server whose one job starts a ``sleep 300`` descendant of ``kind``;
     returns the server, the job, the worker's pid and the descendant's pid."""
     pid_file = tmp_path / f"grandchild.{kind}"
@@ -36,8 +43,11 @@ def _grandchild(env, servers, tmp_path: Path, task: str, *args: object,
     grandchild = int(pid_file.read_text())
     assert not gone(grandchild)
     if kind == "daemon":
-        wait_until(lambda: os.getsid(grandchild) == grandchild, 10,
-                   "the daemon in its own session, out of the worker's group")
+        wait_until(
+            lambda: os.getsid(grandchild) == grandchild,
+            10,
+            "the daemon in its own session, out of the worker's group",
+        )
     return server, job, worker_pid, grandchild
 
 
@@ -48,8 +58,14 @@ def _assert_gone(pid: int, after: str) -> None:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", KINDS)
 def test_timeout_kill_takes_the_jobs_children(env, servers, tmp_path, kind):
-    server, job, _, grandchild = _grandchild(env, servers, tmp_path, "spawn_sleeper_and_hang",
-                                             serve_args=("--timeout-grace", "0.2"), kind=kind)
+    server, job, _, grandchild = _grandchild(
+        env,
+        servers,
+        tmp_path,
+        "spawn_sleeper_and_hang",
+        serve_args=("--timeout-grace", "0.2"),
+        kind=kind,
+    )
     wait_until(lambda: env.record(job).state is JobState.DEAD, 20, "the job timed out")
     assert "killed" in env.record(job).errors[-1].message
     _assert_gone(grandchild, "the timeout kill")
@@ -59,8 +75,9 @@ def test_timeout_kill_takes_the_jobs_children(env, servers, tmp_path, kind):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", KINDS)
 def test_soft_timeout_takes_the_jobs_children(env, servers, tmp_path, kind):
-    server, job, worker, grandchild = _grandchild(env, servers, tmp_path,
-                                                  "spawn_sleeper_and_time_out", kind=kind)
+    server, job, worker, grandchild = _grandchild(
+        env, servers, tmp_path, "spawn_sleeper_and_time_out", kind=kind
+    )
     wait_until(lambda: env.record(job).state is JobState.DEAD, 20, "the job timed out")
     assert env.record(job).errors[-1].type == "JobTimeout"
     _assert_gone(grandchild, "the job's soft timeout")
@@ -70,8 +87,9 @@ def test_soft_timeout_takes_the_jobs_children(env, servers, tmp_path, kind):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", KINDS)
 def test_sigterm_of_serve_takes_the_jobs_children(env, servers, tmp_path, kind):
-    server, job, _, grandchild = _grandchild(env, servers, tmp_path, "spawn_sleeper", 30.0,
-                                             serve_args=("--grace", "0.3"), kind=kind)
+    server, job, _, grandchild = _grandchild(
+        env, servers, tmp_path, "spawn_sleeper", 30.0, serve_args=("--grace", "0.3"), kind=kind
+    )
     server.send(signal.SIGTERM)
     assert server.wait(10) == 0
     _assert_gone(grandchild, "serve stopped")
@@ -80,8 +98,7 @@ def test_sigterm_of_serve_takes_the_jobs_children(env, servers, tmp_path, kind):
 
 @pytest.mark.timeout(60)
 def test_a_killed_worker_takes_its_jobs_children(env, servers, tmp_path):
-    server, job, worker, grandchild = _grandchild(env, servers, tmp_path, "spawn_sleeper",
-                                                  30.0)
+    server, job, worker, grandchild = _grandchild(env, servers, tmp_path, "spawn_sleeper", 30.0)
     os.kill(worker, signal.SIGKILL)
     _assert_gone(grandchild, "its worker was killed")
     wait_until(lambda: env.record(job).state is JobState.DEAD, 20, "the crash charged")
@@ -91,8 +108,9 @@ def test_a_killed_worker_takes_its_jobs_children(env, servers, tmp_path):
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("kind", KINDS)
 def test_a_dead_coordinator_takes_the_jobs_children(env, servers, tmp_path, kind):
-    server, _, worker, grandchild = _grandchild(env, servers, tmp_path, "spawn_sleeper", 30.0,
-                                                kind=kind)
+    server, _, worker, grandchild = _grandchild(
+        env, servers, tmp_path, "spawn_sleeper", 30.0, kind=kind
+    )
     server.send(signal.SIGKILL)
     server.wait(10)
     _assert_gone(worker, "its coordinator was killed")
@@ -136,8 +154,11 @@ def test_nothing_outlives_serve_after_sigterm(env, servers, run):
     server = servers(env.path, "--workers", "2")
     workers = set(server.wait_ready(env.queue, 2))
     # the workers, the forkserver they were forked from and the resource tracker
-    seen = wait_until(lambda: (d := _descendants(server.pid)) >= workers and len(d) >= 4
-                      and d, 10, "serve's descendants")
+    seen = wait_until(
+        lambda: (d := _descendants(server.pid)) >= workers and len(d) >= 4 and d,
+        10,
+        "serve's descendants",
+    )
     server.send(signal.SIGTERM)
     assert server.wait(10) == 0
     left = {pid for pid in seen if not gone(pid)}
@@ -148,16 +169,16 @@ def _can_unshare_pid() -> bool:
     unshare = shutil.which("unshare")
     if unshare is None or os.geteuid() != 0:
         return False
-    probe = subprocess.run([unshare, "--pid", "--fork", "--mount-proc", "true"],
-                           capture_output=True, timeout=10)
+    probe = subprocess.run(
+        [unshare, "--pid", "--fork", "--mount-proc", "true"], capture_output=True, timeout=10
+    )
     return probe.returncode == 0
 
 
 def _in_new_pid_namespace(*argv: str, **popen: object) -> subprocess.Popen:
     """Run ``python argv`` as pid 1 of a new pid namespace (as in a container)."""
     cmd = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, *argv]
-    return subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                            **popen)  # type: ignore[call-overload]
+    return subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), **popen)  # type: ignore[call-overload]
 
 
 @pytest.mark.timeout(60)
@@ -168,14 +189,26 @@ def test_two_pid_namespaces_on_one_lmdb_store_get_a_clear_error(tmp_path):
     temporarily unavailable'."""
     path = str(tmp_path / "store")
     holder = _in_new_pid_namespace(
-        "-c", "import sys; from mpqueue.store import open_store; s = open_store(sys.argv[1]);"
-        " print('open', flush=True); sys.stdin.read()", path,
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        "-c",
+        "import sys; from mpqueue.store import open_store; s = open_store(sys.argv[1]);"
+        " print('open', flush=True); sys.stdin.read()",
+        path,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "open"
-        other = _in_new_pid_namespace("-m", "mpqueue", "--path", path, "stats",
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True)
+        other = _in_new_pid_namespace(
+            "-m",
+            "mpqueue",
+            "--path",
+            path,
+            "stats",
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         out, err = other.communicate(timeout=30)
         assert other.returncode == 1, (out, err)
         assert err.startswith("Error: ") and err.count("\n") == 1, err

@@ -32,18 +32,36 @@ def _serve(location: str, secret: str | None) -> subprocess.CompletedProcess[str
     env.pop("MPQUEUE_SECRET", None)
     if secret is not None:
         env["MPQUEUE_SECRET"] = secret
-    return subprocess.run([sys.executable, "-m", "mpqueue", "--path", location, "serve",
-                           "--until-empty", "--workers", "1", "--no-progress"],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=90)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mpqueue",
+            "--path",
+            location,
+            "serve",
+            "--until-empty",
+            "--workers",
+            "1",
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
 
 
 @pytest.mark.timeout(120)
-def test_a_server_with_a_secret_runs_only_jobs_signed_with_it(location, tmp_path,
-                                                              monkeypatch):
+def test_a_server_with_a_secret_runs_only_jobs_signed_with_it(location, tmp_path, monkeypatch):
     monkeypatch.delenv("MPQUEUE_SECRET", raising=False)
     proof = tmp_path / "payload-loaded"
-    with Queue(location, secret="team-secret") as signed, \
-            Queue(location) as unsigned, Queue(location, secret="wrong") as forged:
+    with (
+        Queue(location, secret="team-secret") as signed,
+        Queue(location) as unsigned,
+        Queue(location, secret="wrong") as forged,
+    ):
         good = signed.task_by_name("tests.tasks.add").delay(1, 2)
         plain = unsigned.task_by_name("tests.tasks.noop").delay(Plant(str(proof)))
         wrong = forged.task_by_name("tests.tasks.noop").delay(Plant(str(proof)))
@@ -82,9 +100,11 @@ def test_the_secret_comes_from_the_environment(tmp_path, monkeypatch):
 def test_signatures_bind_each_part():
     base = sign(b"k", "tests.tasks.add", b"payload", None)
     assert verify(b"k", "tests.tasks.add", b"payload", None, base)
-    for other in (sign(b"k2", "tests.tasks.add", b"payload", None),
-                  sign(b"k", "tests.tasks.ad", b"dpayload", None),  # moved boundary
-                  sign(b"k", "tests.tasks.add", b"payload", b"f"),
-                  sign(b"k", "tests.tasks.add", b"paylo4d", None)):
+    for other in (
+        sign(b"k2", "tests.tasks.add", b"payload", None),
+        sign(b"k", "tests.tasks.ad", b"dpayload", None),  # moved boundary
+        sign(b"k", "tests.tasks.add", b"payload", b"f"),
+        sign(b"k", "tests.tasks.add", b"paylo4d", None),
+    ):
         assert other != base
     assert not verify(b"k", "tests.tasks.add", b"payload", None, None)

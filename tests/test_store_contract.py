@@ -7,8 +7,8 @@ schema per test; see pg_helpers.py), through the ``Store`` interface only.
 from __future__ import annotations
 
 import multiprocessing as mp
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -42,15 +42,29 @@ def store(queue):
     return queue.store
 
 
-def record(name: str = "tests.tasks.add", *, priority: int = 0, run_at_ms: int | None = None,
-           retries: int = 3, timeout_s: float | None = None) -> JobRecord:
+def record(
+    name: str = "tests.tasks.add",
+    *,
+    priority: int = 0,
+    run_at_ms: int | None = None,
+    retries: int = 3,
+    timeout_s: float | None = None,
+) -> JobRecord:
     now = now_ms()
     run_at = now if run_at_ms is None else run_at_ms
-    return JobRecord(id=new_job_id(), name=name,
-                     state=JobState.SCHEDULED if run_at > now else JobState.READY,
-                     payload=b"\x01payload", priority=priority, run_at_ms=run_at,
-                     created_at_ms=now, max_retries=retries, timeout_s=timeout_s,
-                     backoff_base_s=0.5, backoff_cap_s=4.0)
+    return JobRecord(
+        id=new_job_id(),
+        name=name,
+        state=JobState.SCHEDULED if run_at > now else JobState.READY,
+        payload=b"\x01payload",
+        priority=priority,
+        run_at_ms=run_at,
+        created_at_ms=now,
+        max_retries=retries,
+        timeout_s=timeout_s,
+        backoff_base_s=0.5,
+        backoff_cap_s=4.0,
+    )
 
 
 def add(store, *records: JobRecord) -> list[str]:
@@ -67,13 +81,25 @@ def seeded(queue, store):
     failed(store, kill_me, retryable=False)
     (ready,) = add(store, record())
     (scheduled,) = add(store, record(run_at_ms=now_ms() + 3_600_000))
-    assert queue.stats() == {"ready": 1, "scheduled": 1, "processing": 1, "done": 1,
-                             "dead": 1, "total": 5}
-    return {"ready": ready, "scheduled": scheduled, "processing": run_me, "done": finish_me,
-            "dead": kill_me}
+    assert queue.stats() == {
+        "ready": 1,
+        "scheduled": 1,
+        "processing": 1,
+        "done": 1,
+        "dead": 1,
+        "total": 5,
+    }
+    return {
+        "ready": ready,
+        "scheduled": scheduled,
+        "processing": run_me,
+        "done": finish_me,
+        "dead": kill_me,
+    }
 
 
 # ---- adding and claiming -----------------------------------------------------------------
+
 
 def test_claim_is_priority_then_fifo(store):
     low, high1, mid, high2, mid2 = (record(priority=p) for p in (-1, 5, 0, 5, 0))
@@ -115,6 +141,7 @@ def test_claim_sets_the_deadline_from_the_timeout(store):
 
 
 # ---- outcomes ----------------------------------------------------------------------------
+
 
 def test_done_keeps_the_result(store, queue):
     (job_id,) = add(store, record())
@@ -161,8 +188,14 @@ def test_failure_not_retryable_or_with_explicit_delay(store):
 def test_error_text_survives_any_characters(store):
     (job_id,) = add(store, record())
     claim_all(store)
-    odd = ErrorInfo("Weird\u00e9", "nul \x00 surrogate \udc80 emoji \U0001f600", "tb \x00",
-                    attempt=1, at_ms=5, kind="exception")
+    odd = ErrorInfo(
+        "Weird\u00e9",
+        "nul \x00 surrogate \udc80 emoji \U0001f600",
+        "tb \x00",
+        attempt=1,
+        at_ms=5,
+        kind="exception",
+    )
     store.finish([Outcome.failed(job_id, "w1", odd, retryable=False)], now_ms())
     assert store.get(job_id).errors == (odd,)
 
@@ -176,7 +209,7 @@ def test_released_jobs_go_back_uncharged_to_their_place(store):
     rec = store.get(first)
     assert rec.state is JobState.READY and rec.attempts == 0
     assert [r.id for r in claim_all(store)] == [first, second]
-    third, = add(store, record())
+    (third,) = add(store, record())
     assert store.requeue_worker("w1") == sorted([first, second])
     assert [r.id for r in claim_all(store)] == [first, second, third]
 
@@ -191,8 +224,10 @@ def test_late_or_foreign_outcomes_change_nothing(store, queue):
     assert snapshot(queue) == before
     claim_all(store, worker="w2")
     assert store.finish([Outcome.done(a, "w1", b"x")], now_ms()) == [False]  # not w1's
-    assert store.finish([Outcome.done(a, "w2", b"x"), Outcome.done(a, "w2", b"y")],
-                        now_ms()) == [True, False]
+    assert store.finish([Outcome.done(a, "w2", b"x"), Outcome.done(a, "w2", b"y")], now_ms()) == [
+        True,
+        False,
+    ]
     assert store.get(a).state is JobState.DONE
 
 
@@ -209,6 +244,7 @@ def test_finish_and_claim_is_one_cycle(store):
 
 
 # ---- taking back, removing -------------------------------------------------------------
+
 
 def test_requeue_worker_puts_back_only_that_workers_jobs(store):
     mine = add(store, record(), record())
@@ -266,9 +302,16 @@ def test_expire_finished(store, queue):
 
 # ---- reading --------------------------------------------------------------------------------
 
+
 def test_stats(seeded, store):
-    assert store.stats() == {"ready": 1, "scheduled": 1, "processing": 1, "done": 1,
-                             "dead": 1, "total": 5}
+    assert store.stats() == {
+        "ready": 1,
+        "scheduled": 1,
+        "processing": 1,
+        "done": 1,
+        "dead": 1,
+        "total": 5,
+    }
 
 
 def test_list_is_oldest_first_and_filtered(store, queue, store_location):
@@ -281,8 +324,9 @@ def test_list_is_oldest_first_and_filtered(store, queue, store_location):
     listed = counting.list()
     ops = counting.last("list")
     assert [r.id for r in listed] == [r.id for r in recs]
-    assert [r.id for r in counting.list(name="tests.tasks.noop", limit=4)] == \
-        [r.id for r in recs[0:8:2]]
+    assert [r.id for r in counting.list(name="tests.tasks.noop", limit=4)] == [
+        r.id for r in recs[0:8:2]
+    ]
     store.claim("w1", 3, now_ms())
     processing = counting.list(state=JobState.PROCESSING)
     assert len(processing) == (1 if store.mode == "legacy" else 3)
@@ -301,9 +345,12 @@ def test_a_limited_list_reads_o_limit_entries(store, queue):
     add(store, *recs[:150])
     add(store, *recs[150:])
     counting = CountingStore(store)
-    for kwargs, expected in (({}, recs[:5]), ({"name": names[1]}, recs[1:15:3]),
-                             ({"state": JobState.READY}, recs[:5]),
-                             ({"name": names[2], "state": JobState.READY}, recs[2:15:3])):
+    for kwargs, expected in (
+        ({}, recs[:5]),
+        ({"name": names[1]}, recs[1:15:3]),
+        ({"state": JobState.READY}, recs[:5]),
+        ({"name": names[2], "state": JobState.READY}, recs[2:15:3]),
+    ):
         listed = counting.list(limit=5, **kwargs)
         assert [r.id for r in listed] == [r.id for r in expected], kwargs
         ops = counting.last("list")
@@ -339,6 +386,7 @@ def test_listing_leaves_payload_and_result_out(store, queue):
 
 # ---- registry ---------------------------------------------------------------------------------
 
+
 def test_worker_registry(store, store_location, waiter):
     info = {"pid": 123, "host": "h", "heartbeat_ms": 5, "children": [(4, 1.5)]}
     store.register_worker("w1", info)
@@ -360,12 +408,14 @@ def test_worker_registry(store, store_location, waiter):
 
 # ---- bad input ------------------------------------------------------------------------------
 
+
 def test_bad_input_leaves_the_store_unchanged(seeded, store, queue):
     def unchanged(action, kind=MpqueueError):
         before = snapshot(queue)
         with pytest.raises(kind):
             action()
         assert snapshot(queue) == before
+
     unchanged(lambda: store.add([record(), record("x" * 600)]), ConfigError)
     unchanged(lambda: store.claim("w" * 600, 5, now_ms()), ConfigError)
     unchanged(lambda: store.requeue_dead(seeded["ready"], now_ms()), ConfigError)
@@ -379,13 +429,13 @@ def test_bad_input_leaves_the_store_unchanged(seeded, store, queue):
 
 # ---- concurrency ------------------------------------------------------------------------------
 
+
 def claim_until_empty(location: str, mode: str, worker: str, out: str) -> None:
     got: list[str] = []
     with Queue(location, mode=mode) as queue:
         while claimed := queue.store.claim(worker, 16, now_ms()):
             got.extend(r.id for r in claimed)
-            queue.store.finish([Outcome.done(r.id, worker, b"") for r in claimed[::2]],
-                               now_ms())
+            queue.store.finish([Outcome.done(r.id, worker, b"") for r in claimed[::2]], now_ms())
     Path(out).write_text("\n".join(got))
 
 
@@ -394,12 +444,17 @@ def claim_until_empty(location: str, mode: str, worker: str, out: str) -> None:
 def test_concurrent_claimers_never_share_a_job(store, store_location, tmp_path, claimers):
     location, mode = store_location
     count = 60 if mode == "legacy" else 1200
-    ids = [rec_id for start in range(0, count, 200)
-           for rec_id in add(store, *(record() for _ in range(min(200, count - start))))]
+    ids = [
+        rec_id
+        for start in range(0, count, 200)
+        for rec_id in add(store, *(record() for _ in range(min(200, count - start))))
+    ]
     ctx = mp.get_context("spawn")
     files = [tmp_path / f"claimed-{i}.txt" for i in range(claimers)]
-    procs = [ctx.Process(target=claim_until_empty, args=(location, mode, f"c{i}", str(f)))
-             for i, f in enumerate(files)]
+    procs = [
+        ctx.Process(target=claim_until_empty, args=(location, mode, f"c{i}", str(f)))
+        for i, f in enumerate(files)
+    ]
     with started(procs):
         join_cleanly(procs, 50, "claimer")
     claimed = read_lines(files)

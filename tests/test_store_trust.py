@@ -33,8 +33,14 @@ def _raw_env(path: str) -> lmdb.Environment:
 
 def _cli(path: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "mpqueue", "--path", path, *args],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "mpqueue", "--path", path, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 @pytest.mark.timeout(120)
@@ -47,15 +53,15 @@ def test_planted_pickles_run_no_code_in_list_show_stats_or_serve(tmp_path):
     planted = RECORD_V1 + pickle.dumps(Plant(str(proof)))
     env = _raw_env(path)
     try:  # (each open_db before the write transaction: it would wait for it)
-        jobs_db, by_name, workers = (env.open_db(db) for db in (
-            keys.DB_JOBS, keys.DB_BY_NAME, keys.DB_WORKERS))
+        jobs_db, by_name, workers = (
+            env.open_db(db) for db in (keys.DB_JOBS, keys.DB_BY_NAME, keys.DB_WORKERS)
+        )
         with env.begin(write=True) as txn:
             txn.put(keys.job_key(victim.id), planted, db=jobs_db)
             for key, _ in list(txn.cursor(db=by_name)):
                 if key.endswith(victim.id.encode()):
                     txn.put(key, planted, db=by_name)
-            txn.put(keys.worker_key("planted-server"), pickle.dumps(Plant(str(proof))),
-                    db=workers)
+            txn.put(keys.worker_key("planted-server"), pickle.dumps(Plant(str(proof))), db=workers)
     finally:
         env.close()
 
@@ -80,8 +86,7 @@ def test_pickle_era_records_are_read_and_rewritten_on_open(tmp_path):
         with env.begin(write=True) as txn:
             for job_id, rec in before.items():
                 row = msgpack.unpackb(encode_record(rec)[1:], use_list=False)[:-1]  # no signature
-                txn.put(keys.job_key(job_id), RECORD_V1 + pickle.dumps(row, protocol=5),
-                        db=db)
+                txn.put(keys.job_key(job_id), RECORD_V1 + pickle.dumps(row, protocol=5), db=db)
             txn.delete(keys.META_CODEC, db=meta)
     finally:
         env.close()
@@ -99,6 +104,7 @@ def test_pickle_era_records_are_read_and_rewritten_on_open(tmp_path):
 
 
 # ---- who may open a store ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("umask", [0o022, 0o002, 0o000])
 def test_new_stores_are_private_whatever_the_umask(tmp_path, umask):
@@ -149,14 +155,17 @@ def test_a_store_others_can_write_is_refused_naming_the_fix(tmp_path, victim):
 @pytest.mark.timeout(120)
 def test_a_planted_registry_row_runs_no_code_in_postgres_servers(pg_url, tmp_path):
     import psycopg
+
     proof = tmp_path / "code-ran"
     with Queue(pg_url) as queue:
         job = queue.task_by_name("tests.tasks.add").delay(2, 3)
         queue.stats()  # the schema exists now
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute("INSERT INTO mpqueue_workers (worker_id, info, heartbeat_at) "
-                     "VALUES (%s, %s, now() - interval '1 hour')",
-                     ("planted-server", pickle.dumps(Plant(str(proof)))))
+        conn.execute(
+            "INSERT INTO mpqueue_workers (worker_id, info, heartbeat_at) "
+            "VALUES (%s, %s, now() - interval '1 hour')",
+            ("planted-server", pickle.dumps(Plant(str(proof)))),
+        )
     result = _cli(pg_url, "serve", "--until-empty", "--workers", "1")
     assert not proof.exists(), "a PostgreSQL server ran the planted registry row"
     assert result.returncode == 0, result.stderr[-2000:]

@@ -21,9 +21,14 @@ from .test_store_contract import add, queue, record, store, store_location  # no
 # Each would have failed a server before: a deadline or a retry time no store can keep,
 # a NaN or infinity in the arithmetic, a count no integer column holds.
 OUT_OF_BOUNDS = [
-    {"timeout_s": 1e17}, {"timeout_s": math.nan}, {"timeout_s": -1.0},
-    {"timeout_s": limits.TIMEOUT_MAX_S * 2}, {"backoff_base_s": math.inf},
-    {"backoff_cap_s": 1e300}, {"max_retries": 10**6}, {"max_retries": -1},
+    {"timeout_s": 1e17},
+    {"timeout_s": math.nan},
+    {"timeout_s": -1.0},
+    {"timeout_s": limits.TIMEOUT_MAX_S * 2},
+    {"backoff_base_s": math.inf},
+    {"backoff_cap_s": 1e300},
+    {"max_retries": 10**6},
+    {"max_retries": -1},
     {"attempts": 2**31 - 1},
 ]
 
@@ -53,9 +58,14 @@ def test_the_largest_value_of_every_bound_round_trips_and_claims(queue, store):
     """The bounds are what every store keeps: the longest timeout, retries, backoff and
     the latest run time are stored as given, and the claim deadline of the longest
     timeout fits (PostgreSQL computes it in bigint ms)."""
-    @queue.task(timeout=limits.TIMEOUT_MAX_S, retries=limits.RETRIES_MAX,
-                backoff=limits.BACKOFF_MAX_S, backoff_cap=limits.BACKOFF_MAX_S,
-                priority=limits.PRIORITY_MAX)
+
+    @queue.task(
+        timeout=limits.TIMEOUT_MAX_S,
+        retries=limits.RETRIES_MAX,
+        backoff=limits.BACKOFF_MAX_S,
+        backoff_cap=limits.BACKOFF_MAX_S,
+        priority=limits.PRIORITY_MAX,
+    )
     def longest():
         return None
 

@@ -53,14 +53,17 @@ def raw_put(path: str, entries: list[tuple[bytes, bytes, bytes]]) -> None:
         raw.close()
 
 
-def garbage_at(target: str, job_id: str, value: bytes,
-               name: str = NAME) -> list[tuple[bytes, bytes, bytes]]:
+def garbage_at(
+    target: str, job_id: str, value: bytes, name: str = NAME
+) -> list[tuple[bytes, bytes, bytes]]:
     """Where random bytes go for each target: the record of ``job_id`` (and its copy in
     the name index), the claim a dead server holds on it, that server's offer and its
     registry entry."""
     return {
-        "record": [(keys.DB_JOBS, keys.job_key(job_id), value),
-                   (keys.DB_BY_NAME, keys.by_name_key(name, job_id), value)],
+        "record": [
+            (keys.DB_JOBS, keys.job_key(job_id), value),
+            (keys.DB_BY_NAME, keys.by_name_key(name, job_id), value),
+        ],
         "claim": [(keys.DB_PROCESSING, keys.processing_key(GONE, job_id), value)],
         "offer": [(keys.DB_OFFERS, keys.worker_key(GONE), value)],
         "registry": [(keys.DB_WORKERS, keys.worker_key(GONE), value)],
@@ -70,10 +73,10 @@ def garbage_at(target: str, job_id: str, value: bytes,
 @pytest.mark.timeout(120)
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(target=st.sampled_from(TARGETS), value=st.binary(max_size=48))
-@example(target="offer", value=b"")            # an offer of no child
+@example(target="offer", value=b"")  # an offer of no child
 @example(target="offer", value=b"\x00\x00\x00")  # not a whole pid
-@example(target="offer", value=b"\x00" * 4)    # pid 0
-@example(target="claim", value=b"\x02")        # a claim version with no body
+@example(target="offer", value=b"\x00" * 4)  # pid 0
+@example(target="claim", value=b"\x02")  # a claim version with no body
 @example(target="registry", value=b"\x80\x05K\x01.")  # a pickle, but not a dict
 @example(target="record", value=b"")
 def test_random_bytes_never_fail_a_store_call(tmp_path_factory, target, value):
@@ -118,21 +121,36 @@ def test_serve_runs_every_good_job_past_bad_stored_values(env, servers):
     assert held.id == good[0].id
     now = now_ms()
     out_of_bounds = [  # as older code accepted them
-        JobRecord(id=new_job_id(), name=QUICK, state=JobState.READY,
-                  payload=good[0].record.payload, run_at_ms=now, created_at_ms=now,
-                  timeout_s=1e17),
-        JobRecord(id=new_job_id(), name=QUICK,
-                  state=JobState.SCHEDULED, payload=good[0].record.payload,
-                  run_at_ms=now - 1, created_at_ms=now - 2, backoff_cap_s=float("inf")),
+        JobRecord(
+            id=new_job_id(),
+            name=QUICK,
+            state=JobState.READY,
+            payload=good[0].record.payload,
+            run_at_ms=now,
+            created_at_ms=now,
+            timeout_s=1e17,
+        ),
+        JobRecord(
+            id=new_job_id(),
+            name=QUICK,
+            state=JobState.SCHEDULED,
+            payload=good[0].record.payload,
+            run_at_ms=now - 1,
+            created_at_ms=now - 2,
+            backoff_cap_s=float("inf"),
+        ),
     ]
     env.queue.store.add(out_of_bounds)
     env.queue.close()
-    raw_put(env.path, [
-        *garbage_at("record", unreadable.id, b"\x01\xffnot a record", QUICK),
-        *garbage_at("claim", held.id, b"\x03\x00garbage"),
-        (keys.DB_WORKERS, keys.worker_key(OTHER_GONE), b"\x80\x05garbage"),
-        (keys.DB_OFFERS, keys.worker_key(OTHER_GONE), b"\x00\x01\x02"),
-    ])
+    raw_put(
+        env.path,
+        [
+            *garbage_at("record", unreadable.id, b"\x01\xffnot a record", QUICK),
+            *garbage_at("claim", held.id, b"\x03\x00garbage"),
+            (keys.DB_WORKERS, keys.worker_key(OTHER_GONE), b"\x80\x05garbage"),
+            (keys.DB_OFFERS, keys.worker_key(OTHER_GONE), b"\x00\x01\x02"),
+        ],
+    )
 
     server = servers(env.path, "--workers", "2", "--until-empty")
     rc = server.wait(60)

@@ -8,8 +8,9 @@ from .base import OpCounter, Store
 __all__ = ["OpCounter", "Store", "open_store"]
 
 
-def open_store(location: str, *, mode: str = "optimized", map_size: int = DEFAULT_MAP_SIZE,
-               sync: bool = True) -> Store:
+def open_store(
+    location: str, *, mode: str = "optimized", map_size: int = DEFAULT_MAP_SIZE, sync: bool = True
+) -> Store:
     """Open the store at ``location`` in ``mode``: a ``postgresql://`` (or
     ``postgres://``) URL opens a ``PostgresStore``, anything else is an LMDB directory
     (``map_size`` and ``sync`` apply to LMDB only)."""
@@ -17,9 +18,12 @@ def open_store(location: str, *, mode: str = "optimized", map_size: int = DEFAUL
     check_location(location, mode)
     if is_url(location):
         from .postgres import PostgresStore
+
         return PostgresStore(location)
     if mode == "legacy":
         from .legacy import LegacyLmdbStore
+
         return LegacyLmdbStore(location, map_size=map_size, sync=sync)
     from .lmdb import LmdbStore
+
     return LmdbStore(location, map_size=map_size, sync=sync)

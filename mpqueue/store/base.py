@@ -7,8 +7,9 @@ business. Every method that changes state is one atomic transaction.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Collection, Protocol, Sequence
+from typing import Any, Protocol
 
 from ..errors import ConfigError
 from ..job import Claim, JobRecord, JobState, Outcome
@@ -36,12 +37,13 @@ class OpCounter:
     cursor_steps: int = 0
     txns: int = 0
 
-    def snapshot(self) -> "OpCounter":
+    def snapshot(self) -> OpCounter:
         return OpCounter(**{f.name: getattr(self, f.name) for f in fields(self)})
 
-    def __sub__(self, other: "OpCounter") -> "OpCounter":
-        return OpCounter(**{f.name: getattr(self, f.name) - getattr(other, f.name)
-                            for f in fields(self)})
+    def __sub__(self, other: OpCounter) -> OpCounter:
+        return OpCounter(
+            **{f.name: getattr(self, f.name) - getattr(other, f.name) for f in fields(self)}
+        )
 
     @property
     def reads(self) -> int:
@@ -72,15 +74,22 @@ class CheckReport:
         return CHECK_INCONSISTENT if self.inconsistent else CHECK_OK
 
     def as_dict(self) -> dict[str, Any]:
-        return {"ok": self.code == CHECK_OK, "code": self.code, "jobs": self.jobs,
-                "corrupt": self.corrupt, "inconsistent": self.inconsistent}
+        return {
+            "ok": self.code == CHECK_OK,
+            "code": self.code,
+            "jobs": self.jobs,
+            "corrupt": self.corrupt,
+            "inconsistent": self.inconsistent,
+        }
 
-    def add_registry(self, workers: dict[str, dict[str, Any]]) -> "CheckReport":
+    def add_registry(self, workers: dict[str, dict[str, Any]]) -> CheckReport:
         """Count the server registry entries that cannot be decoded (``workers()``
         reads them as heartbeat-less stand-ins, so nothing else notices them)."""
-        self.corrupt += [f"the registry entry of {worker_id} cannot be decoded "
-                         f"({info['corrupt']})" for worker_id, info in workers.items()
-                         if "corrupt" in info]
+        self.corrupt += [
+            f"the registry entry of {worker_id} cannot be decoded ({info['corrupt']})"
+            for worker_id, info in workers.items()
+            if "corrupt" in info
+        ]
         return self
 
 
@@ -124,9 +133,14 @@ class Store(abc.ABC):
         """Apply outcomes in one transaction. An outcome whose processing entry is gone
         (the claim was taken back) changes nothing and reports False."""
 
-    def finish_and_claim(self, outcomes: Sequence[Outcome], worker_id: str, limit: int,
-                         now_ms: int, idle_children: Sequence[int] = (),
-                         ) -> tuple[list[bool], list[JobRecord]]:
+    def finish_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        worker_id: str,
+        limit: int,
+        now_ms: int,
+        idle_children: Sequence[int] = (),
+    ) -> tuple[list[bool], list[JobRecord]]:
         """``finish`` then ``promote_due`` and ``claim``; one transaction where the backend
         can, so the server pays one durable commit per cycle instead of three.
 
@@ -141,8 +155,7 @@ class Store(abc.ABC):
         self.promote_due(now_ms)
         return acks, self.claim(worker_id, limit, now_ms)
 
-    def recall(self, worker_id: str, child_pid: int,
-               known: Collection[str]) -> list[JobRecord]:
+    def recall(self, worker_id: str, child_pid: int, known: Collection[str]) -> list[JobRecord]:
         """Withdraw the hand-off offer of one child of ``worker_id`` (it died or stopped)
         and return the jobs handed to it that are not in ``known``; they stay claimed by
         ``worker_id``. Stores without hand-off have none."""
@@ -176,8 +189,9 @@ class Store(abc.ABC):
     def get(self, job_id: str) -> JobRecord | None: ...
 
     @abc.abstractmethod
-    def list(self, name: str | None = None, state: JobState | None = None,
-             limit: int | None = None) -> list[JobRecord]:
+    def list(
+        self, name: str | None = None, state: JobState | None = None, limit: int | None = None
+    ) -> list[JobRecord]:
         """Jobs, oldest first (in job id order: ids begin with the creation time), from
         one read of the index. The limit is applied while walking it, so a limited
         listing reads O(limit) entries however many jobs the store holds. Records come
@@ -206,7 +220,7 @@ class Store(abc.ABC):
     def stats(self) -> dict[str, int]:
         """Counts per state from one read transaction."""
 
-    def maintenance(self) -> None:
+    def maintenance(self) -> None:  # noqa: B027 (optional: most backends have none)
         """Periodic housekeeping (stale reader slots and the like)."""
 
     def check(self, holder_gone: HolderGone = lambda worker_id: False) -> CheckReport:
@@ -221,7 +235,7 @@ class Store(abc.ABC):
         Raises ConfigError where the store cannot be copied this way."""
         raise ConfigError(f"{type(self).__name__} cannot be backed up by mpqueue")
 
-    def listen(self) -> "Listener | None":
+    def listen(self) -> Listener | None:
         """A wake-up source for an idle server (readable when jobs were added), or None
         if this backend has none (the server then relies on its poll interval)."""
         return None

@@ -36,15 +36,48 @@ _HANDED_CLAIM = struct.Struct(">QqI")
 
 # The order of fields in an encoded record; encode_record writes this order. Version 1
 # had all but the last.
-_FIELDS = ("id", "name", "state", "payload", "priority", "seq", "run_at_ms", "created_at_ms",
-           "attempts", "max_retries", "timeout_s", "func", "result", "errors",
-           "finished_at_ms", "backoff_base_s", "backoff_cap_s", "signature")
+_FIELDS = (
+    "id",
+    "name",
+    "state",
+    "payload",
+    "priority",
+    "seq",
+    "run_at_ms",
+    "created_at_ms",
+    "attempts",
+    "max_retries",
+    "timeout_s",
+    "func",
+    "result",
+    "errors",
+    "finished_at_ms",
+    "backoff_base_s",
+    "backoff_cap_s",
+    "signature",
+)
 _V1_FIELDS = len(_FIELDS) - 1
 _NUMBER = (int, float)
 _TYPES: tuple[Any, ...] = (
-    str, str, str, bytes, int, int, int, int, int, int, (*_NUMBER, type(None)),
-    (bytes, type(None)), (bytes, type(None)), tuple, (int, type(None)), _NUMBER, _NUMBER,
-    (bytes, type(None)))
+    str,
+    str,
+    str,
+    bytes,
+    int,
+    int,
+    int,
+    int,
+    int,
+    int,
+    (*_NUMBER, type(None)),
+    (bytes, type(None)),
+    (bytes, type(None)),
+    tuple,
+    (int, type(None)),
+    _NUMBER,
+    _NUMBER,
+    (bytes, type(None)),
+)
 _ERROR_TYPES = (str, str, str, int, int, str)
 _GOOD_SHAPES: set[tuple[type, ...]] = set()  # field-type tuples that passed the check
 _GOOD_SHAPES_MAX = 1024  # far more than the shapes there are: a bound, not a cache size
@@ -66,12 +99,31 @@ def load_plain_pickle(raw: bytes | memoryview) -> Any:
 
 
 def encode_record(rec: JobRecord) -> bytes:
-    errors = tuple((e.type, e.message, e.traceback, e.attempt, e.at_ms, e.kind)
-                   for e in rec.errors) if rec.errors else ()
-    row = (rec.id, rec.name, rec.state.value, rec.payload, rec.priority, rec.seq,
-           rec.run_at_ms, rec.created_at_ms, rec.attempts, rec.max_retries, rec.timeout_s,
-           rec.func, rec.result, errors, rec.finished_at_ms, rec.backoff_base_s,
-           rec.backoff_cap_s, rec.signature)  # the order of _FIELDS
+    errors = (
+        tuple((e.type, e.message, e.traceback, e.attempt, e.at_ms, e.kind) for e in rec.errors)
+        if rec.errors
+        else ()
+    )
+    row = (
+        rec.id,
+        rec.name,
+        rec.state.value,
+        rec.payload,
+        rec.priority,
+        rec.seq,
+        rec.run_at_ms,
+        rec.created_at_ms,
+        rec.attempts,
+        rec.max_retries,
+        rec.timeout_s,
+        rec.func,
+        rec.result,
+        errors,
+        rec.finished_at_ms,
+        rec.backoff_base_s,
+        rec.backoff_cap_s,
+        rec.signature,
+    )  # the order of _FIELDS
     body: bytes = _packer.pack(row)
     return RECORD_V2 + body
 
@@ -81,8 +133,9 @@ def decode_record(raw: bytes) -> JobRecord:
     version = raw[:1]
     try:
         if version == RECORD_V2:
-            row = msgpack.unpackb(memoryview(raw)[1:], raw=False, use_list=False,
-                                  unicode_errors="surrogatepass")
+            row = msgpack.unpackb(
+                memoryview(raw)[1:], raw=False, use_list=False, unicode_errors="surrogatepass"
+            )
         elif version == RECORD_V1:
             row = load_plain_pickle(memoryview(raw)[1:])
             if isinstance(row, tuple) and len(row) == _V1_FIELDS:
@@ -117,14 +170,22 @@ def _check_row(row: Any) -> None:
     if row[2] not in _STATES:
         raise ValueError(f"unknown state {row[2]!r}")
     for error in row[13]:
-        if (not isinstance(error, tuple) or len(error) != len(_ERROR_TYPES)
-                or not all(isinstance(v, t) for v, t in zip(error, _ERROR_TYPES))):
+        if (
+            not isinstance(error, tuple)
+            or len(error) != len(_ERROR_TYPES)
+            or not all(isinstance(v, t) for v, t in zip(error, _ERROR_TYPES))
+        ):
             raise ValueError("malformed error history")
 
 
 # ---- server registry entries ----------------------------------------------------------
-_WORKER_TYPES: dict[str, Any] = {"pid": int, "host": str, "heartbeat_ms": int,
-                                 "monotonic": _NUMBER, "children": (list, tuple)}
+_WORKER_TYPES: dict[str, Any] = {
+    "pid": int,
+    "host": str,
+    "heartbeat_ms": int,
+    "monotonic": _NUMBER,
+    "children": (list, tuple),
+}
 
 
 def encode_worker_info(info: dict[str, Any]) -> bytes:
@@ -137,8 +198,13 @@ def decode_worker_info(raw: bytes) -> dict[str, Any]:
     with no heartbeat, so recovery sees a dead server and kills no process for it."""
     try:
         if raw[:1] == WORKER_V1:
-            info = msgpack.unpackb(memoryview(raw)[1:], raw=False, use_list=False,
-                                   strict_map_key=True, unicode_errors="surrogatepass")
+            info = msgpack.unpackb(
+                memoryview(raw)[1:],
+                raw=False,
+                use_list=False,
+                strict_map_key=True,
+                unicode_errors="surrogatepass",
+            )
         else:  # written by a server of the pickle era, maybe running still
             info = load_plain_pickle(raw)
         _check_worker_info(info)
@@ -155,8 +221,12 @@ def _check_worker_info(info: Any) -> None:
         if key in info and not isinstance(info[key], types):
             raise ValueError(f"{key} holds a {type(info[key]).__name__}")
     for child in info.get("children", ()):
-        if (not isinstance(child, (list, tuple)) or len(child) != 2
-                or not isinstance(child[0], int) or not isinstance(child[1], _NUMBER)):
+        if (
+            not isinstance(child, (list, tuple))
+            or len(child) != 2
+            or not isinstance(child[0], int)
+            or not isinstance(child[1], _NUMBER)
+        ):
             raise ValueError(f"malformed child entry {child!r}")
 
 
@@ -189,5 +259,4 @@ def decode_claim(key: bytes, raw: bytes) -> Claim:
         claimed_at_ms, deadline, child_pid = _HANDED_CLAIM.unpack(body)
     else:
         raise CorruptRecord(f"unknown claim encoding {version!r} ({len(raw)} bytes)")
-    return Claim(job_id, worker_id, claimed_at_ms, None if deadline < 0 else deadline,
-                 child_pid)
+    return Claim(job_id, worker_id, claimed_at_ms, None if deadline < 0 else deadline, child_pid)

@@ -6,8 +6,9 @@ counts to the call that caused them, for tests (no N+1) and for ``bench/``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .base import OpCounter, Store
 
@@ -36,6 +37,7 @@ class CountingStore:
                 return attr(*args, **kwargs)
             finally:
                 self.calls.append(CallCount(name, self.inner.counter - before))
+
         return counted
 
     def last(self, method: str | None = None) -> OpCounter:
@@ -63,5 +65,10 @@ class CountingStore:
 
 
 def _add(a: OpCounter, b: OpCounter) -> OpCounter:
-    return OpCounter(a.gets + b.gets, a.puts + b.puts, a.deletes + b.deletes,
-                     a.cursor_steps + b.cursor_steps, a.txns + b.txns)
+    return OpCounter(
+        a.gets + b.gets,
+        a.puts + b.puts,
+        a.deletes + b.deletes,
+        a.cursor_steps + b.cursor_steps,
+        a.txns + b.txns,
+    )

@@ -10,8 +10,8 @@ It passes the same behavioural tests as the optimized store.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 from .. import keys
 from ..job import JobRecord, JobState, now_ms
@@ -32,7 +32,7 @@ class LegacyLmdbStore(LmdbStore):
         for db in (keys.DB_READY, keys.DB_SCHEDULED):
             for key, _ in list(tx.scan(db, values=False)):
                 tx.delete(db, key)
-                tx.put(keys.DB_PENDING, keys.pending_key(key[-keys.JOB_ID_BYTES:].decode()), b"")
+                tx.put(keys.DB_PENDING, keys.pending_key(key[-keys.JOB_ID_BYTES :].decode()), b"")
         for key, _ in list(tx.scan(keys.DB_BY_NAME, values=False)):
             tx.put(keys.DB_BY_NAME, key, b"")
         tx.put(keys.DB_META, keys.META_LAYOUT, self.layout)
@@ -46,8 +46,12 @@ class LegacyLmdbStore(LmdbStore):
         return None
 
     def _new_entries(self, rec: JobRecord) -> tuple[bytes, bytes, bytes, bytes]:
-        return (keys.job_key(rec.id), keys.by_name_key(rec.name, rec.id), keys.DB_PENDING,
-                keys.pending_key(rec.id))
+        return (
+            keys.job_key(rec.id),
+            keys.by_name_key(rec.name, rec.id),
+            keys.DB_PENDING,
+            keys.pending_key(rec.id),
+        )
 
     # The design before the optimizations has no hand-off: no offers, none taken.
     def _take_offer(self, tx: Tx) -> tuple[str, int] | None:
@@ -102,11 +106,15 @@ class LegacyLmdbStore(LmdbStore):
 
     def next_run_at_ms(self) -> int | None:
         def body(tx: Tx) -> int | None:
-            times = [rec.run_at_ms for key, _ in tx.scan(keys.DB_PENDING, values=False)
-                     if (rec := self._load(tx, keys.decode_job_key(key))) is not None
-                     and rec.state is JobState.SCHEDULED  # ready jobs are not scheduled
-                     and stored_problem(rec) is None]  # the next poll buries it
+            times = [
+                rec.run_at_ms
+                for key, _ in tx.scan(keys.DB_PENDING, values=False)
+                if (rec := self._load(tx, keys.decode_job_key(key))) is not None
+                and rec.state is JobState.SCHEDULED  # ready jobs are not scheduled
+                and stored_problem(rec) is None
+            ]  # the next poll buries it
             return min(times) if times else None
+
         return self.env.read(body)
 
     def stats(self) -> dict[str, int]:
@@ -119,6 +127,7 @@ class LegacyLmdbStore(LmdbStore):
                 if rec is not None:
                     counts[_effective(rec, now).state.value] += 1
             return counts
+
         return self.env.read(body)
 
     def get(self, job_id: str) -> JobRecord | None:

@@ -12,7 +12,8 @@ import heapq
 import random
 import threading
 import time
-from typing import Any, Collection, Sequence
+from collections.abc import Collection, Sequence
+from typing import Any
 
 from .. import keys
 from ..config import DEFAULT_LEASE_S, DEFAULT_MAP_SIZE
@@ -22,9 +23,17 @@ from ..job import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from ..limits import stored_problem
 from ..retry import next_run_at_ms
 from .base import CheckReport, HolderGone, OpCounter, Store, offered_children
-from .codec import (RECORD_V1, RECORD_V2, decode_claim, decode_listing,
-                    decode_record, decode_worker_info, encode_claim, encode_record,
-                    encode_worker_info)
+from .codec import (
+    RECORD_V1,
+    RECORD_V2,
+    decode_claim,
+    decode_listing,
+    decode_record,
+    decode_worker_info,
+    encode_claim,
+    encode_record,
+    encode_worker_info,
+)
 from .lmdb_check import Layout, check_store
 from .lmdb_env import EnvHandle, Tx
 from .lmdb_wakeup import WakeListener, WakeSender
@@ -88,6 +97,7 @@ class LmdbStore(Store):
 
     def _refuse_if_served(self, tx: Tx, other_mode: str) -> None:
         from ..recovery import coordinator_dead  # the one liveness rule (imports store)
+
         now = now_ms()
         for key, raw in tx.scan(keys.DB_WORKERS):
             worker_id = keys.decode_worker_key(key)
@@ -98,7 +108,8 @@ class LmdbStore(Store):
                 raise ConfigError(
                     f"store {self.path!r} is served in {other_mode} mode by a running "
                     f"server ({worker_id}); opening it in {self.mode} mode would migrate "
-                    f"it under that server: stop it first, or open it in {other_mode} mode")
+                    f"it under that server: stop it first, or open it in {other_mode} mode"
+                )
 
     def _migrate(self, tx: Tx) -> None:
         """Bring a store written in the other mode's layout, or in the pickle-era record
@@ -133,13 +144,15 @@ class LmdbStore(Store):
         layout = tx.get(keys.DB_META, keys.META_LAYOUT)
         if layout != self.layout:
             found = "no" if layout is None else f"the {layout.decode(errors='replace')}"
-            raise ConfigError(f"store {self.path!r} is read-only for this user and has "
-                              f"{found} layout, not {self.layout.decode()}; open it with "
-                              f"--mode matching its layout, or once with write access")
+            raise ConfigError(
+                f"store {self.path!r} is read-only for this user and has "
+                f"{found} layout, not {self.layout.decode()}; open it with "
+                f"--mode matching its layout, or once with write access"
+            )
 
     def _all_records(self, tx: Tx) -> list[JobRecord]:
         out = []
-        for key, raw in tx.scan(keys.DB_JOBS):
+        for _key, raw in tx.scan(keys.DB_JOBS):
             try:
                 out.append(decode_record(raw))
             except CorruptRecord:
@@ -185,8 +198,9 @@ class LmdbStore(Store):
         if rec.state is JobState.READY:
             return keys.DB_READY, keys.ready_key(rec.priority, rec.seq, rec.id)
         if rec.state is JobState.SCHEDULED:
-            return keys.DB_SCHEDULED, keys.scheduled_key(rec.run_at_ms, rec.priority,
-                                                         rec.seq, rec.id)
+            return keys.DB_SCHEDULED, keys.scheduled_key(
+                rec.run_at_ms, rec.priority, rec.seq, rec.id
+            )
         return None
 
     def _new_entries(self, rec: JobRecord) -> tuple[bytes, bytes, bytes, bytes]:
@@ -267,7 +281,7 @@ class LmdbStore(Store):
                 if worker_id is None or offer is None or alive is None:
                     withdrawn.append(key)
                     continue
-                rest = pids[alive + 1:]  # the dead ones before it go too
+                rest = pids[alive + 1 :]  # the dead ones before it go too
                 if rest:
                     tx.put(keys.DB_OFFERS, key, keys.encode_offer(offer[0], offer[1], rest))
                 else:
@@ -326,8 +340,11 @@ class LmdbStore(Store):
             job_items.append((job_key, raw))
             name_items.append((name_key, self._index_value(raw)))
             queue_items.setdefault(queue_db, []).append((queue_key, b""))
-        for db, items in ((keys.DB_JOBS, job_items), (keys.DB_BY_NAME, name_items),
-                          *queue_items.items()):
+        for db, items in (
+            (keys.DB_JOBS, job_items),
+            (keys.DB_BY_NAME, name_items),
+            *queue_items.items(),
+        ):
             items.sort()
             tx.put_many(db, items)
 
@@ -336,8 +353,12 @@ class LmdbStore(Store):
         return self.env.write(lambda tx: self._promote(tx, now_ms))
 
     def _promote(self, tx: Tx, now_ms: int) -> int:
-        due = [key for key, _ in tx.scan(keys.DB_SCHEDULED, b"",
-                                         keys.scheduled_upper_bound(now_ms), values=False)]
+        due = [
+            key
+            for key, _ in tx.scan(
+                keys.DB_SCHEDULED, b"", keys.scheduled_upper_bound(now_ms), values=False
+            )
+        ]
         for key in due:
             _, _, _, job_id = keys.decode_scheduled_key(key)
             tx.delete(keys.DB_SCHEDULED, key)
@@ -361,8 +382,7 @@ class LmdbStore(Store):
         return len(due)
 
     def claim(self, worker_id: str, limit: int, now_ms: int) -> list[JobRecord]:
-        keys.check_key_length(keys.processing_key(worker_id, "0" * keys.JOB_ID_BYTES),
-                              "worker id")
+        keys.check_key_length(keys.processing_key(worker_id, "0" * keys.JOB_ID_BYTES), "worker id")
         if limit <= 0:
             return []
         return self.env.write(lambda tx: self._claim(tx, worker_id, limit, now_ms))
@@ -430,6 +450,7 @@ class LmdbStore(Store):
         def first(tx: Tx) -> int | None:
             key = tx.first_key(keys.DB_SCHEDULED)
             return None if key is None else keys.decode_scheduled_key(key)[0]
+
         return self.env.read(first)
 
     # ---- outcomes -----------------------------------------------------------------
@@ -449,8 +470,9 @@ class LmdbStore(Store):
                 self._park_corrupt(tx, outcome.job_id, reason)
             return False
         if outcome.kind == "done":
-            self._mark_done(tx, rec.evolve(state=JobState.DONE, result=outcome.result,
-                                           finished_at_ms=now_ms))
+            self._mark_done(
+                tx, rec.evolve(state=JobState.DONE, result=outcome.result, finished_at_ms=now_ms)
+            )
         elif outcome.kind == "released":
             # Never started, or interrupted by a crash or a shutdown: undo the claim and
             # keep the job's place (its seq), ahead of the jobs that came after it.
@@ -464,8 +486,9 @@ class LmdbStore(Store):
     def _fail(self, tx: Tx, rec: JobRecord, outcome: Outcome, now_ms: int) -> None:
         error = outcome.error or ErrorInfo("Unknown", "no error recorded")
         rec = rec.evolve(errors=rec.errors + (error,))
-        run_at = next_run_at_ms(rec, now_ms, self.rng, retryable=outcome.retryable,
-                                delay_s=outcome.retry_delay_s)
+        run_at = next_run_at_ms(
+            rec, now_ms, self.rng, retryable=outcome.retryable, delay_s=outcome.retry_delay_s
+        )
         if run_at is None:
             self._bury(tx, rec.evolve(state=JobState.DEAD, finished_at_ms=now_ms), str(error))
         else:
@@ -488,18 +511,25 @@ class LmdbStore(Store):
     # ---- claims and workers -------------------------------------------------------
     def claims(self, worker_id: str | None = None) -> list[Claim]:
         prefix = b"" if worker_id is None else keys.processing_prefix(worker_id)
-        return self.env.read(lambda tx: [claim for key, raw in
-                                          tx.scan_prefix(keys.DB_PROCESSING, prefix)
-                                          if (claim := _read_claim(key, raw)) is not None])
+        return self.env.read(
+            lambda tx: [
+                claim
+                for key, raw in tx.scan_prefix(keys.DB_PROCESSING, prefix)
+                if (claim := _read_claim(key, raw)) is not None
+            ]
+        )
 
     def requeue_worker(self, worker_id: str) -> list[str]:
         return self.env.write(lambda tx: self._requeue_worker(tx, worker_id))
 
     def _requeue_worker(self, tx: Tx, worker_id: str) -> list[str]:
         self._set_offer(tx, worker_id, ())  # hand nothing more to a server that is gone
-        held = [key for key, _ in tx.scan_prefix(keys.DB_PROCESSING,
-                                                 keys.processing_prefix(worker_id),
-                                                 values=False)]
+        held = [
+            key
+            for key, _ in tx.scan_prefix(
+                keys.DB_PROCESSING, keys.processing_prefix(worker_id), values=False
+            )
+        ]
         outcomes = [Outcome.released(keys.decode_processing_key(k)[1], worker_id) for k in held]
         return [o.job_id for o in outcomes if self._finish_one(tx, o, 0)]
 
@@ -507,13 +537,15 @@ class LmdbStore(Store):
     def get(self, job_id: str) -> JobRecord | None:
         return self.env.read(lambda tx: self._load(tx, job_id))
 
-    def list(self, name: str | None = None, state: JobState | None = None,
-             limit: int | None = None) -> builtins.list[JobRecord]:
+    def list(
+        self, name: str | None = None, state: JobState | None = None, limit: int | None = None
+    ) -> builtins.list[JobRecord]:
         prefix = None if name is None else keys.by_name_prefix(name)
         return self.env.read(lambda tx: self._list(tx, prefix, state, limit))
 
-    def _list(self, tx: Tx, prefix: bytes | None, state: JobState | None,
-              limit: int | None) -> builtins.list[JobRecord]:
+    def _list(
+        self, tx: Tx, prefix: bytes | None, state: JobState | None, limit: int | None
+    ) -> builtins.list[JobRecord]:
         """Walk the name index oldest first and stop at ``limit``: a listing reads and
         decodes O(limit) entries (plus one per task name), whatever the store holds."""
         out: builtins.list[JobRecord] = []
@@ -591,8 +623,14 @@ class LmdbStore(Store):
         """Without a readable record, find the job's index entries by scanning."""
         tx.delete(keys.DB_JOBS, keys.job_key(job_id))
         tx.delete(keys.DB_DEAD, keys.dead_key(job_id))
-        for db in (keys.DB_BY_NAME, keys.DB_READY, keys.DB_SCHEDULED, keys.DB_PROCESSING,
-                   keys.DB_DONE, keys.DB_PENDING):
+        for db in (
+            keys.DB_BY_NAME,
+            keys.DB_READY,
+            keys.DB_SCHEDULED,
+            keys.DB_PROCESSING,
+            keys.DB_DONE,
+            keys.DB_PENDING,
+        ):
             for key, _ in list(tx.scan(db, values=False)):
                 if key.endswith(job_id.encode("ascii")):
                     tx.delete(db, key)
@@ -608,32 +646,44 @@ class LmdbStore(Store):
             state = "unreadable" if rec is None or rec.is_corrupt else rec.state.value
             raise ConfigError(f"job {job_id} is {state}; only dead jobs can be requeued")
         tx.delete(keys.DB_DEAD, keys.dead_key(job_id))
-        rec = rec.evolve(state=JobState.READY, attempts=0, run_at_ms=now_ms,
-                         finished_at_ms=None)
+        rec = rec.evolve(state=JobState.READY, attempts=0, run_at_ms=now_ms, finished_at_ms=None)
         self._requeue(tx, rec)
         return rec
 
     def purge_dead(self) -> int:
         def body(tx: Tx) -> int:
             dead = [keys.decode_job_key(k) for k, _ in tx.scan(keys.DB_DEAD, values=False)]
-            return sum(self._delete(tx, job_id) or tx.delete(keys.DB_DEAD, keys.dead_key(job_id))
-                       for job_id in dead)
+            return sum(
+                self._delete(tx, job_id) or tx.delete(keys.DB_DEAD, keys.dead_key(job_id))
+                for job_id in dead
+            )
+
         return self.env.write(body)
 
     def expire_finished(self, before_ms: int) -> int:
         def body(tx: Tx) -> int:
-            old = [k for k, _ in tx.scan(keys.DB_DONE, b"", keys.done_upper_bound(before_ms),
-                                         values=False)]
+            old = [
+                k
+                for k, _ in tx.scan(
+                    keys.DB_DONE, b"", keys.done_upper_bound(before_ms), values=False
+                )
+            ]
             for key in old:
                 self._delete(tx, keys.decode_done_key(key)[1])
                 tx.delete(keys.DB_DONE, key)
             return len(old)
+
         return self.env.write(body)
 
     # ---- the server's cycle and its registry ------------------------------------------
-    def finish_and_claim(self, outcomes: Sequence[Outcome], worker_id: str, limit: int,
-                         now_ms: int, idle_children: Sequence[int] = (),
-                         ) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
+    def finish_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        worker_id: str,
+        limit: int,
+        now_ms: int,
+        idle_children: Sequence[int] = (),
+    ) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
         def body(tx: Tx) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
             acks = [self._finish_one(tx, o, now_ms) for o in outcomes]
             claimed: builtins.list[JobRecord] = []
@@ -642,28 +692,30 @@ class LmdbStore(Store):
                 claimed = self._claim(tx, worker_id, limit, now_ms)
             self._set_offer(tx, worker_id, offered_children(idle_children, limit, len(claimed)))
             return acks, claimed
+
         if not outcomes and limit <= 0 and not idle_children:
             return [], []
         return self.env.write(body)
 
-    def recall(self, worker_id: str, child_pid: int,
-               known: Collection[str]) -> builtins.list[JobRecord]:
+    def recall(
+        self, worker_id: str, child_pid: int, known: Collection[str]
+    ) -> builtins.list[JobRecord]:
         def body(tx: Tx) -> builtins.list[JobRecord]:
             raw = tx.get(keys.DB_OFFERS, keys.worker_key(worker_id))
             offer = None if raw is None else keys.decode_offer(raw)
             if raw is not None:
-                self._set_offer(tx, worker_id, [p for p in (offer[2] if offer else [])
-                                                if p != child_pid])
+                self._set_offer(
+                    tx, worker_id, [p for p in (offer[2] if offer else []) if p != child_pid]
+                )
             found = []
-            for key, raw in tx.scan_prefix(keys.DB_PROCESSING,
-                                           keys.processing_prefix(worker_id)):
+            for key, raw in tx.scan_prefix(keys.DB_PROCESSING, keys.processing_prefix(worker_id)):
                 claim = _read_claim(key, raw)
-                if (claim is not None and claim.child_pid == child_pid
-                        and claim.job_id not in known):
+                if claim is not None and claim.child_pid == child_pid and claim.job_id not in known:
                     rec = self._load(tx, claim.job_id)
                     if rec is not None and rec.state is JobState.PROCESSING:
                         found.append(rec)
             return found
+
         return self.env.write(body)
 
     def handed_job(self, worker_id: str, job_id: str, child_pid: int) -> JobRecord | None:
@@ -674,6 +726,7 @@ class LmdbStore(Store):
             if claim is None or claim.child_pid != child_pid:
                 return None  # finished, put back or never ours: not to be run by us
             return self._load(tx, job_id)
+
         return self.env.read(body)
 
     def register_worker(self, worker_id: str, info: dict[str, Any]) -> None:
@@ -688,14 +741,20 @@ class LmdbStore(Store):
             current = tx.get(keys.DB_OFFERS, key)
             offer = None if current is None else keys.decode_offer(current)
             if offer is not None:
-                tx.put(keys.DB_OFFERS, key,
-                       keys.encode_offer(beat_ms, _lease_ms_of(info), offer[2]))
+                tx.put(
+                    keys.DB_OFFERS, key, keys.encode_offer(beat_ms, _lease_ms_of(info), offer[2])
+                )
+
         self.env.write(body)
 
     def workers(self) -> dict[str, dict[str, Any]]:
-        found = self.env.read(lambda tx: {worker_id: decode_worker_info(v)
-                                          for k, v in tx.scan(keys.DB_WORKERS)
-                                          if (worker_id := _worker_of(k)) is not None})
+        found = self.env.read(
+            lambda tx: {
+                worker_id: decode_worker_info(v)
+                for k, v in tx.scan(keys.DB_WORKERS)
+                if (worker_id := _worker_of(k)) is not None
+            }
+        )
         now = now_ms()  # one host, one clock: local wall time is the heartbeat's clock
         for info in found.values():
             info["heartbeat_age_ms"] = now - int(info.get("heartbeat_ms", 0))

@@ -17,13 +17,13 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .. import keys
+from ..errors import CorruptRecord
 from ..job import JobRecord, JobState
 from .base import CheckReport, HolderGone
-from ..errors import CorruptRecord
 from .codec import decode_claim, decode_record
 from .lmdb_env import Tx
 
@@ -45,8 +45,11 @@ class _Job:
 class Layout:
     """Where a store's layout files a job (``LmdbStore`` and ``LegacyLmdbStore``)."""
 
-    def __init__(self, queue_entry: Callable[[JobRecord], tuple[bytes, bytes] | None],
-                 index_value: Callable[[bytes], bytes]):
+    def __init__(
+        self,
+        queue_entry: Callable[[JobRecord], tuple[bytes, bytes] | None],
+        index_value: Callable[[bytes], bytes],
+    ):
         self.queue_entry, self.index_value = queue_entry, index_value
 
 
@@ -59,8 +62,9 @@ def check_store(tx: Tx, layout: Layout, holder_gone: HolderGone) -> CheckReport:
     report = CheckReport()
     jobs, unreadable = _read_jobs(tx, layout, report)
     homes: Counter[str] = Counter()
-    registered = {key.decode("utf-8", "replace")
-                  for key, _ in tx.scan(keys.DB_WORKERS, values=False)}
+    registered = {
+        key.decode("utf-8", "replace") for key, _ in tx.scan(keys.DB_WORKERS, values=False)
+    }
     checker = _Checker(report, jobs, unreadable, homes)
     checker.queues(tx)
     checker.claims(tx, lambda w: w in registered or holder_gone(w))
@@ -69,12 +73,13 @@ def check_store(tx: Tx, layout: Layout, holder_gone: HolderGone) -> CheckReport:
     checker.offers(tx, lambda w: w in registered or holder_gone(w))
     for job_id, job in jobs.items():
         if homes[job_id] != 1:
-            report.inconsistent.append(f"job {job_id} ({job.state.value}) is in "
-                                       f"{homes[job_id]} state indexes, not 1")
-    seqs = Counter(j.seq for j in jobs.values()
-                   if j.state in (JobState.READY, JobState.SCHEDULED))
-    report.inconsistent += [f"{n} queued jobs share the FIFO number {seq}"
-                            for seq, n in seqs.items() if n > 1]
+            report.inconsistent.append(
+                f"job {job_id} ({job.state.value}) is in {homes[job_id]} state indexes, not 1"
+            )
+    seqs = Counter(j.seq for j in jobs.values() if j.state in (JobState.READY, JobState.SCHEDULED))
+    report.inconsistent += [
+        f"{n} queued jobs share the FIFO number {seq}" for seq, n in seqs.items() if n > 1
+    ]
     return report
 
 
@@ -90,35 +95,44 @@ def _read_jobs(tx: Tx, layout: Layout, report: CheckReport) -> tuple[dict[str, _
             unreadable.add(job_id)
             report.corrupt.append(f"job {job_id}: the record cannot be decoded ({exc})")
             continue
-        jobs[job_id] = _Job(rec.name, rec.state, layout.queue_entry(rec), rec.finished_at_ms,
-                            rec.seq, _digest(layout.index_value(raw)))
+        jobs[job_id] = _Job(
+            rec.name,
+            rec.state,
+            layout.queue_entry(rec),
+            rec.finished_at_ms,
+            rec.seq,
+            _digest(layout.index_value(raw)),
+        )
     return jobs, unreadable
 
 
 class _Checker:
-    def __init__(self, report: CheckReport, jobs: dict[str, _Job], unreadable: set[str],
-                 homes: Counter[str]):
+    def __init__(
+        self, report: CheckReport, jobs: dict[str, _Job], unreadable: set[str], homes: Counter[str]
+    ):
         self.report, self.jobs, self.unreadable, self.homes = report, jobs, unreadable, homes
 
     def _job(self, db: bytes, key: bytes, job_id: str) -> _Job | None:
         """The job an index entry names; None (and a problem if it is missing)."""
         job = self.jobs.get(job_id)
         if job is None and job_id not in self.unreadable:
-            self.report.inconsistent.append(f"{db.decode()} entry {key!r} names job "
-                                            f"{job_id}, which does not exist")
+            self.report.inconsistent.append(
+                f"{db.decode()} entry {key!r} names job {job_id}, which does not exist"
+            )
         return job
 
     def queues(self, tx: Tx) -> None:
         for db in QUEUE_DBS:
             for key, _ in tx.scan(db, values=False):
-                job_id = key[-keys.JOB_ID_BYTES:].decode("ascii", "replace")
+                job_id = key[-keys.JOB_ID_BYTES :].decode("ascii", "replace")
                 job = self._job(db, key, job_id)
                 if job is None:
                     continue
                 if job.queue_entry != (db, key):
                     self.report.inconsistent.append(
                         f"job {job_id} is {job.state.value} but has the {db.decode()} entry "
-                        f"{key!r}, not its own")
+                        f"{key!r}, not its own"
+                    )
                 else:
                     self.homes[job_id] += 1
 
@@ -134,12 +148,14 @@ class _Checker:
                 continue
             self.homes[claim.job_id] += 1
             if job.state is not JobState.PROCESSING:
-                self.report.inconsistent.append(f"job {claim.job_id} is {job.state.value} "
-                                                f"but claimed by {claim.worker_id}")
+                self.report.inconsistent.append(
+                    f"job {claim.job_id} is {job.state.value} but claimed by {claim.worker_id}"
+                )
             if not accounted_for(claim.worker_id):
                 self.report.inconsistent.append(
                     f"job {claim.job_id} is claimed by {claim.worker_id}, which is neither "
-                    f"registered nor dead: nobody will run or put back that job")
+                    f"registered nor dead: nobody will run or put back that job"
+                )
 
     def finished(self, tx: Tx) -> None:
         for key, _ in tx.scan(keys.DB_DEAD, values=False):
@@ -155,16 +171,20 @@ class _Checker:
                 continue
             job = self._job(keys.DB_DONE, key, job_id)
             if job is not None:
-                self._home(job_id, job.state is JobState.DONE
-                           and job.finished_at_ms == finished_at_ms, "done")
+                self._home(
+                    job_id,
+                    job.state is JobState.DONE and job.finished_at_ms == finished_at_ms,
+                    "done",
+                )
 
     def _home(self, job_id: str, matches: bool, index: str) -> None:
         if matches:
             self.homes[job_id] += 1
         else:
             state = self.jobs[job_id].state.value
-            self.report.inconsistent.append(f"job {job_id} is {state} but has a {index} "
-                                            f"entry that does not match it")
+            self.report.inconsistent.append(
+                f"job {job_id} is {state} but has a {index} entry that does not match it"
+            )
 
     def by_name(self, tx: Tx) -> None:
         named: Counter[str] = Counter()
@@ -172,20 +192,21 @@ class _Checker:
             try:
                 name, job_id = keys.decode_by_name_key(key)
             except ValueError as exc:
-                self.report.corrupt.append(f"the by_name entry {key!r} cannot be decoded "
-                                           f"({exc})")
+                self.report.corrupt.append(f"the by_name entry {key!r} cannot be decoded ({exc})")
                 continue
             job = self._job(keys.DB_BY_NAME, key, job_id)
             named[job_id] += 1
             if job is None:
                 continue
             if job.name != name or job.index_digest != _digest(value):
-                self.report.inconsistent.append(f"the by_name entry of job {job_id} does "
-                                                f"not match its record")
+                self.report.inconsistent.append(
+                    f"the by_name entry of job {job_id} does not match its record"
+                )
         for job_id in self.jobs:
             if named[job_id] != 1:
-                self.report.inconsistent.append(f"job {job_id} has {named[job_id]} by_name "
-                                                f"entries, not 1")
+                self.report.inconsistent.append(
+                    f"job {job_id} has {named[job_id]} by_name entries, not 1"
+                )
 
     def offers(self, tx: Tx, accounted_for: HolderGone) -> None:
         for key, value in tx.scan(keys.DB_OFFERS):
@@ -193,5 +214,6 @@ class _Checker:
             if keys.decode_offer(value) is None:
                 self.report.corrupt.append(f"the offer of {worker_id} cannot be decoded")
             elif not accounted_for(worker_id):
-                self.report.inconsistent.append(f"{worker_id} offers children for hand-off "
-                                                f"but is neither registered nor dead")
+                self.report.inconsistent.append(
+                    f"{worker_id} offers children for hand-off but is neither registered nor dead"
+                )

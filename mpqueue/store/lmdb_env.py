@@ -14,7 +14,8 @@ from __future__ import annotations
 import errno
 import os
 import threading
-from typing import Any, Callable, Iterator, Optional, TypeVar, cast
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, cast
 
 import lmdb
 
@@ -22,19 +23,34 @@ from .. import keys
 from ..config import MAX_MAP_SIZE, MAX_READERS
 from ..errors import ConfigError, MpqueueError, StoreCorrupt, StoreError, StoreFull
 from .base import OpCounter
-from .lmdb_trust import FILE_MODE, check_trusted, make_store_dir
 from .lmdb_meta import DATA_FILE, check_data_file
+from .lmdb_trust import FILE_MODE, check_trusted, make_store_dir
 
 T = TypeVar("T")
 
-NETWORK_FS_TYPES = frozenset({"nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs",
-                              "ceph", "glusterfs", "lustre", "gpfs", "9p", "davfs",
-                              "sshfs", "beegfs"})
+NETWORK_FS_TYPES = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "ncpfs",
+        "afs",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "gpfs",
+        "9p",
+        "davfs",
+        "sshfs",
+        "beegfs",
+    }
+)
 _TRANSIENT_RETRIES = 20
 # What LMDB says about a damaged file (MDB_CORRUPTED, MDB_PAGE_NOTFOUND, MDB_INVALID;
 # MDB_BAD_TXN follows them on the same transaction).
-_CORRUPT_ERRORS = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError,
-                   lmdb.BadTxnError)
+_CORRUPT_ERRORS = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.BadTxnError)
 
 
 def mount_fs_type(path: str, mounts_text: str) -> str:
@@ -64,8 +80,10 @@ def refuse_network_fs(path: str, mounts_text: str | None = None) -> None:
             return  # not Linux: nothing to check against
     fs_type = mount_fs_type(os.path.realpath(path), mounts_text)
     if is_network_fs(fs_type):
-        raise ConfigError(f"store path {path!r} is on a {fs_type} filesystem; LMDB's locks "
-                          "do not work on network or FUSE filesystems, use a local disk")
+        raise ConfigError(
+            f"store path {path!r} is on a {fs_type} filesystem; LMDB's locks "
+            "do not work on network or FUSE filesystems, use a local disk"
+        )
 
 
 class Tx:
@@ -78,7 +96,7 @@ class Tx:
 
     def get(self, db: bytes, key: bytes) -> bytes | None:
         self.counter.gets += 1
-        return cast(Optional[bytes], self.txn.get(key, db=self.dbs[db]))  # no buffers=True
+        return cast(bytes | None, self.txn.get(key, db=self.dbs[db]))  # no buffers=True
 
     def put(self, db: bytes, key: bytes, value: bytes) -> None:
         self.counter.puts += 1
@@ -92,8 +110,9 @@ class Tx:
         self.counter.deletes += 1
         return bool(self.txn.delete(key, db=self.dbs[db]))
 
-    def scan(self, db: bytes, start: bytes = b"", stop: bytes | None = None,
-             values: bool = True) -> Iterator[tuple[bytes, bytes]]:
+    def scan(
+        self, db: bytes, start: bytes = b"", stop: bytes | None = None, values: bool = True
+    ) -> Iterator[tuple[bytes, bytes]]:
         """Entries with ``start <= key`` (and ``key < stop``, or key starting with
         ``start`` when stop is None and start is a prefix scan)."""
         cursor = self.txn.cursor(db=self.dbs[db])
@@ -107,8 +126,9 @@ class Tx:
             self.counter.cursor_steps += 1
             found = cursor.next()
 
-    def scan_prefix(self, db: bytes, prefix: bytes,
-                    values: bool = True) -> Iterator[tuple[bytes, bytes]]:
+    def scan_prefix(
+        self, db: bytes, prefix: bytes, values: bool = True
+    ) -> Iterator[tuple[bytes, bytes]]:
         for key, value in self.scan(db, prefix, values=values):
             if not key.startswith(prefix):
                 return
@@ -124,8 +144,9 @@ class Tx:
 
 
 class _SharedEnv:
-    def __init__(self, env: lmdb.Environment, dbs: dict[bytes, Any], pid: int,
-                 read_only: bool = False):
+    def __init__(
+        self, env: lmdb.Environment, dbs: dict[bytes, Any], pid: int, read_only: bool = False
+    ):
         self.env, self.dbs, self.pid, self.users = env, dbs, pid, 0
         self.read_only = read_only
         self.resize_lock = threading.Lock()
@@ -141,8 +162,10 @@ def acquire_env(path: str, map_size: int, sync: bool) -> _SharedEnv:
     with _OPEN_LOCK:
         shared = _OPEN_ENVS.get(real)
         if shared is not None and shared.pid != os.getpid():
-            raise StoreError(f"the LMDB environment {real!r} was opened before fork(); "
-                             "open stores after the fork or use spawn/forkserver")
+            raise StoreError(
+                f"the LMDB environment {real!r} was opened before fork(); "
+                "open stores after the fork or use spawn/forkserver"
+            )
         if shared is None:
             shared = _OPEN_ENVS[real] = _open(real, map_size, sync)
         shared.users += 1
@@ -168,18 +191,33 @@ def _open(path: str, map_size: int, sync: bool) -> _SharedEnv:
     check_data_file(path)  # before LMDB maps it: a truncated file is a SIGBUS there
     read_only, lock = _access(path)
     try:
-        env = _retry_transient(path, lambda: lmdb.open(
-            path, map_size=map_size, max_dbs=len(keys.ALL_DBS) + 2,
-            max_readers=MAX_READERS, sync=sync, metasync=sync, writemap=False,
-            map_async=False, max_spare_txns=0, subdir=True, lock=lock, readonly=read_only,
-            mode=FILE_MODE))
+        env = _retry_transient(
+            path,
+            lambda: lmdb.open(
+                path,
+                map_size=map_size,
+                max_dbs=len(keys.ALL_DBS) + 2,
+                max_readers=MAX_READERS,
+                sync=sync,
+                metasync=sync,
+                writemap=False,
+                map_async=False,
+                max_spare_txns=0,
+                subdir=True,
+                lock=lock,
+                readonly=read_only,
+                mode=FILE_MODE,
+            ),
+        )
     except StoreError as exc:
         if _pid_taken_elsewhere(exc.__cause__):
-            raise ConfigError(f"cannot open the LMDB store {path!r}: a process in another "
-                              "pid namespace (container) that has this process's pid "
-                              "uses it; an LMDB store works within one pid namespace "
-                              "only: open it from one namespace, or use PostgreSQL "
-                              "across containers") from exc
+            raise ConfigError(
+                f"cannot open the LMDB store {path!r}: a process in another "
+                "pid namespace (container) that has this process's pid "
+                "uses it; an LMDB store works within one pid namespace "
+                "only: open it from one namespace, or use PostgreSQL "
+                "across containers"
+            ) from exc
         raise
     try:
         if lock:
@@ -205,6 +243,7 @@ def _access(path: str) -> tuple[bool, bool]:
 def _retry_transient(path: str, fn: Callable[[], T]) -> T:
     """LMDB's open can fail while another process opens or closes; retry with backoff."""
     import time
+
     delay = 0.001
     for attempt in range(_TRANSIENT_RETRIES):
         try:
@@ -237,8 +276,9 @@ def _make_private_dir(dest: str) -> None:
         return
     except FileExistsError:
         if not os.path.isdir(dest) or os.listdir(dest):
-            raise ConfigError(f"backup destination {dest!r} exists and is not an empty "
-                              f"directory; give a new path") from None
+            raise ConfigError(
+                f"backup destination {dest!r} exists and is not an empty directory; give a new path"
+            ) from None
     except OSError as exc:
         raise ConfigError(f"cannot create backup directory {dest!r}: {exc}") from exc
     os.chmod(dest, 0o700)
@@ -248,16 +288,21 @@ def translate_error(exc: lmdb.Error, path: str) -> MpqueueError:
     """The mpqueue exception for an lmdb.Error in the store at ``path`` (raise it
     ``from`` the original)."""
     if isinstance(exc, lmdb.ReadonlyError):
-        return StoreError(f"the store is read-only for this user (no write permission, or "
-                          f"a read-only mount); only reading works: {exc}")
+        return StoreError(
+            f"the store is read-only for this user (no write permission, or "
+            f"a read-only mount); only reading works: {exc}"
+        )
     if isinstance(exc, _CORRUPT_ERRORS):
         data_file = os.path.join(path, DATA_FILE)
-        return StoreCorrupt(f"the store file {data_file} is corrupt ({exc}); restore it "
-                            f"from a backup (mpqueue backup), or check what is left with "
-                            f"mpqueue check")
+        return StoreCorrupt(
+            f"the store file {data_file} is corrupt ({exc}); restore it "
+            f"from a backup (mpqueue backup), or check what is left with "
+            f"mpqueue check"
+        )
     if isinstance(exc, lmdb.BadValsizeError):
-        return ConfigError(f"a key or value is the wrong size for LMDB (keys are 1-511 "
-                           f"bytes): {exc}")
+        return ConfigError(
+            f"a key or value is the wrong size for LMDB (keys are 1-511 bytes): {exc}"
+        )
     if isinstance(exc, lmdb.DiskError):
         return StoreFull(f"disk error while writing the store (disk full?): {exc}")
     if _looks_like_disk_full(exc):
@@ -267,8 +312,11 @@ def translate_error(exc: lmdb.Error, path: str) -> MpqueueError:
 
 def _looks_like_disk_full(exc: lmdb.Error) -> bool:
     text = str(exc)
-    return (os.strerror(errno.ENOSPC) in text or os.strerror(errno.EIO) in text
-            or os.strerror(errno.EDQUOT) in text)
+    return (
+        os.strerror(errno.ENOSPC) in text
+        or os.strerror(errno.EIO) in text
+        or os.strerror(errno.EDQUOT) in text
+    )
 
 
 class EnvHandle:

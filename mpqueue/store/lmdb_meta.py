@@ -69,9 +69,14 @@ def parse_meta(page: bytes) -> Meta | None:
     if magic != MAGIC or version != DATA_VERSION or not _plausible_page_size(page_size):
         return None
     last_page, txn_id = _LAST_TXN.unpack_from(page, _LAST_AT)
-    return Meta(txn_id, page_size, map_size, last_page,
-                _ROOT.unpack_from(page, _FREE_ROOT_AT)[0],
-                _ROOT.unpack_from(page, _MAIN_ROOT_AT)[0])
+    return Meta(
+        txn_id,
+        page_size,
+        map_size,
+        last_page,
+        _ROOT.unpack_from(page, _FREE_ROOT_AT)[0],
+        _ROOT.unpack_from(page, _MAIN_ROOT_AT)[0],
+    )
 
 
 def _plausible_page_size(size: int) -> bool:
@@ -103,9 +108,11 @@ def check_data_file(store_dir: str) -> None:
         seen_txn = txn_id
         if creating:
             time.sleep(0.01)
-    raise StoreCorrupt(f"the store file {path} is corrupt: {problem}; restore it from "
-                           f"a backup (mpqueue backup), or move the directory away to "
-                           f"start an empty store")
+    raise StoreCorrupt(
+        f"the store file {path} is corrupt: {problem}; restore it from "
+        f"a backup (mpqueue backup), or move the directory away to "
+        f"start an empty store"
+    )
 
 
 def _store_existed(store_dir: str) -> bool:
@@ -123,8 +130,11 @@ def _problem(path: str, existed: bool) -> tuple[str | None, int]:
             return ("only 0 bytes, beside an existing store" if existed else None), -1
         meta = _current_meta(head)
         if meta is None:
-            return ("only a partial meta page" if size < 2 * 512 else
-                    "neither meta page is a valid LMDB meta page"), -1
+            return (
+                "only a partial meta page"
+                if size < 2 * 512
+                else "neither meta page is a valid LMDB meta page"
+            ), -1
         pages = size // meta.page_size
         if pages < META_PAGES:
             return f"only {size} bytes, less than its two meta pages", meta.txn_id
@@ -136,7 +146,7 @@ def _problem(path: str, existed: bool) -> tuple[str | None, int]:
 def _current_meta(head: bytes) -> Meta | None:
     first = parse_meta(head)
     size = first.page_size if first is not None else _any_page_size(head)
-    second = parse_meta(head[size:2 * size]) if size else None
+    second = parse_meta(head[size : 2 * size]) if size else None
     valid = [m for m in (first, second) if m is not None]
     return max(valid, key=lambda m: m.txn_id) if valid else None
 
@@ -144,7 +154,7 @@ def _current_meta(head: bytes) -> Meta | None:
 def _any_page_size(head: bytes) -> int:
     """The page size from the second meta page when the first is damaged."""
     for size in (4096, 8192, 16384, 32768, 65536, 512, 1024, 2048):
-        found = parse_meta(head[size:2 * size])
+        found = parse_meta(head[size : 2 * size])
         if found is not None and found.page_size == size:
             return size
     return 0
@@ -153,15 +163,19 @@ def _any_page_size(head: bytes) -> int:
 def _tail_problem(fd: int, meta: Meta, pages: int) -> str | None:
     for what, root in (("free-page tree", meta.free_root), ("main tree", meta.main_root)):
         if root != NO_PAGE and root >= pages:
-            return (f"its {what} starts at page {root}, but the file ends at page "
-                    f"{pages} ({pages * meta.page_size} bytes): it was truncated")
+            return (
+                f"its {what} starts at page {root}, but the file ends at page "
+                f"{pages} ({pages * meta.page_size} bytes): it was truncated"
+            )
     if meta.last_page < pages:
         return None
     missing = range(pages, meta.last_page + 1)
     free = _free_pages(fd, meta)
     if free is None or any(page not in free for page in missing):
-        return (f"it uses pages up to {meta.last_page}, but the file ends at page "
-                f"{pages} ({pages * meta.page_size} bytes): it was truncated")
+        return (
+            f"it uses pages up to {meta.last_page}, but the file ends at page "
+            f"{pages} ({pages * meta.page_size} bytes): it was truncated"
+        )
     return None
 
 
@@ -202,15 +216,16 @@ def _node_offsets(page: bytes) -> list[int]:
     return [at for at in offsets if at + _NODE.size <= len(page)]
 
 
-def _leaf_data(fd: int, page: bytes, node_at: int, data_size: int, node_flags: int,
-               key_size: int, meta: Meta) -> list[int] | None:
+def _leaf_data(
+    fd: int, page: bytes, node_at: int, data_size: int, node_flags: int, key_size: int, meta: Meta
+) -> list[int] | None:
     """The page numbers in one free-tree record (a count, then that many ids)."""
     data_at = node_at + _NODE.size + key_size
     if node_flags & F_BIGDATA:
         overflow = _U64.unpack_from(page, data_at)[0]
         raw = os.pread(fd, data_size, overflow * meta.page_size + PAGE_HEADER)
     else:
-        raw = page[data_at:data_at + data_size]
+        raw = page[data_at : data_at + data_size]
     if len(raw) < _U64.size or len(raw) % _U64.size:
         return None
     count = _U64.unpack_from(raw)[0]

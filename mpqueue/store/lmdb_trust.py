@@ -59,10 +59,12 @@ def check_trusted(path: str) -> None:
             raise ConfigError(
                 f"store {path!r} belongs to uid {info.st_uid}, not to this user (uid {me}): "
                 f"whoever can write a store runs code in its servers; use it as its owner, "
-                f"or set {SHARED_STORE_ENV}=1 to trust its owner (docs/security.md)")
+                f"or set {SHARED_STORE_ENV}=1 to trust its owner (docs/security.md)"
+            )
         if info.st_mode & 0o022:
             raise ConfigError(
                 f"{entry!r} is writable by group or others (mode "
                 f"{stat.S_IMODE(info.st_mode):o}): whoever can write a store runs code in "
                 f"its servers; run chmod -R go-w {path!r}, or set {SHARED_STORE_ENV}=1 to "
-                f"share it on purpose (docs/security.md)")
+                f"share it on purpose (docs/security.md)"
+            )

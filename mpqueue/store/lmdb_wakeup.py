@@ -47,8 +47,10 @@ def open_private_dir(store_path: str) -> int:
     info = os.fstat(fd)
     if info.st_uid != os.geteuid():
         os.close(fd)
-        raise StoreError(f"{path!r} belongs to uid {info.st_uid}, not to this user "
-                         f"(uid {os.geteuid()}): remove it, it is re-created")
+        raise StoreError(
+            f"{path!r} belongs to uid {info.st_uid}, not to this user "
+            f"(uid {os.geteuid()}): remove it, it is re-created"
+        )
     if stat.S_IMODE(info.st_mode) & 0o077:
         os.fchmod(fd, 0o700)
     return fd
@@ -166,8 +168,11 @@ class HandOffInbox:
     def _drop(self, datagram: bytes) -> None:
         self.dropped += 1
         if self.dropped in (1, 10, 100) or self.dropped % 1000 == 0:
-            print(f"mpqueue worker {os.getpid()}: dropped {self.dropped} malformed "
-                  f"hand-off datagram(s), the last {datagram[:40]!r}", file=sys.stderr)
+            print(
+                f"mpqueue worker {os.getpid()}: dropped {self.dropped} malformed "
+                f"hand-off datagram(s), the last {datagram[:40]!r}",
+                file=sys.stderr,
+            )
 
     def close(self) -> None:
         self.dir.unlink(self.name)
@@ -229,8 +234,11 @@ class WakeSender:
             return []
         if mtime != self.cached_mtime:
             self.cached_mtime = mtime
-            self.targets = [(name, socket_dir.address(name))
-                            for name in os.listdir(socket_dir.fd) if name.isdigit()]
+            self.targets = [
+                (name, socket_dir.address(name))
+                for name in os.listdir(socket_dir.fd)
+                if name.isdigit()
+            ]
         return self.targets
 
     def _dir(self) -> _SocketDir:

@@ -32,8 +32,12 @@ VERSION_TABLE = "mpqueue_schema_version"
 LOCK_CLASS = 0x6D707175
 
 # Names the queries use; each is qualified with the store's schema at open.
-TABLES = {"jobs": "mpqueue_jobs", "workers": "mpqueue_workers", "seq": "mpqueue_job_seq",
-          "version": VERSION_TABLE}
+TABLES = {
+    "jobs": "mpqueue_jobs",
+    "workers": "mpqueue_workers",
+    "seq": "mpqueue_job_seq",
+    "version": VERSION_TABLE,
+}
 
 # ``errors`` is JSON in a text column, written ASCII-only: exception text may hold NUL
 # or lone surrogates, which jsonb (and UTF-8 text) would refuse.
@@ -64,12 +68,10 @@ MIGRATIONS: list[tuple[str, ...]] = [
             deadline_ms    bigint,
             dead_reason    text
         )""",
-        "CREATE INDEX mpqueue_jobs_ready ON {jobs} (priority DESC, seq) "
-        "WHERE state = 'ready'",
+        "CREATE INDEX mpqueue_jobs_ready ON {jobs} (priority DESC, seq) WHERE state = 'ready'",
         "CREATE INDEX mpqueue_jobs_scheduled ON {jobs} (run_at_ms, priority DESC, seq) "
         "WHERE state = 'scheduled'",
-        "CREATE INDEX mpqueue_jobs_processing ON {jobs} (worker_id) "
-        "WHERE state = 'processing'",
+        "CREATE INDEX mpqueue_jobs_processing ON {jobs} (worker_id) WHERE state = 'processing'",
         "CREATE INDEX mpqueue_jobs_done ON {jobs} (finished_at_ms) WHERE state = 'done'",
         "CREATE INDEX mpqueue_jobs_dead ON {jobs} (id) WHERE state = 'dead'",
         "CREATE INDEX mpqueue_jobs_by_name ON {jobs} (name, created_at_ms, id)",
@@ -88,8 +90,7 @@ MIGRATIONS: list[tuple[str, ...]] = [
 def qualified_names(conn: psycopg.Connection[Any], schema: str) -> dict[str, str]:
     """``{jobs}``-style placeholders mapped to quoted, schema-qualified names, and
     ``{seq_name}`` to the sequence's name as a string literal (``nextval`` takes text)."""
-    names = {key: sql.Identifier(schema, table).as_string(conn)
-             for key, table in TABLES.items()}
+    names = {key: sql.Identifier(schema, table).as_string(conn) for key, table in TABLES.items()}
     names["seq_name"] = sql.Literal(names["seq"]).as_string(conn)
     return names
 
@@ -103,9 +104,11 @@ def render(template: str, names: dict[str, str]) -> str:
 def current_schema(conn: psycopg.Connection[Any]) -> str:
     row = conn.execute("SELECT current_schema()").fetchone()
     if row is None or row[0] is None:
-        raise ConfigError("the PostgreSQL connection has no schema to keep mpqueue's tables "
-                          "in: the search_path names no existing schema (set it with "
-                          "?options=-csearch_path%3Dmyschema in the URL)")
+        raise ConfigError(
+            "the PostgreSQL connection has no schema to keep mpqueue's tables "
+            "in: the search_path names no existing schema (set it with "
+            "?options=-csearch_path%3Dmyschema in the URL)"
+        )
     return str(row[0])
 
 
@@ -129,20 +132,25 @@ def migrate(conn: psycopg.Connection[Any], schema: str) -> int:
         return 0  # the common case: no lock taken
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_CLASS, schema))
-        conn.execute(render("CREATE TABLE IF NOT EXISTS {version} (version integer "
-                            "PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
-                            names))
+        conn.execute(
+            render(
+                "CREATE TABLE IF NOT EXISTS {version} (version integer "
+                "PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+                names,
+            )
+        )
         start = _check_version(installed_version(conn, names))  # another may have won
         for version in range(start + 1, len(MIGRATIONS) + 1):
             for statement in MIGRATIONS[version - 1]:
                 conn.execute(render(statement, names))
-            conn.execute(render("INSERT INTO {version} (version) VALUES (%s)", names),
-                         (version,))
+            conn.execute(render("INSERT INTO {version} (version) VALUES (%s)", names), (version,))
     return len(MIGRATIONS) - start
 
 
 def _check_version(version: int) -> int:
     if version > len(MIGRATIONS):
-        raise ConfigError(f"the PostgreSQL store has schema version {version}, newer than "
-                          f"this mpqueue supports ({len(MIGRATIONS)}); upgrade mpqueue")
+        raise ConfigError(
+            f"the PostgreSQL store has schema version {version}, newer than "
+            f"this mpqueue supports ({len(MIGRATIONS)}); upgrade mpqueue"
+        )
     return version

@@ -20,9 +20,11 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Callable, Sequence, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import psycopg
+
 from ..errors import StoreError
 from . import pg_url
 from .base import OpCounter
@@ -30,12 +32,12 @@ from .base import OpCounter
 T = TypeVar("T")
 log = logging.getLogger("mpqueue.store")
 
-CONNECT_TIMEOUT_S = 10       # libpq waits forever by default
-RECONNECT_BASE_S = 0.1       # first wait before reconnecting after a failed attempt
-RECONNECT_MAX_S = 5.0        # the longest wait between attempts
-TX_ATTEMPTS = 5              # tries of a transaction that lost a deadlock
+CONNECT_TIMEOUT_S = 10  # libpq waits forever by default
+RECONNECT_BASE_S = 0.1  # first wait before reconnecting after a failed attempt
+RECONNECT_MAX_S = 5.0  # the longest wait between attempts
+TX_ATTEMPTS = 5  # tries of a transaction that lost a deadlock
 
-_SESSIONS: "weakref.WeakSet[PgSession]" = weakref.WeakSet()
+_SESSIONS: weakref.WeakSet[PgSession] = weakref.WeakSet()
 
 
 def connection_params(url: str) -> dict[str, Any]:
@@ -64,8 +66,9 @@ class Query:
         rows = self.rows(query, params)
         return rows[0] if rows else None
 
-    def write(self, query: str, params: Sequence[Any] | None = None, *,
-              deletes: bool = False) -> int:
+    def write(
+        self, query: str, params: Sequence[Any] | None = None, *, deletes: bool = False
+    ) -> int:
         """Run a statement without results; returns (and counts) the rows it changed."""
         self.counter.txns += 1
         self.cursor.execute(query, params)
@@ -101,8 +104,9 @@ class PgSession:
         try:
             return psycopg.connect(**self.params, autocommit=True)
         except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to PostgreSQL at {self.where}: "
-                             f"{self.detail(exc)}") from self._cause(exc)
+            raise StoreError(
+                f"cannot connect to PostgreSQL at {self.where}: {self.detail(exc)}"
+            ) from self._cause(exc)
 
     def detail(self, exc: psycopg.Error) -> str:
         """libpq's message for ``exc``, without this session's secrets."""
@@ -124,13 +128,19 @@ class PgSession:
         except StoreError:
             self._failures += 1
             self._retry_at = time.monotonic() + min(
-                RECONNECT_MAX_S, RECONNECT_BASE_S * 2 ** (self._failures - 1))
+                RECONNECT_MAX_S, RECONNECT_BASE_S * 2 ** (self._failures - 1)
+            )
             raise
         self._failures = 0
         return self._conn
 
-    def run(self, body: Callable[[Query], T], *, write: bool = True,
-            resume: Callable[[Query], T] | None = None) -> T:
+    def run(
+        self,
+        body: Callable[[Query], T],
+        *,
+        write: bool = True,
+        resume: Callable[[Query], T] | None = None,
+    ) -> T:
         """``body`` in one transaction (``write``) or as autocommitted reads.
 
         A lost connection (the database restarted, or dropped it) is reopened and the
@@ -161,24 +171,33 @@ class PgSession:
                 except psycopg.Error as exc:
                     lost = conn.broken or conn.closed
                     if lost and not reconnected and (resume is not None or not committing):
-                        log.info("lost the connection to PostgreSQL at %s (%s); "
-                                 "reconnecting to make the call again", self.where,
-                                 self.detail(exc))
+                        log.info(
+                            "lost the connection to PostgreSQL at %s (%s); "
+                            "reconnecting to make the call again",
+                            self.where,
+                            self.detail(exc),
+                        )
                         self._drop()
                         step = resume if committing and resume is not None else step
                         reconnected = True
                         continue
                     raise self._translate(exc, conn, committing) from self._cause(exc)
 
-    def _translate(self, exc: psycopg.Error, conn: psycopg.Connection[Any],
-                   committing: bool = False) -> StoreError:
+    def _translate(
+        self, exc: psycopg.Error, conn: psycopg.Connection[Any], committing: bool = False
+    ) -> StoreError:
         detail = self.detail(exc)
         if conn.broken or conn.closed:
             self._drop()
-            outcome = ("the commit was sent but not answered, so it may or may not have "
-                       "been applied" if committing else "the transaction was rolled back")
-            return StoreError(f"lost the connection to PostgreSQL at {self.where} "
-                              f"({outcome}; the next call reconnects): {detail}")
+            outcome = (
+                "the commit was sent but not answered, so it may or may not have been applied"
+                if committing
+                else "the transaction was rolled back"
+            )
+            return StoreError(
+                f"lost the connection to PostgreSQL at {self.where} "
+                f"({outcome}; the next call reconnects): {detail}"
+            )
         return StoreError(f"PostgreSQL error ({type(exc).__name__}): {detail}")
 
     def _drop(self) -> None:

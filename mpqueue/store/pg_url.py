@@ -13,16 +13,18 @@ libpq's ``conninfo_uri_parse_options`` does) occurs in it; otherwise it is withh
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 from urllib.parse import quote, unquote, urlencode
 
 from ..errors import ConfigError
 
 SECRET_PARAMS = frozenset({"password", "sslpassword"})
 UNPARSABLE = "postgresql://<unparsable>"
-_WITHHELD = ("libpq cannot parse it, and its message is not shown because it quotes "
-             "the password; percent-encode reserved characters (such as @ : / ? & = % "
-             "[ ]) in the user name and password")
+_WITHHELD = (
+    "libpq cannot parse it, and its message is not shown because it quotes "
+    "the password; percent-encode reserved characters (such as @ : / ? & = % "
+    "[ ]) in the user name and password"
+)
 
 
 def parse(url: str) -> dict[str, str]:
@@ -35,8 +37,9 @@ def parse(url: str) -> dict[str, str]:
         import psycopg
         from psycopg.conninfo import conninfo_to_dict
     except ImportError:
-        raise ConfigError("PostgreSQL stores need psycopg: pip install 'mpqueue[postgres]'"
-                          ) from None
+        raise ConfigError(
+            "PostgreSQL stores need psycopg: pip install 'mpqueue[postgres]'"
+        ) from None
     try:
         params = conninfo_to_dict(url)
     except psycopg.Error as exc:
@@ -66,8 +69,9 @@ def shown(params: dict[str, str]) -> str:
         netloc += f":{quote(port, safe='')}" if port else ""
     userinfo = f"{quote(user, safe='')}@" if user else ""
     query = urlencode(rest, quote_via=quote)
-    return (f"postgresql://{userinfo}{netloc}/{quote(dbname, safe='')}"
-            + (f"?{query}" if query else ""))
+    return f"postgresql://{userinfo}{netloc}/{quote(dbname, safe='')}" + (
+        f"?{query}" if query else ""
+    )
 
 
 def secrets_of(params: dict[str, str]) -> list[str]:
@@ -100,7 +104,7 @@ def _secret_spellings(url: str) -> Iterator[str]:
     rest = url.split("://", 1)[-1]
     at, slash = rest.find("@"), rest.find("/")
     if at >= 0 and (slash < 0 or at < slash):
-        userinfo, rest = rest[:at], rest[at + 1:]
+        userinfo, rest = rest[:at], rest[at + 1 :]
         if ":" in userinfo:
             yield from _spellings(userinfo.split(":", 1)[1])
     for pair in rest.partition("?")[2].split("&"):

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import psycopg
 
@@ -31,12 +32,32 @@ INTEGER_MAX = 2**31 - 1
 CHANNEL_MAX_BYTES = 63  # PostgreSQL identifiers (and so channel names) are this short
 
 # JobRecord's fields, in the order every query selects them.
-_FIELDS = ("id", "name", "state", "payload", "priority", "seq", "run_at_ms", "created_at_ms",
-           "attempts", "max_retries", "timeout_s", "func", "result", "errors",
-           "finished_at_ms", "backoff_base_s", "backoff_cap_s", "signature")
+_FIELDS = (
+    "id",
+    "name",
+    "state",
+    "payload",
+    "priority",
+    "seq",
+    "run_at_ms",
+    "created_at_ms",
+    "attempts",
+    "max_retries",
+    "timeout_s",
+    "func",
+    "result",
+    "errors",
+    "finished_at_ms",
+    "backoff_base_s",
+    "backoff_cap_s",
+    "signature",
+)
 _COLUMNS = ", ".join(_FIELDS)
-_BLOBS = {"payload": "''::bytea AS payload", "func": "NULL::bytea AS func",
-          "result": "NULL::bytea AS result"}
+_BLOBS = {
+    "payload": "''::bytea AS payload",
+    "func": "NULL::bytea AS func",
+    "result": "NULL::bytea AS result",
+}
 _LIST_COLUMNS = ", ".join(_BLOBS.get(f, f) for f in _FIELDS)  # _FIELDS, blobs left out
 _STATES = {state.value: state for state in JobState}
 _Cycle = tuple[list[bool], list[JobRecord]]  # (inside the class, ``list`` is a method)
@@ -186,17 +207,33 @@ class PostgresStore(Store):
         for rec in records:  # the LMDB store's limits, so a queue can move between them
             keys.check_key_length(keys.by_name_key(rec.name, rec.id), f"task name {rec.name!r}")
         if records:  # safe to repeat: see _add_unless_committed
-            self.session.run(lambda q: self._add(q, records),
-                             resume=lambda q: self._add_unless_committed(q, records))
+            self.session.run(
+                lambda q: self._add(q, records),
+                resume=lambda q: self._add_unless_committed(q, records),
+            )
 
     def _add(self, q: Query, records: Sequence[JobRecord]) -> None:
         columns: list[list[Any]] = [[] for _ in range(17)]
         for rec in records:
-            row = (rec.id, rec.name, rec.state.value, rec.payload, rec.priority,
-                   min(rec.run_at_ms, BIGINT_MAX), rec.created_at_ms, rec.attempts,
-                   rec.max_retries, rec.timeout_s, rec.func, rec.result,
-                   _encode_errors(rec.errors), rec.finished_at_ms, rec.backoff_base_s,
-                   rec.backoff_cap_s, rec.signature)
+            row = (
+                rec.id,
+                rec.name,
+                rec.state.value,
+                rec.payload,
+                rec.priority,
+                min(rec.run_at_ms, BIGINT_MAX),
+                rec.created_at_ms,
+                rec.attempts,
+                rec.max_retries,
+                rec.timeout_s,
+                rec.func,
+                rec.result,
+                _encode_errors(rec.errors),
+                rec.finished_at_ms,
+                rec.backoff_base_s,
+                rec.backoff_cap_s,
+                rec.signature,
+            )
             for column, value in zip(columns, row):
                 column.append(value)
         seqs = dict(q.rows(self.sql["add"], columns))
@@ -250,8 +287,9 @@ class PostgresStore(Store):
         reason in its error history (as the LMDB store does)."""
         reason = f"stored value out of bounds: {problem}"
         error = ErrorInfo("OutOfBounds", reason, kind="corrupt", at_ms=now_ms)
-        q.write(self.sql["bury"], (_text(reason), _encode_errors(rec.errors + (error,)),
-                                   now_ms, rec.id))
+        q.write(
+            self.sql["bury"], (_text(reason), _encode_errors(rec.errors + (error,)), now_ms, rec.id)
+        )
 
     def next_run_at_ms(self) -> int | None:
         row = self.session.run(lambda q: q.one(self.sql["next_run_at"]), write=False)
@@ -264,8 +302,7 @@ class PostgresStore(Store):
         return self.session.run(lambda q: self._finish(q, outcomes, now_ms))
 
     def _finish(self, q: Query, outcomes: Sequence[Outcome], now_ms: int) -> list[bool]:
-        held = {row[0]: row for row in
-                q.rows(self.sql["held"], ([o.job_id for o in outcomes],))}
+        held = {row[0]: row for row in q.rows(self.sql["held"], ([o.job_id for o in outcomes],))}
         updates: list[tuple[Any, ...]] = []
         acks = []
         for outcome in outcomes:
@@ -276,16 +313,18 @@ class PostgresStore(Store):
             update = self._outcome_update(row, outcome, now_ms)
             acks.append(update is not None)
             if update is None:
-                q.write(self.sql["park"], ("corrupt record: errors cannot be decoded",
-                                           outcome.job_id))
+                q.write(
+                    self.sql["park"], ("corrupt record: errors cannot be decoded", outcome.job_id)
+                )
             else:
                 updates.append(update)
         if updates:
             q.write(self.sql["finish"], [list(column) for column in zip(*updates)])
         return acks
 
-    def _outcome_update(self, row: tuple[Any, ...], outcome: Outcome,
-                        now_ms: int) -> tuple[Any, ...] | None:
+    def _outcome_update(
+        self, row: tuple[Any, ...], outcome: Outcome, now_ms: int
+    ) -> tuple[Any, ...] | None:
         """The ``finish`` statement's row for one outcome (None: the record is unreadable).
 
         Columns: id, state, result, errors, run_at_ms, attempts_delta, finished_at_ms,
@@ -302,24 +341,34 @@ class PostgresStore(Store):
         except ValueError:
             return None
         error = outcome.error or ErrorInfo("Unknown", "no error recorded")
-        rec = JobRecord(id=job_id, name="", state=JobState.PROCESSING, payload=b"",
-                        attempts=row[2], max_retries=row[3], backoff_base_s=row[4],
-                        backoff_cap_s=row[5])
-        run_at = next_run_at_ms(rec, now_ms, self.rng, retryable=outcome.retryable,
-                                delay_s=outcome.retry_delay_s)
+        rec = JobRecord(
+            id=job_id,
+            name="",
+            state=JobState.PROCESSING,
+            payload=b"",
+            attempts=row[2],
+            max_retries=row[3],
+            backoff_base_s=row[4],
+            backoff_cap_s=row[5],
+        )
+        run_at = next_run_at_ms(
+            rec, now_ms, self.rng, retryable=outcome.retryable, delay_s=outcome.retry_delay_s
+        )
         encoded = _encode_errors(errors + (error,))
         if run_at is None:
             return (job_id, "dead", None, encoded, None, 0, now_ms, _text(str(error)), False)
-        return (job_id, "scheduled", None, encoded, min(run_at, BIGINT_MAX), 0, None, None,
-                True)
+        return (job_id, "scheduled", None, encoded, min(run_at, BIGINT_MAX), 0, None, None, True)
 
     # ---- claims and workers -------------------------------------------------------
     def claims(self, worker_id: str | None = None) -> list[Claim]:
-        query, params = ((self.sql["claims"], ()) if worker_id is None
-                         else (self.sql["claims_of"], (worker_id,)))
+        query, params = (
+            (self.sql["claims"], ()) if worker_id is None else (self.sql["claims_of"], (worker_id,))
+        )
         rows = self.session.run(lambda q: q.rows(query, params), write=False)
-        return [Claim(job_id, worker, claimed, deadline_ms=deadline)
-                for job_id, worker, claimed, deadline in rows]
+        return [
+            Claim(job_id, worker, claimed, deadline_ms=deadline)
+            for job_id, worker, claimed, deadline in rows
+        ]
 
     def requeue_worker(self, worker_id: str) -> list[str]:
         def body(q: Query) -> list[str]:
@@ -328,6 +377,7 @@ class PostgresStore(Store):
             if ids:
                 q.rows(self.sql["notify"], (self.channel,))  # other hosts may be idle
             return ids
+
         return self.session.run(body)
 
     def register_worker(self, worker_id: str, info: dict[str, Any]) -> None:
@@ -353,12 +403,12 @@ class PostgresStore(Store):
         row = self.session.run(lambda q: q.one(self.sql["get"], (job_id,)), write=False)
         return None if row is None else _decode(row)
 
-    def list(self, name: str | None = None, state: JobState | None = None,
-             limit: int | None = None) -> list[JobRecord]:
+    def list(
+        self, name: str | None = None, state: JobState | None = None, limit: int | None = None
+    ) -> list[JobRecord]:
         key = "list" + ("_name" if name is not None else "") + ("_state" if state else "")
         params = [v for v in (name, None if state is None else state.value) if v is not None]
-        rows = self.session.run(lambda q: q.rows(self.sql[key], (*params, limit)),
-                                write=False)
+        rows = self.session.run(lambda q: q.rows(self.sql[key], (*params, limit)), write=False)
         return [_decode(row) for row in rows]
 
     def stats(self) -> dict[str, int]:
@@ -370,8 +420,9 @@ class PostgresStore(Store):
 
     # ---- removing ---------------------------------------------------------------------
     def delete(self, job_id: str) -> bool:
-        return bool(self.session.run(
-            lambda q: q.write(self.sql["delete"], (job_id,), deletes=True)))
+        return bool(
+            self.session.run(lambda q: q.write(self.sql["delete"], (job_id,), deletes=True))
+        )
 
     def requeue_dead(self, job_id: str, now_ms: int) -> JobRecord:
         return self.session.run(lambda q: self._requeue_dead(q, job_id, now_ms))
@@ -390,19 +441,25 @@ class PostgresStore(Store):
         seq = q.rows(self.sql["requeue_dead"], (now_ms, job_id))[0][0]
         q.counter.puts += 1
         q.rows(self.sql["notify"], (self.channel,))
-        return rec.evolve(state=JobState.READY, attempts=0, run_at_ms=now_ms,
-                          finished_at_ms=None, seq=seq)
+        return rec.evolve(
+            state=JobState.READY, attempts=0, run_at_ms=now_ms, finished_at_ms=None, seq=seq
+        )
 
     def purge_dead(self) -> int:
         return self.session.run(lambda q: q.write(self.sql["purge_dead"], deletes=True))
 
     def expire_finished(self, before_ms: int) -> int:
-        return self.session.run(
-            lambda q: q.write(self.sql["expire"], (before_ms,), deletes=True))
+        return self.session.run(lambda q: q.write(self.sql["expire"], (before_ms,), deletes=True))
 
     # ---- the server's cycle -------------------------------------------------------------
-    def finish_and_claim(self, outcomes: Sequence[Outcome], worker_id: str, limit: int,
-                         now_ms: int, idle_children: Sequence[int] = ()) -> _Cycle:
+    def finish_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        worker_id: str,
+        limit: int,
+        now_ms: int,
+        idle_children: Sequence[int] = (),
+    ) -> _Cycle:
         # idle_children is not used: this store has no hand-off (jobs always go through
         # the ready queue, and NOTIFY wakes the servers).
         def body(q: Query) -> _Cycle:
@@ -411,6 +468,7 @@ class PostgresStore(Store):
                 return acks, []
             q.write(self.sql["promote"], (now_ms,))
             return acks, self._claim(q, worker_id, limit, now_ms)
+
         _check_worker_id(worker_id)
         if not outcomes and limit <= 0:
             return [], []
@@ -422,29 +480,36 @@ class PostgresStore(Store):
         state, every error history decodes, claims belong to registered or dead
         servers, queued jobs have distinct FIFO numbers. (PostgreSQL keeps its own
         indexes consistent; a backup is pg_dump's job.)"""
+
         def body(q: Query) -> CheckReport:
             report = CheckReport(jobs=int(q.rows(self.sql["count"])[0][0]))
-            report.inconsistent += [f"job {job_id} is {state} but its claim or finish "
-                                    f"columns say otherwise"
-                                    for job_id, state in q.rows(self.sql["check_rows"])]
-            report.inconsistent += [f"jobs are claimed by {worker}, which is neither "
-                                    f"registered nor dead" for (worker,)
-                                    in q.rows(self.sql["check_holders"]) if not holder_gone(worker)]
-            report.inconsistent += [f"{n} queued jobs share the FIFO number {seq}"
-                                    for seq, n in q.rows(self.sql["check_seqs"])]
+            report.inconsistent += [
+                f"job {job_id} is {state} but its claim or finish columns say otherwise"
+                for job_id, state in q.rows(self.sql["check_rows"])
+            ]
+            report.inconsistent += [
+                f"jobs are claimed by {worker}, which is neither registered nor dead"
+                for (worker,) in q.rows(self.sql["check_holders"])
+                if not holder_gone(worker)
+            ]
+            report.inconsistent += [
+                f"{n} queued jobs share the FIFO number {seq}"
+                for seq, n in q.rows(self.sql["check_seqs"])
+            ]
             for job_id, errors in q.rows(self.sql["check_errors"]):
                 try:
                     _decode_errors(errors)
                 except ValueError as exc:
-                    report.corrupt.append(f"job {job_id}: the error history cannot be "
-                                          f"decoded ({exc})")
+                    report.corrupt.append(
+                        f"job {job_id}: the error history cannot be decoded ({exc})"
+                    )
             return report
+
         report = self.session.run(body, write=False)
         return report.add_registry(self.workers())
 
     def backup(self, dest: str) -> None:
-        raise ConfigError("a PostgreSQL store is backed up with the database's own tools: "
-                          "pg_dump")
+        raise ConfigError("a PostgreSQL store is backed up with the database's own tools: pg_dump")
 
     def listen(self) -> PgListener:
         return PgListener(self.session.connect, self.channel)
@@ -470,8 +535,9 @@ def _text(value: str) -> str:
 
 
 def _encode_errors(errors: Sequence[ErrorInfo]) -> str:
-    return json.dumps([[e.type, e.message, e.traceback, e.attempt, e.at_ms, e.kind]
-                       for e in errors])  # ASCII-only: see pg_schema
+    return json.dumps(
+        [[e.type, e.message, e.traceback, e.attempt, e.at_ms, e.kind] for e in errors]
+    )  # ASCII-only: see pg_schema
 
 
 def _decode_errors(raw: str) -> tuple[ErrorInfo, ...]:
