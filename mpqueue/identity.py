@@ -11,10 +11,12 @@ import os
 import socket
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import psutil
 
 START_TIME_TOLERANCE_S = 0.05  # psutil's create_time is rounded to clock ticks
+DEFAULT_LEASE_S = 10.0  # a coordinator on another host silent this long is dead
 HOST_ID_ENV = "MPQUEUE_HOST_ID"  # overrides the host name (containers sharing one name)
 
 
@@ -98,3 +100,20 @@ def process_matches(pid: int, started_s: float) -> bool:
 def is_alive(identity: Identity) -> bool:
     """Local liveness by pid and start time (callers handle non-local identities)."""
     return process_matches(identity.pid, identity.started_ms / 1000)
+
+
+def coordinator_dead(
+    worker_id: str, info: dict[str, Any] | None, now: int, lease_s: float = DEFAULT_LEASE_S
+) -> bool:
+    """The one liveness rule: whether the server ``worker_id`` is gone. On this host its
+    process must still run; elsewhere its heartbeat (``info`` from the registry) must be
+    younger than its lease."""
+    identity = parse(worker_id)
+    if identity is not None and identity.local:
+        return not is_alive(identity)
+    if info is None:
+        return False  # an owner we cannot check and that never registered: leave it
+    # The store measures the heartbeat's age on one clock (Postgres: the database's), so
+    # clock skew between hosts cannot make a live coordinator look dead.
+    age_ms = info.get("heartbeat_age_ms", now - int(info.get("heartbeat_ms", 0)))
+    return int(age_ms) > lease_s * 1000

@@ -22,7 +22,7 @@ from .display import describe
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from .job import JobRecord
+    from .records import JobRecord
 
 PRIORITY_MIN = -(2**31)  # a signed 32-bit integer: PostgreSQL ``integer``, and
 PRIORITY_MAX = 2**31 - 1  # LMDB's ready key stores PRIORITY_MAX - priority as a u32

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from mpqueue.job import ErrorInfo, JobRecord, Outcome, now_ms
+from mpqueue.records import ErrorInfo, JobRecord, Outcome, now_ms
 from mpqueue.serializer import dump_result
 from mpqueue.store import Store
 
@@ -140,8 +140,8 @@ def run_cli_as_nobody(*args: str) -> tuple[int, str, str]:
     """The CLI run by another local user (uid 65534, see second_user.py): (exit code,
     stdout, stderr). Forked, not exec'd, so the modules it needs are imported here."""
     import mpqueue.cli
-    import mpqueue.store.legacy
-    import mpqueue.store.lmdb  # noqa: F401
+    import mpqueue.store.lmdb.legacy
+    import mpqueue.store.lmdb.store  # noqa: F401
 
     from .second_user import as_nobody
 

@@ -187,15 +187,15 @@ def pipe_attack(marker: str, tag: str) -> None:
         elif tag == "old_huge_header":  # multiprocessing's header of a 2 GiB frame
             os.write(fd, b"\x7f\xff\xff\xf0")
         elif tag == "huge_header":  # this protocol's magic, an impossible length
-            from mpqueue import protocol
+            from mpqueue.serve import protocol
 
             os.write(fd, protocol.HEADER.pack(protocol.MAGIC, protocol.MAX_FRAME + 1))
         elif tag == "wrong_job":  # a well-formed outcome of a job it was never sent
-            from mpqueue import protocol
+            from mpqueue.serve import protocol
 
             os.write(fd, protocol.encode(("done", "0" * 32, b"", 0)))
         elif tag == "bad_shape":
-            from mpqueue import protocol
+            from mpqueue.serve import protocol
 
             os.write(fd, protocol.encode(("done", 5, "x")))
         else:

@@ -9,7 +9,7 @@ import pytest
 
 from mpqueue import JobFailed, JobNotFound, Queue
 from mpqueue.errors import ConfigError
-from mpqueue.job import JobState, Outcome, now_ms
+from mpqueue.records import JobState, Outcome, now_ms
 from mpqueue.serializer import load_callable, load_result
 from mpqueue.store.counting import CountingStore
 

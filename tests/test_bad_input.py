@@ -21,12 +21,12 @@ from mpqueue import (
     Queue,
     Retry,
     SerializationError,
-    keys,
     limits,
 )
-from mpqueue.job import JobState, now_ms
+from mpqueue.records import JobState, now_ms
 from mpqueue.registry import MAX_NAME_BYTES
-from mpqueue.store.lmdb_env import _OPEN_ENVS
+from mpqueue.store.lmdb import keys
+from mpqueue.store.lmdb.env import _OPEN_ENVS
 
 from .helpers import claim_all, done, failed, run_cli, run_cli_as_nobody, snapshot
 from .second_user import public_dir, require_root  # noqa: F401  (public_dir: a fixture)
@@ -132,7 +132,7 @@ def test_invalid_task_option_values(seeded, options):
 def test_task_options_built_directly_are_checked_too():
     """Not only the decorator: a TaskOptions made by hand (benchmarks, task_by_name) is
     in bounds, so the hand-off path's claim deadline always fits its encoding."""
-    from mpqueue.config import TaskOptions
+    from mpqueue.task import TaskOptions
 
     with pytest.raises(ConfigError, match="timeout must be at most 31536000 s"):
         TaskOptions(timeout=1e17)

@@ -21,7 +21,7 @@ from click.testing import CliRunner, Result
 
 from mpqueue import Queue
 from mpqueue.cli import cli
-from mpqueue.job import ErrorInfo, Outcome, now_ms
+from mpqueue.records import ErrorInfo, Outcome, now_ms
 
 from . import cli_tasks
 from .helpers import run_cli

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mpqueue import Queue
-from mpqueue.job import Outcome, now_ms
+from mpqueue.records import Outcome, now_ms
 
 from .helpers import join_cleanly, read_lines, started
 

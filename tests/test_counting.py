@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mpqueue import Queue
-from mpqueue.job import JobState, now_ms
+from mpqueue.records import JobState, now_ms
 from mpqueue.store.counting import CountingStore
 
 N = 1000

@@ -18,8 +18,8 @@ import lmdb
 import pytest
 
 from mpqueue import Queue
-from mpqueue.store import lmdb_meta
-from mpqueue.store.lmdb_meta import check_data_file
+from mpqueue.store.lmdb import meta as lmdb_meta
+from mpqueue.store.lmdb.meta import check_data_file
 
 from .helpers import wait_until
 from .pg_helpers import pg_url  # noqa: F401  (fixture)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mpqueue.errors import ConfigError
-from mpqueue.store.lmdb_env import is_network_fs, mount_fs_type, refuse_network_fs
+from mpqueue.store.lmdb.env import is_network_fs, mount_fs_type, refuse_network_fs
 
 MOUNTS = """\
 /dev/sda1 / ext4 rw,relatime 0 0

@@ -10,8 +10,9 @@ import subprocess
 
 import pytest
 
-from mpqueue import Queue, keys
-from mpqueue.job import now_ms
+from mpqueue import Queue
+from mpqueue.records import now_ms
+from mpqueue.store.lmdb import keys
 
 SERVER = "thishost:0123456789ab:4026531836:4242:1700000000000"
 

@@ -1,4 +1,4 @@
-"""Key encoders of mpqueue.keys: round trips, byte order == queue order, size limits."""
+"""Key encoders of mpqueue.store.lmdb.keys: round trips, byte order == queue order, size limits."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from mpqueue import keys
 from mpqueue.errors import ConfigError
 from mpqueue.registry import MAX_NAME_BYTES, check_name
+from mpqueue.store.lmdb import keys
 
 job_ids = st.text(alphabet="0123456789abcdef", min_size=32, max_size=32)
 priorities = st.integers(keys.PRIORITY_MIN, keys.PRIORITY_MAX)
@@ -168,7 +168,7 @@ def test_job_ids_are_unique_after_fork_and_user_seeding():
     import os
     import random
 
-    from mpqueue.job import new_job_ids
+    from mpqueue.records import new_job_ids
 
     random.seed(1234)  # user code seeding the global generator must not repeat ids
     read_end, write_end = os.pipe()

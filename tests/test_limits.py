@@ -10,8 +10,8 @@ import hypothesis.strategies as st
 from hypothesis import example, given, settings
 
 from mpqueue import ConfigError, Queue, limits
-from mpqueue.config import TaskOptions
-from mpqueue.job import now_ms
+from mpqueue.records import now_ms
+from mpqueue.task import TaskOptions
 
 # Numbers around every bound, plus the values that broke servers before.
 EDGES = [

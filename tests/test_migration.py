@@ -6,9 +6,10 @@ import signal
 
 import pytest
 
-from mpqueue import Queue, keys
+from mpqueue import Queue
 from mpqueue.errors import ConfigError
-from mpqueue.job import now_ms
+from mpqueue.records import now_ms
+from mpqueue.store.lmdb import keys
 
 from .helpers import claim_all, done, failed
 from .serve_helpers import servers  # noqa: F401

@@ -28,8 +28,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from mpqueue import ConfigError, Queue, StoreError
-from mpqueue.config import redact
-from mpqueue.job import JobState, Outcome, now_ms
+from mpqueue.location import redact
+from mpqueue.records import JobState, Outcome, now_ms
 
 from .pg_helpers import (  # noqa: F401
     admin,

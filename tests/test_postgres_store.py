@@ -17,10 +17,10 @@ from psycopg import sql
 
 from mpqueue import ConfigError, Queue, StoreError
 from mpqueue.cli import cli
-from mpqueue.job import JobState, Outcome, now_ms
+from mpqueue.records import JobState, Outcome, now_ms
 from mpqueue.store import open_store
-from mpqueue.store.pg_schema import MIGRATIONS
-from mpqueue.store.postgres import PostgresStore
+from mpqueue.store.postgres.schema import MIGRATIONS
+from mpqueue.store.postgres.store import PostgresStore
 
 from .helpers import claim_all, done
 from .pg_helpers import admin, pg_url  # noqa: F401

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mpqueue import Queue
-from mpqueue.progress import Progress
+from mpqueue.serve.progress import Progress
 
 from .serve_helpers import ROOT
 

@@ -13,11 +13,11 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from mpqueue import keys
-from mpqueue.job import ErrorInfo, JobRecord, JobState, Outcome, now_ms
+from mpqueue.records import ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from mpqueue.store import open_store
 from mpqueue.store.base import offered_children
 from mpqueue.store.codec import decode_claim, decode_record
+from mpqueue.store.lmdb import keys
 
 NAMES = ("t.a", "t.ab", "t.b")
 WORKERS = ("w1", "w2")

@@ -9,8 +9,8 @@ import psutil
 import pytest
 
 from mpqueue import Queue
-from mpqueue.job import now_ms
-from mpqueue.recovery import kill_orphans, reclaim_dead
+from mpqueue.records import now_ms
+from mpqueue.serve.recovery import kill_orphans, reclaim_dead
 
 
 @pytest.mark.timeout(30)

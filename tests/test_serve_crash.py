@@ -13,10 +13,10 @@ import time
 import psutil
 import pytest
 
-from mpqueue import keys
 from mpqueue.identity import Identity, current
-from mpqueue.job import now_ms
-from mpqueue.recovery import reclaim_dead
+from mpqueue.records import now_ms
+from mpqueue.serve.recovery import reclaim_dead
+from mpqueue.store.lmdb import keys
 
 from .serve_helpers import assert_no_overlap, env, gone, pids_of, servers, wait_until  # noqa: F401
 

@@ -10,7 +10,8 @@ import signal
 import psutil
 import pytest
 
-from mpqueue import Queue, keys
+from mpqueue import Queue
+from mpqueue.store.lmdb import keys
 
 from .helpers import wait_until
 from .serve_helpers import Env, Run, assert_no_overlap, env, gone, servers  # noqa: F401

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from mpqueue.job import JobRecord, JobState, new_job_id, now_ms
+from mpqueue.records import JobRecord, JobState, new_job_id, now_ms
 
 from .serve_helpers import env, gone, servers, wait_until  # noqa: F401
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from mpqueue.job import JobState
+from mpqueue.records import JobState
 
 from .serve_helpers import env, gone, servers, wait_until  # noqa: F401
 

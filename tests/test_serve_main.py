@@ -16,8 +16,8 @@ import pytest
 SCRIPT = """
 import sys
 from mpqueue import Queue
-from mpqueue.config import ServeSettings
-from mpqueue.coordinator import serve
+from mpqueue.serve.settings import ServeSettings
+from mpqueue.serve.coordinator import serve
 
 queue = Queue(sys.argv[1] if len(sys.argv) > 1 else {path!r})
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from mpqueue.job import JobState
+from mpqueue.records import JobState
 
 from .serve_helpers import ROOT, env, gone, servers, wait_until  # noqa: F401
 

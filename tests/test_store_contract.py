@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mpqueue import ConfigError, JobNotFound, MpqueueError, Queue
-from mpqueue.job import ErrorInfo, JobRecord, JobState, Outcome, new_job_id, now_ms
+from mpqueue.records import ErrorInfo, JobRecord, JobState, Outcome, new_job_id, now_ms
 from mpqueue.store.counting import CountingStore
 
 from .helpers import claim_all, done, failed, join_cleanly, read_lines, snapshot, started

@@ -15,9 +15,10 @@ import lmdb
 import msgpack
 import pytest
 
-from mpqueue import ConfigError, Queue, keys
+from mpqueue import ConfigError, Queue
 from mpqueue.store.codec import RECORD_V1, RECORD_V2, decode_record, encode_record
-from mpqueue.store.lmdb_env import _OPEN_ENVS
+from mpqueue.store.lmdb import keys
+from mpqueue.store.lmdb.env import _OPEN_ENVS
 
 from .helpers import Plant
 from .pg_helpers import pg_url  # noqa: F401

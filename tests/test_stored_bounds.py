@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from mpqueue import limits
 from mpqueue.cli import cli
-from mpqueue.job import JobState, now_ms
+from mpqueue.records import JobState, now_ms
 
 from .helpers import claim_all, failed
 from .pg_helpers import pg_url  # noqa: F401

@@ -17,11 +17,12 @@ import lmdb
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 
-from mpqueue import Queue, keys
+from mpqueue import Queue
 from mpqueue.identity import Identity, boot_id, host_id, pid_namespace
-from mpqueue.job import JobRecord, JobState, Outcome, new_job_id, now_ms
-from mpqueue.recovery import reclaim_dead
-from mpqueue.store.lmdb_env import _OPEN_ENVS
+from mpqueue.records import JobRecord, JobState, Outcome, new_job_id, now_ms
+from mpqueue.serve.recovery import reclaim_dead
+from mpqueue.store.lmdb import keys
+from mpqueue.store.lmdb.env import _OPEN_ENVS
 
 from .helpers import claim_all
 from .serve_helpers import env, servers  # noqa: F401

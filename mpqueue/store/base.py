@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from ..errors import ConfigError
-from ..job import Claim, JobRecord, JobState, Outcome
+from ..records import Claim, JobRecord, JobState, Outcome
 
 
 def offered_children(idle_children: Sequence[int], limit: int, claimed: int) -> list[int]:

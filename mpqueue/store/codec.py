@@ -21,9 +21,9 @@ from typing import Any
 
 import msgpack
 
-from .. import keys
 from ..errors import CorruptRecord
-from ..job import Claim, ErrorInfo, JobRecord, JobState
+from ..records import Claim, ErrorInfo, JobRecord, JobState
+from .lmdb import keys
 
 RECORD_V1 = b"\x01"  # a pickle: read (without globals), never written
 RECORD_V2 = b"\x02"  # msgpack

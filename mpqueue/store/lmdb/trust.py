@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 import stat
 
-from ..config import SHARED_STORE_ENV
-from ..errors import ConfigError, StoreError
+from ...errors import ConfigError, StoreError
+from ...location import SHARED_STORE_ENV
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600

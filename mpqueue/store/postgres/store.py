@@ -16,16 +16,16 @@ from typing import Any
 
 import psycopg
 
-from .. import keys
-from ..errors import ConfigError, JobNotFound
-from ..job import Claim, ErrorInfo, JobRecord, JobState, Outcome
-from ..limits import TIMEOUT_MAX_S, stored_problem
-from ..retry import next_run_at_ms
-from . import pg_schema
-from .base import CheckReport, HolderGone, OpCounter, Store
-from .codec import decode_worker_info, encode_worker_info
-from .pg_listen import PgListener
-from .pg_session import PgSession, Query
+from ...errors import ConfigError, JobNotFound
+from ...limits import TIMEOUT_MAX_S, stored_problem
+from ...records import Claim, ErrorInfo, JobRecord, JobState, Outcome
+from ...retry import next_run_at_ms
+from ..base import CheckReport, HolderGone, OpCounter, Store
+from ..codec import decode_worker_info, encode_worker_info
+from ..lmdb import keys
+from . import schema as pg_schema
+from .listen import PgListener
+from .session import PgSession, Query
 
 BIGINT_MAX = 2**63 - 1  # run-at times beyond it (year 292 million) are stored as it
 INTEGER_MAX = 2**31 - 1

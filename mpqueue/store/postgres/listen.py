@@ -18,7 +18,7 @@ from typing import Any
 import psycopg
 from psycopg import pq, sql
 
-from ..errors import StoreError
+from ...errors import StoreError
 
 log = logging.getLogger("mpqueue.store")
 

@@ -25,8 +25,8 @@ import struct
 import time
 from dataclasses import dataclass
 
-from ..errors import StoreCorrupt
-from .lmdb_wakeup import WAKE_DIR
+from ...errors import StoreCorrupt
+from .wakeup import WAKE_DIR
 
 DATA_FILE = "data.mdb"
 LOCK_FILE = "lock.mdb"

@@ -19,26 +19,20 @@ from typing import Any, NoReturn
 
 import click
 
-from . import __version__
-from .app import Queue
-from .cli_serve import demo_command, serve_command
-from .config import (
-    DEFAULT_LIST_LIMIT,
-    DEFAULT_MODE,
-    DEFAULT_PATH,
-    MODES,
-    PATH_ENV,
-    SHOW_REPR_MAX,
-    is_url,
-    redact,
-)
-from .display import CUT_MARK, plain_int, short_repr
-from .errors import ConfigError, JobNotFound, MpqueueError, SerializationError, StoreCorrupt
-from .job import Job, JobState
-from .limits import PRIORITY_MAX, PRIORITY_MIN
-from .serializer import load_result
-from .store.base import CheckReport
+from .. import __version__
+from ..display import CUT_MARK, plain_int, short_repr
+from ..errors import ConfigError, JobNotFound, MpqueueError, SerializationError, StoreCorrupt
+from ..handle import Job
+from ..limits import PRIORITY_MAX, PRIORITY_MIN
+from ..location import DEFAULT_MODE, DEFAULT_PATH, MODES, PATH_ENV, is_url, redact
+from ..queue import Queue
+from ..records import JobState
+from ..serializer import load_result
+from ..store.base import CheckReport
+from .serve import demo_command, serve_command
 
+DEFAULT_LIST_LIMIT = 100  # `mpqueue list` shows this many jobs unless --limit/--all
+SHOW_REPR_MAX = 2000  # `mpqueue show` cuts longer argument/result reprs (--full)
 STATES = [state.value for state in JobState]
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from urllib.parse import quote, unquote, urlencode
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 SECRET_PARAMS = frozenset({"password", "sslpassword"})
 UNPARSABLE = "postgresql://<unparsable>"

@@ -18,14 +18,15 @@ from collections.abc import Callable
 from multiprocessing.connection import wait
 from typing import Any
 
+from ..errors import ProtocolError, StoreCorrupt, StoreError
+from ..identity import current
+from ..location import redact
+from ..records import ErrorInfo, JobRecord, JobState, Outcome, now_ms
+from ..store import open_store
 from . import recovery
-from .config import PREFETCH_WINDOW_S, ServeSettings, redact
-from .errors import ProtocolError, StoreCorrupt, StoreError
-from .identity import current
-from .job import ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from .pool import Pool, Slot
 from .progress import Progress
-from .store import open_store
+from .settings import PREFETCH_WINDOW_S, ServeSettings
 
 log = logging.getLogger("mpqueue.serve")
 

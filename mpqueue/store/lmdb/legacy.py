@@ -13,11 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from .. import keys
-from ..job import JobRecord, JobState, now_ms
-from ..limits import stored_problem
-from .lmdb import LAYOUT_LEGACY, LmdbStore
-from .lmdb_env import Tx
+from ...limits import stored_problem
+from ...records import JobRecord, JobState, now_ms
+from . import keys
+from .env import Tx
+from .store import LAYOUT_LEGACY, LmdbStore
 
 
 class LegacyLmdbStore(LmdbStore):

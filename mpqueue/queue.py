@@ -11,30 +11,31 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from .config import (
+from .display import describe
+from .errors import ConfigError, JobNotFound, TaskNotFound
+from .handle import Job
+from .identity import coordinator_dead
+from .limits import check_priority, check_result_ttl, run_at_ms
+from .location import (
     DEFAULT_MAP_SIZE,
     DEFAULT_MODE,
-    DEFAULT_RESULT_TTL_S,
-    TaskOptions,
     check_location,
     check_mode,
     redact,
     resolve_path,
 )
-from .display import describe
-from .errors import ConfigError, JobNotFound, TaskNotFound
-from .job import Job, JobRecord, JobState, is_job_id, new_job_id, new_job_ids, now_ms
-from .limits import check_priority, check_result_ttl, run_at_ms
-from .recovery import coordinator_dead
+from .records import JobRecord, JobState, is_job_id, new_job_id, new_job_ids, now_ms
 from .registry import Registry, check_name, resolve, task_name
 from .serializer import dump_callable, dump_payload
 from .signing import resolve_secret, sign
 from .store import Store, open_store
 from .store.base import CheckReport
-from .task import Task
+from .task import Task, TaskOptions
 
 _WAIT_MIN_S = 0.001
 _WAIT_MAX_S = 0.05
+
+DEFAULT_RESULT_TTL_S = 7 * 24 * 3600.0  # finished jobs (and results) kept for a week
 
 
 class Queue:

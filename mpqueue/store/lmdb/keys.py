@@ -30,14 +30,14 @@ import functools
 import struct
 from collections.abc import Sequence
 
-from .errors import ConfigError
+from ...errors import ConfigError
 
 # Re-exported: the encodings below are written for these bounds.
-from .limits import JOB_ID_BYTES as JOB_ID_BYTES
-from .limits import KEY_MAX_BYTES
-from .limits import PRIORITY_MAX as PRIORITY_MAX
-from .limits import PRIORITY_MIN as PRIORITY_MIN
-from .limits import RUN_AT_MAX_MS as RUN_AT_MAX_MS
+from ...limits import JOB_ID_BYTES as JOB_ID_BYTES
+from ...limits import KEY_MAX_BYTES
+from ...limits import PRIORITY_MAX as PRIORITY_MAX
+from ...limits import PRIORITY_MIN as PRIORITY_MIN
+from ...limits import RUN_AT_MAX_MS as RUN_AT_MAX_MS
 
 DB_JOBS = b"jobs"
 DB_BY_NAME = b"by_name"

@@ -26,8 +26,8 @@ from typing import Any
 
 import msgpack
 
-from .errors import ProtocolError
-from .job import is_job_id
+from ..errors import ProtocolError
+from ..records import is_job_id
 
 MAGIC = b"mpq\x01"
 HEADER = struct.Struct(">4sI")

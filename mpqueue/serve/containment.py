@@ -24,7 +24,7 @@ import signal
 
 import psutil
 
-from .identity import process_matches
+from ..identity import process_matches
 
 _PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 

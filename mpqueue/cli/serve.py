@@ -11,19 +11,19 @@ import time
 
 import click
 
-from .app import Queue
-from .config import (
+from ..demo import DEMO_RANGE, count_primes, job_ranges
+from ..identity import DEFAULT_LEASE_S
+from ..location import MODES
+from ..queue import Queue
+from ..serve.coordinator import serve
+from ..serve.pool import HELPERS_STOP_TIMEOUT_S, stop_helpers
+from ..serve.settings import (
     DEFAULT_BATCH,
     DEFAULT_GRACE_S,
-    DEFAULT_LEASE_S,
     DEFAULT_PREFETCH_MAX,
     DEFAULT_TIMEOUT_GRACE_S,
-    MODES,
     ServeSettings,
 )
-from .coordinator import serve
-from .demo import DEMO_RANGE, count_primes, job_ranges
-from .pool import HELPERS_STOP_TIMEOUT_S, stop_helpers
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 

@@ -16,29 +16,14 @@ from typing import Any
 
 import psutil
 
-from .config import DEFAULT_LEASE_S
+from ..identity import DEFAULT_LEASE_S, Identity, coordinator_dead, parse, process_matches
+from ..records import now_ms
+from ..store import Store
 from .containment import kill_tree
-from .identity import Identity, is_alive, parse, process_matches
-from .job import now_ms
-from .store import Store
 
-log = logging.getLogger("mpqueue.recovery")
+log = logging.getLogger("mpqueue.serve.recovery")
 
 ORPHAN_KILL_WAIT_S = 2.0
-
-
-def coordinator_dead(
-    worker_id: str, info: dict[str, Any] | None, now: int, lease_s: float = DEFAULT_LEASE_S
-) -> bool:
-    identity = parse(worker_id)
-    if identity is not None and identity.local:
-        return not is_alive(identity)
-    if info is None:
-        return False  # an owner we cannot check and that never registered: leave it
-    # The store measures the heartbeat's age on one clock (Postgres: the database's), so
-    # clock skew between hosts cannot make a live coordinator look dead.
-    age_ms = info.get("heartbeat_age_ms", now - int(info.get("heartbeat_ms", 0)))
-    return int(age_ms) > lease_s * 1000
 
 
 def kill_orphans(info: dict[str, Any] | None) -> int:

@@ -34,15 +34,15 @@ from typing import Any
 
 import psutil
 
+from ..errors import MpqueueError, PayloadError, Retry, SerializationError, TaskNotFound
+from ..identity import pid_exists
+from ..records import ErrorInfo, JobRecord, now_ms
+from ..registry import import_module, resolve
+from ..serializer import dump_result, load_callable, load_payload
+from ..signing import verify
+from ..store.lmdb.keys import JOB_ID_BYTES
 from . import protocol
 from .containment import kill_descendants, kill_group, lead_own_group
-from .errors import MpqueueError, PayloadError, Retry, SerializationError, TaskNotFound
-from .identity import pid_exists
-from .job import ErrorInfo, JobRecord, now_ms
-from .keys import JOB_ID_BYTES
-from .registry import import_module, resolve
-from .serializer import dump_result, load_callable, load_payload
-from .signing import verify
 
 # Hand-offs a child remembers having run: a re-sent one (the coordinator re-sends those
 # it has not heard "took" for) is skipped. Far more than can be in flight at once.
@@ -133,7 +133,7 @@ class _JobRunner:
                 sys.path.insert(0, entry)
         for module in config.imports:
             import_module(module, "--import")
-        from .store import open_store
+        from ..store import open_store
 
         self.store = open_store(config.store_path, mode=config.mode)
         self.funcs: dict[Any, Callable[..., Any]] = {}
@@ -305,7 +305,7 @@ class _JobRunner:
 def _open_inbox(config: ChildConfig) -> Any:
     """This child's hand-off socket, or None if it cannot have one: then it runs only
     what its server sends (the server offers no hand-off to it), rather than not at all."""
-    from .store.lmdb_wakeup import HandOffInbox
+    from ..store.lmdb.wakeup import HandOffInbox
 
     try:
         return HandOffInbox(config.store_path)

@@ -20,12 +20,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .. import keys
-from ..errors import CorruptRecord
-from ..job import JobRecord, JobState
-from .base import CheckReport, HolderGone
-from .codec import decode_claim, decode_record
-from .lmdb_env import Tx
+from ...errors import CorruptRecord
+from ...records import JobRecord, JobState
+from ..base import CheckReport, HolderGone
+from ..codec import decode_claim, decode_record
+from . import keys
+from .env import Tx
 
 QUEUE_DBS = (keys.DB_READY, keys.DB_SCHEDULED, keys.DB_PENDING)
 

@@ -15,15 +15,14 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from .. import keys
-from ..config import DEFAULT_LEASE_S, DEFAULT_MAP_SIZE
-from ..errors import ConfigError, CorruptRecord, JobNotFound
-from ..identity import pid_exists
-from ..job import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
-from ..limits import stored_problem
-from ..retry import next_run_at_ms
-from .base import CheckReport, HolderGone, OpCounter, Store, offered_children
-from .codec import (
+from ...errors import ConfigError, CorruptRecord, JobNotFound
+from ...identity import DEFAULT_LEASE_S, coordinator_dead, pid_exists
+from ...limits import stored_problem
+from ...location import DEFAULT_MAP_SIZE
+from ...records import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
+from ...retry import next_run_at_ms
+from ..base import CheckReport, HolderGone, OpCounter, Store, offered_children
+from ..codec import (
     RECORD_V1,
     RECORD_V2,
     decode_claim,
@@ -34,9 +33,10 @@ from .codec import (
     encode_record,
     encode_worker_info,
 )
-from .lmdb_check import Layout, check_store
-from .lmdb_env import EnvHandle, Tx
-from .lmdb_wakeup import WakeListener, WakeSender
+from . import keys
+from .check import Layout, check_store
+from .env import EnvHandle, Tx
+from .wakeup import WakeListener, WakeSender
 
 LAYOUT_OPTIMIZED = b"optimized"
 LAYOUT_LEGACY = b"legacy"
@@ -96,7 +96,6 @@ class LmdbStore(Store):
         self._migrate(tx)
 
     def _refuse_if_served(self, tx: Tx, other_mode: str) -> None:
-        from ..recovery import coordinator_dead  # the one liveness rule (imports store)
 
         now = now_ms()
         for key, raw in tx.scan(keys.DB_WORKERS):

@@ -19,12 +19,11 @@ from typing import Any, TypeVar, cast
 
 import lmdb
 
-from .. import keys
-from ..config import MAX_MAP_SIZE, MAX_READERS
-from ..errors import ConfigError, MpqueueError, StoreCorrupt, StoreError, StoreFull
-from .base import OpCounter
-from .lmdb_meta import DATA_FILE, check_data_file
-from .lmdb_trust import FILE_MODE, check_trusted, make_store_dir
+from ...errors import ConfigError, MpqueueError, StoreCorrupt, StoreError, StoreFull
+from ..base import OpCounter
+from . import keys
+from .meta import DATA_FILE, check_data_file
+from .trust import FILE_MODE, check_trusted, make_store_dir
 
 T = TypeVar("T")
 
@@ -51,6 +50,9 @@ _TRANSIENT_RETRIES = 20
 # What LMDB says about a damaged file (MDB_CORRUPTED, MDB_PAGE_NOTFOUND, MDB_INVALID;
 # MDB_BAD_TXN follows them on the same transaction).
 _CORRUPT_ERRORS = (lmdb.CorruptedError, lmdb.PageNotFoundError, lmdb.InvalidError, lmdb.BadTxnError)
+
+MAX_MAP_SIZE = 1 << 40  # the map grows by doubling (on MapFullError) up to this
+MAX_READERS = 1024  # only the first opener sets it, so set it high everywhere
 
 
 def mount_fs_type(path: str, mounts_text: str) -> str:

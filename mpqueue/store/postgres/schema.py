@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 VERSION_TABLE = "mpqueue_schema_version"
 # First key of the two-int advisory lock ('mpqu'); the second is the schema's hash, so

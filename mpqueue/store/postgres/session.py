@@ -25,9 +25,9 @@ from typing import Any, TypeVar
 
 import psycopg
 
-from ..errors import StoreError
-from . import pg_url
-from .base import OpCounter
+from ...errors import StoreError
+from ..base import OpCounter
+from . import url as pg_url
 
 T = TypeVar("T")
 log = logging.getLogger("mpqueue.store")

@@ -22,8 +22,8 @@ import socket
 import stat
 import sys
 
-from ..errors import StoreError
-from ..job import is_job_id
+from ...errors import StoreError
+from ...records import is_job_id
 
 WAKE_DIR = "wake"
 GET_READY = b"?"  # to a child: a job id follows once the producer's commit is durable

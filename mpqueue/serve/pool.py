@@ -22,12 +22,12 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from ..errors import ConfigError, ProtocolError
+from ..location import is_url
+from ..signing import resolve_secret
 from . import protocol
-from .config import is_url
+from .child import ChildConfig, child_main
 from .containment import kill_group, kill_tree
-from .errors import ConfigError, ProtocolError
-from .signing import resolve_secret
-from .worker import ChildConfig, child_main
 
 START_TIMEOUT_S = 60.0
 HELPERS_STOP_TIMEOUT_S = 5.0  # most ``stop_helpers`` waits for the forkserver and tracker
@@ -169,7 +169,7 @@ class Pool:
         hand_off: bool = False,
     ):
         self.ctx = multiprocessing.get_context("forkserver")
-        self.ctx.set_forkserver_preload(["mpqueue.worker"])
+        self.ctx.set_forkserver_preload(["mpqueue.serve.child"])
         location = store_path if is_url(store_path) else os.path.abspath(store_path)
         self.config = ChildConfig(
             location,
