@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .display import describe
 from .errors import ConfigError
+from .handle import Job
 from .limits import (
     check_backoff,
     check_priority,
@@ -20,9 +21,28 @@ from .limits import (
 from .registry import is_importable
 from .serializer import dump_callable
 
-if TYPE_CHECKING:
-    from .handle import Job
-    from .queue import Queue
+
+class Enqueuer(Protocol):
+    """What a task needs from its queue (``Queue`` is one)."""
+
+    def enqueue(
+        self,
+        task: Task,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        delay: float | None = None,
+        at: datetime | float | None = None,
+        priority: int | None = None,
+    ) -> Job: ...
+
+    def enqueue_many(
+        self,
+        task: Task,
+        calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
+        *,
+        priority: int | None = None,
+    ) -> list[Job]: ...
 
 
 DEFAULT_RETRIES = 3  # runs after the first before a job is dead-lettered
@@ -75,7 +95,7 @@ class Task:
     time so globals defined after the decorator are included.
     """
 
-    def __init__(self, queue: Queue, fn: Callable[..., Any], name: str, options: TaskOptions):
+    def __init__(self, queue: Enqueuer, fn: Callable[..., Any], name: str, options: TaskOptions):
         self.queue = queue
         self.fn = fn
         self.name = name

@@ -36,11 +36,12 @@ import psutil
 
 from ..errors import MpqueueError, PayloadError, Retry, SerializationError, TaskNotFound
 from ..identity import pid_exists
+from ..limits import JOB_ID_BYTES
 from ..records import ErrorInfo, JobRecord, now_ms
 from ..registry import import_module, resolve
 from ..serializer import dump_result, load_callable, load_payload
 from ..signing import verify
-from ..store.lmdb.keys import JOB_ID_BYTES
+from ..store.base import Inbox, Store
 from . import protocol
 from .containment import kill_descendants, kill_group, lead_own_group
 
@@ -141,7 +142,7 @@ class _JobRunner:
         self.worker_id = config.worker_id
         self.secret = config.secret
         self.pid = os.getpid()
-        self.inbox = _open_inbox(config) if config.hand_off else None
+        self.inbox = _open_inbox(self.store) if config.hand_off else None
         self.handed: deque[str] = deque()  # named by a producer or the coordinator
         self.taken: dict[str, None] = {}  # recent hand-offs run (insertion-ordered set)
         signal.signal(signal.SIGALRM, _raise_timeout)
@@ -302,13 +303,11 @@ class _JobRunner:
         return 0 if self.process is None else int(self.process.memory_info().rss)
 
 
-def _open_inbox(config: ChildConfig) -> Any:
+def _open_inbox(store: Store) -> Inbox | None:
     """This child's hand-off socket, or None if it cannot have one: then it runs only
     what its server sends (the server offers no hand-off to it), rather than not at all."""
-    from ..store.lmdb.wakeup import HandOffInbox
-
     try:
-        return HandOffInbox(config.store_path)
+        return store.inbox()
     except OSError as exc:
         print(
             f"mpqueue worker {os.getpid()}: no hand-off socket ({exc}); jobs come "

@@ -26,7 +26,7 @@ from ..store import open_store
 from . import recovery
 from .pool import Pool, Slot
 from .progress import Progress
-from .settings import PREFETCH_WINDOW_S, ServeSettings
+from .settings import DEFAULT_POLL_INTERVAL_S, PREFETCH_WINDOW_S, ServeSettings
 
 log = logging.getLogger("mpqueue.serve")
 
@@ -61,7 +61,9 @@ class Coordinator:
         self.worker_id = self.identity.worker_id
         self.store = open_store(settings.path, mode=settings.mode)
         self.result_ttl_s = result_ttl_s
-        self.polling = settings.mode == "legacy" or settings.poll_only
+        pacing = self.store.pacing
+        self.poll_s = settings.poll_interval_s or pacing.poll_interval_s or DEFAULT_POLL_INTERVAL_S
+        self.polling = pacing.polls_only or settings.poll_only
         self.listener = None if self.polling else self._listen()
         # Hand-off (stores that have it, servers that are woken): while a child of ours
         # is idle, a producer may claim a new job for it and wake it directly.
@@ -103,9 +105,7 @@ class Coordinator:
         try:
             return self.store.listen()
         except OSError as exc:
-            log.warning(
-                "no wake-up socket (%s): polling every %.2f s instead", exc, self.settings.poll_s
-            )
+            log.warning("no wake-up socket (%s): polling every %.2f s instead", exc, self.poll_s)
             self.polling = True
             return None
 
@@ -233,8 +233,8 @@ class Coordinator:
         """One commit of outcomes and claims; True if it changed something."""
         room = 0 if self.signals else self._room()
         if self.polling:
-            legacy = self.settings.mode == "legacy"
-            room = (min(room, 1) if legacy else room) if self._poll_due() else 0
+            per_poll = self.store.pacing.claims_per_poll
+            room = (min(room, per_poll) if per_poll else room) if self._poll_due() else 0
         if self.reconcile:
             self._reconcile()
         if not self._cycle_wanted(room):
@@ -305,8 +305,8 @@ class Coordinator:
             return False
         # Ticks on a fixed grid, so a late wake-up does not stretch every interval;
         # after a long stall, start a new grid rather than firing a burst of polls.
-        late = now - due >= self.settings.poll_s
-        self.timers["poll"] = (now if late else due) + self.settings.poll_s
+        late = now - due >= self.poll_s
+        self.timers["poll"] = (now if late else due) + self.poll_s
         return True
 
     def _room(self) -> int:
@@ -489,7 +489,7 @@ class Coordinator:
         if self._cycle_wanted(room):
             return 0.0
         now_s = time.time()
-        timeout = self.settings.poll_s
+        timeout = self.poll_s
         if self.outcomes_since is not None and not self.polling:
             timeout = min(
                 timeout, max(0.0, self.outcomes_since + COMMIT_DELAY_S - time.monotonic())
@@ -717,7 +717,7 @@ class Coordinator:
         return True
 
     def _periodic(self) -> None:
-        if self.settings.mode != "legacy" and self._every("safety-poll", self.settings.poll_s):
+        if not self.store.pacing.polls_only and self._every("safety-poll", self.poll_s):
             self.more_ready = True  # the safety net for a lost wake-up or a missed put-back
             if self.handoff and not self.signals:
                 self._resend_handed()

@@ -10,8 +10,7 @@ from ..limits import check_delay, check_int, check_positive
 from ..location import DEFAULT_MODE, check_location, check_mode
 
 DEFAULT_BATCH = 256  # most jobs claimed in one write transaction
-DEFAULT_POLL_INTERVAL_S = 1.0  # optimized: a safety net, wake-ups come by socket
-LEGACY_POLL_INTERVAL_S = 0.5  # legacy: the fixed interval the old design polled at
+DEFAULT_POLL_INTERVAL_S = 1.0  # a safety net: wake-ups come by socket (stores may differ)
 DEFAULT_GRACE_S = 30.0  # on SIGTERM, running jobs get this long to finish
 DEFAULT_TIMEOUT_GRACE_S = 1.0  # a job past its timeout is SIGKILLed this much later
 DEFAULT_PREFETCH_MAX = 64  # most jobs queued at one child beyond the running one
@@ -54,9 +53,3 @@ class ServeSettings:
         if self.max_memory_per_child_mb is not None:
             check_positive("max memory per child (MB)", self.max_memory_per_child_mb)
         return self
-
-    @property
-    def poll_s(self) -> float:
-        if self.poll_interval_s is not None:
-            return self.poll_interval_s
-        return LEGACY_POLL_INTERVAL_S if self.mode == "legacy" else DEFAULT_POLL_INTERVAL_S

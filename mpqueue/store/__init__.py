@@ -20,10 +20,6 @@ def open_store(
         from .postgres.store import PostgresStore
 
         return PostgresStore(location)
-    if mode == "legacy":
-        from .lmdb.legacy import LegacyLmdbStore
+    from .lmdb import open_lmdb
 
-        return LegacyLmdbStore(location, map_size=map_size, sync=sync)
-    from .lmdb.store import LmdbStore
-
-    return LmdbStore(location, map_size=map_size, sync=sync)
+    return open_lmdb(location, mode, map_size=map_size, sync=sync)

@@ -93,6 +93,17 @@ class CheckReport:
         return self
 
 
+@dataclass(frozen=True)
+class Pacing:
+    """How a server drives a store. The default: woken when jobs arrive, with a poll as
+    the safety net. The legacy layout keeps the old design's pacing (see
+    ``store/lmdb/legacy.py``): it only polls, at a fixed interval, one job per poll."""
+
+    polls_only: bool = False
+    claims_per_poll: int | None = None  # None: as many as there is room for
+    poll_interval_s: float | None = None  # None: the server's default
+
+
 HolderGone = Callable[[str], bool]  # is this unregistered claim holder dead (recoverable)?
 
 
@@ -102,12 +113,21 @@ class Listener(Protocol):
     def close(self) -> None: ...
 
 
+class Inbox(Protocol):
+    """A child's hand-off socket: readable when a producer handed it a job."""
+
+    def fileno(self) -> int: ...
+    def job_ids(self) -> tuple[list[str], bool]: ...  # (ids named, a "get ready" came)
+    def close(self) -> None: ...
+
+
 class Store(abc.ABC):
     """A durable job store. Implementations: ``LmdbStore``, ``LegacyLmdbStore``."""
 
     mode: str = "optimized"
     counter: OpCounter
     hands_off: bool = False  # producers may give new jobs to idle children (see add)
+    pacing: Pacing = Pacing()
 
     @abc.abstractmethod
     def add(self, records: Sequence[JobRecord]) -> None:
@@ -160,6 +180,11 @@ class Store(abc.ABC):
         and return the jobs handed to it that are not in ``known``; they stay claimed by
         ``worker_id``. Stores without hand-off have none."""
         return []
+
+    def inbox(self) -> Inbox:
+        """This process's hand-off socket (a child of a server calls it once). Raises
+        OSError if it cannot be had; stores without hand-off have none to give."""
+        raise OSError(f"{type(self).__name__} has no hand-off")
 
     def handed_job(self, worker_id: str, job_id: str, child_pid: int) -> JobRecord | None:
         """The job, if it is still handed to that child (a child checks before it runs a

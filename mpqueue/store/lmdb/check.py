@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from ...errors import CorruptRecord
 from ...records import JobRecord, JobState
 from ..base import CheckReport, HolderGone
-from ..codec import decode_claim, decode_record
+from ..codec import decode_record
 from . import keys
+from .claims import decode_claim
 from .env import Tx
 
 QUEUE_DBS = (keys.DB_READY, keys.DB_SCHEDULED, keys.DB_PENDING)

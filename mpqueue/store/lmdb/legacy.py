@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from ...limits import stored_problem
 from ...records import JobRecord, JobState, now_ms
+from ..base import Pacing
 from . import keys
 from .env import Tx
 from .store import LAYOUT_LEGACY, LmdbStore
@@ -24,6 +25,7 @@ class LegacyLmdbStore(LmdbStore):
     mode = "legacy"
     layout = LAYOUT_LEGACY
     hands_off = False
+    pacing = Pacing(polls_only=True, claims_per_poll=1, poll_interval_s=0.5)
 
     def _migrate(self, tx: Tx) -> None:
         """Fold an optimized layout's ready and scheduled indexes into ``pending``."""

@@ -25,18 +25,17 @@ from ..base import CheckReport, HolderGone, OpCounter, Store, offered_children
 from ..codec import (
     RECORD_V1,
     RECORD_V2,
-    decode_claim,
     decode_listing,
     decode_record,
     decode_worker_info,
-    encode_claim,
     encode_record,
     encode_worker_info,
 )
 from . import keys
 from .check import Layout, check_store
+from .claims import decode_claim, encode_claim
 from .env import EnvHandle, Tx
-from .wakeup import WakeListener, WakeSender
+from .wakeup import HandOffInbox, WakeListener, WakeSender
 
 LAYOUT_OPTIMIZED = b"optimized"
 LAYOUT_LEGACY = b"legacy"
@@ -716,6 +715,9 @@ class LmdbStore(Store):
             return found
 
         return self.env.write(body)
+
+    def inbox(self) -> HandOffInbox:
+        return HandOffInbox(self.path)
 
     def handed_job(self, worker_id: str, job_id: str, child_pid: int) -> JobRecord | None:
         def body(tx: Tx) -> JobRecord | None:

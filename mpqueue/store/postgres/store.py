@@ -17,12 +17,11 @@ from typing import Any
 import psycopg
 
 from ...errors import ConfigError, JobNotFound
-from ...limits import TIMEOUT_MAX_S, stored_problem
+from ...limits import TIMEOUT_MAX_S, check_key_part, stored_problem
 from ...records import Claim, ErrorInfo, JobRecord, JobState, Outcome
 from ...retry import next_run_at_ms
 from ..base import CheckReport, HolderGone, OpCounter, Store
 from ..codec import decode_worker_info, encode_worker_info
-from ..lmdb import keys
 from . import schema as pg_schema
 from .listen import PgListener
 from .session import PgSession, Query
@@ -205,7 +204,7 @@ class PostgresStore(Store):
     # ---- adding -------------------------------------------------------------------
     def add(self, records: Sequence[JobRecord]) -> None:
         for rec in records:  # the LMDB store's limits, so a queue can move between them
-            keys.check_key_length(keys.by_name_key(rec.name, rec.id), f"task name {rec.name!r}")
+            check_key_part(rec.name, f"task name {rec.name!r}")
         if records:  # safe to repeat: see _add_unless_committed
             self.session.run(
                 lambda q: self._add(q, records),
@@ -526,7 +525,7 @@ def _channel_name(schema: str) -> str:
 
 
 def _check_worker_id(worker_id: str) -> None:
-    keys.check_key_length(keys.processing_key(worker_id, "0" * keys.JOB_ID_BYTES), "worker id")
+    check_key_part(worker_id, "worker id")
 
 
 def _text(value: str) -> str:
