@@ -115,7 +115,7 @@ class Server:
                     str(self.proc.pid) in w
                     and info.get("children")
                     and len(info["children"]) == workers
-                    for w, info in queue.store.workers().items()
+                    for w, info in queue.store.servers().items()
                 ),
                 60,
                 "the server to start its workers",

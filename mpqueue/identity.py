@@ -1,6 +1,6 @@
 """Who a coordinator is, and whether it is still alive.
 
-A worker id names one coordinator process: host, boot, pid namespace, pid and the
+A server id names one coordinator process: host, boot, pid namespace, pid and the
 process's start time. The start time defeats pid reuse; the boot id tells a reboot;
 the pid namespace keeps containers on one host apart.
 """
@@ -51,7 +51,7 @@ class Identity:
     started_ms: int
 
     @property
-    def worker_id(self) -> str:
+    def server_id(self) -> str:
         return f"{self.host}:{self.boot}:{self.pidns}:{self.pid}:{self.started_ms}"
 
     @property
@@ -65,9 +65,9 @@ def current(pid: int | None = None) -> Identity:
     return Identity(host_id(), boot_id(), pid_namespace(), proc.pid, int(proc.create_time() * 1000))
 
 
-def parse(worker_id: str) -> Identity | None:
-    """The identity in a worker id, or None if it is not one of ours."""
-    parts = worker_id.rsplit(":", 4)
+def parse(server_id: str) -> Identity | None:
+    """The identity in a server id, or None if it is not one of ours."""
+    parts = server_id.rsplit(":", 4)
     if len(parts) != 5 or not parts[3].isdigit() or not parts[4].isdigit():
         return None
     return Identity(parts[0], parts[1], parts[2], int(parts[3]), int(parts[4]))
@@ -102,13 +102,13 @@ def is_alive(identity: Identity) -> bool:
     return process_matches(identity.pid, identity.started_ms / 1000)
 
 
-def coordinator_dead(
-    worker_id: str, info: dict[str, Any] | None, now: int, lease_s: float = DEFAULT_LEASE_S
+def server_dead(
+    server_id: str, info: dict[str, Any] | None, now: int, lease_s: float = DEFAULT_LEASE_S
 ) -> bool:
-    """The one liveness rule: whether the server ``worker_id`` is gone. On this host its
+    """The one liveness rule: whether the server ``server_id`` is gone. On this host its
     process must still run; elsewhere its heartbeat (``info`` from the registry) must be
     younger than its lease."""
-    identity = parse(worker_id)
+    identity = parse(server_id)
     if identity is not None and identity.local:
         return not is_alive(identity)
     if info is None:

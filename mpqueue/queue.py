@@ -14,7 +14,7 @@ from typing import Any
 from .display import describe
 from .errors import ConfigError, JobNotFound, TaskNotFound
 from .handle import Job
-from .identity import coordinator_dead
+from .identity import server_dead
 from .limits import check_priority, check_result_ttl, run_at_ms
 from .location import (
     DEFAULT_MAP_SIZE,
@@ -291,7 +291,7 @@ class Queue:
 
         Raises StoreCorrupt when a page of the store cannot be read at all."""
         return self.store.check(
-            holder_gone=lambda worker_id: coordinator_dead(worker_id, None, now_ms())
+            holder_gone=lambda server_id: server_dead(server_id, None, now_ms())
         )
 
     def backup(self, dest: str | os.PathLike[str]) -> None:

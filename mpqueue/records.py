@@ -162,7 +162,7 @@ class Claim:
     """The value of ``processing/<workerId>/<jobId>``: who holds a job and since when."""
 
     job_id: str
-    worker_id: str
+    server_id: str
     claimed_at_ms: int
     deadline_ms: int | None = None
     child_pid: int = 0  # a hand-off: the one child of that server the job was given to
@@ -178,7 +178,7 @@ class Outcome:
     """
 
     job_id: str
-    worker_id: str
+    server_id: str
     kind: str
     result: bytes | None = None
     error: ErrorInfo | None = None
@@ -186,14 +186,14 @@ class Outcome:
     retry_delay_s: float | None = None
 
     @classmethod
-    def done(cls, job_id: str, worker_id: str, result: bytes) -> Outcome:
-        return cls(job_id, worker_id, "done", result=result)
+    def done(cls, job_id: str, server_id: str, result: bytes) -> Outcome:
+        return cls(job_id, server_id, "done", result=result)
 
     @classmethod
     def failed(
         cls,
         job_id: str,
-        worker_id: str,
+        server_id: str,
         error: ErrorInfo,
         *,
         retryable: bool = True,
@@ -201,7 +201,7 @@ class Outcome:
     ) -> Outcome:
         return cls(
             job_id,
-            worker_id,
+            server_id,
             "failed",
             error=error,
             retryable=retryable,
@@ -209,5 +209,5 @@ class Outcome:
         )
 
     @classmethod
-    def released(cls, job_id: str, worker_id: str) -> Outcome:
-        return cls(job_id, worker_id, "released")
+    def released(cls, job_id: str, server_id: str) -> Outcome:
+        return cls(job_id, server_id, "released")

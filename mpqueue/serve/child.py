@@ -67,7 +67,7 @@ class ChildConfig:
     sys_path: tuple[str, ...]
     imports: tuple[str, ...]
     measure_rss: bool = False  # only when a memory limit is set: psutil costs ~15 us/job
-    worker_id: str = ""  # the coordinator's; hand-offs are checked against it
+    server_id: str = ""  # the coordinator's; hand-offs are checked against it
     hand_off: bool = False  # listen for jobs handed to this child by producers
     secret: bytes | None = field(default=None, repr=False)  # run only jobs signed with it
 
@@ -139,7 +139,7 @@ class _JobRunner:
         self.store = open_store(config.store_path, mode=config.mode)
         self.funcs: dict[Any, Callable[..., Any]] = {}
         self.process = psutil.Process() if config.measure_rss else None
-        self.worker_id = config.worker_id
+        self.server_id = config.server_id
         self.secret = config.secret
         self.pid = os.getpid()
         self.inbox = _open_inbox(self.store) if config.hand_off else None
@@ -201,7 +201,7 @@ class _JobRunner:
         longer handed to it (finished, or put back after this child was given up)."""
         if job_id in self.taken:
             return None
-        rec = self.store.handed_job(self.worker_id, job_id, self.pid)
+        rec = self.store.handed_job(self.server_id, job_id, self.pid)
         if rec is None:
             return None
         self.taken[job_id] = None

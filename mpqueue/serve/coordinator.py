@@ -58,7 +58,7 @@ class Coordinator:
     def __init__(self, settings: ServeSettings, result_ttl_s: float | None = None):
         self.settings = settings.validate()
         self.identity = current()
-        self.worker_id = self.identity.worker_id
+        self.server_id = self.identity.server_id
         self.store = open_store(settings.path, mode=settings.mode)
         self.result_ttl_s = result_ttl_s
         pacing = self.store.pacing
@@ -73,7 +73,7 @@ class Coordinator:
             settings.mode,
             settings.imports,
             measure_rss=settings.max_memory_per_child_mb is not None,
-            worker_id=self.worker_id,
+            server_id=self.server_id,
             hand_off=self.handoff,
         )
         self.outcomes: list[Outcome] = []
@@ -117,14 +117,14 @@ class Coordinator:
         wake_w.setblocking(False)
         old = self._install_signals(wake_w)
         try:
-            recovery.reclaim_dead(self.store, self.worker_id, lease_s=self.settings.lease_s)
+            recovery.reclaim_dead(self.store, self.server_id, lease_s=self.settings.lease_s)
             self.pool.start(self.settings.workers)
             self._heartbeat()
             log.info(
                 "serving %s with %d workers as %s",
                 redact(self.settings.path),
                 self.settings.workers,
-                self.worker_id,
+                self.server_id,
             )
             self._loop(wake_r)
         finally:
@@ -219,11 +219,11 @@ class Coordinator:
         # a job handed to a live child that has not taken it yet is not stray
         stray = [
             c.job_id
-            for c in self.store.claims(self.worker_id)
+            for c in self.store.claims(self.server_id)
             if c.job_id not in held and c.child_pid not in live
         ]
         pending = {o.job_id for o in self.outcomes}
-        self.outcomes += [Outcome.released(j, self.worker_id) for j in stray if j not in pending]
+        self.outcomes += [Outcome.released(j, self.server_id) for j in stray if j not in pending]
         self.reconcile = False
         if stray:
             log.warning("put back %d claim(s) no worker holds after a store failure", len(stray))
@@ -248,7 +248,7 @@ class Coordinator:
             else []
         )
         _, claimed = self.store.finish_and_claim(
-            outcomes, self.worker_id, limit, now, idle_children=idle
+            outcomes, self.server_id, limit, now, idle_children=idle
         )
         self.outcomes = []  # only once committed: on a store error they are kept
         self.outcomes_since = None
@@ -354,11 +354,11 @@ class Coordinator:
         if not self.handoff or not slot.pid:
             return
         try:
-            lost = self.store.recall(self.worker_id, slot.pid, self.claimed)
+            lost = self.store.recall(self.server_id, slot.pid, self.claimed)
         except StoreError:
             self.reconcile = True  # _reconcile puts back claims no live child holds
             return
-        self.outcomes += [Outcome.released(rec.id, self.worker_id) for rec in lost]
+        self.outcomes += [Outcome.released(rec.id, self.server_id) for rec in lost]
         if lost:
             log.warning(
                 "put back %d job(s) handed to worker %d before it could take them",
@@ -373,7 +373,7 @@ class Coordinator:
         # recalled ones wait for their put-back to commit (a new child may reuse a pid)
         settling = {o.job_id for o in self.outcomes}
         missed: dict[int, list[str]] = {}
-        for claim in self.store.claims(self.worker_id):
+        for claim in self.store.claims(self.server_id):
             if (
                 claim.child_pid in by_pid
                 and claim.job_id not in self.claimed
@@ -548,7 +548,7 @@ class Coordinator:
         elif kind == "done":
             self._observe(slot, now)
             slot.pop_head(message[1], now)
-            self.outcomes.append(Outcome.done(message[1], self.worker_id, message[2]))
+            self.outcomes.append(Outcome.done(message[1], self.server_id, message[2]))
             self._check_memory(slot, message[1], message[3])
         elif kind == "failed":
             self._observe(slot, now)
@@ -557,7 +557,7 @@ class Coordinator:
             self.outcomes.append(
                 Outcome.failed(
                     job_id,
-                    self.worker_id,
+                    self.server_id,
                     ErrorInfo(*err),
                     retryable=retryable,
                     retry_delay_s=delay,
@@ -569,7 +569,7 @@ class Coordinator:
                 raise ProtocolError(f"released jobs it was never sent: {message[1]!r}")
             for job_id in message[1]:
                 slot.inflight.remove(job_id)
-                self.outcomes.append(Outcome.released(job_id, self.worker_id))
+                self.outcomes.append(Outcome.released(job_id, self.server_id))
         elif kind == "init_error":
             # A replacement child that cannot start (a module gone from disk, no memory):
             # the server keeps serving with the others and retries with a backoff.
@@ -652,11 +652,11 @@ class Coordinator:
     def _charge(self, job_id: str, error: ErrorInfo) -> None:
         # A crash says nothing about the job's own logic timing: retry it at once.
         delay = 0.0 if error.kind == "crash" else None
-        self.outcomes.append(Outcome.failed(job_id, self.worker_id, error, retry_delay_s=delay))
+        self.outcomes.append(Outcome.failed(job_id, self.server_id, error, retry_delay_s=delay))
 
     def _release_all(self, slot: Slot) -> None:
         while slot.inflight:
-            self.outcomes.append(Outcome.released(slot.inflight.popleft(), self.worker_id))
+            self.outcomes.append(Outcome.released(slot.inflight.popleft(), self.server_id))
 
     def _attempt(self, job_id: str) -> int:
         rec = self.claimed.get(job_id)
@@ -722,7 +722,7 @@ class Coordinator:
             if self.handoff and not self.signals:
                 self._resend_handed()
         if self._every("reclaim", RECLAIM_EVERY_S):
-            if recovery.reclaim_dead(self.store, self.worker_id, lease_s=self.settings.lease_s):
+            if recovery.reclaim_dead(self.store, self.server_id, lease_s=self.settings.lease_s):
                 self.more_ready = True
             self.next_due_ms = self.store.next_run_at_ms()  # others may have scheduled
         # Beat several times per lease, so one slow cycle never looks like a death.
@@ -736,8 +736,8 @@ class Coordinator:
             self.progress.update(self.stats, self.store.stats)
 
     def _heartbeat(self) -> None:
-        self.store.register_worker(
-            self.worker_id,
+        self.store.register_server(
+            self.server_id,
             recovery.heartbeat_info(self.identity, self.pool.children(), self.settings.lease_s),
         )
 
@@ -783,8 +783,8 @@ class Coordinator:
         try:
             self.store.finish(outcomes, now_ms())
             self._account(outcomes)
-            self.store.requeue_worker(self.worker_id)
-            self.store.unregister_worker(self.worker_id)
+            self.store.requeue_server(self.server_id)
+            self.store.unregister_server(self.server_id)
         finally:
             if self.listener is not None:
                 self.listener.close()

@@ -165,7 +165,7 @@ class Pool:
         mode: str,
         imports: tuple[str, ...],
         measure_rss: bool = False,
-        worker_id: str = "",
+        server_id: str = "",
         hand_off: bool = False,
     ):
         self.ctx = multiprocessing.get_context("forkserver")
@@ -178,7 +178,7 @@ class Pool:
             tuple(sys.path),
             imports,
             measure_rss,
-            worker_id,
+            server_id,
             hand_off,
             resolve_secret(None),
         )

@@ -16,7 +16,7 @@ from typing import Any
 
 import psutil
 
-from ..identity import DEFAULT_LEASE_S, Identity, coordinator_dead, parse, process_matches
+from ..identity import DEFAULT_LEASE_S, Identity, parse, process_matches, server_dead
 from ..records import now_ms
 from ..store import Store
 from .containment import kill_tree
@@ -64,34 +64,34 @@ def _runs(proc: psutil.Process) -> bool:
 
 
 def reclaim_dead(
-    store: Store, own_worker_id: str, *, lease_s: float = DEFAULT_LEASE_S
+    store: Store, own_server_id: str, *, lease_s: float = DEFAULT_LEASE_S
 ) -> list[str]:
     """Put back every job held by a dead coordinator; returns the job ids."""
-    registry = store.workers()
-    holders = {c.worker_id for c in store.claims()} | set(registry)
+    registry = store.servers()
+    holders = {c.server_id for c in store.claims()} | set(registry)
     now = now_ms()
     requeued: list[str] = []
-    for worker_id in sorted(holders - {own_worker_id}):
-        info = registry.get(worker_id)
-        if not coordinator_dead(worker_id, info, now, lease_s):
+    for server_id in sorted(holders - {own_server_id}):
+        info = registry.get(server_id)
+        if not server_dead(server_id, info, now, lease_s):
             continue
-        killed = kill_orphans(info) if _pids_are_ours(worker_id) else 0
-        jobs = store.requeue_worker(worker_id)
-        store.unregister_worker(worker_id)
+        killed = kill_orphans(info) if _pids_are_ours(server_id) else 0
+        jobs = store.requeue_server(server_id)
+        store.unregister_server(server_id)
         requeued.extend(jobs)
         if jobs or killed:
             log.warning(
                 "coordinator %s is gone: put back %d job(s), killed %d orphan(s)",
-                worker_id,
+                server_id,
                 len(jobs),
                 killed,
             )
     return requeued
 
 
-def _pids_are_ours(worker_id: str) -> bool:
-    """Whether the pids that ``worker_id`` registered are pids of this host's processes."""
-    identity = parse(worker_id)
+def _pids_are_ours(server_id: str) -> bool:
+    """Whether the pids that ``server_id`` registered are pids of this host's processes."""
+    identity = parse(server_id)
     return identity is not None and identity.local
 
 

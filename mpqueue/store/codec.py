@@ -182,12 +182,12 @@ _WORKER_TYPES: dict[str, Any] = {
 }
 
 
-def encode_worker_info(info: dict[str, Any]) -> bytes:
+def encode_server_info(info: dict[str, Any]) -> bytes:
     body: bytes = _packer.pack(info)
     return WORKER_V1 + body
 
 
-def decode_worker_info(raw: bytes) -> dict[str, Any]:
+def decode_server_info(raw: bytes) -> dict[str, Any]:
     """A registry entry; one that cannot be read comes back as ``{"corrupt": reason}``
     with no heartbeat, so recovery sees a dead server and kills no process for it."""
     try:
@@ -201,14 +201,14 @@ def decode_worker_info(raw: bytes) -> dict[str, Any]:
             )
         else:  # written by a server of the pickle era, maybe running still
             info = load_plain_pickle(raw)
-        _check_worker_info(info)
+        _check_server_info(info)
         info["children"] = [(pid, float(started)) for pid, started in info.get("children", ())]
         return dict(info)
     except Exception as exc:
         return {"corrupt": f"{type(exc).__name__}: {exc}", "heartbeat_ms": 0, "children": []}
 
 
-def _check_worker_info(info: Any) -> None:
+def _check_server_info(info: Any) -> None:
     if not isinstance(info, dict):
         raise ValueError("not a mapping")
     for key, types in _WORKER_TYPES.items():

@@ -389,7 +389,7 @@ def test_corrupt_record_of_a_claimed_job_is_parked_not_lost(store_path, mode, ho
         if how == "finish":
             assert done(store, job_id, 2) is False
         else:
-            assert store.requeue_worker("w1") == []
+            assert store.requeue_server("w1") == []
         assert store.claims() == []
         assert queue.get(job_id).state == "dead"
         assert queue.stats() == {

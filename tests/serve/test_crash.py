@@ -184,11 +184,11 @@ def test_reclaim_with_a_reused_pid_requeues_and_kills_nothing(env):
     me = current()
     impostor = Identity(me.host, me.boot, me.pidns, os.getpid(), me.started_ms - 60_000)
     store = env.queue.store
-    (claimed,) = store.claim(impostor.worker_id, 1, now_ms())
+    (claimed,) = store.claim(impostor.server_id, 1, now_ms())
     assert claimed.id == job.id and claimed.attempts == 1
     # It also registered this process as one of its children, with the wrong start time.
-    store.register_worker(
-        impostor.worker_id,
+    store.register_server(
+        impostor.server_id,
         {
             "pid": os.getpid(),
             "heartbeat_ms": now_ms(),
@@ -199,7 +199,7 @@ def test_reclaim_with_a_reused_pid_requeues_and_kills_nothing(env):
     assert reclaim_dead(store, "someone-else") == [job.id]
     rec = env.record(job)
     assert rec.state.value == "ready" and rec.attempts == 0
-    assert store.claims() == [] and impostor.worker_id not in store.workers()
+    assert store.claims() == [] and impostor.server_id not in store.servers()
     assert psutil.Process().is_running()  # still here: nothing killed us
 
 
@@ -208,6 +208,6 @@ def test_reclaim_leaves_a_live_coordinator_alone(env):
     job = env.task("quick").delay(str(env.marker), "x")
     me = current()
     store = env.queue.store
-    store.claim(me.worker_id, 1, now_ms())
+    store.claim(me.server_id, 1, now_ms())
     assert reclaim_dead(store, "someone-else") == []
     assert env.record(job).state.value == "processing"

@@ -18,7 +18,7 @@ from ..support.serve_helpers import Env, Run, assert_no_overlap, env, gone, serv
 
 
 def offers(queue: Queue) -> dict[str, list[int]]:
-    """The offers index as stored: worker id -> pids of the idle children offered."""
+    """The offers index as stored: server id -> pids of the idle children offered."""
 
     def read(tx):  # type: ignore[no-untyped-def]
         return {
@@ -29,7 +29,7 @@ def offers(queue: Queue) -> dict[str, list[int]]:
 
 
 def wait_offering(queue: Queue, children: int) -> str:
-    """Wait until one server offers ``children`` idle children; its worker id."""
+    """Wait until one server offers ``children`` idle children; its server id."""
 
     def offered() -> str | None:
         found = [w for w, pids in offers(queue).items() if len(pids) == children]
@@ -42,15 +42,15 @@ def wait_offering(queue: Queue, children: int) -> str:
 def test_idle_server_gets_jobs_handed_and_runs_them(env: Env, servers) -> None:
     server = servers(env.path, "--workers", "2", "--import", "tests.support.serve_tasks")
     children = server.wait_ready(env.queue, 2)
-    worker_id = wait_offering(env.queue, 2)
-    offered = offers(env.queue)[worker_id]
+    server_id = wait_offering(env.queue, 2)
+    offered = offers(env.queue)[server_id]
     assert sorted(offered) == sorted(children)
     echo = env.task("echo")
     first = echo.delay(str(env.marker), "a", 1)
     # claimed for that server's first offered child by the enqueue itself
     assert first.state == "processing" and first.attempts == 1
-    assert [(c.worker_id, c.child_pid) for c in env.queue.store.claims()] in (
-        [(worker_id, offered[0])],
+    assert [(c.server_id, c.child_pid) for c in env.queue.store.claims()] in (
+        [(server_id, offered[0])],
         [],
     )
     assert first.result(timeout=20) == 1
@@ -92,7 +92,7 @@ def test_handed_job_runs_when_the_wake_up_is_lost(env: Env, servers) -> None:
 def test_job_handed_to_a_child_that_dies_first_is_put_back_and_run(env: Env, servers) -> None:
     server = servers(env.path, "--workers", "1", "--import", "tests.support.serve_tasks")
     (child,) = server.wait_ready(env.queue, 1)
-    worker_id = wait_offering(env.queue, 1)
+    server_id = wait_offering(env.queue, 1)
     # Freeze the server so it cannot see its child die and withdraw the offer, and the
     # child so it cannot take the job; the enqueue hands the job to it, then it dies.
     server.send(signal.SIGSTOP)
@@ -100,8 +100,8 @@ def test_job_handed_to_a_child_that_dies_first_is_put_back_and_run(env: Env, ser
         psutil.Process(child).suspend()
         job = env.task("echo").delay(str(env.marker), "recalled", 9)
         assert job.state == "processing"
-        assert [(c.worker_id, c.child_pid) for c in env.queue.store.claims()] == [
-            (worker_id, child)
+        assert [(c.server_id, c.child_pid) for c in env.queue.store.claims()] == [
+            (server_id, child)
         ]
         psutil.Process(child).kill()
         wait_until(lambda: gone(child), 10, "the child to exit")
@@ -127,7 +127,7 @@ def test_child_runs_a_handed_job_ahead_of_its_queue_and_the_server_keeps_count(
         env.path, "--workers", "1", "--import", "tests.support.serve_tasks", "--prefetch", "4"
     )
     (child,) = server.wait_ready(env.queue, 1)
-    worker_id = wait_offering(env.queue, 1)
+    server_id = wait_offering(env.queue, 1)
     sleepy = env.task("sleepy")
     psutil.Process(child).suspend()  # it cannot take the hand-off or say "took" yet
     try:
@@ -136,7 +136,7 @@ def test_child_runs_a_handed_job_ahead_of_its_queue_and_the_server_keeps_count(
         queued = sleepy.map([(str(env.marker), f"q{i}", 0.05) for i in range(3)])
         # the server claims those for the same (only) child and sends them down its pipe
         wait_until(
-            lambda: len(env.queue.store.claims(worker_id)) == 4,
+            lambda: len(env.queue.store.claims(server_id)) == 4,
             20,
             "the server to claim the mapped jobs",
         )
@@ -183,7 +183,7 @@ def test_no_hand_off_to_a_killed_server(env: Env, servers) -> None:
         env.path, "--workers", "1", "--lease", "1", "--import", "tests.support.serve_tasks"
     )
     children = doomed.wait_ready(env.queue, 1)
-    worker_id = wait_offering(env.queue, 1)
+    server_id = wait_offering(env.queue, 1)
     doomed.send(signal.SIGKILL)
     doomed.wait(10)
 
@@ -191,13 +191,13 @@ def test_no_hand_off_to_a_killed_server(env: Env, servers) -> None:
         # A zombie child passes the enqueue's one-syscall liveness check; where nobody
         # reaps it (a container without an init), the stale heartbeat still tells.
         reaped = not any(psutil.pid_exists(pid) for pid in children)
-        return reaped or env.queue.store.workers()[worker_id]["heartbeat_age_ms"] > 1000
+        return reaped or env.queue.store.servers()[server_id]["heartbeat_age_ms"] > 1000
 
     wait_until(child_gone_or_beat_stale, 10, "its child reaped or its heartbeat stale")
-    assert worker_id in offers(env.queue)
+    assert server_id in offers(env.queue)
     job = env.task("echo").delay(str(env.marker), "orphan", 5)
     assert job.state == "ready"
-    assert env.queue.store.claims() == [] and worker_id not in offers(env.queue)
+    assert env.queue.store.claims() == [] and server_id not in offers(env.queue)
     rescuer = servers(env.path, "--workers", "1", "--import", "tests.support.serve_tasks")
     assert job.result(timeout=30) == 5
     assert env.record(job).attempts == 1
@@ -214,15 +214,15 @@ def test_no_hand_off_to_a_frozen_server(env: Env, servers) -> None:
         env.path, "--workers", "1", "--lease", "1", "--import", "tests.support.serve_tasks"
     )
     frozen_children = frozen.wait_ready(env.queue, 1)
-    worker_id = wait_offering(env.queue, 1)
+    server_id = wait_offering(env.queue, 1)
     frozen.send(signal.SIGSTOP)
     try:
         wait_until(
-            lambda: env.queue.store.workers()[worker_id]["heartbeat_age_ms"] > 1000,
+            lambda: env.queue.store.servers()[server_id]["heartbeat_age_ms"] > 1000,
             10,
             "its heartbeat older than its lease",
         )
-        assert worker_id in offers(env.queue)
+        assert server_id in offers(env.queue)
         job = env.task("echo").delay(str(env.marker), "frozen", 6)
         assert job.state == "ready"
         assert env.queue.store.claims() == []
@@ -340,7 +340,7 @@ def test_one_by_one_producers_and_a_server_killed_repeatedly(env: Env, servers) 
             wait_until(
                 lambda: (
                     any(
-                        c.worker_id.split(":")[3] == str(victim.pid)
+                        c.server_id.split(":")[3] == str(victim.pid)
                         for c in env.queue.store.claims()
                     )
                     or not producing()

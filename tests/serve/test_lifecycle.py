@@ -46,7 +46,7 @@ def test_signal_lets_running_jobs_finish_and_puts_the_rest_back(env, servers, si
             assert rec.state is JobState.READY and rec.attempts == 0 and rec.errors == ()
     stats = env.stats()
     assert (stats["processing"], stats["done"], stats["ready"]) == (0, 2, 10)
-    assert env.queue.store.workers() == {}  # unregistered
+    assert env.queue.store.servers() == {}  # unregistered
     print(f"{signal.Signals(signum).name} with {held} claimed: exit after {stopped_s:.2f} s")
 
 

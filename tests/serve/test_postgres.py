@@ -63,18 +63,18 @@ class Host:
         return self.log_path.read_text(errors="replace")
 
     def children(self, queue: Queue) -> list[int]:
-        for info in queue.store.workers().values():
+        for info in queue.store.servers().values():
             if info.get("pid") == self.proc.pid:
                 self.seen.update(info.get("children", ()))
                 return [pid for pid, _ in info.get("children", ())]
         return []
 
-    def worker_id(self, queue: Queue) -> str | None:
+    def server_id(self, queue: Queue) -> str | None:
         """The coordinator's id in the registry (the ``worker_id`` of its claims)."""
         return next(
             (
-                worker_id
-                for worker_id, info in queue.store.workers().items()
+                server_id
+                for server_id, info in queue.store.servers().items()
                 if info.get("pid") == self.proc.pid
             ),
             None,
@@ -136,7 +136,7 @@ def test_three_hosts_share_the_jobs(hosts, tmp_path):
     runs = read_runs(marker)
     assert sorted(map(int, runs)) == list(range(300))
     assert all(len(r) == 1 for r in runs.values()), "a job ran twice"
-    workers = queue.store.workers()
+    workers = queue.store.servers()
     assert len(workers) == 3 and all(w["heartbeat_age_ms"] < 10_000 for w in workers.values())
 
 
@@ -164,7 +164,7 @@ def test_a_killed_host_loses_no_job(hosts, tmp_path):
     assert sorted(map(int, runs)) == list(range(9))
     assert_no_overlap(runs)
     assert all(runs_of[-1].ended for runs_of in runs.values())
-    assert str(victim.proc.pid) not in "".join(queue.store.workers())  # unregistered
+    assert str(victim.proc.pid) not in "".join(queue.store.servers())  # unregistered
     for host in started:
         if host is not victim:
             assert host.proc.poll() is None, host.log()[-2000:]
@@ -229,7 +229,7 @@ def test_many_jobs_a_host_killed_mid_run_taken_over_within_its_lease(pg_url, tmp
             jobs = quick.map([(str(marker), i) for i in range(first, first + ENQUEUE_BATCH)])
             tag_of.update((job.id, str(first + n)) for n, job in enumerate(jobs))
         victim = started[1]
-        victim_id = victim.worker_id(queue)
+        victim_id = victim.server_id(queue)
         assert victim_id is not None
         children = set(victim.children(queue))
         wait_until(lambda: queue.stats()["done"] >= MANY // 4, 120, "a quarter done")
@@ -244,10 +244,10 @@ def test_many_jobs_a_host_killed_mid_run_taken_over_within_its_lease(pg_url, tmp
                 lambda: queue.store.claims(victim_id), 30, "the victim holds jobs", interval=0.001
             )
         except AssertionError as exc:  # say what the store shows instead
-            holders = Counter(c.worker_id for c in queue.store.claims())
+            holders = Counter(c.server_id for c in queue.store.claims())
             raise AssertionError(
                 f"{exc}; victim {victim_id}; claims by holder {holders}; "
-                f"registry {sorted(queue.store.workers())}; "
+                f"registry {sorted(queue.store.servers())}; "
                 f"stats {queue.stats()}"
             ) from None
         killed_at = time.monotonic()
@@ -280,7 +280,7 @@ def test_many_jobs_a_host_killed_mid_run_taken_over_within_its_lease(pg_url, tmp
         for host in started:
             if host is not victim:
                 assert host.proc.poll() is None, host.log()[-3000:]
-        assert victim_id not in queue.store.workers()  # unregistered by its reclaimer
+        assert victim_id not in queue.store.servers()  # unregistered by its reclaimer
 
     runs = read_runs(marker)
     assert sorted(map(int, runs)) == list(range(MANY))

@@ -49,7 +49,7 @@ def test_reclaiming_another_hosts_server_never_kills_a_local_process(store_path)
         with Queue(store_path) as queue:
             job = queue.task_by_name("tests.support.tasks.add").delay(1, 2)
             assert [r.id for r in queue.store.claim(other, 1, now_ms())] == [job.id]
-            queue.store.register_worker(
+            queue.store.register_server(
                 other,
                 {
                     "pid": 4242,
@@ -60,7 +60,7 @@ def test_reclaiming_another_hosts_server_never_kills_a_local_process(store_path)
             )
             assert reclaim_dead(queue.store, "me", lease_s=1.0) == [job.id]
             assert bystander.poll() is None, "a local process was killed"
-            assert job.state == "ready" and queue.store.workers() == {}
+            assert job.state == "ready" and queue.store.servers() == {}
     finally:
         bystander.kill()
         bystander.wait()

@@ -136,7 +136,7 @@ def test_claim_sets_the_deadline_from_the_timeout(store):
     now = now_ms()
     claim_all(store, now=now)
     (claim,) = store.claims()
-    assert claim.job_id == job_id and claim.worker_id == "w1"
+    assert claim.job_id == job_id and claim.server_id == "w1"
     assert claim.claimed_at_ms == now and claim.deadline_ms == now + 2500
 
 
@@ -210,14 +210,14 @@ def test_released_jobs_go_back_uncharged_to_their_place(store):
     assert rec.state is JobState.READY and rec.attempts == 0
     assert [r.id for r in claim_all(store)] == [first, second]
     (third,) = add(store, record())
-    assert store.requeue_worker("w1") == sorted([first, second])
+    assert store.requeue_server("w1") == sorted([first, second])
     assert [r.id for r in claim_all(store)] == [first, second, third]
 
 
 def test_late_or_foreign_outcomes_change_nothing(store, queue):
     a, b = add(store, record(), record())
     claim_all(store)
-    assert store.requeue_worker("w1") == sorted([a, b])
+    assert store.requeue_server("w1") == sorted([a, b])
     before = snapshot(queue)
     assert store.finish([Outcome.done(a, "w1", b"x")], now_ms()) == [False]
     assert failed(store, b) is False
@@ -251,12 +251,12 @@ def test_requeue_worker_puts_back_only_that_workers_jobs(store):
     claim_all(store, worker="w1")
     (theirs,) = add(store, record())
     claim_all(store, worker="w2")
-    assert store.requeue_worker("w1") == sorted(mine)
+    assert store.requeue_server("w1") == sorted(mine)
     for job_id in mine:
         rec = store.get(job_id)
         assert rec.state is JobState.READY and rec.attempts == 0
     assert [c.job_id for c in store.claims()] == [theirs]
-    assert store.requeue_worker("w1") == []
+    assert store.requeue_server("w1") == []
 
 
 def test_requeue_dead(store, seeded):
@@ -392,21 +392,21 @@ def test_listing_leaves_payload_and_result_out(store, queue):
 
 def test_worker_registry(store, store_location, waiter):
     info = {"pid": 123, "host": "h", "heartbeat_ms": 5, "children": [(4, 1.5)]}
-    store.register_worker("w1", info)
-    store.register_worker("w2", {"pid": 9})
-    found = store.workers()
+    store.register_server("w1", info)
+    store.register_server("w2", {"pid": 9})
+    found = store.servers()
     assert set(found) == {"w1", "w2"}
     assert {k: v for k, v in found["w1"].items() if k != "heartbeat_age_ms"} == info
     assert all(isinstance(w["heartbeat_age_ms"], int) for w in found.values())
     if store_location[0].startswith("postgresql://"):  # the database's clock, not ours
         assert 0 <= found["w1"]["heartbeat_age_ms"] < 5000
-        waiter(lambda: store.workers()["w1"]["heartbeat_age_ms"] >= 200, timeout=5)
-        store.register_worker("w1", dict(info, pid=124))
-        fresh = store.workers()["w1"]
+        waiter(lambda: store.servers()["w1"]["heartbeat_age_ms"] >= 200, timeout=5)
+        store.register_server("w1", dict(info, pid=124))
+        fresh = store.servers()["w1"]
         assert fresh["pid"] == 124 and fresh["heartbeat_age_ms"] < 200
-    store.unregister_worker("w1")
-    assert set(store.workers()) == {"w2"}
-    store.unregister_worker("w1")  # gone already: fine
+    store.unregister_server("w1")
+    assert set(store.servers()) == {"w2"}
+    store.unregister_server("w1")  # gone already: fine
 
 
 # ---- bad input ------------------------------------------------------------------------------
@@ -426,7 +426,7 @@ def test_bad_input_leaves_the_store_unchanged(seeded, store, queue):
     before = snapshot(queue)
     assert store.delete(new_job_id()) is False
     assert store.finish([Outcome.done(new_job_id(), "w1", b"")], now_ms()) == [False]
-    assert store.requeue_worker("nobody") == [] and store.finish([], now_ms()) == []
+    assert store.requeue_server("nobody") == [] and store.finish([], now_ms()) == []
     assert snapshot(queue) == before
 
 

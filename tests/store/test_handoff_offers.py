@@ -23,13 +23,13 @@ def _offer(queue: Queue, child_pids: list[int], entry: dict | bytes | None) -> N
     no server of this version wrote; None: an offer as servers before the stamp wrote
     it (bare pids)."""
     if isinstance(entry, dict):
-        queue.store.register_worker(SERVER, entry)
+        queue.store.register_server(SERVER, entry)
         value = keys.encode_offer(entry["heartbeat_ms"], int(entry["lease_s"] * 1000), child_pids)
     else:
         value = keys.encode_pids(child_pids) if entry is None else entry
 
     def write(tx):  # type: ignore[no-untyped-def]
-        tx.put(keys.DB_OFFERS, keys.worker_key(SERVER), value)
+        tx.put(keys.DB_OFFERS, keys.server_key(SERVER), value)
 
     queue.store.env.write(write)  # type: ignore[attr-defined]
 
@@ -76,7 +76,7 @@ def test_hand_off_only_to_a_server_with_a_fresh_heartbeat(store_path, case) -> N
         job = queue.task_by_name("tests.support.tasks.add").delay(1, 2)
         if case == "fresh":
             assert job.state == "processing"
-            assert [(c.worker_id, c.child_pid) for c in queue.store.claims()] == [
+            assert [(c.server_id, c.child_pid) for c in queue.store.claims()] == [
                 (SERVER, os.getpid())
             ]
         else:  # queued for a live server, and the offer withdrawn
@@ -102,6 +102,6 @@ def test_a_heartbeat_restamps_the_servers_offer(store_path) -> None:
     refreshes the offer's stamp, so an idle server's offer stays good while it beats."""
     with Queue(store_path) as queue:
         _offer(queue, [os.getpid()], _entry(11_000))  # offered, then 11 s without a beat
-        queue.store.register_worker(SERVER, _entry(0))  # the next beat
+        queue.store.register_server(SERVER, _entry(0))  # the next beat
         queue.store.waker.hint = lambda child_pid, job_id: None
         assert queue.task_by_name("tests.support.tasks.add").delay(1, 2).state == "processing"

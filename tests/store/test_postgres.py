@@ -202,7 +202,7 @@ def test_failed_transaction_changes_nothing(store):
 def test_corrupt_rows_are_shown_dead_and_never_handed_out(pg_url, store):
     good, bad, bad_claimed = add(store, record(), record(), record())
     assert {r.id for r in store.claim("w1", 3, now_ms())} == {good, bad, bad_claimed}
-    store.requeue_worker("w1")
+    store.requeue_server("w1")
     with admin(pg_url) as conn:
         conn.execute("UPDATE mpqueue_jobs SET errors = 'not json' WHERE id = %s", (bad,))
     assert store.get(bad).state is JobState.DEAD and store.get(bad).errors[-1].kind == "corrupt"

@@ -62,7 +62,7 @@ class StoreMachine(RuleBasedStateMachine):
     def _register(self) -> None:
         """The servers beat, fresh for the whole run: their offers stand."""
         for worker in WORKERS:
-            self.store.register_worker(
+            self.store.register_server(
                 worker,
                 {
                     "pid": 0,
@@ -281,9 +281,9 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.store.finish([Outcome.done(job, worker, b"\x01")], self.now) == [False]
 
     @rule(worker=st.sampled_from(WORKERS))
-    def requeue_worker(self, worker):
+    def requeue_server(self, worker):
         held = self._held(worker)
-        assert sorted(self.store.requeue_worker(worker)) == held
+        assert sorted(self.store.requeue_server(worker)) == held
         if self.mode == "optimized":
             self.offers.pop(worker, None)  # nothing is handed to a server that is gone
         for job in held:
@@ -325,7 +325,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule()
     def reopen_in_the_other_mode(self):
         for worker in WORKERS:  # a store changes mode only while no server serves it
-            self.store.unregister_worker(worker)
+            self.store.unregister_server(worker)
         self.store.close()
         self.mode = "legacy" if self.mode == "optimized" else "optimized"
         self.store = self._open()
@@ -336,7 +336,7 @@ class StoreMachine(RuleBasedStateMachine):
     def store_check_passes(self):
         """The store's own check (``mpqueue check``) agrees: nothing inconsistent. The
         servers here never beat again, so their claims count as recoverable."""
-        report = self.store.check(holder_gone=lambda worker_id: True)
+        report = self.store.check(holder_gone=lambda server_id: True)
         assert report.code == 0, report
 
     @invariant()

@@ -29,9 +29,9 @@ from ..support.serve_helpers import env, servers  # noqa: F401
 
 
 def dead_server(n: int) -> str:
-    """The worker id of a coordinator on this host that is gone: its pid is above any
+    """The server id of a coordinator on this host that is gone: its pid is above any
     pid_max, so no process has it."""
-    return Identity(host_id(), boot_id(), pid_namespace(), 2**22 + n, 1).worker_id
+    return Identity(host_id(), boot_id(), pid_namespace(), 2**22 + n, 1).server_id
 
 
 GONE = dead_server(7)
@@ -66,8 +66,8 @@ def garbage_at(
             (keys.DB_BY_NAME, keys.by_name_key(name, job_id), value),
         ],
         "claim": [(keys.DB_PROCESSING, keys.processing_key(GONE, job_id), value)],
-        "offer": [(keys.DB_OFFERS, keys.worker_key(GONE), value)],
-        "registry": [(keys.DB_WORKERS, keys.worker_key(GONE), value)],
+        "offer": [(keys.DB_OFFERS, keys.server_key(GONE), value)],
+        "registry": [(keys.DB_WORKERS, keys.server_key(GONE), value)],
     }[target]
 
 
@@ -94,7 +94,7 @@ def test_random_bytes_never_fail_a_store_call(tmp_path_factory, target, value):
         # What a starting server does, then a producer (the hand-off reads offers) and
         # the readers; none may raise.
         reclaim_dead(store, "me")
-        store.workers()
+        store.servers()
         store.claims()
         late = queue.task_by_name(NAME).delay(9, 9)
         reclaim_dead(store, "me")  # a job handed to the dead server's "child" comes back
@@ -148,8 +148,8 @@ def test_serve_runs_every_good_job_past_bad_stored_values(env, servers):
         [
             *garbage_at("record", unreadable.id, b"\x01\xffnot a record", QUICK),
             *garbage_at("claim", held.id, b"\x03\x00garbage"),
-            (keys.DB_WORKERS, keys.worker_key(OTHER_GONE), b"\x80\x05garbage"),
-            (keys.DB_OFFERS, keys.worker_key(OTHER_GONE), b"\x00\x01\x02"),
+            (keys.DB_WORKERS, keys.server_key(OTHER_GONE), b"\x80\x05garbage"),
+            (keys.DB_OFFERS, keys.server_key(OTHER_GONE), b"\x00\x01\x02"),
         ],
     )
 
@@ -169,4 +169,4 @@ def test_serve_runs_every_good_job_past_bad_stored_values(env, servers):
     assert "unreadable" not in runs
     stats = env.stats()
     assert (stats["done"], stats["dead"], stats["processing"]) == (9, 3, 0), stats
-    assert set(env.queue.store.workers()) == set()  # the dead servers' entries are gone
+    assert set(env.queue.store.servers()) == set()  # the dead servers' entries are gone

@@ -62,7 +62,7 @@ def test_planted_pickles_run_no_code_in_list_show_stats_or_serve(tmp_path):
             for key, _ in list(txn.cursor(db=by_name)):
                 if key.endswith(victim.id.encode()):
                     txn.put(key, planted, db=by_name)
-            txn.put(keys.worker_key("planted-server"), pickle.dumps(Plant(str(proof))), db=workers)
+            txn.put(keys.server_key("planted-server"), pickle.dumps(Plant(str(proof))), db=workers)
     finally:
         env.close()
 

@@ -71,7 +71,7 @@ class Server:
 
     def registration(self, queue: Queue) -> dict[str, Any] | None:
         """This server's entry in the store's worker registry, if it wrote one."""
-        for info in queue.store.workers().values():
+        for info in queue.store.servers().values():
             if info.get("pid") == self.pid:
                 self.seen_children.update(pid for pid, _ in info.get("children", ()))
                 return info

@@ -302,8 +302,8 @@ def test_late_ack_after_requeue_worker_changes_nothing(queue):
     jobs = add.map([(1, 1), (2, 2)])
     store = queue.store
     assert len(claim_all(store, worker="w1")) == 2
-    assert sorted(store.requeue_worker("w1")) == sorted(j.id for j in jobs)
-    assert store.requeue_worker("w1") == []
+    assert sorted(store.requeue_server("w1")) == sorted(j.id for j in jobs)
+    assert store.requeue_server("w1") == []
     for j in jobs:
         rec = queue.get(j.id)
         assert rec.state == "ready" and rec.attempts == 0
@@ -356,8 +356,8 @@ def test_claims(queue):
     assert [c.job_id for c in store.claims("w1")] == [job.id]
     assert {c.job_id for c in store.claims()} == {job.id, other.id}
     (claim,) = store.claims("w1")
-    assert claim.worker_id == "w1" and claim.deadline_ms is None  # add has no timeout
-    assert store.claims("w") == []  # a worker-id prefix is not a worker id
+    assert claim.server_id == "w1" and claim.deadline_ms is None  # add has no timeout
+    assert store.claims("w") == []  # a worker-id prefix is not a server id
 
 
 def test_delete_from_every_state(queue):

@@ -150,11 +150,11 @@ class _Checker:
             self.homes[claim.job_id] += 1
             if job.state is not JobState.PROCESSING:
                 self.report.inconsistent.append(
-                    f"job {claim.job_id} is {job.state.value} but claimed by {claim.worker_id}"
+                    f"job {claim.job_id} is {job.state.value} but claimed by {claim.server_id}"
                 )
-            if not accounted_for(claim.worker_id):
+            if not accounted_for(claim.server_id):
                 self.report.inconsistent.append(
-                    f"job {claim.job_id} is claimed by {claim.worker_id}, which is neither "
+                    f"job {claim.job_id} is claimed by {claim.server_id}, which is neither "
                     f"registered nor dead: nobody will run or put back that job"
                 )
 
@@ -211,10 +211,10 @@ class _Checker:
 
     def offers(self, tx: Tx, accounted_for: HolderGone) -> None:
         for key, value in tx.scan(keys.DB_OFFERS):
-            worker_id = key.decode("utf-8", "replace")
+            server_id = key.decode("utf-8", "replace")
             if keys.decode_offer(value) is None:
-                self.report.corrupt.append(f"the offer of {worker_id} cannot be decoded")
-            elif not accounted_for(worker_id):
+                self.report.corrupt.append(f"the offer of {server_id} cannot be decoded")
+            elif not accounted_for(server_id):
                 self.report.inconsistent.append(
-                    f"{worker_id} offers children for hand-off but is neither registered nor dead"
+                    f"{server_id} offers children for hand-off but is neither registered nor dead"
                 )

@@ -26,7 +26,7 @@ def encode_claim(claim: Claim) -> bytes:
 
 
 def decode_claim(key: bytes, raw: bytes) -> Claim:
-    worker_id, job_id = keys.decode_processing_key(key)
+    server_id, job_id = keys.decode_processing_key(key)
     version, body = raw[:1], raw[1:]
     if version == CLAIM_V2 and len(body) == _CLAIM.size:
         claimed_at_ms, deadline = _CLAIM.unpack(body)
@@ -35,4 +35,4 @@ def decode_claim(key: bytes, raw: bytes) -> Claim:
         claimed_at_ms, deadline, child_pid = _HANDED_CLAIM.unpack(body)
     else:
         raise CorruptRecord(f"unknown claim encoding {version!r} ({len(raw)} bytes)")
-    return Claim(job_id, worker_id, claimed_at_ms, None if deadline < 0 else deadline, child_pid)
+    return Claim(job_id, server_id, claimed_at_ms, None if deadline < 0 else deadline, child_pid)

@@ -20,7 +20,7 @@ packed so that LMDB's bytewise order is the order the queue needs:
 
 Integers are fixed-width big-endian. Priority is stored inverted so that a higher
 priority sorts first; ``seq`` is a store-wide counter, so equal priorities run FIFO.
-Variable-length parts (task name, worker id) end with a 0 byte, which they may not
+Variable-length parts (task name, server id) end with a 0 byte, which they may not
 contain, so a prefix scan of ``a.b`` never matches ``a.bc``.
 """
 
@@ -93,7 +93,7 @@ def _jid(job_id: str) -> bytes:
 
 @functools.lru_cache(maxsize=4096)
 def _part(text: str, what: str) -> bytes:
-    # Cached: a server encodes the same few task names and its own worker id for
+    # Cached: a server encodes the same few task names and its own server id for
     # every job it claims and finishes.
     raw = text.encode("utf-8")
     if SEP in raw:
@@ -181,12 +181,12 @@ def scheduled_upper_bound(now_ms: int) -> bytes:
     return _U64.pack(min(max(now_ms + 1, 0), _U64_MAX))
 
 
-def processing_key(worker_id: str, job_id: str) -> bytes:
-    return _part(worker_id, "worker id") + SEP + _jid(job_id)
+def processing_key(server_id: str, job_id: str) -> bytes:
+    return _part(server_id, "server id") + SEP + _jid(job_id)
 
 
-def processing_prefix(worker_id: str) -> bytes:
-    return _part(worker_id, "worker id") + SEP
+def processing_prefix(server_id: str) -> bytes:
+    return _part(server_id, "server id") + SEP
 
 
 def decode_processing_key(key: bytes) -> tuple[str, str]:
@@ -194,8 +194,8 @@ def decode_processing_key(key: bytes) -> tuple[str, str]:
     return wid.decode("utf-8"), jid.decode("ascii")
 
 
-def worker_key(worker_id: str) -> bytes:
-    return _part(worker_id, "worker id")
+def server_key(server_id: str) -> bytes:
+    return _part(server_id, "server id")
 
 
 def decode_worker_key(key: bytes) -> str:

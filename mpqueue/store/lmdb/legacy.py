@@ -59,7 +59,7 @@ class LegacyLmdbStore(LmdbStore):
     def _take_offer(self, tx: Tx) -> tuple[str, int] | None:
         return None
 
-    def _set_offer(self, tx: Tx, worker_id: str, child_pids: Sequence[int]) -> None:
+    def _set_offer(self, tx: Tx, server_id: str, child_pids: Sequence[int]) -> None:
         return None
 
     def promote_due(self, now_ms: int) -> int:
@@ -68,10 +68,10 @@ class LegacyLmdbStore(LmdbStore):
     def _promote(self, tx: Tx, now_ms: int) -> int:
         return 0
 
-    def claim(self, worker_id: str, limit: int, now_ms: int) -> list[JobRecord]:
-        return super().claim(worker_id, min(limit, 1), now_ms)
+    def claim(self, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+        return super().claim(server_id, min(limit, 1), now_ms)
 
-    def _claim(self, tx: Tx, worker_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+    def _claim(self, tx: Tx, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
         best: tuple[int, int] | None = None
         best_id = ""
         unreadable = []
@@ -103,7 +103,7 @@ class LegacyLmdbStore(LmdbStore):
         rec = self._load(tx, best_id)
         if rec is not None and rec.state is JobState.SCHEDULED:
             self._save(tx, rec.evolve(state=JobState.READY))
-        taken = self._take(tx, best_id, worker_id, now_ms)
+        taken = self._take(tx, best_id, server_id, now_ms)
         return [] if taken is None else [taken]
 
     def next_run_at_ms(self) -> int | None:

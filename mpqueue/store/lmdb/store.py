@@ -16,7 +16,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from ...errors import ConfigError, CorruptRecord, JobNotFound
-from ...identity import DEFAULT_LEASE_S, coordinator_dead, pid_exists
+from ...identity import DEFAULT_LEASE_S, pid_exists, server_dead
 from ...limits import stored_problem
 from ...location import DEFAULT_MAP_SIZE
 from ...records import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
@@ -27,9 +27,9 @@ from ..codec import (
     RECORD_V2,
     decode_listing,
     decode_record,
-    decode_worker_info,
+    decode_server_info,
     encode_record,
-    encode_worker_info,
+    encode_server_info,
 )
 from . import keys
 from .check import Layout, check_store
@@ -98,14 +98,14 @@ class LmdbStore(Store):
 
         now = now_ms()
         for key, raw in tx.scan(keys.DB_WORKERS):
-            worker_id = keys.decode_worker_key(key)
+            server_id = keys.decode_worker_key(key)
             # an unreadable entry has no heartbeat: not a server shown to be alive
-            info = decode_worker_info(raw)
+            info = decode_server_info(raw)
             info["heartbeat_age_ms"] = now - _beat_ms_of(info)
-            if not coordinator_dead(worker_id, info, now, _lease_ms_of(info) / 1000):
+            if not server_dead(server_id, info, now, _lease_ms_of(info) / 1000):
                 raise ConfigError(
                     f"store {self.path!r} is served in {other_mode} mode by a running "
-                    f"server ({worker_id}); opening it in {self.mode} mode would migrate "
+                    f"server ({server_id}); opening it in {self.mode} mode would migrate "
                     f"it under that server: stop it first, or open it in {other_mode} mode"
                 )
 
@@ -272,11 +272,11 @@ class LmdbStore(Store):
             for key, value in tx.scan(keys.DB_OFFERS):
                 if tx.entries(keys.DB_READY):
                     return None
-                worker_id, offer = _worker_of(key), keys.decode_offer(value)
+                server_id, offer = _server_of(key), keys.decode_offer(value)
                 fresh = offer is not None and now_ms() - offer[0] <= offer[1]
                 pids = offer[2] if offer is not None and fresh else []
                 alive = next((i for i, pid in enumerate(pids) if pid_exists(pid)), None)
-                if worker_id is None or offer is None or alive is None:
+                if server_id is None or offer is None or alive is None:
                     withdrawn.append(key)
                     continue
                 rest = pids[alive + 1 :]  # the dead ones before it go too
@@ -284,29 +284,29 @@ class LmdbStore(Store):
                     tx.put(keys.DB_OFFERS, key, keys.encode_offer(offer[0], offer[1], rest))
                 else:
                     tx.delete(keys.DB_OFFERS, key)
-                return worker_id, pids[alive]
+                return server_id, pids[alive]
             return None
         finally:
             for key in withdrawn:  # after the scan: its cursor stays where it was
                 tx.delete(keys.DB_OFFERS, key)
 
-    def _hand_off(self, tx: Tx, rec: JobRecord, worker_id: str, child_pid: int) -> JobRecord:
-        """Write a new job as already claimed by ``worker_id`` (as ``_take`` would), for
+    def _hand_off(self, tx: Tx, rec: JobRecord, server_id: str, child_pid: int) -> JobRecord:
+        """Write a new job as already claimed by ``server_id`` (as ``_take`` would), for
         its child ``child_pid`` to run."""
         rec = rec.evolve(state=JobState.PROCESSING, attempts=rec.attempts + 1)
         self._save(tx, rec)
         now = now_ms()
         deadline = None if rec.timeout_s is None else now + int(rec.timeout_s * 1000)
-        claim = Claim(rec.id, worker_id, now, deadline, child_pid)
-        tx.put(keys.DB_PROCESSING, keys.processing_key(worker_id, rec.id), encode_claim(claim))
+        claim = Claim(rec.id, server_id, now, deadline, child_pid)
+        tx.put(keys.DB_PROCESSING, keys.processing_key(server_id, rec.id), encode_claim(claim))
         return rec
 
-    def _set_offer(self, tx: Tx, worker_id: str, child_pids: Sequence[int]) -> None:
-        """Record which idle children ``worker_id`` offers (none: no entry); written only
+    def _set_offer(self, tx: Tx, server_id: str, child_pids: Sequence[int]) -> None:
+        """Record which idle children ``server_id`` offers (none: no entry); written only
         when they change, so a busy server's cycles do not rewrite the offers page. The
         stamp is the server's last heartbeat, as in its registry entry (which each
         heartbeat restamps), so an offer is never fresher than the registry says."""
-        key = keys.worker_key(worker_id)
+        key = keys.server_key(server_id)
         current = tx.get(keys.DB_OFFERS, key)
         if not child_pids:
             if current is not None:
@@ -318,11 +318,11 @@ class LmdbStore(Store):
         beat_ms, lease_ms = offer[:2] if offer is not None else self._beat(tx, key)
         tx.put(keys.DB_OFFERS, key, keys.encode_offer(beat_ms, lease_ms, child_pids))
 
-    def _beat(self, tx: Tx, worker_key: bytes) -> tuple[int, int]:
+    def _beat(self, tx: Tx, server_key: bytes) -> tuple[int, int]:
         """A server's last heartbeat and lease (ms), from its registry entry; one that
         has none (or an unreadable one) is stamped stale: it offers nothing."""
-        raw = tx.get(keys.DB_WORKERS, worker_key)
-        info = {} if raw is None else decode_worker_info(raw)
+        raw = tx.get(keys.DB_WORKERS, server_key)
+        info = {} if raw is None else decode_server_info(raw)
         return _beat_ms_of(info), _lease_ms_of(info)
 
     def _add(self, tx: Tx, records: Sequence[JobRecord]) -> None:
@@ -379,13 +379,13 @@ class LmdbStore(Store):
             self._enqueue_index(tx, rec)
         return len(due)
 
-    def claim(self, worker_id: str, limit: int, now_ms: int) -> list[JobRecord]:
-        keys.check_key_length(keys.processing_key(worker_id, "0" * keys.JOB_ID_BYTES), "worker id")
+    def claim(self, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+        keys.check_key_length(keys.processing_key(server_id, "0" * keys.JOB_ID_BYTES), "server id")
         if limit <= 0:
             return []
-        return self.env.write(lambda tx: self._claim(tx, worker_id, limit, now_ms))
+        return self.env.write(lambda tx: self._claim(tx, server_id, limit, now_ms))
 
-    def _claim(self, tx: Tx, worker_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+    def _claim(self, tx: Tx, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
         taken = []
         for key, _ in tx.scan(keys.DB_READY, values=False):
             taken.append(key)
@@ -394,13 +394,13 @@ class LmdbStore(Store):
         claimed = []
         for key in taken:
             tx.delete(keys.DB_READY, key)
-            rec = self._take(tx, keys.decode_ready_key(key)[2], worker_id, now_ms)
+            rec = self._take(tx, keys.decode_ready_key(key)[2], server_id, now_ms)
             if rec is not None:
                 claimed.append(rec)
         return claimed
 
-    def _take(self, tx: Tx, job_id: str, worker_id: str, now_ms: int) -> JobRecord | None:
-        """Mark one job (already out of its queue index) as processing by ``worker_id``."""
+    def _take(self, tx: Tx, job_id: str, server_id: str, now_ms: int) -> JobRecord | None:
+        """Mark one job (already out of its queue index) as processing by ``server_id``."""
         raw = tx.get(keys.DB_JOBS, keys.job_key(job_id))
         if raw is None:
             return None
@@ -420,8 +420,8 @@ class LmdbStore(Store):
             self._claimed.clear()  # entries of jobs finished elsewhere; just a cache
         self._claimed[job_id] = (self._save(tx, rec), rec)
         deadline = None if rec.timeout_s is None else now_ms + int(rec.timeout_s * 1000)
-        claim = Claim(job_id, worker_id, now_ms, deadline_ms=deadline)
-        tx.put(keys.DB_PROCESSING, keys.processing_key(worker_id, job_id), encode_claim(claim))
+        claim = Claim(job_id, server_id, now_ms, deadline_ms=deadline)
+        tx.put(keys.DB_PROCESSING, keys.processing_key(server_id, job_id), encode_claim(claim))
         return rec
 
     def _park_corrupt(self, tx: Tx, job_id: str, reason: str) -> None:
@@ -458,7 +458,7 @@ class LmdbStore(Store):
         return self.env.write(lambda tx: [self._finish_one(tx, o, now_ms) for o in outcomes])
 
     def _finish_one(self, tx: Tx, outcome: Outcome, now_ms: int) -> bool:
-        pkey = keys.processing_key(outcome.worker_id, outcome.job_id)
+        pkey = keys.processing_key(outcome.server_id, outcome.job_id)
         if not tx.delete(keys.DB_PROCESSING, pkey):
             return False  # the claim was taken back: a late outcome changes nothing
         rec = self._load_claimed(tx, outcome.job_id)
@@ -507,8 +507,8 @@ class LmdbStore(Store):
         self._enqueue_index(tx, rec)
 
     # ---- claims and workers -------------------------------------------------------
-    def claims(self, worker_id: str | None = None) -> list[Claim]:
-        prefix = b"" if worker_id is None else keys.processing_prefix(worker_id)
+    def claims(self, server_id: str | None = None) -> list[Claim]:
+        prefix = b"" if server_id is None else keys.processing_prefix(server_id)
         return self.env.read(
             lambda tx: [
                 claim
@@ -517,18 +517,18 @@ class LmdbStore(Store):
             ]
         )
 
-    def requeue_worker(self, worker_id: str) -> list[str]:
-        return self.env.write(lambda tx: self._requeue_worker(tx, worker_id))
+    def requeue_server(self, server_id: str) -> list[str]:
+        return self.env.write(lambda tx: self._requeue_server(tx, server_id))
 
-    def _requeue_worker(self, tx: Tx, worker_id: str) -> list[str]:
-        self._set_offer(tx, worker_id, ())  # hand nothing more to a server that is gone
+    def _requeue_server(self, tx: Tx, server_id: str) -> list[str]:
+        self._set_offer(tx, server_id, ())  # hand nothing more to a server that is gone
         held = [
             key
             for key, _ in tx.scan_prefix(
-                keys.DB_PROCESSING, keys.processing_prefix(worker_id), values=False
+                keys.DB_PROCESSING, keys.processing_prefix(server_id), values=False
             )
         ]
-        outcomes = [Outcome.released(keys.decode_processing_key(k)[1], worker_id) for k in held]
+        outcomes = [Outcome.released(keys.decode_processing_key(k)[1], server_id) for k in held]
         return [o.job_id for o in outcomes if self._finish_one(tx, o, 0)]
 
     # ---- reading --------------------------------------------------------------------
@@ -677,7 +677,7 @@ class LmdbStore(Store):
     def finish_and_claim(
         self,
         outcomes: Sequence[Outcome],
-        worker_id: str,
+        server_id: str,
         limit: int,
         now_ms: int,
         idle_children: Sequence[int] = (),
@@ -687,8 +687,8 @@ class LmdbStore(Store):
             claimed: builtins.list[JobRecord] = []
             if limit > 0:
                 self._promote(tx, now_ms)
-                claimed = self._claim(tx, worker_id, limit, now_ms)
-            self._set_offer(tx, worker_id, offered_children(idle_children, limit, len(claimed)))
+                claimed = self._claim(tx, server_id, limit, now_ms)
+            self._set_offer(tx, server_id, offered_children(idle_children, limit, len(claimed)))
             return acks, claimed
 
         if not outcomes and limit <= 0 and not idle_children:
@@ -696,17 +696,17 @@ class LmdbStore(Store):
         return self.env.write(body)
 
     def recall(
-        self, worker_id: str, child_pid: int, known: Collection[str]
+        self, server_id: str, child_pid: int, known: Collection[str]
     ) -> builtins.list[JobRecord]:
         def body(tx: Tx) -> builtins.list[JobRecord]:
-            raw = tx.get(keys.DB_OFFERS, keys.worker_key(worker_id))
+            raw = tx.get(keys.DB_OFFERS, keys.server_key(server_id))
             offer = None if raw is None else keys.decode_offer(raw)
             if raw is not None:
                 self._set_offer(
-                    tx, worker_id, [p for p in (offer[2] if offer else []) if p != child_pid]
+                    tx, server_id, [p for p in (offer[2] if offer else []) if p != child_pid]
                 )
             found = []
-            for key, raw in tx.scan_prefix(keys.DB_PROCESSING, keys.processing_prefix(worker_id)):
+            for key, raw in tx.scan_prefix(keys.DB_PROCESSING, keys.processing_prefix(server_id)):
                 claim = _read_claim(key, raw)
                 if claim is not None and claim.child_pid == child_pid and claim.job_id not in known:
                     rec = self._load(tx, claim.job_id)
@@ -719,9 +719,9 @@ class LmdbStore(Store):
     def inbox(self) -> HandOffInbox:
         return HandOffInbox(self.path)
 
-    def handed_job(self, worker_id: str, job_id: str, child_pid: int) -> JobRecord | None:
+    def handed_job(self, server_id: str, job_id: str, child_pid: int) -> JobRecord | None:
         def body(tx: Tx) -> JobRecord | None:
-            key = keys.processing_key(worker_id, job_id)
+            key = keys.processing_key(server_id, job_id)
             raw = tx.get(keys.DB_PROCESSING, key)
             claim = None if raw is None else _read_claim(key, raw)
             if claim is None or claim.child_pid != child_pid:
@@ -730,9 +730,9 @@ class LmdbStore(Store):
 
         return self.env.read(body)
 
-    def register_worker(self, worker_id: str, info: dict[str, Any]) -> None:
-        raw = encode_worker_info(info)
-        key = keys.worker_key(worker_id)
+    def register_server(self, server_id: str, info: dict[str, Any]) -> None:
+        raw = encode_server_info(info)
+        key = keys.server_key(server_id)
         beat_ms = _beat_ms_of(info)
 
         def body(tx: Tx) -> None:
@@ -748,12 +748,12 @@ class LmdbStore(Store):
 
         self.env.write(body)
 
-    def workers(self) -> dict[str, dict[str, Any]]:
+    def servers(self) -> dict[str, dict[str, Any]]:
         found = self.env.read(
             lambda tx: {
-                worker_id: decode_worker_info(v)
+                server_id: decode_server_info(v)
                 for k, v in tx.scan(keys.DB_WORKERS)
-                if (worker_id := _worker_of(k)) is not None
+                if (server_id := _server_of(k)) is not None
             }
         )
         now = now_ms()  # one host, one clock: local wall time is the heartbeat's clock
@@ -761,17 +761,17 @@ class LmdbStore(Store):
             info["heartbeat_age_ms"] = now - int(info.get("heartbeat_ms", 0))
         return found
 
-    def unregister_worker(self, worker_id: str) -> None:
-        self.env.write(lambda tx: tx.delete(keys.DB_WORKERS, keys.worker_key(worker_id)))
+    def unregister_server(self, server_id: str) -> None:
+        self.env.write(lambda tx: tx.delete(keys.DB_WORKERS, keys.server_key(server_id)))
 
     def maintenance(self) -> None:
         self.env.reader_check()
 
     # ---- checking and copying ---------------------------------------------------------
-    def check(self, holder_gone: HolderGone = lambda worker_id: False) -> CheckReport:
+    def check(self, holder_gone: HolderGone = lambda server_id: False) -> CheckReport:
         layout = Layout(self._queue_entry, self._index_value)
         report = self.env.read(lambda tx: check_store(tx, layout, holder_gone))
-        return report.add_registry(self.workers())
+        return report.add_registry(self.servers())
 
     def backup(self, dest: str) -> None:
         self.env.copy_to(dest)
@@ -812,14 +812,14 @@ def _read_claim(key: bytes, raw: bytes) -> Claim | None:
     except (CorruptRecord, ValueError):
         pass
     try:
-        worker_id, job_id = keys.decode_processing_key(key)
+        server_id, job_id = keys.decode_processing_key(key)
     except ValueError:
         return None
-    return Claim(job_id, worker_id, 0) if len(job_id) == keys.JOB_ID_BYTES else None
+    return Claim(job_id, server_id, 0) if len(job_id) == keys.JOB_ID_BYTES else None
 
 
-def _worker_of(key: bytes) -> str | None:
-    """The worker id of a registry or offer key; None for bytes no server writes."""
+def _server_of(key: bytes) -> str | None:
+    """The server id of a registry or offer key; None for bytes no server writes."""
     try:
         return keys.decode_worker_key(key)
     except ValueError:

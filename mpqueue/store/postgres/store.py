@@ -21,7 +21,7 @@ from ...limits import TIMEOUT_MAX_S, check_key_part, stored_problem
 from ...records import Claim, ErrorInfo, JobRecord, JobState, Outcome
 from ...retry import next_run_at_ms
 from ..base import CheckReport, HolderGone, OpCounter, Store
-from ..codec import decode_worker_info, encode_worker_info
+from ..codec import decode_server_info, encode_server_info
 from . import schema as pg_schema
 from .listen import PgListener
 from .session import PgSession, Query
@@ -257,14 +257,14 @@ class PostgresStore(Store):
     def promote_due(self, now_ms: int) -> int:
         return self.session.run(lambda q: q.write(self.sql["promote"], (now_ms,)))
 
-    def claim(self, worker_id: str, limit: int, now_ms: int) -> list[JobRecord]:
-        _check_worker_id(worker_id)
+    def claim(self, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+        _check_server_id(server_id)
         if limit <= 0:
             return []
-        return self.session.run(lambda q: self._claim(q, worker_id, limit, now_ms))
+        return self.session.run(lambda q: self._claim(q, server_id, limit, now_ms))
 
-    def _claim(self, q: Query, worker_id: str, limit: int, now_ms: int) -> list[JobRecord]:
-        rows = q.rows(self.sql["claim"], (worker_id, now_ms, now_ms, limit))
+    def _claim(self, q: Query, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+        rows = q.rows(self.sql["claim"], (server_id, now_ms, now_ms, limit))
         q.counter.puts += len(rows)  # RETURNING counted them as reads; each was updated
         claimed = []
         for row in rows:
@@ -306,7 +306,7 @@ class PostgresStore(Store):
         acks = []
         for outcome in outcomes:
             row = held.pop(outcome.job_id, None)  # popped: a repeated outcome is late
-            if row is None or row[1] != outcome.worker_id:
+            if row is None or row[1] != outcome.server_id:
                 acks.append(False)  # the claim was taken back: a late outcome changes nothing
                 continue
             update = self._outcome_update(row, outcome, now_ms)
@@ -359,9 +359,9 @@ class PostgresStore(Store):
         return (job_id, "scheduled", None, encoded, min(run_at, BIGINT_MAX), 0, None, None, True)
 
     # ---- claims and workers -------------------------------------------------------
-    def claims(self, worker_id: str | None = None) -> list[Claim]:
+    def claims(self, server_id: str | None = None) -> list[Claim]:
         query, params = (
-            (self.sql["claims"], ()) if worker_id is None else (self.sql["claims_of"], (worker_id,))
+            (self.sql["claims"], ()) if server_id is None else (self.sql["claims_of"], (server_id,))
         )
         rows = self.session.run(lambda q: q.rows(query, params), write=False)
         return [
@@ -369,9 +369,9 @@ class PostgresStore(Store):
             for job_id, worker, claimed, deadline in rows
         ]
 
-    def requeue_worker(self, worker_id: str) -> list[str]:
+    def requeue_server(self, server_id: str) -> list[str]:
         def body(q: Query) -> list[str]:
-            ids = sorted(row[0] for row in q.rows(self.sql["requeue_worker"], (worker_id,)))
+            ids = sorted(row[0] for row in q.rows(self.sql["requeue_worker"], (server_id,)))
             q.counter.puts += len(ids)
             if ids:
                 q.rows(self.sql["notify"], (self.channel,))  # other hosts may be idle
@@ -379,23 +379,23 @@ class PostgresStore(Store):
 
         return self.session.run(body)
 
-    def register_worker(self, worker_id: str, info: dict[str, Any]) -> None:
-        raw = encode_worker_info(info)
-        self.session.run(lambda q: q.write(self.sql["register"], (worker_id, raw)))
+    def register_server(self, server_id: str, info: dict[str, Any]) -> None:
+        raw = encode_server_info(info)
+        self.session.run(lambda q: q.write(self.sql["register"], (server_id, raw)))
 
-    def workers(self) -> dict[str, dict[str, Any]]:
+    def servers(self) -> dict[str, dict[str, Any]]:
         """Every coordinator's info, plus ``heartbeat_age_ms``: how long ago it last
         registered, measured on the database's clock (so hosts' clocks may disagree)."""
         rows = self.session.run(lambda q: q.rows(self.sql["workers"]), write=False)
         found = {}
-        for worker_id, raw, age_ms in rows:
-            info = decode_worker_info(bytes(raw))
+        for server_id, raw, age_ms in rows:
+            info = decode_server_info(bytes(raw))
             info["heartbeat_age_ms"] = int(age_ms)
-            found[worker_id] = info
+            found[server_id] = info
         return found
 
-    def unregister_worker(self, worker_id: str) -> None:
-        self.session.run(lambda q: q.write(self.sql["unregister"], (worker_id,), deletes=True))
+    def unregister_server(self, server_id: str) -> None:
+        self.session.run(lambda q: q.write(self.sql["unregister"], (server_id,), deletes=True))
 
     # ---- reading --------------------------------------------------------------------
     def get(self, job_id: str) -> JobRecord | None:
@@ -454,7 +454,7 @@ class PostgresStore(Store):
     def finish_and_claim(
         self,
         outcomes: Sequence[Outcome],
-        worker_id: str,
+        server_id: str,
         limit: int,
         now_ms: int,
         idle_children: Sequence[int] = (),
@@ -466,15 +466,15 @@ class PostgresStore(Store):
             if limit <= 0:
                 return acks, []
             q.write(self.sql["promote"], (now_ms,))
-            return acks, self._claim(q, worker_id, limit, now_ms)
+            return acks, self._claim(q, server_id, limit, now_ms)
 
-        _check_worker_id(worker_id)
+        _check_server_id(server_id)
         if not outcomes and limit <= 0:
             return [], []
         return self.session.run(body)
 
     # ---- checking ---------------------------------------------------------------------
-    def check(self, holder_gone: HolderGone = lambda worker_id: False) -> CheckReport:
+    def check(self, holder_gone: HolderGone = lambda server_id: False) -> CheckReport:
         """The LMDB store's check in SQL: each row's claim and finish columns match its
         state, every error history decodes, claims belong to registered or dead
         servers, queued jobs have distinct FIFO numbers. (PostgreSQL keeps its own
@@ -505,7 +505,7 @@ class PostgresStore(Store):
             return report
 
         report = self.session.run(body, write=False)
-        return report.add_registry(self.workers())
+        return report.add_registry(self.servers())
 
     def backup(self, dest: str) -> None:
         raise ConfigError("a PostgreSQL store is backed up with the database's own tools: pg_dump")
@@ -524,8 +524,8 @@ def _channel_name(schema: str) -> str:
     return encoded.decode("utf-8", "ignore")
 
 
-def _check_worker_id(worker_id: str) -> None:
-    check_key_part(worker_id, "worker id")
+def _check_server_id(server_id: str) -> None:
+    check_key_part(server_id, "server id")
 
 
 def _text(value: str) -> str:
