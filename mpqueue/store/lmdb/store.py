@@ -19,8 +19,8 @@ from ...errors import ConfigError, CorruptRecord, JobNotFound
 from ...identity import DEFAULT_LEASE_S, pid_exists, server_dead
 from ...limits import stored_problem
 from ...location import DEFAULT_MAP_SIZE
+from ...outcomes import Destination, apply_outcome
 from ...records import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
-from ...retry import next_run_at_ms
 from ..base import CheckReport, HolderGone, OpCounter, Store, offered_children
 from ..codec import (
     RECORD_V1,
@@ -467,30 +467,18 @@ class LmdbStore(Store):
                 reason = rec.errors[-1].message if rec.errors else "unreadable record"
                 self._park_corrupt(tx, outcome.job_id, reason)
             return False
-        if outcome.kind == "done":
-            self._mark_done(
-                tx, rec.evolve(state=JobState.DONE, result=outcome.result, finished_at_ms=now_ms)
-            )
-        elif outcome.kind == "released":
-            # Never started, or interrupted by a crash or a shutdown: undo the claim and
-            # keep the job's place (its seq), ahead of the jobs that came after it.
-            rec = rec.evolve(state=JobState.READY, attempts=rec.attempts - 1)
+        applied = apply_outcome(rec, outcome, now_ms, self.rng)
+        rec = applied.record
+        if applied.destination is Destination.DONE:
+            self._mark_done(tx, rec)
+        elif applied.destination is Destination.RELEASED:
             self._save(tx, rec)
-            self._enqueue_index(tx, rec)
+            self._enqueue_index(tx, rec)  # at its old seq: ahead of the jobs after it
+        elif applied.destination is Destination.DEAD:
+            self._bury(tx, rec, applied.dead_reason)
         else:
-            self._fail(tx, rec, outcome, now_ms)
+            self._requeue(tx, rec)
         return True
-
-    def _fail(self, tx: Tx, rec: JobRecord, outcome: Outcome, now_ms: int) -> None:
-        error = outcome.error or ErrorInfo("Unknown", "no error recorded")
-        rec = rec.evolve(errors=rec.errors + (error,))
-        run_at = next_run_at_ms(
-            rec, now_ms, self.rng, retryable=outcome.retryable, delay_s=outcome.retry_delay_s
-        )
-        if run_at is None:
-            self._bury(tx, rec.evolve(state=JobState.DEAD, finished_at_ms=now_ms), str(error))
-        else:
-            self._requeue(tx, rec.evolve(state=JobState.SCHEDULED, run_at_ms=run_at))
 
     def _mark_done(self, tx: Tx, rec: JobRecord) -> None:
         self._save(tx, rec)

@@ -18,8 +18,8 @@ import psycopg
 
 from ...errors import ConfigError, JobNotFound
 from ...limits import TIMEOUT_MAX_S, check_key_part, stored_problem
+from ...outcomes import Destination, apply_outcome
 from ...records import Claim, ErrorInfo, JobRecord, JobState, Outcome
-from ...retry import next_run_at_ms
 from ..base import CheckReport, HolderGone, OpCounter, Store
 from ..codec import decode_server_info, encode_server_info
 from . import schema as pg_schema
@@ -327,21 +327,12 @@ class PostgresStore(Store):
         """The ``finish`` statement's row for one outcome (None: the record is unreadable).
 
         Columns: id, state, result, errors, run_at_ms, attempts_delta, finished_at_ms,
-        dead_reason, requeue.
+        dead_reason, requeue. NULL keeps the stored value, and the stored errors are
+        decoded only when the outcome appends one.
         """
-        job_id = outcome.job_id
-        if outcome.kind == "done":
-            return (job_id, "done", outcome.result, None, None, 0, now_ms, None, False)
-        if outcome.kind == "released":
-            # Undo the claim and keep the job's place (its seq), as the LMDB store does.
-            return (job_id, "ready", None, None, None, -1, None, None, False)
-        try:
-            errors = _decode_errors(row[6])
-        except ValueError:
-            return None
-        error = outcome.error or ErrorInfo("Unknown", "no error recorded")
-        rec = JobRecord(
-            id=job_id,
+        # The rule reads only these columns of a claimed job; its errors come after.
+        claimed = JobRecord(
+            id=outcome.job_id,
             name="",
             state=JobState.PROCESSING,
             payload=b"",
@@ -350,13 +341,26 @@ class PostgresStore(Store):
             backoff_base_s=row[4],
             backoff_cap_s=row[5],
         )
-        run_at = next_run_at_ms(
-            rec, now_ms, self.rng, retryable=outcome.retryable, delay_s=outcome.retry_delay_s
+        applied = apply_outcome(claimed, outcome, now_ms, self.rng)
+        rec, destination = applied.record, applied.destination
+        errors = None
+        if applied.error is not None:
+            try:
+                errors = _encode_errors(_decode_errors(row[6]) + (applied.error,))
+            except ValueError:
+                return None
+        requeue = destination is Destination.SCHEDULED  # behind the jobs waiting: a new seq
+        return (
+            rec.id,
+            rec.state.value,
+            rec.result,
+            errors,
+            min(rec.run_at_ms, BIGINT_MAX) if requeue else None,
+            rec.attempts - claimed.attempts,
+            rec.finished_at_ms,
+            _text(applied.dead_reason) if destination is Destination.DEAD else None,
+            requeue,
         )
-        encoded = _encode_errors(errors + (error,))
-        if run_at is None:
-            return (job_id, "dead", None, encoded, None, 0, now_ms, _text(str(error)), False)
-        return (job_id, "scheduled", None, encoded, min(run_at, BIGINT_MAX), 0, None, None, True)
 
     # ---- claims and workers -------------------------------------------------------
     def claims(self, server_id: str | None = None) -> list[Claim]:
