@@ -41,7 +41,7 @@ from ..records import ErrorInfo, JobRecord, now_ms
 from ..registry import import_module, resolve
 from ..serializer import dump_result, load_callable, load_payload
 from ..signing import verify
-from ..store.base import Inbox, Store
+from ..store.base import HandOff, Inbox
 from . import protocol
 from .containment import kill_descendants, kill_group, lead_own_group
 
@@ -142,7 +142,8 @@ class _JobRunner:
         self.server_id = config.server_id
         self.secret = config.secret
         self.pid = os.getpid()
-        self.inbox = _open_inbox(self.store) if config.hand_off else None
+        self.hand_off = self.store.hand_off if config.hand_off else None
+        self.inbox = None if self.hand_off is None else _open_inbox(self.hand_off)
         self.handed: deque[str] = deque()  # named by a producer or the coordinator
         self.taken: dict[str, None] = {}  # recent hand-offs run (insertion-ordered set)
         signal.signal(signal.SIGALRM, _raise_timeout)
@@ -199,9 +200,9 @@ class _JobRunner:
     def _run_handed(self, conn: Connection, job_id: str) -> tuple[Any, ...] | None:
         """Run a job handed to this child, unless it ran it already or the job is no
         longer handed to it (finished, or put back after this child was given up)."""
-        if job_id in self.taken:
+        if job_id in self.taken or self.hand_off is None:
             return None
-        rec = self.store.handed_job(self.server_id, job_id, self.pid)
+        rec = self.hand_off.handed_job(self.server_id, job_id, self.pid)
         if rec is None:
             return None
         self.taken[job_id] = None
@@ -303,11 +304,11 @@ class _JobRunner:
         return 0 if self.process is None else int(self.process.memory_info().rss)
 
 
-def _open_inbox(store: Store) -> Inbox | None:
+def _open_inbox(hand_off: HandOff) -> Inbox | None:
     """This child's hand-off socket, or None if it cannot have one: then it runs only
     what its server sends (the server offers no hand-off to it), rather than not at all."""
     try:
-        return store.inbox()
+        return hand_off.inbox()
     except OSError as exc:
         print(
             f"mpqueue worker {os.getpid()}: no hand-off socket ({exc}); jobs come "

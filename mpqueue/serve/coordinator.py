@@ -67,14 +67,14 @@ class Coordinator:
         self.listener = None if self.polling else self._listen()
         # Hand-off (stores that have it, servers that are woken): while a child of ours
         # is idle, a producer may claim a new job for it and wake it directly.
-        self.handoff = self.store.hands_off and not self.polling
+        self.hand_off = None if self.polling else self.store.hand_off
         self.pool = Pool(
             settings.path,
             settings.mode,
             settings.imports,
             measure_rss=settings.max_memory_per_child_mb is not None,
             server_id=self.server_id,
-            hand_off=self.handoff,
+            hand_off=self.hand_off is not None,
         )
         self.outcomes: list[Outcome] = []
         self.claimed: dict[str, JobRecord] = {}
@@ -242,14 +242,7 @@ class Coordinator:
         outcomes = self.outcomes
         now = now_ms()
         limit = min(room, self.settings.batch)
-        idle = (
-            [s.pid for s in self._idle_slots() if s.hand_off]
-            if self.handoff and not self.signals
-            else []
-        )
-        _, claimed = self.store.finish_and_claim(
-            outcomes, self.server_id, limit, now, idle_children=idle
-        )
+        _, claimed = self._finish_and_claim(outcomes, limit, now)
         self.outcomes = []  # only once committed: on a store error they are kept
         self.outcomes_since = None
         self._account(outcomes)
@@ -263,6 +256,18 @@ class Coordinator:
         self._dispatch(claimed)  # first: the children start while we read on
         self.next_due_ms = self.store.next_run_at_ms()
         return bool(outcomes or claimed)
+
+    def _finish_and_claim(
+        self, outcomes: list[Outcome], limit: int, now: int
+    ) -> tuple[list[bool], list[JobRecord]]:
+        """The cycle's one commit; with hand-off it also offers our idle children (none
+        while stopping), replacing the previous offer."""
+        if self.hand_off is None:
+            return self.store.finish_and_claim(outcomes, self.server_id, limit, now)
+        idle = [] if self.signals else [s.pid for s in self._idle_slots() if s.hand_off]
+        return self.hand_off.finish_and_claim(
+            outcomes, self.server_id, limit, now, idle_children=idle
+        )
 
     def _cycle_wanted(self, room: int) -> bool:
         """Whether a durable commit is worth paying for now.
@@ -351,10 +356,10 @@ class Coordinator:
     def _recall(self, slot: Slot) -> None:
         """A child is gone: withdraw its offer, and put back the jobs handed to it that
         it never took (uncharged; the next claim hands them out again)."""
-        if not self.handoff or not slot.pid:
+        if self.hand_off is None or not slot.pid:
             return
         try:
-            lost = self.store.recall(self.server_id, slot.pid, self.claimed)
+            lost = self.hand_off.recall(self.server_id, slot.pid, self.claimed)
         except StoreError:
             self.reconcile = True  # _reconcile puts back claims no live child holds
             return
@@ -719,7 +724,7 @@ class Coordinator:
     def _periodic(self) -> None:
         if not self.store.pacing.polls_only and self._every("safety-poll", self.poll_s):
             self.more_ready = True  # the safety net for a lost wake-up or a missed put-back
-            if self.handoff and not self.signals:
+            if self.hand_off is not None and not self.signals:
                 self._resend_handed()
         if self._every("reclaim", RECLAIM_EVERY_S):
             if recovery.reclaim_dead(self.store, self.server_id, lease_s=self.settings.lease_s):

@@ -1,4 +1,11 @@
-"""The one store interface, in queue terms. Every backend implements it.
+"""The one store interface, in queue terms, split by role.
+
+- ``JobStore``: the job verbs (add, claim, finish, read, remove);
+- ``ServerRegistry``: the running servers, for recovery and ``check``;
+- ``Store``: both, plus housekeeping; what the rest of the code holds. Every backend
+  derives from it;
+- ``HandOff``: optional, producers giving jobs straight to idle children; reached only
+  through ``Store.hand_off``, None for a backend that does not derive from it.
 
 Records go in and out as ``JobRecord``; how they are laid out is the backend's
 business. Every method that changes state is one atomic transaction.
@@ -121,20 +128,32 @@ class Inbox(Protocol):
     def close(self) -> None: ...
 
 
-class Store(abc.ABC):
-    """A durable job store. Implementations: ``LmdbStore``, ``LegacyLmdbStore``."""
+class ServerRegistry(abc.ABC):
+    """The registry of running servers (coordinators): what recovery and ``check`` read
+    to tell a live claim holder from a dead one."""
 
-    mode: str = "optimized"
-    counter: OpCounter
-    hands_off: bool = False  # producers may give new jobs to idle children (see add)
-    pacing: Pacing = Pacing()
+    @abc.abstractmethod
+    def register_server(self, server_id: str, info: dict[str, Any]) -> None:
+        """Create or refresh a coordinator's entry (heartbeat, child pids)."""
+
+    @abc.abstractmethod
+    def servers(self) -> dict[str, dict[str, Any]]:
+        """Every registered coordinator's info, by server id."""
+
+    @abc.abstractmethod
+    def unregister_server(self, server_id: str) -> None: ...
+
+
+class JobStore(abc.ABC):
+    """The job verbs: adding, claiming, finishing, reading and removing jobs."""
 
     @abc.abstractmethod
     def add(self, records: Sequence[JobRecord]) -> None:
         """Insert new jobs (ready or scheduled per their state) in one transaction.
 
-        A store with hand-off (LMDB) may claim a single new ready job for an idle child
-        of a server in that transaction; the record passed in then reads processing."""
+        A store with hand-off (see ``HandOff``) may claim a single new ready job for an
+        idle child of a server in that transaction; the record passed in then reads
+        processing."""
 
     @abc.abstractmethod
     def promote_due(self, now_ms: int) -> int:
@@ -150,8 +169,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def finish(self, outcomes: Sequence[Outcome], now_ms: int) -> list[bool]:
-        """Apply outcomes in one transaction. An outcome whose processing entry is gone
-        (the claim was taken back) changes nothing and reports False."""
+        """Apply outcomes in one transaction, each by ``outcomes.apply_outcome``. An
+        outcome whose processing entry is gone (the claim was taken back) changes nothing
+        and reports False."""
 
     def finish_and_claim(
         self,
@@ -159,48 +179,17 @@ class Store(abc.ABC):
         server_id: str,
         limit: int,
         now_ms: int,
-        idle_children: Sequence[int] = (),
     ) -> tuple[list[bool], list[JobRecord]]:
         """``finish`` then ``promote_due`` and ``claim``; one transaction where the backend
         can, so the server pays one durable commit per cycle instead of three.
 
-        ``idle_children``: pids of the server's children that have nothing to run. A
-        store with hand-off (LMDB) then lets a producer claim a new ready job for one of
-        them directly and wake that child (see ``offered_children``, ``recall``); other
-        stores ignore it.
+        A store with hand-off takes the server's idle children too (see ``HandOff``).
         """
         acks = self.finish(outcomes, now_ms)
         if limit <= 0:
             return acks, []
         self.promote_due(now_ms)
         return acks, self.claim(server_id, limit, now_ms)
-
-    def recall(self, server_id: str, child_pid: int, known: Collection[str]) -> list[JobRecord]:
-        """Withdraw the hand-off offer of one child of ``server_id`` (it died or stopped)
-        and return the jobs handed to it that are not in ``known``; they stay claimed by
-        ``server_id``. Stores without hand-off have none."""
-        return []
-
-    def inbox(self) -> Inbox:
-        """This process's hand-off socket (a child of a server calls it once). Raises
-        OSError if it cannot be had; stores without hand-off have none to give."""
-        raise OSError(f"{type(self).__name__} has no hand-off")
-
-    def handed_job(self, server_id: str, job_id: str, child_pid: int) -> JobRecord | None:
-        """The job, if it is still handed to that child (a child checks before it runs a
-        job named in a wake-up); None otherwise."""
-        return None
-
-    @abc.abstractmethod
-    def register_server(self, server_id: str, info: dict[str, Any]) -> None:
-        """Create or refresh a coordinator's entry (heartbeat, child pids)."""
-
-    @abc.abstractmethod
-    def servers(self) -> dict[str, dict[str, Any]]:
-        """Every registered coordinator's info, by server id."""
-
-    @abc.abstractmethod
-    def unregister_server(self, server_id: str) -> None: ...
 
     @abc.abstractmethod
     def claims(self, server_id: str | None = None) -> list[Claim]:
@@ -245,7 +234,61 @@ class Store(abc.ABC):
     def stats(self) -> dict[str, int]:
         """Counts per state from one read transaction."""
 
-    def maintenance(self) -> None:  # noqa: B027 (optional: most backends have none)
+
+class HandOff(abc.ABC):
+    """The optional hand-off capability: while a server's child is idle, a producer's
+    ``add`` may claim a new ready job for that child in its own transaction and wake the
+    child directly, skipping the server's cycle. The LMDB store has it; a backend without
+    it has nothing to write. The server and its children reach it only through
+    ``Store.hand_off``.
+    """
+
+    @abc.abstractmethod
+    def finish_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        server_id: str,
+        limit: int,
+        now_ms: int,
+        idle_children: Sequence[int] = (),
+    ) -> tuple[list[bool], list[JobRecord]]:
+        """``JobStore.finish_and_claim``, which then offers ``idle_children`` (pids of the
+        server's children that have nothing to run) for hand-off in the same transaction,
+        replacing the server's previous offer (see ``offered_children``)."""
+
+    @abc.abstractmethod
+    def recall(self, server_id: str, child_pid: int, known: Collection[str]) -> list[JobRecord]:
+        """Withdraw the hand-off offer of one child of ``server_id`` (it died or stopped)
+        and return the jobs handed to it that are not in ``known``; they stay claimed by
+        ``server_id``."""
+
+    @abc.abstractmethod
+    def inbox(self) -> Inbox:
+        """This process's hand-off socket (a child of a server calls it once). Raises
+        OSError if it cannot be had."""
+
+    @abc.abstractmethod
+    def handed_job(self, server_id: str, job_id: str, child_pid: int) -> JobRecord | None:
+        """The job, if it is still handed to that child (a child checks before it runs a
+        job named in a wake-up); None otherwise."""
+
+
+class Store(JobStore, ServerRegistry):
+    """A durable job store: the job verbs, the server registry and housekeeping, with
+    hand-off as an optional capability (``hand_off``). Implementations: ``LmdbStore``,
+    ``LegacyLmdbStore``, ``PostgresStore``."""
+
+    mode: str = "optimized"
+    counter: OpCounter
+    pacing: Pacing = Pacing()
+
+    @property
+    def hand_off(self) -> HandOff | None:
+        """This store's hand-off capability, or None where it has none. The one place
+        that tells: a backend gets hand-off by also deriving from ``HandOff``."""
+        return self if isinstance(self, HandOff) else None
+
+    def maintenance(self) -> None:  # optional: most backends have none
         """Periodic housekeeping (stale reader slots and the like)."""
 
     def check(self, holder_gone: HolderGone = lambda server_id: False) -> CheckReport:

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from ...limits import stored_problem
 from ...records import JobRecord, JobState, now_ms
-from ..base import Pacing
+from ..base import HandOff, Pacing
 from . import keys
 from .env import Tx
 from .store import LAYOUT_LEGACY, LmdbStore
@@ -24,8 +24,11 @@ from .store import LAYOUT_LEGACY, LmdbStore
 class LegacyLmdbStore(LmdbStore):
     mode = "legacy"
     layout = LAYOUT_LEGACY
-    hands_off = False
     pacing = Pacing(polls_only=True, claims_per_poll=1, poll_interval_s=0.5)
+
+    @property
+    def hand_off(self) -> HandOff | None:
+        return None  # the design before the optimizations has no hand-off
 
     def _migrate(self, tx: Tx) -> None:
         """Fold an optimized layout's ready and scheduled indexes into ``pending``."""
@@ -55,7 +58,7 @@ class LegacyLmdbStore(LmdbStore):
             keys.pending_key(rec.id),
         )
 
-    # The design before the optimizations has no hand-off: no offers, none taken.
+    # No offers, none taken (for the methods it inherits).
     def _take_offer(self, tx: Tx) -> tuple[str, int] | None:
         return None
 

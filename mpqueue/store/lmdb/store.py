@@ -21,7 +21,7 @@ from ...limits import stored_problem
 from ...location import DEFAULT_MAP_SIZE
 from ...outcomes import Destination, apply_outcome
 from ...records import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
-from ..base import CheckReport, HolderGone, OpCounter, Store, offered_children
+from ..base import CheckReport, HandOff, HolderGone, OpCounter, Store, offered_children
 from ..codec import (
     RECORD_V1,
     RECORD_V2,
@@ -61,13 +61,13 @@ def next_seqs(count: int) -> int:
         return first
 
 
-class LmdbStore(Store):
+class LmdbStore(Store, HandOff):
     """Job store in one LMDB environment directory. One instance per process and
-    thread; instances in one process share the environment handle."""
+    thread; instances in one process share the environment handle. It has hand-off:
+    offers, hand-off claims and the children's wake-up sockets."""
 
     mode = "optimized"
     layout = LAYOUT_OPTIMIZED
-    hands_off = True
 
     def __init__(self, path: str, *, map_size: int = DEFAULT_MAP_SIZE, sync: bool = True):
         self.path = path

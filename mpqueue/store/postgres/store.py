@@ -461,10 +461,9 @@ class PostgresStore(Store):
         server_id: str,
         limit: int,
         now_ms: int,
-        idle_children: Sequence[int] = (),
     ) -> _Cycle:
-        # idle_children is not used: this store has no hand-off (jobs always go through
-        # the ready queue, and NOTIFY wakes the servers).
+        # No hand-off here: jobs always go through the ready queue, and NOTIFY wakes
+        # the servers.
         def body(q: Query) -> _Cycle:
             acks = self._finish(q, outcomes, now_ms) if outcomes else []
             if limit <= 0:
