@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import random
-from typing import NamedTuple
+from dataclasses import dataclass
 
 from .records import ErrorInfo, JobRecord, JobState, Outcome
 from .retry import next_run_at_ms
@@ -27,7 +27,8 @@ class Destination(enum.Enum):
     RELEASED = "released"  # back to ready, the attempt un-charged, keeping its seq
 
 
-class Applied(NamedTuple):
+@dataclass(slots=True)  # not frozen: that doubles the cost of making one, once per job
+class Applied:
     """An applied outcome: the job's new record and where it goes.
 
     ``error`` is the error appended to the record's errors (None unless it failed);
