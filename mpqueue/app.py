@@ -42,13 +42,22 @@ class Queue:
 
     Parameters
     ----------
-    path: directory of the store; default ``$MPQUEUE_PATH``, else ``./mpqueue-data``.
-    mode: ``"optimized"`` (default) or ``"legacy"`` (the pre-optimization design,
-        kept for the benchmark).
-    result_ttl: seconds a finished job (and its result) is kept.
-    map_size: initial LMDB map size in bytes; it grows by itself when full.
-    sync: fsync every commit (default True). False survives process crashes but may
+    path
+        Directory of the store, or a ``postgresql://`` URL; default ``$MPQUEUE_PATH``,
+        else ``./mpqueue-data``.
+    mode
+        ``"optimized"`` (default) or ``"legacy"`` (the pre-optimization design, kept
+        for the benchmark).
+    result_ttl
+        Seconds a finished job (and its result) is kept.
+    map_size
+        Initial LMDB map size in bytes; it grows by itself when full.
+    sync
+        Fsync every commit (default True). False survives process crashes but may
         lose the last commits on an OS crash.
+    secret
+        Sign every job with this secret (default ``$MPQUEUE_SECRET``); a server that
+        holds a secret runs only jobs signed with it.
     """
 
     def __init__(
