@@ -29,6 +29,7 @@ from .config import (
     MODES,
     PATH_ENV,
     SHOW_REPR_MAX,
+    check_shared_location,
     is_url,
     redact,
 )
@@ -122,6 +123,8 @@ def cli(ctx: click.Context, path: str | None, mode: str) -> None:
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
     queue = Queue(path, mode=mode)
+    if ctx.invoked_subcommand != "demo":  # the demo makes a store of its own
+        check_shared_location(queue.path)
     ctx.obj = queue
     ctx.call_on_close(queue.close)
 

@@ -66,6 +66,24 @@ def is_url(location: str) -> bool:
     return location.startswith(URL_SCHEMES)
 
 
+MEMORY_SCHEME = "memory://"  # a location with it: a store in this process's memory
+
+
+def is_memory(location: str) -> bool:
+    """True when ``location`` names an in-process memory store (``memory://[NAME]``)."""
+    return location.startswith(MEMORY_SCHEME)
+
+
+def check_shared_location(location: str) -> None:
+    """Refuse a memory store where other processes would have to reach it (a server,
+    the command line): its jobs live only in the process that made them."""
+    if is_memory(location):
+        raise ConfigError(
+            f"{location!r} is a store in one process's memory: no server or command can "
+            f"reach its jobs; run them in that process with queue.run_pending()"
+        )
+
+
 def redact(location: str) -> str:
     """The location fit for logs and messages: a URL without its password (see
     ``store/pg_url.py``); never raises."""
@@ -78,13 +96,14 @@ def redact(location: str) -> str:
 
 def check_location(location: str, mode: str) -> None:
     """Refuse a store location that cannot work: a file as LMDB directory, or a
-    PostgreSQL URL with a mode other than "optimized" (the only one it has)."""
-    if not is_url(location):
+    PostgreSQL URL or memory store with a mode other than "optimized" (the only one
+    they have)."""
+    if not is_url(location) and not is_memory(location):
         check_store_dir(location)
     elif mode != "optimized":
+        kind = "PostgreSQL store (postgresql://...)" if is_url(location) else "memory store"
         raise ConfigError(
-            f"mode {mode!r} exists only for LMDB stores; a PostgreSQL store "
-            f"(postgresql://...) runs in mode 'optimized'"
+            f"mode {mode!r} exists only for LMDB stores; a {kind} runs in mode 'optimized'"
         )
 
 
@@ -161,6 +180,7 @@ class ServeSettings:
         check_int("workers", self.workers, 1, 4096)
         check_mode(self.mode)
         check_location(self.path, self.mode)
+        check_shared_location(self.path)
         check_int("batch", self.batch, 1, 1_000_000)
         check_int("prefetch_max", self.prefetch_max, 0, 100_000)
         if self.poll_interval_s is not None:
