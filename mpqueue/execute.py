@@ -1,10 +1,10 @@
-"""Running one claimed job in this process: the rule that turns a record into an Outcome.
+"""Running claimed jobs in this process: the rule that turns a record into an Outcome.
 
-A server's child (``worker.py``) and ``Queue.run_pending`` both run jobs through
-``Executor``, so a job fails, retries or is dead-lettered for the same reasons
-wherever it runs: a bad signature (checked before anything is unpickled), an unknown
-task, a payload that cannot be unpickled, an exception or ``Retry`` from the task, a
-result that cannot be pickled or is too big.
+A server's child (``worker.py``) and ``Queue.run_pending`` (``run_pending`` below) both
+run jobs through ``Executor``, so a job fails, retries or is dead-lettered for the
+same reasons wherever it runs: a bad signature (checked before anything is
+unpickled), an unknown task, a payload that cannot be unpickled, an exception or
+``Retry`` from the task, a result that cannot be pickled or is too big.
 """
 
 from __future__ import annotations
@@ -14,11 +14,15 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import PayloadError, Retry, SerializationError, TaskNotFound
+from .identity import current
 from .job import ErrorInfo, JobRecord, Outcome, now_ms
 from .protocol import MAX_RESULT
 from .registry import resolve
 from .serializer import dump_result, load_callable, load_payload
 from .signing import verify
+from .store.base import Store
+
+RUN_PENDING_BATCH = 64  # jobs run_pending claims at once (the rest stay ready for others)
 
 # How a task function is called: (record, function, args, kwargs) -> its value.
 Call = Callable[[JobRecord, Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any]
@@ -148,6 +152,49 @@ class Executor:
         return Outcome.failed(
             rec.id, self.worker_id, error, retryable=retryable, retry_delay_s=retry_delay_s
         )
+
+
+def run_pending(store: Store, secret: bytes | None, limit: int | None = None) -> int:
+    """Run every due job of ``store`` in this process, as a server would, until none is
+    due (or ``limit`` runs were made); returns how many runs it made.
+
+    Jobs are claimed under this process's server id, so a server's recovery leaves
+    them alone while this process lives. Each outcome is committed as soon as its job
+    ends; a failed job with retries left is rescheduled with backoff (so it is not due
+    again at once). No time limit is enforced: a job's ``timeout`` needs a child
+    process to stop it. A Ctrl-C (KeyboardInterrupt) in a job puts back the jobs of
+    the batch that have not finished, uncharged, and is raised again.
+    """
+    executor = Executor(current().worker_id, secret, passes=(KeyboardInterrupt,))
+    runs = 0
+    while limit is None or runs < limit:
+        now = now_ms()
+        store.promote_due(now)
+        batch = RUN_PENDING_BATCH if limit is None else min(RUN_PENDING_BATCH, limit - runs)
+        claimed = store.claim(executor.worker_id, batch, now)
+        if not claimed:
+            break
+        for ran, rec in enumerate(claimed):
+            try:
+                outcome = _run_in_process(executor, rec)
+            except BaseException:
+                late = claimed[ran:]
+                store.finish([Outcome.released(r.id, executor.worker_id) for r in late], now_ms())
+                raise
+            store.finish([outcome], now_ms())
+            runs += 1
+    return runs
+
+
+def _run_in_process(executor: Executor, rec: JobRecord) -> Outcome:
+    """``executor.run``, where what would crash a child (an error the rule does not
+    map, raised while the job is loaded) fails the job as a crash would: retried at
+    once, here with the exception that caused it."""
+    try:
+        return executor.run(rec.id, rec)
+    except Exception as exc:
+        error = _error(exc, rec, "crash")
+        return Outcome.failed(rec.id, executor.worker_id, error, retry_delay_s=0.0)
 
 
 def _error(exc: BaseException, rec: JobRecord, kind: str) -> ErrorInfo:
