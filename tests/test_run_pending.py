@@ -168,6 +168,18 @@ def test_signed_jobs_are_verified_with_the_queues_secret(tmp_path):
         assert forged.refresh().state == "dead" and forged.error.type == "BadSignature"
 
 
+def test_a_task_defined_inside_a_test_runs_by_value():
+    with Queue("memory://") as queue:
+        offset = 10
+
+        @queue.task
+        def shifted(x: int) -> int:
+            return x + offset
+
+        job = shifted.delay(5)
+        assert queue.run_pending() == 1 and job.result(timeout=0) == 15
+
+
 # ---- the memory store ---------------------------------------------------------------------
 
 
