@@ -66,7 +66,7 @@ class ChildConfig:
     coordinator_pid: int
     sys_path: tuple[str, ...]
     imports: tuple[str, ...]
-    measure_rss: bool = False  # only when a memory limit is set: psutil costs ~15 us/job
+    measure_rss: bool = False  # only with a memory limit: a syscall per job
     server_id: str = ""  # the coordinator's; hand-offs are checked against it
     hand_off: bool = False  # listen for jobs handed to this child by producers
     secret: bytes | None = field(default=None, repr=False)  # run only jobs signed with it
@@ -178,9 +178,8 @@ class _JobRunner:
         self.handed.extend(job_ids)
         if get_ready and not job_ids:
             # A job is being committed for us: wake up and warm the read path now, while
-            # the producer waits on the disk (measured: -0.2 ms idle latency on this
-            # 2-vCPU VM; spinning instead of blocking again slowed the producer's fsync
-            # 4x).
+            # the producer waits on the disk. Blocking again, not spinning: a spinning
+            # child takes the CPU the producer's commit needs.
             self.store.get(_NO_JOB)
 
     def _read_pipe(self, conn: Connection, pending: deque[str]) -> bool:
