@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -36,9 +37,8 @@ def flatten(value: Any, prefix: str = "") -> dict[str, float]:
     ):
         return {prefix: float(statistics.median(value))}
     rows: dict[str, float] = {}
-    items = value.items() if isinstance(value, dict) else enumerate(value)
     if isinstance(value, (dict, list)):
-        for key, inner in items:
+        for key, inner in value.items() if isinstance(value, dict) else enumerate(value):
             rows.update(flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
     return rows
 
@@ -69,11 +69,13 @@ def main() -> None:
         default="machine,config,command,wall_seconds",
         help="comma-separated top-level keys that are not results",
     )
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="-- MODULE [ARGS]")
-    opts = parser.parse_args()
-    command = opts.command[1:] if opts.command[:1] == ["--"] else opts.command
+    parser.add_argument("--match", default="", help="show only rows whose name matches REGEX")
+    argv = sys.argv[1:]
+    split = argv.index("--") if "--" in argv else len(argv)
+    opts = parser.parse_args(argv[:split])
+    command = argv[split + 1 :]
     if not command:
-        parser.error("name the benchmark module after --")
+        parser.error("name the benchmark module after --, e.g. -- bench.store_bench --quick")
     module, args = command[0], command[1:]
     skip = tuple(opts.skip.split(","))
     trees = [opts.tree_a, opts.tree_b]
@@ -87,7 +89,7 @@ def main() -> None:
     print(f"| row ({module} {' '.join(args)}) | A median | B median | B/A |")
     print("|---|---|---|---|")
     for row in rows:
-        if row.split(".")[0] in skip:
+        if row.split(".")[0] in skip or not re.search(opts.match, row):
             continue
         a = statistics.median(run[row] for run in a_runs)
         b = statistics.median(run[row] for run in b_runs)
