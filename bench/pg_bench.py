@@ -59,7 +59,7 @@ from bench.store_bench import (
     tempdir,
 )
 from mpqueue import Queue
-from mpqueue.job import Outcome, now_ms
+from mpqueue.records import Outcome, now_ms
 
 BACKENDS = ("lmdb", "postgres")
 PG_SERVER = os.path.join(ROOT, "scripts", "pg-test-server")

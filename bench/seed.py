@@ -25,8 +25,8 @@ from bench.common import MODES, Progress, md_table, same_order, spread, summary,
 from bench.serve_bench import Server, temp_store, wait_until
 from bench.store_bench import HOUR_MS, build_records, fresh_queue
 from mpqueue import Queue
-from mpqueue.config import ServeSettings
-from mpqueue.job import now_ms
+from mpqueue.records import now_ms
+from mpqueue.serve.settings import ServeSettings
 from mpqueue.store.counting import CountingStore
 
 WORKER_ID = "bench-worker"

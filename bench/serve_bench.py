@@ -37,9 +37,10 @@ from bench import jobs
 from bench.store_bench import raw_env
 from bench.store_bench import tempdir as temp_store
 from mpqueue import Queue
-from mpqueue.config import ServeSettings, TaskOptions
-from mpqueue.coordinator import serve
-from mpqueue.job import now_ms
+from mpqueue.records import now_ms
+from mpqueue.serve.coordinator import serve
+from mpqueue.serve.settings import ServeSettings
+from mpqueue.task import TaskOptions
 
 HOUR_MS = 3_600_000
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -114,7 +115,7 @@ class Server:
                     str(self.proc.pid) in w
                     and info.get("children")
                     and len(info["children"]) == workers
-                    for w, info in queue.store.workers().items()
+                    for w, info in queue.store.servers().items()
                 ),
                 60,
                 "the server to start its workers",

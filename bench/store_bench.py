@@ -43,11 +43,15 @@ from typing import Any
 
 import lmdb
 
-from mpqueue import Queue, keys
-from mpqueue.config import DEFAULT_BATCH, DEFAULT_MAP_SIZE, MAX_READERS, TaskOptions
-from mpqueue.job import JobRecord, JobState, new_job_ids, now_ms
+from mpqueue import Queue
+from mpqueue.location import DEFAULT_MAP_SIZE
+from mpqueue.records import JobRecord, JobState, new_job_ids, now_ms
 from mpqueue.serializer import dump_payload
+from mpqueue.serve.settings import DEFAULT_BATCH
 from mpqueue.store.codec import encode_record
+from mpqueue.store.lmdb import keys
+from mpqueue.store.lmdb.env import MAX_READERS
+from mpqueue.task import TaskOptions
 
 HOUR_MS = 3_600_000
 TASK_NAME = "bench.store_bench.noop"

@@ -25,8 +25,8 @@ from bench.common import Progress, md_table, spread, summary
 from bench.huey_peer import HueyConsumer, make_huey, wait_results
 from bench.serve_bench import enqueue, executor_run, temp_store
 from mpqueue import Queue
-from mpqueue.config import ServeSettings
-from mpqueue.coordinator import serve
+from mpqueue.serve.coordinator import serve
+from mpqueue.serve.settings import ServeSettings
 
 CORES = os.cpu_count() or 1
 KINDS = {"noop": ("no-op jobs", jobs.noop), "spin": ("10 ms CPU jobs", jobs.spin)}

@@ -1,6 +1,5 @@
 """mpqueue: a durable, embedded, multiprocess job queue for CPU-bound Python work."""
 
-from .app import Queue
 from .errors import (
     ConfigError,
     DuplicateTask,
@@ -15,7 +14,9 @@ from .errors import (
     StoreFull,
     TaskNotFound,
 )
-from .job import ErrorInfo, Job, JobState
+from .handle import Job
+from .queue import Queue
+from .records import ErrorInfo, JobState
 from .task import Task
 
 __version__ = "0.1.0"

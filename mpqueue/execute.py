@@ -1,6 +1,6 @@
 """Running claimed jobs in this process: the rule that turns a record into an Outcome.
 
-A server's child (``worker.py``) and ``Queue.run_pending`` (``run_pending`` below) both
+A server's child (``serve/child.py``) and ``Queue.run_pending`` (``run_pending`` below) both
 run jobs through ``Executor``, so a job fails, retries or is dead-lettered for the
 same reasons wherever it runs: a bad signature (checked before anything is
 unpickled), an unknown task, a payload that cannot be unpickled, an exception or
@@ -15,10 +15,10 @@ from typing import Any
 
 from .errors import PayloadError, Retry, SerializationError, TaskNotFound
 from .identity import current
-from .job import ErrorInfo, JobRecord, Outcome, now_ms
-from .protocol import MAX_RESULT
+from .records import ErrorInfo, JobRecord, Outcome, now_ms
 from .registry import resolve
 from .serializer import dump_result, load_callable, load_payload
+from .serve.protocol import MAX_RESULT
 from .signing import verify
 from .store.base import Store
 
@@ -48,7 +48,7 @@ class Executor:
 
     Parameters
     ----------
-    worker_id: the server id holding the claims (named in every Outcome).
+    server_id: the server id holding the claims (named in every Outcome).
     secret: when set, only jobs signed with it are run.
     call: how the task function is called (a child arms the job's time limit here).
     passes: exceptions that leave ``run`` instead of failing the job (in-process, a
@@ -57,13 +57,13 @@ class Executor:
 
     def __init__(
         self,
-        worker_id: str,
+        server_id: str,
         secret: bytes | None,
         *,
         call: Call = call_plainly,
         passes: tuple[type[BaseException], ...] = (),
     ):
-        self.worker_id = worker_id
+        self.server_id = server_id
         self.secret = secret
         self.call = call
         self.passes = passes
@@ -74,7 +74,7 @@ class Executor:
         for anything the job does, except the ``passes`` exceptions."""
         if rec is None:  # deleted while queued: nothing to run
             lost = ErrorInfo("JobNotFound", "job vanished", kind="lost")
-            return Outcome.failed(job_id, self.worker_id, lost, retryable=False)
+            return Outcome.failed(job_id, self.server_id, lost, retryable=False)
         if self.secret is not None and not verify(
             self.secret, rec.name, rec.payload, rec.func, rec.signature
         ):
@@ -87,7 +87,7 @@ class Executor:
                 at_ms=now_ms(),
                 kind="payload",
             )
-            return Outcome.failed(job_id, self.worker_id, error, retryable=False)
+            return Outcome.failed(job_id, self.server_id, error, retryable=False)
         try:
             fn = self._callable(rec)
             args, kwargs = load_payload(rec.payload, job_id=job_id)
@@ -127,7 +127,7 @@ class Executor:
                 )
         except SerializationError as exc:
             return self._failed(rec, _error(exc, rec, "exception"), retryable=False)
-        return Outcome.done(rec.id, self.worker_id, result)
+        return Outcome.done(rec.id, self.server_id, result)
 
     def _callable(self, rec: JobRecord) -> Callable[..., Any]:
         key = rec.func if rec.func is not None else rec.name
@@ -150,7 +150,7 @@ class Executor:
         retry_delay_s: float | None = None,
     ) -> Outcome:
         return Outcome.failed(
-            rec.id, self.worker_id, error, retryable=retryable, retry_delay_s=retry_delay_s
+            rec.id, self.server_id, error, retryable=retryable, retry_delay_s=retry_delay_s
         )
 
 
@@ -165,13 +165,13 @@ def run_pending(store: Store, secret: bytes | None, limit: int | None = None) ->
     process to stop it. A Ctrl-C (KeyboardInterrupt) in a job puts back the jobs of
     the batch that have not finished, uncharged, and is raised again.
     """
-    executor = Executor(current().worker_id, secret, passes=(KeyboardInterrupt,))
+    executor = Executor(current().server_id, secret, passes=(KeyboardInterrupt,))
     runs = 0
     while limit is None or runs < limit:
         now = now_ms()
         store.promote_due(now)
         batch = RUN_PENDING_BATCH if limit is None else min(RUN_PENDING_BATCH, limit - runs)
-        claimed = store.claim(executor.worker_id, batch, now)
+        claimed = store.claim(executor.server_id, batch, now)
         if not claimed:
             break
         for ran, rec in enumerate(claimed):
@@ -179,7 +179,7 @@ def run_pending(store: Store, secret: bytes | None, limit: int | None = None) ->
                 outcome = _run_in_process(executor, rec)
             except BaseException:
                 late = claimed[ran:]
-                store.finish([Outcome.released(r.id, executor.worker_id) for r in late], now_ms())
+                store.finish([Outcome.released(r.id, executor.server_id) for r in late], now_ms())
                 raise
             store.finish([outcome], now_ms())
             runs += 1
@@ -194,7 +194,7 @@ def _run_in_process(executor: Executor, rec: JobRecord) -> Outcome:
         return executor.run(rec.id, rec)
     except Exception as exc:
         error = _error(exc, rec, "crash")
-        return Outcome.failed(rec.id, executor.worker_id, error, retry_delay_s=0.0)
+        return Outcome.failed(rec.id, executor.server_id, error, retry_delay_s=0.0)
 
 
 def _error(exc: BaseException, rec: JobRecord, kind: str) -> ErrorInfo:

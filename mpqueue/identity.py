@@ -1,6 +1,6 @@
 """Who a coordinator is, and whether it is still alive.
 
-A worker id names one coordinator process: host, boot, pid namespace, pid and the
+A server id names one coordinator process: host, boot, pid namespace, pid and the
 process's start time. The start time defeats pid reuse; the boot id tells a reboot;
 the pid namespace keeps containers on one host apart.
 """
@@ -11,10 +11,12 @@ import os
 import socket
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import psutil
 
 START_TIME_TOLERANCE_S = 0.05  # psutil's create_time is rounded to clock ticks
+DEFAULT_LEASE_S = 10.0  # a coordinator on another host silent this long is dead
 HOST_ID_ENV = "MPQUEUE_HOST_ID"  # overrides the host name (containers sharing one name)
 
 
@@ -49,7 +51,7 @@ class Identity:
     started_ms: int
 
     @property
-    def worker_id(self) -> str:
+    def server_id(self) -> str:
         return f"{self.host}:{self.boot}:{self.pidns}:{self.pid}:{self.started_ms}"
 
     @property
@@ -63,9 +65,9 @@ def current(pid: int | None = None) -> Identity:
     return Identity(host_id(), boot_id(), pid_namespace(), proc.pid, int(proc.create_time() * 1000))
 
 
-def parse(worker_id: str) -> Identity | None:
-    """The identity in a worker id, or None if it is not one of ours."""
-    parts = worker_id.rsplit(":", 4)
+def parse(server_id: str) -> Identity | None:
+    """The identity in a server id, or None if it is not one of ours."""
+    parts = server_id.rsplit(":", 4)
     if len(parts) != 5 or not parts[3].isdigit() or not parts[4].isdigit():
         return None
     return Identity(parts[0], parts[1], parts[2], int(parts[3]), int(parts[4]))
@@ -98,3 +100,20 @@ def process_matches(pid: int, started_s: float) -> bool:
 def is_alive(identity: Identity) -> bool:
     """Local liveness by pid and start time (callers handle non-local identities)."""
     return process_matches(identity.pid, identity.started_ms / 1000)
+
+
+def server_dead(
+    server_id: str, info: dict[str, Any] | None, now: int, lease_s: float = DEFAULT_LEASE_S
+) -> bool:
+    """The one liveness rule: whether the server ``server_id`` is gone. On this host its
+    process must still run; elsewhere its heartbeat (``info`` from the registry) must be
+    younger than its lease."""
+    identity = parse(server_id)
+    if identity is not None and identity.local:
+        return not is_alive(identity)
+    if info is None:
+        return False  # an owner we cannot check and that never registered: leave it
+    # The store measures the heartbeat's age on one clock (Postgres: the database's), so
+    # clock skew between hosts cannot make a live coordinator look dead.
+    age_ms = info.get("heartbeat_age_ms", now - int(info.get("heartbeat_ms", 0)))
+    return int(age_ms) > lease_s * 1000

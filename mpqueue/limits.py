@@ -16,19 +16,32 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .display import describe
 from .errors import ConfigError
-
-if TYPE_CHECKING:
-    from .job import JobRecord
+from .records import JobRecord
 
 PRIORITY_MIN = -(2**31)  # a signed 32-bit integer: PostgreSQL ``integer``, and
 PRIORITY_MAX = 2**31 - 1  # LMDB's ready key stores PRIORITY_MAX - priority as a u32
 JOB_ID_BYTES = 32  # job ids are 32 lowercase hex characters
 KEY_MAX_BYTES = 511  # LMDB's compiled-in key limit (also applied to PostgreSQL)
 NAME_MAX_BYTES = KEY_MAX_BYTES - JOB_ID_BYTES - 1  # a name index key: name, 0, job id
+
+
+def check_key_part(text: str, what: str) -> None:
+    """Refuse a task name or server id that cannot be one part of a store key: the LMDB
+    indexes hold it, a NUL and a job id in one key of at most ``KEY_MAX_BYTES``. The
+    PostgreSQL store applies the same rule, so a queue can move between stores."""
+    raw = text.encode("utf-8")
+    if b"\x00" in raw:
+        raise ConfigError(f"{what} may not contain a NUL character: {text!r}")
+    size = len(raw) + 1 + JOB_ID_BYTES
+    if size > KEY_MAX_BYTES:
+        raise ConfigError(
+            f"{what} is too long: its key takes {size} bytes, the limit is {KEY_MAX_BYTES}"
+        )
+
 
 YEAR_S = 365 * 24 * 3600
 TIMEOUT_MAX_S = YEAR_S  # a job limit longer than a year is a mistake, not a limit

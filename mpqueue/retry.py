@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from .job import JobRecord
 from .limits import DELAY_MAX_S, RUN_AT_MAX_MS
+from .records import JobRecord
 
 
 def backoff_s(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:

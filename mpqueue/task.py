@@ -1,22 +1,90 @@
-"""``Task``: what ``@queue.task`` returns. Calling it runs locally; ``delay``,
-``schedule`` and ``map`` enqueue."""
+"""``Task``: what ``@queue.task`` returns (calling it runs locally; ``delay``,
+``schedule`` and ``map`` enqueue), and ``TaskOptions``, its validated options."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from .config import TaskOptions
 from .display import describe
 from .errors import ConfigError
+from .handle import Job
+from .limits import (
+    check_backoff,
+    check_priority,
+    check_retries,
+    check_timeout,
+)
 from .registry import is_importable
 from .serializer import dump_callable
 
-if TYPE_CHECKING:
-    from .app import Queue
-    from .job import Job
+
+class Enqueuer(Protocol):
+    """What a task needs from its queue (``Queue`` is one)."""
+
+    def enqueue(
+        self,
+        task: Task,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        delay: float | None = None,
+        at: datetime | float | None = None,
+        priority: int | None = None,
+    ) -> Job: ...
+
+    def enqueue_many(
+        self,
+        task: Task,
+        calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
+        *,
+        priority: int | None = None,
+    ) -> list[Job]: ...
+
+
+DEFAULT_RETRIES = 3  # runs after the first before a job is dead-lettered
+DEFAULT_TIMEOUT_S = None  # no per-job time limit unless a task asks for one
+DEFAULT_PRIORITY = 0  # higher runs first
+DEFAULT_BACKOFF_BASE_S = 1.0  # first retry waits 0.5-1 s, then doubles per attempt
+DEFAULT_BACKOFF_CAP_S = 300.0  # no retry waits more than 5 minutes
+
+TASK_OPTIONS = frozenset({"retries", "timeout", "priority", "name", "backoff", "backoff_cap"})
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Validated per-task options (see ``Queue.task``)."""
+
+    retries: int = DEFAULT_RETRIES
+    timeout: float | None = DEFAULT_TIMEOUT_S
+    priority: int = DEFAULT_PRIORITY
+    backoff: float = DEFAULT_BACKOFF_BASE_S
+    backoff_cap: float = DEFAULT_BACKOFF_CAP_S
+
+    @classmethod
+    def from_kwargs(cls, options: dict[str, Any]) -> TaskOptions:
+        unknown = sorted(set(options) - TASK_OPTIONS)
+        if unknown:
+            raise ConfigError(
+                f"unknown task option(s): {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(TASK_OPTIONS))}"
+            )
+        values = {k: v for k, v in options.items() if k != "name"}
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        self.validate()  # every TaskOptions is in bounds, however it was made
+
+    def validate(self) -> None:
+        # The bounds of limits.py: checked once, when the task is declared.
+        check_retries(self.retries)
+        check_priority(self.priority)
+        check_timeout(self.timeout)
+        check_backoff("backoff", self.backoff)
+        check_backoff("backoff_cap", self.backoff_cap)
 
 
 class Task:
@@ -27,7 +95,7 @@ class Task:
     time so globals defined after the decorator are included.
     """
 
-    def __init__(self, queue: Queue, fn: Callable[..., Any], name: str, options: TaskOptions):
+    def __init__(self, queue: Enqueuer, fn: Callable[..., Any], name: str, options: TaskOptions):
         self.queue = queue
         self.fn = fn
         self.name = name

@@ -8,7 +8,7 @@ import pytest
 
 from mpqueue import Queue
 
-from .helpers import wait_until
+from .support.helpers import wait_until
 
 MODES = ("optimized", "legacy")
 

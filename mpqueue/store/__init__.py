@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..config import DEFAULT_MAP_SIZE, check_location, check_mode, is_memory, is_url
+from ..location import DEFAULT_MAP_SIZE, check_location, check_mode, is_memory, is_url
 from .base import OpCounter, Store
 
 __all__ = ["OpCounter", "Store", "open_store"]
@@ -22,13 +22,9 @@ def open_store(
 
         return MemoryStore(location)
     if is_url(location):
-        from .postgres import PostgresStore
+        from .postgres.store import PostgresStore
 
         return PostgresStore(location)
-    if mode == "legacy":
-        from .legacy import LegacyLmdbStore
+    from .lmdb import open_lmdb
 
-        return LegacyLmdbStore(location, map_size=map_size, sync=sync)
-    from .lmdb import LmdbStore
-
-    return LmdbStore(location, map_size=map_size, sync=sync)
+    return open_lmdb(location, mode, map_size=map_size, sync=sync)

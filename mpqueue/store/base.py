@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from ..errors import ConfigError
-from ..job import Claim, JobRecord, JobState, Outcome
+from ..records import Claim, JobRecord, JobState, Outcome
 
 
 def offered_children(idle_children: Sequence[int], limit: int, claimed: int) -> list[int]:
@@ -83,14 +83,25 @@ class CheckReport:
         }
 
     def add_registry(self, workers: dict[str, dict[str, Any]]) -> CheckReport:
-        """Count the server registry entries that cannot be decoded (``workers()``
+        """Count the server registry entries that cannot be decoded (``servers()``
         reads them as heartbeat-less stand-ins, so nothing else notices them)."""
         self.corrupt += [
-            f"the registry entry of {worker_id} cannot be decoded ({info['corrupt']})"
-            for worker_id, info in workers.items()
+            f"the registry entry of {server_id} cannot be decoded ({info['corrupt']})"
+            for server_id, info in workers.items()
             if "corrupt" in info
         ]
         return self
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """How a server drives a store. The default: woken when jobs arrive, with a poll as
+    the safety net. The legacy layout keeps the old design's pacing (see
+    ``store/lmdb/legacy.py``): it only polls, at a fixed interval, one job per poll."""
+
+    polls_only: bool = False
+    claims_per_poll: int | None = None  # None: as many as there is room for
+    poll_interval_s: float | None = None  # None: the server's default
 
 
 HolderGone = Callable[[str], bool]  # is this unregistered claim holder dead (recoverable)?
@@ -102,12 +113,21 @@ class Listener(Protocol):
     def close(self) -> None: ...
 
 
+class Inbox(Protocol):
+    """A child's hand-off socket: readable when a producer handed it a job."""
+
+    def fileno(self) -> int: ...
+    def job_ids(self) -> tuple[list[str], bool]: ...  # (ids named, a "get ready" came)
+    def close(self) -> None: ...
+
+
 class Store(abc.ABC):
     """A durable job store. Implementations: ``LmdbStore``, ``LegacyLmdbStore``."""
 
     mode: str = "optimized"
     counter: OpCounter
     hands_off: bool = False  # producers may give new jobs to idle children (see add)
+    pacing: Pacing = Pacing()
 
     @abc.abstractmethod
     def add(self, records: Sequence[JobRecord]) -> None:
@@ -121,8 +141,8 @@ class Store(abc.ABC):
         """Move scheduled jobs whose run-at is <= now to ready; returns how many."""
 
     @abc.abstractmethod
-    def claim(self, worker_id: str, limit: int, now_ms: int) -> list[JobRecord]:
-        """Take up to ``limit`` ready jobs for ``worker_id`` in one write transaction.
+    def claim(self, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+        """Take up to ``limit`` ready jobs for ``server_id`` in one write transaction.
 
         Candidates are read inside that transaction, so no job is handed out twice.
         Each claimed job counts an attempt and gets a ``processing`` entry.
@@ -136,7 +156,7 @@ class Store(abc.ABC):
     def finish_and_claim(
         self,
         outcomes: Sequence[Outcome],
-        worker_id: str,
+        server_id: str,
         limit: int,
         now_ms: int,
         idle_children: Sequence[int] = (),
@@ -153,37 +173,42 @@ class Store(abc.ABC):
         if limit <= 0:
             return acks, []
         self.promote_due(now_ms)
-        return acks, self.claim(worker_id, limit, now_ms)
+        return acks, self.claim(server_id, limit, now_ms)
 
-    def recall(self, worker_id: str, child_pid: int, known: Collection[str]) -> list[JobRecord]:
-        """Withdraw the hand-off offer of one child of ``worker_id`` (it died or stopped)
+    def recall(self, server_id: str, child_pid: int, known: Collection[str]) -> list[JobRecord]:
+        """Withdraw the hand-off offer of one child of ``server_id`` (it died or stopped)
         and return the jobs handed to it that are not in ``known``; they stay claimed by
-        ``worker_id``. Stores without hand-off have none."""
+        ``server_id``. Stores without hand-off have none."""
         return []
 
-    def handed_job(self, worker_id: str, job_id: str, child_pid: int) -> JobRecord | None:
+    def inbox(self) -> Inbox:
+        """This process's hand-off socket (a child of a server calls it once). Raises
+        OSError if it cannot be had; stores without hand-off have none to give."""
+        raise OSError(f"{type(self).__name__} has no hand-off")
+
+    def handed_job(self, server_id: str, job_id: str, child_pid: int) -> JobRecord | None:
         """The job, if it is still handed to that child (a child checks before it runs a
         job named in a wake-up); None otherwise."""
         return None
 
     @abc.abstractmethod
-    def register_worker(self, worker_id: str, info: dict[str, Any]) -> None:
+    def register_server(self, server_id: str, info: dict[str, Any]) -> None:
         """Create or refresh a coordinator's entry (heartbeat, child pids)."""
 
     @abc.abstractmethod
-    def workers(self) -> dict[str, dict[str, Any]]:
-        """Every registered coordinator's info, by worker id."""
+    def servers(self) -> dict[str, dict[str, Any]]:
+        """Every registered coordinator's info, by server id."""
 
     @abc.abstractmethod
-    def unregister_worker(self, worker_id: str) -> None: ...
+    def unregister_server(self, server_id: str) -> None: ...
 
     @abc.abstractmethod
-    def claims(self, worker_id: str | None = None) -> list[Claim]:
+    def claims(self, server_id: str | None = None) -> list[Claim]:
         """Processing entries, of one worker or all."""
 
     @abc.abstractmethod
-    def requeue_worker(self, worker_id: str) -> list[str]:
-        """Put back every job held by ``worker_id`` without charging the attempt."""
+    def requeue_server(self, server_id: str) -> list[str]:
+        """Put back every job held by ``server_id`` without charging the attempt."""
 
     @abc.abstractmethod
     def get(self, job_id: str) -> JobRecord | None: ...
@@ -223,7 +248,7 @@ class Store(abc.ABC):
     def maintenance(self) -> None:  # noqa: B027 (optional: most backends have none)
         """Periodic housekeeping (stale reader slots and the like)."""
 
-    def check(self, holder_gone: HolderGone = lambda worker_id: False) -> CheckReport:
+    def check(self, holder_gone: HolderGone = lambda server_id: False) -> CheckReport:
         """Check that every index agrees with the jobs and every stored value decodes
         (payloads and results stay unread). A claim may be held by a registered server,
         or by one ``holder_gone`` says is dead (recovery puts such claims back)."""

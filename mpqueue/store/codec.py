@@ -1,10 +1,10 @@
-"""Binary encoding of job records, claims and server registry entries.
+"""Binary encoding of job records and server registry entries (both backends use it).
 
 Nothing here runs code while decoding, whatever the bytes: whoever can write a value
 into the store must not be able to run code in a process that merely reads it
 (``mpqueue list``, a server's claim). Records (version 2) and registry entries are
-msgpack, which yields plain values only, checked against the shape they must have;
-claims are fixed-width integers. Payloads and results stay opaque bytes at this level:
+msgpack, which yields plain values only, checked against the shape they must have.
+Payloads and results stay opaque bytes at this level:
 they are pickles, loaded only in the child that runs the job and by ``Job.result()``.
 
 Version 1 records (and registry entries) were pickles of plain values. They are still
@@ -16,22 +16,16 @@ from __future__ import annotations
 
 import io
 import pickle
-import struct
 from typing import Any
 
 import msgpack
 
-from .. import keys
 from ..errors import CorruptRecord
-from ..job import Claim, ErrorInfo, JobRecord, JobState
+from ..records import ErrorInfo, JobRecord, JobState
 
 RECORD_V1 = b"\x01"  # a pickle: read (without globals), never written
 RECORD_V2 = b"\x02"  # msgpack
 WORKER_V1 = b"\x01"  # a registry entry: msgpack (a bare pickle before it had a version)
-CLAIM_V2 = b"\x02"
-CLAIM_V3 = b"\x03"  # a hand-off: V2 plus the pid of the child it was given to
-_CLAIM = struct.Struct(">Qq")
-_HANDED_CLAIM = struct.Struct(">QqI")
 
 
 # The order of fields in an encoded record; encode_record writes this order. Version 1
@@ -188,12 +182,12 @@ _WORKER_TYPES: dict[str, Any] = {
 }
 
 
-def encode_worker_info(info: dict[str, Any]) -> bytes:
+def encode_server_info(info: dict[str, Any]) -> bytes:
     body: bytes = _packer.pack(info)
     return WORKER_V1 + body
 
 
-def decode_worker_info(raw: bytes) -> dict[str, Any]:
+def decode_server_info(raw: bytes) -> dict[str, Any]:
     """A registry entry; one that cannot be read comes back as ``{"corrupt": reason}``
     with no heartbeat, so recovery sees a dead server and kills no process for it."""
     try:
@@ -207,14 +201,14 @@ def decode_worker_info(raw: bytes) -> dict[str, Any]:
             )
         else:  # written by a server of the pickle era, maybe running still
             info = load_plain_pickle(raw)
-        _check_worker_info(info)
+        _check_server_info(info)
         info["children"] = [(pid, float(started)) for pid, started in info.get("children", ())]
         return dict(info)
     except Exception as exc:
         return {"corrupt": f"{type(exc).__name__}: {exc}", "heartbeat_ms": 0, "children": []}
 
 
-def _check_worker_info(info: Any) -> None:
+def _check_server_info(info: Any) -> None:
     if not isinstance(info, dict):
         raise ValueError("not a mapping")
     for key, types in _WORKER_TYPES.items():
@@ -238,25 +232,3 @@ def decode_listing(raw: bytes) -> JobRecord:
     rec = decode_record(raw)
     rec.payload, rec.result, rec.func = b"", None, None
     return rec
-
-
-def encode_claim(claim: Claim) -> bytes:
-    """Claimed-at and deadline (-1: none) as fixed-width integers; who and which job
-    are in the key already. Packed, not pickled: it is written once per claimed job."""
-    deadline = -1 if claim.deadline_ms is None else claim.deadline_ms
-    if claim.child_pid:
-        return CLAIM_V3 + _HANDED_CLAIM.pack(claim.claimed_at_ms, deadline, claim.child_pid)
-    return CLAIM_V2 + _CLAIM.pack(claim.claimed_at_ms, deadline)
-
-
-def decode_claim(key: bytes, raw: bytes) -> Claim:
-    worker_id, job_id = keys.decode_processing_key(key)
-    version, body = raw[:1], raw[1:]
-    if version == CLAIM_V2 and len(body) == _CLAIM.size:
-        claimed_at_ms, deadline = _CLAIM.unpack(body)
-        child_pid = 0
-    elif version == CLAIM_V3 and len(body) == _HANDED_CLAIM.size:
-        claimed_at_ms, deadline, child_pid = _HANDED_CLAIM.unpack(body)
-    else:
-        raise CorruptRecord(f"unknown claim encoding {version!r} ({len(raw)} bytes)")
-    return Claim(job_id, worker_id, claimed_at_ms, None if deadline < 0 else deadline, child_pid)

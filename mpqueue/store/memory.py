@@ -25,14 +25,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from .. import keys
-from ..config import MEMORY_SCHEME
 from ..errors import ConfigError, JobNotFound
-from ..job import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
-from ..limits import stored_problem
+from ..limits import check_key_part, stored_problem
+from ..location import MEMORY_SCHEME
+from ..records import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from ..retry import next_run_at_ms
 from .base import CheckReport, HolderGone, OpCounter, Store
-from .codec import decode_worker_info, encode_worker_info
+from .codec import decode_server_info, encode_server_info
 
 
 @dataclass
@@ -48,7 +47,7 @@ class _Tables:
     done: list[tuple[int, str]] = field(default_factory=list)  # finished at
     dead: set[str] = field(default_factory=set)
     claims: dict[str, Claim] = field(default_factory=dict)  # by job id
-    workers: dict[str, bytes] = field(default_factory=dict)  # encoded as LMDB does
+    servers: dict[str, bytes] = field(default_factory=dict)  # encoded as LMDB does
     seqs: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     handles: int = 0  # open handles of a named store
 
@@ -134,7 +133,7 @@ class MemoryStore(Store):
     @_atomic
     def add(self, records: Sequence[JobRecord]) -> None:
         for name in {rec.name for rec in records}:
-            keys.check_name_key(name)  # the LMDB store's limits: a queue can move stores
+            check_key_part(name, f"task name {name!r}")  # as every store: queues can move
         for rec in records:
             rec.seq = next(self._db.seqs)
             self._file(rec.evolve())
@@ -149,17 +148,17 @@ class MemoryStore(Store):
         return len(due)
 
     @_atomic
-    def claim(self, worker_id: str, limit: int, now_ms: int) -> builtins.list[JobRecord]:
-        keys.check_key_length(keys.processing_key(worker_id, "0" * keys.JOB_ID_BYTES), "worker id")
+    def claim(self, server_id: str, limit: int, now_ms: int) -> builtins.list[JobRecord]:
+        check_key_part(server_id, "server id")
         taken = self._db.ready[: max(limit, 0)]
         self.counter.cursor_steps += len(taken)
         del self._db.ready[: len(taken)]
         return [
-            rec.evolve() for *_, job_id in taken if (rec := self._take(job_id, worker_id, now_ms))
+            rec.evolve() for *_, job_id in taken if (rec := self._take(job_id, server_id, now_ms))
         ]
 
-    def _take(self, job_id: str, worker_id: str, now_ms: int) -> JobRecord | None:
-        """Mark one job (already out of the ready index) as processing by ``worker_id``."""
+    def _take(self, job_id: str, server_id: str, now_ms: int) -> JobRecord | None:
+        """Mark one job (already out of the ready index) as processing by ``server_id``."""
         rec = self._db.jobs[job_id]
         problem = stored_problem(rec)  # what the store was given, as the others check
         if problem is not None:
@@ -176,7 +175,7 @@ class MemoryStore(Store):
         rec = rec.evolve(state=JobState.PROCESSING, attempts=rec.attempts + 1)
         self._file(rec)
         deadline = None if rec.timeout_s is None else now_ms + int(rec.timeout_s * 1000)
-        self._db.claims[job_id] = Claim(job_id, worker_id, now_ms, deadline_ms=deadline)
+        self._db.claims[job_id] = Claim(job_id, server_id, now_ms, deadline_ms=deadline)
         return rec
 
     @_atomic
@@ -192,16 +191,16 @@ class MemoryStore(Store):
     def finish_and_claim(
         self,
         outcomes: Sequence[Outcome],
-        worker_id: str,
+        server_id: str,
         limit: int,
         now_ms: int,
         idle_children: Sequence[int] = (),
     ) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
-        return super().finish_and_claim(outcomes, worker_id, limit, now_ms, idle_children)
+        return super().finish_and_claim(outcomes, server_id, limit, now_ms, idle_children)
 
     def _finish_one(self, outcome: Outcome, now_ms: int) -> bool:
         claim = self._db.claims.get(outcome.job_id)
-        if claim is None or claim.worker_id != outcome.worker_id:
+        if claim is None or claim.server_id != outcome.server_id:
             return False  # the claim was taken back: a late outcome changes nothing
         del self._db.claims[outcome.job_id]
         rec = self._db.jobs[outcome.job_id]
@@ -227,30 +226,30 @@ class MemoryStore(Store):
 
     # ---- claims and servers ---------------------------------------------------------------
     @_atomic
-    def claims(self, worker_id: str | None = None) -> builtins.list[Claim]:
-        found = [c for c in self._db.claims.values() if worker_id in (None, c.worker_id)]
-        return sorted(found, key=lambda c: (c.worker_id, c.job_id))
+    def claims(self, server_id: str | None = None) -> builtins.list[Claim]:
+        found = [c for c in self._db.claims.values() if server_id in (None, c.server_id)]
+        return sorted(found, key=lambda c: (c.server_id, c.job_id))
 
     @_atomic
-    def requeue_worker(self, worker_id: str) -> builtins.list[str]:
-        held = sorted(c.job_id for c in self._db.claims.values() if c.worker_id == worker_id)
-        return [j for j in held if self._finish_one(Outcome.released(j, worker_id), 0)]
+    def requeue_server(self, server_id: str) -> builtins.list[str]:
+        held = sorted(c.job_id for c in self._db.claims.values() if c.server_id == server_id)
+        return [j for j in held if self._finish_one(Outcome.released(j, server_id), 0)]
 
     @_atomic
-    def register_worker(self, worker_id: str, info: dict[str, Any]) -> None:
-        self._db.workers[worker_id] = encode_worker_info(info)
+    def register_server(self, server_id: str, info: dict[str, Any]) -> None:
+        self._db.servers[server_id] = encode_server_info(info)
 
     @_atomic
-    def workers(self) -> dict[str, dict[str, Any]]:
+    def servers(self) -> dict[str, dict[str, Any]]:
         now = now_ms()
-        found = {w: decode_worker_info(raw) for w, raw in self._db.workers.items()}
+        found = {w: decode_server_info(raw) for w, raw in self._db.servers.items()}
         for info in found.values():
             info["heartbeat_age_ms"] = now - int(info.get("heartbeat_ms", 0))
         return found
 
     @_atomic
-    def unregister_worker(self, worker_id: str) -> None:
-        self._db.workers.pop(worker_id, None)
+    def unregister_server(self, server_id: str) -> None:
+        self._db.servers.pop(server_id, None)
 
     # ---- reading ----------------------------------------------------------------------------
     @_atomic
@@ -330,7 +329,7 @@ class MemoryStore(Store):
 
     # ---- checking -------------------------------------------------------------------------------
     @_atomic
-    def check(self, holder_gone: HolderGone = lambda worker_id: False) -> CheckReport:
+    def check(self, holder_gone: HolderGone = lambda server_id: False) -> CheckReport:
         """Every job is filed in the index of its state, and only there; every claim is
         held by a registered server or one ``holder_gone`` says is dead."""
         db = self._db
@@ -345,11 +344,11 @@ class MemoryStore(Store):
         if filed != len(db.jobs):
             report.inconsistent.append(f"{filed} index entries for {len(db.jobs)} jobs")
         report.inconsistent += [
-            f"jobs are claimed by {worker}, which is neither registered nor dead"
-            for worker in sorted({c.worker_id for c in db.claims.values()})
-            if worker not in db.workers and not holder_gone(worker)
+            f"jobs are claimed by {server}, which is neither registered nor dead"
+            for server in sorted({c.server_id for c in db.claims.values()})
+            if server not in db.servers and not holder_gone(server)
         ]
-        return report.add_registry(self.workers())
+        return report.add_registry(self.servers())
 
     def close(self) -> None:
         """Close this handle; a named store goes when its last handle is closed."""

@@ -1,0 +1,115 @@
+"""``Job``: the handle users get back, a snapshot of a record plus the queue it came
+from (``refresh()`` re-reads it, ``result()`` waits for it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from .errors import JobFailed, JobNotFound
+from .records import ErrorInfo, JobRecord, JobState
+from .serializer import load_payload, load_result
+from .store.base import Store
+
+
+class JobSource(Protocol):
+    """What a handle needs from its queue (``Queue`` is one)."""
+
+    @property
+    def store(self) -> Store: ...
+
+    def wait_finished(self, job_id: str, timeout: float | None) -> JobRecord: ...
+
+
+@dataclass
+class Job:
+    """A user's handle on one job: a snapshot of its record.
+
+    Attributes are as of the moment the handle was made; ``refresh()`` re-reads them
+    and ``result()`` waits for the job to finish.
+    """
+
+    record: JobRecord
+    queue: JobSource = field(repr=False)
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def name(self) -> str:
+        return self.record.name
+
+    @property
+    def state(self) -> str:
+        return self.record.state.value
+
+    @property
+    def attempts(self) -> int:
+        return self.record.attempts
+
+    @property
+    def priority(self) -> int:
+        return self.record.priority
+
+    @property
+    def errors(self) -> tuple[ErrorInfo, ...]:
+        return self.record.errors
+
+    @property
+    def error(self) -> ErrorInfo | None:
+        """The last failure, or None if the job never failed."""
+        return self.record.errors[-1] if self.record.errors else None
+
+    @property
+    def run_at(self) -> datetime:
+        return datetime.fromtimestamp(self.record.run_at_ms / 1000, tz=timezone.utc)
+
+    @property
+    def created_at(self) -> datetime:
+        return datetime.fromtimestamp(self.record.created_at_ms / 1000, tz=timezone.utc)
+
+    def args(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The job's positional and keyword arguments, unpickled."""
+
+        if not self.record.payload:  # a listed job: listings leave the payload out
+            self.refresh()
+        return load_payload(self.record.payload, job_id=self.id)
+
+    def refresh(self) -> Job:
+        """Re-read this job from the store; raises JobNotFound if it was deleted."""
+        record = self.queue.store.get(self.id)
+        if record is None:
+            raise JobNotFound(f"job {self.id} no longer exists")
+        self.record = record
+        return self
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Wait until the job is done and return its value.
+
+        Raises JobFailed (with the remote traceback) if the job ended dead,
+        TimeoutError if ``timeout`` seconds pass first, JobNotFound if it was deleted.
+        """
+
+        self.record = self.queue.wait_finished(self.id, timeout)
+        if self.record.state is JobState.DEAD:
+            raise JobFailed(self.id, self.error)
+        return load_result(self.record.result or b"", job_id=self.id)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view (no payload bytes), for the command line."""
+        rec = self.record
+        return {
+            "id": rec.id,
+            "name": rec.name,
+            "state": rec.state.value,
+            "priority": rec.priority,
+            "attempts": rec.attempts,
+            "max_retries": rec.max_retries,
+            "timeout_s": rec.timeout_s,
+            "run_at_ms": rec.run_at_ms,
+            "created_at_ms": rec.created_at_ms,
+            "finished_at_ms": rec.finished_at_ms,
+            "errors": [e.__dict__ for e in rec.errors],
+        }

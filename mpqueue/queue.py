@@ -1,0 +1,335 @@
+"""``Queue``: the public entry point. Owns the store location, the task registry and
+the enqueue path; the store itself is opened lazily, on first use, so importing a
+module that builds a Queue never opens LMDB (workers import task modules)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+from .display import describe
+from .errors import ConfigError, JobNotFound, TaskNotFound
+from .handle import Job
+from .identity import server_dead
+from .limits import check_int, check_priority, check_result_ttl, run_at_ms
+from .location import (
+    DEFAULT_MAP_SIZE,
+    DEFAULT_MODE,
+    check_location,
+    check_mode,
+    redact,
+    resolve_path,
+)
+from .records import JobRecord, JobState, is_job_id, new_job_id, new_job_ids, now_ms
+from .registry import Registry, check_name, resolve, task_name
+from .serializer import dump_callable, dump_payload
+from .signing import resolve_secret, sign
+from .store import Store, open_store
+from .store.base import CheckReport
+from .task import Task, TaskOptions
+
+_WAIT_MIN_S = 0.001
+_WAIT_MAX_S = 0.05
+
+DEFAULT_RESULT_TTL_S = 7 * 24 * 3600.0  # finished jobs (and results) kept for a week
+
+
+class Queue:
+    """A durable job queue stored at ``path`` (an LMDB directory, created if missing).
+
+    Parameters
+    ----------
+    path: directory of the store; default ``$MPQUEUE_PATH``, else ``./mpqueue-data``.
+    mode: ``"optimized"`` (default) or ``"legacy"`` (the pre-optimization design,
+        kept for the benchmark).
+    result_ttl: seconds a finished job (and its result) is kept.
+    map_size: initial LMDB map size in bytes; it grows by itself when full.
+    sync: fsync every commit (default True). False survives process crashes but may
+        lose the last commits on an OS crash.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        mode: str = DEFAULT_MODE,
+        result_ttl: float = DEFAULT_RESULT_TTL_S,
+        map_size: int = DEFAULT_MAP_SIZE,
+        sync: bool = True,
+        secret: str | bytes | None = None,
+    ):
+        self.path = resolve_path(path)
+        self.secret = resolve_secret(secret)  # signs every job (see signing.py)
+        self.mode = check_mode(mode)
+        check_location(self.path, self.mode)  # a postgresql:// URL is not a directory
+        self.result_ttl_s = check_result_ttl(result_ttl)
+        self.map_size = map_size
+        self.sync = sync
+        self.registry = Registry()
+        self._store: Store | None = None
+        self._store_pid = 0
+        self._lock = threading.Lock()
+
+    # ---- store lifecycle ----------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        """The open store (opened on first use, and again in a forked child)."""
+        if self._store is None or self._store_pid != os.getpid():
+            with self._lock:
+                if self._store is None or self._store_pid != os.getpid():
+                    self._store = open_store(
+                        self.path, mode=self.mode, map_size=self.map_size, sync=self.sync
+                    )
+                    self._store_pid = os.getpid()
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None and self._store_pid == os.getpid():
+            self._store.close()
+        self._store = None
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Queue {redact(self.path)!r} mode={self.mode}>"  # no password
+
+    # ---- tasks --------------------------------------------------------------------
+    def task(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
+        """Register a task: ``@queue.task`` or ``@queue.task(retries=3, timeout=60.0,
+        priority=0, backoff=1.0, backoff_cap=300.0, name=None)``.
+
+        Raises ConfigError for an unknown or invalid option, DuplicateTask for a name
+        already registered on this queue.
+        """
+        parsed = TaskOptions.from_kwargs(options)
+
+        def register(func: Callable[..., Any]) -> Task:
+            if not callable(func):
+                raise ConfigError(f"@queue.task needs a callable; got {func!r}")
+            name = check_name(options.get("name") or task_name(func))
+            task = Task(self, func, name, parsed)
+            self.registry.add(name, task)
+            return task
+
+        return register if fn is None else register(fn)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Job:
+        """Enqueue any callable (lambda, closure, bound method) by value, ready now."""
+        if not callable(fn):
+            raise ConfigError(f"submit() needs a callable; got {fn!r}")
+        name = check_name(task_name(fn))
+        rec = self._record(name, dump_payload(args, kwargs), TaskOptions(), func=dump_callable(fn))
+        return self._add([rec])[0]
+
+    def task_by_name(self, name: str) -> Task:
+        """A task registered here, else one imported by its path (for the CLI)."""
+        task = self.registry.get(name)
+        if task is not None:
+            return task  # type: ignore[no-any-return]
+        found = resolve(name)
+        if isinstance(found, Task):
+            return Task(self, found.fn, found.name, found.options)
+        if not callable(found):
+            raise TaskNotFound(f"{name!r} is not a task")
+        return Task(self, found, name, TaskOptions())
+
+    # ---- enqueueing ---------------------------------------------------------------
+    def enqueue(
+        self,
+        task: Task,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        delay: float | None = None,
+        at: datetime | float | None = None,
+        priority: int | None = None,
+    ) -> Job:
+        """Enqueue one job of ``task``. Nothing is written if any argument is invalid."""
+        # The options of the task were checked when it was declared; only what varies
+        # per call is checked here (see limits.py).
+        run_at = None if delay is None and at is None else run_at_ms(delay, at, now_ms())
+        rec = self._record(
+            task.name,
+            dump_payload(args, kwargs),
+            task.options,
+            func=task.func_bytes(),
+            priority=priority,
+            run_at_ms=run_at,
+        )
+        return self._add([rec])[0]
+
+    def enqueue_many(
+        self,
+        task: Task,
+        calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
+        *,
+        priority: int | None = None,
+    ) -> list[Job]:
+        """Enqueue many jobs of ``task`` in one transaction (all or nothing)."""
+        func = task.func_bytes()
+        payloads = [dump_payload(a, k) for a, k in calls]
+        now = now_ms()
+        template = self._record(
+            task.name,
+            b"",
+            task.options,
+            func=func,
+            priority=priority,
+            run_at_ms=now,
+            created_ms=now,
+        )
+        # One template, copied per job: options are resolved once per batch, not per job
+        # (a plain dict copy: no state changes here for evolve() to check).
+        fields = template.__dict__
+        records = []
+        for job_id, payload in zip(new_job_ids(len(payloads)), payloads):
+            rec = object.__new__(JobRecord)
+            rec.__dict__.update(fields, id=job_id, payload=payload)
+            records.append(rec)
+        return self._add(records)
+
+    def _record(
+        self,
+        name: str,
+        payload: bytes,
+        options: TaskOptions,
+        *,
+        func: bytes | None = None,
+        priority: int | None = None,
+        run_at_ms: int | None = None,
+        created_ms: int | None = None,
+    ) -> JobRecord:
+        created = now_ms() if created_ms is None else created_ms
+        run_at = created if run_at_ms is None else run_at_ms
+        return JobRecord(
+            id=new_job_id(),
+            name=name,
+            state=JobState.SCHEDULED if run_at > created else JobState.READY,
+            payload=payload,
+            func=func,
+            priority=options.priority if priority is None else check_priority(priority),
+            run_at_ms=run_at,
+            created_at_ms=created,
+            max_retries=options.retries,
+            timeout_s=options.timeout,
+            backoff_base_s=options.backoff,
+            backoff_cap_s=options.backoff_cap,
+        )
+
+    def _add(self, records: list[JobRecord]) -> list[Job]:
+        if self.secret is not None:
+            for rec in records:
+                rec.signature = sign(self.secret, rec.name, rec.payload, rec.func)
+        self.store.add(records)
+        return [Job(rec, self) for rec in records]
+
+    # ---- reading ------------------------------------------------------------------
+    def get(self, job_id: str) -> Job | None:
+        rec = self.store.get(job_id) if is_job_id(job_id) else None
+        return None if rec is None else Job(rec, self)
+
+    def list(
+        self, name: str | None = None, state: str | None = None, limit: int | None = None
+    ) -> list[Job]:
+        """Jobs (oldest first) from one read of the store, optionally filtered."""
+        state_enum = _parse_state(state)
+        if name is not None:
+            check_name(name)
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
+        ):
+            raise ConfigError(f"limit must be an integer >= 0; got {describe(limit)}")
+        return [Job(rec, self) for rec in self.store.list(name, state_enum, limit)]
+
+    def stats(self) -> dict[str, int]:
+        """Job counts per state (and ``total``), from one read transaction."""
+        return self.store.stats()
+
+    def wait_finished(self, job_id: str, timeout: float | None = None) -> JobRecord:
+        """Wait until a job is done or dead; returns its record."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = _WAIT_MIN_S
+        while True:
+            rec = self.store.get(job_id)
+            if rec is None:
+                raise JobNotFound(f"job {job_id} does not exist (deleted or expired?)")
+            if rec.state in (JobState.DONE, JobState.DEAD):
+                return rec
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} is still {rec.state} after {timeout} s")
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            time.sleep(pause if left is None else min(pause, left))
+            pause = min(pause * 2, _WAIT_MAX_S)
+
+    # ---- changing -----------------------------------------------------------------
+    def delete(self, job_id: str) -> bool:
+        """Remove a job from whichever queue holds it; False if there is no such job."""
+        return is_job_id(job_id) and self.store.delete(job_id)
+
+    def requeue(self, job_id: str) -> Job:
+        """Move a dead job back to ready with its attempts reset."""
+        if not is_job_id(job_id):
+            raise JobNotFound(f"no job with id {job_id!r}")
+        return Job(self.store.requeue_dead(job_id, now_ms()), self)
+
+    def purge_dead(self) -> int:
+        """Delete every job in the dead-letter queue; returns how many."""
+        return self.store.purge_dead()
+
+    # ---- running jobs in this process -------------------------------------------------
+    def run_pending(self, *, limit: int | None = None) -> int:
+        """Run every due job in this process, as a server would, and return how many
+        runs were made (a retried job counts each run). For tests: with a
+        ``memory://`` queue, enqueue, ``run_pending()``, then assert on the results.
+
+        Retries and dead-lettering follow the server's rules: a failed job with
+        retries left is rescheduled with backoff, so it runs again only when due (a
+        later call runs it). A job's ``timeout`` is not enforced (that needs a child
+        process). ``limit``: the most runs to make (default: until none is due).
+        Works on every store; a job's error never leaves this call.
+        """
+        from .execute import run_pending  # runs user code: loaded only when asked
+
+        if limit is not None:
+            check_int("limit", limit, 0, 2**63 - 1)
+        return run_pending(self.store, self.secret, limit)
+
+    # ---- checking and copying -------------------------------------------------------
+    def check(self) -> CheckReport:
+        """Check the store: every index agrees with the jobs, every stored record
+        decodes. ``report.code`` is 0 (all well), 1 (inconsistent) or 2 (corrupt).
+
+        Raises StoreCorrupt when a page of the store cannot be read at all."""
+        return self.store.check(
+            holder_gone=lambda server_id: server_dead(server_id, None, now_ms())
+        )
+
+    def backup(self, dest: str | os.PathLike[str]) -> None:
+        """Write a consistent copy of an LMDB store into ``dest`` (a new or empty
+        directory; created 0700, its file 0600), also while servers run. The copy
+        opens as a store of its own. Raises ConfigError for a bad ``dest``, and on
+        PostgreSQL (back that up with pg_dump)."""
+        self.store.backup(os.fspath(dest))
+
+    def expire_finished(self, now: int | None = None) -> int:
+        """Delete done jobs older than the result retention; returns how many."""
+        cutoff = (now_ms() if now is None else now) - int(self.result_ttl_s * 1000)
+        return self.store.expire_finished(cutoff)
+
+
+def _parse_state(state: str | None) -> JobState | None:
+    if state is None:
+        return None
+    try:
+        return JobState(state)
+    except ValueError:
+        names = ", ".join(s.value for s in JobState)
+        raise ConfigError(f"unknown state {describe(state)}; one of {names}") from None

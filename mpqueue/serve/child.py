@@ -1,0 +1,249 @@
+"""The child side of ``serve``: one process per worker slot.
+
+A child opens its own store (never one inherited across fork), then loops: take job
+ids from its pipe, load each job by id, run it, send the outcome back. The coordinator
+commits outcomes; a child never writes to the store, so a SIGKILL here can never leave
+half an outcome behind.
+
+Hand-off (LMDB, servers that are woken): a producer may claim a new job for an idle
+child directly and send its id to the child's own datagram socket (after a "get
+ready" sent during its commit). The child runs such a job before anything queued on
+its pipe, and first tells the coordinator ("took"), so the coordinator's list of what
+each child holds stays in the child's running order.
+
+Messages, coordinator -> child: ("run", [job ids]), ("handed", [job ids]) (hand-offs
+the child may have missed: it runs those it has not taken yet), ("stop",).
+Child -> coordinator: ("ready", pid, create_time), ("init_error", text),
+("took", job_id), ("done", job_id, result_bytes, rss), ("failed", job_id,
+error_tuple, retryable, retry_delay_s, rss), ("released", [job ids]).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import astuple, dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import psutil
+
+from ..errors import MpqueueError
+from ..execute import Executor, JobTimeout
+from ..identity import pid_exists
+from ..limits import JOB_ID_BYTES
+from ..records import JobRecord
+from ..registry import import_module
+from ..store.base import Inbox, Store
+from . import protocol
+from .containment import kill_descendants, kill_group, lead_own_group
+
+# Hand-offs a child remembers having run: a re-sent one (the coordinator re-sends those
+# it has not heard "took" for) is skipped. Far more than can be in flight at once.
+_TAKEN_REMEMBERED = 1024
+_NO_JOB = "0" * JOB_ID_BYTES  # a well-formed id no job has: a read that finds nothing
+
+
+@dataclass(frozen=True)
+class ChildConfig:
+    store_path: str
+    mode: str
+    coordinator_pid: int
+    sys_path: tuple[str, ...]
+    imports: tuple[str, ...]
+    measure_rss: bool = False  # only with a memory limit: a syscall per job
+    server_id: str = ""  # the coordinator's; hand-offs are checked against it
+    hand_off: bool = False  # listen for jobs handed to this child by producers
+    secret: bytes | None = field(default=None, repr=False)  # run only jobs signed with it
+
+
+# Signals a child outlives: the coordinator owns shutdown (it decides what happens to a
+# running job), and SIGUSR1/SIGUSR2 have no use here. A handler that does nothing, not
+# SIG_IGN: an ignored disposition survives exec(), so every program a job starts would
+# inherit it and could no longer be stopped with SIGTERM or Ctrl-C.
+_OUTLIVED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def child_main(conn: Connection, config: ChildConfig) -> None:
+    """Entry point of a worker process (started by forkserver or spawn)."""
+    lead_own_group()
+    for signum in _OUTLIVED_SIGNALS:
+        signal.signal(signum, _outlive)
+    _watch_coordinator(conn, config.coordinator_pid)
+    try:
+        runner = _JobRunner(config)
+    except BaseException as exc:  # report why, then die: the coordinator shows it
+        # A bad --import is the user's to fix, named in one line; anything else is ours,
+        # so its traceback goes along.
+        known = isinstance(exc, (MpqueueError, ImportError))
+        detail = "" if known else "\n" + traceback.format_exc()
+        protocol.write(conn.fileno(), ("init_error", f"{type(exc).__name__}: {exc}{detail}"))
+        return
+    me = psutil.Process()
+    protocol.write(conn.fileno(), ("ready", me.pid, me.create_time(), runner.inbox is not None))
+    runner.loop(conn)
+    kill_descendants()  # recycled or stopped: what its jobs started ends with it
+
+
+def _watch_coordinator(conn: Connection, coordinator_pid: int) -> None:
+    """Exit at once when the coordinator dies, so no orphan keeps running a job that a
+    new coordinator is about to hand out again. The pipe's hang-up is the signal; the
+    pid check is a backstop in case the socket is somehow held open elsewhere."""
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(conn.fileno(), select.POLLRDHUP)
+        while True:
+            events = poller.poll(500)
+            # POLLNVAL: a job closed the pipe's fd; nothing can be reported any more
+            hung_up = any(
+                ev & (select.POLLHUP | select.POLLRDHUP | select.POLLERR | select.POLLNVAL)
+                for _, ev in events
+            )
+            if hung_up or not pid_exists(coordinator_pid):
+                kill_descendants()  # what this child's jobs started goes with it,
+                kill_group(os.getpid())  # (without a subreaper: the group; and us)
+                os._exit(70)
+
+    threading.Thread(target=watch, name="mpqueue-watchdog", daemon=True).start()
+
+
+def _outlive(signum: int, frame: object) -> None:
+    """The handler for ``_OUTLIVED_SIGNALS``: the signal changes nothing."""
+
+
+class _JobRunner:
+    def __init__(self, config: ChildConfig):
+        for entry in reversed(config.sys_path):
+            if entry not in sys.path:
+                sys.path.insert(0, entry)
+        for module in config.imports:
+            import_module(module, "--import")
+        from ..store import open_store
+
+        self.store = open_store(config.store_path, mode=config.mode)
+        self.process = psutil.Process() if config.measure_rss else None
+        self.server_id = config.server_id
+        self.executor = Executor(config.server_id, config.secret, call=_timed_call)
+        self.pid = os.getpid()
+        self.inbox = _open_inbox(self.store) if config.hand_off else None
+        self.handed: deque[str] = deque()  # named by a producer or the coordinator
+        self.taken: dict[str, None] = {}  # recent hand-offs run (insertion-ordered set)
+        signal.signal(signal.SIGALRM, _raise_timeout)
+
+    def loop(self, conn: Connection) -> None:
+        pending: deque[str] = deque()
+        pipe_fd = conn.fileno()
+        poller = select.poll()
+        poller.register(pipe_fd, select.POLLIN)
+        if self.inbox is not None:
+            poller.register(self.inbox.fileno(), select.POLLIN)
+        while True:
+            # One poll per job, as Connection.poll(0) alone cost before hand-off; it
+            # blocks only when there is nothing to run.
+            ready = poller.poll(0 if pending or self.handed else None)
+            for fd, _ in ready:
+                if fd != pipe_fd:
+                    self._read_inbox()
+                elif self._read_pipe(conn, pending):
+                    return
+            if self.handed:
+                outcome = self._run_handed(conn, self.handed.popleft())
+                if outcome is not None:
+                    protocol.write(pipe_fd, outcome)
+            elif pending:
+                protocol.write(pipe_fd, self.run(pending.popleft()))
+
+    def _read_inbox(self) -> None:
+        """Take the job ids producers handed to this child."""
+        if self.inbox is None:
+            return
+        job_ids, get_ready = self.inbox.job_ids()
+        self.handed.extend(job_ids)
+        if get_ready and not job_ids:
+            # A job is being committed for us: wake up and warm the read path now, while
+            # the producer waits on the disk. Blocking again, not spinning: a spinning
+            # child takes the CPU the producer's commit needs.
+            self.store.get(_NO_JOB)
+
+    def _read_pipe(self, conn: Connection, pending: deque[str]) -> bool:
+        """Take every message waiting on the pipe; True once told to stop."""
+        while True:
+            message = conn.recv()
+            if message[0] == "stop":
+                protocol.write(conn.fileno(), ("released", list(pending)))
+                if self.inbox is not None:
+                    self.inbox.close()
+                return True
+            (self.handed if message[0] == "handed" else pending).extend(message[1])
+            if not conn.poll(0):
+                return False
+
+    def _run_handed(self, conn: Connection, job_id: str) -> tuple[Any, ...] | None:
+        """Run a job handed to this child, unless it ran it already or the job is no
+        longer handed to it (finished, or put back after this child was given up)."""
+        if job_id in self.taken:
+            return None
+        rec = self.store.handed_job(self.server_id, job_id, self.pid)
+        if rec is None:
+            return None
+        self.taken[job_id] = None
+        if len(self.taken) > _TAKEN_REMEMBERED:
+            del self.taken[next(iter(self.taken))]
+        protocol.write(conn.fileno(), ("took", job_id))
+        return self._run_record(job_id, rec)
+
+    def run(self, job_id: str) -> tuple[Any, ...]:
+        return self._run_record(job_id, self.store.get(job_id))
+
+    def _run_record(self, job_id: str, rec: JobRecord | None) -> tuple[Any, ...]:
+        outcome = self.executor.run(job_id, rec)
+        if outcome.kind == "done":
+            return ("done", outcome.job_id, outcome.result, self._rss())
+        assert outcome.error is not None  # every failed Outcome of the executor has one
+        error = astuple(outcome.error)
+        return ("failed", job_id, error, outcome.retryable, outcome.retry_delay_s, self._rss())
+
+    def _rss(self) -> int:
+        return 0 if self.process is None else int(self.process.memory_info().rss)
+
+
+def _open_inbox(store: Store) -> Inbox | None:
+    """This child's hand-off socket, or None if it cannot have one: then it runs only
+    what its server sends (the server offers no hand-off to it), rather than not at all."""
+    try:
+        return store.inbox()
+    except OSError as exc:
+        print(
+            f"mpqueue worker {os.getpid()}: no hand-off socket ({exc}); jobs come "
+            f"through the server only",
+            file=sys.stderr,
+        )
+        return None
+
+
+def _raise_timeout(signum: int, frame: object) -> None:
+    raise JobTimeout()
+
+
+def _timed_call(
+    rec: JobRecord, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Call a task function under the job's soft time limit (SIGALRM raises JobTimeout
+    in it); a job that ran out of time leaves nothing running."""
+    try:
+        try:
+            if rec.timeout_s:
+                signal.setitimer(signal.ITIMER_REAL, rec.timeout_s)
+            return fn(*args, **kwargs)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except JobTimeout:
+        kill_descendants()
+        raise

@@ -1,0 +1,275 @@
+"""Every LMDB database name and key encoding of mpqueue, and nothing else.
+
+Each index is a named LMDB database (so its size is O(1) to read). Keys are tuples
+packed so that LMDB's bytewise order is the order the queue needs:
+
+    jobs        <jobId>                                  -> job record
+    by_name     <name> 00 <jobId>                        -> job record (legacy: empty)
+    ready       <invPriority:u32> <seq:u64> <jobId>      -> b""
+    scheduled   <runAtMs:u64> <invPriority:u32> <seq:u64> <jobId> -> b""
+    processing  <workerId> 00 <jobId>                    -> claim
+    dead        <jobId>                                  -> reason (utf-8)
+    done        <finishedAtMs:u64> <jobId>               -> b""  (retention order)
+    pending     <jobId>                                  -> b""  (legacy layout only)
+    meta        <name>                                   -> value
+    workers     <workerId>                               -> coordinator info (heartbeat,
+                                                            child pids)
+    offers      <workerId> (as workers)                  -> child pids:u32... (idle
+                                                            children a producer may give
+                                                            a new job to directly)
+
+Integers are fixed-width big-endian. Priority is stored inverted so that a higher
+priority sorts first; ``seq`` is a store-wide counter, so equal priorities run FIFO.
+Variable-length parts (task name, server id) end with a 0 byte, which they may not
+contain, so a prefix scan of ``a.b`` never matches ``a.bc``.
+"""
+
+from __future__ import annotations
+
+import functools
+import struct
+from collections.abc import Sequence
+
+from ...errors import ConfigError
+
+# Re-exported: the encodings below are written for these bounds.
+from ...limits import JOB_ID_BYTES as JOB_ID_BYTES
+from ...limits import KEY_MAX_BYTES
+from ...limits import PRIORITY_MAX as PRIORITY_MAX
+from ...limits import PRIORITY_MIN as PRIORITY_MIN
+from ...limits import RUN_AT_MAX_MS as RUN_AT_MAX_MS
+
+DB_JOBS = b"jobs"
+DB_BY_NAME = b"by_name"
+DB_READY = b"ready"
+DB_SCHEDULED = b"scheduled"
+DB_PROCESSING = b"processing"
+DB_DEAD = b"dead"
+DB_DONE = b"done"
+DB_PENDING = b"pending"
+DB_META = b"meta"
+DB_WORKERS = b"workers"
+DB_OFFERS = b"offers"
+ALL_DBS = (
+    DB_JOBS,
+    DB_BY_NAME,
+    DB_READY,
+    DB_SCHEDULED,
+    DB_PROCESSING,
+    DB_DEAD,
+    DB_DONE,
+    DB_PENDING,
+    DB_META,
+    DB_WORKERS,
+    DB_OFFERS,
+)
+
+META_LAYOUT = b"layout"
+META_SCHEMA = b"schema"
+META_CODEC = b"codec"  # the record encoding every record is in (absent: 1)
+
+MAX_KEY_BYTES = KEY_MAX_BYTES  # a longer key raises BadValsizeError
+SEP = b"\x00"
+_U64_MAX = 2**64 - 1
+# The bounds (limits.py) keep every priority in the u32 of _inv_priority and every run
+# time far below the u64 maximum that scheduled_upper_bound keeps free.
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_READY = struct.Struct(">IQ")
+_SCHEDULED = struct.Struct(">QIQ")
+
+
+def _inv_priority(priority: int) -> int:
+    return PRIORITY_MAX - priority
+
+
+def _jid(job_id: str) -> bytes:
+    raw = job_id.encode("ascii")
+    if len(raw) != JOB_ID_BYTES:
+        raise ConfigError(f"job id must be {JOB_ID_BYTES} characters, got {job_id!r}")
+    return raw
+
+
+@functools.lru_cache(maxsize=4096)
+def _part(text: str, what: str) -> bytes:
+    # Cached: a server encodes the same few task names and its own server id for
+    # every job it claims and finishes.
+    raw = text.encode("utf-8")
+    if SEP in raw:
+        raise ConfigError(f"{what} may not contain a NUL character: {text!r}")
+    return raw
+
+
+def job_key(job_id: str) -> bytes:
+    return _jid(job_id)
+
+
+def decode_job_key(key: bytes) -> str:
+    return key.decode("ascii")
+
+
+def by_name_key(name: str, job_id: str) -> bytes:
+    return _part(name, "task name") + SEP + _jid(job_id)
+
+
+def by_name_prefix(name: str) -> bytes:
+    return _part(name, "task name") + SEP
+
+
+def decode_by_name_key(key: bytes) -> tuple[str, str]:
+    name, _, jid = key.rpartition(SEP)
+    return name.decode("utf-8"), jid.decode("ascii")
+
+
+def by_name_id(key: bytes) -> bytes:
+    """The job id part of a by_name key (ids sort by creation time)."""
+    return key[-JOB_ID_BYTES:]
+
+
+def by_name_prefix_of(key: bytes) -> bytes:
+    """The prefix (name, 0) every by_name key of that key's task shares."""
+    return key[:-JOB_ID_BYTES]
+
+
+def after_by_name_prefix(prefix: bytes) -> bytes:
+    """The smallest key above every key with that name prefix: the next task's keys
+    start at or after it (names hold no 0 byte, so none sorts between)."""
+    return prefix[:-1] + b"\x01"
+
+
+def ready_key(priority: int, seq: int, job_id: str) -> bytes:
+    return _ready_key(priority, seq, _jid(job_id))
+
+
+def _ready_key(priority: int, seq: int, jid: bytes) -> bytes:
+    return _READY.pack(_inv_priority(priority), seq) + jid
+
+
+def decode_ready_key(key: bytes) -> tuple[int, int, str]:
+    inv, seq = _READY.unpack_from(key)
+    return PRIORITY_MAX - inv, seq, key[_READY.size :].decode("ascii")
+
+
+def scheduled_key(run_at_ms: int, priority: int, seq: int, job_id: str) -> bytes:
+    return _scheduled_key(run_at_ms, priority, seq, _jid(job_id))
+
+
+def _scheduled_key(run_at_ms: int, priority: int, seq: int, jid: bytes) -> bytes:
+    return _SCHEDULED.pack(run_at_ms, _inv_priority(priority), seq) + jid
+
+
+def enqueue_keys(
+    name: str, job_id: str, priority: int, seq: int, run_at_ms: int | None
+) -> tuple[bytes, bytes, bytes, bytes]:
+    """(jobs key, by_name key, queue db, queue key) of a new job, for the enqueue path:
+    the id is encoded once. ``run_at_ms`` None files it as ready, else as scheduled."""
+    jid = _jid(job_id)
+    name_key = by_name_prefix(name) + jid
+    if run_at_ms is None:
+        return jid, name_key, DB_READY, _ready_key(priority, seq, jid)
+    return jid, name_key, DB_SCHEDULED, _scheduled_key(run_at_ms, priority, seq, jid)
+
+
+def decode_scheduled_key(key: bytes) -> tuple[int, int, int, str]:
+    run_at_ms, inv, seq = _SCHEDULED.unpack_from(key)
+    return run_at_ms, PRIORITY_MAX - inv, seq, key[_SCHEDULED.size :].decode("ascii")
+
+
+def scheduled_upper_bound(now_ms: int) -> bytes:
+    """First scheduled key that is *not* due at ``now_ms`` (exclusive bound)."""
+    return _U64.pack(min(max(now_ms + 1, 0), _U64_MAX))
+
+
+def processing_key(server_id: str, job_id: str) -> bytes:
+    return _part(server_id, "server id") + SEP + _jid(job_id)
+
+
+def processing_prefix(server_id: str) -> bytes:
+    return _part(server_id, "server id") + SEP
+
+
+def decode_processing_key(key: bytes) -> tuple[str, str]:
+    wid, _, jid = key.rpartition(SEP)
+    return wid.decode("utf-8"), jid.decode("ascii")
+
+
+def server_key(server_id: str) -> bytes:
+    return _part(server_id, "server id")
+
+
+def decode_worker_key(key: bytes) -> str:
+    return key.decode("utf-8")
+
+
+def encode_pids(pids: Sequence[int]) -> bytes:
+    return b"".join(_U32.pack(pid) for pid in pids)
+
+
+def decode_pids(value: bytes) -> list[int]:
+    return [pid for (pid,) in _U32.iter_unpack(value)]
+
+
+# An offer (the offers index): version byte, the offering server's last heartbeat (ms)
+# and lease (ms), then its idle children's pids. Producers judge the server's freshness
+# from the offer alone: no second read in the enqueue's transaction.
+OFFER_V2 = b"\x02"
+_OFFER_HEAD = struct.Struct(">QI")
+
+
+def encode_offer(beat_ms: int, lease_ms: int, pids: Sequence[int]) -> bytes:
+    return OFFER_V2 + _OFFER_HEAD.pack(beat_ms, lease_ms) + encode_pids(pids)
+
+
+def decode_offer(value: bytes) -> tuple[int, int, list[int]] | None:
+    """(last heartbeat ms, lease ms, child pids), or None for a value that is not an
+    offer of this version (an older server's, or bytes no server wrote)."""
+    head = 1 + _OFFER_HEAD.size
+    if value[:1] != OFFER_V2 or len(value) <= head or (len(value) - head) % 4:
+        return None
+    beat_ms, lease_ms = _OFFER_HEAD.unpack_from(value, 1)
+    return beat_ms, lease_ms, [pid for (pid,) in _U32.iter_unpack(value[head:]) if pid > 0]
+
+
+def dead_key(job_id: str) -> bytes:
+    return _jid(job_id)
+
+
+def done_key(finished_at_ms: int, job_id: str) -> bytes:
+    return _U64.pack(finished_at_ms) + _jid(job_id)
+
+
+def decode_done_key(key: bytes) -> tuple[int, str]:
+    (finished_at_ms,) = _U64.unpack_from(key)
+    return finished_at_ms, key[_U64.size :].decode("ascii")
+
+
+def done_upper_bound(before_ms: int) -> bytes:
+    """First done key that is *not* older than ``before_ms`` (exclusive bound)."""
+    return _U64.pack(min(max(before_ms, 0), _U64_MAX))
+
+
+def pending_key(job_id: str) -> bytes:
+    return _jid(job_id)
+
+
+def encode_u64(value: int) -> bytes:
+    return _U64.pack(value)
+
+
+def decode_u64(raw: bytes) -> int:
+    return int(_U64.unpack(raw)[0])
+
+
+@functools.lru_cache(maxsize=1024)
+def check_name_key(name: str) -> None:
+    """Raise ConfigError if jobs of task ``name`` would have a by_name key over LMDB's
+    limit (cached: producers check the same few names on every enqueue)."""
+    check_key_length(by_name_key(name, "0" * JOB_ID_BYTES), f"task name {name!r}")
+
+
+def check_key_length(key: bytes, what: str) -> None:
+    if len(key) > MAX_KEY_BYTES:
+        raise ConfigError(
+            f"{what} is too long: its key takes {len(key)} bytes, the limit is {MAX_KEY_BYTES}"
+        )

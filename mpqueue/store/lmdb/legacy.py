@@ -1,0 +1,150 @@
+"""``LegacyLmdbStore``: the queue as it was before the three optimizations.
+
+Kept, faithfully, so the benchmark can measure the before/after on the same code:
+- one ``pending`` set holds ready and future jobs alike, keyed by job id only;
+- a poll scans every pending entry and reads each job to check its run-at time;
+- a poll claims one job, whatever the limit;
+- the name index holds ids only, so listing N jobs is N index reads + N record reads.
+It passes the same behavioural tests as the optimized store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from ...limits import stored_problem
+from ...records import JobRecord, JobState, now_ms
+from ..base import Pacing
+from . import keys
+from .env import Tx
+from .store import LAYOUT_LEGACY, LmdbStore
+
+
+class LegacyLmdbStore(LmdbStore):
+    mode = "legacy"
+    layout = LAYOUT_LEGACY
+    hands_off = False
+    pacing = Pacing(polls_only=True, claims_per_poll=1, poll_interval_s=0.5)
+
+    def _migrate(self, tx: Tx) -> None:
+        """Fold an optimized layout's ready and scheduled indexes into ``pending``."""
+        if tx.get(keys.DB_META, keys.META_LAYOUT) == self.layout:
+            return
+        for db in (keys.DB_READY, keys.DB_SCHEDULED):
+            for key, _ in list(tx.scan(db, values=False)):
+                tx.delete(db, key)
+                tx.put(keys.DB_PENDING, keys.pending_key(key[-keys.JOB_ID_BYTES :].decode()), b"")
+        for key, _ in list(tx.scan(keys.DB_BY_NAME, values=False)):
+            tx.put(keys.DB_BY_NAME, key, b"")
+        tx.put(keys.DB_META, keys.META_LAYOUT, self.layout)
+
+    def _index_value(self, raw: bytes) -> bytes:
+        return b""  # legacy: the name index holds ids only
+
+    def _queue_entry(self, rec: JobRecord) -> tuple[bytes, bytes] | None:
+        if rec.state in (JobState.READY, JobState.SCHEDULED):
+            return keys.DB_PENDING, keys.pending_key(rec.id)
+        return None
+
+    def _new_entries(self, rec: JobRecord) -> tuple[bytes, bytes, bytes, bytes]:
+        return (
+            keys.job_key(rec.id),
+            keys.by_name_key(rec.name, rec.id),
+            keys.DB_PENDING,
+            keys.pending_key(rec.id),
+        )
+
+    # The design before the optimizations has no hand-off: no offers, none taken.
+    def _take_offer(self, tx: Tx) -> tuple[str, int] | None:
+        return None
+
+    def _set_offer(self, tx: Tx, server_id: str, child_pids: Sequence[int]) -> None:
+        return None
+
+    def promote_due(self, now_ms: int) -> int:
+        return 0  # nothing to promote: due-ness is checked job by job at every poll
+
+    def _promote(self, tx: Tx, now_ms: int) -> int:
+        return 0
+
+    def claim(self, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+        return super().claim(server_id, min(limit, 1), now_ms)
+
+    def _claim(self, tx: Tx, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+        best: tuple[int, int] | None = None
+        best_id = ""
+        unreadable = []
+        out_of_bounds = []
+        for key, _ in tx.scan(keys.DB_PENDING, values=False):
+            job_id = keys.decode_job_key(key)
+            rec = self._load(tx, job_id)  # the per-job read the legacy poll pays for
+            if rec is not None and rec.state not in (JobState.READY, JobState.SCHEDULED):
+                unreadable.append(rec)  # a corrupt record's stand-in
+                continue
+            problem = None if rec is None else stored_problem(rec)
+            if rec is not None and problem is not None:
+                out_of_bounds.append((job_id, rec, problem))  # never compared below
+                continue
+            if rec is None or rec.run_at_ms > now_ms:
+                continue
+            rank = (-rec.priority, rec.seq)
+            if best is None or rank < best:
+                best, best_id = rank, job_id
+        for rec in unreadable:
+            tx.delete(keys.DB_PENDING, keys.pending_key(rec.id))
+            self._park_corrupt(tx, rec.id, str(rec.errors[-1].message if rec.errors else ""))
+        for job_id, rec, problem in out_of_bounds:
+            tx.delete(keys.DB_PENDING, keys.pending_key(job_id))
+            self._bury_bad(tx, job_id, rec, problem)
+        if best is None:
+            return []
+        tx.delete(keys.DB_PENDING, keys.pending_key(best_id))
+        rec = self._load(tx, best_id)
+        if rec is not None and rec.state is JobState.SCHEDULED:
+            self._save(tx, rec.evolve(state=JobState.READY))
+        taken = self._take(tx, best_id, server_id, now_ms)
+        return [] if taken is None else [taken]
+
+    def next_run_at_ms(self) -> int | None:
+        def body(tx: Tx) -> int | None:
+            times = [
+                rec.run_at_ms
+                for key, _ in tx.scan(keys.DB_PENDING, values=False)
+                if (rec := self._load(tx, keys.decode_job_key(key))) is not None
+                and rec.state is JobState.SCHEDULED  # ready jobs are not scheduled
+                and stored_problem(rec) is None
+            ]  # the next poll buries it
+            return min(times) if times else None
+
+        return self.env.read(body)
+
+    def stats(self) -> dict[str, int]:
+        def body(tx: Tx) -> dict[str, int]:
+            counts = self._counts(tx)
+            now = now_ms()
+            counts["ready"] = counts["scheduled"] = 0
+            for key, _ in tx.scan(keys.DB_PENDING, values=False):
+                rec = self._load(tx, keys.decode_job_key(key))
+                if rec is not None:
+                    counts[_effective(rec, now).state.value] += 1
+            return counts
+
+        return self.env.read(body)
+
+    def get(self, job_id: str) -> JobRecord | None:
+        rec = super().get(job_id)
+        return None if rec is None else _effective(rec, now_ms())
+
+    def _index_record(self, tx: Tx, key: bytes, raw: bytes) -> JobRecord:
+        # The index gives the id, the record is a separate read (the legacy 1 + N).
+        raw = tx.get(keys.DB_JOBS, keys.job_key(keys.decode_by_name_key(key)[1])) or b""
+        # Legacy never promotes, so a due job still says "scheduled" in its record;
+        # report it as ready, as the optimized store would after its promotion.
+        return _effective(super()._index_record(tx, key, raw), now_ms())
+
+
+def _effective(rec: JobRecord, now: int) -> JobRecord:
+    if rec.state is JobState.SCHEDULED and rec.run_at_ms <= now:
+        return replace(rec, state=JobState.READY)
+    return rec

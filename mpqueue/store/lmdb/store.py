@@ -1,0 +1,826 @@
+"""``LmdbStore``: the embedded, durable job store (optimized layout).
+
+Ready jobs sit in priority-then-FIFO order, scheduled jobs in run-at order, so a poll
+reads only what it hands out, and ``by_name`` holds whole records so listing is one
+cursor pass. See ``keys.py`` for the layout.
+"""
+
+from __future__ import annotations
+
+import builtins
+import heapq
+import random
+import threading
+import time
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from ...errors import ConfigError, CorruptRecord, JobNotFound
+from ...identity import DEFAULT_LEASE_S, pid_exists, server_dead
+from ...limits import stored_problem
+from ...location import DEFAULT_MAP_SIZE
+from ...records import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
+from ...retry import next_run_at_ms
+from ..base import CheckReport, HolderGone, OpCounter, Store, offered_children
+from ..codec import (
+    RECORD_V1,
+    RECORD_V2,
+    decode_listing,
+    decode_record,
+    decode_server_info,
+    encode_record,
+    encode_server_info,
+)
+from . import keys
+from .check import Layout, check_store
+from .claims import decode_claim, encode_claim
+from .env import EnvHandle, Tx
+from .wakeup import HandOffInbox, WakeListener, WakeSender
+
+LAYOUT_OPTIMIZED = b"optimized"
+LAYOUT_LEGACY = b"legacy"
+_CLAIM_CACHE_MAX = 100_000
+
+
+_seq_lock = threading.Lock()
+_last_seq = 0
+
+
+def next_seqs(count: int) -> int:
+    """Reserve ``count`` FIFO sequence numbers; returns the first.
+
+    Microseconds of wall time, kept strictly increasing within the process. A shared
+    counter in the store would order jobs just as well, but costs a read and a write of
+    one more B-tree in every enqueue transaction (measured: the one-by-one enqueue rate
+    is bound by how many pages a commit writes).
+    """
+    global _last_seq
+    with _seq_lock:
+        first = max(_last_seq + 1, time.time_ns() // 1000)
+        _last_seq = first + count - 1
+        return first
+
+
+class LmdbStore(Store):
+    """Job store in one LMDB environment directory. One instance per process and
+    thread; instances in one process share the environment handle."""
+
+    mode = "optimized"
+    layout = LAYOUT_OPTIMIZED
+    hands_off = True
+
+    def __init__(self, path: str, *, map_size: int = DEFAULT_MAP_SIZE, sync: bool = True):
+        self.path = path
+        self.counter = OpCounter()
+        self.rng = random.Random()
+        self._claimed: dict[str, tuple[bytes, JobRecord]] = {}
+        self.env = EnvHandle(path, map_size, sync, self.counter)
+        try:
+            if self.env.read_only:
+                self.env.read(self._check_layout)
+            else:
+                self.env.write(self._adopt_layout)
+        except BaseException:
+            self.env.close()  # refused (another mode's server): release the handle
+            raise
+        self.waker = WakeSender(path)
+
+    # ---- layout -------------------------------------------------------------------
+    def _adopt_layout(self, tx: Tx) -> None:
+        """Migrate the store into this mode's layout, unless a live server of the other
+        mode serves it: migrated under it, that server would find no jobs and idle."""
+        layout = tx.get(keys.DB_META, keys.META_LAYOUT)
+        if layout is not None and layout != self.layout:
+            self._refuse_if_served(tx, layout.decode("ascii", "replace"))
+        self._migrate(tx)
+
+    def _refuse_if_served(self, tx: Tx, other_mode: str) -> None:
+
+        now = now_ms()
+        for key, raw in tx.scan(keys.DB_WORKERS):
+            server_id = keys.decode_worker_key(key)
+            # an unreadable entry has no heartbeat: not a server shown to be alive
+            info = decode_server_info(raw)
+            info["heartbeat_age_ms"] = now - _beat_ms_of(info)
+            if not server_dead(server_id, info, now, _lease_ms_of(info) / 1000):
+                raise ConfigError(
+                    f"store {self.path!r} is served in {other_mode} mode by a running "
+                    f"server ({server_id}); opening it in {self.mode} mode would migrate "
+                    f"it under that server: stop it first, or open it in {other_mode} mode"
+                )
+
+    def _migrate(self, tx: Tx) -> None:
+        """Bring a store written in the other mode's layout, or in the pickle-era record
+        encoding, into this one's."""
+        if tx.get(keys.DB_META, keys.META_CODEC) != RECORD_V2:
+            self._migrate_codec(tx)
+        layout = tx.get(keys.DB_META, keys.META_LAYOUT)
+        if layout == self.layout:
+            return
+        if layout == LAYOUT_LEGACY or tx.first_key(keys.DB_PENDING) is not None:
+            for key, _ in list(tx.scan(keys.DB_PENDING, values=False)):
+                tx.delete(keys.DB_PENDING, key)
+                rec = self._load(tx, keys.decode_job_key(key))
+                if rec is not None:
+                    self._enqueue_index(tx, rec)
+            for rec in self._all_records(tx):
+                tx.put(keys.DB_BY_NAME, keys.by_name_key(rec.name, rec.id), encode_record(rec))
+        tx.put(keys.DB_META, keys.META_LAYOUT, self.layout)
+
+    def _migrate_codec(self, tx: Tx) -> None:
+        """Rewrite version 1 records (pickles, read without globals) as version 2."""
+        old = [raw for _, raw in tx.scan(keys.DB_JOBS) if raw[:1] == RECORD_V1]
+        for raw in old:
+            try:
+                self._save(tx, decode_record(raw))
+            except CorruptRecord:
+                continue  # left as it is: readers show it as a corrupt stand-in
+        tx.put(keys.DB_META, keys.META_CODEC, RECORD_V2)
+
+    def _check_layout(self, tx: Tx) -> None:
+        """A store opened read-only cannot be migrated: it must be in this mode's layout."""
+        layout = tx.get(keys.DB_META, keys.META_LAYOUT)
+        if layout != self.layout:
+            found = "no" if layout is None else f"the {layout.decode(errors='replace')}"
+            raise ConfigError(
+                f"store {self.path!r} is read-only for this user and has "
+                f"{found} layout, not {self.layout.decode()}; open it with "
+                f"--mode matching its layout, or once with write access"
+            )
+
+    def _all_records(self, tx: Tx) -> list[JobRecord]:
+        out = []
+        for _key, raw in tx.scan(keys.DB_JOBS):
+            try:
+                out.append(decode_record(raw))
+            except CorruptRecord:
+                continue
+        return out
+
+    # ---- record helpers -------------------------------------------------------------
+    def _load(self, tx: Tx, job_id: str) -> JobRecord | None:
+        raw = tx.get(keys.DB_JOBS, keys.job_key(job_id))
+        if raw is None:
+            return None
+        try:
+            return decode_record(raw)
+        except CorruptRecord as exc:
+            return JobRecord.corrupt(job_id, "?", f"record cannot be decoded: {exc}")
+
+    def _save(self, tx: Tx, rec: JobRecord) -> bytes:
+        raw = encode_record(rec)
+        tx.put(keys.DB_JOBS, keys.job_key(rec.id), raw)
+        tx.put(keys.DB_BY_NAME, keys.by_name_key(rec.name, rec.id), self._index_value(raw))
+        return raw
+
+    def _load_claimed(self, tx: Tx, job_id: str) -> JobRecord | None:
+        """``_load`` for a job this store object claimed: when the stored bytes are still
+        the ones it wrote, reuse the record it already has instead of decoding again."""
+        cached = self._claimed.pop(job_id, None)
+        if cached is not None:
+            raw = tx.get(keys.DB_JOBS, keys.job_key(job_id))
+            if raw == cached[0]:
+                return cached[1]  # checked when this object claimed it
+        rec = self._load(tx, job_id)
+        problem = None if rec is None or rec.is_corrupt else stored_problem(rec)
+        if rec is not None and problem is not None:
+            self._bury_bad(tx, job_id, rec, problem)
+            return None
+        return rec
+
+    def _index_value(self, raw: bytes) -> bytes:
+        return raw  # optimized: the index holds the whole record (listing needs no lookups)
+
+    def _queue_entry(self, rec: JobRecord) -> tuple[bytes, bytes] | None:
+        """The queue index (db, key) a ready or scheduled job is filed under."""
+        if rec.state is JobState.READY:
+            return keys.DB_READY, keys.ready_key(rec.priority, rec.seq, rec.id)
+        if rec.state is JobState.SCHEDULED:
+            return keys.DB_SCHEDULED, keys.scheduled_key(
+                rec.run_at_ms, rec.priority, rec.seq, rec.id
+            )
+        return None
+
+    def _new_entries(self, rec: JobRecord) -> tuple[bytes, bytes, bytes, bytes]:
+        """(jobs key, by_name key, queue db, queue key) of a new ready or scheduled job."""
+        run_at = rec.run_at_ms if rec.state is JobState.SCHEDULED else None
+        return keys.enqueue_keys(rec.name, rec.id, rec.priority, rec.seq, run_at)
+
+    def _enqueue_index(self, tx: Tx, rec: JobRecord) -> None:
+        entry = self._queue_entry(rec)
+        if entry is not None:
+            tx.put(entry[0], entry[1], b"")
+
+    def _unqueue_index(self, tx: Tx, rec: JobRecord) -> None:
+        entry = self._queue_entry(rec)
+        if entry is not None:
+            tx.delete(entry[0], entry[1])
+
+    # ---- adding -------------------------------------------------------------------
+    def add(self, records: Sequence[JobRecord]) -> None:
+        for name in {rec.name for rec in records}:
+            keys.check_name_key(name)
+        if len(records) == 1:
+            rec = records[0]
+            child_pid, added = self.env.write(lambda tx: self._add_one(tx, rec))
+            if child_pid:
+                rec.__dict__.update(added.__dict__)  # handed off: the caller sees the claim
+                self.waker.hint(child_pid, rec.id)
+                return
+        elif records:
+            self.env.write(lambda tx: self._add(tx, records))
+        else:
+            return
+        self.waker.notify()
+
+    def _add_one(self, tx: Tx, rec: JobRecord) -> tuple[int, JobRecord]:
+        """``_add`` for one job (``task.delay``): three plain puts. The one-by-one rate
+        is bound by the commit, and every line run between two fsyncs runs on caches
+        the fsync wait left cold (measured: ~3x its warm time), so this path builds no
+        lists.
+
+        A ready job goes straight to an idle child that its server offers (see
+        ``finish_and_claim``): claimed for that server and child here, so its start waits
+        neither for a second durable commit (the server's claim) nor for the server.
+        Returns (that child's pid or 0, the record as written)."""
+        rec.seq = next_seqs(1)
+        if rec.state is JobState.READY:
+            offer = self._take_offer(tx)
+            if offer is not None:
+                self.waker.get_ready(offer[1])
+                return offer[1], self._hand_off(tx, rec, *offer)
+        raw = encode_record(rec)
+        job_key, name_key, queue_db, queue_key = self._new_entries(rec)
+        tx.put(keys.DB_JOBS, job_key, raw)
+        tx.put(keys.DB_BY_NAME, name_key, self._index_value(raw))
+        tx.put(queue_db, queue_key, b"")
+        return 0, rec
+
+    def _take_offer(self, tx: Tx) -> tuple[str, int] | None:
+        """The first offered idle child that is alive, of a server whose heartbeat is
+        fresh, as (server, child pid), taken out of the offer; None if no server offers
+        one, or if ready jobs wait (a server that offered just before they came claims
+        them next: a new job must not start ahead of them).
+
+        An offer of a dead or frozen server (SIGKILL, SIGSTOP), or one no server wrote
+        (malformed bytes), is withdrawn here, so the job goes to the ready queue for a
+        live server instead: never a poison pill. The offer carries its server's last
+        heartbeat and lease (see ``register_worker``), so the check reads nothing more;
+        it costs one kill(pid, 0) per delay()."""
+        withdrawn = []
+        try:
+            for key, value in tx.scan(keys.DB_OFFERS):
+                if tx.entries(keys.DB_READY):
+                    return None
+                server_id, offer = _server_of(key), keys.decode_offer(value)
+                fresh = offer is not None and now_ms() - offer[0] <= offer[1]
+                pids = offer[2] if offer is not None and fresh else []
+                alive = next((i for i, pid in enumerate(pids) if pid_exists(pid)), None)
+                if server_id is None or offer is None or alive is None:
+                    withdrawn.append(key)
+                    continue
+                rest = pids[alive + 1 :]  # the dead ones before it go too
+                if rest:
+                    tx.put(keys.DB_OFFERS, key, keys.encode_offer(offer[0], offer[1], rest))
+                else:
+                    tx.delete(keys.DB_OFFERS, key)
+                return server_id, pids[alive]
+            return None
+        finally:
+            for key in withdrawn:  # after the scan: its cursor stays where it was
+                tx.delete(keys.DB_OFFERS, key)
+
+    def _hand_off(self, tx: Tx, rec: JobRecord, server_id: str, child_pid: int) -> JobRecord:
+        """Write a new job as already claimed by ``server_id`` (as ``_take`` would), for
+        its child ``child_pid`` to run."""
+        rec = rec.evolve(state=JobState.PROCESSING, attempts=rec.attempts + 1)
+        self._save(tx, rec)
+        now = now_ms()
+        deadline = None if rec.timeout_s is None else now + int(rec.timeout_s * 1000)
+        claim = Claim(rec.id, server_id, now, deadline, child_pid)
+        tx.put(keys.DB_PROCESSING, keys.processing_key(server_id, rec.id), encode_claim(claim))
+        return rec
+
+    def _set_offer(self, tx: Tx, server_id: str, child_pids: Sequence[int]) -> None:
+        """Record which idle children ``server_id`` offers (none: no entry); written only
+        when they change, so a busy server's cycles do not rewrite the offers page. The
+        stamp is the server's last heartbeat, as in its registry entry (which each
+        heartbeat restamps), so an offer is never fresher than the registry says."""
+        key = keys.server_key(server_id)
+        current = tx.get(keys.DB_OFFERS, key)
+        if not child_pids:
+            if current is not None:
+                tx.delete(keys.DB_OFFERS, key)
+            return
+        offer = None if current is None else keys.decode_offer(current)
+        if offer is not None and offer[2] == list(child_pids):
+            return
+        beat_ms, lease_ms = offer[:2] if offer is not None else self._beat(tx, key)
+        tx.put(keys.DB_OFFERS, key, keys.encode_offer(beat_ms, lease_ms, child_pids))
+
+    def _beat(self, tx: Tx, server_key: bytes) -> tuple[int, int]:
+        """A server's last heartbeat and lease (ms), from its registry entry; one that
+        has none (or an unreadable one) is stamped stale: it offers nothing."""
+        raw = tx.get(keys.DB_WORKERS, server_key)
+        info = {} if raw is None else decode_server_info(raw)
+        return _beat_ms_of(info), _lease_ms_of(info)
+
+    def _add(self, tx: Tx, records: Sequence[JobRecord]) -> None:
+        """Write a batch with one sorted multi-put per index: neighbouring keys go to
+        neighbouring pages, and the per-put Python cost is paid in C."""
+        seq = next_seqs(len(records))
+        job_items, name_items = [], []
+        queue_items: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        for offset, rec in enumerate(records):
+            rec.seq = seq + offset
+            raw = encode_record(rec)
+            job_key, name_key, queue_db, queue_key = self._new_entries(rec)
+            job_items.append((job_key, raw))
+            name_items.append((name_key, self._index_value(raw)))
+            queue_items.setdefault(queue_db, []).append((queue_key, b""))
+        for db, items in (
+            (keys.DB_JOBS, job_items),
+            (keys.DB_BY_NAME, name_items),
+            *queue_items.items(),
+        ):
+            items.sort()
+            tx.put_many(db, items)
+
+    # ---- polling ------------------------------------------------------------------
+    def promote_due(self, now_ms: int) -> int:
+        return self.env.write(lambda tx: self._promote(tx, now_ms))
+
+    def _promote(self, tx: Tx, now_ms: int) -> int:
+        due = [
+            key
+            for key, _ in tx.scan(
+                keys.DB_SCHEDULED, b"", keys.scheduled_upper_bound(now_ms), values=False
+            )
+        ]
+        for key in due:
+            _, _, _, job_id = keys.decode_scheduled_key(key)
+            tx.delete(keys.DB_SCHEDULED, key)
+            raw = tx.get(keys.DB_JOBS, keys.job_key(job_id))
+            if raw is None:
+                continue
+            try:
+                rec = decode_record(raw)
+            except CorruptRecord as exc:
+                self._park_corrupt(tx, job_id, str(exc))  # never resurrect it as ready
+                continue
+            if rec.state is not JobState.SCHEDULED:
+                continue  # a stray index entry (its job moved on): dropped above
+            problem = stored_problem(rec)
+            if problem is not None:
+                self._bury_bad(tx, job_id, rec, problem)
+                continue
+            rec = rec.evolve(state=JobState.READY)
+            self._save(tx, rec)
+            self._enqueue_index(tx, rec)
+        return len(due)
+
+    def claim(self, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+        keys.check_key_length(keys.processing_key(server_id, "0" * keys.JOB_ID_BYTES), "server id")
+        if limit <= 0:
+            return []
+        return self.env.write(lambda tx: self._claim(tx, server_id, limit, now_ms))
+
+    def _claim(self, tx: Tx, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+        taken = []
+        for key, _ in tx.scan(keys.DB_READY, values=False):
+            taken.append(key)
+            if len(taken) >= limit:
+                break
+        claimed = []
+        for key in taken:
+            tx.delete(keys.DB_READY, key)
+            rec = self._take(tx, keys.decode_ready_key(key)[2], server_id, now_ms)
+            if rec is not None:
+                claimed.append(rec)
+        return claimed
+
+    def _take(self, tx: Tx, job_id: str, server_id: str, now_ms: int) -> JobRecord | None:
+        """Mark one job (already out of its queue index) as processing by ``server_id``."""
+        raw = tx.get(keys.DB_JOBS, keys.job_key(job_id))
+        if raw is None:
+            return None
+        try:
+            rec = decode_record(raw)
+        except CorruptRecord as exc:
+            self._park_corrupt(tx, job_id, str(exc))
+            return None
+        if rec.state is not JobState.READY:
+            return None  # a stray index entry (its job moved on): dropped by the caller
+        problem = stored_problem(rec)  # the deadline below, the retry policy later
+        if problem is not None:
+            self._bury_bad(tx, job_id, rec, problem)
+            return None
+        rec = rec.evolve(state=JobState.PROCESSING, attempts=rec.attempts + 1)
+        if len(self._claimed) >= _CLAIM_CACHE_MAX:
+            self._claimed.clear()  # entries of jobs finished elsewhere; just a cache
+        self._claimed[job_id] = (self._save(tx, rec), rec)
+        deadline = None if rec.timeout_s is None else now_ms + int(rec.timeout_s * 1000)
+        claim = Claim(job_id, server_id, now_ms, deadline_ms=deadline)
+        tx.put(keys.DB_PROCESSING, keys.processing_key(server_id, job_id), encode_claim(claim))
+        return rec
+
+    def _park_corrupt(self, tx: Tx, job_id: str, reason: str) -> None:
+        """A reader must never crash on a bad record: park it in dead, with the reason."""
+        tx.put(keys.DB_DEAD, keys.dead_key(job_id), f"corrupt record: {reason}".encode())
+
+    def _bury_bad(self, tx: Tx, job_id: str, rec: JobRecord, problem: str) -> None:
+        """A record that decodes but holds a value out of bounds (older code, or written
+        by hand) is that job's failure: dead with the reason, never run, never a crash."""
+        reason = f"stored value out of bounds: {problem}"
+        now = now_ms()
+        error = ErrorInfo("OutOfBounds", reason, kind="corrupt", at_ms=now)
+        history = rec.errors if isinstance(rec.errors, tuple) else ()
+        dead = rec.evolve(errors=history + (error,), finished_at_ms=now)
+        dead.state = JobState.DEAD  # from whatever state it claims: its values are wrong
+        try:
+            if rec.id == job_id:
+                self._save(tx, dead)
+        except Exception:  # values even the encoder refuses: the dead entry says why
+            pass
+        tx.put(keys.DB_DEAD, keys.dead_key(job_id), reason.encode("utf-8", "replace"))
+
+    def next_run_at_ms(self) -> int | None:
+        def first(tx: Tx) -> int | None:
+            key = tx.first_key(keys.DB_SCHEDULED)
+            return None if key is None else keys.decode_scheduled_key(key)[0]
+
+        return self.env.read(first)
+
+    # ---- outcomes -----------------------------------------------------------------
+    def finish(self, outcomes: Sequence[Outcome], now_ms: int) -> list[bool]:
+        if not outcomes:
+            return []
+        return self.env.write(lambda tx: [self._finish_one(tx, o, now_ms) for o in outcomes])
+
+    def _finish_one(self, tx: Tx, outcome: Outcome, now_ms: int) -> bool:
+        pkey = keys.processing_key(outcome.server_id, outcome.job_id)
+        if not tx.delete(keys.DB_PROCESSING, pkey):
+            return False  # the claim was taken back: a late outcome changes nothing
+        rec = self._load_claimed(tx, outcome.job_id)
+        if rec is None or rec.state is not JobState.PROCESSING:
+            if rec is not None and rec.is_corrupt:  # unreadable: park it, never lose it
+                reason = rec.errors[-1].message if rec.errors else "unreadable record"
+                self._park_corrupt(tx, outcome.job_id, reason)
+            return False
+        if outcome.kind == "done":
+            self._mark_done(
+                tx, rec.evolve(state=JobState.DONE, result=outcome.result, finished_at_ms=now_ms)
+            )
+        elif outcome.kind == "released":
+            # Never started, or interrupted by a crash or a shutdown: undo the claim and
+            # keep the job's place (its seq), ahead of the jobs that came after it.
+            rec = rec.evolve(state=JobState.READY, attempts=rec.attempts - 1)
+            self._save(tx, rec)
+            self._enqueue_index(tx, rec)
+        else:
+            self._fail(tx, rec, outcome, now_ms)
+        return True
+
+    def _fail(self, tx: Tx, rec: JobRecord, outcome: Outcome, now_ms: int) -> None:
+        error = outcome.error or ErrorInfo("Unknown", "no error recorded")
+        rec = rec.evolve(errors=rec.errors + (error,))
+        run_at = next_run_at_ms(
+            rec, now_ms, self.rng, retryable=outcome.retryable, delay_s=outcome.retry_delay_s
+        )
+        if run_at is None:
+            self._bury(tx, rec.evolve(state=JobState.DEAD, finished_at_ms=now_ms), str(error))
+        else:
+            self._requeue(tx, rec.evolve(state=JobState.SCHEDULED, run_at_ms=run_at))
+
+    def _mark_done(self, tx: Tx, rec: JobRecord) -> None:
+        self._save(tx, rec)
+        tx.put(keys.DB_DONE, keys.done_key(rec.finished_at_ms or 0, rec.id), b"")
+
+    def _bury(self, tx: Tx, rec: JobRecord, reason: str) -> None:
+        self._save(tx, rec)
+        tx.put(keys.DB_DEAD, keys.dead_key(rec.id), reason.encode("utf-8", "replace"))
+
+    def _requeue(self, tx: Tx, rec: JobRecord) -> None:
+        """Back into a queue (ready or scheduled) behind the jobs already waiting."""
+        rec.seq = next_seqs(1)
+        self._save(tx, rec)
+        self._enqueue_index(tx, rec)
+
+    # ---- claims and workers -------------------------------------------------------
+    def claims(self, server_id: str | None = None) -> list[Claim]:
+        prefix = b"" if server_id is None else keys.processing_prefix(server_id)
+        return self.env.read(
+            lambda tx: [
+                claim
+                for key, raw in tx.scan_prefix(keys.DB_PROCESSING, prefix)
+                if (claim := _read_claim(key, raw)) is not None
+            ]
+        )
+
+    def requeue_server(self, server_id: str) -> list[str]:
+        return self.env.write(lambda tx: self._requeue_server(tx, server_id))
+
+    def _requeue_server(self, tx: Tx, server_id: str) -> list[str]:
+        self._set_offer(tx, server_id, ())  # hand nothing more to a server that is gone
+        held = [
+            key
+            for key, _ in tx.scan_prefix(
+                keys.DB_PROCESSING, keys.processing_prefix(server_id), values=False
+            )
+        ]
+        outcomes = [Outcome.released(keys.decode_processing_key(k)[1], server_id) for k in held]
+        return [o.job_id for o in outcomes if self._finish_one(tx, o, 0)]
+
+    # ---- reading --------------------------------------------------------------------
+    def get(self, job_id: str) -> JobRecord | None:
+        return self.env.read(lambda tx: self._load(tx, job_id))
+
+    def list(
+        self, name: str | None = None, state: JobState | None = None, limit: int | None = None
+    ) -> builtins.list[JobRecord]:
+        prefix = None if name is None else keys.by_name_prefix(name)
+        return self.env.read(lambda tx: self._list(tx, prefix, state, limit))
+
+    def _list(
+        self, tx: Tx, prefix: bytes | None, state: JobState | None, limit: int | None
+    ) -> builtins.list[JobRecord]:
+        """Walk the name index oldest first and stop at ``limit``: a listing reads and
+        decodes O(limit) entries (plus one per task name), whatever the store holds."""
+        out: builtins.list[JobRecord] = []
+        if limit == 0:
+            return out
+        prefixes = [prefix] if prefix is not None else self._name_prefixes(tx)
+        # Each task's keys are in id order, and ids start with their creation time:
+        # merging the tasks' runs by id yields every job oldest first, lazily.
+        runs = [tx.scan_prefix(keys.DB_BY_NAME, p) for p in prefixes]
+        for key, raw in heapq.merge(*runs, key=lambda entry: keys.by_name_id(entry[0])):
+            rec = self._index_record(tx, key, raw)
+            if state is None or rec.state is state:
+                out.append(rec)
+                if len(out) == limit:
+                    break
+        return out
+
+    def _name_prefixes(self, tx: Tx) -> builtins.list[bytes]:
+        """The name prefix of every task with jobs: one seek per task, not per job."""
+        found: builtins.list[bytes] = []
+        key = tx.first_key(keys.DB_BY_NAME)
+        while key is not None:
+            found.append(keys.by_name_prefix_of(key))
+            key = _first_key_from(tx, keys.DB_BY_NAME, keys.after_by_name_prefix(found[-1]))
+        return found
+
+    def _index_record(self, tx: Tx, key: bytes, raw: bytes) -> JobRecord:
+        """A listed job from its name index entry, without payload, result or callable."""
+        name, job_id = keys.decode_by_name_key(key)
+        try:
+            return decode_listing(raw)
+        except CorruptRecord as exc:
+            return JobRecord.corrupt(job_id, name, f"record cannot be decoded: {exc}")
+
+    def stats(self) -> dict[str, int]:
+        return self.env.read(self._counts)
+
+    def _counts(self, tx: Tx) -> dict[str, int]:
+        return {
+            "ready": tx.entries(keys.DB_READY),
+            "scheduled": tx.entries(keys.DB_SCHEDULED),
+            "processing": tx.entries(keys.DB_PROCESSING),
+            "done": tx.entries(keys.DB_DONE),
+            "dead": tx.entries(keys.DB_DEAD),
+            "total": tx.entries(keys.DB_JOBS),
+        }
+
+    # ---- removing ---------------------------------------------------------------------
+    def delete(self, job_id: str) -> bool:
+        return self.env.write(lambda tx: self._delete(tx, job_id))
+
+    def _delete(self, tx: Tx, job_id: str) -> bool:
+        raw = tx.get(keys.DB_JOBS, keys.job_key(job_id))
+        if raw is None:
+            return False
+        try:
+            rec = decode_record(raw)
+        except CorruptRecord:
+            self._delete_corrupt(tx, job_id)
+            return True
+        self._unqueue_index(tx, rec)
+        if rec.state is JobState.PROCESSING:
+            for key, _ in list(tx.scan(keys.DB_PROCESSING, values=False)):
+                if keys.decode_processing_key(key)[1] == job_id:
+                    tx.delete(keys.DB_PROCESSING, key)
+        elif rec.state is JobState.DONE:
+            tx.delete(keys.DB_DONE, keys.done_key(rec.finished_at_ms or 0, job_id))
+        elif rec.state is JobState.DEAD:
+            tx.delete(keys.DB_DEAD, keys.dead_key(job_id))
+        tx.delete(keys.DB_JOBS, keys.job_key(job_id))
+        tx.delete(keys.DB_BY_NAME, keys.by_name_key(rec.name, job_id))
+        return True
+
+    def _delete_corrupt(self, tx: Tx, job_id: str) -> None:
+        """Without a readable record, find the job's index entries by scanning."""
+        tx.delete(keys.DB_JOBS, keys.job_key(job_id))
+        tx.delete(keys.DB_DEAD, keys.dead_key(job_id))
+        for db in (
+            keys.DB_BY_NAME,
+            keys.DB_READY,
+            keys.DB_SCHEDULED,
+            keys.DB_PROCESSING,
+            keys.DB_DONE,
+            keys.DB_PENDING,
+        ):
+            for key, _ in list(tx.scan(db, values=False)):
+                if key.endswith(job_id.encode("ascii")):
+                    tx.delete(db, key)
+
+    def requeue_dead(self, job_id: str, now_ms: int) -> JobRecord:
+        return self.env.write(lambda tx: self._requeue_dead(tx, job_id, now_ms))
+
+    def _requeue_dead(self, tx: Tx, job_id: str, now_ms: int) -> JobRecord:
+        if tx.get(keys.DB_JOBS, keys.job_key(job_id)) is None:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        rec = self._load(tx, job_id)
+        if rec is None or rec.state is not JobState.DEAD or rec.is_corrupt:
+            state = "unreadable" if rec is None or rec.is_corrupt else rec.state.value
+            raise ConfigError(f"job {job_id} is {state}; only dead jobs can be requeued")
+        tx.delete(keys.DB_DEAD, keys.dead_key(job_id))
+        rec = rec.evolve(state=JobState.READY, attempts=0, run_at_ms=now_ms, finished_at_ms=None)
+        self._requeue(tx, rec)
+        return rec
+
+    def purge_dead(self) -> int:
+        def body(tx: Tx) -> int:
+            dead = [keys.decode_job_key(k) for k, _ in tx.scan(keys.DB_DEAD, values=False)]
+            return sum(
+                self._delete(tx, job_id) or tx.delete(keys.DB_DEAD, keys.dead_key(job_id))
+                for job_id in dead
+            )
+
+        return self.env.write(body)
+
+    def expire_finished(self, before_ms: int) -> int:
+        def body(tx: Tx) -> int:
+            old = [
+                k
+                for k, _ in tx.scan(
+                    keys.DB_DONE, b"", keys.done_upper_bound(before_ms), values=False
+                )
+            ]
+            for key in old:
+                self._delete(tx, keys.decode_done_key(key)[1])
+                tx.delete(keys.DB_DONE, key)
+            return len(old)
+
+        return self.env.write(body)
+
+    # ---- the server's cycle and its registry ------------------------------------------
+    def finish_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        server_id: str,
+        limit: int,
+        now_ms: int,
+        idle_children: Sequence[int] = (),
+    ) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
+        def body(tx: Tx) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
+            acks = [self._finish_one(tx, o, now_ms) for o in outcomes]
+            claimed: builtins.list[JobRecord] = []
+            if limit > 0:
+                self._promote(tx, now_ms)
+                claimed = self._claim(tx, server_id, limit, now_ms)
+            self._set_offer(tx, server_id, offered_children(idle_children, limit, len(claimed)))
+            return acks, claimed
+
+        if not outcomes and limit <= 0 and not idle_children:
+            return [], []
+        return self.env.write(body)
+
+    def recall(
+        self, server_id: str, child_pid: int, known: Collection[str]
+    ) -> builtins.list[JobRecord]:
+        def body(tx: Tx) -> builtins.list[JobRecord]:
+            raw = tx.get(keys.DB_OFFERS, keys.server_key(server_id))
+            offer = None if raw is None else keys.decode_offer(raw)
+            if raw is not None:
+                self._set_offer(
+                    tx, server_id, [p for p in (offer[2] if offer else []) if p != child_pid]
+                )
+            found = []
+            for key, raw in tx.scan_prefix(keys.DB_PROCESSING, keys.processing_prefix(server_id)):
+                claim = _read_claim(key, raw)
+                if claim is not None and claim.child_pid == child_pid and claim.job_id not in known:
+                    rec = self._load(tx, claim.job_id)
+                    if rec is not None and rec.state is JobState.PROCESSING:
+                        found.append(rec)
+            return found
+
+        return self.env.write(body)
+
+    def inbox(self) -> HandOffInbox:
+        return HandOffInbox(self.path)
+
+    def handed_job(self, server_id: str, job_id: str, child_pid: int) -> JobRecord | None:
+        def body(tx: Tx) -> JobRecord | None:
+            key = keys.processing_key(server_id, job_id)
+            raw = tx.get(keys.DB_PROCESSING, key)
+            claim = None if raw is None else _read_claim(key, raw)
+            if claim is None or claim.child_pid != child_pid:
+                return None  # finished, put back or never ours: not to be run by us
+            return self._load(tx, job_id)
+
+        return self.env.read(body)
+
+    def register_server(self, server_id: str, info: dict[str, Any]) -> None:
+        raw = encode_server_info(info)
+        key = keys.server_key(server_id)
+        beat_ms = _beat_ms_of(info)
+
+        def body(tx: Tx) -> None:
+            tx.put(keys.DB_WORKERS, key, raw)
+            # The heartbeat also restamps the server's offer: producers judge its
+            # freshness from the offer alone (see _take_offer).
+            current = tx.get(keys.DB_OFFERS, key)
+            offer = None if current is None else keys.decode_offer(current)
+            if offer is not None:
+                tx.put(
+                    keys.DB_OFFERS, key, keys.encode_offer(beat_ms, _lease_ms_of(info), offer[2])
+                )
+
+        self.env.write(body)
+
+    def servers(self) -> dict[str, dict[str, Any]]:
+        found = self.env.read(
+            lambda tx: {
+                server_id: decode_server_info(v)
+                for k, v in tx.scan(keys.DB_WORKERS)
+                if (server_id := _server_of(k)) is not None
+            }
+        )
+        now = now_ms()  # one host, one clock: local wall time is the heartbeat's clock
+        for info in found.values():
+            info["heartbeat_age_ms"] = now - int(info.get("heartbeat_ms", 0))
+        return found
+
+    def unregister_server(self, server_id: str) -> None:
+        self.env.write(lambda tx: tx.delete(keys.DB_WORKERS, keys.server_key(server_id)))
+
+    def maintenance(self) -> None:
+        self.env.reader_check()
+
+    # ---- checking and copying ---------------------------------------------------------
+    def check(self, holder_gone: HolderGone = lambda server_id: False) -> CheckReport:
+        layout = Layout(self._queue_entry, self._index_value)
+        report = self.env.read(lambda tx: check_store(tx, layout, holder_gone))
+        return report.add_registry(self.servers())
+
+    def backup(self, dest: str) -> None:
+        self.env.copy_to(dest)
+
+    def listen(self) -> WakeListener:
+        return WakeListener(self.path)
+
+    def close(self) -> None:
+        self.waker.close()
+        self.env.close()
+
+
+def _first_key_from(tx: Tx, db: bytes, start: bytes) -> bytes | None:
+    """The first key >= ``start`` in ``db`` (one cursor seek), or None."""
+    for key, _ in tx.scan(db, start, values=False):
+        return key
+    return None
+
+
+def _beat_ms_of(info: dict[str, Any]) -> int:
+    beat_ms = info.get("heartbeat_ms", 0)
+    return beat_ms if isinstance(beat_ms, int) and 0 <= beat_ms < 2**63 else 0
+
+
+def _lease_ms_of(info: dict[str, Any]) -> int:
+    lease_s = info.get("lease_s", DEFAULT_LEASE_S)
+    if isinstance(lease_s, bool) or not isinstance(lease_s, (int, float)) or not lease_s > 0:
+        lease_s = DEFAULT_LEASE_S  # an entry no server wrote: the default, not a crash
+    return int(min(lease_s, 86_400.0) * 1000)
+
+
+def _read_claim(key: bytes, raw: bytes) -> Claim | None:
+    """A processing entry as a Claim. One whose value cannot be decoded is still that
+    worker's claim on that job (times unknown), so recovery can put the job back; one
+    whose key names no job nobody can act on (None)."""
+    try:
+        return decode_claim(key, raw)
+    except (CorruptRecord, ValueError):
+        pass
+    try:
+        server_id, job_id = keys.decode_processing_key(key)
+    except ValueError:
+        return None
+    return Claim(job_id, server_id, 0) if len(job_id) == keys.JOB_ID_BYTES else None
+
+
+def _server_of(key: bytes) -> str | None:
+    """The server id of a registry or offer key; None for bytes no server writes."""
+    try:
+        return keys.decode_worker_key(key)
+    except ValueError:
+        return None

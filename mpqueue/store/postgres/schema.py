@@ -1,0 +1,156 @@
+"""The PostgreSQL store's tables, and the migrations that create and upgrade them.
+
+mpqueue owns its schema: every store open checks the recorded version and applies the
+missing migrations, in order, in one transaction, under an advisory lock (so two
+processes starting at once cannot both migrate). Migrations are append-only: a released
+one is never edited, a change is a new entry at the end of ``MIGRATIONS``.
+
+Layout (version 1), in the schema the connection's ``search_path`` selects:
+
+- ``mpqueue_jobs``: one row per job, the ``JobRecord`` fields as columns, plus
+  ``worker_id``/``claimed_at_ms``/``deadline_ms`` while processing and ``dead_reason``.
+  Partial indexes keep each queue's hot path as small as that queue: ready jobs in
+  claim order, scheduled jobs in due order, processing jobs by holder, done jobs by
+  finish time, and every job by name then age for listing.
+- ``mpqueue_workers``: the coordinator registry, heartbeats on the database's clock.
+- ``mpqueue_job_seq``: FIFO order among jobs of one priority.
+- ``mpqueue_schema_version``: one row per applied migration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from ...errors import ConfigError
+
+VERSION_TABLE = "mpqueue_schema_version"
+# First key of the two-int advisory lock ('mpqu'); the second is the schema's hash, so
+# queues in different schemas of one database never wait for each other.
+LOCK_CLASS = 0x6D707175
+
+# Names the queries use; each is qualified with the store's schema at open.
+TABLES = {
+    "jobs": "mpqueue_jobs",
+    "workers": "mpqueue_workers",
+    "seq": "mpqueue_job_seq",
+    "version": VERSION_TABLE,
+}
+
+# ``errors`` is JSON in a text column, written ASCII-only: exception text may hold NUL
+# or lone surrogates, which jsonb (and UTF-8 text) would refuse.
+MIGRATIONS: list[tuple[str, ...]] = [
+    (  # 1: jobs, registry, indexes
+        "CREATE SEQUENCE {seq}",
+        """CREATE TABLE {jobs} (
+            id             text PRIMARY KEY,
+            name           text NOT NULL,
+            state          text NOT NULL CHECK (state IN
+                               ('scheduled', 'ready', 'processing', 'done', 'dead')),
+            payload        bytea NOT NULL,
+            priority       integer NOT NULL,
+            seq            bigint NOT NULL,
+            run_at_ms      bigint NOT NULL,
+            created_at_ms  bigint NOT NULL,
+            attempts       integer NOT NULL,
+            max_retries    integer NOT NULL,
+            timeout_s      double precision,
+            func           bytea,
+            result         bytea,
+            errors         text NOT NULL DEFAULT '[]',
+            finished_at_ms bigint,
+            backoff_base_s double precision NOT NULL,
+            backoff_cap_s  double precision NOT NULL,
+            worker_id      text,
+            claimed_at_ms  bigint,
+            deadline_ms    bigint,
+            dead_reason    text
+        )""",
+        "CREATE INDEX mpqueue_jobs_ready ON {jobs} (priority DESC, seq) WHERE state = 'ready'",
+        "CREATE INDEX mpqueue_jobs_scheduled ON {jobs} (run_at_ms, priority DESC, seq) "
+        "WHERE state = 'scheduled'",
+        "CREATE INDEX mpqueue_jobs_processing ON {jobs} (worker_id) WHERE state = 'processing'",
+        "CREATE INDEX mpqueue_jobs_done ON {jobs} (finished_at_ms) WHERE state = 'done'",
+        "CREATE INDEX mpqueue_jobs_dead ON {jobs} (id) WHERE state = 'dead'",
+        "CREATE INDEX mpqueue_jobs_by_name ON {jobs} (name, created_at_ms, id)",
+        """CREATE TABLE {workers} (
+            worker_id    text PRIMARY KEY,
+            info         bytea NOT NULL,
+            heartbeat_at timestamptz NOT NULL
+        )""",
+    ),
+    (  # 2: a job's signature (signed payloads, see mpqueue/signing.py)
+        "ALTER TABLE {jobs} ADD COLUMN signature bytea",
+    ),
+]
+
+
+def qualified_names(conn: psycopg.Connection[Any], schema: str) -> dict[str, str]:
+    """``{jobs}``-style placeholders mapped to quoted, schema-qualified names, and
+    ``{seq_name}`` to the sequence's name as a string literal (``nextval`` takes text)."""
+    names = {key: sql.Identifier(schema, table).as_string(conn) for key, table in TABLES.items()}
+    names["seq_name"] = sql.Literal(names["seq"]).as_string(conn)
+    return names
+
+
+def render(template: str, names: dict[str, str]) -> str:
+    """``template`` with ``names`` (from ``qualified_names``) filled in; nothing else
+    is ever formatted into SQL text: values go in as parameters."""
+    return template.format(**names)
+
+
+def current_schema(conn: psycopg.Connection[Any]) -> str:
+    row = conn.execute("SELECT current_schema()").fetchone()
+    if row is None or row[0] is None:
+        raise ConfigError(
+            "the PostgreSQL connection has no schema to keep mpqueue's tables "
+            "in: the search_path names no existing schema (set it with "
+            "?options=-csearch_path%3Dmyschema in the URL)"
+        )
+    return str(row[0])
+
+
+def installed_version(conn: psycopg.Connection[Any], names: dict[str, str]) -> int:
+    """The schema version in place (0 when mpqueue never ran on this schema)."""
+    exists = conn.execute("SELECT to_regclass(%s)", (names["version"],)).fetchone()
+    if exists is None or exists[0] is None:
+        return 0
+    row = conn.execute(render("SELECT coalesce(max(version), 0) FROM {version}", names))
+    found = row.fetchone()
+    return int(found[0]) if found else 0
+
+
+def migrate(conn: psycopg.Connection[Any], schema: str) -> int:
+    """Bring ``schema`` up to the newest version; returns how many migrations ran.
+
+    Raises ConfigError when the schema is newer than this mpqueue knows.
+    """
+    names = qualified_names(conn, schema)
+    if _check_version(installed_version(conn, names)) == len(MIGRATIONS):
+        return 0  # the common case: no lock taken
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_CLASS, schema))
+        conn.execute(
+            render(
+                "CREATE TABLE IF NOT EXISTS {version} (version integer "
+                "PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+                names,
+            )
+        )
+        start = _check_version(installed_version(conn, names))  # another may have won
+        for version in range(start + 1, len(MIGRATIONS) + 1):
+            for statement in MIGRATIONS[version - 1]:
+                conn.execute(render(statement, names))
+            conn.execute(render("INSERT INTO {version} (version) VALUES (%s)", names), (version,))
+    return len(MIGRATIONS) - start
+
+
+def _check_version(version: int) -> int:
+    if version > len(MIGRATIONS):
+        raise ConfigError(
+            f"the PostgreSQL store has schema version {version}, newer than "
+            f"this mpqueue supports ({len(MIGRATIONS)}); upgrade mpqueue"
+        )
+    return version

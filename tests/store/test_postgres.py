@@ -1,0 +1,255 @@
+"""What only the PostgreSQL store has: URLs, its schema, wake-ups by NOTIFY, lost
+connections, fork safety, and its error translation. The shared behaviour is in
+test_store_contract.py."""
+
+from __future__ import annotations
+
+import gc
+import os
+import select
+import threading
+
+import psycopg
+import psycopg.conninfo
+import pytest
+from click.testing import CliRunner
+from psycopg import sql
+
+from mpqueue import ConfigError, Queue, StoreError
+from mpqueue.cli import cli
+from mpqueue.records import JobState, Outcome, now_ms
+from mpqueue.store import open_store
+from mpqueue.store.postgres.schema import MIGRATIONS
+from mpqueue.store.postgres.store import PostgresStore
+
+from ..support.helpers import claim_all, done
+from ..support.pg_helpers import admin, pg_url  # noqa: F401
+from .test_contract import add, record
+
+
+@pytest.fixture
+def store(pg_url):
+    made = open_store(pg_url)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def readable(listener, timeout: float) -> bool:
+    return bool(select.select([listener], [], [], timeout)[0])
+
+
+def backend_pid(store: PostgresStore) -> int:
+    return store.session.connection().info.backend_pid
+
+
+# ---- locations and modes --------------------------------------------------------------------
+
+
+def test_urls_open_postgres_and_legacy_mode_is_refused(pg_url):
+    assert isinstance(open_store(pg_url), PostgresStore)
+    assert isinstance(open_store("postgres://" + pg_url[len("postgresql://") :]), PostgresStore)
+    with pytest.raises(ConfigError, match="'legacy' exists only for LMDB"):
+        Queue(pg_url, mode="legacy")
+    with pytest.raises(ConfigError, match="PostgreSQL"):
+        open_store(pg_url, mode="legacy")
+
+
+def test_unreachable_server_is_a_store_error():
+    with pytest.raises(StoreError, match="cannot connect") as info:
+        PostgresStore("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2")
+    assert isinstance(info.value.__cause__, psycopg.Error)
+
+
+# ---- schema ----------------------------------------------------------------------------------
+
+
+def test_schema_is_created_once_by_racing_openers(pg_url):
+    stores: list[PostgresStore] = []
+    errors: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            stores.append(PostgresStore(pg_url))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == [] and len(stores) == 4
+    with admin(pg_url) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM mpqueue_schema_version")]
+        indexes = dict(
+            conn.execute(
+                "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'mpqueue_jobs'"
+            ).fetchall()
+        )
+    assert versions == list(range(1, len(MIGRATIONS) + 1))
+    assert "WHERE (state = 'ready'::text)" in indexes["mpqueue_jobs_ready"]
+    assert "(priority DESC, seq)" in indexes["mpqueue_jobs_ready"]
+    assert "(run_at_ms, priority DESC, seq)" in indexes["mpqueue_jobs_scheduled"]
+    for store in stores:
+        store.close()
+
+
+def test_a_newer_schema_is_refused(pg_url, store):
+    with admin(pg_url) as conn:
+        conn.execute("INSERT INTO mpqueue_schema_version (version) VALUES (99)")
+    with pytest.raises(ConfigError, match="schema version 99"):
+        PostgresStore(pg_url)
+
+
+def test_claiming_uses_the_partial_indexes(pg_url, store):
+    add(store, *(record() for _ in range(50)))
+    with admin(pg_url) as conn:
+        conn.execute("SET enable_seqscan = off")  # a small table: make the plan show intent
+        plan = "\n".join(
+            r[0]
+            for r in conn.execute(
+                "EXPLAIN SELECT id FROM mpqueue_jobs WHERE state = 'ready' "
+                "ORDER BY priority DESC, seq LIMIT 5 FOR UPDATE SKIP LOCKED"
+            )
+        )
+    assert "mpqueue_jobs_ready" in plan and "Sort" not in plan
+
+
+# ---- wake-ups -------------------------------------------------------------------------------
+
+
+def test_listener_wakes_after_commit_only(store):
+    listener = store.listen()
+    try:
+        assert not readable(listener, 0.05)
+        add(store, record())
+        assert readable(listener, 5) and listener.drain() >= 1
+        assert not readable(listener, 0.05)
+        with pytest.raises(StoreError):  # a duplicate id: the transaction rolls back
+            store.add([record(), store.get(store.list()[0].id)])
+        assert not readable(listener, 0.2) and store.stats()["total"] == 1
+        (job_id,) = [r.id for r in claim_all(store)]
+        store.finish([Outcome.failed(job_id, "w1", None, retryable=False)], now_ms())
+        listener.drain()
+        store.requeue_dead(job_id, now_ms())
+        assert readable(listener, 5) and listener.drain() >= 1
+    finally:
+        listener.close()
+
+
+def test_listener_survives_a_lost_connection(pg_url, store, waiter):
+    listener = store.listen()
+    try:
+        with admin(pg_url) as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (listener._conn.info.backend_pid,))
+        # The server's goodbye, then the hang-up: each drain reads what is there, and the
+        # hang-up itself counts as a wake-up (jobs may have come in while it was deaf).
+        waiter(
+            lambda: readable(listener, 0.2) and listener.drain() and listener._conn is None,
+            timeout=10,
+        )
+        waiter(
+            lambda: (
+                readable(listener, 0.2) and listener.drain() >= 0 and listener._conn is not None
+            ),
+            timeout=10,
+        )  # select() calls fileno(): reconnects
+        listener.drain()
+        add(store, record())
+        assert readable(listener, 5) and listener.drain() >= 1
+    finally:
+        listener.close()
+
+
+# ---- failures -------------------------------------------------------------------------------
+
+
+def test_a_lost_connection_is_reopened_and_the_read_made_again(pg_url, store):
+    ids = add(store, record(), record())
+    with admin(pg_url) as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (backend_pid(store),))
+    assert store.stats()["ready"] == 2  # reconnected within the call; nothing lost
+    assert sorted(r.id for r in claim_all(store)) == sorted(ids)
+
+
+def test_a_reconnect_that_fails_is_a_store_error(pg_url, store):
+    database = psycopg.conninfo.conninfo_to_dict(pg_url)["dbname"]
+    refuse = sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format
+    with psycopg.connect(pg_url, dbname="postgres", autocommit=True) as conn:
+        conn.execute(refuse(sql.Identifier(database), sql.SQL("false")))
+        try:
+            conn.execute("SELECT pg_terminate_backend(%s)", (backend_pid(store),))
+            with pytest.raises(StoreError, match="cannot connect") as info:
+                store.stats()
+        finally:
+            conn.execute(refuse(sql.Identifier(database), sql.SQL("true")))
+    assert isinstance(info.value.__cause__, psycopg.OperationalError)
+    assert store.stats()["total"] == 0  # and the next call, after the backoff, works
+
+
+def test_failed_transaction_changes_nothing(store):
+    (existing,) = add(store, record())
+    before = store.stats()
+    duplicate = store.get(existing)
+    with pytest.raises(StoreError, match="UniqueViolation") as info:
+        store.add([record(), record(), duplicate])
+    assert isinstance(info.value.__cause__, psycopg.errors.UniqueViolation)
+    assert store.stats() == before
+
+
+def test_corrupt_rows_are_shown_dead_and_never_handed_out(pg_url, store):
+    good, bad, bad_claimed = add(store, record(), record(), record())
+    assert {r.id for r in store.claim("w1", 3, now_ms())} == {good, bad, bad_claimed}
+    store.requeue_server("w1")
+    with admin(pg_url) as conn:
+        conn.execute("UPDATE mpqueue_jobs SET errors = 'not json' WHERE id = %s", (bad,))
+    assert store.get(bad).state is JobState.DEAD and store.get(bad).errors[-1].kind == "corrupt"
+    assert {r.id for r in store.list()} == {good, bad, bad_claimed}
+    claimed = store.claim("w1", 10, now_ms())
+    assert {r.id for r in claimed} == {good, bad_claimed}
+    with admin(pg_url) as conn:
+        conn.execute("UPDATE mpqueue_jobs SET errors = '[1' WHERE id = %s", (bad_claimed,))
+    assert store.finish([Outcome.failed(bad_claimed, "w1", None)], now_ms()) == [False]
+    assert done(store, good, 1) is True
+    assert store.stats() == {
+        "ready": 0,
+        "scheduled": 0,
+        "processing": 0,
+        "done": 1,
+        "dead": 2,
+        "total": 3,
+    }
+    with pytest.raises(ConfigError, match="unreadable"):
+        store.requeue_dead(bad, now_ms())
+
+
+def test_a_forked_child_never_touches_the_parents_connection(store):
+    add(store, record())
+    pid = os.fork()
+    if pid == 0:  # the child uses and closes its copy: it must get its own connection
+        code = 3
+        try:
+            code = 0 if store.stats()["ready"] == 1 else 4
+            store.close()
+            gc.collect()
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    for _ in range(3):
+        assert store.stats()["ready"] == 1  # the parent's connection still works
+
+
+# ---- the command line -----------------------------------------------------------------------
+
+
+def test_cli_takes_a_url(pg_url):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--path", pg_url, "enqueue", "tests.support.tasks.add", "[1, 2]"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["--path", pg_url, "stats", "--json"])
+    assert result.exit_code == 0 and '"ready": 1' in result.output
+    result = runner.invoke(cli, ["serve", "--help"])
+    assert "--store" in result.output
