@@ -44,8 +44,8 @@ class Queue:
     Parameters
     ----------
     path
-        Directory of the store, or a ``postgresql://`` URL; default ``$MPQUEUE_PATH``,
-        else ``./mpqueue-data``.
+        Directory of the store, a ``postgresql://`` URL, or ``memory://`` (this
+        process only, for tests); default ``$MPQUEUE_PATH``, else ``./mpqueue-data``.
     mode
         ``"optimized"`` (default) or ``"legacy"`` (the pre-optimization design, kept
         for the benchmark).
