@@ -276,7 +276,8 @@ class HandOff(abc.ABC):
 class Store(JobStore, ServerRegistry):
     """A durable job store: the job verbs, the server registry and housekeeping, with
     hand-off as an optional capability (``hand_off``). Implementations: ``LmdbStore``,
-    ``LegacyLmdbStore``, ``PostgresStore``."""
+    ``LegacyLmdbStore``, ``PostgresStore`` (durable) and ``MemoryStore`` (one process,
+    for tests)."""
 
     mode: str = "optimized"
     counter: OpCounter

@@ -28,6 +28,15 @@ def test_the_legacy_lmdb_layout_has_none(tmp_path) -> None:
         store.close()
 
 
+def test_the_memory_store_has_none() -> None:
+    store = open_store("memory://")
+    try:
+        assert not isinstance(store, HandOff) and store.hand_off is None
+        assert store.finish_and_claim([], "s1", 1, 0) == ([], [])
+    finally:
+        store.close()
+
+
 def test_postgres_has_none_and_its_cycle_takes_no_idle_children(pg_url: str) -> None:
     store = open_store(pg_url)
     try:

@@ -1,5 +1,7 @@
 """Stateful property test: random operations on a real LMDB store (both layouts, with
-migrations between them), checked against a model and against the raw indexes."""
+migrations between them), checked against a model and against the raw indexes; and
+the same operations on the in-memory store, checked against the model and its own
+``check()``."""
 
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ QUEUE_INDEXES = {
 
 class StoreMachine(RuleBasedStateMachine):
     start_mode = "optimized"
+    memory = False  # the in-memory store (no hand-off, no other mode to migrate to)
 
     def __init__(self) -> None:
         super().__init__()
@@ -55,7 +58,10 @@ class StoreMachine(RuleBasedStateMachine):
 
     # ---- helpers ----------------------------------------------------------------
     def _open(self):
-        store = open_store(self.dir, mode=self.mode, sync=False)
+        if self.memory:  # named after the directory: a second handle sees the same store
+            store = open_store(f"memory://{os.path.basename(self.dir)}")
+        else:
+            store = open_store(self.dir, mode=self.mode, sync=False)
         store.rng = random.Random(0)  # deterministic jitter: hypothesis replays runs
         return store
 
@@ -111,7 +117,7 @@ class StoreMachine(RuleBasedStateMachine):
         # (optimized only), unless older ready jobs wait.
         taker = None
         if (
-            self.mode == "optimized"
+            self.store.hand_off is not None
             and len(recs) == 1
             and recs[0].state is JobState.READY
             and self.offers
@@ -200,13 +206,18 @@ class StoreMachine(RuleBasedStateMachine):
         """The server's cycle: claim, and offer the children left idle for hand-off."""
         self._promote()
         ready = len(self._in(JobState.READY)) if self.mode == "optimized" else None
-        _, got = self.store.finish_and_claim([], worker, limit, self.now, idle_children=idle)
+        hand_off = self.store.hand_off
+        if hand_off is not None:
+            _, got = hand_off.finish_and_claim([], worker, limit, self.now, idle_children=idle)
+        else:  # a store without hand-off takes no idle children
+            _, got = self.store.finish_and_claim([], worker, limit, self.now)
         for rec in got:
             model = self.jobs[rec.id]
             assert rec.attempts == model[2] + 1 and rec.state is JobState.PROCESSING
             self._set(rec.id, JobState.PROCESSING, worker, rec.attempts)
         if ready is not None:
             assert len(got) == min(limit, ready)
+        if hand_off is not None:
             offered = offered_children(idle, limit, len(got))
             if offered:
                 self.offers[worker] = offered
@@ -221,7 +232,8 @@ class StoreMachine(RuleBasedStateMachine):
         """A child is gone: its offer is withdrawn, its untaken hand-offs returned."""
         handed = self._handed(worker, pid)
         known = set(handed[:1])  # one the server knows it took
-        recalled = self.store.recall(worker, pid, known)
+        hand_off = self.store.hand_off  # without hand-off, nothing was handed
+        recalled = [] if hand_off is None else hand_off.recall(worker, pid, known)
         assert sorted(r.id for r in recalled) == [j for j in handed if j not in known]
         if self.mode == "optimized" and worker in self.offers:
             self.offers[worker] = [p for p in self.offers[worker] if p != pid]
@@ -233,7 +245,8 @@ class StoreMachine(RuleBasedStateMachine):
     def handed_job(self, data, worker, pid):
         """A child runs a job named in a wake-up only while it is handed to that child."""
         job = data.draw(st.sampled_from(self.ever))
-        rec = self.store.handed_job(worker, job, pid)
+        hand_off = self.store.hand_off
+        rec = None if hand_off is None else hand_off.handed_job(worker, job, pid)
         if job in self._handed(worker, pid):
             assert rec is not None and rec.id == job
         else:
@@ -324,6 +337,11 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule()
     def reopen_in_the_other_mode(self):
+        if self.memory:  # one mode only: a second handle, then the first one closed
+            second = self._open()
+            self.store.close()
+            self.store = second
+            return
         for worker in WORKERS:  # a store changes mode only while no server serves it
             self.store.unregister_server(worker)
         self.store.close()
@@ -341,6 +359,8 @@ class StoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def indexes_match_records(self):
+        if self.memory:
+            return  # LMDB's raw indexes; the memory store's are read by its check()
         mode = self.mode
 
         def read(tx):
@@ -438,7 +458,13 @@ class LegacyFirst(StoreMachine):
     start_mode = "legacy"
 
 
+class MemoryStoreMachine(StoreMachine):
+    memory = True
+
+
 TestOptimizedStore = OptimizedFirst.TestCase
 TestOptimizedStore.settings = PROPERTY_SETTINGS
 TestLegacyStore = LegacyFirst.TestCase
 TestLegacyStore.settings = PROPERTY_SETTINGS
+TestMemoryStore = MemoryStoreMachine.TestCase
+TestMemoryStore.settings = PROPERTY_SETTINGS
