@@ -274,7 +274,7 @@ class HandOff(abc.ABC):
 
 
 class Store(JobStore, ServerRegistry):
-    """A durable job store: the job verbs, the server registry and housekeeping, with
+    """A job store: the job verbs, the server registry and housekeeping, with
     hand-off as an optional capability (``hand_off``). Implementations: ``LmdbStore``,
     ``LegacyLmdbStore``, ``PostgresStore`` (durable) and ``MemoryStore`` (one process,
     for tests)."""
@@ -286,7 +286,8 @@ class Store(JobStore, ServerRegistry):
     @property
     def hand_off(self) -> HandOff | None:
         """This store's hand-off capability, or None where it has none. The one place
-        that tells: a backend gets hand-off by also deriving from ``HandOff``."""
+        that tells: a backend gets hand-off by also deriving from ``HandOff`` (a subclass
+        that gives it up overrides this, as the legacy LMDB layout does)."""
         return self if isinstance(self, HandOff) else None
 
     def maintenance(self) -> None:  # optional: most backends have none
