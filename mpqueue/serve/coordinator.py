@@ -23,9 +23,10 @@ from ..identity import current
 from ..location import redact
 from ..records import ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from ..store import open_store
-from . import recovery
+from . import protocol, recovery
 from .pool import Pool, Slot
 from .progress import Progress
+from .protocol import Done, Failed, Handed, InitError, Ready, Released, Report, Took
 from .settings import DEFAULT_POLL_INTERVAL_S, PREFETCH_WINDOW_S, ServeSettings
 
 log = logging.getLogger("mpqueue.serve")
@@ -382,7 +383,7 @@ class Coordinator:
                 missed.setdefault(claim.child_pid, []).append(claim.job_id)
         for pid, job_ids in missed.items():
             try:
-                by_pid[pid].conn.send(("handed", job_ids))
+                protocol.send_command(by_pid[pid].conn, Handed(job_ids))
             except OSError:
                 pass  # it just died: its exit recalls these
 
@@ -531,49 +532,48 @@ class Coordinator:
             ):
                 slot.fail("worker closed its pipe to the server")
 
-    def _on_message(self, slot: Slot, message: tuple[Any, ...]) -> None:
-        kind = message[0]
+    def _on_message(self, slot: Slot, message: Report) -> None:
         if slot.killed:
             # Sent just before a timeout kill landed: its head job is charged already
             # (and popped, so the outcome would not match the queue); the rest is
             # released when the exit is seen.
             return
         now = time.monotonic()
-        if slot.ready == (kind in ("ready", "init_error")):
+        if slot.ready == isinstance(message, (Ready, InitError)):
             raise ProtocolError(
-                f"{kind!r} from a worker that is {'' if slot.ready else 'not '}ready"
+                f"{protocol.tag(message)!r} from a worker that is "
+                f"{'' if slot.ready else 'not '}ready"
             )
-        if kind == "took":
-            self._on_took(slot, message[1], now)
-        elif kind == "done":
+        if isinstance(message, Done):
             self._observe(slot, now)
-            slot.pop_head(message[1], now)
-            self.outcomes.append(Outcome.done(message[1], self.server_id, message[2]))
-            self._check_memory(slot, message[1], message[3])
-        elif kind == "failed":
+            slot.pop_head(message.job_id, now)
+            self.outcomes.append(Outcome.done(message.job_id, self.server_id, message.result))
+            self._check_memory(slot, message.job_id, message.rss)
+        elif isinstance(message, Failed):
             self._observe(slot, now)
-            slot.pop_head(message[1], now)
-            _, job_id, err, retryable, delay, rss = message
+            slot.pop_head(message.job_id, now)
             self.outcomes.append(
                 Outcome.failed(
-                    job_id,
+                    message.job_id,
                     self.server_id,
-                    ErrorInfo(*err),
-                    retryable=retryable,
-                    retry_delay_s=delay,
+                    message.error,
+                    retryable=message.retryable,
+                    retry_delay_s=message.retry_delay_s,
                 )
             )
-            self._check_memory(slot, job_id, rss)
-        elif kind == "released":
-            if not set(message[1]) <= set(slot.inflight):
-                raise ProtocolError(f"released jobs it was never sent: {message[1]!r}")
-            for job_id in message[1]:
+            self._check_memory(slot, message.job_id, message.rss)
+        elif isinstance(message, Took):
+            self._on_took(slot, message.job_id, now)
+        elif isinstance(message, Released):
+            if not set(message.job_ids) <= set(slot.inflight):
+                raise ProtocolError(f"released jobs it was never sent: {tuple(message.job_ids)!r}")
+            for job_id in message.job_ids:
                 slot.inflight.remove(job_id)
                 self.outcomes.append(Outcome.released(job_id, self.server_id))
-        elif kind == "init_error":
+        elif isinstance(message, InitError):
             # A replacement child that cannot start (a module gone from disk, no memory):
             # the server keeps serving with the others and retries with a backoff.
-            log.error("a worker process failed to start: %s", message[1])
+            log.error("a worker process failed to start: %s", message.text)
             slot.fault = "worker failed to start"
         else:
             self.pool.on_ready(slot, message)
