@@ -1,4 +1,5 @@
-"""Where a store is: an LMDB directory or a PostgreSQL URL, and the mode it runs in.
+"""Where a store is: an LMDB directory, a PostgreSQL URL or ``memory://[NAME]`` (a store
+in this process's memory), and the mode it runs in.
 
 The checks here run before a store is opened, so a bad location is refused with one
 line before anything is created.
@@ -46,6 +47,24 @@ def is_url(location: str) -> bool:
     return location.startswith(URL_SCHEMES)
 
 
+MEMORY_SCHEME = "memory://"  # a location with it: a store in this process's memory
+
+
+def is_memory(location: str) -> bool:
+    """True when ``location`` names an in-process memory store (``memory://[NAME]``)."""
+    return location.startswith(MEMORY_SCHEME)
+
+
+def check_shared_location(location: str) -> None:
+    """Refuse a memory store where other processes would have to reach it (a server,
+    the command line): its jobs live only in the process that made them."""
+    if is_memory(location):
+        raise ConfigError(
+            f"{location!r} is a store in one process's memory: no server or command can "
+            f"reach its jobs; run them in that process with queue.run_pending()"
+        )
+
+
 def redact(location: str) -> str:
     """The location fit for logs and messages: a URL without its password (see
     ``store/pg_url.py``); never raises."""
@@ -58,13 +77,14 @@ def redact(location: str) -> str:
 
 def check_location(location: str, mode: str) -> None:
     """Refuse a store location that cannot work: a file as LMDB directory, or a
-    PostgreSQL URL with a mode other than "optimized" (the only one it has)."""
-    if not is_url(location):
+    PostgreSQL URL or memory store with a mode other than "optimized" (the only one
+    they have)."""
+    if not is_url(location) and not is_memory(location):
         check_store_dir(location)
     elif mode != "optimized":
+        kind = "PostgreSQL store (postgresql://...)" if is_url(location) else "memory store"
         raise ConfigError(
-            f"mode {mode!r} exists only for LMDB stores; a PostgreSQL store "
-            f"(postgresql://...) runs in mode 'optimized'"
+            f"mode {mode!r} exists only for LMDB stores; a {kind} runs in mode 'optimized'"
         )
 
 

@@ -15,7 +15,7 @@ from .display import describe
 from .errors import ConfigError, JobNotFound, TaskNotFound
 from .handle import Job
 from .identity import server_dead
-from .limits import check_priority, check_result_ttl, run_at_ms
+from .limits import check_int, check_priority, check_result_ttl, run_at_ms
 from .location import (
     DEFAULT_MAP_SIZE,
     DEFAULT_MODE,
@@ -43,13 +43,22 @@ class Queue:
 
     Parameters
     ----------
-    path: directory of the store; default ``$MPQUEUE_PATH``, else ``./mpqueue-data``.
-    mode: ``"optimized"`` (default) or ``"legacy"`` (the pre-optimization design,
-        kept for the benchmark).
-    result_ttl: seconds a finished job (and its result) is kept.
-    map_size: initial LMDB map size in bytes; it grows by itself when full.
-    sync: fsync every commit (default True). False survives process crashes but may
+    path
+        Directory of the store, a ``postgresql://`` URL, or ``memory://`` (this
+        process only, for tests); default ``$MPQUEUE_PATH``, else ``./mpqueue-data``.
+    mode
+        ``"optimized"`` (default) or ``"legacy"`` (the pre-optimization design, kept
+        for the benchmark).
+    result_ttl
+        Seconds a finished job (and its result) is kept.
+    map_size
+        Initial LMDB map size in bytes; it grows by itself when full.
+    sync
+        Fsync every commit (default True). False survives process crashes but may
         lose the last commits on an OS crash.
+    secret
+        Sign every job with this secret (default ``$MPQUEUE_SECRET``); a server that
+        holds a secret runs only jobs signed with it.
     """
 
     def __init__(
@@ -283,6 +292,24 @@ class Queue:
     def purge_dead(self) -> int:
         """Delete every job in the dead-letter queue; returns how many."""
         return self.store.purge_dead()
+
+    # ---- running jobs in this process -------------------------------------------------
+    def run_pending(self, *, limit: int | None = None) -> int:
+        """Run every due job in this process, as a server would, and return how many
+        runs were made (a retried job counts each run). For tests: with a
+        ``memory://`` queue, enqueue, ``run_pending()``, then assert on the results.
+
+        Retries and dead-lettering follow the server's rules: a failed job with
+        retries left is rescheduled with backoff, so it runs again only when due (a
+        later call runs it). A job's ``timeout`` is not enforced (that needs a child
+        process). ``limit``: the most runs to make (default: until none is due).
+        Works on every store; a job's error never leaves this call.
+        """
+        from .execute import run_pending  # runs user code: loaded only when asked
+
+        if limit is not None:
+            check_int("limit", limit, 0, 2**63 - 1)
+        return run_pending(self.store, self.secret, limit)
 
     # ---- checking and copying -------------------------------------------------------
     def check(self) -> CheckReport:

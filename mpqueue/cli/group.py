@@ -13,7 +13,7 @@ import click
 
 from .. import __version__
 from ..errors import MpqueueError
-from ..location import DEFAULT_MODE, DEFAULT_PATH, MODES, PATH_ENV
+from ..location import DEFAULT_MODE, DEFAULT_PATH, MODES, PATH_ENV, check_shared_location
 from ..queue import Queue
 
 
@@ -97,5 +97,7 @@ def cli(ctx: click.Context, path: str | None, mode: str) -> None:
     if cwd not in sys.path and "" not in sys.path:
         sys.path.insert(0, cwd)
     queue = Queue(path, mode=mode)
+    if ctx.invoked_subcommand != "demo":  # the demo makes a store of its own
+        check_shared_location(queue.path)
     ctx.obj = queue
     ctx.call_on_close(queue.close)

@@ -34,13 +34,12 @@ from typing import Any
 
 import psutil
 
-from ..errors import MpqueueError, PayloadError, Retry, SerializationError, TaskNotFound
+from ..errors import MpqueueError
+from ..execute import Executor, JobTimeout
 from ..identity import pid_exists
 from ..limits import JOB_ID_BYTES
-from ..records import ErrorInfo, JobRecord, now_ms
-from ..registry import import_module, resolve
-from ..serializer import dump_result, load_callable, load_payload
-from ..signing import verify
+from ..records import JobRecord
+from ..registry import import_module
 from ..store.base import Inbox, Store
 from . import protocol
 from .containment import kill_descendants, kill_group, lead_own_group
@@ -52,14 +51,6 @@ _TAKEN_REMEMBERED = 1024
 _NO_JOB = "0" * JOB_ID_BYTES  # a well-formed id no job has: a read that finds nothing
 
 
-class JobTimeout(BaseException):
-    """Raised inside a job by SIGALRM when its soft time limit passes.
-
-    A BaseException so that ``except Exception`` in user code does not swallow it
-    (a bare ``except:`` still can; the coordinator's hard kill covers that).
-    """
-
-
 @dataclass(frozen=True)
 class ChildConfig:
     store_path: str
@@ -67,7 +58,7 @@ class ChildConfig:
     coordinator_pid: int
     sys_path: tuple[str, ...]
     imports: tuple[str, ...]
-    measure_rss: bool = False  # only when a memory limit is set: psutil costs ~15 us/job
+    measure_rss: bool = False  # only with a memory limit: a syscall per job
     server_id: str = ""  # the coordinator's; hand-offs are checked against it
     hand_off: bool = False  # listen for jobs handed to this child by producers
     secret: bytes | None = field(default=None, repr=False)  # run only jobs signed with it
@@ -138,10 +129,9 @@ class _JobRunner:
         from ..store import open_store
 
         self.store = open_store(config.store_path, mode=config.mode)
-        self.funcs: dict[Any, Callable[..., Any]] = {}
         self.process = psutil.Process() if config.measure_rss else None
         self.server_id = config.server_id
-        self.secret = config.secret
+        self.executor = Executor(config.server_id, config.secret, call=_timed_call)
         self.pid = os.getpid()
         self.inbox = _open_inbox(self.store) if config.hand_off else None
         self.handed: deque[str] = deque()  # named by a producer or the coordinator
@@ -179,9 +169,8 @@ class _JobRunner:
         self.handed.extend(job_ids)
         if get_ready and not job_ids:
             # A job is being committed for us: wake up and warm the read path now, while
-            # the producer waits on the disk (measured: -0.2 ms idle latency on this
-            # 2-vCPU VM; spinning instead of blocking again slowed the producer's fsync
-            # 4x).
+            # the producer waits on the disk. Blocking again, not spinning: a spinning
+            # child takes the CPU the producer's commit needs.
             self.store.get(_NO_JOB)
 
     def _read_pipe(self, conn: Connection, pending: deque[str]) -> bool:
@@ -215,90 +204,12 @@ class _JobRunner:
         return self._run_record(job_id, self.store.get(job_id))
 
     def _run_record(self, job_id: str, rec: JobRecord | None) -> Done | Failed:
-        if rec is None:  # deleted while queued: nothing to run, nothing to commit
-            return self._failed(
-                job_id, ErrorInfo("JobNotFound", "job vanished", kind="lost"), retryable=False
-            )
-        if self.secret is not None and not verify(
-            self.secret, rec.name, rec.payload, rec.func, rec.signature
-        ):
-            # checked before anything of the job is unpickled: that is the point
-            error = ErrorInfo(
-                "BadSignature",
-                "bad signature: the job is unsigned or not "
-                "signed with this server's secret (MPQUEUE_SECRET)",
-                attempt=rec.attempts,
-                at_ms=now_ms(),
-                kind="payload",
-            )
-            return self._failed(job_id, error, retryable=False)
-        try:
-            fn = self._callable(rec)
-            args, kwargs = load_payload(rec.payload, job_id=job_id)
-        except (PayloadError, TaskNotFound) as exc:
-            retryable = isinstance(exc, TaskNotFound)  # a deploy may fix an import
-            kind = "payload" if isinstance(exc, PayloadError) else "exception"
-            return self._failed(job_id, _error(exc, rec, kind), retryable=retryable)
-        return self._call(rec, fn, args, kwargs)
-
-    def _call(
-        self, rec: JobRecord, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Done | Failed:
-        try:
-            try:
-                if rec.timeout_s:
-                    signal.setitimer(signal.ITIMER_REAL, rec.timeout_s)
-                value = fn(*args, **kwargs)
-            finally:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-        except JobTimeout:
-            kill_descendants()  # a job that ran out of time leaves nothing running
-            err = ErrorInfo(
-                "JobTimeout",
-                f"job exceeded its timeout of {rec.timeout_s} s",
-                traceback.format_exc(),
-                rec.attempts,
-                now_ms(),
-                "timeout",
-            )
-            return self._failed(rec.id, err)
-        except Retry as exc:
-            return self._failed(rec.id, _error(exc, rec, "retry"), retry_delay_s=exc.delay_s)
-        except BaseException as exc:  # SystemExit, KeyboardInterrupt: the job failed
-            return self._failed(rec.id, _error(exc, rec, "exception"))
-        try:
-            result = dump_result(value)
-            if len(result) > protocol.MAX_RESULT:
-                raise SerializationError(
-                    f"the result pickles to {len(result)} bytes, over "
-                    f"the {protocol.MAX_RESULT}-byte limit",
-                    job_id=rec.id,
-                )
-        except SerializationError as exc:
-            return self._failed(rec.id, _error(exc, rec, "exception"), retryable=False)
-        return Done(rec.id, result, self._rss())
-
-    def _callable(self, rec: JobRecord) -> Callable[..., Any]:
-        key = rec.func if rec.func is not None else rec.name
-        fn = self.funcs.get(key)
-        if fn is None:
-            if rec.func is not None:
-                fn = load_callable(rec.func, job_id=rec.id)
-            else:
-                found: Any = resolve(rec.name)
-                fn = getattr(found, "fn", found)  # a Task wraps the plain function
-            self.funcs[key] = fn
-        return fn
-
-    def _failed(
-        self,
-        job_id: str,
-        error: ErrorInfo,
-        *,
-        retryable: bool = True,
-        retry_delay_s: float | None = None,
-    ) -> Failed:
-        return Failed(job_id, error, retryable, retry_delay_s, self._rss())
+        outcome = self.executor.run(job_id, rec)
+        if outcome.kind == "done":
+            assert outcome.result is not None  # a done Outcome of the executor has one
+            return Done(outcome.job_id, outcome.result, self._rss())
+        assert outcome.error is not None  # every failed Outcome of the executor has one
+        return Failed(job_id, outcome.error, outcome.retryable, outcome.retry_delay_s, self._rss())
 
     def _rss(self) -> int:
         return 0 if self.process is None else int(self.process.memory_info().rss)
@@ -322,7 +233,18 @@ def _raise_timeout(signum: int, frame: object) -> None:
     raise JobTimeout()
 
 
-def _error(exc: BaseException, rec: JobRecord, kind: str) -> ErrorInfo:
-    return ErrorInfo(
-        type(exc).__name__, str(exc), traceback.format_exc(), rec.attempts, now_ms(), kind
-    )
+def _timed_call(
+    rec: JobRecord, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Call a task function under the job's soft time limit (SIGALRM raises JobTimeout
+    in it); a job that ran out of time leaves nothing running."""
+    try:
+        try:
+            if rec.timeout_s:
+                signal.setitimer(signal.ITIMER_REAL, rec.timeout_s)
+            return fn(*args, **kwargs)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except JobTimeout:
+        kill_descendants()
+        raise

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..identity import DEFAULT_LEASE_S
 from ..limits import check_delay, check_int, check_positive
-from ..location import DEFAULT_MODE, check_location, check_mode
+from ..location import DEFAULT_MODE, check_location, check_mode, check_shared_location
 
 DEFAULT_BATCH = 256  # most jobs claimed in one write transaction
 DEFAULT_POLL_INTERVAL_S = 1.0  # a safety net: wake-ups come by socket (stores may differ)
@@ -41,6 +41,7 @@ class ServeSettings:
         check_int("workers", self.workers, 1, 4096)
         check_mode(self.mode)
         check_location(self.path, self.mode)
+        check_shared_location(self.path)
         check_int("batch", self.batch, 1, 1_000_000)
         check_int("prefetch_max", self.prefetch_max, 0, 100_000)
         if self.poll_interval_s is not None:

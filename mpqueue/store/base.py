@@ -122,7 +122,8 @@ class Inbox(Protocol):
 
 
 class Store(abc.ABC):
-    """A durable job store. Implementations: ``LmdbStore``, ``LegacyLmdbStore``."""
+    """A job store. Implementations: ``LmdbStore``, ``LegacyLmdbStore``, ``PostgresStore``
+    (durable) and ``MemoryStore`` (one process, for tests)."""
 
     mode: str = "optimized"
     counter: OpCounter

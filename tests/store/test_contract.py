@@ -1,12 +1,14 @@
 """The store contract: the same behaviour from every backend.
 
-Each test runs against LMDB (optimized and legacy layouts) and PostgreSQL (a fresh
-schema per test; see pg_helpers.py), through the ``Store`` interface only.
+Each test runs against LMDB (optimized and legacy layouts), PostgreSQL (a fresh
+schema per test; see pg_helpers.py) and the in-memory store (a store of its own per
+test, named so that a second handle can open it), through the ``Store`` interface only.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from mpqueue.store.counting import CountingStore
 from ..support.helpers import claim_all, done, failed, join_cleanly, read_lines, snapshot, started
 from ..support.pg_helpers import pg_url  # noqa: F401
 
-BACKENDS = ("lmdb-optimized", "lmdb-legacy", "postgres")
+BACKENDS = ("lmdb-optimized", "lmdb-legacy", "postgres", "memory")
 
 
 @pytest.fixture(params=BACKENDS)
@@ -27,6 +29,8 @@ def store_location(request, tmp_path) -> tuple[str, str]:
     """(location, mode) of an empty store of each backend."""
     if request.param == "postgres":
         return request.getfixturevalue("pg_url"), "optimized"
+    if request.param == "memory":
+        return f"memory://{tmp_path.name}", "optimized"  # tmp_path's name is unique
     return str(tmp_path / "store"), request.param.split("-")[1]
 
 
@@ -452,14 +456,20 @@ def test_concurrent_claimers_never_share_a_job(store, store_location, tmp_path, 
         for start in range(0, count, 200)
         for rec_id in add(store, *(record() for _ in range(min(200, count - start))))
     ]
-    ctx = mp.get_context("spawn")
     files = [tmp_path / f"claimed-{i}.txt" for i in range(claimers)]
-    procs = [
-        ctx.Process(target=claim_until_empty, args=(location, mode, f"c{i}", str(f)))
-        for i, f in enumerate(files)
-    ]
-    with started(procs):
-        join_cleanly(procs, 50, "claimer")
+    args = [(location, mode, f"c{i}", str(f)) for i, f in enumerate(files)]
+    if location.startswith("memory://"):  # one process: the claimers are threads
+        threads = [threading.Thread(target=claim_until_empty, args=a) for a in args]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(50)
+        assert not any(thread.is_alive() for thread in threads), "a claimer hangs"
+    else:
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=claim_until_empty, args=a) for a in args]
+        with started(procs):
+            join_cleanly(procs, 50, "claimer")
     claimed = read_lines(files)
     assert len(claimed) == len(set(claimed)), "a job was handed out twice"
     assert set(claimed) == set(ids), "a job was never claimed"

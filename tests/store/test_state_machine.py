@@ -1,5 +1,7 @@
 """Stateful property test: random operations on a real LMDB store (both layouts, with
-migrations between them), checked against a model and against the raw indexes."""
+migrations between them), checked against a model and against the raw indexes; and
+the same operations on the in-memory store, checked against the model and its own
+``check()``."""
 
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ QUEUE_INDEXES = {
 
 class StoreMachine(RuleBasedStateMachine):
     start_mode = "optimized"
+    memory = False  # the in-memory store (no hand-off, no other mode to migrate to)
 
     def __init__(self) -> None:
         super().__init__()
@@ -55,7 +58,10 @@ class StoreMachine(RuleBasedStateMachine):
 
     # ---- helpers ----------------------------------------------------------------
     def _open(self):
-        store = open_store(self.dir, mode=self.mode, sync=False)
+        if self.memory:  # named after the directory: a second handle sees the same store
+            store = open_store(f"memory://{os.path.basename(self.dir)}")
+        else:
+            store = open_store(self.dir, mode=self.mode, sync=False)
         store.rng = random.Random(0)  # deterministic jitter: hypothesis replays runs
         return store
 
@@ -111,7 +117,7 @@ class StoreMachine(RuleBasedStateMachine):
         # (optimized only), unless older ready jobs wait.
         taker = None
         if (
-            self.mode == "optimized"
+            self.store.hands_off
             and len(recs) == 1
             and recs[0].state is JobState.READY
             and self.offers
@@ -207,6 +213,7 @@ class StoreMachine(RuleBasedStateMachine):
             self._set(rec.id, JobState.PROCESSING, worker, rec.attempts)
         if ready is not None:
             assert len(got) == min(limit, ready)
+        if self.store.hands_off:
             offered = offered_children(idle, limit, len(got))
             if offered:
                 self.offers[worker] = offered
@@ -324,6 +331,11 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule()
     def reopen_in_the_other_mode(self):
+        if self.memory:  # one mode only: a second handle, then the first one closed
+            second = self._open()
+            self.store.close()
+            self.store = second
+            return
         for worker in WORKERS:  # a store changes mode only while no server serves it
             self.store.unregister_server(worker)
         self.store.close()
@@ -341,6 +353,8 @@ class StoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def indexes_match_records(self):
+        if self.memory:
+            return  # LMDB's raw indexes; the memory store's are read by its check()
         mode = self.mode
 
         def read(tx):
@@ -438,7 +452,13 @@ class LegacyFirst(StoreMachine):
     start_mode = "legacy"
 
 
+class MemoryStoreMachine(StoreMachine):
+    memory = True
+
+
 TestOptimizedStore = OptimizedFirst.TestCase
 TestOptimizedStore.settings = PROPERTY_SETTINGS
 TestLegacyStore = LegacyFirst.TestCase
 TestLegacyStore.settings = PROPERTY_SETTINGS
+TestMemoryStore = MemoryStoreMachine.TestCase
+TestMemoryStore.settings = PROPERTY_SETTINGS

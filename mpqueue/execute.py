@@ -1,0 +1,203 @@
+"""Running claimed jobs in this process: the rule that turns a record into an Outcome.
+
+A server's child (``serve/child.py``) and ``Queue.run_pending`` (``run_pending`` below) both
+run jobs through ``Executor``, so a job fails, retries or is dead-lettered for the
+same reasons wherever it runs: a bad signature (checked before anything is
+unpickled), an unknown task, a payload that cannot be unpickled, an exception or
+``Retry`` from the task, a result that cannot be pickled or is too big.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from .errors import PayloadError, Retry, SerializationError, TaskNotFound
+from .identity import current
+from .records import ErrorInfo, JobRecord, Outcome, now_ms
+from .registry import resolve
+from .serializer import dump_result, load_callable, load_payload
+from .serve.protocol import MAX_RESULT
+from .signing import verify
+from .store.base import Store
+
+RUN_PENDING_BATCH = 64  # jobs run_pending claims at once (the rest stay ready for others)
+
+# How a task function is called: (record, function, args, kwargs) -> its value.
+Call = Callable[[JobRecord, Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any]
+
+
+class JobTimeout(BaseException):
+    """Raised inside a job by SIGALRM when its soft time limit passes (in a child).
+
+    A BaseException so that ``except Exception`` in user code does not swallow it
+    (a bare ``except:`` still can; the coordinator's hard kill covers that).
+    """
+
+
+def call_plainly(
+    rec: JobRecord, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Call the task function with no time limit."""
+    return fn(*args, **kwargs)
+
+
+class Executor:
+    """Runs claimed jobs, one at a time, and says how each ended.
+
+    Parameters
+    ----------
+    server_id: the server id holding the claims (named in every Outcome).
+    secret: when set, only jobs signed with it are run.
+    call: how the task function is called (a child arms the job's time limit here).
+    passes: exceptions that leave ``run`` instead of failing the job (in-process, a
+        Ctrl-C must stop the caller, not fail one job).
+    """
+
+    def __init__(
+        self,
+        server_id: str,
+        secret: bytes | None,
+        *,
+        call: Call = call_plainly,
+        passes: tuple[type[BaseException], ...] = (),
+    ):
+        self.server_id = server_id
+        self.secret = secret
+        self.call = call
+        self.passes = passes
+        self.funcs: dict[Any, Callable[..., Any]] = {}  # loaded once per name or callable
+
+    def run(self, job_id: str, rec: JobRecord | None) -> Outcome:
+        """Run the job (``rec`` None: it vanished before it could run); never raises
+        for anything the job does, except the ``passes`` exceptions."""
+        if rec is None:  # deleted while queued: nothing to run
+            lost = ErrorInfo("JobNotFound", "job vanished", kind="lost")
+            return Outcome.failed(job_id, self.server_id, lost, retryable=False)
+        if self.secret is not None and not verify(
+            self.secret, rec.name, rec.payload, rec.func, rec.signature
+        ):
+            # checked before anything of the job is unpickled: that is the point
+            error = ErrorInfo(
+                "BadSignature",
+                "bad signature: the job is unsigned or not "
+                "signed with this server's secret (MPQUEUE_SECRET)",
+                attempt=rec.attempts,
+                at_ms=now_ms(),
+                kind="payload",
+            )
+            return Outcome.failed(job_id, self.server_id, error, retryable=False)
+        try:
+            fn = self._callable(rec)
+            args, kwargs = load_payload(rec.payload, job_id=job_id)
+        except (PayloadError, TaskNotFound) as exc:
+            retryable = isinstance(exc, TaskNotFound)  # a deploy may fix an import
+            kind = "payload" if isinstance(exc, PayloadError) else "exception"
+            return self._failed(rec, _error(exc, rec, kind), retryable=retryable)
+        return self._call(rec, fn, args, kwargs)
+
+    def _call(
+        self, rec: JobRecord, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Outcome:
+        try:
+            value = self.call(rec, fn, args, kwargs)
+        except self.passes:
+            raise
+        except JobTimeout:
+            error = ErrorInfo(
+                "JobTimeout",
+                f"job exceeded its timeout of {rec.timeout_s} s",
+                traceback.format_exc(),
+                rec.attempts,
+                now_ms(),
+                "timeout",
+            )
+            return self._failed(rec, error)
+        except Retry as exc:
+            return self._failed(rec, _error(exc, rec, "retry"), retry_delay_s=exc.delay_s)
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: the job failed
+            return self._failed(rec, _error(exc, rec, "exception"))
+        try:
+            result = dump_result(value)
+            if len(result) > MAX_RESULT:
+                raise SerializationError(
+                    f"the result pickles to {len(result)} bytes, over the {MAX_RESULT}-byte limit",
+                    job_id=rec.id,
+                )
+        except SerializationError as exc:
+            return self._failed(rec, _error(exc, rec, "exception"), retryable=False)
+        return Outcome.done(rec.id, self.server_id, result)
+
+    def _callable(self, rec: JobRecord) -> Callable[..., Any]:
+        key = rec.func if rec.func is not None else rec.name
+        fn = self.funcs.get(key)
+        if fn is None:
+            if rec.func is not None:
+                fn = load_callable(rec.func, job_id=rec.id)
+            else:
+                found: Any = resolve(rec.name)
+                fn = getattr(found, "fn", found)  # a Task wraps the plain function
+            self.funcs[key] = fn
+        return fn
+
+    def _failed(
+        self,
+        rec: JobRecord,
+        error: ErrorInfo,
+        *,
+        retryable: bool = True,
+        retry_delay_s: float | None = None,
+    ) -> Outcome:
+        return Outcome.failed(
+            rec.id, self.server_id, error, retryable=retryable, retry_delay_s=retry_delay_s
+        )
+
+
+def run_pending(store: Store, secret: bytes | None, limit: int | None = None) -> int:
+    """Run every due job of ``store`` in this process, as a server would, until none is
+    due (or ``limit`` runs were made); returns how many runs it made.
+
+    Jobs are claimed under this process's server id, so a server's recovery leaves
+    them alone while this process lives. Each outcome is committed as soon as its job
+    ends; a failed job with retries left is rescheduled with backoff (so it is not due
+    again at once). No time limit is enforced: a job's ``timeout`` needs a child
+    process to stop it. A Ctrl-C (KeyboardInterrupt) in a job puts back the jobs of
+    the batch that have not finished, uncharged, and is raised again.
+    """
+    executor = Executor(current().server_id, secret, passes=(KeyboardInterrupt,))
+    runs = 0
+    while limit is None or runs < limit:
+        now = now_ms()
+        store.promote_due(now)
+        batch = RUN_PENDING_BATCH if limit is None else min(RUN_PENDING_BATCH, limit - runs)
+        claimed = store.claim(executor.server_id, batch, now)
+        if not claimed:
+            break
+        for ran, rec in enumerate(claimed):
+            try:
+                outcome = _run_in_process(executor, rec)
+            except BaseException:
+                late = claimed[ran:]
+                store.finish([Outcome.released(r.id, executor.server_id) for r in late], now_ms())
+                raise
+            store.finish([outcome], now_ms())
+            runs += 1
+    return runs
+
+
+def _run_in_process(executor: Executor, rec: JobRecord) -> Outcome:
+    """``executor.run``, where what would crash a child (an error the rule does not
+    map, raised while the job is loaded) fails the job as a crash would: retried at
+    once, here with the exception that caused it."""
+    try:
+        return executor.run(rec.id, rec)
+    except Exception as exc:
+        error = _error(exc, rec, "crash")
+        return Outcome.failed(rec.id, executor.server_id, error, retry_delay_s=0.0)
+
+
+def _error(exc: BaseException, rec: JobRecord, kind: str) -> ErrorInfo:
+    return ErrorInfo(
+        type(exc).__name__, str(exc), traceback.format_exc(), rec.attempts, now_ms(), kind
+    )

@@ -1,0 +1,373 @@
+"""``MemoryStore``: jobs in this process's memory (``memory://``), for users' tests.
+
+Nothing is durable and nothing leaves the process, so no server can serve it (its
+children are other processes): ``Queue.run_pending`` runs its jobs in the caller.
+Handles opened on the same ``memory://NAME`` in one process share one store, which
+lives until the last of them is closed (as SQLite's named in-memory databases do);
+plain ``memory://`` is private to its handle.
+
+The semantics are the LMDB store's: ready jobs in priority-then-FIFO order, scheduled
+jobs in run-at order, the same outcome rules and the same limits. Each index is a
+sorted list, so a claim reads only what it hands out. One re-entrant lock makes every
+public method atomic; records go in and out as copies (``evolve()``: their fields are
+immutable values), so a caller changing a record it holds changes nothing stored.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import itertools
+import random
+import threading
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+from ..errors import ConfigError, JobNotFound
+from ..limits import check_key_part, stored_problem
+from ..location import MEMORY_SCHEME
+from ..records import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
+from ..retry import next_run_at_ms
+from .base import CheckReport, HolderGone, OpCounter, Store
+from .codec import decode_server_info, encode_server_info
+
+
+@dataclass
+class _Tables:
+    """One store's contents. Every index entry ends with the job id."""
+
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    jobs: dict[str, JobRecord] = field(default_factory=dict)
+    ids: list[str] = field(default_factory=list)  # every job id, sorted: listings
+    by_name: dict[str, list[str]] = field(default_factory=dict)  # sorted ids per task
+    ready: list[tuple[int, int, str]] = field(default_factory=list)  # -priority, seq
+    scheduled: list[tuple[int, int, int, str]] = field(default_factory=list)  # run-at first
+    done: list[tuple[int, str]] = field(default_factory=list)  # finished at
+    dead: set[str] = field(default_factory=set)
+    claims: dict[str, Claim] = field(default_factory=dict)  # by job id
+    servers: dict[str, bytes] = field(default_factory=dict)  # encoded as LMDB does
+    seqs: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    handles: int = 0  # open handles of a named store
+
+
+_named: dict[str, _Tables] = {}
+_named_lock = threading.Lock()
+
+
+def memory_name(location: str) -> str:
+    """The NAME of ``memory://NAME`` ("" for a private store)."""
+    return location[len(MEMORY_SCHEME) :]
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _atomic(
+    method: Callable[Concatenate[MemoryStore, P], R],
+) -> Callable[Concatenate[MemoryStore, P], R]:
+    """Run the method under the store's lock: one transaction."""
+
+    @functools.wraps(method)
+    def locked(self: MemoryStore, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with self._db.lock:
+            self.counter.txns += 1
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
+class MemoryStore(Store):
+    """A job store in this process's memory; see the module docstring."""
+
+    def __init__(self, location: str = MEMORY_SCHEME):
+        self.location = location
+        self.name = memory_name(location)
+        self.counter = OpCounter()
+        self.rng = random.Random()
+        self._closed = False
+        if not self.name:
+            self._db = _Tables()
+            return
+        with _named_lock:
+            self._db = _named.setdefault(self.name, _Tables())
+            self._db.handles += 1
+
+    # ---- filing records ---------------------------------------------------------------
+    def _entry(self, rec: JobRecord) -> tuple[builtins.list[Any], tuple[Any, ...]] | None:
+        """The sorted index (and its entry) a job in ``rec``'s state is filed under."""
+        db = self._db
+        if rec.state is JobState.READY:
+            return db.ready, (-rec.priority, rec.seq, rec.id)
+        if rec.state is JobState.SCHEDULED:
+            return db.scheduled, (rec.run_at_ms, -rec.priority, rec.seq, rec.id)
+        if rec.state is JobState.DONE:
+            return db.done, (rec.finished_at_ms or 0, rec.id)
+        return None
+
+    def _file(self, rec: JobRecord) -> None:
+        self.counter.puts += 1
+        self._db.jobs[rec.id] = rec
+        entry = self._entry(rec)
+        if entry is not None:
+            insort(entry[0], entry[1])
+        elif rec.state is JobState.DEAD:
+            self._db.dead.add(rec.id)
+
+    def _unfile(self, rec: JobRecord) -> None:
+        """Take a job out of its state's index (it stays in ``jobs``)."""
+        entry = self._entry(rec)
+        if entry is not None:
+            _remove(entry[0], entry[1])
+        self._db.dead.discard(rec.id)
+
+    def _move(self, rec: JobRecord, **changes: Any) -> JobRecord:
+        self._unfile(rec)
+        new = rec.evolve(**changes)
+        self._file(new)
+        return new
+
+    # ---- adding and claiming ------------------------------------------------------------
+    @_atomic
+    def add(self, records: Sequence[JobRecord]) -> None:
+        for name in {rec.name for rec in records}:
+            check_key_part(name, f"task name {name!r}")  # as every store: queues can move
+        for rec in records:
+            rec.seq = next(self._db.seqs)
+            self._file(rec.evolve())
+            insort(self._db.ids, rec.id)
+            insort(self._db.by_name.setdefault(rec.name, []), rec.id)
+
+    @_atomic
+    def promote_due(self, now_ms: int) -> int:
+        due = self._db.scheduled[: bisect_right(self._db.scheduled, (now_ms, float("inf")))]
+        for *_, job_id in due:
+            self._move(self._db.jobs[job_id], state=JobState.READY)
+        return len(due)
+
+    @_atomic
+    def claim(self, server_id: str, limit: int, now_ms: int) -> builtins.list[JobRecord]:
+        check_key_part(server_id, "server id")
+        taken = self._db.ready[: max(limit, 0)]
+        self.counter.cursor_steps += len(taken)
+        del self._db.ready[: len(taken)]
+        return [
+            rec.evolve() for *_, job_id in taken if (rec := self._take(job_id, server_id, now_ms))
+        ]
+
+    def _take(self, job_id: str, server_id: str, now_ms: int) -> JobRecord | None:
+        """Mark one job (already out of the ready index) as processing by ``server_id``."""
+        rec = self._db.jobs[job_id]
+        problem = stored_problem(rec)  # what the store was given, as the others check
+        if problem is not None:
+            error = ErrorInfo(
+                "OutOfBounds",
+                f"stored value out of bounds: {problem}",
+                kind="corrupt",
+                at_ms=now_ms,
+            )
+            self._file(
+                rec.evolve(state=JobState.DEAD, errors=rec.errors + (error,), finished_at_ms=now_ms)
+            )
+            return None
+        rec = rec.evolve(state=JobState.PROCESSING, attempts=rec.attempts + 1)
+        self._file(rec)
+        deadline = None if rec.timeout_s is None else now_ms + int(rec.timeout_s * 1000)
+        self._db.claims[job_id] = Claim(job_id, server_id, now_ms, deadline_ms=deadline)
+        return rec
+
+    @_atomic
+    def next_run_at_ms(self) -> int | None:
+        return self._db.scheduled[0][0] if self._db.scheduled else None
+
+    # ---- outcomes -------------------------------------------------------------------------
+    @_atomic
+    def finish(self, outcomes: Sequence[Outcome], now_ms: int) -> builtins.list[bool]:
+        return [self._finish_one(outcome, now_ms) for outcome in outcomes]
+
+    @_atomic
+    def finish_and_claim(
+        self,
+        outcomes: Sequence[Outcome],
+        server_id: str,
+        limit: int,
+        now_ms: int,
+        idle_children: Sequence[int] = (),
+    ) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
+        return super().finish_and_claim(outcomes, server_id, limit, now_ms, idle_children)
+
+    def _finish_one(self, outcome: Outcome, now_ms: int) -> bool:
+        claim = self._db.claims.get(outcome.job_id)
+        if claim is None or claim.server_id != outcome.server_id:
+            return False  # the claim was taken back: a late outcome changes nothing
+        del self._db.claims[outcome.job_id]
+        rec = self._db.jobs[outcome.job_id]
+        if outcome.kind == "done":
+            self._move(rec, state=JobState.DONE, result=outcome.result, finished_at_ms=now_ms)
+        elif outcome.kind == "released":
+            # Never started, or interrupted: undo the claim and keep the job's place.
+            self._move(rec, state=JobState.READY, attempts=rec.attempts - 1)
+        else:
+            self._fail(rec, outcome, now_ms)
+        return True
+
+    def _fail(self, rec: JobRecord, outcome: Outcome, now_ms: int) -> None:
+        error = outcome.error or ErrorInfo("Unknown", "no error recorded")
+        rec = rec.evolve(errors=rec.errors + (error,))
+        run_at = next_run_at_ms(
+            rec, now_ms, self.rng, retryable=outcome.retryable, delay_s=outcome.retry_delay_s
+        )
+        if run_at is None:
+            self._move(rec, state=JobState.DEAD, finished_at_ms=now_ms)
+        else:  # behind the jobs already waiting
+            self._move(rec, state=JobState.SCHEDULED, run_at_ms=run_at, seq=next(self._db.seqs))
+
+    # ---- claims and servers ---------------------------------------------------------------
+    @_atomic
+    def claims(self, server_id: str | None = None) -> builtins.list[Claim]:
+        found = [c for c in self._db.claims.values() if server_id in (None, c.server_id)]
+        return sorted(found, key=lambda c: (c.server_id, c.job_id))
+
+    @_atomic
+    def requeue_server(self, server_id: str) -> builtins.list[str]:
+        held = sorted(c.job_id for c in self._db.claims.values() if c.server_id == server_id)
+        return [j for j in held if self._finish_one(Outcome.released(j, server_id), 0)]
+
+    @_atomic
+    def register_server(self, server_id: str, info: dict[str, Any]) -> None:
+        self._db.servers[server_id] = encode_server_info(info)
+
+    @_atomic
+    def servers(self) -> dict[str, dict[str, Any]]:
+        now = now_ms()
+        found = {w: decode_server_info(raw) for w, raw in self._db.servers.items()}
+        for info in found.values():
+            info["heartbeat_age_ms"] = now - int(info.get("heartbeat_ms", 0))
+        return found
+
+    @_atomic
+    def unregister_server(self, server_id: str) -> None:
+        self._db.servers.pop(server_id, None)
+
+    # ---- reading ----------------------------------------------------------------------------
+    @_atomic
+    def get(self, job_id: str) -> JobRecord | None:
+        self.counter.gets += 1
+        rec = self._db.jobs.get(job_id)
+        return None if rec is None else rec.evolve()
+
+    @_atomic
+    def list(
+        self, name: str | None = None, state: JobState | None = None, limit: int | None = None
+    ) -> builtins.list[JobRecord]:
+        out: builtins.list[JobRecord] = []
+        if limit == 0:
+            return out
+        for job_id in self._db.ids if name is None else self._db.by_name.get(name, []):
+            self.counter.cursor_steps += 1
+            rec = self._db.jobs[job_id]
+            if state is None or rec.state is state:
+                out.append(rec.evolve(payload=b"", result=None, func=None))
+                if len(out) == limit:
+                    break
+        return out
+
+    @_atomic
+    def stats(self) -> dict[str, int]:
+        db = self._db
+        return {
+            "ready": len(db.ready),
+            "scheduled": len(db.scheduled),
+            "processing": len(db.claims),
+            "done": len(db.done),
+            "dead": len(db.dead),
+            "total": len(db.jobs),
+        }
+
+    # ---- removing -----------------------------------------------------------------------------
+    @_atomic
+    def delete(self, job_id: str) -> bool:
+        rec = self._db.jobs.pop(job_id, None)
+        if rec is None:
+            return False
+        self.counter.deletes += 1
+        self._unfile(rec)
+        self._db.claims.pop(job_id, None)
+        _remove(self._db.ids, job_id)
+        _remove(self._db.by_name[rec.name], job_id)
+        if not self._db.by_name[rec.name]:
+            del self._db.by_name[rec.name]
+        return True
+
+    @_atomic
+    def requeue_dead(self, job_id: str, now_ms: int) -> JobRecord:
+        rec = self._db.jobs.get(job_id)
+        if rec is None:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        if rec.state is not JobState.DEAD:
+            raise ConfigError(f"job {job_id} is {rec.state.value}; only dead jobs can be requeued")
+        rec = self._move(
+            rec,
+            state=JobState.READY,
+            attempts=0,
+            run_at_ms=now_ms,
+            finished_at_ms=None,
+            seq=next(self._db.seqs),
+        )
+        return rec.evolve()
+
+    @_atomic
+    def purge_dead(self) -> int:
+        return sum(self.delete(job_id) for job_id in sorted(self._db.dead))
+
+    @_atomic
+    def expire_finished(self, before_ms: int) -> int:
+        old = self._db.done[: bisect_left(self._db.done, (before_ms, ""))]
+        return sum(self.delete(job_id) for _, job_id in old)
+
+    # ---- checking -------------------------------------------------------------------------------
+    @_atomic
+    def check(self, holder_gone: HolderGone = lambda server_id: False) -> CheckReport:
+        """Every job is filed in the index of its state, and only there; every claim is
+        held by a registered server or one ``holder_gone`` says is dead."""
+        db = self._db
+        report = CheckReport(jobs=len(db.jobs))
+        filed = len(db.ready) + len(db.scheduled) + len(db.done) + len(db.dead) + len(db.claims)
+        for rec in db.jobs.values():
+            entry = self._entry(rec)
+            if entry is not None and not _contains(entry[0], entry[1]):
+                report.inconsistent.append(f"job {rec.id} is {rec.state} but not in that index")
+            if (rec.state is JobState.PROCESSING) != (rec.id in db.claims):
+                report.inconsistent.append(f"job {rec.id} is {rec.state}; its claim disagrees")
+        if filed != len(db.jobs):
+            report.inconsistent.append(f"{filed} index entries for {len(db.jobs)} jobs")
+        report.inconsistent += [
+            f"jobs are claimed by {server}, which is neither registered nor dead"
+            for server in sorted({c.server_id for c in db.claims.values()})
+            if server not in db.servers and not holder_gone(server)
+        ]
+        return report.add_registry(self.servers())
+
+    def close(self) -> None:
+        """Close this handle; a named store goes when its last handle is closed."""
+        if self._closed:
+            return
+        self._closed = True
+        if self.name:
+            with _named_lock:
+                self._db.handles -= 1
+                if self._db.handles == 0 and _named.get(self.name) is self._db:
+                    del _named[self.name]
+
+
+def _contains(index: builtins.list[Any], entry: Any) -> bool:
+    at = bisect_left(index, entry)
+    return at < len(index) and index[at] == entry
+
+
+def _remove(index: builtins.list[Any], entry: Any) -> None:
+    at = bisect_left(index, entry)
+    if at < len(index) and index[at] == entry:
+        del index[at]
