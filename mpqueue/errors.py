@@ -117,6 +117,6 @@ class ProtocolError(MpqueueError):
     ``messages`` holds the well-formed ones that came before it, still to be handled.
     """
 
-    def __init__(self, reason: str, messages: list[tuple[Any, ...]] | None = None):
+    def __init__(self, reason: str, messages: list[Any] | None = None):
         super().__init__(reason)
         self.messages = messages or []

@@ -8,14 +8,14 @@ half an outcome behind.
 Hand-off (LMDB, servers that are woken): a producer may claim a new job for an idle
 child directly and send its id to the child's own datagram socket (after a "get
 ready" sent during its commit). The child runs such a job before anything queued on
-its pipe, and first tells the coordinator ("took"), so the coordinator's list of what
+its pipe, and first tells the coordinator (``Took``), so the coordinator's list of what
 each child holds stays in the child's running order.
 
-Messages, coordinator -> child: ("run", [job ids]), ("handed", [job ids]) (hand-offs
-the child may have missed: it runs those it has not taken yet), ("stop",).
-Child -> coordinator: ("ready", pid, create_time), ("init_error", text),
-("took", job_id), ("done", job_id, result_bytes, rss), ("failed", job_id,
-error_tuple, retryable, retry_delay_s, rss), ("released", [job ids]).
+Messages (typed values, see protocol): the coordinator sends ``Run`` (job ids, queued
+behind what the child holds), ``Handed`` (hand-offs the child may have missed: it runs
+those it has not taken yet) and ``Stop``; the child answers ``Ready`` or ``InitError``
+once, then ``Took`` for each hand-off it starts, ``Done`` or ``Failed`` for each job,
+and ``Released`` (what it was sent and did not run) when told to stop.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import threading
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import astuple, dataclass, field
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -43,6 +43,7 @@ from ..registry import import_module
 from ..store.base import HandOff, Inbox
 from . import protocol
 from .containment import kill_descendants, kill_group, lead_own_group
+from .protocol import Done, Failed, Handed, InitError, Ready, Released, Stop, Took
 
 # Hand-offs a child remembers having run: a re-sent one (the coordinator re-sends those
 # it has not heard "took" for) is skipped. Far more than can be in flight at once.
@@ -83,10 +84,10 @@ def child_main(conn: Connection, config: ChildConfig) -> None:
         # so its traceback goes along.
         known = isinstance(exc, (MpqueueError, ImportError))
         detail = "" if known else "\n" + traceback.format_exc()
-        protocol.write(conn.fileno(), ("init_error", f"{type(exc).__name__}: {exc}{detail}"))
+        protocol.write(conn.fileno(), InitError(f"{type(exc).__name__}: {exc}{detail}"))
         return
     me = psutil.Process()
-    protocol.write(conn.fileno(), ("ready", me.pid, me.create_time(), runner.inbox is not None))
+    protocol.write(conn.fileno(), Ready(me.pid, me.create_time(), runner.inbox is not None))
     runner.loop(conn)
     kill_descendants()  # recycled or stopped: what its jobs started ends with it
 
@@ -176,17 +177,17 @@ class _JobRunner:
     def _read_pipe(self, conn: Connection, pending: deque[str]) -> bool:
         """Take every message waiting on the pipe; True once told to stop."""
         while True:
-            message = conn.recv()
-            if message[0] == "stop":
-                protocol.write(conn.fileno(), ("released", list(pending)))
+            command = protocol.receive_command(conn)
+            if isinstance(command, Stop):
+                protocol.write(conn.fileno(), Released(list(pending)))
                 if self.inbox is not None:
                     self.inbox.close()
                 return True
-            (self.handed if message[0] == "handed" else pending).extend(message[1])
+            (self.handed if isinstance(command, Handed) else pending).extend(command.job_ids)
             if not conn.poll(0):
                 return False
 
-    def _run_handed(self, conn: Connection, job_id: str) -> tuple[Any, ...] | None:
+    def _run_handed(self, conn: Connection, job_id: str) -> Done | Failed | None:
         """Run a job handed to this child, unless it ran it already or the job is no
         longer handed to it (finished, or put back after this child was given up)."""
         if job_id in self.taken or self.hand_off is None:
@@ -197,19 +198,19 @@ class _JobRunner:
         self.taken[job_id] = None
         if len(self.taken) > _TAKEN_REMEMBERED:
             del self.taken[next(iter(self.taken))]
-        protocol.write(conn.fileno(), ("took", job_id))
+        protocol.write(conn.fileno(), Took(job_id))
         return self._run_record(job_id, rec)
 
-    def run(self, job_id: str) -> tuple[Any, ...]:
+    def run(self, job_id: str) -> Done | Failed:
         return self._run_record(job_id, self.store.get(job_id))
 
-    def _run_record(self, job_id: str, rec: JobRecord | None) -> tuple[Any, ...]:
+    def _run_record(self, job_id: str, rec: JobRecord | None) -> Done | Failed:
         outcome = self.executor.run(job_id, rec)
         if outcome.kind == "done":
-            return ("done", outcome.job_id, outcome.result, self._rss())
+            assert outcome.result is not None  # a done Outcome of the executor has one
+            return Done(outcome.job_id, outcome.result, self._rss())
         assert outcome.error is not None  # every failed Outcome of the executor has one
-        error = astuple(outcome.error)
-        return ("failed", job_id, error, outcome.retryable, outcome.retry_delay_s, self._rss())
+        return Failed(job_id, outcome.error, outcome.retryable, outcome.retry_delay_s, self._rss())
 
     def _rss(self) -> int:
         return 0 if self.process is None else int(self.process.memory_info().rss)

@@ -1,16 +1,38 @@
-"""``serve``: the coordinator loop.
+"""``serve``: the coordinator loop, one process per server.
 
-One process per server. Each cycle it commits the outcomes that came back, promotes
-due jobs and claims as many ready jobs as its children have room for, all in one
-write transaction, then hands the job ids to its children. Between cycles it sleeps
-until a child reports, a producer wakes it, a scheduled job falls due, a timer fires
-or a signal arrives.
+One cycle:
+
+1. ``_cycle``: if a commit is worth paying for now (a child runs low, or an outcome
+   has waited ``COMMIT_DELAY_S``), one store call commits the outcomes waiting in the
+   ledger, promotes due jobs, offers idle children for hand-off and claims as many
+   ready jobs as the children have room for; then ``_dispatch`` sends the claimed ids
+   to the least loaded children (``Run``).
+2. ``_wait``: sleep until a child reports or exits, a producer wakes the server, a
+   scheduled job falls due, a deadline or timer passes, or a signal arrives; then read
+   what the children sent (``_on_message``: typed reports into the ledger).
+3. ``_enforce_deadlines``: kill the children whose job is past its hard deadline.
+4. ``_periodic``: the safety poll, reclaiming dead servers' jobs, the heartbeat,
+   store maintenance, result expiry, progress.
+
+Who owns what:
+
+- ``pacing``: how much to claim and when (room per child, the adaptive prefetch
+  window, the poll grid of servers that only poll).
+- ``ledger``: outcomes waiting to be committed, the records of claimed jobs, jobs
+  waiting for a retry, the run's counts.
+- ``deadlines``: job timeouts, the hard kill after the grace.
+- ``handoff``: hand-off offers, jobs children report taking, recall after a child
+  dies, re-sending missed hand-offs.
+- ``backoff``: waiting out a failing store.
+- ``pool``: the children and what each holds; ``protocol``: the messages on their
+  pipes; ``child``: the child's side; ``recovery``: heartbeats and dead servers.
+- Here: the loop, signals and stopping, child exits and replacements, reconciling
+  claims after a store failure.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import socket
 import time
@@ -21,12 +43,18 @@ from typing import Any
 from ..errors import ProtocolError, StoreCorrupt, StoreError
 from ..identity import current
 from ..location import redact
-from ..records import ErrorInfo, JobRecord, JobState, Outcome, now_ms
+from ..records import ErrorInfo, JobRecord, JobState, now_ms
 from ..store import open_store
-from . import recovery
+from . import protocol, recovery
+from .backoff import StoreBackoff
+from .deadlines import Deadlines
+from .handoff import Handoff
+from .ledger import Ledger, stray_claims
+from .pacing import Pacer, usable
 from .pool import Pool, Slot
 from .progress import Progress
-from .settings import DEFAULT_POLL_INTERVAL_S, PREFETCH_WINDOW_S, ServeSettings
+from .protocol import Done, Failed, InitError, Ready, Released, Report, Took
+from .settings import DEFAULT_POLL_INTERVAL_S, ServeSettings
 
 log = logging.getLogger("mpqueue.serve")
 
@@ -36,22 +64,10 @@ MAINTENANCE_EVERY_S = 5.0  # stale LMDB reader slots
 EXPIRE_EVERY_S = 60.0  # finished-job retention
 EXIT_OK, EXIT_JOBS_DIED = 0, 1
 COMMIT_DELAY_S = 0.02  # longest an outcome waits to share a commit with others
-STORE_BACKOFF_MIN_S = 0.05  # first retry after a store failure; doubles up to the max
-STORE_BACKOFF_MAX_S = 5.0
-STORE_QUIET_S = 2 * STORE_BACKOFF_MAX_S  # this long without a failure resets the backoff
-STORE_FAILING_LOG_S = 60.0  # at the top backoff step, a reminder this often
 PIPE_EOF_GRACE_S = 0.5  # a child whose pipe ended has this long to be seen exiting
 RESTART_BACKOFF_MAX_S = 30.0  # longest wait before retrying a child that cannot start
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)  # a second one stops at once
 IGNORED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
-
-
-class RunStats:
-    """What happened to the jobs this server ran."""
-
-    def __init__(self) -> None:
-        self.done = self.retried = self.dead = self.released = 0
-        self.started_at = time.monotonic()
 
 
 class Coordinator:
@@ -67,22 +83,23 @@ class Coordinator:
         self.listener = None if self.polling else self._listen()
         # Hand-off (stores that have it, servers that are woken): while a child of ours
         # is idle, a producer may claim a new job for it and wake it directly.
-        self.hand_off = None if self.polling else self.store.hand_off
+        hand_off = None if self.polling else self.store.hand_off
         self.pool = Pool(
             settings.path,
             settings.mode,
             settings.imports,
             measure_rss=settings.max_memory_per_child_mb is not None,
             server_id=self.server_id,
-            hand_off=self.hand_off is not None,
+            hand_off=hand_off is not None,
         )
-        self.outcomes: list[Outcome] = []
-        self.claimed: dict[str, JobRecord] = {}
-        self.retrying: set[str] = set()
-        self.stats = RunStats()
+        self.ledger = Ledger(self.server_id)
+        self.pacer = Pacer(
+            self.settings.prefetch_max, self.settings.max_tasks_per_child, self.poll_s
+        )
+        self.deadlines = Deadlines(self.ledger, self.settings.timeout_grace_s)
+        self.handoff = Handoff(self.store, self.server_id, self.ledger, hand_off)
         self.signals = 0
         self.stop_deadline: float | None = None
-        self.avg_job_s = 0.001
         # --until-empty shows progress (a bar on a terminal, lines otherwise) unless it
         # was switched off; the run's summary is logged either way.
         show = settings.until_empty and settings.progress is not False
@@ -90,11 +107,7 @@ class Coordinator:
         self.timers: dict[str, float] = {}
         self.more_ready = True
         self.next_due_ms: int | None = None
-        self.store_retry_at = 0.0
-        self.outcomes_since: float | None = None
-        self.store_backoff_s = STORE_BACKOFF_MIN_S
-        self.store_failed_at = 0.0  # monotonic time of the last store failure; 0: none
-        self.store_logged_s = self.store_logged_at = 0.0  # the backoff last logged, when
+        self.backoff = StoreBackoff()
         self.reconcile = False
         self.start_failures = 0  # children in a row that died before they were ready
         self.start_at: list[float] = []  # when to start replacements held back by those
@@ -134,7 +147,7 @@ class Coordinator:
             signal.set_wakeup_fd(-1)
             wake_r.close()
             wake_w.close()
-        return EXIT_JOBS_DIED if self.settings.until_empty and self.stats.dead else EXIT_OK
+        return EXIT_JOBS_DIED if self.settings.until_empty and self.ledger.stats.dead else EXIT_OK
 
     def _install_signals(self, wake_w: socket.socket) -> dict[int, Any]:
         """SIGTERM, SIGINT and SIGHUP (the ssh session or terminal went away) stop the
@@ -166,64 +179,39 @@ class Coordinator:
 
     # ---- the store going away (a database restart, a lost connection) -------------------
     def _guarded(self, step: Callable[[], Any], commits: bool = False) -> Any:
-        """Run a step that talks to the store; while the store fails, back off and keep
-        the children's outcomes in memory until they can be committed.
-
-        The backoff doubles up to its maximum and is reset only by a commit that
-        changed something (``commits``: the step returns whether it did) or after a
-        quiet spell: reads succeed on a full disk, and must not keep it at its minimum.
-        A corrupt store is not retried: StoreCorrupt ends the server."""
-        if time.monotonic() < self.store_retry_at:
+        """Run a step that talks to the store; while the store fails, back off (see
+        backoff) and keep the children's outcomes in memory until they can be committed.
+        ``commits``: the step returns whether its commit changed something, which is
+        what resets the backoff. A corrupt store is not retried: StoreCorrupt ends the
+        server."""
+        if self.backoff.waiting(time.monotonic()):
             return None
         try:
             result = step()
         except StoreCorrupt:
             raise
         except StoreError as exc:
-            self._store_failed(exc)
+            self.reconcile = True
+            if self.backoff.failed(time.monotonic()):
+                log.warning(
+                    "store unavailable (%s); %d outcome(s) held, retrying in %.2f s",
+                    exc,
+                    len(self.ledger.outcomes),
+                    self.backoff.backoff_s,
+                )
             return None
-        quiet = time.monotonic() - self.store_failed_at >= STORE_QUIET_S
-        if self.store_failed_at and ((commits and result) or quiet):
-            if self.store_logged_s:
-                log.info("store available again; backoff reset")
-            self.store_failed_at, self.store_logged_s = 0.0, 0.0
+        if self.backoff.succeeded(time.monotonic(), changed=commits and bool(result)):
+            log.info("store available again; backoff reset")
         return result
-
-    def _store_failed(self, exc: StoreError) -> None:
-        now = time.monotonic()
-        failing = self.store_failed_at > 0
-        self.store_backoff_s = (
-            min(STORE_BACKOFF_MAX_S, self.store_backoff_s * 2) if failing else STORE_BACKOFF_MIN_S
-        )
-        self.store_failed_at = now
-        self.store_retry_at = now + self.store_backoff_s
-        self.reconcile = True
-        # Once per backoff step (and once a minute at the top one), not per retry.
-        if (
-            self.store_backoff_s != self.store_logged_s
-            or now - self.store_logged_at >= STORE_FAILING_LOG_S
-        ):
-            self.store_logged_s, self.store_logged_at = self.store_backoff_s, now
-            log.warning(
-                "store unavailable (%s); %d outcome(s) held, retrying in %.2f s",
-                exc,
-                len(self.outcomes),
-                self.store_backoff_s,
-            )
 
     def _reconcile(self) -> None:
         """After a failed call whose commit may still have happened (the reply was lost),
         put back claims of ours that no child holds, so they are not stranded."""
         held = {job_id for slot in self.pool.slots for job_id in slot.inflight}
         live = {slot.pid for slot in self.pool.slots if slot.pid}
-        # a job handed to a live child that has not taken it yet is not stray
-        stray = [
-            c.job_id
-            for c in self.store.claims(self.server_id)
-            if c.job_id not in held and c.child_pid not in live
-        ]
-        pending = {o.job_id for o in self.outcomes}
-        self.outcomes += [Outcome.released(j, self.server_id) for j in stray if j not in pending]
+        stray = stray_claims(self.store.claims(self.server_id), held, live)
+        pending = self.ledger.settling()
+        self.ledger.release(j for j in stray if j not in pending)
         self.reconcile = False
         if stray:
             log.warning("put back %d claim(s) no worker holds after a store failure", len(stray))
@@ -231,21 +219,30 @@ class Coordinator:
     # ---- one cycle ------------------------------------------------------------------
     def _cycle(self) -> bool:
         """One commit of outcomes and claims; True if it changed something."""
-        room = 0 if self.signals else self._room()
+        room = 0 if self.signals else self.pacer.room(self.pool.slots)
         if self.polling:
             per_poll = self.store.pacing.claims_per_poll
-            room = (min(room, per_poll) if per_poll else room) if self._poll_due() else 0
+            due = self.pacer.poll_due(time.monotonic())
+            room = (min(room, per_poll) if per_poll else room) if due else 0
         if self.reconcile:
             self._reconcile()
         if not self._cycle_wanted(room):
             return False
-        outcomes = self.outcomes
+        outcomes = self.ledger.outcomes
         now = now_ms()
         limit = min(room, self.settings.batch)
-        _, claimed = self._finish_and_claim(outcomes, limit, now)
-        self.outcomes = []  # only once committed: on a store error they are kept
-        self.outcomes_since = None
-        self._account(outcomes)
+        idle = (
+            self.handoff.offers(self.pacer.idle(self.pool.slots))
+            if self.handoff.enabled and not self.signals
+            else []
+        )
+        if hand_off := self.handoff.capability:
+            _, claimed = hand_off.finish_and_claim(
+                outcomes, self.server_id, limit, now, idle_children=idle
+            )
+        else:
+            _, claimed = self.store.finish_and_claim(outcomes, self.server_id, limit, now)
+        self.ledger.committed(outcomes)  # only once committed: on a store error they are kept
         if limit > 0:
             self.more_ready = len(claimed) >= limit
         else:
@@ -257,18 +254,6 @@ class Coordinator:
         self.next_due_ms = self.store.next_run_at_ms()
         return bool(outcomes or claimed)
 
-    def _finish_and_claim(
-        self, outcomes: list[Outcome], limit: int, now: int
-    ) -> tuple[list[bool], list[JobRecord]]:
-        """The cycle's one commit; with hand-off it also offers our idle children (none
-        while stopping), replacing the previous offer."""
-        if self.hand_off is None:
-            return self.store.finish_and_claim(outcomes, self.server_id, limit, now)
-        idle = [] if self.signals else [s.pid for s in self._idle_slots() if s.hand_off]
-        return self.hand_off.finish_and_claim(
-            outcomes, self.server_id, limit, now, idle_children=idle
-        )
-
     def _cycle_wanted(self, room: int) -> bool:
         """Whether a durable commit is worth paying for now.
 
@@ -278,21 +263,20 @@ class Coordinator:
         share one commit instead of each paying for its own (fsync and CPU that the
         workers on a small machine would otherwise lose).
         """
-        if self.outcomes and self.outcomes_since is None:
-            self.outcomes_since = time.monotonic()
+        ledger = self.ledger
+        ledger.note_waiting(time.monotonic())
         if self.polling:
-            return bool(self.outcomes) or (room > 0 and self._maybe_ready())
-        per_child = self._per_child()
-        low = any(len(s.inflight) <= per_child // 2 for s in self._usable())
+            return bool(ledger.outcomes) or (room > 0 and self._maybe_ready())
+        low = self.pacer.low(self.pool.slots)
         if room and low and self._maybe_ready():
             return True
-        if not self.outcomes:
+        if not ledger.outcomes:
             return False
         return bool(
             self.signals
             or low
-            or len(self.outcomes) >= self.settings.batch
-            or time.monotonic() - (self.outcomes_since or 0.0) >= COMMIT_DELAY_S
+            or len(ledger.outcomes) >= self.settings.batch
+            or time.monotonic() - (ledger.outcomes_since or 0.0) >= COMMIT_DELAY_S
         )
 
     def _maybe_ready(self) -> bool:
@@ -301,106 +285,15 @@ class Coordinator:
             return True
         return self.next_due_ms is not None and self.next_due_ms <= now_ms()
 
-    def _poll_due(self) -> bool:
-        """Legacy mode and --poll-only claim on a fixed interval only (legacy: one job
-        per poll), as queues without wake-ups do."""
-        now = time.monotonic()
-        due = self.timers.get("poll", 0.0)
-        if now < due:
-            return False
-        # Ticks on a fixed grid, so a late wake-up does not stretch every interval;
-        # after a long stall, start a new grid rather than firing a burst of polls.
-        late = now - due >= self.poll_s
-        self.timers["poll"] = (now if late else due) + self.poll_s
-        return True
-
-    def _room(self) -> int:
-        per_child = self._per_child()
-        return sum(self._slot_room(s, per_child) for s in self._usable())
-
-    def _per_child(self) -> int:
-        """Jobs a child may hold: the running one plus about PREFETCH_WINDOW_S of work
-        queued (at least one, so it never waits for the server between jobs)."""
-        queued = math.ceil(PREFETCH_WINDOW_S / max(self.avg_job_s, 1e-6))
-        return 1 + min(self.settings.prefetch_max, max(1, queued))
-
-    def _slot_room(self, slot: Slot, per_child: int) -> int:
-        room = per_child - len(slot.inflight)
-        limit = self.settings.max_tasks_per_child
-        if limit is not None:
-            # A child runs everything it was sent before it reads "stop": never send
-            # more than it may still run, or prefetch would carry it past the limit.
-            room = min(room, limit - slot.jobs_run - len(slot.inflight))
-        return max(0, room)
-
-    def _usable(self) -> list[Slot]:
-        return [s for s in self.pool.slots if s.ready and not s.retiring]
-
-    def _idle_slots(self) -> list[Slot]:
-        per_child = self._per_child()
-        return [s for s in self._usable() if not s.inflight and self._slot_room(s, per_child) > 0]
-
-    def _on_took(self, slot: Slot, job_id: str, now: float) -> None:
-        """A child started a job a producer handed to it: it is ours to account for."""
-        rec = self.claimed.get(job_id)
-        if rec is None:
-            try:
-                rec = self.store.get(job_id)  # for its timeout and retry limit
-            except StoreError:
-                rec = None  # then it runs without the hard timeout; the soft one holds
-        if rec is not None:
-            self.claimed[job_id] = rec
-        self.retrying.discard(job_id)
-        slot.took(job_id, now)
-
-    def _recall(self, slot: Slot) -> None:
-        """A child is gone: withdraw its offer, and put back the jobs handed to it that
-        it never took (uncharged; the next claim hands them out again)."""
-        if self.hand_off is None or not slot.pid:
-            return
-        try:
-            lost = self.hand_off.recall(self.server_id, slot.pid, self.claimed)
-        except StoreError:
-            self.reconcile = True  # _reconcile puts back claims no live child holds
-            return
-        self.outcomes += [Outcome.released(rec.id, self.server_id) for rec in lost]
-        if lost:
-            log.warning(
-                "put back %d job(s) handed to worker %d before it could take them",
-                len(lost),
-                slot.pid,
-            )
-
-    def _resend_handed(self) -> None:
-        """The safety net for a lost hand-off datagram: tell each idle-looking child the
-        jobs handed to it that it has not reported taking (it skips those it ran)."""
-        by_pid = {s.pid: s for s in self._usable()}
-        # recalled ones wait for their put-back to commit (a new child may reuse a pid)
-        settling = {o.job_id for o in self.outcomes}
-        missed: dict[int, list[str]] = {}
-        for claim in self.store.claims(self.server_id):
-            if (
-                claim.child_pid in by_pid
-                and claim.job_id not in self.claimed
-                and claim.job_id not in settling
-            ):
-                missed.setdefault(claim.child_pid, []).append(claim.job_id)
-        for pid, job_ids in missed.items():
-            try:
-                by_pid[pid].conn.send(("handed", job_ids))
-            except OSError:
-                pass  # it just died: its exit recalls these
-
     def _dispatch(self, claimed: list[JobRecord]) -> None:
         """Hand jobs out in claim (priority) order, each to the least loaded child."""
         batches: dict[int, tuple[Slot, list[str]]] = {}
-        per_child = self._per_child()
-        slots = self._usable()
-        room = {id(s): self._slot_room(s, per_child) for s in slots}
+        per_child = self.pacer.per_child()
+        slots = usable(self.pool.slots)
+        room = {id(s): self.pacer.slot_room(s, per_child) for s in slots}
         now = time.monotonic()
         for rec in claimed:
-            self.claimed[rec.id] = rec
-            self.retrying.discard(rec.id)
+            self.ledger.claim(rec)
             # Claims never exceed the summed room, so some slot always has room left.
             open_slots = [s for s in slots if room[id(s)] > 0] or slots
             slot = min(
@@ -414,31 +307,11 @@ class Coordinator:
             except OSError:
                 pass  # the child just died; its exit handler deals with these ids
 
-    def _account(self, outcomes: list[Outcome]) -> None:
-        for outcome in outcomes:
-            rec = self.claimed.pop(outcome.job_id, None)
-            if outcome.kind == "done":
-                self.stats.done += 1
-            elif outcome.kind == "released":
-                self.stats.released += 1
-            elif rec is not None and (not outcome.retryable or rec.attempts > rec.max_retries):
-                self.stats.dead += 1
-                log.warning(
-                    "job %s (%s) is dead after %d attempt(s): %s",
-                    rec.id,
-                    rec.name,
-                    rec.attempts,
-                    outcome.error,
-                )
-            else:
-                self.stats.retried += 1
-                self.retrying.add(outcome.job_id)
-
     # ---- waiting and messages ----------------------------------------------------------
     def _wait(self, wake_r: socket.socket) -> None:
         waitables: list[Any] = [wake_r]
         timeout = self._wait_timeout()
-        per_child = self._per_child()
+        per_child = self.pacer.per_child()
         for slot in self.pool.slots:
             waitables.append(slot.sentinel)
             unneeded_s = self._unneeded_for(slot, per_child)
@@ -478,34 +351,32 @@ class Coordinator:
             or slot.killed
             or self.signals
             or self.polling
-            or self._head_deadline(slot) is not None
+            or self.deadlines.of(slot) is not None
         ):
             return 0.0
-        spare = len(slot.inflight) - 1 - per_child // 2  # completions before it is low
-        return max(0.0, spare * self.avg_job_s * 0.5)
+        return self.pacer.unneeded_s(len(slot.inflight), per_child)
 
     def _wait_timeout(self) -> float:
-        store_wait = self.store_retry_at - time.monotonic()
+        store_wait = self.backoff.retry_at - time.monotonic()
         if store_wait > 0:  # the store is failing: wait for children or the retry time
             return min(store_wait, RECLAIM_EVERY_S)
-        room = 0 if self.signals else self._room()
-        if self.polling and time.monotonic() < self.timers.get("poll", 0.0):
+        room = 0 if self.signals else self.pacer.room(self.pool.slots)
+        if self.polling and time.monotonic() < self.pacer.poll_at:
             room = 0  # between poll ticks a polling server claims nothing: sleep
         if self._cycle_wanted(room):
             return 0.0
         now_s = time.time()
         timeout = self.poll_s
-        if self.outcomes_since is not None and not self.polling:
-            timeout = min(
-                timeout, max(0.0, self.outcomes_since + COMMIT_DELAY_S - time.monotonic())
-            )
+        outcomes_since = self.ledger.outcomes_since
+        if outcomes_since is not None and not self.polling:
+            timeout = min(timeout, max(0.0, outcomes_since + COMMIT_DELAY_S - time.monotonic()))
         if self.next_due_ms is not None and room:  # with no room a due job has to wait
             timeout = min(timeout, max(0.0, self.next_due_ms / 1000 - now_s))
         deadline = self._next_deadline()
         if deadline is not None:
             timeout = min(timeout, max(0.0, deadline - time.monotonic()))
         if self.polling:
-            timeout = min(timeout, max(0.0, self.timers.get("poll", 0.0) - time.monotonic()))
+            timeout = min(timeout, max(0.0, self.pacer.poll_at - time.monotonic()))
         return min(timeout, RECLAIM_EVERY_S)
 
     def _read_messages(self, slot: Slot) -> None:
@@ -536,49 +407,42 @@ class Coordinator:
             ):
                 slot.fail("worker closed its pipe to the server")
 
-    def _on_message(self, slot: Slot, message: tuple[Any, ...]) -> None:
-        kind = message[0]
+    def _on_message(self, slot: Slot, message: Report) -> None:
         if slot.killed:
             # Sent just before a timeout kill landed: its head job is charged already
             # (and popped, so the outcome would not match the queue); the rest is
             # released when the exit is seen.
             return
         now = time.monotonic()
-        if slot.ready == (kind in ("ready", "init_error")):
+        if slot.ready == isinstance(message, (Ready, InitError)):
             raise ProtocolError(
-                f"{kind!r} from a worker that is {'' if slot.ready else 'not '}ready"
+                f"{protocol.tag(message)!r} from a worker that is "
+                f"{'' if slot.ready else 'not '}ready"
             )
-        if kind == "took":
-            self._on_took(slot, message[1], now)
-        elif kind == "done":
-            self._observe(slot, now)
-            slot.pop_head(message[1], now)
-            self.outcomes.append(Outcome.done(message[1], self.server_id, message[2]))
-            self._check_memory(slot, message[1], message[3])
-        elif kind == "failed":
-            self._observe(slot, now)
-            slot.pop_head(message[1], now)
-            _, job_id, err, retryable, delay, rss = message
-            self.outcomes.append(
-                Outcome.failed(
-                    job_id,
-                    self.server_id,
-                    ErrorInfo(*err),
-                    retryable=retryable,
-                    retry_delay_s=delay,
-                )
+        if isinstance(message, Done):
+            self.pacer.observe(now - slot.head_since)
+            slot.pop_head(message.job_id, now)
+            self.ledger.done(message.job_id, message.result)
+            self._check_memory(slot, message.job_id, message.rss)
+        elif isinstance(message, Failed):
+            self.pacer.observe(now - slot.head_since)
+            slot.pop_head(message.job_id, now)
+            self.ledger.failed(
+                message.job_id, message.error, message.retryable, message.retry_delay_s
             )
-            self._check_memory(slot, job_id, rss)
-        elif kind == "released":
-            if not set(message[1]) <= set(slot.inflight):
-                raise ProtocolError(f"released jobs it was never sent: {message[1]!r}")
-            for job_id in message[1]:
+            self._check_memory(slot, message.job_id, message.rss)
+        elif isinstance(message, Took):
+            self.handoff.took(slot, message.job_id, now)
+        elif isinstance(message, Released):
+            if not set(message.job_ids) <= set(slot.inflight):
+                raise ProtocolError(f"released jobs it was never sent: {tuple(message.job_ids)!r}")
+            for job_id in message.job_ids:
                 slot.inflight.remove(job_id)
-                self.outcomes.append(Outcome.released(job_id, self.server_id))
-        elif kind == "init_error":
+                self.ledger.release((job_id,))
+        elif isinstance(message, InitError):
             # A replacement child that cannot start (a module gone from disk, no memory):
             # the server keeps serving with the others and retries with a backoff.
-            log.error("a worker process failed to start: %s", message[1])
+            log.error("a worker process failed to start: %s", message.text)
             slot.fault = "worker failed to start"
         else:
             self.pool.on_ready(slot, message)
@@ -587,9 +451,6 @@ class Coordinator:
         limit = self.settings.max_tasks_per_child
         if limit is not None and slot.jobs_run >= limit:
             slot.retire()
-
-    def _observe(self, slot: Slot, now: float) -> None:
-        self.avg_job_s = 0.8 * self.avg_job_s + 0.2 * max(0.0, now - slot.head_since)
 
     def _check_memory(self, slot: Slot, job_id: str, rss: int) -> None:
         limit_mb = self.settings.max_memory_per_child_mb
@@ -614,21 +475,22 @@ class Coordinator:
                 if code is not None and code < 0
                 else f"worker exited with code {code}"
             )
-            self._charge(
+            self.ledger.charge(
                 head,
                 ErrorInfo(
                     "WorkerCrashed",
                     reason,
-                    attempt=self._attempt(head),
+                    attempt=self.ledger.attempt(head),
                     at_ms=now_ms(),
                     kind="crash",
                 ),
             )
             if not slot.retiring:
                 log.warning("job %s: %s", head, reason)
-        self._release_all(slot)
+        self.ledger.release_all(slot.inflight)
         self.pool.remove(slot)
-        self._recall(slot)
+        if not self.handoff.recall(slot):
+            self.reconcile = True  # _reconcile puts back claims no live child holds
         if not self.signals:
             self._replace(slot)
 
@@ -654,64 +516,17 @@ class Coordinator:
             for _ in due:
                 self.pool.start_slot()
 
-    def _charge(self, job_id: str, error: ErrorInfo) -> None:
-        # A crash says nothing about the job's own logic timing: retry it at once.
-        delay = 0.0 if error.kind == "crash" else None
-        self.outcomes.append(Outcome.failed(job_id, self.server_id, error, retry_delay_s=delay))
-
-    def _release_all(self, slot: Slot) -> None:
-        while slot.inflight:
-            self.outcomes.append(Outcome.released(slot.inflight.popleft(), self.server_id))
-
-    def _attempt(self, job_id: str) -> int:
-        rec = self.claimed.get(job_id)
-        return rec.attempts if rec is not None else 0
-
     # ---- deadlines ----------------------------------------------------------------------
-    def _head_deadline(self, slot: Slot) -> float | None:
-        # A killed slot's head was charged already; what is left behind it never ran
-        # (head_since is the dead job's start) and is released when the exit is seen.
-        if not slot.inflight or slot.killed:
-            return None
-        rec = self.claimed.get(slot.inflight[0])
-        if rec is None or not rec.timeout_s:
-            return None
-        return slot.head_since + rec.timeout_s + self.settings.timeout_grace_s
-
     def _next_deadline(self) -> float | None:
-        deadlines = [d for s in self.pool.slots if (d := self._head_deadline(s)) is not None]
-        if self.stop_deadline is not None:
-            deadlines.append(self.stop_deadline)
-        deadlines += self.start_at
-        return min(deadlines, default=None)
+        deadlines = [self.deadlines.next(self.pool.slots), self.stop_deadline, *self.start_at]
+        return min((d for d in deadlines if d is not None), default=None)
 
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
         self._check_pipes(now)
         self._start_held_back(now)
-        for slot in list(self.pool.slots):
-            deadline = self._head_deadline(slot)
-            if deadline is not None and now >= deadline:
-                head = slot.inflight.popleft()
-                rec = self.claimed[head]
-                log.warning(
-                    "job %s ran past its %s s timeout: killing worker %d",
-                    head,
-                    rec.timeout_s,
-                    slot.pid,
-                )
-                slot.killed = True
-                slot.kill()
-                self._charge(
-                    head,
-                    ErrorInfo(
-                        "JobTimeout",
-                        f"job exceeded its timeout of {rec.timeout_s} s and was killed",
-                        attempt=rec.attempts,
-                        at_ms=now_ms(),
-                        kind="timeout",
-                    ),
-                )
+        for job_id, error in self.deadlines.kill_overdue(list(self.pool.slots), now):
+            self.ledger.charge(job_id, error)
 
     # ---- periodic work ------------------------------------------------------------------
     def _every(self, name: str, period_s: float) -> bool:
@@ -724,8 +539,8 @@ class Coordinator:
     def _periodic(self) -> None:
         if not self.store.pacing.polls_only and self._every("safety-poll", self.poll_s):
             self.more_ready = True  # the safety net for a lost wake-up or a missed put-back
-            if self.hand_off is not None and not self.signals:
-                self._resend_handed()
+            if self.handoff.enabled and not self.signals:
+                self.handoff.resend(usable(self.pool.slots))
         if self._every("reclaim", RECLAIM_EVERY_S):
             if recovery.reclaim_dead(self.store, self.server_id, lease_s=self.settings.lease_s):
                 self.more_ready = True
@@ -738,7 +553,7 @@ class Coordinator:
         if self.result_ttl_s is not None and self._every("expire", EXPIRE_EVERY_S):
             self.store.expire_finished(now_ms() - int(self.result_ttl_s * 1000))
         if self.progress is not None:
-            self.progress.update(self.stats, self.store.stats)
+            self.progress.update(self.ledger.stats, self.store.stats)
 
     def _heartbeat(self) -> None:
         self.store.register_server(
@@ -749,7 +564,7 @@ class Coordinator:
     # ---- ending -------------------------------------------------------------------------
     def _finished(self) -> bool:
         """--until-empty: nothing ready, due or running, and no retry of ours pending."""
-        if not self.settings.until_empty or self.outcomes or self.more_ready:
+        if not self.settings.until_empty or self.ledger.outcomes or self.more_ready:
             return False
         if any(s.inflight for s in self.pool.slots):
             return False
@@ -760,7 +575,7 @@ class Coordinator:
             return False
         pending = [
             r
-            for j in self.retrying
+            for j in self.ledger.retrying
             if (r := self.store.get(j)) is not None and r.state is JobState.SCHEDULED
         ]
         return not pending
@@ -782,20 +597,20 @@ class Coordinator:
         for slot in list(self.pool.slots):
             slot.process.join(timeout=5)
             self._read_messages(slot)  # never raises for what a child sent
-            self._release_all(slot)
+            self.ledger.release_all(slot.inflight)
             self.pool.remove(slot)
-        outcomes, self.outcomes = self.outcomes, []
+        outcomes = self.ledger.take()
         try:
             self.store.finish(outcomes, now_ms())
-            self._account(outcomes)
+            self.ledger.settle(outcomes)
             self.store.requeue_server(self.server_id)
             self.store.unregister_server(self.server_id)
         finally:
             if self.listener is not None:
                 self.listener.close()
             if self.progress is not None:
-                self.progress.close(self.stats)
-            stats = self.stats
+                self.progress.close(self.ledger.stats)
+            stats = self.ledger.stats
             log.info(
                 "stopped: %d done, %d dead, %d retried, %d put back",
                 stats.done,

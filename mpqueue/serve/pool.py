@@ -28,6 +28,7 @@ from ..signing import resolve_secret
 from . import protocol
 from .child import ChildConfig, child_main
 from .containment import kill_group, kill_tree
+from .protocol import InitError, Ready, Report, Run, Stop
 
 START_TIMEOUT_S = 60.0
 HELPERS_STOP_TIMEOUT_S = 5.0  # most ``stop_helpers`` waits for the forkserver and tracker
@@ -81,7 +82,7 @@ class Slot:
     eof_at: float | None = None  # monotonic time its pipe reached end of file
     hand_off: bool = False  # it listens for jobs handed to it by producers
 
-    def read_messages(self) -> list[tuple[Any, ...]]:
+    def read_messages(self) -> list[Report]:
         """Every complete message the child has sent so far.
 
         Reads the pipe in bursts and splits the frames here: Connection.recv costs two
@@ -119,7 +120,7 @@ class Slot:
         if not self.inflight:
             self.head_since = now
         self.inflight.extend(job_ids)
-        self.conn.send(("run", job_ids))
+        protocol.send_command(self.conn, Run(job_ids))
 
     def took(self, job_id: str, now: float) -> None:
         """The child started a job handed to it. It runs those before anything queued,
@@ -143,7 +144,7 @@ class Slot:
         if not self.retiring:
             self.retiring = True
             try:
-                self.conn.send(("stop",))
+                protocol.send_command(self.conn, Stop())
             except OSError:
                 pass  # already gone: its sentinel will tell
 
@@ -227,13 +228,13 @@ class Pool:
                     f"worker process died while starting (exit code {slot.process.exitcode})"
                 )
 
-    def on_ready(self, slot: Slot, message: tuple[Any, ...]) -> None:
+    def on_ready(self, slot: Slot, message: Report) -> None:
         """A child's first message: ready (with its pid), or why it could not start."""
-        if message[0] == "init_error":
-            raise ConfigError(f"worker process failed to start: {message[1]}")
-        if message[0] != "ready":
-            raise ConfigError(f"worker process sent {message[0]!r} before 'ready'")
-        _, slot.pid, slot.started, slot.hand_off = message
+        if isinstance(message, InitError):
+            raise ConfigError(f"worker process failed to start: {message.text}")
+        if not isinstance(message, Ready):
+            raise ConfigError(f"worker process sent {protocol.tag(message)!r} before 'ready'")
+        slot.pid, slot.started, slot.hand_off = message.pid, message.create_time, message.has_inbox
         slot.ready = True
 
     def remove(self, slot: Slot) -> None:

@@ -193,11 +193,11 @@ def pipe_attack(marker: str, tag: str) -> None:
         elif tag == "wrong_job":  # a well-formed outcome of a job it was never sent
             from mpqueue.serve import protocol
 
-            os.write(fd, protocol.encode(("done", "0" * 32, b"", 0)))
+            os.write(fd, protocol.encode(protocol.Done("0" * 32, b"", 0)))
         elif tag == "bad_shape":
             from mpqueue.serve import protocol
 
-            os.write(fd, protocol.encode(("done", 5, "x")))
+            os.write(fd, protocol.frame(("done", 5, "x")))
         else:
             raise ValueError(tag)
     time.sleep(30)  # a server that believed the bytes would wait on this job

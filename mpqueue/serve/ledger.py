@@ -1,0 +1,126 @@
+"""The coordinator's books: outcomes waiting to be committed, the records of the jobs
+its children hold, the jobs of its that wait for a retry, and the run's counts.
+
+An outcome is recorded here the moment it is known (a child's report, a crash, a
+timeout kill) and leaves only once a commit succeeded, so a failing store costs no
+outcome. Committing one settles its job: it is counted, and a job that will be retried
+is remembered for --until-empty.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+
+from ..records import Claim, ErrorInfo, JobRecord, Outcome
+
+log = logging.getLogger("mpqueue.serve")
+
+
+class RunStats:
+    """What happened to the jobs this server ran."""
+
+    def __init__(self) -> None:
+        self.done = self.retried = self.dead = self.released = 0
+        self.started_at = time.monotonic()
+
+
+class Ledger:
+    """Outcomes to commit, claimed and retrying jobs, and the run's counts."""
+
+    def __init__(self, server_id: str):
+        self.server_id = server_id
+        self.outcomes: list[Outcome] = []
+        self.outcomes_since: float | None = None  # when the oldest uncommitted one came
+        self.claimed: dict[str, JobRecord] = {}  # job id -> its record, while ours
+        self.retrying: set[str] = set()  # ours, failed, to be retried
+        self.stats = RunStats()
+
+    # ---- recording ----------------------------------------------------------------
+    def done(self, job_id: str, result: bytes) -> None:
+        self.outcomes.append(Outcome.done(job_id, self.server_id, result))
+
+    def failed(
+        self, job_id: str, error: ErrorInfo, retryable: bool, retry_delay_s: float | None
+    ) -> None:
+        self.outcomes.append(
+            Outcome.failed(
+                job_id, self.server_id, error, retryable=retryable, retry_delay_s=retry_delay_s
+            )
+        )
+
+    def charge(self, job_id: str, error: ErrorInfo) -> None:
+        """A job the server ended (a crash, a timeout kill) failed with ``error``."""
+        # A crash says nothing about the job's own logic timing: retry it at once.
+        delay = 0.0 if error.kind == "crash" else None
+        self.outcomes.append(Outcome.failed(job_id, self.server_id, error, retry_delay_s=delay))
+
+    def release(self, job_ids: Iterable[str]) -> None:
+        """Put these jobs back, uncharged."""
+        self.outcomes += [Outcome.released(j, self.server_id) for j in job_ids]
+
+    def release_all(self, inflight: deque[str]) -> None:
+        """Put back everything a child held, emptying its queue."""
+        while inflight:
+            self.outcomes.append(Outcome.released(inflight.popleft(), self.server_id))
+
+    def note_waiting(self, now: float) -> None:
+        """Start the commit delay's clock when outcomes wait and it is not running."""
+        if self.outcomes and self.outcomes_since is None:
+            self.outcomes_since = now
+
+    def settling(self) -> set[str]:
+        """Jobs whose outcome waits to be committed."""
+        return {o.job_id for o in self.outcomes}
+
+    # ---- claims -------------------------------------------------------------------
+    def claim(self, rec: JobRecord) -> None:
+        """The job is ours now (claimed, or taken by a child from a hand-off)."""
+        self.claimed[rec.id] = rec
+        self.retrying.discard(rec.id)
+
+    def attempt(self, job_id: str) -> int:
+        """The attempt a job of ours is on (0 if its record is unknown)."""
+        rec = self.claimed.get(job_id)
+        return rec.attempts if rec is not None else 0
+
+    # ---- committing ---------------------------------------------------------------
+    def committed(self, outcomes: list[Outcome]) -> None:
+        """``outcomes`` (the list that was pending) are committed: drop and settle them."""
+        self.outcomes = []
+        self.outcomes_since = None
+        self.settle(outcomes)
+
+    def take(self) -> list[Outcome]:
+        """Every pending outcome, for a commit that may not be retried (shutdown)."""
+        outcomes, self.outcomes = self.outcomes, []
+        return outcomes
+
+    def settle(self, outcomes: list[Outcome]) -> None:
+        """Count committed outcomes, and remember the jobs that will be retried."""
+        for outcome in outcomes:
+            rec = self.claimed.pop(outcome.job_id, None)
+            if outcome.kind == "done":
+                self.stats.done += 1
+            elif outcome.kind == "released":
+                self.stats.released += 1
+            elif rec is not None and (not outcome.retryable or rec.attempts > rec.max_retries):
+                self.stats.dead += 1
+                log.warning(
+                    "job %s (%s) is dead after %d attempt(s): %s",
+                    rec.id,
+                    rec.name,
+                    rec.attempts,
+                    outcome.error,
+                )
+            else:
+                self.stats.retried += 1
+                self.retrying.add(outcome.job_id)
+
+
+def stray_claims(claims: list[Claim], held: set[str], live_pids: set[int]) -> list[str]:
+    """Claims of ours that no child holds, and that were not handed to a live child
+    which has yet to take them: after a lost reply they would be stranded."""
+    return [c.job_id for c in claims if c.job_id not in held and c.child_pid not in live_pids]
