@@ -227,7 +227,9 @@ def _error_tuple(v: Any) -> bool:
 
 
 def _id_list(v: Any) -> bool:
-    return isinstance(v, tuple) and all(is_job_id(x) for x in v)
+    """Distinct job ids: a list naming one job twice would make the coordinator hand
+    back (or run) that job twice."""
+    return isinstance(v, tuple) and all(is_job_id(x) for x in v) and len(set(v)) == len(v)
 
 
 def _optional_number(v: Any) -> bool:

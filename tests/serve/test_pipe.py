@@ -15,7 +15,15 @@ import pytest
 
 from ..support.serve_helpers import env, servers, wait_until  # noqa: F401
 
-ATTACKS = ["garbage", "old_huge_header", "huge_header", "wrong_job", "bad_shape", "close"]
+ATTACKS = [
+    "garbage",
+    "old_huge_header",
+    "huge_header",
+    "wrong_job",
+    "released_twice",
+    "bad_shape",
+    "close",
+]
 
 
 @pytest.mark.timeout(90)
@@ -23,7 +31,7 @@ ATTACKS = ["garbage", "old_huge_header", "huge_header", "wrong_job", "bad_shape"
 def test_bad_bytes_on_the_pipe_are_that_jobs_crash(env, servers, attack):
     server = servers(env.path, "--workers", "2")
     server.wait_ready(env.queue, 2)
-    bad = env.task("pipe_attack").delay(str(env.marker), attack)
+    bad = env.task("pipe_attack").delay(str(env.marker), attack, env.path)
     good = [env.task("quick").delay(str(env.marker), f"good{i}") for i in range(10)]
 
     # Two attempts (retries=1), each would sleep 30 s if the server waited on it.

@@ -175,7 +175,7 @@ def _pipes() -> list[int]:
 
 
 @queue.task(retries=1, backoff=0.05, backoff_cap=0.05)
-def pipe_attack(marker: str, tag: str) -> None:
+def pipe_attack(marker: str, tag: str, store: str = "") -> None:
     """Writes bytes that are not a message to its worker's pipe, or closes it; ``tag``
     says which (and is the marker tag)."""
     mark(marker, "start", tag)
@@ -194,6 +194,12 @@ def pipe_attack(marker: str, tag: str) -> None:
             from mpqueue.serve import protocol
 
             os.write(fd, protocol.encode(protocol.Done("0" * 32, b"", 0)))
+        elif tag == "released_twice":  # its own id twice: a right shape, a wrong content
+            from mpqueue.serve import protocol
+
+            with Queue(store) as jobs:
+                own = [j.id for j in jobs.list(name="tests.support.serve_tasks.pipe_attack")]
+            os.write(fd, protocol.frame(("released", tuple(own * 2))))
         elif tag == "bad_shape":
             from mpqueue.serve import protocol
 
