@@ -8,9 +8,11 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
+from .batch import Batches
 from .display import describe
 from .errors import ConfigError, JobNotFound, TaskNotFound
 from .handle import Job
@@ -82,6 +84,7 @@ class Queue:
         self._store: Store | None = None
         self._store_pid = 0
         self._lock = threading.Lock()
+        self._batches = Batches()
 
     # ---- store lifecycle ----------------------------------------------------------
     @property
@@ -233,11 +236,25 @@ class Queue:
             backoff_cap_s=options.backoff_cap,
         )
 
+    def batch(self) -> AbstractContextManager[None]:
+        """A block whose enqueues (``delay``, ``schedule``, ``map``) are written in one
+        transaction when it ends: all of them, or none if an exception leaves it.
+
+        The handles come back at once, but their jobs exist only after the block:
+        ``refresh()`` or ``result()`` inside it cannot find them. A batch is this
+        thread's (other threads enqueue as usual); an inner ``batch()`` joins the outer.
+        """
+        return self._batches.open(self.store.add)
+
     def _add(self, records: list[JobRecord]) -> list[Job]:
         if self.secret is not None:
             for rec in records:
                 rec.signature = sign(self.secret, rec.name, rec.payload, rec.func)
-        self.store.add(records)
+        batch = self._batches.collecting()
+        if batch is None:
+            self.store.add(records)
+        else:
+            batch.extend(records)
         return [Job(rec, self) for rec in records]
 
     # ---- reading ------------------------------------------------------------------
