@@ -31,13 +31,15 @@ def test_a_batch_is_written_at_its_end_in_one_transaction(queue):
         first = task.delay(1, 2)
         rest = task.map([(i, i) for i in range(50)])
         later = task.schedule((3, 4), delay=3600)
+        anon = queue.submit(lambda x: x + 1, 41)  # stored by value
         assert queue.stats()["total"] == 0  # nothing is in the store yet
     written = queue.store.counter.snapshot() - before
     stats = queue.stats()
-    assert stats["total"] == 52 and stats["scheduled"] == 1
-    assert {j.id for j in queue.list()} == {first.id, later.id, *(j.id for j in rest)}
+    assert stats["total"] == 53 and stats["scheduled"] == 1
+    listed = {j.id for j in queue.list()}
+    assert listed == {first.id, later.id, anon.id, *(j.id for j in rest)}
     assert queue.get(later.id).state == "scheduled"
-    # One write transaction for the 52 jobs, plus the reads of stats() above.
+    # One write transaction for the 53 jobs, plus the reads of stats() above.
     assert written.txns <= 3, written
 
 
