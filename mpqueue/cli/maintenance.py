@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -25,6 +26,9 @@ def check(queue: Queue, as_json: bool) -> None:
     Exit code 0: all well; 1: an index disagrees with the jobs; 2: something is
     corrupt (a record that cannot be decoded, or a page LMDB cannot read).
     """
+    if not is_url(queue.path) and not os.path.lexists(os.path.expanduser(queue.path)):
+        # Checking must not create the store it was asked about.
+        raise ConfigError(f"no store at {queue.path!r}: nothing to check")
     try:
         report = queue.check()
     except StoreCorrupt as exc:

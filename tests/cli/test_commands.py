@@ -544,3 +544,12 @@ def test_python_dash_m_error_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stdout == ""
     assert done.stderr == f"Error: no job with id '{MISSING_ID}'\n"
+
+
+@pytest.mark.parametrize("json_flag", [[], ["--json"]])
+def test_check_on_a_missing_store_says_so_and_creates_nothing(tmp_path: Path, json_flag) -> None:
+    missing = tmp_path / "no-such-store"
+    done = run_cli("--path", str(missing), "check", *json_flag, cwd=tmp_path)
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr == f"Error: no store at {str(missing)!r}: nothing to check\n"
+    assert not missing.exists()
