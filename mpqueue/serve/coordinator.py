@@ -43,7 +43,7 @@ from typing import Any
 from ..errors import ProtocolError, StoreCorrupt, StoreError
 from ..identity import current
 from ..location import redact
-from ..records import ErrorInfo, JobRecord, JobState, now_ms
+from ..records import ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from ..store import open_store
 from . import protocol, recovery
 from .backoff import StoreBackoff
@@ -231,17 +231,7 @@ class Coordinator:
         outcomes = self.ledger.outcomes
         now = now_ms()
         limit = min(room, self.settings.batch)
-        idle = (
-            self.handoff.offers(self.pacer.idle(self.pool.slots))
-            if self.handoff.enabled and not self.signals
-            else []
-        )
-        if hand_off := self.handoff.capability:
-            _, claimed = hand_off.finish_and_claim(
-                outcomes, self.server_id, limit, now, idle_children=idle
-            )
-        else:
-            _, claimed = self.store.finish_and_claim(outcomes, self.server_id, limit, now)
+        _, claimed = self._finish_and_claim(outcomes, limit, now)
         self.ledger.committed(outcomes)  # only once committed: on a store error they are kept
         if limit > 0:
             self.more_ready = len(claimed) >= limit
@@ -253,6 +243,17 @@ class Coordinator:
         self._dispatch(claimed)  # first: the children start while we read on
         self.next_due_ms = self.store.next_run_at_ms()
         return bool(outcomes or claimed)
+
+    def _finish_and_claim(
+        self, outcomes: list[Outcome], limit: int, now: int
+    ) -> tuple[list[bool], list[JobRecord]]:
+        """The cycle's one commit; with hand-off it also offers our idle children (none
+        while stopping), replacing the previous offer."""
+        hand_off = self.handoff.capability
+        if hand_off is None:
+            return self.store.finish_and_claim(outcomes, self.server_id, limit, now)
+        idle = [] if self.signals else self.handoff.offers(self.pacer.idle(self.pool.slots))
+        return hand_off.finish_and_claim(outcomes, self.server_id, limit, now, idle_children=idle)
 
     def _cycle_wanted(self, room: int) -> bool:
         """Whether a durable commit is worth paying for now.

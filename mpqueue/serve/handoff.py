@@ -49,7 +49,11 @@ class Handoff:
         self.server_id = server_id
         self.ledger = ledger
         self.capability = capability  # the store's hand-off, None: no hand-off here
-        self.enabled = capability is not None  # off: no offers, nothing here to do
+
+    @property
+    def enabled(self) -> bool:
+        """Off: no offers, and nothing here has work to do."""
+        return self.capability is not None
 
     def offers(self, idle: list[Slot]) -> list[int]:
         """The pids of the idle children to offer to producers in this commit."""
