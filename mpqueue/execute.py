@@ -1,7 +1,7 @@
 """Running claimed jobs in this process: the rule that turns a record into an Outcome.
 
 A server's child (``serve/child.py``) and ``Queue.run_pending`` (``run_pending`` below) both
-run jobs through ``Executor``, so a job fails, retries or is dead-lettered for the
+run jobs through ``TaskRunner``, so a job fails, retries or is dead-lettered for the
 same reasons wherever it runs: a bad signature (checked before anything is
 unpickled), an unknown task, a payload that cannot be unpickled, an exception or
 ``Retry`` from the task, a result that cannot be pickled or is too big.
@@ -43,7 +43,7 @@ def call_plainly(
     return fn(*args, **kwargs)
 
 
-class Executor:
+class TaskRunner:
     """Runs claimed jobs, one at a time, and says how each ended.
 
     Parameters
@@ -165,36 +165,36 @@ def run_pending(store: Store, secret: bytes | None, limit: int | None = None) ->
     process to stop it. A Ctrl-C (KeyboardInterrupt) in a job puts back the jobs of
     the batch that have not finished, uncharged, and is raised again.
     """
-    executor = Executor(current().server_id, secret, passes=(KeyboardInterrupt,))
+    runner = TaskRunner(current().server_id, secret, passes=(KeyboardInterrupt,))
     runs = 0
     while limit is None or runs < limit:
         now = now_ms()
         store.promote_due(now)
         batch = RUN_PENDING_BATCH if limit is None else min(RUN_PENDING_BATCH, limit - runs)
-        claimed = store.claim(executor.server_id, batch, now)
+        claimed = store.claim(runner.server_id, batch, now)
         if not claimed:
             break
         for ran, rec in enumerate(claimed):
             try:
-                outcome = _run_in_process(executor, rec)
+                outcome = _run_in_process(runner, rec)
             except BaseException:
                 late = claimed[ran:]
-                store.finish([Outcome.released(r.id, executor.server_id) for r in late], now_ms())
+                store.finish([Outcome.released(r.id, runner.server_id) for r in late], now_ms())
                 raise
             store.finish([outcome], now_ms())
             runs += 1
     return runs
 
 
-def _run_in_process(executor: Executor, rec: JobRecord) -> Outcome:
-    """``executor.run``, where what would crash a child (an error the rule does not
+def _run_in_process(runner: TaskRunner, rec: JobRecord) -> Outcome:
+    """``runner.run``, where what would crash a child (an error the rule does not
     map, raised while the job is loaded) fails the job as a crash would: retried at
     once, here with the exception that caused it."""
     try:
-        return executor.run(rec.id, rec)
+        return runner.run(rec.id, rec)
     except Exception as exc:
         error = _error(exc, rec, "crash")
-        return Outcome.failed(rec.id, executor.server_id, error, retry_delay_s=0.0)
+        return Outcome.failed(rec.id, runner.server_id, error, retry_delay_s=0.0)
 
 
 def _error(exc: BaseException, rec: JobRecord, kind: str) -> ErrorInfo:

@@ -35,7 +35,7 @@ from typing import Any
 import psutil
 
 from ..errors import MpqueueError
-from ..execute import Executor, JobTimeout
+from ..execute import JobTimeout, TaskRunner
 from ..identity import pid_exists
 from ..limits import JOB_ID_BYTES
 from ..records import JobRecord
@@ -131,7 +131,7 @@ class _JobRunner:
         self.store = open_store(config.store_path, mode=config.mode)
         self.process = psutil.Process() if config.measure_rss else None
         self.server_id = config.server_id
-        self.executor = Executor(config.server_id, config.secret, call=_timed_call)
+        self.task_runner = TaskRunner(config.server_id, config.secret, call=_timed_call)
         self.pid = os.getpid()
         self.hand_off = self.store.hand_off if config.hand_off else None
         self.inbox = None if self.hand_off is None else _open_inbox(self.hand_off)
@@ -205,11 +205,11 @@ class _JobRunner:
         return self._run_record(job_id, self.store.get(job_id))
 
     def _run_record(self, job_id: str, rec: JobRecord | None) -> Done | Failed:
-        outcome = self.executor.run(job_id, rec)
+        outcome = self.task_runner.run(job_id, rec)
         if outcome.kind == "done":
-            assert outcome.result is not None  # a done Outcome of the executor has one
+            assert outcome.result is not None  # a done Outcome of the task runner has one
             return Done(outcome.job_id, outcome.result, self._rss())
-        assert outcome.error is not None  # every failed Outcome of the executor has one
+        assert outcome.error is not None  # every failed Outcome of the task runner has one
         return Failed(job_id, outcome.error, outcome.retryable, outcome.retry_delay_s, self._rss())
 
     def _rss(self) -> int:
