@@ -34,7 +34,7 @@ from ...errors import ConfigError
 
 # Re-exported: the encodings below are written for these bounds.
 from ...limits import JOB_ID_BYTES as JOB_ID_BYTES
-from ...limits import KEY_MAX_BYTES
+from ...limits import KEY_MAX_BYTES, check_key_part
 from ...limits import PRIORITY_MAX as PRIORITY_MAX
 from ...limits import PRIORITY_MIN as PRIORITY_MIN
 from ...limits import RUN_AT_MAX_MS as RUN_AT_MAX_MS
@@ -264,12 +264,6 @@ def decode_u64(raw: bytes) -> int:
 @functools.lru_cache(maxsize=1024)
 def check_name_key(name: str) -> None:
     """Raise ConfigError if jobs of task ``name`` would have a by_name key over LMDB's
-    limit (cached: producers check the same few names on every enqueue)."""
-    check_key_length(by_name_key(name, "0" * JOB_ID_BYTES), f"task name {name!r}")
-
-
-def check_key_length(key: bytes, what: str) -> None:
-    if len(key) > MAX_KEY_BYTES:
-        raise ConfigError(
-            f"{what} is too long: its key takes {len(key)} bytes, the limit is {MAX_KEY_BYTES}"
-        )
+    limit: the rule every store applies (``limits.check_key_part``), cached here because
+    producers check the same few names on every enqueue."""
+    check_key_part(name, f"task name {name!r}")

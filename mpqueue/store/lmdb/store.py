@@ -17,7 +17,7 @@ from typing import Any
 
 from ...errors import ConfigError, CorruptRecord, JobNotFound
 from ...identity import DEFAULT_LEASE_S, pid_exists, server_dead
-from ...limits import stored_problem
+from ...limits import check_key_part, stored_problem
 from ...location import DEFAULT_MAP_SIZE
 from ...outcomes import Destination, apply_outcome
 from ...records import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
@@ -380,7 +380,7 @@ class LmdbStore(Store, HandOff):
         return len(due)
 
     def claim(self, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
-        keys.check_key_length(keys.processing_key(server_id, "0" * keys.JOB_ID_BYTES), "server id")
+        check_key_part(server_id, "server id")
         if limit <= 0:
             return []
         return self.env.write(lambda tx: self._claim(tx, server_id, limit, now_ms))
