@@ -3,6 +3,7 @@
 from .errors import (
     ConfigError,
     DuplicateTask,
+    JobCancelled,
     JobFailed,
     JobNotFound,
     MpqueueError,
@@ -17,7 +18,8 @@ from .errors import (
 from .handle import Job
 from .queue import Queue
 from .records import ErrorInfo, JobState
-from .task import Task
+from .task import Signature, Task
+from .workflow import GroupHandle, chain, chord, group
 
 __version__ = "0.1.0"
 
@@ -25,7 +27,9 @@ __all__ = [
     "ConfigError",
     "DuplicateTask",
     "ErrorInfo",
+    "GroupHandle",
     "Job",
+    "JobCancelled",
     "JobFailed",
     "JobNotFound",
     "JobState",
@@ -34,9 +38,13 @@ __all__ = [
     "Queue",
     "Retry",
     "SerializationError",
+    "Signature",
     "StoreCorrupt",
     "StoreError",
     "StoreFull",
     "Task",
     "TaskNotFound",
+    "chain",
+    "chord",
+    "group",
 ]
