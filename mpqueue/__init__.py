@@ -3,6 +3,7 @@
 from .errors import (
     ConfigError,
     DuplicateTask,
+    ExecutorBroken,
     JobFailed,
     JobNotFound,
     MpqueueError,
@@ -14,6 +15,7 @@ from .errors import (
     StoreFull,
     TaskNotFound,
 )
+from .executor import Executor
 from .handle import Job
 from .queue import Queue
 from .records import ErrorInfo, JobState
@@ -25,6 +27,8 @@ __all__ = [
     "ConfigError",
     "DuplicateTask",
     "ErrorInfo",
+    "Executor",
+    "ExecutorBroken",
     "Job",
     "JobFailed",
     "JobNotFound",

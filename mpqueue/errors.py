@@ -15,6 +15,8 @@ where they enter and chained as ``__cause__``.
     │   └── StoreCorrupt     a store file is damaged (truncated, a bad page)
     ├── JobNotFound          no job with that id
     ├── JobFailed            job.result() on a dead job; carries the remote traceback
+    ├── ExecutorBroken       the servers an Executor started kept exiting before serving
+    │                        (also a concurrent.futures.BrokenExecutor)
     ├── Retry                raised by a task to ask for a retry after ``delay_s``
     ├── CorruptRecord        (internal) a stored value that cannot be decoded; the
     │                        stores catch it and show the job as a corrupt stand-in
@@ -24,6 +26,7 @@ where they enter and chained as ``__cause__``.
 
 from __future__ import annotations
 
+from concurrent.futures import BrokenExecutor
 from typing import Any
 
 from .display import describe
@@ -92,6 +95,11 @@ class JobFailed(MpqueueError):
         self.job_id = job_id
         self.error = error
         super().__init__(f"job {job_id} failed: {error}")
+
+
+class ExecutorBroken(MpqueueError, BrokenExecutor):
+    """The ``mpqueue serve`` processes an ``Executor`` started exited before serving its
+    store, several times in a row; its pending futures fail with this error."""
 
 
 class Retry(MpqueueError):

@@ -93,9 +93,7 @@ class Job:
         """
 
         self.record = self.queue.wait_finished(self.id, timeout)
-        if self.record.state is JobState.DEAD:
-            raise JobFailed(self.id, self.error)
-        return load_result(self.record.result or b"", job_id=self.id)
+        return finished_value(self.record)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly view (no payload bytes), for the command line."""
@@ -113,3 +111,15 @@ class Job:
             "finished_at_ms": rec.finished_at_ms,
             "errors": [e.__dict__ for e in rec.errors],
         }
+
+
+def finished_value(record: JobRecord) -> Any:
+    """The value of a finished job's record, unpickled (``Job.result`` and the
+    ``Executor``'s futures both read results here, the one place that unpickles them).
+
+    Raises JobFailed (with the remote traceback) for a dead job, PayloadError for a
+    result that cannot be loaded.
+    """
+    if record.state is JobState.DEAD:
+        raise JobFailed(record.id, record.errors[-1] if record.errors else None)
+    return load_result(record.result or b"", job_id=record.id)
