@@ -9,23 +9,17 @@ about in the order they were enqueued), so a pass costs about what finished sinc
 last one, not one read per pending job; a slower sweep over the rest catches the jobs
 that finished out of order.
 
-Lifetime of the ``serve`` child: it is started from the watcher thread with
-``PR_SET_PDEATHSIG`` (Linux), so it gets SIGTERM when that thread ends, which is when the
-Executor shuts down or when this process dies, however it dies; SIGTERM makes a server
-finish its running jobs (or put them back) and put back the rest.
+The server is started, watched and stopped by ``serve/launcher.py``; it stops when the
+Executor shuts down or when this process dies, however it dies.
 """
 
 from __future__ import annotations
 
 import atexit
 import concurrent.futures
-import ctypes
 import itertools
 import logging
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 import weakref
@@ -34,14 +28,12 @@ from typing import Any
 
 from .errors import ConfigError, ExecutorBroken, JobNotFound
 from .handle import finished_value
-from .identity import server_dead
 from .limits import check_int
 from .location import is_memory
 from .queue import Queue
-from .records import JobRecord, JobState, now_ms
+from .records import JobRecord, JobState
 from .registry import check_name, task_name
-from .serve.settings import DEFAULT_GRACE_S
-from .signing import SECRET_ENV
+from .serve.launcher import ServerLauncher
 from .task import Task, TaskOptions
 
 log = logging.getLogger("mpqueue.executor")
@@ -54,10 +46,6 @@ HEAD_IDS = 4096  # the most records one pass reads
 SWEEP_IDS = 64  # records the sweep reads beyond the pass, at most every SWEEP_EVERY_S
 SWEEP_EVERY_S = 0.1
 SERVE_CHECK_S = 1.0  # how often the watcher checks that a live server serves the store
-STOP_WAIT_S = DEFAULT_GRACE_S + 10.0  # SIGTERM, then this long before SIGKILL
-FAILED_STARTS = 3  # servers that exited before registering, in a row: the Executor is broken
-
-_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class Executor(concurrent.futures.Executor):
@@ -107,7 +95,7 @@ class Executor(concurrent.futures.Executor):
             )
         self._shutdown_lock = threading.Lock()
         self._closed = False
-        self._watcher = _Watcher(self.queue, _ServerLauncher(self.queue, self.max_workers))
+        self._watcher = _Watcher(self.queue, ServerLauncher(self.queue, self.max_workers))
         self._watcher.begin()  # raises what starting a server raised
         _OPEN.add(self)
 
@@ -252,7 +240,7 @@ class JobFuture(concurrent.futures.Future[Any]):
 class _Watcher:
     """The thread that finishes futures from the store, and keeps the store served."""
 
-    def __init__(self, queue: Queue, launcher: _ServerLauncher):
+    def __init__(self, queue: Queue, launcher: ServerLauncher):
         self.queue = queue
         self.launcher = launcher
         self.pending: dict[str, JobFuture] = {}  # submission order: oldest first
@@ -422,99 +410,6 @@ def _set_outcome(future: concurrent.futures.Future[Any], record: JobRecord) -> N
         future.set_result(finished_value(record))
     except Exception as exc:  # JobFailed, or a result that cannot be loaded
         future.set_exception(exc)
-
-
-class _ServerLauncher:
-    """The ``mpqueue serve`` process an Executor runs while no other server serves its
-    store."""
-
-    def __init__(self, queue: Queue, workers: int):
-        self.queue = queue
-        self.workers = workers
-        self.process: subprocess.Popen[bytes] | None = None
-        self.registered = False  # the current process was seen in the store's registry
-        self.failed_starts = 0
-
-    def ensure_served(self) -> None:
-        """Start a server if neither ours nor another live one serves the store.
-
-        Raises ExecutorBroken when servers we start keep exiting before they register."""
-        servers = self.queue.store.servers()
-        if self.process is not None:
-            if self.process.poll() is None:
-                self.registered = self.registered or any(
-                    info.get("pid") == self.process.pid for info in servers.values()
-                )
-                return
-            self._count_exit(self.process.returncode)
-            self.process = None
-        now = now_ms()
-        if any(not server_dead(sid, info, now) for sid, info in servers.items()):
-            return
-        self.process = self._start()
-        self.registered = False
-
-    def _count_exit(self, code: int) -> None:
-        log.warning("the mpqueue serve process of this Executor exited with code %s", code)
-        self.failed_starts = 0 if self.registered else self.failed_starts + 1
-        if self.failed_starts >= FAILED_STARTS:
-            raise ExecutorBroken(
-                f"mpqueue serve exited {FAILED_STARTS} times (last code {code}) before "
-                f"serving {self.queue!r}; its log is on stderr"
-            )
-
-    def _start(self) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "mpqueue", "--mode", self.queue.mode, "serve"]
-        command += ["--workers", str(self.workers), "--log-level", "warning"]
-        return subprocess.Popen(
-            command,
-            env=_server_env(self.queue),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            start_new_session=True,  # a Ctrl-C at the terminal is the script's, not the server's
-            preexec_fn=_die_with_parent(),
-        )
-
-    def stop(self) -> None:
-        """SIGTERM our server and wait for it: it finishes or puts back its jobs."""
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STOP_WAIT_S)
-        except subprocess.TimeoutExpired:
-            log.warning("mpqueue serve pid %d ignored SIGTERM for %.0f s", process.pid, STOP_WAIT_S)
-            process.kill()
-            process.wait()
-
-
-def _server_env(queue: Queue) -> dict[str, str]:
-    """The server's environment: the store in ``$MPQUEUE_PATH`` (a URL's password stays
-    out of ``ps``), the secret, and this interpreter's import path, so the workers import
-    what this process can (as a spawned multiprocessing child would)."""
-    env = dict(os.environ, MPQUEUE_PATH=queue.path)
-    cwd = os.getcwd()
-    env["PYTHONPATH"] = os.pathsep.join(cwd if entry == "" else entry for entry in sys.path)
-    if queue.secret is not None:
-        env[SECRET_ENV] = queue.secret.decode("utf-8", "surrogateescape")
-    return env
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A pre-exec hook that asks Linux to SIGTERM the child when the thread that started
-    it ends: on shutdown, or when this process dies, even by SIGKILL."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork, not after
-    parent = os.getpid()
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # died before the hook ran: nobody will signal us
-            os._exit(1)
-
-    return hook
 
 
 # Executors still open at interpreter exit stop their servers (their jobs stay queued).
