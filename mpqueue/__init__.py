@@ -4,6 +4,7 @@ from .errors import (
     ConfigError,
     DuplicateTask,
     ExecutorBroken,
+    JobCancelled,
     JobFailed,
     JobNotFound,
     MpqueueError,
@@ -19,7 +20,8 @@ from .executor import Executor
 from .handle import Job
 from .queue import Queue
 from .records import ErrorInfo, JobState
-from .task import Task
+from .task import Signature, Task
+from .workflow import GroupHandle, chain, chord, group
 
 __version__ = "0.1.0"
 
@@ -29,7 +31,9 @@ __all__ = [
     "ErrorInfo",
     "Executor",
     "ExecutorBroken",
+    "GroupHandle",
     "Job",
+    "JobCancelled",
     "JobFailed",
     "JobNotFound",
     "JobState",
@@ -38,9 +42,13 @@ __all__ = [
     "Queue",
     "Retry",
     "SerializationError",
+    "Signature",
     "StoreCorrupt",
     "StoreError",
     "StoreFull",
     "Task",
     "TaskNotFound",
+    "chain",
+    "chord",
+    "group",
 ]

@@ -15,6 +15,7 @@ where they enter and chained as ``__cause__``.
     │   └── StoreCorrupt     a store file is damaged (truncated, a bad page)
     ├── JobNotFound          no job with that id
     ├── JobFailed            job.result() on a dead job; carries the remote traceback
+    │   └── JobCancelled     job.result() on a cancelled job (a dependency failed)
     ├── ExecutorBroken       the servers an Executor started kept exiting before serving
     │                        (also a concurrent.futures.BrokenExecutor)
     ├── Retry                raised by a task to ask for a retry after ``delay_s``
@@ -95,6 +96,15 @@ class JobFailed(MpqueueError):
         self.job_id = job_id
         self.error = error
         super().__init__(f"job {job_id} failed: {error}")
+
+
+class JobCancelled(JobFailed):
+    """Raised by ``Job.result()`` when the job was cancelled; ``error`` says why (the
+    dependency that failed, for a job of a workflow)."""
+
+    def __init__(self, job_id: str, error: object):
+        super().__init__(job_id, error)
+        self.args = (f"job {job_id} was cancelled: {error}",)
 
 
 class ExecutorBroken(MpqueueError, BrokenExecutor):

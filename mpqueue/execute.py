@@ -10,14 +10,14 @@ unpickled), an unknown task, a payload that cannot be unpickled, an exception or
 from __future__ import annotations
 
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import PayloadError, Retry, SerializationError, TaskNotFound
+from .errors import JobCancelled, JobFailed, PayloadError, Retry, SerializationError, TaskNotFound
 from .identity import current
-from .records import ErrorInfo, JobRecord, Outcome, now_ms
+from .records import PASS_ONE, ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from .registry import resolve
-from .serializer import dump_result, load_callable, load_payload
+from .serializer import dump_result, load_callable, load_payload, load_result
 from .serve.protocol import MAX_RESULT
 from .signing import verify
 from .store.base import Store
@@ -26,6 +26,8 @@ RUN_PENDING_BATCH = 64  # jobs run_pending claims at once (the rest stay ready f
 
 # How a task function is called: (record, function, args, kwargs) -> its value.
 Call = Callable[[JobRecord, Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any]
+# How the records of a job's dependencies are read (one read: ``Store.get_many``).
+Fetch = Callable[[Sequence[str]], list[JobRecord | None]]
 
 
 class JobTimeout(BaseException):
@@ -53,6 +55,7 @@ class TaskRunner:
     call: how the task function is called (a child arms the job's time limit here).
     passes: exceptions that leave ``run`` instead of failing the job (in-process, a
         Ctrl-C must stop the caller, not fail one job).
+    fetch: reads the records of a workflow job's dependencies, whose results it takes.
     """
 
     def __init__(
@@ -60,11 +63,13 @@ class TaskRunner:
         server_id: str,
         secret: bytes | None,
         *,
+        fetch: Fetch,
         call: Call = call_plainly,
         passes: tuple[type[BaseException], ...] = (),
     ):
         self.server_id = server_id
         self.secret = secret
+        self.fetch = fetch
         self.call = call
         self.passes = passes
         self.funcs: dict[Any, Callable[..., Any]] = {}  # loaded once per name or callable
@@ -91,6 +96,8 @@ class TaskRunner:
         try:
             fn = self._callable(rec)
             args, kwargs = load_payload(rec.payload, job_id=job_id)
+            if rec.pass_results:
+                args = (self._inputs(rec), *args)
         except (PayloadError, TaskNotFound) as exc:
             retryable = isinstance(exc, TaskNotFound)  # a deploy may fix an import
             kind = "payload" if isinstance(exc, PayloadError) else "exception"
@@ -129,6 +136,25 @@ class TaskRunner:
             return self._failed(rec, _error(exc, rec, "exception"), retryable=False)
         return Outcome.done(rec.id, self.server_id, result)
 
+    def _inputs(self, rec: JobRecord) -> Any:
+        """The results of the job's dependencies, read in one go (a chain's step takes
+        the one result, a chord's callback the list, a failure's JobFailed in its place
+        where the job allows failures). PayloadError if one is gone or unreadable."""
+        values = []
+        for job_id, dep in zip(rec.depends_on, self.fetch(rec.depends_on)):
+            if dep is None:
+                raise PayloadError(
+                    f"the result of dependency {job_id} is gone (deleted or expired)",
+                    job_id=rec.id,
+                )
+            if dep.state is JobState.DONE:
+                values.append(load_result(dep.result or b"", job_id=job_id))
+            elif dep.state is JobState.CANCELLED:
+                values.append(JobCancelled(job_id, dep.errors[-1] if dep.errors else None))
+            else:
+                values.append(JobFailed(job_id, dep.errors[-1] if dep.errors else None))
+        return values[0] if rec.pass_results == PASS_ONE else values
+
     def _callable(self, rec: JobRecord) -> Callable[..., Any]:
         key = rec.func if rec.func is not None else rec.name
         fn = self.funcs.get(key)
@@ -165,7 +191,9 @@ def run_pending(store: Store, secret: bytes | None, limit: int | None = None) ->
     process to stop it. A Ctrl-C (KeyboardInterrupt) in a job puts back the jobs of
     the batch that have not finished, uncharged, and is raised again.
     """
-    runner = TaskRunner(current().server_id, secret, passes=(KeyboardInterrupt,))
+    runner = TaskRunner(
+        current().server_id, secret, fetch=store.get_many, passes=(KeyboardInterrupt,)
+    )
     runs = 0
     while limit is None or runs < limit:
         now = now_ms()

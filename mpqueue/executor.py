@@ -31,7 +31,7 @@ from .handle import finished_value
 from .limits import check_int
 from .location import is_memory
 from .queue import Queue
-from .records import JobRecord, JobState
+from .records import FINISHED_STATES, JobRecord
 from .registry import check_name, task_name
 from .serve.launcher import ServerLauncher
 from .task import Task, TaskOptions
@@ -125,9 +125,10 @@ class Executor(concurrent.futures.Executor):
         """``fn`` over the items of ``iterables``, enqueued as one job per item in one
         transaction; the results come back in order.
 
-        ``key``, called with each item's arguments, names its job: while a job of ``fn``
-        with that key exists (and is not dead), the call reuses it instead of adding
-        another, so a script run again after a crash computes only what is missing.
+        ``key``, called with each item's arguments, returns a str that names its job:
+        while a job of ``fn`` with that key exists and is neither dead nor cancelled, the
+        item reuses it instead of adding another, so a script run again after a crash
+        computes only what is missing.
         ``timeout``: seconds from this call after which the iterator raises
         TimeoutError. ``chunksize`` is accepted for compatibility: every item is a job.
         """
@@ -138,10 +139,7 @@ class Executor(concurrent.futures.Executor):
         with self._shutdown_lock:
             self._refuse_if_closed()
             task = self._task(fn)
-            if key is None:
-                jobs = task.map(calls)
-            else:
-                jobs = task.map(calls, key=_key_of_args(key))  # type: ignore[call-arg]
+            jobs = task.map(calls, key=key)
             futures = self._watcher.track([job.id for job in jobs])
         return _results_in_order(futures, deadline)
 
@@ -181,18 +179,6 @@ class Executor(concurrent.futures.Executor):
             self._closed = True
         self._watcher.abandon()
         self._watcher.join()
-
-
-def _key_of_args(key: Callable[..., str]) -> Callable[[tuple[Any, ...]], str]:
-    """``key`` called with one item's arguments, its answer checked."""
-
-    def of(args: tuple[Any, ...]) -> str:
-        value = key(*args)
-        if not isinstance(value, str):
-            raise ConfigError(f"map(key=...) must return a str; got {value!r} for {args!r}")
-        return value
-
-    return of
 
 
 def _results_in_order(
@@ -378,12 +364,11 @@ class _Watcher:
         return sum(self._settle(job_id, rec) for job_id, rec in zip(ids, self._read(ids)))
 
     def _read(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
-        store = self.queue.store
-        return [store.get(job_id) for job_id in job_ids]
+        return self.queue.store.get_many(job_ids) if job_ids else []
 
     def _settle(self, job_id: str, record: JobRecord | None) -> bool:
         """Finish the future of ``job_id`` if its record says the job ended; True if so."""
-        if record is not None and record.state not in (JobState.DONE, JobState.DEAD):
+        if record is not None and record.state not in FINISHED_STATES:
             return False
         with self.lock:
             future = self.pending.pop(job_id, None)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from .errors import JobFailed, JobNotFound
+from .errors import JobCancelled, JobFailed, JobNotFound
 from .records import ErrorInfo, JobRecord, JobState
 from .serializer import load_payload, load_result
 from .store.base import Store
@@ -63,6 +63,20 @@ class Job:
         return self.record.errors[-1] if self.record.errors else None
 
     @property
+    def depends_on(self) -> tuple[str, ...]:
+        """The ids of the jobs this one waits for (or waited for), in order."""
+        return self.record.depends_on
+
+    @property
+    def key(self) -> str | None:
+        """The job's unique key (``key=``), or None."""
+        return self.record.key
+
+    def dependents(self) -> list[str]:
+        """The ids of the jobs that depend on this one, read from the store."""
+        return self.queue.store.dependents(self.id)
+
+    @property
     def run_at(self) -> datetime:
         return datetime.fromtimestamp(self.record.run_at_ms / 1000, tz=timezone.utc)
 
@@ -89,7 +103,8 @@ class Job:
         """Wait until the job is done and return its value.
 
         Raises JobFailed (with the remote traceback) if the job ended dead,
-        TimeoutError if ``timeout`` seconds pass first, JobNotFound if it was deleted.
+        JobCancelled (a JobFailed) if it was cancelled, TimeoutError if ``timeout``
+        seconds pass first, JobNotFound if it was deleted.
         """
 
         self.record = self.queue.wait_finished(self.id, timeout)
@@ -110,6 +125,8 @@ class Job:
             "created_at_ms": rec.created_at_ms,
             "finished_at_ms": rec.finished_at_ms,
             "errors": [e.__dict__ for e in rec.errors],
+            "depends_on": list(rec.depends_on),
+            "key": rec.key,
         }
 
 
@@ -117,9 +134,12 @@ def finished_value(record: JobRecord) -> Any:
     """The value of a finished job's record, unpickled (``Job.result`` and the
     ``Executor``'s futures both read results here, the one place that unpickles them).
 
-    Raises JobFailed (with the remote traceback) for a dead job, PayloadError for a
-    result that cannot be loaded.
+    Raises JobFailed (with the remote traceback) for a dead job, JobCancelled for a
+    cancelled one, PayloadError for a result that cannot be loaded.
     """
+    error = record.errors[-1] if record.errors else None
     if record.state is JobState.DEAD:
-        raise JobFailed(record.id, record.errors[-1] if record.errors else None)
+        raise JobFailed(record.id, error)
+    if record.state is JobState.CANCELLED:
+        raise JobCancelled(record.id, error)
     return load_result(record.result or b"", job_id=record.id)

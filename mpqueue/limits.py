@@ -43,6 +43,29 @@ def check_key_part(text: str, what: str) -> None:
         )
 
 
+DEPENDENCIES_MAX = 100_000  # the most jobs one job may wait for (a chord's fan-in)
+
+
+def check_unique_key(name: str, key: Any) -> str:
+    """A job's unique key (``key=``): text without NUL that fits one store key after
+    its task name (the LMDB key index holds name, 0, key; PostgreSQL the same bound)."""
+    if type(key) is not str or not key:
+        raise ConfigError(f"key must be a non-empty string; got {describe(key)}")
+    try:
+        raw = key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ConfigError(f"key must be valid text (no lone surrogates): {key!r}") from None
+    if b"\x00" in raw:
+        raise ConfigError(f"key may not contain a NUL character: {key!r}")
+    size = len(name.encode("utf-8")) + 1 + len(raw)
+    if size > KEY_MAX_BYTES:
+        raise ConfigError(
+            f"key is too long for task {name!r}: name and key take {size} bytes, "
+            f"the limit is {KEY_MAX_BYTES}"
+        )
+    return key
+
+
 YEAR_S = 365 * 24 * 3600
 TIMEOUT_MAX_S = YEAR_S  # a job limit longer than a year is a mistake, not a limit
 BACKOFF_MAX_S = YEAR_S  # backoff base and cap: no retry waits more than a year

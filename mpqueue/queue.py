@@ -13,11 +13,12 @@ from datetime import datetime
 from typing import Any
 
 from .batch import Batches
+from .dependencies import Dependencies, dependency_ids
 from .display import describe
 from .errors import ConfigError, JobNotFound, TaskNotFound
 from .handle import Job
 from .identity import server_dead
-from .limits import check_int, check_priority, check_result_ttl, run_at_ms
+from .limits import check_int, check_priority, check_result_ttl, check_unique_key, run_at_ms
 from .location import (
     DEFAULT_MAP_SIZE,
     DEFAULT_MODE,
@@ -26,7 +27,18 @@ from .location import (
     redact,
     resolve_path,
 )
-from .records import JobRecord, JobState, is_job_id, new_job_id, new_job_ids, now_ms
+from .records import (
+    FINISHED_STATES,
+    PASS_MODES,
+    PASS_NONE,
+    PASS_ONE,
+    JobRecord,
+    JobState,
+    is_job_id,
+    new_job_id,
+    new_job_ids,
+    now_ms,
+)
 from .registry import Registry, check_name, resolve, task_name
 from .serializer import dump_callable, dump_payload
 from .signing import resolve_secret, sign
@@ -134,11 +146,16 @@ class Queue:
         return register if fn is None else register(fn)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Job:
-        """Enqueue any callable (lambda, closure, bound method) by value, ready now."""
+        """Enqueue any callable (lambda, closure, bound method) by value, ready now.
+
+        ``depends_on=`` and ``key=`` are taken as ``Task.delay`` takes them, not passed
+        to ``fn``."""
         if not callable(fn):
             raise ConfigError(f"submit() needs a callable; got {fn!r}")
+        depends_on, key = kwargs.pop("depends_on", None), kwargs.pop("key", None)
         name = check_name(task_name(fn))
         rec = self._record(name, dump_payload(args, kwargs), TaskOptions(), func=dump_callable(fn))
+        self._link(rec, depends_on, key)
         return self._add([rec])[0]
 
     def task_by_name(self, name: str) -> Task:
@@ -163,8 +180,16 @@ class Queue:
         delay: float | None = None,
         at: datetime | float | None = None,
         priority: int | None = None,
+        depends_on: Dependencies = None,
+        key: str | None = None,
+        pass_results: str = PASS_NONE,
+        allow_failures: bool = False,
     ) -> Job:
-        """Enqueue one job of ``task``. Nothing is written if any argument is invalid."""
+        """Enqueue one job of ``task``. Nothing is written if any argument is invalid.
+
+        ``depends_on``: jobs (or ids) that must end first (see ``dependencies.py``);
+        ``key``: a unique key (an existing job of this task with it is returned);
+        ``pass_results``/``allow_failures``: how workflows hand results on."""
         # The options of the task were checked when it was declared; only what varies
         # per call is checked here (see limits.py).
         run_at = None if delay is None and at is None else run_at_ms(delay, at, now_ms())
@@ -176,7 +201,27 @@ class Queue:
             priority=priority,
             run_at_ms=run_at,
         )
+        if depends_on is not None or key is not None or pass_results or allow_failures:
+            self._link(rec, depends_on, key, pass_results, allow_failures)
         return self._add([rec])[0]
+
+    def _link(
+        self,
+        rec: JobRecord,
+        depends_on: Dependencies,
+        key: str | None,
+        pass_results: str = PASS_NONE,
+        allow_failures: bool = False,
+    ) -> None:
+        """Set the workflow fields of a new record, checked (ConfigError)."""
+        rec.depends_on = dependency_ids(depends_on)
+        rec.key = None if key is None else check_unique_key(rec.name, key)
+        if pass_results not in PASS_MODES:
+            raise ConfigError(f"pass_results must be one of {PASS_MODES}; got {pass_results!r}")
+        if pass_results == PASS_ONE and len(rec.depends_on) != 1:
+            raise ConfigError("a job that takes its dependency's result depends on exactly one job")
+        rec.pass_results = pass_results
+        rec.allow_failures = bool(allow_failures)
 
     def enqueue_many(
         self,
@@ -184,8 +229,10 @@ class Queue:
         calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
         *,
         priority: int | None = None,
+        keys: Sequence[str | None] | None = None,
     ) -> list[Job]:
-        """Enqueue many jobs of ``task`` in one transaction (all or nothing)."""
+        """Enqueue many jobs of ``task`` in one transaction (all or nothing); ``keys``:
+        one unique key per call (see ``enqueue``)."""
         func = task.func_bytes()
         payloads = [dump_payload(a, k) for a, k in calls]
         now = now_ms()
@@ -206,6 +253,11 @@ class Queue:
             rec = object.__new__(JobRecord)
             rec.__dict__.update(fields, id=job_id, payload=payload)
             records.append(rec)
+        if keys is not None:
+            if len(keys) != len(records):
+                raise ConfigError(f"{len(keys)} keys for {len(records)} jobs")
+            for rec, key in zip(records, keys):
+                rec.key = None if key is None else check_unique_key(task.name, key)
         return self._add(records)
 
     def _record(
@@ -280,14 +332,14 @@ class Queue:
         return self.store.stats()
 
     def wait_finished(self, job_id: str, timeout: float | None = None) -> JobRecord:
-        """Wait until a job is done or dead; returns its record."""
+        """Wait until a job is done, dead or cancelled; returns its record."""
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = _WAIT_MIN_S
         while True:
             rec = self.store.get(job_id)
             if rec is None:
                 raise JobNotFound(f"job {job_id} does not exist (deleted or expired?)")
-            if rec.state in (JobState.DONE, JobState.DEAD):
+            if rec.state in FINISHED_STATES:
                 return rec
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(f"job {job_id} is still {rec.state} after {timeout} s")

@@ -18,11 +18,13 @@ from typing import Any
 
 
 class JobState(str, enum.Enum):
+    WAITING = "waiting"  # for its dependencies (``depends_on``) to finish
     SCHEDULED = "scheduled"
     READY = "ready"
     PROCESSING = "processing"
     DONE = "done"
     DEAD = "dead"
+    CANCELLED = "cancelled"  # ended without running (a dependency ended dead, say)
 
     def __str__(self) -> str:
         return self.value
@@ -30,7 +32,9 @@ class JobState(str, enum.Enum):
 
 # The only transitions the store may make. RELEASE (processing -> ready) is the
 # uncharged put-back of a job whose run never started or was interrupted by shutdown.
+# A waiting job leaves with its last open dependency: queued, or cancelled with it.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
+    JobState.WAITING: frozenset({JobState.READY, JobState.SCHEDULED, JobState.CANCELLED}),
     JobState.SCHEDULED: frozenset({JobState.READY}),
     JobState.READY: frozenset({JobState.PROCESSING, JobState.DEAD}),
     JobState.PROCESSING: frozenset(
@@ -38,7 +42,11 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     ),
     JobState.DONE: frozenset(),
     JobState.DEAD: frozenset({JobState.READY}),
+    JobState.CANCELLED: frozenset(),
 }
+
+# States a job never leaves by itself (``requeue`` takes a dead one back).
+FINISHED_STATES = frozenset({JobState.DONE, JobState.DEAD, JobState.CANCELLED})
 
 
 def check_transition(old: JobState, new: JobState) -> None:
@@ -98,7 +106,7 @@ class ErrorInfo:
     traceback: str = ""
     attempt: int = 0
     at_ms: int = 0
-    kind: str = "exception"  # exception | crash | timeout | payload | corrupt | lost
+    kind: str = "exception"  # exception | crash | timeout | payload | corrupt | lost | cancelled
 
     def __str__(self) -> str:
         return f"{self.type}: {self.message}" if self.message else self.type
@@ -126,6 +134,12 @@ class JobRecord:
     backoff_base_s: float = 1.0
     backoff_cap_s: float = 300.0
     signature: bytes | None = None  # HMAC of name, payload and func (a queue's secret)
+    # Workflows (see dependencies.py): the jobs this one waits for, in order; how their
+    # results reach its call; whether it runs when one of them fails.
+    depends_on: tuple[str, ...] = ()
+    pass_results: str = ""  # "" (none), "one" (chain), "all" (chord): see PASS_MODES
+    allow_failures: bool = False
+    key: str | None = None  # unique per task name while the job is not dead or cancelled
 
     def evolve(self, **changes: Any) -> JobRecord:
         """A copy with ``changes`` applied; a state change must be a legal transition."""
@@ -155,6 +169,12 @@ class JobRecord:
 
 
 _RECORD_FIELDS = frozenset(JobRecord.__dataclass_fields__)
+
+# How a job's dependencies' results reach its call, as its first argument: "one", the
+# result of its single dependency (a chain's step); "all", the list of its
+# dependencies' results in ``depends_on`` order (a chord's callback).
+PASS_NONE, PASS_ONE, PASS_ALL = "", "one", "all"
+PASS_MODES = (PASS_NONE, PASS_ONE, PASS_ALL)
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from .dependencies import Dependencies
 from .display import describe
 from .errors import ConfigError
 from .handle import Job
@@ -34,6 +36,10 @@ class Enqueuer(Protocol):
         delay: float | None = None,
         at: datetime | float | None = None,
         priority: int | None = None,
+        depends_on: Dependencies = None,
+        key: str | None = None,
+        pass_results: str = "",
+        allow_failures: bool = False,
     ) -> Job: ...
 
     def enqueue_many(
@@ -42,7 +48,10 @@ class Enqueuer(Protocol):
         calls: Sequence[tuple[tuple[Any, ...], dict[str, Any]]],
         *,
         priority: int | None = None,
+        keys: Sequence[str | None] | None = None,
     ) -> list[Job]: ...
+
+    def batch(self) -> AbstractContextManager[None]: ...
 
 
 DEFAULT_RETRIES = 3  # runs after the first before a job is dead-lettered
@@ -114,8 +123,21 @@ class Task:
         return dump_callable(self.fn) if self.by_value else None
 
     def delay(self, /, *args: Any, **kwargs: Any) -> Job:
-        """Enqueue one job, ready now."""
+        """Enqueue one job, ready now (or once ``depends_on=``, jobs or job ids, have
+        ended; see ``mpqueue.dependencies``). ``key=``: a unique key: while a job of
+        this task with that key exists and is neither dead nor cancelled, that job is
+        returned instead of a new one. Both are taken here, not passed to the function
+        (pass such arguments with ``schedule(args, kwargs)``)."""
+        if "depends_on" in kwargs or "key" in kwargs:
+            depends_on, key = kwargs.pop("depends_on", None), kwargs.pop("key", None)
+            return self.queue.enqueue(self, args, kwargs, depends_on=depends_on, key=key)
         return self.queue.enqueue(self, args, kwargs)
+
+    def s(self, /, *args: Any, **kwargs: Any) -> Signature:
+        """A signature: this task with these arguments, for ``chain``, ``group`` and
+        ``chord`` (``key=`` is taken as ``delay`` takes it)."""
+        key = kwargs.pop("key", None)
+        return Signature(self, args, kwargs, key)
 
     def schedule(
         self,
@@ -125,15 +147,32 @@ class Task:
         delay: float | None = None,
         at: datetime | float | None = None,
         priority: int | None = None,
+        depends_on: Dependencies = None,
+        key: str | None = None,
     ) -> Job:
         """Enqueue one job that runs not before ``now + delay`` seconds, or ``at`` (an
-        aware/naive datetime or epoch seconds)."""
+        aware/naive datetime or epoch seconds); ``depends_on`` and ``key`` as in
+        ``delay``."""
         return self.queue.enqueue(
-            self, tuple(args), kwargs or {}, delay=delay, at=at, priority=priority
+            self,
+            tuple(args),
+            kwargs or {},
+            delay=delay,
+            at=at,
+            priority=priority,
+            depends_on=depends_on,
+            key=key,
         )
 
-    def map(self, arg_tuples: Iterable[Iterable[Any]], *, priority: int | None = None) -> list[Job]:
-        """Enqueue one job per argument tuple, all in one write transaction."""
+    def map(
+        self,
+        arg_tuples: Iterable[Iterable[Any]],
+        *,
+        priority: int | None = None,
+        key: Callable[..., str] | None = None,
+    ) -> list[Job]:
+        """Enqueue one job per argument tuple, all in one write transaction. ``key``:
+        called with each job's arguments, it gives the job's unique key (see ``delay``)."""
         calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         for args in arg_tuples:
             if type(args) is tuple:  # the common case, without the slower ABC check
@@ -145,4 +184,22 @@ class Task:
                     f"[(1,), (2,)]; got {describe(args)}"
                 )
             calls.append((tuple(args), {}))
-        return self.queue.enqueue_many(self, calls, priority=priority)
+        keys = None if key is None else [key(*args) for args, _ in calls]
+        return self.queue.enqueue_many(self, calls, priority=priority, keys=keys)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """A task with its arguments, not yet enqueued (``task.s(*args, **kwargs)``)."""
+
+    task: Task
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    key: str | None = None
+
+    @property
+    def queue(self) -> Enqueuer:
+        return self.task.queue
+
+    def delay(self) -> Job:
+        return self.queue.enqueue(self.task, self.args, self.kwargs, key=self.key)

@@ -131,7 +131,9 @@ class _JobRunner:
         self.store = open_store(config.store_path, mode=config.mode)
         self.process = psutil.Process() if config.measure_rss else None
         self.server_id = config.server_id
-        self.task_runner = TaskRunner(config.server_id, config.secret, call=_timed_call)
+        self.task_runner = TaskRunner(
+            config.server_id, config.secret, fetch=self.store.get_many, call=_timed_call
+        )
         self.pid = os.getpid()
         self.hand_off = self.store.hand_off if config.hand_off else None
         self.inbox = None if self.hand_off is None else _open_inbox(self.hand_off)

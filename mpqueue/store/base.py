@@ -151,6 +151,13 @@ class JobStore(abc.ABC):
     def add(self, records: Sequence[JobRecord]) -> None:
         """Insert new jobs (ready or scheduled per their state) in one transaction.
 
+        A job with ``depends_on`` enters as ``dependencies.admit`` says (waiting,
+        cancelled, or as given), after the jobs it depends on, which must exist or come
+        earlier in ``records`` (else ConfigError, and nothing is added). A job with a
+        ``key`` whose (name, key) a job that is neither dead nor cancelled holds is not
+        added: its record is overwritten with the holder's. The jobs that end in
+        this store settle their dependents in the transaction of their end.
+
         A store with hand-off (see ``HandOff``) may claim a single new ready job for an
         idle child of a server in that transaction; the record passed in then reads
         processing."""
@@ -203,6 +210,15 @@ class JobStore(abc.ABC):
     def get(self, job_id: str) -> JobRecord | None: ...
 
     @abc.abstractmethod
+    def get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
+        """The records of ``job_ids``, in that order (None where there is none), from one
+        read transaction: one read per record (a chord's callback reads its inputs so)."""
+
+    @abc.abstractmethod
+    def dependents(self, job_id: str) -> list[str]:
+        """The ids of the jobs that depend on ``job_id`` (waiting or not), in id order."""
+
+    @abc.abstractmethod
     def list(
         self, name: str | None = None, state: JobState | None = None, limit: int | None = None
     ) -> list[JobRecord]:
@@ -213,7 +229,9 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     def delete(self, job_id: str) -> bool:
-        """Remove a job from whichever queue holds it; False if there was none."""
+        """Remove a job from whichever queue holds it; False if there was none. The jobs
+        waiting for a job deleted before it ended are settled as for a failed one
+        (``dependencies.settle``)."""
 
     @abc.abstractmethod
     def requeue_dead(self, job_id: str, now_ms: int) -> JobRecord:
@@ -224,7 +242,8 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     def expire_finished(self, before_ms: int) -> int:
-        """Delete done jobs that finished before ``before_ms``; returns how many."""
+        """Delete done and cancelled jobs that finished before ``before_ms``; returns how
+        many."""
 
     @abc.abstractmethod
     def next_run_at_ms(self) -> int | None:
@@ -232,7 +251,7 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     def stats(self) -> dict[str, int]:
-        """Counts per state from one read transaction."""
+        """Counts per state (every ``JobState``) and ``total``, from one read transaction."""
 
 
 class HandOff(abc.ABC):

@@ -25,6 +25,7 @@ from ..records import ErrorInfo, JobRecord, JobState
 
 RECORD_V1 = b"\x01"  # a pickle: read (without globals), never written
 RECORD_V2 = b"\x02"  # msgpack
+RECORD_V3 = b"\x03"  # msgpack, with the workflow fields (written only when one is set)
 WORKER_V1 = b"\x01"  # a registry entry: msgpack (a bare pickle before it had a version)
 
 
@@ -49,8 +50,14 @@ _FIELDS = (
     "backoff_base_s",
     "backoff_cap_s",
     "signature",
+    "depends_on",
+    "pass_results",
+    "allow_failures",
+    "key",
 )
-_V1_FIELDS = len(_FIELDS) - 1
+_V2_FIELDS = 18  # version 2 ends with the signature; version 1 one field before
+_V1_FIELDS = _V2_FIELDS - 1
+_V3_DEFAULTS = ((), "", False, None)  # what a version 2 record holds in the new fields
 _NUMBER = (int, float)
 _TYPES: tuple[Any, ...] = (
     str,
@@ -71,6 +78,10 @@ _TYPES: tuple[Any, ...] = (
     _NUMBER,
     _NUMBER,
     (bytes, type(None)),
+    tuple,
+    str,
+    bool,
+    (str, type(None)),
 )
 _ERROR_TYPES = (str, str, str, int, int, str)
 _GOOD_SHAPES: set[tuple[type, ...]] = set()  # field-type tuples that passed the check
@@ -118,6 +129,11 @@ def encode_record(rec: JobRecord) -> bytes:
         rec.backoff_cap_s,
         rec.signature,
     )  # the order of _FIELDS
+    if rec.depends_on or rec.pass_results or rec.allow_failures or rec.key is not None:
+        workflow = (rec.depends_on, rec.pass_results, rec.allow_failures, rec.key)
+        packed: bytes = _packer.pack(row + workflow)
+        return RECORD_V3 + packed
+    # Version 2 while no workflow field is set: what older mpqueue versions read.
     body: bytes = _packer.pack(row)
     return RECORD_V2 + body
 
@@ -126,14 +142,16 @@ def decode_record(raw: bytes) -> JobRecord:
     """The record in ``raw``; raises CorruptRecord for anything that is not one."""
     version = raw[:1]
     try:
-        if version == RECORD_V2:
+        if version == RECORD_V2 or version == RECORD_V3:
             row = msgpack.unpackb(
                 memoryview(raw)[1:], raw=False, use_list=False, unicode_errors="surrogatepass"
             )
+            if version == RECORD_V2 and isinstance(row, tuple) and len(row) == _V2_FIELDS:
+                row += _V3_DEFAULTS
         elif version == RECORD_V1:
             row = load_plain_pickle(memoryview(raw)[1:])
             if isinstance(row, tuple) and len(row) == _V1_FIELDS:
-                row += (None,)
+                row += (None, *_V3_DEFAULTS)
         else:
             raise ValueError(f"unknown record version {version!r}")
         _check_row(row)
@@ -163,6 +181,8 @@ def _check_row(row: Any) -> None:
             _GOOD_SHAPES.add(shape)
     if row[2] not in _STATES:
         raise ValueError(f"unknown state {row[2]!r}")
+    if row[18] and not all(type(dep) is str for dep in row[18]):
+        raise ValueError("malformed dependency list")
     for error in row[13]:
         if (
             not isinstance(error, tuple)

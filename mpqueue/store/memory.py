@@ -25,11 +25,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+from ..dependencies import admit, settle
 from ..errors import ConfigError, JobNotFound
 from ..limits import check_key_part, stored_problem
 from ..location import MEMORY_SCHEME
 from ..outcomes import Destination, apply_outcome
-from ..records import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
+from ..records import FINISHED_STATES, Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from .base import CheckReport, HolderGone, OpCounter, Store
 from .codec import decode_server_info, encode_server_info
 
@@ -46,6 +47,10 @@ class _Tables:
     scheduled: list[tuple[int, int, int, str]] = field(default_factory=list)  # run-at first
     done: list[tuple[int, str]] = field(default_factory=list)  # finished at
     dead: set[str] = field(default_factory=set)
+    cancelled: list[tuple[int, str]] = field(default_factory=list)  # finished at
+    waiting: dict[str, tuple[int, bool]] = field(default_factory=dict)  # open deps, allow
+    edges: dict[str, dict[str, bool]] = field(default_factory=dict)  # dep -> dependent: open
+    unique: dict[tuple[str, str], str] = field(default_factory=dict)  # (name, key) -> id
     claims: dict[str, Claim] = field(default_factory=dict)  # by job id
     servers: dict[str, bytes] = field(default_factory=dict)  # encoded as LMDB does
     seqs: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -105,6 +110,8 @@ class MemoryStore(Store):
             return db.scheduled, (rec.run_at_ms, -rec.priority, rec.seq, rec.id)
         if rec.state is JobState.DONE:
             return db.done, (rec.finished_at_ms or 0, rec.id)
+        if rec.state is JobState.CANCELLED:
+            return db.cancelled, (rec.finished_at_ms or 0, rec.id)
         return None
 
     def _file(self, rec: JobRecord) -> None:
@@ -134,11 +141,59 @@ class MemoryStore(Store):
     def add(self, records: Sequence[JobRecord]) -> None:
         for name in {rec.name for rec in records}:
             check_key_part(name, f"task name {name!r}")  # as every store: queues can move
+        now = now_ms()
+        self._check_dependencies(records)  # before anything is filed: all or nothing
+        stored = [rec.evolve() for rec in records]
+        replaced: dict[str, str] = {}
+        for rec, new in zip(records, stored):
+            holder = None if rec.key is None else self._key_holder(rec.name, rec.key)
+            if holder is not None:
+                replaced[rec.id] = holder.id
+                rec.__dict__.update(holder.evolve().__dict__)
+                continue
+            if new.depends_on:
+                if replaced:
+                    deps = tuple(replaced.get(d, d) for d in new.depends_on)
+                    new = new.evolve(depends_on=deps)
+                new = self._link(new, now)
+            new.seq = next(self._db.seqs)
+            self._file(new)
+            insort(self._db.ids, new.id)
+            insort(self._db.by_name.setdefault(new.name, []), new.id)
+            if new.key is not None:
+                self._db.unique[(new.name, new.key)] = new.id
+            rec.__dict__.update(new.evolve().__dict__)
+
+    def _check_dependencies(self, records: Sequence[JobRecord]) -> None:
+        """Refuse (ConfigError) a job that depends on one that neither exists nor comes
+        earlier in this add."""
+        earlier: set[str] = set()
         for rec in records:
-            rec.seq = next(self._db.seqs)
-            self._file(rec.evolve())
-            insort(self._db.ids, rec.id)
-            insort(self._db.by_name.setdefault(rec.name, []), rec.id)
+            for dep in rec.depends_on:
+                if dep not in earlier and dep not in self._db.jobs:
+                    raise ConfigError(f"depends_on names job {dep}, which does not exist")
+            earlier.add(rec.id)
+
+    def _link(self, rec: JobRecord, now: int) -> JobRecord:
+        """File a new job's dependency edges; returns it in the state it enters."""
+        db = self._db
+        admission = admit(rec, [db.jobs.get(d) for d in rec.depends_on], now)
+        for dep, is_open in zip(rec.depends_on, admission.open_edges):
+            db.edges.setdefault(dep, {})[rec.id] = is_open
+        if admission.record.state is JobState.WAITING:
+            db.waiting[rec.id] = (admission.open_deps, rec.allow_failures)
+        return admission.record
+
+    def _key_holder(self, name: str, key: str) -> JobRecord | None:
+        job_id = self._db.unique.get((name, key))
+        rec = None if job_id is None else self._db.jobs.get(job_id)
+        if rec is None or rec.state in (JobState.DEAD, JobState.CANCELLED):
+            return None
+        return rec
+
+    def _settle(self, rec: JobRecord, end: JobState | None, now: int) -> None:
+        if self._db.edges:
+            settle(_MemoryGraph(self), rec.id, rec.name, end, now)
 
     @_atomic
     def promote_due(self, now_ms: int) -> int:
@@ -168,9 +223,10 @@ class MemoryStore(Store):
                 kind="corrupt",
                 at_ms=now_ms,
             )
-            self._file(
-                rec.evolve(state=JobState.DEAD, errors=rec.errors + (error,), finished_at_ms=now_ms)
-            )
+            errors = rec.errors + (error,)
+            dead = rec.evolve(state=JobState.DEAD, errors=errors, finished_at_ms=now_ms)
+            self._file(dead)
+            self._settle(dead, JobState.DEAD, now_ms)
             return None
         rec = rec.evolve(state=JobState.PROCESSING, attempts=rec.attempts + 1)
         self._file(rec)
@@ -204,6 +260,8 @@ class MemoryStore(Store):
             applied.record.seq = next(self._db.seqs)  # behind the jobs already waiting
         self._unfile(rec)
         self._file(applied.record)
+        if applied.destination is Destination.DONE or applied.destination is Destination.DEAD:
+            self._settle(applied.record, applied.record.state, now_ms)
         return True
 
     # ---- claims and servers ---------------------------------------------------------------
@@ -241,6 +299,14 @@ class MemoryStore(Store):
         return None if rec is None else rec.evolve()
 
     @_atomic
+    def get_many(self, job_ids: Sequence[str]) -> builtins.list[JobRecord | None]:
+        return [self.get(job_id) for job_id in job_ids]
+
+    @_atomic
+    def dependents(self, job_id: str) -> builtins.list[str]:
+        return sorted(self._db.edges.get(job_id, {}))
+
+    @_atomic
     def list(
         self, name: str | None = None, state: JobState | None = None, limit: int | None = None
     ) -> builtins.list[JobRecord]:
@@ -265,15 +331,19 @@ class MemoryStore(Store):
             "processing": len(db.claims),
             "done": len(db.done),
             "dead": len(db.dead),
+            "waiting": len(db.waiting),
+            "cancelled": len(db.cancelled),
             "total": len(db.jobs),
         }
 
     # ---- removing -----------------------------------------------------------------------------
     @_atomic
     def delete(self, job_id: str) -> bool:
-        rec = self._db.jobs.pop(job_id, None)
+        rec = self._db.jobs.get(job_id)
         if rec is None:
             return False
+        self._unlink(rec)
+        del self._db.jobs[job_id]
         self.counter.deletes += 1
         self._unfile(rec)
         self._db.claims.pop(job_id, None)
@@ -283,6 +353,20 @@ class MemoryStore(Store):
             del self._db.by_name[rec.name]
         return True
 
+    def _unlink(self, rec: JobRecord) -> None:
+        """Take a job being deleted out of the graph (as ``lmdb/graph.unlink``)."""
+        db = self._db
+        if rec.state not in FINISHED_STATES:
+            self._settle(rec, None, now_ms())
+        db.edges.pop(rec.id, None)
+        for dep in rec.depends_on:
+            db.edges.get(dep, {}).pop(rec.id, None)
+            if dep in db.edges and not db.edges[dep]:
+                del db.edges[dep]
+        db.waiting.pop(rec.id, None)
+        if rec.key is not None and db.unique.get((rec.name, rec.key)) == rec.id:
+            del db.unique[(rec.name, rec.key)]
+
     @_atomic
     def requeue_dead(self, job_id: str, now_ms: int) -> JobRecord:
         rec = self._db.jobs.get(job_id)
@@ -290,6 +374,14 @@ class MemoryStore(Store):
             raise JobNotFound(f"no job with id {job_id!r}")
         if rec.state is not JobState.DEAD:
             raise ConfigError(f"job {job_id} is {rec.state.value}; only dead jobs can be requeued")
+        if rec.key is not None:
+            holder = self._key_holder(rec.name, rec.key)
+            if holder is not None:
+                raise ConfigError(
+                    f"job {job_id} has key {rec.key!r}, which job {holder.id} holds now; "
+                    f"it cannot be requeued while that job is not dead or cancelled"
+                )
+            self._db.unique[(rec.name, rec.key)] = job_id
         rec = self._move(
             rec,
             state=JobState.READY,
@@ -306,8 +398,12 @@ class MemoryStore(Store):
 
     @_atomic
     def expire_finished(self, before_ms: int) -> int:
-        old = self._db.done[: bisect_left(self._db.done, (before_ms, ""))]
-        return sum(self.delete(job_id) for _, job_id in old)
+        """Delete done and cancelled jobs that finished before ``before_ms``."""
+        expired = 0
+        for index in (self._db.done, self._db.cancelled):
+            old = index[: bisect_left(index, (before_ms, ""))]
+            expired += sum(self.delete(job_id) for _, job_id in old)
+        return expired
 
     # ---- checking -------------------------------------------------------------------------------
     @_atomic
@@ -317,6 +413,14 @@ class MemoryStore(Store):
         db = self._db
         report = CheckReport(jobs=len(db.jobs))
         filed = len(db.ready) + len(db.scheduled) + len(db.done) + len(db.dead) + len(db.claims)
+        filed += len(db.cancelled) + len(db.waiting)
+        open_edges: dict[str, int] = {}
+        for dependents in db.edges.values():
+            for dependent, is_open in dependents.items():
+                open_edges[dependent] = open_edges.get(dependent, 0) + is_open
+        for job_id, (count, _) in db.waiting.items():
+            if db.jobs[job_id].state is not JobState.WAITING or count != open_edges.get(job_id):
+                report.inconsistent.append(f"job {job_id} waits for {count} jobs; edges disagree")
         for rec in db.jobs.values():
             entry = self._entry(rec)
             if entry is not None and not _contains(entry[0], entry[1]):
@@ -342,6 +446,38 @@ class MemoryStore(Store):
                 self._db.handles -= 1
                 if self._db.handles == 0 and _named.get(self.name) is self._db:
                     del _named[self.name]
+
+
+class _MemoryGraph:
+    """``dependencies.Graph`` over the memory store's tables (under its lock)."""
+
+    def __init__(self, store: MemoryStore):
+        self.store, self.db = store, store._db
+
+    def close_edges(self, job_id: str) -> builtins.list[str]:
+        edges = self.db.edges.get(job_id, {})
+        opened = sorted(dependent for dependent, is_open in edges.items() if is_open)
+        for dependent in opened:
+            edges[dependent] = False
+        return opened
+
+    def open_count(self, job_id: str) -> tuple[int, bool] | None:
+        return self.db.waiting.get(job_id)
+
+    def count_down(self, job_id: str, open_deps: int) -> None:
+        self.db.waiting[job_id] = (open_deps, self.db.waiting[job_id][1])
+
+    def load(self, job_id: str) -> JobRecord:
+        return self.db.jobs[job_id]
+
+    def file_released(self, rec: JobRecord) -> None:
+        del self.db.waiting[rec.id]
+        rec.seq = next(self.db.seqs)  # behind the jobs already waiting
+        self.store._file(rec)
+
+    def file_cancelled(self, rec: JobRecord, reason: str) -> None:
+        del self.db.waiting[rec.id]
+        self.store._file(rec)
 
 
 def _contains(index: builtins.list[Any], entry: Any) -> bool:

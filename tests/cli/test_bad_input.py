@@ -48,6 +48,8 @@ def seeded(queue):
         "processing": 1,
         "done": 1,
         "dead": 1,
+        "waiting": 0,
+        "cancelled": 0,
         "total": 5,
     }
     return queue
@@ -372,6 +374,8 @@ def test_corrupt_records_never_crash_readers(store_path, mode, garbage):
             "processing": 1,
             "done": 0,
             "dead": 0,
+            "waiting": 0,
+            "cancelled": 0,
             "total": 1,
         }
         assert [j.id for j in queue.list()] == [good.id]
@@ -398,6 +402,8 @@ def test_corrupt_record_of_a_claimed_job_is_parked_not_lost(store_path, mode, ho
             "processing": 0,
             "done": 0,
             "dead": 1,
+            "waiting": 0,
+            "cancelled": 0,
             "total": 1,
         }
         assert queue.purge_dead() == 1 and queue.stats()["total"] == 0

@@ -22,8 +22,6 @@ from mpqueue.records import JobState
 from ..support import executor_tasks
 from ..support.serve_helpers import ROOT, env, gone, read_runs, servers, wait_until  # noqa: F401
 
-KEYS_MISSING = "unique keys not on main yet"
-
 
 def _starts(marker: Path) -> dict[str, int]:
     """How many times each tag's body started."""
@@ -208,7 +206,6 @@ def test_a_killed_scripts_server_finishes_its_job_and_stops(env, tmp_path):
 
 
 @pytest.mark.timeout(90)
-@pytest.mark.xfail(reason=KEYS_MISSING, strict=False)
 def test_a_keyed_map_killed_halfway_and_run_again_computes_only_what_is_missing(env, tmp_path):
     items = 10
     first = _script(tmp_path, env.path, env.marker, items)

@@ -53,6 +53,10 @@ def record(
     run_at_ms: int | None = None,
     retries: int = 3,
     timeout_s: float | None = None,
+    depends_on: tuple[str, ...] = (),
+    key: str | None = None,
+    allow_failures: bool = False,
+    pass_results: str = "",
 ) -> JobRecord:
     now = now_ms()
     run_at = now if run_at_ms is None else run_at_ms
@@ -68,6 +72,10 @@ def record(
         timeout_s=timeout_s,
         backoff_base_s=0.5,
         backoff_cap_s=4.0,
+        depends_on=depends_on,
+        key=key,
+        allow_failures=allow_failures,
+        pass_results=pass_results,
     )
 
 
@@ -85,13 +93,17 @@ def seeded(queue, store):
     failed(store, kill_me, retryable=False)
     (ready,) = add(store, record())
     (scheduled,) = add(store, record(run_at_ms=now_ms() + 3_600_000))
+    (waiting,) = add(store, record(depends_on=(run_me,)))
+    (cancelled,) = add(store, record(depends_on=(kill_me,)))  # cancelled as it enters
     assert queue.stats() == {
         "ready": 1,
         "scheduled": 1,
         "processing": 1,
         "done": 1,
         "dead": 1,
-        "total": 5,
+        "waiting": 1,
+        "cancelled": 1,
+        "total": 7,
     }
     return {
         "ready": ready,
@@ -99,6 +111,8 @@ def seeded(queue, store):
         "processing": run_me,
         "done": finish_me,
         "dead": kill_me,
+        "waiting": waiting,
+        "cancelled": cancelled,
     }
 
 
@@ -277,7 +291,7 @@ def test_requeue_dead(store, seeded):
 def test_purge_dead(store, seeded, queue):
     assert store.purge_dead() == 1
     assert store.get(seeded["dead"]) is None
-    assert queue.stats()["total"] == 4 and store.purge_dead() == 0
+    assert queue.stats()["total"] == 6 and store.purge_dead() == 0
 
 
 @pytest.mark.parametrize("state", [s.value for s in JobState])
@@ -286,7 +300,7 @@ def test_delete_in_every_state(store, seeded, queue, state):
     assert store.delete(job_id) is True
     assert store.get(job_id) is None and store.delete(job_id) is False
     stats = queue.stats()
-    assert stats[state] == 0 and stats["total"] == 4
+    assert stats[state] == 0 and stats["total"] == 6
     assert job_id not in [j.id for j in queue.list()]
     if state == "processing":
         assert store.claims() == [] and done(store, job_id, 1) is False
@@ -314,7 +328,9 @@ def test_stats(seeded, store):
         "processing": 1,
         "done": 1,
         "dead": 1,
-        "total": 5,
+        "waiting": 1,
+        "cancelled": 1,
+        "total": 7,
     }
 
 

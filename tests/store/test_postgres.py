@@ -219,6 +219,8 @@ def test_corrupt_rows_are_shown_dead_and_never_handed_out(pg_url, store):
         "processing": 0,
         "done": 1,
         "dead": 2,
+        "waiting": 0,
+        "cancelled": 0,
         "total": 3,
     }
     with pytest.raises(ConfigError, match="unreadable"):

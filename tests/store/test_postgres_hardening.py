@@ -346,6 +346,8 @@ def test_an_enqueue_whose_commit_reply_was_lost_is_stored_once(cutter, caplog):
         "processing": 0,
         "done": 0,
         "dead": 0,
+        "waiting": 0,
+        "cancelled": 0,
         "total": 4,
     }
     for job in jobs:

@@ -32,6 +32,8 @@ def test_delay_enqueues_a_ready_job(queue):
         "processing": 0,
         "done": 0,
         "dead": 0,
+        "waiting": 0,
+        "cancelled": 0,
         "total": 1,
     }
 
@@ -375,6 +377,8 @@ def test_delete_from_every_state(queue):
         "processing": 1,
         "done": 1,
         "dead": 1,
+        "waiting": 0,
+        "cancelled": 0,
         "total": 5,
     }
     for job in (ready, scheduled, to_finish, to_kill, processing):
@@ -387,6 +391,8 @@ def test_delete_from_every_state(queue):
         "processing": 0,
         "done": 0,
         "dead": 0,
+        "waiting": 0,
+        "cancelled": 0,
         "total": 0,
     }
     assert queue.list() == [] and store.claims() == []
@@ -443,6 +449,8 @@ def test_expire_finished_keeps_results_for_the_ttl(store_path, mode):
             "processing": 0,
             "done": 0,
             "dead": 1,
+            "waiting": 0,
+            "cancelled": 0,
             "total": 1,
         }
         assert queue.expire_finished(now=0) == 0  # a cutoff before the epoch

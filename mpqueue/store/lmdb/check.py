@@ -8,7 +8,10 @@ The rules, for both layouts (the store says where its layout files a job):
   copy of the record that the layout keeps there;
 - no index entry names a job that does not exist;
 - a claim is held by a registered server, or by one that recovery will find dead;
-  offers belong to registered servers; queued jobs have distinct FIFO numbers.
+  offers belong to registered servers; queued jobs have distinct FIFO numbers;
+- workflows: a waiting job's count equals its open dependency edges, every edge joins
+  two jobs and is one of the dependent's ``depends_on``, a key entry names a job of
+  that task holding that key.
 Only a digest of each record is kept while the indexes are read, not the records.
 """
 
@@ -41,6 +44,8 @@ class _Job:
     finished_at_ms: int | None
     seq: int
     index_digest: bytes  # of the value by_name should hold for it
+    depends_on: frozenset[str] = frozenset()
+    key: str | None = None
 
 
 class Layout:
@@ -72,6 +77,7 @@ def check_store(tx: Tx, layout: Layout, holder_gone: HolderGone) -> CheckReport:
     checker.finished(tx)
     checker.by_name(tx)
     checker.offers(tx, lambda w: w in registered or holder_gone(w))
+    checker.workflows(tx)
     for job_id, job in jobs.items():
         if homes[job_id] != 1:
             report.inconsistent.append(
@@ -103,6 +109,8 @@ def _read_jobs(tx: Tx, layout: Layout, report: CheckReport) -> tuple[dict[str, _
             rec.finished_at_ms,
             rec.seq,
             _digest(layout.index_value(raw)),
+            frozenset(rec.depends_on),
+            rec.key,
         )
     return jobs, unreadable
 
@@ -164,19 +172,22 @@ class _Checker:
             job = self._job(keys.DB_DEAD, key, job_id)
             if job is not None:
                 self._home(job_id, job.state is JobState.DEAD, "dead")
-        for key, _ in tx.scan(keys.DB_DONE, values=False):
-            try:
-                finished_at_ms, job_id = keys.decode_done_key(key)
-            except (ValueError, struct.error) as exc:  # UnicodeDecodeError is a ValueError
-                self.report.corrupt.append(f"the done entry {key!r} cannot be decoded ({exc})")
-                continue
-            job = self._job(keys.DB_DONE, key, job_id)
-            if job is not None:
-                self._home(
-                    job_id,
-                    job.state is JobState.DONE and job.finished_at_ms == finished_at_ms,
-                    "done",
-                )
+        for db, state in ((keys.DB_DONE, JobState.DONE), (keys.DB_CANCELLED, JobState.CANCELLED)):
+            for key, _ in tx.scan(db, values=False):
+                try:
+                    finished_at_ms, job_id = keys.decode_done_key(key)
+                except (ValueError, struct.error) as exc:  # UnicodeDecodeError: ValueError
+                    self.report.corrupt.append(
+                        f"the {state.value} entry {key!r} cannot be decoded ({exc})"
+                    )
+                    continue
+                job = self._job(db, key, job_id)
+                if job is not None:
+                    self._home(
+                        job_id,
+                        job.state is state and job.finished_at_ms == finished_at_ms,
+                        state.value,
+                    )
 
     def _home(self, job_id: str, matches: bool, index: str) -> None:
         if matches:
@@ -217,4 +228,38 @@ class _Checker:
             elif not accounted_for(server_id):
                 self.report.inconsistent.append(
                     f"{server_id} offers children for hand-off but is neither registered nor dead"
+                )
+
+    def workflows(self, tx: Tx) -> None:
+        open_edges: Counter[str] = Counter()
+        for key, value in tx.scan(keys.DB_DEPS):
+            dependency, dependent = keys.decode_edge_key(key)
+            job = self._job(keys.DB_DEPS, key, dependent)
+            if job is not None and dependency not in job.depends_on:
+                self.report.inconsistent.append(
+                    f"an edge says job {dependent} depends on {dependency}; its record does not"
+                )
+            if value == keys.EDGE_OPEN:
+                open_edges[dependent] += 1
+        for key, value in tx.scan(keys.DB_WAITING):
+            job_id = key.decode("ascii", "replace")
+            job = self._job(keys.DB_WAITING, key, job_id)
+            if job is None:
+                continue
+            self._home(job_id, job.state is JobState.WAITING, "waiting")
+            try:
+                count = keys.decode_waiting(value)[0]
+            except ValueError as exc:
+                self.report.corrupt.append(f"the waiting count of job {job_id}: {exc}")
+                continue
+            if count != open_edges[job_id] or count == 0:
+                self.report.inconsistent.append(
+                    f"job {job_id} waits for {count} jobs but has {open_edges[job_id]} open edges"
+                )
+        for key, value in tx.scan(keys.DB_UNIQUE):
+            job_id = value.decode("ascii", "replace")
+            job = self._job(keys.DB_UNIQUE, key, job_id)
+            if job is not None and keys.unique_key(job.name, job.key or "") != key:
+                self.report.inconsistent.append(
+                    f"the key entry {key!r} names job {job_id}, which has another name or key"
                 )

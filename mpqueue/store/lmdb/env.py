@@ -96,9 +96,13 @@ class Tx:
     def __init__(self, txn: lmdb.Transaction, dbs: dict[bytes, Any], counter: OpCounter):
         self.txn, self.dbs, self.counter = txn, dbs, counter
 
+    # A database handle of None is one a read-only store lacks (``_open_db``): empty.
     def get(self, db: bytes, key: bytes) -> bytes | None:
         self.counter.gets += 1
-        return cast(bytes | None, self.txn.get(key, db=self.dbs[db]))  # no buffers=True
+        handle = self.dbs[db]
+        if handle is None:
+            return None
+        return cast(bytes | None, self.txn.get(key, db=handle))  # no buffers=True
 
     def put(self, db: bytes, key: bytes, value: bytes) -> None:
         self.counter.puts += 1
@@ -117,6 +121,8 @@ class Tx:
     ) -> Iterator[tuple[bytes, bytes]]:
         """Entries with ``start <= key`` (and ``key < stop``, or key starting with
         ``start`` when stop is None and start is a prefix scan)."""
+        if self.dbs[db] is None:
+            return
         cursor = self.txn.cursor(db=self.dbs[db])
         self.counter.cursor_steps += 1
         found = cursor.set_range(start) if start else cursor.first()
@@ -137,11 +143,15 @@ class Tx:
             yield key, value
 
     def first_key(self, db: bytes) -> bytes | None:
+        if self.dbs[db] is None:
+            return None
         cursor = self.txn.cursor(db=self.dbs[db])
         self.counter.cursor_steps += 1
         return cast(bytes, cursor.key()) if cursor.first() else None
 
     def entries(self, db: bytes) -> int:
+        if self.dbs[db] is None:
+            return 0
         return int(self.txn.stat(self.dbs[db])["entries"])
 
 
@@ -224,11 +234,23 @@ def _open(path: str, map_size: int, sync: bool) -> _SharedEnv:
     try:
         if lock:
             env.reader_check()  # slots left by killed processes pin old pages: free them
-        dbs = {name: env.open_db(name, create=not read_only) for name in keys.ALL_DBS}
+        dbs = {name: _open_db(env, name, read_only) for name in keys.ALL_DBS}
     except lmdb.Error as exc:
         env.close()
         raise translate_error(exc, path) from exc
     return _SharedEnv(env, dbs, os.getpid(), read_only)
+
+
+def _open_db(env: lmdb.Environment, name: bytes, read_only: bool) -> Any:
+    """A named database's handle; None for a workflow database that a store written
+    before workflows lacks, opened read-only (so it cannot be created): it reads as
+    empty (see ``Tx``)."""
+    try:
+        return env.open_db(name, create=not read_only)
+    except lmdb.NotFoundError:
+        if read_only and name in keys.WORKFLOW_DBS:
+            return None
+        raise
 
 
 def _access(path: str) -> tuple[bool, bool]:

@@ -11,6 +11,10 @@ packed so that LMDB's bytewise order is the order the queue needs:
     dead        <jobId>                                  -> reason (utf-8)
     done        <finishedAtMs:u64> <jobId>               -> b""  (retention order)
     pending     <jobId>                                  -> b""  (legacy layout only)
+    waiting     <jobId>                                  -> open deps:u32, allow failures:u8
+    cancelled   <finishedAtMs:u64> <jobId>               -> reason (utf-8; retention order)
+    deps        <dependencyId> <dependentId>             -> b"" open, b"c" closed
+    unique      <name> 00 <key>                          -> jobId (the job holding the key)
     meta        <name>                                   -> value
     workers     <workerId>                               -> coordinator info (heartbeat,
                                                             child pids)
@@ -50,6 +54,13 @@ DB_PENDING = b"pending"
 DB_META = b"meta"
 DB_WORKERS = b"workers"
 DB_OFFERS = b"offers"
+DB_WAITING = b"waiting"
+DB_CANCELLED = b"cancelled"
+DB_DEPS = b"deps"
+DB_UNIQUE = b"unique"
+# The databases of workflows: a store written before them lacks them, and a read-only
+# open of such a store reads them as empty.
+WORKFLOW_DBS = (DB_WAITING, DB_CANCELLED, DB_DEPS, DB_UNIQUE)
 ALL_DBS = (
     DB_JOBS,
     DB_BY_NAME,
@@ -62,6 +73,7 @@ ALL_DBS = (
     DB_META,
     DB_WORKERS,
     DB_OFFERS,
+    *WORKFLOW_DBS,
 )
 
 META_LAYOUT = b"layout"
@@ -247,6 +259,44 @@ def decode_done_key(key: bytes) -> tuple[int, str]:
 def done_upper_bound(before_ms: int) -> bytes:
     """First done key that is *not* older than ``before_ms`` (exclusive bound)."""
     return _U64.pack(min(max(before_ms, 0), _U64_MAX))
+
+
+EDGE_OPEN, EDGE_CLOSED = b"", b"c"
+_WAITING = struct.Struct(">IB")
+
+
+def edge_key(dependency_id: str, dependent_id: str) -> bytes:
+    return _jid(dependency_id) + _jid(dependent_id)
+
+
+def edge_prefix(dependency_id: str) -> bytes:
+    return _jid(dependency_id)
+
+
+def edge_dependent(key: bytes) -> str:
+    return key[JOB_ID_BYTES:].decode("ascii")
+
+
+def decode_edge_key(key: bytes) -> tuple[str, str]:
+    return key[:JOB_ID_BYTES].decode("ascii"), key[JOB_ID_BYTES:].decode("ascii")
+
+
+def encode_waiting(open_deps: int, allow_failures: bool) -> bytes:
+    return _WAITING.pack(open_deps, allow_failures)
+
+
+def decode_waiting(value: bytes) -> tuple[int, bool]:
+    """(open dependencies, allow failures); ValueError for bytes mpqueue did not write."""
+    if len(value) != _WAITING.size:
+        raise ValueError(f"a waiting entry is {_WAITING.size} bytes, not {len(value)}")
+    open_deps, allow = _WAITING.unpack(value)
+    return open_deps, bool(allow)
+
+
+def unique_key(name: str, key: str) -> bytes:
+    """The key index entry of (task name, unique key); ``limits.check_unique_key``
+    bounds both together to one LMDB key."""
+    return _part(name, "task name") + SEP + key.encode("utf-8")
 
 
 def pending_key(job_id: str) -> bytes:

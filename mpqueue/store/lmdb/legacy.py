@@ -139,6 +139,10 @@ class LegacyLmdbStore(LmdbStore):
         rec = super().get(job_id)
         return None if rec is None else _effective(rec, now_ms())
 
+    def get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
+        now = now_ms()
+        return [None if r is None else _effective(r, now) for r in super().get_many(job_ids)]
+
     def _index_record(self, tx: Tx, key: bytes, raw: bytes) -> JobRecord:
         # The index gives the id, the record is a separate read (the legacy 1 + N).
         raw = tx.get(keys.DB_JOBS, keys.job_key(keys.decode_by_name_key(key)[1])) or b""

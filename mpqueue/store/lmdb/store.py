@@ -35,6 +35,7 @@ from . import keys
 from .check import Layout, check_store
 from .claims import decode_claim, encode_claim
 from .env import EnvHandle, Tx
+from .graph import Linker, dependents, key_holder, settle_end, unlink
 from .wakeup import HandOffInbox, WakeListener, WakeSender
 
 LAYOUT_OPTIMIZED = b"optimized"
@@ -220,7 +221,9 @@ class LmdbStore(Store, HandOff):
     def add(self, records: Sequence[JobRecord]) -> None:
         for name in {rec.name for rec in records}:
             keys.check_name_key(name)
-        if len(records) == 1:
+        if any(rec.depends_on or rec.key is not None for rec in records):
+            self._add_linked(records)
+        elif len(records) == 1:
             rec = records[0]
             child_pid, added = self.env.write(lambda tx: self._add_one(tx, rec))
             if child_pid:
@@ -325,14 +328,30 @@ class LmdbStore(Store, HandOff):
         info = {} if raw is None else decode_server_info(raw)
         return _beat_ms_of(info), _lease_ms_of(info)
 
+    def _add_linked(self, records: Sequence[JobRecord]) -> None:
+        """``add`` of a batch in which some jobs have dependencies or a unique key (see
+        ``graph.Linker``); a job whose key is held comes back as the holder."""
+        now = now_ms()
+
+        def body(tx: Tx) -> list[JobRecord]:
+            _number(records)
+            return Linker(self, tx, now, self._put_new).add(list(records))
+
+        for rec, stored in zip(records, self.env.write(body)):
+            if stored is not rec:
+                rec.__dict__.update(stored.__dict__)
+        self.waker.notify()
+
     def _add(self, tx: Tx, records: Sequence[JobRecord]) -> None:
+        _number(records)
+        self._put_new(tx, records)
+
+    def _put_new(self, tx: Tx, records: Sequence[JobRecord]) -> None:
         """Write a batch with one sorted multi-put per index: neighbouring keys go to
         neighbouring pages, and the per-put Python cost is paid in C."""
-        seq = next_seqs(len(records))
         job_items, name_items = [], []
         queue_items: dict[bytes, list[tuple[bytes, bytes]]] = {}
-        for offset, rec in enumerate(records):
-            rec.seq = seq + offset
+        for rec in records:
             raw = encode_record(rec)
             job_key, name_key, queue_db, queue_key = self._new_entries(rec)
             job_items.append((job_key, raw))
@@ -425,8 +444,10 @@ class LmdbStore(Store, HandOff):
         return rec
 
     def _park_corrupt(self, tx: Tx, job_id: str, reason: str) -> None:
-        """A reader must never crash on a bad record: park it in dead, with the reason."""
+        """A reader must never crash on a bad record: park it in dead, with the reason
+        (the jobs waiting for it learn it is dead)."""
         tx.put(keys.DB_DEAD, keys.dead_key(job_id), f"corrupt record: {reason}".encode())
+        settle_end(self, tx, JobRecord.corrupt(job_id, "?", reason), JobState.DEAD, now_ms())
 
     def _bury_bad(self, tx: Tx, job_id: str, rec: JobRecord, problem: str) -> None:
         """A record that decodes but holds a value out of bounds (older code, or written
@@ -443,6 +464,7 @@ class LmdbStore(Store, HandOff):
         except Exception:  # values even the encoder refuses: the dead entry says why
             pass
         tx.put(keys.DB_DEAD, keys.dead_key(job_id), reason.encode("utf-8", "replace"))
+        settle_end(self, tx, JobRecord.corrupt(job_id, "?", reason), JobState.DEAD, now)
 
     def next_run_at_ms(self) -> int | None:
         def first(tx: Tx) -> int | None:
@@ -471,11 +493,13 @@ class LmdbStore(Store, HandOff):
         rec = applied.record
         if applied.destination is Destination.DONE:
             self._mark_done(tx, rec)
+            settle_end(self, tx, rec, JobState.DONE, now_ms)
         elif applied.destination is Destination.RELEASED:
             self._save(tx, rec)
             self._enqueue_index(tx, rec)  # at its old seq: ahead of the jobs after it
         elif applied.destination is Destination.DEAD:
             self._bury(tx, rec, applied.dead_reason)
+            settle_end(self, tx, rec, JobState.DEAD, now_ms)
         else:
             self._requeue(tx, rec)
         return True
@@ -522,6 +546,12 @@ class LmdbStore(Store, HandOff):
     # ---- reading --------------------------------------------------------------------
     def get(self, job_id: str) -> JobRecord | None:
         return self.env.read(lambda tx: self._load(tx, job_id))
+
+    def get_many(self, job_ids: Sequence[str]) -> builtins.list[JobRecord | None]:
+        return self.env.read(lambda tx: [self._load(tx, job_id) for job_id in job_ids])
+
+    def dependents(self, job_id: str) -> builtins.list[str]:
+        return self.env.read(lambda tx: dependents(tx, job_id))
 
     def list(
         self, name: str | None = None, state: JobState | None = None, limit: int | None = None
@@ -576,6 +606,8 @@ class LmdbStore(Store, HandOff):
             "processing": tx.entries(keys.DB_PROCESSING),
             "done": tx.entries(keys.DB_DONE),
             "dead": tx.entries(keys.DB_DEAD),
+            "waiting": tx.entries(keys.DB_WAITING),
+            "cancelled": tx.entries(keys.DB_CANCELLED),
             "total": tx.entries(keys.DB_JOBS),
         }
 
@@ -592,6 +624,7 @@ class LmdbStore(Store, HandOff):
         except CorruptRecord:
             self._delete_corrupt(tx, job_id)
             return True
+        unlink(self, tx, rec, now_ms())
         self._unqueue_index(tx, rec)
         if rec.state is JobState.PROCESSING:
             for key, _ in list(tx.scan(keys.DB_PROCESSING, values=False)):
@@ -607,8 +640,17 @@ class LmdbStore(Store, HandOff):
 
     def _delete_corrupt(self, tx: Tx, job_id: str) -> None:
         """Without a readable record, find the job's index entries by scanning."""
+        settle_end(self, tx, JobRecord.corrupt(job_id, "?", "deleted"), None, now_ms())
         tx.delete(keys.DB_JOBS, keys.job_key(job_id))
         tx.delete(keys.DB_DEAD, keys.dead_key(job_id))
+        tx.delete(keys.DB_WAITING, keys.job_key(job_id))
+        jid = job_id.encode("ascii")
+        for key, _ in list(tx.scan(keys.DB_DEPS, values=False)):
+            if key.startswith(jid) or key.endswith(jid):
+                tx.delete(keys.DB_DEPS, key)
+        for key, value in list(tx.scan(keys.DB_UNIQUE)):
+            if value == jid:
+                tx.delete(keys.DB_UNIQUE, key)
         for db in (
             keys.DB_BY_NAME,
             keys.DB_READY,
@@ -616,6 +658,7 @@ class LmdbStore(Store, HandOff):
             keys.DB_PROCESSING,
             keys.DB_DONE,
             keys.DB_PENDING,
+            keys.DB_CANCELLED,
         ):
             for key, _ in list(tx.scan(db, values=False)):
                 if key.endswith(job_id.encode("ascii")):
@@ -631,6 +674,14 @@ class LmdbStore(Store, HandOff):
         if rec is None or rec.state is not JobState.DEAD or rec.is_corrupt:
             state = "unreadable" if rec is None or rec.is_corrupt else rec.state.value
             raise ConfigError(f"job {job_id} is {state}; only dead jobs can be requeued")
+        if rec.key is not None:
+            holder = key_holder(self, tx, rec.name, rec.key)
+            if holder is not None:
+                raise ConfigError(
+                    f"job {job_id} has key {rec.key!r}, which job {holder.id} holds now; "
+                    f"it cannot be requeued while that job is not dead or cancelled"
+                )
+            tx.put(keys.DB_UNIQUE, keys.unique_key(rec.name, rec.key), keys.job_key(job_id))
         tx.delete(keys.DB_DEAD, keys.dead_key(job_id))
         rec = rec.evolve(state=JobState.READY, attempts=0, run_at_ms=now_ms, finished_at_ms=None)
         self._requeue(tx, rec)
@@ -647,17 +698,18 @@ class LmdbStore(Store, HandOff):
         return self.env.write(body)
 
     def expire_finished(self, before_ms: int) -> int:
+        """Delete done and cancelled jobs that finished before ``before_ms``."""
+
         def body(tx: Tx) -> int:
-            old = [
-                k
-                for k, _ in tx.scan(
-                    keys.DB_DONE, b"", keys.done_upper_bound(before_ms), values=False
-                )
-            ]
-            for key in old:
-                self._delete(tx, keys.decode_done_key(key)[1])
-                tx.delete(keys.DB_DONE, key)
-            return len(old)
+            expired = 0
+            for db in (keys.DB_DONE, keys.DB_CANCELLED):
+                bound = keys.done_upper_bound(before_ms)
+                old = [k for k, _ in tx.scan(db, b"", bound, values=False)]
+                for key in old:
+                    self._delete(tx, keys.decode_done_key(key)[1])
+                    tx.delete(db, key)
+                expired += len(old)
+            return expired
 
         return self.env.write(body)
 
@@ -770,6 +822,13 @@ class LmdbStore(Store, HandOff):
     def close(self) -> None:
         self.waker.close()
         self.env.close()
+
+
+def _number(records: Sequence[JobRecord]) -> None:
+    """Give a batch its FIFO numbers, in the order given."""
+    seq = next_seqs(len(records))
+    for offset, rec in enumerate(records):
+        rec.seq = seq + offset
 
 
 def _first_key_from(tx: Tx, db: bytes, start: bytes) -> bytes | None:

@@ -15,6 +15,13 @@ Layout (version 1), in the schema the connection's ``search_path`` selects:
 - ``mpqueue_workers``: the coordinator registry, heartbeats on the database's clock.
 - ``mpqueue_job_seq``: FIFO order among jobs of one priority.
 - ``mpqueue_schema_version``: one row per applied migration.
+
+Version 3 adds workflows: the ``waiting`` and ``cancelled`` states, the workflow
+columns of ``JobRecord`` (``depends_on``, ``pass_results``, ``allow_failures``,
+``key``), ``open_deps`` (a waiting job's count of open edges) and ``has_dependents``
+(so a finish looks for edges only where there are some), the edges table
+``mpqueue_deps`` (dependency, dependent, open), and the unique index on (name, key)
+over jobs that are neither dead nor cancelled.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ TABLES = {
     "workers": "mpqueue_workers",
     "seq": "mpqueue_job_seq",
     "version": VERSION_TABLE,
+    "deps": "mpqueue_deps",
 }
 
 # ``errors`` is JSON in a text column, written ASCII-only: exception text may hold NUL
@@ -83,6 +91,27 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
     (  # 2: a job's signature (signed payloads, see mpqueue/signing.py)
         "ALTER TABLE {jobs} ADD COLUMN signature bytea",
+    ),
+    (  # 3: workflows (dependencies, cancelled jobs, unique keys)
+        "ALTER TABLE {jobs} DROP CONSTRAINT mpqueue_jobs_state_check",
+        """ALTER TABLE {jobs} ADD CONSTRAINT mpqueue_jobs_state_check CHECK (state IN
+            ('waiting', 'scheduled', 'ready', 'processing', 'done', 'dead', 'cancelled'))""",
+        """ALTER TABLE {jobs} ADD COLUMN depends_on text[] NOT NULL DEFAULT '{{}}',
+            ADD COLUMN pass_results text NOT NULL DEFAULT '',
+            ADD COLUMN allow_failures boolean NOT NULL DEFAULT false,
+            ADD COLUMN key text,
+            ADD COLUMN open_deps integer NOT NULL DEFAULT 0,
+            ADD COLUMN has_dependents boolean NOT NULL DEFAULT false""",
+        """CREATE TABLE {deps} (
+            dep_id text NOT NULL,
+            job_id text NOT NULL,
+            open   boolean NOT NULL,
+            PRIMARY KEY (dep_id, job_id)
+        )""",
+        "CREATE UNIQUE INDEX mpqueue_jobs_key ON {jobs} (name, key) "
+        "WHERE key IS NOT NULL AND state NOT IN ('dead', 'cancelled')",
+        "CREATE INDEX mpqueue_jobs_waiting ON {jobs} (id) WHERE state = 'waiting'",
+        "CREATE INDEX mpqueue_jobs_cancelled ON {jobs} (finished_at_ms) WHERE state = 'cancelled'",
     ),
 ]
 

@@ -16,12 +16,14 @@ from typing import Any
 
 import psycopg
 
+from ...dependencies import settle
 from ...errors import ConfigError, JobNotFound
 from ...limits import TIMEOUT_MAX_S, check_key_part, stored_problem
 from ...outcomes import Destination, apply_outcome
-from ...records import Claim, ErrorInfo, JobRecord, JobState, Outcome
+from ...records import FINISHED_STATES, Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from ..base import CheckReport, HolderGone, OpCounter, Store
 from ..codec import decode_server_info, encode_server_info
+from . import graph as pg_graph
 from . import schema as pg_schema
 from .listen import PgListener
 from .session import PgSession, Query
@@ -50,8 +52,13 @@ _FIELDS = (
     "backoff_base_s",
     "backoff_cap_s",
     "signature",
+    "depends_on",
+    "pass_results",
+    "allow_failures",
+    "key",
 )
 _COLUMNS = ", ".join(_FIELDS)
+_PLAIN_COLUMNS = ", ".join(_FIELDS[:18])  # a job without workflow fields: "add" writes these
 _BLOBS = {
     "payload": "''::bytea AS payload",
     "func": "NULL::bytea AS func",
@@ -60,9 +67,16 @@ _BLOBS = {
 _LIST_COLUMNS = ", ".join(_BLOBS.get(f, f) for f in _FIELDS)  # _FIELDS, blobs left out
 _STATES = {state.value: state for state in JobState}
 _Cycle = tuple[list[bool], list[JobRecord]]  # (inside the class, ``list`` is a method)
+_SQL_GRAPH = {key: text.replace("{columns}", _COLUMNS) for key, text in pg_graph.SQL.items()}
+
+_DROP_EDGES = """outgoing AS (DELETE FROM {deps} WHERE dep_id IN (SELECT id FROM gone)),
+        incoming AS (DELETE FROM {deps} d USING
+            (SELECT id, unnest(depends_on) AS dep FROM gone) g
+            WHERE d.dep_id = g.dep AND d.job_id = g.id)
+        SELECT count(*) FROM gone"""
 
 _SQL = {
-    "add": f"""INSERT INTO {{jobs}} ({_COLUMNS})
+    "add": f"""INSERT INTO {{jobs}} ({_PLAIN_COLUMNS})
         SELECT u.id, u.name, u.state, u.payload, u.priority, nextval({{seq_name}}),
                u.run_at_ms, u.created_at_ms, u.attempts, u.max_retries, u.timeout_s,
                u.func, u.result, u.errors, u.finished_at_ms, u.backoff_base_s,
@@ -91,8 +105,15 @@ _SQL = {
         WHERE j.id = picked.id
         RETURNING {", ".join("j." + f for f in _FIELDS)}""",
     "held": """SELECT id, worker_id, attempts, max_retries, backoff_base_s, backoff_cap_s,
-            errors FROM {jobs} WHERE id = ANY(%s) AND state = 'processing'
+            errors, name, has_dependents FROM {jobs} WHERE id = ANY(%s) AND state = 'processing'
         ORDER BY id FOR UPDATE""",
+    # A job with dependencies or a key, one at a time (see graph.py): the rest of the
+    # batch goes through "add". A held key inserts nothing (the caller reads the holder).
+    "add_linked": f"""INSERT INTO {{jobs}} ({_COLUMNS}, open_deps)
+        VALUES (%s, %s, %s, %s, %s, nextval({{seq_name}}), %s, %s, %s, %s, %s, %s, %s, %s,
+                %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (name, key) WHERE key IS NOT NULL AND state NOT IN ('dead', 'cancelled')
+        DO NOTHING RETURNING seq""",
     # One statement applies every outcome of a batch; NULL means "keep the old value".
     "finish": """UPDATE {jobs} AS j SET state = u.state, result = u.result,
             errors = coalesce(u.errors, j.errors), run_at_ms = coalesce(u.run_at_ms, j.run_at_ms),
@@ -121,6 +142,7 @@ _SQL = {
                      ORDER BY id FOR UPDATE)
         RETURNING id""",
     "get": f"SELECT {_COLUMNS} FROM {{jobs}} WHERE id = %s",
+    "get_many": f"SELECT {_COLUMNS} FROM {{jobs}} WHERE id = ANY(%s)",
     "seqs_of": "SELECT id, seq FROM {jobs} WHERE id = ANY(%s)",
     # Variants, not "(%s IS NULL OR name = %s)": a prepared generic plan of that form
     # could not use the name index.
@@ -138,14 +160,24 @@ _SQL = {
             (SELECT count(*) FROM {jobs} WHERE state = 'scheduled'),
             (SELECT count(*) FROM {jobs} WHERE state = 'processing'),
             (SELECT count(*) FROM {jobs} WHERE state = 'done'),
-            (SELECT count(*) FROM {jobs} WHERE state = 'dead')""",
+            (SELECT count(*) FROM {jobs} WHERE state = 'dead'),
+            (SELECT count(*) FROM {jobs} WHERE state = 'waiting'),
+            (SELECT count(*) FROM {jobs} WHERE state = 'cancelled')""",
     "delete": "DELETE FROM {jobs} WHERE id = %s",
     "lock_one": f"SELECT {_COLUMNS} FROM {{jobs}} WHERE id = %s FOR UPDATE",
     "requeue_dead": """UPDATE {jobs} SET state = 'ready', attempts = 0, run_at_ms = %s,
             finished_at_ms = NULL, dead_reason = NULL, seq = nextval({seq_name})
         WHERE id = %s RETURNING seq""",
-    "purge_dead": "DELETE FROM {jobs} WHERE state = 'dead'",
-    "expire": "DELETE FROM {jobs} WHERE state = 'done' AND finished_at_ms < %s",
+    # Deleting finished jobs takes their edges with them, both ways (a cancelled job's
+    # edges from dependencies still running may be open: nothing counts them any more).
+    "purge_dead": """WITH gone AS (DELETE FROM {jobs} WHERE state = 'dead'
+            RETURNING id, depends_on), """
+    + _DROP_EDGES,
+    "expire": """WITH gone AS (DELETE FROM {jobs} WHERE state IN ('done', 'cancelled')
+            AND finished_at_ms < %s RETURNING id, depends_on), """
+    + _DROP_EDGES,
+    "key_taken": """SELECT id FROM {jobs} WHERE name = %s AND key = %s AND id <> %s
+        AND state NOT IN ('dead', 'cancelled')""",
     "register": """INSERT INTO {workers} (worker_id, info, heartbeat_at)
         VALUES (%s, %s, clock_timestamp())
         ON CONFLICT (worker_id) DO UPDATE SET info = excluded.info,
@@ -165,6 +197,12 @@ _SQL = {
     "check_seqs": """SELECT seq, count(*) FROM {jobs} WHERE state IN ('ready', 'scheduled')
             GROUP BY seq HAVING count(*) > 1""",
     "check_errors": "SELECT id, errors FROM {jobs} WHERE errors <> '[]'",
+    "check_waiting": """SELECT j.id, j.open_deps, count(d.job_id) FILTER (WHERE d.open)
+        FROM {jobs} j LEFT JOIN {deps} d ON d.job_id = j.id WHERE j.state = 'waiting'
+        GROUP BY j.id, j.open_deps
+        HAVING j.open_deps <> count(d.job_id) FILTER (WHERE d.open) OR j.open_deps < 1""",
+    "check_edges": """SELECT d.dep_id, d.job_id FROM {deps} d WHERE NOT EXISTS
+            (SELECT 1 FROM {jobs} j WHERE j.id = d.job_id AND d.dep_id = ANY(j.depends_on))""",
     "count": "SELECT count(*) FROM {jobs}",
 }
 
@@ -199,47 +237,107 @@ class PostgresStore(Store):
             names = pg_schema.qualified_names(conn, schema)
         self.schema = schema
         self.channel = _channel_name(schema)
-        self.sql = {key: pg_schema.render(text, names) for key, text in _SQL.items()}
+        sql = _SQL | _SQL_GRAPH
+        self.sql = {key: pg_schema.render(text, names) for key, text in sql.items()}
 
     # ---- adding -------------------------------------------------------------------
     def add(self, records: Sequence[JobRecord]) -> None:
         for rec in records:  # the LMDB store's limits, so a queue can move between them
             check_key_part(rec.name, f"task name {rec.name!r}")
-        if records:  # safe to repeat: see _add_unless_committed
+        if any(rec.depends_on or rec.key is not None for rec in records):
+            self._add_with_links(records)
+        elif records:  # safe to repeat: see _add_unless_committed
             self.session.run(
                 lambda q: self._add(q, records),
                 resume=lambda q: self._add_unless_committed(q, records),
             )
 
-    def _add(self, q: Query, records: Sequence[JobRecord]) -> None:
+    def _add_with_links(self, records: Sequence[JobRecord]) -> None:
+        """``add`` of a batch in which some jobs have dependencies or a key: the plain
+        ones in one statement, then the others in order (see graph.py)."""
+        now = now_ms()
+        stored = self.session.run(
+            lambda q: self._add_linked(q, records, now),
+            resume=lambda q: self._resume_linked(q, records, now),
+        )
+        for rec, final in zip(records, stored):
+            if final is not rec:
+                rec.__dict__.update(final.__dict__)
+
+    def _add_linked(self, q: Query, records: Sequence[JobRecord], now: int) -> list[JobRecord]:
+        plain = [rec for rec in records if not rec.depends_on and rec.key is None]
+        if plain:
+            self._add(q, plain, notify=False)
+        replaced: dict[str, str] = {}
+        stored = []
+        for rec in records:
+            if not rec.depends_on and rec.key is None:
+                stored.append(rec)
+                continue
+            final = self._add_one_linked(q, rec, now, replaced)
+            if final.id != rec.id:
+                replaced[rec.id] = final.id
+            stored.append(final)
+        q.rows(self.sql["notify"], (self.channel,))
+        return stored
+
+    def _add_one_linked(
+        self, q: Query, rec: JobRecord, now: int, replaced: dict[str, str]
+    ) -> JobRecord:
+        """Insert one job with dependencies or a key; returns it as stored, or the job
+        holding its key."""
+        if rec.key is not None:
+            holder = q.one(self.sql["key_holder"], (rec.name, rec.key))
+            if holder is not None:
+                return _read(holder)
+        if replaced and rec.depends_on:
+            rec = rec.evolve(depends_on=tuple(replaced.get(d, d) for d in rec.depends_on))
+        admission = pg_graph.admit_new(q, self.sql, rec, now) if rec.depends_on else None
+        new = rec if admission is None else admission.record
+        open_deps = 0 if admission is None else admission.open_deps
+        row = q.one(self.sql["add_linked"], (*_insert_row(new), *_workflow_row(new), open_deps))
+        if row is None:  # another producer took the key after our look
+            holder = q.one(self.sql["key_holder"], (rec.name, rec.key))
+            assert holder is not None  # the conflict's row, locked by the insert's wait
+            return _read(holder)
+        q.counter.puts += 1
+        new = new.evolve(seq=row[0])
+        if admission is not None:
+            pg_graph.link(q, self.sql, admission)
+            if new.state is JobState.CANCELLED:
+                self._note_cancelled(q, new, admission.reason)
+        return new
+
+    def _note_cancelled(self, q: Query, rec: JobRecord, reason: str) -> None:
+        errors = _encode_errors(rec.errors)
+        q.write(self.sql["cancel"], (errors, rec.finished_at_ms, _text(reason), rec.id))
+
+    def _resume_linked(self, q: Query, records: Sequence[JobRecord], now: int) -> list[JobRecord]:
+        """``_add_linked`` again after a COMMIT whose reply was lost: none of the ids in
+        the store means it did not commit; some means it did (the others were held
+        keys), and the stored records are read back."""
+        found = {row[0] for row in q.rows(self.sql["seqs_of"], ([r.id for r in records],))}
+        if not found:
+            return self._add_linked(q, records, now)
+        stored = []
+        for rec in records:
+            row = q.one(self.sql["get"], (rec.id,)) if rec.id in found else None
+            if row is None and rec.key is not None:
+                row = q.one(self.sql["key_holder"], (rec.name, rec.key))
+            stored.append(rec if row is None else _read(row))
+        return stored
+
+    def _add(self, q: Query, records: Sequence[JobRecord], *, notify: bool = True) -> None:
         columns: list[list[Any]] = [[] for _ in range(17)]
         for rec in records:
-            row = (
-                rec.id,
-                rec.name,
-                rec.state.value,
-                rec.payload,
-                rec.priority,
-                min(rec.run_at_ms, BIGINT_MAX),
-                rec.created_at_ms,
-                rec.attempts,
-                rec.max_retries,
-                rec.timeout_s,
-                rec.func,
-                rec.result,
-                _encode_errors(rec.errors),
-                rec.finished_at_ms,
-                rec.backoff_base_s,
-                rec.backoff_cap_s,
-                rec.signature,
-            )
-            for column, value in zip(columns, row):
+            for column, value in zip(columns, _insert_row(rec)):
                 column.append(value)
         seqs = dict(q.rows(self.sql["add"], columns))
         for rec in records:
             rec.seq = seqs[rec.id]
         q.counter.puts += len(records)
-        q.rows(self.sql["notify"], (self.channel,))  # delivered at commit, if it commits
+        if notify:
+            q.rows(self.sql["notify"], (self.channel,))  # delivered at commit, if it commits
 
     def _add_unless_committed(self, q: Query, records: Sequence[JobRecord]) -> None:
         """``_add`` again after a COMMIT whose reply was lost. The job ids were chosen
@@ -272,12 +370,14 @@ class PostgresStore(Store):
                 rec = _read(row)
             except ValueError as exc:  # unreadable: park it, never hand it out
                 q.write(self.sql["park"], (f"corrupt record: {exc}", row[0]))
+                self._settle(q, [(row[0], str(row[1]), JobState.DEAD)], now_ms)
                 continue
             problem = stored_problem(rec)  # written by older code or by hand
             if problem is None:
                 claimed.append(rec)
             else:
                 self._bury_bad(q, rec, problem, now_ms)
+                self._settle(q, [(rec.id, rec.name, JobState.DEAD)], now_ms)
         claimed.sort(key=lambda r: (-r.priority, r.seq))  # RETURNING has no order
         return claimed
 
@@ -303,6 +403,7 @@ class PostgresStore(Store):
     def _finish(self, q: Query, outcomes: Sequence[Outcome], now_ms: int) -> list[bool]:
         held = {row[0]: row for row in q.rows(self.sql["held"], ([o.job_id for o in outcomes],))}
         updates: list[tuple[Any, ...]] = []
+        ends: list[tuple[str, str, JobState]] = []  # of jobs others wait for
         acks = []
         for outcome in outcomes:
             row = held.pop(outcome.job_id, None)  # popped: a repeated outcome is late
@@ -315,11 +416,34 @@ class PostgresStore(Store):
                 q.write(
                     self.sql["park"], ("corrupt record: errors cannot be decoded", outcome.job_id)
                 )
-            else:
-                updates.append(update)
+                ends.append((outcome.job_id, row[7], JobState.DEAD))
+                continue
+            updates.append(update)
+            end = _STATES.get(update[1])
+            if row[8] and end in FINISHED_STATES:
+                ends.append((outcome.job_id, row[7], end))
         if updates:
             q.write(self.sql["finish"], [list(column) for column in zip(*updates)])
+        if ends:
+            self._settle(q, ends, now_ms)
         return acks
+
+    def _graph(self, q: Query) -> pg_graph.PgGraph:
+        return pg_graph.PgGraph(q, self.sql, self._load_locked, _encode_errors, _text)
+
+    def _settle(self, q: Query, ends: Sequence[tuple[str, str, JobState | None]], now: int) -> None:
+        """Settle the dependents of jobs that ended (or were deleted: None) in ``q``."""
+        graph = self._graph(q)
+        for job_id, name, end in ends:
+            settle(graph, job_id, name, end, now)
+        if graph.released:
+            q.rows(self.sql["notify"], (self.channel,))  # released jobs are ready jobs
+
+    def _load_locked(self, q: Query, job_id: str) -> JobRecord:
+        row = q.one(self.sql["lock_one"], (job_id,))
+        if row is None:
+            raise JobNotFound(f"no job with id {job_id!r}")
+        return _decode(row)
 
     def _outcome_update(
         self, row: tuple[Any, ...], outcome: Outcome, now_ms: int
@@ -406,6 +530,16 @@ class PostgresStore(Store):
         row = self.session.run(lambda q: q.one(self.sql["get"], (job_id,)), write=False)
         return None if row is None else _decode(row)
 
+    def get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
+        ids = list(job_ids)
+        rows = self.session.run(lambda q: q.rows(self.sql["get_many"], (ids,)), write=False)
+        found = {row[0]: _decode(row) for row in rows}
+        return [found.get(job_id) for job_id in ids]
+
+    def dependents(self, job_id: str) -> list[str]:
+        rows = self.session.run(lambda q: q.rows(self.sql["dependents"], (job_id,)), write=False)
+        return [row[0] for row in rows]
+
     def list(
         self, name: str | None = None, state: JobState | None = None, limit: int | None = None
     ) -> list[JobRecord]:
@@ -417,15 +551,24 @@ class PostgresStore(Store):
     def stats(self) -> dict[str, int]:
         row = self.session.run(lambda q: q.one(self.sql["stats"]), write=False)
         assert row is not None
-        counts = dict(zip(("ready", "scheduled", "processing", "done", "dead"), map(int, row)))
+        names = ("ready", "scheduled", "processing", "done", "dead", "waiting", "cancelled")
+        counts = dict(zip(names, map(int, row)))
         counts["total"] = sum(counts.values())
         return counts
 
     # ---- removing ---------------------------------------------------------------------
     def delete(self, job_id: str) -> bool:
-        return bool(
-            self.session.run(lambda q: q.write(self.sql["delete"], (job_id,), deletes=True))
-        )
+        return self.session.run(lambda q: self._delete(q, job_id))
+
+    def _delete(self, q: Query, job_id: str) -> bool:
+        row = q.one(self.sql["lock_one"], (job_id,))
+        if row is None:
+            return False
+        rec = _decode(row)
+        if rec.state not in FINISHED_STATES:
+            self._settle(q, [(rec.id, rec.name, None)], now_ms())
+        q.write(self.sql["unlink"], (job_id, job_id, list(rec.depends_on)), deletes=True)
+        return bool(q.write(self.sql["delete"], (job_id,), deletes=True))
 
     def requeue_dead(self, job_id: str, now_ms: int) -> JobRecord:
         return self.session.run(lambda q: self._requeue_dead(q, job_id, now_ms))
@@ -441,6 +584,13 @@ class PostgresStore(Store):
             state = "unreadable"
         if state != JobState.DEAD.value:
             raise ConfigError(f"job {job_id} is {state}; only dead jobs can be requeued")
+        if rec.key is not None:
+            holder = q.one(self.sql["key_taken"], (rec.name, rec.key, job_id))
+            if holder is not None:
+                raise ConfigError(
+                    f"job {job_id} has key {rec.key!r}, which job {holder[0]} holds now; "
+                    f"it cannot be requeued while that job is not dead or cancelled"
+                )
         seq = q.rows(self.sql["requeue_dead"], (now_ms, job_id))[0][0]
         q.counter.puts += 1
         q.rows(self.sql["notify"], (self.channel,))
@@ -449,10 +599,16 @@ class PostgresStore(Store):
         )
 
     def purge_dead(self) -> int:
-        return self.session.run(lambda q: q.write(self.sql["purge_dead"], deletes=True))
+        return self.session.run(lambda q: self._delete_finished(q, "purge_dead", ()))
 
     def expire_finished(self, before_ms: int) -> int:
-        return self.session.run(lambda q: q.write(self.sql["expire"], (before_ms,), deletes=True))
+        """Delete done and cancelled jobs that finished before ``before_ms``."""
+        return self.session.run(lambda q: self._delete_finished(q, "expire", (before_ms,)))
+
+    def _delete_finished(self, q: Query, statement: str, params: tuple[Any, ...]) -> int:
+        deleted = int(q.rows(self.sql[statement], params)[0][0])
+        q.counter.deletes += deleted
+        return deleted
 
     # ---- the server's cycle -------------------------------------------------------------
     def finish_and_claim(
@@ -497,6 +653,14 @@ class PostgresStore(Store):
             report.inconsistent += [
                 f"{n} queued jobs share the FIFO number {seq}"
                 for seq, n in q.rows(self.sql["check_seqs"])
+            ]
+            report.inconsistent += [
+                f"job {job_id} waits for {count} jobs but has {edges} open edges"
+                for job_id, count, edges in q.rows(self.sql["check_waiting"])
+            ]
+            report.inconsistent += [
+                f"an edge says job {job_id} depends on {dep_id}; its record does not"
+                for dep_id, job_id in q.rows(self.sql["check_edges"])
             ]
             for job_id, errors in q.rows(self.sql["check_errors"]):
                 try:
@@ -557,6 +721,33 @@ def _decode(row: tuple[Any, ...]) -> JobRecord:
         return JobRecord.corrupt(row[0], row[1], f"record cannot be decoded: {exc}")
 
 
+def _insert_row(rec: JobRecord) -> tuple[Any, ...]:
+    """The columns "add" inserts for a job, in its unnest order."""
+    return (
+        rec.id,
+        rec.name,
+        rec.state.value,
+        rec.payload,
+        rec.priority,
+        min(rec.run_at_ms, BIGINT_MAX),
+        rec.created_at_ms,
+        rec.attempts,
+        rec.max_retries,
+        rec.timeout_s,
+        rec.func,
+        rec.result,
+        _encode_errors(rec.errors),
+        rec.finished_at_ms,
+        rec.backoff_base_s,
+        rec.backoff_cap_s,
+        rec.signature,
+    )
+
+
+def _workflow_row(rec: JobRecord) -> tuple[Any, ...]:
+    return (list(rec.depends_on), rec.pass_results, rec.allow_failures, rec.key)
+
+
 def _read(row: tuple[Any, ...]) -> JobRecord:
     """A record from a row in ``_FIELDS`` order; raises ValueError if it cannot be read."""
     rec = object.__new__(JobRecord)  # no __init__: the server decodes every claim
@@ -566,4 +757,5 @@ def _read(row: tuple[Any, ...]) -> JobRecord:
     except KeyError:
         raise ValueError(f"unknown state {row[2]!r}") from None
     rec.errors = _decode_errors(row[13]) if row[13] != "[]" else ()
+    rec.depends_on = tuple(row[18]) if row[18] else ()
     return rec

@@ -1,0 +1,183 @@
+"""The dependency graph's rules: when a job that waits for others may start, and what
+the end of a job does to the jobs waiting for it.
+
+A job with ``depends_on`` is stored with one edge per dependency and a count of the
+edges still open. An edge closes once, in the transaction that records its
+dependency's end (done, dead, cancelled, or deleted before it ended); later ends of
+the same job (a requeued dead job finishing) find it closed and change nothing. So a
+waiting job is released exactly once, and releasing costs O(1) per finished
+dependency, whatever the fan-in:
+
+- a dependency done: the count goes down; at zero the job is queued (ready, or
+  scheduled if its run-at is still ahead);
+- a dependency that ended otherwise: the job is cancelled, naming it, and so on down
+  the graph, in the same transaction; unless the job was enqueued with
+  ``allow_failures``, which counts it down as if it were done (a chord's callback then
+  receives that member's error in its place).
+
+Every store calls ``admit`` and ``settle`` and only supplies a ``Graph``: its
+transaction's view of the edges and the waiting jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .errors import ConfigError
+from .limits import DEPENDENCIES_MAX
+from .records import ErrorInfo, JobRecord, JobState, is_job_id
+
+# How a dependency's end reads in the reason of the jobs it cancels.
+ENDINGS = {
+    JobState.DEAD: "ended dead",
+    JobState.CANCELLED: "was cancelled",
+    None: "was deleted before it ended",
+}
+
+
+class Graph(Protocol):
+    """One store transaction's view of the dependency edges and the waiting jobs."""
+
+    def close_edges(self, job_id: str) -> list[str]:
+        """The jobs with an open edge from ``job_id``, in a stable order; the edges are
+        closed (kept, for ``dependents``, but never counted again)."""
+        ...
+
+    def open_count(self, job_id: str) -> tuple[int, bool] | None:
+        """A waiting job's count of open edges and its ``allow_failures``; None when the
+        job is not waiting (cancelled, deleted)."""
+        ...
+
+    def count_down(self, job_id: str, open_deps: int) -> None:
+        """Store a waiting job's new count (at least 1)."""
+        ...
+
+    def load(self, job_id: str) -> JobRecord: ...
+
+    def file_released(self, rec: JobRecord) -> None:
+        """Queue a job that waited (its record is ready or scheduled; it gets a new FIFO
+        number) and drop its count."""
+        ...
+
+    def file_cancelled(self, rec: JobRecord, reason: str) -> None:
+        """Store a cancelled job (with ``reason``) and drop its count."""
+        ...
+
+
+@dataclass(frozen=True)
+class Admission:
+    """How a new job with dependencies enters the store."""
+
+    record: JobRecord  # waiting, cancelled, or queued as given when nothing is open
+    open_edges: tuple[bool, ...]  # per dependency, in ``depends_on`` order
+    reason: str = ""  # why it is cancelled ("" unless it is)
+
+    @property
+    def open_deps(self) -> int:
+        return sum(self.open_edges)
+
+
+# What ``depends_on=`` takes: a job (anything with an ``id``), a job id, or an iterable
+# of them (a list, a group's handle); None for none.
+Dependencies = Any  # None | str | a job | Iterable[str | a job]
+
+
+def dependency_ids(depends_on: Dependencies) -> tuple[str, ...]:
+    """The job ids ``depends_on`` names, checked (ConfigError: a malformed or repeated
+    id, too many of them)."""
+    if depends_on is None:
+        return ()
+    if isinstance(depends_on, str) or hasattr(depends_on, "id"):
+        depends_on = [depends_on]
+    try:
+        items = list(depends_on)
+    except TypeError:
+        raise ConfigError(
+            f"depends_on takes jobs, job ids or a list of them; got {depends_on!r}"
+        ) from None
+    return check_depends_on([getattr(item, "id", item) for item in items])
+
+
+def check_depends_on(job_ids: Sequence[str]) -> tuple[str, ...]:
+    """The ids of ``depends_on`` as a tuple; ConfigError for a malformed or repeated id
+    or too many of them."""
+    ids = tuple(job_ids)
+    if len(ids) > DEPENDENCIES_MAX:
+        raise ConfigError(
+            f"depends_on names {len(ids)} jobs; the most one job may wait for is {DEPENDENCIES_MAX}"
+        )
+    for job_id in ids:
+        if not is_job_id(job_id):
+            raise ConfigError(f"depends_on takes jobs or job ids; got {job_id!r}")
+    seen: set[str] = set()
+    for job_id in ids:
+        if job_id in seen:
+            raise ConfigError(f"depends_on names job {job_id} twice")
+        seen.add(job_id)
+    return ids
+
+
+def admit(rec: JobRecord, found: Sequence[JobRecord | None], now_ms: int) -> Admission:
+    """The entry of ``rec`` given its dependencies as the store holds them now (``found``,
+    in ``depends_on`` order; None for a job that does not exist, which is refused:
+    ConfigError, and the caller's transaction writes nothing)."""
+    open_edges = []
+    for job_id, dep in zip(rec.depends_on, found):
+        if dep is None:
+            raise ConfigError(f"depends_on names job {job_id}, which does not exist")
+        if dep.state in (JobState.DEAD, JobState.CANCELLED) and not rec.allow_failures:
+            reason = _reason(dep.id, dep.name, dep.state)
+            return Admission(cancelled(rec, reason, now_ms), (False,) * len(found), reason)
+        open_edges.append(dep.state not in (JobState.DONE, JobState.DEAD, JobState.CANCELLED))
+    if any(open_edges):
+        waiting = rec.evolve()
+        waiting.state = JobState.WAITING  # a new job: it enters in this state
+        return Admission(waiting, tuple(open_edges))
+    return Admission(rec, tuple(open_edges))
+
+
+def settle(graph: Graph, job_id: str, name: str, end: JobState | None, now_ms: int) -> None:
+    """Apply the end of job ``job_id`` (of task ``name``) to the jobs waiting for it:
+    ``end`` is DONE, DEAD or CANCELLED, or None for a job deleted before it ended."""
+    pending = [(job_id, name, end, "")]
+    while pending:
+        dep_id, dep_name, dep_end, cause = pending.pop()
+        failed = dep_end is not JobState.DONE
+        for dependent in graph.close_edges(dep_id):
+            entry = graph.open_count(dependent)
+            if entry is None:
+                continue  # cancelled by another of its dependencies, or deleted
+            open_deps, allow_failures = entry
+            if failed and not allow_failures:
+                reason = _reason(dep_id, dep_name, dep_end) + cause
+                rec = cancelled(graph.load(dependent), reason, now_ms)
+                graph.file_cancelled(rec, reason)
+                pending.append((rec.id, rec.name, JobState.CANCELLED, cause or _because(reason)))
+            elif open_deps > 1:
+                graph.count_down(dependent, open_deps - 1)
+            else:
+                graph.file_released(released(graph.load(dependent), now_ms))
+
+
+def released(rec: JobRecord, now_ms: int) -> JobRecord:
+    """A waiting job with nothing left open, queued: scheduled while its run-at is ahead."""
+    state = JobState.SCHEDULED if rec.run_at_ms > now_ms else JobState.READY
+    return rec.evolve(state=state)
+
+
+def cancelled(rec: JobRecord, reason: str, now_ms: int) -> JobRecord:
+    error = ErrorInfo("Cancelled", reason, attempt=rec.attempts, at_ms=now_ms, kind="cancelled")
+    cancelled_rec = rec.evolve(errors=rec.errors + (error,), finished_at_ms=now_ms)
+    cancelled_rec.state = JobState.CANCELLED  # new jobs too, which were never waiting
+    return cancelled_rec
+
+
+def _reason(job_id: str, name: str, end: JobState | None) -> str:
+    return f"dependency {job_id} ({name}) {ENDINGS.get(end, 'ended')}"
+
+
+def _because(reason: str) -> str:
+    """The root cause, carried down a cancelled chain: every job it cancels names it."""
+    return f", because {reason}"

@@ -1,0 +1,187 @@
+"""The LMDB store's side of workflows: dependency edges, waiting counts and unique keys
+(the ``waiting``, ``deps``, ``cancelled`` and ``unique`` databases of ``keys.py``).
+
+``LmdbGraph`` is ``dependencies.Graph`` over one write transaction; ``Linker`` writes
+new jobs that have dependencies or a unique key. The rules are in
+``mpqueue/dependencies.py``; only where things are kept is here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from ...dependencies import Admission, admit, settle
+from ...errors import ConfigError
+from ...records import JobRecord, JobState
+from . import keys
+from .env import Tx
+
+LIVE_KEY_STATES = frozenset(JobState) - {JobState.DEAD, JobState.CANCELLED}
+
+
+class RecordFiler(Protocol):
+    """What the graph needs of the store: reading and filing records in a transaction."""
+
+    def _load(self, tx: Tx, job_id: str) -> JobRecord | None: ...
+    def _save(self, tx: Tx, rec: JobRecord) -> bytes: ...
+    def _requeue(self, tx: Tx, rec: JobRecord) -> None: ...
+    def _enqueue_index(self, tx: Tx, rec: JobRecord) -> None: ...
+
+
+class LmdbGraph:
+    """``dependencies.Graph`` over the write transaction ``tx``."""
+
+    def __init__(self, store: RecordFiler, tx: Tx):
+        self.store, self.tx = store, tx
+
+    def close_edges(self, job_id: str) -> list[str]:
+        prefix = keys.edge_prefix(job_id)
+        opened = [
+            key
+            for key, value in self.tx.scan_prefix(keys.DB_DEPS, prefix)
+            if value == keys.EDGE_OPEN
+        ]
+        for key in opened:  # after the scan: its cursor stays where it was
+            self.tx.put(keys.DB_DEPS, key, keys.EDGE_CLOSED)
+        return [keys.edge_dependent(key) for key in opened]
+
+    def open_count(self, job_id: str) -> tuple[int, bool] | None:
+        raw = self.tx.get(keys.DB_WAITING, keys.job_key(job_id))
+        if raw is None:
+            return None
+        try:
+            return keys.decode_waiting(raw)
+        except ValueError:
+            return 1, False  # bytes no store wrote: released (or cancelled) by this end
+
+    def count_down(self, job_id: str, open_deps: int) -> None:
+        raw = self.tx.get(keys.DB_WAITING, keys.job_key(job_id))
+        allow = raw is not None and keys.decode_waiting(raw)[1]
+        self.tx.put(keys.DB_WAITING, keys.job_key(job_id), keys.encode_waiting(open_deps, allow))
+
+    def load(self, job_id: str) -> JobRecord:
+        rec = self.store._load(self.tx, job_id)
+        if rec is None:  # a waiting entry without its job: check reports it
+            raise ConfigError(f"job {job_id} waits but has no record")
+        return rec
+
+    def file_released(self, rec: JobRecord) -> None:
+        self.tx.delete(keys.DB_WAITING, keys.job_key(rec.id))
+        self.store._requeue(self.tx, rec)  # a new FIFO number: behind the jobs waiting
+
+    def file_cancelled(self, rec: JobRecord, reason: str) -> None:
+        self.tx.delete(keys.DB_WAITING, keys.job_key(rec.id))
+        self.store._save(self.tx, rec)
+        file_cancelled_entry(self.tx, rec, reason)
+
+
+def file_cancelled_entry(tx: Tx, rec: JobRecord, reason: str) -> None:
+    key = keys.done_key(rec.finished_at_ms or 0, rec.id)
+    tx.put(keys.DB_CANCELLED, key, reason.encode("utf-8", "replace"))
+
+
+def settle_end(store: RecordFiler, tx: Tx, rec: JobRecord, end: JobState | None, now: int) -> None:
+    """``dependencies.settle`` for the end of ``rec``; free while no job has dependents."""
+    if tx.entries(keys.DB_DEPS):
+        settle(LmdbGraph(store, tx), rec.id, rec.name, end, now)
+
+
+def unlink(store: RecordFiler, tx: Tx, rec: JobRecord, now: int) -> None:
+    """Take a job being deleted out of the graph: the jobs waiting for it are settled as
+    for a job deleted before it ended, and its edges, count and key entry go."""
+    if tx.entries(keys.DB_DEPS):
+        if rec.state not in (JobState.DONE, JobState.DEAD, JobState.CANCELLED):
+            settle(LmdbGraph(store, tx), rec.id, rec.name, None, now)
+        out = [key for key, _ in tx.scan_prefix(keys.DB_DEPS, keys.edge_prefix(rec.id), False)]
+        for key in out:
+            tx.delete(keys.DB_DEPS, key)
+        for dep in rec.depends_on:
+            tx.delete(keys.DB_DEPS, keys.edge_key(dep, rec.id))
+    tx.delete(keys.DB_WAITING, keys.job_key(rec.id))
+    if rec.state is JobState.CANCELLED:
+        tx.delete(keys.DB_CANCELLED, keys.done_key(rec.finished_at_ms or 0, rec.id))
+    if rec.key is not None:
+        unique = keys.unique_key(rec.name, rec.key)
+        if tx.get(keys.DB_UNIQUE, unique) == keys.job_key(rec.id):
+            tx.delete(keys.DB_UNIQUE, unique)
+
+
+def key_holder(store: RecordFiler, tx: Tx, name: str, key: str) -> JobRecord | None:
+    """The job that holds (task ``name``, ``key``): one that exists and is neither
+    dead nor cancelled. One lookup, plus the record's."""
+    held = tx.get(keys.DB_UNIQUE, keys.unique_key(name, key))
+    if held is None:
+        return None
+    rec = store._load(tx, keys.decode_job_key(held))
+    return rec if rec is not None and rec.state in LIVE_KEY_STATES else None
+
+
+def dependents(tx: Tx, job_id: str) -> list[str]:
+    """The jobs that depend on ``job_id``, in id order (closed edges too)."""
+    prefix = keys.edge_prefix(job_id)
+    return [keys.edge_dependent(key) for key, _ in tx.scan_prefix(keys.DB_DEPS, prefix, False)]
+
+
+class Linker:
+    """Writes the new jobs of one ``add`` that have dependencies or a unique key, in
+    order, after the batch's plain jobs; ``written`` holds the records this add wrote,
+    so a job depending on one of them reads no record."""
+
+    def __init__(
+        self,
+        store: RecordFiler,
+        tx: Tx,
+        now: int,
+        write_plain: Callable[[Tx, list[JobRecord]], None],
+    ):
+        self.store, self.tx, self.now = store, tx, now
+        self.write_plain = write_plain
+        self.written: dict[str, JobRecord] = {}
+        self.replaced: dict[str, str] = {}  # id of a job whose key was held -> holder's
+
+    def add(self, records: list[JobRecord]) -> list[JobRecord]:
+        """Write ``records`` (FIFO numbers set); returns each one's record as stored: a
+        key's holder in place of a job whose key was held."""
+        plain = [r for r in records if not r.depends_on and r.key is None]
+        if plain:
+            self.write_plain(self.tx, plain)
+            self.written.update((r.id, r) for r in plain)
+        return [self._add(rec) if rec.depends_on or rec.key is not None else rec for rec in records]
+
+    def _add(self, rec: JobRecord) -> JobRecord:
+        if rec.key is not None:
+            holder = key_holder(self.store, self.tx, rec.name, rec.key)
+            if holder is not None:
+                self.written[holder.id] = holder
+                self.replaced[rec.id] = holder.id
+                return holder
+        if rec.depends_on and self.replaced:  # on a job of this add that a holder replaced
+            rec = rec.evolve(depends_on=tuple(self.replaced.get(d, d) for d in rec.depends_on))
+        if rec.depends_on:
+            rec = self._link(admit(rec, [self._dependency(d) for d in rec.depends_on], self.now))
+        self.store._save(self.tx, rec)
+        self.store._enqueue_index(self.tx, rec)  # ready or scheduled: its queue index
+        if rec.key is not None:
+            self.tx.put(keys.DB_UNIQUE, keys.unique_key(rec.name, rec.key), keys.job_key(rec.id))
+        self.written[rec.id] = rec
+        return rec
+
+    def _dependency(self, job_id: str) -> JobRecord | None:
+        found = self.written.get(job_id)
+        return found if found is not None else self.store._load(self.tx, job_id)
+
+    def _link(self, admission: Admission) -> JobRecord:
+        rec = admission.record
+        edges = [
+            (keys.edge_key(dep, rec.id), keys.EDGE_OPEN if is_open else keys.EDGE_CLOSED)
+            for dep, is_open in zip(rec.depends_on, admission.open_edges)
+        ]
+        edges.sort()
+        self.tx.put_many(keys.DB_DEPS, edges)
+        if rec.state is JobState.WAITING:
+            value = keys.encode_waiting(admission.open_deps, rec.allow_failures)
+            self.tx.put(keys.DB_WAITING, keys.job_key(rec.id), value)
+        elif rec.state is JobState.CANCELLED:
+            file_cancelled_entry(self.tx, rec, admission.reason)
+        return rec

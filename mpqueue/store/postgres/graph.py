@@ -1,0 +1,118 @@
+"""The PostgreSQL store's side of workflows: dependency edges (``mpqueue_deps``), each
+job's count of open edges (``open_deps``) and unique keys (a partial unique index on
+name and key). The rules are in ``mpqueue/dependencies.py``.
+
+Locks keep the count right across hosts: a new job locks the rows it depends on
+before it reads their states, and an ending job's row is locked by the finish that
+ends it; so an edge is either seen by the end, or written after it and born closed.
+Each count is changed under its job's row lock (``open_count`` locks it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ...dependencies import Admission, admit, settle
+from ...records import JobRecord, JobState
+from .session import Query
+
+# Statements of this module (``{jobs}``-style names filled in by the store).
+SQL = {
+    "close_edges": """UPDATE {deps} SET open = false WHERE dep_id = %s AND open
+        RETURNING job_id""",
+    "open_count": """SELECT open_deps, allow_failures FROM {jobs}
+        WHERE id = %s AND state = 'waiting' FOR UPDATE""",
+    "count_down": "UPDATE {jobs} SET open_deps = %s WHERE id = %s",
+    "release": """UPDATE {jobs} SET state = %s, open_deps = 0, seq = nextval({seq_name})
+        WHERE id = %s""",
+    "cancel": """UPDATE {jobs} SET state = 'cancelled', open_deps = 0, errors = %s,
+            finished_at_ms = %s, dead_reason = %s WHERE id = %s""",
+    "lock_deps": "SELECT id, name, state FROM {jobs} WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
+    "key_holder": """SELECT {columns} FROM {jobs} WHERE name = %s AND key = %s
+        AND state NOT IN ('dead', 'cancelled') FOR UPDATE""",
+    "add_edges": """INSERT INTO {deps} (dep_id, job_id, open)
+        SELECT unnest(%s::text[]), %s, unnest(%s::boolean[])""",
+    "mark_dependencies": """UPDATE {jobs} SET has_dependents = true
+        WHERE id = ANY(%s) AND NOT has_dependents""",
+    "dependents": "SELECT job_id FROM {deps} WHERE dep_id = %s ORDER BY job_id",
+    "unlink": """DELETE FROM {deps} WHERE dep_id = %s
+        OR (job_id = %s AND dep_id = ANY(%s::text[]))""",
+}
+
+
+class PgGraph:
+    """``dependencies.Graph`` over one transaction of the PostgreSQL store."""
+
+    def __init__(
+        self,
+        q: Query,
+        sql: dict[str, str],
+        load: Callable[[Query, str], JobRecord],
+        encode_errors: Callable[[Sequence[Any]], str],
+        text: Callable[[str], str],
+    ):
+        self.q, self.sql, self._load = q, sql, load
+        self._encode_errors, self._text = encode_errors, text
+        self.released = 0
+
+    def close_edges(self, job_id: str) -> list[str]:
+        return sorted(row[0] for row in self.q.rows(self.sql["close_edges"], (job_id,)))
+
+    def open_count(self, job_id: str) -> tuple[int, bool] | None:
+        row = self.q.one(self.sql["open_count"], (job_id,))
+        return None if row is None else (int(row[0]), bool(row[1]))
+
+    def count_down(self, job_id: str, open_deps: int) -> None:
+        self.q.write(self.sql["count_down"], (open_deps, job_id))
+
+    def load(self, job_id: str) -> JobRecord:
+        return self._load(self.q, job_id)
+
+    def file_released(self, rec: JobRecord) -> None:
+        self.q.write(self.sql["release"], (rec.state.value, rec.id))
+        self.released += 1
+
+    def file_cancelled(self, rec: JobRecord, reason: str) -> None:
+        errors = self._encode_errors(rec.errors)
+        self.q.write(self.sql["cancel"], (errors, rec.finished_at_ms, self._text(reason), rec.id))
+
+
+def settle_ends(graph: PgGraph, ends: Sequence[tuple[str, str, JobState]], now_ms: int) -> None:
+    """``dependencies.settle`` for each (id, name, end) of jobs that have dependents."""
+    for job_id, name, end in ends:
+        settle(graph, job_id, name, end, now_ms)
+
+
+def dependency_stand_ins(
+    q: Query, sql: dict[str, str], job_ids: Sequence[str]
+) -> list[JobRecord | None]:
+    """The jobs ``job_ids`` as ``admit`` reads them (id, name, state), locked, in order."""
+    rows = {row[0]: row for row in q.rows(sql["lock_deps"], (list(job_ids),))}
+    found: list[JobRecord | None] = []
+    for job_id in job_ids:
+        row = rows.get(job_id)
+        if row is None:
+            found.append(None)
+            continue
+        state = _state(row[2]) or JobState.DEAD  # a state no mpqueue wrote: it cannot run
+        found.append(JobRecord(row[0], row[1], state, b""))
+    return found
+
+
+def link(q: Query, sql: dict[str, str], admission: Admission) -> None:
+    """Write the edges of an admitted job (its row is already inserted)."""
+    rec = admission.record
+    q.write(sql["add_edges"], (list(rec.depends_on), rec.id, list(admission.open_edges)))
+    q.write(sql["mark_dependencies"], (list(rec.depends_on),))
+
+
+def admit_new(q: Query, sql: dict[str, str], rec: JobRecord, now_ms: int) -> Admission:
+    return admit(rec, dependency_stand_ins(q, sql, rec.depends_on), now_ms)
+
+
+def _state(value: str) -> JobState | None:
+    try:
+        return JobState(value)
+    except ValueError:
+        return None
