@@ -22,7 +22,6 @@ import logging
 import os
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
@@ -96,8 +95,12 @@ class Executor(concurrent.futures.Executor):
         self._shutdown_lock = threading.Lock()
         self._closed = False
         self._watcher = _Watcher(self.queue, ServerLauncher(self.queue, self.max_workers))
-        self._watcher.begin()  # raises what starting a server raised
-        _OPEN.add(self)
+        try:
+            self._watcher.begin()  # raises what starting a server raised
+        except BaseException:
+            if self._owns_queue:
+                self.queue.close()
+            raise
 
     # ---- enqueueing ---------------------------------------------------------------------
     def submit(
@@ -166,19 +169,11 @@ class Executor(concurrent.futures.Executor):
         if cancel_futures:
             self._watcher.cancel_queued()
         self._watcher.close()
-        if wait:
-            self._watcher.join()
-        _OPEN.discard(self)
-        if wait and self._owns_queue:
-            self.queue.close()
-
-    def _abandon(self) -> None:
-        """At interpreter exit: stop the server without waiting for pending futures
-        (their jobs stay in the store)."""
-        with self._shutdown_lock:
-            self._closed = True
-        self._watcher.abandon()
+        if not wait:
+            return  # what is still pending at interpreter exit is abandoned (see below)
         self._watcher.join()
+        if self._owns_queue:
+            self.queue.close()
 
 
 def _results_in_order(
@@ -303,11 +298,13 @@ class _Watcher:
             self._start_error = exc
             self._started.set()
             return
+        _RUNNING.add(self)
         self._started.set()
         try:
             self._watch()
         finally:
             self.launcher.stop()
+            _RUNNING.discard(self)
 
     def _watch(self) -> None:
         pause = WATCH_MIN_S
@@ -397,11 +394,14 @@ def _set_outcome(future: concurrent.futures.Future[Any], record: JobRecord) -> N
         future.set_exception(exc)
 
 
-# Executors still open at interpreter exit stop their servers (their jobs stay queued).
-_OPEN: weakref.WeakSet[Executor] = weakref.WeakSet()
+# Watchers still running at interpreter exit (of Executors not shut down, or shut down
+# without waiting, even if the Executor itself is gone) stop their servers then, without
+# waiting for their pending futures: those jobs stay in the store.
+_RUNNING: set[_Watcher] = set()
 
 
 @atexit.register
-def _stop_open_executors() -> None:
-    for executor in list(_OPEN):
-        executor._abandon()
+def _abandon_running_watchers() -> None:
+    for watcher in list(_RUNNING):
+        watcher.abandon()
+        watcher.join()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mpqueue import ConfigError, Executor, JobFailed, Queue
+from mpqueue import ConfigError, Executor, ExecutorBroken, JobFailed, Queue
 from mpqueue.records import JobState
 
 from ..support import executor_tasks
@@ -141,12 +141,29 @@ def test_bad_arguments_are_one_line_errors(env):
     assert env.queue.stats()["total"] == 0
 
 
+@pytest.mark.timeout(60)
+def test_servers_that_never_start_break_the_executor(tmp_path):
+    """A server that exits before it serves, three times in a row: the pending futures
+    fail with ExecutorBroken (a BrokenExecutor) instead of waiting for ever."""
+    queue = Queue(tmp_path / "store")
+    assert queue.store.servers() == {}  # the store is open: its mode is read no more
+    queue.mode = "no-such-mode"  # and `mpqueue --mode no-such-mode` exits 2 at once
+    with queue, Executor(queue, max_workers=1) as ex:
+        future = ex.submit(executor_tasks.square, 3)
+        assert isinstance(future.exception(timeout=30), concurrent.futures.BrokenExecutor)
+        with pytest.raises(ExecutorBroken, match="exited 3 times"):
+            ex.submit(executor_tasks.square, 4)
+
+
 SCRIPT = """\
 import sys
 from mpqueue import Executor
-from tests.support.executor_tasks import hold_until, marked
+from tests.support.executor_tasks import hold_until, marked, square
 
 store, marker, release, items = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+if items < 0:  # no shutdown: the interpreter's exit stops the server
+    print(Executor(store, max_workers=1).submit(square, 3).result())
+    sys.exit()
 with Executor(store, max_workers=1) as ex:
     if items == 0:  # one job that waits for the release file
         print(ex.submit(hold_until, marker, "held", release).result())
@@ -179,6 +196,14 @@ def _serving_pid(queue: Queue) -> int:
         return next((info["pid"] for info in queue.store.servers().values()), None)
 
     return wait_until(found, 30, "the script's server registered")  # type: ignore[no-any-return]
+
+
+@pytest.mark.timeout(60)
+def test_an_executor_left_open_stops_its_server_at_exit(env, tmp_path):
+    script = _script(tmp_path, env.path, env.marker, -1)
+    out, _ = script.communicate(timeout=30)
+    assert script.returncode == 0 and out.strip() == "9"
+    assert env.queue.store.servers() == {}  # it stopped and unregistered
 
 
 @pytest.mark.timeout(90)
