@@ -105,12 +105,14 @@ class Task:
     """
 
     def __init__(self, queue: Enqueuer, fn: Callable[..., Any], name: str, options: TaskOptions):
+        # First: it copies the attributes of ``fn``, which for a Task registered again on
+        # another queue include that task's queue and options.
+        functools.update_wrapper(self, fn)
         self.queue = queue
         self.fn = fn
         self.name = name
         self.options = options
         self.by_value = not is_importable(fn)
-        functools.update_wrapper(self, fn)
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
         """Run the function here, now, without the queue."""

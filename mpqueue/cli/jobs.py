@@ -20,6 +20,9 @@ from .output import clip, plain, shown, table, to_json, when
 
 DEFAULT_LIST_LIMIT = 100  # `mpqueue list` shows this many jobs unless --limit/--all
 SHOW_REPR_MAX = 2000  # `mpqueue show` cuts longer argument/result reprs (--full)
+# What a workflow job receives as its first argument (JobRecord.pass_results).
+INPUTS = {"one": "its dependency's result", "all": "its dependencies' results, as a list"}
+SHOW_LINKS_MAX = 20  # `mpqueue show` lists this many dependencies and dependents (--full)
 STATES = [state.value for state in JobState]
 
 
@@ -193,7 +196,7 @@ def show(queue: Queue, job_id: str, as_json: bool, full: bool) -> None:
                 details[key] = plain(details[key], width)
         click.echo(to_json(plain(details)))
     else:
-        _print_details(details, width)
+        _print_details(queue, details, width)
 
 
 class Unloadable(str):
@@ -215,6 +218,9 @@ def _details(job: Job) -> dict[str, Any]:
         backoff_base_s=rec.backoff_base_s,
         backoff_cap_s=rec.backoff_cap_s,
         by_value=rec.func is not None,
+        pass_results=rec.pass_results,
+        allow_failures=rec.allow_failures,
+        dependents=job.dependents(),
     )
     try:
         args, kwargs = job.args()
@@ -229,7 +235,7 @@ def _details(job: Job) -> dict[str, Any]:
     return details
 
 
-def _print_details(d: dict[str, Any], width: int | None) -> None:
+def _print_details(queue: Queue, d: dict[str, Any], width: int | None) -> None:
     retries = d["max_retries"]
     lines = [
         ("id", d["id"]),
@@ -246,11 +252,31 @@ def _print_details(d: dict[str, Any], width: int | None) -> None:
         ("args", shown(d["args"], width)),
         ("kwargs", shown(d["kwargs"], width)),
     ]
+    if d["key"] is not None:
+        lines.insert(3, ("key", d["key"]))
+    if d["pass_results"]:
+        inputs = INPUTS[d["pass_results"]] + (", failures too" if d["allow_failures"] else "")
+        lines.append(("inputs", inputs))
     if "result" in d:
         lines.append(("result", shown(d["result"], width)))
     for label, value in lines:
         click.echo(f"{label + ':':<13}{value}")
+    _print_links(queue, "depends on", d["depends_on"], width)
+    _print_links(queue, "dependents", d["dependents"], width)
     _print_errors(d["errors"])
+
+
+def _print_links(queue: Queue, label: str, job_ids: list[str], width: int | None) -> None:
+    """A job's dependencies or dependents, each with its state (one read for all)."""
+    if not job_ids:
+        return
+    click.echo(f"{label + ':':<13}{len(job_ids)}")
+    shown_ids = job_ids if width is None else job_ids[:SHOW_LINKS_MAX]
+    for job_id, rec in zip(shown_ids, queue.store.get_many(shown_ids)):
+        state = "gone (deleted or expired)" if rec is None else f"{rec.state.value:<10} {rec.name}"
+        click.echo(f"  {job_id}  {state}")
+    if len(shown_ids) < len(job_ids):
+        click.echo(f"  ... and {len(job_ids) - len(shown_ids)} more (--full lists them all)")
 
 
 def _print_errors(errors: list[dict[str, Any]]) -> None:

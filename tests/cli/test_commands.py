@@ -553,3 +553,39 @@ def test_check_on_a_missing_store_says_so_and_creates_nothing(tmp_path: Path, js
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr == f"Error: no store at {str(missing)!r}: nothing to check\n"
     assert not missing.exists()
+
+
+# ---- workflows ------------------------------------------------------------------------------
+def _chord(store: str, members: int) -> tuple[str, list[str]]:
+    from mpqueue import chord, group
+
+    with Queue(store) as queue:
+        add = queue.task_by_name(ADD)
+        callback = chord(group(add.s(i, b=1) for i in range(members)), add.s(b=0)).delay()
+        assert callback.group is not None
+        return callback.id, callback.group.ids
+
+
+def test_show_lists_dependencies_and_dependents(run: Run, store: str) -> None:
+    callback, members = _chord(store, 25)
+    shown = run("show", callback)
+    assert shown.exit_code == 0, shown.output
+    assert "state:       waiting" in shown.stdout and "depends on:  25" in shown.stdout
+    assert f"  {members[0]}  ready" in shown.stdout and members[-1] not in shown.stdout
+    assert "and 5 more (--full lists them all)" in shown.stdout
+    assert "inputs:      its dependencies' results, as a list" in shown.stdout
+    assert members[-1] in run("show", callback, "--full").stdout
+    member = run("show", members[3])
+    assert f"dependents:  1\n  {callback}  waiting" in member.stdout
+    as_json = json.loads(run("show", callback, "--json").stdout)
+    assert as_json["depends_on"] == members and as_json["pass_results"] == "all"
+    assert json.loads(run("show", members[0], "--json").stdout)["dependents"] == [callback]
+
+
+def test_list_and_stats_show_waiting_jobs(run: Run, store: str) -> None:
+    callback, _ = _chord(store, 3)
+    listed = json.loads(run("list", "--state", "waiting", "--json").stdout)
+    assert [job["id"] for job in listed] == [callback]
+    counts = json.loads(run("stats", "--json").stdout)
+    assert counts["waiting"] == 1 and counts["ready"] == 3 and counts["cancelled"] == 0
+    assert "waiting:" in run("stats").stdout

@@ -34,3 +34,13 @@ def retry_later(delay_s: float = 1.0) -> None:
 @queue.task(priority=5, name="tests.support.tasks.urgent")
 def urgent(x: int) -> int:
     return x
+
+
+def total(values: list[int]) -> int:
+    """A chord's callback: the sum of its members' results."""
+    return sum(values)
+
+
+def type_names(values: list[object]) -> list[str]:
+    """A chord's callback that shows what it received in each member's place."""
+    return [type(value).__name__ for value in values]
