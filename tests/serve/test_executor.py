@@ -14,12 +14,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
 from mpqueue import ConfigError, Executor, ExecutorBroken, JobFailed, Queue
 from mpqueue.records import JobState
 
 from ..support import executor_tasks
+from ..support.pg_helpers import pg_url  # noqa: F401
 from ..support.serve_helpers import ROOT, env, gone, read_runs, servers, wait_until  # noqa: F401
 
 
@@ -129,6 +131,22 @@ def test_a_live_server_is_used_and_another_started_when_it_stops(env, servers):
         owners = [info["pid"] for info in env.queue.store.servers().values()]
         assert len(owners) == 1 and owners[0] != server.pid
     assert env.queue.store.servers() == {}  # the Executor stopped what it started
+
+
+def _command_line(process: psutil.Process) -> str:
+    try:
+        return " ".join(process.cmdline())
+    except psutil.Error:  # it just exited
+        return ""
+
+
+@pytest.mark.timeout(60)
+def test_a_postgresql_store_is_served_with_the_url_out_of_argv(pg_url):
+    with Executor(pg_url, max_workers=1) as ex:
+        assert list(ex.map(executor_tasks.square, range(5))) == [0, 1, 4, 9, 16]
+        command_lines = [_command_line(p) for p in psutil.Process().children(recursive=True)]
+        assert any("serve" in line for line in command_lines)
+        assert not any("postgres" in line for line in command_lines)  # it is in the env
 
 
 @pytest.mark.timeout(60)
