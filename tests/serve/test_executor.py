@@ -133,6 +133,16 @@ def test_a_live_server_is_used_and_another_started_when_it_stops(env, servers):
     assert env.queue.store.servers() == {}  # the Executor stopped what it started
 
 
+@pytest.mark.timeout(60)
+def test_a_queues_secret_goes_to_the_server_it_starts(tmp_path, monkeypatch):
+    """The queue's secret, not the one in this environment: a server checking another
+    secret would dead-letter the jobs as badly signed."""
+    monkeypatch.setenv("MPQUEUE_SECRET", "another secret")
+    with Queue(tmp_path / "store", secret="s3cret") as queue:
+        with Executor(queue, max_workers=1, retries=0) as ex:
+            assert list(ex.map(executor_tasks.square, [3])) == [9]
+
+
 def _command_line(process: psutil.Process) -> str:
     try:
         return " ".join(process.cmdline())
