@@ -17,7 +17,6 @@ Elsewhere than Linux there is no death signal: the Executor stops its server at 
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import signal
@@ -161,6 +160,8 @@ def _killed_with_this_thread() -> Callable[[], None] | None:
     it ends: when the Executor's watcher stops, or when this process dies."""
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes  # only here: every worker imports this package
+
     prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork, not after
     parent = os.getpid()
 
