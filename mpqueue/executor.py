@@ -103,9 +103,7 @@ class Executor(concurrent.futures.Executor):
             raise
 
     # ---- enqueueing ---------------------------------------------------------------------
-    def submit(
-        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
-    ) -> concurrent.futures.Future[Any]:
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> JobFuture:
         """Enqueue ``fn(*args, **kwargs)`` as one job; its future.
 
         An importable function is stored by name (the workers import it), anything else
@@ -176,25 +174,22 @@ class Executor(concurrent.futures.Executor):
             self.queue.close()
 
 
-def _results_in_order(
-    futures: list[concurrent.futures.Future[Any]], deadline: float | None
-) -> Iterator[Any]:
+def _results_in_order(futures: list[JobFuture], deadline: float | None) -> Iterator[Any]:
     """Each future's result in turn; leaving early (an error, a timeout, the iterator
-    dropped) cancels those not yet read, as the standard library does."""
+    closed) cancels every future not yet read, as the standard library does."""
+    futures.reverse()  # popped from the end, so the list lets go of each result once read
     try:
-        for index, future in enumerate(futures):
+        while futures:
+            future = futures.pop()
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
                 yield future.result(left)
             finally:
-                futures[index] = _SETTLED  # drop our reference as the stdlib does
+                future.cancel()  # a no-op once done; cancels the one that timed out
+                del future
     finally:
         for future in futures:
             future.cancel()
-
-
-_SETTLED: concurrent.futures.Future[Any] = concurrent.futures.Future()
-_SETTLED.set_result(None)
 
 
 class JobFuture(concurrent.futures.Future[Any]):
@@ -244,15 +239,13 @@ class _Watcher:
             self.thread.join()
             raise self._start_error
 
-    def track(self, job_ids: Sequence[str]) -> list[concurrent.futures.Future[Any]]:
+    def track(self, job_ids: Sequence[str]) -> list[JobFuture]:
         futures = [JobFuture(job_id, self._cancelled) for job_id in job_ids]
         with self.lock:
             for future in futures:
                 # A keyed job already tracked (the same key twice) shares its future.
                 self.pending.setdefault(future.job_id, future)
-            shared: list[concurrent.futures.Future[Any]] = [
-                self.pending.get(f.job_id, f) for f in futures
-            ]
+            shared = [self.pending.get(f.job_id, f) for f in futures]
         self.wake.set()
         return shared
 
