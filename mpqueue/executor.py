@@ -158,10 +158,10 @@ class Executor(concurrent.futures.Executor):
 
     # ---- ending ---------------------------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-        """Stop taking calls. ``cancel_futures``: cancel every future whose job has not
-        started (its job is deleted, so it never runs). ``wait``: return once every
+        """Stop taking calls. ``cancel_futures``: cancel every pending future (its job is
+        deleted: a queued one never runs, see ``JobFuture``). ``wait``: return once every
         other future is done and the server this Executor started has stopped; without
-        it that happens in the background."""
+        it that happens in the background (while the interpreter runs)."""
         with self._shutdown_lock:
             self._closed = True
         if cancel_futures:
