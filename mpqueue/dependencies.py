@@ -123,19 +123,25 @@ def admit(rec: JobRecord, found: Sequence[JobRecord | None], now_ms: int) -> Adm
     """The entry of ``rec`` given its dependencies as the store holds them now (``found``,
     in ``depends_on`` order; None for a job that does not exist, which is refused:
     ConfigError, and the caller's transaction writes nothing)."""
-    open_edges = []
-    for job_id, dep in zip(rec.depends_on, found):
-        if dep is None:
-            raise ConfigError(f"depends_on names job {job_id}, which does not exist")
-        if dep.state in (JobState.DEAD, JobState.CANCELLED) and not rec.allow_failures:
-            reason = _reason(dep.id, dep.name, dep.state)
-            return Admission(cancelled(rec, reason, now_ms), (False,) * len(found), reason)
-        open_edges.append(dep.state not in (JobState.DONE, JobState.DEAD, JobState.CANCELLED))
+    # One pass over the states: a chord's callback has a dependency per member.
+    found_states = [None if dep is None else dep.state for dep in found]
+    if None in found_states:
+        missing = rec.depends_on[found_states.index(None)]
+        raise ConfigError(f"depends_on names job {missing}, which does not exist")
+    if not rec.allow_failures and not _FAILED.isdisjoint(found_states):
+        dep = next(d for d in found if d is not None and d.state in _FAILED)
+        reason = _reason(dep.id, dep.name, dep.state)
+        return Admission(cancelled(rec, reason, now_ms), (False,) * len(found), reason)
+    open_edges = tuple(state not in _ENDED for state in found_states)
     if any(open_edges):
         waiting = rec.evolve()
         waiting.state = JobState.WAITING  # a new job: it enters in this state
-        return Admission(waiting, tuple(open_edges))
-    return Admission(rec, tuple(open_edges))
+        return Admission(waiting, open_edges)
+    return Admission(rec, open_edges)
+
+
+_FAILED = frozenset({JobState.DEAD, JobState.CANCELLED})
+_ENDED = frozenset({JobState.DONE, JobState.DEAD, JobState.CANCELLED})
 
 
 def settle(graph: Graph, job_id: str, name: str, end: JobState | None, now_ms: int) -> None:

@@ -6,9 +6,9 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from .dependencies import Dependencies
 from .display import describe
@@ -190,13 +190,14 @@ class Task:
         return self.queue.enqueue_many(self, calls, priority=priority, keys=keys)
 
 
-@dataclass(frozen=True)
-class Signature:
-    """A task with its arguments, not yet enqueued (``task.s(*args, **kwargs)``)."""
+class Signature(NamedTuple):
+    """A task with its arguments, not yet enqueued (``task.s(*args, **kwargs)``).
+
+    A tuple: a group of thousands is built from thousands of them."""
 
     task: Task
     args: tuple[Any, ...] = ()
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    kwargs: dict[str, Any] = {}
     key: str | None = None
 
     @property

@@ -354,3 +354,55 @@ def test_results_travel_through_the_store_with_one_read_per_member(queue):
     runner = TaskRunner("w-check", None, fetch=fetch)
     assert runner._inputs(rec) == list(range(50)) and fetched == [50]
     assert load_result(rec.result) == sum(range(50))
+
+
+# ---- concurrency ------------------------------------------------------------------------------
+
+
+def finish_until_empty(location: str, mode: str, worker: str, out: str) -> None:
+    """Claim and finish (done) jobs until none is left; writes the ids it finished."""
+    from mpqueue import Queue
+    from mpqueue.records import Outcome
+
+    got: list[str] = []
+    with Queue(location, mode=mode) as queue:
+        while claimed := queue.store.claim(worker, 8, now_ms()):
+            queue.store.finish([Outcome.done(r.id, worker, b"") for r in claimed], now_ms())
+            got.extend(r.id for r in claimed)
+    with open(out, "w") as handle:
+        handle.write("\n".join(got))
+
+
+@pytest.mark.timeout(60)
+def test_concurrent_finishers_release_a_join_exactly_once(store, store_location, tmp_path):
+    """Finishers in other processes (threads on the memory store) end the members of
+    two joins that share them, concurrently: each join is released once, its count
+    agreeing with its edges throughout (check), and run by exactly one finisher."""
+    import multiprocessing as mp
+    import threading
+
+    from ..support.helpers import join_cleanly, read_lines, started
+
+    location, mode = store_location
+    if mode == "legacy":
+        pytest.skip("legacy claims one job per poll: slow, and its claim is the same code")
+    members = [rec_id for _ in range(4) for rec_id in add(store, *[record() for _ in range(50)])]
+    (left,) = add(store, record(depends_on=tuple(members[::2] + members[1:2])))
+    (both,) = add(store, record(depends_on=tuple(members)))
+    files = [tmp_path / f"finished-{i}.txt" for i in range(3)]
+    args = [(location, mode, f"f{i}", str(f)) for i, f in enumerate(files)]
+    if location.startswith("memory://"):
+        threads = [threading.Thread(target=finish_until_empty, args=a) for a in args]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(50)
+        assert not any(thread.is_alive() for thread in threads), "a finisher hangs"
+    else:
+        procs = [mp.get_context("spawn").Process(target=finish_until_empty, args=a) for a in args]
+        with started(procs):
+            join_cleanly(procs, 50, "finisher")
+    finished = read_lines(files)
+    assert sorted(finished) == sorted([*members, left, both]), "a job ran twice or never"
+    assert states(store, left, both) == ["done", "done"]
+    clean(store)

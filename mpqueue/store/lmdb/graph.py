@@ -173,11 +173,7 @@ class Linker:
 
     def _link(self, admission: Admission) -> JobRecord:
         rec = admission.record
-        edges = [
-            (keys.edge_key(dep, rec.id), keys.EDGE_OPEN if is_open else keys.EDGE_CLOSED)
-            for dep, is_open in zip(rec.depends_on, admission.open_edges)
-        ]
-        edges.sort()
+        edges = keys.edge_entries(rec.id, rec.depends_on, admission.open_edges)
         self.tx.put_many(keys.DB_DEPS, edges)
         if rec.state is JobState.WAITING:
             value = keys.encode_waiting(admission.open_deps, rec.allow_failures)

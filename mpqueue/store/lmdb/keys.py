@@ -269,6 +269,19 @@ def edge_key(dependency_id: str, dependent_id: str) -> bytes:
     return _jid(dependency_id) + _jid(dependent_id)
 
 
+def edge_entries(
+    dependent_id: str, dependency_ids: Sequence[str], open_edges: Sequence[bool]
+) -> list[tuple[bytes, bytes]]:
+    """The sorted (key, value) entries of a job's edges, for one multi-put."""
+    dependent = _jid(dependent_id)
+    entries = [
+        (_jid(dep) + dependent, EDGE_OPEN if is_open else EDGE_CLOSED)
+        for dep, is_open in zip(dependency_ids, open_edges)
+    ]
+    entries.sort()
+    return entries
+
+
 def edge_prefix(dependency_id: str) -> bytes:
     return _jid(dependency_id)
 

@@ -19,11 +19,12 @@ from .session import Query
 
 # Statements of this module (``{jobs}``-style names filled in by the store).
 SQL = {
-    "close_edges": """UPDATE {deps} SET open = false WHERE dep_id = %s AND open
-        RETURNING job_id""",
-    "open_count": """SELECT open_deps, allow_failures FROM {jobs}
-        WHERE id = %s AND state = 'waiting' FOR UPDATE""",
-    "count_down": "UPDATE {jobs} SET open_deps = %s WHERE id = %s",
+    "close_edges": """UPDATE {deps} SET open = false WHERE dep_id = ANY(%s) AND open
+        RETURNING dep_id, job_id""",
+    "lock_waiting": """SELECT id, open_deps, allow_failures FROM {jobs}
+        WHERE id = ANY(%s) AND state = 'waiting' ORDER BY id FOR UPDATE""",
+    "count_down_many": """UPDATE {jobs} AS j SET open_deps = u.open_deps
+        FROM unnest(%s::text[], %s::integer[]) AS u(id, open_deps) WHERE j.id = u.id""",
     "release": """UPDATE {jobs} SET state = %s, open_deps = 0, seq = nextval({seq_name})
         WHERE id = %s""",
     "cancel": """UPDATE {jobs} SET state = 'cancelled', open_deps = 0, errors = %s,
@@ -42,7 +43,13 @@ SQL = {
 
 
 class PgGraph:
-    """``dependencies.Graph`` over one transaction of the PostgreSQL store."""
+    """``dependencies.Graph`` over one transaction of the PostgreSQL store.
+
+    The ends of one finish are settled together: ``prepare`` closes all their edges
+    in one statement and locks every job waiting on them in another (in id order, so
+    two finishes lock the jobs they share in the same order), and ``flush`` writes the
+    counts that went down in one more; only a cascade of cancellations reads more.
+    """
 
     def __init__(
         self,
@@ -55,33 +62,68 @@ class PgGraph:
         self.q, self.sql, self._load = q, sql, load
         self._encode_errors, self._text = encode_errors, text
         self.released = 0
+        self._edges: dict[str, list[str]] = {}  # ending job -> dependents, prepared
+        self._counts: dict[str, tuple[int, bool]] = {}  # waiting job -> (open, allow)
+        self._changed: set[str] = set()  # counts to write at flush
+
+    def prepare(self, job_ids: Sequence[str]) -> None:
+        for dep_id, job_id in self.q.rows(self.sql["close_edges"], (list(job_ids),)):
+            self._edges.setdefault(dep_id, []).append(job_id)
+        self._edges.update((job_id, []) for job_id in job_ids if job_id not in self._edges)
+        self._lock([d for dependents in self._edges.values() for d in dependents])
+
+    def _lock(self, job_ids: Sequence[str]) -> None:
+        wanted = sorted(set(job_ids) - self._counts.keys())
+        if wanted:
+            for job_id, open_deps, allow in self.q.rows(self.sql["lock_waiting"], (wanted,)):
+                self._counts[job_id] = (int(open_deps), bool(allow))
 
     def close_edges(self, job_id: str) -> list[str]:
-        return sorted(row[0] for row in self.q.rows(self.sql["close_edges"], (job_id,)))
+        if job_id not in self._edges:
+            self.prepare([job_id])  # a job cancelled by this settle: its own edges
+        return sorted(self._edges.pop(job_id))
 
     def open_count(self, job_id: str) -> tuple[int, bool] | None:
-        row = self.q.one(self.sql["open_count"], (job_id,))
-        return None if row is None else (int(row[0]), bool(row[1]))
+        return self._counts.get(job_id)
 
     def count_down(self, job_id: str, open_deps: int) -> None:
-        self.q.write(self.sql["count_down"], (open_deps, job_id))
+        self._counts[job_id] = (open_deps, self._counts[job_id][1])
+        self._changed.add(job_id)
 
     def load(self, job_id: str) -> JobRecord:
         return self._load(self.q, job_id)
 
     def file_released(self, rec: JobRecord) -> None:
+        self._forget(rec.id)
         self.q.write(self.sql["release"], (rec.state.value, rec.id))
         self.released += 1
 
     def file_cancelled(self, rec: JobRecord, reason: str) -> None:
+        self._forget(rec.id)
         errors = self._encode_errors(rec.errors)
         self.q.write(self.sql["cancel"], (errors, rec.finished_at_ms, self._text(reason), rec.id))
 
+    def _forget(self, job_id: str) -> None:
+        """A job that stops waiting: no count of it is written or read again."""
+        self._counts.pop(job_id, None)
+        self._changed.discard(job_id)
 
-def settle_ends(graph: PgGraph, ends: Sequence[tuple[str, str, JobState]], now_ms: int) -> None:
-    """``dependencies.settle`` for each (id, name, end) of jobs that have dependents."""
+    def flush(self) -> None:
+        if self._changed:
+            ids = sorted(self._changed)
+            self.q.write(self.sql["count_down_many"], (ids, [self._counts[i][0] for i in ids]))
+            self._changed.clear()
+
+
+def settle_ends(
+    graph: PgGraph, ends: Sequence[tuple[str, str, JobState | None]], now_ms: int
+) -> None:
+    """``dependencies.settle`` for each (id, name, end) of jobs that ended in this
+    transaction (None: deleted before it ended), with their I/O batched."""
+    graph.prepare([job_id for job_id, _, _ in ends])
     for job_id, name, end in ends:
         settle(graph, job_id, name, end, now_ms)
+    graph.flush()
 
 
 def dependency_stand_ins(

@@ -16,7 +16,6 @@ from typing import Any
 
 import psycopg
 
-from ...dependencies import settle
 from ...errors import ConfigError, JobNotFound
 from ...limits import TIMEOUT_MAX_S, check_key_part, stored_problem
 from ...outcomes import Destination, apply_outcome
@@ -434,8 +433,7 @@ class PostgresStore(Store):
     def _settle(self, q: Query, ends: Sequence[tuple[str, str, JobState | None]], now: int) -> None:
         """Settle the dependents of jobs that ended (or were deleted: None) in ``q``."""
         graph = self._graph(q)
-        for job_id, name, end in ends:
-            settle(graph, job_id, name, end, now)
+        pg_graph.settle_ends(graph, ends, now)
         if graph.released:
             q.rows(self.sql["notify"], (self.channel,))  # released jobs are ready jobs
 
