@@ -76,7 +76,10 @@ class Admission:
 
     @property
     def open_deps(self) -> int:
-        return sum(self.open_edges)
+        # Edges are per job, so a job named twice is waited for once: jobs of one add
+        # whose key one holder held all read as that holder in a later job's depends_on.
+        open_ids = {dep for dep, is_open in zip(self.record.depends_on, self.open_edges) if is_open}
+        return len(open_ids)
 
 
 # What ``depends_on=`` takes: a job (anything with an ``id``), a job id, or an iterable

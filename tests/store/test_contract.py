@@ -388,6 +388,21 @@ def test_a_batch_lists_in_the_order_it_was_given(queue):
     assert [j.id for j in queue.list(limit=7)] == [j.id for j in jobs[:7]]
 
 
+def test_a_job_named_twice_through_a_held_key_waits_for_it_once(store):
+    """The second job of a batch with the first one's key reads as the first, so a job
+    depending on both names that job twice: one edge, released when it is done (found
+    by the state machine: the count of two never reached zero)."""
+    first, second = record(key="k"), record(key="k")
+    callback = record(depends_on=(first.id, second.id))
+    store.add([first, second, callback])
+    assert second.id == first.id and callback.depends_on == (first.id, first.id)
+    assert callback.state is JobState.WAITING and store.check().code == 0
+    assert store.dependents(first.id) == [callback.id]
+    assert [r.id for r in claim_all(store)] == [first.id]
+    assert done(store, first.id, 1)
+    assert store.get(callback.id).state is JobState.READY and store.check().code == 0
+
+
 def test_listing_leaves_payload_and_result_out(store, queue):
     big = b"\x01" + b"x" * 2_000_000
     rec = record()

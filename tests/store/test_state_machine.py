@@ -1,7 +1,12 @@
 """Stateful property test: random operations on a real LMDB store (both layouts, with
 migrations between them), checked against a model and against the raw indexes; and
-the same operations on the in-memory store, checked against the model and its own
-``check()``."""
+the same operations on the in-memory store, checked against the model, its tables and
+its own ``check()``. The operations include workflows: jobs that depend on others
+(waiting, released, cancelled down the graph) and jobs with unique keys; the model of
+those is ``tests/support/graph_model.py``.
+
+``MPQUEUE_STATE_MACHINE_EXAMPLES=N`` runs N examples per machine instead of the usual
+number (a longer search, by hand)."""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from mpqueue.errors import ConfigError
 from mpqueue.records import ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from mpqueue.store import open_store
 from mpqueue.store.base import offered_children
@@ -22,7 +28,10 @@ from mpqueue.store.codec import decode_record
 from mpqueue.store.lmdb import keys
 from mpqueue.store.lmdb.claims import decode_claim
 
+from ..support.graph_model import ENDED, FAILED, GraphModel
+
 NAMES = ("t.a", "t.ab", "t.b")
+KEYS = ("k1", "k2")  # few: jobs of one task often share a key
 WORKERS = ("w1", "w2")
 # Child pids a server may offer: live ones (a producer hands off only to a live child
 # of a server whose heartbeat is fresh, and the servers below register such a heartbeat).
@@ -51,6 +60,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.pending_ids: list[str] = []
         self.offers: dict[str, list[int]] = {}  # worker -> idle children offered
         self.child: dict[str, int] = {}  # job handed off -> the child it was given to
+        self.graph = GraphModel(self.jobs)  # dependencies and keys
 
     def teardown(self) -> None:
         self.store.close()
@@ -83,7 +93,8 @@ class StoreMachine(RuleBasedStateMachine):
     def _records(self) -> dict[str, JobRecord]:
         return {r.id: r for r in self.store.list()}
 
-    def _record(self, priority: int, name: str, retries: int, run_at: int) -> JobRecord:
+    def _record(self, priority: int, name: str, retries: int, run_at: int, **flow) -> JobRecord:
+        """A new job; ``flow``: its workflow fields (depends_on, allow_failures, key)."""
         state = JobState.SCHEDULED if run_at > self.now else JobState.READY
         job_id = f"{len(self.ever) + len(self.pending_ids):032x}"  # deterministic ids
         self.pending_ids.append(job_id)
@@ -96,6 +107,7 @@ class StoreMachine(RuleBasedStateMachine):
             run_at_ms=run_at,
             created_at_ms=self.now,
             max_retries=retries,
+            **flow,
         )
 
     def _set(self, job: str, state: JobState, worker: str | None, attempts: int) -> None:
@@ -113,31 +125,44 @@ class StoreMachine(RuleBasedStateMachine):
         return sorted(j for j, m in self.jobs.items() if m[0] is state)
 
     def _add(self, recs: list[JobRecord]) -> None:
-        # A single ready job goes to the first child the first offering server offers
-        # (optimized only), unless older ready jobs wait.
+        # A single plain ready job goes to the first child the first offering server
+        # offers (optimized only), unless older ready jobs wait.
         taker = None
         if (
             self.store.hand_off is not None
             and len(recs) == 1
             and recs[0].state is JobState.READY
+            and not recs[0].depends_on
+            and recs[0].key is None
             and self.offers
             and not self._in(JobState.READY)
         ):
             taker = min(self.offers)
             pid = self.offers[taker].pop(0)
+        given = [(r.id, r.state, r.depends_on, r.max_retries) for r in recs]
         self.store.add(recs)
         self.pending_ids.clear()
-        for rec in recs:
-            self.jobs[rec.id] = [rec.state, None, 0, rec.max_retries]
-            self.ever.append(rec.id)
+        self.ever += [job_id for job_id, *_ in given]
+        replaced: dict[str, str] = {}  # a job whose key was held -> the holder
+        for rec, (job_id, state, depends_on, retries) in zip(recs, given):
+            holder = None if rec.key is None else self.graph.holder(rec.name, rec.key)
+            if holder is not None:  # not added: the caller's record reads the holder's
+                assert rec.id == holder and rec.state is self.jobs[holder][0], (rec, holder)
+                replaced[job_id] = holder
+                continue
+            depends_on = tuple(replaced.get(dep, dep) for dep in depends_on)
+            assert rec.id == job_id and rec.depends_on == depends_on
+            key = None if rec.key is None else (rec.name, rec.key)
+            args = (state, depends_on, rec.allow_failures, rec.run_at_ms, key)
+            state = self.graph.enter(job_id, *args)
+            assert rec.state is (JobState.PROCESSING if taker else state), (rec, state)
+            self.jobs[job_id] = [state, None, 0, retries]
         if taker is not None:
             assert recs[0].state is JobState.PROCESSING and recs[0].attempts == 1
             self.jobs[recs[0].id][:3] = [JobState.PROCESSING, taker, 1]
             self.child[recs[0].id] = pid
             if not self.offers[taker]:
                 del self.offers[taker]
-        else:
-            assert all(r.state in (JobState.READY, JobState.SCHEDULED) for r in recs)
 
     # ---- rules ------------------------------------------------------------------
     @rule(
@@ -148,6 +173,48 @@ class StoreMachine(RuleBasedStateMachine):
     )
     def add(self, n, priority, name, retries):
         self._add([self._record(priority, name, retries, self.now) for _ in range(n)])
+
+    @rule(data=st.data(), n=st.integers(1, 3), priority=st.integers(-2, 2))
+    def add_workflow(self, data, n, priority):
+        """Jobs that depend on jobs in the store or earlier in the batch, or have a key."""
+        recs: list[JobRecord] = []
+        for _ in range(n):
+            stored = self._some(data, sorted(self.jobs))
+            depends_on = stored + self._some(data, [r.id for r in recs])  # earlier in the batch
+            rec = self._record(
+                priority,
+                data.draw(st.sampled_from(NAMES[::2])),  # two tasks: keys often collide
+                data.draw(st.integers(0, 2)),
+                self.now + data.draw(st.sampled_from((0, 0, 2000))),
+                depends_on=tuple(depends_on),
+                allow_failures=data.draw(st.booleans()),
+                key=data.draw(st.one_of(st.none(), st.sampled_from(KEYS))),
+            )
+            recs.append(rec)
+        self._add(recs)
+
+    @staticmethod
+    def _some(data, ids: list[str]) -> list[str]:
+        return data.draw(st.lists(st.sampled_from(ids), unique=True, max_size=2)) if ids else []
+
+    @rule(data=st.data(), at=st.integers(0, 2))
+    def add_on_a_missing_job(self, data, at):
+        """A batch naming a job that is not in the store (deleted, or never added) is
+        refused whole: ConfigError, nothing added."""
+        gone = [j for j in self.ever if j not in self.jobs] + [f"{10**9:032x}"]
+        recs = [self._record(0, NAMES[0], 0, self.now) for _ in range(3)]
+        missing = data.draw(st.sampled_from(gone))
+        recs[at] = recs[at].evolve(depends_on=(*[r.id for r in recs[:at]], missing))
+        before = self._records(), self.store.stats()
+        try:
+            self.store.add(recs)
+        except ConfigError as exc:
+            assert missing in str(exc)
+        else:
+            raise AssertionError(f"added a job that depends on a missing job {missing}")
+        self.ever += self.pending_ids  # ids spent: never reused
+        self.pending_ids.clear()
+        assert (self._records(), self.store.stats()) == before
 
     @rule(
         delay=st.integers(1, 5000),
@@ -259,6 +326,7 @@ class StoreMachine(RuleBasedStateMachine):
         worker = self.jobs[job][1]
         assert self.store.finish([Outcome.done(job, worker, b"\x01r")], self.now) == [True]
         self._set(job, JobState.DONE, None, self.jobs[job][2])
+        self.graph.end(job, JobState.DONE, self.now)
 
     @precondition(lambda self: self._held())
     @rule(data=st.data(), retryable=st.booleans(), delay=st.one_of(st.none(), st.floats(0, 3)))
@@ -274,6 +342,7 @@ class StoreMachine(RuleBasedStateMachine):
             assert rec.run_at_ms >= self.now
         else:
             self._set(job, JobState.DEAD, None, model[2])
+            self.graph.end(job, JobState.DEAD, self.now)
         assert rec.errors[-1] == error
 
     @precondition(lambda self: self._held())
@@ -306,16 +375,35 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def requeue_dead(self, data):
         job = data.draw(st.sampled_from(self._in(JobState.DEAD)))
-        rec = self.store.requeue_dead(job, self.now)
+        key = self.graph.key_of.get(job)
+        holder = None if key is None else self.graph.holder(*key)
+        try:
+            rec = self.store.requeue_dead(job, self.now)
+        except ConfigError as exc:  # its key is another live job's now
+            assert holder is not None and holder in str(exc), (job, holder, exc)
+            return
+        assert holder is None, f"requeued {job} though {holder} holds its key"
         assert rec.state is JobState.READY and rec.attempts == 0
         self.jobs[job][:3] = [JobState.READY, None, 0]
+        self.graph.take_key(job)
 
     @precondition(lambda self: self.ever)
     @rule(data=st.data())
     def delete(self, data):
         job = data.draw(st.sampled_from(self.ever))
+        clock = now_ms()  # a delete settles what waits for the job by the wall clock
         assert self.store.delete(job) == (job in self.jobs)
-        self.jobs.pop(job, None)
+        self._forget(job, clock)
+
+    def _forget(self, job: str, clock_ms: int) -> None:
+        """A job deleted: the jobs waiting for it are settled if it had not ended."""
+        model = self.jobs.get(job)
+        if model is None:
+            return
+        if model[0] not in ENDED:
+            self.graph.end(job, None, clock_ms)
+        self.graph.forget(job)
+        del self.jobs[job]
         self.child.pop(job, None)
 
     @rule(advance=st.integers(0, 3000), ttl=st.integers(0, 4000))
@@ -323,17 +411,18 @@ class StoreMachine(RuleBasedStateMachine):
         self.now += advance
         cutoff = self.now - ttl
         recs = self._records()
-        gone = {j for j in self._in(JobState.DONE) if recs[j].finished_at_ms < cutoff}
+        ended = self._in(JobState.DONE) + self._in(JobState.CANCELLED)
+        gone = {j for j in ended if recs[j].finished_at_ms < cutoff}
         assert self.store.expire_finished(cutoff) == len(gone)
         for job in gone:
-            del self.jobs[job]
+            self._forget(job, self.now)
 
     @rule()
     def purge_dead(self):
         dead = self._in(JobState.DEAD)
         assert self.store.purge_dead() == len(dead)
         for job in dead:
-            del self.jobs[job]
+            self._forget(job, self.now)
 
     @rule()
     def reopen_in_the_other_mode(self):
@@ -410,12 +499,20 @@ class StoreMachine(RuleBasedStateMachine):
             job = keys.decode_job_key(key)
             assert records[job].state is JobState.DEAD
             homes[job] += 1
-        for key, _ in raw[keys.DB_DONE]:
-            finished, job = keys.decode_done_key(key)
-            assert records[job].state is JobState.DONE
-            assert records[job].finished_at_ms == finished
+        for db, state in ((keys.DB_DONE, JobState.DONE), (keys.DB_CANCELLED, JobState.CANCELLED)):
+            for key, value in raw[db]:
+                finished, job = keys.decode_done_key(key)
+                assert records[job].state is state, (db, records[job])
+                assert records[job].finished_at_ms == finished
+                if state is JobState.CANCELLED:  # the reason, as the record's error says
+                    assert value.decode() == records[job].errors[-1].message
+                homes[job] += 1
+        for key, _ in raw[keys.DB_WAITING]:
+            job = keys.decode_job_key(key)
+            assert records[job].state is JobState.WAITING
             homes[job] += 1
         assert set(homes) == set(records) and set(homes.values()) <= {1}, homes
+        self._graph_matches_raw(raw)
 
         offers = {
             keys.decode_worker_key(k): keys.decode_offer(v)[2] for k, v in raw[keys.DB_OFFERS]
@@ -424,6 +521,57 @@ class StoreMachine(RuleBasedStateMachine):
 
         seqs = [r.seq for r in records.values() if r.state in (JobState.READY, JobState.SCHEDULED)]
         assert len(seqs) == len(set(seqs)), "queue order needs unique seqs"
+
+    def _graph_matches_raw(self, raw: dict[bytes, list[tuple[bytes, bytes]]]) -> None:
+        """LMDB's workflow databases hold exactly the model's edges, counts and keys,
+        and every count is its job's open edges in ``deps``."""
+        edges = {keys.decode_edge_key(k): v == keys.EDGE_OPEN for k, v in raw[keys.DB_DEPS]}
+        assert set(v for _, v in raw[keys.DB_DEPS]) <= {keys.EDGE_OPEN, keys.EDGE_CLOSED}
+        assert edges == self.graph.open_edges()
+        open_into = Counter(dependent for (_, dependent), is_open in edges.items() if is_open)
+        waiting = {}
+        for key, value in raw[keys.DB_WAITING]:
+            job = keys.decode_job_key(key)
+            count, allow = keys.decode_waiting(value)
+            assert count == open_into[job] >= 1, (job, count, open_into[job])
+            assert allow == self.graph.allow[job]
+            waiting[job] = count
+        assert waiting == self.graph.waiting
+        holders = {key: keys.decode_job_key(value) for key, value in raw[keys.DB_UNIQUE]}
+        expect = {keys.unique_key(*key): job for key, job in self.graph.holders.items()}
+        assert holders == expect
+
+    def _graph_matches_tables(self) -> None:
+        """The memory store's tables hold exactly the model's edges, counts and keys."""
+        db = self.store._db
+        edges = {(dep, d): o for dep, out in db.edges.items() for d, o in out.items()}
+        assert edges == self.graph.open_edges()
+        assert all(db.edges.values()), "an empty edge table is dropped"
+        assert {j: count for j, (count, _) in db.waiting.items()} == self.graph.waiting
+        assert all(allow == self.graph.allow[j] for j, (_, allow) in db.waiting.items())
+        assert db.unique == self.graph.holders
+
+    @invariant()
+    def graph_matches_model(self):
+        """Every record's workflow fields, ``dependents()`` and the key holders agree
+        with the model; at most one live job holds a key, and it is the holder."""
+        if self.memory:
+            self._graph_matches_tables()
+        records = self._records()
+        live_keys: Counter = Counter()
+        for job, rec in records.items():
+            assert rec.depends_on == self.graph.depends_on[job]
+            assert rec.allow_failures == self.graph.allow[job]
+            if rec.key is not None and rec.state not in FAILED:
+                live_keys[(rec.name, rec.key)] += 1
+                assert self.graph.holder(rec.name, rec.key) == job, (job, rec.key)
+            if rec.state is JobState.CANCELLED:  # naming the dependency that ended
+                error = rec.errors[-1]
+                assert error.kind == "cancelled" and rec.finished_at_ms is not None
+                assert any(error.message.startswith(f"dependency {d} ") for d in rec.depends_on)
+        assert set(live_keys.values()) <= {1}, live_keys
+        for dep in self.graph.edges:
+            assert self.store.dependents(dep) == self.graph.dependents(dep), dep
 
     @invariant()
     def records_match_model(self):
@@ -437,13 +585,15 @@ class StoreMachine(RuleBasedStateMachine):
         assert stats["processing"] == len(self._held())
         assert stats["dead"] == len(self._in(JobState.DEAD))
         assert stats["done"] == len(self._in(JobState.DONE))
+        assert stats["waiting"] == len(self._in(JobState.WAITING)) == len(self.graph.waiting)
+        assert stats["cancelled"] == len(self._in(JobState.CANCELLED))
         assert stats["ready"] + stats["scheduled"] == len(self._in(JobState.READY)) + len(
             self._in(JobState.SCHEDULED)
         )
 
 
 PROPERTY_SETTINGS = settings(
-    max_examples=75,
+    max_examples=int(os.environ.get("MPQUEUE_STATE_MACHINE_EXAMPLES", "75")),
     stateful_step_count=40,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

@@ -253,3 +253,49 @@ def spawn_sleeper_and_time_out(marker: str, tag: object, pid_file: str) -> None:
     mark(marker, "start", tag)
     _start_sleeper(pid_file)
     time.sleep(60)
+
+
+# ---- workflows (tests/serve/test_workflows.py) ------------------------------------------
+
+
+@queue.task
+def chain_step(value: tuple[int, ...], marker: str, index: int, seconds: float) -> tuple[int, ...]:
+    """One step of a chain: appends its index to what the step before returned, so the
+    last result shows every step and its order. Marker tag ``step<index>``."""
+    tag = f"step{index}"
+    mark(marker, "start", tag)
+    _sleep_ticking(marker, tag, seconds)
+    mark(marker, "end", tag)
+    return (*value, index)
+
+
+@queue.task
+def chord_member(marker: str, index: int, seconds: float) -> int:
+    """A member of a chord: a short pause, then ``index`` squared."""
+    mark(marker, "start", index)
+    time.sleep(seconds)
+    mark(marker, "end", index)
+    return index * index
+
+
+def _describe(value: Any) -> Any:
+    """A chord input as a plain value: a failed member's JobFailed (which does not
+    pickle back) as ("failed", its job id, its error's type and message)."""
+    from mpqueue import JobFailed
+
+    if isinstance(value, JobFailed):
+        error = value.error
+        return ("failed", value.job_id, getattr(error, "type", ""), getattr(error, "message", ""))
+    return value
+
+
+@queue.task
+def chord_total(results: list[Any], runs_dir: str) -> list[Any]:
+    """A chord's callback: writes what it received to a file of its own per run (named
+    by pid and clock, so two runs never share one) and returns it."""
+    received = [_describe(value) for value in results]
+    name = os.path.join(runs_dir, f"{os.getpid()}-{time.monotonic_ns()}.txt")
+    with open(name + ".tmp", "w", encoding="utf-8") as fh:
+        fh.write(repr(received))
+    os.rename(name + ".tmp", name)  # whole or absent: the test never reads half a run
+    return received

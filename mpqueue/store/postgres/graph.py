@@ -33,7 +33,7 @@ SQL = {
     "key_holder": """SELECT {columns} FROM {jobs} WHERE name = %s AND key = %s
         AND state NOT IN ('dead', 'cancelled') FOR UPDATE""",
     "add_edges": """INSERT INTO {deps} (dep_id, job_id, open)
-        SELECT unnest(%s::text[]), %s, unnest(%s::boolean[])""",
+        SELECT unnest(%s::text[]), %s, unnest(%s::boolean[]) ON CONFLICT DO NOTHING""",
     "mark_dependencies": """UPDATE {jobs} SET has_dependents = true
         WHERE id = ANY(%s) AND NOT has_dependents""",
     "dependents": "SELECT job_id FROM {deps} WHERE dep_id = %s ORDER BY job_id",
