@@ -49,3 +49,12 @@ def nap(seconds: float) -> float:
     """Sleep (no CPU): a job that waits on I/O."""
     time.sleep(seconds)
     return seconds
+
+
+def loop(iterations: int) -> int:
+    """A pure-Python loop of ``iterations`` steps (CPU work whose cost is fixed by its
+    argument, not by a clock; bench/executor_bench.py calibrates it)."""
+    total = 0
+    for step in range(iterations):
+        total += step & 7
+    return total

@@ -3,6 +3,7 @@
 from .errors import (
     ConfigError,
     DuplicateTask,
+    ExecutorBroken,
     JobCancelled,
     JobFailed,
     JobNotFound,
@@ -15,6 +16,7 @@ from .errors import (
     StoreFull,
     TaskNotFound,
 )
+from .executor import Executor
 from .handle import Job
 from .queue import Queue
 from .records import ErrorInfo, JobState
@@ -27,6 +29,8 @@ __all__ = [
     "ConfigError",
     "DuplicateTask",
     "ErrorInfo",
+    "Executor",
+    "ExecutorBroken",
     "GroupHandle",
     "Job",
     "JobCancelled",

@@ -16,6 +16,8 @@ where they enter and chained as ``__cause__``.
     ├── JobNotFound          no job with that id
     ├── JobFailed            job.result() on a dead job; carries the remote traceback
     │   └── JobCancelled     job.result() on a cancelled job (a dependency failed)
+    ├── ExecutorBroken       the servers an Executor started kept exiting before serving
+    │                        (also a concurrent.futures.BrokenExecutor)
     ├── Retry                raised by a task to ask for a retry after ``delay_s``
     ├── CorruptRecord        (internal) a stored value that cannot be decoded; the
     │                        stores catch it and show the job as a corrupt stand-in
@@ -25,6 +27,7 @@ where they enter and chained as ``__cause__``.
 
 from __future__ import annotations
 
+from concurrent.futures import BrokenExecutor
 from typing import Any
 
 from .display import describe
@@ -102,6 +105,11 @@ class JobCancelled(JobFailed):
     def __init__(self, job_id: str, error: object):
         super().__init__(job_id, error)
         self.args = (f"job {job_id} was cancelled: {error}",)
+
+
+class ExecutorBroken(MpqueueError, BrokenExecutor):
+    """The ``mpqueue serve`` processes an ``Executor`` started exited before serving its
+    store, several times in a row; its pending futures fail with this error."""
 
 
 class Retry(MpqueueError):

@@ -108,11 +108,7 @@ class Job:
         """
 
         self.record = self.queue.wait_finished(self.id, timeout)
-        if self.record.state is JobState.DEAD:
-            raise JobFailed(self.id, self.error)
-        if self.record.state is JobState.CANCELLED:
-            raise JobCancelled(self.id, self.error)
-        return load_result(self.record.result or b"", job_id=self.id)
+        return finished_value(self.record)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly view (no payload bytes), for the command line."""
@@ -132,3 +128,18 @@ class Job:
             "depends_on": list(rec.depends_on),
             "key": rec.key,
         }
+
+
+def finished_value(record: JobRecord) -> Any:
+    """The value of a finished job's record, unpickled (``Job.result`` and the
+    ``Executor``'s futures both read results here, the one place that unpickles them).
+
+    Raises JobFailed (with the remote traceback) for a dead job, JobCancelled for a
+    cancelled one, PayloadError for a result that cannot be loaded.
+    """
+    error = record.errors[-1] if record.errors else None
+    if record.state is JobState.DEAD:
+        raise JobFailed(record.id, error)
+    if record.state is JobState.CANCELLED:
+        raise JobCancelled(record.id, error)
+    return load_result(record.result or b"", job_id=record.id)

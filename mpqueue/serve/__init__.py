@@ -6,4 +6,5 @@ follows jobs producers hand to its children, ``backoff`` waits out a failing sto
 ``pool`` starts and replaces the children, ``child`` is what runs in them, ``protocol``
 holds the typed messages on their pipes and their framing, ``recovery`` takes back the
 jobs of servers that died, ``containment`` keeps a job's processes inside its child.
+``launcher`` runs a server as a child process of an ``Executor``.
 """

@@ -21,3 +21,13 @@ def test_all_is_sorted_and_names_every_public_export():
 
 def test_one_version_source():
     assert metadata.version("mpqueue") == mpqueue.__version__
+
+
+def test_the_executor_is_a_standard_executor():
+    """``mpqueue.Executor`` works wherever a ``concurrent.futures.Executor`` does, and
+    its broken state is the standard library's ``BrokenExecutor``."""
+    import concurrent.futures
+
+    assert issubclass(mpqueue.Executor, concurrent.futures.Executor)
+    assert issubclass(mpqueue.ExecutorBroken, concurrent.futures.BrokenExecutor)
+    assert issubclass(mpqueue.ExecutorBroken, mpqueue.MpqueueError)
