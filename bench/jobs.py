@@ -58,3 +58,18 @@ def loop(iterations: int) -> int:
     for step in range(iterations):
         total += step & 7
     return total
+
+
+def total(values: list[int]) -> int:
+    """A chord's callback: the sum of its members' results."""
+    return sum(values)
+
+
+def chain_step(stamps: list[int]) -> list[int]:
+    """A chain's step: ``stamps`` (the steps before, each its start and end as
+    ``time.time_ns()``) with this step's start and end appended, the end taken last so
+    the gap to the next step's start is all the queue's."""
+    started = time.time_ns()
+    out = [*stamps, started]
+    out.append(time.time_ns())
+    return out
