@@ -142,12 +142,37 @@ class Tx:
                 return
             yield key, value
 
+    def prefix_items(self, db: bytes, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """The entries whose key starts with ``prefix``, in key order: ``scan_prefix``
+        as a list, stepped by the cursor's own iterator (no generator per entry), for
+        the few-entry prefixes of hot paths."""
+        handle = self.dbs[db]
+        if handle is None:
+            return []
+        cursor = self.txn.cursor(db=handle)
+        self.counter.cursor_steps += 1
+        if not cursor.set_range(prefix):
+            return []
+        found: list[tuple[bytes, bytes]] = []
+        for key, value in cast(Iterator[tuple[bytes, bytes]], cursor.iternext()):
+            if not key.startswith(prefix):  # iternext starts where set_range put it
+                break
+            found.append((key, value))
+        self.counter.cursor_steps += len(found)  # as scan counts: one step per next()
+        return found
+
     def first_key(self, db: bytes) -> bytes | None:
         if self.dbs[db] is None:
             return None
         cursor = self.txn.cursor(db=self.dbs[db])
         self.counter.cursor_steps += 1
         return cast(bytes, cursor.key()) if cursor.first() else None
+
+    def has_entries(self, db: bytes) -> bool:
+        """Whether ``db`` holds anything: ``entries(db) > 0`` without building the stat
+        dict (a third of the cost, asked once per finished job), uncounted as it is."""
+        handle = self.dbs[db]
+        return handle is not None and bool(self.txn.cursor(db=handle).first())
 
     def entries(self, db: bytes) -> int:
         if self.dbs[db] is None:

@@ -34,12 +34,15 @@ class LmdbGraph:
 
     def __init__(self, store: RecordFiler, tx: Tx):
         self.store, self.tx = store, tx
+        # The waiting entries open_count read, so count_down, which follows at once for
+        # the same job, writes without reading again: a chord's callback is counted down
+        # once per member, in the server's hot path.
+        self.counts: dict[str, tuple[int, bool]] = {}
 
     def close_edges(self, job_id: str) -> list[str]:
-        prefix = keys.edge_prefix(job_id)
         opened = [
             key
-            for key, value in self.tx.scan_prefix(keys.DB_DEPS, prefix)
+            for key, value in self.tx.prefix_items(keys.DB_DEPS, keys.edge_prefix(job_id))
             if value == keys.EDGE_OPEN
         ]
         for key in opened:  # after the scan: its cursor stays where it was
@@ -51,13 +54,16 @@ class LmdbGraph:
         if raw is None:
             return None
         try:
-            return keys.decode_waiting(raw)
+            entry = keys.decode_waiting(raw)
         except ValueError:
-            return 1, False  # bytes no store wrote: released (or cancelled) by this end
+            entry = (1, False)  # bytes no store wrote: released (or cancelled) by this end
+        self.counts[job_id] = entry
+        return entry
 
     def count_down(self, job_id: str, open_deps: int) -> None:
-        raw = self.tx.get(keys.DB_WAITING, keys.job_key(job_id))
-        allow = raw is not None and keys.decode_waiting(raw)[1]
+        entry = self.counts.get(job_id) or self.open_count(job_id)
+        allow = entry is not None and entry[1]
+        self.counts[job_id] = (open_deps, allow)
         self.tx.put(keys.DB_WAITING, keys.job_key(job_id), keys.encode_waiting(open_deps, allow))
 
     def load(self, job_id: str) -> JobRecord:
@@ -83,14 +89,14 @@ def file_cancelled_entry(tx: Tx, rec: JobRecord, reason: str) -> None:
 
 def settle_end(store: RecordFiler, tx: Tx, rec: JobRecord, end: JobState | None, now: int) -> None:
     """``dependencies.settle`` for the end of ``rec``; free while no job has dependents."""
-    if tx.entries(keys.DB_DEPS):
+    if tx.has_entries(keys.DB_DEPS):
         settle(LmdbGraph(store, tx), rec.id, rec.name, end, now)
 
 
 def unlink(store: RecordFiler, tx: Tx, rec: JobRecord, now: int) -> None:
     """Take a job being deleted out of the graph: the jobs waiting for it are settled as
     for a job deleted before it ended, and its edges, count and key entry go."""
-    if tx.entries(keys.DB_DEPS):
+    if tx.has_entries(keys.DB_DEPS):
         if rec.state not in (JobState.DONE, JobState.DEAD, JobState.CANCELLED):
             settle(LmdbGraph(store, tx), rec.id, rec.name, None, now)
         out = [key for key, _ in tx.scan_prefix(keys.DB_DEPS, keys.edge_prefix(rec.id), False)]
