@@ -15,7 +15,7 @@ from typing import Any
 
 from .errors import JobCancelled, JobFailed, PayloadError, Retry, SerializationError, TaskNotFound
 from .identity import current
-from .records import PASS_ONE, ErrorInfo, JobRecord, JobState, Outcome, now_ms
+from .records import PASS_ONE, Ending, ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from .registry import resolve
 from .serializer import dump_result, load_callable, load_payload, load_result
 from .serve.protocol import MAX_RESULT
@@ -26,8 +26,8 @@ RUN_PENDING_BATCH = 64  # jobs run_pending claims at once (the rest stay ready f
 
 # How a task function is called: (record, function, args, kwargs) -> its value.
 Call = Callable[[JobRecord, Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any]
-# How the records of a job's dependencies are read (one read: ``Store.get_many``).
-Fetch = Callable[[Sequence[str]], list[JobRecord | None]]
+# How the endings of a job's dependencies are read (one read each: ``Store.endings``).
+Fetch = Callable[[Sequence[str]], list[Ending | None]]
 
 
 class JobTimeout(BaseException):
@@ -150,9 +150,9 @@ class TaskRunner:
             if dep.state is JobState.DONE:
                 values.append(load_result(dep.result or b"", job_id=job_id))
             elif dep.state is JobState.CANCELLED:
-                values.append(JobCancelled(job_id, dep.errors[-1] if dep.errors else None))
+                values.append(JobCancelled(job_id, dep.error))
             else:
-                values.append(JobFailed(job_id, dep.errors[-1] if dep.errors else None))
+                values.append(JobFailed(job_id, dep.error))
         return values[0] if rec.pass_results == PASS_ONE else values
 
     def _callable(self, rec: JobRecord) -> Callable[..., Any]:
@@ -192,7 +192,7 @@ def run_pending(store: Store, secret: bytes | None, limit: int | None = None) ->
     the batch that have not finished, uncharged, and is raised again.
     """
     runner = TaskRunner(
-        current().server_id, secret, fetch=store.get_many, passes=(KeyboardInterrupt,)
+        current().server_id, secret, fetch=store.endings, passes=(KeyboardInterrupt,)
     )
     runs = 0
     while limit is None or runs < limit:

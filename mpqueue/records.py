@@ -14,7 +14,7 @@ import random
 import re
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class JobState(str, enum.Enum):
@@ -175,6 +175,15 @@ _RECORD_FIELDS = frozenset(JobRecord.__dataclass_fields__)
 # dependencies' results in ``depends_on`` order (a chord's callback).
 PASS_NONE, PASS_ONE, PASS_ALL = "", "one", "all"
 PASS_MODES = (PASS_NONE, PASS_ONE, PASS_ALL)
+
+
+class Ending(NamedTuple):
+    """What a workflow job reads of each of its dependencies (``Store.endings``): the
+    state, the pickled result (done jobs), the last error (failed ones)."""
+
+    state: JobState
+    result: bytes | None
+    error: ErrorInfo | None
 
 
 @dataclass(frozen=True)

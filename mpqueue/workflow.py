@@ -165,8 +165,8 @@ class GroupHandle:
         ``cancelled``, ``pending`` (not ended yet; a deleted member counts here too)
         and ``total``."""
         counts = {"done": 0, "dead": 0, "cancelled": 0, "pending": 0, "total": len(self.jobs)}
-        for rec in self._records(self.ids):
-            state = None if rec is None else rec.state
+        for ending in self.queue.store.endings(self.ids):
+            state = None if ending is None else ending.state
             counts[state.value if state in FINISHED_STATES else "pending"] += 1
         return counts
 

@@ -132,7 +132,7 @@ class _JobRunner:
         self.process = psutil.Process() if config.measure_rss else None
         self.server_id = config.server_id
         self.task_runner = TaskRunner(
-            config.server_id, config.secret, fetch=self.store.get_many, call=_timed_call
+            config.server_id, config.secret, fetch=self.store.endings, call=_timed_call
         )
         self.pid = os.getpid()
         self.hand_off = self.store.hand_off if config.hand_off else None

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from ..errors import ConfigError
-from ..records import Claim, JobRecord, JobState, Outcome
+from ..records import Claim, Ending, JobRecord, JobState, Outcome
 
 
 def offered_children(idle_children: Sequence[int], limit: int, claimed: int) -> list[int]:
@@ -213,6 +213,12 @@ class JobStore(abc.ABC):
     def get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
         """The records of ``job_ids``, in that order (None where there is none), from one
         read transaction: one read per record (a chord's callback reads its inputs so)."""
+
+    @abc.abstractmethod
+    def endings(self, job_ids: Sequence[str]) -> list[Ending | None]:
+        """The state, result and last error of ``job_ids`` (None where there is none), in
+        that order, from one read transaction: one read per job, decoding no more of
+        each record than that (a chord's callback reads its thousands of inputs so)."""
 
     @abc.abstractmethod
     def dependents(self, job_id: str) -> list[str]:

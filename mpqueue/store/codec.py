@@ -21,7 +21,7 @@ from typing import Any
 import msgpack
 
 from ..errors import CorruptRecord
-from ..records import ErrorInfo, JobRecord, JobState
+from ..records import Ending, ErrorInfo, JobRecord, JobState
 
 RECORD_V1 = b"\x01"  # a pickle: read (without globals), never written
 RECORD_V2 = b"\x02"  # msgpack
@@ -252,3 +252,35 @@ def decode_listing(raw: bytes) -> JobRecord:
     rec = decode_record(raw)
     rec.payload, rec.result, rec.func = b"", None, None
     return rec
+
+
+def decode_ending(raw: bytes) -> Ending:
+    """A record's state, result and last error, checked as ``decode_record`` checks
+    them, without building the record; a record that cannot be read is a dead job's
+    ending, with the reason (a reader never fails on one)."""
+    try:
+        if raw[:1] not in (RECORD_V2, RECORD_V3):
+            return _ending(decode_record(raw))  # older versions: the full path
+        row = msgpack.unpackb(
+            memoryview(raw)[1:], raw=False, use_list=False, unicode_errors="surrogatepass"
+        )
+        if not isinstance(row, tuple) or len(row) not in (_V2_FIELDS, len(_FIELDS)):
+            raise ValueError("not a record")
+        state, result, errors = _STATES[row[2]], row[12], row[13]
+        if not isinstance(result, (bytes, type(None))) or not isinstance(errors, tuple):
+            raise ValueError("malformed result or errors")
+        last = errors[-1] if errors else None
+        if last is not None and (
+            not isinstance(last, tuple)
+            or len(last) != len(_ERROR_TYPES)
+            or not all(isinstance(v, t) for v, t in zip(last, _ERROR_TYPES))
+        ):
+            raise ValueError("malformed error history")
+        return Ending(state, result, None if last is None else ErrorInfo(*last))
+    except Exception as exc:
+        reason = f"record cannot be decoded: {type(exc).__name__}: {exc}"
+        return Ending(JobState.DEAD, None, ErrorInfo("CorruptRecord", reason, kind="corrupt"))
+
+
+def _ending(rec: JobRecord) -> Ending:
+    return Ending(rec.state, rec.result, rec.errors[-1] if rec.errors else None)

@@ -30,7 +30,16 @@ from ..errors import ConfigError, JobNotFound
 from ..limits import check_key_part, stored_problem
 from ..location import MEMORY_SCHEME
 from ..outcomes import Destination, apply_outcome
-from ..records import FINISHED_STATES, Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
+from ..records import (
+    FINISHED_STATES,
+    Claim,
+    Ending,
+    ErrorInfo,
+    JobRecord,
+    JobState,
+    Outcome,
+    now_ms,
+)
 from .base import CheckReport, HolderGone, OpCounter, Store
 from .codec import decode_server_info, encode_server_info
 
@@ -301,6 +310,15 @@ class MemoryStore(Store):
     @_atomic
     def get_many(self, job_ids: Sequence[str]) -> builtins.list[JobRecord | None]:
         return [self.get(job_id) for job_id in job_ids]
+
+    @_atomic
+    def endings(self, job_ids: Sequence[str]) -> builtins.list[Ending | None]:
+        found = [self._db.jobs.get(job_id) for job_id in job_ids]
+        self.counter.gets += len(found)
+        return [
+            None if r is None else Ending(r.state, r.result, r.errors[-1] if r.errors else None)
+            for r in found
+        ]
 
     @_atomic
     def dependents(self, job_id: str) -> builtins.list[str]:

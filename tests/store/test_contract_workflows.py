@@ -272,6 +272,19 @@ def test_get_many_keeps_the_order_and_marks_missing_ids(store):
     assert found[0].payload == b"\x01payload"
 
 
+def test_endings_read_state_result_and_last_error(store):
+    ok, bad, queued = add(store, record(), record(retries=0), record())
+    claim_all(store)
+    done(store, ok, {"answer": 42})
+    failed(store, bad, "it broke", retryable=False)
+    got = store.endings([ok, new_job_id(), bad])
+    assert got[1] is None and got[0].state is JobState.DONE and got[0].error is None
+    assert load_result(got[0].result) == {"answer": 42}
+    assert got[2].state is JobState.DEAD and got[2].error.message == "it broke"
+    assert got[2].result is None
+    assert store.endings([queued])[0].state is JobState.PROCESSING
+
+
 def test_list_finds_waiting_and_cancelled_jobs(store, queue):
     (a,) = add(store, record(retries=0))
     (b,) = add(store, record(depends_on=(a,)))
@@ -330,7 +343,7 @@ def test_a_workflow_is_written_in_one_transaction(queue):
 
 
 def test_results_travel_through_the_store_with_one_read_per_member(queue):
-    """The callback's inputs are read with get_many: one read per member's record."""
+    """The callback's inputs are read with endings: one read per member's record."""
     from mpqueue.execute import TaskRunner
 
     from ..support import tasks
@@ -342,7 +355,7 @@ def test_results_travel_through_the_store_with_one_read_per_member(queue):
     def fetch(ids):
         fetched.append(len(ids))
         before = queue.store.counter.snapshot()
-        found = queue.store.get_many(ids)
+        found = queue.store.endings(ids)
         reads = (queue.store.counter - before).reads
         assert reads <= len(ids) + 2, reads  # no scan of the store
         return found

@@ -104,6 +104,8 @@ def test_random_bytes_never_fail_a_store_call(tmp_path_factory, target, value):
         assert store.stats()["total"] == 4 and len(listed) == 4
         assert store.claims() == []  # nothing left held by anyone
         good = {job.id for job in jobs} | {late.id}
+        endings = store.endings([job.id for job in jobs])  # a chord callback's read
+        assert [e.state.value for e in endings if e is not None] == [listed[j.id] for j in jobs]
         if target == "record":
             assert listed[victim] == "dead"  # the unreadable one, and only it
             good.discard(victim)

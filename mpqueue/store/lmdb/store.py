@@ -20,11 +20,12 @@ from ...identity import DEFAULT_LEASE_S, pid_exists, server_dead
 from ...limits import check_key_part, stored_problem
 from ...location import DEFAULT_MAP_SIZE
 from ...outcomes import Destination, apply_outcome
-from ...records import Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
+from ...records import Claim, Ending, ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from ..base import CheckReport, HandOff, HolderGone, OpCounter, Store, offered_children
 from ..codec import (
     RECORD_V1,
     RECORD_V2,
+    decode_ending,
     decode_listing,
     decode_record,
     decode_server_info,
@@ -549,6 +550,13 @@ class LmdbStore(Store, HandOff):
 
     def get_many(self, job_ids: Sequence[str]) -> builtins.list[JobRecord | None]:
         return self.env.read(lambda tx: [self._load(tx, job_id) for job_id in job_ids])
+
+    def endings(self, job_ids: Sequence[str]) -> builtins.list[Ending | None]:
+        def body(tx: Tx) -> builtins.list[Ending | None]:
+            raws = [tx.get(keys.DB_JOBS, keys.job_key(job_id)) for job_id in job_ids]
+            return [None if raw is None else decode_ending(raw) for raw in raws]
+
+        return self.env.read(body)
 
     def dependents(self, job_id: str) -> builtins.list[str]:
         return self.env.read(lambda tx: dependents(tx, job_id))

@@ -19,7 +19,16 @@ import psycopg
 from ...errors import ConfigError, JobNotFound
 from ...limits import TIMEOUT_MAX_S, check_key_part, stored_problem
 from ...outcomes import Destination, apply_outcome
-from ...records import FINISHED_STATES, Claim, ErrorInfo, JobRecord, JobState, Outcome, now_ms
+from ...records import (
+    FINISHED_STATES,
+    Claim,
+    Ending,
+    ErrorInfo,
+    JobRecord,
+    JobState,
+    Outcome,
+    now_ms,
+)
 from ..base import CheckReport, HolderGone, OpCounter, Store
 from ..codec import decode_server_info, encode_server_info
 from . import graph as pg_graph
@@ -88,6 +97,21 @@ _SQL = {
              timeout_s, func, result, errors, finished_at_ms, backoff_base_s, backoff_cap_s,
              signature, ord)
         ORDER BY u.ord RETURNING id, seq""",
+    # "add" of jobs that later jobs of the same add depend on (a chord's members): they
+    # are flagged as they are written, not updated again after.
+    "add_depended": f"""INSERT INTO {{jobs}} ({_PLAIN_COLUMNS}, has_dependents)
+        SELECT u.id, u.name, u.state, u.payload, u.priority, nextval({{seq_name}}),
+               u.run_at_ms, u.created_at_ms, u.attempts, u.max_retries, u.timeout_s,
+               u.func, u.result, u.errors, u.finished_at_ms, u.backoff_base_s,
+               u.backoff_cap_s, u.signature, true
+        FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::integer[],
+                    %s::bigint[], %s::bigint[], %s::integer[], %s::integer[],
+                    %s::float8[], %s::bytea[], %s::bytea[], %s::text[], %s::bigint[],
+                    %s::float8[], %s::float8[], %s::bytea[]) WITH ORDINALITY AS u(id, name,
+             state, payload, priority, run_at_ms, created_at_ms, attempts, max_retries,
+             timeout_s, func, result, errors, finished_at_ms, backoff_base_s, backoff_cap_s,
+             signature, ord)
+        ORDER BY u.ord RETURNING id, seq""",
     "promote": """UPDATE {jobs} SET state = 'ready' WHERE id IN (
         SELECT id FROM {jobs} WHERE state = 'scheduled' AND run_at_ms <= %s
         FOR UPDATE SKIP LOCKED)""",
@@ -142,6 +166,7 @@ _SQL = {
         RETURNING id""",
     "get": f"SELECT {_COLUMNS} FROM {{jobs}} WHERE id = %s",
     "get_many": f"SELECT {_COLUMNS} FROM {{jobs}} WHERE id = ANY(%s)",
+    "endings": "SELECT id, state, result, errors FROM {jobs} WHERE id = ANY(%s)",
     "seqs_of": "SELECT id, seq FROM {jobs} WHERE id = ANY(%s)",
     # Variants, not "(%s IS NULL OR name = %s)": a prepared generic plan of that form
     # could not use the name index.
@@ -265,8 +290,12 @@ class PostgresStore(Store):
 
     def _add_linked(self, q: Query, records: Sequence[JobRecord], now: int) -> list[JobRecord]:
         plain = [rec for rec in records if not rec.depends_on and rec.key is None]
-        if plain:
-            self._add(q, plain, notify=False)
+        depended = {dep for rec in records for dep in rec.depends_on}
+        for flagged in (False, True):
+            part = [rec for rec in plain if (rec.id in depended) is flagged]
+            if part:
+                statement = "add_depended" if flagged else "add"
+                self._add(q, part, notify=False, statement=statement)
         replaced: dict[str, str] = {}
         stored = []
         for rec in records:
@@ -326,12 +355,19 @@ class PostgresStore(Store):
             stored.append(rec if row is None else _read(row))
         return stored
 
-    def _add(self, q: Query, records: Sequence[JobRecord], *, notify: bool = True) -> None:
+    def _add(
+        self,
+        q: Query,
+        records: Sequence[JobRecord],
+        *,
+        notify: bool = True,
+        statement: str = "add",
+    ) -> None:
         columns: list[list[Any]] = [[] for _ in range(17)]
         for rec in records:
             for column, value in zip(columns, _insert_row(rec)):
                 column.append(value)
-        seqs = dict(q.rows(self.sql["add"], columns))
+        seqs = dict(q.rows(self.sql[statement], columns))
         for rec in records:
             rec.seq = seqs[rec.id]
         q.counter.puts += len(records)
@@ -532,6 +568,12 @@ class PostgresStore(Store):
         ids = list(job_ids)
         rows = self.session.run(lambda q: q.rows(self.sql["get_many"], (ids,)), write=False)
         found = {row[0]: _decode(row) for row in rows}
+        return [found.get(job_id) for job_id in ids]
+
+    def endings(self, job_ids: Sequence[str]) -> list[Ending | None]:
+        ids = list(job_ids)
+        rows = self.session.run(lambda q: q.rows(self.sql["endings"], (ids,)), write=False)
+        found = {row[0]: _ending(row) for row in rows}
         return [found.get(job_id) for job_id in ids]
 
     def dependents(self, job_id: str) -> list[str]:
@@ -744,6 +786,19 @@ def _insert_row(rec: JobRecord) -> tuple[Any, ...]:
 
 def _workflow_row(rec: JobRecord) -> tuple[Any, ...]:
     return (list(rec.depends_on), rec.pass_results, rec.allow_failures, rec.key)
+
+
+def _ending(row: tuple[Any, ...]) -> Ending:
+    """(id, state, result, errors) as an Ending; a row that cannot be read ends dead."""
+    state = _STATES.get(row[1])
+    try:
+        if state is None:
+            raise ValueError(f"unknown state {row[1]!r}")
+        errors = () if row[3] == "[]" else _decode_errors(row[3])
+    except ValueError as exc:
+        error = ErrorInfo("CorruptRecord", f"record cannot be decoded: {exc}", kind="corrupt")
+        return Ending(JobState.DEAD, None, error)
+    return Ending(state, row[2], errors[-1] if errors else None)
 
 
 def _read(row: tuple[Any, ...]) -> JobRecord:
