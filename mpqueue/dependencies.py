@@ -132,6 +132,17 @@ def check_depends_on(job_ids: Sequence[str], *, checked: bool = False) -> tuple[
     return ids
 
 
+def check_add_order(records: Sequence[JobRecord]) -> None:
+    """Refuse (ConfigError) an add in which a job depends on a job that comes later in
+    it: every store writes an add in its order, so a dependency must come first."""
+    later = {rec.id for rec in records}
+    for rec in records:
+        later.discard(rec.id)
+        for dep in rec.depends_on:
+            if dep in later:
+                raise ConfigError(f"job {rec.id} depends on job {dep}, which comes after it")
+
+
 def admit(rec: JobRecord, found: Sequence[JobRecord | None], now_ms: int) -> Admission:
     """The entry of ``rec`` given its dependencies as the store holds them now (``found``,
     in ``depends_on`` order; None for a job that does not exist, which is refused:

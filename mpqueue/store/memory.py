@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from ..dependencies import admit, settle
+from ..dependencies import admit, check_add_order, settle
 from ..errors import ConfigError, JobNotFound
 from ..limits import check_key_part, stored_problem
 from ..location import MEMORY_SCHEME
@@ -151,6 +151,7 @@ class MemoryStore(Store):
         for name in {rec.name for rec in records}:
             check_key_part(name, f"task name {name!r}")  # as every store: queues can move
         now = now_ms()
+        check_add_order(records)
         self._check_dependencies(records)  # before anything is filed: all or nothing
         stored = [rec.evolve() for rec in records]
         replaced: dict[str, str] = {}

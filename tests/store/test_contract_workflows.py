@@ -121,6 +121,15 @@ def test_a_missing_dependency_is_refused_and_nothing_is_added(store, queue):
     assert snapshot(queue) == before
 
 
+def test_a_dependency_later_in_the_same_add_is_refused(store, queue):
+    first = record()
+    dependent = record(depends_on=(first.id,))
+    before = snapshot(queue)
+    with pytest.raises(ConfigError, match="comes after it"):
+        store.add([dependent, first])
+    assert snapshot(queue) == before
+
+
 # ---- failure and cancellation --------------------------------------------------------------
 
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from ...dependencies import check_add_order
 from ...errors import ConfigError, CorruptRecord, JobNotFound
 from ...identity import DEFAULT_LEASE_S, pid_exists, server_dead
 from ...limits import check_key_part, stored_problem
@@ -333,6 +334,7 @@ class LmdbStore(Store, HandOff):
         """``add`` of a batch in which some jobs have dependencies or a unique key (see
         ``graph.Linker``); a job whose key is held comes back as the holder."""
         now = now_ms()
+        check_add_order(records)
 
         def body(tx: Tx) -> list[JobRecord]:
             _number(records)

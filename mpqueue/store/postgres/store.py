@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 
+from ...dependencies import check_add_order
 from ...errors import ConfigError, JobNotFound
 from ...limits import TIMEOUT_MAX_S, check_key_part, stored_problem
 from ...outcomes import Destination, apply_outcome
@@ -280,6 +281,7 @@ class PostgresStore(Store):
         """``add`` of a batch in which some jobs have dependencies or a key: the plain
         ones in one statement, then the others in order (see graph.py)."""
         now = now_ms()
+        check_add_order(records)
         stored = self.session.run(
             lambda q: self._add_linked(q, records, now),
             resume=lambda q: self._resume_linked(q, records, now),
