@@ -2,11 +2,12 @@
 the end of a job does to the jobs waiting for it.
 
 A job with ``depends_on`` is stored with one edge per dependency and a count of the
-edges still open. An edge closes once, in the transaction that records its
-dependency's end (done, dead, cancelled, or deleted before it ended); later ends of
-the same job (a requeued dead job finishing) find it closed and change nothing. So a
-waiting job is released exactly once, and releasing costs O(1) per finished
-dependency, whatever the fan-in:
+edges still open. An edge counts once, in the transaction that records its
+dependency's end (done, dead, cancelled, or deleted before it ended): a job ends only
+once, except a dead job taken back (requeued), and the store closes that job's edges
+when it takes it back, so its second end counts nothing. Ending writes nothing to the
+edges themselves. So a waiting job is released exactly once, and releasing costs O(1)
+per finished dependency, whatever the fan-in:
 
 - a dependency done: the count goes down; at zero the job is queued (ready, or
   scheduled if its run-at is still ahead);
@@ -40,9 +41,10 @@ ENDINGS = {
 class Graph(Protocol):
     """One store transaction's view of the dependency edges and the waiting jobs."""
 
-    def close_edges(self, job_id: str) -> list[str]:
-        """The jobs with an open edge from ``job_id``, in a stable order; the edges are
-        closed (kept, for ``dependents``, but never counted again)."""
+    def open_edges(self, job_id: str) -> list[str]:
+        """The jobs with an open edge from ``job_id`` (which is ending), in a stable
+        order. The edges stay as they are: an edge from a job that ended is open only
+        in storage, and no job ends twice without its edges being closed first."""
         ...
 
     def open_count(self, job_id: str) -> tuple[int, bool] | None:
@@ -175,7 +177,7 @@ def settle(graph: Graph, job_id: str, name: str, end: JobState | None, now_ms: i
     while pending:
         dep_id, dep_name, dep_end, cause = pending.pop()
         failed = dep_end is not JobState.DONE
-        for dependent in graph.close_edges(dep_id):
+        for dependent in graph.open_edges(dep_id):
             entry = graph.open_count(dependent)
             if entry is None:
                 continue  # cancelled by another of its dependencies, or deleted

@@ -401,6 +401,8 @@ class MemoryStore(Store):
                     f"it cannot be requeued while that job is not dead or cancelled"
                 )
             self._db.unique[(rec.name, rec.key)] = job_id
+        edges = self._db.edges.get(job_id, {})  # counted when it died: its next end must not
+        edges.update(dict.fromkeys(edges, False))
         rec = self._move(
             rec,
             state=JobState.READY,
@@ -433,10 +435,11 @@ class MemoryStore(Store):
         report = CheckReport(jobs=len(db.jobs))
         filed = len(db.ready) + len(db.scheduled) + len(db.done) + len(db.dead) + len(db.claims)
         filed += len(db.cancelled) + len(db.waiting)
-        open_edges: dict[str, int] = {}
-        for dependents in db.edges.values():
+        open_edges: dict[str, int] = {}  # open, from a dependency that has not ended
+        for dep, dependents in db.edges.items():
+            ended = dep in db.jobs and db.jobs[dep].state in FINISHED_STATES
             for dependent, is_open in dependents.items():
-                open_edges[dependent] = open_edges.get(dependent, 0) + is_open
+                open_edges[dependent] = open_edges.get(dependent, 0) + (is_open and not ended)
         for job_id, (count, _) in db.waiting.items():
             if db.jobs[job_id].state is not JobState.WAITING or count != open_edges.get(job_id):
                 report.inconsistent.append(f"job {job_id} waits for {count} jobs; edges disagree")
@@ -473,12 +476,9 @@ class _MemoryGraph:
     def __init__(self, store: MemoryStore):
         self.store, self.db = store, store._db
 
-    def close_edges(self, job_id: str) -> builtins.list[str]:
+    def open_edges(self, job_id: str) -> builtins.list[str]:
         edges = self.db.edges.get(job_id, {})
-        opened = sorted(dependent for dependent, is_open in edges.items() if is_open)
-        for dependent in opened:
-            edges[dependent] = False
-        return opened
+        return sorted(dependent for dependent, is_open in edges.items() if is_open)
 
     def open_count(self, job_id: str) -> tuple[int, bool] | None:
         return self.db.waiting.get(job_id)

@@ -385,7 +385,7 @@ class StoreMachine(RuleBasedStateMachine):
         assert holder is None, f"requeued {job} though {holder} holds its key"
         assert rec.state is JobState.READY and rec.attempts == 0
         self.jobs[job][:3] = [JobState.READY, None, 0]
-        self.graph.take_key(job)
+        self.graph.take_back(job)
 
     @precondition(lambda self: self.ever)
     @rule(data=st.data())
@@ -528,7 +528,11 @@ class StoreMachine(RuleBasedStateMachine):
         edges = {keys.decode_edge_key(k): v == keys.EDGE_OPEN for k, v in raw[keys.DB_DEPS]}
         assert set(v for _, v in raw[keys.DB_DEPS]) <= {keys.EDGE_OPEN, keys.EDGE_CLOSED}
         assert edges == self.graph.open_edges()
-        open_into = Counter(dependent for (_, dependent), is_open in edges.items() if is_open)
+        open_into = Counter(
+            dependent
+            for (dep, dependent), is_open in edges.items()
+            if is_open and not self.graph.ended(dep)
+        )
         waiting = {}
         for key, value in raw[keys.DB_WAITING]:
             job = keys.decode_job_key(key)

@@ -8,11 +8,13 @@ The rules, as the model has them:
   (unless it allows failures), its edges all closed; else an edge per dependency, open
   while that dependency has not ended; waiting while any edge is open, for as many jobs
   as it has open edges (a job named twice is one edge), else queued as it was given;
-- the end of a job closes its open edges, once: a done dependency counts its dependent
-  down, and at zero the dependent is queued (scheduled while its run-at is ahead);
+- the end of a job settles its open edges, and leaves them open in storage: a done
+  dependency counts its dependent down, and at zero the dependent is queued (scheduled
+  while its run-at is ahead);
   a dependency that ended otherwise (dead, cancelled, deleted before it ended) cancels
   it, and that cancellation ends it in turn, unless it allows failures, which counts it
   down as if the dependency were done;
+- a dead job taken back (requeued) closes its edges: its next end settles nothing;
 - a key is held by the last job that took it, while that job exists and is neither
   dead nor cancelled.
 """
@@ -81,7 +83,6 @@ class GraphModel:
             dep, how = ended.pop()
             edges = self.edges.get(dep, {})
             for dependent in sorted(d for d, is_open in edges.items() if is_open):
-                edges[dependent] = False
                 if dependent not in self.waiting:
                     continue  # cancelled already, by another of its dependencies
                 if how is not JobState.DONE and not self.allow[dependent]:
@@ -107,8 +108,13 @@ class GraphModel:
         if key is not None and self.holders.get(key) == job:
             del self.holders[key]
 
-    def take_key(self, job: str) -> None:
-        """A dead job requeued: it holds its key again."""
+    def ended(self, job: str) -> bool:
+        return job in self.jobs and self.jobs[job][0] in ENDED
+
+    def take_back(self, job: str) -> None:
+        """A dead job requeued: its edges close, and it holds its key again."""
+        edges = self.edges.get(job, {})
+        edges.update(dict.fromkeys(edges, False))
         key = self.key_of.get(job)
         if key is not None:
             self.holders[key] = job

@@ -32,6 +32,7 @@ from .claims import decode_claim
 from .env import Tx
 
 QUEUE_DBS = (keys.DB_READY, keys.DB_SCHEDULED, keys.DB_PENDING)
+_ENDED = frozenset({JobState.DONE, JobState.DEAD, JobState.CANCELLED})
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,7 @@ class _Checker:
                 )
 
     def workflows(self, tx: Tx) -> None:
+        # An edge counts while it is open and its dependency has not ended.
         open_edges: Counter[str] = Counter()
         for key, value in tx.scan(keys.DB_DEPS):
             dependency, dependent = keys.decode_edge_key(key)
@@ -239,7 +241,8 @@ class _Checker:
                 self.report.inconsistent.append(
                     f"an edge says job {dependent} depends on {dependency}; its record does not"
                 )
-            if value == keys.EDGE_OPEN:
+            ended = self.jobs.get(dependency)
+            if value == keys.EDGE_OPEN and (ended is None or ended.state not in _ENDED):
                 open_edges[dependent] += 1
         for key, value in tx.scan(keys.DB_WAITING):
             job_id = key.decode("ascii", "replace")

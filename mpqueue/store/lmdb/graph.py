@@ -39,15 +39,12 @@ class LmdbGraph:
         # once per member, in the server's hot path.
         self.counts: dict[str, tuple[int, bool]] = {}
 
-    def close_edges(self, job_id: str) -> list[str]:
-        opened = [
-            key
+    def open_edges(self, job_id: str) -> list[str]:
+        return [
+            keys.edge_dependent(key)
             for key, value in self.tx.prefix_items(keys.DB_DEPS, keys.edge_prefix(job_id))
             if value == keys.EDGE_OPEN
         ]
-        for key in opened:  # after the scan: its cursor stays where it was
-            self.tx.put(keys.DB_DEPS, key, keys.EDGE_CLOSED)
-        return [keys.edge_dependent(key) for key in opened]
 
     def open_count(self, job_id: str) -> tuple[int, bool] | None:
         raw = self.tx.get(keys.DB_WAITING, keys.job_key(job_id))
@@ -111,6 +108,17 @@ def unlink(store: RecordFiler, tx: Tx, rec: JobRecord, now: int) -> None:
         unique = keys.unique_key(rec.name, rec.key)
         if tx.get(keys.DB_UNIQUE, unique) == keys.job_key(rec.id):
             tx.delete(keys.DB_UNIQUE, unique)
+
+
+def close_edges(tx: Tx, job_id: str) -> None:
+    """Close the edges from a dead job being taken back (requeued): they were counted
+    when it died, and its next end must count nothing."""
+    prefix = keys.edge_prefix(job_id)
+    opened = [
+        key for key, value in tx.prefix_items(keys.DB_DEPS, prefix) if value == keys.EDGE_OPEN
+    ]
+    for key in opened:  # after the scan: its cursor stays where it was
+        tx.put(keys.DB_DEPS, key, keys.EDGE_CLOSED)
 
 
 def key_holder(store: RecordFiler, tx: Tx, name: str, key: str) -> JobRecord | None:

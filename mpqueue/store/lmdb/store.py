@@ -37,7 +37,7 @@ from . import keys
 from .check import Layout, check_store
 from .claims import decode_claim, encode_claim
 from .env import EnvHandle, Tx
-from .graph import Linker, dependents, key_holder, settle_end, unlink
+from .graph import Linker, close_edges, dependents, key_holder, settle_end, unlink
 from .wakeup import HandOffInbox, WakeListener, WakeSender
 
 LAYOUT_OPTIMIZED = b"optimized"
@@ -693,6 +693,7 @@ class LmdbStore(Store, HandOff):
                 )
             tx.put(keys.DB_UNIQUE, keys.unique_key(rec.name, rec.key), keys.job_key(job_id))
         tx.delete(keys.DB_DEAD, keys.dead_key(job_id))
+        close_edges(tx, job_id)
         rec = rec.evolve(state=JobState.READY, attempts=0, run_at_ms=now_ms, finished_at_ms=None)
         self._requeue(tx, rec)
         return rec

@@ -19,8 +19,8 @@ from .session import Query
 
 # Statements of this module (``{jobs}``-style names filled in by the store).
 SQL = {
-    "close_edges": """UPDATE {deps} SET open = false WHERE dep_id = ANY(%s) AND open
-        RETURNING dep_id, job_id""",
+    "open_edges": "SELECT dep_id, job_id FROM {deps} WHERE dep_id = ANY(%s) AND open",
+    "close_edges": "UPDATE {deps} SET open = false WHERE dep_id = %s AND open",
     "lock_waiting": """SELECT id, open_deps, allow_failures FROM {jobs}
         WHERE id = ANY(%s) AND state = 'waiting' ORDER BY id FOR UPDATE""",
     "count_down_many": """UPDATE {jobs} AS j SET open_deps = u.open_deps
@@ -45,7 +45,7 @@ SQL = {
 class PgGraph:
     """``dependencies.Graph`` over one transaction of the PostgreSQL store.
 
-    The ends of one finish are settled together: ``prepare`` closes all their edges
+    The ends of one finish are settled together: ``prepare`` reads all their edges
     in one statement and locks every job waiting on them in another (in id order, so
     two finishes lock the jobs they share in the same order), and ``flush`` writes the
     counts that went down in one more; only a cascade of cancellations reads more.
@@ -67,7 +67,7 @@ class PgGraph:
         self._changed: set[str] = set()  # counts to write at flush
 
     def prepare(self, job_ids: Sequence[str]) -> None:
-        for dep_id, job_id in self.q.rows(self.sql["close_edges"], (list(job_ids),)):
+        for dep_id, job_id in self.q.rows(self.sql["open_edges"], (list(job_ids),)):
             self._edges.setdefault(dep_id, []).append(job_id)
         self._edges.update((job_id, []) for job_id in job_ids if job_id not in self._edges)
         self._lock([d for dependents in self._edges.values() for d in dependents])
@@ -78,7 +78,7 @@ class PgGraph:
             for job_id, open_deps, allow in self.q.rows(self.sql["lock_waiting"], (wanted,)):
                 self._counts[job_id] = (int(open_deps), bool(allow))
 
-    def close_edges(self, job_id: str) -> list[str]:
+    def open_edges(self, job_id: str) -> list[str]:
         if job_id not in self._edges:
             self.prepare([job_id])  # a job cancelled by this settle: its own edges
         return sorted(self._edges.pop(job_id))

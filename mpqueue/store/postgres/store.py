@@ -222,10 +222,13 @@ _SQL = {
     "check_seqs": """SELECT seq, count(*) FROM {jobs} WHERE state IN ('ready', 'scheduled')
             GROUP BY seq HAVING count(*) > 1""",
     "check_errors": "SELECT id, errors FROM {jobs} WHERE errors <> '[]'",
-    "check_waiting": """SELECT j.id, j.open_deps, count(d.job_id) FILTER (WHERE d.open)
-        FROM {jobs} j LEFT JOIN {deps} d ON d.job_id = j.id WHERE j.state = 'waiting'
-        GROUP BY j.id, j.open_deps
-        HAVING j.open_deps <> count(d.job_id) FILTER (WHERE d.open) OR j.open_deps < 1""",
+    # An edge counts while it is open and its dependency has not ended.
+    "check_waiting": """SELECT j.id, j.open_deps, count(d.job_id) FILTER (WHERE d.open AND
+            dj.state NOT IN ('done', 'dead', 'cancelled'))
+        FROM {jobs} j LEFT JOIN {deps} d ON d.job_id = j.id LEFT JOIN {jobs} dj ON dj.id = d.dep_id
+        WHERE j.state = 'waiting' GROUP BY j.id, j.open_deps
+        HAVING j.open_deps <> count(d.job_id) FILTER (WHERE d.open AND
+            dj.state NOT IN ('done', 'dead', 'cancelled')) OR j.open_deps < 1""",
     "check_edges": """SELECT d.dep_id, d.job_id FROM {deps} d WHERE NOT EXISTS
             (SELECT 1 FROM {jobs} j WHERE j.id = d.job_id AND d.dep_id = ANY(j.depends_on))""",
     "count": "SELECT count(*) FROM {jobs}",
@@ -633,6 +636,7 @@ class PostgresStore(Store):
                     f"job {job_id} has key {rec.key!r}, which job {holder[0]} holds now; "
                     f"it cannot be requeued while that job is not dead or cancelled"
                 )
+        q.write(self.sql["close_edges"], (job_id,))  # counted when it died: not again
         seq = q.rows(self.sql["requeue_dead"], (now_ms, job_id))[0][0]
         q.counter.puts += 1
         q.rows(self.sql["notify"], (self.channel,))
