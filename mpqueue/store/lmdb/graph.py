@@ -30,14 +30,17 @@ class RecordFiler(Protocol):
 
 
 class LmdbGraph:
-    """``dependencies.Graph`` over the write transaction ``tx``."""
+    """``dependencies.Graph`` over the write transaction ``tx``.
+
+    It keeps the waiting counts it read, and writes those it lowered at ``flush``: the
+    ends of one commit (a chord's members finished in one cycle) read and write their
+    callback's count once, not once each. Every settle of a transaction between the
+    graph's first read and its flush must go through the graph (``settle_ends``)."""
 
     def __init__(self, store: RecordFiler, tx: Tx):
         self.store, self.tx = store, tx
-        # The waiting entries open_count read, so count_down, which follows at once for
-        # the same job, writes without reading again: a chord's callback is counted down
-        # once per member, in the server's hot path.
-        self.counts: dict[str, tuple[int, bool]] = {}
+        self.counts: dict[str, tuple[int, bool] | None] = {}  # None: stopped waiting
+        self.lowered: set[str] = set()  # counts to write at flush
 
     def open_edges(self, job_id: str) -> list[str]:
         return [
@@ -47,6 +50,8 @@ class LmdbGraph:
         ]
 
     def open_count(self, job_id: str) -> tuple[int, bool] | None:
+        if job_id in self.counts:
+            return self.counts[job_id]
         raw = self.tx.get(keys.DB_WAITING, keys.job_key(job_id))
         if raw is None:
             return None
@@ -58,10 +63,23 @@ class LmdbGraph:
         return entry
 
     def count_down(self, job_id: str, open_deps: int) -> None:
-        entry = self.counts.get(job_id) or self.open_count(job_id)
-        allow = entry is not None and entry[1]
-        self.counts[job_id] = (open_deps, allow)
-        self.tx.put(keys.DB_WAITING, keys.job_key(job_id), keys.encode_waiting(open_deps, allow))
+        entry = self.open_count(job_id)
+        self.counts[job_id] = (open_deps, entry is not None and entry[1])
+        self.lowered.add(job_id)
+
+    def flush(self) -> None:
+        for job_id in sorted(self.lowered):
+            entry = self.counts[job_id]
+            assert entry is not None  # a job that stopped waiting left ``lowered``
+            value = keys.encode_waiting(*entry)
+            self.tx.put(keys.DB_WAITING, keys.job_key(job_id), value)
+        self.lowered.clear()
+
+    def _forget(self, job_id: str) -> None:
+        """A job that stops waiting: its count goes, and is neither read nor written."""
+        self.counts[job_id] = None
+        self.lowered.discard(job_id)
+        self.tx.delete(keys.DB_WAITING, keys.job_key(job_id))
 
     def load(self, job_id: str) -> JobRecord:
         rec = self.store._load(self.tx, job_id)
@@ -70,11 +88,11 @@ class LmdbGraph:
         return rec
 
     def file_released(self, rec: JobRecord) -> None:
-        self.tx.delete(keys.DB_WAITING, keys.job_key(rec.id))
+        self._forget(rec.id)
         self.store._requeue(self.tx, rec)  # a new FIFO number: behind the jobs waiting
 
     def file_cancelled(self, rec: JobRecord, reason: str) -> None:
-        self.tx.delete(keys.DB_WAITING, keys.job_key(rec.id))
+        self._forget(rec.id)
         self.store._save(self.tx, rec)
         file_cancelled_entry(self.tx, rec, reason)
 
@@ -86,8 +104,18 @@ def file_cancelled_entry(tx: Tx, rec: JobRecord, reason: str) -> None:
 
 def settle_end(store: RecordFiler, tx: Tx, rec: JobRecord, end: JobState | None, now: int) -> None:
     """``dependencies.settle`` for the end of ``rec``; free while no job has dependents."""
-    if tx.has_entries(keys.DB_DEPS):
-        settle(LmdbGraph(store, tx), rec.id, rec.name, end, now)
+    settle_ends(store, tx, [(rec, end)], now)
+
+
+def settle_ends(
+    store: RecordFiler, tx: Tx, ends: list[tuple[JobRecord, JobState | None]], now: int
+) -> None:
+    """``dependencies.settle`` for each (job, end) of a transaction, through one graph."""
+    if ends and tx.has_entries(keys.DB_DEPS):
+        graph = LmdbGraph(store, tx)
+        for rec, end in ends:
+            settle(graph, rec.id, rec.name, end, now)
+        graph.flush()
 
 
 def unlink(store: RecordFiler, tx: Tx, rec: JobRecord, now: int) -> None:
@@ -95,7 +123,7 @@ def unlink(store: RecordFiler, tx: Tx, rec: JobRecord, now: int) -> None:
     for a job deleted before it ended, and its edges, count and key entry go."""
     if tx.has_entries(keys.DB_DEPS):
         if rec.state not in (JobState.DONE, JobState.DEAD, JobState.CANCELLED):
-            settle(LmdbGraph(store, tx), rec.id, rec.name, None, now)
+            settle_end(store, tx, rec, None, now)
         out = [key for key, _ in tx.scan_prefix(keys.DB_DEPS, keys.edge_prefix(rec.id), False)]
         for key in out:
             tx.delete(keys.DB_DEPS, key)

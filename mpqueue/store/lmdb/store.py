@@ -37,7 +37,7 @@ from . import keys
 from .check import Layout, check_store
 from .claims import decode_claim, encode_claim
 from .env import EnvHandle, Tx
-from .graph import Linker, close_edges, dependents, key_holder, settle_end, unlink
+from .graph import Linker, close_edges, dependents, key_holder, settle_end, settle_ends, unlink
 from .wakeup import HandOffInbox, WakeListener, WakeSender
 
 LAYOUT_OPTIMIZED = b"optimized"
@@ -480,9 +480,25 @@ class LmdbStore(Store, HandOff):
     def finish(self, outcomes: Sequence[Outcome], now_ms: int) -> list[bool]:
         if not outcomes:
             return []
-        return self.env.write(lambda tx: [self._finish_one(tx, o, now_ms) for o in outcomes])
+        return self.env.write(lambda tx: self._finish_all(tx, outcomes, now_ms))
 
-    def _finish_one(self, tx: Tx, outcome: Outcome, now_ms: int) -> bool:
+    def _finish_all(self, tx: Tx, outcomes: Sequence[Outcome], now_ms: int) -> list[bool]:
+        """Apply ``outcomes``, then settle the jobs waiting for those that ended, together
+        (one read and write of a count per dependent for the whole batch)."""
+        ends: list[tuple[JobRecord, JobState | None]] = []
+        acks = [self._finish_one(tx, o, now_ms, ends) for o in outcomes]
+        settle_ends(self, tx, ends, now_ms)
+        return acks
+
+    def _finish_one(
+        self,
+        tx: Tx,
+        outcome: Outcome,
+        now_ms: int,
+        ends: list[tuple[JobRecord, JobState | None]] | None = None,
+    ) -> bool:
+        """Apply one outcome; a job that ended is settled at once, or added to ``ends``
+        for the caller to settle with the batch's others."""
         pkey = keys.processing_key(outcome.server_id, outcome.job_id)
         if not tx.delete(keys.DB_PROCESSING, pkey):
             return False  # the claim was taken back: a late outcome changes nothing
@@ -496,16 +512,29 @@ class LmdbStore(Store, HandOff):
         rec = applied.record
         if applied.destination is Destination.DONE:
             self._mark_done(tx, rec)
-            settle_end(self, tx, rec, JobState.DONE, now_ms)
+            self._ended(tx, rec, JobState.DONE, now_ms, ends)
         elif applied.destination is Destination.RELEASED:
             self._save(tx, rec)
             self._enqueue_index(tx, rec)  # at its old seq: ahead of the jobs after it
         elif applied.destination is Destination.DEAD:
             self._bury(tx, rec, applied.dead_reason)
-            settle_end(self, tx, rec, JobState.DEAD, now_ms)
+            self._ended(tx, rec, JobState.DEAD, now_ms, ends)
         else:
             self._requeue(tx, rec)
         return True
+
+    def _ended(
+        self,
+        tx: Tx,
+        rec: JobRecord,
+        end: JobState,
+        now_ms: int,
+        ends: list[tuple[JobRecord, JobState | None]] | None,
+    ) -> None:
+        if ends is None:
+            settle_end(self, tx, rec, end, now_ms)
+        else:
+            ends.append((rec, end))
 
     def _mark_done(self, tx: Tx, rec: JobRecord) -> None:
         self._save(tx, rec)
@@ -734,7 +763,7 @@ class LmdbStore(Store, HandOff):
         idle_children: Sequence[int] = (),
     ) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
         def body(tx: Tx) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
-            acks = [self._finish_one(tx, o, now_ms) for o in outcomes]
+            acks = self._finish_all(tx, outcomes, now_ms)
             claimed: builtins.list[JobRecord] = []
             if limit > 0:
                 self._promote(tx, now_ms)
