@@ -30,7 +30,7 @@ from .handle import finished_value
 from .limits import check_int
 from .location import is_memory
 from .queue import Queue
-from .records import FINISHED_STATES, JobRecord
+from .records import FINISHED_STATES, Ending
 from .registry import check_name, task_name
 from .serve.launcher import ServerLauncher
 from .task import Task, TaskOptions
@@ -353,11 +353,12 @@ class _Watcher:
         self.sweep_at = start + len(ids)
         return sum(self._settle(job_id, rec) for job_id, rec in zip(ids, self._read(ids)))
 
-    def _read(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
-        return self.queue.store.get_many(job_ids) if job_ids else []
+    def _read(self, job_ids: Sequence[str]) -> list[Ending | None]:
+        # Endings, not records: only state, result and last error are decoded.
+        return self.queue.store.endings(job_ids) if job_ids else []
 
-    def _settle(self, job_id: str, record: JobRecord | None) -> bool:
-        """Finish the future of ``job_id`` if its record says the job ended; True if so."""
+    def _settle(self, job_id: str, record: Ending | None) -> bool:
+        """Finish the future of ``job_id`` if its ending says the job ended; True if so."""
         if record is not None and record.state not in FINISHED_STATES:
             return False
         with self.lock:
@@ -368,7 +369,7 @@ class _Watcher:
             if record is None:
                 future.set_exception(JobNotFound(f"job {job_id} no longer exists (deleted?)"))
             else:
-                _set_outcome(future, record)
+                _set_outcome(future, job_id, record)
         return True
 
     def _fail_all(self, exc: BaseException) -> None:
@@ -380,9 +381,9 @@ class _Watcher:
                 future.set_exception(exc)
 
 
-def _set_outcome(future: concurrent.futures.Future[Any], record: JobRecord) -> None:
+def _set_outcome(future: concurrent.futures.Future[Any], job_id: str, ending: Ending) -> None:
     try:
-        future.set_result(finished_value(record))
+        future.set_result(finished_value(job_id, ending))
     except Exception as exc:  # JobFailed, or a result that cannot be loaded
         future.set_exception(exc)
 

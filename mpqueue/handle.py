@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from .errors import JobCancelled, JobFailed, JobNotFound
-from .records import ErrorInfo, JobRecord, JobState
+from .records import Ending, ErrorInfo, JobRecord, JobState
 from .serializer import load_payload, load_result
 from .store.base import Store
 
@@ -108,7 +108,8 @@ class Job:
         """
 
         self.record = self.queue.wait_finished(self.id, timeout)
-        return finished_value(self.record)
+        rec = self.record
+        return finished_value(rec.id, Ending(rec.state, rec.result, self.error))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly view (no payload bytes), for the command line."""
@@ -130,16 +131,15 @@ class Job:
         }
 
 
-def finished_value(record: JobRecord) -> Any:
-    """The value of a finished job's record, unpickled (``Job.result`` and the
+def finished_value(job_id: str, ending: Ending) -> Any:
+    """The value of a finished job, unpickled from its ending (``Job.result`` and the
     ``Executor``'s futures both read results here, the one place that unpickles them).
 
     Raises JobFailed (with the remote traceback) for a dead job, JobCancelled for a
     cancelled one, PayloadError for a result that cannot be loaded.
     """
-    error = record.errors[-1] if record.errors else None
-    if record.state is JobState.DEAD:
-        raise JobFailed(record.id, error)
-    if record.state is JobState.CANCELLED:
-        raise JobCancelled(record.id, error)
-    return load_result(record.result or b"", job_id=record.id)
+    if ending.state is JobState.DEAD:
+        raise JobFailed(job_id, ending.error)
+    if ending.state is JobState.CANCELLED:
+        raise JobCancelled(job_id, ending.error)
+    return load_result(ending.result or b"", job_id=job_id)
