@@ -154,6 +154,11 @@ class Executor(concurrent.futures.Executor):
     def _refuse_if_closed(self) -> None:
         if self._closed:
             raise RuntimeError("cannot schedule new futures after shutdown")
+        if self.queue.batching:  # its jobs would not exist until the block ends
+            raise ConfigError(
+                "an Executor's calls cannot be made inside queue.batch() on its queue: "
+                "their futures would wait for jobs written only when the block ends"
+            )
         self._watcher.raise_if_broken()
 
     # ---- ending ---------------------------------------------------------------------------

@@ -298,6 +298,11 @@ class Queue:
         """
         return self._batches.open(self.store.add)
 
+    @property
+    def batching(self) -> bool:
+        """Whether this thread has a ``batch()`` open on this queue."""
+        return self._batches.collecting() is not None
+
     def _add(self, records: list[JobRecord]) -> list[Job]:
         if self.secret is not None:
             for rec in records:

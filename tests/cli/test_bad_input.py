@@ -618,3 +618,32 @@ def test_a_store_on_a_read_only_mount_can_be_inspected(read_only_mount):
     _one_error_line(added, 1, "read-only")
     with Queue(str(source / "store")) as queue:
         assert queue.stats()["total"] == 2
+
+
+@pytest.mark.timeout(60)
+def test_a_read_only_store_from_before_workflows_can_be_inspected(read_only_mount):
+    """A store written before workflows has none of their databases; opened read-only
+    (they cannot be created), it reads them as empty."""
+    import lmdb
+
+    from mpqueue.store.lmdb import keys
+
+    source, mounted = read_only_mount
+    with Queue(str(source / "store")) as queue:
+        job = queue.task_by_name("tests.support.tasks.add").delay(1, 1)
+    raw = lmdb.open(str(source / "store"), max_dbs=len(keys.ALL_DBS) + 2, subdir=True)
+    try:
+        for name in keys.WORKFLOW_DBS:  # as the store was before workflows
+            with raw.begin(write=True) as txn:
+                txn.drop(raw.open_db(name, txn=txn), delete=True)
+    finally:
+        raw.close()
+    store = str(mounted / "store")
+    stats = run_cli("--path", store, "stats", "--json", cwd=source)
+    assert stats.returncode == 0, stats.stderr
+    counts = json.loads(stats.stdout)
+    assert counts["ready"] == 1 and counts["waiting"] == counts["cancelled"] == 0
+    shown = run_cli("--path", store, "show", job.id, "--json", cwd=source)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["dependents"] == [], shown.stderr
+    listed = run_cli("--path", store, "list", "--state", "waiting", "--json", cwd=source)
+    assert listed.returncode == 0 and json.loads(listed.stdout) == [], listed.stderr

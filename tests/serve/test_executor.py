@@ -42,6 +42,19 @@ def test_map_returns_results_in_order_and_submit_takes_any_callable(env):
 
 
 @pytest.mark.timeout(60)
+def test_calls_inside_a_batch_of_its_queue_are_refused(env):
+    with Executor(env.queue, max_workers=1) as ex:
+        before = env.queue.stats()
+        with env.queue.batch():
+            with pytest.raises(ConfigError, match="inside queue.batch"):
+                ex.submit(executor_tasks.square, 2)
+            with pytest.raises(ConfigError, match="inside queue.batch"):
+                ex.map(executor_tasks.square, [1, 2])
+        assert env.queue.stats() == before
+        assert ex.submit(executor_tasks.square, 3).result(timeout=30) == 9  # outside: fine
+
+
+@pytest.mark.timeout(60)
 def test_a_failed_job_raises_job_failed_with_the_remote_error(env):
     with Executor(env.path, max_workers=1, retries=0) as ex:
         future = ex.submit(executor_tasks.fail, "boom")
