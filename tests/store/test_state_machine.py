@@ -328,6 +328,26 @@ class StoreMachine(RuleBasedStateMachine):
         self._set(job, JobState.DONE, None, self.jobs[job][2])
         self.graph.end(job, JobState.DONE, self.now)
 
+    @precondition(lambda self: len(self._held()) >= 2)
+    @rule(data=st.data())
+    def end_together(self, data):
+        """Several held jobs end in one finish, done or dead (no retry): the store settles
+        their dependents together, the model one end after another."""
+        held = self._held()
+        jobs = data.draw(st.lists(st.sampled_from(held), min_size=2, max_size=4, unique=True))
+        dead = data.draw(st.lists(st.booleans(), min_size=len(jobs), max_size=len(jobs)))
+        outcomes = [
+            Outcome.failed(job, self.jobs[job][1], ErrorInfo("E", "x"), retryable=False)
+            if is_dead
+            else Outcome.done(job, self.jobs[job][1], b"\x01r")
+            for job, is_dead in zip(jobs, dead)
+        ]
+        assert self.store.finish(outcomes, self.now) == [True] * len(jobs)
+        for job, is_dead in zip(jobs, dead):
+            end = JobState.DEAD if is_dead else JobState.DONE
+            self._set(job, end, None, self.jobs[job][2])
+            self.graph.end(job, end, self.now)
+
     @precondition(lambda self: self._held())
     @rule(data=st.data(), retryable=st.booleans(), delay=st.one_of(st.none(), st.floats(0, 3)))
     def fail(self, data, retryable, delay):
