@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 from .errors import ConfigError
 from .limits import DEPENDENCIES_MAX
-from .records import ErrorInfo, JobRecord, JobState, is_job_id
+from .records import FAILED_STATES, FINISHED_STATES, ErrorInfo, JobRecord, JobState, is_job_id
 
 # How a dependency's end reads in the reason of the jobs it cancels.
 ENDINGS = {
@@ -111,27 +111,17 @@ def dependency_ids(depends_on: Dependencies) -> tuple[str, ...]:
     for item, job_id in zip(items, ids):
         if item is job_id and not is_job_id(job_id):
             raise ConfigError(f"depends_on takes jobs or job ids; got {job_id!r}")
-    return check_depends_on(ids, checked=True)
-
-
-def check_depends_on(job_ids: Sequence[str], *, checked: bool = False) -> tuple[str, ...]:
-    """The ids of ``depends_on`` as a tuple; ConfigError for a malformed (unless
-    ``checked``) or repeated id or too many of them."""
-    ids = tuple(job_ids)
     if len(ids) > DEPENDENCIES_MAX:
         raise ConfigError(
             f"depends_on names {len(ids)} jobs; the most one job may wait for is {DEPENDENCIES_MAX}"
         )
-    for job_id in () if checked else ids:
-        if not is_job_id(job_id):
-            raise ConfigError(f"depends_on takes jobs or job ids; got {job_id!r}")
     if len(set(ids)) != len(ids):
         seen: set[str] = set()
         for job_id in ids:
             if job_id in seen:
                 raise ConfigError(f"depends_on names job {job_id} twice")
             seen.add(job_id)
-    return ids
+    return tuple(ids)
 
 
 def check_add_order(records: Sequence[JobRecord]) -> None:
@@ -145,6 +135,14 @@ def check_add_order(records: Sequence[JobRecord]) -> None:
                 raise ConfigError(f"job {rec.id} depends on job {dep}, which comes after it")
 
 
+def on_holders(rec: JobRecord, replaced: dict[str, str]) -> JobRecord:
+    """``rec`` depending on the holders of the keys of the jobs of its add that were not
+    added (``replaced``: their ids -> the holders'), in their places."""
+    if not replaced or not rec.depends_on:
+        return rec
+    return rec.evolve(depends_on=tuple(replaced.get(d, d) for d in rec.depends_on))
+
+
 def admit(rec: JobRecord, found: Sequence[JobRecord | None], now_ms: int) -> Admission:
     """The entry of ``rec`` given its dependencies as the store holds them now (``found``,
     in ``depends_on`` order; None for a job that does not exist, which is refused:
@@ -154,20 +152,16 @@ def admit(rec: JobRecord, found: Sequence[JobRecord | None], now_ms: int) -> Adm
     if None in found_states:
         missing = rec.depends_on[found_states.index(None)]
         raise ConfigError(f"depends_on names job {missing}, which does not exist")
-    if not rec.allow_failures and not _FAILED.isdisjoint(found_states):
-        dep = next(d for d in found if d is not None and d.state in _FAILED)
+    if not rec.allow_failures and not FAILED_STATES.isdisjoint(found_states):
+        dep = next(d for d in found if d is not None and d.state in FAILED_STATES)
         reason = _reason(dep.id, dep.name, dep.state)
         return Admission(cancelled(rec, reason, now_ms), (False,) * len(found), reason)
-    open_edges = tuple(state not in _ENDED for state in found_states)
+    open_edges = tuple(state not in FINISHED_STATES for state in found_states)
     if any(open_edges):
         waiting = rec.evolve()
         waiting.state = JobState.WAITING  # a new job: it enters in this state
         return Admission(waiting, open_edges)
     return Admission(rec, open_edges)
-
-
-_FAILED = frozenset({JobState.DEAD, JobState.CANCELLED})
-_ENDED = frozenset({JobState.DONE, JobState.DEAD, JobState.CANCELLED})
 
 
 def settle(graph: Graph, job_id: str, name: str, end: JobState | None, now_ms: int) -> None:

@@ -66,6 +66,15 @@ def check_unique_key(name: str, key: Any) -> str:
     return key
 
 
+def key_held(job_id: str, key: str, holder_id: str) -> ConfigError:
+    """Why a dead job cannot be requeued: another live job holds its unique key (every
+    store raises this one)."""
+    return ConfigError(
+        f"job {job_id} has key {key!r}, which job {holder_id} holds now; "
+        f"it cannot be requeued while that job is not dead or cancelled"
+    )
+
+
 YEAR_S = 365 * 24 * 3600
 TIMEOUT_MAX_S = YEAR_S  # a job limit longer than a year is a mistake, not a limit
 BACKOFF_MAX_S = YEAR_S  # backoff base and cap: no retry waits more than a year

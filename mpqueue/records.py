@@ -47,6 +47,9 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 
 # States a job never leaves by itself (``requeue`` takes a dead one back).
 FINISHED_STATES = frozenset({JobState.DONE, JobState.DEAD, JobState.CANCELLED})
+# The ends that fail the jobs waiting for a job (unless they allow failures) and free
+# its unique key.
+FAILED_STATES = frozenset({JobState.DEAD, JobState.CANCELLED})
 
 
 def check_transition(old: JobState, new: JobState) -> None:

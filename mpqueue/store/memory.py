@@ -25,12 +25,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from ..dependencies import admit, check_add_order, settle
+from ..dependencies import admit, check_add_order, on_holders, settle
 from ..errors import ConfigError, JobNotFound
-from ..limits import check_key_part, stored_problem
+from ..limits import check_key_part, key_held, stored_problem
 from ..location import MEMORY_SCHEME
 from ..outcomes import Destination, apply_outcome
 from ..records import (
+    FAILED_STATES,
     FINISHED_STATES,
     Claim,
     Ending,
@@ -161,10 +162,8 @@ class MemoryStore(Store):
                 replaced[rec.id] = holder.id
                 rec.__dict__.update(holder.evolve().__dict__)
                 continue
+            new = on_holders(new, replaced)
             if new.depends_on:
-                if replaced:
-                    deps = tuple(replaced.get(d, d) for d in new.depends_on)
-                    new = new.evolve(depends_on=deps)
                 new = self._link(new, now)
             new.seq = next(self._db.seqs)
             self._file(new)
@@ -197,7 +196,7 @@ class MemoryStore(Store):
     def _key_holder(self, name: str, key: str) -> JobRecord | None:
         job_id = self._db.unique.get((name, key))
         rec = None if job_id is None else self._db.jobs.get(job_id)
-        if rec is None or rec.state in (JobState.DEAD, JobState.CANCELLED):
+        if rec is None or rec.state in FAILED_STATES:
             return None
         return rec
 
@@ -396,10 +395,7 @@ class MemoryStore(Store):
         if rec.key is not None:
             holder = self._key_holder(rec.name, rec.key)
             if holder is not None:
-                raise ConfigError(
-                    f"job {job_id} has key {rec.key!r}, which job {holder.id} holds now; "
-                    f"it cannot be requeued while that job is not dead or cancelled"
-                )
+                raise key_held(job_id, rec.key, holder.id)
             self._db.unique[(rec.name, rec.key)] = job_id
         edges = self._db.edges.get(job_id, {})  # counted when it died: its next end must not
         edges.update(dict.fromkeys(edges, False))

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ...errors import CorruptRecord
-from ...records import JobRecord, JobState
+from ...records import FINISHED_STATES, JobRecord, JobState
 from ..base import CheckReport, HolderGone
 from ..codec import decode_record
 from . import keys
@@ -32,7 +32,6 @@ from .claims import decode_claim
 from .env import Tx
 
 QUEUE_DBS = (keys.DB_READY, keys.DB_SCHEDULED, keys.DB_PENDING)
-_ENDED = frozenset({JobState.DONE, JobState.DEAD, JobState.CANCELLED})
 
 
 @dataclass(frozen=True)
@@ -242,7 +241,7 @@ class _Checker:
                     f"an edge says job {dependent} depends on {dependency}; its record does not"
                 )
             ended = self.jobs.get(dependency)
-            if value == keys.EDGE_OPEN and (ended is None or ended.state not in _ENDED):
+            if value == keys.EDGE_OPEN and (ended is None or ended.state not in FINISHED_STATES):
                 open_edges[dependent] += 1
         for key, value in tx.scan(keys.DB_WAITING):
             job_id = key.decode("ascii", "replace")

@@ -11,13 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from ...dependencies import Admission, admit, settle
+from ...dependencies import Admission, admit, on_holders, settle
 from ...errors import ConfigError
-from ...records import JobRecord, JobState
+from ...records import FAILED_STATES, FINISHED_STATES, JobRecord, JobState
 from . import keys
 from .env import Tx
-
-LIVE_KEY_STATES = frozenset(JobState) - {JobState.DEAD, JobState.CANCELLED}
 
 
 class RecordFiler(Protocol):
@@ -122,7 +120,7 @@ def unlink(store: RecordFiler, tx: Tx, rec: JobRecord, now: int) -> None:
     """Take a job being deleted out of the graph: the jobs waiting for it are settled as
     for a job deleted before it ended, and its edges, count and key entry go."""
     if tx.has_entries(keys.DB_DEPS):
-        if rec.state not in (JobState.DONE, JobState.DEAD, JobState.CANCELLED):
+        if rec.state not in FINISHED_STATES:
             settle_end(store, tx, rec, None, now)
         out = [key for key, _ in tx.scan_prefix(keys.DB_DEPS, keys.edge_prefix(rec.id), False)]
         for key in out:
@@ -156,7 +154,7 @@ def key_holder(store: RecordFiler, tx: Tx, name: str, key: str) -> JobRecord | N
     if held is None:
         return None
     rec = store._load(tx, keys.decode_job_key(held))
-    return rec if rec is not None and rec.state in LIVE_KEY_STATES else None
+    return rec if rec is not None and rec.state not in FAILED_STATES else None
 
 
 def dependents(tx: Tx, job_id: str) -> list[str]:
@@ -198,8 +196,7 @@ class Linker:
                 self.written[holder.id] = holder
                 self.replaced[rec.id] = holder.id
                 return holder
-        if rec.depends_on and self.replaced:  # on a job of this add that a holder replaced
-            rec = rec.evolve(depends_on=tuple(self.replaced.get(d, d) for d in rec.depends_on))
+        rec = on_holders(rec, self.replaced)
         if rec.depends_on:
             rec = self._link(admit(rec, [self._dependency(d) for d in rec.depends_on], self.now))
         self.store._save(self.tx, rec)

@@ -18,7 +18,7 @@ from typing import Any
 from ...dependencies import check_add_order
 from ...errors import ConfigError, CorruptRecord, JobNotFound
 from ...identity import DEFAULT_LEASE_S, pid_exists, server_dead
-from ...limits import check_key_part, stored_problem
+from ...limits import check_key_part, key_held, stored_problem
 from ...location import DEFAULT_MAP_SIZE
 from ...outcomes import Destination, apply_outcome
 from ...records import Claim, Ending, ErrorInfo, JobRecord, JobState, Outcome, now_ms
@@ -716,10 +716,7 @@ class LmdbStore(Store, HandOff):
         if rec.key is not None:
             holder = key_holder(self, tx, rec.name, rec.key)
             if holder is not None:
-                raise ConfigError(
-                    f"job {job_id} has key {rec.key!r}, which job {holder.id} holds now; "
-                    f"it cannot be requeued while that job is not dead or cancelled"
-                )
+                raise key_held(job_id, rec.key, holder.id)
             tx.put(keys.DB_UNIQUE, keys.unique_key(rec.name, rec.key), keys.job_key(job_id))
         tx.delete(keys.DB_DEAD, keys.dead_key(job_id))
         close_edges(tx, job_id)

@@ -16,9 +16,9 @@ from typing import Any
 
 import psycopg
 
-from ...dependencies import check_add_order
+from ...dependencies import check_add_order, on_holders
 from ...errors import ConfigError, JobNotFound
-from ...limits import TIMEOUT_MAX_S, check_key_part, stored_problem
+from ...limits import TIMEOUT_MAX_S, check_key_part, key_held, stored_problem
 from ...outcomes import Destination, apply_outcome
 from ...records import (
     FINISHED_STATES,
@@ -84,12 +84,15 @@ _DROP_EDGES = """outgoing AS (DELETE FROM {deps} WHERE dep_id IN (SELECT id FROM
             WHERE d.dep_id = g.dep AND d.job_id = g.id)
         SELECT count(*) FROM gone"""
 
-_SQL = {
-    "add": f"""INSERT INTO {{jobs}} ({_PLAIN_COLUMNS})
+
+def _insert_unnest(extra_column: str = "", extra_value: str = "") -> str:
+    """The bulk insert of plain jobs: one array per column, in ``_insert_row``'s order
+    (``extra_column`` takes ``extra_value`` for every row)."""
+    return f"""INSERT INTO {{jobs}} ({_PLAIN_COLUMNS}{extra_column})
         SELECT u.id, u.name, u.state, u.payload, u.priority, nextval({{seq_name}}),
                u.run_at_ms, u.created_at_ms, u.attempts, u.max_retries, u.timeout_s,
                u.func, u.result, u.errors, u.finished_at_ms, u.backoff_base_s,
-               u.backoff_cap_s, u.signature
+               u.backoff_cap_s, u.signature{extra_value}
         FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::integer[],
                     %s::bigint[], %s::bigint[], %s::integer[], %s::integer[],
                     %s::float8[], %s::bytea[], %s::bytea[], %s::text[], %s::bigint[],
@@ -97,22 +100,14 @@ _SQL = {
              state, payload, priority, run_at_ms, created_at_ms, attempts, max_retries,
              timeout_s, func, result, errors, finished_at_ms, backoff_base_s, backoff_cap_s,
              signature, ord)
-        ORDER BY u.ord RETURNING id, seq""",
+        ORDER BY u.ord RETURNING id, seq"""
+
+
+_SQL = {
+    "add": _insert_unnest(),
     # "add" of jobs that later jobs of the same add depend on (a chord's members): they
     # are flagged as they are written, not updated again after.
-    "add_depended": f"""INSERT INTO {{jobs}} ({_PLAIN_COLUMNS}, has_dependents)
-        SELECT u.id, u.name, u.state, u.payload, u.priority, nextval({{seq_name}}),
-               u.run_at_ms, u.created_at_ms, u.attempts, u.max_retries, u.timeout_s,
-               u.func, u.result, u.errors, u.finished_at_ms, u.backoff_base_s,
-               u.backoff_cap_s, u.signature, true
-        FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::integer[],
-                    %s::bigint[], %s::bigint[], %s::integer[], %s::integer[],
-                    %s::float8[], %s::bytea[], %s::bytea[], %s::text[], %s::bigint[],
-                    %s::float8[], %s::float8[], %s::bytea[]) WITH ORDINALITY AS u(id, name,
-             state, payload, priority, run_at_ms, created_at_ms, attempts, max_retries,
-             timeout_s, func, result, errors, finished_at_ms, backoff_base_s, backoff_cap_s,
-             signature, ord)
-        ORDER BY u.ord RETURNING id, seq""",
+    "add_depended": _insert_unnest(", has_dependents", ", true"),
     "promote": """UPDATE {jobs} SET state = 'ready' WHERE id IN (
         SELECT id FROM {jobs} WHERE state = 'scheduled' AND run_at_ms <= %s
         FOR UPDATE SKIP LOCKED)""",
@@ -323,8 +318,7 @@ class PostgresStore(Store):
             holder = q.one(self.sql["key_holder"], (rec.name, rec.key))
             if holder is not None:
                 return _read(holder)
-        if replaced and rec.depends_on:
-            rec = rec.evolve(depends_on=tuple(replaced.get(d, d) for d in rec.depends_on))
+        rec = on_holders(rec, replaced)
         admission = pg_graph.admit_new(q, self.sql, rec, now) if rec.depends_on else None
         new = rec if admission is None else admission.record
         open_deps = 0 if admission is None else admission.open_deps
@@ -338,12 +332,8 @@ class PostgresStore(Store):
         if admission is not None:
             pg_graph.link(q, self.sql, admission)
             if new.state is JobState.CANCELLED:
-                self._note_cancelled(q, new, admission.reason)
+                self._graph(q).file_cancelled(new, admission.reason)  # with its reason
         return new
-
-    def _note_cancelled(self, q: Query, rec: JobRecord, reason: str) -> None:
-        errors = _encode_errors(rec.errors)
-        q.write(self.sql["cancel"], (errors, rec.finished_at_ms, _text(reason), rec.id))
 
     def _resume_linked(self, q: Query, records: Sequence[JobRecord], now: int) -> list[JobRecord]:
         """``_add_linked`` again after a COMMIT whose reply was lost: none of the ids in
@@ -632,10 +622,7 @@ class PostgresStore(Store):
         if rec.key is not None:
             holder = q.one(self.sql["key_taken"], (rec.name, rec.key, job_id))
             if holder is not None:
-                raise ConfigError(
-                    f"job {job_id} has key {rec.key!r}, which job {holder[0]} holds now; "
-                    f"it cannot be requeued while that job is not dead or cancelled"
-                )
+                raise key_held(job_id, rec.key, holder[0])
         q.write(self.sql["close_edges"], (job_id,))  # counted when it died: not again
         seq = q.rows(self.sql["requeue_dead"], (now_ms, job_id))[0][0]
         q.counter.puts += 1
