@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
@@ -27,6 +26,7 @@ from .location import (
     redact,
     resolve_path,
 )
+from .polling import Poll
 from .records import (
     FINISHED_STATES,
     PASS_MODES,
@@ -45,9 +45,6 @@ from .signing import resolve_secret, sign
 from .store import Store, open_store
 from .store.base import CheckReport
 from .task import Task, TaskOptions
-
-_WAIT_MIN_S = 0.001
-_WAIT_MAX_S = 0.05
 
 DEFAULT_RESULT_TTL_S = 7 * 24 * 3600.0  # finished jobs (and results) kept for a week
 
@@ -338,19 +335,16 @@ class Queue:
 
     def wait_finished(self, job_id: str, timeout: float | None = None) -> JobRecord:
         """Wait until a job is done, dead or cancelled; returns its record."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = _WAIT_MIN_S
+        poll = Poll(timeout)
         while True:
             rec = self.store.get(job_id)
             if rec is None:
                 raise JobNotFound(f"job {job_id} does not exist (deleted or expired?)")
             if rec.state in FINISHED_STATES:
                 return rec
-            if deadline is not None and time.monotonic() >= deadline:
+            if poll.expired():
                 raise TimeoutError(f"job {job_id} is still {rec.state} after {timeout} s")
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            time.sleep(pause if left is None else min(pause, left))
-            pause = min(pause * 2, _WAIT_MAX_S)
+            poll.sleep()
 
     # ---- changing -----------------------------------------------------------------
     def delete(self, job_id: str) -> bool:

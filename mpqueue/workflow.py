@@ -15,7 +15,6 @@ store, or none. Its order lives in the store as dependencies (see
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
@@ -23,12 +22,10 @@ from typing import Any
 
 from .errors import ConfigError, JobCancelled, JobFailed
 from .handle import Job
+from .polling import Poll
 from .records import FINISHED_STATES, PASS_ALL, PASS_ONE, JobRecord, JobState
 from .serializer import load_result
 from .task import Enqueuer, Signature
-
-_WAIT_MIN_S = 0.001
-_WAIT_MAX_S = 0.05
 
 
 def _signatures(items: Iterable[Any], what: str) -> list[Signature]:
@@ -174,8 +171,7 @@ class GroupHandle:
         """Yield each member's handle (refreshed) as it ends, in the order they end;
         TimeoutError if ``timeout`` seconds pass before all have."""
         pending = {job.id: job for job in self.jobs}
-        deadline = None if timeout is None else time.monotonic() + timeout
-        pause = _WAIT_MIN_S
+        poll = Poll(timeout)
         while pending:
             ended = False
             ids = list(pending)
@@ -188,13 +184,11 @@ class GroupHandle:
                     ended = True
                     yield job
             if ended:
-                pause = _WAIT_MIN_S
+                poll.reset()
                 continue
-            if deadline is not None and time.monotonic() >= deadline:
+            if poll.expired():
                 raise TimeoutError(f"{len(pending)} of {len(self.jobs)} jobs still running")
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            time.sleep(pause if left is None else min(pause, left))
-            pause = min(pause * 2, _WAIT_MAX_S)
+            poll.sleep()
 
     def results(self, timeout: float | None = None) -> list[Any]:
         """Every member's result in group order, once all have ended. Raises JobFailed
