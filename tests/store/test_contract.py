@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -468,6 +468,22 @@ def test_bad_input_leaves_the_store_unchanged(seeded, store, queue):
 # ---- concurrency ------------------------------------------------------------------------------
 
 
+def run_at_once(location: str, target: Callable[..., None], args: list[tuple], what: str) -> None:
+    """``target(*a)`` for every ``a`` of ``args`` at once, each in a spawned process (in
+    a thread on the memory store, which lives in one process), within 50 s."""
+    if location.startswith("memory://"):
+        threads = [threading.Thread(target=target, args=a) for a in args]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(50)
+        assert not any(thread.is_alive() for thread in threads), f"a {what} hangs"
+    else:
+        procs = [mp.get_context("spawn").Process(target=target, args=a) for a in args]
+        with started(procs):
+            join_cleanly(procs, 50, what)
+
+
 def claim_until_empty(location: str, mode: str, worker: str, out: str) -> None:
     got: list[str] = []
     with Queue(location, mode=mode) as queue:
@@ -489,18 +505,7 @@ def test_concurrent_claimers_never_share_a_job(store, store_location, tmp_path, 
     ]
     files = [tmp_path / f"claimed-{i}.txt" for i in range(claimers)]
     args = [(location, mode, f"c{i}", str(f)) for i, f in enumerate(files)]
-    if location.startswith("memory://"):  # one process: the claimers are threads
-        threads = [threading.Thread(target=claim_until_empty, args=a) for a in args]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(50)
-        assert not any(thread.is_alive() for thread in threads), "a claimer hangs"
-    else:
-        ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=claim_until_empty, args=a) for a in args]
-        with started(procs):
-            join_cleanly(procs, 50, "claimer")
+    run_at_once(location, claim_until_empty, args, "claimer")
     claimed = read_lines(files)
     assert len(claimed) == len(set(claimed)), "a job was handed out twice"
     assert set(claimed) == set(ids), "a job was never claimed"

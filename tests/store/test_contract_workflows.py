@@ -12,7 +12,7 @@ from mpqueue.serializer import load_result
 
 from ..support.helpers import claim_all, done, failed, snapshot
 from ..support.pg_helpers import pg_url  # noqa: F401
-from .test_contract import add, queue, record, store, store_location  # noqa: F401
+from .test_contract import add, queue, record, run_at_once, store, store_location  # noqa: F401
 
 
 def states(store, *job_ids: str) -> list[str]:
@@ -400,10 +400,7 @@ def test_concurrent_finishers_release_a_join_exactly_once(store, store_location,
     """Finishers in other processes (threads on the memory store) end the members of
     two joins that share them, concurrently: each join is released once, its count
     agreeing with its edges throughout (check), and run by exactly one finisher."""
-    import multiprocessing as mp
-    import threading
-
-    from ..support.helpers import join_cleanly, read_lines, started
+    from ..support.helpers import read_lines
 
     location, mode = store_location
     if mode == "legacy":
@@ -413,17 +410,7 @@ def test_concurrent_finishers_release_a_join_exactly_once(store, store_location,
     (both,) = add(store, record(depends_on=tuple(members)))
     files = [tmp_path / f"finished-{i}.txt" for i in range(3)]
     args = [(location, mode, f"f{i}", str(f)) for i, f in enumerate(files)]
-    if location.startswith("memory://"):
-        threads = [threading.Thread(target=finish_until_empty, args=a) for a in args]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(50)
-        assert not any(thread.is_alive() for thread in threads), "a finisher hangs"
-    else:
-        procs = [mp.get_context("spawn").Process(target=finish_until_empty, args=a) for a in args]
-        with started(procs):
-            join_cleanly(procs, 50, "finisher")
+    run_at_once(location, finish_until_empty, args, "finisher")
     finished = read_lines(files)
     assert sorted(finished) == sorted([*members, left, both]), "a job ran twice or never"
     assert states(store, left, both) == ["done", "done"]
