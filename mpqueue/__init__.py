@@ -1,6 +1,8 @@
 """mpqueue: a durable, embedded, multiprocess job queue for CPU-bound Python work."""
 
+from .cancellation import CancelReport
 from .errors import (
+    Cancelled,
     ConfigError,
     DuplicateTask,
     ExecutorBroken,
@@ -26,6 +28,8 @@ from .workflow import GroupHandle, chain, chord, group
 __version__ = "0.1.0"
 
 __all__ = [
+    "CancelReport",
+    "Cancelled",
     "ConfigError",
     "DuplicateTask",
     "ErrorInfo",

@@ -26,9 +26,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .cancellation import cancel_entry
 from .errors import ConfigError
 from .limits import DEPENDENCIES_MAX
-from .records import FAILED_STATES, FINISHED_STATES, ErrorInfo, JobRecord, JobState, is_job_id
+from .records import FAILED_STATES, FINISHED_STATES, JobRecord, JobState, is_job_id
 
 # How a dependency's end reads in the reason of the jobs it cancels.
 ENDINGS = {
@@ -194,7 +195,9 @@ def released(rec: JobRecord, now_ms: int) -> JobRecord:
 
 
 def cancelled(rec: JobRecord, reason: str, now_ms: int) -> JobRecord:
-    error = ErrorInfo("Cancelled", reason, attempt=rec.attempts, at_ms=now_ms, kind="cancelled")
+    """``rec`` ended cancelled now, ``reason`` last in its history (a cancel's text, or
+    the dependency that failed)."""
+    error = cancel_entry(reason, rec.attempts, now_ms)
     cancelled_rec = rec.evolve(errors=rec.errors + (error,), finished_at_ms=now_ms)
     cancelled_rec.state = JobState.CANCELLED  # new jobs too, which were never waiting
     return cancelled_rec

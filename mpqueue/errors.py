@@ -23,6 +23,9 @@ where they enter and chained as ``__cause__``.
     │                        stores catch it and show the job as a corrupt stand-in
     └── ProtocolError        (internal) a worker child sent bytes that are not a
                              message; the server treats it as that child's crash
+
+    Cancelled (a BaseException, like KeyboardInterrupt): raised inside a running job
+    whose cancel was requested, so that ``except Exception`` does not swallow it
 """
 
 from __future__ import annotations
@@ -105,6 +108,12 @@ class JobCancelled(JobFailed):
     def __init__(self, job_id: str, error: object):
         super().__init__(job_id, error)
         self.args = (f"job {job_id} was cancelled: {error}",)
+
+
+class Cancelled(BaseException):
+    """Raised inside a running job when it is cancelled (``job.cancel()``, ``mpqueue
+    cancel``). Let it propagate: the job then ends ``cancelled`` at once. A job that
+    catches it and goes on is killed after the server's ``--timeout-grace``."""
 
 
 class ExecutorBroken(MpqueueError, BrokenExecutor):

@@ -13,7 +13,15 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import JobCancelled, JobFailed, PayloadError, Retry, SerializationError, TaskNotFound
+from .errors import (
+    Cancelled,
+    JobCancelled,
+    JobFailed,
+    PayloadError,
+    Retry,
+    SerializationError,
+    TaskNotFound,
+)
 from .identity import current
 from .records import PASS_ONE, Ending, ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from .registry import resolve
@@ -123,6 +131,8 @@ class TaskRunner:
             return self._failed(rec, error)
         except Retry as exc:
             return self._failed(rec, _error(exc, rec, "retry"), retry_delay_s=exc.delay_s)
+        except Cancelled as exc:  # its cancel came while it ran: the store ends it so
+            return self._failed(rec, _error(exc, rec, "cancelled"), retryable=False)
         except BaseException as exc:  # SystemExit, KeyboardInterrupt: the job failed
             return self._failed(rec, _error(exc, rec, "exception"))
         try:

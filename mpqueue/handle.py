@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from .cancellation import CancelReport
 from .errors import JobCancelled, JobFailed, JobNotFound
 from .records import Ending, ErrorInfo, JobRecord, JobState
 from .serializer import load_payload, load_result
@@ -20,6 +21,8 @@ class JobSource(Protocol):
     def store(self) -> Store: ...
 
     def wait_finished(self, job_id: str, timeout: float | None) -> JobRecord: ...
+
+    def cancel(self, *job_ids: str, reason: str | None = None) -> CancelReport: ...
 
 
 @dataclass
@@ -110,6 +113,16 @@ class Job:
         self.record = self.queue.wait_finished(self.id, timeout)
         rec = self.record
         return finished_value(rec.id, Ending(rec.state, rec.result, self.error))
+
+    def cancel(self, reason: str | None = None) -> bool:
+        """Cancel this job (see ``Queue.cancel``): True if it ended cancelled now or,
+        running, is being stopped by its server; False if it had ended already.
+        Raises JobNotFound if it no longer exists. The handle is refreshed."""
+        report = self.queue.cancel(self.id, reason=reason)
+        if report.missing:
+            raise JobNotFound(f"job {self.id} no longer exists")
+        self.refresh()
+        return bool(report.cancelled or report.requested)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly view (no payload bytes), for the command line."""

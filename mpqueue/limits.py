@@ -43,6 +43,7 @@ def check_key_part(text: str, what: str) -> None:
         )
 
 
+REASON_MAX = 1000  # characters of a cancel's reason, kept in the job's history
 DEPENDENCIES_MAX = 100_000  # the most jobs one job may wait for (a chord's fan-in)
 
 

@@ -25,6 +25,7 @@ class Destination(enum.Enum):
     SCHEDULED = "scheduled"  # a retry: queue it at its run-at, behind the jobs waiting
     DEAD = "dead"  # into the dead-letter queue, with the reason
     RELEASED = "released"  # back to ready, the attempt un-charged, keeping its seq
+    CANCELLED = "cancelled"  # its cancel was requested while it ran: ended, no result
 
 
 @dataclass(slots=True)  # not frozen: that doubles the cost of making one, once per job
@@ -48,7 +49,8 @@ def apply_outcome(record: JobRecord, outcome: Outcome, now_ms: int, rng: random.
 
     Parameters:
         record: the claimed job (its ``attempts`` counts the run that ended).
-        outcome: how the run ended (``done``, ``released`` or ``failed``).
+        outcome: how the run ended (``done``, ``released``, ``failed`` or
+            ``cancelled``).
         now_ms: the clock, for the finish time and the retry's run-at.
         rng: the random source of the retry's jitter (``retry.backoff_s``).
 
@@ -63,6 +65,12 @@ def apply_outcome(record: JobRecord, outcome: Outcome, now_ms: int, rng: random.
         # keep the job's place (its seq), ahead of the jobs that came after it.
         released = record.evolve(state=JobState.READY, attempts=record.attempts - 1)
         return Applied(released, Destination.RELEASED)
+    if outcome.kind == "cancelled":
+        error = outcome.error or NO_ERROR
+        cancelled = record.evolve(
+            state=JobState.CANCELLED, errors=record.errors + (error,), finished_at_ms=now_ms
+        )
+        return Applied(cancelled, Destination.CANCELLED, error)
     return _failed(record, outcome, now_ms, rng)
 
 

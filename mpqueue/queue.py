@@ -12,6 +12,14 @@ from datetime import datetime
 from typing import Any
 
 from .batch import Batches
+from .cancellation import (
+    CancelReport,
+    cancel_all,
+    check_reason,
+    check_states,
+    preview,
+    request_text,
+)
 from .dependencies import Dependencies, dependency_ids
 from .display import describe
 from .errors import ConfigError, JobNotFound, TaskNotFound
@@ -351,6 +359,46 @@ class Queue:
         """Remove a job from whichever queue holds it; False if there is no such job."""
         return is_job_id(job_id) and self.store.delete(job_id)
 
+    def cancel(
+        self,
+        *job_ids: str,
+        name: str | None = None,
+        state: str | Sequence[str] | None = None,
+        reason: str | None = None,
+        dry_run: bool = False,
+    ) -> CancelReport:
+        """Cancel jobs: the ones named by id, or in bulk every job of task ``name``
+        and/or in ``state`` (``ready``, ``scheduled``, ``waiting``, ``processing``, or
+        a list of them; default every state a job has not ended in).
+
+        A queued job ends ``cancelled`` at once; a running one is stopped by its server
+        (``mpqueue.Cancelled`` is raised inside it, its process killed if it does not
+        stop within the server's ``--timeout-grace``) and ends ``cancelled``. Jobs that
+        had ended are left alone. ``reason`` is kept in each job's history, with who
+        cancelled it. A bulk cancel commits in batches of a few thousand jobs.
+        ``dry_run``: change nothing, report what would be done.
+
+        Returns a ``CancelReport``: the ids ``cancelled``, ``requested`` (running: being
+        stopped), ``finished`` (had ended) and ``missing``.
+        """
+        text = request_text(check_reason(reason))
+        if job_ids and (name is not None or state is not None):
+            raise ConfigError("cancel takes job ids or name=/state=, not both")
+        if job_ids:
+            ids = list(dict.fromkeys(_checked_id(job_id) for job_id in job_ids))
+            if dry_run:
+                return preview(ids, self.store.get_many(ids))
+            return self.store.cancel(ids, text, now_ms())
+        if name is None and state is None:
+            raise ConfigError("cancel what? give job ids, name= or state=")
+        if name is not None:
+            check_name(name)
+        states = check_states(state)
+        if dry_run:
+            found = [r for s in states for r in self.store.list(name, s)]
+            return preview([r.id for r in found], found)
+        return cancel_all(self.store, name, states, text)
+
     def requeue(self, job_id: str) -> Job:
         """Move a dead job back to ready with its attempts reset."""
         if not is_job_id(job_id):
@@ -400,6 +448,12 @@ class Queue:
         """Delete done jobs older than the result retention; returns how many."""
         cutoff = (now_ms() if now is None else now) - int(self.result_ttl_s * 1000)
         return self.store.expire_finished(cutoff)
+
+
+def _checked_id(job_id: Any) -> str:
+    if not is_job_id(job_id):
+        raise ConfigError(f"not a job id: {describe(job_id)} (32 lowercase hex characters)")
+    return str(job_id)
 
 
 def _parse_state(state: str | None) -> JobState | None:

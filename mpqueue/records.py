@@ -24,7 +24,7 @@ class JobState(str, enum.Enum):
     PROCESSING = "processing"
     DONE = "done"
     DEAD = "dead"
-    CANCELLED = "cancelled"  # ended without running (a dependency ended dead, say)
+    CANCELLED = "cancelled"  # cancelled (``cancel``), or a dependency failed
 
     def __str__(self) -> str:
         return self.value
@@ -33,12 +33,13 @@ class JobState(str, enum.Enum):
 # The only transitions the store may make. RELEASE (processing -> ready) is the
 # uncharged put-back of a job whose run never started or was interrupted by shutdown.
 # A waiting job leaves with its last open dependency: queued, or cancelled with it.
+# Any job that has not ended can be cancelled (a running one by its server).
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.WAITING: frozenset({JobState.READY, JobState.SCHEDULED, JobState.CANCELLED}),
-    JobState.SCHEDULED: frozenset({JobState.READY}),
-    JobState.READY: frozenset({JobState.PROCESSING, JobState.DEAD}),
+    JobState.SCHEDULED: frozenset({JobState.READY, JobState.CANCELLED}),
+    JobState.READY: frozenset({JobState.PROCESSING, JobState.DEAD, JobState.CANCELLED}),
     JobState.PROCESSING: frozenset(
-        {JobState.DONE, JobState.SCHEDULED, JobState.DEAD, JobState.READY}
+        {JobState.DONE, JobState.SCHEDULED, JobState.DEAD, JobState.READY, JobState.CANCELLED}
     ),
     JobState.DONE: frozenset(),
     JobState.DEAD: frozenset({JobState.READY}),
@@ -47,6 +48,8 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
 
 # States a job never leaves by itself (``requeue`` takes a dead one back).
 FINISHED_STATES = frozenset({JobState.DONE, JobState.DEAD, JobState.CANCELLED})
+# The states ``cancel`` ends at once (a processing job's server ends it).
+QUEUED_STATES = frozenset({JobState.WAITING, JobState.SCHEDULED, JobState.READY})
 # The ends that fail the jobs waiting for a job (unless they allow failures) and free
 # its unique key.
 FAILED_STATES = frozenset({JobState.DEAD, JobState.CANCELLED})
@@ -206,7 +209,9 @@ class Outcome:
 
     kind: ``done`` (``result`` holds the pickled value), ``failed`` (``error``; retried
     with backoff unless ``retryable`` is false or retries are used up), ``released``
-    (put back to ready without charging the attempt).
+    (put back to ready without charging the attempt), ``cancelled`` (``error`` says who
+    cancelled it: what any outcome of a job whose cancel was requested becomes, see
+    ``cancellation.requested``).
     """
 
     job_id: str

@@ -11,6 +11,12 @@ ready" sent during its commit). The child runs such a job before anything queued
 its pipe, and first tells the coordinator (``Took``), so the coordinator's list of what
 each child holds stays in the child's running order.
 
+Cancels: the coordinator writes the id of a job to stop on the child's cancel pipe,
+then sends SIGUSR2. The handler reads the pipe; if the job is the one running, it
+raises ``mpqueue.Cancelled`` in it; a job queued here is skipped when its turn comes.
+Only the handler reads that pipe, and it raises only inside the task's own call, so
+the child's own reading and writing are never interrupted by it.
+
 Messages (typed values, see protocol): the coordinator sends ``Run`` (job ids, queued
 behind what the child holds), ``Handed`` (hand-offs the child may have missed: it runs
 those it has not taken yet) and ``Stop``; the child answers ``Ready`` or ``InitError``
@@ -34,11 +40,11 @@ from typing import Any
 
 import psutil
 
-from ..errors import MpqueueError
+from ..errors import Cancelled, MpqueueError
 from ..execute import JobTimeout, TaskRunner
 from ..identity import pid_exists
 from ..limits import JOB_ID_BYTES
-from ..records import JobRecord
+from ..records import ErrorInfo, JobRecord, now_ms
 from ..registry import import_module
 from ..store.base import HandOff, Inbox
 from . import protocol
@@ -65,20 +71,24 @@ class ChildConfig:
 
 
 # Signals a child outlives: the coordinator owns shutdown (it decides what happens to a
-# running job), and SIGUSR1/SIGUSR2 have no use here. A handler that does nothing, not
-# SIG_IGN: an ignored disposition survives exec(), so every program a job starts would
-# inherit it and could no longer be stopped with SIGTERM or Ctrl-C.
-_OUTLIVED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+# running job), and SIGUSR1 has no use here (SIGUSR2 brings cancels). A handler that
+# does nothing, not SIG_IGN: an ignored disposition survives exec(), so every program a
+# job starts would inherit it and could no longer be stopped with SIGTERM or Ctrl-C.
+_OUTLIVED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1)
+CANCEL_SIGNAL = signal.SIGUSR2
+_CANCELS_REMEMBERED = 10_000  # ids of jobs to skip; more means they went elsewhere
 
 
-def child_main(conn: Connection, config: ChildConfig) -> None:
+def child_main(conn: Connection, config: ChildConfig, cancel_pipe: Connection) -> None:
     """Entry point of a worker process (started by forkserver or spawn)."""
     lead_own_group()
     for signum in _OUTLIVED_SIGNALS:
         signal.signal(signum, _outlive)
+    cancels = _Cancels(cancel_pipe)
+    signal.signal(CANCEL_SIGNAL, cancels.on_signal)
     _watch_coordinator(conn, config.coordinator_pid)
     try:
-        runner = _JobRunner(config)
+        runner = _JobRunner(config, cancels)
     except BaseException as exc:  # report why, then die: the coordinator shows it
         # A bad --import is the user's to fix, named in one line; anything else is ours,
         # so its traceback goes along.
@@ -119,8 +129,50 @@ def _outlive(signum: int, frame: object) -> None:
     """The handler for ``_OUTLIVED_SIGNALS``: the signal changes nothing."""
 
 
+class _Cancels:
+    """The jobs the coordinator told this child to stop, and the one running now."""
+
+    def __init__(self, pipe: Connection):
+        self.pipe = pipe
+        self.ids: set[str] = set()
+        self.running: str | None = None  # set only while the task's own call runs
+
+    def on_signal(self, signum: int, frame: object) -> None:
+        """SIGUSR2: read the ids sent; raise Cancelled if the running job is one."""
+        try:
+            while self.pipe.poll(0):
+                self.ids.add(self.pipe.recv_bytes().decode("ascii", "replace"))
+        except (OSError, EOFError):
+            return  # the coordinator is gone: the watchdog ends this child
+        if len(self.ids) > _CANCELS_REMEMBERED:
+            self.ids.clear()
+        if self.running is not None and self.running in self.ids:
+            self.ids.discard(self.running)
+            raise Cancelled()
+
+    def skipped(self, job_id: str) -> Failed | None:
+        """The report of a job to stop that has not started: it never will."""
+        if not self.ids or job_id not in self.ids:
+            return None
+        self.ids.discard(job_id)
+        error = ErrorInfo(
+            "Cancelled", "cancelled before it started", at_ms=now_ms(), kind="cancelled"
+        )
+        return Failed(job_id, error, False, None, 0)
+
+    def call(
+        self, rec: JobRecord, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """``_timed_call``, open to a cancel while it runs."""
+        self.running = rec.id
+        try:
+            return _timed_call(rec, fn, args, kwargs)
+        finally:
+            self.running = None
+
+
 class _JobRunner:
-    def __init__(self, config: ChildConfig):
+    def __init__(self, config: ChildConfig, cancels: _Cancels):
         for entry in reversed(config.sys_path):
             if entry not in sys.path:
                 sys.path.insert(0, entry)
@@ -131,8 +183,9 @@ class _JobRunner:
         self.store = open_store(config.store_path, mode=config.mode)
         self.process = psutil.Process() if config.measure_rss else None
         self.server_id = config.server_id
+        self.cancels = cancels
         self.task_runner = TaskRunner(
-            config.server_id, config.secret, fetch=self.store.endings, call=_timed_call
+            config.server_id, config.secret, fetch=self.store.endings, call=cancels.call
         )
         self.pid = os.getpid()
         self.hand_off = self.store.hand_off if config.hand_off else None
@@ -207,6 +260,9 @@ class _JobRunner:
         return self._run_record(job_id, self.store.get(job_id))
 
     def _run_record(self, job_id: str, rec: JobRecord | None) -> Done | Failed:
+        skipped = self.cancels.skipped(job_id)
+        if skipped is not None:
+            return skipped
         outcome = self.task_runner.run(job_id, rec)
         if outcome.kind == "done":
             assert outcome.result is not None  # a done Outcome of the task runner has one
@@ -240,7 +296,7 @@ def _timed_call(
     rec: JobRecord, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """Call a task function under the job's soft time limit (SIGALRM raises JobTimeout
-    in it); a job that ran out of time leaves nothing running."""
+    in it); a job that ran out of time, or was cancelled, leaves nothing running."""
     try:
         try:
             if rec.timeout_s:
@@ -248,6 +304,6 @@ def _timed_call(
             return fn(*args, **kwargs)
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
-    except JobTimeout:
+    except (JobTimeout, Cancelled):
         kill_descendants()
         raise

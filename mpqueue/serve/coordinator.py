@@ -47,6 +47,7 @@ from ..records import ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from ..store import open_store
 from . import protocol, recovery
 from .backoff import StoreBackoff
+from .cancels import Cancels
 from .deadlines import Deadlines
 from .handoff import Handoff
 from .ledger import Ledger, stray_claims
@@ -96,7 +97,9 @@ class Coordinator:
         self.pacer = Pacer(
             self.settings.prefetch_max, self.settings.max_tasks_per_child, self.poll_s
         )
-        self.deadlines = Deadlines(self.ledger, self.settings.timeout_grace_s)
+        self.cancels = Cancels(self.ledger, self.settings.timeout_grace_s)
+        self.deadlines = Deadlines(self.ledger, self.settings.timeout_grace_s, self.cancels)
+        self.cancel_check = False  # a cancel may have been requested: read the requests
         self.handoff = Handoff(self.store, self.server_id, self.ledger, hand_off)
         self.signals = 0
         self.stop_deadline: float | None = None
@@ -174,6 +177,8 @@ class Coordinator:
             if self._guarded(self._finished):
                 return
             self._wait(wake_r)
+            if self.cancel_check:
+                self._guarded(self._read_cancels)
             self._enforce_deadlines()
             self._guarded(self._periodic)
 
@@ -334,10 +339,18 @@ class Coordinator:
                 # next_due_ms.
                 self._guarded(listener.drain)
                 self.more_ready = True
+                self.cancel_check = self.cancel_check or listener.cancels()
         for slot in list(self.pool.slots):
             self._read_messages(slot)  # cheap when nothing came: one poll, no read
             if slot.sentinel in ready:
                 self._on_child_exit(slot)
+
+    def _read_cancels(self) -> None:
+        """Stop the jobs of ours whose cancel was requested (see cancels.py)."""
+        self.cancel_check = False
+        requested = self.store.cancel_requests(self.server_id)
+        if requested or self.cancels.sent:
+            self.cancels.requested(requested, self.pool.slots, time.monotonic())
 
     def _unneeded_for(self, slot: Slot, per_child: int) -> float:
         """How long this child surely needs nothing from the server (0: listen to it now).
@@ -449,6 +462,8 @@ class Coordinator:
             self.pool.on_ready(slot, message)
             self.start_failures = 0
             self._heartbeat()
+        if self.cancels.sent:  # the child may have started a job being cancelled
+            self.cancels.head_changed(slot, now)
         limit = self.settings.max_tasks_per_child
         if limit is not None and slot.jobs_run >= limit:
             slot.retire()
@@ -542,6 +557,8 @@ class Coordinator:
             self.more_ready = True  # the safety net for a lost wake-up or a missed put-back
             if self.handoff.enabled and not self.signals:
                 self.handoff.resend(usable(self.pool.slots))
+        if self._every("cancels", self.poll_s):
+            self.cancel_check = True  # the safety net for a lost cancel, or no wake-ups
         if self._every("reclaim", RECLAIM_EVERY_S):
             if recovery.reclaim_dead(self.store, self.server_id, lease_s=self.settings.lease_s):
                 self.more_ready = True

@@ -4,7 +4,8 @@ A job with a timeout gets SIGALRM in its child when it runs out (the soft limit,
 child.py). A job that ignores it (a bare ``except:``, a C extension that never returns
 to Python) is still running ``timeout_grace_s`` later: then the server kills its child
 and charges the job. ``Deadlines`` works out when that is for each child's head job,
-and kills the children whose head is past it.
+and kills the children whose head is past it. A job whose cancel was requested gets
+the same grace to stop (see ``cancels.py``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import logging
 
 from ..records import ErrorInfo, JobRecord, now_ms
+from .cancels import Cancels
 from .ledger import Ledger
 from .pool import Slot
 
@@ -39,9 +41,10 @@ def timeout_error(rec: JobRecord) -> ErrorInfo:
 class Deadlines:
     """The hard deadline of each child's running job, from the records claimed."""
 
-    def __init__(self, ledger: Ledger, grace_s: float):
+    def __init__(self, ledger: Ledger, grace_s: float, cancels: Cancels | None = None):
         self.ledger = ledger
         self.grace_s = grace_s
+        self.cancels = cancels or Cancels(ledger, grace_s)
 
     def of(self, slot: Slot) -> float | None:
         """When ``slot``'s head job is killed, or None if it has no deadline."""
@@ -49,10 +52,12 @@ class Deadlines:
         # (head_since is the dead job's start) and is released when the exit is seen.
         if not slot.inflight or slot.killed:
             return None
+        cancel = self.cancels.kill_due(slot)
         rec = self.ledger.claimed.get(slot.inflight[0])
-        if rec is None:
-            return None
-        return kill_at(slot.head_since, rec.timeout_s, self.grace_s)
+        timeout = None if rec is None else kill_at(slot.head_since, rec.timeout_s, self.grace_s)
+        if cancel is None or timeout is None:
+            return cancel if timeout is None else timeout
+        return min(cancel, timeout)
 
     def next(self, slots: list[Slot]) -> float | None:
         """The earliest deadline of any slot's head job."""
@@ -66,7 +71,13 @@ class Deadlines:
             deadline = self.of(slot)
             if deadline is None or now < deadline:
                 continue
+            cancel = self.cancels.kill_due(slot)
             head = slot.inflight.popleft()
+            slot.killed = True
+            slot.kill()
+            if cancel is not None and now >= cancel:
+                charges.append((head, self.cancels.killed(head)))
+                continue
             rec = self.ledger.claimed[head]
             log.warning(
                 "job %s ran past its %s s timeout: killing worker %d",
@@ -74,7 +85,5 @@ class Deadlines:
                 rec.timeout_s,
                 slot.pid,
             )
-            slot.killed = True
-            slot.kill()
             charges.append((head, timeout_error(rec)))
         return charges

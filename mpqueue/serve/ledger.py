@@ -23,7 +23,7 @@ class RunStats:
     """What happened to the jobs this server ran."""
 
     def __init__(self) -> None:
-        self.done = self.retried = self.dead = self.released = 0
+        self.done = self.retried = self.dead = self.released = self.cancelled = 0
         self.started_at = time.monotonic()
 
 
@@ -106,6 +106,8 @@ class Ledger:
                 self.stats.done += 1
             elif outcome.kind == "released":
                 self.stats.released += 1
+            elif outcome.error is not None and outcome.error.kind == "cancelled":
+                self.stats.cancelled += 1  # stopped for its cancel: the store cancels it
             elif rec is not None and (not outcome.retryable or rec.attempts > rec.max_retries):
                 self.stats.dead += 1
                 log.warning(

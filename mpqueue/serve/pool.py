@@ -12,6 +12,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import select
+import signal
 import sys
 import threading
 import time
@@ -68,6 +69,7 @@ class Slot:
 
     process: Any
     conn: Connection
+    cancels: Connection | None = None  # job ids to stop, read by the child's SIGUSR2 handler
     pid: int = 0
     started: float = 0.0  # the child's create_time, for pid-reuse checks
     ready: bool = False
@@ -121,6 +123,17 @@ class Slot:
             self.head_since = now
         self.inflight.extend(job_ids)
         protocol.send_command(self.conn, Run(job_ids))
+
+    def send_cancel(self, job_id: str) -> None:
+        """Tell the child to stop ``job_id`` (running, or queued at it): the id down its
+        cancel pipe, then SIGUSR2, whose handler reads the pipe (see child.py)."""
+        if self.cancels is None or not self.ready:
+            return
+        try:
+            self.cancels.send_bytes(job_id.encode("ascii"))
+            os.kill(self.pid, signal.SIGUSR2)
+        except OSError:
+            pass  # it just died: its exit puts its jobs back, and the store cancels them
 
     def took(self, job_id: str, now: float) -> None:
         """The child started a job handed to it. It runs those before anything queued,
@@ -187,13 +200,18 @@ class Pool:
 
     def start_slot(self) -> Slot:
         parent_end, child_end = self.ctx.Pipe(duplex=True)
+        cancels_in, cancels_out = self.ctx.Pipe(duplex=False)
         process = self.ctx.Process(
-            target=child_main, args=(child_end, self.config), name="mpqueue-worker", daemon=True
+            target=child_main,
+            args=(child_end, self.config, cancels_in),
+            name="mpqueue-worker",
+            daemon=True,
         )
         with _main_hidden():
             process.start()
         child_end.close()  # the child holds its own copy; ours would mask its hang-up
-        slot = Slot(process, parent_end)
+        cancels_in.close()
+        slot = Slot(process, parent_end, cancels_out)
         self.slots.append(slot)
         return slot
 
@@ -243,6 +261,8 @@ class Pool:
         descendants must not outlive it."""
         self.slots.remove(slot)
         slot.conn.close()
+        if slot.cancels is not None:
+            slot.cancels.close()
         slot.process.join(timeout=1)
         kill_group(slot.process.pid)
 

@@ -14,10 +14,12 @@ business. Every method that changes state is one atomic transaction.
 from __future__ import annotations
 
 import abc
+import builtins
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
+from ..cancellation import CancelReport
 from ..errors import ConfigError
 from ..records import Claim, Ending, JobRecord, JobState, Outcome
 
@@ -115,8 +117,11 @@ HolderGone = Callable[[str], bool]  # is this unregistered claim holder dead (re
 
 
 class Listener(Protocol):
+    """A server's wake-up source: readable when jobs were added or a cancel came."""
+
     def fileno(self) -> int: ...
-    def drain(self) -> int: ...
+    def drain(self) -> int: ...  # consume the wake-ups; how many there were
+    def cancels(self) -> bool: ...  # whether a cancel came since the last call
     def close(self) -> None: ...
 
 
@@ -238,6 +243,35 @@ class JobStore(abc.ABC):
         """Remove a job from whichever queue holds it; False if there was none. The jobs
         waiting for a job deleted before it ended are settled as for a failed one
         (``dependencies.settle``)."""
+
+    @abc.abstractmethod
+    def cancel(self, job_ids: Sequence[str], text: str, now_ms: int) -> CancelReport:
+        """Cancel ``job_ids`` in one transaction, by the rules of ``cancellation.py``:
+        a queued job ends cancelled now, ``text`` (who and why) last in its history,
+        and its dependents are settled; a processing job's claim gets a cancel request
+        (``cancel_requests``) and its server is woken; ended jobs stay as they are.
+        From a request's commit on, every outcome of that job, and its put-back by a
+        shutdown or by recovery, ends it cancelled instead."""
+
+    @abc.abstractmethod
+    def cancel_matching(
+        self,
+        name: str | None,
+        states: Collection[JobState],
+        text: str,
+        now_ms: int,
+        limit: int,
+        after: str,
+    ) -> tuple[CancelReport, str | None]:
+        """``cancel`` for at most ``limit`` jobs of task ``name`` (None: any) in
+        ``states``, found by walking the matching index from ``after`` (a value an
+        earlier call returned; "" to begin), in one transaction. Returns the report
+        and where the walk goes on, or None when no job is left to cancel. A
+        processing job that has a request already is not counted again."""
+
+    @abc.abstractmethod
+    def cancel_requests(self, server_id: str) -> builtins.list[str]:
+        """The jobs held by ``server_id`` whose cancel was requested, from one read."""
 
     @abc.abstractmethod
     def requeue_dead(self, job_id: str, now_ms: int) -> JobRecord:

@@ -21,11 +21,12 @@ import itertools
 import random
 import threading
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from ..dependencies import admit, check_add_order, on_holders, settle
+from ..cancellation import CancelReport, requested
+from ..dependencies import admit, cancelled, check_add_order, on_holders, settle
 from ..errors import ConfigError, JobNotFound
 from ..limits import check_key_part, key_held, stored_problem
 from ..location import MEMORY_SCHEME
@@ -33,6 +34,7 @@ from ..outcomes import Destination, apply_outcome
 from ..records import (
     FAILED_STATES,
     FINISHED_STATES,
+    QUEUED_STATES,
     Claim,
     Ending,
     ErrorInfo,
@@ -62,6 +64,7 @@ class _Tables:
     edges: dict[str, dict[str, bool]] = field(default_factory=dict)  # dep -> dependent: open
     unique: dict[tuple[str, str], str] = field(default_factory=dict)  # (name, key) -> id
     claims: dict[str, Claim] = field(default_factory=dict)  # by job id
+    cancels: dict[str, str] = field(default_factory=dict)  # claimed job id -> cancel text
     servers: dict[str, bytes] = field(default_factory=dict)  # encoded as LMDB does
     seqs: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     handles: int = 0  # open handles of a named store
@@ -264,12 +267,15 @@ class MemoryStore(Store):
             return False  # the claim was taken back: a late outcome changes nothing
         del self._db.claims[outcome.job_id]
         rec = self._db.jobs[outcome.job_id]
+        request = self._db.cancels.pop(outcome.job_id, None)
+        if request is not None:
+            outcome = requested(outcome, request, rec.attempts, now_ms)
         applied = apply_outcome(rec, outcome, now_ms, self.rng)
         if applied.destination is Destination.SCHEDULED:
             applied.record.seq = next(self._db.seqs)  # behind the jobs already waiting
         self._unfile(rec)
         self._file(applied.record)
-        if applied.destination is Destination.DONE or applied.destination is Destination.DEAD:
+        if applied.record.state in FINISHED_STATES:
             self._settle(applied.record, applied.record.state, now_ms)
         return True
 
@@ -282,7 +288,8 @@ class MemoryStore(Store):
     @_atomic
     def requeue_server(self, server_id: str) -> builtins.list[str]:
         held = sorted(c.job_id for c in self._db.claims.values() if c.server_id == server_id)
-        return [j for j in held if self._finish_one(Outcome.released(j, server_id), 0)]
+        now = now_ms()  # a job cancelled meanwhile ends now
+        return [j for j in held if self._finish_one(Outcome.released(j, server_id), now)]
 
     @_atomic
     def register_server(self, server_id: str, info: dict[str, Any]) -> None:
@@ -365,6 +372,7 @@ class MemoryStore(Store):
         self.counter.deletes += 1
         self._unfile(rec)
         self._db.claims.pop(job_id, None)
+        self._db.cancels.pop(job_id, None)
         _remove(self._db.ids, job_id)
         _remove(self._db.by_name[rec.name], job_id)
         if not self._db.by_name[rec.name]:
@@ -384,6 +392,65 @@ class MemoryStore(Store):
         db.waiting.pop(rec.id, None)
         if rec.key is not None and db.unique.get((rec.name, rec.key)) == rec.id:
             del db.unique[(rec.name, rec.key)]
+
+    # ---- cancelling -------------------------------------------------------------------------
+    @_atomic
+    def cancel(self, job_ids: Sequence[str], text: str, now_ms: int) -> CancelReport:
+        report = CancelReport()
+        unique = dict.fromkeys(job_ids)  # an id given twice counts once
+        ended = [rec for job_id in unique if (rec := self._cancel(job_id, text, now_ms, report))]
+        for rec in ended:  # after all of them, as the other stores do
+            self._settle(rec, JobState.CANCELLED, now_ms)
+        return report
+
+    def _cancel(self, job_id: str, text: str, now: int, report: CancelReport) -> JobRecord | None:
+        """Cancel one job; the record of a queued job it ended (None otherwise)."""
+        rec = self._db.jobs.get(job_id)
+        if rec is None:
+            report.missing.append(job_id)
+            return None
+        if rec.state in QUEUED_STATES:
+            self._db.waiting.pop(job_id, None)
+            self._unfile(rec)
+            ended = cancelled(rec, text, now)
+            self._file(ended)
+            report.cancelled.append(job_id)
+            return ended
+        if rec.state is JobState.PROCESSING and job_id in self._db.claims:
+            self._db.cancels.setdefault(job_id, text)
+            report.requested.append(job_id)
+        else:
+            report.finished.append(job_id)
+        return None
+
+    @_atomic
+    def cancel_matching(
+        self,
+        name: str | None,
+        states: Collection[JobState],
+        text: str,
+        now_ms: int,
+        limit: int,
+        after: str,
+    ) -> tuple[CancelReport, str | None]:
+        ids = self._db.ids if name is None else self._db.by_name.get(name, [])
+        chosen: builtins.list[str] = []
+        last = None
+        for job_id in ids[bisect_right(ids, after) :]:
+            last = job_id
+            rec = self._db.jobs[job_id]
+            if rec.state in states and job_id not in self._db.cancels:
+                chosen.append(job_id)
+                if len(chosen) >= limit:
+                    break
+        else:
+            last = None  # walked to the end
+        return self.cancel(chosen, text, now_ms), last
+
+    @_atomic
+    def cancel_requests(self, server_id: str) -> builtins.list[str]:
+        claims = self._db.claims
+        return sorted(j for j in self._db.cancels if claims[j].server_id == server_id)
 
     @_atomic
     def requeue_dead(self, job_id: str, now_ms: int) -> JobRecord:
@@ -447,6 +514,11 @@ class MemoryStore(Store):
                 report.inconsistent.append(f"job {rec.id} is {rec.state}; its claim disagrees")
         if filed != len(db.jobs):
             report.inconsistent.append(f"{filed} index entries for {len(db.jobs)} jobs")
+        report.inconsistent += [
+            f"job {job_id} has a cancel request but no claim"
+            for job_id in db.cancels
+            if job_id not in db.claims
+        ]
         report.inconsistent += [
             f"jobs are claimed by {server}, which is neither registered nor dead"
             for server in sorted({c.server_id for c in db.claims.values()})

@@ -299,3 +299,32 @@ def chord_total(results: list[Any], runs_dir: str) -> list[Any]:
         fh.write(repr(received))
     os.rename(name + ".tmp", name)  # whole or absent: the test never reads half a run
     return received
+
+
+# ---- cancelling (tests/serve/test_cancel.py): no timeouts, retries left ----------------
+@queue.task(retries=3)
+def spin(marker: str, tag: object) -> None:
+    """A pure-Python loop: a cancel's exception stops it."""
+    mark(marker, "start", tag)
+    while True:
+        pass
+
+
+@queue.task(retries=3)
+def swallow_everything(marker: str, tag: object) -> None:
+    """A bare ``except:`` swallows the cancel's exception; only the kill stops it."""
+    mark(marker, "start", tag)
+    while True:
+        try:
+            while True:
+                pass
+        except:  # noqa: E722 - the point of the test
+            mark(marker, "swallowed", tag)
+
+
+@queue.task(retries=3)
+def c_call(marker: str, tag: object) -> bytes:
+    """One C call that runs for minutes without returning to the eval loop: the
+    cancel's signal handler never runs, only the kill stops it."""
+    mark(marker, "start", tag)
+    return hashlib.pbkdf2_hmac("sha256", b"password", b"salt", 10**9)

@@ -74,6 +74,7 @@ def check_store(tx: Tx, layout: Layout, holder_gone: HolderGone) -> CheckReport:
     checker = _Checker(report, jobs, unreadable, homes)
     checker.queues(tx)
     checker.claims(tx, lambda w: w in registered or holder_gone(w))
+    checker.cancel_requests(tx)
     checker.finished(tx)
     checker.by_name(tx)
     checker.offers(tx, lambda w: w in registered or holder_gone(w))
@@ -165,6 +166,12 @@ class _Checker:
                     f"job {claim.job_id} is claimed by {claim.server_id}, which is neither "
                     f"registered nor dead: nobody will run or put back that job"
                 )
+
+    def cancel_requests(self, tx: Tx) -> None:
+        """Every cancel request belongs to a claim (the finish of a claim takes it)."""
+        for key, _ in tx.scan(keys.DB_CANCELS, values=False):
+            if tx.get(keys.DB_PROCESSING, key) is None:
+                self.report.inconsistent.append(f"the cancel request {key!r} belongs to no claim")
 
     def finished(self, tx: Tx) -> None:
         for key, _ in tx.scan(keys.DB_DEAD, values=False):

@@ -267,13 +267,13 @@ def _open(path: str, map_size: int, sync: bool) -> _SharedEnv:
 
 
 def _open_db(env: lmdb.Environment, name: bytes, read_only: bool) -> Any:
-    """A named database's handle; None for a workflow database that a store written
-    before workflows lacks, opened read-only (so it cannot be created): it reads as
-    empty (see ``Tx``)."""
+    """A named database's handle; None for a database that a store written before it
+    was added lacks, opened read-only (so it cannot be created): it reads as empty (see
+    ``Tx``)."""
     try:
         return env.open_db(name, create=not read_only)
     except lmdb.NotFoundError:
-        if read_only and name in keys.WORKFLOW_DBS:
+        if read_only and name in keys.ADDED_DBS:
             return None
         raise
 

@@ -58,9 +58,13 @@ DB_WAITING = b"waiting"
 DB_CANCELLED = b"cancelled"
 DB_DEPS = b"deps"
 DB_UNIQUE = b"unique"
+DB_CANCELS = b"cancels"  # processing key -> the text of a cancel requested while it runs
 # The databases of workflows: a store written before them lacks them, and a read-only
 # open of such a store reads them as empty.
 WORKFLOW_DBS = (DB_WAITING, DB_CANCELLED, DB_DEPS, DB_UNIQUE)
+# Databases added since the first layout: a read-only open of a store written before
+# them reads them as empty.
+ADDED_DBS = (*WORKFLOW_DBS, DB_CANCELS)
 ALL_DBS = (
     DB_JOBS,
     DB_BY_NAME,
@@ -73,7 +77,7 @@ ALL_DBS = (
     DB_META,
     DB_WORKERS,
     DB_OFFERS,
-    *WORKFLOW_DBS,
+    *ADDED_DBS,
 )
 
 META_LAYOUT = b"layout"

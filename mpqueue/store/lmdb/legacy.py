@@ -50,6 +50,11 @@ class LegacyLmdbStore(LmdbStore):
             return keys.DB_PENDING, keys.pending_key(rec.id)
         return None
 
+    def _state_sources(self, state: JobState) -> list[bytes]:
+        if state in (JobState.READY, JobState.SCHEDULED):
+            return [keys.DB_PENDING]
+        return super()._state_sources(state)
+
     def _new_entries(self, rec: JobRecord) -> tuple[bytes, bytes, bytes, bytes]:
         return (
             keys.job_key(rec.id),

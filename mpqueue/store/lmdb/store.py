@@ -15,6 +15,7 @@ import time
 from collections.abc import Collection, Sequence
 from typing import Any
 
+from ...cancellation import CancelReport, requested
 from ...dependencies import check_add_order
 from ...errors import ConfigError, CorruptRecord, JobNotFound
 from ...identity import DEFAULT_LEASE_S, pid_exists, server_dead
@@ -33,11 +34,20 @@ from ..codec import (
     encode_record,
     encode_server_info,
 )
-from . import keys
+from . import cancels, keys
 from .check import Layout, check_store
 from .claims import decode_claim, encode_claim
 from .env import EnvHandle, Tx
-from .graph import Linker, close_edges, dependents, key_holder, settle_end, settle_ends, unlink
+from .graph import (
+    Linker,
+    close_edges,
+    dependents,
+    file_cancelled_entry,
+    key_holder,
+    settle_end,
+    settle_ends,
+    unlink,
+)
 from .wakeup import HandOffInbox, WakeListener, WakeSender
 
 LAYOUT_OPTIMIZED = b"optimized"
@@ -486,7 +496,8 @@ class LmdbStore(Store, HandOff):
         """Apply ``outcomes``, then settle the jobs waiting for those that ended, together
         (one read and write of a count per dependent for the whole batch)."""
         ends: list[tuple[JobRecord, JobState | None]] = []
-        acks = [self._finish_one(tx, o, now_ms, ends) for o in outcomes]
+        requests = tx.has_entries(keys.DB_CANCELS)
+        acks = [self._finish_one(tx, o, now_ms, ends, requests) for o in outcomes]
         settle_ends(self, tx, ends, now_ms)
         return acks
 
@@ -496,18 +507,23 @@ class LmdbStore(Store, HandOff):
         outcome: Outcome,
         now_ms: int,
         ends: list[tuple[JobRecord, JobState | None]] | None = None,
+        requests: bool = True,
     ) -> bool:
         """Apply one outcome; a job that ended is settled at once, or added to ``ends``
-        for the caller to settle with the batch's others."""
+        for the caller to settle with the batch's others. ``requests``: whether any
+        cancel request may exist (False spares the lookup per job)."""
         pkey = keys.processing_key(outcome.server_id, outcome.job_id)
         if not tx.delete(keys.DB_PROCESSING, pkey):
             return False  # the claim was taken back: a late outcome changes nothing
+        request = cancels.take_request(tx, pkey) if requests else None
         rec = self._load_claimed(tx, outcome.job_id)
         if rec is None or rec.state is not JobState.PROCESSING:
             if rec is not None and rec.is_corrupt:  # unreadable: park it, never lose it
                 reason = rec.errors[-1].message if rec.errors else "unreadable record"
                 self._park_corrupt(tx, outcome.job_id, reason)
             return False
+        if request is not None:
+            outcome = requested(outcome, request, rec.attempts, now_ms)
         applied = apply_outcome(rec, outcome, now_ms, self.rng)
         rec = applied.record
         if applied.destination is Destination.DONE:
@@ -519,6 +535,10 @@ class LmdbStore(Store, HandOff):
         elif applied.destination is Destination.DEAD:
             self._bury(tx, rec, applied.dead_reason)
             self._ended(tx, rec, JobState.DEAD, now_ms, ends)
+        elif applied.destination is Destination.CANCELLED:
+            self._save(tx, rec)
+            file_cancelled_entry(tx, rec, applied.error.message if applied.error else "")
+            self._ended(tx, rec, JobState.CANCELLED, now_ms, ends)
         else:
             self._requeue(tx, rec)
         return True
@@ -573,7 +593,8 @@ class LmdbStore(Store, HandOff):
             )
         ]
         outcomes = [Outcome.released(keys.decode_processing_key(k)[1], server_id) for k in held]
-        return [o.job_id for o in outcomes if self._finish_one(tx, o, 0)]
+        now = now_ms()  # a job cancelled meanwhile ends now
+        return [o.job_id for o in outcomes if self._finish_one(tx, o, now)]
 
     # ---- reading --------------------------------------------------------------------
     def get(self, job_id: str) -> JobRecord | None:
@@ -669,6 +690,7 @@ class LmdbStore(Store, HandOff):
             for key, _ in list(tx.scan(keys.DB_PROCESSING, values=False)):
                 if keys.decode_processing_key(key)[1] == job_id:
                     tx.delete(keys.DB_PROCESSING, key)
+                    tx.delete(keys.DB_CANCELS, key)
         elif rec.state is JobState.DONE:
             tx.delete(keys.DB_DONE, keys.done_key(rec.finished_at_ms or 0, job_id))
         elif rec.state is JobState.DEAD:
@@ -698,10 +720,57 @@ class LmdbStore(Store, HandOff):
             keys.DB_DONE,
             keys.DB_PENDING,
             keys.DB_CANCELLED,
+            keys.DB_CANCELS,
         ):
             for key, _ in list(tx.scan(db, values=False)):
                 if key.endswith(job_id.encode("ascii")):
                     tx.delete(db, key)
+
+    # ---- cancelling -------------------------------------------------------------------
+    def cancel(self, job_ids: Sequence[str], text: str, now_ms: int) -> CancelReport:
+        report = self.env.write(lambda tx: cancels.cancel_ids(self, tx, job_ids, text, now_ms))
+        return self._cancelled(report)
+
+    def cancel_matching(
+        self,
+        name: str | None,
+        states: Collection[JobState],
+        text: str,
+        now_ms: int,
+        limit: int,
+        after: str,
+    ) -> tuple[CancelReport, str | None]:
+        if name is not None:
+            keys.check_name_key(name)
+
+        def body(tx: Tx) -> tuple[CancelReport, str | None]:
+            return cancels.cancel_matching(self, tx, name, states, text, now_ms, limit, after)
+
+        report, resume = self.env.write(body)
+        return self._cancelled(report), resume
+
+    def _cancelled(self, report: CancelReport) -> CancelReport:
+        """After a cancel's commit: wake the servers of the running jobs it asked to
+        stop, and all of them if it ended jobs (a chord's callback that allows
+        failures may have been released)."""
+        if report.requested:
+            self.waker.cancel()
+        elif report.cancelled:
+            self.waker.notify()
+        return report
+
+    def _state_sources(self, state: JobState) -> builtins.list[bytes]:
+        """The index that holds every job in ``state`` (for a bulk cancel)."""
+        return {
+            JobState.READY: [keys.DB_READY],
+            JobState.SCHEDULED: [keys.DB_SCHEDULED],
+            JobState.WAITING: [keys.DB_WAITING],
+            JobState.PROCESSING: [keys.DB_PROCESSING],
+        }.get(state, [])
+
+    def cancel_requests(self, server_id: str) -> builtins.list[str]:
+        check_key_part(server_id, "server id")
+        return self.env.read(lambda tx: cancels.requests_of(tx, server_id))
 
     def requeue_dead(self, job_id: str, now_ms: int) -> JobRecord:
         return self.env.write(lambda tx: self._requeue_dead(tx, job_id, now_ms))

@@ -3,7 +3,8 @@
 Each running server listens on a Unix datagram socket ``<store>/wake/<pid>``. A
 producer, after its commit, sends one empty datagram to every server socket in that
 directory. A job handed to an idle child (see ``LmdbStore.add``) wakes only that
-child, at ``<store>/wake/c<pid>``, with the job id as the datagram. Lost or refused
+child, at ``<store>/wake/c<pid>``, with the job id as the datagram. A cancel of a
+running job sends ``CANCEL`` to every server, which then reads its cancel requests. Lost or refused
 datagrams only cost latency: servers also poll on a timer and re-send hand-offs their
 children have not taken, so correctness never depends on a wake-up arriving.
 
@@ -27,6 +28,7 @@ from ...records import is_job_id
 
 WAKE_DIR = "wake"
 GET_READY = b"?"  # to a child: a job id follows once the producer's commit is durable
+CANCEL = b"!"  # to a server: a cancel was requested for a job some server runs
 CHILD_PREFIX = "c"
 _SUN_PATH_MAX = 107  # bytes of a socket path, less the terminating NUL
 
@@ -115,6 +117,7 @@ class WakeListener:
     def __init__(self, store_path: str):
         self.dir = _SocketDir(store_path)
         self.name = str(os.getpid())
+        self.cancel_seen = False
         try:
             self.sock = self.dir.bind(self.name)
         except BaseException:
@@ -126,7 +129,14 @@ class WakeListener:
 
     def drain(self) -> int:
         """Consume pending wake-ups; returns how many there were."""
-        return len(_receive_all(self.sock))
+        datagrams = _receive_all(self.sock)
+        self.cancel_seen = self.cancel_seen or CANCEL in datagrams
+        return len(datagrams)
+
+    def cancels(self) -> bool:
+        """Whether a cancel came since the last call (by ``drain``)."""
+        seen, self.cancel_seen = self.cancel_seen, False
+        return seen
 
     def close(self) -> None:
         self.dir.unlink(self.name)
@@ -191,16 +201,20 @@ class WakeSender:
         self.targets: list[tuple[str, str]] = []
         self.child_addresses: dict[int, str] = {}
 
-    def notify(self) -> None:
+    def notify(self, datagram: bytes = b"") -> None:
         for name, address in self._targets():
             try:
-                self._socket().sendto(b"", address)
+                self._socket().sendto(datagram, address)
             except (BlockingIOError, InterruptedError):
                 continue  # its buffer is full: it has wake-ups queued already
             except ConnectionRefusedError:
                 self._forget(name)  # nobody listens there: a server that was killed
             except OSError:
                 self.cached_mtime = -1  # gone meanwhile (or unreachable): list again
+
+    def cancel(self) -> None:
+        """Tell every server that a cancel was requested for a running job."""
+        self.notify(CANCEL)
 
     def get_ready(self, child_pid: int) -> None:
         """Tell a child, before the commit that hands it a job, that the job's id follows

@@ -19,6 +19,9 @@ import psycopg
 from psycopg import pq, sql
 
 from ...errors import StoreError
+from .cancels import CANCEL_PAYLOAD
+
+_CANCEL = CANCEL_PAYLOAD.encode()  # libpq's notifications carry bytes
 
 log = logging.getLogger("mpqueue.store")
 
@@ -37,6 +40,7 @@ class PgListener:
         self._quiet_r, self._quiet_w = socket.socketpair()
         self._failures = 0
         self._retry_at = 0.0
+        self._cancel_seen = False
         self._reopen()
 
     def _reopen(self) -> bool:
@@ -67,15 +71,23 @@ class PgListener:
         pgconn = self._conn.pgconn
         try:
             pgconn.consume_input()
-            while pgconn.notifies() is not None:
+            while (notify := pgconn.notifies()) is not None:
                 count += 1
+                self._cancel_seen = self._cancel_seen or notify.extra == _CANCEL
             if pgconn.status != pq.ConnStatus.OK:  # e.g. the server said FATAL, then hung up
                 raise psycopg.OperationalError(pgconn.get_error_message() or "connection lost")
         except psycopg.Error as exc:
             log.warning("lost the wake-up connection (%s); reconnecting", exc)
             self._drop()
+            self._cancel_seen = True
             return count + 1  # wake the server: it may have missed wake-ups
         return count
+
+    def cancels(self) -> bool:
+        """Whether a cancel came since the last call (read by ``drain``); after a lost
+        connection too, as one may have been missed."""
+        seen, self._cancel_seen = self._cancel_seen, False
+        return seen
 
     def _drop(self) -> None:
         if self._conn is not None:

@@ -22,6 +22,9 @@ columns of ``JobRecord`` (``depends_on``, ``pass_results``, ``allow_failures``,
 (so a finish looks for edges only where there are some), the edges table
 ``mpqueue_deps`` (dependency, dependent, open), and the unique index on (name, key)
 over jobs that are neither dead nor cancelled.
+
+Version 4 adds ``cancel_request``: the text of a cancel asked for while the job runs
+(see ``cancels.py``); NULL otherwise.
 """
 
 from __future__ import annotations
@@ -112,6 +115,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "WHERE key IS NOT NULL AND state NOT IN ('dead', 'cancelled')",
         "CREATE INDEX mpqueue_jobs_waiting ON {jobs} (id) WHERE state = 'waiting'",
         "CREATE INDEX mpqueue_jobs_cancelled ON {jobs} (finished_at_ms) WHERE state = 'cancelled'",
+    ),
+    (  # 4: cancelling running jobs (the text of the cancel requested while it runs)
+        "ALTER TABLE {jobs} ADD COLUMN cancel_request text",
     ),
 ]
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import psycopg
 
+from ...cancellation import CancelReport, requested
 from ...dependencies import check_add_order, on_holders
 from ...errors import ConfigError, JobNotFound
 from ...limits import TIMEOUT_MAX_S, check_key_part, key_held, stored_problem
@@ -32,6 +33,7 @@ from ...records import (
 )
 from ..base import CheckReport, HolderGone, OpCounter, Store
 from ..codec import decode_server_info, encode_server_info
+from . import cancels as pg_cancels
 from . import graph as pg_graph
 from . import schema as pg_schema
 from .listen import PgListener
@@ -77,6 +79,7 @@ _LIST_COLUMNS = ", ".join(_BLOBS.get(f, f) for f in _FIELDS)  # _FIELDS, blobs l
 _STATES = {state.value: state for state in JobState}
 _Cycle = tuple[list[bool], list[JobRecord]]  # (inside the class, ``list`` is a method)
 _SQL_GRAPH = {key: text.replace("{columns}", _COLUMNS) for key, text in pg_graph.SQL.items()}
+_SQL_CANCELS = pg_cancels.SQL
 
 _DROP_EDGES = """outgoing AS (DELETE FROM {deps} WHERE dep_id IN (SELECT id FROM gone)),
         incoming AS (DELETE FROM {deps} d USING
@@ -124,8 +127,8 @@ _SQL = {
         WHERE j.id = picked.id
         RETURNING {", ".join("j." + f for f in _FIELDS)}""",
     "held": """SELECT id, worker_id, attempts, max_retries, backoff_base_s, backoff_cap_s,
-            errors, name, has_dependents FROM {jobs} WHERE id = ANY(%s) AND state = 'processing'
-        ORDER BY id FOR UPDATE""",
+            errors, name, has_dependents, cancel_request FROM {jobs}
+        WHERE id = ANY(%s) AND state = 'processing' ORDER BY id FOR UPDATE""",
     # A job with dependencies or a key, one at a time (see graph.py): the rest of the
     # batch goes through "add". A held key inserts nothing (the caller reads the holder).
     "add_linked": f"""INSERT INTO {{jobs}} ({_COLUMNS}, open_deps)
@@ -138,7 +141,7 @@ _SQL = {
             errors = coalesce(u.errors, j.errors), run_at_ms = coalesce(u.run_at_ms, j.run_at_ms),
             attempts = j.attempts + u.attempts_delta, finished_at_ms = u.finished_at_ms,
             dead_reason = u.dead_reason, worker_id = NULL, claimed_at_ms = NULL,
-            deadline_ms = NULL,
+            deadline_ms = NULL, cancel_request = NULL,
             seq = CASE WHEN u.requeue THEN nextval({seq_name}) ELSE j.seq END
         FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::text[], %s::bigint[],
                     %s::integer[], %s::bigint[], %s::text[], %s::boolean[])
@@ -210,7 +213,8 @@ _SQL = {
     # rules, as columns), and claims no registered server holds.
     "check_rows": """SELECT id, state FROM {jobs} WHERE
             (state = 'processing') <> (worker_id IS NOT NULL AND claimed_at_ms IS NOT NULL)
-            OR (state = 'done' AND finished_at_ms IS NULL) ORDER BY id""",
+            OR (state = 'done' AND finished_at_ms IS NULL)
+            OR (state <> 'processing' AND cancel_request IS NOT NULL) ORDER BY id""",
     "check_holders": """SELECT DISTINCT worker_id FROM {jobs} j WHERE state = 'processing'
             AND worker_id IS NOT NULL
             AND NOT EXISTS (SELECT 1 FROM {workers} w WHERE w.worker_id = j.worker_id)""",
@@ -260,7 +264,7 @@ class PostgresStore(Store):
             names = pg_schema.qualified_names(conn, schema)
         self.schema = schema
         self.channel = _channel_name(schema)
-        sql = _SQL | _SQL_GRAPH
+        sql = _SQL | _SQL_GRAPH | _SQL_CANCELS
         self.sql = {key: pg_schema.render(text, names) for key, text in sql.items()}
 
     # ---- adding -------------------------------------------------------------------
@@ -440,6 +444,8 @@ class PostgresStore(Store):
             if row is None or row[1] != outcome.server_id:
                 acks.append(False)  # the claim was taken back: a late outcome changes nothing
                 continue
+            if row[9] is not None:  # its cancel was requested: it ends cancelled
+                outcome = requested(outcome, row[9], row[2], now_ms)
             update = self._outcome_update(row, outcome, now_ms)
             acks.append(update is not None)
             if update is None:
@@ -511,7 +517,7 @@ class PostgresStore(Store):
             min(rec.run_at_ms, BIGINT_MAX) if requeue else None,
             rec.attempts - claimed.attempts,
             rec.finished_at_ms,
-            _text(applied.dead_reason) if destination is Destination.DEAD else None,
+            _dead_reason(applied.dead_reason, applied.error, destination),
             requeue,
         )
 
@@ -528,13 +534,78 @@ class PostgresStore(Store):
 
     def requeue_server(self, server_id: str) -> list[str]:
         def body(q: Query) -> list[str]:
+            cancelled = self._end_requested(q, server_id)
             ids = sorted(row[0] for row in q.rows(self.sql["requeue_worker"], (server_id,)))
+            ids = sorted(ids + cancelled)
             q.counter.puts += len(ids)
             if ids:
                 q.rows(self.sql["notify"], (self.channel,))  # other hosts may be idle
             return ids
 
         return self.session.run(body)
+
+    def _end_requested(self, q: Query, server_id: str) -> list[str]:
+        """End the jobs of a server being put back whose cancel was requested."""
+        rows = q.rows(self.sql["requested_of"], (server_id,))
+        if not rows:
+            return []
+        cancel = self._cancel(q, "", now_ms())
+        ended = cancel.requested_rows(rows)
+        self._settle_cancel(q, cancel)
+        return ended
+
+    # ---- cancelling ---------------------------------------------------------------------
+    def cancel(self, job_ids: Sequence[str], text: str, now_ms: int) -> CancelReport:
+        def body(q: Query) -> CancelReport:
+            rows = {row[0]: row for row in q.rows(self.sql["lock_ids"], (sorted(job_ids),))}
+            cancel = self._cancel(q, text, now_ms)
+            for job_id in dict.fromkeys(job_ids):  # an id given twice counts once
+                row = rows.get(job_id)
+                if row is not None:
+                    cancel.row(row)
+                else:
+                    cancel.report.missing.append(job_id)
+            return self._settle_cancel(q, cancel)
+
+        return self.session.run(body)
+
+    def cancel_matching(
+        self,
+        name: str | None,
+        states: Collection[JobState],
+        text: str,
+        now_ms: int,
+        limit: int,
+        after: str,
+    ) -> tuple[CancelReport, str | None]:
+        if name is not None:
+            check_key_part(name, f"task name {name!r}")
+
+        def body(q: Query) -> tuple[CancelReport, str | None]:
+            rows, resume = pg_cancels.match(q, self.sql, name, states, limit, after)
+            cancel = self._cancel(q, text, now_ms)
+            cancel.rows(rows)
+            return self._settle_cancel(q, cancel), resume
+
+        return self.session.run(body)
+
+    def _cancel(self, q: Query, text: str, now: int) -> pg_cancels.PgCancel:
+        return pg_cancels.PgCancel(q, self.sql, text, now, _encode_errors, _decode_errors, _text)
+
+    def _settle_cancel(self, q: Query, cancel: pg_cancels.PgCancel) -> CancelReport:
+        report = cancel.write()
+        if cancel.ends:
+            self._settle(q, cancel.ends, cancel.now)
+        if report.requested:
+            q.rows(self.sql["notify_cancel"], (self.channel,))
+        return report
+
+    def cancel_requests(self, server_id: str) -> list[str]:
+        _check_server_id(server_id)
+        rows = self.session.run(
+            lambda q: q.rows(self.sql["requests_of"], (server_id,)), write=False
+        )
+        return [row[0] for row in rows]
 
     def register_server(self, server_id: str, info: dict[str, Any]) -> None:
         raw = encode_server_info(info)
@@ -722,6 +793,15 @@ def _channel_name(schema: str) -> str:
     refuses longer), cut at a character boundary (an unfinished one is dropped)."""
     encoded = f"mpqueue_{schema}".encode()[:CHANNEL_MAX_BYTES]
     return encoded.decode("utf-8", "ignore")
+
+
+def _dead_reason(reason: str, error: ErrorInfo | None, destination: Destination) -> str | None:
+    """The ``dead_reason`` column of a finished job: why it is dead, or cancelled."""
+    if destination is Destination.DEAD:
+        return _text(reason)
+    if destination is Destination.CANCELLED and error is not None:
+        return _text(error.message)
+    return None
 
 
 def _check_server_id(server_id: str) -> None:

@@ -1,0 +1,140 @@
+"""Cancelling jobs under ``mpqueue serve``: real processes, real signals (issue 13).
+
+A running job's cancel reaches its child through the server: a pure-Python loop stops
+at the cancel's exception, a bare ``except:`` and a long C call are killed after the
+grace. Neighbours are not touched. Job bodies are in serve_tasks.py.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from mpqueue import JobCancelled
+from mpqueue.records import JobState
+
+from ..support.serve_helpers import env, gone, servers, wait_until  # noqa: F401
+
+GRACE_S = 0.5  # --timeout-grace: how long a cancelled job has to stop
+SLACK_S = 2.0  # a noisy 2-core machine: start-up, polling, scheduling
+
+
+def _ended(env, job, timeout=15.0):
+    return wait_until(
+        lambda: (
+            (r := env.record(job)).state in (JobState.DONE, JobState.DEAD, JobState.CANCELLED) and r
+        ),
+        timeout,
+        f"job {job.id} ended",
+    )
+
+
+def _started(env, tag, timeout=15.0):
+    return wait_until(lambda: env.runs().get(tag), timeout, f"{tag} started")[0]
+
+
+@pytest.mark.timeout(120)
+def test_cancel_stops_the_running_job_and_only_it(env, servers):
+    """A Python loop stops by the exception (its child lives on), a bare ``except:`` and
+    a long C call by the kill after the grace; each ends cancelled after one attempt
+    (its retries unused), and a neighbour running meanwhile finishes uncharged."""
+    server = servers(env.path, "--workers", "2", "--timeout-grace", str(GRACE_S))
+    server.wait_ready(env.queue, 2)
+    marker = str(env.marker)
+    neighbour = env.task("sleepy").delay(marker, "neighbour", 12.0)
+    _started(env, "neighbour")
+    for name, killed in (("spin", False), ("swallow_everything", True), ("c_call", True)):
+        wait_until(lambda: len(server.children(env.queue)) == 2, 15, "two ready children")
+        job = env.task(name).delay(marker, name)
+        run = _started(env, name)
+        asked = time.monotonic()
+        assert job.cancel(reason="wrong parameter") is True
+        rec = _ended(env, job)
+        took_s = time.monotonic() - asked
+        assert rec.state is JobState.CANCELLED, rec
+        assert rec.attempts == 1 and rec.result is None
+        last = rec.errors[-1]
+        assert last.kind == "cancelled" and "wrong parameter" in last.message, last
+        assert "cancelled by" in last.message
+        assert took_s < (GRACE_S if killed else 0) + SLACK_S, (name, took_s)
+        wait_until(lambda: gone(run.pid) == killed or not killed, 10, f"{name}'s child gone")
+        assert gone(run.pid) == killed, (name, run.pid)
+        with pytest.raises(JobCancelled, match="wrong parameter"):
+            job.result(timeout=1)
+    assert _ended(env, neighbour, 30).state is JobState.DONE
+    rec = env.record(neighbour)
+    assert rec.attempts == 1 and not rec.errors
+    assert [r.pid for r in env.runs()["neighbour"]] == [env.runs()["neighbour"][0].pid]
+    assert env.queue.check().code == 0
+    store = env.queue.store
+    assert not any(store.cancel_requests(server_id) for server_id in store.servers())
+
+
+@pytest.mark.timeout(60)
+def test_a_job_queued_at_a_child_is_skipped(env, servers):
+    """A job prefetched by a busy child, cancelled before its turn, never starts."""
+    server = servers(env.path, "--workers", "1")
+    server.wait_ready(env.queue, 1)
+    marker = str(env.marker)
+    first = env.task("sleepy").delay(marker, "first", 2.0)
+    _started(env, "first")
+    second = env.task("quick").delay(marker, "second")
+    wait_until(lambda: env.record(second).state is JobState.PROCESSING, 10, "second claimed")
+    report = env.queue.cancel(second.id)
+    assert report.requested == [second.id]
+    assert _ended(env, second).state is JobState.CANCELLED
+    assert _ended(env, first).state is JobState.DONE
+    assert "second" not in env.runs()
+
+
+@pytest.mark.timeout(120)
+def test_cancel_racing_completion_ends_each_job_once(env, servers):
+    """200 short jobs, every other one cancelled while it is queued, claimed, running or
+    just finished: the first commit wins. A cancel that found the job queued or running
+    ends it cancelled, without a result; one that found it ended changed nothing; the
+    jobs never cancelled are done. Never both a result and a cancel."""
+    server = servers(env.path, "--workers", "2")
+    server.wait_ready(env.queue, 2)
+    marker = str(env.marker)
+    sleepy = env.task("sleepy")
+    jobs, found = [], {}
+    for i in range(200):
+        jobs.append(sleepy.delay(marker, f"j{i}", 0.002 * (i % 5)))
+        if i % 2:  # the one before, by now anywhere from queued to done
+            report = env.queue.cancel(jobs[-2].id)
+            found.update(dict.fromkeys(report.cancelled, "cancelled"))
+            found.update(dict.fromkeys(report.requested, "requested"))
+            found.update(dict.fromkeys(report.finished, "finished"))
+    assert len(found) == 100
+    for job in jobs:
+        rec = _ended(env, job, 60)
+        if found.get(job.id) in ("cancelled", "requested"):
+            assert rec.state is JobState.CANCELLED and rec.result is None, rec
+            assert rec.errors[-1].kind == "cancelled"
+        else:
+            assert rec.state is JobState.DONE and rec.result is not None, (found.get(job.id), rec)
+            assert not any(e.kind == "cancelled" for e in rec.errors)
+    print({kind: list(found.values()).count(kind) for kind in set(found.values())})
+    assert env.stats()["processing"] == 0
+    assert env.queue.check().code == 0
+
+
+@pytest.mark.timeout(90)
+def test_cancel_on_a_dead_server_ends_the_job_cancelled(env, servers):
+    """A job whose server was SIGKILLed, cancelled before any recovery: the next server
+    puts it back as cancelled, and it never runs again."""
+    first = servers(env.path, "--workers", "1")
+    first.wait_ready(env.queue, 1)
+    marker = str(env.marker)
+    job = env.task("sleepy").delay(marker, "orphan", 30.0)
+    run = _started(env, "orphan")
+    first.send(signal.SIGKILL)
+    first.wait(10)
+    wait_until(lambda: gone(run.pid), 10, "its child gone with it")
+    assert env.queue.cancel(job.id).requested == [job.id]
+    second = servers(env.path, "--workers", "1")
+    second.wait_ready(env.queue, 1)
+    assert _ended(env, job, 30).state is JobState.CANCELLED
+    assert len(env.runs()["orphan"]) == 1
