@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import getpass
 import os
-import socket
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .errors import ConfigError
+from .identity import host_id
 from .limits import REASON_MAX
 from .records import QUEUED_STATES, ErrorInfo, JobRecord, JobState, Outcome, now_ms
 
@@ -68,7 +68,7 @@ def who() -> str:
         user = getpass.getuser()
     except (KeyError, OSError):  # no name for this uid (a container's bare uid)
         user = f"uid {os.getuid()}"
-    return f"{user} on {socket.gethostname()} (pid {os.getpid()})"
+    return f"{user} on {host_id()} (pid {os.getpid()})"
 
 
 def check_reason(reason: Any) -> str:

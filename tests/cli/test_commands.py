@@ -589,3 +589,48 @@ def test_list_and_stats_show_waiting_jobs(run: Run, store: str) -> None:
     counts = json.loads(run("stats", "--json").stdout)
     assert counts["waiting"] == 1 and counts["ready"] == 3 and counts["cancelled"] == 0
     assert "waiting:" in run("stats").stdout
+
+
+# ---- cancel -------------------------------------------------------------------------
+def test_cancel_by_id_prints_what_it_did(run: Run, filled: dict[str, str], store: str) -> None:
+    result = run("cancel", filled["ready"], filled["done"], "--reason", "typo")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "Cancelled 1 queued job(s); 1 had ended already."
+    with Queue(store) as queue:
+        job = queue.get(filled["ready"])
+        assert job is not None and job.state == "cancelled" and "typo" in job.error.message
+
+
+def test_cancel_bulk_dry_run_then_json(run: Run, store: str) -> None:
+    ids = [enqueue(store, ADD, i, b=i) for i in range(3)]
+    before = snapshot(store)
+    result = run("cancel", "--name", ADD, "--dry-run")
+    assert result.exit_code == 0 and result.output.strip() == "Would cancel 3 queued job(s)."
+    assert snapshot(store) == before
+    result = run("cancel", "--name", ADD, "--state", "ready", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.output)
+    assert out["counts"]["cancelled"] == 3 and sorted(out["cancelled"]) == sorted(ids)
+    assert out["dry_run"] is False and snapshot(store)[0]["cancelled"] == 3
+
+
+def test_cancel_a_missing_id_exits_1_naming_it(run: Run, filled: dict[str, str]) -> None:
+    result = run("cancel", filled["ready"], MISSING_ID)
+    assert result.exit_code == 1
+    assert f"no job with id {MISSING_ID}" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, code, needle",
+    [
+        (["cancel"], 2, "say what to cancel"),
+        (["cancel", MISSING_ID, "--name", ADD], 2, "not both"),
+        (["cancel", "--state", "done"], 2, "'done' is not one of"),
+        (["cancel", "not-an-id"], 1, "not a job id"),
+        (["cancel", "--state", "ready", "--reason", "x" * 1001], 1, "at most 1000"),
+    ],
+)
+def test_cancel_rejects_bad_input(
+    run: Run, store: str, filled: dict[str, str], args: list[str], code: int, needle: str
+) -> None:
+    assert_fails_cleanly(run, store, code, args, needle)

@@ -15,6 +15,7 @@ import pytest
 from mpqueue import JobCancelled
 from mpqueue.records import JobState
 
+from ..support.pg_helpers import pg_url  # noqa: F401
 from ..support.serve_helpers import env, gone, servers, wait_until  # noqa: F401
 
 GRACE_S = 0.5  # --timeout-grace: how long a cancelled job has to stop
@@ -138,3 +139,34 @@ def test_cancel_on_a_dead_server_ends_the_job_cancelled(env, servers):
     second.wait_ready(env.queue, 1)
     assert _ended(env, job, 30).state is JobState.CANCELLED
     assert len(env.runs()["orphan"]) == 1
+
+
+@pytest.mark.timeout(90)
+def test_cancel_on_postgres_from_another_host_reaches_the_job(
+    pg_url, servers, tmp_path, monkeypatch
+):
+    """A server on "host-a" runs the job; a cancel made on "host-b" stops it through
+    NOTIFY: it ends cancelled within the grace, its neighbour untouched."""
+    from ..support.serve_helpers import Env
+
+    monkeypatch.setenv("MPQUEUE_HOST_ID", "host-a")
+    server = servers(pg_url, "--workers", "2", "--timeout-grace", str(GRACE_S))
+    monkeypatch.setenv("MPQUEUE_HOST_ID", "host-b")
+    pg = Env(tmp_path)
+    pg.queue = type(pg.queue)(pg_url)
+    try:
+        server.wait_ready(pg.queue, 2)
+        marker = str(pg.marker)
+        neighbour = pg.task("sleepy").delay(marker, "neighbour", 4.0)
+        job = pg.task("swallow_everything").delay(marker, "victim")
+        run = _started(pg, "victim")
+        asked = time.monotonic()
+        assert job.cancel(reason="from host-b") is True
+        rec = _ended(pg, job)
+        assert time.monotonic() - asked < GRACE_S + SLACK_S
+        assert rec.state is JobState.CANCELLED and "on host-b" in rec.errors[-1].message
+        wait_until(lambda: gone(run.pid), 10, "the victim's child killed")
+        assert _ended(pg, neighbour, 30).state is JobState.DONE
+        assert pg.record(neighbour).attempts == 1
+    finally:
+        pg.queue.close()

@@ -20,6 +20,7 @@ import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from mpqueue.cancellation import CANCELLABLE
 from mpqueue.errors import ConfigError
 from mpqueue.records import ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from mpqueue.store import open_store
@@ -37,6 +38,8 @@ WORKERS = ("w1", "w2")
 # of a server whose heartbeat is fresh, and the servers below register such a heartbeat).
 CHILDREN = tuple(sorted({1, os.getpid(), os.getppid()}))
 START_MS = 4_000_000_000_000  # ahead of the real clock: legacy reads use it
+CANCEL_TEXT = "cancelled by the machine"
+QUEUED = (JobState.WAITING, JobState.SCHEDULED, JobState.READY)
 QUEUE_INDEXES = {
     "optimized": {keys.DB_READY: {JobState.READY}, keys.DB_SCHEDULED: {JobState.SCHEDULED}},
     "legacy": {keys.DB_PENDING: {JobState.READY, JobState.SCHEDULED}},
@@ -61,6 +64,8 @@ class StoreMachine(RuleBasedStateMachine):
         self.offers: dict[str, list[int]] = {}  # worker -> idle children offered
         self.child: dict[str, int] = {}  # job handed off -> the child it was given to
         self.graph = GraphModel(self.jobs)  # dependencies and keys
+        self.requested: set[str] = set()  # running jobs whose cancel was requested
+        self.names: dict[str, str] = {}  # job -> its task's name
 
     def teardown(self) -> None:
         self.store.close()
@@ -114,6 +119,16 @@ class StoreMachine(RuleBasedStateMachine):
         self.jobs[job][:3] = [state, worker, attempts]
         self.child.pop(job, None)  # a new claim or none: no longer a hand-off
 
+    def _cancelled_instead(self, job: str, clock_ms: int | None = None) -> bool:
+        """A held job whose outcome was just committed: if its cancel was requested, it
+        ended cancelled, whatever the outcome was (the model says so; True)."""
+        if job not in self.requested:
+            return False
+        self.requested.discard(job)
+        self._set(job, JobState.CANCELLED, None, self.jobs[job][2])
+        self.graph.end(job, JobState.CANCELLED, self.now if clock_ms is None else clock_ms)
+        return True
+
     def _held(self, worker: str | None = None) -> list[str]:
         return sorted(
             j
@@ -157,6 +172,7 @@ class StoreMachine(RuleBasedStateMachine):
             state = self.graph.enter(job_id, *args)
             assert rec.state is (JobState.PROCESSING if taker else state), (rec, state)
             self.jobs[job_id] = [state, None, 0, retries]
+            self.names[job_id] = rec.name
         if taker is not None:
             assert recs[0].state is JobState.PROCESSING and recs[0].attempts == 1
             self.jobs[recs[0].id][:3] = [JobState.PROCESSING, taker, 1]
@@ -325,6 +341,8 @@ class StoreMachine(RuleBasedStateMachine):
         job = data.draw(st.sampled_from(self._held()))
         worker = self.jobs[job][1]
         assert self.store.finish([Outcome.done(job, worker, b"\x01r")], self.now) == [True]
+        if self._cancelled_instead(job):
+            return
         self._set(job, JobState.DONE, None, self.jobs[job][2])
         self.graph.end(job, JobState.DONE, self.now)
 
@@ -344,6 +362,8 @@ class StoreMachine(RuleBasedStateMachine):
         ]
         assert self.store.finish(outcomes, self.now) == [True] * len(jobs)
         for job, is_dead in zip(jobs, dead):
+            if self._cancelled_instead(job):
+                continue
             end = JobState.DEAD if is_dead else JobState.DONE
             self._set(job, end, None, self.jobs[job][2])
             self.graph.end(job, end, self.now)
@@ -357,6 +377,9 @@ class StoreMachine(RuleBasedStateMachine):
         outcome = Outcome.failed(job, model[1], error, retryable=retryable, retry_delay_s=delay)
         assert self.store.finish([outcome], self.now) == [True]
         rec = self.store.get(job)
+        if self._cancelled_instead(job):
+            assert rec.errors[-1].message == CANCEL_TEXT and rec.result is None
+            return
         if retryable and model[2] <= model[3]:
             self._set(job, JobState.SCHEDULED, None, model[2])
             assert rec.run_at_ms >= self.now
@@ -371,7 +394,8 @@ class StoreMachine(RuleBasedStateMachine):
         job = data.draw(st.sampled_from(self._held()))
         model = self.jobs[job]
         assert self.store.finish([Outcome.released(job, model[1])], self.now) == [True]
-        self._set(job, JobState.READY, None, model[2] - 1)
+        if not self._cancelled_instead(job):
+            self._set(job, JobState.READY, None, model[2] - 1)
 
     @precondition(lambda self: self.ever)
     @rule(data=st.data(), worker=st.sampled_from(WORKERS))
@@ -388,8 +412,10 @@ class StoreMachine(RuleBasedStateMachine):
         assert sorted(self.store.requeue_server(worker)) == held
         if self.mode == "optimized":
             self.offers.pop(worker, None)  # nothing is handed to a server that is gone
+        clock = now_ms()  # a put-back that ends a job settles by the wall clock
         for job in held:
-            self._set(job, JobState.READY, None, self.jobs[job][2] - 1)
+            if not self._cancelled_instead(job, clock):
+                self._set(job, JobState.READY, None, self.jobs[job][2] - 1)
 
     @precondition(lambda self: self._in(JobState.DEAD))
     @rule(data=st.data())
@@ -425,6 +451,78 @@ class StoreMachine(RuleBasedStateMachine):
         self.graph.forget(job)
         del self.jobs[job]
         self.child.pop(job, None)
+        self.requested.discard(job)
+
+    @precondition(lambda self: self.ever)
+    @rule(data=st.data())
+    def cancel(self, data):
+        """Cancel some jobs by id (ended, deleted or never added ones too): queued ones
+        end cancelled, running ones get a request, and their dependents are settled
+        once all of them are (as every store does)."""
+        ids = data.draw(st.lists(st.sampled_from(self.ever), min_size=1, max_size=4))
+        ids.append(data.draw(st.sampled_from((f"{10**9:032x}", ids[0]))))  # missing, repeat
+        report = self.store.cancel(ids, CANCEL_TEXT, self.now)
+        expect: dict[str, list[str]] = {k: [] for k in report.as_dict()}
+        ended = []
+        for job in dict.fromkeys(ids):
+            state = self.jobs[job][0] if job in self.jobs else None
+            if state is None:
+                expect["missing"].append(job)
+            elif state in QUEUED:
+                expect["cancelled"].append(job)
+                self.graph.waiting.pop(job, None)
+                self.jobs[job][:2] = [JobState.CANCELLED, None]
+                ended.append(job)
+            elif state is JobState.PROCESSING:
+                expect["requested"].append(job)
+                self.requested.add(job)
+            else:
+                expect["finished"].append(job)
+        assert report.as_dict() == expect
+        for job in ended:
+            self.graph.end(job, JobState.CANCELLED, self.now)
+
+    @rule(
+        data=st.data(),
+        name=st.one_of(st.none(), st.sampled_from(NAMES)),
+        states=st.lists(st.sampled_from(CANCELLABLE), min_size=1, max_size=4, unique=True),
+        limit=st.integers(1, 3),
+    )
+    def cancel_matching(self, data, name, states, limit):
+        """A bulk cancel, batch by batch: each batch cancels only jobs that match, and
+        when the walk ends no queued job that matched at its start is left and every
+        matching running one has a request."""
+
+        def matches(job: str) -> bool:
+            state = self.jobs[job][0]
+            named = name is None or self.names[job] == name
+            return named and state in states and job not in self.requested
+
+        before = {job: model[0] for job, model in self.jobs.items()}
+        after = ""
+        while True:
+            report, resume = self.store.cancel_matching(
+                name, states, CANCEL_TEXT, self.now, limit, after
+            )
+            assert report.finished == report.missing == []
+            assert len(report.cancelled) + len(report.requested) <= limit
+            for job in report.cancelled + report.requested:
+                assert matches(job), (job, self.jobs[job], name, states)
+            for job in report.cancelled:
+                assert self.jobs[job][0] in QUEUED
+                self.graph.waiting.pop(job, None)
+                self.jobs[job][:2] = [JobState.CANCELLED, None]
+            for job in report.requested:
+                assert self.jobs[job][0] is JobState.PROCESSING
+                self.requested.add(job)
+            for job in report.cancelled:
+                self.graph.end(job, JobState.CANCELLED, self.now)
+            if resume is None:
+                break
+            after = resume
+        # (A job the cancel itself released, a tolerant dependent, entered the walk late.)
+        left = [j for j in self.jobs if matches(j) and self.jobs[j][0] is before[j]]
+        assert not left, "a matching job was left"
 
     @rule(advance=st.integers(0, 3000), ttl=st.integers(0, 4000))
     def expire(self, advance, ttl):
@@ -531,6 +629,9 @@ class StoreMachine(RuleBasedStateMachine):
             job = keys.decode_job_key(key)
             assert records[job].state is JobState.WAITING
             homes[job] += 1
+        requests = {keys.decode_processing_key(k) for k, _ in raw[keys.DB_CANCELS]}
+        assert requests == {(self.jobs[j][1], j) for j in self.requested}
+        assert {v for _, v in raw[keys.DB_CANCELS]} <= {CANCEL_TEXT.encode()}
         assert set(homes) == set(records) and set(homes.values()) <= {1}, homes
         self._graph_matches_raw(raw)
 
@@ -589,10 +690,11 @@ class StoreMachine(RuleBasedStateMachine):
             if rec.key is not None and rec.state not in FAILED:
                 live_keys[(rec.name, rec.key)] += 1
                 assert self.graph.holder(rec.name, rec.key) == job, (job, rec.key)
-            if rec.state is JobState.CANCELLED:  # naming the dependency that ended
+            if rec.state is JobState.CANCELLED:  # naming the dependency that ended, or a cancel
                 error = rec.errors[-1]
                 assert error.kind == "cancelled" and rec.finished_at_ms is not None
-                assert any(error.message.startswith(f"dependency {d} ") for d in rec.depends_on)
+                cause = [f"dependency {d} " for d in rec.depends_on]
+                assert error.message == CANCEL_TEXT or any(map(error.message.startswith, cause))
         assert set(live_keys.values()) <= {1}, live_keys
         for dep in self.graph.edges:
             assert self.store.dependents(dep) == self.graph.dependents(dep), dep
@@ -604,6 +706,9 @@ class StoreMachine(RuleBasedStateMachine):
             rec = records[job]
             assert rec.state is state, (job, rec.state, state)
             assert rec.attempts == attempts >= 0
+        for worker in WORKERS:
+            mine = sorted(j for j in self.requested if self.jobs[j][1] == worker)
+            assert self.store.cancel_requests(worker) == mine
         stats = self.store.stats()
         assert stats["total"] == len(self.jobs)
         assert stats["processing"] == len(self._held())
