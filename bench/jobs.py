@@ -73,3 +73,22 @@ def chain_step(stamps: list[int]) -> list[int]:
     out = [*stamps, started]
     out.append(time.time_ns())
     return out
+
+
+def spin_until_stopped(path: str) -> None:
+    """Spin until stopped (a cancel): writes 'start <ns>' when it begins and 'stop <ns>'
+    as the stopping exception leaves it (``time.time_ns()``, one line each)."""
+    _note(path, "start")
+    try:
+        while True:
+            pass
+    finally:
+        _note(path, "stop")
+
+
+def _note(path: str, what: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{what} {time.time_ns()}\n".encode())
+    finally:
+        os.close(fd)

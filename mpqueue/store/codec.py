@@ -166,6 +166,54 @@ def decode_record(raw: bytes) -> JobRecord:
     return rec
 
 
+class Row:
+    """A record as its decoded fields, for a bulk change that need not build the
+    ``JobRecord`` (a bulk cancel): the fields that file it in the queues, and its bytes
+    once cancelled. Checked as ``decode_record`` checks; CorruptRecord otherwise."""
+
+    __slots__ = ("fields", "version", "state", "id", "name")
+
+    def __init__(self, raw: bytes):
+        self.version = raw[:1]
+        if self.version not in (RECORD_V2, RECORD_V3):  # older: ``decode_record`` reads it
+            raise CorruptRecord(f"not a version 2 or 3 record: {self.version!r}")
+        try:
+            fields = msgpack.unpackb(
+                memoryview(raw)[1:], raw=False, use_list=False, unicode_errors="surrogatepass"
+            )
+            if self.version == RECORD_V2 and isinstance(fields, tuple):
+                fields += _V3_DEFAULTS
+            _check_row(fields)
+        except Exception as exc:
+            raise CorruptRecord(f"{type(exc).__name__}: {exc}") from None
+        self.fields: tuple[Any, ...] = fields
+        self.state = _STATES[fields[2]]
+        self.id: str = fields[0]
+        self.name: str = fields[1]
+
+    @property
+    def priority(self) -> int:
+        return int(self.fields[4])
+
+    @property
+    def seq(self) -> int:
+        return int(self.fields[5])
+
+    @property
+    def run_at_ms(self) -> int:
+        return int(self.fields[6])
+
+    def cancelled(self, entry: ErrorInfo) -> bytes:
+        """The record's bytes once cancelled: ``entry`` last in its history, finished at
+        its time (``encode_record`` of the cancelled record, without building it)."""
+        f = self.fields
+        error = (entry.type, entry.message, entry.traceback, f[8], entry.at_ms, entry.kind)
+        row = (*f[:2], JobState.CANCELLED.value, *f[3:13], (*f[13], error), entry.at_ms, *f[15:18])
+        if self.version == RECORD_V3:
+            return RECORD_V3 + bytes(_packer.pack(row + f[18:]))
+        return RECORD_V2 + bytes(_packer.pack(row))
+
+
 def _check_row(row: Any) -> None:
     if not isinstance(row, tuple) or len(row) != len(_FIELDS):
         raise ValueError(f"not a record of {len(_FIELDS)} fields")

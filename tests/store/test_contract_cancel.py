@@ -248,3 +248,15 @@ def test_the_request_text_names_who_and_why():
     text = request_text("typo in the input")
     assert text.startswith("cancelled by ") and text.endswith(": typo in the input")
     assert "pid" in text
+
+
+def test_bulk_cancel_of_keyed_jobs_frees_their_keys(store):
+    a, b = add(store, record(key="k1"), record(key="k2", priority=3))
+    report = cancel_all(store, None, (JobState.READY,), TEXT)
+    assert sorted(report.cancelled) == sorted([a, b])
+    (c,) = add(store, record(key="k1"))
+    assert c != a and states(store, c) == ["ready"]
+    rec = store.get(b)
+    assert rec.key == "k2" and rec.priority == 3 and rec.errors[-1].message == TEXT
+    assert [j.id for j in store.list(state=JobState.CANCELLED)] == sorted([a, b])
+    clean(store)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import struct
 from collections.abc import Sequence
+from typing import Protocol
 
 from ...errors import ConfigError
 
@@ -42,6 +43,23 @@ from ...limits import KEY_MAX_BYTES, check_key_part
 from ...limits import PRIORITY_MAX as PRIORITY_MAX
 from ...limits import PRIORITY_MIN as PRIORITY_MIN
 from ...limits import RUN_AT_MAX_MS as RUN_AT_MAX_MS
+from ...records import JobState
+
+
+class Queued(Protocol):
+    """What files a job in the queue indexes: a ``JobRecord``, or a ``codec.Row``."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def state(self) -> JobState: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def run_at_ms(self) -> int: ...
+
 
 DB_JOBS = b"jobs"
 DB_BY_NAME = b"by_name"

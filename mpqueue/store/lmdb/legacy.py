@@ -45,7 +45,7 @@ class LegacyLmdbStore(LmdbStore):
     def _index_value(self, raw: bytes) -> bytes:
         return b""  # legacy: the name index holds ids only
 
-    def _queue_entry(self, rec: JobRecord) -> tuple[bytes, bytes] | None:
+    def _queue_entry(self, rec: keys.Queued) -> tuple[bytes, bytes] | None:
         if rec.state in (JobState.READY, JobState.SCHEDULED):
             return keys.DB_PENDING, keys.pending_key(rec.id)
         return None

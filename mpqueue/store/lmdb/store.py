@@ -204,7 +204,7 @@ class LmdbStore(Store, HandOff):
     def _index_value(self, raw: bytes) -> bytes:
         return raw  # optimized: the index holds the whole record (listing needs no lookups)
 
-    def _queue_entry(self, rec: JobRecord) -> tuple[bytes, bytes] | None:
+    def _queue_entry(self, rec: keys.Queued) -> tuple[bytes, bytes] | None:
         """The queue index (db, key) a ready or scheduled job is filed under."""
         if rec.state is JobState.READY:
             return keys.DB_READY, keys.ready_key(rec.priority, rec.seq, rec.id)
@@ -224,7 +224,7 @@ class LmdbStore(Store, HandOff):
         if entry is not None:
             tx.put(entry[0], entry[1], b"")
 
-    def _unqueue_index(self, tx: Tx, rec: JobRecord) -> None:
+    def _unqueue_index(self, tx: Tx, rec: keys.Queued) -> None:
         entry = self._queue_entry(rec)
         if entry is not None:
             tx.delete(entry[0], entry[1])
