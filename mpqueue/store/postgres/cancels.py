@@ -29,10 +29,12 @@ SQL = {
     "match": f"""SELECT {_ROW}, created_at_ms FROM {{jobs}}
         WHERE state = ANY(%s) AND id > %s AND (state <> 'processing' OR cancel_request IS NULL)
         ORDER BY id LIMIT %s FOR UPDATE""",
+    # Binary arrays (%b): psycopg escapes every element of a text-format array, which
+    # was most of a bulk cancel's time.
     "end_rows": """UPDATE {jobs} AS j SET state = 'cancelled', errors = u.errors,
             finished_at_ms = %s, dead_reason = u.reason, open_deps = 0, worker_id = NULL,
             claimed_at_ms = NULL, deadline_ms = NULL, cancel_request = NULL
-        FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(id, errors, reason)
+        FROM unnest(%b::text[], %b::text[], %b::text[]) AS u(id, errors, reason)
         WHERE j.id = u.id""",
     "request": """UPDATE {jobs} SET cancel_request = %s
         WHERE id = ANY(%s) AND state = 'processing' AND cancel_request IS NULL""",
@@ -99,10 +101,13 @@ class PgCancel:
         text: str,
     ) -> None:
         error = cancel_entry(text, attempts, self.now)
-        try:
-            history = self._decode(errors)
-        except ValueError:
-            history = ()  # unreadable: the cancel is all that is left of it
+        if errors == "[]":  # most queued jobs: no history to decode
+            history: tuple[ErrorInfo, ...] = ()
+        else:
+            try:
+                history = self._decode(errors)
+            except ValueError:
+                history = ()  # unreadable: the cancel is all that is left of it
         self._ended.append((job_id, self._encode(history + (error,)), self._clean(text)))
         if has_dependents:
             self.ends.append((job_id, name, JobState.CANCELLED))
