@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
 
+from .cancellation import CancelReport
 from .errors import ConfigError, JobCancelled, JobFailed
 from .handle import Job
 from .polling import Poll
@@ -156,6 +157,12 @@ class GroupHandle:
 
     def _records(self, ids: Sequence[str]) -> list[JobRecord | None]:
         return self.queue.store.get_many(ids)  # type: ignore[no-any-return]
+
+    def cancel(self, reason: str | None = None) -> CancelReport:
+        """Cancel every member that has not ended, in one transaction (see
+        ``Queue.cancel``): queued ones at once, running ones by their servers. A chord's
+        callback is cancelled with its members, unless it allows failures."""
+        return self.queue.cancel(*self.ids, reason=reason)  # type: ignore[no-any-return]
 
     def progress(self) -> dict[str, int]:
         """Counts of the members by outcome, from one read: ``done``, ``dead``,

@@ -415,3 +415,21 @@ def test_concurrent_finishers_release_a_join_exactly_once(store, store_location,
     assert sorted(finished) == sorted([*members, left, both]), "a job ran twice or never"
     assert states(store, left, both) == ["done", "done"]
     clean(store)
+
+
+def test_cancelling_a_chords_group_cancels_its_callback(queue, store):
+    add_task = queue.task_by_name("tests.support.tasks.add")
+    total = queue.task_by_name("tests.support.tasks.total")
+    callback = chord(group(add_task.s(i, i) for i in range(4)), total.s()).delay()
+    members = callback.group
+    running_ids = [rec.id for rec in store.claim("w1", 1, now_ms())]
+    report = members.cancel(reason="stop")
+    assert sorted(report.cancelled + report.requested) == sorted(members.ids)
+    assert report.requested == running_ids
+    assert states(store, callback.id) == ["cancelled"]
+    with pytest.raises(JobCancelled):
+        callback.result(timeout=1)
+    for job_id in running_ids:
+        done(store, job_id, 1)
+    assert members.progress()["cancelled"] == 4
+    clean(store)
