@@ -197,13 +197,17 @@ def _results_in_order(futures: list[JobFuture], deadline: float | None) -> Itera
             future.cancel()
 
 
+_CANCELLED = "its Executor future was cancelled"
+_SHUT_DOWN = "its Executor was shut down with cancel_futures=True"
+
+
 class JobFuture(concurrent.futures.Future[Any]):
-    """A future on one job; ``cancel()`` deletes the job, so that it never runs.
+    """A future on one job; ``cancel()`` cancels the job (``Queue.cancel``): a queued
+    one never runs, a running one is stopped by its server.
 
     A record cannot tell a job waiting at a worker (servers hand workers several jobs
     ahead) from a running one, so a future stays pending, and can be cancelled, until
-    its job has finished: a job already running when its future is cancelled runs to
-    its end, and its result is dropped.
+    its job has finished.
     """
 
     def __init__(self, job_id: str, on_cancel: Callable[[JobFuture], None]):
@@ -255,10 +259,13 @@ class _Watcher:
         return shared
 
     def cancel_queued(self) -> None:
+        """Cancel every pending future, and their jobs in one store transaction."""
         with self.lock:
             futures = list(self.pending.values())
-        for future in futures:
-            future.cancel()
+        ids = [f.job_id for f in futures if concurrent.futures.Future.cancel(f) and self._forget(f)]
+        if ids:
+            self.queue.cancel(*ids, reason=_SHUT_DOWN)
+            self.wake.set()
 
     def close(self) -> None:
         self.closing = True
@@ -277,16 +284,19 @@ class _Watcher:
             raise self.broken
 
     def _cancelled(self, future: JobFuture) -> None:
-        """A future was cancelled: delete its job, so that it never runs (a job already
-        running runs on, and its outcome is dropped)."""
+        """A future was cancelled: cancel its job (a running one is stopped)."""
+        if self._forget(future):
+            self.queue.cancel(future.job_id, reason=_CANCELLED)
+            self.wake.set()
+
+    def _forget(self, future: JobFuture) -> bool:
+        """Stop tracking a cancelled future; False if another call did first."""
         with self.lock:
             owned = self.pending.get(future.job_id) is future
             if owned:
                 del self.pending[future.job_id]
                 future.set_running_or_notify_cancel()  # wait() and as_completed() see it
-        if owned:
-            self.queue.delete(future.job_id)
-            self.wake.set()
+        return owned
 
     # ---- the thread -----------------------------------------------------------------------
     def _run(self) -> None:

@@ -95,14 +95,15 @@ def test_map_times_out_like_the_standard_library(env, tmp_path):
                          timeout=0.5)  # fmt: skip
         with pytest.raises(TimeoutError):
             next(results)
-        (tmp_path / "release").touch()  # the held job ends; its result is dropped
+        (tmp_path / "release").touch()  # the held job is cancelled, stopped by its server
     assert _starts(env.marker) in ({}, {"held": 1})  # it may not have started in time
 
 
 @pytest.mark.timeout(60)
 def test_shutdown_with_cancel_futures_leaves_queued_items_never_run(env, tmp_path):
     """One worker holds the first item; the other nine wait (some of them already sent
-    to the worker ahead of time). Cancelled, their jobs are deleted: none ever starts."""
+    to the worker ahead of time). Cancelled, their jobs end cancelled: none ever starts,
+    and the running one is stopped."""
     marker, release = str(env.marker), tmp_path / "release"
     ex = Executor(env.path, max_workers=1)
     held = ex.submit(executor_tasks.hold_until, marker, "held", str(release))
@@ -112,11 +113,12 @@ def test_shutdown_with_cancel_futures_leaves_queued_items_never_run(env, tmp_pat
     assert all(f.cancelled() for f in queued)
     done, _ = concurrent.futures.wait(queued, timeout=5)
     assert len(done) == 9  # cancelled futures count as done for wait()
-    release.touch()
-    ex.shutdown(wait=True)  # the held job ends, the server stops
-    assert held.cancelled()  # still pending when cancelled: its outcome is dropped
+    ex.shutdown(wait=True)  # the held job is stopped by its cancel, the server stops
+    assert held.cancelled()  # still pending when cancelled
     assert _starts(env.marker) == {"held": 1}
-    assert env.queue.stats()["total"] == 0
+    stats = env.queue.stats()
+    assert stats["cancelled"] == stats["total"] == 10, stats
+    assert "cancel_futures" in env.queue.get(held.job_id).error.message
     with pytest.raises(RuntimeError, match="after shutdown"):
         ex.submit(executor_tasks.square, 2)
 
