@@ -1,6 +1,7 @@
 """mpqueue: a durable, embedded, multiprocess job queue for CPU-bound Python work."""
 
 from .cancellation import CancelReport
+from .current import CurrentJob, current_job
 from .errors import (
     Cancelled,
     ConfigError,
@@ -21,7 +22,7 @@ from .errors import (
 from .executor import Executor
 from .handle import Job
 from .queue import Queue
-from .records import ErrorInfo, JobState
+from .records import ErrorInfo, JobState, Progress
 from .task import Signature, Task
 from .workflow import GroupHandle, chain, chord, group
 
@@ -31,6 +32,7 @@ __all__ = [
     "CancelReport",
     "Cancelled",
     "ConfigError",
+    "CurrentJob",
     "DuplicateTask",
     "ErrorInfo",
     "Executor",
@@ -43,6 +45,7 @@ __all__ = [
     "JobState",
     "MpqueueError",
     "PayloadError",
+    "Progress",
     "Queue",
     "Retry",
     "SerializationError",
@@ -54,5 +57,6 @@ __all__ = [
     "TaskNotFound",
     "chain",
     "chord",
+    "current_job",
     "group",
 ]

@@ -1,4 +1,4 @@
-"""Bounded text for user values (job arguments, results) on the command line.
+"""Bounded text for user values (job arguments, results, progress) on the command line.
 
 A stored value may be huge (a 500 MB result), deeply nested, or an integer longer than
 Python will turn into text (``sys.get_int_max_str_digits``). ``short_repr`` builds a
@@ -9,6 +9,8 @@ as much as the budget, and never raises on a value that ``repr`` would choke on.
 from __future__ import annotations
 
 from typing import Any
+
+from .records import Progress
 
 CUT_MARK = "..."
 MAX_DEPTH = 64  # deeper containers are shown as "..." (repr itself would recurse)
@@ -127,3 +129,15 @@ def _printable(value: int) -> bool:
 def _describe_int(value: int) -> str:
     digits = int(value.bit_length() * 0.30103) + 1
     return f"<int of about {digits:,} digits>"
+
+
+def progress_text(report: Progress | None, now_ms: int) -> str:
+    """A progress report on one line: "40/100 (40%) loading, 3 s ago"; "" for none."""
+    if report is None:
+        return ""
+    done, total, message, at_ms = report
+    text = f"{done:g}" if total is None else f"{done:g}/{total:g} ({100 * done / total:.0f}%)"
+    if message:
+        text += f" {message}"
+    age_s = max(0, now_ms - at_ms) / 1000
+    return f"{text}, {age_s:.0f} s ago" if age_s >= 1 else text

@@ -13,6 +13,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from . import current as running_job
 from .errors import (
     Cancelled,
     JobCancelled,
@@ -64,6 +65,7 @@ class TaskRunner:
     passes: exceptions that leave ``run`` instead of failing the job (in-process, a
         Ctrl-C must stop the caller, not fail one job).
     fetch: reads the records of a workflow job's dependencies, whose results it takes.
+    progress: where the running job's progress reports go (``current.Sink``).
     """
 
     def __init__(
@@ -74,7 +76,9 @@ class TaskRunner:
         fetch: Fetch,
         call: Call = call_plainly,
         passes: tuple[type[BaseException], ...] = (),
+        progress: running_job.Sink | None = None,
     ):
+        self.progress = progress
         self.server_id = server_id
         self.secret = secret
         self.fetch = fetch
@@ -116,7 +120,7 @@ class TaskRunner:
         self, rec: JobRecord, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Outcome:
         try:
-            value = self.call(rec, fn, args, kwargs)
+            value = self._invoke(rec, fn, args, kwargs)
         except self.passes:
             raise
         except JobTimeout:
@@ -145,6 +149,16 @@ class TaskRunner:
         except SerializationError as exc:
             return self._failed(rec, _error(exc, rec, "exception"), retryable=False)
         return Outcome.done(rec.id, self.server_id, result)
+
+    def _invoke(
+        self, rec: JobRecord, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        """The task's call, with ``current_job()`` set to it."""
+        running_job.started(rec, self.progress)
+        try:
+            return self.call(rec, fn, args, kwargs)
+        finally:
+            running_job.ended()
 
     def _inputs(self, rec: JobRecord) -> Any:
         """The results of the job's dependencies, read in one go (a chain's step takes
@@ -202,7 +216,11 @@ def run_pending(store: Store, secret: bytes | None, limit: int | None = None) ->
     the batch that have not finished, uncharged, and is raised again.
     """
     runner = TaskRunner(
-        current().server_id, secret, fetch=store.endings, passes=(KeyboardInterrupt,)
+        current().server_id,
+        secret,
+        fetch=store.endings,
+        passes=(KeyboardInterrupt,),
+        progress=lambda job_id, report: store.record_progress({job_id: report}),
     )
     runs = 0
     while limit is None or runs < limit:

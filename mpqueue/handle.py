@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from .cancellation import CancelReport
 from .errors import JobCancelled, JobFailed, JobNotFound
-from .records import Ending, ErrorInfo, JobRecord, JobState
+from .records import Ending, ErrorInfo, JobRecord, JobState, Progress
 from .serializer import load_payload, load_result
 from .store.base import Store
 
@@ -113,6 +113,12 @@ class Job:
         self.record = self.queue.wait_finished(self.id, timeout)
         rec = self.record
         return finished_value(rec.id, Ending(rec.state, rec.result, self.error))
+
+    @property
+    def progress(self) -> Progress | None:
+        """The job's last progress report (``current_job().progress``), read from the
+        store now; None if it has reported none."""
+        return self.queue.store.progress([self.id])[0]
 
     def cancel(self, reason: str | None = None) -> bool:
         """Cancel this job (see ``Queue.cancel``): True if it ended cancelled now or,

@@ -44,6 +44,8 @@ def check_key_part(text: str, what: str) -> None:
 
 
 REASON_MAX = 1000  # characters of a cancel's reason, kept in the job's history
+PROGRESS_MESSAGE_MAX = 200  # characters of a progress report's message
+PROGRESS_MAX = 1e18  # done and total: far past any count, still exact enough as a float
 DEPENDENCIES_MAX = 100_000  # the most jobs one job may wait for (a chord's fan-in)
 
 
@@ -135,6 +137,32 @@ def _at_most(what: str, number: float, given: Any, high: float | None, bound: st
     if high is not None and number > high:
         words = f" ({bound})" if bound else ""
         raise ConfigError(f"{what} must be at most {high:.0f} s{words}, got {describe(given)}")
+    return number
+
+
+def check_progress(done: Any, total: Any, message: Any) -> tuple[float, float | None, str | None]:
+    """A progress report's values, checked: ``done`` a number from 0, ``total`` None or
+    a number above 0, ``message`` None or a string of at most PROGRESS_MESSAGE_MAX."""
+    done = _progress_number("done", done, 0.0)
+    if total is not None:
+        total = _progress_number("total", total, None)
+    if message is not None:
+        if not isinstance(message, str):
+            raise ConfigError(f"progress message must be a string, not {type(message).__name__}")
+        if len(message) > PROGRESS_MESSAGE_MAX:
+            raise ConfigError(
+                f"progress message is {len(message)} characters; at most {PROGRESS_MESSAGE_MAX}"
+            )
+    return done, total, message
+
+
+def _progress_number(what: str, value: Any, low: float | None) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ConfigError(f"progress {what} must be a number, not {value!r}")
+    number = float(value)
+    if (low is None and number <= 0) or number < (low or 0.0) or number > PROGRESS_MAX:
+        bound = "above 0" if low is None else "from 0"
+        raise ConfigError(f"progress {what} must be {bound} to {PROGRESS_MAX:g}; got {value!r}")
     return number
 
 

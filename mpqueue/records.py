@@ -183,6 +183,19 @@ PASS_NONE, PASS_ONE, PASS_ALL = "", "one", "all"
 PASS_MODES = (PASS_NONE, PASS_ONE, PASS_ALL)
 
 
+class Progress(NamedTuple):
+    """What a running job last reported of its progress (``current_job().progress``):
+    ``done`` out of ``total`` (None: unknown), a short ``message``, and when (ms)."""
+
+    done: float
+    total: float | None
+    message: str | None
+    at_ms: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return self._asdict()
+
+
 class Ending(NamedTuple):
     """What a workflow job reads of each of its dependencies (``Store.endings``): the
     state, the pickled result (done jobs), the last error (failed ones)."""

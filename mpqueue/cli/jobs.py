@@ -8,12 +8,13 @@ from typing import Any
 
 import click
 
+from ..display import progress_text
 from ..errors import JobNotFound, MpqueueError, SerializationError
 from ..handle import Job
 from ..limits import PRIORITY_MAX, PRIORITY_MIN
 from ..location import redact
 from ..queue import Queue
-from ..records import JobState
+from ..records import JobState, Progress, now_ms
 from ..serializer import load_result
 from .group import cli
 from .output import clip, plain, shown, table, to_json, when
@@ -140,9 +141,12 @@ def list_jobs(
 ) -> None:
     """List jobs, oldest first (at most --limit; says so on stderr when there are more)."""
     jobs = _listed(queue, name, state, _list_limit(limit, all_jobs))
+    reports = queue.store.progress([job.id for job in jobs]) if jobs else []
     if as_json:
-        click.echo(to_json([job.to_dict() for job in jobs]))
+        listed = [job.to_dict() | {"progress": _progress_dict(p)} for job, p in zip(jobs, reports)]
+        click.echo(to_json(listed))
         return
+    now = now_ms()
     rows = [
         [
             job.id,
@@ -151,10 +155,16 @@ def list_jobs(
             str(job.attempts),
             str(job.priority),
             when(job.record.run_at_ms),
+            clip(progress_text(report, now), 40),
         ]
-        for job in jobs
+        for job, report in zip(jobs, reports)
     ]
-    table(["ID", "NAME", "STATE", "ATTEMPTS", "PRIORITY", "RUN AT (UTC)"], rows, empty="No jobs.")
+    header = ["ID", "NAME", "STATE", "ATTEMPTS", "PRIORITY", "RUN AT (UTC)", "PROGRESS"]
+    table(header, rows, empty="No jobs.")
+
+
+def _progress_dict(report: Progress | None) -> dict[str, Any] | None:
+    return None if report is None else report.as_dict()
 
 
 def _list_limit(limit: int | None, all_jobs: bool) -> int | None:
@@ -221,6 +231,7 @@ def _details(job: Job) -> dict[str, Any]:
         pass_results=rec.pass_results,
         allow_failures=rec.allow_failures,
         dependents=job.dependents(),
+        progress=_progress_dict(job.progress),
     )
     try:
         args, kwargs = job.args()
@@ -257,6 +268,8 @@ def _print_details(queue: Queue, d: dict[str, Any], width: int | None) -> None:
     if d["pass_results"]:
         inputs = INPUTS[d["pass_results"]] + (", failures too" if d["allow_failures"] else "")
         lines.append(("inputs", inputs))
+    if d["progress"] is not None:
+        lines.append(("progress", progress_text(Progress(**d["progress"]), now_ms())))
     if "result" in d:
         lines.append(("result", shown(d["result"], width)))
     for label, value in lines:

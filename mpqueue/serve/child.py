@@ -20,8 +20,9 @@ the child's own reading and writing are never interrupted by it.
 Messages (typed values, see protocol): the coordinator sends ``Run`` (job ids, queued
 behind what the child holds), ``Handed`` (hand-offs the child may have missed: it runs
 those it has not taken yet) and ``Stop``; the child answers ``Ready`` or ``InitError``
-once, then ``Took`` for each hand-off it starts, ``Done`` or ``Failed`` for each job,
-and ``Released`` (what it was sent and did not run) when told to stop.
+once, then ``Took`` for each hand-off it starts, ``ProgressReport`` while a job reports
+progress, ``Done`` or ``Failed`` for each job, and ``Released`` (what it was sent and
+did not run) when told to stop.
 """
 
 from __future__ import annotations
@@ -44,12 +45,22 @@ from ..errors import Cancelled, MpqueueError
 from ..execute import JobTimeout, TaskRunner
 from ..identity import pid_exists
 from ..limits import JOB_ID_BYTES
-from ..records import ErrorInfo, JobRecord, now_ms
+from ..records import ErrorInfo, JobRecord, Progress, now_ms
 from ..registry import import_module
 from ..store.base import HandOff, Inbox
 from . import protocol
 from .containment import kill_descendants, kill_group, lead_own_group
-from .protocol import Done, Failed, Handed, InitError, Ready, Released, Stop, Took
+from .protocol import (
+    Done,
+    Failed,
+    Handed,
+    InitError,
+    ProgressReport,
+    Ready,
+    Released,
+    Stop,
+    Took,
+)
 
 # Hand-offs a child remembers having run: a re-sent one (the coordinator re-sends those
 # it has not heard "took" for) is skipped. Far more than can be in flight at once.
@@ -184,8 +195,13 @@ class _JobRunner:
         self.process = psutil.Process() if config.measure_rss else None
         self.server_id = config.server_id
         self.cancels = cancels
+        self.pipe_fd = -1  # set by loop()
         self.task_runner = TaskRunner(
-            config.server_id, config.secret, fetch=self.store.endings, call=cancels.call
+            config.server_id,
+            config.secret,
+            fetch=self.store.endings,
+            call=cancels.call,
+            progress=self._report_progress,
         )
         self.pid = os.getpid()
         self.hand_off = self.store.hand_off if config.hand_off else None
@@ -196,7 +212,7 @@ class _JobRunner:
 
     def loop(self, conn: Connection) -> None:
         pending: deque[str] = deque()
-        pipe_fd = conn.fileno()
+        pipe_fd = self.pipe_fd = conn.fileno()
         poller = select.poll()
         poller.register(pipe_fd, select.POLLIN)
         if self.inbox is not None:
@@ -216,6 +232,10 @@ class _JobRunner:
                     protocol.write(pipe_fd, outcome)
             elif pending:
                 protocol.write(pipe_fd, self.run(pending.popleft()))
+
+    def _report_progress(self, job_id: str, report: Progress) -> None:
+        """The running job's progress, to the coordinator (throttled by current.py)."""
+        protocol.write(self.pipe_fd, ProgressReport(job_id, *report))
 
     def _read_inbox(self) -> None:
         """Take the job ids producers handed to this child."""

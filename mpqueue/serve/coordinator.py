@@ -54,7 +54,7 @@ from .ledger import Ledger, stray_claims
 from .pacing import Pacer, usable
 from .pool import Pool, Slot
 from .progress import Progress
-from .protocol import Done, Failed, InitError, Ready, Released, Report, Took
+from .protocol import Done, Failed, InitError, ProgressReport, Ready, Released, Report, Took
 from .settings import DEFAULT_POLL_INTERVAL_S, ServeSettings
 
 log = logging.getLogger("mpqueue.serve")
@@ -255,10 +255,15 @@ class Coordinator:
         """The cycle's one commit; with hand-off it also offers our idle children (none
         while stopping), replacing the previous offer."""
         hand_off = self.handoff.capability
+        progress = self.ledger.take_progress()
         if hand_off is None:
-            return self.store.finish_and_claim(outcomes, self.server_id, limit, now)
+            return self.store.finish_and_claim(
+                outcomes, self.server_id, limit, now, progress=progress
+            )
         idle = [] if self.signals else self.handoff.offers(self.pacer.idle(self.pool.slots))
-        return hand_off.finish_and_claim(outcomes, self.server_id, limit, now, idle_children=idle)
+        return hand_off.finish_and_claim(
+            outcomes, self.server_id, limit, now, idle_children=idle, progress=progress
+        )
 
     def _cycle_wanted(self, room: int) -> bool:
         """Whether a durable commit is worth paying for now.
@@ -275,6 +280,8 @@ class Coordinator:
             return bool(ledger.outcomes) or (room > 0 and self._maybe_ready())
         low = self.pacer.low(self.pool.slots)
         if room and low and self._maybe_ready():
+            return True
+        if ledger.progress_due(time.monotonic()):
             return True
         if not ledger.outcomes:
             return False
@@ -384,6 +391,9 @@ class Coordinator:
         outcomes_since = self.ledger.outcomes_since
         if outcomes_since is not None and not self.polling:
             timeout = min(timeout, max(0.0, outcomes_since + COMMIT_DELAY_S - time.monotonic()))
+        progress_at = self.ledger.progress_at()
+        if progress_at is not None:
+            timeout = min(timeout, max(0.0, progress_at - time.monotonic()))
         if self.next_due_ms is not None and room:  # with no room a due job has to wait
             timeout = min(timeout, max(0.0, self.next_due_ms / 1000 - now_s))
         deadline = self._next_deadline()
@@ -447,6 +457,10 @@ class Coordinator:
             self._check_memory(slot, message.job_id, message.rss)
         elif isinstance(message, Took):
             self.handoff.took(slot, message.job_id, now)
+        elif isinstance(message, ProgressReport):
+            if slot.inflight and slot.inflight[0] == message.job_id:  # else: stale, dropped
+                self.ledger.note_progress(message, now)
+            return
         elif isinstance(message, Released):
             if not set(message.job_ids) <= set(slot.inflight):
                 raise ProtocolError(f"released jobs it was never sent: {tuple(message.job_ids)!r}")

@@ -14,9 +14,12 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
-from ..records import Claim, ErrorInfo, JobRecord, Outcome
+from ..records import Claim, ErrorInfo, JobRecord, Outcome, Progress
+from .protocol import ProgressReport
 
 log = logging.getLogger("mpqueue.serve")
+
+PROGRESS_COMMIT_S = 0.5  # longest a progress report waits for a commit to ride on
 
 
 class RunStats:
@@ -37,6 +40,8 @@ class Ledger:
         self.claimed: dict[str, JobRecord] = {}  # job id -> its record, while ours
         self.retrying: set[str] = set()  # ours, failed, to be retried
         self.stats = RunStats()
+        self.progress: dict[str, Progress] = {}  # the latest report of each job, to write
+        self.progress_since: float | None = None  # when the oldest of them came
 
     # ---- recording ----------------------------------------------------------------
     def done(self, job_id: str, result: bytes) -> None:
@@ -65,6 +70,28 @@ class Ledger:
         """Put back everything a child held, emptying its queue."""
         while inflight:
             self.outcomes.append(Outcome.released(inflight.popleft(), self.server_id))
+
+    def note_progress(self, report: ProgressReport, now: float) -> None:
+        """A running job's progress: written with the next commit, or within
+        ``PROGRESS_COMMIT_S`` by a commit of its own if none comes sooner."""
+        self.progress[report.job_id] = Progress(*report[1:])
+        if self.progress_since is None:
+            self.progress_since = now
+
+    def progress_at(self) -> float | None:
+        """When the progress waiting must be committed (None: none waits)."""
+        return None if self.progress_since is None else self.progress_since + PROGRESS_COMMIT_S
+
+    def progress_due(self, now: float) -> bool:
+        at = self.progress_at()
+        return at is not None and now >= at
+
+    def take_progress(self) -> dict[str, Progress] | None:
+        """The progress to write in this commit (None: none)."""
+        if not self.progress:
+            return None
+        taken, self.progress, self.progress_since = self.progress, {}, None
+        return taken
 
     def note_waiting(self, now: float) -> None:
         """Start the commit delay's clock when outcomes wait and it is not running."""

@@ -7,7 +7,8 @@ its coordinator, so these keep multiprocessing's own framing (``send_command``,
 
 Child -> coordinator: ``Ready`` (its pid and create time, whether it listens for
 hand-offs), ``InitError``, ``Took`` (it started a job handed to it), ``Done``,
-``Failed``, ``Released`` (the jobs it hands back when stopped).
+``Failed``, ``Released`` (the jobs it hands back when stopped), ``ProgressReport`` (the
+running job's progress, throttled by the child).
 
 The child runs user code, and user code can write anything to any fd it has, the
 pipe included. So the coordinator trusts nothing it reads there: each frame starts
@@ -20,7 +21,8 @@ sent can cost that child's job an attempt; they can never stop the server.
 On the wire a message is an array, its kind's tag first: ``["ready", pid,
 create_time, inbox]``, ``["init_error", text]``, ``["took", job_id]``, ``["done",
 job_id, result, rss]``, ``["failed", job_id, [type, message, traceback, attempt,
-at_ms, kind], retryable, retry_delay_s | None, rss]``, ``["released", [job_id, ...]]``;
+at_ms, kind], retryable, retry_delay_s | None, rss]``, ``["released", [job_id, ...]]``,
+``["progress", job_id, done, total | None, message | None, at_ms]``;
 ``("run", [ids])``, ``("handed", [ids])``, ``("stop",)`` the other way. Only this module
 knows it: everything else handles the typed values.
 """
@@ -36,6 +38,7 @@ from typing import Any, NamedTuple
 import msgpack
 
 from ..errors import ProtocolError
+from ..limits import PROGRESS_MAX, PROGRESS_MESSAGE_MAX
 from ..records import ErrorInfo, is_job_id
 
 MAGIC = b"mpq\x01"
@@ -114,7 +117,17 @@ class Released(NamedTuple):
     job_ids: list[str]
 
 
-Report = Ready | InitError | Took | Done | Failed | Released
+class ProgressReport(NamedTuple):
+    """The running job's progress (``current_job().progress``)."""
+
+    job_id: str
+    done: float
+    total: float | None
+    message: str | None
+    at_ms: int
+
+
+Report = Ready | InitError | Took | Done | Failed | Released | ProgressReport
 
 
 _COMMAND_TAGS: dict[type, str] = {Run: "run", Handed: "handed", Stop: "stop"}
@@ -236,6 +249,18 @@ def _optional_number(v: Any) -> bool:
     return v is None or _is(int, float)(v)
 
 
+def _progress_number(v: Any) -> bool:
+    return _is(int, float)(v) and 0 <= v <= PROGRESS_MAX
+
+
+def _optional_total(v: Any) -> bool:
+    return v is None or (_progress_number(v) and v > 0)
+
+
+def _optional_message(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and len(v) <= PROGRESS_MESSAGE_MAX)
+
+
 def _failed(fields: tuple[Any, ...]) -> Failed:
     job_id, error, retryable, delay, rss = fields
     return Failed(job_id, ErrorInfo(*error), retryable, delay, rss)
@@ -253,6 +278,7 @@ _REPORT_TAGS: dict[type, str] = {
     Done: "done",
     Failed: "failed",
     Released: "released",
+    ProgressReport: "progress",
 }
 
 # Per tag: the check of each field after it, and what builds the typed value from them.
@@ -263,4 +289,8 @@ _SHAPES: dict[str, tuple[tuple[Callable[[Any], bool], ...], Callable[..., Report
     "done": ((is_job_id, _is(bytes), _is(int)), Done._make),
     "failed": ((is_job_id, _error_tuple, _is(bool), _optional_number, _is(int)), _failed),
     "released": ((_id_list,), _released),
+    "progress": (
+        (is_job_id, _progress_number, _optional_total, _optional_message, _is(int)),
+        ProgressReport._make,
+    ),
 }

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import abc
 import builtins
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from ..cancellation import CancelReport
 from ..errors import ConfigError
-from ..records import Claim, Ending, JobRecord, JobState, Outcome
+from ..records import Claim, Ending, JobRecord, JobState, Outcome, Progress
 
 
 def offered_children(idle_children: Sequence[int], limit: int, claimed: int) -> list[int]:
@@ -191,17 +191,31 @@ class JobStore(abc.ABC):
         server_id: str,
         limit: int,
         now_ms: int,
+        *,
+        progress: Mapping[str, Progress] | None = None,
     ) -> tuple[list[bool], list[JobRecord]]:
         """``finish`` then ``promote_due`` and ``claim``; one transaction where the backend
         can, so the server pays one durable commit per cycle instead of three.
+        ``progress``: running jobs' latest reports, written in it (``record_progress``).
 
         A store with hand-off takes the server's idle children too (see ``HandOff``).
         """
+        if progress:
+            self.record_progress(progress)
         acks = self.finish(outcomes, now_ms)
         if limit <= 0:
             return acks, []
         self.promote_due(now_ms)
         return acks, self.claim(server_id, limit, now_ms)
+
+    @abc.abstractmethod
+    def record_progress(self, updates: Mapping[str, Progress]) -> None:
+        """Keep each job's latest progress report (in one transaction); a report for a
+        job that no longer exists is dropped. Kept until the job is deleted."""
+
+    @abc.abstractmethod
+    def progress(self, job_ids: Sequence[str]) -> list[Progress | None]:
+        """The last progress report of each job (None: none), from one read."""
 
     @abc.abstractmethod
     def claims(self, server_id: str | None = None) -> list[Claim]:
@@ -310,6 +324,8 @@ class HandOff(abc.ABC):
         limit: int,
         now_ms: int,
         idle_children: Sequence[int] = (),
+        *,
+        progress: Mapping[str, Progress] | None = None,
     ) -> tuple[list[bool], list[JobRecord]]:
         """``JobStore.finish_and_claim``, which then offers ``idle_children`` (pids of the
         server's children that have nothing to run) for hand-off in the same transaction,

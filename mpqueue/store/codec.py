@@ -21,7 +21,7 @@ from typing import Any
 import msgpack
 
 from ..errors import CorruptRecord
-from ..records import Ending, ErrorInfo, JobRecord, JobState
+from ..records import Ending, ErrorInfo, JobRecord, JobState, Progress
 
 RECORD_V1 = b"\x01"  # a pickle: read (without globals), never written
 RECORD_V2 = b"\x02"  # msgpack
@@ -238,6 +238,25 @@ def _check_row(row: Any) -> None:
             or not all(isinstance(v, t) for v, t in zip(error, _ERROR_TYPES))
         ):
             raise ValueError("malformed error history")
+
+
+# ---- progress reports ------------------------------------------------------------------
+def encode_progress(report: Progress) -> bytes:
+    return bytes(_packer.pack(tuple(report)))
+
+
+def decode_progress(raw: bytes) -> Progress | None:
+    """A stored progress report; None for bytes that are not one (a reader never fails
+    on them: progress is shown, never acted on)."""
+    try:
+        value = msgpack.unpackb(raw, raw=False, use_list=False)
+        done, total, message, at_ms = value
+        numbers_ok = isinstance(done, _NUMBER) and isinstance(total, (*_NUMBER, type(None)))
+        if numbers_ok and isinstance(message, (str, type(None))) and isinstance(at_ms, int):
+            return Progress(done, total, message, at_ms)
+    except Exception:  # msgpack raises several unrelated classes; a wrong arity too
+        pass
+    return None
 
 
 # ---- server registry entries ----------------------------------------------------------

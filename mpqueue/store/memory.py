@@ -21,7 +21,7 @@ import itertools
 import random
 import threading
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -41,6 +41,7 @@ from ..records import (
     JobRecord,
     JobState,
     Outcome,
+    Progress,
     now_ms,
 )
 from .base import CheckReport, HolderGone, OpCounter, Store
@@ -65,6 +66,7 @@ class _Tables:
     unique: dict[tuple[str, str], str] = field(default_factory=dict)  # (name, key) -> id
     claims: dict[str, Claim] = field(default_factory=dict)  # by job id
     cancels: dict[str, str] = field(default_factory=dict)  # claimed job id -> cancel text
+    progress: dict[str, Progress] = field(default_factory=dict)  # job id -> its last report
     servers: dict[str, bytes] = field(default_factory=dict)  # encoded as LMDB does
     seqs: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     handles: int = 0  # open handles of a named store
@@ -257,9 +259,25 @@ class MemoryStore(Store):
 
     @_atomic
     def finish_and_claim(
-        self, outcomes: Sequence[Outcome], server_id: str, limit: int, now_ms: int
+        self,
+        outcomes: Sequence[Outcome],
+        server_id: str,
+        limit: int,
+        now_ms: int,
+        *,
+        progress: Mapping[str, Progress] | None = None,
     ) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
-        return super().finish_and_claim(outcomes, server_id, limit, now_ms)
+        return super().finish_and_claim(outcomes, server_id, limit, now_ms, progress=progress)
+
+    @_atomic
+    def record_progress(self, updates: Mapping[str, Progress]) -> None:
+        for job_id, report in updates.items():
+            if job_id in self._db.jobs:  # deleted meanwhile: dropped
+                self._db.progress[job_id] = report
+
+    @_atomic
+    def progress(self, job_ids: Sequence[str]) -> builtins.list[Progress | None]:
+        return [self._db.progress.get(job_id) for job_id in job_ids]
 
     def _finish_one(self, outcome: Outcome, now_ms: int) -> bool:
         claim = self._db.claims.get(outcome.job_id)
@@ -373,6 +391,7 @@ class MemoryStore(Store):
         self._unfile(rec)
         self._db.claims.pop(job_id, None)
         self._db.cancels.pop(job_id, None)
+        self._db.progress.pop(job_id, None)
         _remove(self._db.ids, job_id)
         _remove(self._db.by_name[rec.name], job_id)
         if not self._db.by_name[rec.name]:
@@ -514,6 +533,11 @@ class MemoryStore(Store):
                 report.inconsistent.append(f"job {rec.id} is {rec.state}; its claim disagrees")
         if filed != len(db.jobs):
             report.inconsistent.append(f"{filed} index entries for {len(db.jobs)} jobs")
+        report.inconsistent += [
+            f"a progress report names job {job_id}, which does not exist"
+            for job_id in db.progress
+            if job_id not in db.jobs
+        ]
         report.inconsistent += [
             f"job {job_id} has a cancel request but no claim"
             for job_id in db.cancels

@@ -634,3 +634,18 @@ def test_cancel_rejects_bad_input(
     run: Run, store: str, filled: dict[str, str], args: list[str], code: int, needle: str
 ) -> None:
     assert_fails_cleanly(run, store, code, args, needle)
+
+
+def test_show_and_list_print_a_jobs_progress(run: Run, filled: dict[str, str], store: str) -> None:
+    from mpqueue.records import Progress
+
+    with Queue(store) as queue:
+        queue.store.record_progress({filled["ready"]: Progress(3, 10, "loading", now_ms())})
+    result = run("show", filled["ready"])
+    assert result.exit_code == 0 and "progress:    3/10 (30%) loading" in result.output
+    result = run("list")
+    assert "PROGRESS" in result.output and "3/10 (30%) loading" in result.output
+    listed = {j["id"]: j for j in json.loads(run("list", "--json").output)}
+    assert listed[filled["ready"]]["progress"]["done"] == 3
+    assert listed[filled["done"]]["progress"] is None
+    assert json.loads(run("show", filled["ready"], "--json").output)["progress"]["total"] == 10

@@ -22,7 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from mpqueue.cancellation import CANCELLABLE
 from mpqueue.errors import ConfigError
-from mpqueue.records import ErrorInfo, JobRecord, JobState, Outcome, now_ms
+from mpqueue.records import ErrorInfo, JobRecord, JobState, Outcome, Progress, now_ms
 from mpqueue.store import open_store
 from mpqueue.store.base import offered_children
 from mpqueue.store.codec import decode_record
@@ -66,6 +66,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.graph = GraphModel(self.jobs)  # dependencies and keys
         self.requested: set[str] = set()  # running jobs whose cancel was requested
         self.names: dict[str, str] = {}  # job -> its task's name
+        self.progress: dict[str, Progress] = {}  # job -> its last progress report
 
     def teardown(self) -> None:
         self.store.close()
@@ -452,6 +453,7 @@ class StoreMachine(RuleBasedStateMachine):
         del self.jobs[job]
         self.child.pop(job, None)
         self.requested.discard(job)
+        self.progress.pop(job, None)
 
     @precondition(lambda self: self.ever)
     @rule(data=st.data())
@@ -523,6 +525,19 @@ class StoreMachine(RuleBasedStateMachine):
         # (A job the cancel itself released, a tolerant dependent, entered the walk late.)
         left = [j for j in self.jobs if matches(j) and self.jobs[j][0] is before[j]]
         assert not left, "a matching job was left"
+
+    @precondition(lambda self: self.ever)
+    @rule(data=st.data(), done=st.integers(0, 5), in_cycle=st.booleans())
+    def report_progress(self, data, done, in_cycle):
+        """Progress for some jobs (deleted ones too: dropped), alone or with a cycle."""
+        jobs = data.draw(st.lists(st.sampled_from(self.ever), min_size=1, max_size=3))
+        report = Progress(float(done), None, f"at {done}", self.now)
+        updates = dict.fromkeys(jobs, report)
+        if in_cycle:
+            self.store.finish_and_claim([], WORKERS[0], 0, self.now, progress=updates)
+        else:
+            self.store.record_progress(updates)
+        self.progress.update((job, report) for job in jobs if job in self.jobs)
 
     @rule(advance=st.integers(0, 3000), ttl=st.integers(0, 4000))
     def expire(self, advance, ttl):
@@ -629,6 +644,7 @@ class StoreMachine(RuleBasedStateMachine):
             job = keys.decode_job_key(key)
             assert records[job].state is JobState.WAITING
             homes[job] += 1
+        assert {keys.decode_job_key(k) for k, _ in raw[keys.DB_PROGRESS]} == set(self.progress)
         requests = {keys.decode_processing_key(k) for k, _ in raw[keys.DB_CANCELS]}
         assert requests == {(self.jobs[j][1], j) for j in self.requested}
         assert {v for _, v in raw[keys.DB_CANCELS]} <= {CANCEL_TEXT.encode()}
@@ -709,6 +725,10 @@ class StoreMachine(RuleBasedStateMachine):
         for worker in WORKERS:
             mine = sorted(j for j in self.requested if self.jobs[j][1] == worker)
             assert self.store.cancel_requests(worker) == mine
+        jobs = sorted(self.jobs)
+        assert dict(zip(jobs, self.store.progress(jobs))) == {
+            job: self.progress.get(job) for job in jobs
+        }
         stats = self.store.stats()
         assert stats["total"] == len(self.jobs)
         assert stats["processing"] == len(self._held())

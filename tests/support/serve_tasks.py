@@ -328,3 +328,19 @@ def c_call(marker: str, tag: object) -> bytes:
     cancel's signal handler never runs, only the kill stops it."""
     mark(marker, "start", tag)
     return hashlib.pbkdf2_hmac("sha256", b"password", b"salt", 10**9)
+
+
+@queue.task
+def report_progress(marker: str, tag: object, release: str) -> int:
+    """Reports progress in a tight loop until ``release`` exists; returns the count."""
+    from mpqueue import current_job
+
+    job = current_job()
+    assert job is not None
+    mark(marker, "start", tag)
+    count = 0
+    while not os.path.exists(release):
+        count += 1
+        job.progress(count, None, f"step {count}")
+    job.progress(count, count, "finished")
+    return count

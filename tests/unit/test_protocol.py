@@ -15,6 +15,7 @@ from mpqueue.serve.protocol import (
     Failed,
     Handed,
     InitError,
+    ProgressReport,
     Ready,
     Released,
     Run,
@@ -34,6 +35,8 @@ REPORTS = [
     Failed(JOB, ErrorInfo("Retry", "later", kind="retry"), True, 1.5, 7),
     Released([JOB, OTHER]),
     Released([]),
+    ProgressReport(JOB, 3.0, 10.0, "loading", 1700000000000),
+    ProgressReport(JOB, 0, None, None, 5),
 ]
 
 
@@ -72,6 +75,11 @@ MALFORMED = [
     ("failed", JOB, ("E", "m", "tb", 1, 2), True, None, 0),  # a short error
     ("failed", JOB, ("E", "m", "tb", 1, 2, "crash"), True, "soon", 0),
     ("released", (JOB, 7)),
+    ("progress", JOB, -1.0, None, None, 5),  # below 0
+    ("progress", JOB, float("nan"), None, None, 5),
+    ("progress", JOB, 1.0, 0.0, None, 5),  # a total of 0
+    ("progress", JOB, 1.0, None, "x" * 201, 5),  # a message too long
+    ("progress", JOB, 1.0, None, None, 5.5),  # a time that is not an int
     ("run", [JOB]),  # a command, which a child never sends
     ("nonsense",),
 ]

@@ -75,6 +75,7 @@ def check_store(tx: Tx, layout: Layout, holder_gone: HolderGone) -> CheckReport:
     checker.queues(tx)
     checker.claims(tx, lambda w: w in registered or holder_gone(w))
     checker.cancel_requests(tx)
+    checker.progress(tx)
     checker.finished(tx)
     checker.by_name(tx)
     checker.offers(tx, lambda w: w in registered or holder_gone(w))
@@ -172,6 +173,15 @@ class _Checker:
         for key, _ in tx.scan(keys.DB_CANCELS, values=False):
             if tx.get(keys.DB_PROCESSING, key) is None:
                 self.report.inconsistent.append(f"the cancel request {key!r} belongs to no claim")
+
+    def progress(self, tx: Tx) -> None:
+        """Every progress report belongs to a job (deleting a job takes its report)."""
+        for key, _ in tx.scan(keys.DB_PROGRESS, values=False):
+            job_id = key.decode("ascii", "replace")
+            if job_id not in self.jobs and job_id not in self.unreadable:
+                self.report.inconsistent.append(
+                    f"a progress report names job {job_id}, which does not exist"
+                )
 
     def finished(self, tx: Tx) -> None:
         for key, _ in tx.scan(keys.DB_DEAD, values=False):

@@ -77,12 +77,13 @@ DB_CANCELLED = b"cancelled"
 DB_DEPS = b"deps"
 DB_UNIQUE = b"unique"
 DB_CANCELS = b"cancels"  # processing key -> the text of a cancel requested while it runs
+DB_PROGRESS = b"progress"  # job key -> its last progress report (codec.encode_progress)
 # The databases of workflows: a store written before them lacks them, and a read-only
 # open of such a store reads them as empty.
 WORKFLOW_DBS = (DB_WAITING, DB_CANCELLED, DB_DEPS, DB_UNIQUE)
 # Databases added since the first layout: a read-only open of a store written before
 # them reads them as empty.
-ADDED_DBS = (*WORKFLOW_DBS, DB_CANCELS)
+ADDED_DBS = (*WORKFLOW_DBS, DB_CANCELS, DB_PROGRESS)
 ALL_DBS = (
     DB_JOBS,
     DB_BY_NAME,

@@ -12,7 +12,7 @@ import heapq
 import random
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from ...cancellation import CancelReport, requested
@@ -22,15 +22,17 @@ from ...identity import DEFAULT_LEASE_S, pid_exists, server_dead
 from ...limits import check_key_part, key_held, stored_problem
 from ...location import DEFAULT_MAP_SIZE
 from ...outcomes import Destination, apply_outcome
-from ...records import Claim, Ending, ErrorInfo, JobRecord, JobState, Outcome, now_ms
+from ...records import Claim, Ending, ErrorInfo, JobRecord, JobState, Outcome, Progress, now_ms
 from ..base import CheckReport, HandOff, HolderGone, OpCounter, Store, offered_children
 from ..codec import (
     RECORD_V1,
     RECORD_V2,
     decode_ending,
     decode_listing,
+    decode_progress,
     decode_record,
     decode_server_info,
+    encode_progress,
     encode_record,
     encode_server_info,
 )
@@ -697,6 +699,7 @@ class LmdbStore(Store, HandOff):
             tx.delete(keys.DB_DEAD, keys.dead_key(job_id))
         tx.delete(keys.DB_JOBS, keys.job_key(job_id))
         tx.delete(keys.DB_BY_NAME, keys.by_name_key(rec.name, job_id))
+        tx.delete(keys.DB_PROGRESS, keys.job_key(job_id))
         return True
 
     def _delete_corrupt(self, tx: Tx, job_id: str) -> None:
@@ -721,6 +724,7 @@ class LmdbStore(Store, HandOff):
             keys.DB_PENDING,
             keys.DB_CANCELLED,
             keys.DB_CANCELS,
+            keys.DB_PROGRESS,
         ):
             for key, _ in list(tx.scan(db, values=False)):
                 if key.endswith(job_id.encode("ascii")):
@@ -827,8 +831,12 @@ class LmdbStore(Store, HandOff):
         limit: int,
         now_ms: int,
         idle_children: Sequence[int] = (),
+        *,
+        progress: Mapping[str, Progress] | None = None,
     ) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
         def body(tx: Tx) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
+            if progress:
+                self._write_progress(tx, progress)
             acks = self._finish_all(tx, outcomes, now_ms)
             claimed: builtins.list[JobRecord] = []
             if limit > 0:
@@ -837,9 +845,27 @@ class LmdbStore(Store, HandOff):
             self._set_offer(tx, server_id, offered_children(idle_children, limit, len(claimed)))
             return acks, claimed
 
-        if not outcomes and limit <= 0 and not idle_children:
+        if not outcomes and limit <= 0 and not idle_children and not progress:
             return [], []
         return self.env.write(body)
+
+    # ---- progress ---------------------------------------------------------------------
+    def record_progress(self, updates: Mapping[str, Progress]) -> None:
+        if updates:
+            self.env.write(lambda tx: self._write_progress(tx, updates))
+
+    def _write_progress(self, tx: Tx, updates: Mapping[str, Progress]) -> None:
+        for job_id in sorted(updates):
+            key = keys.job_key(job_id)
+            if tx.get(keys.DB_JOBS, key) is not None:  # deleted meanwhile: dropped
+                tx.put(keys.DB_PROGRESS, key, encode_progress(updates[job_id]))
+
+    def progress(self, job_ids: Sequence[str]) -> builtins.list[Progress | None]:
+        def body(tx: Tx) -> builtins.list[Progress | None]:
+            raws = [tx.get(keys.DB_PROGRESS, keys.job_key(job_id)) for job_id in job_ids]
+            return [None if raw is None else decode_progress(raw) for raw in raws]
+
+        return self.env.read(body)
 
     def recall(
         self, server_id: str, child_pid: int, known: Collection[str]

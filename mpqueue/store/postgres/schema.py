@@ -24,7 +24,8 @@ columns of ``JobRecord`` (``depends_on``, ``pass_results``, ``allow_failures``,
 over jobs that are neither dead nor cancelled.
 
 Version 4 adds ``cancel_request``: the text of a cancel asked for while the job runs
-(see ``cancels.py``); NULL otherwise.
+(see ``cancels.py``); NULL otherwise. Version 5 adds ``progress``: a job's last progress
+report, as JSON (``[done, total, message, at_ms]``), NULL before the first.
 """
 
 from __future__ import annotations
@@ -118,6 +119,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
     (  # 4: cancelling running jobs (the text of the cancel requested while it runs)
         "ALTER TABLE {jobs} ADD COLUMN cancel_request text",
+    ),
+    (  # 5: a running job's last progress report (JSON: done, total, message, at_ms)
+        "ALTER TABLE {jobs} ADD COLUMN progress text",
     ),
 ]
 

@@ -9,9 +9,10 @@ double-claiming. Every method is one transaction; ``finish_and_claim`` too.
 
 from __future__ import annotations
 
+import builtins
 import json
 import random
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -29,6 +30,7 @@ from ...records import (
     JobRecord,
     JobState,
     Outcome,
+    Progress,
     now_ms,
 )
 from ..base import CheckReport, HolderGone, OpCounter, Store
@@ -231,6 +233,9 @@ _SQL = {
     "check_edges": """SELECT d.dep_id, d.job_id FROM {deps} d WHERE NOT EXISTS
             (SELECT 1 FROM {jobs} j WHERE j.id = d.job_id AND d.dep_id = ANY(j.depends_on))""",
     "count": "SELECT count(*) FROM {jobs}",
+    "record_progress": """UPDATE {jobs} AS j SET progress = u.progress
+        FROM unnest(%b::text[], %b::text[]) AS u(id, progress) WHERE j.id = u.id""",
+    "progress": "SELECT id, progress FROM {jobs} WHERE id = ANY(%s)",
 }
 
 
@@ -721,10 +726,14 @@ class PostgresStore(Store):
         server_id: str,
         limit: int,
         now_ms: int,
+        *,
+        progress: Mapping[str, Progress] | None = None,
     ) -> _Cycle:
         # No hand-off here: jobs always go through the ready queue, and NOTIFY wakes
         # the servers.
         def body(q: Query) -> _Cycle:
+            if progress:
+                self._record_progress(q, progress)
             acks = self._finish(q, outcomes, now_ms) if outcomes else []
             if limit <= 0:
                 return acks, []
@@ -732,9 +741,26 @@ class PostgresStore(Store):
             return acks, self._claim(q, server_id, limit, now_ms)
 
         _check_server_id(server_id)
-        if not outcomes and limit <= 0:
+        if not outcomes and limit <= 0 and not progress:
             return [], []
         return self.session.run(body)
+
+    # ---- progress ---------------------------------------------------------------------
+    def record_progress(self, updates: Mapping[str, Progress]) -> None:
+        if updates:
+            self.session.run(lambda q: self._record_progress(q, updates))
+
+    def _record_progress(self, q: Query, updates: Mapping[str, Progress]) -> None:
+        ids = sorted(updates)  # rows locked in id order, as every statement here does
+        reports = [json.dumps(list(updates[job_id])) for job_id in ids]  # ASCII-only
+        q.write(self.sql["record_progress"], (ids, reports))
+
+    def progress(self, job_ids: Sequence[str]) -> builtins.list[Progress | None]:
+        rows = self.session.run(
+            lambda q: q.rows(self.sql["progress"], (list(job_ids),)), write=False
+        )
+        found = {job_id: _progress(raw) for job_id, raw in rows if raw is not None}
+        return [found.get(job_id) for job_id in job_ids]
 
     # ---- checking ---------------------------------------------------------------------
     def check(self, holder_gone: HolderGone = lambda server_id: False) -> CheckReport:
@@ -793,6 +819,18 @@ def _channel_name(schema: str) -> str:
     refuses longer), cut at a character boundary (an unfinished one is dropped)."""
     encoded = f"mpqueue_{schema}".encode()[:CHANNEL_MAX_BYTES]
     return encoded.decode("utf-8", "ignore")
+
+
+def _progress(raw: str) -> Progress | None:
+    """A stored report; None for text that is not one (shown, never acted on)."""
+    try:
+        done, total, message, at_ms = json.loads(raw)
+    except (ValueError, TypeError):
+        return None
+    numbers_ok = isinstance(done, (int, float)) and isinstance(total, (int, float, type(None)))
+    if numbers_ok and isinstance(message, (str, type(None))) and isinstance(at_ms, int):
+        return Progress(done, total, message, at_ms)
+    return None
 
 
 def _dead_reason(reason: str, error: ErrorInfo | None, destination: Destination) -> str | None:

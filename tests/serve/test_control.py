@@ -1,4 +1,4 @@
-"""Cancelling jobs under ``mpqueue serve``: real processes, real signals (issue 13).
+"""Control under ``mpqueue serve`` (issue 13): cancelling jobs, and progress reports.
 
 A running job's cancel reaches its child through the server: a pure-Python loop stops
 at the cancel's exception, a bare ``except:`` and a long C call are killed after the
@@ -170,3 +170,25 @@ def test_cancel_on_postgres_from_another_host_reaches_the_job(
         assert pg.record(neighbour).attempts == 1
     finally:
         pg.queue.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_running_jobs_progress_reaches_the_store(env, servers, tmp_path):
+    """A job reporting progress in a tight loop: its report shows while it runs (through
+    the coordinator's commits), and its last one once it is done."""
+    server = servers(env.path, "--workers", "1")
+    server.wait_ready(env.queue, 1)
+    release = tmp_path / "release"
+    job = env.task("report_progress").delay(str(env.marker), "p", str(release))
+    first = wait_until(lambda: job.progress, 15, "a progress report")
+    assert env.record(job).state is JobState.PROCESSING
+    assert first.message.startswith("step ")
+    later = wait_until(
+        lambda: (p := job.progress) is not None and p.done > first.done and p, 15, "a later one"
+    )
+    assert later.at_ms >= first.at_ms
+    release.touch()
+    rec = _ended(env, job)
+    assert rec.state is JobState.DONE
+    last = job.progress
+    assert last.message == "finished" and last.done == last.total
