@@ -7,6 +7,9 @@ msgpack, which yields plain values only, checked against the shape they must hav
 Payloads and results stay opaque bytes at this level:
 they are pickles, loaded only in the child that runs the job and by ``Job.result()``.
 
+Version 3 adds the workflow fields and version 4 the retry lists, each written only
+when one of its fields is set: a record that uses neither is version 2, byte for byte.
+
 Version 1 records (and registry entries) were pickles of plain values. They are still
 read, by an unpickler that refuses every global, so that no pickle can name a callable
 to run; opening a store rewrites them as version 2 (``LmdbStore``'s migration).
@@ -26,6 +29,7 @@ from ..records import Ending, ErrorInfo, JobRecord, JobState
 RECORD_V1 = b"\x01"  # a pickle: read (without globals), never written
 RECORD_V2 = b"\x02"  # msgpack
 RECORD_V3 = b"\x03"  # msgpack, with the workflow fields (written only when one is set)
+RECORD_V4 = b"\x04"  # msgpack, with the retry lists too (written only when one is set)
 WORKER_V1 = b"\x01"  # a registry entry: msgpack (a bare pickle before it had a version)
 
 
@@ -54,10 +58,15 @@ _FIELDS = (
     "pass_results",
     "allow_failures",
     "key",
+    "retry_on",
+    "no_retry_on",
 )
 _V2_FIELDS = 18  # version 2 ends with the signature; version 1 one field before
 _V1_FIELDS = _V2_FIELDS - 1
+_V3_FIELDS = 22  # version 3 ends with the workflow fields
 _V3_DEFAULTS = ((), "", False, None)  # what a version 2 record holds in the new fields
+_V4_DEFAULTS = (None, ())  # what a version 3 (or older) record holds in the retry lists
+_OLDER_DEFAULTS = _V3_DEFAULTS + _V4_DEFAULTS
 _NUMBER = (int, float)
 _TYPES: tuple[Any, ...] = (
     str,
@@ -82,6 +91,8 @@ _TYPES: tuple[Any, ...] = (
     str,
     bool,
     (str, type(None)),
+    (tuple, type(None)),
+    tuple,
 )
 _ERROR_TYPES = (str, str, str, int, int, str)
 _GOOD_SHAPES: set[tuple[type, ...]] = set()  # field-type tuples that passed the check
@@ -129,6 +140,10 @@ def encode_record(rec: JobRecord) -> bytes:
         rec.backoff_cap_s,
         rec.signature,
     )  # the order of _FIELDS
+    if rec.retry_on is not None or rec.no_retry_on:
+        workflow = (rec.depends_on, rec.pass_results, rec.allow_failures, rec.key)
+        lists: bytes = _packer.pack(row + workflow + (rec.retry_on, rec.no_retry_on))
+        return RECORD_V4 + lists
     if rec.depends_on or rec.pass_results or rec.allow_failures or rec.key is not None:
         workflow = (rec.depends_on, rec.pass_results, rec.allow_failures, rec.key)
         packed: bytes = _packer.pack(row + workflow)
@@ -142,16 +157,18 @@ def decode_record(raw: bytes) -> JobRecord:
     """The record in ``raw``; raises CorruptRecord for anything that is not one."""
     version = raw[:1]
     try:
-        if version == RECORD_V2 or version == RECORD_V3:
+        if version == RECORD_V2 or version == RECORD_V3 or version == RECORD_V4:
             row = msgpack.unpackb(
                 memoryview(raw)[1:], raw=False, use_list=False, unicode_errors="surrogatepass"
             )
             if version == RECORD_V2 and isinstance(row, tuple) and len(row) == _V2_FIELDS:
-                row += _V3_DEFAULTS
+                row += _OLDER_DEFAULTS
+            elif version == RECORD_V3 and isinstance(row, tuple) and len(row) == _V3_FIELDS:
+                row += _V4_DEFAULTS
         elif version == RECORD_V1:
             row = load_plain_pickle(memoryview(raw)[1:])
             if isinstance(row, tuple) and len(row) == _V1_FIELDS:
-                row += (None, *_V3_DEFAULTS)
+                row += (None, *_OLDER_DEFAULTS)
         else:
             raise ValueError(f"unknown record version {version!r}")
         _check_row(row)
@@ -183,6 +200,8 @@ def _check_row(row: Any) -> None:
         raise ValueError(f"unknown state {row[2]!r}")
     if row[18] and not all(type(dep) is str for dep in row[18]):
         raise ValueError("malformed dependency list")
+    if (row[22] or row[23]) and not all(type(n) is str for n in (*(row[22] or ()), *row[23])):
+        raise ValueError("malformed retry lists")
     for error in row[13]:
         if (
             not isinstance(error, tuple)
@@ -259,12 +278,12 @@ def decode_ending(raw: bytes) -> Ending:
     them, without building the record; a record that cannot be read is a dead job's
     ending, with the reason (a reader never fails on one)."""
     try:
-        if raw[:1] not in (RECORD_V2, RECORD_V3):
+        if raw[:1] not in (RECORD_V2, RECORD_V3, RECORD_V4):
             return _ending(decode_record(raw))  # older versions: the full path
         row = msgpack.unpackb(
             memoryview(raw)[1:], raw=False, use_list=False, unicode_errors="surrogatepass"
         )
-        if not isinstance(row, tuple) or len(row) not in (_V2_FIELDS, len(_FIELDS)):
+        if not isinstance(row, tuple) or len(row) not in (_V2_FIELDS, _V3_FIELDS, len(_FIELDS)):
             raise ValueError("not a record")
         state, result, errors = _STATES[row[2]], row[12], row[13]
         if not isinstance(result, (bytes, type(None))) or not isinstance(errors, tuple):

@@ -25,6 +25,10 @@ over jobs that are neither dead nor cancelled.
 
 Version 4 adds ``cancel_request``: the text of a cancel asked for while the job runs
 (see ``cancels.py``); NULL otherwise.
+
+Version 5 adds the retry lists of ``JobRecord`` (``retry_on``, ``no_retry_on``): text
+columns holding JSON arrays of exception names, NULL when a job has none (NULL
+``retry_on``: every exception is retried).
 """
 
 from __future__ import annotations
@@ -118,6 +122,9 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
     (  # 4: cancelling running jobs (the text of the cancel requested while it runs)
         "ALTER TABLE {jobs} ADD COLUMN cancel_request text",
+    ),
+    (  # 5: what is retried (a task's retry_on and no_retry_on, JSON arrays of names)
+        "ALTER TABLE {jobs} ADD COLUMN retry_on text, ADD COLUMN no_retry_on text",
     ),
 ]
 
