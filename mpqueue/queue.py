@@ -286,7 +286,7 @@ class Queue:
     ) -> JobRecord:
         created = now_ms() if created_ms is None else created_ms
         run_at = created if run_at_ms is None else run_at_ms
-        return JobRecord(
+        rec = JobRecord(
             id=new_job_id(),
             name=name,
             state=JobState.SCHEDULED if run_at > created else JobState.READY,
@@ -299,9 +299,10 @@ class Queue:
             timeout_s=options.timeout,
             backoff_base_s=options.backoff,
             backoff_cap_s=options.backoff_cap,
-            retry_on=options.retry_on_names,
-            no_retry_on=options.no_retry_on_names,
         )
+        if options.retry_on_names is not None or options.no_retry_on_names:
+            rec.retry_on, rec.no_retry_on = options.retry_on_names, options.no_retry_on_names
+        return rec
 
     def batch(self) -> AbstractContextManager[None]:
         """A block whose enqueues (``delay``, ``schedule``, ``map``) are written in one
