@@ -105,8 +105,8 @@ def test_a_newer_schema_is_refused(pg_url, store):
 
 
 def test_an_older_schema_gains_the_retry_lists_and_keeps_its_jobs(pg_url):
-    """The retry lists' migration on a store written before it (at version 3): its jobs read as jobs without lists,
-    and new jobs keep theirs."""
+    """The retry lists' migration on a store written before it (at version 3): its jobs
+    read as jobs without lists, and new jobs keep theirs."""
     with admin(pg_url) as conn:
         schema = pg_schema.current_schema(conn)
         names = pg_schema.qualified_names(conn, schema)
