@@ -19,6 +19,7 @@ where they enter and chained as ``__cause__``.
     ├── ExecutorBroken       the servers an Executor started kept exiting before serving
     │                        (also a concurrent.futures.BrokenExecutor)
     ├── Retry                raised by a task to ask for a retry after ``delay_s``
+    ├── Fail                 raised by a task to end its job dead at once, unretried
     ├── CorruptRecord        (internal) a stored value that cannot be decoded; the
     │                        stores catch it and show the job as a corrupt stand-in
     └── ProtocolError        (internal) a worker child sent bytes that are not a
@@ -132,6 +133,15 @@ class Retry(MpqueueError):
         self.delay_s = delay_s
         self.reason = reason
         super().__init__(reason or f"retry requested (delay {describe(delay_s)} s)")
+
+
+class Fail(MpqueueError):
+    """Raise inside a task to end the job dead at once, with ``reason`` as its error:
+    no retry, whatever retries the job has left (``retry_on`` does not apply)."""
+
+    def __init__(self, reason: str = ""):
+        self.reason = reason
+        super().__init__(reason)
 
 
 class CorruptRecord(MpqueueError):

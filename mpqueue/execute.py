@@ -3,8 +3,9 @@
 A server's child (``serve/child.py``) and ``Queue.run_pending`` (``run_pending`` below) both
 run jobs through ``TaskRunner``, so a job fails, retries or is dead-lettered for the
 same reasons wherever it runs: a bad signature (checked before anything is
-unpickled), an unknown task, a payload that cannot be unpickled, an exception or
-``Retry`` from the task, a result that cannot be pickled or is too big.
+unpickled), an unknown task, a payload that cannot be unpickled, an exception (retried
+as the task's ``retry_on``/``no_retry_on`` allow), ``Retry`` or ``Fail`` from the task, a
+result that cannot be pickled or is too big.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from . import current as running_job
 from .errors import (
     Cancelled,
+    Fail,
     JobCancelled,
     JobFailed,
     PayloadError,
@@ -26,6 +28,7 @@ from .errors import (
 from .identity import current
 from .records import PASS_ONE, Ending, ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from .registry import resolve
+from .retry import retry_allowed
 from .serializer import dump_result, load_callable, load_payload, load_result
 from .serve.protocol import MAX_RESULT
 from .signing import verify
@@ -133,12 +136,16 @@ class TaskRunner:
                 "timeout",
             )
             return self._failed(rec, error)
-        except Retry as exc:
+        except Retry as exc:  # retried whatever retry_on says: the task asked for it
             return self._failed(rec, _error(exc, rec, "retry"), retry_delay_s=exc.delay_s)
         except Cancelled as exc:  # its cancel came while it ran: the store ends it so
             return self._failed(rec, _error(exc, rec, "cancelled"), retryable=False)
+        except Fail as exc:
+            return self._failed(rec, _error(exc, rec, "fail"), retryable=False)
         except BaseException as exc:  # SystemExit, KeyboardInterrupt: the job failed
-            return self._failed(rec, _error(exc, rec, "exception"))
+            # Matched by the names of its classes: nothing of the user's is imported here.
+            retryable = retry_allowed(exc, rec.retry_on, rec.no_retry_on)
+            return self._failed(rec, _error(exc, rec, "exception"), retryable=retryable)
         try:
             result = dump_result(value)
             if len(result) > MAX_RESULT:

@@ -146,7 +146,7 @@ class Executor(concurrent.futures.Executor):
 
     def _task(self, fn: Callable[..., Any]) -> Task:
         if isinstance(fn, Task):
-            return Task(self.queue, fn.fn, fn.name, fn.options)
+            return Task(self.queue, fn.fn, fn.name, fn.config)
         if not callable(fn):
             raise ConfigError(f"Executor needs a callable; got {fn!r}")
         return Task(self.queue, fn, check_name(task_name(fn)), self.options)

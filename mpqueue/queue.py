@@ -133,7 +133,15 @@ class Queue:
     # ---- tasks --------------------------------------------------------------------
     def task(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Register a task: ``@queue.task`` or ``@queue.task(retries=3, timeout=60.0,
-        priority=0, backoff=1.0, backoff_cap=300.0, name=None)``.
+        priority=0, backoff=1.0, backoff_cap=300.0, retry_on=None, no_retry_on=(),
+        name=None)``.
+
+        ``retry_on``: an exception class or a tuple of them; when given, only a raise of
+        one of them (or of a subclass) is retried, and any other ends the job dead at
+        once. ``no_retry_on``: classes whose raise ends the job dead at once. The
+        nearest class of the exception's MRO named in either list decides. A timeout, a
+        worker crash and ``Retry`` are retried whatever the lists say; ``Fail`` never.
+        ``task.options(...)`` overrides any of these per call.
 
         Raises ConfigError for an unknown or invalid option, DuplicateTask for a name
         already registered on this queue.
@@ -170,7 +178,7 @@ class Queue:
             return task  # type: ignore[no-any-return]
         found = resolve(name)
         if isinstance(found, Task):
-            return Task(self, found.fn, found.name, found.options)
+            return Task(self, found.fn, found.name, found.config)
         if not callable(found):
             raise TaskNotFound(f"{name!r} is not a task")
         return Task(self, found, name, TaskOptions())
@@ -201,7 +209,7 @@ class Queue:
         rec = self._record(
             task.name,
             dump_payload(args, kwargs),
-            task.options,
+            task.config,
             func=task.func_bytes(),
             priority=priority,
             run_at_ms=run_at,
@@ -244,7 +252,7 @@ class Queue:
         template = self._record(
             task.name,
             b"",
-            task.options,
+            task.config,
             func=func,
             priority=priority,
             run_at_ms=now,
@@ -278,7 +286,7 @@ class Queue:
     ) -> JobRecord:
         created = now_ms() if created_ms is None else created_ms
         run_at = created if run_at_ms is None else run_at_ms
-        return JobRecord(
+        rec = JobRecord(
             id=new_job_id(),
             name=name,
             state=JobState.SCHEDULED if run_at > created else JobState.READY,
@@ -292,6 +300,9 @@ class Queue:
             backoff_base_s=options.backoff,
             backoff_cap_s=options.backoff_cap,
         )
+        if options.retry_on_names is not None or options.no_retry_on_names:
+            rec.retry_on, rec.no_retry_on = options.retry_on_names, options.no_retry_on_names
+        return rec
 
     def batch(self) -> AbstractContextManager[None]:
         """A block whose enqueues (``delay``, ``schedule``, ``map``) are written in one

@@ -112,7 +112,8 @@ class ErrorInfo:
     traceback: str = ""
     attempt: int = 0
     at_ms: int = 0
-    kind: str = "exception"  # exception | crash | timeout | payload | corrupt | lost | cancelled
+    # exception | retry | fail | crash | timeout | payload | corrupt | lost | cancelled
+    kind: str = "exception"
 
     def __str__(self) -> str:
         return f"{self.type}: {self.message}" if self.message else self.type
@@ -146,6 +147,10 @@ class JobRecord:
     pass_results: str = ""  # "" (none), "one" (chain), "all" (chord): see PASS_MODES
     allow_failures: bool = False
     key: str | None = None  # unique per task name while the job is not dead or cancelled
+    # What is retried (see retry.py): the qualified names of the exception classes whose
+    # raise is retried (None: every exception) and of those that end the job dead at once.
+    retry_on: tuple[str, ...] | None = None
+    no_retry_on: tuple[str, ...] = ()
 
     def evolve(self, **changes: Any) -> JobRecord:
         """A copy with ``changes`` applied; a state change must be a legal transition."""

@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
@@ -21,6 +22,7 @@ from .limits import (
     check_timeout,
 )
 from .registry import is_importable
+from .retry import ExceptionClasses, check_exception_classes, check_retry_lists, exception_names
 from .serializer import dump_callable
 
 
@@ -60,27 +62,46 @@ DEFAULT_PRIORITY = 0  # higher runs first
 DEFAULT_BACKOFF_BASE_S = 1.0  # first retry waits 0.5-1 s, then doubles per attempt
 DEFAULT_BACKOFF_CAP_S = 300.0  # no retry waits more than 5 minutes
 
-TASK_OPTIONS = frozenset({"retries", "timeout", "priority", "name", "backoff", "backoff_cap"})
+# The options a call may override (``task.options(...)``): every field of TaskOptions.
+# The one list of them: a new per-job option is a new field, and both the decorator and
+# ``options()`` take it.
+CALL_OPTIONS = frozenset(
+    {"retries", "timeout", "priority", "backoff", "backoff_cap", "retry_on", "no_retry_on"}
+)
+TASK_OPTIONS = CALL_OPTIONS | {"name"}  # the decorator also takes the task's name
+
+
+def unknown_options(given: Iterable[str], known: frozenset[str], what: str) -> None:
+    """ConfigError naming the options in ``given`` that are not ``known``, if any."""
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ConfigError(
+            f"unknown {what} option(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+        )
 
 
 @dataclass(frozen=True)
 class TaskOptions:
-    """Validated per-task options (see ``Queue.task``)."""
+    """Validated per-task options (see ``Queue.task``).
+
+    ``retry_on``: None (every exception is retried) or the exception classes whose raise
+    is retried; ``no_retry_on``: the classes whose raise ends the job dead at once.
+    """
 
     retries: int = DEFAULT_RETRIES
     timeout: float | None = DEFAULT_TIMEOUT_S
     priority: int = DEFAULT_PRIORITY
     backoff: float = DEFAULT_BACKOFF_BASE_S
     backoff_cap: float = DEFAULT_BACKOFF_CAP_S
+    retry_on: ExceptionClasses | None = None
+    no_retry_on: ExceptionClasses = ()
+    # The lists as the job records keep them (see retry.py), made once per task.
+    retry_on_names: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
+    no_retry_on_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
 
     @classmethod
     def from_kwargs(cls, options: dict[str, Any]) -> TaskOptions:
-        unknown = sorted(set(options) - TASK_OPTIONS)
-        if unknown:
-            raise ConfigError(
-                f"unknown task option(s): {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(TASK_OPTIONS))}"
-            )
+        unknown_options(options, TASK_OPTIONS, "task")
         values = {k: v for k, v in options.items() if k != "name"}
         return cls(**values)
 
@@ -94,6 +115,24 @@ class TaskOptions:
         check_timeout(self.timeout)
         check_backoff("backoff", self.backoff)
         check_backoff("backoff_cap", self.backoff_cap)
+        retry_on = self.retry_on
+        if retry_on is not None:
+            retry_on = check_exception_classes("retry_on", retry_on)
+        no_retry_on = () if self.no_retry_on is None else self.no_retry_on
+        no_retry_on = check_exception_classes("no_retry_on", no_retry_on)
+        check_retry_lists(retry_on, no_retry_on)
+        # Normalised (one class -> a tuple) on a frozen instance: only while it is made.
+        object.__setattr__(self, "retry_on", retry_on)
+        object.__setattr__(self, "no_retry_on", no_retry_on)
+        names = None if retry_on is None else exception_names(retry_on)
+        object.__setattr__(self, "retry_on_names", names)
+        object.__setattr__(self, "no_retry_on_names", exception_names(no_retry_on))
+
+    def replace(self, overrides: dict[str, Any]) -> TaskOptions:
+        """A copy with ``overrides`` (names from ``CALL_OPTIONS``), validated as the
+        decorator's options are."""
+        unknown_options(overrides, CALL_OPTIONS, "per-call")
+        return dataclasses.replace(self, **overrides)
 
 
 class Task:
@@ -108,10 +147,11 @@ class Task:
         # First: it copies the attributes of ``fn``, which for a Task registered again on
         # another queue include that task's queue and options.
         functools.update_wrapper(self, fn)
+        self.__dict__.pop("options", None)  # a function's own attribute would hide options()
         self.queue = queue
         self.fn = fn
         self.name = name
-        self.options = options
+        self.config = options
         self.by_value = not is_importable(fn)
 
     def __call__(self, /, *args: Any, **kwargs: Any) -> Any:
@@ -119,7 +159,23 @@ class Task:
         return self.fn(*args, **kwargs)
 
     def __repr__(self) -> str:
-        return f"<Task {self.name} {self.options}>"
+        return f"<Task {self.name} {self.config}>"
+
+    def options(self, **overrides: Any) -> Task:
+        """This task with some options overridden for the jobs enqueued through it:
+        ``task.options(retries=0, timeout=5.0).delay(x)``, or ``.s(x)`` in a workflow.
+
+        Takes ``retries``, ``timeout``, ``priority``, ``backoff``, ``backoff_cap``,
+        ``retry_on`` and ``no_retry_on``, checked as strictly as the decorator's. The
+        variant has the same name (its jobs are jobs of this task); the task itself, and
+        its registration, are unchanged.
+
+        Raises ConfigError for an unknown option or an invalid value.
+        """
+        config = self.config.replace(overrides)
+        variant = object.__new__(Task)
+        variant.__dict__.update(self.__dict__, config=config)
+        return variant
 
     def func_bytes(self) -> bytes | None:
         return dump_callable(self.fn) if self.by_value else None

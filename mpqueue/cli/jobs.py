@@ -232,6 +232,8 @@ def _details(job: Job) -> dict[str, Any]:
         allow_failures=rec.allow_failures,
         dependents=job.dependents(),
         progress=_progress_dict(job.progress),
+        retry_on=None if rec.retry_on is None else list(rec.retry_on),
+        no_retry_on=list(rec.no_retry_on),
     )
     try:
         args, kwargs = job.args()
@@ -256,6 +258,7 @@ def _print_details(queue: Queue, d: dict[str, Any], width: int | None) -> None:
         ("attempts", f"{d['attempts']} (up to {retries + 1}: {retries} retries)"),
         ("timeout", "none" if d["timeout_s"] is None else f"{d['timeout_s']} s"),
         ("backoff", f"{d['backoff_base_s']} s, at most {d['backoff_cap_s']} s"),
+        *_retry_lists(d),
         ("stored as", "value (pickled callable)" if d["by_value"] else "import path"),
         ("created at", when(d["created_at_ms"])),
         ("run at", when(d["run_at_ms"])),
@@ -277,6 +280,16 @@ def _print_details(queue: Queue, d: dict[str, Any], width: int | None) -> None:
     _print_links(queue, "depends on", d["depends_on"], width)
     _print_links(queue, "dependents", d["dependents"], width)
     _print_errors(d["errors"])
+
+
+def _retry_lists(d: dict[str, Any]) -> list[tuple[str, str]]:
+    """The lines of a job's retry lists, the ones it has (most jobs have none)."""
+    lines = []
+    if d["retry_on"] is not None:
+        lines.append(("retry on", ", ".join(d["retry_on"]) or "nothing (no exception)"))
+    if d["no_retry_on"]:
+        lines.append(("no retry on", ", ".join(d["no_retry_on"])))
+    return lines
 
 
 def _print_links(queue: Queue, label: str, job_ids: list[str], width: int | None) -> None:

@@ -7,6 +7,9 @@ msgpack, which yields plain values only, checked against the shape they must hav
 Payloads and results stay opaque bytes at this level:
 they are pickles, loaded only in the child that runs the job and by ``Job.result()``.
 
+Version 3 adds the workflow fields and version 4 the retry lists, each written only
+when one of its fields is set: a record that uses neither is version 2, byte for byte.
+
 Version 1 records (and registry entries) were pickles of plain values. They are still
 read, by an unpickler that refuses every global, so that no pickle can name a callable
 to run; opening a store rewrites them as version 2 (``LmdbStore``'s migration).
@@ -26,6 +29,7 @@ from ..records import Ending, ErrorInfo, JobRecord, JobState, Progress
 RECORD_V1 = b"\x01"  # a pickle: read (without globals), never written
 RECORD_V2 = b"\x02"  # msgpack
 RECORD_V3 = b"\x03"  # msgpack, with the workflow fields (written only when one is set)
+RECORD_V4 = b"\x04"  # msgpack, with the retry lists too (written only when one is set)
 WORKER_V1 = b"\x01"  # a registry entry: msgpack (a bare pickle before it had a version)
 
 
@@ -54,10 +58,15 @@ _FIELDS = (
     "pass_results",
     "allow_failures",
     "key",
+    "retry_on",
+    "no_retry_on",
 )
 _V2_FIELDS = 18  # version 2 ends with the signature; version 1 one field before
 _V1_FIELDS = _V2_FIELDS - 1
+_V3_FIELDS = 22  # version 3 ends with the workflow fields
 _V3_DEFAULTS = ((), "", False, None)  # what a version 2 record holds in the new fields
+_V4_DEFAULTS = (None, ())  # what a version 3 (or older) record holds in the retry lists
+_OLDER_DEFAULTS = _V3_DEFAULTS + _V4_DEFAULTS
 _NUMBER = (int, float)
 _TYPES: tuple[Any, ...] = (
     str,
@@ -82,6 +91,8 @@ _TYPES: tuple[Any, ...] = (
     str,
     bool,
     (str, type(None)),
+    (tuple, type(None)),
+    tuple,
 )
 _ERROR_TYPES = (str, str, str, int, int, str)
 _GOOD_SHAPES: set[tuple[type, ...]] = set()  # field-type tuples that passed the check
@@ -129,6 +140,10 @@ def encode_record(rec: JobRecord) -> bytes:
         rec.backoff_cap_s,
         rec.signature,
     )  # the order of _FIELDS
+    if rec.retry_on is not None or rec.no_retry_on:
+        workflow = (rec.depends_on, rec.pass_results, rec.allow_failures, rec.key)
+        lists: bytes = _packer.pack(row + workflow + (rec.retry_on, rec.no_retry_on))
+        return RECORD_V4 + lists
     if rec.depends_on or rec.pass_results or rec.allow_failures or rec.key is not None:
         workflow = (rec.depends_on, rec.pass_results, rec.allow_failures, rec.key)
         packed: bytes = _packer.pack(row + workflow)
@@ -138,20 +153,35 @@ def encode_record(rec: JobRecord) -> bytes:
     return RECORD_V2 + body
 
 
+# Per msgpack version: how many fields it encodes, and what the later fields read as.
+_MSGPACK_VERSIONS = {
+    RECORD_V2: (_V2_FIELDS, _OLDER_DEFAULTS),
+    RECORD_V3: (_V3_FIELDS, _V4_DEFAULTS),
+    RECORD_V4: (len(_FIELDS), ()),
+}
+
+
+def _msgpack_row(raw: bytes, version: bytes) -> Any:
+    """The fields of a msgpack record, the ones its version lacks at their defaults."""
+    row = msgpack.unpackb(
+        memoryview(raw)[1:], raw=False, use_list=False, unicode_errors="surrogatepass"
+    )
+    size, later = _MSGPACK_VERSIONS[version]
+    if isinstance(row, tuple) and len(row) == size:
+        row += later
+    return row
+
+
 def decode_record(raw: bytes) -> JobRecord:
     """The record in ``raw``; raises CorruptRecord for anything that is not one."""
     version = raw[:1]
     try:
-        if version == RECORD_V2 or version == RECORD_V3:
-            row = msgpack.unpackb(
-                memoryview(raw)[1:], raw=False, use_list=False, unicode_errors="surrogatepass"
-            )
-            if version == RECORD_V2 and isinstance(row, tuple) and len(row) == _V2_FIELDS:
-                row += _V3_DEFAULTS
+        if version in _MSGPACK_VERSIONS:
+            row = _msgpack_row(raw, version)
         elif version == RECORD_V1:
             row = load_plain_pickle(memoryview(raw)[1:])
             if isinstance(row, tuple) and len(row) == _V1_FIELDS:
-                row += (None, *_V3_DEFAULTS)
+                row += (None, *_OLDER_DEFAULTS)
         else:
             raise ValueError(f"unknown record version {version!r}")
         _check_row(row)
@@ -175,14 +205,10 @@ class Row:
 
     def __init__(self, raw: bytes):
         self.version = raw[:1]
-        if self.version not in (RECORD_V2, RECORD_V3):  # older: ``decode_record`` reads it
-            raise CorruptRecord(f"not a version 2 or 3 record: {self.version!r}")
+        if self.version not in _MSGPACK_VERSIONS:  # older: ``decode_record`` reads it
+            raise CorruptRecord(f"not a msgpack record: version {self.version!r}")
         try:
-            fields = msgpack.unpackb(
-                memoryview(raw)[1:], raw=False, use_list=False, unicode_errors="surrogatepass"
-            )
-            if self.version == RECORD_V2 and isinstance(fields, tuple):
-                fields += _V3_DEFAULTS
+            fields = _msgpack_row(raw, self.version)
             _check_row(fields)
         except Exception as exc:
             raise CorruptRecord(f"{type(exc).__name__}: {exc}") from None
@@ -208,10 +234,9 @@ class Row:
         its time (``encode_record`` of the cancelled record, without building it)."""
         f = self.fields
         error = (entry.type, entry.message, entry.traceback, f[8], entry.at_ms, entry.kind)
-        row = (*f[:2], JobState.CANCELLED.value, *f[3:13], (*f[13], error), entry.at_ms, *f[15:18])
-        if self.version == RECORD_V3:
-            return RECORD_V3 + bytes(_packer.pack(row + f[18:]))
-        return RECORD_V2 + bytes(_packer.pack(row))
+        row = (*f[:2], JobState.CANCELLED.value, *f[3:13], (*f[13], error), entry.at_ms, *f[15:])
+        size = _MSGPACK_VERSIONS[self.version][0]  # the version it was in, as encode_record
+        return self.version + bytes(_packer.pack(row[:size]))
 
 
 def _check_row(row: Any) -> None:
@@ -231,6 +256,8 @@ def _check_row(row: Any) -> None:
         raise ValueError(f"unknown state {row[2]!r}")
     if row[18] and not all(type(dep) is str for dep in row[18]):
         raise ValueError("malformed dependency list")
+    if (row[22] or row[23]) and not all(type(n) is str for n in (*(row[22] or ()), *row[23])):
+        raise ValueError("malformed retry lists")
     for error in row[13]:
         if (
             not isinstance(error, tuple)
@@ -326,12 +353,12 @@ def decode_ending(raw: bytes) -> Ending:
     them, without building the record; a record that cannot be read is a dead job's
     ending, with the reason (a reader never fails on one)."""
     try:
-        if raw[:1] not in (RECORD_V2, RECORD_V3):
+        if raw[:1] not in (RECORD_V2, RECORD_V3, RECORD_V4):
             return _ending(decode_record(raw))  # older versions: the full path
         row = msgpack.unpackb(
             memoryview(raw)[1:], raw=False, use_list=False, unicode_errors="surrogatepass"
         )
-        if not isinstance(row, tuple) or len(row) not in (_V2_FIELDS, len(_FIELDS)):
+        if not isinstance(row, tuple) or len(row) not in (_V2_FIELDS, _V3_FIELDS, len(_FIELDS)):
             raise ValueError("not a record")
         state, result, errors = _STATES[row[2]], row[12], row[13]
         if not isinstance(result, (bytes, type(None))) or not isinstance(errors, tuple):

@@ -335,6 +335,24 @@ def test_show_json(run: Run, filled: dict[str, str]) -> None:
     assert {"backoff_base_s", "backoff_cap_s", "max_retries", "timeout_s"} <= set(dead)
 
 
+def test_show_prints_a_jobs_retry_lists_only_when_it_has_them(run: Run, store: str) -> None:
+    with Queue(store) as queue:
+        task = queue.task_by_name(PLAIN)
+        listed = task.options(retry_on=(OSError,), no_retry_on=(FileNotFoundError,)).delay(1)
+        nothing = task.options(retry_on=()).delay(2)
+        plain = task.delay(3)
+    shown = run("show", listed.id).stdout
+    assert "retry on:    builtins.OSError\n" in shown
+    assert "no retry on: builtins.FileNotFoundError\n" in shown
+    assert "retry on:    nothing (no exception)\n" in run("show", nothing.id).stdout
+    assert "retry on" not in run("show", plain.id).stdout
+    as_json = json.loads(run("show", listed.id, "--json").stdout)
+    assert as_json["retry_on"] == ["builtins.OSError"]
+    assert as_json["no_retry_on"] == ["builtins.FileNotFoundError"]
+    plain_json = json.loads(run("show", plain.id, "--json").stdout)
+    assert plain_json["retry_on"] is None and plain_json["no_retry_on"] == []
+
+
 def test_show_json_of_unusual_arguments(run: Run, store: str) -> None:
     job_id = enqueue(store, PLAIN, {(1, 2): {3}}, b"raw")
     shown = json.loads(run("show", job_id, "--json").stdout)

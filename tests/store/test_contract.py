@@ -57,6 +57,8 @@ def record(
     key: str | None = None,
     allow_failures: bool = False,
     pass_results: str = "",
+    retry_on: tuple[str, ...] | None = None,
+    no_retry_on: tuple[str, ...] = (),
 ) -> JobRecord:
     now = now_ms()
     run_at = now if run_at_ms is None else run_at_ms
@@ -76,6 +78,8 @@ def record(
         key=key,
         allow_failures=allow_failures,
         pass_results=pass_results,
+        retry_on=retry_on,
+        no_retry_on=no_retry_on,
     )
 
 
@@ -259,6 +263,63 @@ def test_finish_and_claim_is_one_cycle(store):
     assert [r.id for r in claimed][:1] == [due]  # promoted in the same call, then claimed
     assert store.get(running).state is JobState.DONE
     assert store.finish_and_claim([], "w1", 0, t) == ([], [])
+
+
+# ---- what is retried: the retry lists ride along -----------------------------------------
+
+LISTS = {  # tag: (retry_on, no_retry_on), as job records hold them
+    "plain": (None, ()),
+    "both": (("builtins.OSError", "app.errors.Transient"), ("builtins.FileNotFoundError",)),
+    "nothing": ((), ()),  # retry_on=(): no exception is retried (not the same as None)
+    "only_no": (None, ("__main__.Bad", "odd \u00e9 name.<locals>.X")),
+}
+
+
+def _lists(rec: JobRecord | None) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    assert rec is not None
+    return rec.retry_on, rec.no_retry_on
+
+
+def test_retry_lists_are_carried_by_every_verb(store):
+    """Plain jobs and jobs with lists in one batch (the plain ones come back without),
+    through add, get, get_many, list, claim, a retry, finish_and_claim and requeue."""
+    recs = {tag: record(retry_on=r, no_retry_on=n) for tag, (r, n) in LISTS.items()}
+    ids = add(store, *recs.values())
+    expected = {rec.id: LISTS[tag] for tag, rec in recs.items()}
+    assert [_lists(r) for r in store.get_many(ids)] == list(LISTS.values())
+    assert {r.id: _lists(r) for r in store.list()} == expected
+    claimed = claim_all(store)
+    assert {r.id: _lists(r) for r in claimed} == expected
+    for job_id in ids:  # retried: scheduled at once (delay 0), then claimed again
+        assert failed(store, job_id, retry_delay_s=0.0)
+    assert {r.id: _lists(store.get(r.id)) for r in claimed} == expected
+    later = now_ms() + 1000
+    _, again = store.finish_and_claim([], "w1", 10, later)
+    again += claim_all(store, now=later)  # the legacy layout claims one job per poll
+    assert {r.id: _lists(r) for r in again} == expected
+    outcomes = [Outcome.failed(j, "w1", ErrorInfo("E", "x"), retryable=False) for j in ids]
+    acks, _ = store.finish_and_claim(outcomes, "w1", 10, later)
+    assert acks == [True] * len(ids)
+    for job_id in ids:
+        assert _lists(store.requeue_dead(job_id, now_ms())) == expected[job_id]
+        assert _lists(store.get(job_id)) == expected[job_id]
+
+
+def test_retry_lists_ride_with_keys_and_dependencies(store):
+    """The add paths of workflow jobs: a keyed job, a dependency added in the same batch
+    as its dependent (a chord's member), and the dependent itself."""
+    retry_on, no_retry_on = LISTS["both"]
+    keyed = record(key="k1", retry_on=retry_on)
+    member = record(no_retry_on=no_retry_on)
+    callback = record(depends_on=(member.id,), retry_on=(), no_retry_on=no_retry_on)
+    add(store, keyed, member, callback)
+    assert _lists(store.get(keyed.id)) == (retry_on, ())
+    assert _lists(store.get(member.id)) == (None, no_retry_on)
+    assert _lists(store.get(callback.id)) == ((), no_retry_on)
+    claim_all(store)
+    done(store, member.id, 1)
+    released = {r.id: r for r in claim_all(store)}
+    assert _lists(released[callback.id]) == ((), no_retry_on)
 
 
 # ---- taking back, removing -------------------------------------------------------------

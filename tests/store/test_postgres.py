@@ -19,6 +19,7 @@ from mpqueue import ConfigError, Queue, StoreError
 from mpqueue.cli import cli
 from mpqueue.records import JobState, Outcome, now_ms
 from mpqueue.store import open_store
+from mpqueue.store.postgres import schema as pg_schema
 from mpqueue.store.postgres.schema import MIGRATIONS
 from mpqueue.store.postgres.store import PostgresStore
 
@@ -101,6 +102,59 @@ def test_a_newer_schema_is_refused(pg_url, store):
         conn.execute("INSERT INTO mpqueue_schema_version (version) VALUES (99)")
     with pytest.raises(ConfigError, match="schema version 99"):
         PostgresStore(pg_url)
+
+
+def test_an_older_schema_gains_the_retry_lists_and_keeps_its_jobs(pg_url):
+    """The retry lists' migration on a store written before it (at version 3): its jobs
+    read as jobs without lists, and new jobs keep theirs."""
+    with admin(pg_url) as conn:
+        schema = pg_schema.current_schema(conn)
+        names = pg_schema.qualified_names(conn, schema)
+        conn.execute(
+            pg_schema.render(
+                "CREATE TABLE {version} (version integer PRIMARY KEY, "
+                "applied_at timestamptz NOT NULL DEFAULT now())",
+                names,
+            )
+        )
+        for version, statements in enumerate(MIGRATIONS[:3], 1):
+            for statement in statements:
+                conn.execute(pg_schema.render(statement, names))
+            conn.execute(pg_schema.render("INSERT INTO {version} VALUES (%s)", names), (version,))
+        old = record()
+        conn.execute(
+            pg_schema.render(
+                "INSERT INTO {jobs} (id, name, state, payload, priority, seq, run_at_ms, "
+                "created_at_ms, attempts, max_retries, backoff_base_s, backoff_cap_s) "
+                "VALUES (%s, %s, 'ready', %s, 0, 1, 0, 0, 0, 3, 1.0, 300.0)",
+                names,
+            ),
+            (old.id, old.name, old.payload),
+        )
+    store = PostgresStore(pg_url)
+    try:
+        got = store.get(old.id)
+        assert got.retry_on is None and got.no_retry_on == ()
+        new = record(retry_on=("builtins.OSError",), no_retry_on=("builtins.KeyError",))
+        add(store, new)
+        (claimed,) = [r for r in claim_all(store) if r.id == new.id]
+        assert (claimed.retry_on, claimed.no_retry_on) == (new.retry_on, new.no_retry_on)
+    finally:
+        store.close()
+
+
+def test_malformed_retry_lists_make_a_corrupt_record(pg_url, store):
+    """A list column that is not a JSON array of names (a hand edit): the job shows as
+    a dead stand-in, and a claim parks it instead of running it."""
+    shown, claimed = record(), record()
+    add(store, shown, claimed)
+    with admin(pg_url) as conn:
+        conn.execute("UPDATE mpqueue_jobs SET retry_on = '[1]' WHERE id = %s", (shown.id,))
+        conn.execute("UPDATE mpqueue_jobs SET no_retry_on = 'nope' WHERE id = %s", (claimed.id,))
+    got = store.get(shown.id)
+    assert got.is_corrupt and "malformed retry lists" in got.errors[-1].message
+    assert claim_all(store) == []
+    assert store.get(claimed.id).state is JobState.DEAD
 
 
 def test_claiming_uses_the_partial_indexes(pg_url, store):

@@ -24,7 +24,7 @@ import threading
 import time
 from typing import Any
 
-from mpqueue import Queue
+from mpqueue import Fail, Queue
 
 queue = Queue()  # never opened here: tests enqueue these tasks on their own queue
 
@@ -328,6 +328,61 @@ def c_call(marker: str, tag: object) -> bytes:
     cancel's signal handler never runs, only the kill stops it."""
     mark(marker, "start", tag)
     return hashlib.pbkdf2_hmac("sha256", b"password", b"salt", 10**9)
+
+
+# ---- what is retried (tests/serve/test_retry_rules.py) -----------------------------------
+FAST = {"retries": 3, "backoff": 0.02, "backoff_cap": 0.02}  # four runs, quickly
+
+
+class Transient(OSError):
+    """An error worth retrying (an OSError: ``retry_on=(OSError,)`` covers it)."""
+
+
+def _raise(kind: str) -> None:
+    errors: dict[str, BaseException] = {
+        "value": ValueError("bad value"),
+        "key": KeyError("missing"),
+        "transient": Transient("try again"),
+        "runtime": RuntimeError("failed"),
+        "fail": Fail("given up"),
+    }
+    raise errors[kind]
+
+
+@queue.task(**FAST, no_retry_on=(ValueError,))
+def refuses_values(marker: str, tag: object, kind: str) -> None:
+    """A ValueError ends the job at once; anything else is retried."""
+    mark(marker, "start", tag)
+    _raise(kind)
+
+
+@queue.task(**FAST, retry_on=(OSError,))
+def retries_io(marker: str, tag: object, kind: str) -> None:
+    """Only an OSError (a Transient) is retried."""
+    mark(marker, "start", tag)
+    _raise(kind)
+
+
+@queue.task(**FAST)
+def retries_anything(marker: str, tag: object, kind: str) -> None:
+    """No lists: every exception is retried, but ``Fail`` ends the job at once."""
+    mark(marker, "start", tag)
+    _raise(kind)
+
+
+@queue.task(retries=1, backoff=0.02, backoff_cap=0.02, retry_on=(KeyError,))
+def crashes_despite_lists(marker: str, tag: object) -> None:
+    """Kills its own worker: a crash is retried whatever ``retry_on`` says."""
+    mark(marker, "start", tag)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@queue.task(timeout=0.5, retries=1, backoff=0.02, backoff_cap=0.02, retry_on=(KeyError,))
+def times_out_despite_lists(marker: str, tag: object) -> None:
+    """Runs past its time limit: a timeout is retried whatever ``retry_on`` says."""
+    mark(marker, "start", tag)
+    while True:
+        pass
 
 
 @queue.task

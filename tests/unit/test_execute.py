@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from mpqueue import ConfigError, JobFailed, Queue, Retry
+from mpqueue import ConfigError, Fail, JobFailed, Queue, Retry
 from mpqueue.records import JobRecord, JobState, new_job_id, now_ms
 from mpqueue.serializer import dump_payload
 
@@ -52,6 +52,21 @@ def leave(how: str) -> None:
 
 def unpicklable() -> object:
     return threading.Lock()
+
+
+class Missing(FileNotFoundError):
+    pass
+
+
+def raise_kind(kind: str) -> None:
+    errors: dict[str, BaseException] = {
+        "value": ValueError("bad"),
+        "io": OSError("io"),
+        "missing": Missing("gone"),
+        "fail": Fail("given up"),
+        "retry": Retry(0.0, "again"),
+    }
+    raise errors[kind]
 
 
 # ---- running ------------------------------------------------------------------------------
@@ -173,3 +188,45 @@ def test_a_task_defined_inside_a_test_runs_by_value():
 
         job = shifted.delay(5)
         assert queue.run_pending() == 1 and job.result(timeout=0) == 15
+
+
+# ---- what is retried: the same rules as a server's child ------------------------------------
+
+
+def _run_until_finished(queue: Queue, jobs: list, limit_s: float = 10.0) -> list[int]:
+    """run_pending until every job ended; returns each job's attempts."""
+    wait_until(
+        lambda: queue.run_pending() >= 0 and all(j.refresh().state == "dead" for j in jobs),
+        limit_s,
+        "every job dead",
+    )
+    return [job.attempts for job in jobs]
+
+
+def test_retry_on_no_retry_on_and_fail_in_run_pending(queue):
+    fast = {"retries": 3, "backoff": 0.001, "backoff_cap": 0.001}
+    refuses = queue.task(raise_kind, **fast, no_retry_on=(ValueError,))
+    # One task (its name is the function's import path), varied per call.
+    io_only = refuses.options(retry_on=OSError, no_retry_on=())
+    nearest = refuses.options(retry_on=(OSError,), no_retry_on=(Missing,))
+    jobs = [
+        refuses.delay("value"),  # in no_retry_on: dead at once
+        refuses.delay("io"),  # not in it: retried
+        io_only.delay("value"),  # not in retry_on: dead at once
+        io_only.delay("missing"),  # a subclass of OSError: retried
+        io_only.delay("fail"),  # Fail: dead at once, whatever the lists
+        nearest.delay("missing"),  # Missing is nearer than OSError: dead at once
+        nearest.delay("io"),
+        refuses.options(retries=0).delay("io"),  # the call's options
+        io_only.options(retry_on=None).delay("value"),
+    ]
+    assert _run_until_finished(queue, jobs) == [1, 4, 1, 4, 1, 1, 4, 1, 4]
+    assert jobs[4].error.kind == "fail" and jobs[4].error.message == "given up"
+    assert jobs[0].error.kind == "exception" and jobs[0].record.max_retries == 3
+
+
+def test_retry_asks_for_a_run_whatever_retry_on_says(queue):
+    task = queue.task(raise_kind, retries=2, retry_on=(KeyError,), no_retry_on=(Exception,))
+    job = task.delay("retry")
+    assert _run_until_finished(queue, [job]) == [3]
+    assert [e.kind for e in job.errors] == ["retry"] * 3

@@ -842,7 +842,9 @@ class LmdbStore(Store, HandOff):
             if limit > 0:
                 self._promote(tx, now_ms)
                 claimed = self._claim(tx, server_id, limit, now_ms)
-            self._set_offer(tx, server_id, offered_children(idle_children, limit, len(claimed)))
+            if outcomes or limit > 0 or idle_children:  # not a commit of progress alone
+                offered = offered_children(idle_children, limit, len(claimed))
+                self._set_offer(tx, server_id, offered)
             return acks, claimed
 
         if not outcomes and limit <= 0 and not idle_children and not progress:

@@ -24,8 +24,14 @@ columns of ``JobRecord`` (``depends_on``, ``pass_results``, ``allow_failures``,
 over jobs that are neither dead nor cancelled.
 
 Version 4 adds ``cancel_request``: the text of a cancel asked for while the job runs
-(see ``cancels.py``); NULL otherwise. Version 5 adds ``progress``: a job's last progress
-report, as JSON (``[done, total, message, at_ms]``), NULL before the first.
+(see ``cancels.py``); NULL otherwise.
+
+Version 5 adds the retry lists of ``JobRecord`` (``retry_on``, ``no_retry_on``): text
+columns holding JSON arrays of exception names, NULL when a job has none (NULL
+``retry_on``: every exception is retried).
+
+Version 6 adds ``progress``: a job's last progress report, as JSON (``[done, total,
+message, at_ms]``), NULL before the first.
 """
 
 from __future__ import annotations
@@ -120,7 +126,10 @@ MIGRATIONS: list[tuple[str, ...]] = [
     (  # 4: cancelling running jobs (the text of the cancel requested while it runs)
         "ALTER TABLE {jobs} ADD COLUMN cancel_request text",
     ),
-    (  # 5: a running job's last progress report (JSON: done, total, message, at_ms)
+    (  # 5: what is retried (a task's retry_on and no_retry_on, JSON arrays of names)
+        "ALTER TABLE {jobs} ADD COLUMN retry_on text, ADD COLUMN no_retry_on text",
+    ),
+    (  # 6: a running job's last progress report (JSON: done, total, message, at_ms)
         "ALTER TABLE {jobs} ADD COLUMN progress text",
     ),
 ]

@@ -69,6 +69,8 @@ _FIELDS = (
     "pass_results",
     "allow_failures",
     "key",
+    "retry_on",
+    "no_retry_on",
 )
 _COLUMNS = ", ".join(_FIELDS)
 _PLAIN_COLUMNS = ", ".join(_FIELDS[:18])  # a job without workflow fields: "add" writes these
@@ -90,21 +92,26 @@ _DROP_EDGES = """outgoing AS (DELETE FROM {deps} WHERE dep_id IN (SELECT id FROM
         SELECT count(*) FROM gone"""
 
 
-def _insert_unnest(extra_column: str = "", extra_value: str = "") -> str:
+def _insert_unnest(extra_column: str = "", extra_value: str = "", lists: bool = False) -> str:
     """The bulk insert of plain jobs: one array per column, in ``_insert_row``'s order
-    (``extra_column`` takes ``extra_value`` for every row)."""
-    return f"""INSERT INTO {{jobs}} ({_PLAIN_COLUMNS}{extra_column})
+    (``extra_column`` takes ``extra_value`` for every row); with ``lists``, two arrays
+    more, the retry lists (``_lists_row``), for a batch in which some job has them."""
+    list_columns, list_values, list_arrays, list_names = "", "", "", ""
+    if lists:
+        list_columns, list_values = ", retry_on, no_retry_on", ", u.retry_on, u.no_retry_on"
+        list_arrays, list_names = ", %s::text[], %s::text[]", " retry_on, no_retry_on,"
+    return f"""INSERT INTO {{jobs}} ({_PLAIN_COLUMNS}{list_columns}{extra_column})
         SELECT u.id, u.name, u.state, u.payload, u.priority, nextval({{seq_name}}),
                u.run_at_ms, u.created_at_ms, u.attempts, u.max_retries, u.timeout_s,
                u.func, u.result, u.errors, u.finished_at_ms, u.backoff_base_s,
-               u.backoff_cap_s, u.signature{extra_value}
+               u.backoff_cap_s, u.signature{list_values}{extra_value}
         FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::integer[],
                     %s::bigint[], %s::bigint[], %s::integer[], %s::integer[],
                     %s::float8[], %s::bytea[], %s::bytea[], %s::text[], %s::bigint[],
-                    %s::float8[], %s::float8[], %s::bytea[]) WITH ORDINALITY AS u(id, name,
-             state, payload, priority, run_at_ms, created_at_ms, attempts, max_retries,
-             timeout_s, func, result, errors, finished_at_ms, backoff_base_s, backoff_cap_s,
-             signature, ord)
+                    %s::float8[], %s::float8[], %s::bytea[]{list_arrays}) WITH ORDINALITY
+             AS u(id, name, state, payload, priority, run_at_ms, created_at_ms, attempts,
+             max_retries, timeout_s, func, result, errors, finished_at_ms, backoff_base_s,
+             backoff_cap_s, signature,{list_names} ord)
         ORDER BY u.ord RETURNING id, seq"""
 
 
@@ -113,6 +120,8 @@ _SQL = {
     # "add" of jobs that later jobs of the same add depend on (a chord's members): they
     # are flagged as they are written, not updated again after.
     "add_depended": _insert_unnest(", has_dependents", ", true"),
+    "add_lists": _insert_unnest(lists=True),
+    "add_depended_lists": _insert_unnest(", has_dependents", ", true", lists=True),
     "promote": """UPDATE {jobs} SET state = 'ready' WHERE id IN (
         SELECT id FROM {jobs} WHERE state = 'scheduled' AND run_at_ms <= %s
         FOR UPDATE SKIP LOCKED)""",
@@ -135,7 +144,7 @@ _SQL = {
     # batch goes through "add". A held key inserts nothing (the caller reads the holder).
     "add_linked": f"""INSERT INTO {{jobs}} ({_COLUMNS}, open_deps)
         VALUES (%s, %s, %s, %s, %s, nextval({{seq_name}}), %s, %s, %s, %s, %s, %s, %s, %s,
-                %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
         ON CONFLICT (name, key) WHERE key IS NOT NULL AND state NOT IN ('dead', 'cancelled')
         DO NOTHING RETURNING seq""",
     # One statement applies every outcome of a batch; NULL means "keep the old value".
@@ -331,7 +340,8 @@ class PostgresStore(Store):
         admission = pg_graph.admit_new(q, self.sql, rec, now) if rec.depends_on else None
         new = rec if admission is None else admission.record
         open_deps = 0 if admission is None else admission.open_deps
-        row = q.one(self.sql["add_linked"], (*_insert_row(new), *_workflow_row(new), open_deps))
+        values = (*_insert_row(new), *_workflow_row(new), *_lists_row(new), open_deps)
+        row = q.one(self.sql["add_linked"], values)
         if row is None:  # another producer took the key after our look
             holder = q.one(self.sql["key_holder"], (rec.name, rec.key))
             assert holder is not None  # the conflict's row, locked by the insert's wait
@@ -367,11 +377,14 @@ class PostgresStore(Store):
         notify: bool = True,
         statement: str = "add",
     ) -> None:
-        columns: list[list[Any]] = [[] for _ in range(17)]
+        # The retry lists' columns only in a batch where a job has them (see _insert_unnest).
+        lists = any(rec.retry_on is not None or rec.no_retry_on for rec in records)
+        columns: list[list[Any]] = [[] for _ in range(19 if lists else 17)]
         for rec in records:
-            for column, value in zip(columns, _insert_row(rec)):
+            row = (*_insert_row(rec), *_lists_row(rec)) if lists else _insert_row(rec)
+            for column, value in zip(columns, row):
                 column.append(value)
-        seqs = dict(q.rows(self.sql[statement], columns))
+        seqs = dict(q.rows(self.sql[statement + ("_lists" if lists else "")], columns))
         for rec in records:
             rec.seq = seqs[rec.id]
         q.counter.puts += len(records)
@@ -899,6 +912,23 @@ def _workflow_row(rec: JobRecord) -> tuple[Any, ...]:
     return (list(rec.depends_on), rec.pass_results, rec.allow_failures, rec.key)
 
 
+def _lists_row(rec: JobRecord) -> tuple[str | None, str | None]:
+    """The retry lists as their columns hold them: JSON arrays (ASCII, as ``errors``),
+    NULL for retry_on None and for an empty no_retry_on."""
+    retry_on = None if rec.retry_on is None else json.dumps(list(rec.retry_on))
+    return retry_on, json.dumps(list(rec.no_retry_on)) if rec.no_retry_on else None
+
+
+def _decode_names(raw: str) -> tuple[str, ...]:
+    try:
+        names = json.loads(raw)
+    except Exception as exc:
+        raise ValueError(f"{type(exc).__name__}: {exc}") from exc
+    if not isinstance(names, list) or not all(type(name) is str for name in names):
+        raise ValueError("malformed retry lists")
+    return tuple(names)
+
+
 def _ending(row: tuple[Any, ...]) -> Ending:
     """(id, state, result, errors) as an Ending; a row that cannot be read ends dead."""
     state = _STATES.get(row[1])
@@ -922,4 +952,9 @@ def _read(row: tuple[Any, ...]) -> JobRecord:
         raise ValueError(f"unknown state {row[2]!r}") from None
     rec.errors = _decode_errors(row[13]) if row[13] != "[]" else ()
     rec.depends_on = tuple(row[18]) if row[18] else ()
+    if row[22] is not None or row[23] is not None:
+        rec.retry_on = None if row[22] is None else _decode_names(row[22])
+        rec.no_retry_on = () if row[23] is None else _decode_names(row[23])
+    else:
+        rec.no_retry_on = ()
     return rec
