@@ -232,11 +232,14 @@ class Row:
     def cancelled(self, entry: ErrorInfo) -> bytes:
         """The record's bytes once cancelled: ``entry`` last in its history, finished at
         its time (``encode_record`` of the cancelled record, without building it)."""
-        f = self.fields
-        error = (entry.type, entry.message, entry.traceback, f[8], entry.at_ms, entry.kind)
-        row = (*f[:2], JobState.CANCELLED.value, *f[3:13], (*f[13], error), entry.at_ms, *f[15:])
-        size = _MSGPACK_VERSIONS[self.version][0]  # the version it was in, as encode_record
-        return self.version + bytes(_packer.pack(row[:size]))
+        row = list(self.fields)
+        error = (entry.type, entry.message, entry.traceback, row[8], entry.at_ms, entry.kind)
+        row[2] = JobState.CANCELLED.value
+        row[13] = (*row[13], error)
+        row[14] = entry.at_ms
+        del row[_MSGPACK_VERSIONS[self.version][0] :]  # the version it was in, as written
+        packed: bytes = _packer.pack(row)
+        return self.version + packed
 
 
 def _check_row(row: Any) -> None:
