@@ -16,7 +16,7 @@ from ...cancellation import CancelReport, cancel_entry
 from ...dependencies import cancelled
 from ...errors import CorruptRecord
 from ...records import QUEUED_STATES, JobRecord, JobState
-from ..codec import RECORD_V2, RECORD_V3, Row
+from ..codec import Row
 from . import keys
 from .env import Tx
 from .graph import RecordFiler, file_cancelled_entry, settle_ends
@@ -40,23 +40,18 @@ class Cancel:
         self.ends: list[tuple[JobRecord, JobState | None]] = []
         self._claims: dict[str, list[bytes]] | None = None
 
-    def job(self, job_id: str, rec: JobRecord | None) -> bool:
-        """Cancel one job (its record as read in this transaction); True if it was
-        cancelled, or its server asked to stop it."""
+    def job(self, job_id: str, rec: JobRecord | None) -> None:
+        """Cancel one job (its record as read in this transaction), in the report."""
         if rec is None:
             self.report.missing.append(job_id)
-            return False
-        if rec.state in QUEUED_STATES and not rec.is_corrupt:
+        elif rec.state in QUEUED_STATES and not rec.is_corrupt:
             self._end_queued(rec)
             self.report.cancelled.append(job_id)
-            return True
-        claim_keys = self._claims_of(job_id) if rec.state is JobState.PROCESSING else []
-        if claim_keys:
+        elif rec.state is JobState.PROCESSING and (claim_keys := self._claims_of(job_id)):
             self._request(claim_keys)
             self.report.requested.append(job_id)
-            return True
-        self.report.finished.append(job_id)
-        return False
+        else:
+            self.report.finished.append(job_id)
 
     def _request(self, claim_keys: list[bytes]) -> None:
         """Ask the holder of a running job to stop it (the first request's text stays)."""
@@ -130,32 +125,21 @@ def cancel_matching(
     records: list[JobRecord] = []  # the others, through ``Cancel.job``
     resume: str | None = None
     for position, key, value in _walk(tx, sources, after):
-        job_id = key[-keys.JOB_ID_BYTES :].decode()
-        raw = (
-            value
-            if value[:1] in (RECORD_V2, RECORD_V3)
-            else tx.get(keys.DB_JOBS, key[-keys.JOB_ID_BYTES :])
-        )
+        job_key = key[-keys.JOB_ID_BYTES :]
+        # The name index holds whole records (optimized layout); the other indexes,
+        # and the legacy layout's name index, hold none.
+        raw = value if name is not None and value else tx.get(keys.DB_JOBS, job_key)
         if raw is None:
             continue
         row = _row(raw) if plain else None
-        if row is not None:
-            if row.state not in states or (name is not None and row.name != name):
-                continue
-            if row.state in QUEUED_STATES:
-                rows.append(row)
-            else:
-                rec = store._load(tx, job_id)
-                if rec is None or (
-                    rec.state is JobState.PROCESSING and cancel.asked_before(job_id)
-                ):
-                    continue
-                records.append(rec)
+        found = row if row is not None else store._load(tx, job_key.decode())
+        if found is None or found.state not in states or (name is not None and found.name != name):
+            continue
+        if row is not None and row.state in QUEUED_STATES:
+            rows.append(row)
         else:
-            rec = store._load(tx, job_id)
-            if rec is None or rec.state not in states or (name is not None and rec.name != name):
-                continue
-            if rec.state is JobState.PROCESSING and cancel.asked_before(rec.id):
+            rec = found if isinstance(found, JobRecord) else store._load(tx, found.id)
+            if rec is None or (rec.state is JobState.PROCESSING and cancel.asked_before(rec.id)):
                 continue  # a later batch would count it again
             records.append(rec)
         if len(rows) + len(records) >= limit:
