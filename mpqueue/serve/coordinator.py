@@ -238,6 +238,7 @@ class Coordinator:
         limit = min(room, self.settings.batch)
         _, claimed = self._finish_and_claim(outcomes, limit, now)
         self.ledger.committed(outcomes)  # only once committed: on a store error they are kept
+        self.ledger.progress_written()
         if limit > 0:
             self.more_ready = len(claimed) >= limit
         else:
@@ -255,7 +256,7 @@ class Coordinator:
         """The cycle's one commit; with hand-off it also offers our idle children (none
         while stopping), replacing the previous offer."""
         hand_off = self.handoff.capability
-        progress = self.ledger.take_progress()
+        progress = self.ledger.progress or None
         if hand_off is None:
             return self.store.finish_and_claim(
                 outcomes, self.server_id, limit, now, progress=progress
@@ -276,12 +277,12 @@ class Coordinator:
         """
         ledger = self.ledger
         ledger.note_waiting(time.monotonic())
+        if ledger.progress_due(time.monotonic()):
+            return True  # polling or not: progress reports wait at most PROGRESS_COMMIT_S
         if self.polling:
             return bool(ledger.outcomes) or (room > 0 and self._maybe_ready())
         low = self.pacer.low(self.pool.slots)
         if room and low and self._maybe_ready():
-            return True
-        if ledger.progress_due(time.monotonic()):
             return True
         if not ledger.outcomes:
             return False

@@ -86,12 +86,11 @@ class Ledger:
         at = self.progress_at()
         return at is not None and now >= at
 
-    def take_progress(self) -> dict[str, Progress] | None:
-        """The progress to write in this commit (None: none)."""
-        if not self.progress:
-            return None
-        taken, self.progress, self.progress_since = self.progress, {}, None
-        return taken
+    def progress_written(self) -> None:
+        """The progress waiting was committed (with the cycle's outcomes: kept, like
+        them, while the store fails)."""
+        if self.progress:
+            self.progress, self.progress_since = {}, None
 
     def note_waiting(self, now: float) -> None:
         """Start the commit delay's clock when outcomes wait and it is not running."""

@@ -173,10 +173,12 @@ def test_cancel_on_postgres_from_another_host_reaches_the_job(
 
 
 @pytest.mark.timeout(60)
-def test_a_running_jobs_progress_reaches_the_store(env, servers, tmp_path):
+@pytest.mark.parametrize("pacing", [(), ("--poll-only",)], ids=["woken", "poll-only"])
+def test_a_running_jobs_progress_reaches_the_store(env, servers, tmp_path, pacing):
     """A job reporting progress in a tight loop: its report shows while it runs (through
-    the coordinator's commits), and its last one once it is done."""
-    server = servers(env.path, "--workers", "1")
+    the coordinator's commits, a server that only polls too), and its last one once it
+    is done."""
+    server = servers(env.path, "--workers", "1", *pacing)
     server.wait_ready(env.queue, 1)
     release = tmp_path / "release"
     job = env.task("report_progress").delay(str(env.marker), "p", str(release))
