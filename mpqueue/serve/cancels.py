@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from ..cancellation import cancel_entry
 from ..records import ErrorInfo, now_ms
 from .ledger import Ledger
 from .pool import Slot
@@ -89,10 +90,5 @@ class Cancels:
             job_id,
             self.grace_s,
         )
-        return ErrorInfo(
-            "Cancelled",
-            f"did not stop within {self.grace_s} s of its cancel; its worker was killed",
-            attempt=self.ledger.attempt(job_id),
-            at_ms=now_ms(),
-            kind="cancelled",
-        )
+        text = f"did not stop within {self.grace_s} s of its cancel; its worker was killed"
+        return cancel_entry(text, self.ledger.attempt(job_id), now_ms())

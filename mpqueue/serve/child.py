@@ -41,11 +41,12 @@ from typing import Any
 
 import psutil
 
+from ..cancellation import cancel_entry
 from ..errors import Cancelled, MpqueueError
 from ..execute import JobTimeout, TaskRunner
 from ..identity import pid_exists
 from ..limits import JOB_ID_BYTES
-from ..records import ErrorInfo, JobRecord, Progress, now_ms
+from ..records import JobRecord, Progress, now_ms
 from ..registry import import_module
 from ..store.base import HandOff, Inbox
 from . import protocol
@@ -166,9 +167,7 @@ class _Cancels:
         if not self.ids or job_id not in self.ids:
             return None
         self.ids.discard(job_id)
-        error = ErrorInfo(
-            "Cancelled", "cancelled before it started", at_ms=now_ms(), kind="cancelled"
-        )
+        error = cancel_entry("cancelled before it started", 0, now_ms())
         return Failed(job_id, error, False, None, 0)
 
     def call(

@@ -14,6 +14,7 @@ from typing import Any
 
 from ...cancellation import CancelReport, cancel_entry
 from ...records import QUEUED_STATES, ErrorInfo, JobState
+from .graph import stored_state
 from .session import Query
 
 CANCEL_PAYLOAD = "cancel"  # the NOTIFY payload that tells servers to read their requests
@@ -74,7 +75,7 @@ class PgCancel:
 
     def row(self, row: tuple[Any, ...]) -> None:
         job_id, name, state_text, attempts, errors, has_dependents, request = row[:7]
-        state = _state(state_text)
+        state = stored_state(state_text)
         if state in QUEUED_STATES:
             self._end(job_id, name, attempts, errors, has_dependents, self.text)
             self.report.cancelled.append(job_id)
@@ -141,10 +142,3 @@ def match(
         rows = q.rows(sql["match_name"], (name, values, int(created or -1), job_id, limit))
         last = f"{rows[-1][7]}:{rows[-1][0]}" if rows else ""
     return rows, (last if len(rows) >= limit else None)
-
-
-def _state(value: str) -> JobState | None:
-    try:
-        return JobState(value)
-    except ValueError:
-        return None

@@ -137,7 +137,7 @@ def dependency_stand_ins(
         if row is None:
             found.append(None)
             continue
-        state = _state(row[2]) or JobState.DEAD  # a state no mpqueue wrote: it cannot run
+        state = stored_state(row[2]) or JobState.DEAD  # a state no mpqueue wrote: it cannot run
         found.append(JobRecord(row[0], row[1], state, b""))
     return found
 
@@ -153,7 +153,8 @@ def admit_new(q: Query, sql: dict[str, str], rec: JobRecord, now_ms: int) -> Adm
     return admit(rec, dependency_stand_ins(q, sql, rec.depends_on), now_ms)
 
 
-def _state(value: str) -> JobState | None:
+def stored_state(value: str) -> JobState | None:
+    """The state a row's text names; None for text no mpqueue wrote."""
     try:
         return JobState(value)
     except ValueError:
