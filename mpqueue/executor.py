@@ -142,7 +142,7 @@ class Executor(concurrent.futures.Executor):
             task = self._task(fn)
             jobs = task.map(calls, key=key)
             futures = self._watcher.track([job.id for job in jobs])
-        return _results_in_order(futures, deadline)
+        return _results_in_order(futures, deadline, self._watcher)
 
     def _task(self, fn: Callable[..., Any]) -> Task:
         if isinstance(fn, Task):
@@ -179,22 +179,22 @@ class Executor(concurrent.futures.Executor):
             self.queue.close()
 
 
-def _results_in_order(futures: list[JobFuture], deadline: float | None) -> Iterator[Any]:
+def _results_in_order(
+    futures: list[JobFuture], deadline: float | None, watcher: _Watcher
+) -> Iterator[Any]:
     """Each future's result in turn; leaving early (an error, a timeout, the iterator
-    closed) cancels every future not yet read, as the standard library does."""
+    closed) cancels every future not yet read, as the standard library does, and their
+    jobs in one store transaction (one by one, a running job's cancel could stop it
+    before the cancels of the jobs queued behind it reach its worker)."""
     futures.reverse()  # popped from the end, so the list lets go of each result once read
     try:
         while futures:
-            future = futures.pop()
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                yield future.result(left)
-            finally:
-                future.cancel()  # a no-op once done; cancels the one that timed out
-                del future
+            result = futures[-1].result(left)
+            futures.pop()
+            yield result
     finally:
-        for future in futures:
-            future.cancel()
+        watcher.cancel_futures(futures, _CANCELLED)
 
 
 _CANCELLED = "its Executor future was cancelled"
@@ -262,9 +262,13 @@ class _Watcher:
         """Cancel every pending future, and their jobs in one store transaction."""
         with self.lock:
             futures = list(self.pending.values())
+        self.cancel_futures(futures, _SHUT_DOWN)
+
+    def cancel_futures(self, futures: Sequence[JobFuture], reason: str) -> None:
+        """Cancel the futures not done yet, and their jobs in one store transaction."""
         ids = [f.job_id for f in futures if concurrent.futures.Future.cancel(f) and self._forget(f)]
         if ids:
-            self.queue.cancel(*ids, reason=_SHUT_DOWN)
+            self.queue.cancel(*ids, reason=reason)
             self.wake.set()
 
     def close(self) -> None:

@@ -49,10 +49,12 @@ class Cancels:
         holders = {job_id: slot for slot in slots for job_id in slot.inflight}
         settling = self.ledger.settling() if wanted else set()
         unplaced = set()
+        told: dict[int, tuple[Slot, list[str]]] = {}  # per child: the ids to send it
         for job_id in job_ids:
             slot = holders.get(job_id)
             if slot is not None:
-                self._tell(slot, job_id, now)
+                if self.sent.get(job_id) != slot.pid:
+                    told.setdefault(id(slot), (slot, []))[1].append(job_id)
             elif job_id in settling:
                 continue  # its outcome's commit ends it cancelled
             elif job_id in self.unplaced:
@@ -60,12 +62,15 @@ class Cancels:
             else:
                 unplaced.add(job_id)
         self.unplaced = unplaced
+        for slot, ids in told.values():
+            self._tell(slot, ids, now)
 
-    def _tell(self, slot: Slot, job_id: str, now: float) -> None:
-        if self.sent.get(job_id) != slot.pid:
-            log.info("job %s: cancel requested; stopping it in worker %d", job_id, slot.pid)
-            slot.send_cancel(job_id)
-            self.sent[job_id] = slot.pid
+    def _tell(self, slot: Slot, job_ids: list[str], now: float) -> None:
+        """Send a child every id it is to stop, then one signal: it stops its running job
+        at once, and must know the jobs queued behind it by then."""
+        log.info("cancel requested: stopping %s in worker %d", ", ".join(job_ids), slot.pid)
+        slot.send_cancels(job_ids)
+        self.sent.update(dict.fromkeys(job_ids, slot.pid))
         self.head_changed(slot, now)
 
     def head_changed(self, slot: Slot, now: float) -> None:

@@ -124,13 +124,15 @@ class Slot:
         self.inflight.extend(job_ids)
         protocol.send_command(self.conn, Run(job_ids))
 
-    def send_cancel(self, job_id: str) -> None:
-        """Tell the child to stop ``job_id`` (running, or queued at it): the id down its
-        cancel pipe, then SIGUSR2, whose handler reads the pipe (see child.py)."""
+    def send_cancels(self, job_ids: list[str]) -> None:
+        """Tell the child to stop these jobs (running, or queued at it): the ids down its
+        cancel pipe, all of them, then one SIGUSR2, whose handler reads the pipe (see
+        child.py)."""
         if self.cancels is None or not self.ready:
             return
         try:
-            self.cancels.send_bytes(job_id.encode("ascii"))
+            for job_id in job_ids:
+                self.cancels.send_bytes(job_id.encode("ascii"))
             os.kill(self.pid, signal.SIGUSR2)
         except OSError:
             pass  # it just died: its exit puts its jobs back, and the store cancels them
