@@ -22,6 +22,7 @@ from .errors import (
 )
 from .executor import Executor
 from .handle import Job
+from .pausing import PauseChange, Paused
 from .queue import Queue
 from .records import ErrorInfo, JobState, Progress
 from .task import Signature, Task
@@ -46,6 +47,8 @@ __all__ = [
     "JobNotFound",
     "JobState",
     "MpqueueError",
+    "PauseChange",
+    "Paused",
     "PayloadError",
     "Progress",
     "Queue",

@@ -34,6 +34,7 @@ from .location import (
     redact,
     resolve_path,
 )
+from .pausing import PauseChange, Paused, pause_target
 from .polling import Poll
 from .records import (
     FINISHED_STATES,
@@ -409,6 +410,21 @@ class Queue:
             found = [r for s in states for r in self.store.list(name, s)]
             return preview([r.id for r in found], found)
         return cancel_all(self.store, name, states, text)
+
+    def pause(self, task: Task | str | None = None) -> PauseChange:
+        """Stop servers claiming jobs of ``task`` (a task or its name; None: every job).
+        Running jobs finish; queued ones wait, costing claims nothing, until ``resume``.
+        Returns a ``PauseChange`` (``changed`` is False if it was paused already)."""
+        return self.store.pause(pause_target(task))
+
+    def resume(self, task: Task | str | None = None) -> PauseChange:
+        """Undo ``pause(task)``: its jobs are claimed again. Resuming what is not paused
+        is no error: the ``PauseChange`` says ``changed=False``."""
+        return self.store.resume(pause_target(task))
+
+    def paused(self) -> Paused:
+        """What is paused: ``Paused(all=..., tasks=...)``."""
+        return self.store.paused()
 
     def requeue(self, job_id: str) -> Job:
         """Move a dead job back to ready with its attempts reset."""

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from ..cancellation import CancelReport
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreError
+from ..pausing import PauseChange, Paused
 from ..records import Claim, Ending, JobRecord, JobState, Outcome, Progress
 
 
@@ -306,6 +307,20 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def stats(self) -> dict[str, int]:
         """Counts per state (every ``JobState``) and ``total``, from one read transaction."""
+
+    # Pausing: a backend that holds paused jobs out of its claim index overrides these;
+    # the default refuses, so a store without it never claims a paused task's job.
+    def pause(self, name: str | None) -> PauseChange:
+        """Stop claims of task ``name``'s jobs (None: of every job); running jobs go on."""
+        raise StoreError(f"pausing is not supported by the {type(self).__name__} yet")
+
+    def resume(self, name: str | None) -> PauseChange:
+        """Undo ``pause(name)``: its held jobs become claimable again."""
+        raise StoreError(f"pausing is not supported by the {type(self).__name__} yet")
+
+    def paused(self) -> Paused:
+        """What is paused, from one read."""
+        return Paused()
 
 
 class HandOff(abc.ABC):

@@ -31,6 +31,7 @@ from ..errors import ConfigError, JobNotFound
 from ..limits import check_key_part, key_held, stored_problem
 from ..location import MEMORY_SCHEME
 from ..outcomes import Destination, apply_outcome
+from ..pausing import PauseChange, Paused
 from ..records import (
     FAILED_STATES,
     FINISHED_STATES,
@@ -68,6 +69,9 @@ class _Tables:
     cancels: dict[str, str] = field(default_factory=dict)  # claimed job id -> cancel text
     progress: dict[str, Progress] = field(default_factory=dict)  # job id -> its last report
     servers: dict[str, bytes] = field(default_factory=dict)  # encoded as LMDB does
+    paused_all: bool = False  # the whole queue: claims take nothing
+    held: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)  # paused task:
+    # its ready jobs, held out of ``ready`` (claims never see them)
     seqs: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     handles: int = 0  # open handles of a named store
 
@@ -120,7 +124,8 @@ class MemoryStore(Store):
         """The sorted index (and its entry) a job in ``rec``'s state is filed under."""
         db = self._db
         if rec.state is JobState.READY:
-            return db.ready, (-rec.priority, rec.seq, rec.id)
+            index = db.held[rec.name] if rec.name in db.held else db.ready
+            return index, (-rec.priority, rec.seq, rec.id)
         if rec.state is JobState.SCHEDULED:
             return db.scheduled, (rec.run_at_ms, -rec.priority, rec.seq, rec.id)
         if rec.state is JobState.DONE:
@@ -219,7 +224,7 @@ class MemoryStore(Store):
     @_atomic
     def claim(self, server_id: str, limit: int, now_ms: int) -> builtins.list[JobRecord]:
         check_key_part(server_id, "server id")
-        taken = self._db.ready[: max(limit, 0)]
+        taken = [] if self._db.paused_all else self._db.ready[: max(limit, 0)]
         self.counter.cursor_steps += len(taken)
         del self._db.ready[: len(taken)]
         return [
@@ -369,7 +374,7 @@ class MemoryStore(Store):
     def stats(self) -> dict[str, int]:
         db = self._db
         return {
-            "ready": len(db.ready),
+            "ready": len(db.ready) + sum(map(len, db.held.values())),
             "scheduled": len(db.scheduled),
             "processing": len(db.claims),
             "done": len(db.done),
@@ -378,6 +383,39 @@ class MemoryStore(Store):
             "cancelled": len(db.cancelled),
             "total": len(db.jobs),
         }
+
+    # ---- pausing ----------------------------------------------------------------------------
+    @_atomic
+    def pause(self, name: str | None) -> PauseChange:
+        db = self._db
+        if name is None:
+            changed, db.paused_all = not db.paused_all, True
+            return PauseChange(None, True, changed)
+        check_key_part(name, f"task name {name!r}")
+        if name in db.held:
+            return PauseChange(name, True, False)
+        mine = [e for e in db.ready if db.jobs[e[-1]].name == name]
+        db.held[name] = mine
+        db.ready = [e for e in db.ready if db.jobs[e[-1]].name != name]
+        self.counter.cursor_steps += len(db.ready) + len(mine)
+        return PauseChange(name, True, True)
+
+    @_atomic
+    def resume(self, name: str | None) -> PauseChange:
+        db = self._db
+        if name is None:
+            changed, db.paused_all = db.paused_all, False
+            return PauseChange(None, False, changed)
+        check_key_part(name, f"task name {name!r}")
+        held = db.held.pop(name, None)
+        if held is None:
+            return PauseChange(name, False, False)
+        db.ready = sorted(db.ready + held)
+        return PauseChange(name, False, True)
+
+    @_atomic
+    def paused(self) -> Paused:
+        return Paused(self._db.paused_all, frozenset(self._db.held))
 
     # ---- removing -----------------------------------------------------------------------------
     @_atomic
@@ -515,7 +553,14 @@ class MemoryStore(Store):
         held by a registered server or one ``holder_gone`` says is dead."""
         db = self._db
         report = CheckReport(jobs=len(db.jobs))
-        filed = len(db.ready) + len(db.scheduled) + len(db.done) + len(db.dead) + len(db.claims)
+        filed = (
+            len(db.ready)
+            + sum(map(len, db.held.values()))
+            + len(db.scheduled)
+            + len(db.done)
+            + len(db.dead)
+            + len(db.claims)
+        )
         filed += len(db.cancelled) + len(db.waiting)
         open_edges: dict[str, int] = {}  # open, from a dependency that has not ended
         for dep, dependents in db.edges.items():
