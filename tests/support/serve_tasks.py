@@ -87,9 +87,8 @@ def busy_loop(marker: str, tag: object) -> None:
         pass
 
 
-@queue.task(timeout=1.0, retries=0)
-def swallow_timeout(marker: str, tag: object) -> None:
-    """A bare ``except:`` eats the soft-timeout exception; only a kill stops it."""
+def _spin_swallowing(marker: str, tag: object) -> None:
+    """Spin, and with a bare ``except:`` eat whatever is raised in the loop."""
     mark(marker, "start", tag)
     while True:
         try:
@@ -97,6 +96,12 @@ def swallow_timeout(marker: str, tag: object) -> None:
                 pass
         except:  # noqa: E722 - the point of the test
             mark(marker, "swallowed", tag)
+
+
+@queue.task(timeout=1.0, retries=0)
+def swallow_timeout(marker: str, tag: object) -> None:
+    """A bare ``except:`` eats the soft-timeout exception; only a kill stops it."""
+    _spin_swallowing(marker, tag)
 
 
 @queue.task(timeout=1.0, retries=0)
@@ -313,13 +318,7 @@ def spin(marker: str, tag: object) -> None:
 @queue.task(retries=3)
 def swallow_everything(marker: str, tag: object) -> None:
     """A bare ``except:`` swallows the cancel's exception; only the kill stops it."""
-    mark(marker, "start", tag)
-    while True:
-        try:
-            while True:
-                pass
-        except:  # noqa: E722 - the point of the test
-            mark(marker, "swallowed", tag)
+    _spin_swallowing(marker, tag)
 
 
 @queue.task(retries=3)
