@@ -36,8 +36,9 @@ def held_entry(tx: Tx, rec: keys.Queued, entry: tuple[bytes, bytes]) -> tuple[by
 
 
 def takes_nothing(tx: Tx) -> bool:
-    """Whether the whole queue is paused (claims and hand-offs take nothing)."""
-    return tx.get(keys.DB_PAUSES, keys.PAUSE_ALL) is not None
+    """Whether the whole queue is paused (claims and hand-offs take nothing). Asked
+    once per claim: the empty check first, as it costs half a get (measured)."""
+    return tx.has_entries(keys.DB_PAUSES) and tx.get(keys.DB_PAUSES, keys.PAUSE_ALL) is not None
 
 
 def hands_off(tx: Tx, name: str) -> bool:
