@@ -1,6 +1,7 @@
 """The store contract, continued: pausing and resuming, through the ``Store``
 interface and ``Queue.pause``/``resume``/``paused`` (the fixtures of
-``test_contract.py``). Only the memory store pauses so far; the others refuse
+``test_contract.py``). The memory store and LMDB's optimized layout pause; PostgreSQL
+and the legacy LMDB layout refuse
 (``test_a_store_without_pausing_refuses_and_changes_nothing``)."""
 
 from __future__ import annotations
@@ -19,10 +20,17 @@ B = "tests.support.tasks.echo"
 LATER = 3_600_000
 
 
+def pauses(store_location: tuple[str, str]) -> bool:
+    location, mode = store_location
+    return location.startswith("memory://") or (
+        not location.startswith("postgresql://") and mode == "optimized"
+    )
+
+
 @pytest.fixture
 def pausable(request, store_location, store):
-    if not store_location[0].startswith("memory://"):
-        pytest.skip("pausing is built on the memory store only so far")
+    if not pauses(store_location):
+        pytest.skip("pausing is built on the memory store and LMDB's optimized layout")
     return store
 
 
@@ -114,8 +122,8 @@ def test_queue_reports_what_is_paused_and_checks_its_input(pausable, queue):
 
 
 def test_a_store_without_pausing_refuses_and_changes_nothing(store_location, store):
-    if store_location[0].startswith("memory://"):
-        pytest.skip("the memory store pauses")
+    if pauses(store_location):
+        pytest.skip("this store pauses")
     (job,) = add(store, record(A))
     with pytest.raises(StoreError, match="pausing is not supported"):
         store.pause(A)

@@ -22,6 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from mpqueue.cancellation import CANCELLABLE
 from mpqueue.errors import ConfigError
+from mpqueue.pausing import PauseChange, Paused
 from mpqueue.records import ErrorInfo, JobRecord, JobState, Outcome, Progress, now_ms
 from mpqueue.store import open_store
 from mpqueue.store.base import offered_children
@@ -41,7 +42,11 @@ START_MS = 4_000_000_000_000  # ahead of the real clock: legacy reads use it
 CANCEL_TEXT = "cancelled by the machine"
 QUEUED = (JobState.WAITING, JobState.SCHEDULED, JobState.READY)
 QUEUE_INDEXES = {
-    "optimized": {keys.DB_READY: {JobState.READY}, keys.DB_SCHEDULED: {JobState.SCHEDULED}},
+    "optimized": {
+        keys.DB_READY: {JobState.READY},
+        keys.DB_PAUSED: {JobState.READY},
+        keys.DB_SCHEDULED: {JobState.SCHEDULED},
+    },
     "legacy": {keys.DB_PENDING: {JobState.READY, JobState.SCHEDULED}},
 }
 
@@ -67,6 +72,8 @@ class StoreMachine(RuleBasedStateMachine):
         self.requested: set[str] = set()  # running jobs whose cancel was requested
         self.names: dict[str, str] = {}  # job -> its task's name
         self.progress: dict[str, Progress] = {}  # job -> its last progress report
+        self.paused_names: set[str] = set()  # paused tasks: their ready jobs are held
+        self.paused_all = False  # the whole queue paused: claims take nothing
 
     def teardown(self) -> None:
         self.store.close()
@@ -140,6 +147,10 @@ class StoreMachine(RuleBasedStateMachine):
     def _in(self, state: JobState) -> list[str]:
         return sorted(j for j, m in self.jobs.items() if m[0] is state)
 
+    def _unheld_ready(self) -> list[str]:
+        """Ready jobs in the claim index: not those of a paused task."""
+        return [j for j in self._in(JobState.READY) if self.names[j] not in self.paused_names]
+
     def _add(self, recs: list[JobRecord]) -> None:
         # A single plain ready job goes to the first child the first offering server
         # offers (optimized only), unless older ready jobs wait.
@@ -151,7 +162,9 @@ class StoreMachine(RuleBasedStateMachine):
             and not recs[0].depends_on
             and recs[0].key is None
             and self.offers
-            and not self._in(JobState.READY)
+            and not self.paused_all
+            and recs[0].name not in self.paused_names
+            and not self._unheld_ready()
         ):
             taker = min(self.offers)
             pid = self.offers[taker].pop(0)
@@ -269,8 +282,12 @@ class StoreMachine(RuleBasedStateMachine):
         claimable = [
             recs[j]
             for j, m in self.jobs.items()
-            if m[0] is JobState.READY
-            or (m[0] is JobState.SCHEDULED and recs[j].run_at_ms <= self.now)
+            if (
+                m[0] is JobState.READY
+                or (m[0] is JobState.SCHEDULED and recs[j].run_at_ms <= self.now)
+            )
+            and self.names[j] not in self.paused_names
+            and not self.paused_all
         ]
         claimable.sort(key=lambda r: (-r.priority, r.seq))
         expect = min(limit, 1 if self.mode == "legacy" else limit, len(claimable))
@@ -289,7 +306,9 @@ class StoreMachine(RuleBasedStateMachine):
     def cycle_offering(self, worker, limit, idle):
         """The server's cycle: claim, and offer the children left idle for hand-off."""
         self._promote()
-        ready = len(self._in(JobState.READY)) if self.mode == "optimized" else None
+        ready = len(self._unheld_ready()) if self.mode == "optimized" else None
+        if self.paused_all:
+            ready = 0
         hand_off = self.store.hand_off
         if hand_off is not None:
             _, got = hand_off.finish_and_claim([], worker, limit, self.now, idle_children=idle)
@@ -568,10 +587,32 @@ class StoreMachine(RuleBasedStateMachine):
             self.store.unregister_server(worker)
         self.store.close()
         self.mode = "legacy" if self.mode == "optimized" else "optimized"
+        self.paused_names.clear()  # the legacy layout cannot pause: it folds pauses in
+        self.paused_all = False
         self.store = self._open()
         self._register()
 
+    @precondition(lambda self: self.memory or self.mode == "optimized")
+    @rule(name=st.one_of(st.none(), st.sampled_from(NAMES)), resume=st.booleans())
+    def pause_or_resume(self, name, resume):
+        was = self.paused_all if name is None else name in self.paused_names
+        if resume:
+            change = self.store.resume(name)
+        else:
+            change = self.store.pause(name)
+        assert change == PauseChange(name, not resume, was == resume)
+        if name is None:
+            self.paused_all = not resume
+        elif resume:
+            self.paused_names.discard(name)
+        else:
+            self.paused_names.add(name)
+
     # ---- invariants ---------------------------------------------------------------
+    @invariant()
+    def pauses_match(self):
+        assert self.store.paused() == Paused(self.paused_all, frozenset(self.paused_names))
+
     @invariant()
     def store_check_passes(self):
         """The store's own check (``mpqueue check``) agrees: nothing inconsistent. The
@@ -609,8 +650,12 @@ class StoreMachine(RuleBasedStateMachine):
                 job = key[-keys.JOB_ID_BYTES :].decode()
                 rec = records[job]
                 assert rec.state in states, (db, rec)
+                held = keys.held_key(rec.name, keys.ready_key(rec.priority, rec.seq, job))
                 if db == keys.DB_READY:
                     assert keys.decode_ready_key(key) == (rec.priority, rec.seq, job)
+                    assert rec.name not in self.paused_names, rec
+                elif db == keys.DB_PAUSED:
+                    assert key == held and rec.name in self.paused_names, rec
                 elif db == keys.DB_SCHEDULED:
                     assert keys.decode_scheduled_key(key) == (
                         rec.run_at_ms,

@@ -31,7 +31,7 @@ from . import keys
 from .claims import decode_claim
 from .env import Tx
 
-QUEUE_DBS = (keys.DB_READY, keys.DB_SCHEDULED, keys.DB_PENDING)
+QUEUE_DBS = (keys.DB_READY, keys.DB_SCHEDULED, keys.DB_PENDING, keys.DB_PAUSED)
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,17 @@ class Layout:
         index_value: Callable[[bytes], bytes],
     ):
         self.queue_entry, self.index_value = queue_entry, index_value
+
+
+def _filed_as(tx: Tx, job: _Job, db: bytes) -> tuple[bytes, bytes] | None:
+    """The queue entry ``job`` should have: a ready job of a paused task is held in
+    ``paused`` (``pauses.held_entry``), every other one in its ``queue_entry``."""
+    entry = job.queue_entry
+    if entry is None or db != keys.DB_PAUSED or entry[0] != keys.DB_READY:
+        return entry
+    if tx.get(keys.DB_PAUSES, keys.pause_key(job.name)) is None:
+        return entry  # held although its task is not paused: reported by the caller
+    return keys.DB_PAUSED, keys.held_key(job.name, entry[1])
 
 
 def _digest(value: bytes) -> bytes:
@@ -139,7 +150,7 @@ class _Checker:
                 job = self._job(db, key, job_id)
                 if job is None:
                     continue
-                if job.queue_entry != (db, key):
+                if _filed_as(tx, job, db) != (db, key):
                     self.report.inconsistent.append(
                         f"job {job_id} is {job.state.value} but has the {db.decode()} entry "
                         f"{key!r}, not its own"

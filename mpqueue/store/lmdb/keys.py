@@ -21,6 +21,9 @@ packed so that LMDB's bytewise order is the order the queue needs:
     offers      <workerId> (as workers)                  -> child pids:u32... (idle
                                                             children a producer may give
                                                             a new job to directly)
+    pauses      <name> | 00 (the whole queue)            -> b""  (what is paused)
+    paused      <name> 00 <ready key>                    -> b""  (the ready jobs of a
+                                                            paused task, held out of ready)
 
 Integers are fixed-width big-endian. Priority is stored inverted so that a higher
 priority sorts first; ``seq`` is a store-wide counter, so equal priorities run FIFO.
@@ -52,6 +55,8 @@ class Queued(Protocol):
     @property
     def id(self) -> str: ...
     @property
+    def name(self) -> str: ...
+    @property
     def state(self) -> JobState: ...
     @property
     def priority(self) -> int: ...
@@ -78,12 +83,14 @@ DB_DEPS = b"deps"
 DB_UNIQUE = b"unique"
 DB_CANCELS = b"cancels"  # processing key -> the text of a cancel requested while it runs
 DB_PROGRESS = b"progress"  # job key -> its last progress report (codec.encode_progress)
+DB_PAUSES = b"pauses"  # paused task name (or PAUSE_ALL) -> b""
+DB_PAUSED = b"paused"  # held key (held_key) -> b"": a paused task's ready jobs
 # The databases of workflows: a store written before them lacks them, and a read-only
 # open of such a store reads them as empty.
 WORKFLOW_DBS = (DB_WAITING, DB_CANCELLED, DB_DEPS, DB_UNIQUE)
 # Databases added since the first layout: a read-only open of a store written before
 # them reads them as empty.
-ADDED_DBS = (*WORKFLOW_DBS, DB_CANCELS, DB_PROGRESS)
+ADDED_DBS = (*WORKFLOW_DBS, DB_CANCELS, DB_PROGRESS, DB_PAUSES, DB_PAUSED)
 ALL_DBS = (
     DB_JOBS,
     DB_BY_NAME,
@@ -204,6 +211,24 @@ def enqueue_keys(
     if run_at_ms is None:
         return jid, name_key, DB_READY, _ready_key(priority, seq, jid)
     return jid, name_key, DB_SCHEDULED, _scheduled_key(run_at_ms, priority, seq, jid)
+
+
+PAUSE_ALL = SEP  # the pauses key of the whole queue: no task name is a lone 0 byte
+
+
+def pause_key(name: str) -> bytes:
+    return _part(name, "task name")
+
+
+def held_key(name: str, ready: bytes) -> bytes:
+    """A paused task's ready job: its ready key under the task's name, so that resuming
+    one task is one prefix scan."""
+    return by_name_prefix(name) + ready
+
+
+def ready_of_held(key: bytes) -> bytes:
+    """The ready key a held key holds: ready keys are fixed-width, so its last bytes."""
+    return key[-(_READY.size + JOB_ID_BYTES) :]
 
 
 def decode_scheduled_key(key: bytes) -> tuple[int, int, int, str]:

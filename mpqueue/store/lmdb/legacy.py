@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from ...errors import StoreError
 from ...limits import stored_problem
+from ...pausing import PauseChange, Paused
 from ...records import JobRecord, JobState, now_ms
 from ..base import HandOff, Pacing
 from . import keys
@@ -34,13 +36,24 @@ class LegacyLmdbStore(LmdbStore):
         """Fold an optimized layout's ready and scheduled indexes into ``pending``."""
         if tx.get(keys.DB_META, keys.META_LAYOUT) == self.layout:
             return
-        for db in (keys.DB_READY, keys.DB_SCHEDULED):
+        for key, _ in list(tx.scan(keys.DB_PAUSES, values=False)):
+            tx.delete(keys.DB_PAUSES, key)  # this layout cannot pause: its held jobs fold in
+        for db in (keys.DB_READY, keys.DB_PAUSED, keys.DB_SCHEDULED):
             for key, _ in list(tx.scan(db, values=False)):
                 tx.delete(db, key)
                 tx.put(keys.DB_PENDING, keys.pending_key(key[-keys.JOB_ID_BYTES :].decode()), b"")
         for key, _ in list(tx.scan(keys.DB_BY_NAME, values=False)):
             tx.put(keys.DB_BY_NAME, key, b"")
         tx.put(keys.DB_META, keys.META_LAYOUT, self.layout)
+
+    def pause(self, name: str | None) -> PauseChange:
+        raise StoreError("pausing is not supported by the legacy LMDB layout")
+
+    def resume(self, name: str | None) -> PauseChange:
+        raise StoreError("pausing is not supported by the legacy LMDB layout")
+
+    def paused(self) -> Paused:
+        return Paused()
 
     def _index_value(self, raw: bytes) -> bytes:
         return b""  # legacy: the name index holds ids only

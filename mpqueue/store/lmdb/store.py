@@ -22,6 +22,7 @@ from ...identity import DEFAULT_LEASE_S, pid_exists, server_dead
 from ...limits import check_key_part, key_held, stored_problem
 from ...location import DEFAULT_MAP_SIZE
 from ...outcomes import Destination, apply_outcome
+from ...pausing import PauseChange, Paused
 from ...records import Claim, Ending, ErrorInfo, JobRecord, JobState, Outcome, Progress, now_ms
 from ..base import CheckReport, HandOff, HolderGone, OpCounter, Store, offered_children
 from ..codec import (
@@ -36,7 +37,7 @@ from ..codec import (
     encode_record,
     encode_server_info,
 )
-from . import cancels, keys
+from . import cancels, keys, pauses
 from .check import Layout, check_store
 from .claims import decode_claim, encode_claim
 from .env import EnvHandle, Tx
@@ -224,12 +225,15 @@ class LmdbStore(Store, HandOff):
     def _enqueue_index(self, tx: Tx, rec: JobRecord) -> None:
         entry = self._queue_entry(rec)
         if entry is not None:
-            tx.put(entry[0], entry[1], b"")
+            db, key = pauses.held_entry(tx, rec, entry)
+            tx.put(db, key, b"")
 
     def _unqueue_index(self, tx: Tx, rec: keys.Queued) -> None:
         entry = self._queue_entry(rec)
         if entry is not None:
             tx.delete(entry[0], entry[1])
+            if entry[0] == keys.DB_READY and tx.has_entries(keys.DB_PAUSED):
+                tx.delete(keys.DB_PAUSED, keys.held_key(rec.name, entry[1]))
 
     # ---- adding -------------------------------------------------------------------
     def add(self, records: Sequence[JobRecord]) -> None:
@@ -261,13 +265,14 @@ class LmdbStore(Store, HandOff):
         neither for a second durable commit (the server's claim) nor for the server.
         Returns (that child's pid or 0, the record as written)."""
         rec.seq = next_seqs(1)
-        if rec.state is JobState.READY:
+        if rec.state is JobState.READY and pauses.hands_off(tx, rec.name):
             offer = self._take_offer(tx)
             if offer is not None:
                 self.waker.get_ready(offer[1])
                 return offer[1], self._hand_off(tx, rec, *offer)
         raw = encode_record(rec)
         job_key, name_key, queue_db, queue_key = self._new_entries(rec)
+        queue_db, queue_key = pauses.held_entry(tx, rec, (queue_db, queue_key))
         tx.put(keys.DB_JOBS, job_key, raw)
         tx.put(keys.DB_BY_NAME, name_key, self._index_value(raw))
         tx.put(queue_db, queue_key, b"")
@@ -366,9 +371,12 @@ class LmdbStore(Store, HandOff):
         neighbouring pages, and the per-put Python cost is paid in C."""
         job_items, name_items = [], []
         queue_items: dict[bytes, list[tuple[bytes, bytes]]] = {}
+        held = tx.has_entries(keys.DB_PAUSES)  # once per batch: nothing paused, no cost
         for rec in records:
             raw = encode_record(rec)
             job_key, name_key, queue_db, queue_key = self._new_entries(rec)
+            if held:
+                queue_db, queue_key = pauses.held_entry(tx, rec, (queue_db, queue_key))
             job_items.append((job_key, raw))
             name_items.append((name_key, self._index_value(raw)))
             queue_items.setdefault(queue_db, []).append((queue_key, b""))
@@ -420,6 +428,8 @@ class LmdbStore(Store, HandOff):
         return self.env.write(lambda tx: self._claim(tx, server_id, limit, now_ms))
 
     def _claim(self, tx: Tx, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+        if pauses.takes_nothing(tx):
+            return []
         taken = []
         for key, _ in tx.scan(keys.DB_READY, values=False):
             taken.append(key)
@@ -663,7 +673,7 @@ class LmdbStore(Store, HandOff):
 
     def _counts(self, tx: Tx) -> dict[str, int]:
         return {
-            "ready": tx.entries(keys.DB_READY),
+            "ready": tx.entries(keys.DB_READY) + tx.entries(keys.DB_PAUSED),
             "scheduled": tx.entries(keys.DB_SCHEDULED),
             "processing": tx.entries(keys.DB_PROCESSING),
             "done": tx.entries(keys.DB_DONE),
@@ -672,6 +682,23 @@ class LmdbStore(Store, HandOff):
             "cancelled": tx.entries(keys.DB_CANCELLED),
             "total": tx.entries(keys.DB_JOBS),
         }
+
+    # ---- pausing ----------------------------------------------------------------------
+    def pause(self, name: str | None) -> PauseChange:
+        if name is not None:
+            keys.check_name_key(name)
+        return self.env.write(lambda tx: pauses.pause(self, tx, name))
+
+    def resume(self, name: str | None) -> PauseChange:
+        if name is not None:
+            keys.check_name_key(name)
+        change = self.env.write(lambda tx: pauses.resume(tx, name))
+        if change.changed:
+            self.waker.notify()  # as after an enqueue: its jobs are claimable again
+        return change
+
+    def paused(self) -> Paused:
+        return self.env.read(pauses.paused)
 
     # ---- removing ---------------------------------------------------------------------
     def delete(self, job_id: str) -> bool:
@@ -718,6 +745,7 @@ class LmdbStore(Store, HandOff):
         for db in (
             keys.DB_BY_NAME,
             keys.DB_READY,
+            keys.DB_PAUSED,
             keys.DB_SCHEDULED,
             keys.DB_PROCESSING,
             keys.DB_DONE,
@@ -766,7 +794,7 @@ class LmdbStore(Store, HandOff):
     def _state_sources(self, state: JobState) -> builtins.list[bytes]:
         """The index that holds every job in ``state`` (for a bulk cancel)."""
         return {
-            JobState.READY: [keys.DB_READY],
+            JobState.READY: [keys.DB_READY, keys.DB_PAUSED],
             JobState.SCHEDULED: [keys.DB_SCHEDULED],
             JobState.WAITING: [keys.DB_WAITING],
             JobState.PROCESSING: [keys.DB_PROCESSING],
