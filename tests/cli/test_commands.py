@@ -667,3 +667,40 @@ def test_show_and_list_print_a_jobs_progress(run: Run, filled: dict[str, str], s
     assert listed[filled["ready"]]["progress"]["done"] == 3
     assert listed[filled["done"]]["progress"] is None
     assert json.loads(run("show", filled["ready"], "--json").output)["progress"]["total"] == 10
+
+
+# ---- pause / resume -------------------------------------------------------------------
+def test_pause_and_resume_hold_a_tasks_jobs_from_claims(run: Run, store: str) -> None:
+    held, free = enqueue(store, ADD, 1, b=2), enqueue(store, FAIL, "x")
+    result = run("pause", ADD)
+    assert result.exit_code == 0, result.output
+    assert f"Paused {ADD}." in result.output and f"Paused now: {ADD}" in result.output
+    with Queue(store) as queue:
+        assert [rec.id for rec in queue.store.claim("w", 10, now_ms())] == [free]
+    again = json.loads(run("pause", ADD, "--json").output)
+    assert again == {"task": ADD, "paused": True, "changed": False,
+                     "now_paused": {"all": False, "tasks": [ADD]}}  # fmt: skip
+    resumed = json.loads(run("resume", ADD, "--json").output)
+    assert resumed["changed"] is True and resumed["now_paused"] == {"all": False, "tasks": []}
+    with Queue(store) as queue:
+        assert [rec.id for rec in queue.store.claim("w", 10, now_ms())] == [held]
+    assert "was not paused; nothing changed" in run("resume", ADD).output
+
+
+def test_pause_without_a_task_holds_every_job(run: Run, store: str) -> None:
+    enqueue(store, ADD, 1, b=2)
+    assert "Paused every job." in run("pause").output
+    with Queue(store) as queue:
+        assert queue.store.claim("w", 10, now_ms()) == []
+    assert "Paused now: nothing" in run("resume").output
+    with Queue(store) as queue:
+        assert len(queue.store.claim("w", 10, now_ms())) == 1
+
+
+def test_pause_rejects_a_bad_task_name_and_changes_nothing(run: Run, store: str) -> None:
+    enqueue(store, ADD, 1, b=2)
+    before = snapshot(store)
+    assert_clean_error(run("pause", "bad\x00name"), 1, "name")
+    assert snapshot(store) == before
+    with Queue(store) as queue:
+        assert not queue.paused()
