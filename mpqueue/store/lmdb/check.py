@@ -27,7 +27,7 @@ from ...errors import CorruptRecord
 from ...records import FINISHED_STATES, JobRecord, JobState
 from ..base import CheckReport, HolderGone
 from ..codec import decode_record
-from . import keys
+from . import keys, pauses
 from .claims import decode_claim
 from .env import Tx
 
@@ -60,14 +60,13 @@ class Layout:
 
 
 def _filed_as(tx: Tx, job: _Job, db: bytes) -> tuple[bytes, bytes] | None:
-    """The queue entry ``job`` should have: a ready job of a paused task is held in
-    ``paused`` (``pauses.held_entry``), every other one in its ``queue_entry``."""
+    """The queue entry ``job`` should have, met in ``db``: a held entry is right for a
+    ready job of a paused task (``pauses.held_entry``; held although its task is not
+    paused: reported by the caller), every other one is its ``queue_entry``."""
     entry = job.queue_entry
-    if entry is None or db != keys.DB_PAUSED or entry[0] != keys.DB_READY:
+    if entry is None or db != keys.DB_PAUSED:
         return entry
-    if tx.get(keys.DB_PAUSES, keys.pause_key(job.name)) is None:
-        return entry  # held although its task is not paused: reported by the caller
-    return keys.DB_PAUSED, keys.held_key(job.name, entry[1])
+    return pauses.held_entry(tx, job.name, entry)
 
 
 def _digest(value: bytes) -> bytes:

@@ -26,13 +26,14 @@ def held_names(tx: Tx) -> frozenset[bytes]:
     return frozenset(key for key, _ in tx.scan(keys.DB_PAUSES, values=False))
 
 
-def held_entry(tx: Tx, rec: keys.Queued, entry: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
-    """Where a job filed under ``entry`` goes: ``paused`` for a ready job of a paused task."""
+def held_entry(tx: Tx, name: str, entry: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
+    """Where a job of task ``name`` filed under ``entry`` goes: ``paused`` for a ready job
+    of a paused task."""
     if entry[0] != keys.DB_READY or not tx.has_entries(keys.DB_PAUSES):
         return entry
-    if tx.get(keys.DB_PAUSES, keys.pause_key(rec.name)) is None:
+    if tx.get(keys.DB_PAUSES, keys.pause_key(name)) is None:
         return entry
-    return keys.DB_PAUSED, keys.held_key(rec.name, entry[1])
+    return keys.DB_PAUSED, keys.held_key(name, entry[1])
 
 
 def takes_nothing(tx: Tx) -> bool:
@@ -45,7 +46,7 @@ def hands_off(tx: Tx, name: str) -> bool:
     """Whether a new ready job of task ``name`` may go straight to an idle child."""
     if not tx.has_entries(keys.DB_PAUSES):
         return True
-    return not takes_nothing(tx) and tx.get(keys.DB_PAUSES, keys.pause_key(name)) is None
+    return all(tx.get(keys.DB_PAUSES, k) is None for k in (keys.PAUSE_ALL, keys.pause_key(name)))
 
 
 def pause(store: _Store, tx: Tx, name: str | None) -> PauseChange:

@@ -225,7 +225,7 @@ class LmdbStore(Store, HandOff):
     def _enqueue_index(self, tx: Tx, rec: JobRecord) -> None:
         entry = self._queue_entry(rec)
         if entry is not None:
-            db, key = pauses.held_entry(tx, rec, entry)
+            db, key = pauses.held_entry(tx, rec.name, entry)
             tx.put(db, key, b"")
 
     def _unqueue_index(self, tx: Tx, rec: keys.Queued) -> None:
@@ -272,7 +272,7 @@ class LmdbStore(Store, HandOff):
                 return offer[1], self._hand_off(tx, rec, *offer)
         raw = encode_record(rec)
         job_key, name_key, queue_db, queue_key = self._new_entries(rec)
-        queue_db, queue_key = pauses.held_entry(tx, rec, (queue_db, queue_key))
+        queue_db, queue_key = pauses.held_entry(tx, rec.name, (queue_db, queue_key))
         tx.put(keys.DB_JOBS, job_key, raw)
         tx.put(keys.DB_BY_NAME, name_key, self._index_value(raw))
         tx.put(queue_db, queue_key, b"")
@@ -376,7 +376,7 @@ class LmdbStore(Store, HandOff):
             raw = encode_record(rec)
             job_key, name_key, queue_db, queue_key = self._new_entries(rec)
             if held:
-                queue_db, queue_key = pauses.held_entry(tx, rec, (queue_db, queue_key))
+                queue_db, queue_key = pauses.held_entry(tx, rec.name, (queue_db, queue_key))
             job_items.append((job_key, raw))
             name_items.append((name_key, self._index_value(raw)))
             queue_items.setdefault(queue_db, []).append((queue_key, b""))
