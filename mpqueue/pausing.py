@@ -23,6 +23,12 @@ class Paused:
     def as_dict(self) -> dict[str, Any]:
         return {"all": self.all, "tasks": sorted(self.tasks)}
 
+    def describe(self) -> str:
+        """One line for people: "nothing", or "every job" and/or the task names."""
+        if not self:
+            return "nothing"
+        return ", ".join((["every job"] if self.all else []) + sorted(self.tasks))
+
 
 @dataclass(frozen=True)
 class PauseChange:

@@ -321,13 +321,18 @@ def _print_errors(errors: list[dict[str, Any]]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
 @click.pass_obj
 def stats(queue: Queue, as_json: bool) -> None:
-    """Count jobs per state."""
-    counts = queue.stats()
+    """Count jobs per state, and say what is paused ('mpqueue pause').
+
+    A paused task's queued jobs count as ready: they wait to be claimed. With --json,
+    "paused" holds {"all": ..., "tasks": [...]} beside the counts.
+    """
+    counts, paused = queue.stats(), queue.paused()
     if as_json:
-        click.echo(to_json(counts))
+        click.echo(to_json({**counts, "paused": paused.as_dict()}))
         return
     for state, count in counts.items():
         click.echo(f"{state + ':':<12}{count:>10}")
+    click.echo(f"{'paused:':<12}{paused.describe()}")
 
 
 # ---- dead-letter queue --------------------------------------------------------------

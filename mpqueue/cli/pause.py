@@ -54,11 +54,4 @@ def _report(change: PauseChange, now: Paused, as_json: bool) -> None:
         click.echo(f"{'Paused' if change.paused else 'Resumed'} {what}.")
     else:
         click.echo(f"{what} was {'already' if change.paused else 'not'} paused; nothing changed.")
-    click.echo(f"Paused now: {_paused_text(now)}")
-
-
-def _paused_text(now: Paused) -> str:
-    if not now:
-        return "nothing"
-    parts = ["every job"] if now.all else []
-    return ", ".join(parts + sorted(now.tasks))
+    click.echo(f"Paused now: {now.describe()}")

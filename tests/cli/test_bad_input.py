@@ -622,8 +622,8 @@ def test_a_store_on_a_read_only_mount_can_be_inspected(read_only_mount):
 
 @pytest.mark.timeout(60)
 def test_a_read_only_store_from_before_workflows_can_be_inspected(read_only_mount):
-    """A store written before workflows has none of their databases; opened read-only
-    (they cannot be created), it reads them as empty."""
+    """A store written before workflows (and cancels, progress, pauses) has none of
+    their databases; opened read-only (they cannot be created), it reads them as empty."""
     import lmdb
 
     from mpqueue.store.lmdb import keys
@@ -633,7 +633,7 @@ def test_a_read_only_store_from_before_workflows_can_be_inspected(read_only_moun
         job = queue.task_by_name("tests.support.tasks.add").delay(1, 1)
     raw = lmdb.open(str(source / "store"), max_dbs=len(keys.ALL_DBS) + 2, subdir=True)
     try:
-        for name in keys.WORKFLOW_DBS:  # as the store was before workflows
+        for name in keys.ADDED_DBS:  # as the store was before workflows, cancels, pauses
             with raw.begin(write=True) as txn:
                 txn.drop(raw.open_db(name, txn=txn), delete=True)
     finally:
@@ -643,6 +643,7 @@ def test_a_read_only_store_from_before_workflows_can_be_inspected(read_only_moun
     assert stats.returncode == 0, stats.stderr
     counts = json.loads(stats.stdout)
     assert counts["ready"] == 1 and counts["waiting"] == counts["cancelled"] == 0
+    assert counts["paused"] == {"all": False, "tasks": []}
     shown = run_cli("--path", store, "show", job.id, "--json", cwd=source)
     assert shown.returncode == 0 and json.loads(shown.stdout)["dependents"] == [], shown.stderr
     listed = run_cli("--path", store, "list", "--state", "waiting", "--json", cwd=source)

@@ -383,11 +383,22 @@ def test_show_unknown_job(run: Run, store: str, filled: dict[str, str], job_id: 
 # ---- stats ------------------------------------------------------------------------
 def test_stats(run: Run, store: str, filled: dict[str, str]) -> None:
     counts = snapshot(store)[0]
-    assert json.loads(run("stats", "--json").stdout) == counts
+    nothing = {"all": False, "tasks": []}
+    assert json.loads(run("stats", "--json").stdout) == {**counts, "paused": nothing}
     text = run("stats").stdout
     for state, count in counts.items():
         assert f"{state}:" in text and str(count) in text
+    assert "paused:     nothing" in text
     assert counts["total"] == 4
+
+
+def test_stats_says_what_is_paused(run: Run, store: str, filled: dict[str, str]) -> None:
+    run("pause", ADD)
+    run("pause")
+    counts = snapshot(store)[0]
+    shown = json.loads(run("stats", "--json").stdout)
+    assert shown == {**counts, "paused": {"all": True, "tasks": [ADD]}}
+    assert f"paused:     every job, {ADD}" in run("stats").stdout
 
 
 # ---- dead -------------------------------------------------------------------------

@@ -586,13 +586,10 @@ class StoreMachine(RuleBasedStateMachine):
         for worker in WORKERS:  # a store changes mode only while no server serves it
             self.store.unregister_server(worker)
         self.store.close()
-        self.mode = "legacy" if self.mode == "optimized" else "optimized"
-        self.paused_names.clear()  # the legacy layout cannot pause: it folds pauses in
-        self.paused_all = False
+        self.mode = "legacy" if self.mode == "optimized" else "optimized"  # pauses carry over
         self.store = self._open()
         self._register()
 
-    @precondition(lambda self: self.memory or self.mode == "optimized")
     @rule(name=st.one_of(st.none(), st.sampled_from(NAMES)), resume=st.booleans())
     def pause_or_resume(self, name, resume):
         was = self.paused_all if name is None else name in self.paused_names

@@ -13,12 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from ...errors import StoreError
 from ...limits import stored_problem
-from ...pausing import PauseChange, Paused
+from ...pausing import PauseChange
 from ...records import JobRecord, JobState, now_ms
 from ..base import HandOff, Pacing
-from . import keys
+from . import keys, pauses
 from .env import Tx
 from .store import LAYOUT_LEGACY, LmdbStore
 
@@ -36,8 +35,6 @@ class LegacyLmdbStore(LmdbStore):
         """Fold an optimized layout's ready and scheduled indexes into ``pending``."""
         if tx.get(keys.DB_META, keys.META_LAYOUT) == self.layout:
             return
-        for key, _ in list(tx.scan(keys.DB_PAUSES, values=False)):
-            tx.delete(keys.DB_PAUSES, key)  # this layout cannot pause: its held jobs fold in
         for db in (keys.DB_READY, keys.DB_PAUSED, keys.DB_SCHEDULED):
             for key, _ in list(tx.scan(db, values=False)):
                 tx.delete(db, key)
@@ -46,14 +43,17 @@ class LegacyLmdbStore(LmdbStore):
             tx.put(keys.DB_BY_NAME, key, b"")
         tx.put(keys.DB_META, keys.META_LAYOUT, self.layout)
 
+    # Pausing: the pauses database as in the optimized layout, but no held index: the
+    # legacy poll reads every pending job anyway, and passes over a paused task's.
     def pause(self, name: str | None) -> PauseChange:
-        raise StoreError("pausing is not supported by the legacy LMDB layout")
+        if name is not None:
+            keys.check_name_key(name)
+        return PauseChange(name, True, self.env.write(lambda tx: pauses.mark(tx, name)))
 
     def resume(self, name: str | None) -> PauseChange:
-        raise StoreError("pausing is not supported by the legacy LMDB layout")
-
-    def paused(self) -> Paused:
-        return Paused()
+        if name is not None:
+            keys.check_name_key(name)
+        return PauseChange(name, False, self.env.write(lambda tx: pauses.unmark(tx, name)))
 
     def _index_value(self, raw: bytes) -> bytes:
         return b""  # legacy: the name index holds ids only
@@ -93,6 +93,9 @@ class LegacyLmdbStore(LmdbStore):
         return super().claim(server_id, min(limit, 1), now_ms)
 
     def _claim(self, tx: Tx, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+        if pauses.takes_nothing(tx):
+            return []
+        held = pauses.held_names(tx)
         best: tuple[int, int] | None = None
         best_id = ""
         unreadable = []
@@ -108,6 +111,8 @@ class LegacyLmdbStore(LmdbStore):
                 out_of_bounds.append((job_id, rec, problem))  # never compared below
                 continue
             if rec is None or rec.run_at_ms > now_ms:
+                continue
+            if held and keys.pause_key(rec.name) in held:
                 continue
             rank = (-rec.priority, rec.seq)
             if best is None or rank < best:

@@ -49,11 +49,23 @@ def hands_off(tx: Tx, name: str) -> bool:
     return all(tx.get(keys.DB_PAUSES, k) is None for k in (keys.PAUSE_ALL, keys.pause_key(name)))
 
 
-def pause(store: _Store, tx: Tx, name: str | None) -> PauseChange:
+def mark(tx: Tx, name: str | None) -> bool:
+    """Record that ``name`` (None: the whole queue) is paused; False if it was already."""
     key = keys.PAUSE_ALL if name is None else keys.pause_key(name)
     if tx.get(keys.DB_PAUSES, key) is not None:
-        return PauseChange(name, True, False)
+        return False
     tx.put(keys.DB_PAUSES, key, b"")
+    return True
+
+
+def unmark(tx: Tx, name: str | None) -> bool:
+    """Undo ``mark``; False if ``name`` was not paused."""
+    return tx.delete(keys.DB_PAUSES, keys.PAUSE_ALL if name is None else keys.pause_key(name))
+
+
+def pause(store: _Store, tx: Tx, name: str | None) -> PauseChange:
+    if not mark(tx, name):
+        return PauseChange(name, True, False)
     if name is not None:
         for by_name, _ in list(tx.scan_prefix(keys.DB_BY_NAME, keys.by_name_prefix(name))):
             rec = store._load(tx, keys.decode_by_name_key(by_name)[1])
@@ -66,8 +78,7 @@ def pause(store: _Store, tx: Tx, name: str | None) -> PauseChange:
 
 
 def resume(tx: Tx, name: str | None) -> PauseChange:
-    key = keys.PAUSE_ALL if name is None else keys.pause_key(name)
-    if not tx.delete(keys.DB_PAUSES, key):
+    if not unmark(tx, name):
         return PauseChange(name, False, False)
     if name is not None:
         for held, _ in list(tx.scan_prefix(keys.DB_PAUSED, keys.by_name_prefix(name))):
