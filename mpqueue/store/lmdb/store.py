@@ -687,7 +687,7 @@ class LmdbStore(Store, HandOff):
     def pause(self, name: str | None) -> PauseChange:
         if name is not None:
             keys.check_name_key(name)
-        return self.env.write(lambda tx: pauses.pause(self, tx, name))
+        return self.env.write(lambda tx: pauses.pause(tx, name))
 
     def resume(self, name: str | None) -> PauseChange:
         if name is not None:
