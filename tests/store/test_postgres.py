@@ -275,6 +275,7 @@ def test_corrupt_rows_are_shown_dead_and_never_handed_out(pg_url, store):
         "dead": 2,
         "waiting": 0,
         "cancelled": 0,
+        "expired": 0,
         "total": 3,
     }
     with pytest.raises(ConfigError, match="unreadable"):
