@@ -16,6 +16,9 @@ per finished dependency, whatever the fan-in:
   ``allow_failures``, which counts it down as if it were done (a chord's callback then
   receives that member's error in its place).
 
+A job released past its deadline (``expires=``, see ``expiry.py``) ends expired
+instead of being queued, and its own dependents are settled as for a failed job.
+
 Every store calls ``admit`` and ``settle`` and only supplies a ``Graph``: its
 transaction's view of the edges and the waiting jobs.
 """
@@ -28,6 +31,7 @@ from typing import Any, Protocol
 
 from .cancellation import cancel_entry
 from .errors import ConfigError
+from .expiry import expired, is_expired
 from .limits import DEPENDENCIES_MAX
 from .records import FAILED_STATES, FINISHED_STATES, JobRecord, JobState, is_job_id
 
@@ -35,6 +39,7 @@ from .records import FAILED_STATES, FINISHED_STATES, JobRecord, JobState, is_job
 ENDINGS = {
     JobState.DEAD: "ended dead",
     JobState.CANCELLED: "was cancelled",
+    JobState.EXPIRED: "expired before it started",
     None: "was deleted before it ended",
 }
 
@@ -66,6 +71,10 @@ class Graph(Protocol):
 
     def file_cancelled(self, rec: JobRecord, reason: str) -> None:
         """Store a cancelled job (with ``reason``) and drop its count."""
+        ...
+
+    def file_expired(self, rec: JobRecord) -> None:
+        """Store a job that expired as it would have been released, and drop its count."""
         ...
 
 
@@ -167,7 +176,8 @@ def admit(rec: JobRecord, found: Sequence[JobRecord | None], now_ms: int) -> Adm
 
 def settle(graph: Graph, job_id: str, name: str, end: JobState | None, now_ms: int) -> None:
     """Apply the end of job ``job_id`` (of task ``name``) to the jobs waiting for it:
-    ``end`` is DONE, DEAD or CANCELLED, or None for a job deleted before it ended."""
+    ``end`` is DONE, DEAD, CANCELLED or EXPIRED, or None for a job deleted before it
+    ended."""
     pending = [(job_id, name, end, "")]
     while pending:
         dep_id, dep_name, dep_end, cause = pending.pop()
@@ -185,11 +195,19 @@ def settle(graph: Graph, job_id: str, name: str, end: JobState | None, now_ms: i
             elif open_deps > 1:
                 graph.count_down(dependent, open_deps - 1)
             else:
-                graph.file_released(released(graph.load(dependent), now_ms))
+                rec = released(graph.load(dependent), now_ms)
+                if rec.state is JobState.EXPIRED:
+                    graph.file_expired(rec)
+                    pending.append((rec.id, rec.name, JobState.EXPIRED, ""))
+                else:
+                    graph.file_released(rec)
 
 
 def released(rec: JobRecord, now_ms: int) -> JobRecord:
-    """A waiting job with nothing left open, queued: scheduled while its run-at is ahead."""
+    """A waiting job with nothing left open, queued: scheduled while its run-at is
+    ahead; ended expired if its deadline has passed (``expiry.is_expired``)."""
+    if rec.expires_at_ms is not None and is_expired(rec, now_ms):
+        return expired(rec, now_ms)
     state = JobState.SCHEDULED if rec.run_at_ms > now_ms else JobState.READY
     return rec.evolve(state=state)
 

@@ -15,7 +15,8 @@ where they enter and chained as ``__cause__``.
     │   └── StoreCorrupt     a store file is damaged (truncated, a bad page)
     ├── JobNotFound          no job with that id
     ├── JobFailed            job.result() on a dead job; carries the remote traceback
-    │   └── JobCancelled     job.result() on a cancelled job (a dependency failed)
+    │   ├── JobCancelled     job.result() on a cancelled job (a dependency failed)
+    │   └── JobExpired       job.result() on a job that expired before it started
     ├── ExecutorBroken       the servers an Executor started kept exiting before serving
     │                        (also a concurrent.futures.BrokenExecutor)
     ├── Retry                raised by a task to ask for a retry after ``delay_s``
@@ -109,6 +110,15 @@ class JobCancelled(JobFailed):
     def __init__(self, job_id: str, error: object):
         super().__init__(job_id, error)
         self.args = (f"job {job_id} was cancelled: {error}",)
+
+
+class JobExpired(JobFailed):
+    """Raised by ``Job.result()`` when the job was not started by its deadline
+    (``expires=``); ``error`` says which deadline."""
+
+    def __init__(self, job_id: str, error: object):
+        super().__init__(job_id, error)
+        self.args = (f"job {job_id} expired: {error}",)
 
 
 class Cancelled(BaseException):

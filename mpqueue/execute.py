@@ -19,6 +19,7 @@ from .errors import (
     Cancelled,
     Fail,
     JobCancelled,
+    JobExpired,
     JobFailed,
     PayloadError,
     Retry,
@@ -182,6 +183,8 @@ class TaskRunner:
                 values.append(load_result(dep.result or b"", job_id=job_id))
             elif dep.state is JobState.CANCELLED:
                 values.append(JobCancelled(job_id, dep.error))
+            elif dep.state is JobState.EXPIRED:
+                values.append(JobExpired(job_id, dep.error))
             else:
                 values.append(JobFailed(job_id, dep.error))
         return values[0] if rec.pass_results == PASS_ONE else values

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from .cancellation import CancelReport
-from .errors import JobCancelled, JobFailed, JobNotFound
+from .errors import JobCancelled, JobExpired, JobFailed, JobNotFound
 from .records import Ending, ErrorInfo, JobRecord, JobState, Progress
 from .serializer import load_payload, load_result
 from .store.base import Store
@@ -80,6 +80,12 @@ class Job:
         return self.queue.store.dependents(self.id)
 
     @property
+    def expires_at(self) -> datetime | None:
+        """The job's deadline to start (``expires=``), or None if it never expires."""
+        deadline = self.record.expires_at_ms
+        return None if deadline is None else datetime.fromtimestamp(deadline / 1000, timezone.utc)
+
+    @property
     def run_at(self) -> datetime:
         return datetime.fromtimestamp(self.record.run_at_ms / 1000, tz=timezone.utc)
 
@@ -106,7 +112,8 @@ class Job:
         """Wait until the job is done and return its value.
 
         Raises JobFailed (with the remote traceback) if the job ended dead,
-        JobCancelled (a JobFailed) if it was cancelled, TimeoutError if ``timeout``
+        JobCancelled (a JobFailed) if it was cancelled, JobExpired (a JobFailed) if it
+        was not started by its deadline (``expires=``), TimeoutError if ``timeout``
         seconds pass first, JobNotFound if it was deleted.
         """
 
@@ -147,6 +154,7 @@ class Job:
             "errors": [e.__dict__ for e in rec.errors],
             "depends_on": list(rec.depends_on),
             "key": rec.key,
+            "expires_at_ms": rec.expires_at_ms,
         }
 
 
@@ -155,10 +163,13 @@ def finished_value(job_id: str, ending: Ending) -> Any:
     ``Executor``'s futures both read results here, the one place that unpickles them).
 
     Raises JobFailed (with the remote traceback) for a dead job, JobCancelled for a
-    cancelled one, PayloadError for a result that cannot be loaded.
+    cancelled one, JobExpired for an expired one, PayloadError for a result that cannot
+    be loaded.
     """
     if ending.state is JobState.DEAD:
         raise JobFailed(job_id, ending.error)
     if ending.state is JobState.CANCELLED:
         raise JobCancelled(job_id, ending.error)
+    if ending.state is JobState.EXPIRED:
+        raise JobExpired(job_id, ending.error)
     return load_result(ending.result or b"", job_id=job_id)

@@ -23,6 +23,7 @@ from .cancellation import (
 from .dependencies import Dependencies, dependency_ids
 from .display import describe
 from .errors import ConfigError, JobNotFound, TaskNotFound
+from .expiry import Expires, deadline_ms
 from .handle import Job
 from .identity import server_dead
 from .limits import check_int, check_priority, check_result_ttl, check_unique_key, run_at_ms
@@ -162,13 +163,15 @@ class Queue:
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Job:
         """Enqueue any callable (lambda, closure, bound method) by value, ready now.
 
-        ``depends_on=`` and ``key=`` are taken as ``Task.delay`` takes them, not passed
-        to ``fn``."""
+        ``depends_on=``, ``key=`` and ``expires=`` are taken as ``Task.delay`` takes
+        them, not passed to ``fn``."""
         if not callable(fn):
             raise ConfigError(f"submit() needs a callable; got {fn!r}")
         depends_on, key = kwargs.pop("depends_on", None), kwargs.pop("key", None)
+        expires = kwargs.pop("expires", None)
         name = check_name(task_name(fn))
-        rec = self._record(name, dump_payload(args, kwargs), TaskOptions(), func=dump_callable(fn))
+        payload = dump_payload(args, kwargs)
+        rec = self._record(name, payload, TaskOptions(), func=dump_callable(fn), expires=expires)
         self._link(rec, depends_on, key)
         return self._add([rec])[0]
 
@@ -198,12 +201,14 @@ class Queue:
         key: str | None = None,
         pass_results: str = PASS_NONE,
         allow_failures: bool = False,
+        expires: Expires = None,
     ) -> Job:
         """Enqueue one job of ``task``. Nothing is written if any argument is invalid.
 
         ``depends_on``: jobs (or ids) that must end first (see ``dependencies.py``);
         ``key``: a unique key (an existing job of this task with it is returned);
-        ``pass_results``/``allow_failures``: how workflows hand results on."""
+        ``pass_results``/``allow_failures``: how workflows hand results on;
+        ``expires``: the deadline to start (see ``expiry.py``; default the task's)."""
         # The options of the task were checked when it was declared; only what varies
         # per call is checked here (see limits.py).
         run_at = None if delay is None and at is None else run_at_ms(delay, at, now_ms())
@@ -214,6 +219,7 @@ class Queue:
             func=task.func_bytes(),
             priority=priority,
             run_at_ms=run_at,
+            expires=expires,
         )
         if depends_on is not None or key is not None or pass_results or allow_failures:
             self._link(rec, depends_on, key, pass_results, allow_failures)
@@ -244,9 +250,10 @@ class Queue:
         *,
         priority: int | None = None,
         keys: Sequence[str | None] | None = None,
+        expires: Expires = None,
     ) -> list[Job]:
         """Enqueue many jobs of ``task`` in one transaction (all or nothing); ``keys``:
-        one unique key per call (see ``enqueue``)."""
+        one unique key per call, ``expires``: every job's deadline (see ``enqueue``)."""
         func = task.func_bytes()
         payloads = [dump_payload(a, k) for a, k in calls]
         now = now_ms()
@@ -258,6 +265,7 @@ class Queue:
             priority=priority,
             run_at_ms=now,
             created_ms=now,
+            expires=expires,
         )
         # One template, copied per job: options are resolved once per batch, not per job
         # (a plain dict copy: no state changes here for evolve() to check).
@@ -284,9 +292,12 @@ class Queue:
         priority: int | None = None,
         run_at_ms: int | None = None,
         created_ms: int | None = None,
+        expires: Expires = None,
     ) -> JobRecord:
         created = now_ms() if created_ms is None else created_ms
         run_at = created if run_at_ms is None else run_at_ms
+        if expires is None:
+            expires = options.expires  # the task's default (None for most)
         rec = JobRecord(
             id=new_job_id(),
             name=name,
@@ -303,6 +314,8 @@ class Queue:
         )
         if options.retry_on_names is not None or options.no_retry_on_names:
             rec.retry_on, rec.no_retry_on = options.retry_on_names, options.no_retry_on_names
+        if expires is not None:
+            rec.expires_at_ms = deadline_ms(expires, created, run_at)
         return rec
 
     def batch(self) -> AbstractContextManager[None]:
@@ -354,7 +367,8 @@ class Queue:
         return self.store.stats()
 
     def wait_finished(self, job_id: str, timeout: float | None = None) -> JobRecord:
-        """Wait until a job is done, dead or cancelled; returns its record."""
+        """Wait until a job has ended (done, dead, cancelled or expired); returns its
+        record."""
         poll = Poll(timeout)
         while True:
             rec = self.store.get(job_id)
@@ -472,7 +486,8 @@ class Queue:
         self.store.backup(os.fspath(dest))
 
     def expire_finished(self, now: int | None = None) -> int:
-        """Delete done jobs older than the result retention; returns how many."""
+        """Delete finished jobs (done, cancelled, expired) that finished longer than the
+        result retention ago; returns how many. (Dead jobs stay until purged.)"""
         cutoff = (now_ms() if now is None else now) - int(self.result_ttl_s * 1000)
         return self.store.expire_finished(cutoff)
 

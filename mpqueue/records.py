@@ -25,6 +25,7 @@ class JobState(str, enum.Enum):
     DONE = "done"
     DEAD = "dead"
     CANCELLED = "cancelled"  # cancelled (``cancel``), or a dependency failed
+    EXPIRED = "expired"  # not started by its deadline (``expires=``; see expiry.py)
 
     def __str__(self) -> str:
         return self.value
@@ -33,26 +34,32 @@ class JobState(str, enum.Enum):
 # The only transitions the store may make. RELEASE (processing -> ready) is the
 # uncharged put-back of a job whose run never started or was interrupted by shutdown.
 # A waiting job leaves with its last open dependency: queued, or cancelled with it.
-# Any job that has not ended can be cancelled (a running one by its server).
+# Any job that has not ended can be cancelled (a running one by its server). A queued
+# job past its deadline expires where a store would otherwise queue or claim it.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
-    JobState.WAITING: frozenset({JobState.READY, JobState.SCHEDULED, JobState.CANCELLED}),
-    JobState.SCHEDULED: frozenset({JobState.READY, JobState.CANCELLED}),
-    JobState.READY: frozenset({JobState.PROCESSING, JobState.DEAD, JobState.CANCELLED}),
+    JobState.WAITING: frozenset(
+        {JobState.READY, JobState.SCHEDULED, JobState.CANCELLED, JobState.EXPIRED}
+    ),
+    JobState.SCHEDULED: frozenset({JobState.READY, JobState.CANCELLED, JobState.EXPIRED}),
+    JobState.READY: frozenset(
+        {JobState.PROCESSING, JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED}
+    ),
     JobState.PROCESSING: frozenset(
         {JobState.DONE, JobState.SCHEDULED, JobState.DEAD, JobState.READY, JobState.CANCELLED}
     ),
     JobState.DONE: frozenset(),
     JobState.DEAD: frozenset({JobState.READY}),
     JobState.CANCELLED: frozenset(),
+    JobState.EXPIRED: frozenset(),
 }
 
 # States a job never leaves by itself (``requeue`` takes a dead one back).
-FINISHED_STATES = frozenset({JobState.DONE, JobState.DEAD, JobState.CANCELLED})
+FINISHED_STATES = frozenset({JobState.DONE, JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED})
 # The states ``cancel`` ends at once (a processing job's server ends it).
 QUEUED_STATES = frozenset({JobState.WAITING, JobState.SCHEDULED, JobState.READY})
 # The ends that fail the jobs waiting for a job (unless they allow failures) and free
 # its unique key.
-FAILED_STATES = frozenset({JobState.DEAD, JobState.CANCELLED})
+FAILED_STATES = frozenset({JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED})
 
 
 def check_transition(old: JobState, new: JobState) -> None:
@@ -113,6 +120,7 @@ class ErrorInfo:
     attempt: int = 0
     at_ms: int = 0
     # exception | retry | fail | crash | timeout | payload | corrupt | lost | cancelled
+    # | expired
     kind: str = "exception"
 
     def __str__(self) -> str:
@@ -146,11 +154,14 @@ class JobRecord:
     depends_on: tuple[str, ...] = ()
     pass_results: str = ""  # "" (none), "one" (chain), "all" (chord): see PASS_MODES
     allow_failures: bool = False
-    key: str | None = None  # unique per task name while the job is not dead or cancelled
+    key: str | None = None  # unique per task name while the job has not failed (FAILED_STATES)
     # What is retried (see retry.py): the qualified names of the exception classes whose
     # raise is retried (None: every exception) and of those that end the job dead at once.
     retry_on: tuple[str, ...] | None = None
     no_retry_on: tuple[str, ...] = ()
+    # The latest start, in epoch ms (``expires=``): a job that has not started by then
+    # ends expired instead (see expiry.py). None: it never expires.
+    expires_at_ms: int | None = None
 
     def evolve(self, **changes: Any) -> JobRecord:
         """A copy with ``changes`` applied; a state change must be a legal transition."""

@@ -14,6 +14,7 @@ from typing import Any, NamedTuple, Protocol
 from .dependencies import Dependencies
 from .display import describe
 from .errors import ConfigError
+from .expiry import Expires, check_expires
 from .handle import Job
 from .limits import (
     check_backoff,
@@ -42,6 +43,7 @@ class Enqueuer(Protocol):
         key: str | None = None,
         pass_results: str = "",
         allow_failures: bool = False,
+        expires: Expires = None,
     ) -> Job: ...
 
     def enqueue_many(
@@ -51,6 +53,7 @@ class Enqueuer(Protocol):
         *,
         priority: int | None = None,
         keys: Sequence[str | None] | None = None,
+        expires: Expires = None,
     ) -> list[Job]: ...
 
     def batch(self) -> AbstractContextManager[None]: ...
@@ -66,7 +69,16 @@ DEFAULT_BACKOFF_CAP_S = 300.0  # no retry waits more than 5 minutes
 # The one list of them: a new per-job option is a new field, and both the decorator and
 # ``options()`` take it.
 CALL_OPTIONS = frozenset(
-    {"retries", "timeout", "priority", "backoff", "backoff_cap", "retry_on", "no_retry_on"}
+    {
+        "retries",
+        "timeout",
+        "priority",
+        "backoff",
+        "backoff_cap",
+        "retry_on",
+        "no_retry_on",
+        "expires",
+    }
 )
 TASK_OPTIONS = CALL_OPTIONS | {"name"}  # the decorator also takes the task's name
 
@@ -86,6 +98,8 @@ class TaskOptions:
 
     ``retry_on``: None (every exception is retried) or the exception classes whose raise
     is retried; ``no_retry_on``: the classes whose raise ends the job dead at once.
+    ``expires``: None, seconds after each enqueue, or a timezone-aware datetime: the
+    deadline by which each job must start (see ``mpqueue.expiry``).
     """
 
     retries: int = DEFAULT_RETRIES
@@ -95,6 +109,7 @@ class TaskOptions:
     backoff_cap: float = DEFAULT_BACKOFF_CAP_S
     retry_on: ExceptionClasses | None = None
     no_retry_on: ExceptionClasses = ()
+    expires: Expires = None
     # The lists as the job records keep them (see retry.py), made once per task.
     retry_on_names: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
     no_retry_on_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -121,6 +136,7 @@ class TaskOptions:
         no_retry_on = () if self.no_retry_on is None else self.no_retry_on
         no_retry_on = check_exception_classes("no_retry_on", no_retry_on)
         check_retry_lists(retry_on, no_retry_on)
+        object.__setattr__(self, "expires", check_expires(self.expires))
         # Normalised (one class -> a tuple) on a frozen instance: only while it is made.
         object.__setattr__(self, "retry_on", retry_on)
         object.__setattr__(self, "no_retry_on", no_retry_on)
@@ -166,7 +182,8 @@ class Task:
         ``task.options(retries=0, timeout=5.0).delay(x)``, or ``.s(x)`` in a workflow.
 
         Takes ``retries``, ``timeout``, ``priority``, ``backoff``, ``backoff_cap``,
-        ``retry_on`` and ``no_retry_on``, checked as strictly as the decorator's. The
+        ``retry_on``, ``no_retry_on`` and ``expires``, checked as strictly as the
+        decorator's. The
         variant has the same name (its jobs are jobs of this task); the task itself, and
         its registration, are unchanged.
 
@@ -183,18 +200,26 @@ class Task:
     def delay(self, /, *args: Any, **kwargs: Any) -> Job:
         """Enqueue one job, ready now (or once ``depends_on=``, jobs or job ids, have
         ended; see ``mpqueue.dependencies``). ``key=``: a unique key: while a job of
-        this task with that key exists and is neither dead nor cancelled, that job is
-        returned instead of a new one. Both are taken here, not passed to the function
-        (pass such arguments with ``schedule(args, kwargs)``)."""
-        if "depends_on" in kwargs or "key" in kwargs:
+        this task with that key exists and has not failed (dead, cancelled, expired),
+        that job is returned instead of a new one. ``expires=``: seconds from now, or a
+        timezone-aware datetime, by which the job must start, else it ends ``expired``
+        without running (see ``mpqueue.expiry``). All three are taken here, not passed
+        to the function (pass such arguments with ``schedule(args, kwargs)``)."""
+        if "depends_on" in kwargs or "key" in kwargs or "expires" in kwargs:
             depends_on, key = kwargs.pop("depends_on", None), kwargs.pop("key", None)
-            return self.queue.enqueue(self, args, kwargs, depends_on=depends_on, key=key)
+            expires = kwargs.pop("expires", None)
+            return self.queue.enqueue(
+                self, args, kwargs, depends_on=depends_on, key=key, expires=expires
+            )
         return self.queue.enqueue(self, args, kwargs)
 
     def s(self, /, *args: Any, **kwargs: Any) -> Signature:
         """A signature: this task with these arguments, for ``chain``, ``group`` and
-        ``chord`` (``key=`` is taken as ``delay`` takes it)."""
+        ``chord`` (``key=`` and ``expires=`` are taken as ``delay`` takes them; an
+        ``expires`` in seconds counts from the workflow's ``delay()``)."""
         key = kwargs.pop("key", None)
+        if "expires" in kwargs:
+            return Signature(self.options(expires=kwargs.pop("expires")), args, kwargs, key)
         return Signature(self, args, kwargs, key)
 
     def schedule(
@@ -207,10 +232,11 @@ class Task:
         priority: int | None = None,
         depends_on: Dependencies = None,
         key: str | None = None,
+        expires: Expires = None,
     ) -> Job:
         """Enqueue one job that runs not before ``now + delay`` seconds, or ``at`` (an
-        aware/naive datetime or epoch seconds); ``depends_on`` and ``key`` as in
-        ``delay``."""
+        aware/naive datetime or epoch seconds); ``depends_on``, ``key`` and ``expires``
+        as in ``delay`` (the deadline must come after the run time)."""
         return self.queue.enqueue(
             self,
             tuple(args),
@@ -220,6 +246,7 @@ class Task:
             priority=priority,
             depends_on=depends_on,
             key=key,
+            expires=expires,
         )
 
     def map(
@@ -228,9 +255,11 @@ class Task:
         *,
         priority: int | None = None,
         key: Callable[..., str] | None = None,
+        expires: Expires = None,
     ) -> list[Job]:
         """Enqueue one job per argument tuple, all in one write transaction. ``key``:
-        called with each job's arguments, it gives the job's unique key (see ``delay``)."""
+        called with each job's arguments, it gives the job's unique key; ``expires``:
+        every job's deadline to start (both as in ``delay``)."""
         calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
         for args in arg_tuples:
             if type(args) is tuple:  # the common case, without the slower ABC check
@@ -243,7 +272,7 @@ class Task:
                 )
             calls.append((tuple(args), {}))
         keys = None if key is None else [key(*args) for args, _ in calls]
-        return self.queue.enqueue_many(self, calls, priority=priority, keys=keys)
+        return self.queue.enqueue_many(self, calls, priority=priority, keys=keys, expires=expires)
 
 
 class Signature(NamedTuple):

@@ -21,10 +21,10 @@ from itertools import groupby
 from typing import Any
 
 from .cancellation import CancelReport
-from .errors import ConfigError, JobCancelled, JobFailed
-from .handle import Job
+from .errors import ConfigError, JobFailed
+from .handle import Job, finished_value
 from .polling import Poll
-from .records import FINISHED_STATES, PASS_ALL, PASS_ONE, JobRecord, JobState
+from .records import FINISHED_STATES, PASS_ALL, PASS_ONE, Ending, JobRecord, JobState
 from .serializer import load_result
 from .task import Enqueuer, Signature
 
@@ -166,9 +166,10 @@ class GroupHandle:
 
     def progress(self) -> dict[str, int]:
         """Counts of the members by outcome, from one read: ``done``, ``dead``,
-        ``cancelled``, ``pending`` (not ended yet; a deleted member counts here too)
-        and ``total``."""
-        counts = {"done": 0, "dead": 0, "cancelled": 0, "pending": 0, "total": len(self.jobs)}
+        ``cancelled``, ``expired``, ``pending`` (not ended yet; a deleted member counts
+        here too) and ``total``."""
+        counts = {"done": 0, "dead": 0, "cancelled": 0, "expired": 0, "pending": 0}
+        counts["total"] = len(self.jobs)
         for ending in self.queue.store.endings(self.ids):
             state = None if ending is None else ending.state
             counts[state.value if state in FINISHED_STATES else "pending"] += 1
@@ -199,13 +200,16 @@ class GroupHandle:
 
     def results(self, timeout: float | None = None) -> list[Any]:
         """Every member's result in group order, once all have ended. Raises JobFailed
-        (JobCancelled for a cancelled one) naming the first member, in group order,
-        that did not end done; TimeoutError if ``timeout`` seconds pass first."""
+        (JobCancelled for a cancelled one, JobExpired for an expired one) naming the
+        first member, in group order, that did not end done; TimeoutError if
+        ``timeout`` seconds pass first."""
         for _ in self.as_completed(timeout):
             pass
         for job in self.jobs:
-            if job.record.state is JobState.DEAD:
-                raise JobFailed(job.id, job.error)
-            if job.record.state is JobState.CANCELLED:
-                raise JobCancelled(job.id, job.error)
+            if job.record.state is not JobState.DONE:
+                finished_value(job.id, _ending(job.record))  # raises its failure
         return [load_result(job.record.result or b"", job_id=job.id) for job in self.jobs]
+
+
+def _ending(rec: JobRecord) -> Ending:
+    return Ending(rec.state, rec.result, rec.errors[-1] if rec.errors else None)

@@ -7,8 +7,9 @@ msgpack, which yields plain values only, checked against the shape they must hav
 Payloads and results stay opaque bytes at this level:
 they are pickles, loaded only in the child that runs the job and by ``Job.result()``.
 
-Version 3 adds the workflow fields and version 4 the retry lists, each written only
-when one of its fields is set: a record that uses neither is version 2, byte for byte.
+Version 3 adds the workflow fields, version 4 the retry lists and version 5 the
+deadline to start (``expires_at_ms``), each written only when one of its fields is set:
+a record that uses none of them is version 2, byte for byte.
 
 Version 1 records (and registry entries) were pickles of plain values. They are still
 read, by an unpickler that refuses every global, so that no pickle can name a callable
@@ -30,6 +31,7 @@ RECORD_V1 = b"\x01"  # a pickle: read (without globals), never written
 RECORD_V2 = b"\x02"  # msgpack
 RECORD_V3 = b"\x03"  # msgpack, with the workflow fields (written only when one is set)
 RECORD_V4 = b"\x04"  # msgpack, with the retry lists too (written only when one is set)
+RECORD_V5 = b"\x05"  # msgpack, with the deadline to start too (written only when set)
 WORKER_V1 = b"\x01"  # a registry entry: msgpack (a bare pickle before it had a version)
 
 
@@ -60,13 +62,16 @@ _FIELDS = (
     "key",
     "retry_on",
     "no_retry_on",
+    "expires_at_ms",
 )
 _V2_FIELDS = 18  # version 2 ends with the signature; version 1 one field before
 _V1_FIELDS = _V2_FIELDS - 1
 _V3_FIELDS = 22  # version 3 ends with the workflow fields
 _V3_DEFAULTS = ((), "", False, None)  # what a version 2 record holds in the new fields
+_V4_FIELDS = 24  # version 4 ends with the retry lists
 _V4_DEFAULTS = (None, ())  # what a version 3 (or older) record holds in the retry lists
-_OLDER_DEFAULTS = _V3_DEFAULTS + _V4_DEFAULTS
+_V5_DEFAULTS = (None,)  # what a version 4 (or older) record holds as its deadline
+_OLDER_DEFAULTS = _V3_DEFAULTS + _V4_DEFAULTS + _V5_DEFAULTS
 _NUMBER = (int, float)
 _TYPES: tuple[Any, ...] = (
     str,
@@ -93,6 +98,7 @@ _TYPES: tuple[Any, ...] = (
     (str, type(None)),
     (tuple, type(None)),
     tuple,
+    (int, type(None)),
 )
 _ERROR_TYPES = (str, str, str, int, int, str)
 _GOOD_SHAPES: set[tuple[type, ...]] = set()  # field-type tuples that passed the check
@@ -140,10 +146,15 @@ def encode_record(rec: JobRecord) -> bytes:
         rec.backoff_cap_s,
         rec.signature,
     )  # the order of _FIELDS
+    if rec.expires_at_ms is not None:
+        workflow = (rec.depends_on, rec.pass_results, rec.allow_failures, rec.key)
+        lists = (rec.retry_on, rec.no_retry_on)
+        expiring: bytes = _packer.pack(row + workflow + lists + (rec.expires_at_ms,))
+        return RECORD_V5 + expiring
     if rec.retry_on is not None or rec.no_retry_on:
         workflow = (rec.depends_on, rec.pass_results, rec.allow_failures, rec.key)
-        lists: bytes = _packer.pack(row + workflow + (rec.retry_on, rec.no_retry_on))
-        return RECORD_V4 + lists
+        listed: bytes = _packer.pack(row + workflow + (rec.retry_on, rec.no_retry_on))
+        return RECORD_V4 + listed
     if rec.depends_on or rec.pass_results or rec.allow_failures or rec.key is not None:
         workflow = (rec.depends_on, rec.pass_results, rec.allow_failures, rec.key)
         packed: bytes = _packer.pack(row + workflow)
@@ -156,8 +167,9 @@ def encode_record(rec: JobRecord) -> bytes:
 # Per msgpack version: how many fields it encodes, and what the later fields read as.
 _MSGPACK_VERSIONS = {
     RECORD_V2: (_V2_FIELDS, _OLDER_DEFAULTS),
-    RECORD_V3: (_V3_FIELDS, _V4_DEFAULTS),
-    RECORD_V4: (len(_FIELDS), ()),
+    RECORD_V3: (_V3_FIELDS, _V4_DEFAULTS + _V5_DEFAULTS),
+    RECORD_V4: (_V4_FIELDS, _V5_DEFAULTS),
+    RECORD_V5: (len(_FIELDS), ()),
 }
 
 
@@ -356,12 +368,12 @@ def decode_ending(raw: bytes) -> Ending:
     them, without building the record; a record that cannot be read is a dead job's
     ending, with the reason (a reader never fails on one)."""
     try:
-        if raw[:1] not in (RECORD_V2, RECORD_V3, RECORD_V4):
+        if raw[:1] not in _MSGPACK_VERSIONS:
             return _ending(decode_record(raw))  # older versions: the full path
         row = msgpack.unpackb(
             memoryview(raw)[1:], raw=False, use_list=False, unicode_errors="surrogatepass"
         )
-        if not isinstance(row, tuple) or len(row) not in (_V2_FIELDS, _V3_FIELDS, len(_FIELDS)):
+        if not isinstance(row, tuple) or len(row) not in _ROW_SIZES:
             raise ValueError("not a record")
         state, result, errors = _STATES[row[2]], row[12], row[13]
         if not isinstance(result, (bytes, type(None))) or not isinstance(errors, tuple):
@@ -377,6 +389,9 @@ def decode_ending(raw: bytes) -> Ending:
     except Exception as exc:
         reason = f"record cannot be decoded: {type(exc).__name__}: {exc}"
         return Ending(JobState.DEAD, None, ErrorInfo("CorruptRecord", reason, kind="corrupt"))
+
+
+_ROW_SIZES = frozenset(size for size, _ in _MSGPACK_VERSIONS.values())
 
 
 def _ending(rec: JobRecord) -> Ending:

@@ -28,6 +28,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from ..cancellation import CancelReport, requested
 from ..dependencies import admit, cancelled, check_add_order, on_holders, settle
 from ..errors import ConfigError, JobNotFound
+from ..expiry import expired, is_expired
 from ..limits import check_key_part, key_held, stored_problem
 from ..location import MEMORY_SCHEME
 from ..outcomes import Destination, apply_outcome
@@ -62,6 +63,7 @@ class _Tables:
     done: list[tuple[int, str]] = field(default_factory=list)  # finished at
     dead: set[str] = field(default_factory=set)
     cancelled: list[tuple[int, str]] = field(default_factory=list)  # finished at
+    expired: list[tuple[int, str]] = field(default_factory=list)  # finished at
     waiting: dict[str, tuple[int, bool]] = field(default_factory=dict)  # open deps, allow
     edges: dict[str, dict[str, bool]] = field(default_factory=dict)  # dep -> dependent: open
     unique: dict[tuple[str, str], str] = field(default_factory=dict)  # (name, key) -> id
@@ -132,6 +134,8 @@ class MemoryStore(Store):
             return db.done, (rec.finished_at_ms or 0, rec.id)
         if rec.state is JobState.CANCELLED:
             return db.cancelled, (rec.finished_at_ms or 0, rec.id)
+        if rec.state is JobState.EXPIRED:
+            return db.expired, (rec.finished_at_ms or 0, rec.id)
         return None
 
     def _file(self, rec: JobRecord) -> None:
@@ -218,22 +222,46 @@ class MemoryStore(Store):
     def promote_due(self, now_ms: int) -> int:
         due = self._db.scheduled[: bisect_right(self._db.scheduled, (now_ms, float("inf")))]
         for *_, job_id in due:
-            self._move(self._db.jobs[job_id], state=JobState.READY)
+            rec = self._db.jobs[job_id]
+            if rec.expires_at_ms is not None and is_expired(rec, now_ms):
+                self._expire(rec, now_ms)
+            else:
+                self._move(rec, state=JobState.READY)
         return len(due)
+
+    def _expire(self, rec: JobRecord, now: int) -> None:
+        """End a queued job past its deadline (see expiry.py) and settle its dependents."""
+        self._unfile(rec)
+        ended = expired(rec, now)
+        self._file(ended)
+        self._settle(ended, JobState.EXPIRED, now)
 
     @_atomic
     def claim(self, server_id: str, limit: int, now_ms: int) -> builtins.list[JobRecord]:
         check_key_part(server_id, "server id")
-        taken = [] if self._db.paused_all else self._db.ready[: max(limit, 0)]
-        self.counter.cursor_steps += len(taken)
-        del self._db.ready[: len(taken)]
-        return [
-            rec.evolve() for *_, job_id in taken if (rec := self._take(job_id, server_id, now_ms))
-        ]
+        claimed: builtins.list[JobRecord] = []
+        # Again while the jobs taken ended otherwise (expired, bad): each pass takes
+        # them out of ``ready``, so it ends.
+        while not self._db.paused_all and len(claimed) < limit and self._db.ready:
+            taken = self._db.ready[: limit - len(claimed)]
+            self.counter.cursor_steps += len(taken)
+            del self._db.ready[: len(taken)]
+            claimed += [
+                rec.evolve()
+                for *_, job_id in taken
+                if (rec := self._take(job_id, server_id, now_ms))
+            ]
+        return claimed
 
     def _take(self, job_id: str, server_id: str, now_ms: int) -> JobRecord | None:
-        """Mark one job (already out of the ready index) as processing by ``server_id``."""
+        """Mark one job (already out of the ready index) as processing by ``server_id``;
+        None for one that ended instead (past its deadline, or bad)."""
         rec = self._db.jobs[job_id]
+        if rec.expires_at_ms is not None and is_expired(rec, now_ms):
+            ended = expired(rec, now_ms)  # out of ``ready`` already: filed as ended
+            self._file(ended)
+            self._settle(ended, JobState.EXPIRED, now_ms)
+            return None
         problem = stored_problem(rec)  # what the store was given, as the others check
         if problem is not None:
             error = ErrorInfo(
@@ -381,6 +409,7 @@ class MemoryStore(Store):
             "dead": len(db.dead),
             "waiting": len(db.waiting),
             "cancelled": len(db.cancelled),
+            "expired": len(db.expired),
             "total": len(db.jobs),
         }
 
@@ -539,12 +568,12 @@ class MemoryStore(Store):
 
     @_atomic
     def expire_finished(self, before_ms: int) -> int:
-        """Delete done and cancelled jobs that finished before ``before_ms``."""
-        expired = 0
-        for index in (self._db.done, self._db.cancelled):
+        """Delete done, cancelled and expired jobs that finished before ``before_ms``."""
+        deleted = 0
+        for index in (self._db.done, self._db.cancelled, self._db.expired):
             old = index[: bisect_left(index, (before_ms, ""))]
-            expired += sum(self.delete(job_id) for _, job_id in old)
-        return expired
+            deleted += sum(self.delete(job_id) for _, job_id in old)
+        return deleted
 
     # ---- checking -------------------------------------------------------------------------------
     @_atomic
@@ -561,7 +590,7 @@ class MemoryStore(Store):
             + len(db.dead)
             + len(db.claims)
         )
-        filed += len(db.cancelled) + len(db.waiting)
+        filed += len(db.cancelled) + len(db.expired) + len(db.waiting)
         open_edges: dict[str, int] = {}  # open, from a dependency that has not ended
         for dep, dependents in db.edges.items():
             ended = dep in db.jobs and db.jobs[dep].state in FINISHED_STATES
@@ -632,6 +661,10 @@ class _MemoryGraph:
         self.store._file(rec)
 
     def file_cancelled(self, rec: JobRecord, reason: str) -> None:
+        del self.db.waiting[rec.id]
+        self.store._file(rec)
+
+    def file_expired(self, rec: JobRecord) -> None:
         del self.db.waiting[rec.id]
         self.store._file(rec)
 

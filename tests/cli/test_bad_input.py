@@ -50,6 +50,7 @@ def seeded(queue):
         "dead": 1,
         "waiting": 0,
         "cancelled": 0,
+        "expired": 0,
         "total": 5,
     }
     return queue
@@ -376,6 +377,7 @@ def test_corrupt_records_never_crash_readers(store_path, mode, garbage):
             "dead": 0,
             "waiting": 0,
             "cancelled": 0,
+            "expired": 0,
             "total": 1,
         }
         assert [j.id for j in queue.list()] == [good.id]
@@ -404,6 +406,7 @@ def test_corrupt_record_of_a_claimed_job_is_parked_not_lost(store_path, mode, ho
             "dead": 1,
             "waiting": 0,
             "cancelled": 0,
+            "expired": 0,
             "total": 1,
         }
         assert queue.purge_dead() == 1 and queue.stats()["total"] == 0

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from mpqueue import JobCancelled
+from mpqueue import JobCancelled, JobExpired
 from mpqueue.records import JobState
 
 from ..support.pg_helpers import pg_url  # noqa: F401
@@ -194,3 +194,31 @@ def test_a_running_jobs_progress_reaches_the_store(env, servers, tmp_path, pacin
     assert rec.state is JobState.DONE
     last = job.progress
     assert last.message == "finished" and last.done == last.total
+
+
+@pytest.mark.timeout(120)
+def test_a_job_behind_a_busy_worker_expires_and_never_runs(env, servers):
+    """Expiry under a real server: a job whose deadline passes while the only worker
+    is busy ends expired when the server next claims, never runs, and the job behind
+    it runs as usual. (``--prefetch 0``: a job claimed ahead, before its deadline, has
+    started as far as expiry goes.)"""
+    server = servers(env.path, "--workers", "1", "--prefetch", "0")
+    server.wait_ready(env.queue, 1)
+    marker = str(env.marker)
+    env.task("sleepy").delay(marker, "busy", 4.0)
+    _started(env, "busy")
+    late = env.task("quick").delay(marker, "late", expires=1.0)
+    after = env.task("quick").delay(marker, "after")
+    assert late.state == "ready" and late.expires_at is not None
+    rec = wait_until(
+        lambda: (r := env.record(after)).state is JobState.DONE and r, 30, "the job after"
+    )
+    assert rec.attempts == 1
+    gone_late = env.record(late)
+    assert gone_late.state is JobState.EXPIRED, gone_late
+    assert gone_late.attempts == 0 and gone_late.errors[-1].kind == "expired"
+    assert gone_late.finished_at_ms >= gone_late.expires_at_ms
+    assert "late" not in env.runs() and "after" in env.runs()
+    with pytest.raises(JobExpired, match="not started by its deadline"):
+        late.result(timeout=5)
+    assert env.stats()["expired"] == 1

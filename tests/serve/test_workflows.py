@@ -164,6 +164,7 @@ def test_chord_of_1000_runs_its_callback_once_while_coordinators_are_killed(
         "done": MEMBERS,
         "dead": 0,
         "cancelled": 0,
+        "expired": 0,
         "pending": 0,
         "total": MEMBERS,
     }

@@ -17,6 +17,8 @@ from mpqueue.store.codec import (
     RECORD_V2,
     RECORD_V3,
     RECORD_V4,
+    RECORD_V5,
+    Row,
     decode_ending,
     decode_record,
     encode_record,
@@ -122,7 +124,43 @@ def test_malformed_retry_lists_are_corrupt_records(retry_on, no_retry_on):
 
 def test_a_version_byte_with_too_few_fields_is_corrupt():
     row = msgpack.unpackb(PLAIN_V2[1:], use_list=False)
-    for version in (RECORD_V3, RECORD_V4):
+    for version in (RECORD_V3, RECORD_V4, RECORD_V5):
         with pytest.raises(CorruptRecord):
             decode_record(version + msgpack.packb(row, use_bin_type=True))
     assert decode_record(RECORD_V2 + msgpack.packb(row, use_bin_type=True)).id == "0" * 32
+
+
+def with_lists() -> JobRecord:
+    return plain().evolve(retry_on=("a.B",), no_retry_on=("c.D",))
+
+
+def test_records_without_a_deadline_are_written_as_before_it_existed():
+    """Version 5 only where a deadline is set: the others keep their version and their
+    field count (the version 2 and 3 bytes are pinned above)."""
+    for rec, version, fields in (
+        (plain(), RECORD_V2, 18),
+        (workflow(), RECORD_V3, 22),
+        (with_lists(), RECORD_V4, 24),
+    ):
+        raw = encode_record(rec)
+        assert raw[:1] == version and len(msgpack.unpackb(raw[1:])) == fields
+        assert decode_record(raw).expires_at_ms is None
+
+
+def test_a_record_with_a_deadline_round_trips_as_version_5():
+    for base in (plain(), workflow(), with_lists()):
+        rec = base.evolve(expires_at_ms=253_402_300_799_999)
+        raw = encode_record(rec)
+        assert raw[:1] == RECORD_V5
+        assert decode_record(raw).__dict__ == rec.__dict__
+        ending = decode_ending(raw)
+        assert (ending.state, ending.error) == (rec.state, rec.errors[-1] if rec.errors else None)
+        assert Row(raw).id == rec.id
+
+
+@pytest.mark.parametrize("deadline", ["soon", 1.5, b"\x00", [1]])
+def test_a_malformed_deadline_is_a_corrupt_record(deadline):
+    row = msgpack.unpackb(encode_record(with_lists())[1:], use_list=False)
+    raw = RECORD_V5 + msgpack.packb((*row, deadline), use_bin_type=True)
+    with pytest.raises(CorruptRecord):
+        decode_record(raw)

@@ -59,6 +59,7 @@ def record(
     pass_results: str = "",
     retry_on: tuple[str, ...] | None = None,
     no_retry_on: tuple[str, ...] = (),
+    expires_at_ms: int | None = None,
 ) -> JobRecord:
     now = now_ms()
     run_at = now if run_at_ms is None else run_at_ms
@@ -80,6 +81,7 @@ def record(
         pass_results=pass_results,
         retry_on=retry_on,
         no_retry_on=no_retry_on,
+        expires_at_ms=expires_at_ms,
     )
 
 
@@ -91,7 +93,8 @@ def add(store, *records: JobRecord) -> list[str]:
 @pytest.fixture
 def seeded(queue, store):
     """One job in every state; returns {state: job id}."""
-    finish_me, kill_me, run_me = add(store, record(), record(), record())
+    late = record(expires_at_ms=now_ms() - 1)  # past its deadline: the claim ends it
+    finish_me, kill_me, run_me, expired = add(store, record(), record(), record(), late)
     claim_all(store)
     done(store, finish_me, 2)
     failed(store, kill_me, retryable=False)
@@ -107,7 +110,8 @@ def seeded(queue, store):
         "dead": 1,
         "waiting": 1,
         "cancelled": 1,
-        "total": 7,
+        "expired": 1,
+        "total": 8,
     }
     return {
         "ready": ready,
@@ -117,6 +121,7 @@ def seeded(queue, store):
         "dead": kill_me,
         "waiting": waiting,
         "cancelled": cancelled,
+        "expired": expired,
     }
 
 
@@ -352,7 +357,7 @@ def test_requeue_dead(store, seeded):
 def test_purge_dead(store, seeded, queue):
     assert store.purge_dead() == 1
     assert store.get(seeded["dead"]) is None
-    assert queue.stats()["total"] == 6 and store.purge_dead() == 0
+    assert queue.stats()["total"] == 7 and store.purge_dead() == 0
 
 
 @pytest.mark.parametrize("state", [s.value for s in JobState])
@@ -361,7 +366,7 @@ def test_delete_in_every_state(store, seeded, queue, state):
     assert store.delete(job_id) is True
     assert store.get(job_id) is None and store.delete(job_id) is False
     stats = queue.stats()
-    assert stats[state] == 0 and stats["total"] == 6
+    assert stats[state] == 0 and stats["total"] == 7
     assert job_id not in [j.id for j in queue.list()]
     if state == "processing":
         assert store.claims() == [] and done(store, job_id, 1) is False
@@ -391,7 +396,8 @@ def test_stats(seeded, store):
         "dead": 1,
         "waiting": 1,
         "cancelled": 1,
-        "total": 7,
+        "expired": 1,
+        "total": 8,
     }
 
 

@@ -318,7 +318,14 @@ def test_chain_group_and_chord_run_in_order(queue):
         pass
     assert last.result(timeout=5) == 107
     assert members.results(timeout=5) == list(range(20))
-    assert members.progress() == {"done": 20, "dead": 0, "cancelled": 0, "pending": 0, "total": 20}
+    assert members.progress() == {
+        "done": 20,
+        "dead": 0,
+        "cancelled": 0,
+        "expired": 0,
+        "pending": 0,
+        "total": 20,
+    }
     assert callback.result(timeout=5) == sum(range(1, 21))
     assert callback.group is not None and len(callback.group) == 20
     clean(queue.store)

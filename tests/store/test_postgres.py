@@ -143,6 +143,67 @@ def test_an_older_schema_gains_the_retry_lists_and_keeps_its_jobs(pg_url):
         store.close()
 
 
+def schema_at(pg_url: str, version: int) -> dict[str, str]:
+    """Build the schema of ``pg_url`` up to ``version`` (as an older mpqueue left it)."""
+    with admin(pg_url) as conn:
+        schema = pg_schema.current_schema(conn)
+        names = pg_schema.qualified_names(conn, schema)
+        conn.execute(
+            pg_schema.render(
+                "CREATE TABLE {version} (version integer PRIMARY KEY, "
+                "applied_at timestamptz NOT NULL DEFAULT now())",
+                names,
+            )
+        )
+        for number, statements in enumerate(MIGRATIONS[:version], 1):
+            for statement in statements:
+                conn.execute(pg_schema.render(statement, names))
+            conn.execute(pg_schema.render("INSERT INTO {version} VALUES (%s)", names), (number,))
+    return names
+
+
+def test_an_older_schema_gains_expiry_and_keeps_its_jobs_and_keys(pg_url):
+    """The expiry migration on a store written before it (version 6): its jobs read
+    as jobs without a deadline and keep holding their keys; an expired job frees its
+    key under the rebuilt unique index."""
+    names = schema_at(pg_url, 6)
+    old = record(key="k")
+    with admin(pg_url) as conn:
+        conn.execute(
+            pg_schema.render(
+                "INSERT INTO {jobs} (id, name, state, payload, priority, seq, run_at_ms, "
+                "created_at_ms, attempts, max_retries, backoff_base_s, backoff_cap_s, key) "
+                "VALUES (%s, %s, 'ready', %s, 0, 1, 0, 0, 0, 3, 1.0, 300.0, 'k')",
+                names,
+            ),
+            (old.id, old.name, old.payload),
+        )
+    store = PostgresStore(pg_url)
+    try:
+        assert store.get(old.id).expires_at_ms is None
+        again = record(key="k")
+        add(store, again)
+        assert again.id == old.id  # the old job still holds its key
+        start = now_ms()
+        late = record(key="k2", expires_at_ms=start + 1000)
+        add(store, late)
+        assert sorted(r.id for r in claim_all(store, now=start + 2000)) == [old.id]
+        assert store.get(late.id).state is JobState.EXPIRED
+        fresh = record(key="k2")
+        add(store, fresh)
+        assert fresh.id != late.id and store.get(fresh.id).state is JobState.READY
+        with admin(pg_url) as conn:
+            indexes = dict(
+                conn.execute(
+                    "SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'mpqueue_jobs'"
+                ).fetchall()
+            )
+        assert "'expired'" in indexes["mpqueue_jobs_key"]
+        assert "WHERE (state = 'expired'::text)" in indexes["mpqueue_jobs_expired"]
+    finally:
+        store.close()
+
+
 def test_malformed_retry_lists_make_a_corrupt_record(pg_url, store):
     """A list column that is not a JSON array of names (a hand edit): the job shows as
     a dead stand-in, and a claim parks it instead of running it."""
@@ -275,6 +336,7 @@ def test_corrupt_rows_are_shown_dead_and_never_handed_out(pg_url, store):
         "dead": 2,
         "waiting": 0,
         "cancelled": 0,
+        "expired": 0,
         "total": 3,
     }
     with pytest.raises(ConfigError, match="unreadable"):

@@ -348,6 +348,7 @@ def test_an_enqueue_whose_commit_reply_was_lost_is_stored_once(cutter, caplog):
         "dead": 0,
         "waiting": 0,
         "cancelled": 0,
+        "expired": 0,
         "total": 4,
     }
     for job in jobs:

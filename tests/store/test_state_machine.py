@@ -3,7 +3,9 @@ migrations between them), checked against a model and against the raw indexes; a
 the same operations on the in-memory store, checked against the model, its tables and
 its own ``check()``. The operations include workflows: jobs that depend on others
 (waiting, released, cancelled down the graph) and jobs with unique keys; the model of
-those is ``tests/support/graph_model.py``.
+those is ``tests/support/graph_model.py``. Jobs may have a deadline to start
+(``expires_at_ms``) while the clock moves on: no job is ever claimed past its deadline,
+and one that expires ends as the model says.
 
 ``MPQUEUE_STATE_MACHINE_EXAMPLES=N`` runs N examples per machine instead of the usual
 number (a longer search, by hand)."""
@@ -187,6 +189,8 @@ class StoreMachine(RuleBasedStateMachine):
             assert rec.state is (JobState.PROCESSING if taker else state), (rec, state)
             self.jobs[job_id] = [state, None, 0, retries]
             self.names[job_id] = rec.name
+            if rec.expires_at_ms is not None:
+                self.graph.deadline[job_id] = rec.expires_at_ms
         if taker is not None:
             assert recs[0].state is JobState.PROCESSING and recs[0].attempts == 1
             self.jobs[recs[0].id][:3] = [JobState.PROCESSING, taker, 1]
@@ -211,17 +215,37 @@ class StoreMachine(RuleBasedStateMachine):
         for _ in range(n):
             stored = self._some(data, sorted(self.jobs))
             depends_on = stored + self._some(data, [r.id for r in recs])  # earlier in the batch
+            run_at = self.now + data.draw(st.sampled_from((0, 0, 2000)))
+            ttl = data.draw(st.one_of(st.none(), st.integers(1, 3000)))
             rec = self._record(
                 priority,
                 data.draw(st.sampled_from(NAMES[::2])),  # two tasks: keys often collide
                 data.draw(st.integers(0, 2)),
-                self.now + data.draw(st.sampled_from((0, 0, 2000))),
+                run_at,
                 depends_on=tuple(depends_on),
                 allow_failures=data.draw(st.booleans()),
                 key=data.draw(st.one_of(st.none(), st.sampled_from(KEYS))),
+                expires_at_ms=None if ttl is None else run_at + ttl,
             )
             recs.append(rec)
         self._add(recs)
+
+    @rule(
+        n=st.integers(1, 3),
+        priority=st.integers(-2, 2),
+        name=st.sampled_from(NAMES),
+        delay=st.sampled_from((0, 0, 500)),
+        ttl=st.integers(1, 3000),
+        advance=st.integers(0, 3000),
+    )
+    def add_expiring(self, n, priority, name, delay, ttl, advance):
+        """Jobs with a deadline ``ttl`` ms after their run time, then time passes."""
+        run_at = self.now + delay
+        recs = [
+            self._record(priority, name, 1, run_at, expires_at_ms=run_at + ttl) for _ in range(n)
+        ]
+        self._add(recs)
+        self.now += advance
 
     @staticmethod
     def _some(data, ids: list[str]) -> list[str]:
@@ -265,8 +289,11 @@ class StoreMachine(RuleBasedStateMachine):
         count = self.store.promote_due(self.now)
         if self.mode == "optimized":
             assert count == len(due)
+            lapsed = sorted(j for j in due if self.graph.lapsed(j, self.now))
             for j in due:
-                self.jobs[j][0] = JobState.READY
+                self.jobs[j][0] = JobState.EXPIRED if j in lapsed else JobState.READY
+            for j in lapsed:  # ended at its promotion, never queued
+                self.graph.end(j, JobState.EXPIRED, self.now)
         else:
             assert count == 0  # legacy checks due-ness job by job at each poll
 
@@ -292,11 +319,47 @@ class StoreMachine(RuleBasedStateMachine):
         claimable.sort(key=lambda r: (-r.priority, r.seq))
         expect = min(limit, 1 if self.mode == "legacy" else limit, len(claimable))
         got = self.store.claim(worker, limit, self.now)
-        assert [r.id for r in got] == [r.id for r in claimable[:expect]]
+        self._claimed(worker, limit, got, [r.id for r in claimable[:expect]])
+
+    def _claimed(
+        self, worker: str, limit: int, got: list[JobRecord], predicted: list[str] | None
+    ) -> None:
+        """Apply a claim of up to ``limit`` jobs to the model. While no job expired on
+        the way, the store took ``predicted`` (None: not predicted); a job that did
+        expire (past its deadline, never started) was ended instead of claimed, so the
+        claim only had to take what was left, in order."""
+        recs = self._records()
+        ended = sorted(
+            j
+            for j, m in self.jobs.items()
+            if m[0] in (JobState.READY, JobState.SCHEDULED) and recs[j].state is JobState.EXPIRED
+        )
+        for job in ended:
+            assert self.graph.lapsed(job, self.now), f"{job} expired before its deadline"
+            self.jobs[job][0] = JobState.EXPIRED
+        for job in ended:
+            self.graph.end(job, JobState.EXPIRED, self.now)
         for rec in got:
             model = self.jobs[rec.id]
+            assert model[0] in (JobState.READY, JobState.SCHEDULED), (rec, model)
+            assert not self.graph.lapsed(rec.id, self.now), f"claimed {rec.id} past its deadline"
             assert rec.attempts == model[2] + 1 and rec.state is JobState.PROCESSING
             self._set(rec.id, JobState.PROCESSING, worker, rec.attempts)
+        if not ended and predicted is not None:
+            assert [r.id for r in got] == predicted
+        if self.paused_all or limit <= 0:
+            assert got == [] and ended == []
+            return
+        queued = [
+            j
+            for j in self._unheld_ready() + self._in(JobState.SCHEDULED)
+            if self.names[j] not in self.paused_names
+            and (self.jobs[j][0] is JobState.READY or recs[j].run_at_ms <= self.now)
+        ]
+        if self.mode == "legacy":  # one job per poll, which reads every job: none lapsed
+            assert len(got) <= 1 and not [j for j in queued if self.graph.lapsed(j, self.now)]
+        if len(got) < min(limit, 1 if self.mode == "legacy" else limit):
+            assert queued == [], f"a claim left {queued} though it took fewer than asked"
 
     @rule(
         worker=st.sampled_from(WORKERS),
@@ -314,11 +377,9 @@ class StoreMachine(RuleBasedStateMachine):
             _, got = hand_off.finish_and_claim([], worker, limit, self.now, idle_children=idle)
         else:  # a store without hand-off takes no idle children
             _, got = self.store.finish_and_claim([], worker, limit, self.now)
-        for rec in got:
-            model = self.jobs[rec.id]
-            assert rec.attempts == model[2] + 1 and rec.state is JobState.PROCESSING
-            self._set(rec.id, JobState.PROCESSING, worker, rec.attempts)
-        if ready is not None:
+        before = len(self._in(JobState.EXPIRED))
+        self._claimed(worker, limit, got, None)
+        if ready is not None and len(self._in(JobState.EXPIRED)) == before:
             assert len(got) == min(limit, ready)
         if hand_off is not None:
             offered = offered_children(idle, limit, len(got))
@@ -565,7 +626,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.now += advance
         cutoff = self.now - ttl
         recs = self._records()
-        ended = self._in(JobState.DONE) + self._in(JobState.CANCELLED)
+        ended = self._in(JobState.DONE) + self._in(JobState.CANCELLED) + self._in(JobState.EXPIRED)
         gone = {j for j in ended if recs[j].finished_at_ms < cutoff}
         assert self.store.expire_finished(cutoff) == len(gone)
         for job in gone:
@@ -676,13 +737,19 @@ class StoreMachine(RuleBasedStateMachine):
             job = keys.decode_job_key(key)
             assert records[job].state is JobState.DEAD
             homes[job] += 1
-        for db, state in ((keys.DB_DONE, JobState.DONE), (keys.DB_CANCELLED, JobState.CANCELLED)):
+        for db, state in (
+            (keys.DB_DONE, JobState.DONE),
+            (keys.DB_CANCELLED, JobState.CANCELLED),
+            (keys.DB_EXPIRED, JobState.EXPIRED),
+        ):
             for key, value in raw[db]:
                 finished, job = keys.decode_done_key(key)
                 assert records[job].state is state, (db, records[job])
                 assert records[job].finished_at_ms == finished
                 if state is JobState.CANCELLED:  # the reason, as the record's error says
                     assert value.decode() == records[job].errors[-1].message
+                else:
+                    assert value == b""
                 homes[job] += 1
         for key, _ in raw[keys.DB_WAITING]:
             job = keys.decode_job_key(key)
@@ -760,6 +827,16 @@ class StoreMachine(RuleBasedStateMachine):
             assert self.store.dependents(dep) == self.graph.dependents(dep), dep
 
     @invariant()
+    def expired_jobs_never_started(self):
+        """An expired job was never claimed, ended at or after its deadline, and says so."""
+        for rec in self.store.list(state=JobState.EXPIRED):
+            assert rec.attempts == 0 and rec.expires_at_ms is not None, rec
+            assert rec.finished_at_ms is not None and rec.finished_at_ms >= rec.expires_at_ms
+            assert rec.errors[-1].kind == "expired", rec
+        for job, deadline in self.graph.deadline.items():
+            assert self._records()[job].expires_at_ms == deadline
+
+    @invariant()
     def records_match_model(self):
         records = self._records()
         for job, (state, _, attempts, _) in self.jobs.items():
@@ -780,6 +857,7 @@ class StoreMachine(RuleBasedStateMachine):
         assert stats["done"] == len(self._in(JobState.DONE))
         assert stats["waiting"] == len(self._in(JobState.WAITING)) == len(self.graph.waiting)
         assert stats["cancelled"] == len(self._in(JobState.CANCELLED))
+        assert stats["expired"] == len(self._in(JobState.EXPIRED))
         assert stats["ready"] + stats["scheduled"] == len(self._in(JobState.READY)) + len(
             self._in(JobState.SCHEDULED)
         )

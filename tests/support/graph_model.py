@@ -14,9 +14,12 @@ The rules, as the model has them:
   a dependency that ended otherwise (dead, cancelled, deleted before it ended) cancels
   it, and that cancellation ends it in turn, unless it allows failures, which counts it
   down as if the dependency were done;
+- a dependent whose count reaches zero past its deadline (``expires``), never having
+  started, ends expired instead of being queued, and that ends it in turn, as a
+  failure;
 - a dead job taken back (requeued) closes its edges: its next end settles nothing;
 - a key is held by the last job that took it, while that job exists and is neither
-  dead nor cancelled.
+  dead, cancelled nor expired.
 """
 
 from __future__ import annotations
@@ -25,14 +28,14 @@ from collections.abc import Sequence
 
 from mpqueue.records import JobState
 
-ENDED = (JobState.DONE, JobState.DEAD, JobState.CANCELLED)
-FAILED = (JobState.DEAD, JobState.CANCELLED)
+ENDED = (JobState.DONE, JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED)
+FAILED = (JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED)
 
 
 class GraphModel:
     """Edges, counts and keys beside the machine's model of the jobs, ``jobs`` (job id
-    -> a list whose first item is the job's state), which it changes when a job is
-    released or cancelled."""
+    -> a list whose first item is the job's state and third its attempts), which it
+    changes when a job is released, cancelled or expired."""
 
     def __init__(self, jobs: dict[str, list]):
         self.jobs = jobs
@@ -43,6 +46,12 @@ class GraphModel:
         self.run_at: dict[str, int] = {}
         self.key_of: dict[str, tuple[str, str]] = {}  # job -> (name, key), if it has one
         self.holders: dict[tuple[str, str], str] = {}  # (name, key) -> the last job to take it
+        self.deadline: dict[str, int] = {}  # job -> the time it must start by, if it has one
+
+    def lapsed(self, job: str, clock_ms: int) -> bool:
+        """Whether ``job`` is past its deadline without having started."""
+        deadline = self.deadline.get(job)
+        return deadline is not None and clock_ms >= deadline and self.jobs[job][2] == 0
 
     def holder(self, name: str, key: str) -> str | None:
         job = self.holders.get((name, key))
@@ -93,6 +102,10 @@ class GraphModel:
                     self.waiting[dependent] -= 1
                 else:
                     del self.waiting[dependent]
+                    if self.lapsed(dependent, clock_ms):
+                        self.jobs[dependent][0] = JobState.EXPIRED
+                        ended.append((dependent, JobState.EXPIRED))
+                        continue
                     ahead = self.run_at[dependent] > clock_ms
                     self.jobs[dependent][0] = JobState.SCHEDULED if ahead else JobState.READY
 
@@ -104,6 +117,7 @@ class GraphModel:
             if dep in self.edges and not self.edges[dep]:
                 del self.edges[dep]
         self.waiting.pop(job, None)
+        self.deadline.pop(job, None)
         key = self.key_of.pop(job, None)
         if key is not None and self.holders.get(key) == job:
             del self.holders[key]

@@ -34,6 +34,7 @@ def test_delay_enqueues_a_ready_job(queue):
         "dead": 0,
         "waiting": 0,
         "cancelled": 0,
+        "expired": 0,
         "total": 1,
     }
 
@@ -379,6 +380,7 @@ def test_delete_from_every_state(queue):
         "dead": 1,
         "waiting": 0,
         "cancelled": 0,
+        "expired": 0,
         "total": 5,
     }
     for job in (ready, scheduled, to_finish, to_kill, processing):
@@ -393,6 +395,7 @@ def test_delete_from_every_state(queue):
         "dead": 0,
         "waiting": 0,
         "cancelled": 0,
+        "expired": 0,
         "total": 0,
     }
     assert queue.list() == [] and store.claims() == []
@@ -451,6 +454,7 @@ def test_expire_finished_keeps_results_for_the_ttl(store_path, mode):
             "dead": 1,
             "waiting": 0,
             "cancelled": 0,
+            "expired": 0,
             "total": 1,
         }
         assert queue.expire_finished(now=0) == 0  # a cutoff before the epoch

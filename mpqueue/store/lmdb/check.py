@@ -3,9 +3,9 @@
 The rules, for both layouts (the store says where its layout files a job):
 - every record, claim and offer decodes (else: corrupt);
 - each job is in exactly one home: its queue index (ready/scheduled, or legacy
-  pending) with a key made of its own fields, a claim, the dead list, or the done
-  list under its finish time; and once in ``by_name``, under its own name, holding the
-  copy of the record that the layout keeps there;
+  pending) with a key made of its own fields, a claim, the dead list, or the done,
+  cancelled or expired list under its finish time; and once in ``by_name``, under
+  its own name, holding the copy of the record that the layout keeps there;
 - no index entry names a job that does not exist;
 - a claim is held by a registered server, or by one that recovery will find dead;
   offers belong to registered servers; queued jobs have distinct FIFO numbers;
@@ -199,7 +199,11 @@ class _Checker:
             job = self._job(keys.DB_DEAD, key, job_id)
             if job is not None:
                 self._home(job_id, job.state is JobState.DEAD, "dead")
-        for db, state in ((keys.DB_DONE, JobState.DONE), (keys.DB_CANCELLED, JobState.CANCELLED)):
+        for db, state in (
+            (keys.DB_DONE, JobState.DONE),
+            (keys.DB_CANCELLED, JobState.CANCELLED),
+            (keys.DB_EXPIRED, JobState.EXPIRED),
+        ):
             for key, _ in tx.scan(db, values=False):
                 try:
                     finished_at_ms, job_id = keys.decode_done_key(key)

@@ -1,5 +1,6 @@
 """The LMDB store's side of workflows: dependency edges, waiting counts and unique keys
-(the ``waiting``, ``deps``, ``cancelled`` and ``unique`` databases of ``keys.py``).
+(the ``waiting``, ``deps``, ``cancelled`` and ``unique`` databases of ``keys.py``, and
+``expired``, where a waiting job past its deadline goes when it is released).
 
 ``LmdbGraph`` is ``dependencies.Graph`` over one write transaction; ``Linker`` writes
 new jobs that have dependencies or a unique key. The rules are in
@@ -93,6 +94,16 @@ class LmdbGraph:
         self._forget(rec.id)
         self.store._save(self.tx, rec)
         file_cancelled_entry(self.tx, rec, reason)
+
+    def file_expired(self, rec: JobRecord) -> None:
+        self._forget(rec.id)
+        self.store._save(self.tx, rec)
+        file_expired_entry(self.tx, rec)
+
+
+def file_expired_entry(tx: Tx, rec: JobRecord) -> None:
+    """File a job that ended expired (its record is saved by the caller)."""
+    tx.put(keys.DB_EXPIRED, keys.done_key(rec.finished_at_ms or 0, rec.id), b"")
 
 
 def file_cancelled_entry(tx: Tx, rec: JobRecord, reason: str) -> None:

@@ -13,6 +13,7 @@ packed so that LMDB's bytewise order is the order the queue needs:
     pending     <jobId>                                  -> b""  (legacy layout only)
     waiting     <jobId>                                  -> open deps:u32, allow failures:u8
     cancelled   <finishedAtMs:u64> <jobId>               -> reason (utf-8; retention order)
+    expired     <finishedAtMs:u64> <jobId>               -> b""  (retention order)
     deps        <dependencyId> <dependentId>             -> b"" open, b"c" closed
     unique      <name> 00 <key>                          -> jobId (the job holding the key)
     meta        <name>                                   -> value
@@ -85,12 +86,13 @@ DB_CANCELS = b"cancels"  # processing key -> the text of a cancel requested whil
 DB_PROGRESS = b"progress"  # job key -> its last progress report (codec.encode_progress)
 DB_PAUSES = b"pauses"  # paused task name (or PAUSE_ALL) -> b""
 DB_PAUSED = b"paused"  # held key (held_key) -> b"": a paused task's ready jobs
+DB_EXPIRED = b"expired"  # done key (done_key) -> b"": jobs not started by their deadline
 # The databases of workflows: a store written before them lacks them, and a read-only
 # open of such a store reads them as empty.
 WORKFLOW_DBS = (DB_WAITING, DB_CANCELLED, DB_DEPS, DB_UNIQUE)
 # Databases added since the first layout: a read-only open of a store written before
 # them reads them as empty.
-ADDED_DBS = (*WORKFLOW_DBS, DB_CANCELS, DB_PROGRESS, DB_PAUSES, DB_PAUSED)
+ADDED_DBS = (*WORKFLOW_DBS, DB_CANCELS, DB_PROGRESS, DB_PAUSES, DB_PAUSED, DB_EXPIRED)
 ALL_DBS = (
     DB_JOBS,
     DB_BY_NAME,

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
+from ...expiry import is_expired
 from ...limits import stored_problem
 from ...pausing import PauseChange
 from ...records import JobRecord, JobState, now_ms
@@ -100,6 +101,7 @@ class LegacyLmdbStore(LmdbStore):
         best_id = ""
         unreadable = []
         out_of_bounds = []
+        lapsed = []  # past their deadline: ended here, as this poll reads every job
         for key, _ in tx.scan(keys.DB_PENDING, values=False):
             job_id = keys.decode_job_key(key)
             rec = self._load(tx, job_id)  # the per-job read the legacy poll pays for
@@ -110,9 +112,12 @@ class LegacyLmdbStore(LmdbStore):
             if rec is not None and problem is not None:
                 out_of_bounds.append((job_id, rec, problem))  # never compared below
                 continue
-            if rec is None or rec.run_at_ms > now_ms:
+            if rec is None or (held and keys.pause_key(rec.name) in held):
+                continue  # held: its deadline is checked once it can be claimed again
+            if rec.expires_at_ms is not None and is_expired(rec, now_ms):
+                lapsed.append(rec)
                 continue
-            if held and keys.pause_key(rec.name) in held:
+            if rec.run_at_ms > now_ms:
                 continue
             rank = (-rec.priority, rec.seq)
             if best is None or rank < best:
@@ -123,6 +128,11 @@ class LegacyLmdbStore(LmdbStore):
         for job_id, rec, problem in out_of_bounds:
             tx.delete(keys.DB_PENDING, keys.pending_key(job_id))
             self._bury_bad(tx, job_id, rec, problem)
+        for rec in lapsed:
+            tx.delete(keys.DB_PENDING, keys.pending_key(rec.id))
+            self._expire(tx, rec, now_ms)
+        if best is None and lapsed:  # their ends may have released jobs: look again
+            return self._claim(tx, server_id, limit, now_ms)
         if best is None:
             return []
         tx.delete(keys.DB_PENDING, keys.pending_key(best_id))

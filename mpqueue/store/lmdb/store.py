@@ -18,6 +18,7 @@ from typing import Any
 from ...cancellation import CancelReport, requested
 from ...dependencies import check_add_order
 from ...errors import ConfigError, CorruptRecord, JobNotFound
+from ...expiry import expired, is_expired
 from ...identity import DEFAULT_LEASE_S, pid_exists, server_dead
 from ...limits import check_key_part, key_held, stored_problem
 from ...location import DEFAULT_MAP_SIZE
@@ -46,6 +47,7 @@ from .graph import (
     close_edges,
     dependents,
     file_cancelled_entry,
+    file_expired_entry,
     key_holder,
     settle_end,
     settle_ends,
@@ -265,7 +267,8 @@ class LmdbStore(Store, HandOff):
         neither for a second durable commit (the server's claim) nor for the server.
         Returns (that child's pid or 0, the record as written)."""
         rec.seq = next_seqs(1)
-        if rec.state is JobState.READY and pauses.hands_off(tx, rec.name):
+        lapsed = rec.expires_at_ms is not None and is_expired(rec, now_ms())  # claims end it
+        if rec.state is JobState.READY and not lapsed and pauses.hands_off(tx, rec.name):
             offer = self._take_offer(tx)
             if offer is not None:
                 self.waker.get_ready(offer[1])
@@ -412,6 +415,9 @@ class LmdbStore(Store, HandOff):
                 continue
             if rec.state is not JobState.SCHEDULED:
                 continue  # a stray index entry (its job moved on): dropped above
+            if rec.expires_at_ms is not None and is_expired(rec, now_ms):
+                self._expire(tx, rec, now_ms)
+                continue
             problem = stored_problem(rec)
             if problem is not None:
                 self._bury_bad(tx, job_id, rec, problem)
@@ -430,18 +436,24 @@ class LmdbStore(Store, HandOff):
     def _claim(self, tx: Tx, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
         if pauses.takes_nothing(tx):
             return []
-        taken = []
-        for key, _ in tx.scan(keys.DB_READY, values=False):
-            taken.append(key)
-            if len(taken) >= limit:
-                break
-        claimed = []
-        for key in taken:
-            tx.delete(keys.DB_READY, key)
-            rec = self._take(tx, keys.decode_ready_key(key)[2], server_id, now_ms)
-            if rec is not None:
-                claimed.append(rec)
-        return claimed
+        claimed: list[JobRecord] = []
+        while True:
+            wanted = limit - len(claimed)
+            taken = []
+            for key, _ in tx.scan(keys.DB_READY, values=False):
+                taken.append(key)
+                if len(taken) >= wanted:
+                    break
+            before = len(claimed)
+            for key in taken:
+                tx.delete(keys.DB_READY, key)
+                rec = self._take(tx, keys.decode_ready_key(key)[2], server_id, now_ms)
+                if rec is not None:
+                    claimed.append(rec)
+            # Again while some taken jobs ended otherwise (expired, bad), which may have
+            # released others: each pass takes its keys out of ``ready``, so this ends.
+            if len(claimed) - before == len(taken) or len(claimed) >= limit:
+                return claimed
 
     def _take(self, tx: Tx, job_id: str, server_id: str, now_ms: int) -> JobRecord | None:
         """Mark one job (already out of its queue index) as processing by ``server_id``."""
@@ -455,6 +467,9 @@ class LmdbStore(Store, HandOff):
             return None
         if rec.state is not JobState.READY:
             return None  # a stray index entry (its job moved on): dropped by the caller
+        if rec.expires_at_ms is not None and is_expired(rec, now_ms):
+            self._expire(tx, rec, now_ms)  # the record at hand: no read more
+            return None
         problem = stored_problem(rec)  # the deadline below, the retry policy later
         if problem is not None:
             self._bury_bad(tx, job_id, rec, problem)
@@ -467,6 +482,14 @@ class LmdbStore(Store, HandOff):
         claim = Claim(job_id, server_id, now_ms, deadline_ms=deadline)
         tx.put(keys.DB_PROCESSING, keys.processing_key(server_id, job_id), encode_claim(claim))
         return rec
+
+    def _expire(self, tx: Tx, rec: JobRecord, now: int) -> None:
+        """End a queued job past its deadline (already out of its queue index) expired,
+        and settle its dependents (see expiry.py)."""
+        ended = expired(rec, now)
+        self._save(tx, ended)
+        file_expired_entry(tx, ended)
+        settle_end(self, tx, ended, JobState.EXPIRED, now)
 
     def _park_corrupt(self, tx: Tx, job_id: str, reason: str) -> None:
         """A reader must never crash on a bad record: park it in dead, with the reason
@@ -680,6 +703,7 @@ class LmdbStore(Store, HandOff):
             "dead": tx.entries(keys.DB_DEAD),
             "waiting": tx.entries(keys.DB_WAITING),
             "cancelled": tx.entries(keys.DB_CANCELLED),
+            "expired": tx.entries(keys.DB_EXPIRED),
             "total": tx.entries(keys.DB_JOBS),
         }
 
@@ -724,6 +748,8 @@ class LmdbStore(Store, HandOff):
             tx.delete(keys.DB_DONE, keys.done_key(rec.finished_at_ms or 0, job_id))
         elif rec.state is JobState.DEAD:
             tx.delete(keys.DB_DEAD, keys.dead_key(job_id))
+        elif rec.state is JobState.EXPIRED:
+            tx.delete(keys.DB_EXPIRED, keys.done_key(rec.finished_at_ms or 0, job_id))
         tx.delete(keys.DB_JOBS, keys.job_key(job_id))
         tx.delete(keys.DB_BY_NAME, keys.by_name_key(rec.name, job_id))
         tx.delete(keys.DB_PROGRESS, keys.job_key(job_id))
@@ -751,6 +777,7 @@ class LmdbStore(Store, HandOff):
             keys.DB_DONE,
             keys.DB_PENDING,
             keys.DB_CANCELLED,
+            keys.DB_EXPIRED,
             keys.DB_CANCELS,
             keys.DB_PROGRESS,
         ):
@@ -836,18 +863,18 @@ class LmdbStore(Store, HandOff):
         return self.env.write(body)
 
     def expire_finished(self, before_ms: int) -> int:
-        """Delete done and cancelled jobs that finished before ``before_ms``."""
+        """Delete done, cancelled and expired jobs that finished before ``before_ms``."""
 
         def body(tx: Tx) -> int:
-            expired = 0
-            for db in (keys.DB_DONE, keys.DB_CANCELLED):
+            deleted = 0
+            for db in (keys.DB_DONE, keys.DB_CANCELLED, keys.DB_EXPIRED):
                 bound = keys.done_upper_bound(before_ms)
                 old = [k for k, _ in tx.scan(db, b"", bound, values=False)]
                 for key in old:
                     self._delete(tx, keys.decode_done_key(key)[1])
                     tx.delete(db, key)
-                expired += len(old)
-            return expired
+                deleted += len(old)
+            return deleted
 
         return self.env.write(body)
 

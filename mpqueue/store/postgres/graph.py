@@ -29,9 +29,11 @@ SQL = {
         WHERE id = %s""",
     "cancel": """UPDATE {jobs} SET state = 'cancelled', open_deps = 0, errors = %s,
             finished_at_ms = %s, dead_reason = %s WHERE id = %s""",
+    "expire_waiting": """UPDATE {jobs} SET state = 'expired', open_deps = 0, errors = %s,
+            finished_at_ms = %s WHERE id = %s""",
     "lock_deps": "SELECT id, name, state FROM {jobs} WHERE id = ANY(%s) ORDER BY id FOR UPDATE",
     "key_holder": """SELECT {columns} FROM {jobs} WHERE name = %s AND key = %s
-        AND state NOT IN ('dead', 'cancelled') FOR UPDATE""",
+        AND state NOT IN ('dead', 'cancelled', 'expired') FOR UPDATE""",
     "add_edges": """INSERT INTO {deps} (dep_id, job_id, open)
         SELECT unnest(%s::text[]), %s, unnest(%s::boolean[]) ON CONFLICT DO NOTHING""",
     "mark_dependencies": """UPDATE {jobs} SET has_dependents = true
@@ -102,6 +104,11 @@ class PgGraph:
         self._forget(rec.id)
         errors = self._encode_errors(rec.errors)
         self.q.write(self.sql["cancel"], (errors, rec.finished_at_ms, self._text(reason), rec.id))
+
+    def file_expired(self, rec: JobRecord) -> None:
+        self._forget(rec.id)
+        errors = self._encode_errors(rec.errors)
+        self.q.write(self.sql["expire_waiting"], (errors, rec.finished_at_ms, rec.id))
 
     def _forget(self, job_id: str) -> None:
         """A job that stops waiting: no count of it is written or read again."""

@@ -32,6 +32,11 @@ columns holding JSON arrays of exception names, NULL when a job has none (NULL
 
 Version 6 adds ``progress``: a job's last progress report, as JSON (``[done, total,
 message, at_ms]``), NULL before the first.
+
+Version 7 adds expiry (``expires=``, see ``mpqueue/expiry.py``): ``expires_at_ms``, the
+deadline by which a job must start (NULL: never), the ``expired`` state with its
+partial index by finish time (retention), and the unique key index rebuilt so that an
+expired job frees its key as a dead or cancelled one does.
 """
 
 from __future__ import annotations
@@ -132,14 +137,28 @@ MIGRATIONS: list[tuple[str, ...]] = [
     (  # 6: a running job's last progress report (JSON: done, total, message, at_ms)
         "ALTER TABLE {jobs} ADD COLUMN progress text",
     ),
+    (  # 7: expiry (a job not started by its deadline ends expired)
+        "ALTER TABLE {jobs} ADD COLUMN expires_at_ms bigint",
+        "ALTER TABLE {jobs} DROP CONSTRAINT mpqueue_jobs_state_check",
+        """ALTER TABLE {jobs} ADD CONSTRAINT mpqueue_jobs_state_check CHECK (state IN
+            ('waiting', 'scheduled', 'ready', 'processing', 'done', 'dead', 'cancelled',
+             'expired'))""",
+        "CREATE INDEX mpqueue_jobs_expired ON {jobs} (finished_at_ms) WHERE state = 'expired'",
+        "DROP INDEX {key_index}",
+        "CREATE UNIQUE INDEX mpqueue_jobs_key ON {jobs} (name, key) "
+        "WHERE key IS NOT NULL AND state NOT IN ('dead', 'cancelled', 'expired')",
+    ),
 ]
 
 
 def qualified_names(conn: psycopg.Connection[Any], schema: str) -> dict[str, str]:
-    """``{jobs}``-style placeholders mapped to quoted, schema-qualified names, and
-    ``{seq_name}`` to the sequence's name as a string literal (``nextval`` takes text)."""
+    """``{jobs}``-style placeholders mapped to quoted, schema-qualified names (tables,
+    and ``{key_index}``), and ``{seq_name}`` to the sequence's name as a string literal
+    (``nextval`` takes text)."""
     names = {key: sql.Identifier(schema, table).as_string(conn) for key, table in TABLES.items()}
     names["seq_name"] = sql.Literal(names["seq"]).as_string(conn)
+    # An index lives in its table's schema: dropping one names that schema too.
+    names["key_index"] = sql.Identifier(schema, "mpqueue_jobs_key").as_string(conn)
     return names
 
 

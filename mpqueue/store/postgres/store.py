@@ -20,6 +20,7 @@ import psycopg
 from ...cancellation import CancelReport, requested
 from ...dependencies import check_add_order, on_holders
 from ...errors import ConfigError, JobNotFound
+from ...expiry import expiry_entry
 from ...limits import TIMEOUT_MAX_S, check_key_part, key_held, stored_problem
 from ...outcomes import Destination, apply_outcome
 from ...records import (
@@ -71,6 +72,7 @@ _FIELDS = (
     "key",
     "retry_on",
     "no_retry_on",
+    "expires_at_ms",
 )
 _COLUMNS = ", ".join(_FIELDS)
 _PLAIN_COLUMNS = ", ".join(_FIELDS[:18])  # a job without workflow fields: "add" writes these
@@ -92,14 +94,17 @@ _DROP_EDGES = """outgoing AS (DELETE FROM {deps} WHERE dep_id IN (SELECT id FROM
         SELECT count(*) FROM gone"""
 
 
-def _insert_unnest(extra_column: str = "", extra_value: str = "", lists: bool = False) -> str:
+def _insert_unnest(extra_column: str = "", extra_value: str = "", optional: bool = False) -> str:
     """The bulk insert of plain jobs: one array per column, in ``_insert_row``'s order
-    (``extra_column`` takes ``extra_value`` for every row); with ``lists``, two arrays
-    more, the retry lists (``_lists_row``), for a batch in which some job has them."""
+    (``extra_column`` takes ``extra_value`` for every row); with ``optional``, three
+    arrays more, the retry lists and the deadline (``_optional_row``), for a batch in
+    which some job has one of them."""
     list_columns, list_values, list_arrays, list_names = "", "", "", ""
-    if lists:
-        list_columns, list_values = ", retry_on, no_retry_on", ", u.retry_on, u.no_retry_on"
-        list_arrays, list_names = ", %s::text[], %s::text[]", " retry_on, no_retry_on,"
+    if optional:
+        list_columns = ", retry_on, no_retry_on, expires_at_ms"
+        list_values = ", u.retry_on, u.no_retry_on, u.expires_at_ms"
+        list_arrays = ", %s::text[], %s::text[], %s::bigint[]"
+        list_names = " retry_on, no_retry_on, expires_at_ms,"
     return f"""INSERT INTO {{jobs}} ({_PLAIN_COLUMNS}{list_columns}{extra_column})
         SELECT u.id, u.name, u.state, u.payload, u.priority, nextval({{seq_name}}),
                u.run_at_ms, u.created_at_ms, u.attempts, u.max_retries, u.timeout_s,
@@ -120,23 +125,41 @@ _SQL = {
     # "add" of jobs that later jobs of the same add depend on (a chord's members): they
     # are flagged as they are written, not updated again after.
     "add_depended": _insert_unnest(", has_dependents", ", true"),
-    "add_lists": _insert_unnest(lists=True),
-    "add_depended_lists": _insert_unnest(", has_dependents", ", true", lists=True),
-    "promote": """UPDATE {jobs} SET state = 'ready' WHERE id IN (
-        SELECT id FROM {jobs} WHERE state = 'scheduled' AND run_at_ms <= %s
-        FOR UPDATE SKIP LOCKED)""",
+    "add_optional": _insert_unnest(optional=True),
+    "add_depended_optional": _insert_unnest(", has_dependents", ", true", optional=True),
+    # A due job past its deadline (expiry.is_expired, in SQL) ends expired instead; the
+    # ids of those come back for their history and dependents (``_end_expired``).
+    "promote": """WITH moved AS (UPDATE {jobs} AS j SET
+            state = CASE WHEN j.expires_at_ms <= %s AND j.attempts = 0 THEN 'expired'
+                         ELSE 'ready' END,
+            finished_at_ms = CASE WHEN j.expires_at_ms <= %s AND j.attempts = 0 THEN %s
+                                  ELSE j.finished_at_ms END
+        WHERE j.id IN (SELECT id FROM {jobs} WHERE state = 'scheduled' AND run_at_ms <= %s
+                       FOR UPDATE SKIP LOCKED)
+        RETURNING j.id, j.state)
+        SELECT count(*), array_agg(id) FILTER (WHERE state = 'expired') FROM moved""",
     # A stored value out of bounds must not fail the statement (it would stop every
     # claim): such a row gets no deadline and keeps its attempts, and _claim buries it.
-    "claim": f"""UPDATE {{jobs}} AS j SET state = 'processing',
-            attempts = CASE WHEN j.attempts < {INTEGER_MAX} THEN j.attempts + 1
-                            ELSE j.attempts END,
-            worker_id = %s, claimed_at_ms = %s,
-            deadline_ms = CASE WHEN j.timeout_s > 0 AND j.timeout_s <= {TIMEOUT_MAX_S}
-                               THEN %s + trunc(j.timeout_s * 1000)::bigint END
-        FROM (SELECT id FROM {{jobs}} WHERE state = 'ready' ORDER BY priority DESC, seq
+    # A picked job past its deadline (``gone``: expiry.is_expired, in SQL) ends expired
+    # instead of processing, in the same statement; _claim writes its history.
+    "claim": f"""UPDATE {{jobs}} AS j SET
+            state = CASE WHEN picked.gone THEN 'expired' ELSE 'processing' END,
+            attempts = CASE WHEN NOT picked.gone AND j.attempts < {INTEGER_MAX}
+                            THEN j.attempts + 1 ELSE j.attempts END,
+            worker_id = CASE WHEN picked.gone THEN NULL ELSE %s::text END,
+            claimed_at_ms = CASE WHEN picked.gone THEN NULL ELSE %s::bigint END,
+            deadline_ms = CASE WHEN NOT picked.gone AND j.timeout_s > 0
+                                    AND j.timeout_s <= {TIMEOUT_MAX_S}
+                               THEN %s::bigint + trunc(j.timeout_s * 1000)::bigint END,
+            finished_at_ms = CASE WHEN picked.gone THEN %s::bigint ELSE j.finished_at_ms END
+        FROM (SELECT id, coalesce(expires_at_ms <= %s AND attempts = 0, false) AS gone
+              FROM {{jobs}} WHERE state = 'ready' ORDER BY priority DESC, seq
               LIMIT %s FOR UPDATE SKIP LOCKED) AS picked
         WHERE j.id = picked.id
         RETURNING {", ".join("j." + f for f in _FIELDS)}""",
+    "expired_rows": "SELECT id, name, errors, expires_at_ms FROM {jobs} WHERE id = ANY(%s)",
+    "expired_history": """UPDATE {jobs} AS j SET errors = u.errors
+        FROM unnest(%s::text[], %s::text[]) AS u(id, errors) WHERE j.id = u.id""",
     "held": """SELECT id, worker_id, attempts, max_retries, backoff_base_s, backoff_cap_s,
             errors, name, has_dependents, cancel_request FROM {jobs}
         WHERE id = ANY(%s) AND state = 'processing' ORDER BY id FOR UPDATE""",
@@ -144,8 +167,9 @@ _SQL = {
     # batch goes through "add". A held key inserts nothing (the caller reads the holder).
     "add_linked": f"""INSERT INTO {{jobs}} ({_COLUMNS}, open_deps)
         VALUES (%s, %s, %s, %s, %s, nextval({{seq_name}}), %s, %s, %s, %s, %s, %s, %s, %s,
-                %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-        ON CONFLICT (name, key) WHERE key IS NOT NULL AND state NOT IN ('dead', 'cancelled')
+                %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+        ON CONFLICT (name, key) WHERE key IS NOT NULL
+            AND state NOT IN ('dead', 'cancelled', 'expired')
         DO NOTHING RETURNING seq""",
     # One statement applies every outcome of a batch; NULL means "keep the old value".
     "finish": """UPDATE {jobs} AS j SET state = u.state, result = u.result,
@@ -196,7 +220,8 @@ _SQL = {
             (SELECT count(*) FROM {jobs} WHERE state = 'done'),
             (SELECT count(*) FROM {jobs} WHERE state = 'dead'),
             (SELECT count(*) FROM {jobs} WHERE state = 'waiting'),
-            (SELECT count(*) FROM {jobs} WHERE state = 'cancelled')""",
+            (SELECT count(*) FROM {jobs} WHERE state = 'cancelled'),
+            (SELECT count(*) FROM {jobs} WHERE state = 'expired')""",
     "delete": "DELETE FROM {jobs} WHERE id = %s",
     "lock_one": f"SELECT {_COLUMNS} FROM {{jobs}} WHERE id = %s FOR UPDATE",
     "requeue_dead": """UPDATE {jobs} SET state = 'ready', attempts = 0, run_at_ms = %s,
@@ -207,11 +232,11 @@ _SQL = {
     "purge_dead": """WITH gone AS (DELETE FROM {jobs} WHERE state = 'dead'
             RETURNING id, depends_on), """
     + _DROP_EDGES,
-    "expire": """WITH gone AS (DELETE FROM {jobs} WHERE state IN ('done', 'cancelled')
+    "expire": """WITH gone AS (DELETE FROM {jobs} WHERE state IN ('done', 'cancelled', 'expired')
             AND finished_at_ms < %s RETURNING id, depends_on), """
     + _DROP_EDGES,
     "key_taken": """SELECT id FROM {jobs} WHERE name = %s AND key = %s AND id <> %s
-        AND state NOT IN ('dead', 'cancelled')""",
+        AND state NOT IN ('dead', 'cancelled', 'expired')""",
     "register": """INSERT INTO {workers} (worker_id, info, heartbeat_at)
         VALUES (%s, %s, clock_timestamp())
         ON CONFLICT (worker_id) DO UPDATE SET info = excluded.info,
@@ -224,7 +249,7 @@ _SQL = {
     # rules, as columns), and claims no registered server holds.
     "check_rows": """SELECT id, state FROM {jobs} WHERE
             (state = 'processing') <> (worker_id IS NOT NULL AND claimed_at_ms IS NOT NULL)
-            OR (state = 'done' AND finished_at_ms IS NULL)
+            OR (state IN ('done', 'expired') AND finished_at_ms IS NULL)
             OR (state <> 'processing' AND cancel_request IS NOT NULL) ORDER BY id""",
     "check_holders": """SELECT DISTINCT worker_id FROM {jobs} j WHERE state = 'processing'
             AND worker_id IS NOT NULL
@@ -234,11 +259,11 @@ _SQL = {
     "check_errors": "SELECT id, errors FROM {jobs} WHERE errors <> '[]'",
     # An edge counts while it is open and its dependency has not ended.
     "check_waiting": """SELECT j.id, j.open_deps, count(d.job_id) FILTER (WHERE d.open AND
-            dj.state NOT IN ('done', 'dead', 'cancelled'))
+            dj.state NOT IN ('done', 'dead', 'cancelled', 'expired'))
         FROM {jobs} j LEFT JOIN {deps} d ON d.job_id = j.id LEFT JOIN {jobs} dj ON dj.id = d.dep_id
         WHERE j.state = 'waiting' GROUP BY j.id, j.open_deps
         HAVING j.open_deps <> count(d.job_id) FILTER (WHERE d.open AND
-            dj.state NOT IN ('done', 'dead', 'cancelled')) OR j.open_deps < 1""",
+            dj.state NOT IN ('done', 'dead', 'cancelled', 'expired')) OR j.open_deps < 1""",
     "check_edges": """SELECT d.dep_id, d.job_id FROM {deps} d WHERE NOT EXISTS
             (SELECT 1 FROM {jobs} j WHERE j.id = d.job_id AND d.dep_id = ANY(j.depends_on))""",
     "count": "SELECT count(*) FROM {jobs}",
@@ -340,7 +365,7 @@ class PostgresStore(Store):
         admission = pg_graph.admit_new(q, self.sql, rec, now) if rec.depends_on else None
         new = rec if admission is None else admission.record
         open_deps = 0 if admission is None else admission.open_deps
-        values = (*_insert_row(new), *_workflow_row(new), *_lists_row(new), open_deps)
+        values = (*_insert_row(new), *_workflow_row(new), *_optional_row(new), open_deps)
         row = q.one(self.sql["add_linked"], values)
         if row is None:  # another producer took the key after our look
             holder = q.one(self.sql["key_holder"], (rec.name, rec.key))
@@ -377,14 +402,17 @@ class PostgresStore(Store):
         notify: bool = True,
         statement: str = "add",
     ) -> None:
-        # The retry lists' columns only in a batch where a job has them (see _insert_unnest).
-        lists = any(rec.retry_on is not None or rec.no_retry_on for rec in records)
-        columns: list[list[Any]] = [[] for _ in range(19 if lists else 17)]
+        # The optional columns only in a batch where a job has one (see _insert_unnest).
+        optional = any(
+            rec.retry_on is not None or rec.no_retry_on or rec.expires_at_ms is not None
+            for rec in records
+        )
+        columns: list[list[Any]] = [[] for _ in range(20 if optional else 17)]
         for rec in records:
-            row = (*_insert_row(rec), *_lists_row(rec)) if lists else _insert_row(rec)
+            row = (*_insert_row(rec), *_optional_row(rec)) if optional else _insert_row(rec)
             for column, value in zip(columns, row):
                 column.append(value)
-        seqs = dict(q.rows(self.sql[statement + ("_lists" if lists else "")], columns))
+        seqs = dict(q.rows(self.sql[statement + ("_optional" if optional else "")], columns))
         for rec in records:
             rec.seq = seqs[rec.id]
         q.counter.puts += len(records)
@@ -405,7 +433,14 @@ class PostgresStore(Store):
 
     # ---- polling ------------------------------------------------------------------
     def promote_due(self, now_ms: int) -> int:
-        return self.session.run(lambda q: q.write(self.sql["promote"], (now_ms,)))
+        return self.session.run(lambda q: self._promote(q, now_ms))
+
+    def _promote(self, q: Query, now_ms: int) -> int:
+        (count, lapsed), *_ = q.rows(self.sql["promote"], (now_ms, now_ms, now_ms, now_ms))
+        q.counter.puts += int(count)
+        if lapsed:  # only when a job expired: a promotion without pays no statement more
+            self._end_expired(q, q.rows(self.sql["expired_rows"], (list(lapsed),)), now_ms)
+        return int(count)
 
     def claim(self, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
         _check_server_id(server_id)
@@ -414,10 +449,31 @@ class PostgresStore(Store):
         return self.session.run(lambda q: self._claim(q, server_id, limit, now_ms))
 
     def _claim(self, q: Query, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
-        rows = q.rows(self.sql["claim"], (server_id, now_ms, now_ms, limit))
-        q.counter.puts += len(rows)  # RETURNING counted them as reads; each was updated
-        claimed = []
+        claimed: list[JobRecord] = []
+        while True:
+            wanted = limit - len(claimed)
+            params = (server_id, now_ms, now_ms, now_ms, now_ms, wanted)
+            rows = q.rows(self.sql["claim"], params)
+            q.counter.puts += len(rows)  # RETURNING counted them as reads; each was updated
+            before = len(claimed)
+            self._take(q, rows, now_ms, claimed)
+            # Again while some picked jobs ended otherwise (expired, bad), which may have
+            # released others; each statement takes its rows out of ready, so this ends.
+            if len(claimed) - before == len(rows) or len(claimed) >= limit:
+                break
+        claimed.sort(key=lambda r: (-r.priority, r.seq))  # RETURNING has no order
+        return claimed
+
+    def _take(
+        self, q: Query, rows: list[tuple[Any, ...]], now_ms: int, claimed: list[JobRecord]
+    ) -> None:
+        """The claim statement's rows: claimed ones into ``claimed``; those it ended
+        expired get their history, and bad ones are buried."""
+        lapsed = []
         for row in rows:
+            if row[2] == JobState.EXPIRED.value:
+                lapsed.append((row[0], row[1], row[13], row[24]))
+                continue
             try:
                 rec = _read(row)
             except ValueError as exc:  # unreadable: park it, never hand it out
@@ -430,8 +486,26 @@ class PostgresStore(Store):
             else:
                 self._bury_bad(q, rec, problem, now_ms)
                 self._settle(q, [(rec.id, rec.name, JobState.DEAD)], now_ms)
-        claimed.sort(key=lambda r: (-r.priority, r.seq))  # RETURNING has no order
-        return claimed
+        if lapsed:
+            self._end_expired(q, lapsed, now_ms)
+
+    def _end_expired(self, q: Query, rows: Sequence[tuple[Any, ...]], now_ms: int) -> None:
+        """Finish the jobs a statement ended expired ((id, name, errors, deadline) rows):
+        the ``Expired`` entry last in their history, their dependents settled."""
+        ids, histories, ends = [], [], []
+        for job_id, name, errors, deadline in sorted(rows):
+            try:
+                history = _decode_errors(errors) if errors != "[]" else ()
+            except ValueError:
+                q.write(self.sql["park"], ("corrupt record: errors cannot be decoded", job_id))
+                ends.append((job_id, name, JobState.DEAD))
+                continue
+            ids.append(job_id)
+            histories.append(_encode_errors((*history, expiry_entry(deadline or 0, now_ms))))
+            ends.append((job_id, name, JobState.EXPIRED))
+        if ids:
+            q.write(self.sql["expired_history"], (ids, histories))
+        self._settle(q, ends, now_ms)
 
     def _bury_bad(self, q: Query, rec: JobRecord, problem: str, now_ms: int) -> None:
         """A row holding a value out of bounds is that job's failure: dead, with the
@@ -675,7 +749,16 @@ class PostgresStore(Store):
     def stats(self) -> dict[str, int]:
         row = self.session.run(lambda q: q.one(self.sql["stats"]), write=False)
         assert row is not None
-        names = ("ready", "scheduled", "processing", "done", "dead", "waiting", "cancelled")
+        names = (
+            "ready",
+            "scheduled",
+            "processing",
+            "done",
+            "dead",
+            "waiting",
+            "cancelled",
+            "expired",
+        )
         counts = dict(zip(names, map(int, row)))
         counts["total"] = sum(counts.values())
         return counts
@@ -724,7 +807,7 @@ class PostgresStore(Store):
         return self.session.run(lambda q: self._delete_finished(q, "purge_dead", ()))
 
     def expire_finished(self, before_ms: int) -> int:
-        """Delete done and cancelled jobs that finished before ``before_ms``."""
+        """Delete done, cancelled and expired jobs that finished before ``before_ms``."""
         return self.session.run(lambda q: self._delete_finished(q, "expire", (before_ms,)))
 
     def _delete_finished(self, q: Query, statement: str, params: tuple[Any, ...]) -> int:
@@ -750,7 +833,7 @@ class PostgresStore(Store):
             acks = self._finish(q, outcomes, now_ms) if outcomes else []
             if limit <= 0:
                 return acks, []
-            q.write(self.sql["promote"], (now_ms,))
+            self._promote(q, now_ms)
             return acks, self._claim(q, server_id, limit, now_ms)
 
         _check_server_id(server_id)
@@ -912,11 +995,12 @@ def _workflow_row(rec: JobRecord) -> tuple[Any, ...]:
     return (list(rec.depends_on), rec.pass_results, rec.allow_failures, rec.key)
 
 
-def _lists_row(rec: JobRecord) -> tuple[str | None, str | None]:
+def _optional_row(rec: JobRecord) -> tuple[str | None, str | None, int | None]:
     """The retry lists as their columns hold them: JSON arrays (ASCII, as ``errors``),
-    NULL for retry_on None and for an empty no_retry_on."""
+    NULL for retry_on None and for an empty no_retry_on; and the deadline (NULL: none)."""
     retry_on = None if rec.retry_on is None else json.dumps(list(rec.retry_on))
-    return retry_on, json.dumps(list(rec.no_retry_on)) if rec.no_retry_on else None
+    no_retry_on = json.dumps(list(rec.no_retry_on)) if rec.no_retry_on else None
+    return retry_on, no_retry_on, rec.expires_at_ms
 
 
 def _decode_names(raw: str) -> tuple[str, ...]:
