@@ -1,7 +1,7 @@
 """The store contract, continued: pausing and resuming, through the ``Store``
 interface and ``Queue.pause``/``resume``/``paused`` (the fixtures of
-``test_contract.py``). The memory store and LMDB's optimized layout pause; PostgreSQL
-and the legacy LMDB layout refuse
+``test_contract.py``). The memory store, LMDB's optimized layout and PostgreSQL pause;
+the legacy LMDB layout refuses
 (``test_a_store_without_pausing_refuses_and_changes_nothing``)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from mpqueue import ConfigError, PauseChange, Paused, StoreError
-from mpqueue.records import now_ms
+from mpqueue.records import JobState, Outcome, now_ms
 
 from ..support.helpers import claim_all, done, failed
 from ..support.pg_helpers import pg_url  # noqa: F401
@@ -21,16 +21,13 @@ LATER = 3_600_000
 
 
 def pauses(store_location: tuple[str, str]) -> bool:
-    location, mode = store_location
-    return location.startswith("memory://") or (
-        not location.startswith("postgresql://") and mode == "optimized"
-    )
+    return store_location[1] == "optimized"  # every store but LMDB's legacy layout
 
 
 @pytest.fixture
 def pausable(request, store_location, store):
     if not pauses(store_location):
-        pytest.skip("pausing is built on the memory store and LMDB's optimized layout")
+        pytest.skip("the legacy LMDB layout does not pause")
     return store
 
 
@@ -85,6 +82,23 @@ def test_jobs_becoming_ready_while_paused_are_held(pausable):
     clean(store)
     store.resume(A)
     assert claimed(store, now=now_ms() + LATER) == sorted([retried, later, fresh, dependent])
+    clean(store)
+
+
+def test_jobs_put_back_released_or_requeued_while_paused_are_held(pausable):
+    store = pausable
+    put_back, released, buried, free = add(store, record(A), record(A), record(A), record(B))
+    assert claimed(store) == sorted([put_back, released, buried, free])
+    assert failed(store, buried, retryable=False)
+    store.pause(A)
+    assert store.finish([Outcome.released(released, "w1")], now_ms()) == [True]
+    assert store.requeue_server("w1") == sorted([put_back, free])  # its server is gone
+    assert store.requeue_dead(buried, now_ms()).state is JobState.READY
+    assert claimed(store) == [free]
+    assert store.stats()["ready"] == 3
+    clean(store)
+    store.resume(A)
+    assert claimed(store) == sorted([put_back, released, buried])
     clean(store)
 
 

@@ -32,6 +32,14 @@ columns holding JSON arrays of exception names, NULL when a job has none (NULL
 
 Version 6 adds ``progress``: a job's last progress report, as JSON (``[done, total,
 message, at_ms]``), NULL before the first.
+
+Version 7 adds pausing (see ``pauses.py``): ``mpqueue_pauses`` (the paused task names,
+and ``''`` for the whole queue) and ``paused`` on jobs, true while the job's task is
+paused (set by pause and resume on the task's unfinished rows, read from
+``mpqueue_pauses`` when a row is added or requeued from dead, carried along by every
+other change of state; a finished row may keep it until the resume, unread). The claim
+index ``mpqueue_jobs_ready`` is rebuilt over ready rows that are not paused, and
+``mpqueue_jobs_paused`` finds a task's flagged rows for the resume.
 """
 
 from __future__ import annotations
@@ -55,6 +63,7 @@ TABLES = {
     "seq": "mpqueue_job_seq",
     "version": VERSION_TABLE,
     "deps": "mpqueue_deps",
+    "pauses": "mpqueue_pauses",
 }
 
 # ``errors`` is JSON in a text column, written ASCII-only: exception text may hold NUL
@@ -131,6 +140,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
     ),
     (  # 6: a running job's last progress report (JSON: done, total, message, at_ms)
         "ALTER TABLE {jobs} ADD COLUMN progress text",
+    ),
+    (  # 7: pausing (the paused tasks; a paused task's ready jobs out of the claim index)
+        "CREATE TABLE {pauses} (name text PRIMARY KEY)",
+        "ALTER TABLE {jobs} ADD COLUMN paused boolean NOT NULL DEFAULT false",
+        "DROP INDEX mpqueue_jobs_ready",
+        "CREATE INDEX mpqueue_jobs_ready ON {jobs} (priority DESC, seq) "
+        "WHERE state = 'ready' AND NOT paused",
+        "CREATE INDEX mpqueue_jobs_paused ON {jobs} (name) WHERE paused",
     ),
 ]
 

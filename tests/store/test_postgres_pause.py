@@ -1,0 +1,123 @@
+"""Pausing on PostgreSQL beyond the contract (tests/store/test_contract_pause.py): a
+paused backlog is out of the claim index, the claim reads the pauses itself, ``check``
+finds a flag no pause explains, and a store of schema version 6 gains pausing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mpqueue.records import now_ms
+from mpqueue.store import open_store
+from mpqueue.store.postgres import schema as pg_schema
+from mpqueue.store.postgres.schema import MIGRATIONS
+
+from ..support.helpers import claim_all
+from ..support.pg_helpers import admin, pg_url  # noqa: F401
+from .test_contract import add, record
+
+A = "tests.support.tasks.add"
+B = "tests.support.tasks.echo"
+
+
+@pytest.fixture
+def store(pg_url):
+    made = open_store(pg_url)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def claim_scan(conn, store) -> dict:
+    """The claim's plan, run (and rolled back): the node that reads the claim index."""
+    conn.execute("BEGIN")
+    try:
+        (row,) = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + store.sql["claim"], ("w1", 0, 0, 10)
+        ).fetchall()
+    finally:
+        conn.execute("ROLLBACK")
+    plan = row[0] if isinstance(row[0], list) else json.loads(row[0])
+
+    def find(node: dict) -> dict | None:
+        if node.get("Index Name") == "mpqueue_jobs_ready":
+            return node
+        return next((n for n in map(find, node.get("Plans", [])) if n is not None), None)
+
+    found = find(plan[0]["Plan"])
+    assert found is not None, plan
+    return found
+
+
+def test_a_paused_backlog_is_not_read_by_claims(pg_url, store):
+    add(store, *(record(A) for _ in range(300)))
+    store.pause(A)
+    with admin(pg_url) as conn:
+        conn.execute("SET enable_seqscan = off")
+        scan = claim_scan(conn, store)
+        assert scan["Actual Rows"] == 0 and scan.get("Rows Removed by Filter", 0) == 0
+        store.pause(None)
+        store.resume(A)
+        scan = claim_scan(conn, store)  # the whole queue paused: the index is not read
+        assert scan["Actual Loops"] == 0
+        store.resume(None)
+        assert claim_scan(conn, store)["Actual Rows"] == 10
+
+
+def test_a_row_the_pause_missed_is_not_claimed(pg_url, store):
+    """A job added by a transaction the pause could not see keeps ``paused`` false: the
+    claim reads the pause itself, and ``check`` lets it be."""
+    held, free = add(store, record(A), record(B))
+    store.pause(A)
+    with admin(pg_url) as conn:
+        conn.execute("UPDATE mpqueue_jobs SET paused = false WHERE id = %s", (held,))
+    assert [rec.id for rec in claim_all(store)] == [free]
+    assert store.check(holder_gone=lambda server_id: True).inconsistent == []
+    store.resume(A)
+    assert [rec.id for rec in claim_all(store)] == [held]
+
+
+def test_check_finds_a_job_held_for_a_pause_that_is_gone(pg_url, store):
+    (job,) = add(store, record(A))
+    with admin(pg_url) as conn:
+        conn.execute("UPDATE mpqueue_jobs SET paused = true WHERE id = %s", (job,))
+    report = store.check()
+    assert report.inconsistent == [f"job {job} is held as paused but its task is not paused"]
+    assert claim_all(store) == []
+
+
+def test_a_version_6_store_gains_pausing_and_keeps_its_ready_jobs(pg_url):
+    with admin(pg_url) as conn:
+        schema = pg_schema.current_schema(conn)
+        names = pg_schema.qualified_names(conn, schema)
+        conn.execute(
+            pg_schema.render(
+                "CREATE TABLE {version} (version integer PRIMARY KEY, "
+                "applied_at timestamptz NOT NULL DEFAULT now())",
+                names,
+            )
+        )
+        for version, statements in enumerate(MIGRATIONS[:6], 1):
+            for statement in statements:
+                conn.execute(pg_schema.render(statement, names))
+            conn.execute(pg_schema.render("INSERT INTO {version} VALUES (%s)", names), (version,))
+        old = record(A)
+        conn.execute(
+            pg_schema.render(
+                "INSERT INTO {jobs} (id, name, state, payload, priority, seq, run_at_ms, "
+                "created_at_ms, attempts, max_retries, backoff_base_s, backoff_cap_s) "
+                "VALUES (%s, %s, 'ready', %s, 0, 1, 0, 0, 0, 3, 1.0, 300.0)",
+                names,
+            ),
+            (old.id, old.name, old.payload),
+        )
+    store = open_store(pg_url)
+    try:
+        store.pause(A)
+        assert claim_all(store) == [] and store.stats()["ready"] == 1
+        store.resume(A)
+        assert [rec.id for rec in claim_all(store, now=now_ms())] == [old.id]
+    finally:
+        store.close()
