@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from mpqueue.records import now_ms
+from mpqueue.records import Outcome, now_ms
 from mpqueue.store import open_store
 from mpqueue.store.postgres import schema as pg_schema
 from mpqueue.store.postgres.schema import MIGRATIONS
 
-from ..support.helpers import claim_all
+from ..support.helpers import claim_all, done, failed
 from ..support.pg_helpers import admin, pg_url  # noqa: F401
 from .test_contract import add, record
 
@@ -64,6 +64,36 @@ def test_a_paused_backlog_is_not_read_by_claims(pg_url, store):
         assert scan["Actual Loops"] == 0
         store.resume(None)
         assert claim_scan(conn, store)["Actual Rows"] == 10
+
+
+def test_every_way_into_ready_keeps_a_paused_tasks_job_out_of_the_index(pg_url, store):
+    """Added, promoted, a retry, released by its dependency, put back from a gone
+    server, requeued from dead, released by its server: each is flagged (the claim
+    would refuse it anyway: this is what keeps it out of the index)."""
+    (dep,) = add(store, record(B))
+    retried, back, buried, released = add(
+        store, record(A, retries=2), record(A), record(A), record(A)
+    )
+    assert {r.id for r in claim_all(store)} == {dep, retried, back, buried, released}
+    assert failed(store, buried, retryable=False)  # dead before the pause: not flagged
+    store.pause(A)
+    assert failed(store, retried)
+    assert store.finish([Outcome.released(released, "w1")], now_ms()) == [True]
+    add(store, record(A), record(A, run_at_ms=now_ms() + 1000), record(A, depends_on=(dep,)))
+    assert done(store, dep, 1)
+    store.requeue_dead(buried, now_ms())
+    store.requeue_server("w1")
+    store.promote_due(now_ms() + 3_600_000)
+    with admin(pg_url) as conn:
+        rows = conn.execute(
+            "SELECT state, paused, count(*) FROM mpqueue_jobs WHERE name = %s "
+            "GROUP BY state, paused",
+            (A,),
+        ).fetchall()
+    assert rows == [("ready", True, 7)]
+    store.resume(A)
+    with admin(pg_url) as conn:
+        assert conn.execute("SELECT count(*) FROM mpqueue_jobs WHERE paused").fetchone() == (0,)
 
 
 def test_a_row_the_pause_missed_is_not_claimed(pg_url, store):
