@@ -5,15 +5,20 @@ finds a flag no pause explains, and a store of schema version 6 gains pausing.""
 from __future__ import annotations
 
 import json
+import threading
 
+import psycopg
 import pytest
 
+from mpqueue import Paused
 from mpqueue.records import Outcome, now_ms
 from mpqueue.store import open_store
+from mpqueue.store.base import OpCounter
 from mpqueue.store.postgres import schema as pg_schema
 from mpqueue.store.postgres.schema import MIGRATIONS
+from mpqueue.store.postgres.session import Query
 
-from ..support.helpers import claim_all, done, failed
+from ..support.helpers import claim_all, done, failed, wait_until
 from ..support.pg_helpers import admin, pg_url  # noqa: F401
 from .test_contract import add, record
 
@@ -94,6 +99,38 @@ def test_every_way_into_ready_keeps_a_paused_tasks_job_out_of_the_index(pg_url, 
     store.resume(A)
     with admin(pg_url) as conn:
         assert conn.execute("SELECT count(*) FROM mpqueue_jobs WHERE paused").fetchone() == (0,)
+
+
+def test_a_resume_waits_for_a_job_being_added_as_paused(pg_url, store):
+    """An add that read the pause (and so flags its job) has not committed yet: the
+    resume waits for it, then unflags the job, which is claimed after."""
+    store.pause(A)
+    job = record(A)
+    adding = psycopg.connect(pg_url)  # its transaction stays open until the commit below
+    try:
+        with adding.cursor(binary=True) as cursor:
+            store._add(Query(cursor, OpCounter()), [job], notify=False)
+        resumer = threading.Thread(target=store.resume, args=(A,))
+        resumer.start()
+        with admin(pg_url) as conn:
+            wait_until(
+                lambda: (
+                    conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE %s",
+                        ("DELETE FROM%mpqueue_pauses%",),
+                    ).fetchone()
+                    == (1,)
+                ),
+                10,
+                "the resume waiting for the add",
+            )
+        adding.commit()
+        resumer.join(10)
+        assert not resumer.is_alive()
+    finally:
+        adding.close()
+    assert store.paused() == Paused() and [rec.id for rec in claim_all(store)] == [job.id]
 
 
 def test_a_row_the_pause_missed_is_not_claimed(pg_url, store):
