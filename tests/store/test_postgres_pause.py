@@ -1,6 +1,8 @@
 """Pausing on PostgreSQL beyond the contract (tests/store/test_contract_pause.py): a
-paused backlog is out of the claim index, the claim reads the pauses itself, ``check``
-finds a flag no pause explains, and a store of schema version 6 gains pausing."""
+paused backlog is out of the claim index, every way into ready flags a paused task's
+job, the claim reads the pauses itself, a resume waits for an add that read the pause,
+``check`` finds a flag no pause explains, a store of schema version 6 gains pausing,
+and the CLI pauses a PostgreSQL store."""
 
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ import threading
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 
 from mpqueue import Paused
+from mpqueue.cli import cli
 from mpqueue.records import Outcome, now_ms
 from mpqueue.store import open_store
 from mpqueue.store.base import OpCounter
@@ -188,3 +192,24 @@ def test_a_version_6_store_gains_pausing_and_keeps_its_ready_jobs(pg_url):
         assert [rec.id for rec in claim_all(store, now=now_ms())] == [old.id]
     finally:
         store.close()
+
+
+def test_the_cli_pauses_and_resumes_a_postgres_store(pg_url, store):
+    held, free = add(store, record(A), record(B))
+
+    def run(*args: str):
+        return CliRunner().invoke(cli, ["--path", pg_url, *args], prog_name="mpqueue")
+
+    result = run("pause", A, "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {
+        "task": A,
+        "paused": True,
+        "changed": True,
+        "now_paused": {"all": False, "tasks": [A]},
+    }
+    assert [rec.id for rec in claim_all(store)] == [free]
+    bad = run("pause", "bad\x00name")
+    assert bad.exit_code == 1 and "NUL" in bad.output and len(bad.output.splitlines()) == 1
+    assert "Paused now: nothing" in run("resume", A).output
+    assert [rec.id for rec in claim_all(store)] == [held]
