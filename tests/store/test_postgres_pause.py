@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from click.testing import CliRunner
 
-from mpqueue import Paused
+from mpqueue import ConfigError, Paused
 from mpqueue.cli import cli
 from mpqueue.records import Outcome, now_ms
 from mpqueue.store import open_store
@@ -213,3 +213,13 @@ def test_the_cli_pauses_and_resumes_a_postgres_store(pg_url, store):
     assert bad.exit_code == 1 and "NUL" in bad.output and len(bad.output.splitlines()) == 1
     assert "Paused now: nothing" in run("resume", A).output
     assert [rec.id for rec in claim_all(store)] == [held]
+
+
+def test_no_task_name_stands_for_the_whole_queue(store):
+    """The whole-queue row's name, "", is refused as a task name, at the store too."""
+    for bad in ("", "a\x00b"):
+        with pytest.raises(ConfigError, match="task name"):
+            store.pause(bad)
+        with pytest.raises(ConfigError, match="task name"):
+            store.resume(bad)
+    assert store.paused() == Paused()

@@ -22,7 +22,7 @@ from ...dependencies import check_add_order, on_holders
 from ...errors import ConfigError, JobNotFound
 from ...limits import TIMEOUT_MAX_S, check_key_part, key_held, stored_problem
 from ...outcomes import Destination, apply_outcome
-from ...pausing import PauseChange, Paused
+from ...pausing import PauseChange, Paused, pause_target
 from ...records import (
     FINISHED_STATES,
     Claim,
@@ -34,7 +34,6 @@ from ...records import (
     Progress,
     now_ms,
 )
-from ...registry import check_name
 from ..base import CheckReport, HolderGone, OpCounter, Store
 from ..codec import decode_server_info, encode_server_info
 from . import cancels as pg_cancels
@@ -96,7 +95,8 @@ _DROP_EDGES = """outgoing AS (DELETE FROM {deps} WHERE dep_id IN (SELECT id FROM
         SELECT count(*) FROM gone"""
 
 
-# A new row's ``paused`` (see pauses.py); the rows of an insert are ``u``.
+# The ``paused`` of a row written from nowhere (see pauses.py), named ``u``: a new one,
+# or one requeued from dead.
 _NEW_PAUSED = pg_pauses.task_paused("u.name", lock=True)
 
 
@@ -695,14 +695,13 @@ class PostgresStore(Store):
         return counts
 
     # ---- pausing ----------------------------------------------------------------------
+    # The names are checked as every task name is: "" (pauses.PAUSE_ALL) is none.
     def pause(self, name: str | None) -> PauseChange:
-        if name is not None:
-            _check_task_name(name)
+        name = pause_target(name)
         return self.session.run(lambda q: pg_pauses.pause(q, self.sql, name))
 
     def resume(self, name: str | None) -> PauseChange:
-        if name is not None:
-            _check_task_name(name)
+        name = pause_target(name)
 
         def body(q: Query) -> PauseChange:
             change = pg_pauses.resume(q, self.sql, name)
@@ -896,12 +895,6 @@ def _dead_reason(reason: str, error: ErrorInfo | None, destination: Destination)
 
 def _check_server_id(server_id: str) -> None:
     check_key_part(server_id, "server id")
-
-
-def _check_task_name(name: str) -> None:
-    """A name a pause may hold: a task name (never ``pauses.PAUSE_ALL``), one key part."""
-    check_name(name)
-    check_key_part(name, f"task name {name!r}")
 
 
 def _text(value: str) -> str:
