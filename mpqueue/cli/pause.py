@@ -23,7 +23,7 @@ def pause(queue: Queue, task: str | None, as_json: bool) -> None:
     """Stop servers claiming TASK's jobs (a task's full name; none given: every job).
 
     Running jobs finish; queued ones wait, held out of what servers claim, until
-    'mpqueue resume'. PostgreSQL stores cannot pause yet and say so.
+    'mpqueue resume'.
 
     \b
     Examples:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from ..cancellation import CancelReport
-from ..errors import ConfigError, StoreError
+from ..errors import ConfigError
 from ..pausing import PauseChange, Paused
 from ..records import Claim, Ending, JobRecord, JobState, Outcome, Progress
 
@@ -308,19 +308,18 @@ class JobStore(abc.ABC):
     def stats(self) -> dict[str, int]:
         """Counts per state (every ``JobState``) and ``total``, from one read transaction."""
 
-    # Pausing: a backend that holds paused jobs out of its claim index overrides these;
-    # the default refuses, so a store without it never claims a paused task's job.
+    # Pausing: each backend keeps a paused task's jobs out of what its claims read.
+    @abc.abstractmethod
     def pause(self, name: str | None) -> PauseChange:
         """Stop claims of task ``name``'s jobs (None: of every job); running jobs go on."""
-        raise StoreError(f"pausing is not supported by the {type(self).__name__} yet")
 
+    @abc.abstractmethod
     def resume(self, name: str | None) -> PauseChange:
         """Undo ``pause(name)``: its held jobs become claimable again."""
-        raise StoreError(f"pausing is not supported by the {type(self).__name__} yet")
 
+    @abc.abstractmethod
     def paused(self) -> Paused:
         """What is paused, from one read."""
-        return Paused()
 
 
 class HandOff(abc.ABC):

@@ -222,3 +222,39 @@ def test_a_job_behind_a_busy_worker_expires_and_never_runs(env, servers):
     with pytest.raises(JobExpired, match="not started by its deadline"):
         late.result(timeout=5)
     assert env.stats()["expired"] == 1
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("backend", ["lmdb", "postgres"])
+def test_a_paused_task_waits_while_the_others_run(backend, request, servers, tmp_path):
+    """Under a real server: a job of the paused task that was running finishes, the
+    task's queued jobs stay ready while other tasks' jobs (queued after them) run, and
+    the resume lets them run."""
+    from mpqueue import Queue
+
+    from ..support.serve_helpers import Env
+
+    pg = Env(tmp_path)
+    if backend == "postgres":
+        pg.queue.close()
+        pg.queue = Queue(request.getfixturevalue("pg_url"))
+        pg.path = pg.queue.store.url
+    try:
+        server = servers(pg.path, "--workers", "2")
+        server.wait_ready(pg.queue, 2)
+        marker, sleepy, quick = str(pg.marker), pg.task("sleepy"), pg.task("quick")
+        running = sleepy.delay(marker, "running", 1.0)
+        _started(pg, "running")
+        assert pg.queue.pause(sleepy).changed
+        held = [sleepy.delay(marker, f"held-{i}", 0.0) for i in range(2)]
+        free = [quick.delay(marker, f"free-{i}") for i in range(3)]
+        for job in [running, *free]:
+            assert _ended(pg, job).state is JobState.DONE
+        assert [pg.record(job).state for job in held] == [JobState.READY] * 2
+        assert not any(f"held-{i}" in pg.runs() for i in range(2))
+        assert pg.queue.resume(sleepy).changed
+        for job in held:
+            assert _ended(pg, job).state is JobState.DONE
+        assert pg.queue.check().code == 0
+    finally:
+        pg.queue.close()

@@ -1,14 +1,14 @@
 """The store contract, continued: pausing and resuming, through the ``Store``
 interface and ``Queue.pause``/``resume``/``paused`` (the fixtures of
-``test_contract.py``). The memory store and LMDB (both layouts) pause; PostgreSQL
-refuses (``test_a_store_without_pausing_refuses_and_changes_nothing``)."""
+``test_contract.py``), on every store: the memory store, LMDB (both layouts) and
+PostgreSQL."""
 
 from __future__ import annotations
 
 import pytest
 
-from mpqueue import ConfigError, PauseChange, Paused, StoreError
-from mpqueue.records import now_ms
+from mpqueue import ConfigError, PauseChange, Paused
+from mpqueue.records import JobState, Outcome, now_ms
 
 from ..support.helpers import claim_all, done, failed
 from ..support.pg_helpers import pg_url  # noqa: F401
@@ -17,18 +17,6 @@ from .test_contract import add, queue, record, store, store_location  # noqa: F4
 A = "tests.support.tasks.add"
 B = "tests.support.tasks.echo"
 LATER = 3_600_000
-
-
-def pauses(store_location: tuple[str, str]) -> bool:
-    location, mode = store_location
-    return not location.startswith("postgresql://")
-
-
-@pytest.fixture
-def pausable(request, store_location, store):
-    if not pauses(store_location):
-        pytest.skip("pausing is built on the memory store and LMDB")
-    return store
 
 
 def claimed(store, now: int | None = None) -> list[str]:
@@ -40,8 +28,7 @@ def clean(store) -> None:
     assert report.inconsistent == [] and report.corrupt == []
 
 
-def test_a_paused_tasks_jobs_are_not_claimed_until_resumed(pausable):
-    store = pausable
+def test_a_paused_tasks_jobs_are_not_claimed_until_resumed(store):
     a1, b1, a2 = add(store, record(A), record(B), record(A))
     assert store.pause(A) == PauseChange(A, True, True)
     assert claimed(store) == [b1]
@@ -52,8 +39,7 @@ def test_a_paused_tasks_jobs_are_not_claimed_until_resumed(pausable):
     clean(store)
 
 
-def test_pausing_everything_stops_every_claim(pausable):
-    store = pausable
+def test_pausing_everything_stops_every_claim(store):
     a1, b1 = add(store, record(A), record(B))
     assert store.pause(None) == PauseChange(None, True, True)
     assert store.pause(None).changed is False
@@ -63,8 +49,7 @@ def test_pausing_everything_stops_every_claim(pausable):
     assert claimed(store) == sorted([a1, b1])
 
 
-def test_jobs_becoming_ready_while_paused_are_held(pausable):
-    store = pausable
+def test_jobs_becoming_ready_while_paused_are_held(store):
     (dep,) = add(store, record(B))
     (retried,) = add(store, record(A, retries=2))
     store.pause(A)
@@ -86,8 +71,23 @@ def test_jobs_becoming_ready_while_paused_are_held(pausable):
     clean(store)
 
 
-def test_running_jobs_finish_and_held_jobs_can_be_cancelled_or_deleted(pausable):
-    store = pausable
+def test_jobs_put_back_released_or_requeued_while_paused_are_held(store):
+    put_back, released, buried, free = add(store, record(A), record(A), record(A), record(B))
+    assert claimed(store) == sorted([put_back, released, buried, free])
+    assert failed(store, buried, retryable=False)
+    store.pause(A)
+    assert store.finish([Outcome.released(released, "w1")], now_ms()) == [True]
+    assert store.requeue_server("w1") == sorted([put_back, free])  # its server is gone
+    assert store.requeue_dead(buried, now_ms()).state is JobState.READY
+    assert claimed(store) == [free]
+    assert store.stats()["ready"] == 3
+    clean(store)
+    store.resume(A)
+    assert claimed(store) == sorted([put_back, released, buried])
+    clean(store)
+
+
+def test_running_jobs_finish_and_held_jobs_can_be_cancelled_or_deleted(store):
     (running,) = add(store, record(A))
     assert claimed(store) == [running]
     held, gone = add(store, record(A), record(A))
@@ -102,7 +102,7 @@ def test_running_jobs_finish_and_held_jobs_can_be_cancelled_or_deleted(pausable)
     clean(store)
 
 
-def test_queue_reports_what_is_paused_and_checks_its_input(pausable, queue):
+def test_queue_reports_what_is_paused_and_checks_its_input(store, queue):
     assert queue.paused() == Paused() and not queue.paused()
     assert queue.resume(A) == PauseChange(A, False, False)
     queue.pause(A)
@@ -117,13 +117,3 @@ def test_queue_reports_what_is_paused_and_checks_its_input(pausable, queue):
         with pytest.raises(ConfigError):
             queue.pause(bad)
     assert queue.paused() == before
-
-
-def test_a_store_without_pausing_refuses_and_changes_nothing(store_location, store):
-    if pauses(store_location):
-        pytest.skip("this store pauses")
-    (job,) = add(store, record(A))
-    with pytest.raises(StoreError, match="pausing is not supported"):
-        store.pause(A)
-    assert store.paused() == Paused()
-    assert claimed(store) == [job]

@@ -90,7 +90,7 @@ def test_schema_is_created_once_by_racing_openers(pg_url):
             ).fetchall()
         )
     assert versions == list(range(1, len(MIGRATIONS) + 1))
-    assert "WHERE (state = 'ready'::text)" in indexes["mpqueue_jobs_ready"]
+    assert "WHERE ((state = 'ready'::text) AND (NOT paused))" in indexes["mpqueue_jobs_ready"]
     assert "(priority DESC, seq)" in indexes["mpqueue_jobs_ready"]
     assert "(run_at_ms, priority DESC, seq)" in indexes["mpqueue_jobs_scheduled"]
     for store in stores:
@@ -223,11 +223,7 @@ def test_claiming_uses_the_partial_indexes(pg_url, store):
     with admin(pg_url) as conn:
         conn.execute("SET enable_seqscan = off")  # a small table: make the plan show intent
         plan = "\n".join(
-            r[0]
-            for r in conn.execute(
-                "EXPLAIN SELECT id FROM mpqueue_jobs WHERE state = 'ready' "
-                "ORDER BY priority DESC, seq LIMIT 5 FOR UPDATE SKIP LOCKED"
-            )
+            r[0] for r in conn.execute("EXPLAIN " + store.sql["claim"], ("w1", 0, 0, 0, 0, 5))
         )
     assert "mpqueue_jobs_ready" in plan and "Sort" not in plan
 

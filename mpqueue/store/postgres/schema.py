@@ -37,6 +37,14 @@ Version 7 adds expiry (``expires=``, see ``mpqueue/expiry.py``): ``expires_at_ms
 deadline by which a job must start (NULL: never), the ``expired`` state with its
 partial index by finish time (retention), and the unique key index rebuilt so that an
 expired job frees its key as a dead or cancelled one does.
+
+Version 8 adds pausing (see ``pauses.py``): ``mpqueue_pauses`` (the paused task names,
+and ``''`` for the whole queue) and ``paused`` on jobs, true while the job's task is
+paused (set by pause and resume on the task's unfinished rows, read from
+``mpqueue_pauses`` when a row is added or requeued from dead, carried along by every
+other change of state; a finished row may keep it until the resume, unread). The claim
+index ``mpqueue_jobs_ready`` is rebuilt over ready rows that are not paused, and
+``mpqueue_jobs_paused`` finds a task's flagged rows for the resume.
 """
 
 from __future__ import annotations
@@ -60,6 +68,7 @@ TABLES = {
     "seq": "mpqueue_job_seq",
     "version": VERSION_TABLE,
     "deps": "mpqueue_deps",
+    "pauses": "mpqueue_pauses",
 }
 
 # ``errors`` is JSON in a text column, written ASCII-only: exception text may hold NUL
@@ -148,17 +157,26 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE UNIQUE INDEX mpqueue_jobs_key ON {jobs} (name, key) "
         "WHERE key IS NOT NULL AND state NOT IN ('dead', 'cancelled', 'expired')",
     ),
+    (  # 8: pausing (the paused tasks; a paused task's ready jobs out of the claim index)
+        "CREATE TABLE {pauses} (name text PRIMARY KEY)",
+        "ALTER TABLE {jobs} ADD COLUMN paused boolean NOT NULL DEFAULT false",
+        "DROP INDEX {ready_index}",
+        "CREATE INDEX mpqueue_jobs_ready ON {jobs} (priority DESC, seq) "
+        "WHERE state = 'ready' AND NOT paused",
+        "CREATE INDEX mpqueue_jobs_paused ON {jobs} (name) WHERE paused",
+    ),
 ]
 
 
 def qualified_names(conn: psycopg.Connection[Any], schema: str) -> dict[str, str]:
     """``{jobs}``-style placeholders mapped to quoted, schema-qualified names (tables,
-    and ``{key_index}``), and ``{seq_name}`` to the sequence's name as a string literal
-    (``nextval`` takes text)."""
+    and the indexes a migration drops: ``{key_index}``, ``{ready_index}``), and
+    ``{seq_name}`` to the sequence's name as a string literal (``nextval`` takes text)."""
     names = {key: sql.Identifier(schema, table).as_string(conn) for key, table in TABLES.items()}
     names["seq_name"] = sql.Literal(names["seq"]).as_string(conn)
     # An index lives in its table's schema: dropping one names that schema too.
     names["key_index"] = sql.Identifier(schema, "mpqueue_jobs_key").as_string(conn)
+    names["ready_index"] = sql.Identifier(schema, "mpqueue_jobs_ready").as_string(conn)
     return names
 
 

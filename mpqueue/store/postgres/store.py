@@ -23,6 +23,7 @@ from ...errors import ConfigError, JobNotFound
 from ...expiry import expiry_entry
 from ...limits import TIMEOUT_MAX_S, check_key_part, key_held, stored_problem
 from ...outcomes import Destination, apply_outcome
+from ...pausing import PauseChange, Paused, pause_target
 from ...records import (
     FINISHED_STATES,
     Claim,
@@ -38,6 +39,7 @@ from ..base import CheckReport, HolderGone, OpCounter, Store
 from ..codec import decode_server_info, encode_server_info
 from . import cancels as pg_cancels
 from . import graph as pg_graph
+from . import pauses as pg_pauses
 from . import schema as pg_schema
 from .listen import PgListener
 from .session import PgSession, Query
@@ -86,12 +88,18 @@ _STATES = {state.value: state for state in JobState}
 _Cycle = tuple[list[bool], list[JobRecord]]  # (inside the class, ``list`` is a method)
 _SQL_GRAPH = {key: text.replace("{columns}", _COLUMNS) for key, text in pg_graph.SQL.items()}
 _SQL_CANCELS = pg_cancels.SQL
+_SQL_PAUSES = pg_pauses.SQL
 
 _DROP_EDGES = """outgoing AS (DELETE FROM {deps} WHERE dep_id IN (SELECT id FROM gone)),
         incoming AS (DELETE FROM {deps} d USING
             (SELECT id, unnest(depends_on) AS dep FROM gone) g
             WHERE d.dep_id = g.dep AND d.job_id = g.id)
         SELECT count(*) FROM gone"""
+
+
+# The ``paused`` of a row written from nowhere (see pauses.py), named ``u``: a new one,
+# or one requeued from dead.
+_NEW_PAUSED = pg_pauses.task_paused("u.name", lock=True)
 
 
 def _insert_unnest(extra_column: str = "", extra_value: str = "", optional: bool = False) -> str:
@@ -105,11 +113,11 @@ def _insert_unnest(extra_column: str = "", extra_value: str = "", optional: bool
         list_values = ", u.retry_on, u.no_retry_on, u.expires_at_ms"
         list_arrays = ", %s::text[], %s::text[], %s::bigint[]"
         list_names = " retry_on, no_retry_on, expires_at_ms,"
-    return f"""INSERT INTO {{jobs}} ({_PLAIN_COLUMNS}{list_columns}{extra_column})
+    return f"""INSERT INTO {{jobs}} ({_PLAIN_COLUMNS}{list_columns}{extra_column}, paused)
         SELECT u.id, u.name, u.state, u.payload, u.priority, nextval({{seq_name}}),
                u.run_at_ms, u.created_at_ms, u.attempts, u.max_retries, u.timeout_s,
                u.func, u.result, u.errors, u.finished_at_ms, u.backoff_base_s,
-               u.backoff_cap_s, u.signature{list_values}{extra_value}
+               u.backoff_cap_s, u.signature{list_values}{extra_value}, {_NEW_PAUSED}
         FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::integer[],
                     %s::bigint[], %s::bigint[], %s::integer[], %s::integer[],
                     %s::float8[], %s::bytea[], %s::bytea[], %s::text[], %s::bigint[],
@@ -153,8 +161,9 @@ _SQL = {
                                THEN %s::bigint + trunc(j.timeout_s * 1000)::bigint END,
             finished_at_ms = CASE WHEN picked.gone THEN %s::bigint ELSE j.finished_at_ms END
         FROM (SELECT id, coalesce(expires_at_ms <= %s AND attempts = 0, false) AS gone
-              FROM {{jobs}} WHERE state = 'ready' ORDER BY priority DESC, seq
-              LIMIT %s FOR UPDATE SKIP LOCKED) AS picked
+              FROM {{jobs}} AS j WHERE state = 'ready' AND NOT paused
+                AND {pg_pauses.CLAIMABLE}
+              ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED) AS picked
         WHERE j.id = picked.id
         RETURNING {", ".join("j." + f for f in _FIELDS)}""",
     "expired_rows": "SELECT id, name, errors, expires_at_ms FROM {jobs} WHERE id = ANY(%s)",
@@ -165,9 +174,11 @@ _SQL = {
         WHERE id = ANY(%s) AND state = 'processing' ORDER BY id FOR UPDATE""",
     # A job with dependencies or a key, one at a time (see graph.py): the rest of the
     # batch goes through "add". A held key inserts nothing (the caller reads the holder).
-    "add_linked": f"""INSERT INTO {{jobs}} ({_COLUMNS}, open_deps)
+    # The last value is the task name again, for its ``paused``.
+    "add_linked": f"""INSERT INTO {{jobs}} ({_COLUMNS}, open_deps, paused)
         VALUES (%s, %s, %s, %s, %s, nextval({{seq_name}}), %s, %s, %s, %s, %s, %s, %s, %s,
-                %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                {pg_pauses.task_paused("%s", lock=True)})
         ON CONFLICT (name, key) WHERE key IS NOT NULL
             AND state NOT IN ('dead', 'cancelled', 'expired')
         DO NOTHING RETURNING seq""",
@@ -214,7 +225,9 @@ _SQL = {
         ORDER BY id LIMIT %s""",
     "list_name_state": f"""SELECT {_LIST_COLUMNS} FROM {{jobs}} WHERE name = %s AND state = %s
         ORDER BY created_at_ms, id LIMIT %s""",
-    "stats": """SELECT (SELECT count(*) FROM {jobs} WHERE state = 'ready'),
+    # Ready jobs in two counts, each over its own index (a paused one is still ready).
+    "stats": """SELECT (SELECT count(*) FROM {jobs} WHERE state = 'ready' AND NOT paused)
+                + (SELECT count(*) FROM {jobs} WHERE paused AND state = 'ready'),
             (SELECT count(*) FROM {jobs} WHERE state = 'scheduled'),
             (SELECT count(*) FROM {jobs} WHERE state = 'processing'),
             (SELECT count(*) FROM {jobs} WHERE state = 'done'),
@@ -224,8 +237,9 @@ _SQL = {
             (SELECT count(*) FROM {jobs} WHERE state = 'expired')""",
     "delete": "DELETE FROM {jobs} WHERE id = %s",
     "lock_one": f"SELECT {_COLUMNS} FROM {{jobs}} WHERE id = %s FOR UPDATE",
-    "requeue_dead": """UPDATE {jobs} SET state = 'ready', attempts = 0, run_at_ms = %s,
-            finished_at_ms = NULL, dead_reason = NULL, seq = nextval({seq_name})
+    "requeue_dead": f"""UPDATE {{jobs}} AS u SET state = 'ready', attempts = 0,
+            run_at_ms = %s, finished_at_ms = NULL, dead_reason = NULL,
+            seq = nextval({{seq_name}}), paused = {_NEW_PAUSED}
         WHERE id = %s RETURNING seq""",
     # Deleting finished jobs takes their edges with them, both ways (a cancelled job's
     # edges from dependencies still running may be open: nothing counts them any more).
@@ -303,7 +317,7 @@ class PostgresStore(Store):
             names = pg_schema.qualified_names(conn, schema)
         self.schema = schema
         self.channel = _channel_name(schema)
-        sql = _SQL | _SQL_GRAPH | _SQL_CANCELS
+        sql = _SQL | _SQL_GRAPH | _SQL_CANCELS | _SQL_PAUSES
         self.sql = {key: pg_schema.render(text, names) for key, text in sql.items()}
 
     # ---- adding -------------------------------------------------------------------
@@ -365,7 +379,7 @@ class PostgresStore(Store):
         admission = pg_graph.admit_new(q, self.sql, rec, now) if rec.depends_on else None
         new = rec if admission is None else admission.record
         open_deps = 0 if admission is None else admission.open_deps
-        values = (*_insert_row(new), *_workflow_row(new), *_optional_row(new), open_deps)
+        values = (*_insert_row(new), *_workflow_row(new), *_optional_row(new), open_deps, new.name)
         row = q.one(self.sql["add_linked"], values)
         if row is None:  # another producer took the key after our look
             holder = q.one(self.sql["key_holder"], (rec.name, rec.key))
@@ -763,6 +777,26 @@ class PostgresStore(Store):
         counts["total"] = sum(counts.values())
         return counts
 
+    # ---- pausing ----------------------------------------------------------------------
+    # The names are checked as every task name is: "" (pauses.PAUSE_ALL) is none.
+    def pause(self, name: str | None) -> PauseChange:
+        name = pause_target(name)
+        return self.session.run(lambda q: pg_pauses.pause(q, self.sql, name))
+
+    def resume(self, name: str | None) -> PauseChange:
+        name = pause_target(name)
+
+        def body(q: Query) -> PauseChange:
+            change = pg_pauses.resume(q, self.sql, name)
+            if change.changed:  # as after an enqueue: its jobs are claimable again
+                q.rows(self.sql["notify"], (self.channel,))
+            return change
+
+        return self.session.run(body)
+
+    def paused(self) -> Paused:
+        return self.session.run(lambda q: pg_pauses.paused(q, self.sql), write=False)
+
     # ---- removing ---------------------------------------------------------------------
     def delete(self, job_id: str) -> bool:
         return self.session.run(lambda q: self._delete(q, job_id))
@@ -887,6 +921,10 @@ class PostgresStore(Store):
             report.inconsistent += [
                 f"an edge says job {job_id} depends on {dep_id}; its record does not"
                 for dep_id, job_id in q.rows(self.sql["check_edges"])
+            ]
+            report.inconsistent += [
+                f"job {job_id} is held as paused but its task is not paused"
+                for (job_id,) in q.rows(self.sql["check_paused"])
             ]
             for job_id, errors in q.rows(self.sql["check_errors"]):
                 try:
