@@ -131,7 +131,7 @@ def _setup_logging(level: str, log_format: str = DEFAULT_LOG_FORMAT) -> None:
     default=None,
     help="With --until-empty: --progress forces the live bar, --no-progress "
     "shows nothing (default: a bar on a terminal, a line every few "
-    "seconds otherwise).",
+    "seconds otherwise; nothing with --log-format json).",
 )
 @click.option(
     "--lease",
@@ -196,6 +196,8 @@ def serve_command(
     get --grace seconds, everything else is put back; SIGUSR1/SIGUSR2 are ignored.
     """
     _setup_logging(log_level, log_format)
+    if log_format == "json" and progress is None:
+        progress = False  # its lines would break the one-object-a-line stream
     settings = ServeSettings(
         path=path or queue.path,
         workers=workers or os.cpu_count() or 1,
