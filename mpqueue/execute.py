@@ -139,17 +139,18 @@ class TaskRunner:
     ) -> Outcome:
         """``_call`` with the queue's hooks around it (see hooks.py)."""
         started = HookEvent("start", rec.id, rec.name, rec.attempts, self.server_id, args, kwargs)
-        fire(on, started)
+        fire(on, started, self.passes)
         outcome, value = self._call(rec, fn, args, kwargs)
         how = ending(rec, outcome)
         if how == DONE:
-            fire(on, replace(started, event="success", result=value))
+            fire(on, replace(started, event="success", result=value), self.passes)
         elif how == CANCELLED:
-            fire(on, replace(started, event="cancelled", exception=value))
+            fire(on, replace(started, event="cancelled", exception=value), self.passes)
         else:
             failed = replace(started, event="failure", exception=value)
-            fire(on, failed)
-            fire(on, replace(failed, event="retry" if how == RETRIED else "dead"))
+            fire(on, failed, self.passes)
+            then = "retry" if how == RETRIED else "dead"
+            fire(on, replace(failed, event=then), self.passes)
         return outcome
 
     def _call(

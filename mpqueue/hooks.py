@@ -31,7 +31,8 @@ or inside a function) and of ``queue.submit`` have no task there to find a queue
 and fire none in a server's child; ``run_pending`` gives them its own queue's hooks.
 
 A hook that raises is logged (logger ``mpqueue.hooks``, with the traceback) and
-changes nothing: the job's outcome and the other hooks go on. Hooks run outside the
+changes nothing: the job's outcome and the other hooks go on (in ``run_pending`` a
+``KeyboardInterrupt`` still stops the call, as one from the job does). Hooks run outside the
 job's soft time limit and cannot be interrupted by its cancel, but their time counts
 toward the hard kill at ``timeout + --timeout-grace``.
 """
@@ -146,12 +147,14 @@ def hooks_of(found: Any, default: Hooks | None = None) -> Hooks | None:
     return hooks if isinstance(hooks, Hooks) else default
 
 
-def fire(table: HookTable, event: HookEvent) -> None:
+def fire(table: HookTable, event: HookEvent, passes: tuple[type[BaseException], ...] = ()) -> None:
     """Call the hooks of ``event.event`` with ``event``; a raise is logged and ends only
-    that hook's call."""
+    that hook's call, except one of ``passes`` (in-process, a Ctrl-C stops the caller)."""
     for fn in table.get(event.event, ()):
         try:
             fn(event)
+        except passes:
+            raise
         except BaseException:  # SystemExit too: a hook must not change the job's outcome
             log.exception(
                 "%s hook %s raised for job %s (%s)",

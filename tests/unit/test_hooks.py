@@ -170,3 +170,20 @@ def test_a_job_of_a_queue_without_hooks_gets_the_empty_table():
     assert on == {}  # the one check run() makes finds nothing to do
     by_value = queue.submit(abs, -1)  # no queue to find by name, and the runner has none
     assert runner._callable(by_value.record)[1] is NO_HOOKS
+
+
+def test_a_ctrl_c_in_a_hook_stops_run_pending_as_in_the_job():
+    queue = Queue("memory://")
+
+    @queue.on("start")
+    def interrupted(event: HookEvent) -> None:
+        raise KeyboardInterrupt
+
+    @queue.task(retries=0)
+    def nothing() -> None: ...
+
+    job = nothing.delay()
+    with pytest.raises(KeyboardInterrupt):
+        queue.run_pending()
+    assert queue.get(job.id).state == "ready"  # put back, uncharged
+    assert queue.get(job.id).record.attempts == 0
