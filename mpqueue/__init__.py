@@ -23,6 +23,7 @@ from .errors import (
 )
 from .executor import Executor
 from .handle import Job
+from .hooks import HookEvent
 from .pausing import PauseChange, Paused
 from .queue import Queue
 from .records import ErrorInfo, JobState, Progress
@@ -42,6 +43,7 @@ __all__ = [
     "ExecutorBroken",
     "Fail",
     "GroupHandle",
+    "HookEvent",
     "Job",
     "JobCancelled",
     "JobExpired",

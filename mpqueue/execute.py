@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from . import current as running_job
@@ -26,7 +27,9 @@ from .errors import (
     SerializationError,
     TaskNotFound,
 )
+from .hooks import NO_HOOKS, HookEvent, Hooks, HookTable, fire, hooks_of
 from .identity import current
+from .outcomes import CANCELLED, DONE, RETRIED, ending
 from .records import PASS_ONE, Ending, ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from .registry import resolve
 from .retry import retry_allowed
@@ -70,6 +73,8 @@ class TaskRunner:
         Ctrl-C must stop the caller, not fail one job).
     fetch: reads the records of a workflow job's dependencies, whose results it takes.
     progress: where the running job's progress reports go (``current.Sink``).
+    hooks: the hooks of jobs whose queue cannot be found by their task's name (tasks
+        stored by value, submitted callables); a server's child has none.
     """
 
     def __init__(
@@ -81,6 +86,7 @@ class TaskRunner:
         call: Call = call_plainly,
         passes: tuple[type[BaseException], ...] = (),
         progress: running_job.Sink | None = None,
+        hooks: Hooks | None = None,
     ):
         self.progress = progress
         self.server_id = server_id
@@ -88,7 +94,9 @@ class TaskRunner:
         self.fetch = fetch
         self.call = call
         self.passes = passes
-        self.funcs: dict[Any, Callable[..., Any]] = {}  # loaded once per name or callable
+        self.hooks = hooks
+        # Loaded once per name or callable: the function and its queue's hooks.
+        self.funcs: dict[Any, tuple[Callable[..., Any], HookTable]] = {}
 
     def run(self, job_id: str, rec: JobRecord | None) -> Outcome:
         """Run the job (``rec`` None: it vanished before it could run); never raises
@@ -110,7 +118,7 @@ class TaskRunner:
             )
             return Outcome.failed(job_id, self.server_id, error, retryable=False)
         try:
-            fn = self._callable(rec)
+            fn, on = self._callable(rec)
             args, kwargs = load_payload(rec.payload, job_id=job_id)
             if rec.pass_results:
                 args = (self._inputs(rec), *args)
@@ -118,16 +126,60 @@ class TaskRunner:
             retryable = isinstance(exc, TaskNotFound)  # a deploy may fix an import
             kind = "payload" if isinstance(exc, PayloadError) else "exception"
             return self._failed(rec, _error(exc, rec, kind), retryable=retryable)
-        return self._call(rec, fn, args, kwargs)
+        if on:  # the one check a job of a queue without hooks pays
+            return self._call_hooked(on, rec, fn, args, kwargs)
+        return self._call(rec, fn, args, kwargs)[0]
+
+    def _call_hooked(
+        self,
+        on: HookTable,
+        rec: JobRecord,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Outcome:
+        """``_call`` with the queue's hooks around it (see hooks.py)."""
+        started = HookEvent("start", rec.id, rec.name, rec.attempts, self.server_id, args, kwargs)
+        fire(on, started, self.passes)
+        outcome, value = self._call(rec, fn, args, kwargs)
+        how = ending(rec, outcome)
+        if how == DONE:
+            fire(on, replace(started, event="success", result=value), self.passes)
+        elif how == CANCELLED:
+            fire(on, replace(started, event="cancelled", exception=value), self.passes)
+        else:
+            failed = replace(started, event="failure", exception=value)
+            fire(on, failed, self.passes)
+            then = "retry" if how == RETRIED else "dead"
+            fire(on, replace(failed, event=then), self.passes)
+        return outcome
 
     def _call(
         self, rec: JobRecord, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Outcome:
+    ) -> tuple[Outcome, Any]:
+        """Call the task; returns the outcome and what the call returned (done) or the
+        exception that failed it."""
         try:
             value = self._invoke(rec, fn, args, kwargs)
         except self.passes:
             raise
-        except JobTimeout:
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: the job failed
+            return self._raised(rec, exc), exc
+        try:
+            result = dump_result(value)
+            if len(result) > MAX_RESULT:
+                raise SerializationError(
+                    f"the result pickles to {len(result)} bytes, over the {MAX_RESULT}-byte limit",
+                    job_id=rec.id,
+                )
+        except SerializationError as exc:
+            return self._failed(rec, _error(exc, rec, "exception"), retryable=False), exc
+        return Outcome.done(rec.id, self.server_id, result), value
+
+    def _raised(self, rec: JobRecord, exc: BaseException) -> Outcome:
+        """The outcome of a call that raised ``exc`` (called while it is handled, so the
+        traceback is at hand)."""
+        if isinstance(exc, JobTimeout):
             error = ErrorInfo(
                 "JobTimeout",
                 f"job exceeded its timeout of {rec.timeout_s} s",
@@ -137,26 +189,15 @@ class TaskRunner:
                 "timeout",
             )
             return self._failed(rec, error)
-        except Retry as exc:  # retried whatever retry_on says: the task asked for it
+        if isinstance(exc, Retry):  # retried whatever retry_on says: the task asked for it
             return self._failed(rec, _error(exc, rec, "retry"), retry_delay_s=exc.delay_s)
-        except Cancelled as exc:  # its cancel came while it ran: the store ends it so
+        if isinstance(exc, Cancelled):  # its cancel came while it ran: the store ends it so
             return self._failed(rec, _error(exc, rec, "cancelled"), retryable=False)
-        except Fail as exc:
+        if isinstance(exc, Fail):
             return self._failed(rec, _error(exc, rec, "fail"), retryable=False)
-        except BaseException as exc:  # SystemExit, KeyboardInterrupt: the job failed
-            # Matched by the names of its classes: nothing of the user's is imported here.
-            retryable = retry_allowed(exc, rec.retry_on, rec.no_retry_on)
-            return self._failed(rec, _error(exc, rec, "exception"), retryable=retryable)
-        try:
-            result = dump_result(value)
-            if len(result) > MAX_RESULT:
-                raise SerializationError(
-                    f"the result pickles to {len(result)} bytes, over the {MAX_RESULT}-byte limit",
-                    job_id=rec.id,
-                )
-        except SerializationError as exc:
-            return self._failed(rec, _error(exc, rec, "exception"), retryable=False)
-        return Outcome.done(rec.id, self.server_id, result)
+        # Matched by the names of its classes: nothing of the user's is imported here.
+        retryable = retry_allowed(exc, rec.retry_on, rec.no_retry_on)
+        return self._failed(rec, _error(exc, rec, "exception"), retryable=retryable)
 
     def _invoke(
         self, rec: JobRecord, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -189,17 +230,23 @@ class TaskRunner:
                 values.append(JobFailed(job_id, dep.error))
         return values[0] if rec.pass_results == PASS_ONE else values
 
-    def _callable(self, rec: JobRecord) -> Callable[..., Any]:
+    def _callable(self, rec: JobRecord) -> tuple[Callable[..., Any], HookTable]:
+        """The job's function and its queue's hooks (loaded once per name or callable;
+        a first job of a queue runs its child_start hooks first)."""
         key = rec.func if rec.func is not None else rec.name
-        fn = self.funcs.get(key)
-        if fn is None:
+        loaded = self.funcs.get(key)
+        if loaded is None:
             if rec.func is not None:
                 fn = load_callable(rec.func, job_id=rec.id)
+                hooks = self.hooks
             else:
                 found: Any = resolve(rec.name)
                 fn = getattr(found, "fn", found)  # a Task wraps the plain function
-            self.funcs[key] = fn
-        return fn
+                hooks = hooks_of(found, self.hooks)
+            if hooks is not None:
+                hooks.child_started()
+            loaded = self.funcs[key] = (fn, NO_HOOKS if hooks is None else hooks.table)
+        return loaded
 
     def _failed(
         self,
@@ -214,7 +261,9 @@ class TaskRunner:
         )
 
 
-def run_pending(store: Store, secret: bytes | None, limit: int | None = None) -> int:
+def run_pending(
+    store: Store, secret: bytes | None, limit: int | None = None, hooks: Hooks | None = None
+) -> int:
     """Run every due job of ``store`` in this process, as a server would, until none is
     due (or ``limit`` runs were made); returns how many runs it made.
 
@@ -223,7 +272,8 @@ def run_pending(store: Store, secret: bytes | None, limit: int | None = None) ->
     ends; a failed job with retries left is rescheduled with backoff (so it is not due
     again at once). No time limit is enforced: a job's ``timeout`` needs a child
     process to stop it. A Ctrl-C (KeyboardInterrupt) in a job puts back the jobs of
-    the batch that have not finished, uncharged, and is raised again.
+    the batch that have not finished, uncharged, and is raised again. ``hooks``: those of
+    jobs whose task's queue cannot be found by its name (see ``TaskRunner``).
     """
     runner = TaskRunner(
         current().server_id,
@@ -231,6 +281,7 @@ def run_pending(store: Store, secret: bytes | None, limit: int | None = None) ->
         fetch=store.endings,
         passes=(KeyboardInterrupt,),
         progress=lambda job_id, report: store.record_progress({job_id: report}),
+        hooks=hooks,
     )
     runs = 0
     while limit is None or runs < limit:

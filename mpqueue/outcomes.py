@@ -12,10 +12,15 @@ import random
 from dataclasses import dataclass
 
 from .records import ErrorInfo, JobRecord, JobState, Outcome
-from .retry import next_run_at_ms
+from .retry import next_run_at_ms, will_retry
 
 # What a failure without an error (a child that sent none) is recorded as.
 NO_ERROR = ErrorInfo("Unknown", "no error recorded")
+
+# How a run ended, as a server counts and logs it and hooks are told (``ending``): the
+# one list of them.
+DONE, RETRIED, DEAD, CANCELLED, RELEASED = "done", "retried", "dead", "cancelled", "released"
+ENDINGS = (DONE, RETRIED, DEAD, CANCELLED, RELEASED)
 
 
 class Destination(enum.Enum):
@@ -26,6 +31,24 @@ class Destination(enum.Enum):
     DEAD = "dead"  # into the dead-letter queue, with the reason
     RELEASED = "released"  # back to ready, the attempt un-charged, keeping its seq
     CANCELLED = "cancelled"  # its cancel was requested while it ran: ended, no result
+
+
+def ending(record: JobRecord | None, outcome: Outcome) -> str:
+    """How ``outcome`` ends the run of ``record`` (the claimed job; None when unknown: a
+    failure then counts as retried), one of ``ENDINGS``.
+
+    A job stopped by its cancel (the child raised ``Cancelled`` in it, or the server
+    killed it) is cancelled; a failure is retried or dead as ``retry.will_retry`` says.
+    The store may still cancel a job whose cancel came while it ran, whatever it did.
+    """
+    kind = outcome.kind
+    if kind == "done" or kind == "released":
+        return kind
+    if kind == "cancelled" or (outcome.error is not None and outcome.error.kind == "cancelled"):
+        return CANCELLED
+    if record is not None and not will_retry(record, outcome.retryable):
+        return DEAD
+    return RETRIED
 
 
 @dataclass(slots=True)  # not frozen: that doubles the cost of making one, once per job

@@ -25,6 +25,7 @@ from .display import describe
 from .errors import ConfigError, JobNotFound, TaskNotFound
 from .expiry import Expires, deadline_ms
 from .handle import Job
+from .hooks import Hook, Hooks, check_event
 from .identity import server_dead
 from .limits import check_int, check_priority, check_result_ttl, check_unique_key, run_at_ms
 from .location import (
@@ -100,6 +101,7 @@ class Queue:
         self.map_size = map_size
         self.sync = sync
         self.registry = Registry()
+        self.hooks = Hooks()  # run where this queue's jobs run (see hooks.py)
         self._store: Store | None = None
         self._store_pid = 0
         self._lock = threading.Lock()
@@ -158,6 +160,29 @@ class Queue:
             self.registry.add(name, task)
             return task
 
+        return register if fn is None else register(fn)
+
+    def on(self, event: str, fn: Hook | None = None) -> Any:
+        """Register a hook: ``@queue.on("start")`` (or ``queue.on("start", fn)``); returns
+        the function. It runs in the process that runs the job (a server's child), for
+        the jobs of this queue's tasks.
+
+        Job events (the hook gets one ``HookEvent``: job id, task, attempt, arguments,
+        and the result or the exception): ``start``, then ``success``, ``failure``
+        followed by ``retry`` or ``dead``, or ``cancelled``. ``child_start`` (no
+        arguments): once per worker process, before its first job of this queue (set-up
+        such as loading a model). A hook that raises is logged and changes nothing. A
+        child that is killed (a segfault, a timeout's hard kill) fires nothing. See
+        ``mpqueue.hooks`` for the details.
+
+        Raises ConfigError for an unknown event or a non-callable ``fn``.
+        """
+
+        def register(func: Hook) -> Hook:
+            self.hooks.add(event, func)
+            return func
+
+        check_event(event)  # refused at the decorator's call, before any function
         return register if fn is None else register(fn)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Job:
@@ -466,7 +491,7 @@ class Queue:
 
         if limit is not None:
             check_int("limit", limit, 0, 2**63 - 1)
-        return run_pending(self.store, self.secret, limit)
+        return run_pending(self.store, self.secret, limit, self.hooks)
 
     # ---- checking and copying -------------------------------------------------------
     def check(self) -> CheckReport:

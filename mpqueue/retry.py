@@ -47,13 +47,20 @@ def next_run_at_ms(
     ``record.attempts`` counts runs so far (the failed one included); a job gets
     ``max_retries`` runs after its first.
     """
-    if not retryable or record.attempts > record.max_retries:
+    if not will_retry(record, retryable):
         return None
     if delay_s is None:
         delay_s = backoff_s(record.attempts, record.backoff_base_s, record.backoff_cap_s, rng)
     # Bounded before the int(): a delay a child sent may be anything (inf raises there).
     delay_s = min(delay_s, DELAY_MAX_S) if delay_s >= 0 else 0.0  # NaN too
     return min(now_ms + int(delay_s * 1000), RUN_AT_MAX_MS)  # datetime and every store keep it
+
+
+def will_retry(record: JobRecord, retryable: bool = True) -> bool:
+    """Whether a failed run of ``record`` is retried: its error allows it and the job has
+    runs left (``record.attempts`` counts the failed one; a job gets ``max_retries`` runs
+    after its first). Otherwise it is dead."""
+    return retryable and record.attempts <= record.max_retries
 
 
 def exception_name(cls: type) -> str:

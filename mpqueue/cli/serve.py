@@ -11,9 +11,11 @@ import time
 
 import click
 
+from .. import logs
 from ..demo import DEMO_RANGE, count_primes, job_ranges
-from ..identity import DEFAULT_LEASE_S
+from ..identity import DEFAULT_LEASE_S, current
 from ..location import MODES
+from ..logs import DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, LOG_FORMATS, LOG_LEVELS
 from ..queue import Queue
 from ..serve.coordinator import serve
 from ..serve.pool import HELPERS_STOP_TIMEOUT_S, stop_helpers
@@ -25,11 +27,9 @@ from ..serve.settings import (
     ServeSettings,
 )
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), format=LOG_FORMAT, stream=sys.stderr)
+def _setup_logging(level: str, log_format: str = DEFAULT_LOG_FORMAT) -> None:
+    logs.setup(level, log_format, current().server_id)  # the coordinator's id: this process
 
 
 @click.command("serve")
@@ -131,7 +131,7 @@ def _setup_logging(level: str) -> None:
     default=None,
     help="With --until-empty: --progress forces the live bar, --no-progress "
     "shows nothing (default: a bar on a terminal, a line every few "
-    "seconds otherwise).",
+    "seconds otherwise; nothing with --log-format json).",
 )
 @click.option(
     "--lease",
@@ -152,10 +152,20 @@ def _setup_logging(level: str) -> None:
 )
 @click.option(
     "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
-    default="info",
+    type=click.Choice(LOG_LEVELS),
+    default=DEFAULT_LOG_LEVEL,
     show_default=True,
-    help="Least severe log messages shown on stderr.",
+    help="Least severe log messages shown on stderr; 'info' adds one line per job "
+    "that ends (done, retried, dead, cancelled: its id, task, attempt, duration).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default=DEFAULT_LOG_FORMAT,
+    show_default=True,
+    help="'json': one JSON object a line (time in UTC, level, logger, message, "
+    "server_id; a job's line adds job_id, task, attempt, duration_s, outcome), "
+    "from the server and its workers alike.",
 )
 @click.pass_obj
 def serve_command(
@@ -176,6 +186,7 @@ def serve_command(
     lease: float,
     poll_only: bool,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run queued jobs on worker processes until stopped.
 
@@ -184,7 +195,9 @@ def serve_command(
     costs only the job it was running. SIGTERM/SIGINT/SIGHUP stops cleanly: running jobs
     get --grace seconds, everything else is put back; SIGUSR1/SIGUSR2 are ignored.
     """
-    _setup_logging(log_level)
+    _setup_logging(log_level, log_format)
+    if log_format == "json" and progress is None:
+        progress = False  # its lines would break the one-object-a-line stream
     settings = ServeSettings(
         path=path or queue.path,
         workers=workers or os.cpu_count() or 1,
@@ -201,6 +214,8 @@ def serve_command(
         progress=progress,
         lease_s=lease,
         poll_only=poll_only,
+        log_level=log_level,
+        log_format=log_format,
     )
     queue.close()  # the coordinator opens its own handle
     try:

@@ -41,11 +41,13 @@ from typing import Any
 
 import psutil
 
+from .. import hooks, logs
 from ..cancellation import cancel_entry
 from ..errors import Cancelled, MpqueueError
 from ..execute import JobTimeout, TaskRunner
 from ..identity import pid_exists
 from ..limits import JOB_ID_BYTES
+from ..logs import DEFAULT_LOG_FORMAT
 from ..records import JobRecord, Progress, now_ms
 from ..registry import import_module
 from ..store.base import HandOff, Inbox
@@ -80,6 +82,8 @@ class ChildConfig:
     server_id: str = ""  # the coordinator's; hand-offs are checked against it
     hand_off: bool = False  # listen for jobs handed to this child by producers
     secret: bytes | None = field(default=None, repr=False)  # run only jobs signed with it
+    log_level: str | None = None  # None: logging left alone (warnings reach stderr anyway)
+    log_format: str = DEFAULT_LOG_FORMAT
 
 
 # Signals a child outlives: the coordinator owns shutdown (it decides what happens to a
@@ -99,6 +103,8 @@ def child_main(conn: Connection, config: ChildConfig, cancel_pipe: Connection) -
     cancels = _Cancels(cancel_pipe)
     signal.signal(CANCEL_SIGNAL, cancels.on_signal)
     _watch_coordinator(conn, config.coordinator_pid)
+    if config.log_level is not None:  # as the server logs: its lines and ours interleave
+        logs.setup(config.log_level, config.log_format, config.server_id)
     try:
         runner = _JobRunner(config, cancels)
     except BaseException as exc:  # report why, then die: the coordinator shows it
@@ -110,6 +116,8 @@ def child_main(conn: Connection, config: ChildConfig, cancel_pipe: Connection) -
         return
     me = psutil.Process()
     protocol.write(conn.fileno(), Ready(me.pid, me.create_time(), runner.inbox is not None))
+    # After "ready": a slow set-up (a model to load) must not count as a failed start.
+    hooks.start_child()
     runner.loop(conn)
     kill_descendants()  # recycled or stopped: what its jobs started ends with it
 
@@ -176,6 +184,9 @@ class _Cancels:
         """``_timed_call``, open to a cancel while it runs."""
         self.running = rec.id
         try:
+            if self.ids and rec.id in self.ids:  # it came while the job's hooks ran
+                self.ids.discard(rec.id)
+                raise Cancelled()
             return _timed_call(rec, fn, args, kwargs)
         finally:
             self.running = None

@@ -92,6 +92,8 @@ class Coordinator:
             measure_rss=settings.max_memory_per_child_mb is not None,
             server_id=self.server_id,
             hand_off=hand_off is not None,
+            log_level=settings.log_level,
+            log_format=settings.log_format,
         )
         self.ledger = Ledger(self.server_id)
         self.pacer = Pacer(
@@ -445,13 +447,11 @@ class Coordinator:
                 f"{'' if slot.ready else 'not '}ready"
             )
         if isinstance(message, Done):
-            self.pacer.observe(now - slot.head_since)
-            slot.pop_head(message.job_id, now)
+            self._ran(slot, message.job_id, now)
             self.ledger.done(message.job_id, message.result)
             self._check_memory(slot, message.job_id, message.rss)
         elif isinstance(message, Failed):
-            self.pacer.observe(now - slot.head_since)
-            slot.pop_head(message.job_id, now)
+            self._ran(slot, message.job_id, now)
             self.ledger.failed(
                 message.job_id, message.error, message.retryable, message.retry_delay_s
             )
@@ -483,6 +483,13 @@ class Coordinator:
         if limit is not None and slot.jobs_run >= limit:
             slot.retire()
 
+    def _ran(self, slot: Slot, job_id: str, now: float) -> None:
+        """The child reported the end of its head job."""
+        ran_s = now - slot.head_since
+        slot.pop_head(job_id, now)  # first: a report of another job is a ProtocolError
+        self.pacer.observe(ran_s)
+        self.ledger.ran(job_id, ran_s)
+
     def _check_memory(self, slot: Slot, job_id: str, rss: int) -> None:
         limit_mb = self.settings.max_memory_per_child_mb
         if limit_mb is not None and rss > limit_mb * 1024 * 1024 and not slot.retiring:
@@ -501,6 +508,7 @@ class Coordinator:
         code = slot.process.exitcode
         if slot.inflight and not slot.killed and not self.signals:
             head = slot.inflight.popleft()
+            self.ledger.ran(head, time.monotonic() - slot.head_since)
             reason = slot.fault or (
                 f"worker killed by signal {-code}"
                 if code is not None and code < 0

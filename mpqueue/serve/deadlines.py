@@ -73,6 +73,7 @@ class Deadlines:
                 continue
             cancel = self.cancels.kill_due(slot)
             head = slot.inflight.popleft()
+            self.ledger.ran(head, now - slot.head_since)
             slot.killed = True
             slot.kill()
             if cancel is not None and now >= cancel:

@@ -14,6 +14,8 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
+from ..logs import job_lines_wanted, log_ending
+from ..outcomes import CANCELLED, DEAD, DONE, RELEASED, ending
 from ..records import Claim, ErrorInfo, JobRecord, Outcome, Progress
 from .protocol import ProgressReport
 
@@ -42,6 +44,8 @@ class Ledger:
         self.stats = RunStats()
         self.progress: dict[str, Progress] = {}  # the latest report of each job, to write
         self.progress_since: float | None = None  # when the oldest of them came
+        # How long each run that ended took, kept only while per-job lines are logged.
+        self.durations: dict[str, float] | None = {} if job_lines_wanted() else None
 
     # ---- recording ----------------------------------------------------------------
     def done(self, job_id: str, result: bytes) -> None:
@@ -55,6 +59,11 @@ class Ledger:
                 job_id, self.server_id, error, retryable=retryable, retry_delay_s=retry_delay_s
             )
         )
+
+    def ran(self, job_id: str, seconds: float) -> None:
+        """The run of ``job_id`` ended after ``seconds`` (for its log line)."""
+        if self.durations is not None:
+            self.durations[job_id] = seconds
 
     def charge(self, job_id: str, error: ErrorInfo) -> None:
         """A job the server ended (a crash, a timeout kill) failed with ``error``."""
@@ -126,25 +135,30 @@ class Ledger:
 
     def settle(self, outcomes: list[Outcome]) -> None:
         """Count committed outcomes, and remember the jobs that will be retried."""
+        stats, durations = self.stats, self.durations
         for outcome in outcomes:
             rec = self.claimed.pop(outcome.job_id, None)
-            if outcome.kind == "done":
-                self.stats.done += 1
-            elif outcome.kind == "released":
-                self.stats.released += 1
-            elif outcome.error is not None and outcome.error.kind == "cancelled":
-                self.stats.cancelled += 1  # stopped for its cancel: the store cancels it
-            elif rec is not None and (not outcome.retryable or rec.attempts > rec.max_retries):
-                self.stats.dead += 1
-                log.warning(
-                    "job %s (%s) is dead after %d attempt(s): %s",
-                    rec.id,
-                    rec.name,
-                    rec.attempts,
-                    outcome.error,
-                )
+            how = ending(rec, outcome)
+            if durations is not None:
+                log_ending(how, outcome, rec, durations.pop(outcome.job_id, None))
+            if how == DONE:
+                stats.done += 1
+            elif how == RELEASED:
+                stats.released += 1
+            elif how == CANCELLED:
+                stats.cancelled += 1  # stopped for its cancel: the store cancels it
+            elif how == DEAD:
+                stats.dead += 1
+                if rec is not None:
+                    log.warning(
+                        "job %s (%s) is dead after %d attempt(s): %s",
+                        rec.id,
+                        rec.name,
+                        rec.attempts,
+                        outcome.error,
+                    )
             else:
-                self.stats.retried += 1
+                stats.retried += 1
                 self.retrying.add(outcome.job_id)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..errors import ConfigError, ProtocolError
 from ..location import is_url
+from ..logs import DEFAULT_LOG_FORMAT
 from ..signing import resolve_secret
 from . import protocol
 from .child import ChildConfig, child_main
@@ -183,6 +184,8 @@ class Pool:
         measure_rss: bool = False,
         server_id: str = "",
         hand_off: bool = False,
+        log_level: str | None = None,
+        log_format: str = DEFAULT_LOG_FORMAT,
     ):
         self.ctx = multiprocessing.get_context("forkserver")
         self.ctx.set_forkserver_preload(["mpqueue.serve.child"])
@@ -197,6 +200,8 @@ class Pool:
             server_id,
             hand_off,
             resolve_secret(None),
+            log_level,
+            log_format,
         )
         self.slots: list[Slot] = []
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ..identity import DEFAULT_LEASE_S
 from ..limits import check_delay, check_int, check_positive
 from ..location import DEFAULT_MODE, check_location, check_mode, check_shared_location
+from ..logs import DEFAULT_LOG_FORMAT, check_format, check_level
 
 DEFAULT_BATCH = 256  # most jobs claimed in one write transaction
 DEFAULT_POLL_INTERVAL_S = 1.0  # a safety net: wake-ups come by socket (stores may differ)
@@ -36,6 +37,9 @@ class ServeSettings:
     progress: bool | None = None  # None: a bar on a terminal, lines otherwise
     lease_s: float = DEFAULT_LEASE_S
     poll_only: bool = False  # claim only on poll ticks, no wake-ups (the old way; benchmarks)
+    # How the children log (as the CLI set up this process); None: they leave it alone.
+    log_level: str | None = None
+    log_format: str = DEFAULT_LOG_FORMAT
 
     def validate(self) -> ServeSettings:
         check_int("workers", self.workers, 1, 4096)
@@ -51,6 +55,9 @@ class ServeSettings:
         if self.max_tasks_per_child is not None:
             check_int("max tasks per child", self.max_tasks_per_child, 1, 2**31)
         check_positive("lease", self.lease_s)
+        check_format(self.log_format)
+        if self.log_level is not None:
+            check_level(self.log_level)
         if self.max_memory_per_child_mb is not None:
             check_positive("max memory per child (MB)", self.max_memory_per_child_mb)
         return self

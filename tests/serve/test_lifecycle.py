@@ -74,10 +74,10 @@ def test_short_grace_kills_running_jobs_and_puts_them_back_uncharged(env, server
 @pytest.mark.timeout(60)
 def test_second_signal_stops_at_once(env, servers):
     env.task("sleepy").map([(str(env.marker), i, 5.0) for i in range(4)])
-    server = servers(env.path, "--workers", "2", "--grace", "30")
+    server = servers(env.path, "--workers", "2", "--grace", "30", "--log-level", "info")
     wait_until(lambda: len(env.runs()) == 2, 20, "running")
     server.send(signal.SIGTERM)
-    wait_until(lambda: "stopping" in server.log(), 5, "stopping logged")
+    wait_until(lambda: "stopping" in server.log(), 5, "stopping logged")  # an info line
     server.send(signal.SIGINT)
     assert server.wait(5) == 0
     stats = env.stats()

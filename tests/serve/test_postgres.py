@@ -38,7 +38,9 @@ from ..support.pg_helpers import (  # noqa: F401
 from ..support.serve_helpers import ROOT, assert_no_overlap, gone, read_runs, wait_until
 
 HOSTS = ("host-a", "host-b", "host-c")
+# info: the test of a lost database reads the reconnect's info line
 SERVE_ARGS = ("--workers", "1", "--poll-interval", "0.2", "--grace", "2", "--prefetch", "0")
+SERVE_ARGS += ("--log-level", "info")
 
 
 class Host:

@@ -91,3 +91,23 @@ def test_stray_claims_are_held_by_no_child_and_handed_to_no_live_one():
     ]
     assert stray_claims(claims, held={A}, live_pids={42}) == [C]
     assert stray_claims(claims, held=set(), live_pids=set()) == [A, B, C]
+
+
+def test_job_lines_are_logged_at_settling_only_when_info_is_on(caplog):
+    quiet = Ledger("server")  # the default level: nothing kept, nothing built
+    assert quiet.durations is None
+    with caplog.at_level(logging.INFO, logger="mpqueue.jobs"):
+        ledger = Ledger("server")
+        ledger.claim(_rec(A))
+        ledger.claim(_rec(B, attempts=4, max_retries=3))
+        ledger.ran(A, 0.5)
+        ledger.done(A, b"")
+        ledger.charge(B, ErrorInfo("WorkerCrashed", "killed", kind="crash"))
+        ledger.release([C])
+        ledger.committed(ledger.outcomes)
+    lines = [r for r in caplog.records if r.name == "mpqueue.jobs"]
+    assert [(r.fields["job_id"], r.fields["outcome"], r.fields["duration_s"]) for r in lines] == [
+        (A, "done", 0.5),
+        (B, "dead", None),  # no duration reported for it
+    ]
+    assert ledger.durations == {}
