@@ -50,6 +50,11 @@ SERVE_CHECK_S = 1.0  # how often the watcher checks that a live server serves th
 class Executor(concurrent.futures.Executor):
     """A ``concurrent.futures.Executor`` whose calls are durable jobs.
 
+    ``future.result()`` re-raises a job's failure as ``JobFailed`` (the remote error's
+    type, message and traceback are in its ``error``), not as the original exception:
+    nothing from a job is unpickled but its return value. Every future has the
+    ``job_id`` of its job.
+
     Parameters
     ----------
     queue
@@ -65,12 +70,10 @@ class Executor(concurrent.futures.Executor):
         still succeeds), ``timeout``, ``priority``, ``backoff``, ``backoff_cap``. A
         ``Task`` passed to ``submit`` or ``map`` keeps its own options.
 
-    ``future.result()`` re-raises a job's failure as ``JobFailed`` (the remote error's
-    type, message and traceback are in its ``error``), not as the original exception:
-    nothing from a job is unpickled but its return value. Every future has the
-    ``job_id`` of its job.
-
-    Raises ConfigError for a memory store, a bad ``max_workers`` or a bad option.
+    Raises
+    ------
+    ConfigError
+        For a memory store, a bad ``max_workers`` or a bad option.
     """
 
     def __init__(
