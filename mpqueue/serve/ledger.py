@@ -27,6 +27,7 @@ class RunStats:
 
     def __init__(self) -> None:
         self.done = self.retried = self.dead = self.released = self.cancelled = 0
+        self.expired = 0
         self.started_at = time.monotonic()
 
 
@@ -55,6 +56,10 @@ class Ledger:
                 job_id, self.server_id, error, retryable=retryable, retry_delay_s=retry_delay_s
             )
         )
+
+    def expired(self, job_id: str) -> None:
+        """A child did not start this job: its deadline had passed (see expiry.py)."""
+        self.outcomes.append(Outcome.expired(job_id, self.server_id))
 
     def charge(self, job_id: str, error: ErrorInfo) -> None:
         """A job the server ended (a crash, a timeout kill) failed with ``error``."""
@@ -132,6 +137,8 @@ class Ledger:
                 self.stats.done += 1
             elif outcome.kind == "released":
                 self.stats.released += 1
+            elif outcome.kind == "expired":
+                self.stats.expired += 1  # never ran: nothing to retry
             elif outcome.error is not None and outcome.error.kind == "cancelled":
                 self.stats.cancelled += 1  # stopped for its cancel: the store cancels it
             elif rec is not None and (not outcome.retryable or rec.attempts > rec.max_retries):
