@@ -5,7 +5,9 @@ run jobs through ``TaskRunner``, so a job fails, retries or is dead-lettered for
 same reasons wherever it runs: a bad signature (checked before anything is
 unpickled), an unknown task, a payload that cannot be unpickled, an exception (retried
 as the task's ``retry_on``/``no_retry_on`` allow), ``Retry`` or ``Fail`` from the task, a
-result that cannot be pickled or is too big.
+result that cannot be pickled or is too big. And a claimed job that waited past its
+deadline (``expires=``, behind a server's prefetch or a batch) is not started at all: it
+ends ``expired`` (see expiry.py).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from .errors import (
     SerializationError,
     TaskNotFound,
 )
+from .expiry import is_expired
 from .hooks import NO_HOOKS, HookEvent, Hooks, HookTable, fire, hooks_of
 from .identity import current
 from .outcomes import CANCELLED, DONE, RETRIED, ending
@@ -104,6 +107,10 @@ class TaskRunner:
         if rec is None:  # deleted while queued: nothing to run
             lost = ErrorInfo("JobNotFound", "job vanished", kind="lost")
             return Outcome.failed(job_id, self.server_id, lost, retryable=False)
+        if rec.expires_at_ms is not None and is_expired(rec, now_ms(), claimed=True):
+            # Claimed in time, but it waited behind others (a prefetch, a batch) past
+            # its deadline: it must not start now.
+            return Outcome.expired(job_id, self.server_id)
         if self.secret is not None and not verify(
             self.secret, rec.name, rec.payload, rec.func, rec.signature
         ):
@@ -268,8 +275,9 @@ def run_pending(
     due (or ``limit`` runs were made); returns how many runs it made.
 
     Jobs are claimed under this process's server id, so a server's recovery leaves
-    them alone while this process lives. Each outcome is committed as soon as its job
-    ends; a failed job with retries left is rescheduled with backoff (so it is not due
+    them alone while this process lives. A claimed job whose deadline (``expires=``)
+    passed while the batch ran ends expired, not run. Each outcome is committed as soon
+    as its job ends; a failed job with retries left is rescheduled with backoff (so it is not due
     again at once). No time limit is enforced: a job's ``timeout`` needs a child
     process to stop it. A Ctrl-C (KeyboardInterrupt) in a job puts back the jobs of
     the batch that have not finished, uncharged, and is raised again. ``hooks``: those of
@@ -299,7 +307,7 @@ def run_pending(
                 store.finish([Outcome.released(r.id, runner.server_id) for r in late], now_ms())
                 raise
             store.finish([outcome], now_ms())
-            runs += 1
+            runs += outcome.kind != "expired"  # past its deadline: not run
     return runs
 
 

@@ -5,15 +5,18 @@ what happens past it.
 the job keeps the deadline as ``expires_at_ms``. A job that has not started by its
 deadline ends ``expired`` without running, with an ``Expired`` entry last in its
 history, and the jobs waiting for it are settled as for a failed job. A job has started
-once a claim charged it an attempt: its retries never expire (an uncharged put-back,
-``released``, is no start).
+once a run of it began: its retries never expire (an uncharged put-back, ``released``,
+is no start).
 
 Stores check the deadline where they touch a queued job anyway, in the transaction that
 touches it: the claim (a claimed job past its deadline is ended instead of handed out),
-the promotion of a scheduled job, and the release of a waiting one. Whichever server or
-store call sees the job first past its deadline ends it. The check reads nothing: the
-deadline is in the record the store already holds, and a job without one pays a test
-for None.
+the promotion of a scheduled job, and the release of a waiting one. A claimed job may
+wait a while before it runs (a server prefetches; ``run_pending`` claims a batch), so
+what runs it checks once more just before the start (``execute.TaskRunner``) and
+reports the ``expired`` outcome instead of running it; the store files it as its claim
+would have (``outcomes.Destination.EXPIRED``). Whichever server or store call sees the
+job first past its deadline ends it. The check reads nothing: the deadline is in the
+record at hand, and a job without one pays a test for None.
 """
 
 from __future__ import annotations
@@ -88,19 +91,27 @@ def deadline_ms(expires: Any, now_ms: int, run_at_ms: int) -> int | None:
     return deadline
 
 
-def is_expired(rec: JobRecord, now_ms: int) -> bool:
-    """Whether ``rec`` must end expired now rather than be queued or claimed: it has a
-    deadline, it has passed, and the job never started (no attempt charged). Callers on
-    a hot path test ``rec.expires_at_ms is not None`` first: a job without a deadline
-    pays only that."""
+def is_expired(rec: JobRecord, now_ms: int, *, claimed: bool = False) -> bool:
+    """Whether ``rec`` must end expired now rather than be queued, claimed or started:
+    it has a deadline, it has passed, and the job never started. A queued job never
+    started if no attempt was charged; a ``claimed`` one (about to start) if its claim
+    charged its first. Callers on a hot path test ``rec.expires_at_ms is not None``
+    first: a job without a deadline pays only that."""
     deadline = rec.expires_at_ms
-    return deadline is not None and now_ms >= deadline and rec.attempts == 0
+    return deadline is not None and now_ms >= deadline and rec.attempts == int(claimed)
 
 
-def expired(rec: JobRecord, now_ms: int) -> JobRecord:
-    """``rec`` ended expired at ``now_ms``: its history ends with why."""
+def expired(rec: JobRecord, now_ms: int, attempts: int | None = None) -> JobRecord:
+    """``rec`` ended expired at ``now_ms``: its history ends with why. ``attempts``: the
+    count it keeps, when not its own (a claimed job gives back the attempt its claim
+    charged: it never ran)."""
     entry = expiry_entry(rec.expires_at_ms or 0, now_ms)
-    return rec.evolve(state=JobState.EXPIRED, errors=rec.errors + (entry,), finished_at_ms=now_ms)
+    return rec.evolve(
+        state=JobState.EXPIRED,
+        errors=rec.errors + (entry,),
+        finished_at_ms=now_ms,
+        attempts=rec.attempts if attempts is None else attempts,
+    )
 
 
 def expiry_entry(deadline: int, now_ms: int) -> ErrorInfo:

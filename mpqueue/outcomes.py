@@ -11,6 +11,7 @@ import enum
 import random
 from dataclasses import dataclass
 
+from .expiry import expired
 from .records import ErrorInfo, JobRecord, JobState, Outcome
 from .retry import next_run_at_ms, will_retry
 
@@ -20,7 +21,8 @@ NO_ERROR = ErrorInfo("Unknown", "no error recorded")
 # How a run ended, as a server counts and logs it and hooks are told (``ending``): the
 # one list of them.
 DONE, RETRIED, DEAD, CANCELLED, RELEASED = "done", "retried", "dead", "cancelled", "released"
-ENDINGS = (DONE, RETRIED, DEAD, CANCELLED, RELEASED)
+EXPIRED = "expired"  # not started: its deadline had passed when its turn came
+ENDINGS = (DONE, RETRIED, DEAD, CANCELLED, RELEASED, EXPIRED)
 
 
 class Destination(enum.Enum):
@@ -31,6 +33,7 @@ class Destination(enum.Enum):
     DEAD = "dead"  # into the dead-letter queue, with the reason
     RELEASED = "released"  # back to ready, the attempt un-charged, keeping its seq
     CANCELLED = "cancelled"  # its cancel was requested while it ran: ended, no result
+    EXPIRED = "expired"  # past its deadline when about to start: ended, never ran
 
 
 def ending(record: JobRecord | None, outcome: Outcome) -> str:
@@ -42,7 +45,7 @@ def ending(record: JobRecord | None, outcome: Outcome) -> str:
     The store may still cancel a job whose cancel came while it ran, whatever it did.
     """
     kind = outcome.kind
-    if kind == "done" or kind == "released":
+    if kind == "done" or kind == "released" or kind == "expired":
         return kind
     if kind == "cancelled" or (outcome.error is not None and outcome.error.kind == "cancelled"):
         return CANCELLED
@@ -72,8 +75,8 @@ def apply_outcome(record: JobRecord, outcome: Outcome, now_ms: int, rng: random.
 
     Parameters:
         record: the claimed job (its ``attempts`` counts the run that ended).
-        outcome: how the run ended (``done``, ``released``, ``failed`` or
-            ``cancelled``).
+        outcome: how the run ended (``done``, ``released``, ``failed``,
+            ``cancelled``, or ``expired``: it never began).
         now_ms: the clock, for the finish time and the retry's run-at.
         rng: the random source of the retry's jitter (``retry.backoff_s``).
 
@@ -94,6 +97,11 @@ def apply_outcome(record: JobRecord, outcome: Outcome, now_ms: int, rng: random.
             state=JobState.CANCELLED, errors=record.errors + (error,), finished_at_ms=now_ms
         )
         return Applied(cancelled, Destination.CANCELLED, error)
+    if outcome.kind == "expired":
+        # Ended as a claim past the deadline ends it (expiry.expired, the same history
+        # entry), the attempt the claim charged given back: it never ran.
+        ended = expired(record, now_ms, attempts=record.attempts - 1)
+        return Applied(ended, Destination.EXPIRED, ended.errors[-1])
     return _failed(record, outcome, now_ms, rng)
 
 

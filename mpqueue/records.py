@@ -35,7 +35,8 @@ class JobState(str, enum.Enum):
 # uncharged put-back of a job whose run never started or was interrupted by shutdown.
 # A waiting job leaves with its last open dependency: queued, or cancelled with it.
 # Any job that has not ended can be cancelled (a running one by its server). A queued
-# job past its deadline expires where a store would otherwise queue or claim it.
+# job past its deadline expires where a store would otherwise queue or claim it, and a
+# claimed one where its server was about to start it.
 TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.WAITING: frozenset(
         {JobState.READY, JobState.SCHEDULED, JobState.CANCELLED, JobState.EXPIRED}
@@ -45,7 +46,14 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
         {JobState.PROCESSING, JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED}
     ),
     JobState.PROCESSING: frozenset(
-        {JobState.DONE, JobState.SCHEDULED, JobState.DEAD, JobState.READY, JobState.CANCELLED}
+        {
+            JobState.DONE,
+            JobState.SCHEDULED,
+            JobState.DEAD,
+            JobState.READY,
+            JobState.CANCELLED,
+            JobState.EXPIRED,
+        }
     ),
     JobState.DONE: frozenset(),
     JobState.DEAD: frozenset({JobState.READY}),
@@ -240,7 +248,8 @@ class Outcome:
     with backoff unless ``retryable`` is false or retries are used up), ``released``
     (put back to ready without charging the attempt), ``cancelled`` (``error`` says who
     cancelled it: what any outcome of a job whose cancel was requested becomes, see
-    ``cancellation.requested``).
+    ``cancellation.requested``), ``expired`` (claimed, but past its deadline when its
+    server was about to start it: it never ran, see ``expiry.py``).
     """
 
     job_id: str
@@ -277,3 +286,7 @@ class Outcome:
     @classmethod
     def released(cls, job_id: str, server_id: str) -> Outcome:
         return cls(job_id, server_id, "released")
+
+    @classmethod
+    def expired(cls, job_id: str, server_id: str) -> Outcome:
+        return cls(job_id, server_id, "expired")

@@ -21,8 +21,9 @@ Messages (typed values, see protocol): the coordinator sends ``Run`` (job ids, q
 behind what the child holds), ``Handed`` (hand-offs the child may have missed: it runs
 those it has not taken yet) and ``Stop``; the child answers ``Ready`` or ``InitError``
 once, then ``Took`` for each hand-off it starts, ``ProgressReport`` while a job reports
-progress, ``Done`` or ``Failed`` for each job, and ``Released`` (what it was sent and
-did not run) when told to stop.
+progress, ``Done`` or ``Failed`` for each job (``Expired`` for one whose deadline passed
+before its turn came: see expiry.py), and ``Released`` (what it was sent and did not
+run) when told to stop.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from . import protocol
 from .containment import kill_descendants, kill_group, lead_own_group
 from .protocol import (
     Done,
+    Expired,
     Failed,
     Handed,
     InitError,
@@ -272,7 +274,7 @@ class _JobRunner:
             if not conn.poll(0):
                 return False
 
-    def _run_handed(self, conn: Connection, job_id: str) -> Done | Failed | None:
+    def _run_handed(self, conn: Connection, job_id: str) -> Done | Failed | Expired | None:
         """Run a job handed to this child, unless it ran it already or the job is no
         longer handed to it (finished, or put back after this child was given up)."""
         if job_id in self.taken or self.hand_off is None:
@@ -286,10 +288,10 @@ class _JobRunner:
         protocol.write(conn.fileno(), Took(job_id))
         return self._run_record(job_id, rec)
 
-    def run(self, job_id: str) -> Done | Failed:
+    def run(self, job_id: str) -> Done | Failed | Expired:
         return self._run_record(job_id, self.store.get(job_id))
 
-    def _run_record(self, job_id: str, rec: JobRecord | None) -> Done | Failed:
+    def _run_record(self, job_id: str, rec: JobRecord | None) -> Done | Failed | Expired:
         skipped = self.cancels.skipped(job_id)
         if skipped is not None:
             return skipped
@@ -297,6 +299,8 @@ class _JobRunner:
         if outcome.kind == "done":
             assert outcome.result is not None  # a done Outcome of the task runner has one
             return Done(outcome.job_id, outcome.result, self._rss())
+        if outcome.kind == "expired":
+            return Expired(job_id)
         assert outcome.error is not None  # every failed Outcome of the task runner has one
         return Failed(job_id, outcome.error, outcome.retryable, outcome.retry_delay_s, self._rss())
 

@@ -54,7 +54,17 @@ from .ledger import Ledger, stray_claims
 from .pacing import Pacer, usable
 from .pool import Pool, Slot
 from .progress import Progress
-from .protocol import Done, Failed, InitError, ProgressReport, Ready, Released, Report, Took
+from .protocol import (
+    Done,
+    Expired,
+    Failed,
+    InitError,
+    ProgressReport,
+    Ready,
+    Released,
+    Report,
+    Took,
+)
 from .settings import DEFAULT_POLL_INTERVAL_S, ServeSettings
 
 log = logging.getLogger("mpqueue.serve")
@@ -456,6 +466,9 @@ class Coordinator:
                 message.job_id, message.error, message.retryable, message.retry_delay_s
             )
             self._check_memory(slot, message.job_id, message.rss)
+        elif isinstance(message, Expired):  # not run: no duration for the pacer
+            slot.pop_head(message.job_id, now)
+            self.ledger.expired(message.job_id)
         elif isinstance(message, Took):
             self.handoff.took(slot, message.job_id, now)
         elif isinstance(message, ProgressReport):

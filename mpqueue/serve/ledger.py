@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from ..logs import job_lines_wanted, log_ending
-from ..outcomes import CANCELLED, DEAD, DONE, RELEASED, ending
+from ..outcomes import CANCELLED, DEAD, DONE, EXPIRED, RELEASED, ending
 from ..records import Claim, ErrorInfo, JobRecord, Outcome, Progress
 from .protocol import ProgressReport
 
@@ -29,6 +29,7 @@ class RunStats:
 
     def __init__(self) -> None:
         self.done = self.retried = self.dead = self.released = self.cancelled = 0
+        self.expired = 0
         self.started_at = time.monotonic()
 
 
@@ -64,6 +65,10 @@ class Ledger:
         """The run of ``job_id`` ended after ``seconds`` (for its log line)."""
         if self.durations is not None:
             self.durations[job_id] = seconds
+
+    def expired(self, job_id: str) -> None:
+        """A child did not start this job: its deadline had passed (see expiry.py)."""
+        self.outcomes.append(Outcome.expired(job_id, self.server_id))
 
     def charge(self, job_id: str, error: ErrorInfo) -> None:
         """A job the server ended (a crash, a timeout kill) failed with ``error``."""
@@ -145,6 +150,8 @@ class Ledger:
                 stats.done += 1
             elif how == RELEASED:
                 stats.released += 1
+            elif how == EXPIRED:
+                stats.expired += 1  # never ran: nothing to retry
             elif how == CANCELLED:
                 stats.cancelled += 1  # stopped for its cancel: the store cancels it
             elif how == DEAD:

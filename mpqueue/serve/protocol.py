@@ -7,8 +7,9 @@ its coordinator, so these keep multiprocessing's own framing (``send_command``,
 
 Child -> coordinator: ``Ready`` (its pid and create time, whether it listens for
 hand-offs), ``InitError``, ``Took`` (it started a job handed to it), ``Done``,
-``Failed``, ``Released`` (the jobs it hands back when stopped), ``ProgressReport`` (the
-running job's progress, throttled by the child).
+``Failed``, ``Expired`` (a job it did not start: past its deadline), ``Released`` (the
+jobs it hands back when stopped), ``ProgressReport`` (the running job's progress,
+throttled by the child).
 
 The child runs user code, and user code can write anything to any fd it has, the
 pipe included. So the coordinator trusts nothing it reads there: each frame starts
@@ -21,7 +22,8 @@ sent can cost that child's job an attempt; they can never stop the server.
 On the wire a message is an array, its kind's tag first: ``["ready", pid,
 create_time, inbox]``, ``["init_error", text]``, ``["took", job_id]``, ``["done",
 job_id, result, rss]``, ``["failed", job_id, [type, message, traceback, attempt,
-at_ms, kind], retryable, retry_delay_s | None, rss]``, ``["released", [job_id, ...]]``,
+at_ms, kind], retryable, retry_delay_s | None, rss]``, ``["expired", job_id]``,
+``["released", [job_id, ...]]``,
 ``["progress", job_id, done, total | None, message | None, at_ms]``;
 ``("run", [ids])``, ``("handed", [ids])``, ``("stop",)`` the other way. Only this module
 knows it: everything else handles the typed values.
@@ -111,6 +113,12 @@ class Failed(NamedTuple):
     rss: int
 
 
+class Expired(NamedTuple):
+    """The next job was past its deadline when its turn came: not started."""
+
+    job_id: str
+
+
 class Released(NamedTuple):
     """Jobs the child was sent but will not run (it was told to stop)."""
 
@@ -127,7 +135,7 @@ class ProgressReport(NamedTuple):
     at_ms: int
 
 
-Report = Ready | InitError | Took | Done | Failed | Released | ProgressReport
+Report = Ready | InitError | Took | Done | Failed | Expired | Released | ProgressReport
 
 
 _COMMAND_TAGS: dict[type, str] = {Run: "run", Handed: "handed", Stop: "stop"}
@@ -277,6 +285,7 @@ _REPORT_TAGS: dict[type, str] = {
     Took: "took",
     Done: "done",
     Failed: "failed",
+    Expired: "expired",
     Released: "released",
     ProgressReport: "progress",
 }
@@ -288,6 +297,7 @@ _SHAPES: dict[str, tuple[tuple[Callable[[Any], bool], ...], Callable[..., Report
     "took": ((is_job_id,), Took._make),
     "done": ((is_job_id, _is(bytes), _is(int)), Done._make),
     "failed": ((is_job_id, _error_tuple, _is(bool), _optional_number, _is(int)), _failed),
+    "expired": ((is_job_id,), Expired._make),
     "released": ((_id_list,), _released),
     "progress": (
         (is_job_id, _progress_number, _optional_total, _optional_message, _is(int)),

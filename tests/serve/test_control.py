@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from mpqueue import JobCancelled, JobExpired
-from mpqueue.records import JobState
+from mpqueue import JobCancelled, JobExpired, Queue
+from mpqueue.records import JobState, now_ms
 
 from ..support.pg_helpers import pg_url  # noqa: F401
 from ..support.serve_helpers import env, gone, servers, wait_until  # noqa: F401
@@ -198,10 +198,9 @@ def test_a_running_jobs_progress_reaches_the_store(env, servers, tmp_path, pacin
 
 @pytest.mark.timeout(120)
 def test_a_job_behind_a_busy_worker_expires_and_never_runs(env, servers):
-    """Expiry under a real server: a job whose deadline passes while the only worker
-    is busy ends expired when the server next claims, never runs, and the job behind
-    it runs as usual. (``--prefetch 0``: a job claimed ahead, before its deadline, has
-    started as far as expiry goes.)"""
+    """Expiry under a real server that claims only for a free worker (``--prefetch
+    0``): a job whose deadline passes while the only worker is busy ends expired at the
+    server's next claim, never runs, and the job behind it runs as usual."""
     server = servers(env.path, "--workers", "1", "--prefetch", "0")
     server.wait_ready(env.queue, 1)
     marker = str(env.marker)
@@ -224,37 +223,80 @@ def test_a_job_behind_a_busy_worker_expires_and_never_runs(env, servers):
     assert env.stats()["expired"] == 1
 
 
+@pytest.fixture(params=["lmdb", "postgres"])
+def store_env(request, tmp_path):
+    """``env`` on LMDB, or on PostgreSQL (a schema of its own)."""
+    from ..support.serve_helpers import Env
+
+    made = Env(tmp_path)
+    if request.param == "postgres":
+        made.queue.close()
+        made.path = request.getfixturevalue("pg_url")
+        made.queue = Queue(made.path)
+    try:
+        yield made
+    finally:
+        made.queue.close()
+
+
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("backend", ["lmdb", "postgres"])
-def test_a_paused_task_waits_while_the_others_run(backend, request, servers, tmp_path):
+def test_a_paused_task_waits_while_the_others_run(store_env, servers):
     """Under a real server: a job of the paused task that was running finishes, the
     task's queued jobs stay ready while other tasks' jobs (queued after them) run, and
     the resume lets them run."""
-    from mpqueue import Queue
+    env = store_env
+    server = servers(env.path, "--workers", "2")
+    server.wait_ready(env.queue, 2)
+    marker, sleepy, quick = str(env.marker), env.task("sleepy"), env.task("quick")
+    running = sleepy.delay(marker, "running", 1.0)
+    _started(env, "running")
+    assert env.queue.pause(sleepy).changed
+    held = [sleepy.delay(marker, f"held-{i}", 0.0) for i in range(2)]
+    free = [quick.delay(marker, f"free-{i}") for i in range(3)]
+    for job in [running, *free]:
+        assert _ended(env, job).state is JobState.DONE
+    assert [env.record(job).state for job in held] == [JobState.READY] * 2
+    assert not any(f"held-{i}" in env.runs() for i in range(2))
+    assert env.queue.resume(sleepy).changed
+    for job in held:
+        assert _ended(env, job).state is JobState.DONE
+    assert env.queue.check().code == 0
 
-    from ..support.serve_helpers import Env
 
-    pg = Env(tmp_path)
-    if backend == "postgres":
-        pg.queue.close()
-        pg.queue = Queue(request.getfixturevalue("pg_url"))
-        pg.path = pg.queue.store.url
-    try:
-        server = servers(pg.path, "--workers", "2")
-        server.wait_ready(pg.queue, 2)
-        marker, sleepy, quick = str(pg.marker), pg.task("sleepy"), pg.task("quick")
-        running = sleepy.delay(marker, "running", 1.0)
-        _started(pg, "running")
-        assert pg.queue.pause(sleepy).changed
-        held = [sleepy.delay(marker, f"held-{i}", 0.0) for i in range(2)]
-        free = [quick.delay(marker, f"free-{i}") for i in range(3)]
-        for job in [running, *free]:
-            assert _ended(pg, job).state is JobState.DONE
-        assert [pg.record(job).state for job in held] == [JobState.READY] * 2
-        assert not any(f"held-{i}" in pg.runs() for i in range(2))
-        assert pg.queue.resume(sleepy).changed
-        for job in held:
-            assert _ended(pg, job).state is JobState.DONE
-        assert pg.queue.check().code == 0
-    finally:
-        pg.queue.close()
+@pytest.mark.timeout(120)
+def test_a_prefetched_job_past_its_deadline_at_its_turn_expires_and_never_runs(
+    store_env, servers, tmp_path
+):
+    """With the default prefetch, a server claims a job ahead of its turn, before its
+    deadline, into the buffer of its only (busy) child. Its turn comes after the
+    deadline: the child does not start it, it ends expired (uncharged), and the job
+    behind it in the same buffer runs."""
+    server = servers(store_env.path, "--workers", "1")
+    server.wait_ready(store_env.queue, 1)
+    marker, release = str(store_env.marker), tmp_path / "release"
+    busy = store_env.task("hold").delay(marker, "busy", str(release))
+    _started(store_env, "busy")
+    late = store_env.task("quick").delay(marker, "late", expires=3.0)
+    after = store_env.task("quick").delay(marker, "after")
+    deadline_ms = late.record.expires_at_ms
+    for job in (late, after):  # prefetched: claimed by the server, queued at the child
+        wait_until(lambda j=job: store_env.record(j).state is JobState.PROCESSING, 15, "prefetched")
+    claimed = store_env.record(late)
+    assert claimed.attempts == 1 and now_ms() < deadline_ms  # claimed in time
+    wait_until(lambda: now_ms() > deadline_ms, 10, "the late job's deadline")
+    release.touch()
+    rec = wait_until(
+        lambda: (r := store_env.record(after)).state is JobState.DONE and r, 30, "the job after"
+    )
+    assert rec.attempts == 1
+    gone_late = store_env.record(late)
+    assert gone_late.state is JobState.EXPIRED, gone_late
+    assert gone_late.attempts == 0 and gone_late.errors[-1].kind == "expired"
+    assert gone_late.finished_at_ms >= deadline_ms
+    assert "late" not in store_env.runs() and "after" in store_env.runs()
+    assert _ended(store_env, busy).state is JobState.DONE
+    with pytest.raises(JobExpired, match="not started by its deadline"):
+        late.result(timeout=5)
+    stats = store_env.stats()
+    assert stats["expired"] == 1 and stats["processing"] == 0
+    assert store_env.queue.check().code == 0

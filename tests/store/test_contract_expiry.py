@@ -11,7 +11,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from mpqueue import ConfigError, JobExpired, chain
-from mpqueue.records import JobState, now_ms
+from mpqueue.expiry import expiry_entry
+from mpqueue.records import JobState, Outcome, now_ms
+from mpqueue.serializer import dump_result
 
 from ..support.helpers import claim_all, done, failed
 from ..support.pg_helpers import pg_url  # noqa: F401
@@ -193,6 +195,69 @@ def test_a_job_without_expiry_is_untouched_by_time(store):
     assert store.get(job).expires_at_ms is None
     far = start + 10_000 * 24 * 3_600_000  # 10,000 days on
     assert claimed(store, far) == [job]
+
+
+# ---- expired at the start: claimed in time, reached by its server after the deadline --
+
+
+def test_a_claimed_job_reported_expired_ends_as_its_claim_would_have(store):
+    """``finish([Outcome.expired])``: a server found a job it had claimed (in time)
+    past its deadline when it was about to start it. It ends expired, uncharged, with
+    the claim's history entry; its dependents settle as for a dead job; its key is free;
+    a done job finished in the same batch ends as usual."""
+    start = now_ms()
+    late = record(key="k", expires_at_ms=start + MINUTE)
+    (dep,) = add(store, late)
+    (child,) = add(store, record(depends_on=(dep,)))
+    (grandchild,) = add(store, record(depends_on=(child,)))
+    (tolerant,) = add(store, record(depends_on=(dep,), allow_failures=True))
+    (other,) = add(store, record())
+    got = claimed(store, start + 1000)  # the legacy poll reads run times: after theirs
+    assert dep in got and other in got
+    assert store.get(dep).attempts == 1
+    at = start + 2 * MINUTE
+    outcomes = [Outcome.expired(dep, "w1"), Outcome.done(other, "w1", dump_result(1))]
+    assert store.finish(outcomes, at) == [True, True]
+    assert_expired(store, dep, at)
+    assert store.get(dep).errors[-1] == expiry_entry(start + MINUTE, at)  # the claim's entry
+    assert states(store, other) == ["done"]
+    assert states(store, child, grandchild) == ["cancelled", "cancelled"]
+    assert "expired before it started" in store.get(child).errors[-1].message
+    assert states(store, tolerant) == ["ready"]
+    assert store.claims() == []
+    counts = store.stats()
+    assert counts["expired"] == 1 and counts["processing"] == 0 and counts["cancelled"] == 2
+    assert [r.id for r in store.list(state=JobState.EXPIRED)] == [dep]
+    again = record(key="k")
+    add(store, again)
+    assert again.id != dep and states(store, again.id) == ["ready"]  # the key is free
+    # Retention takes it (filed in the expired index), the done job and the two cancelled.
+    assert store.expire_finished(at + 1) == 4
+    assert store.get(dep) is None
+    clean(store)
+
+
+def test_a_late_expired_outcome_changes_nothing(store):
+    start = now_ms()
+    (job,) = add(store, record(expires_at_ms=start + MINUTE))
+    assert claimed(store, start) == [job]
+    assert store.finish([Outcome.expired(job, "someone-else")], start + 2 * MINUTE) == [False]
+    assert states(store, job) == ["processing"] and store.get(job).attempts == 1
+    assert done(store, job, 3, now=start + 2 * MINUTE)
+    assert store.finish([Outcome.expired(job, "w1")], start + 3 * MINUTE) == [False]
+    assert states(store, job) == ["done"]
+    clean(store)
+
+
+def test_a_cancel_requested_first_wins_over_an_expired_start(store):
+    start = now_ms()
+    (job,) = add(store, record(expires_at_ms=start + MINUTE))
+    assert claimed(store, start) == [job]
+    assert store.cancel([job], "stop it", start).requested == [job]
+    assert store.finish([Outcome.expired(job, "w1")], start + 2 * MINUTE) == [True]
+    rec = store.get(job)
+    assert rec.state is JobState.CANCELLED and rec.errors[-1].message == "stop it"
+    clean(store)
 
 
 # ---- the task API -------------------------------------------------------------------

@@ -5,6 +5,7 @@ its own ``check()``. The operations include workflows: jobs that depend on other
 (waiting, released, cancelled down the graph) and jobs with unique keys; the model of
 those is ``tests/support/graph_model.py``. Jobs may have a deadline to start
 (``expires_at_ms``) while the clock moves on: no job is ever claimed past its deadline,
+one its server reaches past its deadline after the claim is ended (``Outcome.expired``),
 and one that expires ends as the model says.
 
 ``MPQUEUE_STATE_MACHINE_EXAMPLES=N`` runs N examples per machine instead of the usual
@@ -479,6 +480,28 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.store.finish([Outcome.released(job, model[1])], self.now) == [True]
         if not self._cancelled_instead(job):
             self._set(job, JobState.READY, None, model[2] - 1)
+
+    def _first_runs_with_deadline(self) -> list[str]:
+        """Held jobs on their first attempt that have a deadline: a server may reach
+        their start only after it."""
+        return [j for j in self._held() if self.jobs[j][2] == 1 and j in self.graph.deadline]
+
+    @precondition(lambda self: self._first_runs_with_deadline())
+    @rule(data=st.data(), late_ms=st.integers(0, 2000))
+    def expire_at_start(self, data, late_ms):
+        """A claimed job waited (in a prefetch) past its deadline: its server reports
+        ``expired`` instead of running it, and the store ends it as a claim would have:
+        expired, uncharged, its dependents settled as for a failed job."""
+        job = data.draw(st.sampled_from(self._first_runs_with_deadline()))
+        self.now = max(self.now, self.graph.deadline[job] + late_ms)
+        outcome = Outcome.expired(job, self.jobs[job][1])
+        assert self.store.finish([outcome], self.now) == [True]
+        if self._cancelled_instead(job):  # its cancel was committed first
+            return
+        self._set(job, JobState.EXPIRED, None, 0)
+        self.graph.end(job, JobState.EXPIRED, self.now)
+        rec = self.store.get(job)
+        assert rec.finished_at_ms == self.now and rec.errors[-1].at_ms == self.now
 
     @precondition(lambda self: self.ever)
     @rule(data=st.data(), worker=st.sampled_from(WORKERS))

@@ -398,3 +398,15 @@ def report_progress(marker: str, tag: object, release: str) -> int:
         job.progress(count, None, f"step {count}")
     job.progress(count, count, "finished")
     return count
+
+
+@queue.task(retries=0)
+def hold(marker: str, tag: object, release: str, limit_s: float = 60.0) -> object:
+    """Runs until ``release`` exists (at most ``limit_s``): keeps its worker busy for
+    exactly as long as the test needs."""
+    mark(marker, "start", tag)
+    deadline = time.monotonic() + limit_s
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(TICK_S)
+    mark(marker, "end", tag)
+    return tag

@@ -4,11 +4,14 @@ server's rules for retries and dead-lettering, on every store."""
 from __future__ import annotations
 
 import threading
+import time
+from datetime import UTC, datetime
 
 import pytest
 
 from mpqueue import ConfigError, Fail, JobFailed, Queue, Retry
-from mpqueue.records import JobRecord, JobState, new_job_id, now_ms
+from mpqueue.execute import TaskRunner
+from mpqueue.records import JobRecord, JobState, Outcome, new_job_id, now_ms
 from mpqueue.serializer import dump_payload
 
 from ..support.helpers import wait_until
@@ -230,3 +233,51 @@ def test_retry_asks_for_a_run_whatever_retry_on_says(queue):
     job = task.delay("retry")
     assert _run_until_finished(queue, [job]) == [3]
     assert [e.kind for e in job.errors] == ["retry"] * 3
+
+
+# ---- expiry at the start: a claimed job that waited past its deadline -----------------------
+
+
+def spin_until(at_ms: int) -> None:
+    """Run until the clock passes ``at_ms``: the job ahead of one that must expire
+    meanwhile (a fixed, short spin)."""
+    while now_ms() <= at_ms:
+        time.sleep(0.002)
+
+
+def count_call(key: str) -> None:
+    calls[key] = calls.get(key, 0) + 1
+
+
+def test_a_job_claimed_in_time_but_reached_past_its_deadline_does_not_run(queue):
+    deadline = now_ms() + 700  # the batch is claimed well before it
+    ahead = queue.task(spin_until).delay(deadline)
+    counted = queue.task(count_call)
+    late = counted.delay("late", expires=datetime.fromtimestamp(deadline / 1000, UTC))
+    after = counted.delay("after")
+    assert queue.run_pending() == 2  # the job ahead and the one after: the late one not run
+    assert "late" not in calls and calls["after"] == 1
+    assert ahead.refresh().state == "done" and after.refresh().state == "done"
+    late.refresh()
+    assert late.state == "expired" and late.attempts == 0
+    assert late.error.kind == "expired" and "not started by its deadline" in late.error.message
+    assert late.record.finished_at_ms >= deadline
+    assert queue.stats()["expired"] == 1 and queue.stats()["processing"] == 0
+
+
+def test_the_runner_loads_nothing_of_a_job_past_its_deadline():
+    """Checked before the task is looked up or the payload read: an unknown task and a
+    payload that is no pickle make no failure, only the expiry."""
+    now = now_ms()
+    rec = JobRecord(
+        id=new_job_id(),
+        name="tests.no_such_module.task",
+        state=JobState.PROCESSING,
+        payload=b"\x01not a pickle",
+        attempts=1,
+        expires_at_ms=now - 1,
+    )
+    runner = TaskRunner("server", None, fetch=lambda ids: [])
+    assert runner.run(rec.id, rec) == Outcome.expired(rec.id, "server")
+    retry = rec.evolve(attempts=2)  # it ran before: its retry is no start, it runs
+    assert runner.run(rec.id, retry).error.type == "TaskNotFound"

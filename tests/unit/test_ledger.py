@@ -111,3 +111,19 @@ def test_job_lines_are_logged_at_settling_only_when_info_is_on(caplog):
         (B, "dead", None),  # no duration reported for it
     ]
     assert ledger.durations == {}
+
+
+def test_a_job_expired_at_its_start_is_counted_and_never_awaited_as_a_retry():
+    ledger = Ledger("server")
+    ledger.claim(_rec(A, attempts=1, max_retries=0))
+    ledger.claim(_rec(B, attempts=1))
+    ledger.expired(A)
+    ledger.expired(B)
+    assert [(o.job_id, o.kind, o.server_id) for o in ledger.outcomes] == [
+        (A, "expired", "server"),
+        (B, "expired", "server"),
+    ]
+    ledger.committed(ledger.outcomes)
+    stats = ledger.stats
+    assert stats.expired == 2 and (stats.done, stats.retried, stats.dead) == (0, 0, 0)
+    assert ledger.retrying == set() and ledger.claimed == {}

@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from mpqueue.expiry import expired, expiry_entry, is_expired
 from mpqueue.limits import DELAY_MAX_S, RUN_AT_MAX_MS
 from mpqueue.outcomes import NO_ERROR, Applied, Destination, apply_outcome
 from mpqueue.records import ErrorInfo, JobRecord, JobState, Outcome
@@ -151,3 +152,31 @@ def test_only_a_claimed_job_can_take_an_outcome() -> None:
     record = claimed().evolve(state=JobState.DONE)
     with pytest.raises(AssertionError, match="illegal job transition"):
         apply_outcome(record, Outcome.done(record.id, "s1", b""), NOW_MS, random.Random(0))
+
+
+def test_expired_at_its_start_ends_as_a_claim_past_its_deadline_would() -> None:
+    """A claimed job its server found past its deadline: expired, the attempt its claim
+    charged given back (it never ran), with the history entry a claim would write."""
+    deadline = NOW_MS - 5
+    record = claimed(attempts=1, expires_at_ms=deadline)
+    applied = apply_outcome(record, Outcome.expired(record.id, "s1"), NOW_MS, random.Random(0))
+    assert applied.destination is Destination.EXPIRED
+    assert applied.record.state is JobState.EXPIRED
+    assert applied.record.attempts == 0 and applied.record.finished_at_ms == NOW_MS
+    assert applied.record.result is None and applied.record.seq == 42
+    entry = expiry_entry(deadline, NOW_MS)
+    assert applied.record.errors == (OLD_ERROR, entry) and applied.error == entry
+    assert entry.kind == "expired" and "not started by its deadline" in entry.message
+    queued = record.evolve(state=JobState.READY, attempts=0)
+    assert expired(queued, NOW_MS).errors[-1] == entry  # one rule: the claim's entry
+    assert applied.dead_reason == ""
+
+
+def test_a_claimed_job_is_expired_at_its_start_only_on_its_first_attempt() -> None:
+    deadline = NOW_MS - 5
+    first = claimed(attempts=1, expires_at_ms=deadline)
+    assert is_expired(first, NOW_MS, claimed=True)
+    assert not is_expired(first, deadline - 1, claimed=True)  # before its deadline
+    assert not is_expired(first, NOW_MS)  # as a queued job it started: charged once
+    assert not is_expired(claimed(attempts=2, expires_at_ms=deadline), NOW_MS, claimed=True)
+    assert not is_expired(claimed(attempts=1), NOW_MS, claimed=True)  # no deadline

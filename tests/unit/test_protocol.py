@@ -12,6 +12,7 @@ from mpqueue.records import ErrorInfo
 from mpqueue.serve import protocol
 from mpqueue.serve.protocol import (
     Done,
+    Expired,
     Failed,
     Handed,
     InitError,
@@ -33,6 +34,7 @@ REPORTS = [
     Done(JOB, b"\x80\x05result", 4096),
     Failed(JOB, ErrorInfo("ValueError", "bad", "Traceback...", 2, 99, "exception"), True, None, 0),
     Failed(JOB, ErrorInfo("Retry", "later", kind="retry"), True, 1.5, 7),
+    Expired(JOB),
     Released([JOB, OTHER]),
     Released([]),
     ProgressReport(JOB, 3.0, 10.0, "loading", 1700000000000),
@@ -64,6 +66,7 @@ def test_the_wire_keeps_its_tagged_arrays():
     assert protocol.encode(Failed(JOB, error, False, 0.0, 5)) == protocol.frame(
         ("failed", JOB, ("E", "m", "tb", 1, 2, "crash"), False, 0.0, 5)
     )
+    assert protocol.encode(Expired(JOB)) == protocol.frame(("expired", JOB))
 
 
 MALFORMED = [
@@ -75,6 +78,8 @@ MALFORMED = [
     ("failed", JOB, ("E", "m", "tb", 1, 2), True, None, 0),  # a short error
     ("failed", JOB, ("E", "m", "tb", 1, 2, "crash"), True, "soon", 0),
     ("released", (JOB, 7)),
+    ("expired", "not-an-id"),
+    ("expired", JOB, 0),  # a field more
     ("progress", JOB, -1.0, None, None, 5),  # below 0
     ("progress", JOB, float("nan"), None, None, 5),
     ("progress", JOB, 1.0, 0.0, None, 5),  # a total of 0

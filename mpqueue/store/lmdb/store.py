@@ -487,9 +487,13 @@ class LmdbStore(Store, HandOff):
         """End a queued job past its deadline (already out of its queue index) expired,
         and settle its dependents (see expiry.py)."""
         ended = expired(rec, now)
+        self._file_expired(tx, ended)
+        settle_end(self, tx, ended, JobState.EXPIRED, now)
+
+    def _file_expired(self, tx: Tx, ended: JobRecord) -> None:
+        """Keep a job that ended expired: its record, and its entry in the index."""
         self._save(tx, ended)
         file_expired_entry(tx, ended)
-        settle_end(self, tx, ended, JobState.EXPIRED, now)
 
     def _park_corrupt(self, tx: Tx, job_id: str, reason: str) -> None:
         """A reader must never crash on a bad record: park it in dead, with the reason
@@ -574,6 +578,9 @@ class LmdbStore(Store, HandOff):
             self._save(tx, rec)
             file_cancelled_entry(tx, rec, applied.error.message if applied.error else "")
             self._ended(tx, rec, JobState.CANCELLED, now_ms, ends)
+        elif applied.destination is Destination.EXPIRED:  # filed as a claim expires one
+            self._file_expired(tx, rec)
+            self._ended(tx, rec, JobState.EXPIRED, now_ms, ends)
         else:
             self._requeue(tx, rec)
         return True

@@ -170,7 +170,7 @@ _SQL = {
     "expired_history": """UPDATE {jobs} AS j SET errors = u.errors
         FROM unnest(%s::text[], %s::text[]) AS u(id, errors) WHERE j.id = u.id""",
     "held": """SELECT id, worker_id, attempts, max_retries, backoff_base_s, backoff_cap_s,
-            errors, name, has_dependents, cancel_request FROM {jobs}
+            errors, name, has_dependents, cancel_request, expires_at_ms FROM {jobs}
         WHERE id = ANY(%s) AND state = 'processing' ORDER BY id FOR UPDATE""",
     # A job with dependencies or a key, one at a time (see graph.py): the rest of the
     # batch goes through "add". A held key inserts nothing (the caller reads the holder).
@@ -605,6 +605,7 @@ class PostgresStore(Store):
             max_retries=row[3],
             backoff_base_s=row[4],
             backoff_cap_s=row[5],
+            expires_at_ms=row[10],  # for the history of one that expired before it started
         )
         applied = apply_outcome(claimed, outcome, now_ms, self.rng)
         rec, destination = applied.record, applied.destination
