@@ -22,6 +22,7 @@ from ..serve.pool import HELPERS_STOP_TIMEOUT_S, stop_helpers
 from ..serve.settings import (
     DEFAULT_BATCH,
     DEFAULT_GRACE_S,
+    DEFAULT_METRICS_HOST,
     DEFAULT_PREFETCH_MAX,
     DEFAULT_TIMEOUT_GRACE_S,
     ServeSettings,
@@ -167,6 +168,29 @@ def _setup_logging(level: str, log_format: str = DEFAULT_LOG_FORMAT) -> None:
     "server_id; a job's line adds job_id, task, attempt, duration_s, outcome), "
     "from the server and its workers alike.",
 )
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    metavar="PORT",
+    help="Serve Prometheus metrics on this port (needs the 'metrics' extra): what this "
+    "server ran, and the store's depth by state read at each scrape.",
+)
+@click.option(
+    "--metrics-host",
+    default=DEFAULT_METRICS_HOST,
+    show_default=True,
+    metavar="HOST",
+    help="Address the metrics endpoint listens on ('0.0.0.0': every interface).",
+)
+@click.option(
+    "--metrics-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="PATH",
+    help="At exit, write the same metrics to PATH in the node_exporter textfile format "
+    "(atomically: a temporary file renamed; for --until-empty runs).",
+)
 @click.pass_obj
 def serve_command(
     queue: Queue,
@@ -187,6 +211,9 @@ def serve_command(
     poll_only: bool,
     log_level: str,
     log_format: str,
+    metrics_port: int | None,
+    metrics_host: str,
+    metrics_file: str | None,
 ) -> None:
     """Run queued jobs on worker processes until stopped.
 
@@ -216,6 +243,9 @@ def serve_command(
         poll_only=poll_only,
         log_level=log_level,
         log_format=log_format,
+        metrics_port=metrics_port,
+        metrics_host=metrics_host,
+        metrics_file=metrics_file,
     )
     queue.close()  # the coordinator opens its own handle
     try:

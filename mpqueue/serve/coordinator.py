@@ -38,7 +38,7 @@ import socket
 import time
 from collections.abc import Callable
 from multiprocessing.connection import wait
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ProtocolError, StoreCorrupt, StoreError
 from ..identity import current
@@ -67,6 +67,9 @@ from .protocol import (
 )
 from .settings import DEFAULT_POLL_INTERVAL_S, ServeSettings
 
+if TYPE_CHECKING:  # only then: metrics.py imports prometheus_client
+    from ..metrics import ServerMetrics
+
 log = logging.getLogger("mpqueue.serve")
 
 RECLAIM_EVERY_S = 0.5  # how often dead coordinators' jobs are looked for
@@ -86,6 +89,8 @@ class Coordinator:
         self.settings = settings.validate()
         self.identity = current()
         self.server_id = self.identity.server_id
+        # First: without prometheus_client this fails before anything is opened.
+        self.metrics = self._metrics() if settings.metrics else None
         self.store = open_store(settings.path, mode=settings.mode)
         self.result_ttl_s = result_ttl_s
         pacing = self.store.pacing
@@ -105,7 +110,7 @@ class Coordinator:
             log_level=settings.log_level,
             log_format=settings.log_format,
         )
-        self.ledger = Ledger(self.server_id)
+        self.ledger = Ledger(self.server_id, self.metrics)
         self.pacer = Pacer(
             self.settings.prefetch_max, self.settings.max_tasks_per_child, self.poll_s
         )
@@ -126,6 +131,22 @@ class Coordinator:
         self.reconcile = False
         self.start_failures = 0  # children in a row that died before they were ready
         self.start_at: list[float] = []  # when to start replacements held back by those
+
+    def _metrics(self) -> ServerMetrics:
+        from ..metrics import ServerMetrics  # imports prometheus_client: only when asked
+
+        def workers() -> list[tuple[bool, bool]]:  # read by the scraping thread
+            return [(s.ready, bool(s.inflight)) for s in list(self.pool.slots)]
+
+        settings = self.settings
+        metrics = ServerMetrics(settings.path, settings.mode, workers, settings.metrics_file)
+        if settings.metrics_port is not None:
+            try:  # before anything runs: a port in use is an error, not a surprise later
+                metrics.listen(settings.metrics_host, settings.metrics_port)
+            except BaseException:
+                metrics.store.close()
+                raise
+        return metrics
 
     def _listen(self) -> Any:
         """The wake-up listener; without one (its socket cannot be made) the server
@@ -248,7 +269,10 @@ class Coordinator:
         outcomes = self.ledger.outcomes
         now = now_ms()
         limit = min(room, self.settings.batch)
+        metrics = self.metrics
+        began = time.perf_counter() if metrics is not None else 0.0
         _, claimed = self._finish_and_claim(outcomes, limit, now)
+        committed = time.perf_counter() if metrics is not None else 0.0
         self.ledger.committed(outcomes)  # only once committed: on a store error they are kept
         self.ledger.progress_written()
         if limit > 0:
@@ -260,6 +284,8 @@ class Coordinator:
             self.more_ready = self.more_ready or any(o.kind == "released" for o in outcomes)
         self._dispatch(claimed)  # first: the children start while we read on
         self.next_due_ms = self.store.next_run_at_ms()
+        if metrics is not None:
+            metrics.cycled(time.perf_counter() - began, committed - began)
         return bool(outcomes or claimed)
 
     def _finish_and_claim(
@@ -328,10 +354,13 @@ class Coordinator:
             room[id(slot)] -= 1
             batches.setdefault(id(slot), (slot, []))[1].append(rec.id)
         for slot, ids in batches.values():
+            idle = not slot.inflight
             try:
                 slot.send_jobs(ids, now)
             except OSError:
                 pass  # the child just died; its exit handler deals with these ids
+            if idle and self.metrics is not None:
+                self._started(slot)
 
     # ---- waiting and messages ----------------------------------------------------------
     def _wait(self, wake_r: socket.socket) -> None:
@@ -469,8 +498,12 @@ class Coordinator:
         elif isinstance(message, Expired):  # not run: no duration for the pacer
             slot.pop_head(message.job_id, now)
             self.ledger.expired(message.job_id)
+            if self.metrics is not None:
+                self._started(slot)
         elif isinstance(message, Took):
             self.handoff.took(slot, message.job_id, now)
+            if self.metrics is not None:
+                self._started(slot)
         elif isinstance(message, ProgressReport):
             if slot.inflight and slot.inflight[0] == message.job_id:  # else: stale, dropped
                 self.ledger.note_progress(message, now)
@@ -502,6 +535,15 @@ class Coordinator:
         slot.pop_head(job_id, now)  # first: a report of another job is a ProtocolError
         self.pacer.observe(ran_s)
         self.ledger.ran(job_id, ran_s)
+        if self.metrics is not None:
+            self._started(slot)
+
+    def _started(self, slot: Slot) -> None:
+        """Metrics: the child's head job (if it has one) starts now: its start latency."""
+        assert self.metrics is not None
+        rec = self.ledger.claimed.get(slot.inflight[0]) if slot.inflight else None
+        if rec is not None:
+            self.metrics.started(rec.name, time.time() - rec.run_at_ms / 1000)
 
     def _check_memory(self, slot: Slot, job_id: str, rss: int) -> None:
         limit_mb = self.settings.max_memory_per_child_mb
@@ -544,6 +586,8 @@ class Coordinator:
         if not self.handoff.recall(slot):
             self.reconcile = True  # _reconcile puts back claims no live child holds
         if not self.signals:
+            if self.metrics is not None:
+                self.metrics.restarted(_restart_reason(slot))
             self._replace(slot)
 
     def _replace(self, slot: Slot) -> None:
@@ -672,7 +716,18 @@ class Coordinator:
                 stats.retried,
                 stats.released,
             )
-            self.store.close()
+            try:
+                if self.metrics is not None:
+                    self.metrics.close()  # after the last settle: the file counts every job
+            finally:
+                self.store.close()
+
+
+def _restart_reason(slot: Slot) -> str:
+    """Why a worker is replaced, as ``mpqueue_worker_restarts_total`` labels it."""
+    if slot.retiring:
+        return "retired"  # --max-tasks-per-child, --max-memory-per-child
+    return "killed" if slot.killed else "crashed"
 
 
 def _drain_socket(sock: socket.socket) -> None:

@@ -13,11 +13,15 @@ import logging
 import time
 from collections import deque
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from ..logs import job_lines_wanted, log_ending
 from ..outcomes import CANCELLED, DEAD, DONE, EXPIRED, RELEASED, ending
 from ..records import Claim, ErrorInfo, JobRecord, Outcome, Progress
 from .protocol import ProgressReport
+
+if TYPE_CHECKING:  # only then: metrics.py imports prometheus_client
+    from ..metrics import ServerMetrics
 
 log = logging.getLogger("mpqueue.serve")
 
@@ -36,8 +40,9 @@ class RunStats:
 class Ledger:
     """Outcomes to commit, claimed and retrying jobs, and the run's counts."""
 
-    def __init__(self, server_id: str):
+    def __init__(self, server_id: str, metrics: ServerMetrics | None = None):
         self.server_id = server_id
+        self.metrics = metrics  # None: metrics are off (and cost a None check)
         self.outcomes: list[Outcome] = []
         self.outcomes_since: float | None = None  # when the oldest uncommitted one came
         self.claimed: dict[str, JobRecord] = {}  # job id -> its record, while ours
@@ -45,8 +50,10 @@ class Ledger:
         self.stats = RunStats()
         self.progress: dict[str, Progress] = {}  # the latest report of each job, to write
         self.progress_since: float | None = None  # when the oldest of them came
-        # How long each run that ended took, kept only while per-job lines are logged.
-        self.durations: dict[str, float] | None = {} if job_lines_wanted() else None
+        # How long each run that ended took, kept only while per-job lines are logged or
+        # metrics kept.
+        self.lines = job_lines_wanted()
+        self.durations: dict[str, float] | None = {} if self.lines or metrics is not None else None
 
     # ---- recording ----------------------------------------------------------------
     def done(self, job_id: str, result: bytes) -> None:
@@ -140,12 +147,16 @@ class Ledger:
 
     def settle(self, outcomes: list[Outcome]) -> None:
         """Count committed outcomes, and remember the jobs that will be retried."""
-        stats, durations = self.stats, self.durations
+        stats, durations, metrics = self.stats, self.durations, self.metrics
         for outcome in outcomes:
             rec = self.claimed.pop(outcome.job_id, None)
             how = ending(rec, outcome)
             if durations is not None:
-                log_ending(how, outcome, rec, durations.pop(outcome.job_id, None))
+                ran_s = durations.pop(outcome.job_id, None)
+                if self.lines:
+                    log_ending(how, outcome, rec, ran_s)
+                if metrics is not None:
+                    metrics.ended(how, None if rec is None else rec.name, ran_s)
             if how == DONE:
                 stats.done += 1
             elif how == RELEASED:

@@ -16,6 +16,7 @@ DEFAULT_GRACE_S = 30.0  # on SIGTERM, running jobs get this long to finish
 DEFAULT_TIMEOUT_GRACE_S = 1.0  # a job past its timeout is SIGKILLed this much later
 DEFAULT_PREFETCH_MAX = 64  # most jobs queued at one child beyond the running one
 PREFETCH_WINDOW_S = 0.05  # prefetch about this much work per child (adaptive)
+DEFAULT_METRICS_HOST = "127.0.0.1"  # metrics name tasks: not on every interface unless asked
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,15 @@ class ServeSettings:
     # How the children log (as the CLI set up this process); None: they leave it alone.
     log_level: str | None = None
     log_format: str = DEFAULT_LOG_FORMAT
+    # Prometheus metrics (see metrics.py): an HTTP endpoint, and/or a file written at exit.
+    metrics_port: int | None = None
+    metrics_host: str = DEFAULT_METRICS_HOST
+    metrics_file: str | None = None
+
+    @property
+    def metrics(self) -> bool:
+        """Whether this server keeps metrics (prometheus_client is imported only then)."""
+        return self.metrics_port is not None or self.metrics_file is not None
 
     def validate(self) -> ServeSettings:
         check_int("workers", self.workers, 1, 4096)
@@ -58,6 +68,8 @@ class ServeSettings:
         check_format(self.log_format)
         if self.log_level is not None:
             check_level(self.log_level)
+        if self.metrics_port is not None:
+            check_int("metrics port", self.metrics_port, 1, 65535)
         if self.max_memory_per_child_mb is not None:
             check_positive("max memory per child (MB)", self.max_memory_per_child_mb)
         return self
