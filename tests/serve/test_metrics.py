@@ -22,6 +22,7 @@ from ..support.pg_helpers import pg_url  # noqa: F401
 from ..support.serve_helpers import ROOT, servers  # noqa: F401
 
 ADD, FAIL = "tests.support.cli_tasks.add", "tests.support.cli_tasks.fail"  # fail: retries=0
+HOLD = "tests.support.executor_tasks.hold_until"  # runs until its release file exists
 SUICIDE = "tests.support.serve_tasks.suicide"  # kills its worker on each of its 3 runs
 N_DONE, N_DEAD = 5, 3
 
@@ -95,7 +96,7 @@ def _assert_counts(samples) -> None:
 
 
 @pytest.mark.timeout(90)
-def test_a_scrape_counts_the_jobs_by_task_and_outcome(location, servers):
+def test_a_scrape_counts_the_jobs_by_task_and_outcome(location, servers, tmp_path):
     port = _free_port()
     server = servers(location, "--workers", "2", "--metrics-port", str(port))
     first = wait_until(lambda: server.proc.poll() is None and _scrape(port), 20, "metrics up")
@@ -126,6 +127,21 @@ def test_a_scrape_counts_the_jobs_by_task_and_outcome(location, servers):
     assert _value(paused, "mpqueue_task_paused", task=ADD) == 1
     assert _value(paused, "mpqueue_paused") == 0
     assert _value(paused, "mpqueue_jobs", state="ready") == 1
+    # A job that runs until released keeps one worker busy.
+    release = tmp_path / "release"
+    with Queue(location) as queue:
+        held = queue.task_by_name(HOLD).delay(str(tmp_path / "marker"), "h", str(release))
+
+    def one_busy():
+        samples = _samples(_scrape(port) or "")
+        return _value(samples, "mpqueue_workers_busy") == 1 and samples
+
+    busy = wait_until(one_busy, 20, "one worker busy")
+    assert _value(busy, "mpqueue_workers_idle") == 1
+    assert _value(busy, "mpqueue_jobs", state="processing") == 1
+    release.touch()
+    assert held.result(timeout=20) == "h"
+    wait_until(both_idle, 20, "workers idle again")
 
 
 @pytest.mark.timeout(90)
