@@ -19,12 +19,11 @@ from mpqueue import ConfigError, Queue, StoreError
 from mpqueue.cli import cli
 from mpqueue.records import JobState, Outcome, now_ms
 from mpqueue.store import open_store
-from mpqueue.store.postgres import schema as pg_schema
 from mpqueue.store.postgres.schema import MIGRATIONS
 from mpqueue.store.postgres.store import PostgresStore
 
 from ..support.helpers import claim_all, done
-from ..support.pg_helpers import admin, pg_url  # noqa: F401
+from ..support.pg_helpers import admin, insert_ready, pg_url, schema_at  # noqa: F401
 from .test_contract import add, record
 
 
@@ -107,30 +106,10 @@ def test_a_newer_schema_is_refused(pg_url, store):
 def test_an_older_schema_gains_the_retry_lists_and_keeps_its_jobs(pg_url):
     """The retry lists' migration on a store written before it (at version 3): its jobs
     read as jobs without lists, and new jobs keep theirs."""
+    names = schema_at(pg_url, 3)
+    old = record()
     with admin(pg_url) as conn:
-        schema = pg_schema.current_schema(conn)
-        names = pg_schema.qualified_names(conn, schema)
-        conn.execute(
-            pg_schema.render(
-                "CREATE TABLE {version} (version integer PRIMARY KEY, "
-                "applied_at timestamptz NOT NULL DEFAULT now())",
-                names,
-            )
-        )
-        for version, statements in enumerate(MIGRATIONS[:3], 1):
-            for statement in statements:
-                conn.execute(pg_schema.render(statement, names))
-            conn.execute(pg_schema.render("INSERT INTO {version} VALUES (%s)", names), (version,))
-        old = record()
-        conn.execute(
-            pg_schema.render(
-                "INSERT INTO {jobs} (id, name, state, payload, priority, seq, run_at_ms, "
-                "created_at_ms, attempts, max_retries, backoff_base_s, backoff_cap_s) "
-                "VALUES (%s, %s, 'ready', %s, 0, 1, 0, 0, 0, 3, 1.0, 300.0)",
-                names,
-            ),
-            (old.id, old.name, old.payload),
-        )
+        insert_ready(conn, names, old)
     store = PostgresStore(pg_url)
     try:
         got = store.get(old.id)
@@ -143,25 +122,6 @@ def test_an_older_schema_gains_the_retry_lists_and_keeps_its_jobs(pg_url):
         store.close()
 
 
-def schema_at(pg_url: str, version: int) -> dict[str, str]:
-    """Build the schema of ``pg_url`` up to ``version`` (as an older mpqueue left it)."""
-    with admin(pg_url) as conn:
-        schema = pg_schema.current_schema(conn)
-        names = pg_schema.qualified_names(conn, schema)
-        conn.execute(
-            pg_schema.render(
-                "CREATE TABLE {version} (version integer PRIMARY KEY, "
-                "applied_at timestamptz NOT NULL DEFAULT now())",
-                names,
-            )
-        )
-        for number, statements in enumerate(MIGRATIONS[:version], 1):
-            for statement in statements:
-                conn.execute(pg_schema.render(statement, names))
-            conn.execute(pg_schema.render("INSERT INTO {version} VALUES (%s)", names), (number,))
-    return names
-
-
 def test_an_older_schema_gains_expiry_and_keeps_its_jobs_and_keys(pg_url):
     """The expiry migration on a store written before it (version 6): its jobs read
     as jobs without a deadline and keep holding their keys; an expired job frees its
@@ -169,15 +129,7 @@ def test_an_older_schema_gains_expiry_and_keeps_its_jobs_and_keys(pg_url):
     names = schema_at(pg_url, 6)
     old = record(key="k")
     with admin(pg_url) as conn:
-        conn.execute(
-            pg_schema.render(
-                "INSERT INTO {jobs} (id, name, state, payload, priority, seq, run_at_ms, "
-                "created_at_ms, attempts, max_retries, backoff_base_s, backoff_cap_s, key) "
-                "VALUES (%s, %s, 'ready', %s, 0, 1, 0, 0, 0, 3, 1.0, 300.0, 'k')",
-                names,
-            ),
-            (old.id, old.name, old.payload),
-        )
+        insert_ready(conn, names, old, key="k")
     store = PostgresStore(pg_url)
     try:
         assert store.get(old.id).expires_at_ms is None

@@ -18,12 +18,10 @@ from mpqueue.cli import cli
 from mpqueue.records import Outcome, now_ms
 from mpqueue.store import open_store
 from mpqueue.store.base import OpCounter
-from mpqueue.store.postgres import schema as pg_schema
-from mpqueue.store.postgres.schema import MIGRATIONS
 from mpqueue.store.postgres.session import Query
 
 from ..support.helpers import claim_all, done, failed, wait_until
-from ..support.pg_helpers import admin, pg_url  # noqa: F401
+from ..support.pg_helpers import admin, insert_ready, pg_url, schema_at  # noqa: F401
 from .test_contract import add, record
 
 A = "tests.support.tasks.add"
@@ -160,30 +158,10 @@ def test_check_finds_a_job_held_for_a_pause_that_is_gone(pg_url, store):
 
 
 def test_a_version_6_store_gains_pausing_and_keeps_its_ready_jobs(pg_url):
+    names = schema_at(pg_url, 6)
+    old = record(A)
     with admin(pg_url) as conn:
-        schema = pg_schema.current_schema(conn)
-        names = pg_schema.qualified_names(conn, schema)
-        conn.execute(
-            pg_schema.render(
-                "CREATE TABLE {version} (version integer PRIMARY KEY, "
-                "applied_at timestamptz NOT NULL DEFAULT now())",
-                names,
-            )
-        )
-        for version, statements in enumerate(MIGRATIONS[:6], 1):
-            for statement in statements:
-                conn.execute(pg_schema.render(statement, names))
-            conn.execute(pg_schema.render("INSERT INTO {version} VALUES (%s)", names), (version,))
-        old = record(A)
-        conn.execute(
-            pg_schema.render(
-                "INSERT INTO {jobs} (id, name, state, payload, priority, seq, run_at_ms, "
-                "created_at_ms, attempts, max_retries, backoff_base_s, backoff_cap_s) "
-                "VALUES (%s, %s, 'ready', %s, 0, 1, 0, 0, 0, 3, 1.0, 300.0)",
-                names,
-            ),
-            (old.id, old.name, old.payload),
-        )
+        insert_ready(conn, names, old)
     store = open_store(pg_url)
     try:
         store.pause(A)

@@ -106,3 +106,40 @@ def pg_url() -> Iterator[str]:
         yield with_schema(server, schema)
     finally:
         drop_schema(server, schema)
+
+
+def schema_at(pg_url: str, version: int) -> dict[str, str]:
+    """Build the schema of ``pg_url`` up to ``version`` (as an older mpqueue left it);
+    returns its qualified names (``schema.qualified_names``)."""
+    from mpqueue.store.postgres import schema as pg_schema
+
+    with admin(pg_url) as conn:
+        names = pg_schema.qualified_names(conn, pg_schema.current_schema(conn))
+        conn.execute(
+            pg_schema.render(
+                "CREATE TABLE {version} (version integer PRIMARY KEY, "
+                "applied_at timestamptz NOT NULL DEFAULT now())",
+                names,
+            )
+        )
+        for number, statements in enumerate(pg_schema.MIGRATIONS[:version], 1):
+            for statement in statements:
+                conn.execute(pg_schema.render(statement, names))
+            conn.execute(pg_schema.render("INSERT INTO {version} VALUES (%s)", names), (number,))
+    return names
+
+
+def insert_ready(conn: psycopg.Connection, names: dict[str, str], rec, key: str | None = None):
+    """Write ``rec`` as a ready row with only the columns of schema version 1 (and
+    ``key``, version 3), as an older mpqueue wrote its jobs."""
+    from mpqueue.store.postgres import schema as pg_schema
+
+    conn.execute(
+        pg_schema.render(
+            "INSERT INTO {jobs} (id, name, state, payload, priority, seq, run_at_ms, "
+            "created_at_ms, attempts, max_retries, backoff_base_s, backoff_cap_s, key) "
+            "VALUES (%s, %s, 'ready', %s, 0, 1, 0, 0, 0, 3, 1.0, 300.0, %s)",
+            names,
+        ),
+        (rec.id, rec.name, rec.payload, key),
+    )
