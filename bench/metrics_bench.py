@@ -1,0 +1,163 @@
+"""Metrics benchmark (issue 14): what a server's Prometheus endpoint costs.
+
+    python -m bench.metrics_bench [--jobs N] [--rounds N] [--queued N] [--out FILE.json]
+
+Rows, measured in this one run on fresh durable LMDB stores:
+
+  drain    ``serve --workers 2`` drains ``--jobs`` no-op jobs (``map``, timed from the
+           enqueue to the last one done), once with ``--metrics-port`` and a scraper
+           reading the endpoint every second, once without metrics; the two kinds
+           alternate, ``--rounds`` times each. The ratio is with over without.
+  scrape   a server with ``--metrics-port`` over a store holding ``--queued`` scheduled
+           jobs (due in an hour: queued, never run): the time of one HTTP GET of the
+           endpoint, 30 times, p50 and max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+from datetime import datetime, timezone
+from typing import Any
+
+from bench.common import md_table, verdict
+from bench.serve_bench import Server, _add_scheduled, percentiles, temp_store, wait_until
+from bench.store_bench import machine
+from bench.workflow_bench import alternate, log
+from mpqueue import Queue
+
+NOOP = "bench.jobs.noop"
+KINDS = ("off", "scraped")
+DRAIN_TARGET = 0.97  # with metrics and a scraper, at least this share of the throughput
+SCRAPE_TARGET_MS = 50.0
+SCRAPES = 30
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        return bytes(reply.read())
+
+
+class Scraper:
+    """Reads ``url`` every ``every_s`` seconds in a thread until stopped."""
+
+    def __init__(self, url: str, every_s: float = 1.0):
+        self.url, self.every_s = url, every_s
+        self.stop = threading.Event()
+        self.scrapes = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            _get(self.url)
+            self.scrapes += 1
+            self.stop.wait(self.every_s)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(15)
+
+
+def drain_round(kind: str, jobs: int) -> float:
+    port = _free_port()
+    extra = ("--metrics-port", str(port)) if kind == "scraped" else ()
+    with temp_store() as path, Server(path, 2, *extra), Queue(path) as queue:
+        scraper = Scraper(f"http://127.0.0.1:{port}/metrics") if kind == "scraped" else None
+        try:
+            task = queue.task_by_name(NOOP)
+            started = time.perf_counter()
+            for start in range(0, jobs, 10_000):
+                task.map([(i,) for i in range(start, min(jobs, start + 10_000))])
+            wait_until(lambda: queue.stats()["done"] >= jobs, 300, "the jobs to be done")
+            return time.perf_counter() - started
+        finally:
+            if scraper is not None:
+                scraper.close()
+
+
+def bench_scrape(queued: int) -> dict[str, Any]:
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/metrics"
+    with temp_store() as path:
+        _add_scheduled(path, queued)
+        with Server(path, 2, "--metrics-port", str(port)):
+            wait_until(lambda: b"mpqueue_jobs" in _get(url), 30, "the endpoint")
+            times = []
+            for _ in range(SCRAPES):
+                began = time.perf_counter()
+                body = _get(url)
+                times.append((time.perf_counter() - began) * 1000)
+            assert _scheduled(body) == queued, body[:2000]
+    return {"queued": queued, "ms": percentiles(times)}
+
+
+def _scheduled(body: bytes) -> int:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.name == "mpqueue_jobs" and sample.labels.get("state") == "scheduled":
+                return int(sample.value)
+    return -1
+
+
+def run(jobs: int, rounds: int, queued: int) -> dict[str, Any]:
+    found: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    for r, kind in alternate(KINDS, rounds):
+        found[kind].append(jobs / drain_round(kind, jobs))
+        log(f"  round {r} {kind}: {found[kind][-1]:,.0f} jobs/s")
+    ratio = statistics.median(found["scraped"]) / statistics.median(found["off"])
+    return {"jobs": jobs, "jobs_s": found, "ratio": ratio, "scrape": bench_scrape(queued)}
+
+
+def report(result: dict[str, Any]) -> str:
+    jobs_s, scrape = result["jobs_s"], result["scrape"]
+    p50 = scrape["ms"]["p50"]
+    rows = [
+        [f"drain {result['jobs']:,} no-op jobs, metrics off (median)",
+         f"{statistics.median(jobs_s['off']):,.0f} jobs/s", "", ""],
+        ["the same, --metrics-port and a scrape a second (median)",
+         f"{statistics.median(jobs_s['scraped']):,.0f} jobs/s", "", ""],
+        ["scraped / off", f"{result['ratio']:.3f}", f">= {DRAIN_TARGET}",
+         verdict(result["ratio"] >= DRAIN_TARGET)],
+        [f"one scrape, {scrape['queued']:,} queued jobs (p50 / max of {SCRAPES})",
+         f"{p50:.1f} / {scrape['ms']['max']:.1f} ms", f"<= {SCRAPE_TARGET_MS:.0f} ms",
+         verdict(p50 <= SCRAPE_TARGET_MS)],
+    ]  # fmt: skip
+    head = f"lmdb, {result['machine']}, {result['date']}"
+    return head + "\n\n" + md_table(["row", "measured", "target", ""], rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=20_000, help="jobs drained per round [20000]")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of each kind [3]")
+    parser.add_argument("--queued", type=int, default=1_000_000, help="jobs queued [1000000]")
+    parser.add_argument("--out", default=None, help="write the result as JSON here")
+    opts = parser.parse_args()
+    result = {
+        "machine": machine(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+        **run(opts.jobs, opts.rounds, opts.queued),
+    }
+    print(report(result))
+    if opts.out:
+        with open(opts.out, "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
