@@ -1,8 +1,13 @@
 """Progress of a ``serve --until-empty`` run: a live bar on a terminal, periodic lines
-otherwise (logs and CI keep readable output)."""
+otherwise (logs and CI keep readable output).
+
+While the bar is live, a line this process logs to the bar's stream first clears the
+bar (``_ClearsBar``, a filter on those log handlers), so it prints on a line of its own
+and the bar is drawn again below it."""
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -19,6 +24,23 @@ class Progress:
         self.live = self.stream.isatty() if live is None else live
         self.next_at = 0.0
         self.shown = False
+        self.handlers: list[logging.Handler] = []
+        if self.live:
+            self._guard_logs()
+
+    def _guard_logs(self) -> None:
+        """Make the log handlers that write to the bar's stream clear it first."""
+        self.clearer = _ClearsBar(self)
+        for handler in logging.getLogger().handlers:
+            if getattr(handler, "stream", None) is self.stream:
+                handler.addFilter(self.clearer)
+                self.handlers.append(handler)
+
+    def cleared(self) -> None:
+        """A log line is about to print: wipe the bar, and draw it again at once after."""
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.next_at = 0.0
 
     def update(self, stats: Any, counts: Callable[[], dict[str, int]], force: bool = False) -> None:
         now = time.monotonic()
@@ -50,6 +72,9 @@ class Progress:
         )
 
     def close(self, stats: Any) -> None:
+        for handler in self.handlers:
+            handler.removeFilter(self.clearer)
+        self.handlers = []
         elapsed = time.monotonic() - stats.started_at
         if self.live and self.shown:
             self.stream.write("\n")
@@ -58,6 +83,18 @@ class Progress:
             f"retried, {stats.released} put back in {elapsed:.2f} s\n"
         )
         self.stream.flush()
+
+
+class _ClearsBar(logging.Filter):
+    """Lets every record through; on the way, clears the live bar it would land on."""
+
+    def __init__(self, progress: Progress):
+        super().__init__()
+        self.progress = progress
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.progress.cleared()
+        return True
 
 
 def _clock(seconds: float) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 import pty
 import subprocess
@@ -101,3 +102,27 @@ def test_no_progress_is_silent(tmp_path: Path) -> None:
     with Queue(store) as queue:
         queue.task_by_name("tests.support.serve_tasks.quick").map([(str(tmp_path / "m"), 1)])
     assert _serve_until_empty(store, "--no-progress", tty=False) == ""
+
+
+def test_a_log_line_during_the_live_bar_prints_on_a_line_of_its_own() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        progress = Progress(live=True, stream=stream)
+        progress.update(Stats(1, 0, 0.0), lambda: {"ready": 3}, force=True)
+        logging.getLogger("mpqueue.serve").warning("job x is dead")
+        progress.update(Stats(2, 0, 0.0), lambda: {"ready": 2})  # at once: not throttled
+        progress.close(Stats(2, 0, 0.0))
+        logging.getLogger("mpqueue.serve").warning("after the bar")
+    finally:
+        root.removeHandler(handler)
+    out = stream.getvalue()
+    bar, _, rest = out.partition("\r\x1b[KWARNING job x is dead\n")
+    assert bar.startswith("\r[") and "1/4" in bar and rest, out  # the bar was wiped first
+    assert rest.startswith("\r[") and "2/4" in rest  # and drawn again below the line
+    assert out.endswith("\nWARNING after the bar\n")  # no clearing once the bar is gone
+    assert "\x1b[K" not in out.split("finished:")[1]
+    assert handler.filters == []
