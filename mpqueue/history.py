@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from .errors import ConfigError
 
 HISTORY_EVERY_S = 10.0  # a server's sampling interval: one sample per finest slot
+HISTORY_AHEAD_MS = 60_000  # a read "until now" reads this far past it (see Queue.history)
 
 Counts = dict[str, int]
 Point = tuple[int, Counts]  # (sample time in ms, counts by state and "total")
@@ -76,6 +77,17 @@ def current(tier: Tier, slot: int, at_ms: int, since_ms: int, until_ms: int) -> 
     """Whether a slot's point belongs to a read of [since_ms, until_ms] in ``tier``: its
     time is in range and maps to that slot (a stale or misfiled slot does not)."""
     return since_ms <= at_ms <= until_ms and tier.slot(at_ms) == slot
+
+
+# The order counts are shown in (``Store.stats``'s); a state not named here goes last.
+STATES = ("ready", "scheduled", "processing", "done", "dead", "waiting", "cancelled", "expired")
+
+
+def in_order(counts: Mapping[str, int]) -> Counts:
+    """The counts with their states in ``STATES`` order, then ``total``, then others (a
+    store that keeps them as JSON objects may not keep the order)."""
+    rank = {state: i for i, state in enumerate((*STATES, "total"))}
+    return dict(sorted(counts.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0])))
 
 
 def check_counts(counts: Mapping[str, int]) -> Counts:

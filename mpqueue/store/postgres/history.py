@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from ...history import TIERS, Point, check_counts, current, tier_for
+from ...history import TIERS, Point, check_counts, current, in_order, tier_for
 from .session import Query
 
 # Every tier's slot in one statement, in tier order (so two servers writing the same
@@ -38,5 +38,5 @@ def read(q: Query, sql: dict[str, str], since_ms: int, until_ms: int) -> list[Po
             sql["history_read"], (tier.number, lo, hi, since_ms, until_ms)
         ):
             if current(tier, slot, int(at_ms), since_ms, until_ms) and isinstance(counts, dict):
-                found.append((int(at_ms), {str(k): int(v) for k, v in counts.items()}))
+                found.append((int(at_ms), in_order({str(k): int(v) for k, v in counts.items()})))
     return sorted(found, key=lambda point: point[0])
