@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import ConfigError
+from .limits import RUN_AT_MAX_MS
 
 HISTORY_EVERY_S = 10.0  # a server's sampling interval: one sample per finest slot
 HISTORY_AHEAD_MS = 60_000  # a read "until now" reads this far past it (see Queue.history)
@@ -90,8 +91,11 @@ def in_order(counts: Mapping[str, int]) -> Counts:
     return dict(sorted(counts.items(), key=lambda item: (rank.get(item[0], len(rank)), item[0])))
 
 
-def check_counts(counts: Mapping[str, int]) -> Counts:
-    """The counts as a plain dict of non-negative ints (ConfigError otherwise)."""
+def check_sample(at_ms: int, counts: Mapping[str, int]) -> Counts:
+    """The counts as a plain dict of non-negative ints, for a sample at a time every
+    store can keep (ConfigError otherwise)."""
+    if not isinstance(at_ms, int) or not 0 <= at_ms <= RUN_AT_MAX_MS:
+        raise ConfigError(f"a history sample's time must be 0-{RUN_AT_MAX_MS} ms, not {at_ms!r}")
     checked: Counts = {}
     for state, count in counts.items():
         if not isinstance(state, str) or not isinstance(count, int) or count < 0:

@@ -29,7 +29,7 @@ from ..cancellation import CancelReport, requested
 from ..dependencies import admit, cancelled, check_add_order, on_holders, settle
 from ..errors import ConfigError, JobNotFound
 from ..expiry import expired, is_expired
-from ..history import TIERS, Point, check_counts, current, tier_for
+from ..history import TIERS, Point, check_sample, current, tier_for
 from ..limits import check_key_part, key_held, stored_problem
 from ..location import MEMORY_SCHEME
 from ..outcomes import Destination, apply_outcome
@@ -451,7 +451,7 @@ class MemoryStore(Store):
     # ---- history ----------------------------------------------------------------------------
     @_atomic
     def record_history(self, sample_at_ms: int, counts: Mapping[str, int]) -> None:
-        point = (sample_at_ms, check_counts(counts))
+        point = (sample_at_ms, check_sample(sample_at_ms, counts))
         for tier in TIERS:
             self.counter.puts += 1
             self._db.history[(tier.number, tier.slot(sample_at_ms))] = point

@@ -113,7 +113,20 @@ def test_a_bad_count_is_refused_and_nothing_is_written(store):
         store.record_history(T0, {"ready": -1})
     with pytest.raises(ConfigError):
         store.record_history(T0, {"ready": "3"})
+    with pytest.raises(ConfigError):
+        store.record_history(-1, counts(1))
     assert store.history(T0 - H, T0 + H) == []
+
+
+def test_lmdb_skips_a_history_entry_it_did_not_write(tmp_path):
+    store = LmdbStore(str(tmp_path / "store"))
+    try:
+        store.record_history(T0, counts(1))
+        key = keys.history_key(0, TIERS[0].slot(T0 + 10 * S))
+        store.env.write(lambda tx: tx.put(keys.DB_HISTORY, key, b"\xffnot a sample"))
+        assert store.history(T0 - H, T0 + H) == [(T0, counts(1))]
+    finally:
+        store.close()
 
 
 def test_durations():

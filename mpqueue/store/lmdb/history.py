@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ...history import TIERS, Point, check_counts, current, tier_for
+from ...history import TIERS, Point, check_sample, current, tier_for
 from . import keys
 from .env import Tx
 
 
 def record(tx: Tx, at_ms: int, counts: Mapping[str, int]) -> None:
-    value = keys.encode_sample(at_ms, check_counts(counts))
+    value = keys.encode_sample(at_ms, check_sample(at_ms, counts))
     for tier in TIERS:
         tx.put(keys.DB_HISTORY, keys.history_key(tier.number, tier.slot(at_ms)), value)
 

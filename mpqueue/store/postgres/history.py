@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from ...history import TIERS, Point, check_counts, current, in_order, tier_for
+from ...history import TIERS, Point, check_sample, current, in_order, tier_for
 from .session import Query
 
 # Every tier's slot in one statement, in tier order (so two servers writing the same
@@ -24,7 +24,7 @@ SQL = {
 
 
 def record(q: Query, sql: dict[str, str], at_ms: int, counts: Mapping[str, int]) -> None:
-    raw = json.dumps(check_counts(counts))
+    raw = json.dumps(check_sample(at_ms, counts))
     tiers = [tier.number for tier in TIERS]
     slots = [tier.slot(at_ms) for tier in TIERS]
     q.write(sql["history_put"], (at_ms, raw, tiers, slots))
