@@ -644,10 +644,13 @@ class Coordinator:
             if recovery.reclaim_dead(self.store, self.server_id, lease_s=self.settings.lease_s):
                 self.more_ready = True
             self.next_due_ms = self.store.next_run_at_ms()  # others may have scheduled
-        # Beat several times per lease, so one slow cycle never looks like a death.
+        # Beat several times per lease, so one slow cycle never looks like a death. A
+        # history sample rides on a beat: when one is due, the beat comes now (and the
+        # next one a whole period later), so sampling adds no commit.
+        beat_s = min(HEARTBEAT_EVERY_S, self.settings.lease_s / 4)
         sample_at_ms = self._history_due()
-        beat = self._every("heartbeat", min(HEARTBEAT_EVERY_S, self.settings.lease_s / 4))
-        if beat or sample_at_ms is not None:
+        if self._every("heartbeat", beat_s) or sample_at_ms is not None:
+            self.timers["heartbeat"] = time.monotonic() + beat_s
             self._heartbeat(sample_at_ms)
         if self._every("maintenance", MAINTENANCE_EVERY_S):
             self.store.maintenance()
