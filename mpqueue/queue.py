@@ -4,6 +4,7 @@ module that builds a Queue never opens LMDB (workers import task modules)."""
 
 from __future__ import annotations
 
+import builtins
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -25,6 +26,7 @@ from .display import describe
 from .errors import ConfigError, JobNotFound, TaskNotFound
 from .expiry import Expires, deadline_ms
 from .handle import Job
+from .history import HISTORY_AHEAD_MS, Point
 from .hooks import Hook, Hooks, check_event
 from .identity import server_dead
 from .limits import check_int, check_priority, check_result_ttl, check_unique_key, run_at_ms
@@ -390,6 +392,15 @@ class Queue:
     def stats(self) -> dict[str, int]:
         """Job counts per state (and ``total``), from one read transaction."""
         return self.store.stats()
+
+    def history(self, last_ms: int) -> builtins.list[Point]:
+        """The depth by state that servers sampled over the last ``last_ms``, oldest
+        first, as (time in ms, counts): 10 s points for up to a day, 5 min beyond
+        (see ``mpqueue/history.py``)."""
+        now = now_ms()
+        # A little past now: a server may overwrite the newest slot with a sample taken
+        # after this call began, or on a host whose clock is a little ahead.
+        return self.store.history(now - last_ms, now + HISTORY_AHEAD_MS)
 
     def wait_finished(self, job_id: str, timeout: float | None = None) -> JobRecord:
         """Wait until a job has ended (done, dead, cancelled or expired); returns its

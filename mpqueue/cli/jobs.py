@@ -9,8 +9,9 @@ from typing import Any
 import click
 
 from ..display import progress_text
-from ..errors import JobNotFound, MpqueueError, SerializationError
+from ..errors import ConfigError, JobNotFound, MpqueueError, SerializationError
 from ..handle import Job
+from ..history import Point, parse_duration
 from ..limits import PRIORITY_MAX, PRIORITY_MIN
 from ..location import redact
 from ..queue import Queue
@@ -317,15 +318,35 @@ def _print_errors(errors: list[dict[str, Any]]) -> None:
             click.echo(f"      {line}")
 
 
+def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    try:
+        return None if value is None else parse_duration(value)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the counts as one JSON object.")
+@click.option(
+    "--history",
+    "history_ms",
+    callback=_duration,
+    metavar="DURATION",
+    help="Print the depth by state over the last DURATION (30m, 1h, 7d; at most "
+    "30d) that servers sampled, oldest first: 10 s points for the last day, 5 min "
+    "points beyond.",
+)
 @click.pass_obj
-def stats(queue: Queue, as_json: bool) -> None:
+def stats(queue: Queue, as_json: bool, history_ms: int | None) -> None:
     """Count jobs per state, and say what is paused ('mpqueue pause').
 
     A paused task's queued jobs count as ready: they wait to be claimed. With --json,
-    "paused" holds {"all": ..., "tasks": [...]} beside the counts.
+    "paused" holds {"all": ..., "tasks": [...]} beside the counts. With --history, the
+    sampled history instead (--json: a list of {"at", "at_ms", "counts"}).
     """
+    if history_ms is not None:
+        _print_history(queue.history(history_ms), as_json)
+        return
     counts, paused = queue.stats(), queue.paused()
     if as_json:
         click.echo(to_json({**counts, "paused": paused.as_dict()}))
@@ -333,6 +354,18 @@ def stats(queue: Queue, as_json: bool) -> None:
     for state, count in counts.items():
         click.echo(f"{state + ':':<12}{count:>10}")
     click.echo(f"{'paused:':<12}{paused.describe()}")
+
+
+def _print_history(points: list[Point], as_json: bool) -> None:
+    if as_json:
+        click.echo(to_json([{"at": when(at), "at_ms": at, "counts": c} for at, c in points]))
+        return
+    if not points:
+        click.echo("no history in that time: no server sampled this store then")
+        return
+    states = list(dict.fromkeys(state for _, counts in points for state in counts))
+    rows = [[when(at)] + [str(counts.get(s, 0)) for s in states] for at, counts in points]
+    table(["time", *states], rows, empty="")
 
 
 # ---- dead-letter queue --------------------------------------------------------------

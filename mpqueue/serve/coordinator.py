@@ -125,6 +125,7 @@ class Coordinator:
         show = settings.until_empty and settings.progress is not False
         self.progress = Progress(settings.progress) if show else None
         self.timers: dict[str, float] = {}
+        self.next_sample_ms = 0  # when the next history sample is due (wall clock ms)
         self.more_ready = True
         self.next_due_ms: int | None = None
         self.backoff = StoreBackoff()
@@ -643,9 +644,14 @@ class Coordinator:
             if recovery.reclaim_dead(self.store, self.server_id, lease_s=self.settings.lease_s):
                 self.more_ready = True
             self.next_due_ms = self.store.next_run_at_ms()  # others may have scheduled
-        # Beat several times per lease, so one slow cycle never looks like a death.
-        if self._every("heartbeat", min(HEARTBEAT_EVERY_S, self.settings.lease_s / 4)):
-            self._heartbeat()
+        # Beat several times per lease, so one slow cycle never looks like a death. A
+        # history sample rides on a beat: when one is due, the beat comes now (and the
+        # next one a whole period later), so sampling adds no commit.
+        beat_s = min(HEARTBEAT_EVERY_S, self.settings.lease_s / 4)
+        sample_at_ms = self._history_due()
+        if self._every("heartbeat", beat_s) or sample_at_ms is not None:
+            self.timers["heartbeat"] = time.monotonic() + beat_s
+            self._heartbeat(sample_at_ms)
         if self._every("maintenance", MAINTENANCE_EVERY_S):
             self.store.maintenance()
         if self.result_ttl_s is not None and self._every("expire", EXPIRE_EVERY_S):
@@ -653,11 +659,25 @@ class Coordinator:
         if self.progress is not None:
             self.progress.update(self.ledger.stats, self.store.stats)
 
-    def _heartbeat(self) -> None:
-        self.store.register_server(
+    def _heartbeat(self, sample_at_ms: int | None = None) -> None:
+        """Register this server; with ``sample_at_ms``, the heartbeat's commit carries a
+        sample of the depth history too (no commit of its own)."""
+        self.store.heartbeat(
             self.server_id,
             recovery.heartbeat_info(self.identity, self.pool.children(), self.settings.lease_s),
+            sample_at_ms,
         )
+
+    def _history_due(self) -> int | None:
+        """The time of a history sample to take now, or None. Sampling falls on a wall
+        clock grid of the interval, so each finest slot gets one sample whatever the
+        loop's timing (a period counted from the last sample would drift past slots)."""
+        now = now_ms()
+        if now < self.next_sample_ms:
+            return None
+        period_ms = max(1, int(self.settings.history_every_s * 1000))
+        self.next_sample_ms = (now // period_ms + 1) * period_ms
+        return now
 
     # ---- ending -------------------------------------------------------------------------
     def _finished(self) -> bool:

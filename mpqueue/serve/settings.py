@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..history import HISTORY_EVERY_S
 from ..identity import DEFAULT_LEASE_S
 from ..limits import check_delay, check_int, check_positive
 from ..location import DEFAULT_MODE, check_location, check_mode, check_shared_location
@@ -45,6 +46,8 @@ class ServeSettings:
     metrics_port: int | None = None
     metrics_host: str = DEFAULT_METRICS_HOST
     metrics_file: str | None = None
+    # How often the depth history is sampled (history.py); shorter only in tests.
+    history_every_s: float = HISTORY_EVERY_S
 
     @property
     def metrics(self) -> bool:
@@ -65,6 +68,7 @@ class ServeSettings:
         if self.max_tasks_per_child is not None:
             check_int("max tasks per child", self.max_tasks_per_child, 1, 2**31)
         check_positive("lease", self.lease_s)
+        check_positive("history interval", self.history_every_s)
         check_format(self.log_format)
         if self.log_level is not None:
             check_level(self.log_level)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from ..cancellation import CancelReport
 from ..errors import ConfigError
+from ..history import Point
 from ..pausing import PauseChange, Paused
 from ..records import Claim, Ending, JobRecord, JobState, Outcome, Progress
 
@@ -321,6 +322,17 @@ class JobStore(abc.ABC):
     def paused(self) -> Paused:
         """What is paused, from one read."""
 
+    # The depth history: the rule (tiers, slots, folding) is history.py's.
+    @abc.abstractmethod
+    def record_history(self, sample_at_ms: int, counts: Mapping[str, int]) -> None:
+        """Write one sample of the counts by state into every tier of the history (one
+        transaction; it overwrites the slots it maps to, so the size stays fixed)."""
+
+    @abc.abstractmethod
+    def history(self, since_ms: int, until_ms: int) -> builtins.list[Point]:
+        """The samples in [since_ms, until_ms] at the finest tier that holds that range
+        (``history.tier_for``), oldest first, from one read."""
+
 
 class HandOff(abc.ABC):
     """The optional hand-off capability: while a server's child is idle, a producer's
@@ -378,6 +390,16 @@ class Store(JobStore, ServerRegistry):
         that tells: a backend gets hand-off by also deriving from ``HandOff`` (a subclass
         that gives it up overrides this, as the legacy LMDB layout does)."""
         return self if isinstance(self, HandOff) else None
+
+    def heartbeat(
+        self, server_id: str, info: dict[str, Any], sample_at_ms: int | None = None
+    ) -> None:
+        """``register_server``, and with ``sample_at_ms`` a history sample of this
+        store's counts; one transaction where the backend can, so the sample rides on a
+        commit the server makes anyway."""
+        self.register_server(server_id, info)
+        if sample_at_ms is not None:
+            self.record_history(sample_at_ms, self.stats())
 
     def maintenance(self) -> None:  # optional: most backends have none
         """Periodic housekeeping (stale reader slots and the like)."""

@@ -29,6 +29,7 @@ from ..cancellation import CancelReport, requested
 from ..dependencies import admit, cancelled, check_add_order, on_holders, settle
 from ..errors import ConfigError, JobNotFound
 from ..expiry import expired, is_expired
+from ..history import TIERS, Point, check_sample, current, tier_for
 from ..limits import check_key_part, key_held, stored_problem
 from ..location import MEMORY_SCHEME
 from ..outcomes import Destination, apply_outcome
@@ -74,6 +75,7 @@ class _Tables:
     paused_all: bool = False  # the whole queue: claims take nothing
     held: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)  # paused task:
     # its ready jobs, held out of ``ready`` (claims never see them)
+    history: dict[tuple[int, int], Point] = field(default_factory=dict)  # (tier, slot)
     seqs: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     handles: int = 0  # open handles of a named store
 
@@ -445,6 +447,26 @@ class MemoryStore(Store):
     @_atomic
     def paused(self) -> Paused:
         return Paused(self._db.paused_all, frozenset(self._db.held))
+
+    # ---- history ----------------------------------------------------------------------------
+    @_atomic
+    def record_history(self, sample_at_ms: int, counts: Mapping[str, int]) -> None:
+        point = (sample_at_ms, check_sample(sample_at_ms, counts))
+        for tier in TIERS:
+            self.counter.puts += 1
+            self._db.history[(tier.number, tier.slot(sample_at_ms))] = point
+
+    @_atomic
+    def history(self, since_ms: int, until_ms: int) -> builtins.list[Point]:
+        tier = tier_for(since_ms, until_ms)
+        found = []
+        for lo, hi in tier.slot_ranges(since_ms, until_ms):
+            for slot in range(lo, hi + 1):
+                point = self._db.history.get((tier.number, slot))
+                if point is not None and current(tier, slot, point[0], since_ms, until_ms):
+                    found.append((point[0], dict(point[1])))
+        self.counter.cursor_steps += len(found)
+        return sorted(found, key=lambda point: point[0])
 
     # ---- removing -----------------------------------------------------------------------------
     @_atomic

@@ -25,6 +25,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from mpqueue.cancellation import CANCELLABLE
 from mpqueue.errors import ConfigError
+from mpqueue.history import SIZE, TIERS
 from mpqueue.pausing import PauseChange, Paused
 from mpqueue.records import ErrorInfo, JobRecord, JobState, Outcome, Progress, now_ms
 from mpqueue.store import open_store
@@ -77,6 +78,8 @@ class StoreMachine(RuleBasedStateMachine):
         self.progress: dict[str, Progress] = {}  # job -> its last progress report
         self.paused_names: set[str] = set()  # paused tasks: their ready jobs are held
         self.paused_all = False  # the whole queue paused: claims take nothing
+        self.history: dict[tuple[int, int], tuple[int, dict]] = {}  # (tier, slot) -> point
+        self.sampled_at = START_MS  # the history's own clock: samples move it on
 
     def teardown(self) -> None:
         self.store.close()
@@ -94,17 +97,7 @@ class StoreMachine(RuleBasedStateMachine):
     def _register(self) -> None:
         """The servers beat, fresh for the whole run: their offers stand."""
         for worker in WORKERS:
-            self.store.register_server(
-                worker,
-                {
-                    "pid": 0,
-                    "host": "model",
-                    "children": [],
-                    "heartbeat_ms": now_ms(),
-                    "monotonic": 0.0,
-                    "lease_s": 86400.0,
-                },
-            )
+            self.store.register_server(worker, _beat_info())
 
     def _records(self) -> dict[str, JobRecord]:
         return {r.id: r for r in self.store.list()}
@@ -691,7 +684,26 @@ class StoreMachine(RuleBasedStateMachine):
         else:
             self.paused_names.add(name)
 
+    @rule(worker=st.sampled_from(WORKERS), gap_s=st.sampled_from([0, 4, 10, 290, 3600, 86400]))
+    def heartbeat_with_a_sample(self, worker, gap_s):
+        self.sampled_at += gap_s * 1000
+        self.store.heartbeat(worker, _beat_info(), self.sampled_at)
+        point = (self.sampled_at, self.store.stats())  # records_match_model checks them
+        for tier in TIERS:
+            self.history[(tier.number, tier.slot(self.sampled_at))] = point
+
     # ---- invariants ---------------------------------------------------------------
+    @invariant()
+    def history_matches(self):
+        """Each tier's read of its whole span is the model's points of that span."""
+        for tier in TIERS:
+            since = self.sampled_at - tier.span_ms + 1
+            model = sorted(
+                p for (t, _), p in self.history.items() if t == tier.number and p[0] >= since
+            )
+            assert self.store.history(since, self.sampled_at) == model
+        assert len(self.history) <= SIZE
+
     @invariant()
     def pauses_match(self):
         assert self.store.paused() == Paused(self.paused_all, frozenset(self.paused_names))
@@ -892,6 +904,17 @@ PROPERTY_SETTINGS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+def _beat_info() -> dict:
+    return {
+        "pid": 0,
+        "host": "model",
+        "children": [],
+        "heartbeat_ms": now_ms(),
+        "monotonic": 0.0,
+        "lease_s": 86400.0,
+    }
 
 
 class OptimizedFirst(StoreMachine):

@@ -25,6 +25,8 @@ packed so that LMDB's bytewise order is the order the queue needs:
     pauses      <name> | 00 (the whole queue)            -> b""  (what is paused)
     paused      <name> 00 <ready key>                    -> b""  (the ready jobs of a
                                                             paused task, held out of ready)
+    history     <tier:u8> <slot:u32>                     -> <atMs:u64> counts (JSON): the
+                                                            depth history (history.py)
 
 Integers are fixed-width big-endian. Priority is stored inverted so that a higher
 priority sorts first; ``seq`` is a store-wide counter, so equal priorities run FIFO.
@@ -35,8 +37,9 @@ contain, so a prefix scan of ``a.b`` never matches ``a.bc``.
 from __future__ import annotations
 
 import functools
+import json
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from ...errors import ConfigError
@@ -87,12 +90,13 @@ DB_PROGRESS = b"progress"  # job key -> its last progress report (codec.encode_p
 DB_PAUSES = b"pauses"  # paused task name (or PAUSE_ALL) -> b""
 DB_PAUSED = b"paused"  # held key (held_key) -> b"": a paused task's ready jobs
 DB_EXPIRED = b"expired"  # done key (done_key) -> b"": jobs not started by their deadline
+DB_HISTORY = b"history"  # (tier, slot) (history_key) -> a depth sample (encode_sample)
 # The databases of workflows: a store written before them lacks them, and a read-only
 # open of such a store reads them as empty.
 WORKFLOW_DBS = (DB_WAITING, DB_CANCELLED, DB_DEPS, DB_UNIQUE)
 # Databases added since the first layout: a read-only open of a store written before
 # them reads them as empty.
-ADDED_DBS = (*WORKFLOW_DBS, DB_CANCELS, DB_PROGRESS, DB_PAUSES, DB_PAUSED, DB_EXPIRED)
+ADDED_DBS = (*WORKFLOW_DBS, DB_CANCELS, DB_PROGRESS, DB_PAUSES, DB_PAUSED, DB_EXPIRED, DB_HISTORY)
 ALL_DBS = (
     DB_JOBS,
     DB_BY_NAME,
@@ -291,6 +295,37 @@ def decode_offer(value: bytes) -> tuple[int, int, list[int]] | None:
         return None
     beat_ms, lease_ms = _OFFER_HEAD.unpack_from(value, 1)
     return beat_ms, lease_ms, [pid for (pid,) in _U32.iter_unpack(value[head:]) if pid > 0]
+
+
+_HISTORY_KEY = struct.Struct(">BI")
+
+
+def history_key(tier: int, slot: int) -> bytes:
+    """A history slot: tier then slot, so one tier's slots are one key range in order."""
+    return _HISTORY_KEY.pack(tier, slot)
+
+
+def decode_history_key(key: bytes) -> tuple[int, int]:
+    tier, slot = _HISTORY_KEY.unpack(key)
+    return int(tier), int(slot)
+
+
+def encode_sample(at_ms: int, counts: Mapping[str, int]) -> bytes:
+    """A depth sample: its time (u64 ms), then the counts as compact JSON (new states
+    add keys, nothing to migrate)."""
+    return _U64.pack(at_ms) + json.dumps(dict(counts), separators=(",", ":")).encode()
+
+
+def decode_sample(raw: bytes) -> tuple[int, dict[str, int]] | None:
+    """(time, counts), or None for bytes mpqueue did not write (skipped, not fatal)."""
+    try:
+        (at_ms,) = _U64.unpack_from(raw)
+        counts = json.loads(raw[_U64.size :])
+    except (struct.error, ValueError):
+        return None
+    if not isinstance(counts, dict) or not all(isinstance(v, int) for v in counts.values()):
+        return None
+    return int(at_ms), counts
 
 
 def dead_key(job_id: str) -> bytes:

@@ -155,18 +155,16 @@ class LegacyLmdbStore(LmdbStore):
 
         return self.env.read(body)
 
-    def stats(self) -> dict[str, int]:
-        def body(tx: Tx) -> dict[str, int]:
-            counts = self._counts(tx)
-            now = now_ms()
-            counts["ready"] = counts["scheduled"] = 0
-            for key, _ in tx.scan(keys.DB_PENDING, values=False):
-                rec = self._load(tx, keys.decode_job_key(key))
-                if rec is not None:
-                    counts[_effective(rec, now).state.value] += 1
-            return counts
-
-        return self.env.read(body)
+    def _counts(self, tx: Tx) -> dict[str, int]:
+        """Ready and scheduled by reading every pending job (both share ``pending``)."""
+        counts = super()._counts(tx)
+        now = now_ms()
+        counts["ready"] = counts["scheduled"] = 0
+        for key, _ in tx.scan(keys.DB_PENDING, values=False):
+            rec = self._load(tx, keys.decode_job_key(key))
+            if rec is not None:
+                counts[_effective(rec, now).state.value] += 1
+        return counts
 
     def get(self, job_id: str) -> JobRecord | None:
         rec = super().get(job_id)

@@ -19,6 +19,7 @@ from ...cancellation import CancelReport, requested
 from ...dependencies import check_add_order
 from ...errors import ConfigError, CorruptRecord, JobNotFound
 from ...expiry import expired, is_expired
+from ...history import Point
 from ...identity import DEFAULT_LEASE_S, pid_exists, server_dead
 from ...limits import check_key_part, key_held, stored_problem
 from ...location import DEFAULT_MAP_SIZE
@@ -39,6 +40,7 @@ from ..codec import (
     encode_server_info,
 )
 from . import cancels, keys, pauses
+from . import history as depth_history
 from .check import Layout, check_store
 from .claims import decode_claim, encode_claim
 from .env import EnvHandle, Tx
@@ -714,6 +716,13 @@ class LmdbStore(Store, HandOff):
             "total": tx.entries(keys.DB_JOBS),
         }
 
+    # ---- history ----------------------------------------------------------------------
+    def record_history(self, sample_at_ms: int, counts: Mapping[str, int]) -> None:
+        self.env.write(lambda tx: depth_history.record(tx, sample_at_ms, counts))
+
+    def history(self, since_ms: int, until_ms: int) -> builtins.list[Point]:
+        return self.env.read(lambda tx: depth_history.read(tx, since_ms, until_ms))
+
     # ---- pausing ----------------------------------------------------------------------
     def pause(self, name: str | None) -> PauseChange:
         if name is not None:
@@ -967,11 +976,18 @@ class LmdbStore(Store, HandOff):
         return self.env.read(body)
 
     def register_server(self, server_id: str, info: dict[str, Any]) -> None:
+        self.heartbeat(server_id, info)
+
+    def heartbeat(
+        self, server_id: str, info: dict[str, Any], sample_at_ms: int | None = None
+    ) -> None:
         raw = encode_server_info(info)
         key = keys.server_key(server_id)
         beat_ms = _beat_ms_of(info)
 
         def body(tx: Tx) -> None:
+            if sample_at_ms is not None:  # the counts as of this transaction
+                depth_history.record(tx, sample_at_ms, self._counts(tx))
             tx.put(keys.DB_WORKERS, key, raw)
             # The heartbeat also restamps the server's offer: producers judge its
             # freshness from the offer alone (see _take_offer).

@@ -45,6 +45,10 @@ paused (set by pause and resume on the task's unfinished rows, read from
 other change of state; a finished row may keep it until the resume, unread). The claim
 index ``mpqueue_jobs_ready`` is rebuilt over ready rows that are not paused, and
 ``mpqueue_jobs_paused`` finds a task's flagged rows for the resume.
+
+Version 9 adds the depth history (see ``history.py`` here and ``mpqueue/history.py``):
+``mpqueue_history``, one row per (tier, slot) of the rings, its time and the counts by
+state as JSON; its primary key bounds it to ``history.SIZE`` rows.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ TABLES = {
     "version": VERSION_TABLE,
     "deps": "mpqueue_deps",
     "pauses": "mpqueue_pauses",
+    "history": "mpqueue_history",
 }
 
 # ``errors`` is JSON in a text column, written ASCII-only: exception text may hold NUL
@@ -164,6 +169,15 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX mpqueue_jobs_ready ON {jobs} (priority DESC, seq) "
         "WHERE state = 'ready' AND NOT paused",
         "CREATE INDEX mpqueue_jobs_paused ON {jobs} (name) WHERE paused",
+    ),
+    (  # 9: the depth history (a fixed-size ring per tier, see mpqueue/history.py)
+        """CREATE TABLE {history} (
+            tier smallint NOT NULL,
+            slot integer NOT NULL,
+            at_ms bigint NOT NULL,
+            counts jsonb NOT NULL,
+            PRIMARY KEY (tier, slot)
+        )""",
     ),
 ]
 

@@ -21,6 +21,7 @@ from ...cancellation import CancelReport, requested
 from ...dependencies import check_add_order, on_holders
 from ...errors import ConfigError, JobNotFound
 from ...expiry import expiry_entry
+from ...history import Point
 from ...limits import TIMEOUT_MAX_S, check_key_part, key_held, stored_problem
 from ...outcomes import Destination, apply_outcome
 from ...pausing import PauseChange, Paused, pause_target
@@ -39,6 +40,7 @@ from ..base import CheckReport, HolderGone, OpCounter, Store
 from ..codec import decode_server_info, encode_server_info
 from . import cancels as pg_cancels
 from . import graph as pg_graph
+from . import history as pg_history
 from . import pauses as pg_pauses
 from . import schema as pg_schema
 from .listen import PgListener
@@ -89,6 +91,7 @@ _Cycle = tuple[list[bool], list[JobRecord]]  # (inside the class, ``list`` is a 
 _SQL_GRAPH = {key: text.replace("{columns}", _COLUMNS) for key, text in pg_graph.SQL.items()}
 _SQL_CANCELS = pg_cancels.SQL
 _SQL_PAUSES = pg_pauses.SQL
+_SQL_HISTORY = pg_history.SQL
 
 _DROP_EDGES = """outgoing AS (DELETE FROM {deps} WHERE dep_id IN (SELECT id FROM gone)),
         incoming AS (DELETE FROM {deps} d USING
@@ -317,7 +320,7 @@ class PostgresStore(Store):
             names = pg_schema.qualified_names(conn, schema)
         self.schema = schema
         self.channel = _channel_name(schema)
-        sql = _SQL | _SQL_GRAPH | _SQL_CANCELS | _SQL_PAUSES
+        sql = _SQL | _SQL_GRAPH | _SQL_CANCELS | _SQL_PAUSES | _SQL_HISTORY
         self.sql = {key: pg_schema.render(text, names) for key, text in sql.items()}
 
     # ---- adding -------------------------------------------------------------------
@@ -715,8 +718,28 @@ class PostgresStore(Store):
         return [row[0] for row in rows]
 
     def register_server(self, server_id: str, info: dict[str, Any]) -> None:
+        self.heartbeat(server_id, info)
+
+    def heartbeat(
+        self, server_id: str, info: dict[str, Any], sample_at_ms: int | None = None
+    ) -> None:
         raw = encode_server_info(info)
-        self.session.run(lambda q: q.write(self.sql["register"], (server_id, raw)))
+
+        def body(q: Query) -> None:
+            q.write(self.sql["register"], (server_id, raw))
+            if sample_at_ms is not None:
+                pg_history.record(q, self.sql, sample_at_ms, self._counts(q))
+
+        self.session.run(body)
+
+    # ---- history ----------------------------------------------------------------------
+    def record_history(self, sample_at_ms: int, counts: Mapping[str, int]) -> None:
+        self.session.run(lambda q: pg_history.record(q, self.sql, sample_at_ms, counts))
+
+    def history(self, since_ms: int, until_ms: int) -> builtins.list[Point]:
+        return self.session.run(
+            lambda q: pg_history.read(q, self.sql, since_ms, until_ms), write=False
+        )
 
     def servers(self) -> dict[str, dict[str, Any]]:
         """Every coordinator's info, plus ``heartbeat_age_ms``: how long ago it last
@@ -762,7 +785,10 @@ class PostgresStore(Store):
         return [_decode(row) for row in rows]
 
     def stats(self) -> dict[str, int]:
-        row = self.session.run(lambda q: q.one(self.sql["stats"]), write=False)
+        return self.session.run(self._counts, write=False)
+
+    def _counts(self, q: Query) -> dict[str, int]:
+        row = q.one(self.sql["stats"])
         assert row is not None
         names = (
             "ready",
