@@ -133,12 +133,15 @@ def test_a_scrape_counts_the_jobs_by_task_and_outcome(location, servers, tmp_pat
         held = queue.task_by_name(HOLD).delay(str(tmp_path / "marker"), "h", str(release))
 
     def one_busy():
+        # One scrape reads the store's counts and then the workers' gauges (the server's
+        # own slots), not one snapshot: a claim committed and dispatched in between
+        # shows its busy worker but not yet its processing job.
         samples = _samples(_scrape(port) or "")
-        return _value(samples, "mpqueue_workers_busy") == 1 and samples
+        busy = _value(samples, "mpqueue_workers_busy") == 1
+        return busy and _value(samples, "mpqueue_jobs", state="processing") == 1 and samples
 
-    busy = wait_until(one_busy, 20, "one worker busy")
+    busy = wait_until(one_busy, 20, "one worker busy and its job processing")
     assert _value(busy, "mpqueue_workers_idle") == 1
-    assert _value(busy, "mpqueue_jobs", state="processing") == 1
     release.touch()
     assert held.result(timeout=20) == "h"
     wait_until(both_idle, 20, "workers idle again")
