@@ -22,7 +22,7 @@ from mpqueue.records import JobState, Progress, now_ms
 from mpqueue.top import Watcher
 
 from ..store.test_contract import add, queue, record, store, store_location  # noqa: F401
-from ..support.helpers import claim_all, done, failed
+from ..support.helpers import claim_all, done, failed, mpqueue_without
 from ..support.pg_helpers import pg_url  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -175,30 +175,8 @@ def test_live_view_refreshes_and_quits_on_q(lmdb_store):
 
 
 # ---- without rich ---------------------------------------------------------------------
-BLOCKER = """\
-import os
-open(os.environ["MARKER"], "w").close()
-raise ImportError("rich blocked by the test")
-"""
-
-
 def _without_rich(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, bool]:
-    """``mpqueue ARGS`` where importing rich fails and leaves a marker."""
-    blocked = tmp_path / "blocked"
-    (blocked / "rich").mkdir(parents=True, exist_ok=True)
-    (blocked / "rich" / "__init__.py").write_text(BLOCKER)
-    marker = tmp_path / "imported"
-    marker.unlink(missing_ok=True)
-    env = _env(MARKER=str(marker), PYTHONPATH=os.pathsep.join([str(blocked), str(ROOT)]))
-    run = subprocess.run(
-        [sys.executable, "-m", "mpqueue", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return run, marker.exists()
+    return mpqueue_without("rich", tmp_path, *args)
 
 
 @pytest.mark.timeout(90)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mpqueue import Queue
 
-from ..support.helpers import run_cli, wait_until
+from ..support.helpers import mpqueue_without, run_cli, wait_until
 from ..support.pg_helpers import pg_url  # noqa: F401
 from ..support.serve_helpers import ROOT, servers  # noqa: F401
 
@@ -232,32 +231,8 @@ def test_a_port_in_use_is_one_line_and_runs_nothing(tmp_path):
 
 
 # ---- without the extra ------------------------------------------------------------------
-BLOCKER = """\
-import os
-open(os.environ["MARKER"], "w").close()
-raise ImportError("prometheus_client blocked by the test")
-"""
-
-
 def _without_prometheus(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, bool]:
-    """``mpqueue ARGS`` where importing prometheus_client fails and leaves a marker (a
-    package of that name ahead of site-packages); (the run, whether it was imported)."""
-    blocked = tmp_path / "blocked"
-    (blocked / "prometheus_client").mkdir(parents=True, exist_ok=True)
-    (blocked / "prometheus_client" / "__init__.py").write_text(BLOCKER)
-    marker = tmp_path / "imported"
-    marker.unlink(missing_ok=True)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(blocked), str(ROOT)]))
-    env["MARKER"] = str(marker)
-    run = subprocess.run(
-        [sys.executable, "-m", "mpqueue", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return run, marker.exists()
+    return mpqueue_without("prometheus_client", tmp_path, *args)
 
 
 @pytest.mark.timeout(90)

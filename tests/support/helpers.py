@@ -160,3 +160,34 @@ class Plant:
         import os
 
         return (os.system, (f"touch {self.path}",))
+
+
+_BLOCKER = """\
+import os
+open(os.environ["MARKER"], "w").close()
+raise ImportError("{package} blocked by the test")
+"""
+
+
+def mpqueue_without(
+    package: str, tmp_path: Path, *args: str
+) -> tuple[subprocess.CompletedProcess[str], bool]:
+    """``python -m mpqueue ARGS`` where importing ``package`` fails and leaves a marker (a
+    package of that name ahead of site-packages); (the run, whether it was imported)."""
+    root = Path(__file__).resolve().parents[2]
+    blocked = tmp_path / "blocked"
+    (blocked / package).mkdir(parents=True, exist_ok=True)
+    (blocked / package / "__init__.py").write_text(_BLOCKER.format(package=package))
+    marker = tmp_path / "imported"
+    marker.unlink(missing_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "MPQUEUE_PATH"}
+    env |= {"MARKER": str(marker), "PYTHONPATH": os.pathsep.join([str(blocked), str(root)])}
+    run = subprocess.run(
+        [sys.executable, "-m", "mpqueue", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return run, marker.exists()
