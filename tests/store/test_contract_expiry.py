@@ -58,7 +58,7 @@ def test_a_ready_job_past_its_deadline_expires_at_claim(store):
 
 def test_a_job_claimed_before_its_deadline_runs_and_ends_as_usual(store):
     start = now_ms()
-    (job,) = add(store, record(expires_at_ms=start + MINUTE))
+    (job,) = add(store, record(run_at_ms=start, expires_at_ms=start + MINUTE))
     assert claimed(store, start) == [job]
     assert done(store, job, 7, now=start + 2 * MINUTE)  # finishing late is no expiry
     assert states(store, job) == ["done"]
@@ -93,7 +93,7 @@ def test_a_scheduled_job_past_its_deadline_expires_at_promotion(store):
 
 def test_a_job_that_started_is_not_expired_on_its_retry(store):
     start = now_ms()
-    (job,) = add(store, record(retries=2, expires_at_ms=start + MINUTE))
+    (job,) = add(store, record(retries=2, run_at_ms=start, expires_at_ms=start + MINUTE))
     assert claimed(store, start) == [job]
     assert failed(store, job, now=start)  # a retry: scheduled with backoff
     assert claimed(store, start + 2 * MINUTE) == [job]
@@ -131,7 +131,7 @@ def test_dependents_of_an_expired_job_settle_as_for_a_dead_one(store):
 
 def test_a_waiting_job_past_its_deadline_expires_when_released(store):
     start = now_ms()
-    (dep,) = add(store, record())
+    (dep,) = add(store, record(run_at_ms=start))  # due at ``start``: the claim below
     (waiting,) = add(store, record(depends_on=(dep,), expires_at_ms=start + MINUTE))
     (after,) = add(store, record(depends_on=(waiting,)))
     assert claimed(store, start) == [dep]
@@ -239,7 +239,7 @@ def test_a_claimed_job_reported_expired_ends_as_its_claim_would_have(store):
 
 def test_a_late_expired_outcome_changes_nothing(store):
     start = now_ms()
-    (job,) = add(store, record(expires_at_ms=start + MINUTE))
+    (job,) = add(store, record(run_at_ms=start, expires_at_ms=start + MINUTE))
     assert claimed(store, start) == [job]
     assert store.finish([Outcome.expired(job, "someone-else")], start + 2 * MINUTE) == [False]
     assert states(store, job) == ["processing"] and store.get(job).attempts == 1
@@ -251,7 +251,7 @@ def test_a_late_expired_outcome_changes_nothing(store):
 
 def test_a_cancel_requested_first_wins_over_an_expired_start(store):
     start = now_ms()
-    (job,) = add(store, record(expires_at_ms=start + MINUTE))
+    (job,) = add(store, record(run_at_ms=start, expires_at_ms=start + MINUTE))
     assert claimed(store, start) == [job]
     assert store.cancel([job], "stop it", start).requested == [job]
     assert store.finish([Outcome.expired(job, "w1")], start + 2 * MINUTE) == [True]
