@@ -196,6 +196,21 @@ def test_a_running_jobs_progress_reaches_the_store(env, servers, tmp_path, pacin
     assert last.message == "finished" and last.done == last.total
 
 
+def _expired_unrun(env, late, after):
+    """Once ``after`` is done (run once): ``late`` ended expired, uncharged, at or after
+    its deadline, and never ran. Returns ``late``'s record."""
+    rec = wait_until(
+        lambda: (r := env.record(after)).state is JobState.DONE and r, 30, "the job after"
+    )
+    assert rec.attempts == 1
+    gone = env.record(late)
+    assert gone.state is JobState.EXPIRED, gone
+    assert gone.attempts == 0 and gone.errors[-1].kind == "expired"
+    assert gone.finished_at_ms >= gone.expires_at_ms
+    assert "late" not in env.runs() and "after" in env.runs()
+    return gone
+
+
 @pytest.mark.timeout(120)
 def test_a_job_behind_a_busy_worker_expires_and_never_runs(env, servers):
     """Expiry under a real server that claims only for a free worker (``--prefetch
@@ -209,15 +224,7 @@ def test_a_job_behind_a_busy_worker_expires_and_never_runs(env, servers):
     late = env.task("quick").delay(marker, "late", expires=1.0)
     after = env.task("quick").delay(marker, "after")
     assert late.state == "ready" and late.expires_at is not None
-    rec = wait_until(
-        lambda: (r := env.record(after)).state is JobState.DONE and r, 30, "the job after"
-    )
-    assert rec.attempts == 1
-    gone_late = env.record(late)
-    assert gone_late.state is JobState.EXPIRED, gone_late
-    assert gone_late.attempts == 0 and gone_late.errors[-1].kind == "expired"
-    assert gone_late.finished_at_ms >= gone_late.expires_at_ms
-    assert "late" not in env.runs() and "after" in env.runs()
+    _expired_unrun(env, late, after)
     with pytest.raises(JobExpired, match="not started by its deadline"):
         late.result(timeout=5)
     assert env.stats()["expired"] == 1
@@ -285,15 +292,7 @@ def test_a_prefetched_job_past_its_deadline_at_its_turn_expires_and_never_runs(
     assert claimed.attempts == 1 and now_ms() < deadline_ms  # claimed in time
     wait_until(lambda: now_ms() > deadline_ms, 10, "the late job's deadline")
     release.touch()
-    rec = wait_until(
-        lambda: (r := store_env.record(after)).state is JobState.DONE and r, 30, "the job after"
-    )
-    assert rec.attempts == 1
-    gone_late = store_env.record(late)
-    assert gone_late.state is JobState.EXPIRED, gone_late
-    assert gone_late.attempts == 0 and gone_late.errors[-1].kind == "expired"
-    assert gone_late.finished_at_ms >= deadline_ms
-    assert "late" not in store_env.runs() and "after" in store_env.runs()
+    assert _expired_unrun(store_env, late, after).expires_at_ms == deadline_ms
     assert _ended(store_env, busy).state is JobState.DONE
     with pytest.raises(JobExpired, match="not started by its deadline"):
         late.result(timeout=5)

@@ -23,18 +23,10 @@ from mpqueue.store.postgres.session import Query
 from ..support.helpers import claim_all, done, failed, wait_until
 from ..support.pg_helpers import admin, insert_ready, pg_url, schema_at  # noqa: F401
 from .test_contract import add, record
+from .test_postgres import store  # noqa: F401
 
 A = "tests.support.tasks.add"
 B = "tests.support.tasks.echo"
-
-
-@pytest.fixture
-def store(pg_url):
-    made = open_store(pg_url)
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 def claim_scan(conn, store) -> dict:
