@@ -18,7 +18,6 @@ Rows, measured in this one run on fresh durable stores (LMDB: a new directory un
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import time
 from datetime import datetime, timezone
 from typing import Any
 
-from bench.common import md_table, verdict
+from bench.common import md_table, save_json, verdict
 from bench.serve_bench import Server, percentiles
 from bench.store_bench import machine
 from bench.workflow_bench import Stores, log, pg_url_for
@@ -144,9 +143,7 @@ def main() -> None:
             "bulk": bench_bulk(stores, opts.jobs, opts.bulk_rounds),
         }
     print(report(result))
-    if opts.out:
-        with open(opts.out, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=1)
+    save_json(result, opts.out)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ timing and the mode names. Store and server helpers are imported from
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import sys
@@ -99,3 +100,10 @@ class NullProgress(Progress):
 
     def _draw(self, label: str) -> None:
         pass
+
+
+def save_json(result: Any, path: str | None, indent: int = 1) -> None:
+    """Write a benchmark's result to ``path`` (its ``--out``), if one was given."""
+    if path:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump(result, fh, indent=indent)

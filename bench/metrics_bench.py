@@ -16,7 +16,6 @@ Rows, measured in this one run on fresh durable LMDB stores:
 from __future__ import annotations
 
 import argparse
-import json
 import socket
 import statistics
 import sys
@@ -26,7 +25,7 @@ import urllib.request
 from datetime import datetime, timezone
 from typing import Any
 
-from bench.common import md_table, verdict
+from bench.common import md_table, save_json, verdict
 from bench.serve_bench import Server, _add_scheduled, percentiles, temp_store, wait_until
 from bench.store_bench import machine
 from bench.workflow_bench import alternate, log
@@ -154,9 +153,7 @@ def main() -> None:
         **run(opts.jobs, opts.rounds, opts.queued),
     }
     print(report(result))
-    if opts.out:
-        with open(opts.out, "w", encoding="utf-8") as fh:
-            json.dump(result, fh, indent=1)
+    save_json(result, opts.out)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ machine's speed hits them alike; the table gives medians over the rounds.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import shutil
@@ -39,7 +38,7 @@ from contextlib import ExitStack, contextmanager
 from datetime import datetime, timezone
 from typing import Any
 
-from bench.common import md_table, verdict
+from bench.common import md_table, save_json, verdict
 from bench.serve_bench import Server, percentiles, serve_until_empty
 from bench.store_bench import machine
 from mpqueue import Queue, chain, chord, group
@@ -328,9 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = plan[name]()
     print(f"store: {opts.store}; {results['date']}; load {os.getloadavg()[0]:.2f}")
     print(report(results))
-    if opts.out:
-        with open(opts.out, "w", encoding="utf-8") as fh:
-            json.dump(results, fh, indent=2)
+    save_json(results, opts.out, indent=2)
     return 0
 
 
