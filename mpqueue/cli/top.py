@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..errors import ConfigError
 from ..queue import Queue
 from ..top import DEAD_READ_MAX, ENDED_READ_MAX, FAILURES_SHOWN, RUNNING_MAX, Snapshot, Watcher
 from .group import cli
@@ -29,14 +28,6 @@ if TYPE_CHECKING:
 
 PLAIN_WIDTH = 160  # --once into a pipe or file: wide enough for job ids and errors
 ERROR_WIDTH = 100  # a failure's error is cut to this many characters
-
-
-def need_rich() -> None:
-    """rich comes with the 'top' extra: its absence is one line naming it."""
-    try:
-        import rich  # noqa: F401
-    except ImportError as exc:
-        raise ConfigError(f"top needs rich ({exc}): pip install 'mpqueue[top]'") from None
 
 
 @cli.command(
@@ -69,7 +60,6 @@ def top(queue: Queue, interval: float, once: bool, as_json: bool) -> None:
     if as_json:
         click.echo(to_json(watcher.frame().as_dict()))
         return
-    need_rich()
     from rich.console import Console
 
     if once:

@@ -723,6 +723,8 @@ class Coordinator:
             self.ledger.settle(outcomes)
             self.store.requeue_server(self.server_id)
             self.store.unregister_server(self.server_id)
+            if self.progress is not None:  # the bar ends on the run's final figures
+                self.progress.update(self.ledger.stats, self.store.stats, force=True)
         finally:
             if self.listener is not None:
                 self.listener.close()

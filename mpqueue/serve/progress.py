@@ -1,12 +1,17 @@
-"""Progress of a ``serve --until-empty`` run: a live bar on a terminal, periodic lines
-otherwise (logs and CI keep readable output).
+"""Progress of a ``serve --until-empty`` run: a live bar on a terminal (rich's live
+display), periodic lines otherwise (logs and CI keep readable output).
 
-While the bar is live, a line this process logs to the bar's stream first clears the
-bar (``_ClearsBar``, a filter on those log handlers), so it prints on a line of its own
-and the bar is drawn again below it."""
+While the bar is live, the log handlers that write to the bar's stream write through
+rich's console instead (``_AboveBar``), which prints each line above the bar and draws
+the bar again below it: a line this process logs never lands on the bar. Output that
+children write to the terminal themselves (a job's ``print``) does not pass through this
+process and can still cross the bar; ``--no-progress`` keeps such output clean.
+
+rich is imported only when a live bar is drawn."""
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 import time
@@ -23,61 +28,29 @@ class Progress:
         self.stream = stream or sys.stderr
         self.live = self.stream.isatty() if live is None else live
         self.next_at = 0.0
-        self.shown = False
-        self.handlers: list[logging.Handler] = []
-        if self.live:
-            self._guard_logs()
-
-    def _guard_logs(self) -> None:
-        """Make the log handlers that write to the bar's stream clear it first."""
-        self.clearer = _ClearsBar(self)
-        for handler in logging.getLogger().handlers:
-            if getattr(handler, "stream", None) is self.stream:
-                handler.addFilter(self.clearer)
-                self.handlers.append(handler)
-
-    def cleared(self) -> None:
-        """A log line is about to print: wipe the bar, and draw it again at once after."""
-        if self.shown:
-            self.stream.write("\r\x1b[K")
-            self.next_at = 0.0
+        self.bar = _LiveBar(self.stream) if self.live else None
 
     def update(self, stats: Any, counts: Callable[[], dict[str, int]], force: bool = False) -> None:
         now = time.monotonic()
         if not force and now < self.next_at:
             return
         self.next_at = now + (TTY_EVERY_S if self.live else LINE_EVERY_S)
-        line = self.render(stats, counts(), now)
-        if self.live:
-            self.stream.write("\r" + line + "\x1b[K")
+        figures = Figures.of(stats, counts(), now)
+        if self.bar is not None:
+            self.bar.show(figures)
         else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-        self.shown = True
+            self.stream.write(figures.line() + "\n")
+            self.stream.flush()
 
     def render(self, stats: Any, counts: dict[str, int], now: float) -> str:
-        finished = stats.done + stats.dead
-        remaining = counts.get("ready", 0) + counts.get("processing", 0)
-        total = finished + remaining
-        elapsed = max(now - stats.started_at, 1e-9)
-        rate = finished / elapsed
-        eta = remaining / rate if rate > 0 else float("inf")
-        fraction = finished / total if total else 1.0
-        filled = int(fraction * BAR_WIDTH)
-        bar = "#" * filled + "." * (BAR_WIDTH - filled)
-        eta_text = "--:--" if eta == float("inf") else _clock(eta)
-        return (
-            f"[{bar}] {finished}/{total} {fraction:4.0%}  {rate:,.0f} jobs/s  "
-            f"ETA {eta_text}  failed {stats.dead} retried {stats.retried}"
-        )
+        """The plain line for these figures (what the bar shows beside its bar)."""
+        return Figures.of(stats, counts, now).line()
 
     def close(self, stats: Any) -> None:
-        for handler in self.handlers:
-            handler.removeFilter(self.clearer)
-        self.handlers = []
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None
         elapsed = time.monotonic() - stats.started_at
-        if self.live and self.shown:
-            self.stream.write("\n")
         self.stream.write(
             f"finished: {stats.done} done, {stats.dead} dead, {stats.retried} "
             f"retried, {stats.released} put back in {elapsed:.2f} s\n"
@@ -85,16 +58,98 @@ class Progress:
         self.stream.flush()
 
 
-class _ClearsBar(logging.Filter):
-    """Lets every record through; on the way, clears the live bar it would land on."""
+class Figures:
+    """What the progress shows at one moment."""
 
-    def __init__(self, progress: Progress):
-        super().__init__()
-        self.progress = progress
+    def __init__(self, finished: int, total: int, rate: float, eta: float, stats: Any):
+        self.finished, self.total, self.rate, self.eta = finished, total, rate, eta
+        self.dead, self.retried = stats.dead, stats.retried
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        self.progress.cleared()
-        return True
+    @classmethod
+    def of(cls, stats: Any, counts: dict[str, int], now: float) -> Figures:
+        finished = stats.done + stats.dead
+        remaining = counts.get("ready", 0) + counts.get("processing", 0)
+        rate = finished / max(now - stats.started_at, 1e-9)
+        eta = remaining / rate if rate > 0 else float("inf")
+        return cls(finished, finished + remaining, rate, eta, stats)
+
+    @property
+    def fraction(self) -> float:
+        return self.finished / self.total if self.total else 1.0
+
+    def text(self) -> str:
+        eta = "--:--" if self.eta == float("inf") else _clock(self.eta)
+        return (
+            f"{self.finished}/{self.total} {self.fraction:4.0%}  {self.rate:,.0f} jobs/s  "
+            f"ETA {eta}  failed {self.dead} retried {self.retried}"
+        )
+
+    def line(self) -> str:
+        filled = int(self.fraction * BAR_WIDTH)
+        return f"[{'#' * filled}{'.' * (BAR_WIDTH - filled)}] {self.text()}"
+
+
+class _LiveBar:
+    """The bar on a terminal, and the log handlers routed above it while it shows."""
+
+    def __init__(self, stream: TextIO):
+        from rich.console import Console
+        from rich.live import Live
+
+        self.console = Console(file=stream, force_terminal=True, highlight=False)
+        # Refreshed by ``show`` alone: no thread of rich's runs beside the coordinator.
+        self.live = Live(console=self.console, auto_refresh=False, transient=False)
+        self.routed: list[tuple[logging.StreamHandler[Any], Any]] = []
+        self.live.start()
+        for handler in logging.getLogger().handlers:
+            if isinstance(handler, logging.StreamHandler) and handler.stream is stream:
+                self.routed.append((handler, handler.setStream(_AboveBar(self.console))))
+
+    def show(self, figures: Figures) -> None:
+        from rich.progress_bar import ProgressBar
+        from rich.table import Table
+        from rich.text import Text
+
+        row = Table.grid(padding=(0, 1))
+        row.add_row(
+            ProgressBar(total=max(figures.total, 1), completed=figures.finished, width=BAR_WIDTH),
+            Text(figures.text(), no_wrap=True, overflow="ellipsis"),  # one row, always
+        )
+        self.live.update(row, refresh=True)
+
+    def stop(self) -> None:
+        try:
+            self.live.stop()
+        finally:
+            for handler, stream in self.routed:
+                handler.setStream(stream)
+            self.routed = []
+
+
+class _AboveBar(io.TextIOBase):
+    """A stream whose each whole line rich prints above the live bar, as it was written:
+    not wrapped at the console's width (the terminal wraps it) and not marked up."""
+
+    def __init__(self, console: Any):
+        self.console = console
+        self.pending = ""
+
+    def write(self, text: str) -> int:
+        *lines, self.pending = (self.pending + text).split("\n")
+        for line in lines:
+            self.console.print(_plain(line), soft_wrap=True)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.console.print(_plain(self.pending), soft_wrap=True)
+            self.pending = ""
+
+
+def _plain(line: str) -> Any:
+    from rich.text import Text
+
+    return Text.from_ansi(line)  # colour codes a formatter wrote are kept, not shown raw
 
 
 def _clock(seconds: float) -> str:

@@ -180,12 +180,12 @@ def _without_rich(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProce
 
 
 @pytest.mark.timeout(90)
-def test_only_top_imports_rich_and_its_absence_is_one_line(tmp_path):
+def test_only_what_draws_imports_rich(tmp_path):
+    """rich is a dependency, but a command that draws nothing never pays its import."""
     path = str(tmp_path / "store")
-    for args in (("stats",), ("list",), ("top", "--json")):
+    plain = ("stats",), ("list",), ("top", "--json"), ("serve", "--until-empty", "--workers", "1")
+    for args in plain:  # serve's stderr is no terminal: plain progress lines
         run, imported = _without_rich(tmp_path, "--path", path, *args)
         assert run.returncode == 0 and not imported, (args, run.stderr)
     run, imported = _without_rich(tmp_path, "--path", path, "top", "--once")
-    assert imported and run.returncode == 1
-    (line,) = run.stderr.strip().splitlines()
-    assert line.startswith("Error: top needs rich") and line.endswith("pip install 'mpqueue[top]'")
+    assert imported and run.returncode != 0
