@@ -6,9 +6,10 @@ the same on a store of a hundred jobs or of millions:
 - depth by state and what is paused: ``stats()`` and ``paused()`` (one read each);
 - the running jobs: ``claims()``, the oldest ``RUNNING_MAX`` of them read by
   ``get_many`` (task name, times) and ``progress``;
-- the last failures: the first ``DEAD_READ_MAX`` dead jobs ``list`` yields (oldest
-  first: the store has no newest-first listing), of which the ``FAILURES_SHOWN`` that
-  died last are shown;
+- the last failures: the ``DEAD_READ_MAX`` newest dead jobs (``newest_dead``: by id,
+  which begins with the creation time; no store keeps dead jobs by time of death),
+  of which the ``FAILURES_SHOWN`` that died last are shown. A job created long before
+  those and dead only now is missed;
 - jobs/s done and failed over the last minute: the change of the done and dead counts
   between the frames of that minute (no store keeps jobs by finish time behind its
   interface, and a scan of the done jobs would grow with the store). One frame has no
@@ -31,7 +32,7 @@ from .store import Store
 
 WINDOW_MS = 60_000  # the rates and percentiles cover the last minute
 RUNNING_MAX = 50  # running jobs read and shown per frame (the oldest claims)
-DEAD_READ_MAX = 1000  # dead jobs listed per frame to find the last failures
+DEAD_READ_MAX = 100  # newest dead jobs read per frame to find the last failures
 FAILURES_SHOWN = 5
 ENDED_READ_MAX = 200  # records of claims gone since the last frame read per frame
 
@@ -184,7 +185,7 @@ class Watcher:
         )
 
     def _failures(self) -> list[Failure]:
-        dead = self.store.list(state=JobState.DEAD, limit=DEAD_READ_MAX)
+        dead = self.store.newest_dead(DEAD_READ_MAX)
         dead.sort(key=lambda r: (r.finished_at_ms or 0, r.id), reverse=True)
         return [
             Failure(

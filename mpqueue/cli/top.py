@@ -34,7 +34,7 @@ ERROR_WIDTH = 100  # a failure's error is cut to this many characters
     short_help="A live view: depth, throughput, running jobs, failures.",
     epilog=(
         f"Each frame reads at most {RUNNING_MAX} running jobs, {DEAD_READ_MAX} dead jobs "
-        f"(the oldest; the {FAILURES_SHOWN} that died last are shown) and "
+        f"(the newest by id; the {FAILURES_SHOWN} that died last are shown) and "
         f"{ENDED_READ_MAX} records of jobs that ended since the last frame."
     ),
 )

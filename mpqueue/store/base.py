@@ -255,6 +255,12 @@ class JobStore(abc.ABC):
         without their payload, result and callable (b"", None, None): ``get`` has them."""
 
     @abc.abstractmethod
+    def newest_dead(self, limit: int) -> list[JobRecord]:
+        """Up to ``limit`` dead jobs, newest id first (ids begin with the creation time),
+        reading O(limit) entries however many jobs the store holds; records come without
+        payload, result and callable, as ``list`` gives them."""
+
+    @abc.abstractmethod
     def delete(self, job_id: str) -> bool:
         """Remove a job from whichever queue holds it; False if there was none. The jobs
         waiting for a job deleted before it ended are settled as for a failed one

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import heapq
 import itertools
 import random
 import threading
@@ -399,6 +400,12 @@ class MemoryStore(Store):
                 if len(out) == limit:
                     break
         return out
+
+    @_atomic
+    def newest_dead(self, limit: int) -> builtins.list[JobRecord]:
+        dead = heapq.nlargest(max(limit, 0), self._db.dead)
+        self.counter.cursor_steps += len(dead)
+        return [self._db.jobs[i].evolve(payload=b"", result=None, func=None) for i in dead]
 
     @_atomic
     def stats(self) -> dict[str, int]:

@@ -23,6 +23,7 @@ from ..support.serve_helpers import ROOT, servers  # noqa: F401
 ADD, FAIL = "tests.support.cli_tasks.add", "tests.support.cli_tasks.fail"  # fail: retries=0
 HOLD = "tests.support.executor_tasks.hold_until"  # runs until its release file exists
 SUICIDE = "tests.support.serve_tasks.suicide"  # kills its worker on each of its 3 runs
+SWALLOW = "tests.support.serve_tasks.swallow_timeout"  # eats its 1 s soft timeout: killed
 N_DONE, N_DEAD = 5, 3
 
 
@@ -164,16 +165,18 @@ def test_metrics_file_at_the_end_of_an_until_empty_run(tmp_path):
 @pytest.mark.timeout(90)
 def test_worker_restarts_by_reason(tmp_path):
     """A worker killed by its job is a crash (each of the job's three runs); one that ran
-    its --max-tasks-per-child is retired. The crashed runs count as retried, then dead."""
+    its --max-tasks-per-child is retired; one the server killed (a job that ignored its
+    timeout) is killed. The crashed runs count as retried, then dead."""
     store = str(tmp_path / "store")
     with Queue(store) as queue:
         for i in range(4):
             queue.task_by_name(ADD).delay(i)  # first: the first worker runs two, retires
         queue.task_by_name(SUICIDE).delay(str(tmp_path / "marker"), "c")
+        queue.task_by_name(SWALLOW).delay(str(tmp_path / "marker"), "s")
     out = tmp_path / "mpqueue.prom"
     run = run_cli(
         "--path", store, "serve", "-w", "1", "--until-empty", "--max-tasks-per-child", "2",
-        "--metrics-file", str(out), cwd=tmp_path,
+        "--timeout-grace", "0.2", "--metrics-file", str(out), cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 1, run.stderr  # the suicide job ended dead
     samples = _samples(out.read_text())
@@ -184,10 +187,12 @@ def test_worker_restarts_by_reason(tmp_path):
     }
     assert restarts.pop("crashed") == 3
     assert restarts.pop("retired") >= 1
+    assert restarts.pop("killed") == 1
     assert not restarts
     assert _value(samples, "mpqueue_jobs_finished_total", task=SUICIDE, outcome="retried") == 2
     assert _value(samples, "mpqueue_jobs_finished_total", task=SUICIDE, outcome="dead") == 1
     assert _value(samples, "mpqueue_jobs_finished_total", task=ADD, outcome="done") == 4
+    assert _value(samples, "mpqueue_jobs_finished_total", task=SWALLOW, outcome="dead") == 1
     assert _value(samples, "mpqueue_job_run_seconds_count", task=SUICIDE) == 3
 
 

@@ -449,6 +449,24 @@ def test_a_limited_list_reads_o_limit_entries(store, queue):
         assert ops.reads <= 2 * 5 + 2 * len(names) + 2, (kwargs, ops)
 
 
+def test_newest_dead_reads_the_newest_dead_jobs_alone(store):
+    """``top``'s last failures: newest id first, O(limit) reads beside many other jobs."""
+    recs = [record(retries=0) for _ in range(60)]
+    add(store, *recs)
+    claim_all(store)
+    dead = [r for i, r in enumerate(recs) if i % 5 == 0]
+    for i, rec in enumerate(recs):
+        assert failed(store, rec.id) if rec in dead else done(store, rec.id, i)
+    counting = CountingStore(store)
+    newest = counting.newest_dead(4)
+    assert [r.id for r in newest] == [r.id for r in reversed(dead)][:4]
+    assert all(r.state is JobState.DEAD and r.payload == b"" for r in newest)
+    assert newest[0].errors[-1].message == "boom"
+    assert counting.last("newest_dead").reads <= 2 * 4 + 2  # an index entry and a record each
+    assert [r.id for r in store.newest_dead(100)] == [r.id for r in reversed(dead)]
+    assert store.newest_dead(0) == []
+
+
 def test_a_batch_lists_in_the_order_it_was_given(queue):
     jobs = queue.task_by_name("tests.support.tasks.add").map([(i, i) for i in range(200)])
     assert [j.id for j in queue.list()] == [j.id for j in jobs]

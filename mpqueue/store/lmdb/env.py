@@ -134,6 +134,18 @@ class Tx:
             self.counter.cursor_steps += 1
             found = cursor.next()
 
+    def scan_back(self, db: bytes) -> Iterator[bytes]:
+        """Every key of ``db``, last first."""
+        if self.dbs[db] is None:
+            return
+        cursor = self.txn.cursor(db=self.dbs[db])
+        self.counter.cursor_steps += 1
+        found = cursor.last()
+        while found:
+            yield cast(bytes, cursor.key())
+            self.counter.cursor_steps += 1
+            found = cursor.prev()
+
     def scan_prefix(
         self, db: bytes, prefix: bytes, values: bool = True
     ) -> Iterator[tuple[bytes, bytes]]:

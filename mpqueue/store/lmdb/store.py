@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import heapq
+import itertools
 import random
 import threading
 import time
@@ -682,6 +683,17 @@ class LmdbStore(Store, HandOff):
                 if len(out) == limit:
                     break
         return out
+
+    def newest_dead(self, limit: int) -> builtins.list[JobRecord]:
+        def body(tx: Tx) -> builtins.list[JobRecord]:
+            found: builtins.list[JobRecord] = []
+            for key in itertools.islice(tx.scan_back(keys.DB_DEAD), max(limit, 0)):
+                rec = self._load(tx, keys.decode_job_key(key))
+                if rec is not None:
+                    found.append(rec.evolve(payload=b"", result=None, func=None))
+            return found
+
+        return self.env.read(body)
 
     def _name_prefixes(self, tx: Tx) -> builtins.list[bytes]:
         """The name prefix of every task with jobs: one seek per task, not per job."""

@@ -228,6 +228,8 @@ _SQL = {
         ORDER BY id LIMIT %s""",
     "list_name_state": f"""SELECT {_LIST_COLUMNS} FROM {{jobs}} WHERE name = %s AND state = %s
         ORDER BY created_at_ms, id LIMIT %s""",
+    "newest_dead": f"""SELECT {_LIST_COLUMNS} FROM {{jobs}} WHERE state = 'dead'
+        ORDER BY id DESC LIMIT %s""",
     # Ready jobs in two counts, each over its own index (a paused one is still ready).
     "stats": """SELECT (SELECT count(*) FROM {jobs} WHERE state = 'ready' AND NOT paused)
                 + (SELECT count(*) FROM {jobs} WHERE paused AND state = 'ready'),
@@ -782,6 +784,11 @@ class PostgresStore(Store):
         key = "list" + ("_name" if name is not None else "") + ("_state" if state else "")
         params = [v for v in (name, None if state is None else state.value) if v is not None]
         rows = self.session.run(lambda q: q.rows(self.sql[key], (*params, limit)), write=False)
+        return [_decode(row) for row in rows]
+
+    def newest_dead(self, limit: int) -> list[JobRecord]:
+        sql = self.sql["newest_dead"]
+        rows = self.session.run(lambda q: q.rows(sql, (max(limit, 0),)), write=False)
         return [_decode(row) for row in rows]
 
     def stats(self) -> dict[str, int]:
