@@ -255,7 +255,7 @@ class JobStore(abc.ABC):
         without their payload, result and callable (b"", None, None): ``get`` has them."""
 
     @abc.abstractmethod
-    def newest_dead(self, limit: int) -> list[JobRecord]:
+    def newest_dead(self, limit: int) -> builtins.list[JobRecord]:
         """Up to ``limit`` dead jobs, newest id first (ids begin with the creation time),
         reading O(limit) entries however many jobs the store holds; records come without
         payload, result and callable, as ``list`` gives them."""

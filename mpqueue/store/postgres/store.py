@@ -786,7 +786,7 @@ class PostgresStore(Store):
         rows = self.session.run(lambda q: q.rows(self.sql[key], (*params, limit)), write=False)
         return [_decode(row) for row in rows]
 
-    def newest_dead(self, limit: int) -> list[JobRecord]:
+    def newest_dead(self, limit: int) -> builtins.list[JobRecord]:
         sql = self.sql["newest_dead"]
         rows = self.session.run(lambda q: q.rows(sql, (max(limit, 0),)), write=False)
         return [_decode(row) for row in rows]
