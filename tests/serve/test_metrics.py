@@ -256,3 +256,28 @@ def test_serve_without_a_metrics_option_imports_nothing_of_prometheus_client(tmp
         (line,) = run.stderr.strip().splitlines()
         assert line.startswith("Error: metrics need prometheus-client")
         assert line.endswith("pip install 'mpqueue[metrics]'")
+
+
+def test_plain_counts_render_as_prometheus_clients_own_histogram_and_counter():
+    """The server keeps its figures as plain counts (cheap on the hot path); a scrape of
+    them reads exactly as prometheus_client's Histogram and Counter fed the same."""
+    import prometheus_client as prom
+
+    from mpqueue.metrics import RUN_BUCKETS, Buckets, Counts, ServerCollector
+
+    values = [0.0, 0.001, 0.0011, 0.5, 3, 1800, 1e9, 0.25]  # on bounds, between, beyond
+    theirs = prom.CollectorRegistry()
+    histogram = prom.Histogram("h_seconds", "h", ["task"], buckets=RUN_BUCKETS, registry=theirs)
+    counter = prom.Counter("c", "c", ["task"], registry=theirs)
+    ours = (Buckets("h_seconds", "h", ["task"], RUN_BUCKETS), Counts("c", "c", ["task"]))
+    for i, value in enumerate(values):
+        task = "ab"[i % 2]
+        histogram.labels(task).observe(value)
+        counter.labels(task).inc()
+        ours[0].observe(value, task)
+        ours[1].inc(task)
+    mine = prom.CollectorRegistry()
+    mine.register(ServerCollector(*ours))
+    expected = _samples(prom.generate_latest(theirs).decode())
+    expected = {k: v for k, v in expected.items() if not k[0].endswith("_created")}
+    assert _samples(prom.generate_latest(mine).decode()) == expected
