@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from .errors import ConfigError, StoreError
+from .records import now_ms
 from .store import Store, open_store
 
 try:
@@ -71,8 +72,7 @@ class StoreCollector(Collector):
     def collect(self) -> Iterator[Any]:
         up = GaugeMetricFamily("mpqueue_store_up", "1 if the store could be read")
         try:
-            counts = self.store.stats()
-            paused = self.store.paused()
+            gauges = self.store.gauges()
         except StoreError:
             up.add_metric([], 0)
             yield up
@@ -80,15 +80,21 @@ class StoreCollector(Collector):
         up.add_metric([], 1)
         yield up
         jobs = GaugeMetricFamily("mpqueue_jobs", "Jobs in the store by state", labels=["state"])
-        for state, count in counts.items():
+        for state, count in gauges.counts.items():
             if state != "total":
                 jobs.add_metric([state], count)
         yield jobs
+        age = gauges.oldest_ready_age_s(now_ms())
         yield GaugeMetricFamily(
-            "mpqueue_paused", "1 while the whole queue is paused", value=int(paused.all)
+            "mpqueue_oldest_ready_age_seconds",
+            "How long the oldest ready job has been due (0 when none is ready)",
+            value=0.0 if age is None else age,
+        )
+        yield GaugeMetricFamily(
+            "mpqueue_paused", "1 while the whole queue is paused", value=int(gauges.paused.all)
         )
         tasks = GaugeMetricFamily("mpqueue_task_paused", "1 for a paused task", labels=["task"])
-        for task in sorted(paused.tasks):
+        for task in sorted(gauges.paused.tasks):
             tasks.add_metric([task], 1)
         yield tasks
 

@@ -56,7 +56,7 @@ from .registry import Registry, check_name, resolve, task_name
 from .serializer import dump_callable, dump_payload
 from .signing import resolve_secret, sign
 from .store import Store, open_store
-from .store.base import CheckReport
+from .store.base import CheckReport, Gauges
 from .task import Task, TaskOptions
 
 DEFAULT_RESULT_TTL_S = 7 * 24 * 3600.0  # finished jobs (and results) kept for a week
@@ -392,6 +392,11 @@ class Queue:
     def stats(self) -> dict[str, int]:
         """Job counts per state (and ``total``), from one read transaction."""
         return self.store.stats()
+
+    def gauges(self) -> Gauges:
+        """The counts per state, what is paused and the oldest ready job's due time,
+        read together: what a metrics scrape reads (see ``Gauges``)."""
+        return self.store.gauges()
 
     def history(self, last_ms: int) -> builtins.list[Point]:
         """The depth by state that servers sampled over the last ``last_ms``, oldest

@@ -3,7 +3,8 @@
 Every figure comes from reads the store already offers, each capped, so a frame costs
 the same on a store of a hundred jobs or of millions:
 
-- depth by state and what is paused: ``stats()`` and ``paused()`` (one read each);
+- depth by state, what is paused and the oldest ready job's age: ``gauges()`` (one
+  read of a bounded size);
 - the running jobs: ``claims()``, the oldest ``RUNNING_MAX`` of them read by
   ``get_many`` (task name, times) and ``progress``;
 - the last failures: the ``DEAD_READ_MAX`` newest dead jobs (``newest_dead``: by id,
@@ -70,6 +71,7 @@ class Snapshot:
     at_ms: int
     depth: dict[str, int]
     paused: dict[str, Any]
+    oldest_ready_age_s: float | None  # None: no job ready
     done_per_s: float | None  # None: one frame, no rate yet
     failed_per_s: float | None
     run_time: Spread | None
@@ -111,7 +113,8 @@ class Watcher:
 
     def frame(self, at_ms: int | None = None) -> Snapshot:
         now = now_ms() if at_ms is None else at_ms
-        depth, paused = self.store.stats(), self.store.paused()
+        gauges = self.store.gauges()
+        depth = gauges.counts
         claims = sorted(self.store.claims(), key=lambda c: (c.claimed_at_ms, c.job_id))
         running = self._running(claims, now)
         self._note_ended({c.job_id for c in claims}, now)
@@ -120,7 +123,8 @@ class Watcher:
         return Snapshot(
             at_ms=now,
             depth=depth,
-            paused=paused.as_dict(),
+            paused=gauges.paused.as_dict(),
+            oldest_ready_age_s=gauges.oldest_ready_age_s(now),
             done_per_s=done_rate,
             failed_per_s=failed_rate,
             run_time=spread([s for _, s in self.run_times]),

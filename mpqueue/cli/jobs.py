@@ -340,20 +340,25 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 def stats(queue: Queue, as_json: bool, history_ms: int | None) -> None:
     """Count jobs per state, and say what is paused ('mpqueue pause').
 
-    A paused task's queued jobs count as ready: they wait to be claimed. With --json,
-    "paused" holds {"all": ..., "tasks": [...]} beside the counts. With --history, the
+    A paused task's queued jobs count as ready: they wait to be claimed. "oldest ready"
+    is how long the ready job due first has waited (a paused task's are left out).
+    With --json, "paused" holds {"all": ..., "tasks": [...]} and "oldest_ready_age_s"
+    the age in seconds (null when none is ready) beside the counts. With --history, the
     sampled history instead (--json: a list of {"at", "at_ms", "counts"}).
     """
     if history_ms is not None:
         _print_history(queue.history(history_ms), as_json)
         return
-    counts, paused = queue.stats(), queue.paused()
+    gauges = queue.gauges()
+    age = gauges.oldest_ready_age_s(now_ms())
     if as_json:
-        click.echo(to_json({**counts, "paused": paused.as_dict()}))
+        fields = {"paused": gauges.paused.as_dict(), "oldest_ready_age_s": age}
+        click.echo(to_json({**gauges.counts, **fields}))
         return
-    for state, count in counts.items():
+    for state, count in gauges.counts.items():
         click.echo(f"{state + ':':<12}{count:>10}")
-    click.echo(f"{'paused:':<12}{paused.describe()}")
+    click.echo(f"{'paused:':<12}{gauges.paused.describe()}")
+    click.echo(f"{'oldest ready:':<12} {'none' if age is None else f'due {age:.1f} s ago'}")
 
 
 def _print_history(points: list[Point], as_json: bool) -> None:

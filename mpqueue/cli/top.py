@@ -115,7 +115,9 @@ def render(snap: Snapshot) -> RenderableType:
 
     paused = snap.paused
     paused_text = ", ".join((["every job"] if paused["all"] else []) + paused["tasks"])
-    head = Text(f"mpqueue top  {when(snap.at_ms)}  paused: {paused_text or 'nothing'}")
+    age = snap.oldest_ready_age_s
+    oldest = "none ready" if age is None else f"oldest ready due {age:.1f} s ago"
+    head = Text(f"mpqueue top  {when(snap.at_ms)}  paused: {paused_text or 'nothing'}  {oldest}")
     return Group(head, _depth(snap), _figures(snap), _running(snap), _failures(snap))
 
 

@@ -65,6 +65,30 @@ class OpCounter:
         return {f.name: getattr(self, f.name) for f in fields(self)} | {"reads": self.reads}
 
 
+# The oldest ready job is looked for among the first job of each priority (FIFO holds
+# within one), of at most this many priorities, the highest first: a scrape stays
+# bounded however the jobs' priorities spread.
+HEADS_READ_MAX = 1000
+
+
+@dataclass(frozen=True)
+class Gauges:
+    """What a metrics scrape reads of a store, together (``Store.gauges``)."""
+
+    counts: dict[str, int]  # as ``stats()``
+    paused: Paused  # as ``paused()``
+    # The earliest run-at (ms) of the job at the head of each priority among the ready
+    # jobs a claim could take (a paused task's are held out); None when there are none.
+    oldest_ready_ms: int | None
+
+    def oldest_ready_age_s(self, now_ms: int) -> float | None:
+        """How long the oldest ready job has been due, in seconds (never negative);
+        None when no job is ready."""
+        if self.oldest_ready_ms is None:
+            return None
+        return max(0, now_ms - self.oldest_ready_ms) / 1000
+
+
 CHECK_OK, CHECK_INCONSISTENT, CHECK_CORRUPT = 0, 1, 2  # ``mpqueue check`` exit codes
 
 
@@ -314,6 +338,11 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     def stats(self) -> dict[str, int]:
         """Counts per state (every ``JobState``) and ``total``, from one read transaction."""
+
+    @abc.abstractmethod
+    def gauges(self) -> Gauges:
+        """``stats()``, ``paused()`` and the oldest ready job's run-at read together
+        (LMDB: one read transaction; PostgreSQL: one transaction; see ``Gauges``)."""
 
     # Pausing: each backend keeps a paused task's jobs out of what its claims read.
     @abc.abstractmethod

@@ -15,6 +15,7 @@ immutable values), so a caller changing a record it holds changes nothing stored
 
 from __future__ import annotations
 
+import bisect
 import builtins
 import functools
 import heapq
@@ -48,7 +49,7 @@ from ..records import (
     Progress,
     now_ms,
 )
-from .base import CheckReport, HolderGone, OpCounter, Store
+from .base import HEADS_READ_MAX, CheckReport, Gauges, HolderGone, OpCounter, Store
 from .codec import decode_server_info, encode_server_info
 
 
@@ -400,6 +401,23 @@ class MemoryStore(Store):
                 if len(out) == limit:
                     break
         return out
+
+    @_atomic
+    def gauges(self) -> Gauges:
+        return Gauges(self.stats(), self.paused(), self._oldest_ready_ms())
+
+    def _oldest_ready_ms(self) -> int | None:
+        """The first job of each priority in ``ready`` (sorted: -priority, seq), found
+        by a bisection past each priority's run."""
+        ready, oldest, at = self._db.ready, None, 0
+        for _ in range(HEADS_READ_MAX):
+            if at >= len(ready):
+                break
+            self.counter.cursor_steps += 1
+            run_at = self._db.jobs[ready[at][2]].run_at_ms
+            oldest = run_at if oldest is None else min(oldest, run_at)
+            at = bisect.bisect_left(ready, (ready[at][0] + 1,))
+        return oldest
 
     @_atomic
     def newest_dead(self, limit: int) -> builtins.list[JobRecord]:

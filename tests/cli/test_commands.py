@@ -7,6 +7,7 @@ exit code, and a store exactly as it was before the command.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -384,12 +385,24 @@ def test_show_unknown_job(run: Run, store: str, filled: dict[str, str], job_id: 
 def test_stats(run: Run, store: str, filled: dict[str, str]) -> None:
     counts = snapshot(store)[0]
     nothing = {"all": False, "tasks": []}
-    assert json.loads(run("stats", "--json").stdout) == {**counts, "paused": nothing}
+    with Queue(store) as queue:
+        due_ms = queue.store.get(filled["ready"]).run_at_ms
+    before_ms = now_ms()
+    shown = json.loads(run("stats", "--json").stdout)
+    age = shown.pop("oldest_ready_age_s")
+    assert shown == {**counts, "paused": nothing}
+    assert (before_ms - due_ms) / 1000 <= age <= (now_ms() - due_ms) / 1000
     text = run("stats").stdout
     for state, count in counts.items():
         assert f"{state}:" in text and str(count) in text
     assert "paused:     nothing" in text
+    assert re.search(r"^oldest ready: due \d+\.\d s ago$", text, re.M), text
     assert counts["total"] == 4
+
+
+def test_stats_without_a_ready_job_has_no_age(run: Run, store: str) -> None:
+    assert json.loads(run("stats", "--json").stdout)["oldest_ready_age_s"] is None
+    assert "oldest ready: none" in run("stats").stdout
 
 
 def test_stats_says_what_is_paused(run: Run, store: str, filled: dict[str, str]) -> None:
@@ -397,6 +410,7 @@ def test_stats_says_what_is_paused(run: Run, store: str, filled: dict[str, str])
     run("pause")
     counts = snapshot(store)[0]
     shown = json.loads(run("stats", "--json").stdout)
+    del shown["oldest_ready_age_s"]
     assert shown == {**counts, "paused": {"all": True, "tasks": [ADD]}}
     assert f"paused:     every job, {ADD}" in run("stats").stdout
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import re
 import select
 import subprocess
 import sys
@@ -31,7 +32,8 @@ TASK = "tests.support.tasks.add"
 
 def _known(store) -> dict[str, str]:
     """One done, one dead ("the known error"), one running (progress 3/10 "loading",
-    ready 2 s before its claim), two ready and one scheduled job; {role: job id}."""
+    ready 2 s before its claim), two ready (the first due 30 s ago) and one scheduled
+    job; {role: job id}."""
     now = now_ms()
     early = [record().evolve(created_at_ms=now - 2000, run_at_ms=now - 2000) for _ in range(3)]
     finished, died, running = add(store, *early)
@@ -39,7 +41,7 @@ def _known(store) -> dict[str, str]:
     done(store, finished, 3, worker="srv-1", now=now + 500)
     failed(store, died, "the known error", worker="srv-1", now=now + 700, retryable=False)
     store.record_progress({running: Progress(3.0, 10.0, "loading", now)})
-    add(store, record(), record(), record(run_at_ms=now + 3_600_000))
+    add(store, record(run_at_ms=now - 30_000), record(), record(run_at_ms=now + 3_600_000))
     return {"done": finished, "dead": died, "running": running}
 
 
@@ -85,6 +87,7 @@ def test_once_prints_the_known_figures(lmdb_store):
         (line,) = [line for line in lines if line.strip().startswith(figure)]
         assert "n/a" in line
     assert "paused: nothing" in lines[0] and "Running (1)" in out
+    assert re.search(r"oldest ready due 3\d\.\d s ago", lines[0]), lines[0]
 
 
 @pytest.mark.timeout(60)
@@ -96,6 +99,7 @@ def test_json_is_the_snapshot(lmdb_store):
     assert snap["depth"] == dict(store.stats())
     assert snap["paused"] == {"all": False, "tasks": ["some.task"]}
     assert snap["done_per_s"] is None and snap["failed_per_s"] is None
+    assert 30 <= snap["oldest_ready_age_s"] < 60
     assert snap["run_time"] is None
     assert snap["start_latency"] == {"count": 1, "p50_s": 2.0, "p95_s": 2.0}
     assert snap["running_total"] == 1

@@ -15,7 +15,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mpqueue import Queue
+from mpqueue.records import now_ms
 
+from ..store.test_contract import record
 from ..support.helpers import mpqueue_without, run_cli, wait_until
 from ..support.pg_helpers import pg_url  # noqa: F401
 from ..support.serve_helpers import ROOT, servers  # noqa: F401
@@ -93,6 +95,7 @@ def _assert_counts(samples) -> None:
     assert _value(samples, "mpqueue_jobs", state="done") == N_DONE
     assert _value(samples, "mpqueue_jobs", state="dead") == N_DEAD
     assert _value(samples, "mpqueue_jobs", state="ready") == 0
+    assert _value(samples, "mpqueue_oldest_ready_age_seconds") == 0  # none ready
 
 
 @pytest.mark.timeout(90)
@@ -202,11 +205,15 @@ def test_mpqueue_metrics_prints_the_store_gauges(location, tmp_path):
         for i in range(4):
             queue.task_by_name(ADD).delay(i)
         queue.task_by_name(ADD).schedule((0,), delay=3600)
+        queue.store.add([record(ADD, priority=1, run_at_ms=now_ms() - 120_000)])  # due 2 min ago
         queue.pause(None)
+    started_ms = now_ms()
     run = run_cli("--path", location, "metrics", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     samples = _samples(run.stdout)
-    assert _value(samples, "mpqueue_jobs", state="ready") == 4
+    took_s = (now_ms() - started_ms) / 1000
+    assert 120 <= _value(samples, "mpqueue_oldest_ready_age_seconds") <= 120 + took_s + 1
+    assert _value(samples, "mpqueue_jobs", state="ready") == 5
     assert _value(samples, "mpqueue_jobs", state="scheduled") == 1
     assert _value(samples, "mpqueue_jobs", state="done") == 0
     assert _value(samples, "mpqueue_paused") == 1

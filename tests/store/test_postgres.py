@@ -5,6 +5,7 @@ test_store_contract.py."""
 from __future__ import annotations
 
 import gc
+import json
 import os
 import select
 import threading
@@ -178,6 +179,26 @@ def test_claiming_uses_the_partial_indexes(pg_url, store):
             r[0] for r in conn.execute("EXPLAIN " + store.sql["claim"], ("w1", 0, 0, 0, 0, 5))
         )
     assert "mpqueue_jobs_ready" in plan and "Sort" not in plan
+
+
+def test_the_oldest_ready_job_is_found_by_one_seek_a_priority(pg_url, store):
+    """The skip scan down the claim index reads a row a priority, not the backlog."""
+    add(store, *(record(priority=i % 3) for i in range(3_000)))
+    with admin(pg_url) as conn:
+        conn.execute("ANALYZE mpqueue_jobs")
+        (row,) = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + store.sql["oldest_ready"], (1000,)
+        ).fetchall()
+    plan = row[0] if isinstance(row[0], list) else json.loads(row[0])
+
+    def scans(node: dict) -> list[dict]:
+        found = [node] if "Scan" in node["Node Type"] and "Relation Name" in node else []
+        return found + [s for child in node.get("Plans", []) for s in scans(child)]
+
+    read = scans(plan[0]["Plan"])
+    assert read and all(n.get("Index Name") == "mpqueue_jobs_ready" for n in read), plan
+    # PostgreSQL rounds a loop's mean row count: a row a priority and one more a node
+    assert sum(n["Actual Rows"] * n["Actual Loops"] for n in read) <= 3 + 2, plan
 
 
 # ---- wake-ups -------------------------------------------------------------------------------

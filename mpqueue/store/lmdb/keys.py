@@ -194,6 +194,11 @@ def _ready_key(priority: int, seq: int, jid: bytes) -> bytes:
     return _READY.pack(_inv_priority(priority), seq) + jid
 
 
+def ready_priority_start(priority: int) -> bytes:
+    """The smallest ready key of ``priority``: a seek there finds its first job."""
+    return _READY.pack(_inv_priority(priority), 0)
+
+
 def decode_ready_key(key: bytes) -> tuple[int, int, str]:
     inv, seq = _READY.unpack_from(key)
     return PRIORITY_MAX - inv, seq, key[_READY.size :].decode("ascii")

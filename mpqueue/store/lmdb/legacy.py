@@ -17,7 +17,7 @@ from ...expiry import is_expired
 from ...limits import stored_problem
 from ...pausing import PauseChange
 from ...records import JobRecord, JobState, now_ms
-from ..base import HandOff, Pacing
+from ..base import HEADS_READ_MAX, HandOff, Pacing
 from . import keys, pauses
 from .env import Tx
 from .store import LAYOUT_LEGACY, LmdbStore
@@ -165,6 +165,24 @@ class LegacyLmdbStore(LmdbStore):
             if rec is not None:
                 counts[_effective(rec, now).state.value] += 1
         return counts
+
+    def _oldest_ready_ms(self, tx: Tx) -> int | None:
+        """Every pending job is read anyway here (as ``_counts`` does); the rule is the
+        optimized layout's: the first of each priority, FIFO by ``seq``."""
+        now = now_ms()
+        heads: dict[int, JobRecord] = {}
+        held = pauses.paused(tx)
+        for key, _ in tx.scan(keys.DB_PENDING, values=False):
+            rec = self._load(tx, keys.decode_job_key(key))
+            if rec is None or rec.is_corrupt or _effective(rec, now).state is not JobState.READY:
+                continue
+            if rec.name in held.tasks:  # held out of claims, as the optimized layout does
+                continue
+            head = heads.get(rec.priority)
+            if head is None or rec.seq < head.seq:
+                heads[rec.priority] = rec
+        top = sorted(heads, reverse=True)[:HEADS_READ_MAX]
+        return min((heads[p].run_at_ms for p in top), default=None)
 
     def get(self, job_id: str) -> JobRecord | None:
         rec = super().get(job_id)

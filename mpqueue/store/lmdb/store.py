@@ -27,7 +27,16 @@ from ...location import DEFAULT_MAP_SIZE
 from ...outcomes import Destination, apply_outcome
 from ...pausing import PauseChange, Paused
 from ...records import Claim, Ending, ErrorInfo, JobRecord, JobState, Outcome, Progress, now_ms
-from ..base import CheckReport, HandOff, HolderGone, OpCounter, Store, offered_children
+from ..base import (
+    HEADS_READ_MAX,
+    CheckReport,
+    Gauges,
+    HandOff,
+    HolderGone,
+    OpCounter,
+    Store,
+    offered_children,
+)
 from ..codec import (
     RECORD_V1,
     RECORD_V2,
@@ -727,6 +736,28 @@ class LmdbStore(Store, HandOff):
             "expired": tx.entries(keys.DB_EXPIRED),
             "total": tx.entries(keys.DB_JOBS),
         }
+
+    def gauges(self) -> Gauges:
+        return self.env.read(
+            lambda tx: Gauges(self._counts(tx), pauses.paused(tx), self._oldest_ready_ms(tx))
+        )
+
+    def _oldest_ready_ms(self, tx: Tx) -> int | None:
+        """The earliest run-at among the first ready job of each priority: one seek and
+        one record a priority (``HEADS_READ_MAX`` at most)."""
+        oldest: int | None = None
+        key = tx.first_key(keys.DB_READY)
+        for _ in range(HEADS_READ_MAX):
+            if key is None:
+                break
+            priority, _, job_id = keys.decode_ready_key(key)
+            rec = self._load(tx, job_id)
+            if rec is not None and not rec.is_corrupt:
+                oldest = rec.run_at_ms if oldest is None else min(oldest, rec.run_at_ms)
+            if priority == keys.PRIORITY_MIN:
+                break
+            key = _first_key_from(tx, keys.DB_READY, keys.ready_priority_start(priority - 1))
+        return oldest
 
     # ---- history ----------------------------------------------------------------------
     def record_history(self, sample_at_ms: int, counts: Mapping[str, int]) -> None:

@@ -36,7 +36,7 @@ from ...records import (
     Progress,
     now_ms,
 )
-from ..base import CheckReport, HolderGone, OpCounter, Store
+from ..base import HEADS_READ_MAX, CheckReport, Gauges, HolderGone, OpCounter, Store
 from ..codec import decode_server_info, encode_server_info
 from . import cancels as pg_cancels
 from . import graph as pg_graph
@@ -230,6 +230,18 @@ _SQL = {
         ORDER BY created_at_ms, id LIMIT %s""",
     "newest_dead": f"""SELECT {_LIST_COLUMNS} FROM {{jobs}} WHERE state = 'dead'
         ORDER BY id DESC LIMIT %s""",
+    # The first claimable job of each priority, found by one index seek each down the
+    # claim index (a skip scan), at most HEADS_READ_MAX priorities.
+    "oldest_ready": """WITH RECURSIVE heads (priority, run_at_ms, n) AS (
+            (SELECT priority, run_at_ms, 1 FROM {jobs} WHERE state = 'ready' AND NOT paused
+             ORDER BY priority DESC, seq LIMIT 1)
+            UNION ALL
+            SELECT nxt.priority, nxt.run_at_ms, heads.n + 1 FROM heads, LATERAL (
+                SELECT priority, run_at_ms FROM {jobs}
+                WHERE state = 'ready' AND NOT paused AND priority < heads.priority
+                ORDER BY priority DESC, seq LIMIT 1) AS nxt
+            WHERE heads.n < %s)
+        SELECT min(run_at_ms) FROM heads""",
     # Ready jobs in two counts, each over its own index (a paused one is still ready).
     "stats": """SELECT (SELECT count(*) FROM {jobs} WHERE state = 'ready' AND NOT paused)
                 + (SELECT count(*) FROM {jobs} WHERE paused AND state = 'ready'),
@@ -793,6 +805,14 @@ class PostgresStore(Store):
 
     def stats(self) -> dict[str, int]:
         return self.session.run(self._counts, write=False)
+
+    def gauges(self) -> Gauges:
+        def body(q: Query) -> Gauges:
+            row = q.one(self.sql["oldest_ready"], (HEADS_READ_MAX,))
+            oldest = None if row is None or row[0] is None else int(row[0])
+            return Gauges(self._counts(q), pg_pauses.paused(q, self.sql), oldest)
+
+        return self.session.run(body, write=False)
 
     def _counts(self, q: Query) -> dict[str, int]:
         row = q.one(self.sql["stats"])
