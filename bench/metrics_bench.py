@@ -10,9 +10,12 @@ Rows, measured in this one run on fresh durable LMDB stores:
            alternate, ``--rounds`` times each. The ratio is the median of the rounds'
            own ratios (each round's two runs ran minutes apart at most, so a machine
            whose speed drifts between rounds moves both).
-  scrape   a server with ``--metrics-port`` over a store holding ``--queued`` scheduled
-           jobs (due in an hour: queued, never run): the time of one HTTP GET of the
-           endpoint, 30 times, p50 and max.
+  scrape   a server with ``--metrics-port`` over a store holding ``--queued`` jobs,
+           the time of one HTTP GET of the endpoint, 30 times, p50 and max: once with
+           them scheduled (due in an hour: queued, never run), once ready over four
+           priorities with the whole queue paused (so nothing runs them and the scrape
+           looks for the oldest ready job among them). ``--scrape-only`` skips the
+           drain rounds.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from bench.serve_bench import Server, _add_scheduled, percentiles, temp_store, w
 from bench.store_bench import machine
 from bench.workflow_bench import alternate, log
 from mpqueue import Queue
+from mpqueue.task import TaskOptions
 
 NOOP = "bench.jobs.noop"
 KINDS = ("off", "scraped")
@@ -89,11 +93,14 @@ def drain_round(kind: str, jobs: int) -> float:
                 scraper.close()
 
 
-def bench_scrape(queued: int) -> dict[str, Any]:
+def bench_scrape(queued: int, state: str) -> dict[str, Any]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}/metrics"
     with temp_store() as path:
-        _add_scheduled(path, queued)
+        if state == "scheduled":
+            _add_scheduled(path, queued)
+        else:
+            _add_ready_paused(path, queued)
         with Server(path, 2, "--metrics-port", str(port)):
             wait_until(lambda: b"mpqueue_jobs" in _get(url), 30, "the endpoint")
             times = []
@@ -101,21 +108,37 @@ def bench_scrape(queued: int) -> dict[str, Any]:
                 began = time.perf_counter()
                 body = _get(url)
                 times.append((time.perf_counter() - began) * 1000)
-            assert _scheduled(body) == queued, body[:2000]
-    return {"queued": queued, "ms": percentiles(times)}
+            assert _sample(body, "mpqueue_jobs", state=state) == queued, body[:2000]
+            if state == "ready":
+                assert _sample(body, "mpqueue_oldest_ready_age_seconds") > 0, body[:2000]
+    return {"queued": queued, "state": state, "ms": percentiles(times)}
 
 
-def _scheduled(body: bytes) -> int:
+def _add_ready_paused(path: str, count: int) -> None:
+    with Queue(path) as queue:
+        queue.pause(None)
+        for i in range(0, count, 10_000):
+            recs = [
+                queue._record(NOOP, b"\x01", TaskOptions(priority=(i + j) % 4))
+                for j in range(min(10_000, count - i))
+            ]
+            queue.store.add(recs)
+
+
+def _sample(body: bytes, name: str, **labels: str) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 
     for family in text_string_to_metric_families(body.decode()):
         for sample in family.samples:
-            if sample.name == "mpqueue_jobs" and sample.labels.get("state") == "scheduled":
-                return int(sample.value)
-    return -1
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return -1.0
 
 
 def run(jobs: int, rounds: int, queued: int) -> dict[str, Any]:
+    scrapes = [bench_scrape(queued, state) for state in ("scheduled", "ready")]
+    if rounds == 0:
+        return {"jobs": jobs, "jobs_s": None, "round_ratios": [], "scrape": scrapes}
     found: dict[str, list[float]] = {kind: [] for kind in KINDS}
     for r, kind in alternate(KINDS, rounds):
         found[kind].append(jobs / drain_round(kind, jobs))
@@ -126,14 +149,26 @@ def run(jobs: int, rounds: int, queued: int) -> dict[str, Any]:
         "jobs_s": found,
         "round_ratios": pairs,
         "ratio": statistics.median(pairs),
-        "scrape": bench_scrape(queued),
+        "scrape": scrapes,
     }
 
 
 def report(result: dict[str, Any]) -> str:
-    jobs_s, scrape = result["jobs_s"], result["scrape"]
-    p50 = scrape["ms"]["p50"]
-    rows = [
+    rows = [] if result["jobs_s"] is None else _drain_rows(result)
+    for scrape in result["scrape"]:
+        p50 = scrape["ms"]["p50"]
+        rows.append([
+            f"one scrape, {scrape['queued']:,} {scrape['state']} jobs (p50 / max of {SCRAPES})",
+            f"{p50:.1f} / {scrape['ms']['max']:.1f} ms", f"<= {SCRAPE_TARGET_MS:.0f} ms",
+            verdict(p50 <= SCRAPE_TARGET_MS),
+        ])  # fmt: skip
+    head = f"lmdb, {result['machine']}, {result['date']}"
+    return head + "\n\n" + md_table(["row", "measured", "target", ""], rows)
+
+
+def _drain_rows(result: dict[str, Any]) -> list[list[str]]:
+    jobs_s = result["jobs_s"]
+    return [
         [f"drain {result['jobs']:,} no-op jobs, metrics off (median)",
          f"{statistics.median(jobs_s['off']):,.0f} jobs/s", "", ""],
         ["the same, --metrics-port and a scrape a second (median)",
@@ -142,25 +177,21 @@ def report(result: dict[str, Any]) -> str:
          " / ".join(f"{r:.2f}" for r in result["round_ratios"]) + f" ({result['ratio']:.3f})",
          f">= {DRAIN_TARGET}",
          verdict(result["ratio"] >= DRAIN_TARGET)],
-        [f"one scrape, {scrape['queued']:,} queued jobs (p50 / max of {SCRAPES})",
-         f"{p50:.1f} / {scrape['ms']['max']:.1f} ms", f"<= {SCRAPE_TARGET_MS:.0f} ms",
-         verdict(p50 <= SCRAPE_TARGET_MS)],
     ]  # fmt: skip
-    head = f"lmdb, {result['machine']}, {result['date']}"
-    return head + "\n\n" + md_table(["row", "measured", "target", ""], rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=20_000, help="jobs drained per round [20000]")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each kind [3]")
+    parser.add_argument("--scrape-only", action="store_true", help="only the scrape rows")
     parser.add_argument("--queued", type=int, default=1_000_000, help="jobs queued [1000000]")
     parser.add_argument("--out", default=None, help="write the result as JSON here")
     opts = parser.parse_args()
     result = {
         "machine": machine(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-        **run(opts.jobs, opts.rounds, opts.queued),
+        **run(opts.jobs, 0 if opts.scrape_only else opts.rounds, opts.queued),
     }
     print(report(result))
     save_json(result, opts.out)
