@@ -18,6 +18,8 @@ Per server (``ServerMetrics``; the coordinator calls it only when metrics are on
 
 - ``mpqueue_jobs_finished_total{task, outcome}``: committed outcomes by how the run
   ended (``outcomes.ENDINGS``).
+- ``mpqueue_job_failures_total{task, kind}``: of those, the retried and dead ones by
+  how the run failed (``ErrorInfo.kind``: an exception, a crash, a timeout kill).
 - ``mpqueue_job_run_seconds{task}``: how long each run took, as the server saw it.
 - ``mpqueue_job_start_latency_seconds{task}``: from the job's ``run_at_ms`` (when it
   became due: its enqueue, or the end of its delay or retry backoff) to the moment the
@@ -219,6 +221,11 @@ class ServerMetrics:
             "Runs this server ended, by task and outcome",
             ["task", "outcome"],
         )
+        self.failures = Counts(
+            "mpqueue_job_failures",
+            "Failed runs (retried or dead) by task and how they failed",
+            ["task", "kind"],
+        )
         self.run_s = Buckets(
             "mpqueue_job_run_seconds", "Run time of a job by task", ["task"], RUN_BUCKETS
         )
@@ -240,6 +247,7 @@ class ServerMetrics:
         registry.register(
             ServerCollector(
                 self.finished,
+                self.failures,
                 self.run_s,
                 self.latency_s,
                 self.restarts,
@@ -249,10 +257,15 @@ class ServerMetrics:
         )
 
     # ---- recording (the coordinator's thread) ----------------------------------------
-    def ended(self, how: str, task: str | None, ran_s: float | None) -> None:
-        """A committed outcome: the run of a job of ``task`` ended ``how``."""
+    def ended(
+        self, how: str, task: str | None, ran_s: float | None, failure: str | None = None
+    ) -> None:
+        """A committed outcome: the run of a job of ``task`` ended ``how``; ``failure``
+        is the error's kind when it failed (``exception``, ``crash``, ``timeout``...)."""
         task = task or UNKNOWN_TASK
         self.finished.inc(task, how)
+        if failure is not None:
+            self.failures.inc(task, failure)
         if ran_s is not None:
             self.run_s.observe(ran_s, task)
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ..logs import job_lines_wanted, log_ending
-from ..outcomes import CANCELLED, DEAD, DONE, EXPIRED, RELEASED, ending
+from ..outcomes import CANCELLED, DEAD, DONE, EXPIRED, RELEASED, RETRIED, ending
 from ..records import Claim, ErrorInfo, JobRecord, Outcome, Progress
 from .protocol import ProgressReport
 
@@ -156,7 +156,10 @@ class Ledger:
                 if self.lines:
                     log_ending(how, outcome, rec, ran_s)
                 if metrics is not None:
-                    metrics.ended(how, None if rec is None else rec.name, ran_s)
+                    failure = (
+                        outcome.error.kind if how in (RETRIED, DEAD) and outcome.error else None
+                    )
+                    metrics.ended(how, None if rec is None else rec.name, ran_s, failure)
             if how == DONE:
                 stats.done += 1
             elif how == RELEASED:

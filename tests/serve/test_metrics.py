@@ -85,6 +85,8 @@ def _assert_counts(samples) -> None:
     }
     assert finished == {f"{ADD}:done": N_DONE, f"{FAIL}:dead": N_DEAD}
     assert _value(samples, "mpqueue_job_run_seconds_count", task=ADD) == N_DONE
+    assert _value(samples, "mpqueue_job_failures_total", task=FAIL, kind="exception") == N_DEAD
+    assert _value(samples, "mpqueue_job_failures_total", task=ADD, kind="exception") is None
     assert _value(samples, "mpqueue_job_run_seconds_count", task=FAIL) == N_DEAD
     assert _value(samples, "mpqueue_job_start_latency_seconds_count", task=ADD) == N_DONE
     assert _value(samples, "mpqueue_job_start_latency_seconds_count", task=FAIL) == N_DEAD
@@ -197,6 +199,13 @@ def test_worker_restarts_by_reason(tmp_path):
     assert _value(samples, "mpqueue_jobs_finished_total", task=ADD, outcome="done") == 4
     assert _value(samples, "mpqueue_jobs_finished_total", task=SWALLOW, outcome="dead") == 1
     assert _value(samples, "mpqueue_job_run_seconds_count", task=SUICIDE) == 3
+    # How they failed: three crashes, one timeout kill, nothing else.
+    failures = {
+        (dict(labels)["task"], dict(labels)["kind"]): v
+        for (name, labels), v in samples.items()
+        if name == "mpqueue_job_failures_total"
+    }
+    assert failures == {(SUICIDE, "crash"): 3, (SWALLOW, "timeout"): 1}
 
 
 @pytest.mark.timeout(60)
