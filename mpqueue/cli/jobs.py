@@ -54,6 +54,20 @@ STATES = [state.value for state in JobState]
     "[default: the task's own priority]",
 )
 @click.option(
+    "--expires",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Give up on the job (state 'expired') if it has not started SECONDS after "
+    "now. [default: the task's own, else never]",
+)
+@click.option(
+    "--key",
+    default=None,
+    help="A unique key: while a job of TASK with this key exists (not dead, "
+    "cancelled or expired), print that job instead of adding another.",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print the new job as a JSON object instead of its id."
 )
 @click.pass_obj
@@ -64,6 +78,8 @@ def enqueue(
     kwargs_json: str,
     delay: float | None,
     priority: int | None,
+    expires: float | None,
+    key: str | None,
     as_json: bool,
 ) -> None:
     """Add one job of TASK to the queue and print its id.
@@ -75,7 +91,9 @@ def enqueue(
     positional = _parse_json(args, list, "ARGS", "a JSON array, e.g. '[1, 2]'")
     keywords = _parse_json(kwargs_json, dict, "--kwargs", "a JSON object, e.g. '{\"x\": 1}'")
     found = queue.task_by_name(task)
-    job = queue.enqueue(found, tuple(positional), keywords, delay=delay, priority=priority)
+    job = queue.enqueue(
+        found, tuple(positional), keywords, delay=delay, priority=priority, expires=expires, key=key
+    )
     click.echo(to_json(job.to_dict()) if as_json else job.id)
 
 

@@ -157,6 +157,18 @@ def test_enqueue_json_output_and_delay(run: Run, store: str) -> None:
     assert snapshot(store)[1] == [job]
 
 
+def test_enqueue_with_a_deadline_and_a_key(run: Run, store: str) -> None:
+    before_ms = now_ms()
+    first = json.loads(
+        run("enqueue", ADD, "[1, 2]", "--expires", "30", "--key", "p-1", "--json").stdout
+    )
+    assert first["key"] == "p-1"
+    assert before_ms + 30_000 <= first["expires_at_ms"] <= now_ms() + 30_000
+    again = run("enqueue", ADD, "[9, 9]", "--key", "p-1")  # the held key: the same job
+    assert again.exit_code == 0 and again.stdout.strip() == first["id"]
+    assert snapshot(store)[0]["total"] == 1
+
+
 def test_enqueue_without_args_uses_the_task_options(run: Run, store: str) -> None:
     result = run("enqueue", FAIL, "--json")
     assert result.exit_code == 0, result.output
@@ -207,6 +219,9 @@ def test_enqueue_finds_a_module_in_the_current_directory(
         ([ADD, "[1]", "--delay", "inf"], 1, ["delay"]),
         ([ADD, "[1]", "--delay", "soon"], 2, ["--delay", "soon"]),
         ([ADD, "[1]", "--priority", str(2**40)], 1, ["priority"]),
+        ([ADD, "[1]", "--expires", "-5"], 1, ["expires"]),
+        ([ADD, "[1]", "--expires", "later"], 2, ["--expires", "later"]),
+        ([ADD, "[1]", "--key", ""], 1, ["key"]),
         ([ADD, "[1]", "[2]"], 2, ["unexpected extra argument"]),
         ([], 2, ["TASK"]),
     ],
