@@ -709,6 +709,21 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.store.paused() == Paused(self.paused_all, frozenset(self.paused_names))
 
     @invariant()
+    def gauges_match(self):
+        """``gauges()`` is ``stats()``, ``paused()`` and the earliest run-at among the
+        first ready job (by seq) of each priority, a paused task's jobs left out."""
+        gauges = self.store.gauges()
+        assert gauges.counts == self.store.stats() and gauges.paused == self.store.paused()
+        heads: dict[int, JobRecord] = {}
+        for rec in self._records().values():
+            if rec.state is JobState.READY and rec.name not in self.paused_names:
+                head = heads.get(rec.priority)
+                if head is None or rec.seq < head.seq:
+                    heads[rec.priority] = rec
+        expected = min((rec.run_at_ms for rec in heads.values()), default=None)
+        assert gauges.oldest_ready_ms == expected, (gauges, heads)
+
+    @invariant()
     def store_check_passes(self):
         """The store's own check (``mpqueue check``) agrees: nothing inconsistent. The
         servers here never beat again, so their claims count as recoverable."""
