@@ -120,8 +120,8 @@ def test_json_is_the_snapshot(lmdb_store):
 @pytest.mark.timeout(60)
 def test_frames_give_rates_and_run_times(store):  # every backend
     watcher = Watcher(store)
-    t0 = now_ms()
     a, b, c = add(store, record(), record(), record())
+    t0 = now_ms()  # after the records: each is due at its own creation time
     claim_all(store, "srv-1", now=t0)
     first = watcher.frame(at_ms=t0 + 100)
     assert first.done_per_s is None and first.run_time is None and first.running_total == 3
