@@ -40,6 +40,7 @@ from .location import (
 )
 from .pausing import PauseChange, Paused, pause_target
 from .polling import Poll
+from .queues import DEFAULT_QUEUE
 from .records import (
     FINISHED_STATES,
     PASS_MODES,
@@ -140,7 +141,10 @@ class Queue:
     def task(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Register a task: ``@queue.task`` or ``@queue.task(retries=3, timeout=60.0,
         priority=0, backoff=1.0, backoff_cap=300.0, retry_on=None, no_retry_on=(),
-        name=None)``.
+        expires=None, queue="default", name=None)``.
+
+        ``queue``: the named queue its jobs go to; a server started with ``--queues``
+        runs only the jobs of the queues it names (see ``mpqueue.queues``).
 
         ``retry_on``: an exception class or a tuple of them; when given, only a raise of
         one of them (or of a subclass) is retried, and any other ends the job dead at
@@ -343,6 +347,8 @@ class Queue:
             rec.retry_on, rec.no_retry_on = options.retry_on_names, options.no_retry_on_names
         if expires is not None:
             rec.expires_at_ms = deadline_ms(expires, created, run_at)
+        if options.queue != DEFAULT_QUEUE:
+            rec.queue = options.queue
         return rec
 
     def batch(self) -> AbstractContextManager[None]:

@@ -170,6 +170,8 @@ class JobRecord:
     # The latest start, in epoch ms (``expires=``): a job that has not started by then
     # ends expired instead (see expiry.py). None: it never expires.
     expires_at_ms: int | None = None
+    # The named queue it is in (see queues.py); servers may serve some queues only.
+    queue: str = "default"
 
     def evolve(self, **changes: Any) -> JobRecord:
         """A copy with ``changes`` applied; a state change must be a legal transition."""

@@ -22,6 +22,7 @@ from .limits import (
     check_retries,
     check_timeout,
 )
+from .queues import DEFAULT_QUEUE, check_queue_name
 from .registry import is_importable
 from .retry import ExceptionClasses, check_exception_classes, check_retry_lists, exception_names
 from .serializer import dump_callable
@@ -78,6 +79,7 @@ CALL_OPTIONS = frozenset(
         "retry_on",
         "no_retry_on",
         "expires",
+        "queue",
     }
 )
 TASK_OPTIONS = CALL_OPTIONS | {"name"}  # the decorator also takes the task's name
@@ -99,7 +101,8 @@ class TaskOptions:
     ``retry_on``: None (every exception is retried) or the exception classes whose raise
     is retried; ``no_retry_on``: the classes whose raise ends the job dead at once.
     ``expires``: None, seconds after each enqueue, or a timezone-aware datetime: the
-    deadline by which each job must start (see ``mpqueue.expiry``).
+    deadline by which each job must start (see ``mpqueue.expiry``). ``queue``: the
+    named queue its jobs go to (see ``mpqueue.queues``).
     """
 
     retries: int = DEFAULT_RETRIES
@@ -110,6 +113,7 @@ class TaskOptions:
     retry_on: ExceptionClasses | None = None
     no_retry_on: ExceptionClasses = ()
     expires: Expires = None
+    queue: str = DEFAULT_QUEUE  # the named queue its jobs go to (see queues.py)
     # The lists as the job records keep them (see retry.py), made once per task.
     retry_on_names: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
     no_retry_on_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -137,6 +141,7 @@ class TaskOptions:
         no_retry_on = check_exception_classes("no_retry_on", no_retry_on)
         check_retry_lists(retry_on, no_retry_on)
         object.__setattr__(self, "expires", check_expires(self.expires))
+        check_queue_name(self.queue)
         # Normalised (one class -> a tuple) on a frozen instance: only while it is made.
         object.__setattr__(self, "retry_on", retry_on)
         object.__setattr__(self, "no_retry_on", no_retry_on)

@@ -13,10 +13,12 @@ import click
 
 from .. import logs
 from ..demo import DEMO_RANGE, count_primes, job_ranges
+from ..errors import ConfigError
 from ..identity import DEFAULT_LEASE_S, current
 from ..location import MODES
 from ..logs import DEFAULT_LOG_FORMAT, DEFAULT_LOG_LEVEL, LOG_FORMATS, LOG_LEVELS
 from ..queue import Queue
+from ..queues import Selection
 from ..serve.coordinator import serve
 from ..serve.pool import HELPERS_STOP_TIMEOUT_S, stop_helpers
 from ..serve.settings import (
@@ -191,6 +193,16 @@ def _setup_logging(level: str, log_format: str = DEFAULT_LOG_FORMAT) -> None:
     help="At exit, write the same metrics to PATH in the node_exporter textfile format "
     "(atomically: a temporary file renamed; for --until-empty runs).",
 )
+@click.option(
+    "--queues",
+    "queues",
+    default=None,
+    metavar="Q1,Q2|Q1=W1,Q2=W2",
+    callback=lambda ctx, param, value: _selection(value),
+    help="Serve only these named queues: 'heavy,default' in order of preference (a "
+    "later queue's jobs are claimed only when the earlier ones have none ready), or "
+    "'heavy=3,default=1' in proportion to the weights. [default: every queue]",
+)
 @click.pass_obj
 def serve_command(
     queue: Queue,
@@ -214,6 +226,7 @@ def serve_command(
     metrics_port: int | None,
     metrics_host: str,
     metrics_file: str | None,
+    queues: Selection | None,
 ) -> None:
     """Run queued jobs on worker processes until stopped.
 
@@ -246,6 +259,7 @@ def serve_command(
         metrics_port=metrics_port,
         metrics_host=metrics_host,
         metrics_file=metrics_file,
+        queues=queues,
     )
     queue.close()  # the coordinator opens its own handle
     try:
@@ -253,6 +267,15 @@ def serve_command(
     finally:
         _wait_for_helpers()
     sys.exit(code)
+
+
+def _selection(text: str | None) -> Selection | None:
+    if text is None:
+        return None
+    try:
+        return Selection.parse(text)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _wait_for_helpers() -> None:

@@ -296,13 +296,20 @@ class Coordinator:
         while stopping), replacing the previous offer."""
         hand_off = self.handoff.capability
         progress = self.ledger.progress or None
+        queues = self.settings.queues
         if hand_off is None:
             return self.store.finish_and_claim(
-                outcomes, self.server_id, limit, now, progress=progress
+                outcomes, self.server_id, limit, now, progress=progress, queues=queues
             )
         idle = [] if self.signals else self.handoff.offers(self.pacer.idle(self.pool.slots))
         return hand_off.finish_and_claim(
-            outcomes, self.server_id, limit, now, idle_children=idle, progress=progress
+            outcomes,
+            self.server_id,
+            limit,
+            now,
+            idle_children=idle,
+            progress=progress,
+            queues=queues,
         )
 
     def _cycle_wanted(self, room: int) -> bool:
@@ -686,8 +693,7 @@ class Coordinator:
             return False
         if any(s.inflight for s in self.pool.slots):
             return False
-        counts = self.store.stats()
-        if counts["ready"] or counts["processing"]:
+        if self._work_left():
             return False
         if self.next_due_ms is not None and self.next_due_ms <= now_ms():
             return False
@@ -697,6 +703,15 @@ class Coordinator:
             if (r := self.store.get(j)) is not None and r.state is JobState.SCHEDULED
         ]
         return not pending
+
+    def _work_left(self) -> bool:
+        """Whether jobs of the queues served are ready or running (anywhere)."""
+        selection = self.settings.queues
+        if selection is None:
+            counts = self.store.stats()
+            return bool(counts["ready"] or counts["processing"])
+        depths = self.store.gauges().queues
+        return any(sum(depths.get(name, {}).values()) for name in selection.names)
 
     def _stopping_done(self) -> bool:
         """Shutdown in progress: True once every child is gone."""

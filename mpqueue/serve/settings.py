@@ -10,6 +10,7 @@ from ..identity import DEFAULT_LEASE_S
 from ..limits import check_delay, check_int, check_positive
 from ..location import DEFAULT_MODE, check_location, check_mode, check_shared_location
 from ..logs import DEFAULT_LOG_FORMAT, check_format, check_level
+from ..queues import Selection
 
 DEFAULT_BATCH = 256  # most jobs claimed in one write transaction
 DEFAULT_POLL_INTERVAL_S = 1.0  # a safety net: wake-ups come by socket (stores may differ)
@@ -48,6 +49,8 @@ class ServeSettings:
     metrics_file: str | None = None
     # How often the depth history is sampled (history.py); shorter only in tests.
     history_every_s: float = HISTORY_EVERY_S
+    # The queues served (see queues.py); None: every queue.
+    queues: Selection | None = None
 
     @property
     def metrics(self) -> bool:

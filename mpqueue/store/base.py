@@ -23,6 +23,7 @@ from ..cancellation import CancelReport
 from ..errors import ConfigError
 from ..history import Point
 from ..pausing import PauseChange, Paused
+from ..queues import Selection
 from ..records import Claim, Ending, JobRecord, JobState, Outcome, Progress
 
 
@@ -80,6 +81,9 @@ class Gauges:
     # The earliest run-at (ms) of the job at the head of each priority among the ready
     # jobs a claim could take (a paused task's are held out); None when there are none.
     oldest_ready_ms: int | None
+    # {queue: {"ready": n, "processing": m}}: the default queue and every queue with a
+    # ready or running job (``queues.depths_by_queue``); ready counts paused tasks' too.
+    queues: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def oldest_ready_age_s(self, now_ms: int) -> float | None:
         """How long the oldest ready job has been due, in seconds (never negative);
@@ -198,11 +202,15 @@ class JobStore(abc.ABC):
         """Move scheduled jobs whose run-at is <= now to ready; returns how many."""
 
     @abc.abstractmethod
-    def claim(self, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+    def claim(
+        self, server_id: str, limit: int, now_ms: int, queues: Selection | None = None
+    ) -> list[JobRecord]:
         """Take up to ``limit`` ready jobs for ``server_id`` in one write transaction.
 
         Candidates are read inside that transaction, so no job is handed out twice.
-        Each claimed job counts an attempt and gets a ``processing`` entry.
+        Each claimed job counts an attempt and gets a ``processing`` entry. ``queues``:
+        only jobs of those queues, as the selection says (``queues.fill`` of its plan);
+        None: every queue, in priority and FIFO order across them.
         """
 
     @abc.abstractmethod
@@ -219,10 +227,12 @@ class JobStore(abc.ABC):
         now_ms: int,
         *,
         progress: Mapping[str, Progress] | None = None,
+        queues: Selection | None = None,
     ) -> tuple[list[bool], list[JobRecord]]:
-        """``finish`` then ``promote_due`` and ``claim``; one transaction where the backend
-        can, so the server pays one durable commit per cycle instead of three.
-        ``progress``: running jobs' latest reports, written in it (``record_progress``).
+        """``finish`` then ``promote_due`` and ``claim`` (of ``queues``); one transaction
+        where the backend can, so the server pays one durable commit per cycle instead
+        of three. ``progress``: running jobs' latest reports, written in it
+        (``record_progress``).
 
         A store with hand-off takes the server's idle children too (see ``HandOff``).
         """
@@ -232,7 +242,7 @@ class JobStore(abc.ABC):
         if limit <= 0:
             return acks, []
         self.promote_due(now_ms)
-        return acks, self.claim(server_id, limit, now_ms)
+        return acks, self.claim(server_id, limit, now_ms, queues)
 
     @abc.abstractmethod
     def record_progress(self, updates: Mapping[str, Progress]) -> None:
@@ -387,10 +397,12 @@ class HandOff(abc.ABC):
         idle_children: Sequence[int] = (),
         *,
         progress: Mapping[str, Progress] | None = None,
+        queues: Selection | None = None,
     ) -> tuple[list[bool], list[JobRecord]]:
         """``JobStore.finish_and_claim``, which then offers ``idle_children`` (pids of the
         server's children that have nothing to run) for hand-off in the same transaction,
-        replacing the server's previous offer (see ``offered_children``)."""
+        replacing the server's previous offer (see ``offered_children``); a new job is
+        handed to them only if it is in one of ``queues`` (None: any)."""
 
     @abc.abstractmethod
     def recall(self, server_id: str, child_pid: int, known: Collection[str]) -> list[JobRecord]:

@@ -7,9 +7,10 @@ msgpack, which yields plain values only, checked against the shape they must hav
 Payloads and results stay opaque bytes at this level:
 they are pickles, loaded only in the child that runs the job and by ``Job.result()``.
 
-Version 3 adds the workflow fields, version 4 the retry lists and version 5 the
-deadline to start (``expires_at_ms``), each written only when one of its fields is set:
-a record that uses none of them is version 2, byte for byte.
+Version 3 adds the workflow fields, version 4 the retry lists, version 5 the deadline
+to start (``expires_at_ms``) and version 6 the named queue, each written only when one
+of its fields is set (a queue other than ``default``): a record that uses none of them
+is version 2, byte for byte.
 
 Version 1 records (and registry entries) were pickles of plain values. They are still
 read, by an unpickler that refuses every global, so that no pickle can name a callable
@@ -25,6 +26,7 @@ from typing import Any
 import msgpack
 
 from ..errors import CorruptRecord
+from ..queues import DEFAULT_QUEUE, is_queue_name
 from ..records import Ending, ErrorInfo, JobRecord, JobState, Progress
 
 RECORD_V1 = b"\x01"  # a pickle: read (without globals), never written
@@ -32,6 +34,7 @@ RECORD_V2 = b"\x02"  # msgpack
 RECORD_V3 = b"\x03"  # msgpack, with the workflow fields (written only when one is set)
 RECORD_V4 = b"\x04"  # msgpack, with the retry lists too (written only when one is set)
 RECORD_V5 = b"\x05"  # msgpack, with the deadline to start too (written only when set)
+RECORD_V6 = b"\x06"  # msgpack, with the queue too (written only when not the default)
 WORKER_V1 = b"\x01"  # a registry entry: msgpack (a bare pickle before it had a version)
 
 
@@ -63,6 +66,7 @@ _FIELDS = (
     "retry_on",
     "no_retry_on",
     "expires_at_ms",
+    "queue",
 )
 _V2_FIELDS = 18  # version 2 ends with the signature; version 1 one field before
 _V1_FIELDS = _V2_FIELDS - 1
@@ -70,8 +74,10 @@ _V3_FIELDS = 22  # version 3 ends with the workflow fields
 _V3_DEFAULTS = ((), "", False, None)  # what a version 2 record holds in the new fields
 _V4_FIELDS = 24  # version 4 ends with the retry lists
 _V4_DEFAULTS = (None, ())  # what a version 3 (or older) record holds in the retry lists
+_V5_FIELDS = 25  # version 5 ends with the deadline to start
 _V5_DEFAULTS = (None,)  # what a version 4 (or older) record holds as its deadline
-_OLDER_DEFAULTS = _V3_DEFAULTS + _V4_DEFAULTS + _V5_DEFAULTS
+_V6_DEFAULTS = (DEFAULT_QUEUE,)  # what a version 5 (or older) record's queue is
+_OLDER_DEFAULTS = _V3_DEFAULTS + _V4_DEFAULTS + _V5_DEFAULTS + _V6_DEFAULTS
 _NUMBER = (int, float)
 _TYPES: tuple[Any, ...] = (
     str,
@@ -99,6 +105,7 @@ _TYPES: tuple[Any, ...] = (
     (tuple, type(None)),
     tuple,
     (int, type(None)),
+    str,
 )
 _ERROR_TYPES = (str, str, str, int, int, str)
 _GOOD_SHAPES: set[tuple[type, ...]] = set()  # field-type tuples that passed the check
@@ -146,30 +153,44 @@ def encode_record(rec: JobRecord) -> bytes:
         rec.backoff_cap_s,
         rec.signature,
     )  # the order of _FIELDS
-    if rec.expires_at_ms is not None:
-        workflow = (rec.depends_on, rec.pass_results, rec.allow_failures, rec.key)
-        lists = (rec.retry_on, rec.no_retry_on)
-        expiring: bytes = _packer.pack(row + workflow + lists + (rec.expires_at_ms,))
-        return RECORD_V5 + expiring
-    if rec.retry_on is not None or rec.no_retry_on:
-        workflow = (rec.depends_on, rec.pass_results, rec.allow_failures, rec.key)
-        listed: bytes = _packer.pack(row + workflow + (rec.retry_on, rec.no_retry_on))
-        return RECORD_V4 + listed
-    if rec.depends_on or rec.pass_results or rec.allow_failures or rec.key is not None:
-        workflow = (rec.depends_on, rec.pass_results, rec.allow_failures, rec.key)
-        packed: bytes = _packer.pack(row + workflow)
-        return RECORD_V3 + packed
+    later: tuple[Any, ...] | None = None  # the fields of versions 3 to 6 it needs
+    version = RECORD_V2
+    if rec.queue != DEFAULT_QUEUE:
+        version, later = RECORD_V6, (*_later_fields(rec), rec.queue)
+    elif rec.expires_at_ms is not None:
+        version, later = RECORD_V5, _later_fields(rec)
+    elif rec.retry_on is not None or rec.no_retry_on:
+        version, later = RECORD_V4, _later_fields(rec)[:-1]
+    elif rec.depends_on or rec.pass_results or rec.allow_failures or rec.key is not None:
+        version, later = RECORD_V3, _later_fields(rec)[:-3]
+    if later is not None:
+        packed: bytes = _packer.pack(row + later)
+        return version + packed
     # Version 2 while no workflow field is set: what older mpqueue versions read.
     body: bytes = _packer.pack(row)
     return RECORD_V2 + body
 
 
+def _later_fields(rec: JobRecord) -> tuple[Any, ...]:
+    """The fields versions 3 to 5 add, in order: workflow, retry lists, deadline."""
+    return (
+        rec.depends_on,
+        rec.pass_results,
+        rec.allow_failures,
+        rec.key,
+        rec.retry_on,
+        rec.no_retry_on,
+        rec.expires_at_ms,
+    )
+
+
 # Per msgpack version: how many fields it encodes, and what the later fields read as.
 _MSGPACK_VERSIONS = {
     RECORD_V2: (_V2_FIELDS, _OLDER_DEFAULTS),
-    RECORD_V3: (_V3_FIELDS, _V4_DEFAULTS + _V5_DEFAULTS),
-    RECORD_V4: (_V4_FIELDS, _V5_DEFAULTS),
-    RECORD_V5: (len(_FIELDS), ()),
+    RECORD_V3: (_V3_FIELDS, _V4_DEFAULTS + _V5_DEFAULTS + _V6_DEFAULTS),
+    RECORD_V4: (_V4_FIELDS, _V5_DEFAULTS + _V6_DEFAULTS),
+    RECORD_V5: (_V5_FIELDS, _V6_DEFAULTS),
+    RECORD_V6: (len(_FIELDS), ()),
 }
 
 
@@ -241,6 +262,10 @@ class Row:
     def run_at_ms(self) -> int:
         return int(self.fields[6])
 
+    @property
+    def queue(self) -> str:
+        return str(self.fields[25])
+
     def cancelled(self, entry: ErrorInfo) -> bytes:
         """The record's bytes once cancelled: ``entry`` last in its history, finished at
         its time (``encode_record`` of the cancelled record, without building it)."""
@@ -273,6 +298,8 @@ def _check_row(row: Any) -> None:
         raise ValueError("malformed dependency list")
     if (row[22] or row[23]) and not all(type(n) is str for n in (*(row[22] or ()), *row[23])):
         raise ValueError("malformed retry lists")
+    if row[25] != DEFAULT_QUEUE and not is_queue_name(row[25]):
+        raise ValueError(f"bad queue name {row[25][:80]!r}")
     for error in row[13]:
         if (
             not isinstance(error, tuple)

@@ -36,6 +36,7 @@ from ..limits import check_key_part, key_held, stored_problem
 from ..location import MEMORY_SCHEME
 from ..outcomes import Destination, apply_outcome
 from ..pausing import PauseChange, Paused
+from ..queues import DEFAULT_QUEUE, Selection, depths_by_queue, fill
 from ..records import (
     FAILED_STATES,
     FINISHED_STATES,
@@ -62,6 +63,8 @@ class _Tables:
     ids: list[str] = field(default_factory=list)  # every job id, sorted: listings
     by_name: dict[str, list[str]] = field(default_factory=dict)  # sorted ids per task
     ready: list[tuple[int, int, str]] = field(default_factory=list)  # -priority, seq
+    # The named queues' ready jobs, as ``ready`` holds the default queue's.
+    queued: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)
     scheduled: list[tuple[int, int, int, str]] = field(default_factory=list)  # run-at first
     done: list[tuple[int, str]] = field(default_factory=list)  # finished at
     dead: set[str] = field(default_factory=set)
@@ -130,7 +133,12 @@ class MemoryStore(Store):
         """The sorted index (and its entry) a job in ``rec``'s state is filed under."""
         db = self._db
         if rec.state is JobState.READY:
-            index = db.held[rec.name] if rec.name in db.held else db.ready
+            if rec.name in db.held:
+                index = db.held[rec.name]
+            elif rec.queue == DEFAULT_QUEUE:
+                index = db.ready
+            else:
+                index = db.queued.setdefault(rec.queue, [])
             return index, (-rec.priority, rec.seq, rec.id)
         if rec.state is JobState.SCHEDULED:
             return db.scheduled, (rec.run_at_ms, -rec.priority, rec.seq, rec.id)
@@ -241,21 +249,54 @@ class MemoryStore(Store):
         self._settle(ended, JobState.EXPIRED, now)
 
     @_atomic
-    def claim(self, server_id: str, limit: int, now_ms: int) -> builtins.list[JobRecord]:
+    def claim(
+        self, server_id: str, limit: int, now_ms: int, queues: Selection | None = None
+    ) -> builtins.list[JobRecord]:
         check_key_part(server_id, "server id")
+        if self._db.paused_all or limit <= 0:
+            return []
+        if queues is not None:
+            plan = queues.plan(limit, self.rng)
+            return fill(plan, limit, lambda q, n: self._claim_from(q, server_id, n, now_ms))
+        return self._claim_from(None, server_id, limit, now_ms)
+
+    def _claim_from(
+        self, queue: str | None, server_id: str, limit: int, now_ms: int
+    ) -> builtins.list[JobRecord]:
+        """Claim from one queue's index (None: all of them, in priority and FIFO order)."""
         claimed: builtins.list[JobRecord] = []
         # Again while the jobs taken ended otherwise (expired, bad): each pass takes
-        # them out of ``ready``, so it ends.
-        while not self._db.paused_all and len(claimed) < limit and self._db.ready:
-            taken = self._db.ready[: limit - len(claimed)]
+        # them out of their index, so it ends.
+        while len(claimed) < limit:
+            taken = self._first_ready(queue, limit - len(claimed))
+            if not taken:
+                break
             self.counter.cursor_steps += len(taken)
-            del self._db.ready[: len(taken)]
             claimed += [
                 rec.evolve()
                 for *_, job_id in taken
                 if (rec := self._take(job_id, server_id, now_ms))
             ]
         return claimed
+
+    def _first_ready(self, queue: str | None, count: int) -> builtins.list[tuple[int, int, str]]:
+        """Take the first ``count`` entries out of a queue's ready index (None: out of
+        all of them, merged in order)."""
+        db = self._db
+        if queue is None and not db.queued:
+            queue = DEFAULT_QUEUE
+        if queue is not None:
+            index = db.ready if queue == DEFAULT_QUEUE else db.queued.get(queue, [])
+            taken = index[:count]
+            del index[:count]
+            return taken
+        indexes = [db.ready, *db.queued.values()]
+        taken = list(itertools.islice(heapq.merge(*indexes), count))
+        for entry in taken:
+            queue_of = db.jobs[entry[2]].queue
+            _remove(db.ready if queue_of == DEFAULT_QUEUE else db.queued[queue_of], entry)
+        db.queued = {name: index for name, index in db.queued.items() if index}
+        return taken
 
     def _take(self, job_id: str, server_id: str, now_ms: int) -> JobRecord | None:
         """Mark one job (already out of the ready index) as processing by ``server_id``;
@@ -303,8 +344,11 @@ class MemoryStore(Store):
         now_ms: int,
         *,
         progress: Mapping[str, Progress] | None = None,
+        queues: Selection | None = None,
     ) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
-        return super().finish_and_claim(outcomes, server_id, limit, now_ms, progress=progress)
+        return super().finish_and_claim(
+            outcomes, server_id, limit, now_ms, progress=progress, queues=queues
+        )
 
     @_atomic
     def record_progress(self, updates: Mapping[str, Progress]) -> None:
@@ -404,20 +448,38 @@ class MemoryStore(Store):
 
     @_atomic
     def gauges(self) -> Gauges:
-        return Gauges(self.stats(), self.paused(), self._oldest_ready_ms())
+        return Gauges(self.stats(), self.paused(), self._oldest_ready_ms(), self._depths())
 
     def _oldest_ready_ms(self) -> int | None:
-        """The first job of each priority in ``ready`` (sorted: -priority, seq), found
+        """The first job of each priority (across the queues, as a claim of every
+        queue takes them), found in each queue's ready index (sorted: -priority, seq)
         by a bisection past each priority's run."""
-        ready, oldest, at = self._db.ready, None, 0
-        for _ in range(HEADS_READ_MAX):
-            if at >= len(ready):
-                break
-            self.counter.cursor_steps += 1
-            run_at = self._db.jobs[ready[at][2]].run_at_ms
-            oldest = run_at if oldest is None else min(oldest, run_at)
-            at = bisect.bisect_left(ready, (ready[at][0] + 1,))
-        return oldest
+        db, budget = self._db, HEADS_READ_MAX
+        first: dict[int, tuple[int, int, str]] = {}  # -priority -> its first entry
+        for ready in [db.ready, *(db.queued[name] for name in sorted(db.queued))]:
+            at = 0
+            while budget > 0 and at < len(ready):
+                budget -= 1
+                self.counter.cursor_steps += 1
+                band = ready[at][0]
+                first[band] = min(first.get(band, ready[at]), ready[at])
+                at = bisect.bisect_left(ready, (band + 1,))
+        heads = [first[band] for band in sorted(first)[:HEADS_READ_MAX]]
+        return min((db.jobs[entry[2]].run_at_ms for entry in heads), default=None)
+
+    def _depths(self) -> dict[str, dict[str, int]]:
+        db = self._db
+        ready = {name: len(index) for name, index in db.queued.items()}
+        ready[DEFAULT_QUEUE] = len(db.ready)
+        for held in db.held.values():
+            for *_, job_id in held:
+                queue = db.jobs[job_id].queue
+                ready[queue] = ready.get(queue, 0) + 1
+        running: dict[str, int] = {}
+        for job_id in db.claims:
+            queue = db.jobs[job_id].queue
+            running[queue] = running.get(queue, 0) + 1
+        return depths_by_queue(ready, running)
 
     @_atomic
     def newest_dead(self, limit: int) -> builtins.list[JobRecord]:
@@ -429,7 +491,9 @@ class MemoryStore(Store):
     def stats(self) -> dict[str, int]:
         db = self._db
         return {
-            "ready": len(db.ready) + sum(map(len, db.held.values())),
+            "ready": len(db.ready)
+            + sum(map(len, db.queued.values()))
+            + sum(map(len, db.held.values())),
             "scheduled": len(db.scheduled),
             "processing": len(db.claims),
             "done": len(db.done),
@@ -450,10 +514,13 @@ class MemoryStore(Store):
         check_key_part(name, f"task name {name!r}")
         if name in db.held:
             return PauseChange(name, True, False)
-        mine = [e for e in db.ready if db.jobs[e[-1]].name == name]
-        db.held[name] = mine
-        db.ready = [e for e in db.ready if db.jobs[e[-1]].name != name]
-        self.counter.cursor_steps += len(db.ready) + len(mine)
+        mine = []
+        for index in [db.ready, *db.queued.values()]:
+            mine += [e for e in index if db.jobs[e[-1]].name == name]
+            index[:] = [e for e in index if db.jobs[e[-1]].name != name]
+            self.counter.cursor_steps += len(index)
+        db.held[name] = sorted(mine)
+        self.counter.cursor_steps += len(mine)
         return PauseChange(name, True, True)
 
     @_atomic
@@ -466,7 +533,10 @@ class MemoryStore(Store):
         held = db.held.pop(name, None)
         if held is None:
             return PauseChange(name, False, False)
-        db.ready = sorted(db.ready + held)
+        for entry in held:
+            entry_of = self._entry(db.jobs[entry[-1]])
+            assert entry_of is not None  # a held job is ready
+            insort(entry_of[0], entry)
         return PauseChange(name, False, True)
 
     @_atomic
@@ -631,6 +701,7 @@ class MemoryStore(Store):
         report = CheckReport(jobs=len(db.jobs))
         filed = (
             len(db.ready)
+            + sum(map(len, db.queued.values()))
             + sum(map(len, db.held.values()))
             + len(db.scheduled)
             + len(db.done)

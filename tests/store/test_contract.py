@@ -60,6 +60,7 @@ def record(
     retry_on: tuple[str, ...] | None = None,
     no_retry_on: tuple[str, ...] = (),
     expires_at_ms: int | None = None,
+    queue: str = "default",
 ) -> JobRecord:
     now = now_ms()
     run_at = now if run_at_ms is None else run_at_ms
@@ -82,6 +83,7 @@ def record(
         retry_on=retry_on,
         no_retry_on=no_retry_on,
         expires_at_ms=expires_at_ms,
+        queue=queue,
     )
 
 

@@ -23,8 +23,14 @@ packed so that LMDB's bytewise order is the order the queue needs:
                                                             children a producer may give
                                                             a new job to directly)
     pauses      <name> | 00 (the whole queue)            -> b""  (what is paused)
-    paused      <name> 00 <ready key>                    -> b""  (the ready jobs of a
-                                                            paused task, held out of ready)
+    paused      <name> 00 [<queue> 00] <ready key>       -> b""  (the ready jobs of a
+                                                            paused task, held out of ready;
+                                                            the queue if not the default)
+    queued      <queue> 00 <ready key>                   -> b""  (the ready jobs of the
+                                                            named queues; ``ready`` holds
+                                                            the default queue's)
+    queues      <queue>                                  -> ready jobs:u64 (of a named
+                                                            queue, held ones too)
     history     <tier:u8> <slot:u32>                     -> <atMs:u64> counts (JSON): the
                                                             depth history (history.py)
 
@@ -40,7 +46,7 @@ import functools
 import json
 import struct
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ...errors import ConfigError
 
@@ -68,6 +74,8 @@ class Queued(Protocol):
     def seq(self) -> int: ...
     @property
     def run_at_ms(self) -> int: ...
+    @property
+    def queue(self) -> str: ...
 
 
 DB_JOBS = b"jobs"
@@ -91,12 +99,24 @@ DB_PAUSES = b"pauses"  # paused task name (or PAUSE_ALL) -> b""
 DB_PAUSED = b"paused"  # held key (held_key) -> b"": a paused task's ready jobs
 DB_EXPIRED = b"expired"  # done key (done_key) -> b"": jobs not started by their deadline
 DB_HISTORY = b"history"  # (tier, slot) (history_key) -> a depth sample (encode_sample)
+DB_QUEUED = b"queued"  # queued key (queued_key) -> b"": a named queue's ready jobs
+DB_QUEUES = b"queues"  # queue name -> how many ready jobs it has (u64; see queues.py)
 # The databases of workflows: a store written before them lacks them, and a read-only
 # open of such a store reads them as empty.
 WORKFLOW_DBS = (DB_WAITING, DB_CANCELLED, DB_DEPS, DB_UNIQUE)
 # Databases added since the first layout: a read-only open of a store written before
 # them reads them as empty.
-ADDED_DBS = (*WORKFLOW_DBS, DB_CANCELS, DB_PROGRESS, DB_PAUSES, DB_PAUSED, DB_EXPIRED, DB_HISTORY)
+ADDED_DBS = (
+    *WORKFLOW_DBS,
+    DB_CANCELS,
+    DB_PROGRESS,
+    DB_PAUSES,
+    DB_PAUSED,
+    DB_EXPIRED,
+    DB_HISTORY,
+    DB_QUEUED,
+    DB_QUEUES,
+)
 ALL_DBS = (
     DB_JOBS,
     DB_BY_NAME,
@@ -231,10 +251,43 @@ def pause_key(name: str) -> bytes:
     return _part(name, "task name")
 
 
-def held_key(name: str, ready: bytes) -> bytes:
+def held_key(name: str, ready: bytes, queue: str = "default") -> bytes:
     """A paused task's ready job: its ready key under the task's name, so that resuming
-    one task is one prefix scan."""
-    return by_name_prefix(name) + ready
+    one task is one prefix scan; between them the job's queue unless it is the default."""
+    if queue == "default":
+        return by_name_prefix(name) + ready
+    return by_name_prefix(name) + queue_prefix(queue) + ready
+
+
+def queue_of_held(key: bytes, name: str) -> str:
+    """The queue of a held job (``held_key``)."""
+    middle = key[len(by_name_prefix(name)) : -(_READY.size + JOB_ID_BYTES)]
+    return middle[:-1].decode("ascii") if middle else "default"
+
+
+def queue_prefix(queue: str) -> bytes:
+    """The prefix of a named queue's keys in ``queued`` (queue names are ASCII, no 0)."""
+    return queue.encode("ascii") + SEP
+
+
+def queued_key(queue: str, ready: bytes) -> bytes:
+    return queue_prefix(queue) + ready
+
+
+def split_queued_key(key: bytes) -> tuple[bytes, bytes]:
+    """(queue prefix, ready key) of a ``queued`` key."""
+    cut = key.index(SEP) + 1
+    return key[:cut], key[cut:]
+
+
+def encode_count(count: int) -> bytes:
+    return _U64.pack(max(count, 0))
+
+
+def decode_count(raw: bytes | None) -> int:
+    """A stored count; 0 for none, or for bytes that are not one (counts are shown,
+    and a wrong one only slows a hand-off check down: see queues.py)."""
+    return _U64.unpack(raw)[0] if raw is not None and len(raw) == _U64.size else 0
 
 
 def ready_of_held(key: bytes) -> bytes:
@@ -288,18 +341,50 @@ OFFER_V2 = b"\x02"
 _OFFER_HEAD = struct.Struct(">QI")
 
 
-def encode_offer(beat_ms: int, lease_ms: int, pids: Sequence[int]) -> bytes:
-    return OFFER_V2 + _OFFER_HEAD.pack(beat_ms, lease_ms) + encode_pids(pids)
+# Version 3 (a server that serves some queues only): the queues' names, comma
+# separated, as a u16 length and ASCII after the head, then the pids.
+OFFER_V3 = b"\x03"
+_OFFER_QUEUES = struct.Struct(">H")
 
 
-def decode_offer(value: bytes) -> tuple[int, int, list[int]] | None:
-    """(last heartbeat ms, lease ms, child pids), or None for a value that is not an
-    offer of this version (an older server's, or bytes no server wrote)."""
+class Offer(NamedTuple):
+    beat_ms: int
+    lease_ms: int
+    pids: list[int]
+    queues: tuple[str, ...] | None  # None: the server serves every queue
+
+
+def encode_offer(
+    beat_ms: int, lease_ms: int, pids: Sequence[int], queues: Sequence[str] | None = None
+) -> bytes:
+    head = _OFFER_HEAD.pack(beat_ms, lease_ms)
+    if queues is None:
+        return OFFER_V2 + head + encode_pids(pids)
+    names = ",".join(queues).encode("ascii")
+    return OFFER_V3 + head + _OFFER_QUEUES.pack(len(names)) + names + encode_pids(pids)
+
+
+def decode_offer(value: bytes) -> Offer | None:
+    """The offer in ``value``, or None for a value that is not an offer of a version
+    this code reads (an older server's, or bytes no server wrote)."""
     head = 1 + _OFFER_HEAD.size
-    if value[:1] != OFFER_V2 or len(value) <= head or (len(value) - head) % 4:
+    queues = None
+    if value[:1] == OFFER_V3 and len(value) >= head + _OFFER_QUEUES.size:
+        (size,) = _OFFER_QUEUES.unpack_from(value, head)
+        start = head + _OFFER_QUEUES.size
+        try:
+            queues = tuple(value[start : start + size].decode("ascii").split(","))
+        except UnicodeDecodeError:
+            return None
+        body = value[start + size :]
+    elif value[:1] == OFFER_V2:
+        body = value[head:]
+    else:
+        return None
+    if not body or len(body) % 4:
         return None
     beat_ms, lease_ms = _OFFER_HEAD.unpack_from(value, 1)
-    return beat_ms, lease_ms, [pid for (pid,) in _U32.iter_unpack(value[head:]) if pid > 0]
+    return Offer(beat_ms, lease_ms, [pid for (pid,) in _U32.iter_unpack(body) if pid > 0], queues)
 
 
 _HISTORY_KEY = struct.Struct(">BI")

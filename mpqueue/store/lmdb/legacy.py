@@ -10,12 +10,13 @@ It passes the same behavioural tests as the optimized store.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from ...expiry import is_expired
 from ...limits import stored_problem
 from ...pausing import PauseChange
+from ...queues import DEFAULT_QUEUE, Selection, depths_by_queue
 from ...records import JobRecord, JobState, now_ms
 from ..base import HEADS_READ_MAX, HandOff, Pacing
 from . import keys, pauses
@@ -36,10 +37,12 @@ class LegacyLmdbStore(LmdbStore):
         """Fold an optimized layout's ready and scheduled indexes into ``pending``."""
         if tx.get(keys.DB_META, keys.META_LAYOUT) == self.layout:
             return
-        for db in (keys.DB_READY, keys.DB_PAUSED, keys.DB_SCHEDULED):
+        for db in (keys.DB_READY, keys.DB_QUEUED, keys.DB_PAUSED, keys.DB_SCHEDULED):
             for key, _ in list(tx.scan(db, values=False)):
                 tx.delete(db, key)
                 tx.put(keys.DB_PENDING, keys.pending_key(key[-keys.JOB_ID_BYTES :].decode()), b"")
+        for key, _ in list(tx.scan(keys.DB_QUEUES, values=False)):
+            tx.delete(keys.DB_QUEUES, key)  # no named queue index here: no counts
         for key, _ in list(tx.scan(keys.DB_BY_NAME, values=False)):
             tx.put(keys.DB_BY_NAME, key, b"")
         tx.put(keys.DB_META, keys.META_LAYOUT, self.layout)
@@ -78,10 +81,16 @@ class LegacyLmdbStore(LmdbStore):
         )
 
     # No offers, none taken (for the methods it inherits).
-    def _take_offer(self, tx: Tx) -> tuple[str, int] | None:
+    def _take_offer(self, tx: Tx, queue: str) -> tuple[str, int] | None:
         return None
 
-    def _set_offer(self, tx: Tx, server_id: str, child_pids: Sequence[int]) -> None:
+    def _set_offer(
+        self,
+        tx: Tx,
+        server_id: str,
+        child_pids: Sequence[int],
+        queues: Sequence[str] | None = None,
+    ) -> None:
         return None
 
     def promote_due(self, now_ms: int) -> int:
@@ -90,14 +99,21 @@ class LegacyLmdbStore(LmdbStore):
     def _promote(self, tx: Tx, now_ms: int) -> int:
         return 0
 
-    def claim(self, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
-        return super().claim(server_id, min(limit, 1), now_ms)
+    def claim(
+        self, server_id: str, limit: int, now_ms: int, queues: Selection | None = None
+    ) -> list[JobRecord]:
+        return super().claim(server_id, min(limit, 1), now_ms, queues)
 
-    def _claim(self, tx: Tx, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+    def _claim(
+        self, tx: Tx, server_id: str, limit: int, now_ms: int, queues: Selection | None = None
+    ) -> list[JobRecord]:
         if pauses.takes_nothing(tx):
             return []
+        # Queues: a job outside the selection is passed over; a job of an earlier queue
+        # in it ranks first (weights: the queue drawn first for this poll does).
+        order = None if queues is None else [name for name, _ in queues.plan(1, self.rng)]
         held = pauses.held_names(tx)
-        best: tuple[int, int] | None = None
+        best: tuple[int, ...] | None = None
         best_id = ""
         unreadable = []
         out_of_bounds = []
@@ -117,9 +133,11 @@ class LegacyLmdbStore(LmdbStore):
             if rec.expires_at_ms is not None and is_expired(rec, now_ms):
                 lapsed.append(rec)
                 continue
-            if rec.run_at_ms > now_ms:
+            if rec.run_at_ms > now_ms or (order is not None and rec.queue not in order):
                 continue
-            rank = (-rec.priority, rec.seq)
+            rank: tuple[int, ...] = (-rec.priority, rec.seq)
+            if order is not None:
+                rank = (order.index(rec.queue), *rank)
             if best is None or rank < best:
                 best, best_id = rank, job_id
         for rec in unreadable:
@@ -132,7 +150,7 @@ class LegacyLmdbStore(LmdbStore):
             tx.delete(keys.DB_PENDING, keys.pending_key(rec.id))
             self._expire(tx, rec, now_ms)
         if best is None and lapsed:  # their ends may have released jobs: look again
-            return self._claim(tx, server_id, limit, now_ms)
+            return self._claim(tx, server_id, limit, now_ms, queues)
         if best is None:
             return []
         tx.delete(keys.DB_PENDING, keys.pending_key(best_id))
@@ -183,6 +201,21 @@ class LegacyLmdbStore(LmdbStore):
                 heads[rec.priority] = rec
         top = sorted(heads, reverse=True)[:HEADS_READ_MAX]
         return min((heads[p].run_at_ms for p in top), default=None)
+
+    def _queue_depths(self, tx: Tx, counts: Mapping[str, int]) -> dict[str, dict[str, int]]:
+        """By reading every pending and every running job (as ``_counts`` does)."""
+        now = now_ms()
+        ready: dict[str, int] = {}
+        running: dict[str, int] = {}
+        for key, _ in tx.scan(keys.DB_PENDING, values=False):
+            rec = self._load(tx, keys.decode_job_key(key))
+            if rec is not None and _effective(rec, now).state is JobState.READY:
+                ready[rec.queue] = ready.get(rec.queue, 0) + 1
+        for key, _ in tx.scan(keys.DB_PROCESSING, values=False):
+            rec = self._load(tx, keys.decode_processing_key(key)[1])
+            queue = DEFAULT_QUEUE if rec is None else rec.queue
+            running[queue] = running.get(queue, 0) + 1
+        return depths_by_queue(ready, running)
 
     def get(self, job_id: str) -> JobRecord | None:
         rec = super().get(job_id)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from ...errors import CorruptRecord
 from ...pausing import PauseChange, Paused
+from ...queues import DEFAULT_QUEUE
 from ...records import JobState
 from ..codec import Row
 from . import keys
+from . import queues as queue_index
 from .env import Tx
 
 
@@ -22,14 +24,17 @@ def held_names(tx: Tx) -> frozenset[bytes]:
     return frozenset(key for key, _ in tx.scan(keys.DB_PAUSES, values=False))
 
 
-def held_entry(tx: Tx, name: str, entry: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
-    """Where a job of task ``name`` filed under ``entry`` goes: ``paused`` for a ready job
-    of a paused task."""
-    if entry[0] != keys.DB_READY or not tx.has_entries(keys.DB_PAUSES):
+def held_entry(
+    tx: Tx, name: str, entry: tuple[bytes, bytes], queue: str = DEFAULT_QUEUE
+) -> tuple[bytes, bytes]:
+    """Where a job of task ``name`` in ``queue`` filed under ``entry`` goes: ``paused``
+    for a ready job of a paused task."""
+    if entry[0] not in queue_index.READY_DBS or not tx.has_entries(keys.DB_PAUSES):
         return entry
     if tx.get(keys.DB_PAUSES, keys.pause_key(name)) is None:
         return entry
-    return keys.DB_PAUSED, keys.held_key(name, entry[1])
+    ready = entry[1] if entry[0] == keys.DB_READY else keys.split_queued_key(entry[1])[1]
+    return keys.DB_PAUSED, keys.held_key(name, ready, queue)
 
 
 def takes_nothing(tx: Tx) -> bool:
@@ -63,14 +68,19 @@ def pause(tx: Tx, name: str | None) -> PauseChange:
     if not mark(tx, name):
         return PauseChange(name, True, False)
     if name is not None:
-        ready = [key for key in _ready_keys(tx, name) if tx.delete(keys.DB_READY, key)]
-        tx.put_many(keys.DB_PAUSED, [(keys.held_key(name, key), b"") for key in ready])
+        held = [
+            keys.held_key(name, ready, queue)
+            for queue, ready in _ready_keys(tx, name)
+            if tx.delete(*queue_index.entry(queue, ready))
+        ]
+        held.sort()
+        tx.put_many(keys.DB_PAUSED, [(key, b"") for key in held])  # counted as they were
     return PauseChange(name, True, True)
 
 
-def _ready_keys(tx: Tx, name: str) -> list[bytes]:
-    """The ready keys of task ``name``'s ready jobs, read from the fields of the records
-    its name index holds (no record objects), sorted."""
+def _ready_keys(tx: Tx, name: str) -> list[tuple[str, bytes]]:
+    """(queue, ready key) of task ``name``'s ready jobs, read from the fields of the
+    records its name index holds (no record objects), sorted."""
     found = []
     for _, raw in tx.scan_prefix(keys.DB_BY_NAME, keys.by_name_prefix(name)):
         try:
@@ -78,7 +88,7 @@ def _ready_keys(tx: Tx, name: str) -> list[bytes]:
         except CorruptRecord:
             continue  # never filed as ready: the claim parks it, nothing to hold
         if row.state is JobState.READY:
-            found.append(keys.ready_key(row.priority, row.seq, row.id))
+            found.append((row.queue, keys.ready_key(row.priority, row.seq, row.id)))
     found.sort()
     return found
 
@@ -89,9 +99,14 @@ def resume(tx: Tx, name: str | None) -> PauseChange:
     if name is not None:
         prefix = keys.by_name_prefix(name)
         held = [key for key, _ in tx.scan_prefix(keys.DB_PAUSED, prefix, values=False)]
+        back: dict[bytes, list[tuple[bytes, bytes]]] = {}
         for key in held:
             tx.delete(keys.DB_PAUSED, key)
-        tx.put_many(keys.DB_READY, [(keys.ready_of_held(key), b"") for key in held])  # sorted
+            db, ready = queue_index.entry(keys.queue_of_held(key, name), keys.ready_of_held(key))
+            back.setdefault(db, []).append((ready, b""))
+        for db, items in back.items():  # counted while held: the counts stay
+            items.sort()
+            tx.put_many(db, items)
     return PauseChange(name, False, True)
 
 

@@ -26,6 +26,7 @@ from ...limits import check_key_part, key_held, stored_problem
 from ...location import DEFAULT_MAP_SIZE
 from ...outcomes import Destination, apply_outcome
 from ...pausing import PauseChange, Paused
+from ...queues import DEFAULT_QUEUE, Selection, depths_by_queue, fill
 from ...records import Claim, Ending, ErrorInfo, JobRecord, JobState, Outcome, Progress, now_ms
 from ..base import (
     HEADS_READ_MAX,
@@ -51,6 +52,7 @@ from ..codec import (
 )
 from . import cancels, keys, pauses
 from . import history as depth_history
+from . import queues as queue_index
 from .check import Layout, check_store
 from .claims import decode_claim, encode_claim
 from .env import EnvHandle, Tx
@@ -224,7 +226,7 @@ class LmdbStore(Store, HandOff):
     def _queue_entry(self, rec: keys.Queued) -> tuple[bytes, bytes] | None:
         """The queue index (db, key) a ready or scheduled job is filed under."""
         if rec.state is JobState.READY:
-            return keys.DB_READY, keys.ready_key(rec.priority, rec.seq, rec.id)
+            return queue_index.entry(rec.queue, keys.ready_key(rec.priority, rec.seq, rec.id))
         if rec.state is JobState.SCHEDULED:
             return keys.DB_SCHEDULED, keys.scheduled_key(
                 rec.run_at_ms, rec.priority, rec.seq, rec.id
@@ -234,20 +236,30 @@ class LmdbStore(Store, HandOff):
     def _new_entries(self, rec: JobRecord) -> tuple[bytes, bytes, bytes, bytes]:
         """(jobs key, by_name key, queue db, queue key) of a new ready or scheduled job."""
         run_at = rec.run_at_ms if rec.state is JobState.SCHEDULED else None
-        return keys.enqueue_keys(rec.name, rec.id, rec.priority, rec.seq, run_at)
+        entries = keys.enqueue_keys(rec.name, rec.id, rec.priority, rec.seq, run_at)
+        if rec.queue == DEFAULT_QUEUE or run_at is not None:
+            return entries
+        return (*entries[:2], *queue_index.entry(rec.queue, entries[3]))
 
     def _enqueue_index(self, tx: Tx, rec: JobRecord) -> None:
         entry = self._queue_entry(rec)
-        if entry is not None:
-            db, key = pauses.held_entry(tx, rec.name, entry)
+        if entry is None:
+            return
+        db, key = pauses.held_entry(tx, rec.name, entry, rec.queue)
+        if entry[0] in queue_index.READY_DBS:
+            queue_index.file(tx, db, key, rec.queue)
+        else:
             tx.put(db, key, b"")
 
     def _unqueue_index(self, tx: Tx, rec: keys.Queued) -> None:
         entry = self._queue_entry(rec)
-        if entry is not None:
+        if entry is None:
+            return
+        if entry[0] in queue_index.READY_DBS:
+            ready = keys.ready_key(rec.priority, rec.seq, rec.id)
+            queue_index.unfile(tx, rec.name, rec.queue, ready)
+        else:
             tx.delete(entry[0], entry[1])
-            if entry[0] == keys.DB_READY and tx.has_entries(keys.DB_PAUSED):
-                tx.delete(keys.DB_PAUSED, keys.held_key(rec.name, entry[1]))
 
     # ---- adding -------------------------------------------------------------------
     def add(self, records: Sequence[JobRecord]) -> None:
@@ -281,23 +293,28 @@ class LmdbStore(Store, HandOff):
         rec.seq = next_seqs(1)
         lapsed = rec.expires_at_ms is not None and is_expired(rec, now_ms())  # claims end it
         if rec.state is JobState.READY and not lapsed and pauses.hands_off(tx, rec.name):
-            offer = self._take_offer(tx)
+            offer = self._take_offer(tx, rec.queue)
             if offer is not None:
                 self.waker.get_ready(offer[1])
                 return offer[1], self._hand_off(tx, rec, *offer)
         raw = encode_record(rec)
         job_key, name_key, queue_db, queue_key = self._new_entries(rec)
-        queue_db, queue_key = pauses.held_entry(tx, rec.name, (queue_db, queue_key))
+        claimable = queue_db in queue_index.READY_DBS  # ready, in this layout
+        queue_db, queue_key = pauses.held_entry(tx, rec.name, (queue_db, queue_key), rec.queue)
         tx.put(keys.DB_JOBS, job_key, raw)
         tx.put(keys.DB_BY_NAME, name_key, self._index_value(raw))
-        tx.put(queue_db, queue_key, b"")
+        if claimable:
+            queue_index.file(tx, queue_db, queue_key, rec.queue)
+        else:
+            tx.put(queue_db, queue_key, b"")
         return 0, rec
 
-    def _take_offer(self, tx: Tx) -> tuple[str, int] | None:
+    def _take_offer(self, tx: Tx, queue: str) -> tuple[str, int] | None:
         """The first offered idle child that is alive, of a server whose heartbeat is
-        fresh, as (server, child pid), taken out of the offer; None if no server offers
-        one, or if ready jobs wait (a server that offered just before they came claims
-        them next: a new job must not start ahead of them).
+        fresh and that serves ``queue``, as (server, child pid), taken out of the offer;
+        None if no server offers one, or if ready jobs of its queues wait (a server that
+        offered just before they came claims them next: a new job must not start ahead
+        of them).
 
         An offer of a dead or frozen server (SIGKILL, SIGSTOP), or one no server wrote
         (malformed bytes), is withdrawn here, so the job goes to the ready queue for a
@@ -307,9 +324,11 @@ class LmdbStore(Store, HandOff):
         withdrawn = []
         try:
             for key, value in tx.scan(keys.DB_OFFERS):
-                if tx.entries(keys.DB_READY):
-                    return None
                 server_id, offer = _server_of(key), keys.decode_offer(value)
+                if offer is not None and offer.queues is not None and queue not in offer.queues:
+                    continue  # not a server for this job: its offer stays
+                if queue_index.any_ready(tx, None if offer is None else offer.queues):
+                    return None
                 fresh = offer is not None and now_ms() - offer[0] <= offer[1]
                 pids = offer[2] if offer is not None and fresh else []
                 alive = next((i for i, pid in enumerate(pids) if pid_exists(pid)), None)
@@ -318,7 +337,7 @@ class LmdbStore(Store, HandOff):
                     continue
                 rest = pids[alive + 1 :]  # the dead ones before it go too
                 if rest:
-                    tx.put(keys.DB_OFFERS, key, keys.encode_offer(offer[0], offer[1], rest))
+                    tx.put(keys.DB_OFFERS, key, keys.encode_offer(*offer[:2], rest, offer.queues))
                 else:
                     tx.delete(keys.DB_OFFERS, key)
                 return server_id, pids[alive]
@@ -338,11 +357,18 @@ class LmdbStore(Store, HandOff):
         tx.put(keys.DB_PROCESSING, keys.processing_key(server_id, rec.id), encode_claim(claim))
         return rec
 
-    def _set_offer(self, tx: Tx, server_id: str, child_pids: Sequence[int]) -> None:
-        """Record which idle children ``server_id`` offers (none: no entry); written only
-        when they change, so a busy server's cycles do not rewrite the offers page. The
-        stamp is the server's last heartbeat, as in its registry entry (which each
-        heartbeat restamps), so an offer is never fresher than the registry says."""
+    def _set_offer(
+        self,
+        tx: Tx,
+        server_id: str,
+        child_pids: Sequence[int],
+        queues: Sequence[str] | None = None,
+    ) -> None:
+        """Record which idle children ``server_id`` offers (none: no entry), for jobs of
+        ``queues`` (None: any); written only when they change, so a busy server's cycles
+        do not rewrite the offers page. The stamp is the server's last heartbeat, as in
+        its registry entry (which each heartbeat restamps), so an offer is never fresher
+        than the registry says."""
         key = keys.server_key(server_id)
         current = tx.get(keys.DB_OFFERS, key)
         if not child_pids:
@@ -350,10 +376,11 @@ class LmdbStore(Store, HandOff):
                 tx.delete(keys.DB_OFFERS, key)
             return
         offer = None if current is None else keys.decode_offer(current)
-        if offer is not None and offer[2] == list(child_pids):
+        wanted = None if queues is None else tuple(queues)
+        if offer is not None and offer.pids == list(child_pids) and offer.queues == wanted:
             return
         beat_ms, lease_ms = offer[:2] if offer is not None else self._beat(tx, key)
-        tx.put(keys.DB_OFFERS, key, keys.encode_offer(beat_ms, lease_ms, child_pids))
+        tx.put(keys.DB_OFFERS, key, keys.encode_offer(beat_ms, lease_ms, child_pids, wanted))
 
     def _beat(self, tx: Tx, server_key: bytes) -> tuple[int, int]:
         """A server's last heartbeat and lease (ms), from its registry entry; one that
@@ -387,11 +414,16 @@ class LmdbStore(Store, HandOff):
         job_items, name_items = [], []
         queue_items: dict[bytes, list[tuple[bytes, bytes]]] = {}
         held = tx.has_entries(keys.DB_PAUSES)  # once per batch: nothing paused, no cost
+        named: dict[str, int] = {}  # the named queues' new ready jobs
         for rec in records:
             raw = encode_record(rec)
             job_key, name_key, queue_db, queue_key = self._new_entries(rec)
+            if queue_db == keys.DB_QUEUED:
+                named[rec.queue] = named.get(rec.queue, 0) + 1
             if held:
-                queue_db, queue_key = pauses.held_entry(tx, rec.name, (queue_db, queue_key))
+                queue_db, queue_key = pauses.held_entry(
+                    tx, rec.name, (queue_db, queue_key), rec.queue
+                )
             job_items.append((job_key, raw))
             name_items.append((name_key, self._index_value(raw)))
             queue_items.setdefault(queue_db, []).append((queue_key, b""))
@@ -402,6 +434,8 @@ class LmdbStore(Store, HandOff):
         ):
             items.sort()
             tx.put_many(db, items)
+        for queue, added in named.items():
+            queue_index.count(tx, queue, added)
 
     # ---- polling ------------------------------------------------------------------
     def promote_due(self, now_ms: int) -> int:
@@ -439,15 +473,24 @@ class LmdbStore(Store, HandOff):
             self._enqueue_index(tx, rec)
         return len(due)
 
-    def claim(self, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+    def claim(
+        self, server_id: str, limit: int, now_ms: int, queues: Selection | None = None
+    ) -> list[JobRecord]:
         check_key_part(server_id, "server id")
         if limit <= 0:
             return []
-        return self.env.write(lambda tx: self._claim(tx, server_id, limit, now_ms))
+        return self.env.write(lambda tx: self._claim(tx, server_id, limit, now_ms, queues))
 
-    def _claim(self, tx: Tx, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+    def _claim(
+        self, tx: Tx, server_id: str, limit: int, now_ms: int, queues: Selection | None = None
+    ) -> list[JobRecord]:
         if pauses.takes_nothing(tx):
             return []
+        if queues is not None:
+            plan = queues.plan(limit, self.rng)
+            return fill(plan, limit, lambda q, n: self._claim_from(tx, q, server_id, n, now_ms))
+        if queue_index.in_use(tx):
+            return self._claim_from(tx, None, server_id, limit, now_ms)
         claimed: list[JobRecord] = []
         while True:
             wanted = limit - len(claimed)
@@ -466,6 +509,24 @@ class LmdbStore(Store, HandOff):
             # released others: each pass takes its keys out of ``ready``, so this ends.
             if len(claimed) - before == len(taken) or len(claimed) >= limit:
                 return claimed
+
+    def _claim_from(
+        self, tx: Tx, queue: str | None, server_id: str, limit: int, now_ms: int
+    ) -> list[JobRecord]:
+        """The claim loop above for one queue (None: every queue, in priority and FIFO
+        order across them), where named queues are in use."""
+        claimed: list[JobRecord] = []
+        while len(claimed) < limit:
+            found = queue_index.merged(tx) if queue is None else queue_index.scan(tx, queue)
+            taken = queue_index.take(tx, found, limit - len(claimed))
+            before = len(claimed)
+            for ready in taken:
+                rec = self._take(tx, keys.decode_ready_key(ready)[2], server_id, now_ms)
+                if rec is not None:
+                    claimed.append(rec)
+            if len(claimed) - before == len(taken):  # none ended otherwise: no more
+                break
+        return claimed
 
     def _take(self, tx: Tx, job_id: str, server_id: str, now_ms: int) -> JobRecord | None:
         """Mark one job (already out of its queue index) as processing by ``server_id``."""
@@ -725,8 +786,9 @@ class LmdbStore(Store, HandOff):
         return self.env.read(self._counts)
 
     def _counts(self, tx: Tx) -> dict[str, int]:
+        ready = tx.entries(keys.DB_READY) + tx.entries(keys.DB_PAUSED)
         return {
-            "ready": tx.entries(keys.DB_READY) + tx.entries(keys.DB_PAUSED),
+            "ready": ready + tx.entries(keys.DB_QUEUED),
             "scheduled": tx.entries(keys.DB_SCHEDULED),
             "processing": tx.entries(keys.DB_PROCESSING),
             "done": tx.entries(keys.DB_DONE),
@@ -738,26 +800,44 @@ class LmdbStore(Store, HandOff):
         }
 
     def gauges(self) -> Gauges:
-        return self.env.read(
-            lambda tx: Gauges(self._counts(tx), pauses.paused(tx), self._oldest_ready_ms(tx))
-        )
+        def body(tx: Tx) -> Gauges:
+            counts = self._counts(tx)
+            oldest = self._oldest_ready_ms(tx)
+            return Gauges(counts, pauses.paused(tx), oldest, self._queue_depths(tx, counts))
+
+        return self.env.read(body)
 
     def _oldest_ready_ms(self, tx: Tx) -> int | None:
-        """The earliest run-at among the first ready job of each priority: one seek and
-        one record a priority (``HEADS_READ_MAX`` at most)."""
+        """The earliest run-at among the first ready job of each priority (across the
+        queues, as a claim of every queue takes them): one seek a priority and queue,
+        ``HEADS_READ_MAX`` at most, and one record a priority."""
+        first: dict[bytes, bytes] = {}  # inverted priority -> the smallest ready key
+        budget = HEADS_READ_MAX
+        for queue in [DEFAULT_QUEUE, *queue_index.names(tx)]:
+            for ready in queue_index.heads(tx, queue, budget):
+                budget -= 1
+                band = ready[:4]
+                if band not in first or ready < first[band]:
+                    first[band] = ready
         oldest: int | None = None
-        key = tx.first_key(keys.DB_READY)
-        for _ in range(HEADS_READ_MAX):
-            if key is None:
-                break
-            priority, _, job_id = keys.decode_ready_key(key)
-            rec = self._load(tx, job_id)
+        for band in sorted(first)[:HEADS_READ_MAX]:
+            rec = self._load(tx, keys.decode_ready_key(first[band])[2])
             if rec is not None and not rec.is_corrupt:
                 oldest = rec.run_at_ms if oldest is None else min(oldest, rec.run_at_ms)
-            if priority == keys.PRIORITY_MIN:
-                break
-            key = _first_key_from(tx, keys.DB_READY, keys.ready_priority_start(priority - 1))
         return oldest
+
+    def _queue_depths(self, tx: Tx, counts: Mapping[str, int]) -> dict[str, dict[str, int]]:
+        """Ready and processing jobs by queue: the named queues' ready counts, the
+        default queue's the rest; processing ones by their records (one read per
+        running job: a gauge, not a hot path)."""
+        named = queue_index.counts(tx)
+        ready = {DEFAULT_QUEUE: counts["ready"] - sum(named.values()), **named}
+        running: dict[str, int] = {}
+        for key, _ in tx.scan(keys.DB_PROCESSING, values=False):
+            rec = self._load(tx, keys.decode_processing_key(key)[1])
+            queue = DEFAULT_QUEUE if rec is None else rec.queue
+            running[queue] = running.get(queue, 0) + 1
+        return depths_by_queue(ready, running)
 
     # ---- history ----------------------------------------------------------------------
     def record_history(self, sample_at_ms: int, counts: Mapping[str, int]) -> None:
@@ -827,6 +907,7 @@ class LmdbStore(Store, HandOff):
         for key, value in list(tx.scan(keys.DB_UNIQUE)):
             if value == jid:
                 tx.delete(keys.DB_UNIQUE, key)
+        queue_index.forget(tx, job_id)
         for db in (
             keys.DB_BY_NAME,
             keys.DB_READY,
@@ -880,7 +961,7 @@ class LmdbStore(Store, HandOff):
     def _state_sources(self, state: JobState) -> builtins.list[bytes]:
         """The index that holds every job in ``state`` (for a bulk cancel)."""
         return {
-            JobState.READY: [keys.DB_READY, keys.DB_PAUSED],
+            JobState.READY: [keys.DB_READY, keys.DB_QUEUED, keys.DB_PAUSED],
             JobState.SCHEDULED: [keys.DB_SCHEDULED],
             JobState.WAITING: [keys.DB_WAITING],
             JobState.PROCESSING: [keys.DB_PROCESSING],
@@ -947,6 +1028,7 @@ class LmdbStore(Store, HandOff):
         idle_children: Sequence[int] = (),
         *,
         progress: Mapping[str, Progress] | None = None,
+        queues: Selection | None = None,
     ) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
         def body(tx: Tx) -> tuple[builtins.list[bool], builtins.list[JobRecord]]:
             if progress:
@@ -955,10 +1037,10 @@ class LmdbStore(Store, HandOff):
             claimed: builtins.list[JobRecord] = []
             if limit > 0:
                 self._promote(tx, now_ms)
-                claimed = self._claim(tx, server_id, limit, now_ms)
+                claimed = self._claim(tx, server_id, limit, now_ms, queues)
             if outcomes or limit > 0 or idle_children:  # not a commit of progress alone
                 offered = offered_children(idle_children, limit, len(claimed))
-                self._set_offer(tx, server_id, offered)
+                self._set_offer(tx, server_id, offered, None if queues is None else queues.names)
             return acks, claimed
 
         if not outcomes and limit <= 0 and not idle_children and not progress:
@@ -990,9 +1072,8 @@ class LmdbStore(Store, HandOff):
             raw = tx.get(keys.DB_OFFERS, keys.server_key(server_id))
             offer = None if raw is None else keys.decode_offer(raw)
             if raw is not None:
-                self._set_offer(
-                    tx, server_id, [p for p in (offer[2] if offer else []) if p != child_pid]
-                )
+                left = [p for p in (offer.pids if offer else []) if p != child_pid]
+                self._set_offer(tx, server_id, left, offer.queues if offer else None)
             found = []
             for key, raw in tx.scan_prefix(keys.DB_PROCESSING, keys.processing_prefix(server_id)):
                 claim = _read_claim(key, raw)
@@ -1037,9 +1118,9 @@ class LmdbStore(Store, HandOff):
             current = tx.get(keys.DB_OFFERS, key)
             offer = None if current is None else keys.decode_offer(current)
             if offer is not None:
-                tx.put(
-                    keys.DB_OFFERS, key, keys.encode_offer(beat_ms, _lease_ms_of(info), offer[2])
-                )
+                lease_ms = _lease_ms_of(info)
+                value = keys.encode_offer(beat_ms, lease_ms, offer.pids, offer.queues)
+                tx.put(keys.DB_OFFERS, key, value)
 
         self.env.write(body)
 

@@ -179,6 +179,11 @@ MIGRATIONS: list[tuple[str, ...]] = [
             PRIMARY KEY (tier, slot)
         )""",
     ),
+    (  # 10: named queues (a job's queue; the claim of one queue has its own index)
+        "ALTER TABLE {jobs} ADD COLUMN queue text NOT NULL DEFAULT 'default'",
+        "CREATE INDEX mpqueue_jobs_ready_queue ON {jobs} (queue, priority DESC, seq) "
+        "WHERE state = 'ready' AND NOT paused",
+    ),
 ]
 
 

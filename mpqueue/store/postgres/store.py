@@ -25,6 +25,7 @@ from ...history import Point
 from ...limits import TIMEOUT_MAX_S, check_key_part, key_held, stored_problem
 from ...outcomes import Destination, apply_outcome
 from ...pausing import PauseChange, Paused, pause_target
+from ...queues import DEFAULT_QUEUE, Selection, depths_by_queue, fill, is_queue_name
 from ...records import (
     FINISHED_STATES,
     Claim,
@@ -77,6 +78,7 @@ _FIELDS = (
     "retry_on",
     "no_retry_on",
     "expires_at_ms",
+    "queue",
 )
 _COLUMNS = ", ".join(_FIELDS)
 _PLAIN_COLUMNS = ", ".join(_FIELDS[:18])  # a job without workflow fields: "add" writes these
@@ -107,15 +109,15 @@ _NEW_PAUSED = pg_pauses.task_paused("u.name", lock=True)
 
 def _insert_unnest(extra_column: str = "", extra_value: str = "", optional: bool = False) -> str:
     """The bulk insert of plain jobs: one array per column, in ``_insert_row``'s order
-    (``extra_column`` takes ``extra_value`` for every row); with ``optional``, three
-    arrays more, the retry lists and the deadline (``_optional_row``), for a batch in
-    which some job has one of them."""
+    (``extra_column`` takes ``extra_value`` for every row); with ``optional``, four
+    arrays more, the retry lists, the deadline and the queue (``_optional_row``), for a
+    batch in which some job has one of them."""
     list_columns, list_values, list_arrays, list_names = "", "", "", ""
     if optional:
-        list_columns = ", retry_on, no_retry_on, expires_at_ms"
-        list_values = ", u.retry_on, u.no_retry_on, u.expires_at_ms"
-        list_arrays = ", %s::text[], %s::text[], %s::bigint[]"
-        list_names = " retry_on, no_retry_on, expires_at_ms,"
+        list_columns = ", retry_on, no_retry_on, expires_at_ms, queue"
+        list_values = ", u.retry_on, u.no_retry_on, u.expires_at_ms, u.queue"
+        list_arrays = ", %s::text[], %s::text[], %s::bigint[], %s::text[]"
+        list_names = " retry_on, no_retry_on, expires_at_ms, queue,"
     return f"""INSERT INTO {{jobs}} ({_PLAIN_COLUMNS}{list_columns}{extra_column}, paused)
         SELECT u.id, u.name, u.state, u.payload, u.priority, nextval({{seq_name}}),
                u.run_at_ms, u.created_at_ms, u.attempts, u.max_retries, u.timeout_s,
@@ -129,6 +131,27 @@ def _insert_unnest(extra_column: str = "", extra_value: str = "", optional: bool
              max_retries, timeout_s, func, result, errors, finished_at_ms, backoff_base_s,
              backoff_cap_s, signature,{list_names} ord)
         ORDER BY u.ord RETURNING id, seq"""
+
+
+def _claim_statement(queue_filter: str) -> str:
+    """The claim: up to N ready jobs (of one queue, with ``queue_filter``) in priority
+    and FIFO order become processing, or expired if past their deadline (see _SQL)."""
+    return f"""UPDATE {{jobs}} AS j SET
+                state = CASE WHEN picked.gone THEN 'expired' ELSE 'processing' END,
+                attempts = CASE WHEN NOT picked.gone AND j.attempts < {INTEGER_MAX}
+                                THEN j.attempts + 1 ELSE j.attempts END,
+                worker_id = CASE WHEN picked.gone THEN NULL ELSE %s::text END,
+                claimed_at_ms = CASE WHEN picked.gone THEN NULL ELSE %s::bigint END,
+                deadline_ms = CASE WHEN NOT picked.gone AND j.timeout_s > 0
+                                        AND j.timeout_s <= {TIMEOUT_MAX_S}
+                                   THEN %s::bigint + trunc(j.timeout_s * 1000)::bigint END,
+                finished_at_ms = CASE WHEN picked.gone THEN %s::bigint ELSE j.finished_at_ms END
+            FROM (SELECT id, coalesce(expires_at_ms <= %s AND attempts = 0, false) AS gone
+                  FROM {{jobs}} AS j WHERE state = 'ready' AND NOT paused {queue_filter}
+                    AND {pg_pauses.CLAIMABLE}
+                  ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED) AS picked
+            WHERE j.id = picked.id
+            RETURNING {", ".join("j." + f for f in _FIELDS)}"""
 
 
 _SQL = {
@@ -153,22 +176,9 @@ _SQL = {
     # claim): such a row gets no deadline and keeps its attempts, and _claim buries it.
     # A picked job past its deadline (``gone``: expiry.is_expired, in SQL) ends expired
     # instead of processing, in the same statement; _claim writes its history.
-    "claim": f"""UPDATE {{jobs}} AS j SET
-            state = CASE WHEN picked.gone THEN 'expired' ELSE 'processing' END,
-            attempts = CASE WHEN NOT picked.gone AND j.attempts < {INTEGER_MAX}
-                            THEN j.attempts + 1 ELSE j.attempts END,
-            worker_id = CASE WHEN picked.gone THEN NULL ELSE %s::text END,
-            claimed_at_ms = CASE WHEN picked.gone THEN NULL ELSE %s::bigint END,
-            deadline_ms = CASE WHEN NOT picked.gone AND j.timeout_s > 0
-                                    AND j.timeout_s <= {TIMEOUT_MAX_S}
-                               THEN %s::bigint + trunc(j.timeout_s * 1000)::bigint END,
-            finished_at_ms = CASE WHEN picked.gone THEN %s::bigint ELSE j.finished_at_ms END
-        FROM (SELECT id, coalesce(expires_at_ms <= %s AND attempts = 0, false) AS gone
-              FROM {{jobs}} AS j WHERE state = 'ready' AND NOT paused
-                AND {pg_pauses.CLAIMABLE}
-              ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED) AS picked
-        WHERE j.id = picked.id
-        RETURNING {", ".join("j." + f for f in _FIELDS)}""",
+    "claim": _claim_statement(""),
+    # The claim of one named queue, over its own index (mpqueue_jobs_ready_queue).
+    "claim_queue": _claim_statement("AND queue = %s"),
     "expired_rows": "SELECT id, name, errors, expires_at_ms FROM {jobs} WHERE id = ANY(%s)",
     "expired_history": """UPDATE {jobs} AS j SET errors = u.errors
         FROM unnest(%s::text[], %s::text[]) AS u(id, errors) WHERE j.id = u.id""",
@@ -180,7 +190,7 @@ _SQL = {
     # The last value is the task name again, for its ``paused``.
     "add_linked": f"""INSERT INTO {{jobs}} ({_COLUMNS}, open_deps, paused)
         VALUES (%s, %s, %s, %s, %s, nextval({{seq_name}}), %s, %s, %s, %s, %s, %s, %s, %s,
-                %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
                 {pg_pauses.task_paused("%s", lock=True)})
         ON CONFLICT (name, key) WHERE key IS NOT NULL
             AND state NOT IN ('dead', 'cancelled', 'expired')
@@ -242,6 +252,9 @@ _SQL = {
                 ORDER BY priority DESC, seq LIMIT 1) AS nxt
             WHERE heads.n < %s)
         SELECT min(run_at_ms) FROM heads""",
+    "queue_depths": """SELECT queue, count(*) FILTER (WHERE state = 'ready'),
+            count(*) FILTER (WHERE state = 'processing')
+        FROM {jobs} WHERE state IN ('ready', 'processing') GROUP BY queue""",
     # Ready jobs in two counts, each over its own index (a paused one is still ready).
     "stats": """SELECT (SELECT count(*) FROM {jobs} WHERE state = 'ready' AND NOT paused)
                 + (SELECT count(*) FROM {jobs} WHERE paused AND state = 'ready'),
@@ -435,10 +448,13 @@ class PostgresStore(Store):
     ) -> None:
         # The optional columns only in a batch where a job has one (see _insert_unnest).
         optional = any(
-            rec.retry_on is not None or rec.no_retry_on or rec.expires_at_ms is not None
+            rec.retry_on is not None
+            or rec.no_retry_on
+            or rec.expires_at_ms is not None
+            or rec.queue != DEFAULT_QUEUE
             for rec in records
         )
-        columns: list[list[Any]] = [[] for _ in range(20 if optional else 17)]
+        columns: list[list[Any]] = [[] for _ in range(21 if optional else 17)]
         for rec in records:
             row = (*_insert_row(rec), *_optional_row(rec)) if optional else _insert_row(rec)
             for column, value in zip(columns, row):
@@ -473,18 +489,33 @@ class PostgresStore(Store):
             self._end_expired(q, q.rows(self.sql["expired_rows"], (list(lapsed),)), now_ms)
         return int(count)
 
-    def claim(self, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+    def claim(
+        self, server_id: str, limit: int, now_ms: int, queues: Selection | None = None
+    ) -> list[JobRecord]:
         _check_server_id(server_id)
         if limit <= 0:
             return []
-        return self.session.run(lambda q: self._claim(q, server_id, limit, now_ms))
+        return self.session.run(lambda q: self._claim(q, server_id, limit, now_ms, queues))
 
-    def _claim(self, q: Query, server_id: str, limit: int, now_ms: int) -> list[JobRecord]:
+    def _claim(
+        self, q: Query, server_id: str, limit: int, now_ms: int, queues: Selection | None = None
+    ) -> list[JobRecord]:
+        if queues is None:
+            return self._claim_from(q, None, server_id, limit, now_ms)
+        plan = queues.plan(limit, self.rng)
+        return fill(plan, limit, lambda name, n: self._claim_from(q, name, server_id, n, now_ms))
+
+    def _claim_from(
+        self, q: Query, queue: str | None, server_id: str, limit: int, now_ms: int
+    ) -> list[JobRecord]:
+        """Claim from one queue (None: from all of them, in priority and FIFO order)."""
         claimed: list[JobRecord] = []
         while True:
             wanted = limit - len(claimed)
-            params = (server_id, now_ms, now_ms, now_ms, now_ms, wanted)
-            rows = q.rows(self.sql["claim"], params)
+            statement = "claim" if queue is None else "claim_queue"
+            named = () if queue is None else (queue,)
+            params = (server_id, now_ms, now_ms, now_ms, now_ms, *named, wanted)
+            rows = q.rows(self.sql[statement], params)
             q.counter.puts += len(rows)  # RETURNING counted them as reads; each was updated
             before = len(claimed)
             self._take(q, rows, now_ms, claimed)
@@ -810,7 +841,12 @@ class PostgresStore(Store):
         def body(q: Query) -> Gauges:
             row = q.one(self.sql["oldest_ready"], (HEADS_READ_MAX,))
             oldest = None if row is None or row[0] is None else int(row[0])
-            return Gauges(self._counts(q), pg_pauses.paused(q, self.sql), oldest)
+            counts = self._counts(q)
+            rows = q.rows(self.sql["queue_depths"])
+            ready = {queue: int(n) for queue, n, _ in rows}
+            running = {queue: int(n) for queue, _, n in rows}
+            depths = depths_by_queue(ready, running)
+            return Gauges(counts, pg_pauses.paused(q, self.sql), oldest, depths)
 
         return self.session.run(body, write=False)
 
@@ -912,6 +948,7 @@ class PostgresStore(Store):
         now_ms: int,
         *,
         progress: Mapping[str, Progress] | None = None,
+        queues: Selection | None = None,
     ) -> _Cycle:
         # No hand-off here: jobs always go through the ready queue, and NOTIFY wakes
         # the servers.
@@ -922,7 +959,7 @@ class PostgresStore(Store):
             if limit <= 0:
                 return acks, []
             self._promote(q, now_ms)
-            return acks, self._claim(q, server_id, limit, now_ms)
+            return acks, self._claim(q, server_id, limit, now_ms, queues)
 
         _check_server_id(server_id)
         if not outcomes and limit <= 0 and not progress:
@@ -1087,12 +1124,13 @@ def _workflow_row(rec: JobRecord) -> tuple[Any, ...]:
     return (list(rec.depends_on), rec.pass_results, rec.allow_failures, rec.key)
 
 
-def _optional_row(rec: JobRecord) -> tuple[str | None, str | None, int | None]:
+def _optional_row(rec: JobRecord) -> tuple[str | None, str | None, int | None, str]:
     """The retry lists as their columns hold them: JSON arrays (ASCII, as ``errors``),
-    NULL for retry_on None and for an empty no_retry_on; and the deadline (NULL: none)."""
+    NULL for retry_on None and for an empty no_retry_on; the deadline (NULL: none); the
+    queue."""
     retry_on = None if rec.retry_on is None else json.dumps(list(rec.retry_on))
     no_retry_on = json.dumps(list(rec.no_retry_on)) if rec.no_retry_on else None
-    return retry_on, no_retry_on, rec.expires_at_ms
+    return retry_on, no_retry_on, rec.expires_at_ms, rec.queue
 
 
 def _decode_names(raw: str) -> tuple[str, ...]:
@@ -1128,6 +1166,8 @@ def _read(row: tuple[Any, ...]) -> JobRecord:
         raise ValueError(f"unknown state {row[2]!r}") from None
     rec.errors = _decode_errors(row[13]) if row[13] != "[]" else ()
     rec.depends_on = tuple(row[18]) if row[18] else ()
+    if row[25] != DEFAULT_QUEUE and not is_queue_name(row[25]):
+        raise ValueError(f"bad queue name {str(row[25])[:80]!r}")
     if row[22] is not None or row[23] is not None:
         rec.retry_on = None if row[22] is None else _decode_names(row[22])
         rec.no_retry_on = () if row[23] is None else _decode_names(row[23])

@@ -1,0 +1,164 @@
+"""Named queues on LMDB (see mpqueue/queues.py for what they are).
+
+The default queue's ready jobs stay in ``ready``; a named queue's are in ``queued``
+under the queue's name (``keys.queued_key``), so one queue's jobs are one key range in
+priority and FIFO order, and a server that serves some queues never steps over the
+others' jobs. ``queues`` keeps each named queue's number of ready jobs (held ones of a
+paused task too), adjusted by whatever files or unfiles one: ``file`` and ``unfile``
+here, and the claim's ``take``. A store in which no job names a queue has both
+databases empty and pays one empty check where it would look at them.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterator
+
+from ...queues import DEFAULT_QUEUE
+from . import keys
+from .env import Tx
+
+READY_DBS = (keys.DB_READY, keys.DB_QUEUED)  # where claimable jobs are filed
+
+
+def entry(queue: str, ready_key: bytes) -> tuple[bytes, bytes]:
+    """The (db, key) a ready job of ``queue`` is filed under."""
+    if queue == DEFAULT_QUEUE:
+        return keys.DB_READY, ready_key
+    return keys.DB_QUEUED, keys.queued_key(queue, ready_key)
+
+
+def in_use(tx: Tx) -> bool:
+    """Whether any named queue has ready jobs (held ones too)."""
+    return tx.has_entries(keys.DB_QUEUES)
+
+
+def count(tx: Tx, queue: str, delta: int) -> None:
+    """Add ``delta`` to a named queue's ready count (its entry goes at zero)."""
+    key = queue.encode("ascii")
+    left = keys.decode_count(tx.get(keys.DB_QUEUES, key)) + delta
+    if left > 0:
+        tx.put(keys.DB_QUEUES, key, keys.encode_count(left))
+    else:
+        tx.delete(keys.DB_QUEUES, key)
+
+
+def counts(tx: Tx) -> dict[str, int]:
+    """Each named queue's ready jobs (held ones of paused tasks too)."""
+    return {
+        key.decode("ascii", "replace"): keys.decode_count(value)
+        for key, value in tx.scan(keys.DB_QUEUES)
+    }
+
+
+def names(tx: Tx) -> list[str]:
+    """The named queues that have ready jobs."""
+    return [key.decode("ascii", "replace") for key, _ in tx.scan(keys.DB_QUEUES, values=False)]
+
+
+def has_ready(tx: Tx, queue: str) -> bool:
+    """Whether ``queue`` has a claimable job (held jobs are not): one seek."""
+    if queue == DEFAULT_QUEUE:
+        return tx.has_entries(keys.DB_READY)
+    prefix = keys.queue_prefix(queue)
+    first = _first_from(tx, keys.DB_QUEUED, prefix)
+    return first is not None and first.startswith(prefix)
+
+
+def any_ready(tx: Tx, queues: tuple[str, ...] | None) -> bool:
+    """Whether a server that serves ``queues`` (None: all) has a claimable job."""
+    if queues is None:
+        return tx.has_entries(keys.DB_READY) or tx.has_entries(keys.DB_QUEUED)
+    return any(has_ready(tx, queue) for queue in queues)
+
+
+def scan(tx: Tx, queue: str) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """(ready key, db, key) of ``queue``'s claimable jobs, in claim order."""
+    if queue == DEFAULT_QUEUE:
+        for key, _ in tx.scan(keys.DB_READY, values=False):
+            yield key, keys.DB_READY, key
+        return
+    prefix = keys.queue_prefix(queue)
+    for key, _ in tx.scan_prefix(keys.DB_QUEUED, prefix, values=False):
+        yield key[len(prefix) :], keys.DB_QUEUED, key
+
+
+def merged(tx: Tx) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """``scan`` of every queue at once, in priority and FIFO order across them (the
+    queues' keys are merged by their ready keys: one cursor per queue)."""
+    queues = [DEFAULT_QUEUE, *names(tx)]
+    return heapq.merge(*(scan(tx, queue) for queue in queues))
+
+
+def take(tx: Tx, found: Iterator[tuple[bytes, bytes, bytes]], wanted: int) -> list[bytes]:
+    """Take up to ``wanted`` entries of ``found`` (from ``scan`` or ``merged``) out of
+    their index; returns their ready keys, in claim order."""
+    taken = list(itertools.islice(found, wanted))
+    removed: dict[bytes, int] = {}
+    for _, db, key in taken:
+        tx.delete(db, key)
+        if db == keys.DB_QUEUED:
+            prefix = keys.split_queued_key(key)[0]
+            removed[prefix] = removed.get(prefix, 0) + 1
+    for prefix, number in removed.items():
+        count(tx, prefix[:-1].decode("ascii"), -number)
+    return [ready for ready, _, _ in taken]
+
+
+def file(tx: Tx, db: bytes, key: bytes, queue: str) -> None:
+    """Put a ready job's entry (``db``: ready, queued or paused) and count it."""
+    tx.put(db, key, b"")
+    if queue != DEFAULT_QUEUE:
+        count(tx, queue, 1)
+
+
+def unfile(tx: Tx, name: str, queue: str, ready_key: bytes) -> bool:
+    """Take a ready job of task ``name`` out of its queue's index, or out of ``paused``
+    where its task is paused; False if it was in neither."""
+    db, key = entry(queue, ready_key)
+    gone = tx.delete(db, key)
+    if not gone and tx.has_entries(keys.DB_PAUSED):
+        gone = tx.delete(keys.DB_PAUSED, keys.held_key(name, ready_key, queue))
+    if gone and queue != DEFAULT_QUEUE:
+        count(tx, queue, -1)
+    return gone
+
+
+def forget(tx: Tx, job_id: str) -> None:
+    """Remove a job whose record cannot be read from ``queued``, by scanning it."""
+    jid = job_id.encode("ascii")
+    stale = [key for key, _ in tx.scan(keys.DB_QUEUED, values=False) if key.endswith(jid)]
+    for key in stale:
+        tx.delete(keys.DB_QUEUED, key)
+        count(tx, keys.split_queued_key(key)[0][:-1].decode("ascii"), -1)
+
+
+def heads(tx: Tx, queue: str, budget: int) -> Iterator[bytes]:
+    """The first ready key of each priority of ``queue``, highest first, at most
+    ``budget`` of them: one seek each."""
+    db, prefix = (
+        (keys.DB_READY, b"")
+        if queue == DEFAULT_QUEUE
+        else (
+            keys.DB_QUEUED,
+            keys.queue_prefix(queue),
+        )
+    )
+    start = prefix
+    for _ in range(budget):
+        key = _first_from(tx, db, start)
+        if key is None or not key.startswith(prefix):
+            return
+        ready = key[len(prefix) :]
+        yield ready
+        priority = keys.decode_ready_key(ready)[0]
+        if priority <= keys.PRIORITY_MIN:
+            return
+        start = prefix + keys.ready_priority_start(priority - 1)
+
+
+def _first_from(tx: Tx, db: bytes, start: bytes) -> bytes | None:
+    for key, _ in tx.scan(db, start, values=False):
+        return key
+    return None
