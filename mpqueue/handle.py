@@ -144,6 +144,7 @@ class Job:
             "id": rec.id,
             "name": rec.name,
             "state": rec.state.value,
+            "queue": rec.queue,
             "priority": rec.priority,
             "attempts": rec.attempts,
             "max_retries": rec.max_retries,

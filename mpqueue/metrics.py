@@ -9,6 +9,9 @@ Store-wide (one ``store.stats()`` read transaction and one ``store.paused()`` pe
 scrape, in the scraping thread, on a store handle of its own):
 
 - ``mpqueue_jobs{state}``: jobs in each state (``JobState``).
+- ``mpqueue_queue_jobs{queue, state}``: ready and processing jobs of each named queue
+  (``default`` always, the others while they have any).
+- ``mpqueue_oldest_ready_age_seconds``: how long the oldest ready job has been due.
 - ``mpqueue_paused``: 1 while the whole queue is paused; ``mpqueue_task_paused{task}``:
   1 for each paused task.
 - ``mpqueue_store_up``: 0 when the store could not be read (the gauges above are then
@@ -86,6 +89,15 @@ class StoreCollector(Collector):
             if state != "total":
                 jobs.add_metric([state], count)
         yield jobs
+        by_queue = GaugeMetricFamily(
+            "mpqueue_queue_jobs",
+            "Ready and processing jobs by named queue",
+            labels=["queue", "state"],
+        )
+        for name, depth in gauges.queues.items():
+            for state, count in depth.items():
+                by_queue.add_metric([name, state], count)
+        yield by_queue
         age = gauges.oldest_ready_age_s(now_ms())
         yield GaugeMetricFamily(
             "mpqueue_oldest_ready_age_seconds",

@@ -40,7 +40,7 @@ from .location import (
 )
 from .pausing import PauseChange, Paused, pause_target
 from .polling import Poll
-from .queues import DEFAULT_QUEUE
+from .queues import DEFAULT_QUEUE, check_queue_name
 from .records import (
     FINISHED_STATES,
     PASS_MODES,
@@ -383,17 +383,24 @@ class Queue:
         return None if rec is None else Job(rec, self)
 
     def list(
-        self, name: str | None = None, state: str | None = None, limit: int | None = None
+        self,
+        name: str | None = None,
+        state: str | None = None,
+        limit: int | None = None,
+        queue: str | None = None,
     ) -> list[Job]:
-        """Jobs (oldest first) from one read of the store, optionally filtered."""
+        """Jobs (oldest first) from one read of the store, optionally filtered by task
+        name, state and queue."""
         state_enum = _parse_state(state)
         if name is not None:
             check_name(name)
+        if queue is not None:
+            check_queue_name(queue)
         if limit is not None and (
             isinstance(limit, bool) or not isinstance(limit, int) or limit < 0
         ):
             raise ConfigError(f"limit must be an integer >= 0; got {describe(limit)}")
-        return [Job(rec, self) for rec in self.store.list(name, state_enum, limit)]
+        return [Job(rec, self) for rec in self.store.list(name, state_enum, limit, queue)]
 
     def stats(self) -> dict[str, int]:
         """Job counts per state (and ``total``), from one read transaction."""

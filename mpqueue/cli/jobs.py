@@ -15,6 +15,7 @@ from ..history import Point, parse_duration
 from ..limits import PRIORITY_MAX, PRIORITY_MIN
 from ..location import redact
 from ..queue import Queue
+from ..queues import DEFAULT_QUEUE
 from ..records import JobState, Progress, now_ms
 from ..serializer import load_result
 from .group import cli
@@ -68,6 +69,14 @@ STATES = [state.value for state in JobState]
     "cancelled or expired), print that job instead of adding another.",
 )
 @click.option(
+    "--queue",
+    "queue_name",
+    default=None,
+    metavar="QUEUE",
+    help="The named queue to put it in (servers started with --queues serve only "
+    "theirs). [default: the task's own, else 'default']",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print the new job as a JSON object instead of its id."
 )
 @click.pass_obj
@@ -80,6 +89,7 @@ def enqueue(
     priority: int | None,
     expires: float | None,
     key: str | None,
+    queue_name: str | None,
     as_json: bool,
 ) -> None:
     """Add one job of TASK to the queue and print its id.
@@ -91,6 +101,8 @@ def enqueue(
     positional = _parse_json(args, list, "ARGS", "a JSON array, e.g. '[1, 2]'")
     keywords = _parse_json(kwargs_json, dict, "--kwargs", "a JSON object, e.g. '{\"x\": 1}'")
     found = queue.task_by_name(task)
+    if queue_name is not None:
+        found = found.options(queue=queue_name)
     job = queue.enqueue(
         found, tuple(positional), keywords, delay=delay, priority=priority, expires=expires, key=key
     )
@@ -139,6 +151,14 @@ def _json_kind(value: Any) -> str:
 @click.option("--name", default=None, metavar="TASK", help="Only jobs of this task name.")
 @click.option("--state", type=click.Choice(STATES), default=None, help="Only jobs in this state.")
 @click.option(
+    "--queue",
+    "queue_name",
+    default=None,
+    metavar="QUEUE",
+    help="Only jobs of this named queue (read by walking the listing: a rare queue "
+    "among many jobs takes longer to list).",
+)
+@click.option(
     "--limit",
     type=click.IntRange(min=0),
     default=None,
@@ -154,23 +174,26 @@ def list_jobs(
     queue: Queue,
     name: str | None,
     state: str | None,
+    queue_name: str | None,
     limit: int | None,
     all_jobs: bool,
     as_json: bool,
 ) -> None:
     """List jobs, oldest first (at most --limit; says so on stderr when there are more)."""
-    jobs = _listed(queue, name, state, _list_limit(limit, all_jobs))
+    jobs = _listed(queue, name, state, _list_limit(limit, all_jobs), queue_name)
     reports = queue.store.progress([job.id for job in jobs]) if jobs else []
     if as_json:
         listed = [job.to_dict() | {"progress": _progress_dict(p)} for job, p in zip(jobs, reports)]
         click.echo(to_json(listed))
         return
     now = now_ms()
+    named = any(job.record.queue != DEFAULT_QUEUE for job in jobs)  # else no QUEUE column
     rows = [
         [
             job.id,
             job.name,
             job.state,
+            *([job.record.queue] if named else []),
             str(job.attempts),
             str(job.priority),
             when(job.record.run_at_ms),
@@ -178,7 +201,8 @@ def list_jobs(
         ]
         for job, report in zip(jobs, reports)
     ]
-    header = ["ID", "NAME", "STATE", "ATTEMPTS", "PRIORITY", "RUN AT (UTC)", "PROGRESS"]
+    header = ["ID", "NAME", "STATE", *(["QUEUE"] if named else []), "ATTEMPTS", "PRIORITY"]
+    header += ["RUN AT (UTC)", "PROGRESS"]
     table(header, rows, empty="No jobs.")
 
 
@@ -193,10 +217,17 @@ def _list_limit(limit: int | None, all_jobs: bool) -> int | None:
     return None if all_jobs else DEFAULT_LIST_LIMIT if limit is None else limit
 
 
-def _listed(queue: Queue, name: str | None, state: str | None, limit: int | None) -> list[Job]:
+def _listed(
+    queue: Queue,
+    name: str | None,
+    state: str | None,
+    limit: int | None,
+    queue_name: str | None = None,
+) -> list[Job]:
     """At most ``limit`` jobs; when the store has more, a note on stderr says so (stderr,
     so ``--json`` output stays one parseable array)."""
-    jobs = queue.list(name=name, state=state, limit=None if limit is None else limit + 1)
+    more = None if limit is None else limit + 1
+    jobs = queue.list(name=name, state=state, limit=more, queue=queue_name)
     if limit is not None and len(jobs) > limit:
         click.echo(f"... more jobs than the {limit} shown; use --limit N or --all", err=True)
         del jobs[limit:]
@@ -273,6 +304,7 @@ def _print_details(queue: Queue, d: dict[str, Any], width: int | None) -> None:
         ("id", d["id"]),
         ("name", d["name"]),
         ("state", d["state"]),
+        ("queue", d["queue"]),
         ("priority", d["priority"]),
         ("attempts", f"{d['attempts']} (up to {retries + 1}: {retries} retries)"),
         ("timeout", "none" if d["timeout_s"] is None else f"{d['timeout_s']} s"),
@@ -356,13 +388,15 @@ def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> 
 )
 @click.pass_obj
 def stats(queue: Queue, as_json: bool, history_ms: int | None) -> None:
-    """Count jobs per state, and say what is paused ('mpqueue pause').
+    """Count jobs per state and queue, and say what is paused ('mpqueue pause').
 
     A paused task's queued jobs count as ready: they wait to be claimed. "oldest ready"
     is how long the ready job due first has waited (a paused task's are left out).
-    With --json, "paused" holds {"all": ..., "tasks": [...]} and "oldest_ready_age_s"
-    the age in seconds (null when none is ready) beside the counts. With --history, the
-    sampled history instead (--json: a list of {"at", "at_ms", "counts"}).
+    "queues" lists the ready and running jobs of each named queue (and 'default').
+    With --json, "paused" holds {"all": ..., "tasks": [...]}, "oldest_ready_age_s"
+    the age in seconds (null when none is ready) and "queues" {queue: {"ready": n,
+    "processing": m}} beside the counts. With --history, the sampled history instead
+    (--json: a list of {"at", "at_ms", "counts"}).
     """
     if history_ms is not None:
         _print_history(queue.history(history_ms), as_json)
@@ -370,13 +404,21 @@ def stats(queue: Queue, as_json: bool, history_ms: int | None) -> None:
     gauges = queue.gauges()
     age = gauges.oldest_ready_age_s(now_ms())
     if as_json:
-        fields = {"paused": gauges.paused.as_dict(), "oldest_ready_age_s": age}
+        fields = {
+            "paused": gauges.paused.as_dict(),
+            "oldest_ready_age_s": age,
+            "queues": gauges.queues,
+        }
         click.echo(to_json({**gauges.counts, **fields}))
         return
     for state, count in gauges.counts.items():
         click.echo(f"{state + ':':<12}{count:>10}")
     click.echo(f"{'paused:':<12}{gauges.paused.describe()}")
     click.echo(f"{'oldest ready:':<12} {'none' if age is None else f'due {age:.1f} s ago'}")
+    if set(gauges.queues) != {DEFAULT_QUEUE}:  # named queues in use: their depths
+        click.echo("queues:")
+        rows = [[name, str(d["ready"]), str(d["processing"])] for name, d in gauges.queues.items()]
+        table(["QUEUE", "READY", "PROCESSING"], rows, empty="")
 
 
 def _print_history(points: list[Point], as_json: bool) -> None:

@@ -281,10 +281,15 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     def list(
-        self, name: str | None = None, state: JobState | None = None, limit: int | None = None
+        self,
+        name: str | None = None,
+        state: JobState | None = None,
+        limit: int | None = None,
+        queue: str | None = None,
     ) -> list[JobRecord]:
-        """Jobs, oldest first (in job id order: ids begin with the creation time), from
-        one read of the index. The limit is applied while walking it, so a limited
+        """Jobs (of task ``name``, in ``state``, in ``queue``: each filter optional),
+        oldest first (in job id order: ids begin with the creation time), from one read
+        of the index. The limit is applied while walking it, so a limited
         listing reads O(limit) entries however many jobs the store holds. Records come
         without their payload, result and callable (b"", None, None): ``get`` has them."""
 

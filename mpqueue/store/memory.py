@@ -432,7 +432,11 @@ class MemoryStore(Store):
 
     @_atomic
     def list(
-        self, name: str | None = None, state: JobState | None = None, limit: int | None = None
+        self,
+        name: str | None = None,
+        state: JobState | None = None,
+        limit: int | None = None,
+        queue: str | None = None,
     ) -> builtins.list[JobRecord]:
         out: builtins.list[JobRecord] = []
         if limit == 0:
@@ -440,7 +444,7 @@ class MemoryStore(Store):
         for job_id in self._db.ids if name is None else self._db.by_name.get(name, []):
             self.counter.cursor_steps += 1
             rec = self._db.jobs[job_id]
-            if state is None or rec.state is state:
+            if (state is None or rec.state is state) and (queue is None or rec.queue == queue):
                 out.append(rec.evolve(payload=b"", result=None, func=None))
                 if len(out) == limit:
                     break

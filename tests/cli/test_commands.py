@@ -405,7 +405,9 @@ def test_stats(run: Run, store: str, filled: dict[str, str]) -> None:
     before_ms = now_ms()
     shown = json.loads(run("stats", "--json").stdout)
     age = shown.pop("oldest_ready_age_s")
+    by_queue = shown.pop("queues")
     assert shown == {**counts, "paused": nothing}
+    assert by_queue == {"default": {"ready": counts["ready"], "processing": counts["processing"]}}
     assert (before_ms - due_ms) / 1000 <= age <= (now_ms() - due_ms) / 1000
     text = run("stats").stdout
     for state, count in counts.items():
@@ -413,6 +415,30 @@ def test_stats(run: Run, store: str, filled: dict[str, str]) -> None:
     assert "paused:     nothing" in text
     assert re.search(r"^oldest ready: due \d+\.\d s ago$", text, re.M), text
     assert counts["total"] == 4
+
+
+def test_queues_on_the_command_line(run: Run, store: str) -> None:
+    heavy = [run("enqueue", ADD, "[1, 2]", "--queue", "heavy").stdout.strip() for _ in range(2)]
+    plain = run("enqueue", ADD, "[3, 4]").stdout.strip()
+    shown = json.loads(run("stats", "--json").stdout)["queues"]
+    assert shown == {
+        "default": {"ready": 1, "processing": 0},
+        "heavy": {"ready": 2, "processing": 0},
+    }
+    text = run("stats").stdout
+    assert re.search(r"^heavy\s+2\s+0$", text, re.M) and re.search(r"^default\s+1\s+0$", text, re.M)
+    listed = json.loads(run("list", "--queue", "heavy", "--json").stdout)
+    assert [job["id"] for job in listed] == heavy and {j["queue"] for j in listed} == {"heavy"}
+    assert [j["id"] for j in json.loads(run("list", "--queue", "default", "--json").stdout)] == [
+        plain
+    ]
+    header = run("list").stdout.splitlines()[0]
+    assert header.split()[:4] == ["ID", "NAME", "STATE", "QUEUE"]
+    assert re.search(r"^queue:\s+heavy$", run("show", heavy[0]).stdout, re.M)
+    for bad in (["enqueue", ADD, "[1]", "--queue", "no spaces"], ["list", "--queue", "a,b"]):
+        result = CliRunner().invoke(cli, ["--path", store, *bad])
+        assert result.exit_code != 0 and "bad queue name" in result.output
+    assert json.loads(run("stats", "--json").stdout)["total"] == 3  # the bad ones added nothing
 
 
 def test_stats_without_a_ready_job_has_no_age(run: Run, store: str) -> None:
@@ -425,7 +451,7 @@ def test_stats_says_what_is_paused(run: Run, store: str, filled: dict[str, str])
     run("pause")
     counts = snapshot(store)[0]
     shown = json.loads(run("stats", "--json").stdout)
-    del shown["oldest_ready_age_s"]
+    del shown["oldest_ready_age_s"], shown["queues"]
     assert shown == {**counts, "paused": {"all": True, "tasks": [ADD]}}
     assert f"paused:     every job, {ADD}" in run("stats").stdout
 

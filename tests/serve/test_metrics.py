@@ -215,6 +215,7 @@ def test_mpqueue_metrics_prints_the_store_gauges(location, tmp_path):
             queue.task_by_name(ADD).delay(i)
         queue.task_by_name(ADD).schedule((0,), delay=3600)
         queue.store.add([record(ADD, priority=1, run_at_ms=now_ms() - 120_000)])  # due 2 min ago
+        queue.task_by_name(ADD).options(queue="heavy").delay(9)
         queue.pause(None)
     started_ms = now_ms()
     run = run_cli("--path", location, "metrics", cwd=tmp_path)
@@ -222,7 +223,10 @@ def test_mpqueue_metrics_prints_the_store_gauges(location, tmp_path):
     samples = _samples(run.stdout)
     took_s = (now_ms() - started_ms) / 1000
     assert 120 <= _value(samples, "mpqueue_oldest_ready_age_seconds") <= 120 + took_s + 1
-    assert _value(samples, "mpqueue_jobs", state="ready") == 5
+    assert _value(samples, "mpqueue_jobs", state="ready") == 6
+    assert _value(samples, "mpqueue_queue_jobs", queue="heavy", state="ready") == 1
+    assert _value(samples, "mpqueue_queue_jobs", queue="default", state="ready") == 5
+    assert _value(samples, "mpqueue_queue_jobs", queue="heavy", state="processing") == 0
     assert _value(samples, "mpqueue_jobs", state="scheduled") == 1
     assert _value(samples, "mpqueue_jobs", state="done") == 0
     assert _value(samples, "mpqueue_paused") == 1

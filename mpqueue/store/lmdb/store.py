@@ -729,13 +729,22 @@ class LmdbStore(Store, HandOff):
         return self.env.read(lambda tx: dependents(tx, job_id))
 
     def list(
-        self, name: str | None = None, state: JobState | None = None, limit: int | None = None
+        self,
+        name: str | None = None,
+        state: JobState | None = None,
+        limit: int | None = None,
+        queue: str | None = None,
     ) -> builtins.list[JobRecord]:
         prefix = None if name is None else keys.by_name_prefix(name)
-        return self.env.read(lambda tx: self._list(tx, prefix, state, limit))
+        return self.env.read(lambda tx: self._list(tx, prefix, state, limit, queue))
 
     def _list(
-        self, tx: Tx, prefix: bytes | None, state: JobState | None, limit: int | None
+        self,
+        tx: Tx,
+        prefix: bytes | None,
+        state: JobState | None,
+        limit: int | None,
+        queue: str | None = None,
     ) -> builtins.list[JobRecord]:
         """Walk the name index oldest first and stop at ``limit``: a listing reads and
         decodes O(limit) entries (plus one per task name), whatever the store holds."""
@@ -748,7 +757,7 @@ class LmdbStore(Store, HandOff):
         runs = [tx.scan_prefix(keys.DB_BY_NAME, p) for p in prefixes]
         for key, raw in heapq.merge(*runs, key=lambda entry: keys.by_name_id(entry[0])):
             rec = self._index_record(tx, key, raw)
-            if state is None or rec.state is state:
+            if (state is None or rec.state is state) and (queue is None or rec.queue == queue):
                 out.append(rec)
                 if len(out) == limit:
                     break

@@ -10,6 +10,7 @@ double-claiming. Every method is one transaction; ``finish_and_claim`` too.
 from __future__ import annotations
 
 import builtins
+import itertools
 import json
 import random
 from collections.abc import Collection, Mapping, Sequence
@@ -154,6 +155,24 @@ def _claim_statement(queue_filter: str) -> str:
             RETURNING {", ".join("j." + f for f in _FIELDS)}"""
 
 
+def _list_statements() -> dict[str, str]:
+    """"list", "list_name", "list_state", ..., "list_name_state_queue": one statement
+    per set of filters. Variants, not "(%s IS NULL OR name = %s)": a prepared generic
+    plan of that form could not use the name index. A listing by name walks the name
+    index (created_at_ms, id), the others the primary key (ids begin with the creation
+    time), in the order it returns, so LIMIT stops the scan."""
+    statements = {}
+    for flags in itertools.product((False, True), repeat=3):
+        used = [column for column, on in zip(("name", "state", "queue"), flags) if on]
+        where = " AND ".join(f"{column} = %s" for column in used)
+        order = "created_at_ms, id" if "name" in used else "id"
+        statements["list" + "".join(f"_{c}" for c in used)] = (
+            f"SELECT {_LIST_COLUMNS} FROM {{jobs}} {'WHERE ' + where if where else ''} "
+            f"ORDER BY {order} LIMIT %s"
+        )
+    return statements
+
+
 _SQL = {
     "add": _insert_unnest(),
     # "add" of jobs that later jobs of the same add depend on (a chord's members): they
@@ -226,18 +245,8 @@ _SQL = {
     "get_many": f"SELECT {_COLUMNS} FROM {{jobs}} WHERE id = ANY(%s)",
     "endings": "SELECT id, state, result, errors FROM {jobs} WHERE id = ANY(%s)",
     "seqs_of": "SELECT id, seq FROM {jobs} WHERE id = ANY(%s)",
-    # Variants, not "(%s IS NULL OR name = %s)": a prepared generic plan of that form
-    # could not use the name index.
-    # Listing leaves the blobs out (see Store.list) and walks an index in the order it
-    # returns, so LIMIT stops the scan: the primary key (ids begin with the creation
-    # time), the dead jobs' partial index on id, or the name index.
-    "list": f"SELECT {_LIST_COLUMNS} FROM {{jobs}} ORDER BY id LIMIT %s",
-    "list_name": f"""SELECT {_LIST_COLUMNS} FROM {{jobs}} WHERE name = %s
-        ORDER BY created_at_ms, id LIMIT %s""",
-    "list_state": f"""SELECT {_LIST_COLUMNS} FROM {{jobs}} WHERE state = %s
-        ORDER BY id LIMIT %s""",
-    "list_name_state": f"""SELECT {_LIST_COLUMNS} FROM {{jobs}} WHERE name = %s AND state = %s
-        ORDER BY created_at_ms, id LIMIT %s""",
+    # Listing leaves the blobs out (see Store.list); see _list_statements.
+    **_list_statements(),
     "newest_dead": f"""SELECT {_LIST_COLUMNS} FROM {{jobs}} WHERE state = 'dead'
         ORDER BY id DESC LIMIT %s""",
     # The first claimable job of each priority, found by one index seek each down the
@@ -822,10 +831,15 @@ class PostgresStore(Store):
         return [row[0] for row in rows]
 
     def list(
-        self, name: str | None = None, state: JobState | None = None, limit: int | None = None
+        self,
+        name: str | None = None,
+        state: JobState | None = None,
+        limit: int | None = None,
+        queue: str | None = None,
     ) -> list[JobRecord]:
-        key = "list" + ("_name" if name is not None else "") + ("_state" if state else "")
-        params = [v for v in (name, None if state is None else state.value) if v is not None]
+        filters = {"name": name, "state": None if state is None else state.value, "queue": queue}
+        key = "list" + "".join(f"_{column}" for column, v in filters.items() if v is not None)
+        params = [v for v in filters.values() if v is not None]
         rows = self.session.run(lambda q: q.rows(self.sql[key], (*params, limit)), write=False)
         return [_decode(row) for row in rows]
 
