@@ -40,7 +40,9 @@ def test_a_server_runs_its_queues_only_in_order_of_preference(
         )
         assert server.wait(60) == 0, server.log()
         runs = read_runs(Path(marker))
-        assert sorted(runs) == sorted([f"fast-{i}" for i in range(4)] + [f"default-{i}" for i in range(3)])
+        assert sorted(runs) == sorted(
+            [f"fast-{i}" for i in range(4)] + [f"default-{i}" for i in range(3)]
+        )
         last_fast = max(runs[f"fast-{i}"][0].start for i in range(4))
         first_default = min(runs[f"default-{i}"][0].start for i in range(3))
         assert last_fast < first_default
@@ -57,7 +59,9 @@ def test_hand_off_gives_a_server_only_jobs_of_its_queues(tmp_path: Path, servers
         quick = queue.task_by_name("tests.support.serve_tasks.quick")
         server = servers(path, "--workers", "1", "--queues", "fast")
         (child,) = server.wait_ready(queue, 1)
-        wait_until(lambda: offers(queue).get(_server_id(queue, server.pid)) == [child], 20, "an offer")
+        wait_until(
+            lambda: offers(queue).get(_server_id(queue, server.pid)) == [child], 20, "an offer"
+        )
         other = quick.options(queue="slow").delay(marker, "slow")
         assert other.state == "ready"  # not handed to a server that does not serve it
         assert offers(queue)[_server_id(queue, server.pid)] == [child]  # the offer stands

@@ -156,7 +156,7 @@ def _claim_statement(queue_filter: str) -> str:
 
 
 def _list_statements() -> dict[str, str]:
-    """"list", "list_name", "list_state", ..., "list_name_state_queue": one statement
+    """ "list", "list_name", "list_state", ..., "list_name_state_queue": one statement
     per set of filters. Variants, not "(%s IS NULL OR name = %s)": a prepared generic
     plan of that form could not use the name index. A listing by name walks the name
     index (created_at_ms, id), the others the primary key (ids begin with the creation
