@@ -27,6 +27,7 @@ from mpqueue.cancellation import CANCELLABLE
 from mpqueue.errors import ConfigError
 from mpqueue.history import SIZE, TIERS
 from mpqueue.pausing import PauseChange, Paused
+from mpqueue.queues import Selection, depths_by_queue
 from mpqueue.records import ErrorInfo, JobRecord, JobState, Outcome, Progress, now_ms
 from mpqueue.store import open_store
 from mpqueue.store.base import offered_children
@@ -37,6 +38,7 @@ from mpqueue.store.lmdb.claims import decode_claim
 from ..support.graph_model import ENDED, FAILED, GraphModel
 
 NAMES = ("t.a", "t.ab", "t.b")
+QUEUES = ("default", "qa", "qb")  # named queues: the default and two others
 KEYS = ("k1", "k2")  # few: jobs of one task often share a key
 WORKERS = ("w1", "w2")
 # Child pids a server may offer: live ones (a producer hands off only to a live child
@@ -48,6 +50,7 @@ QUEUED = (JobState.WAITING, JobState.SCHEDULED, JobState.READY)
 QUEUE_INDEXES = {
     "optimized": {
         keys.DB_READY: {JobState.READY},
+        keys.DB_QUEUED: {JobState.READY},
         keys.DB_PAUSED: {JobState.READY},
         keys.DB_SCHEDULED: {JobState.SCHEDULED},
     },
@@ -75,6 +78,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.graph = GraphModel(self.jobs)  # dependencies and keys
         self.requested: set[str] = set()  # running jobs whose cancel was requested
         self.names: dict[str, str] = {}  # job -> its task's name
+        self.queue_of: dict[str, str] = {}  # job -> its named queue
         self.progress: dict[str, Progress] = {}  # job -> its last progress report
         self.paused_names: set[str] = set()  # paused tasks: their ready jobs are held
         self.paused_all = False  # the whole queue paused: claims take nothing
@@ -165,11 +169,12 @@ class StoreMachine(RuleBasedStateMachine):
             taker = min(self.offers)
             pid = self.offers[taker].pop(0)
         given = [(r.id, r.state, r.depends_on, r.max_retries) for r in recs]
+        queues = [r.queue for r in recs]
         self.store.add(recs)
         self.pending_ids.clear()
         self.ever += [job_id for job_id, *_ in given]
         replaced: dict[str, str] = {}  # a job whose key was held -> the holder
-        for rec, (job_id, state, depends_on, retries) in zip(recs, given):
+        for rec, queue, (job_id, state, depends_on, retries) in zip(recs, queues, given):
             holder = None if rec.key is None else self.graph.holder(rec.name, rec.key)
             if holder is not None:  # not added: the caller's record reads the holder's
                 assert rec.id == holder and rec.state is self.jobs[holder][0], (rec, holder)
@@ -183,6 +188,8 @@ class StoreMachine(RuleBasedStateMachine):
             assert rec.state is (JobState.PROCESSING if taker else state), (rec, state)
             self.jobs[job_id] = [state, None, 0, retries]
             self.names[job_id] = rec.name
+            self.queue_of[job_id] = queue
+            assert rec.queue == queue
             if rec.expires_at_ms is not None:
                 self.graph.deadline[job_id] = rec.expires_at_ms
         if taker is not None:
@@ -198,9 +205,11 @@ class StoreMachine(RuleBasedStateMachine):
         priority=st.integers(-2, 2),
         name=st.sampled_from(NAMES),
         retries=st.integers(0, 2),
+        queue=st.sampled_from(QUEUES),
     )
-    def add(self, n, priority, name, retries):
-        self._add([self._record(priority, name, retries, self.now) for _ in range(n)])
+    def add(self, n, priority, name, retries, queue):
+        recs = [self._record(priority, name, retries, self.now, queue=queue) for _ in range(n)]
+        self._add(recs)
 
     @rule(data=st.data(), n=st.integers(1, 3), priority=st.integers(-2, 2))
     def add_workflow(self, data, n, priority):
@@ -220,6 +229,7 @@ class StoreMachine(RuleBasedStateMachine):
                 allow_failures=data.draw(st.booleans()),
                 key=data.draw(st.one_of(st.none(), st.sampled_from(KEYS))),
                 expires_at_ms=None if ttl is None else run_at + ttl,
+                queue=data.draw(st.sampled_from(QUEUES)),
             )
             recs.append(rec)
         self._add(recs)
@@ -269,9 +279,10 @@ class StoreMachine(RuleBasedStateMachine):
         priority=st.integers(-2, 2),
         name=st.sampled_from(NAMES),
         retries=st.integers(0, 2),
+        queue=st.sampled_from(QUEUES),
     )
-    def schedule(self, delay, priority, name, retries):
-        self._add([self._record(priority, name, retries, self.now + delay)])
+    def schedule(self, delay, priority, name, retries, queue):
+        self._add([self._record(priority, name, retries, self.now + delay, queue=queue)])
 
     def _promote(self) -> None:
         recs = self._records()
@@ -315,8 +326,40 @@ class StoreMachine(RuleBasedStateMachine):
         got = self.store.claim(worker, limit, self.now)
         self._claimed(worker, limit, got, [r.id for r in claimable[:expect]])
 
+    @rule(
+        worker=st.sampled_from(WORKERS),
+        limit=st.integers(1, 4),
+        served=st.lists(st.sampled_from(QUEUES), min_size=1, max_size=2, unique=True),
+    )
+    def claim_queues(self, worker, limit, served):
+        """A claim of some queues, in order of preference: each queue's jobs in
+        priority and FIFO order, a later queue's only once the earlier ones have none."""
+        self._promote()
+        recs = self._records()
+        claimable = [
+            recs[j]
+            for j, m in self.jobs.items()
+            if (
+                m[0] is JobState.READY
+                or (m[0] is JobState.SCHEDULED and recs[j].run_at_ms <= self.now)
+            )
+            and self.names[j] not in self.paused_names
+            and not self.paused_all
+            and self.queue_of[j] in served
+        ]
+        claimable.sort(key=lambda r: (served.index(r.queue), -r.priority, r.seq))
+        expect = min(limit, 1 if self.mode == "legacy" else limit, len(claimable))
+        got = self.store.claim(worker, limit, self.now, Selection(tuple(served)))
+        assert all(r.queue in served for r in got), got
+        self._claimed(worker, limit, got, [r.id for r in claimable[:expect]], served)
+
     def _claimed(
-        self, worker: str, limit: int, got: list[JobRecord], predicted: list[str] | None
+        self,
+        worker: str,
+        limit: int,
+        got: list[JobRecord],
+        predicted: list[str] | None,
+        served: list[str] | None = None,
     ) -> None:
         """Apply a claim of up to ``limit`` jobs to the model. While no job expired on
         the way, the store took ``predicted`` (None: not predicted); a job that did
@@ -349,6 +392,7 @@ class StoreMachine(RuleBasedStateMachine):
             for j in self._unheld_ready() + self._in(JobState.SCHEDULED)
             if self.names[j] not in self.paused_names
             and (self.jobs[j][0] is JobState.READY or recs[j].run_at_ms <= self.now)
+            and (served is None or self.queue_of[j] in served)
         ]
         if self.mode == "legacy":  # one job per poll, which reads every job: none lapsed
             assert len(got) <= 1 and not [j for j in queued if self.graph.lapsed(j, self.now)]
@@ -724,6 +768,21 @@ class StoreMachine(RuleBasedStateMachine):
         assert gauges.oldest_ready_ms == expected, (gauges, heads)
 
     @invariant()
+    def queue_depths_match(self):
+        """``gauges().queues``: each queue's ready jobs (a paused task's too) and its
+        running ones, as the model has them."""
+        ready = Counter(self.queue_of[j] for j in self._in(JobState.READY))
+        running = Counter(self.queue_of[j] for j in self._held())
+        if self.mode == "legacy":  # legacy reads run-at, not promotions: due is ready
+            recs = self._records()
+            ready.update(
+                self.queue_of[j]
+                for j in self._in(JobState.SCHEDULED)
+                if recs[j].state is JobState.READY
+            )
+        assert self.store.gauges().queues == depths_by_queue(ready, running)
+
+    @invariant()
     def store_check_passes(self):
         """The store's own check (``mpqueue check``) agrees: nothing inconsistent. The
         servers here never beat again, so their claims count as recoverable."""
@@ -760,9 +819,13 @@ class StoreMachine(RuleBasedStateMachine):
                 job = key[-keys.JOB_ID_BYTES :].decode()
                 rec = records[job]
                 assert rec.state in states, (db, rec)
-                held = keys.held_key(rec.name, keys.ready_key(rec.priority, rec.seq, job))
+                ready = keys.ready_key(rec.priority, rec.seq, job)
+                held = keys.held_key(rec.name, ready, rec.queue)
                 if db == keys.DB_READY:
                     assert keys.decode_ready_key(key) == (rec.priority, rec.seq, job)
+                    assert rec.name not in self.paused_names and rec.queue == "default", rec
+                elif db == keys.DB_QUEUED:
+                    assert key == keys.queued_key(rec.queue, ready) and rec.queue != "default"
                     assert rec.name not in self.paused_names, rec
                 elif db == keys.DB_PAUSED:
                     assert key == held and rec.name in self.paused_names, rec
@@ -811,6 +874,16 @@ class StoreMachine(RuleBasedStateMachine):
         assert {v for _, v in raw[keys.DB_CANCELS]} <= {CANCEL_TEXT.encode()}
         assert set(homes) == set(records) and set(homes.values()) <= {1}, homes
         self._graph_matches_raw(raw)
+        counts = {k.decode(): keys.decode_count(v) for k, v in raw[keys.DB_QUEUES]}
+        if mode == "legacy":
+            assert counts == {}, "the legacy layout keeps no queue counts"
+        else:
+            named = Counter(
+                r.queue
+                for r in records.values()
+                if r.state is JobState.READY and r.queue != "default"
+            )
+            assert counts == dict(named), (counts, named)
 
         offers = {
             keys.decode_worker_key(k): keys.decode_offer(v)[2] for k, v in raw[keys.DB_OFFERS]

@@ -28,10 +28,11 @@ from ...records import FINISHED_STATES, JobRecord, JobState
 from ..base import CheckReport, HolderGone
 from ..codec import decode_record
 from . import keys, pauses
+from . import queues as queue_index
 from .claims import decode_claim
 from .env import Tx
 
-QUEUE_DBS = (keys.DB_READY, keys.DB_SCHEDULED, keys.DB_PENDING, keys.DB_PAUSED)
+QUEUE_DBS = (keys.DB_READY, keys.DB_QUEUED, keys.DB_SCHEDULED, keys.DB_PENDING, keys.DB_PAUSED)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class _Job:
     index_digest: bytes  # of the value by_name should hold for it
     depends_on: frozenset[str] = frozenset()
     key: str | None = None
+    queue: str = "default"
 
 
 class Layout:
@@ -66,7 +68,7 @@ def _filed_as(tx: Tx, job: _Job, db: bytes) -> tuple[bytes, bytes] | None:
     entry = job.queue_entry
     if entry is None or db != keys.DB_PAUSED:
         return entry
-    return pauses.held_entry(tx, job.name, entry)
+    return pauses.held_entry(tx, job.name, entry, job.queue)
 
 
 def _digest(value: bytes) -> bytes:
@@ -90,6 +92,7 @@ def check_store(tx: Tx, layout: Layout, holder_gone: HolderGone) -> CheckReport:
     checker.by_name(tx)
     checker.offers(tx, lambda w: w in registered or holder_gone(w))
     checker.workflows(tx)
+    checker.queue_counts(tx, layout)
     for job_id, job in jobs.items():
         if homes[job_id] != 1:
             report.inconsistent.append(
@@ -123,6 +126,7 @@ def _read_jobs(tx: Tx, layout: Layout, report: CheckReport) -> tuple[dict[str, _
             _digest(layout.index_value(raw)),
             frozenset(rec.depends_on),
             rec.key,
+            rec.queue,
         )
     return jobs, unreadable
 
@@ -156,6 +160,25 @@ class _Checker:
                     )
                 else:
                     self.homes[job_id] += 1
+
+    def queue_counts(self, tx: Tx, layout: Layout) -> None:
+        """Each named queue's count (``queues``) is its number of ready jobs, in a layout
+        that files them by queue (the legacy one keeps no counts)."""
+        ready: Counter[str] = Counter(
+            job.queue
+            for job in self.jobs.values()
+            if job.state is JobState.READY
+            and job.queue != "default"
+            and job.queue_entry is not None
+            and job.queue_entry[0] == keys.DB_QUEUED
+        )
+        stored = queue_index.counts(tx)
+        for queue in sorted(set(ready) | set(stored)):
+            if ready[queue] != stored.get(queue, 0):
+                self.report.inconsistent.append(
+                    f"queue {queue} counts {stored.get(queue, 0)} ready jobs, "
+                    f"but {ready[queue]} are"
+                )
 
     def claims(self, tx: Tx, accounted_for: HolderGone) -> None:
         for key, raw in tx.scan(keys.DB_PROCESSING):
