@@ -181,6 +181,32 @@ def test_claiming_uses_the_partial_indexes(pg_url, store):
     assert "mpqueue_jobs_ready" in plan and "Sort" not in plan
 
 
+def test_a_claim_of_one_queue_reads_that_queue_only(pg_url, store):
+    """The claim of a named queue walks the queue's own ready index, not the rows of
+    the other queues ahead of it (here 3,000 of them, older and of higher priority)."""
+    add(store, *(record(queue="slow", priority=5) for _ in range(3_000)))
+    add(store, *(record(queue="fast") for _ in range(5)))
+    with admin(pg_url) as conn:
+        conn.execute("ANALYZE mpqueue_jobs")
+        params = ("w1", 0, 0, 0, 0, "fast", 5)
+        with conn.transaction(force_rollback=True):  # EXPLAIN ANALYZE runs the claim: undone
+            (row,) = conn.execute(
+                "EXPLAIN (ANALYZE, FORMAT JSON) " + store.sql["claim_queue"], params
+            ).fetchall()
+    plan = row[0] if isinstance(row[0], list) else json.loads(row[0])
+
+    def scans(node: dict) -> list[dict]:
+        found = [node] if "Scan" in node["Node Type"] and "Relation Name" in node else []
+        return found + [s for child in node.get("Plans", []) for s in scans(child)]
+
+    picked = [
+        n for n in scans(plan[0]["Plan"]) if n.get("Index Name") == "mpqueue_jobs_ready_queue"
+    ]
+    assert picked, plan
+    assert sum(n["Actual Rows"] * n["Actual Loops"] for n in picked) <= 5, plan
+    assert store.stats()["processing"] == 0  # rolled back
+
+
 def test_the_oldest_ready_job_is_found_by_one_seek_a_priority(pg_url, store):
     """The skip scan down the claim index reads a row a priority, not the backlog."""
     add(store, *(record(priority=i % 3) for i in range(3_000)))
