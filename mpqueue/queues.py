@@ -23,9 +23,9 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from .errors import ConfigError
 
@@ -49,6 +49,19 @@ def check_queue_name(name: object) -> str:
             "(not starting with . : -)"
         )
     return name  # type: ignore[return-value]
+
+
+def check_queues(records: Iterable[HasQueue]) -> None:
+    """ConfigError for a record whose queue no name can be (every store's ``add``: a
+    bad name must not reach an index key or a column)."""
+    for rec in records:
+        if rec.queue != DEFAULT_QUEUE:
+            check_queue_name(rec.queue)
+
+
+class HasQueue(Protocol):
+    @property
+    def queue(self) -> str: ...
 
 
 T = TypeVar("T")

@@ -36,7 +36,7 @@ from ..limits import check_key_part, key_held, stored_problem
 from ..location import MEMORY_SCHEME
 from ..outcomes import Destination, apply_outcome
 from ..pausing import PauseChange, Paused
-from ..queues import DEFAULT_QUEUE, Selection, depths_by_queue, fill
+from ..queues import DEFAULT_QUEUE, Selection, check_queues, depths_by_queue, fill
 from ..records import (
     FAILED_STATES,
     FINISHED_STATES,
@@ -177,6 +177,7 @@ class MemoryStore(Store):
     def add(self, records: Sequence[JobRecord]) -> None:
         for name in {rec.name for rec in records}:
             check_key_part(name, f"task name {name!r}")  # as every store: queues can move
+        check_queues(records)
         now = now_ms()
         check_add_order(records)
         self._check_dependencies(records)  # before anything is filed: all or nothing

@@ -214,3 +214,10 @@ def test_a_retried_job_error_history_keeps_queue(store):
     store.finish([Outcome.failed(job, "w1", error(), retry_delay_s=0.0)], now_ms())
     rec = store.get(job)
     assert rec.queue == "q" and len(rec.errors) == 1
+
+
+@pytest.mark.parametrize("bad", ["no spaces", "", "x" * 65, "a\x00b", "é", ".dot"])
+def test_a_store_refuses_a_record_with_a_bad_queue_name(store, bad):
+    with pytest.raises(ConfigError, match="bad queue name"):
+        store.add([record(), record(queue=bad)])
+    assert store.stats()["total"] == 0  # all or nothing

@@ -207,6 +207,18 @@ def test_a_claim_of_one_queue_reads_that_queue_only(pg_url, store):
     assert store.stats()["processing"] == 0  # rolled back
 
 
+def test_a_stored_queue_name_no_mpqueue_writes_is_that_jobs_failure(pg_url, store):
+    """A row changed by hand to a queue no name can be: the claim parks that job dead
+    (a corrupt record) and hands out the others; readers show it, nothing fails."""
+    first, bad, last = add(store, record(queue="q"), record(queue="q"), record(queue="q"))
+    with admin(pg_url) as conn:
+        conn.execute("UPDATE mpqueue_jobs SET queue = %s WHERE id = %s", ("no spaces\n", bad))
+    assert sorted(r.id for r in claim_all(store)) == sorted([first, last])
+    rec = store.get(bad)
+    assert rec.state is JobState.DEAD and "bad queue name" in rec.errors[-1].message
+    assert store.gauges().counts["dead"] == 1 and len(store.list()) == 3
+
+
 def test_the_oldest_ready_job_is_found_by_one_seek_a_priority(pg_url, store):
     """The skip scan down the claim index reads a row a priority, not the backlog."""
     add(store, *(record(priority=i % 3) for i in range(3_000)))

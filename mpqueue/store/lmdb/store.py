@@ -26,7 +26,7 @@ from ...limits import check_key_part, key_held, stored_problem
 from ...location import DEFAULT_MAP_SIZE
 from ...outcomes import Destination, apply_outcome
 from ...pausing import PauseChange, Paused
-from ...queues import DEFAULT_QUEUE, Selection, depths_by_queue, fill
+from ...queues import DEFAULT_QUEUE, Selection, check_queues, depths_by_queue, fill
 from ...records import Claim, Ending, ErrorInfo, JobRecord, JobState, Outcome, Progress, now_ms
 from ..base import (
     HEADS_READ_MAX,
@@ -265,6 +265,7 @@ class LmdbStore(Store, HandOff):
     def add(self, records: Sequence[JobRecord]) -> None:
         for name in {rec.name for rec in records}:
             keys.check_name_key(name)
+        check_queues(records)
         if any(rec.depends_on or rec.key is not None for rec in records):
             self._add_linked(records)
         elif len(records) == 1:

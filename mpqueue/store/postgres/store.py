@@ -26,7 +26,14 @@ from ...history import Point
 from ...limits import TIMEOUT_MAX_S, check_key_part, key_held, stored_problem
 from ...outcomes import Destination, apply_outcome
 from ...pausing import PauseChange, Paused, pause_target
-from ...queues import DEFAULT_QUEUE, Selection, depths_by_queue, fill, is_queue_name
+from ...queues import (
+    DEFAULT_QUEUE,
+    Selection,
+    check_queues,
+    depths_by_queue,
+    fill,
+    is_queue_name,
+)
 from ...records import (
     FINISHED_STATES,
     Claim,
@@ -363,6 +370,7 @@ class PostgresStore(Store):
     def add(self, records: Sequence[JobRecord]) -> None:
         for rec in records:  # the LMDB store's limits, so a queue can move between them
             check_key_part(rec.name, f"task name {rec.name!r}")
+        check_queues(records)
         if any(rec.depends_on or rec.key is not None for rec in records):
             self._add_with_links(records)
         elif records:  # safe to repeat: see _add_unless_committed
