@@ -78,6 +78,8 @@ class Snapshot:
     start_latency: Spread | None
     running_total: int
     running: list[Running] = field(default_factory=list)
+    # {queue: {"ready": n, "processing": m}} (``Gauges.queues``)
+    queues: dict[str, dict[str, int]] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -125,6 +127,7 @@ class Watcher:
             depth=depth,
             paused=gauges.paused.as_dict(),
             oldest_ready_age_s=gauges.oldest_ready_age_s(now),
+            queues=gauges.queues,
             done_per_s=done_rate,
             failed_per_s=failed_rate,
             run_time=spread([s for _, s in self.run_times]),

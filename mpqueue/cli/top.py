@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..queue import Queue
+from ..queues import DEFAULT_QUEUE
 from ..top import DEAD_READ_MAX, ENDED_READ_MAX, FAILURES_SHOWN, RUNNING_MAX, Snapshot, Watcher
 from .group import cli
 from .output import clip, to_json, when
@@ -118,7 +119,10 @@ def render(snap: Snapshot) -> RenderableType:
     age = snap.oldest_ready_age_s
     oldest = "none ready" if age is None else f"oldest ready due {age:.1f} s ago"
     head = Text(f"mpqueue top  {when(snap.at_ms)}  paused: {paused_text or 'nothing'}  {oldest}")
-    return Group(head, _depth(snap), _figures(snap), _running(snap), _failures(snap))
+    parts = [head, _depth(snap)]
+    if set(snap.queues) - {DEFAULT_QUEUE}:  # named queues in use
+        parts.append(_queues(snap))
+    return Group(*parts, _figures(snap), _running(snap), _failures(snap))
 
 
 def _table(title: str, *columns: str) -> Any:
@@ -133,6 +137,13 @@ def _table(title: str, *columns: str) -> Any:
 def _depth(snap: Snapshot) -> Any:
     table = _table("Jobs by state", *snap.depth)
     table.add_row(*(f"{count:,}" for count in snap.depth.values()))
+    return table
+
+
+def _queues(snap: Snapshot) -> Any:
+    table = _table("Jobs by queue", "queue", "ready", "processing")
+    for name, depth in snap.queues.items():
+        table.add_row(name, f"{depth['ready']:,}", f"{depth['processing']:,}")
     return table
 
 

@@ -91,6 +91,24 @@ def test_once_prints_the_known_figures(lmdb_store):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.timeout(60)
+def test_named_queues_get_a_table_of_their_own(lmdb_store):
+    store, path = lmdb_store
+    assert "Jobs by queue" not in _top(path, "--once")  # none in use: no table
+    add(store, record(queue="heavy"), record(queue="heavy"), record())
+    claim_all(store, "srv-1")
+    add(store, record(queue="heavy"))
+    lines = [line.strip() for line in _top(path, "--once").splitlines()]
+    at = lines.index("Jobs by queue")
+    rows = {line.split()[0]: line.split()[1:] for line in lines[at + 2 : at + 4]}
+    assert rows == {"default": ["0", "1"], "heavy": ["1", "2"]}
+    snap = json.loads(_top(path, "--once", "--json"))
+    assert snap["queues"] == {
+        "default": {"ready": 0, "processing": 1},
+        "heavy": {"ready": 1, "processing": 2},
+    }
+
+
 def test_json_is_the_snapshot(lmdb_store):
     store, path = lmdb_store
     ids = _known(store)
