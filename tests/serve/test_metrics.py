@@ -111,9 +111,16 @@ def test_a_scrape_counts_the_jobs_by_task_and_outcome(location, servers, tmp_pat
     _enqueue(location)
 
     def all_counted():
+        # The store's gauges and the server's counters are two reads of one scrape
+        # (docs/observability.md): a commit between them shows the counters ahead.
         text = _scrape(port)
         samples = _samples(text) if text else {}
-        return _sum(samples, "mpqueue_jobs_finished_total") >= N_DONE + N_DEAD and samples
+        counted = _sum(samples, "mpqueue_jobs_finished_total") >= N_DONE + N_DEAD
+        stored = (
+            _value(samples, "mpqueue_jobs", state="done"),
+            _value(samples, "mpqueue_jobs", state="dead"),
+        ) == (N_DONE, N_DEAD)
+        return counted and stored and samples
 
     samples = wait_until(all_counted, 30, "every job counted")
     _assert_counts(samples)
