@@ -9,7 +9,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from .batch import Batches
@@ -39,6 +39,8 @@ from .location import (
     resolve_path,
 )
 from .pausing import PauseChange, Paused, pause_target
+from .periodic import define as define_periodic
+from .periodic_slots import Spec
 from .polling import Poll
 from .records import (
     FINISHED_STATES,
@@ -53,6 +55,7 @@ from .records import (
     now_ms,
 )
 from .registry import Registry, check_name, resolve, task_name
+from .schedules import ScheduleRow
 from .serializer import dump_callable, dump_payload
 from .signing import resolve_secret, sign
 from .store import Store, open_store
@@ -163,6 +166,60 @@ class Queue:
             return task
 
         return register if fn is None else register(fn)
+
+    def periodic(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        cron: str | None = None,
+        every: timedelta | None = None,
+        tz: str = "UTC",
+        catch_up: str = "latest",
+        **options: Any,
+    ) -> Any:
+        """Register a task that servers enqueue on a schedule:
+        ``@queue.periodic(cron="*/5 * * * *", tz="Europe/Berlin")`` or
+        ``@queue.periodic(every=timedelta(minutes=5))``; returns the ``Task``.
+
+        ``cron``: a cron expression (5 fields, or 6 with seconds first) in time zone
+        ``tz`` (needs the ``periodic`` extra); ``every``: a fixed interval of at least a
+        second, on a grid from the Unix epoch. ``catch_up``: what a server does with the
+        slots missed while none ran: ``"latest"`` (one run, for the latest), ``"all"``,
+        or ``"none"``. The other options are ``@queue.task``'s (``retries``,
+        ``priority``, ``timeout``, ``name``, ...). The function is called with no
+        arguments.
+
+        Servers whose ``--import`` modules define it declare it in their store and
+        enqueue each slot once, however many servers run (see ``mpqueue.periodic``).
+        Raises ConfigError for a bad spec or option, before anything is registered.
+        """
+        spec = Spec.parse(cron=cron, every=every, tz=tz, catch_up=catch_up)
+        TaskOptions.from_kwargs(options)  # refused at the decorator's call, as task()
+
+        def register(func: Callable[..., Any]) -> Task:
+            task: Task = self.task(func, **options)
+            try:
+                define_periodic(self, task, spec)
+            except BaseException:
+                self.registry.remove(task.name)
+                raise
+            return task
+
+        return register if fn is None else register(fn)
+
+    def schedules(self) -> builtins.list[ScheduleRow]:
+        """Every periodic schedule declared in the store, by name."""
+        return self.store.schedules()
+
+    def pause_schedule(self, name: str) -> bool:
+        """Stop servers enqueueing schedule ``name``; False if it was paused already.
+        ConfigError for a name the store has no schedule of."""
+        return self.store.pause_schedule(check_name(name))
+
+    def resume_schedule(self, name: str) -> bool:
+        """Undo ``pause_schedule``: it goes on with the first slot after now (the slots
+        of the pause are skipped); False if it was not paused."""
+        return self.store.resume_schedule(check_name(name), now_ms())
 
     def on(self, event: str, fn: Hook | None = None) -> Any:
         """Register a hook: ``@queue.on("start")`` (or ``queue.on("start", fn)``); returns

@@ -30,6 +30,8 @@ from ...records import Claim, Ending, ErrorInfo, JobRecord, JobState, Outcome, P
 from ..base import (
     HEADS_READ_MAX,
     CheckReport,
+    FirePlan,
+    Fired,
     Gauges,
     HandOff,
     HolderGone,
@@ -49,7 +51,9 @@ from ..codec import (
     encode_record,
     encode_server_info,
 )
+from ...schedules import Live, ScheduleRow, ScheduleSpec
 from . import cancels, keys, pauses
+from . import schedules as lmdb_schedules
 from . import history as depth_history
 from .check import Layout, check_store
 from .claims import decode_claim, encode_claim
@@ -765,6 +769,37 @@ class LmdbStore(Store, HandOff):
 
     def history(self, since_ms: int, until_ms: int) -> builtins.list[Point]:
         return self.env.read(lambda tx: depth_history.read(tx, since_ms, until_ms))
+
+    # ---- periodic schedules (schedules.py) ------------------------------------------
+    def declare_schedules(
+        self, specs: Sequence[ScheduleSpec], server_id: str, now_ms: int, live: Live
+    ) -> builtins.list[ScheduleRow]:
+        for spec in specs:
+            keys.check_name_key(spec.name)
+        return self.env.write(
+            lambda tx: lmdb_schedules.declare(tx, specs, server_id, now_ms, live)
+        )
+
+    def fire_schedules(self, now_ms: int, plan: FirePlan, limit: int) -> Fired:
+        fired = self.env.write(lambda tx: lmdb_schedules.fire(tx, now_ms, plan, limit, self._add))
+        if fired.jobs:
+            self.waker.notify()
+        return fired
+
+    def retire_schedules(self, expected: Mapping[str, tuple[str, ...]]) -> builtins.list[str]:
+        return self.env.write(lambda tx: lmdb_schedules.retire(tx, expected))
+
+    def schedules(self) -> builtins.list[ScheduleRow]:
+        return self.env.read(lmdb_schedules.rows)
+
+    def pause_schedule(self, name: str) -> bool:
+        return self.env.write(lambda tx: lmdb_schedules.set_paused(tx, name, True, 0))
+
+    def resume_schedule(self, name: str, now_ms: int) -> bool:
+        return self.env.write(lambda tx: lmdb_schedules.set_paused(tx, name, False, now_ms))
+
+    def next_schedule_due_ms(self) -> int | None:
+        return self.env.read(lmdb_schedules.next_due)
 
     # ---- pausing ----------------------------------------------------------------------
     def pause(self, name: str | None) -> PauseChange:
