@@ -90,7 +90,7 @@ def test_three_servers_killed_at_random_enqueue_every_slot_exactly_once(env, ser
     first, last = min(every), max(every)
     missing = sorted(set(range(first, last + 1, 1000)) - set(every))
     assert not missing, f"catch_up='all' missed slots (seed {seed}): {missing}"
-    assert last - first >= 25_000
+    assert last - first >= 20_000  # the whole run, but the first server's start
 
     latest = slot_counts(env.queue, LATEST)
     twice = {slot: n for slot, n in latest.items() if n > 1}
