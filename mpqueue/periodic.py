@@ -251,3 +251,31 @@ class Scheduler:
         if fired.skipped:
             later.append(now_ms + FOREIGN_RECHECK_MS)
         return min(later + [now_ms + IDLE_RECHECK_MS])
+
+
+def report(store: Store, now_ms: int, lease_s: float = DEFAULT_LEASE_S) -> list[dict[str, Any]]:
+    """Every schedule as ``mpqueue periodic list`` shows it: its row's fields, plus
+    ``spec`` (as a person reads it), ``retired`` (marked, or no declarer alive: see
+    ``schedules.is_retired``) and ``last_outcome`` (the state of its last job, "gone"
+    once that job was deleted, None before the first). Three reads: the schedules,
+    the server registry, the last jobs."""
+    rows = store.schedules()
+    live = liveness(store, now_ms, lease_s)
+    ids = [row.last_job_id for row in rows if row.last_job_id is not None]
+    endings = dict(zip(ids, store.endings(ids))) if ids else {}
+    found = []
+    for row in rows:
+        ending = endings.get(row.last_job_id) if row.last_job_id is not None else None
+        outcome = None if row.last_job_id is None else ("gone" if ending is None else None)
+        if ending is not None:
+            outcome = ending.state.value
+        found.append(
+            row.as_dict()
+            | {
+                "spec": row.spec.describe(),
+                "retired": schedules.is_retired(row, live),
+                "next_due_ms": row.next_due_ms if row.active else None,
+                "last_outcome": outcome,
+            }
+        )
+    return found
