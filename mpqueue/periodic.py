@@ -51,7 +51,7 @@ from .registry import import_module
 from .schedules import Live, ScheduleRow, ScheduleSpec
 from .serializer import dump_payload
 from .signing import sign
-from .store.base import Fired, Firing, FirePlan, Store
+from .store.base import Fired, FirePlan, Firing, Store
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -157,7 +157,9 @@ def plan_for(definitions: Mapping[str, Periodic], now_ms: int) -> FirePlan:
         except ConfigError as exc:
             # A spec this host cannot read (a bad value in the store, a zone unknown
             # here): ours replaces it, so one bad entry never stops the schedule.
-            log.warning("schedule %s: stored spec unusable (%s); using this server's", row.name, exc)
+            log.warning(
+                "schedule %s: stored spec unusable (%s); using this server's", row.name, exc
+            )
             row, slots = replace(row, **_spec_fields(mine.spec)), mine.spec.slots
         due = slots.due_slots(row.last_slot_ms, now_ms, SLOTS_PER_FIRE)
         jobs = mine.jobs(due, now_ms)
@@ -236,7 +238,10 @@ class Scheduler:
 
     def run(self, now_ms: int) -> int:
         """Declare (the first time), then fire what is due; returns the jobs enqueued."""
-        live = lambda: liveness(self.store, now_ms, self.lease_s)  # noqa: E731
+
+        def live() -> Live:
+            return liveness(self.store, now_ms, self.lease_s)
+
         if not self.declared:
             declare(self.store, self.definitions, self.server_id, now_ms, live())
             self.declared = True

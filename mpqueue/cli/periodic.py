@@ -24,7 +24,12 @@ def periodic() -> None:
 
 
 @periodic.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print the schedules as a JSON list (one object per schedule).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the schedules as a JSON list (one object per schedule).",
+)
 @click.pass_obj
 def list_schedules(queue: Queue, as_json: bool) -> None:
     """Show each schedule: its spec, next and last run, the state of the job of its

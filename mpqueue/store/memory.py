@@ -53,8 +53,8 @@ from ..schedules import Live, ScheduleRow, ScheduleSpec, declared, resumed, reti
 from .base import (
     HEADS_READ_MAX,
     CheckReport,
-    FirePlan,
     Fired,
+    FirePlan,
     Gauges,
     HolderGone,
     OpCounter,

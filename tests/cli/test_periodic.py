@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from mpqueue import Queue
-from mpqueue.identity import current
 from mpqueue.cli import cli
+from mpqueue.identity import current
 from mpqueue.periodic import Periodic, declare, fire_due
 from mpqueue.periodic_slots import Spec
 from mpqueue.records import now_ms

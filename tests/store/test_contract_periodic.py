@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -132,7 +132,7 @@ def test_two_servers_racing_on_one_store_enqueue_every_slot_exactly_once(queue, 
             for now in steps:
                 barrier.wait(10)
                 fire(s, d, now)
-        except BaseException as exc:  # noqa: BLE001 (reported below)
+        except BaseException as exc:
             errors.append(exc)
             barrier.abort()
 
@@ -318,4 +318,3 @@ def test_a_leap_day_schedule_fires_on_leap_days_only(queue, store):
     _walk(store, defs, start, _ms("2029-03-31T00:00", "UTC"), 86_400_000)
     assert slots(store) == [_ms("2028-02-29T12:00", "UTC")]
     assert row(store, "leap").next_due_ms == _ms("2032-02-29T12:00", "UTC")
-

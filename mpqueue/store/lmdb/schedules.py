@@ -30,7 +30,7 @@ from ...schedules import (
     resumed,
     retired,
 )
-from ..base import FirePlan, Fired, no_schedule
+from ..base import Fired, FirePlan, no_schedule
 from . import keys
 from .env import Tx
 

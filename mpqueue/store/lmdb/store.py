@@ -27,11 +27,12 @@ from ...location import DEFAULT_MAP_SIZE
 from ...outcomes import Destination, apply_outcome
 from ...pausing import PauseChange, Paused
 from ...records import Claim, Ending, ErrorInfo, JobRecord, JobState, Outcome, Progress, now_ms
+from ...schedules import Live, ScheduleRow, ScheduleSpec
 from ..base import (
     HEADS_READ_MAX,
     CheckReport,
-    FirePlan,
     Fired,
+    FirePlan,
     Gauges,
     HandOff,
     HolderGone,
@@ -51,10 +52,9 @@ from ..codec import (
     encode_record,
     encode_server_info,
 )
-from ...schedules import Live, ScheduleRow, ScheduleSpec
 from . import cancels, keys, pauses
-from . import schedules as lmdb_schedules
 from . import history as depth_history
+from . import schedules as lmdb_schedules
 from .check import Layout, check_store
 from .claims import decode_claim, encode_claim
 from .env import EnvHandle, Tx
@@ -776,9 +776,7 @@ class LmdbStore(Store, HandOff):
     ) -> builtins.list[ScheduleRow]:
         for spec in specs:
             keys.check_name_key(spec.name)
-        return self.env.write(
-            lambda tx: lmdb_schedules.declare(tx, specs, server_id, now_ms, live)
-        )
+        return self.env.write(lambda tx: lmdb_schedules.declare(tx, specs, server_id, now_ms, live))
 
     def fire_schedules(self, now_ms: int, plan: FirePlan, limit: int) -> Fired:
         fired = self.env.write(lambda tx: lmdb_schedules.fire(tx, now_ms, plan, limit, self._add))

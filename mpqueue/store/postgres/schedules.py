@@ -21,7 +21,7 @@ from typing import Any
 
 from ...records import JobRecord
 from ...schedules import Live, ScheduleRow, ScheduleSpec, declared, paused, resumed
-from ..base import FirePlan, Fired, no_schedule
+from ..base import Fired, FirePlan, no_schedule
 from .schema import LOCK_CLASS
 from .session import Query
 
@@ -32,7 +32,9 @@ _COLUMNS = (
 _ACTIVE = "NOT paused AND NOT retired"
 
 SQL = {
-    "schedules_lock": "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema() || '.schedules'))",
+    "schedules_lock": (
+        "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema() || '.schedules'))"
+    ),
     "schedules_of": f"SELECT {_COLUMNS} FROM {{schedules}} WHERE name = ANY(%s) FOR UPDATE",
     "schedule_put": f"""INSERT INTO {{schedules}} ({_COLUMNS})
         VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
@@ -181,4 +183,3 @@ def set_paused(q: Query, sql: dict[str, str], name: str, pause: bool, now_ms: in
 def next_due(q: Query, sql: dict[str, str]) -> int | None:
     found = q.one(sql["schedules_next"])
     return None if found is None or found[0] is None else int(found[0])
-

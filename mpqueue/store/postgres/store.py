@@ -40,8 +40,8 @@ from ...schedules import Live, ScheduleRow, ScheduleSpec
 from ..base import (
     HEADS_READ_MAX,
     CheckReport,
-    FirePlan,
     Fired,
+    FirePlan,
     Gauges,
     HolderGone,
     OpCounter,
@@ -891,9 +891,7 @@ class PostgresStore(Store):
         return self.session.run(lambda q: pg_schedules.set_paused(q, self.sql, name, True, 0))
 
     def resume_schedule(self, name: str, now_ms: int) -> bool:
-        return self.session.run(
-            lambda q: pg_schedules.set_paused(q, self.sql, name, False, now_ms)
-        )
+        return self.session.run(lambda q: pg_schedules.set_paused(q, self.sql, name, False, now_ms))
 
     def next_schedule_due_ms(self) -> int | None:
         return self.session.run(lambda q: pg_schedules.next_due(q, self.sql), write=False)
