@@ -40,22 +40,16 @@ import inspect
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import schedules
 from .errors import ConfigError, DuplicateTask
 from .identity import DEFAULT_LEASE_S, server_dead
 from .periodic_slots import Spec
 from .records import JobRecord
 from .registry import import_module
-from .schedules import Live, ScheduleRow, ScheduleSpec
-from .serializer import dump_payload
-from .signing import sign
+from .schedules import Live, ScheduleRow, ScheduleSpec, fired, is_retired
 from .store.base import Fired, FirePlan, Firing, Store
-
-if TYPE_CHECKING:
-    from .queue import Queue
-    from .task import Task
+from .task import Task
 
 log = logging.getLogger("mpqueue.periodic")
 
@@ -69,38 +63,31 @@ FOREIGN_RECHECK_MS = 1000
 IDLE_RECHECK_MS = 5000
 
 
+JobMaker = Callable[[Sequence[int], int], list[JobRecord]]  # (slots, now) -> their jobs
+
+
 @dataclass(frozen=True)
 class Periodic:
-    """One schedule defined in this process: its spec and the task it enqueues."""
+    """One schedule defined in this process: its spec, the task it enqueues, and how
+    its queue makes that task's jobs (``Queue.slot_jobs``: options, signature)."""
 
     spec: ScheduleSpec
     task: Task
-    queue: Queue
+    make_jobs: JobMaker
 
     @property
     def name(self) -> str:
         return self.spec.name
 
     def jobs(self, slots: Sequence[int], now_ms: int) -> list[JobRecord]:
-        """A new job of the task for each slot (run-at: the slot), signed as the
-        queue signs what it enqueues."""
-        task, queue = self.task, self.queue
-        payload, func = dump_payload((), {}), task.func_bytes()
-        made = []
-        for slot in slots:
-            rec = queue._record(
-                task.name, payload, task.config, func=func, run_at_ms=slot, created_ms=now_ms
-            )
-            if queue.secret is not None:
-                rec.signature = sign(queue.secret, rec.name, rec.payload, rec.func)
-            made.append(rec)
-        return made
+        """A new job of the task for each slot (run-at: the slot)."""
+        return self.make_jobs(slots, now_ms) if slots else []
 
 
 _DEFINED: dict[str, Periodic] = {}  # every schedule defined in this process, by name
 
 
-def define(queue: Queue, task: Task, spec: Spec) -> Periodic:
+def define(task: Task, spec: Spec, make_jobs: JobMaker) -> Periodic:
     """Add a schedule for ``task`` to this process's definitions."""
     if task.name in _DEFINED:
         raise DuplicateTask(
@@ -115,7 +102,7 @@ def define(queue: Queue, task: Task, spec: Spec) -> Periodic:
         ) from None
     except ValueError:
         pass  # a callable without a signature (a builtin): nothing to check
-    periodic = Periodic(ScheduleSpec.of(task.name, spec), task, queue)
+    periodic = Periodic(ScheduleSpec.of(task.name, spec), task, make_jobs)
     _DEFINED[task.name] = periodic
     return periodic
 
@@ -164,7 +151,7 @@ def plan_for(definitions: Mapping[str, Periodic], now_ms: int) -> FirePlan:
         due = slots.due_slots(row.last_slot_ms, now_ms, SLOTS_PER_FIRE)
         jobs = mine.jobs(due, now_ms)
         job_id = jobs[-1].id if jobs else None
-        return Firing(schedules.fired(row, due, job_id, now_ms, slots), jobs)
+        return Firing(fired(row, due, job_id, now_ms, slots), jobs)
 
     return plan
 
@@ -183,18 +170,18 @@ def fire_due(
     one fire transaction, and a second one only to retire due schedules that no live
     server declares (``live``: makes the liveness check, called only then; default the
     store's registry)."""
-    fired = store.fire_schedules(now_ms, plan_for(definitions, now_ms), FIRE_LIMIT)
-    if fired.skipped:
+    result = store.fire_schedules(now_ms, plan_for(definitions, now_ms), FIRE_LIMIT)
+    if result.skipped:
         alive = live() if live is not None else liveness(store, now_ms)
         orphans = {
             row.name: row.declarers
-            for row in fired.skipped
+            for row in result.skipped
             if not any(alive(d) for d in row.declarers)
         }
         if orphans:
             for name in store.retire_schedules(orphans):
                 log.warning("schedule %s: no running server defines it any more; retired", name)
-    return fired
+    return result
 
 
 class Scheduler:
@@ -245,15 +232,15 @@ class Scheduler:
         if not self.declared:
             declare(self.store, self.definitions, self.server_id, now_ms, live())
             self.declared = True
-        fired = fire_due(self.store, self.definitions, now_ms, live)
-        self.next_fire_ms = self._next_fire(fired, now_ms)
-        return len(fired.jobs)
+        result = fire_due(self.store, self.definitions, now_ms, live)
+        self.next_fire_ms = self._next_fire(result, now_ms)
+        return len(result.jobs)
 
-    def _next_fire(self, fired: Fired, now_ms: int) -> int:
-        if fired.rows >= FIRE_LIMIT:
+    def _next_fire(self, result: Fired, now_ms: int) -> int:
+        if result.rows >= FIRE_LIMIT:
             return now_ms  # more are due than one fire reads
-        later = [t for t in (fired.next_due_ms,) if t is not None]
-        if fired.skipped:
+        later = [t for t in (result.next_due_ms,) if t is not None]
+        if result.skipped:
             later.append(now_ms + FOREIGN_RECHECK_MS)
         return min(later + [now_ms + IDLE_RECHECK_MS])
 
@@ -278,7 +265,7 @@ def report(store: Store, now_ms: int, lease_s: float = DEFAULT_LEASE_S) -> list[
             row.as_dict()
             | {
                 "spec": row.spec.describe(),
-                "retired": schedules.is_retired(row, live),
+                "retired": is_retired(row, live),
                 "next_due_ms": row.next_due_ms if row.active else None,
                 "last_outcome": outcome,
             }

@@ -5,6 +5,7 @@ module that builds a Queue never opens LMDB (workers import task modules)."""
 from __future__ import annotations
 
 import builtins
+import functools
 import os
 import threading
 from collections.abc import Callable, Sequence
@@ -199,13 +200,28 @@ class Queue:
         def register(func: Callable[..., Any]) -> Task:
             task: Task = self.task(func, **options)
             try:
-                define_periodic(self, task, spec)
+                define_periodic(task, spec, functools.partial(self.slot_jobs, task))
             except BaseException:
                 self.registry.remove(task.name)
                 raise
             return task
 
         return register if fn is None else register(fn)
+
+    def slot_jobs(self, task: Task, slots: Sequence[int], now: int) -> builtins.list[JobRecord]:
+        """The jobs a server enqueues for ``slots`` of a periodic ``task`` (no arguments,
+        run-at the slot, created ``now``), signed as this queue signs what it enqueues;
+        not written anywhere (``periodic.fire_due`` writes them with their slot)."""
+        payload, func = dump_payload((), {}), task.func_bytes()
+        made = []
+        for slot in slots:
+            rec = self._record(
+                task.name, payload, task.config, func=func, run_at_ms=slot, created_ms=now
+            )
+            if self.secret is not None:
+                rec.signature = sign(self.secret, rec.name, rec.payload, rec.func)
+            made.append(rec)
+        return made
 
     def schedules(self) -> builtins.list[ScheduleRow]:
         """Every periodic schedule declared in the store, by name."""

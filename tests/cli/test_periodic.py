@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,15 @@ def store(tmp_path: Path) -> str:
         task = queue.task(nightly, name=NAME)
         other = queue.task(nightly, name="reports.hourly")
         defs = {
-            NAME: Periodic(ScheduleSpec.of(NAME, Spec.parse(every=_s(10))), task, queue),
+            NAME: Periodic(
+                ScheduleSpec.of(NAME, Spec.parse(every=_s(10))),
+                task,
+                partial(queue.slot_jobs, task),
+            ),
             "reports.hourly": Periodic(
-                ScheduleSpec.of("reports.hourly", Spec.parse(every=_s(3600))), other, queue
+                ScheduleSpec.of("reports.hourly", Spec.parse(every=_s(3600))),
+                other,
+                partial(queue.slot_jobs, other),
             ),
         }
         now = now_ms()
@@ -95,7 +102,13 @@ def test_a_retired_schedule_shows_as_retired(tmp_path):
     path = str(tmp_path / "store")
     with Queue(path) as queue:
         task = queue.task(nightly, name=NAME)
-        defs = {NAME: Periodic(ScheduleSpec.of(NAME, Spec.parse(every=_s(10))), task, queue)}
+        defs = {
+            NAME: Periodic(
+                ScheduleSpec.of(NAME, Spec.parse(every=_s(10))),
+                task,
+                partial(queue.slot_jobs, task),
+            )
+        }
         # A local server id whose process is gone (this pid, another start time).
         gone = replace(current(), started_ms=1).server_id
         declare(queue.store, defs, gone, now_ms(), lambda d: True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from datetime import datetime, timedelta
+from functools import partial
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -42,7 +43,7 @@ def definitions(queue: Queue, **specs: Spec) -> dict[str, Periodic]:
     made = {}
     for name, spec in specs.items():
         task = queue.registry.get(name) or queue.task(tick, name=name, retries=1, priority=3)
-        made[name] = Periodic(ScheduleSpec.of(name, spec), task, queue)
+        made[name] = Periodic(ScheduleSpec.of(name, spec), task, partial(queue.slot_jobs, task))
     return made
 
 
@@ -94,7 +95,8 @@ def test_declaring_again_keeps_the_slots_and_a_changed_spec_starts_afresh(queue,
 
 def test_a_bad_schedule_name_is_refused_and_nothing_is_written(queue, store):
     defs = definitions(queue, a=every(10))
-    bad = {"b\x00": Periodic(ScheduleSpec.of("b\x00", every(10)), defs["a"].task, queue)}
+    task = defs["a"].task
+    bad = {"b\x00": Periodic(ScheduleSpec.of("b\x00", every(10)), task, defs["a"].make_jobs)}
     with pytest.raises(ConfigError):
         declare(store, {**defs, **bad}, "s1", T0, everyone)
     assert store.schedules() == []
