@@ -63,7 +63,8 @@ def _setup_logging(level: str, log_format: str = DEFAULT_LOG_FORMAT) -> None:
     multiple=True,
     metavar="MODULE",
     help="Import this module in every worker at start (repeatable); task "
-    "modules are also imported on demand by their task name.",
+    "modules are also imported on demand by their task name. The server imports it "
+    "too, and fires the periodic schedules (@queue.periodic) it defines.",
 )
 @click.option(
     "--batch",

@@ -777,6 +777,9 @@ class MemoryStore(Store):
             for server in sorted({c.server_id for c in db.claims.values()})
             if server not in db.servers and not holder_gone(server)
         ]
+        due = sorted((r.next_due_ms, r.name) for r in db.schedules.values() if r.active)
+        if due != db.schedule_due:
+            report.inconsistent.append("the schedule due index disagrees with the schedules")
         return report.add_registry(self.servers())
 
     def close(self) -> None:

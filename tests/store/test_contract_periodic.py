@@ -320,3 +320,38 @@ def test_a_leap_day_schedule_fires_on_leap_days_only(queue, store):
     _walk(store, defs, start, _ms("2029-03-31T00:00", "UTC"), 86_400_000)
     assert slots(store) == [_ms("2028-02-29T12:00", "UTC")]
     assert row(store, "leap").next_due_ms == _ms("2032-02-29T12:00", "UTC")
+
+
+# ---- a bad value in the store ------------------------------------------------------------------
+def test_check_finds_the_schedules_consistent_after_every_kind_of_change(queue, store):
+    defs = definitions(queue, a=every(10), b=every(10), c=every(10))
+    declare(store, defs, "s1", T0, everyone)
+    fire(store, defs, T0 + 10 * SECOND)
+    store.pause_schedule("b")
+    fire(store, {"a": defs["a"]}, T0 + 20 * SECOND, alive("s2"))  # b, c: retired
+    store.resume_schedule("b", T0 + 21 * SECOND)
+    report = store.check(holder_gone=lambda server_id: True)
+    assert report.inconsistent == [] and report.corrupt == []
+
+
+def test_an_undecodable_schedule_entry_stops_nothing_and_is_declared_anew(queue, store):
+    if not hasattr(store, "env"):
+        pytest.skip("raw bytes are an LMDB matter (the other stores keep typed rows)")
+    from mpqueue.store.lmdb import keys
+
+    defs = definitions(queue, a=every(10), b=every(10))
+    declare(store, defs, "s1", T0, everyone)
+
+    def damage(tx) -> None:
+        tx.put(keys.DB_SCHEDULES, keys.schedule_key("a"), b"\xff not json")
+
+    store.env.write(damage)
+    fired = fire(store, defs, T0 + 10 * SECOND)  # a's entry: dropped from the index
+    assert [j.name for j in fired.jobs] == ["b"]
+    assert [r.name for r in store.schedules()] == ["b"]
+    assert store.check(holder_gone=lambda server_id: True).corrupt != []
+    declare(store, defs, "s1", T0 + 11 * SECOND, everyone)  # written anew
+    fire(store, defs, T0 + 20 * SECOND)
+    assert slots(store, "a") == [T0 + 20 * SECOND]
+    report = store.check(holder_gone=lambda server_id: True)
+    assert report.corrupt == [] and report.inconsistent == []

@@ -30,7 +30,7 @@ from ...schedules import (
     resumed,
     retired,
 )
-from ..base import Fired, FirePlan, no_schedule
+from ..base import CheckReport, Fired, FirePlan, no_schedule
 from . import keys
 from .env import Tx
 
@@ -128,3 +128,27 @@ def set_paused(tx: Tx, name: str, pause: bool, now_ms: int) -> bool:
 def next_due(tx: Tx) -> int | None:
     first = tx.first_key(keys.DB_SCHEDULE_DUE)
     return None if first is None else keys.decode_schedule_due_key(first)[0]
+
+
+def check(tx: Tx, report: CheckReport) -> None:
+    """``mpqueue check``'s rules for schedules: every row decodes, and the due index
+    holds exactly the active rows, each under its own next due time."""
+    expected = set()
+    for key, raw in tx.scan(keys.DB_SCHEDULES):
+        name = key.decode("utf-8", "replace")
+        try:
+            row = decode_row(raw)
+        except CorruptRecord as exc:
+            report.corrupt.append(f"schedule {name}: the entry cannot be decoded ({exc})")
+            continue
+        if row.active:
+            expected.add(keys.schedule_due_key(row.next_due_ms, row.name))
+    found = {key for key, _ in tx.scan(keys.DB_SCHEDULE_DUE, values=False)}
+    report.inconsistent += [
+        f"schedule {keys.decode_schedule_due_key(k)[1]} is active but not in schedule_due"
+        for k in sorted(expected - found)
+    ]
+    report.inconsistent += [
+        f"schedule_due names {keys.decode_schedule_due_key(k)[1]}, which is not active at that time"
+        for k in sorted(found - expected)
+    ]
