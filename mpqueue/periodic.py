@@ -69,7 +69,7 @@ JobMaker = Callable[[Sequence[int], int], list[JobRecord]]  # (slots, now) -> th
 @dataclass(frozen=True)
 class Periodic:
     """One schedule defined in this process: its spec, the task it enqueues, and how
-    its queue makes that task's jobs (``Queue.slot_jobs``: options, signature)."""
+    its queue makes that task's jobs (``Queue._slot_jobs``: options, signature)."""
 
     spec: ScheduleSpec
     task: Task

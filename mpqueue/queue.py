@@ -200,7 +200,7 @@ class Queue:
         def register(func: Callable[..., Any]) -> Task:
             task: Task = self.task(func, **options)
             try:
-                define_periodic(task, spec, functools.partial(self.slot_jobs, task))
+                define_periodic(task, spec, functools.partial(self._slot_jobs, task))
             except BaseException:
                 self.registry.remove(task.name)
                 raise
@@ -208,7 +208,7 @@ class Queue:
 
         return register if fn is None else register(fn)
 
-    def slot_jobs(self, task: Task, slots: Sequence[int], now: int) -> builtins.list[JobRecord]:
+    def _slot_jobs(self, task: Task, slots: Sequence[int], now: int) -> builtins.list[JobRecord]:
         """The jobs a server enqueues for ``slots`` of a periodic ``task`` (no arguments,
         run-at the slot, created ``now``), signed as this queue signs what it enqueues;
         not written anywhere (``periodic.fire_due`` writes them with their slot)."""

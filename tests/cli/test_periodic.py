@@ -36,12 +36,12 @@ def store(tmp_path: Path) -> str:
             NAME: Periodic(
                 ScheduleSpec.of(NAME, Spec.parse(every=_s(10))),
                 task,
-                partial(queue.slot_jobs, task),
+                partial(queue._slot_jobs, task),
             ),
             "reports.hourly": Periodic(
                 ScheduleSpec.of("reports.hourly", Spec.parse(every=_s(3600))),
                 other,
-                partial(queue.slot_jobs, other),
+                partial(queue._slot_jobs, other),
             ),
         }
         now = now_ms()
@@ -106,7 +106,7 @@ def test_a_retired_schedule_shows_as_retired(tmp_path):
             NAME: Periodic(
                 ScheduleSpec.of(NAME, Spec.parse(every=_s(10))),
                 task,
-                partial(queue.slot_jobs, task),
+                partial(queue._slot_jobs, task),
             )
         }
         # A local server id whose process is gone (this pid, another start time).

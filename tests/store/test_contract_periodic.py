@@ -43,7 +43,7 @@ def definitions(queue: Queue, **specs: Spec) -> dict[str, Periodic]:
     made = {}
     for name, spec in specs.items():
         task = queue.registry.get(name) or queue.task(tick, name=name, retries=1, priority=3)
-        made[name] = Periodic(ScheduleSpec.of(name, spec), task, partial(queue.slot_jobs, task))
+        made[name] = Periodic(ScheduleSpec.of(name, spec), task, partial(queue._slot_jobs, task))
     return made
 
 
