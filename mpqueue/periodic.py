@@ -61,6 +61,9 @@ FOREIGN_RECHECK_MS = 1000
 # The longest a server goes without a fire: a resume, or a spec another server changed,
 # is seen within it.
 IDLE_RECHECK_MS = 5000
+# How often a server declares its schedules again: a schedule retired while this server
+# looked dead to the others (a long pause past its lease) comes back within it.
+REDECLARE_MS = 300_000
 
 
 JobMaker = Callable[[Sequence[int], int], list[JobRecord]]  # (slots, now) -> their jobs
@@ -185,7 +188,8 @@ def fire_due(
 
 
 class Scheduler:
-    """A server's periodic schedules: declared once, then fired when due. The server
+    """A server's periodic schedules: declared at its start (and every REDECLARE_MS),
+    then fired when due. The server
     calls ``run`` when ``due``, and waits no longer than ``wait_s``."""
 
     def __init__(
@@ -198,8 +202,8 @@ class Scheduler:
         self.store, self.server_id = store, server_id
         self.definitions = dict(definitions)
         self.lease_s = lease_s
-        self.declared = False
-        self.next_fire_ms = 0  # at once: the first run declares
+        self.declare_at_ms = 0  # at once: the first run declares
+        self.next_fire_ms = 0
 
     @classmethod
     def for_server(
@@ -224,14 +228,15 @@ class Scheduler:
         return max(0.0, (self.next_fire_ms - now_ms) / 1000)
 
     def run(self, now_ms: int) -> int:
-        """Declare (the first time), then fire what is due; returns the jobs enqueued."""
+        """Declare (the first time, and every REDECLARE_MS), then fire what is due;
+        returns the jobs enqueued."""
 
         def live() -> Live:
             return liveness(self.store, now_ms, self.lease_s)
 
-        if not self.declared:
+        if now_ms >= self.declare_at_ms:
             declare(self.store, self.definitions, self.server_id, now_ms, live())
-            self.declared = True
+            self.declare_at_ms = now_ms + REDECLARE_MS
         result = fire_due(self.store, self.definitions, now_ms, live)
         self.next_fire_ms = self._next_fire(result, now_ms)
         return len(result.jobs)

@@ -10,7 +10,14 @@ import pytest
 
 from mpqueue import ConfigError, DuplicateTask, Queue
 from mpqueue import periodic as periodic_mod
-from mpqueue.periodic import FOREIGN_RECHECK_MS, IDLE_RECHECK_MS, Scheduler, defined, forget
+from mpqueue.periodic import (
+    FOREIGN_RECHECK_MS,
+    IDLE_RECHECK_MS,
+    REDECLARE_MS,
+    Scheduler,
+    defined,
+    forget,
+)
 from mpqueue.records import JobState
 
 T0 = 1_800_000_000_000
@@ -121,3 +128,18 @@ def test_an_idle_scheduler_still_looks_every_few_seconds(queue):
     scheduler = Scheduler(queue.store, "s1", {"t.daily": defined()["t.daily"]})
     scheduler.run(T0)
     assert scheduler.next_fire_ms == T0 + IDLE_RECHECK_MS  # a resume is seen within it
+
+
+def test_a_server_declares_again_so_a_retired_schedule_of_its_own_comes_back(queue):
+    def job() -> None: ...
+
+    queue.periodic(every=timedelta(seconds=3), name="t.back")(job)
+    scheduler = Scheduler(queue.store, "s1", {"t.back": defined()["t.back"]})
+    scheduler.run(T0)
+    (row,) = queue.store.schedules()
+    assert queue.store.retire_schedules({"t.back": row.declarers}) == ["t.back"]
+    scheduler.run(T0 + 3_000)  # retired: nothing
+    assert queue.store.list() == []
+    scheduler.run(T0 + REDECLARE_MS)
+    assert [r.run_at_ms for r in queue.store.list()] == [T0 + REDECLARE_MS]
+    assert not queue.store.schedules()[0].retired
