@@ -189,8 +189,8 @@ def fire_due(
 
 class Scheduler:
     """A server's periodic schedules: declared at its start (and every REDECLARE_MS),
-    then fired when due. The server
-    calls ``run`` when ``due``, and waits no longer than ``wait_s``."""
+    then fired when due. The server calls ``run`` when ``due``, and waits no longer
+    than ``wait_s``."""
 
     def __init__(
         self,
