@@ -15,6 +15,7 @@ import pytest
 from mpqueue import Queue
 from mpqueue.records import now_ms
 
+from ..support.pg_helpers import pg_url  # noqa: F401
 from ..support.serve_helpers import Server, env, servers, wait_until  # noqa: F401
 
 MODULE = "tests.support.periodic_tasks"
@@ -97,3 +98,25 @@ def test_three_servers_killed_at_random_enqueue_every_slot_exactly_once(env, ser
     assert not twice, f"slots enqueued more than once (seed {seed}): {twice}"
     # The blackout's slots but the latest are skipped; the rest of the run is covered.
     assert len(latest) >= (max(latest) - min(latest)) // 1000 + 1 - 6
+
+
+@pytest.mark.timeout(90)
+def test_two_servers_on_postgresql_enqueue_every_slot_exactly_once(pg_url, servers):
+    with Queue(pg_url) as queue:
+        first, second = servers(pg_url, *SERVE_ARGS), servers(pg_url, *SERVE_ARGS)
+        wait_until(lambda: len(slot_counts(queue, ALL)) >= 3, 30, "three slots fired")
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(10)
+        fired = len(slot_counts(queue, ALL))
+        wait_until(lambda: len(slot_counts(queue, ALL)) >= fired + 2, 15, "the survivor fires")
+        first = servers(pg_url, *SERVE_ARGS)
+        end_ms = now_ms()
+        wait_until(lambda: max(slot_counts(queue, ALL), default=0) >= end_ms + 3000, 30, "on after")
+        for server in (first, second):
+            server.send(signal.SIGTERM)
+        for server in (first, second):
+            server.wait(30)
+        every = slot_counts(queue, ALL)
+        assert set(every.values()) == {1}, every
+        assert sorted(every) == list(range(min(every), max(every) + 1, 1000))
+        assert set(slot_counts(queue, LATEST).values()) == {1}
