@@ -67,6 +67,14 @@ def _setup_logging(level: str, log_format: str = DEFAULT_LOG_FORMAT) -> None:
     "too, and fires the periodic schedules (@queue.periodic) it defines.",
 )
 @click.option(
+    "--periodic/--no-periodic",
+    default=True,
+    show_default=True,
+    help="Fire the periodic schedules the --import modules define. --no-periodic: "
+    "import them in the workers only (a server process without their memory), and "
+    "fire none.",
+)
+@click.option(
     "--batch",
     type=click.IntRange(1),
     default=DEFAULT_BATCH,
@@ -199,6 +207,7 @@ def serve_command(
     mode: str | None,
     workers: int | None,
     imports: tuple[str, ...],
+    periodic: bool,
     batch: int,
     poll_interval: float | None,
     until_empty: bool,
@@ -231,6 +240,7 @@ def serve_command(
         workers=workers or os.cpu_count() or 1,
         mode=mode or queue.mode,
         imports=imports,
+        periodic=periodic,
         batch=batch,
         poll_interval_s=poll_interval,
         until_empty=until_empty,

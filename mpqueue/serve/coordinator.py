@@ -135,9 +135,11 @@ class Coordinator:
         self.start_failures = 0  # children in a row that died before they were ready
         self.start_at: list[float] = []  # when to start replacements held back by those
         # The periodic schedules that the --import modules define (imported here for
-        # that); None when they define none.
-        self.scheduler = Scheduler.for_server(
-            self.store, self.server_id, settings.imports, settings.lease_s
+        # that); None when they define none, or with --no-periodic.
+        self.scheduler = (
+            Scheduler.for_server(self.store, self.server_id, settings.imports, settings.lease_s)
+            if settings.periodic
+            else None
         )
 
     def _metrics(self) -> ServerMetrics:

@@ -48,6 +48,9 @@ class ServeSettings:
     metrics_file: str | None = None
     # How often the depth history is sampled (history.py); shorter only in tests.
     history_every_s: float = HISTORY_EVERY_S
+    # Import the --import modules in the server process too, and fire the periodic
+    # schedules they define (periodic.py); False: neither.
+    periodic: bool = True
 
     @property
     def metrics(self) -> bool:

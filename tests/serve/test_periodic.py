@@ -41,6 +41,19 @@ def test_an_every_second_schedule_fires_on_time(env, servers):
     assert row.declarers and not row.retired
 
 
+@pytest.mark.timeout(60)
+def test_a_server_with_no_periodic_declares_and_fires_nothing(env, servers):
+    server = servers(env.path, *SERVE_ARGS, "--no-periodic")
+    server.wait_ready(env.queue, 1)
+    # A job of ours done means the server's loop went round several times (a periodic
+    # server declares in the round that registers its ready children).
+    job = env.task("quick").delay(str(env.marker), "x")
+    wait_until(lambda: env.stats()["done"] == 1, 20, "the job ran")
+    assert env.queue.store.get(job.id).state.value == "done"
+    assert env.queue.schedules() == []
+    assert slot_counts(env.queue, ALL) == Counter()
+
+
 @pytest.mark.timeout(120)
 def test_three_servers_killed_at_random_enqueue_every_slot_exactly_once(env, servers):
     rng = random.Random()

@@ -143,3 +143,10 @@ def test_a_server_declares_again_so_a_retired_schedule_of_its_own_comes_back(que
     scheduler.run(T0 + REDECLARE_MS)
     assert [r.run_at_ms for r in queue.store.list()] == [T0 + REDECLARE_MS]
     assert not queue.store.schedules()[0].retired
+
+
+def test_a_server_whose_modules_define_no_schedule_has_no_scheduler(queue):
+    if defined():
+        pytest.skip("this process defines schedules already")
+    assert Scheduler.for_server(queue.store, "s1", ["json"], 30.0) is None
+    assert queue.store.schedules() == []  # and it wrote nothing
