@@ -151,10 +151,19 @@ def plan_for(definitions: Mapping[str, Periodic], now_ms: int) -> FirePlan:
                 "schedule %s: stored spec unusable (%s); using this server's", row.name, exc
             )
             row, slots = replace(row, **_spec_fields(mine.spec)), mine.spec.slots
-        due = slots.due_slots(row.last_slot_ms, now_ms, SLOTS_PER_FIRE)
-        jobs = mine.jobs(due, now_ms)
-        job_id = jobs[-1].id if jobs else None
-        return Firing(fired(row, due, job_id, now_ms, slots), jobs)
+        try:
+            due = slots.due_slots(row.last_slot_ms, now_ms, SLOTS_PER_FIRE)
+            jobs = mine.jobs(due, now_ms)
+            job_id = jobs[-1].id if jobs else None
+            return Firing(fired(row, due, job_id, now_ms, slots), jobs)
+        except Exception as exc:
+            # Its jobs cannot be made (a by-value function that does not pickle, a cron
+            # expression with no slot left): that schedule's failure, not the server's.
+            # It stays due; the server looks again in FOREIGN_RECHECK_MS.
+            log.error(
+                "schedule %s: cannot enqueue its slot: %s: %s", row.name, type(exc).__name__, exc
+            )
+            return None
 
     return plan
 

@@ -4,6 +4,7 @@ the memory store with an injected clock."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -150,3 +151,22 @@ def test_a_server_whose_modules_define_no_schedule_has_no_scheduler(queue):
         pytest.skip("this process defines schedules already")
     assert Scheduler.for_server(queue.store, "s1", ["json"], 30.0) is None
     assert queue.store.schedules() == []  # and it wrote nothing
+
+
+def test_a_schedule_whose_jobs_cannot_be_made_stops_nothing_else(queue, caplog):
+    def job() -> None: ...
+
+    queue.periodic(every=timedelta(seconds=3), name="t.good")(job)
+    queue.periodic(every=timedelta(seconds=3), name="t.bad")(job)
+    found = defined()
+
+    def broken(slots, now):
+        raise RuntimeError("cannot pickle it")
+
+    mine = {"t.good": found["t.good"], "t.bad": replace(found["t.bad"], make_jobs=broken)}
+    scheduler = Scheduler(queue.store, "s1", mine)
+    scheduler.run(T0)
+    assert scheduler.run(T0 + 3_000) == 1  # t.good's slot; t.bad logged, left due
+    assert [r.name for r in queue.store.list()] == ["t.good"]
+    assert "t.bad: cannot enqueue its slot: RuntimeError: cannot pickle it" in caplog.text
+    assert scheduler.next_fire_ms == T0 + 3_000 + FOREIGN_RECHECK_MS
