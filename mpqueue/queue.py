@@ -5,11 +5,12 @@ module that builds a Queue never opens LMDB (workers import task modules)."""
 from __future__ import annotations
 
 import builtins
+import functools
 import os
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from .batch import Batches
@@ -39,6 +40,8 @@ from .location import (
     resolve_path,
 )
 from .pausing import PauseChange, Paused, pause_target
+from .periodic import define as define_periodic
+from .periodic_slots import Spec
 from .polling import Poll
 from .queues import DEFAULT_QUEUE, check_queue_name
 from .records import (
@@ -54,6 +57,7 @@ from .records import (
     now_ms,
 )
 from .registry import Registry, check_name, resolve, task_name
+from .schedules import ScheduleRow
 from .serializer import dump_callable, dump_payload
 from .signing import resolve_secret, sign
 from .store import Store, open_store
@@ -167,6 +171,75 @@ class Queue:
             return task
 
         return register if fn is None else register(fn)
+
+    def periodic(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        cron: str | None = None,
+        every: timedelta | None = None,
+        tz: str = "UTC",
+        catch_up: str = "latest",
+        **options: Any,
+    ) -> Any:
+        """Register a task that servers enqueue on a schedule:
+        ``@queue.periodic(cron="*/5 * * * *", tz="Europe/Berlin")`` or
+        ``@queue.periodic(every=timedelta(minutes=5))``; returns the ``Task``.
+
+        ``cron``: a cron expression (5 fields, or 6 with seconds first) in time zone
+        ``tz`` (needs the ``periodic`` extra); ``every``: a fixed interval of at least a
+        second, on a grid from the Unix epoch. ``catch_up``: what a server does with the
+        slots missed while none ran: ``"latest"`` (one run, for the latest), ``"all"``,
+        or ``"none"``. The other options are ``@queue.task``'s (``retries``,
+        ``priority``, ``timeout``, ``name``, ...). The function is called with no
+        arguments.
+
+        Servers whose ``--import`` modules define it declare it in their store and
+        enqueue each slot once, however many servers run (see ``mpqueue.periodic``).
+        Raises ConfigError for a bad spec or option, before anything is registered.
+        """
+        spec = Spec.parse(cron=cron, every=every, tz=tz, catch_up=catch_up)
+        TaskOptions.from_kwargs(options)  # refused at the decorator's call, as task()
+
+        def register(func: Callable[..., Any]) -> Task:
+            task: Task = self.task(func, **options)
+            try:
+                define_periodic(task, spec, functools.partial(self._slot_jobs, task))
+            except BaseException:
+                self.registry.remove(task.name)
+                raise
+            return task
+
+        return register if fn is None else register(fn)
+
+    def _slot_jobs(self, task: Task, slots: Sequence[int], now: int) -> builtins.list[JobRecord]:
+        """The jobs a server enqueues for ``slots`` of a periodic ``task`` (no arguments,
+        run-at the slot, created ``now``), signed as this queue signs what it enqueues;
+        not written anywhere (``periodic.fire_due`` writes them with their slot)."""
+        payload, func = dump_payload((), {}), task.func_bytes()
+        made = []
+        for slot in slots:
+            rec = self._record(
+                task.name, payload, task.config, func=func, run_at_ms=slot, created_ms=now
+            )
+            if self.secret is not None:
+                rec.signature = sign(self.secret, rec.name, rec.payload, rec.func)
+            made.append(rec)
+        return made
+
+    def schedules(self) -> builtins.list[ScheduleRow]:
+        """Every periodic schedule declared in the store, by name."""
+        return self.store.schedules()
+
+    def pause_schedule(self, name: str) -> bool:
+        """Stop servers enqueueing schedule ``name``; False if it was paused already.
+        ConfigError for a name the store has no schedule of."""
+        return self.store.pause_schedule(check_name(name))
+
+    def resume_schedule(self, name: str) -> bool:
+        """Undo ``pause_schedule``: it goes on with the first slot after now (the slots
+        of the pause are skipped); False if it was not paused."""
+        return self.store.resume_schedule(check_name(name), now_ms())
 
     def on(self, event: str, fn: Hook | None = None) -> Any:
         """Register a hook: ``@queue.on("start")`` (or ``queue.on("start", fn)``); returns

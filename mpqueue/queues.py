@@ -148,6 +148,34 @@ def _weighted_order(names: Sequence[str], weights: Sequence[int], rng: random.Ra
     return order
 
 
+def claim_selected(
+    selection: Selection,
+    limit: int,
+    rng: random.Random,
+    take: Callable[[str, int], tuple[list[T], bool]],
+) -> list[T]:
+    """A claim of up to ``limit`` jobs of the ``selection``'s queues, in one store
+    transaction: ``fill`` along its plan, and again while a pass took fewer than asked
+    but ended jobs otherwise on the way (expired or bad: their ends may have released
+    dependents into a queue already visited). ``take(queue, n)`` claims up to n jobs of
+    one queue and says whether it ended any instead; each pass takes what it ends out
+    of the queues, so this stops."""
+    taken: list[T] = []
+    while True:
+        ended = False
+
+        def counted(queue: str, wanted: int) -> list[T]:
+            nonlocal ended
+            got, gone = take(queue, wanted)
+            ended = ended or gone
+            return got
+
+        want = limit - len(taken)
+        taken += fill(selection.plan(want, rng), want, counted)
+        if len(taken) >= limit or not ended:
+            return taken
+
+
 def fill(
     plan: Sequence[tuple[str, int]], limit: int, take: Callable[[str, int], list[T]]
 ) -> list[T]:

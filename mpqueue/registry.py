@@ -62,6 +62,10 @@ class Registry:
     def get(self, name: str) -> Any | None:
         return self._tasks.get(name)
 
+    def remove(self, name: str) -> None:
+        """Undo ``add`` (a registration that failed half way)."""
+        self._tasks.pop(name, None)
+
     def names(self) -> list[str]:
         return sorted(self._tasks)
 

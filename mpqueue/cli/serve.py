@@ -65,7 +65,16 @@ def _setup_logging(level: str, log_format: str = DEFAULT_LOG_FORMAT) -> None:
     multiple=True,
     metavar="MODULE",
     help="Import this module in every worker at start (repeatable); task "
-    "modules are also imported on demand by their task name.",
+    "modules are also imported on demand by their task name. The server imports it "
+    "too, and fires the periodic schedules (@queue.periodic) it defines.",
+)
+@click.option(
+    "--periodic/--no-periodic",
+    default=True,
+    show_default=True,
+    help="Fire the periodic schedules the --import modules define. --no-periodic: "
+    "import them in the workers only (a server process without their memory), and "
+    "fire none.",
 )
 @click.option(
     "--batch",
@@ -210,6 +219,7 @@ def serve_command(
     mode: str | None,
     workers: int | None,
     imports: tuple[str, ...],
+    periodic: bool,
     batch: int,
     poll_interval: float | None,
     until_empty: bool,
@@ -243,6 +253,7 @@ def serve_command(
         workers=workers or os.cpu_count() or 1,
         mode=mode or queue.mode,
         imports=imports,
+        periodic=periodic,
         batch=batch,
         poll_interval_s=poll_interval,
         until_empty=until_empty,

@@ -12,7 +12,8 @@ One cycle:
    what the children sent (``_on_message``: typed reports into the ledger).
 3. ``_enforce_deadlines``: kill the children whose job is past its hard deadline.
 4. ``_periodic``: the safety poll, reclaiming dead servers' jobs, the heartbeat,
-   store maintenance, result expiry, progress.
+   store maintenance, result expiry, progress, and firing the periodic schedules that
+   are due (``periodic.Scheduler``; none: no cost).
 
 Who owns what:
 
@@ -43,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ProtocolError, StoreCorrupt, StoreError
 from ..identity import current
 from ..location import redact
+from ..periodic import Scheduler
 from ..records import ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from ..store import open_store
 from . import protocol, recovery
@@ -132,6 +134,13 @@ class Coordinator:
         self.reconcile = False
         self.start_failures = 0  # children in a row that died before they were ready
         self.start_at: list[float] = []  # when to start replacements held back by those
+        # The periodic schedules that the --import modules define (imported here for
+        # that); None when they define none, or with --no-periodic.
+        self.scheduler = (
+            Scheduler.for_server(self.store, self.server_id, settings.imports, settings.lease_s)
+            if settings.periodic
+            else None
+        )
 
     def _metrics(self) -> ServerMetrics:
         from ..metrics import ServerMetrics  # imports prometheus_client: only when asked
@@ -451,6 +460,8 @@ class Coordinator:
             timeout = min(timeout, max(0.0, deadline - time.monotonic()))
         if self.polling:
             timeout = min(timeout, max(0.0, self.pacer.poll_at - time.monotonic()))
+        if self.scheduler is not None:  # a schedule falls due: fire it on time
+            timeout = min(timeout, self.scheduler.wait_s(now_ms()))
         return min(timeout, RECLAIM_EVERY_S)
 
     def _read_messages(self, slot: Slot) -> None:
@@ -665,6 +676,16 @@ class Coordinator:
             self.store.expire_finished(now_ms() - int(self.result_ttl_s * 1000))
         if self.progress is not None:
             self.progress.update(self.ledger.stats, self.store.stats)
+        self._fire_schedules()
+
+    def _fire_schedules(self) -> None:
+        """Enqueue the due slots of our periodic schedules (see periodic.py); the next
+        cycle claims them."""
+        scheduler = self.scheduler
+        if scheduler is None or self.signals or not scheduler.due(now_ms()):
+            return
+        if self._guarded(lambda: scheduler.run(now_ms())):
+            self.more_ready = True
 
     def _heartbeat(self, sample_at_ms: int | None = None) -> None:
         """Register this server; with ``sample_at_ms``, the heartbeat's commit carries a

@@ -51,6 +51,9 @@ class ServeSettings:
     history_every_s: float = HISTORY_EVERY_S
     # The queues served (see queues.py); None: every queue.
     queues: Selection | None = None
+    # Import the --import modules in the server process too, and fire the periodic
+    # schedules they define (periodic.py); False: neither.
+    periodic: bool = True
 
     @property
     def metrics(self) -> bool:

@@ -5,7 +5,9 @@
 - ``Store``: both, plus housekeeping; what the rest of the code holds. Every backend
   derives from it;
 - ``HandOff``: optional, producers giving jobs straight to idle children; reached only
-  through ``Store.hand_off``, None for a backend that does not derive from it.
+  through ``Store.hand_off``, None for a backend that does not derive from it;
+- ``Schedules``: the periodic schedules' table and its next-due index (see
+  ``mpqueue/periodic.py``).
 
 Records go in and out as ``JobRecord``; how they are laid out is the backend's
 business. Every method that changes state is one atomic transaction.
@@ -25,6 +27,7 @@ from ..history import Point
 from ..pausing import PauseChange, Paused
 from ..queues import Selection
 from ..records import Claim, Ending, JobRecord, JobState, Outcome, Progress
+from ..schedules import Live, ScheduleRow, ScheduleSpec
 
 
 def offered_children(idle_children: Sequence[int], limit: int, claimed: int) -> list[int]:
@@ -426,7 +429,90 @@ class HandOff(abc.ABC):
         job named in a wake-up); None otherwise."""
 
 
-class Store(JobStore, ServerRegistry):
+@dataclass(frozen=True)
+class Firing:
+    """What a fire plan decided for one due schedule: its row after the fire, and the
+    jobs to write with it (none when its slots were skipped)."""
+
+    row: ScheduleRow
+    jobs: list[JobRecord]
+
+
+# Given a due row as the fire transaction read it: a Firing, or None to leave it as it is
+# (a schedule this server's code does not define). Pure: it must not touch the store.
+FirePlan = Callable[[ScheduleRow], Firing | None]
+
+
+@dataclass
+class Fired:
+    """What ``Schedules.fire_schedules`` did."""
+
+    jobs: list[JobRecord] = field(default_factory=list)  # written, oldest slot first
+    skipped: list[ScheduleRow] = field(default_factory=list)  # due, left by the plan
+    rows: int = 0  # due rows read (``limit`` of them: more may be due)
+    # When to fire next: the earliest next due among the active rows after the due ones
+    # read, and the new next due of each row fired (still due when its slots were cut
+    # short); None: nothing is scheduled. The skipped rows are not counted.
+    next_due_ms: int | None = None
+
+    def wrote(self, firing: Firing) -> None:
+        self.jobs += firing.jobs
+        self.earliest(firing.row.next_due_ms if firing.row.active else None)
+
+    def earliest(self, due_ms: int | None) -> None:
+        if due_ms is not None and (self.next_due_ms is None or due_ms < self.next_due_ms):
+            self.next_due_ms = due_ms
+
+
+class Schedules(abc.ABC):
+    """Periodic schedules (``mpqueue/periodic.py`` has the rules, ``mpqueue/schedules.py``
+    the rows): one row per schedule name, the active ones (neither paused nor retired)
+    in a next-due index, so a fire reads O(schedules due), not O(schedules)."""
+
+    @abc.abstractmethod
+    def declare_schedules(
+        self, specs: Sequence[ScheduleSpec], server_id: str, now_ms: int, live: Live
+    ) -> builtins.list[ScheduleRow]:
+        """Insert or update the row of each spec (``schedules.declared``), in one
+        transaction; returns the rows as written."""
+
+    @abc.abstractmethod
+    def fire_schedules(self, now_ms: int, plan: FirePlan, limit: int) -> Fired:
+        """In one transaction: read up to ``limit`` active rows due at ``now_ms`` (next due
+        <= now, earliest first), skipping rows another transaction holds; for each,
+        ``plan`` says what to write, and the row's new slot and its jobs are written
+        together, on the condition that the row still has the last slot read (a
+        compare-and-set). A second writer finds the slot taken and writes nothing."""
+
+    @abc.abstractmethod
+    def retire_schedules(self, expected: Mapping[str, tuple[str, ...]]) -> builtins.list[str]:
+        """Mark retired (``schedules.retired``) each named active row whose declarers are
+        still ``expected[name]``, in one transaction; returns the names retired."""
+
+    @abc.abstractmethod
+    def schedules(self) -> builtins.list[ScheduleRow]:
+        """Every schedule row, by name, from one read."""
+
+    @abc.abstractmethod
+    def pause_schedule(self, name: str) -> bool:
+        """Take schedule ``name`` out of the next-due index; False if it was paused
+        already. ConfigError for a name with no row (nothing changes)."""
+
+    @abc.abstractmethod
+    def resume_schedule(self, name: str, now_ms: int) -> bool:
+        """Undo ``pause_schedule`` (``schedules.resumed``); False if it was not paused.
+        ConfigError for a name with no row (nothing changes)."""
+
+    @abc.abstractmethod
+    def next_schedule_due_ms(self) -> int | None:
+        """The earliest next due of the active schedules (one index read), or None."""
+
+
+def no_schedule(name: str) -> ConfigError:
+    return ConfigError(f"no periodic schedule named {name!r} in this store")
+
+
+class Store(JobStore, ServerRegistry, Schedules):
     """A job store: the job verbs, the server registry and housekeeping, with
     hand-off as an optional capability (``hand_off``). Implementations: ``LmdbStore``,
     ``LegacyLmdbStore``, ``PostgresStore`` (durable) and ``MemoryStore`` (one process,

@@ -24,7 +24,7 @@ import random
 import threading
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ..cancellation import CancelReport, requested
@@ -36,7 +36,7 @@ from ..limits import check_key_part, key_held, stored_problem
 from ..location import MEMORY_SCHEME
 from ..outcomes import Destination, apply_outcome
 from ..pausing import PauseChange, Paused
-from ..queues import DEFAULT_QUEUE, Selection, check_queues, depths_by_queue, fill
+from ..queues import DEFAULT_QUEUE, Selection, check_queues, claim_selected, depths_by_queue
 from ..records import (
     FAILED_STATES,
     FINISHED_STATES,
@@ -50,7 +50,18 @@ from ..records import (
     Progress,
     now_ms,
 )
-from .base import HEADS_READ_MAX, CheckReport, Gauges, HolderGone, OpCounter, Store
+from ..schedules import Live, ScheduleRow, ScheduleSpec, declared, resumed, retired
+from .base import (
+    HEADS_READ_MAX,
+    CheckReport,
+    Fired,
+    FirePlan,
+    Gauges,
+    HolderGone,
+    OpCounter,
+    Store,
+    no_schedule,
+)
 from .codec import decode_server_info, encode_server_info
 
 
@@ -81,6 +92,8 @@ class _Tables:
     held: dict[str, list[tuple[int, int, str]]] = field(default_factory=dict)  # paused task:
     # its ready jobs, held out of ``ready`` (claims never see them)
     history: dict[tuple[int, int], Point] = field(default_factory=dict)  # (tier, slot)
+    schedules: dict[str, ScheduleRow] = field(default_factory=dict)  # by schedule name
+    schedule_due: list[tuple[int, str]] = field(default_factory=list)  # active rows: due, name
     seqs: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     handles: int = 0  # open handles of a named store
 
@@ -175,6 +188,9 @@ class MemoryStore(Store):
     # ---- adding and claiming ------------------------------------------------------------
     @_atomic
     def add(self, records: Sequence[JobRecord]) -> None:
+        self._add(records)
+
+    def _add(self, records: Sequence[JobRecord]) -> None:
         for name in {rec.name for rec in records}:
             check_key_part(name, f"task name {name!r}")  # as every store: queues can move
         check_queues(records)
@@ -257,15 +273,18 @@ class MemoryStore(Store):
         if self._db.paused_all or limit <= 0:
             return []
         if queues is not None:
-            plan = queues.plan(limit, self.rng)
-            return fill(plan, limit, lambda q, n: self._claim_from(q, server_id, n, now_ms))
-        return self._claim_from(None, server_id, limit, now_ms)
+            return claim_selected(
+                queues, limit, self.rng, lambda q, n: self._claim_from(q, server_id, n, now_ms)
+            )
+        return self._claim_from(None, server_id, limit, now_ms)[0]
 
     def _claim_from(
         self, queue: str | None, server_id: str, limit: int, now_ms: int
-    ) -> builtins.list[JobRecord]:
-        """Claim from one queue's index (None: all of them, in priority and FIFO order)."""
+    ) -> tuple[builtins.list[JobRecord], bool]:
+        """Claim from one queue's index (None: all of them, in priority and FIFO order);
+        and whether some job ended otherwise (``queues.claim_selected``)."""
         claimed: builtins.list[JobRecord] = []
+        ended = False
         # Again while the jobs taken ended otherwise (expired, bad): each pass takes
         # them out of their index, so it ends.
         while len(claimed) < limit:
@@ -273,12 +292,14 @@ class MemoryStore(Store):
             if not taken:
                 break
             self.counter.cursor_steps += len(taken)
-            claimed += [
+            got = [
                 rec.evolve()
                 for *_, job_id in taken
                 if (rec := self._take(job_id, server_id, now_ms))
             ]
-        return claimed
+            ended = ended or len(got) < len(taken)
+            claimed += got
+        return claimed, ended
 
     def _first_ready(self, queue: str | None, count: int) -> builtins.list[tuple[int, int, str]]:
         """Take the first ``count`` entries out of a queue's ready index (None: out of
@@ -548,6 +569,98 @@ class MemoryStore(Store):
     def paused(self) -> Paused:
         return Paused(self._db.paused_all, frozenset(self._db.held))
 
+    # ---- periodic schedules (the rules: mpqueue/schedules.py) --------------------------------
+    def _put_schedule(self, row: ScheduleRow) -> None:
+        """Write ``row``, keeping the next-due index in step with it."""
+        db = self._db
+        old = db.schedules.get(row.name)
+        if old is not None and old.active:
+            _remove(db.schedule_due, (old.next_due_ms, old.name))
+        if row.active:
+            insort(db.schedule_due, (row.next_due_ms, row.name))
+        db.schedules[row.name] = row
+        self.counter.puts += 1
+
+    def _schedule(self, name: str) -> ScheduleRow | None:
+        self.counter.gets += 1
+        return self._db.schedules.get(name)
+
+    @_atomic
+    def declare_schedules(
+        self, specs: Sequence[ScheduleSpec], server_id: str, now_ms: int, live: Live
+    ) -> builtins.list[ScheduleRow]:
+        for spec in specs:
+            check_key_part(spec.name, f"schedule name {spec.name!r}")
+        rows = [declared(self._schedule(s.name), s, server_id, now_ms, live) for s in specs]
+        for row in rows:
+            self._put_schedule(row)
+        return rows
+
+    @_atomic
+    def fire_schedules(self, now_ms: int, plan: FirePlan, limit: int) -> Fired:
+        db = self._db
+        due = db.schedule_due[: min(limit, bisect_right(db.schedule_due, (now_ms, "\U0010ffff")))]
+        self.counter.cursor_steps += len(due) + 1
+        fired = Fired(rows=len(due))
+        for _, name in due:
+            row = self._schedule(name)
+            assert row is not None
+            firing = plan(row)
+            if firing is None:
+                fired.skipped.append(row)
+                continue
+            self._add(firing.jobs)  # under the lock: the slot and its jobs together
+            self._put_schedule(firing.row)
+            fired.wrote(firing)
+        fired.earliest(self._first_due_after(now_ms))
+        return fired
+
+    def _first_due_after(self, now_ms: int) -> int | None:
+        index = self._db.schedule_due
+        at = bisect_right(index, (now_ms, "\U0010ffff"))
+        self.counter.cursor_steps += 1
+        return index[at][0] if at < len(index) else None
+
+    @_atomic
+    def retire_schedules(self, expected: Mapping[str, tuple[str, ...]]) -> builtins.list[str]:
+        done = []
+        for name, declarers in expected.items():
+            row = self._schedule(name)
+            if row is not None and row.active and row.declarers == declarers:
+                self._put_schedule(retired(row))
+                done.append(name)
+        return done
+
+    @_atomic
+    def schedules(self) -> builtins.list[ScheduleRow]:
+        self.counter.cursor_steps += len(self._db.schedules)
+        return [self._db.schedules[name] for name in sorted(self._db.schedules)]
+
+    @_atomic
+    def pause_schedule(self, name: str) -> bool:
+        row = self._schedule(name)
+        if row is None:
+            raise no_schedule(name)
+        if row.paused:
+            return False
+        self._put_schedule(replace(row, paused=True))
+        return True
+
+    @_atomic
+    def resume_schedule(self, name: str, now_ms: int) -> bool:
+        row = self._schedule(name)
+        if row is None:
+            raise no_schedule(name)
+        if not row.paused:
+            return False
+        self._put_schedule(resumed(row, now_ms))
+        return True
+
+    @_atomic
+    def next_schedule_due_ms(self) -> int | None:
+        self.counter.cursor_steps += 1
+        return self._db.schedule_due[0][0] if self._db.schedule_due else None
+
     # ---- history ----------------------------------------------------------------------------
     @_atomic
     def record_history(self, sample_at_ms: int, counts: Mapping[str, int]) -> None:
@@ -745,6 +858,9 @@ class MemoryStore(Store):
             for server in sorted({c.server_id for c in db.claims.values()})
             if server not in db.servers and not holder_gone(server)
         ]
+        due = sorted((r.next_due_ms, r.name) for r in db.schedules.values() if r.active)
+        if due != db.schedule_due:
+            report.inconsistent.append("the schedule due index disagrees with the schedules")
         return report.add_registry(self.servers())
 
     def close(self) -> None:

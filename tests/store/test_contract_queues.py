@@ -221,3 +221,16 @@ def test_a_store_refuses_a_record_with_a_bad_queue_name(store, bad):
     with pytest.raises(ConfigError, match="bad queue name"):
         store.add([record(), record(queue=bad)])
     assert store.stats()["total"] == 0  # all or nothing
+
+
+@pytest.mark.parametrize("names", [(), ("q", "default")])
+def test_a_job_released_into_another_queue_by_a_claim_is_claimed_by_it(store, names):
+    """A claim that ends a job instead (past its deadline) may release a dependent into
+    a queue the claim already passed, or one not in use when it began: it takes it."""
+    if store.mode == "legacy":
+        pytest.skip("legacy claims one job a poll")
+    (late,) = add(store, record(expires_at_ms=now_ms() - 1))
+    (after,) = add(store, record(queue="q", depends_on=(late,), allow_failures=True))
+    assert store.get(after).state is JobState.WAITING
+    got = claim(store, 2, *names)
+    assert ids(got) == [after] and store.get(late).state is JobState.EXPIRED

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mpqueue.store import open_store
-from mpqueue.store.base import HandOff, JobStore, ServerRegistry, Store
+from mpqueue.store.base import HandOff, JobStore, Schedules, ServerRegistry, Store
 
 from ..support.pg_helpers import pg_url  # noqa: F401
 
@@ -47,15 +47,20 @@ def test_postgres_has_none_and_its_cycle_takes_no_idle_children(pg_url: str) -> 
 
 
 def test_a_backend_without_hand_off_writes_nothing_for_it() -> None:
-    # The abstract methods a backend must write are the job verbs, the registry and
-    # close: none of hand-off's.
+    # The abstract methods a backend must write are the job verbs, the registry, the
+    # periodic schedules and close: none of hand-off's.
     assert {"recall", "inbox", "handed_job"}.isdisjoint(Store.__abstractmethods__)
-    assert Store.__abstractmethods__ == JobStore.__abstractmethods__ | {
-        "register_server",
-        "servers",
-        "unregister_server",
-        "close",
-    }
+    assert (
+        Store.__abstractmethods__
+        == JobStore.__abstractmethods__
+        | Schedules.__abstractmethods__
+        | {
+            "register_server",
+            "servers",
+            "unregister_server",
+            "close",
+        }
+    )
 
 
 @pytest.mark.parametrize("method", ["recall", "inbox", "handed_job", "finish_and_claim"])

@@ -20,6 +20,7 @@ import tempfile
 from collections import Counter
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -27,8 +28,11 @@ from mpqueue.cancellation import CANCELLABLE
 from mpqueue.errors import ConfigError
 from mpqueue.history import SIZE, TIERS
 from mpqueue.pausing import PauseChange, Paused
+from mpqueue.periodic import Periodic, fire_due
+from mpqueue.periodic_slots import Spec
 from mpqueue.queues import Selection, depths_by_queue
-from mpqueue.records import ErrorInfo, JobRecord, JobState, Outcome, Progress, now_ms
+from mpqueue.records import ErrorInfo, JobRecord, JobState, Outcome, Progress, new_job_id, now_ms
+from mpqueue.schedules import ScheduleSpec
 from mpqueue.store import open_store
 from mpqueue.store.base import offered_children
 from mpqueue.store.codec import decode_record
@@ -45,6 +49,9 @@ WORKERS = ("w1", "w2")
 # of a server whose heartbeat is fresh, and the servers below register such a heartbeat).
 CHILDREN = tuple(sorted({1, os.getpid(), os.getppid()}))
 START_MS = 4_000_000_000_000  # ahead of the real clock: legacy reads use it
+# Periodic schedules: what the code of each server defines (name -> interval ms); s2
+# defines p.x at another interval (a changed spec when it declares) and no p.y.
+SCHEDULE_SERVERS = {"s1": {"p.x": 1000, "p.y": 3000}, "s2": {"p.x": 2000}}
 CANCEL_TEXT = "cancelled by the machine"
 QUEUED = (JobState.WAITING, JobState.SCHEDULED, JobState.READY)
 QUEUE_INDEXES = {
@@ -84,6 +91,12 @@ class StoreMachine(RuleBasedStateMachine):
         self.paused_all = False  # the whole queue paused: claims take nothing
         self.history: dict[tuple[int, int], tuple[int, dict]] = {}  # (tier, slot) -> point
         self.sampled_at = START_MS  # the history's own clock: samples move it on
+        # Periodic schedules: name -> [every_ms, last slot, next due, paused, retired,
+        # declarers]; the servers whose code defines some (SCHEDULE_SERVERS) that are
+        # alive; how often each (name, slot) was enqueued.
+        self.schedules: dict[str, list] = {}
+        self.alive: set[str] = set()
+        self.slots_fired: Counter[tuple[str, int]] = Counter()
 
     def teardown(self) -> None:
         self.store.close()
@@ -735,6 +748,121 @@ class StoreMachine(RuleBasedStateMachine):
         point = (self.sampled_at, self.store.stats())  # records_match_model checks them
         for tier in TIERS:
             self.history[(tier.number, tier.slot(self.sampled_at))] = point
+
+    # ---- periodic schedules -----------------------------------------------------------
+    def _definitions(self, server: str) -> dict[str, Periodic]:
+        def make(name: str, slots, now: int) -> list[JobRecord]:
+            return [
+                JobRecord(
+                    new_job_id(),
+                    name,
+                    JobState.READY,
+                    b"\x01",
+                    run_at_ms=slot,
+                    created_at_ms=now,
+                    max_retries=1,
+                )
+                for slot in slots
+            ]
+
+        return {
+            name: Periodic(
+                ScheduleSpec.of(name, Spec(None, every_ms, "UTC", "latest")),
+                None,  # type: ignore[arg-type]  # the fire never reads the task
+                lambda slots, now, name=name: make(name, slots, now),
+            )
+            for name, every_ms in SCHEDULE_SERVERS[server].items()
+        }
+
+    def _live(self, server_id: str) -> bool:
+        return server_id in self.alive
+
+    @rule(server=st.sampled_from(sorted(SCHEDULE_SERVERS)))
+    def start_a_server_with_schedules(self, server):
+        """A server starts: it declares the schedules its code defines."""
+        self.alive.add(server)
+        specs = [p.spec for p in self._definitions(server).values()]
+        rows = self.store.declare_schedules(specs, server, self.now, self._live)
+        for name, every_ms in SCHEDULE_SERVERS[server].items():
+            spec = Spec(None, every_ms, "UTC", "latest")
+            model = self.schedules.get(name)
+            if model is None or model[0] != every_ms:  # new, or a changed spec: afresh
+                paused = model is not None and model[3]
+                declarers = set() if model is None else model[5]
+                model = [every_ms, self.now, spec.next_after(self.now), paused, False, declarers]
+            elif model[4]:  # retired: back, its missed slots caught up
+                model[2], model[4] = spec.next_after(model[1]), False
+            model[5] = {d for d in model[5] if d in self.alive} | {server}
+            self.schedules[name] = model
+        assert [r.name for r in rows] == sorted(SCHEDULE_SERVERS[server])
+
+    @rule(server=st.sampled_from(sorted(SCHEDULE_SERVERS)))
+    def stop_a_server_with_schedules(self, server):
+        self.alive.discard(server)
+
+    @rule(server=st.sampled_from(sorted(SCHEDULE_SERVERS)), advance=st.integers(0, 4000))
+    def fire_schedules(self, server, advance):
+        """A live server fires what is due: each due schedule its code defines gets its
+        latest slot (catch_up "latest"); a due one no live server declares is retired.
+        A server that is not running starts first (so fires come often enough)."""
+        if server not in self.alive:
+            self.start_a_server_with_schedules(server)
+        self.now += advance
+        mine = SCHEDULE_SERVERS[server]
+        expected, retiring = [], set()
+        for name, model in sorted(self.schedules.items(), key=lambda kv: (kv[1][2], kv[0])):
+            every_ms, last, due, paused, retired, declarers = model
+            if paused or retired or due > self.now:
+                continue
+            if name in mine:
+                slot = self.now // every_ms * every_ms
+                expected.append((name, slot))
+                model[1], model[2] = slot, slot + every_ms
+            elif not declarers & self.alive:
+                retiring.add(name)
+        fired = fire_due(self.store, self._definitions(server), self.now, lambda: self._live)
+        assert [(j.name, j.run_at_ms) for j in fired.jobs] == expected
+        for name in retiring:
+            self.schedules[name][4], self.schedules[name][5] = True, set()
+        for rec in fired.jobs:
+            self.slots_fired[(rec.name, rec.run_at_ms)] += 1
+            self.ever.append(rec.id)
+            self.graph.enter(rec.id, JobState.READY, (), False, rec.run_at_ms, None)
+            self.jobs[rec.id] = [JobState.READY, None, 0, rec.max_retries]
+            self.names[rec.id] = rec.name
+            self.queue_of[rec.id] = rec.queue
+
+    @rule(name=st.sampled_from(["p.x", "p.y"]), resume=st.booleans())
+    def pause_or_resume_a_schedule(self, name, resume):
+        model = self.schedules.get(name)
+        if model is None:
+            with pytest.raises(ConfigError):
+                self.store.resume_schedule(name, self.now) if resume else self.store.pause_schedule(
+                    name
+                )
+            return
+        if resume:
+            assert self.store.resume_schedule(name, self.now) is model[3]
+            if model[3]:
+                model[1], model[2] = self.now, (self.now // model[0] + 1) * model[0]
+        else:
+            assert self.store.pause_schedule(name) is not model[3]
+        model[3] = not resume
+
+    @invariant()
+    def schedules_match_model(self):
+        """The rows are the model's, the next due is the earliest active one, and no
+        slot of any schedule was ever enqueued twice."""
+        rows = {r.name: r for r in self.store.schedules()}
+        assert sorted(rows) == sorted(self.schedules)
+        for name, (every_ms, last, due, paused, retired, declarers) in self.schedules.items():
+            row = rows[name]
+            got = (row.every_ms, row.last_slot_ms, row.next_due_ms, row.paused, row.retired)
+            assert got == (every_ms, last, due, paused, retired), (name, row)
+            assert set(row.declarers) == declarers, (name, row)
+        active = [m[2] for m in self.schedules.values() if not m[3] and not m[4]]
+        assert self.store.next_schedule_due_ms() == min(active, default=None)
+        assert all(n == 1 for n in self.slots_fired.values()), self.slots_fired
 
     # ---- invariants ---------------------------------------------------------------
     @invariant()

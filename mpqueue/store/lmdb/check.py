@@ -11,7 +11,9 @@ The rules, for both layouts (the store says where its layout files a job):
   offers belong to registered servers; queued jobs have distinct FIFO numbers;
 - workflows: a waiting job's count equals its open dependency edges, every edge joins
   two jobs and is one of the dependent's ``depends_on``, a key entry names a job of
-  that task holding that key.
+  that task holding that key;
+- periodic schedules: every row decodes, and ``schedule_due`` holds exactly the
+  active rows under their next due time (``schedules.check``).
 Only a digest of each record is kept while the indexes are read, not the records.
 """
 
@@ -29,6 +31,7 @@ from ..base import CheckReport, HolderGone
 from ..codec import decode_record
 from . import keys, pauses
 from . import queues as queue_index
+from . import schedules as lmdb_schedules
 from .claims import decode_claim
 from .env import Tx
 
@@ -93,6 +96,7 @@ def check_store(tx: Tx, layout: Layout, holder_gone: HolderGone) -> CheckReport:
     checker.offers(tx, lambda w: w in registered or holder_gone(w))
     checker.workflows(tx)
     checker.queue_counts(tx, layout)
+    lmdb_schedules.check(tx, report)
     for job_id, job in jobs.items():
         if homes[job_id] != 1:
             report.inconsistent.append(

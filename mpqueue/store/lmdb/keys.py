@@ -33,6 +33,10 @@ packed so that LMDB's bytewise order is the order the queue needs:
                                                             queue, held ones too)
     history     <tier:u8> <slot:u32>                     -> <atMs:u64> counts (JSON): the
                                                             depth history (history.py)
+    schedules   <name>                                   -> a periodic schedule's row
+                                                            (schedules.encode_row, JSON)
+    schedule_due <nextDueMs:u64> <name>                  -> b""  (the active schedules,
+                                                            next due first)
 
 Integers are fixed-width big-endian. Priority is stored inverted so that a higher
 priority sorts first; ``seq`` is a store-wide counter, so equal priorities run FIFO.
@@ -101,6 +105,8 @@ DB_EXPIRED = b"expired"  # done key (done_key) -> b"": jobs not started by their
 DB_HISTORY = b"history"  # (tier, slot) (history_key) -> a depth sample (encode_sample)
 DB_QUEUED = b"queued"  # queued key (queued_key) -> b"": a named queue's ready jobs
 DB_QUEUES = b"queues"  # queue name -> how many ready jobs it has (u64; see queues.py)
+DB_SCHEDULES = b"schedules"  # schedule name -> its row (schedules.encode_row)
+DB_SCHEDULE_DUE = b"schedule_due"  # (next due, name) (schedule_due_key) -> b""
 # The databases of workflows: a store written before them lacks them, and a read-only
 # open of such a store reads them as empty.
 WORKFLOW_DBS = (DB_WAITING, DB_CANCELLED, DB_DEPS, DB_UNIQUE)
@@ -116,6 +122,8 @@ ADDED_DBS = (
     DB_HISTORY,
     DB_QUEUED,
     DB_QUEUES,
+    DB_SCHEDULES,
+    DB_SCHEDULE_DUE,
 )
 ALL_DBS = (
     DB_JOBS,
@@ -485,6 +493,23 @@ def unique_key(name: str, key: str) -> bytes:
     """The key index entry of (task name, unique key); ``limits.check_unique_key``
     bounds both together to one LMDB key."""
     return _part(name, "task name") + SEP + key.encode("utf-8")
+
+
+def schedule_key(name: str) -> bytes:
+    return _part(name, "schedule name")
+
+
+def schedule_due_key(next_due_ms: int, name: str) -> bytes:
+    return _U64.pack(next_due_ms) + _part(name, "schedule name")
+
+
+def decode_schedule_due_key(key: bytes) -> tuple[int, str]:
+    return int(_U64.unpack_from(key)[0]), key[8:].decode("utf-8")
+
+
+def schedule_due_bound(now_ms: int) -> bytes:
+    """The first due key after every schedule due at ``now_ms``."""
+    return _U64.pack(now_ms + 1)
 
 
 def pending_key(job_id: str) -> bytes:

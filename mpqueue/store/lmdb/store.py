@@ -26,11 +26,14 @@ from ...limits import check_key_part, key_held, stored_problem
 from ...location import DEFAULT_MAP_SIZE
 from ...outcomes import Destination, apply_outcome
 from ...pausing import PauseChange, Paused
-from ...queues import DEFAULT_QUEUE, Selection, check_queues, depths_by_queue, fill
+from ...queues import DEFAULT_QUEUE, Selection, check_queues, claim_selected, depths_by_queue
 from ...records import Claim, Ending, ErrorInfo, JobRecord, JobState, Outcome, Progress, now_ms
+from ...schedules import Live, ScheduleRow, ScheduleSpec
 from ..base import (
     HEADS_READ_MAX,
     CheckReport,
+    Fired,
+    FirePlan,
     Gauges,
     HandOff,
     HolderGone,
@@ -53,6 +56,7 @@ from ..codec import (
 from . import cancels, keys, pauses
 from . import history as depth_history
 from . import queues as queue_index
+from . import schedules as lmdb_schedules
 from .check import Layout, check_store
 from .claims import decode_claim, encode_claim
 from .env import EnvHandle, Tx
@@ -488,10 +492,11 @@ class LmdbStore(Store, HandOff):
         if pauses.takes_nothing(tx):
             return []
         if queues is not None:
-            plan = queues.plan(limit, self.rng)
-            return fill(plan, limit, lambda q, n: self._claim_from(tx, q, server_id, n, now_ms))
+            return claim_selected(
+                queues, limit, self.rng, lambda q, n: self._claim_from(tx, q, server_id, n, now_ms)
+            )
         if queue_index.in_use(tx):
-            return self._claim_from(tx, None, server_id, limit, now_ms)
+            return self._claim_from(tx, None, server_id, limit, now_ms)[0]
         claimed: list[JobRecord] = []
         while True:
             wanted = limit - len(claimed)
@@ -510,13 +515,18 @@ class LmdbStore(Store, HandOff):
             # released others: each pass takes its keys out of ``ready``, so this ends.
             if len(claimed) - before == len(taken) or len(claimed) >= limit:
                 return claimed
+            if queue_index.in_use(tx):  # an end released a job of a named queue
+                more, _ = self._claim_from(tx, None, server_id, limit - len(claimed), now_ms)
+                return claimed + more
 
     def _claim_from(
         self, tx: Tx, queue: str | None, server_id: str, limit: int, now_ms: int
-    ) -> list[JobRecord]:
+    ) -> tuple[list[JobRecord], bool]:
         """The claim loop above for one queue (None: every queue, in priority and FIFO
-        order across them), where named queues are in use."""
+        order across them), where named queues are in use; and whether it ended some
+        job otherwise (``queues.claim_selected``)."""
         claimed: list[JobRecord] = []
+        ended = False
         while len(claimed) < limit:
             found = queue_index.merged(tx) if queue is None else queue_index.scan(tx, queue)
             taken = queue_index.take(tx, found, limit - len(claimed))
@@ -527,7 +537,8 @@ class LmdbStore(Store, HandOff):
                     claimed.append(rec)
             if len(claimed) - before == len(taken):  # none ended otherwise: no more
                 break
-        return claimed
+            ended = True
+        return claimed, ended
 
     def _take(self, tx: Tx, job_id: str, server_id: str, now_ms: int) -> JobRecord | None:
         """Mark one job (already out of its queue index) as processing by ``server_id``."""
@@ -855,6 +866,35 @@ class LmdbStore(Store, HandOff):
 
     def history(self, since_ms: int, until_ms: int) -> builtins.list[Point]:
         return self.env.read(lambda tx: depth_history.read(tx, since_ms, until_ms))
+
+    # ---- periodic schedules (schedules.py) ------------------------------------------
+    def declare_schedules(
+        self, specs: Sequence[ScheduleSpec], server_id: str, now_ms: int, live: Live
+    ) -> builtins.list[ScheduleRow]:
+        for spec in specs:
+            keys.check_name_key(spec.name)
+        return self.env.write(lambda tx: lmdb_schedules.declare(tx, specs, server_id, now_ms, live))
+
+    def fire_schedules(self, now_ms: int, plan: FirePlan, limit: int) -> Fired:
+        fired = self.env.write(lambda tx: lmdb_schedules.fire(tx, now_ms, plan, limit, self._add))
+        if fired.jobs:
+            self.waker.notify()
+        return fired
+
+    def retire_schedules(self, expected: Mapping[str, tuple[str, ...]]) -> builtins.list[str]:
+        return self.env.write(lambda tx: lmdb_schedules.retire(tx, expected))
+
+    def schedules(self) -> builtins.list[ScheduleRow]:
+        return self.env.read(lmdb_schedules.rows)
+
+    def pause_schedule(self, name: str) -> bool:
+        return self.env.write(lambda tx: lmdb_schedules.set_paused(tx, name, True, 0))
+
+    def resume_schedule(self, name: str, now_ms: int) -> bool:
+        return self.env.write(lambda tx: lmdb_schedules.set_paused(tx, name, False, now_ms))
+
+    def next_schedule_due_ms(self) -> int | None:
+        return self.env.read(lmdb_schedules.next_due)
 
     # ---- pausing ----------------------------------------------------------------------
     def pause(self, name: str | None) -> PauseChange:

@@ -49,6 +49,12 @@ index ``mpqueue_jobs_ready`` is rebuilt over ready rows that are not paused, and
 Version 9 adds the depth history (see ``history.py`` here and ``mpqueue/history.py``):
 ``mpqueue_history``, one row per (tier, slot) of the rings, its time and the counts by
 state as JSON; its primary key bounds it to ``history.SIZE`` rows.
+
+The next version adds periodic schedules (see ``schedules.py`` here and
+``mpqueue/periodic.py``): ``mpqueue_schedules``, one row per schedule name (its spec,
+paused and retired flags, its last and next slots, its last job and its declarers),
+and ``mpqueue_schedules_due``, the partial index on ``next_due_ms`` over the rows that
+are neither paused nor retired, which a fire reads.
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ TABLES = {
     "deps": "mpqueue_deps",
     "pauses": "mpqueue_pauses",
     "history": "mpqueue_history",
+    "schedules": "mpqueue_schedules",
 }
 
 # ``errors`` is JSON in a text column, written ASCII-only: exception text may hold NUL
@@ -183,6 +190,25 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE {jobs} ADD COLUMN queue text NOT NULL DEFAULT 'default'",
         "CREATE INDEX mpqueue_jobs_ready_queue ON {jobs} (queue, priority DESC, seq) "
         "WHERE state = 'ready' AND NOT paused",
+    ),
+    (  # 11: periodic schedules (mpqueue/periodic.py), with the next-due index a fire reads
+        """CREATE TABLE {schedules} (
+            name           text PRIMARY KEY,
+            cron           text,
+            every_ms       bigint,
+            tz             text NOT NULL,
+            catch_up       text NOT NULL,
+            last_slot_ms   bigint NOT NULL,
+            next_due_ms    bigint NOT NULL,
+            paused         boolean NOT NULL DEFAULT false,
+            retired        boolean NOT NULL DEFAULT false,
+            last_fired_ms  bigint,
+            last_job_id    text,
+            declared_at_ms bigint NOT NULL,
+            declarers      text[] NOT NULL DEFAULT '{{}}'
+        )""",
+        "CREATE INDEX mpqueue_schedules_due ON {schedules} (next_due_ms) "
+        "WHERE NOT paused AND NOT retired",
     ),
 ]
 

@@ -30,8 +30,8 @@ from ...queues import (
     DEFAULT_QUEUE,
     Selection,
     check_queues,
+    claim_selected,
     depths_by_queue,
-    fill,
     is_queue_name,
 )
 from ...records import (
@@ -45,12 +45,23 @@ from ...records import (
     Progress,
     now_ms,
 )
-from ..base import HEADS_READ_MAX, CheckReport, Gauges, HolderGone, OpCounter, Store
+from ...schedules import Live, ScheduleRow, ScheduleSpec
+from ..base import (
+    HEADS_READ_MAX,
+    CheckReport,
+    Fired,
+    FirePlan,
+    Gauges,
+    HolderGone,
+    OpCounter,
+    Store,
+)
 from ..codec import decode_server_info, encode_server_info
 from . import cancels as pg_cancels
 from . import graph as pg_graph
 from . import history as pg_history
 from . import pauses as pg_pauses
+from . import schedules as pg_schedules
 from . import schema as pg_schema
 from .listen import PgListener
 from .session import PgSession, Query
@@ -102,6 +113,7 @@ _SQL_GRAPH = {key: text.replace("{columns}", _COLUMNS) for key, text in pg_graph
 _SQL_CANCELS = pg_cancels.SQL
 _SQL_PAUSES = pg_pauses.SQL
 _SQL_HISTORY = pg_history.SQL
+_SQL_SCHEDULES = pg_schedules.SQL
 
 _DROP_EDGES = """outgoing AS (DELETE FROM {deps} WHERE dep_id IN (SELECT id FROM gone)),
         incoming AS (DELETE FROM {deps} d USING
@@ -363,7 +375,7 @@ class PostgresStore(Store):
             names = pg_schema.qualified_names(conn, schema)
         self.schema = schema
         self.channel = _channel_name(schema)
-        sql = _SQL | _SQL_GRAPH | _SQL_CANCELS | _SQL_PAUSES | _SQL_HISTORY
+        sql = _SQL | _SQL_GRAPH | _SQL_CANCELS | _SQL_PAUSES | _SQL_HISTORY | _SQL_SCHEDULES
         self.sql = {key: pg_schema.render(text, names) for key, text in sql.items()}
 
     # ---- adding -------------------------------------------------------------------
@@ -518,15 +530,20 @@ class PostgresStore(Store):
         self, q: Query, server_id: str, limit: int, now_ms: int, queues: Selection | None = None
     ) -> list[JobRecord]:
         if queues is None:
-            return self._claim_from(q, None, server_id, limit, now_ms)
-        plan = queues.plan(limit, self.rng)
-        return fill(plan, limit, lambda name, n: self._claim_from(q, name, server_id, n, now_ms))
+            return self._claim_from(q, None, server_id, limit, now_ms)[0]
+
+        def take(name: str, wanted: int) -> tuple[list[JobRecord], bool]:
+            return self._claim_from(q, name, server_id, wanted, now_ms)
+
+        return claim_selected(queues, limit, self.rng, take)
 
     def _claim_from(
         self, q: Query, queue: str | None, server_id: str, limit: int, now_ms: int
-    ) -> list[JobRecord]:
-        """Claim from one queue (None: from all of them, in priority and FIFO order)."""
+    ) -> tuple[list[JobRecord], bool]:
+        """Claim from one queue (None: from all of them, in priority and FIFO order);
+        and whether some job ended otherwise (``queues.claim_selected``)."""
         claimed: list[JobRecord] = []
+        ended = False
         while True:
             wanted = limit - len(claimed)
             statement = "claim" if queue is None else "claim_queue"
@@ -540,8 +557,10 @@ class PostgresStore(Store):
             # released others; each statement takes its rows out of ready, so this ends.
             if len(claimed) - before == len(rows) or len(claimed) >= limit:
                 break
+            ended = True
         claimed.sort(key=lambda r: (-r.priority, r.seq))  # RETURNING has no order
-        return claimed
+        ended = ended or len(claimed) - before < len(rows)
+        return claimed, ended
 
     def _take(
         self, q: Query, rows: list[tuple[Any, ...]], now_ms: int, claimed: list[JobRecord]
@@ -908,6 +927,39 @@ class PostgresStore(Store):
 
     def paused(self) -> Paused:
         return self.session.run(lambda q: pg_pauses.paused(q, self.sql), write=False)
+
+    # ---- periodic schedules (schedules.py) --------------------------------------------
+    def declare_schedules(
+        self, specs: Sequence[ScheduleSpec], server_id: str, now_ms: int, live: Live
+    ) -> builtins.list[ScheduleRow]:
+        for spec in specs:
+            check_key_part(spec.name, f"schedule name {spec.name!r}")
+        return self.session.run(
+            lambda q: pg_schedules.declare(q, self.sql, specs, server_id, now_ms, live)
+        )
+
+    def fire_schedules(self, now_ms: int, plan: FirePlan, limit: int) -> Fired:
+        def write_jobs(q: Query, records: Sequence[JobRecord]) -> None:
+            self._add(q, records)  # notifies the servers at commit
+
+        return self.session.run(
+            lambda q: pg_schedules.fire(q, self.sql, now_ms, plan, limit, write_jobs)
+        )
+
+    def retire_schedules(self, expected: Mapping[str, tuple[str, ...]]) -> builtins.list[str]:
+        return self.session.run(lambda q: pg_schedules.retire(q, self.sql, expected))
+
+    def schedules(self) -> builtins.list[ScheduleRow]:
+        return self.session.run(lambda q: pg_schedules.rows(q, self.sql), write=False)
+
+    def pause_schedule(self, name: str) -> bool:
+        return self.session.run(lambda q: pg_schedules.set_paused(q, self.sql, name, True, 0))
+
+    def resume_schedule(self, name: str, now_ms: int) -> bool:
+        return self.session.run(lambda q: pg_schedules.set_paused(q, self.sql, name, False, now_ms))
+
+    def next_schedule_due_ms(self) -> int | None:
+        return self.session.run(lambda q: pg_schedules.next_due(q, self.sql), write=False)
 
     # ---- removing ---------------------------------------------------------------------
     def delete(self, job_id: str) -> bool:
