@@ -57,14 +57,16 @@ def check_concurrency(value: object, what: str = "concurrency") -> int | None:
     if value is None:
         return None
     if type(value) is not int or not 1 <= value <= CONCURRENCY_MAX:
-        raise ConfigError(f"{what} must be a whole number 1..{CONCURRENCY_MAX} or None, got {value!r}")
+        raise ConfigError(
+            f"{what} must be a whole number 1..{CONCURRENCY_MAX} or None, got {value!r}"
+        )
     return value
 
 
 def check_kind(kind: object) -> str:
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise ConfigError(f"a limit is of a task or a queue, not {kind!r}")
-    return kind  # type: ignore[return-value]
+    return kind
 
 
 def parse_key(text: str) -> tuple[str, str]:

@@ -13,7 +13,6 @@ from datetime import datetime
 from typing import Any
 
 from .batch import Batches
-from .concurrency import QUEUE, TASK, Limit, check_concurrency, declare
 from .cancellation import (
     CancelReport,
     cancel_all,
@@ -22,6 +21,7 @@ from .cancellation import (
     preview,
     request_text,
 )
+from .concurrency import QUEUE, TASK, Limit, check_concurrency, declare
 from .dependencies import Dependencies, dependency_ids
 from .display import describe
 from .errors import ConfigError, JobNotFound, TaskNotFound

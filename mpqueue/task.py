@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
+from .concurrency import check_concurrency
 from .dependencies import Dependencies
 from .display import describe
 from .errors import ConfigError
@@ -22,7 +23,6 @@ from .limits import (
     check_retries,
     check_timeout,
 )
-from .concurrency import check_concurrency
 from .queues import DEFAULT_QUEUE, check_queue_name
 from .registry import is_importable
 from .retry import ExceptionClasses, check_exception_classes, check_retry_lists, exception_names

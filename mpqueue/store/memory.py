@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ..cancellation import CancelReport, requested
+from ..concurrency import QUEUE, TASK, Limit, check_concurrency, check_kind
 from ..dependencies import admit, cancelled, check_add_order, on_holders, settle
 from ..errors import ConfigError, JobNotFound
 from ..expiry import expired, is_expired
@@ -50,7 +51,6 @@ from ..records import (
     Progress,
     now_ms,
 )
-from ..concurrency import QUEUE, TASK, Limit, check_concurrency, check_kind
 from .base import HEADS_READ_MAX, CheckReport, Gauges, HolderGone, OpCounter, Store
 from .codec import decode_server_info, encode_server_info
 
@@ -446,7 +446,9 @@ class MemoryStore(Store):
         if old is not None and concurrency is not None:
             changed, old[0] = old[0] != concurrency, concurrency
             return changed  # the lanes stay as they are; so do the running jobs
-        field_of = (lambda r: r.name) if kind == TASK else (lambda r: r.queue)
+        def field_of(rec: JobRecord) -> str:
+            return rec.name if kind == TASK else rec.queue
+
         moved = [r for r in db.jobs.values() if r.state is JobState.READY and field_of(r) == name]
         for rec in moved:
             self._unfile(rec)
@@ -470,7 +472,9 @@ class MemoryStore(Store):
 
     @_atomic
     def limits(self) -> builtins.list[Limit]:
-        return [Limit(k, n, cap, running) for (k, n), (cap, running) in sorted(self._db.limits.items())]
+        return [
+            Limit(k, n, cap, running) for (k, n), (cap, running) in sorted(self._db.limits.items())
+        ]
 
     @_atomic
     def record_progress(self, updates: Mapping[str, Progress]) -> None:

@@ -36,7 +36,7 @@ def ids(records):
 
 
 def running(store, kind=TASK, name=A):
-    return next((lim.running for lim in store.limits() if (lim.kind, lim.name) == (kind, name)))
+    return next(lim.running for lim in store.limits() if (lim.kind, lim.name) == (kind, name))
 
 
 def test_a_task_limit_caps_the_claims_of_every_claimer(store):

@@ -53,7 +53,7 @@ def limits_of(prefix: bytes, stored: dict[bytes, tuple[int, int]]) -> tuple[byte
     """The limits a job of the lane ``prefix`` counts against: its task's, its queue's
     (those of ``stored`` that exist)."""
     queue, task = keys.split_lane_prefix(prefix)
-    wanted = (keys.limit_key(TASK, task),) if task else ()
+    wanted: tuple[bytes, ...] = (keys.limit_key(TASK, task),) if task else ()
     wanted += (keys.limit_key(QUEUE, queue),)
     return tuple(key for key in wanted if key in stored)
 

@@ -138,9 +138,7 @@ def _remove_taken(tx: Tx, taken: list[tuple[bytes, bytes]]) -> None:
         lanes.count(tx, prefix, -number)
 
 
-def take_limited(
-    tx: Tx, queue: str | None, wanted: int
-) -> list[tuple[bytes, tuple[bytes, ...]]]:
+def take_limited(tx: Tx, queue: str | None, wanted: int) -> list[tuple[bytes, tuple[bytes, ...]]]:
     """``take`` where lanes hold jobs: the plain entries of ``queue`` (None: of every
     queue) merged with the lanes that have a free slot, each lane read no further than
     its free slots, in priority and FIFO order; a lane job whose limit filled in this

@@ -17,6 +17,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from ...cancellation import CancelReport, requested
+from ...concurrency import TASK, Limit, check_kind
 from ...dependencies import check_add_order
 from ...errors import ConfigError, CorruptRecord, JobNotFound
 from ...expiry import expired, is_expired
@@ -26,7 +27,6 @@ from ...limits import check_key_part, key_held, stored_problem
 from ...location import DEFAULT_MAP_SIZE
 from ...outcomes import Destination, apply_outcome
 from ...pausing import PauseChange, Paused
-from ...concurrency import TASK, Limit, check_kind
 from ...queues import DEFAULT_QUEUE, Selection, check_queue_name, depths_by_queue, fill
 from ...records import Claim, Ending, ErrorInfo, JobRecord, JobState, Outcome, Progress, now_ms
 from ..base import (
