@@ -446,6 +446,7 @@ class MemoryStore(Store):
         if old is not None and concurrency is not None:
             changed, old[0] = old[0] != concurrency, concurrency
             return changed  # the lanes stay as they are; so do the running jobs
+
         def field_of(rec: JobRecord) -> str:
             return rec.name if kind == TASK else rec.queue
 
