@@ -123,9 +123,9 @@ def pick(
     for (kind, name), room in free.items():
         if room <= 0 or (kind == QUEUE and queue is not None and name != queue):
             continue
-        lane = ("t:" if kind == TASK else "q:") + name
+        lane_name = ("t:" if kind == TASK else "q:") + name
         statement = "candidates_lane" if queue is None else "candidates_lane_queue"
-        rows = q.rows(statements[statement], (lane, *named, min(room, wanted)))
+        rows = q.rows(statements[statement], (lane_name, *named, min(room, wanted)))
         found += [(row, (kind, name)) for row in rows]
     found.sort(key=lambda item: (-item[0][1], item[0][2]))
     picked: list[tuple[str, int]] = []
