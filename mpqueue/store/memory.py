@@ -589,7 +589,8 @@ class MemoryStore(Store):
         by a bisection past each priority's run."""
         db, budget = self._db, HEADS_READ_MAX
         first: dict[int, tuple[int, int, str]] = {}  # -priority -> its first entry
-        for ready in [db.ready, *(db.queued[name] for name in sorted(db.queued))]:
+        lanes = (db.lanes[lane] for lane in sorted(db.lanes))
+        for ready in [db.ready, *(db.queued[name] for name in sorted(db.queued)), *lanes]:
             at = 0
             while budget > 0 and at < len(ready):
                 budget -= 1

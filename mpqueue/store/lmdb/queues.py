@@ -206,6 +206,20 @@ def heads(tx: Tx, queue: str, budget: int) -> Iterator[bytes]:
             keys.queue_prefix(queue),
         )
     )
+    return heads_in(tx, db, prefix, budget)
+
+
+def lane_heads(tx: Tx, budget: int) -> Iterator[bytes]:
+    """``heads`` of every lane (none where no limit is in use: one empty check)."""
+    if not tx.has_entries(keys.DB_LANES):
+        return
+    for prefix, _ in tx.scan(keys.DB_LANES, values=False):
+        for ready in heads_in(tx, keys.DB_LANED, prefix, budget):
+            budget -= 1
+            yield ready
+
+
+def heads_in(tx: Tx, db: bytes, prefix: bytes, budget: int) -> Iterator[bytes]:
     start = prefix
     for _ in range(budget):
         key = _first_from(tx, db, start)

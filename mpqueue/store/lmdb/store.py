@@ -858,12 +858,16 @@ class LmdbStore(Store, HandOff):
         ``HEADS_READ_MAX`` at most, and one record a priority."""
         first: dict[bytes, bytes] = {}  # inverted priority -> the smallest ready key
         budget = HEADS_READ_MAX
-        for queue in [DEFAULT_QUEUE, *queue_index.names(tx)]:
-            for ready in queue_index.heads(tx, queue, budget):
-                budget -= 1
-                band = ready[:4]
-                if band not in first or ready < first[band]:
-                    first[band] = ready
+        found = itertools.chain(
+            *(queue_index.heads(tx, q, budget) for q in [DEFAULT_QUEUE, *queue_index.names(tx)])
+        )
+        for ready in itertools.chain(found, queue_index.lane_heads(tx, budget)):
+            if budget <= 0:
+                break
+            budget -= 1
+            band = ready[:4]
+            if band not in first or ready < first[band]:
+                first[band] = ready
         oldest: int | None = None
         for band in sorted(first)[:HEADS_READ_MAX]:
             rec = self._load(tx, keys.decode_ready_key(first[band])[2])
