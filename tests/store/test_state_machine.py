@@ -189,9 +189,7 @@ class StoreMachine(RuleBasedStateMachine):
             and recs[0].name not in self.paused_names
             and (self.limit is None or recs[0].name != LIMITED)
             and not [
-                j
-                for j in self._unheld_ready()
-                if self.limit is None or self.names[j] != LIMITED
+                j for j in self._unheld_ready() if self.limit is None or self.names[j] != LIMITED
             ]
         ):
             taker = min(self.offers)
@@ -432,7 +430,9 @@ class StoreMachine(RuleBasedStateMachine):
         if self.mode == "legacy":  # one job per poll, which reads every job: none lapsed
             assert len(got) <= 1 and not [j for j in queued if self.graph.lapsed(j, self.now)]
         if len(got) < min(limit, 1 if self.mode == "legacy" else limit):
-            assert queued == [], f"a claim left {queued} though it took fewer than asked {[(self.names[j], self.queue_of[j], recs[j]) for j in queued]} {self.limit} {self._running_limited()} {self.store.limits()} {served}"
+            assert queued == [], (
+                f"a claim left {queued} though it took fewer than asked {[(self.names[j], self.queue_of[j], recs[j]) for j in queued]} {self.limit} {self._running_limited()} {self.store.limits()} {served}"
+            )
 
     @rule(
         worker=st.sampled_from(WORKERS),

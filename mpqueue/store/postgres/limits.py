@@ -70,6 +70,7 @@ def sql(claimable: str) -> dict[str, str]:
             FROM unnest(%s::text[], %s::text[], %s::integer[]) AS u(kind, name, n)
             WHERE l.kind = u.kind AND l.name = u.name""",
         "limit_get": "SELECT concurrency FROM {limits} WHERE kind = %s AND name = %s FOR UPDATE",
+        "limit_peek": "SELECT concurrency FROM {limits} WHERE kind = %s AND name = %s",
         "limit_update": "UPDATE {limits} SET concurrency = %s WHERE kind = %s AND name = %s",
         "limit_delete": "DELETE FROM {limits} WHERE kind = %s AND name = %s",
         "lock_jobs": "LOCK TABLE {jobs} IN SHARE MODE",
@@ -192,6 +193,9 @@ def _add_running(
 def set_limit(
     q: Query, statements: dict[str, str], kind: str, name: str, concurrency: int | None
 ) -> bool:
+    row = q.one(statements["limit_peek"], (kind, name))
+    if row is not None and concurrency is not None and int(row[0]) == concurrency:
+        return False  # what a server's start writes most of the time: no lock taken
     q.write(statements["lock_jobs"])
     row = q.one(statements["limit_get"], (kind, name))
     bit = TASK_SLOT if kind == TASK else QUEUE_SLOT
