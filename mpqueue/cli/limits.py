@@ -41,9 +41,9 @@ def limits(
       mpqueue limits --remove task:tasks.load     no limit on that task any more
     """
     # Every argument checked before any is applied: bad input changes nothing.
-    changes = [(*_parse_setting(text), text) for text in settings]
-    changes += [(*parse_key(text), None, text) for text in removals]
-    for kind, name, concurrency, _ in changes:
+    changes: list[tuple[str, str, int | None]] = [_parse_setting(text) for text in settings]
+    changes += [(*parse_key(text), None) for text in removals]
+    for kind, name, concurrency in changes:
         if kind == TASK:
             queue.limit_task(name, concurrency=concurrency)
         else:
