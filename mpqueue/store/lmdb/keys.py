@@ -33,6 +33,12 @@ packed so that LMDB's bytewise order is the order the queue needs:
                                                             queue, held ones too)
     history     <tier:u8> <slot:u32>                     -> <atMs:u64> counts (JSON): the
                                                             depth history (history.py)
+    limits      t<name> | q<queue>                       -> concurrency:u32 running:u32
+    laned       <queue> 00 <name or ""> 00 <ready key>   -> b""  (a limited task's or
+                                                            queue's ready jobs: lanes.py)
+    lanes       <queue> 00 <name or ""> 00               -> ready jobs:u64 (of a lane)
+    counted     <processing key>                         -> limit keys joined by 00 (the
+                                                            slots a running job holds)
 
 Integers are fixed-width big-endian. Priority is stored inverted so that a higher
 priority sorts first; ``seq`` is a store-wide counter, so equal priorities run FIFO.

@@ -145,8 +145,11 @@ def take_limited(tx: Tx, queue: str | None, wanted: int) -> list[tuple[bytes, tu
     claim stays. Returns (ready key, the limits it takes a slot of), in claim order."""
     plain = merged(tx) if queue is None else scan(tx, queue)
     free = {key: max(cap - running, 0) for key, (cap, running) in lanes.stored_limits(tx).items()}
+    opened = lanes.open_lanes(tx, queue, wanted, free)
+    if not opened:  # every lane at its limit: the plain claim, no merge
+        return [(ready, ()) for ready in take(tx, plain, wanted)]
     untagged: Iterator[lanes.Found] = ((*item, ()) for item in plain)
-    sources = [untagged, *lanes.open_lanes(tx, queue, wanted, free)]
+    sources = [untagged, *opened]
     picked: list[lanes.Found] = []
     for item in heapq.merge(*sources):
         limits = item[3]
