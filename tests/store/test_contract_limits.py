@@ -201,16 +201,21 @@ def test_bad_limits_are_refused(store):
 def test_a_claim_does_not_read_jobs_at_their_limit(store):
     if store.mode == "legacy":
         pytest.skip("the legacy layout reads every pending job at every poll, by design")
-    n = 20_000
+    n = 100_000
     store.set_limit(TASK, A, 1)
-    for _ in range(n // 5000):
-        add(store, *(record(A, priority=9) for _ in range(5000)))
-    claim(store, 1)  # takes the one slot
-    plain = add(store, *(record(B) for _ in range(5)))
+    for _ in range(n // 10_000):
+        add(store, *(record(A, priority=9) for _ in range(10_000)))
+    (first,) = claim(store, 1)  # takes the one slot
+    plain = add(store, *(record(B) for _ in range(10)))
+    plain, later = plain[:5], plain[5:]
     counting = CountingStore(store)
     got = counting.claim("w1", 5, now_ms())
     assert ids(got) == plain
     # an index entry and a record per job claimed, and a few seeks, counts and limits
     assert counting.last("claim").reads <= 5 * 3 + 12, counting.last("claim")
-    counting.finish([Outcome.done(plain[0], "w1", b"")], now_ms())
+    counting.finish([Outcome.done(first.id, "w1", b"")], now_ms())
     assert counting.last("finish").reads <= 12, counting.last("finish")
+    # a free slot: the claim reads one job of the lane, not the lane
+    got = counting.claim("w1", 5, now_ms())
+    assert [r.name for r in got].count(A) == 1 and ids(got)[1:] == later[:4]
+    assert counting.last("claim").reads <= 5 * 3 + 12, counting.last("claim")
