@@ -219,3 +219,12 @@ def test_a_claim_does_not_read_jobs_at_their_limit(store):
     got = counting.claim("w1", 5, now_ms())
     assert [r.name for r in got].count(A) == 1 and ids(got)[1:] == later[:4]
     assert counting.last("claim").reads <= 5 * 3 + 12, counting.last("claim")
+
+
+def test_check_compares_the_running_counts(store):
+    store.set_limit(TASK, A, 2)
+    store.set_limit(QUEUE, "q", 3)
+    add(store, record(A), record(A, queue="q"), record(B, queue="q"))
+    claim(store, 5)
+    assert store.check(holder_gone=lambda server_id: True).code == 0
+    assert running(store) == 2 and running(store, QUEUE, "q") == 2

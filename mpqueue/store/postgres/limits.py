@@ -74,6 +74,13 @@ def sql(claimable: str) -> dict[str, str]:
         "limit_update": "UPDATE {limits} SET concurrency = %s WHERE kind = %s AND name = %s",
         "limit_delete": "DELETE FROM {limits} WHERE kind = %s AND name = %s",
         "lock_jobs": "LOCK TABLE {jobs} IN SHARE MODE",
+        # ``check``: each limit's running count is the running jobs holding its slot.
+        "check_limits": f"""SELECT * FROM (SELECT l.kind, l.name, l.running,
+                (SELECT count(*) FROM {{jobs}} j
+                 WHERE j.state = 'processing' AND j.holds IS NOT NULL AND CASE l.kind
+                    WHEN 'task' THEN j.name = l.name AND j.holds & {TASK_SLOT} <> 0
+                    ELSE j.queue = l.name AND j.holds & {QUEUE_SLOT} <> 0 END) AS held
+            FROM {{limits}} l) c WHERE running <> held ORDER BY kind, name""",
         # Per kind: the column that names what the limit limits.
         **{
             f"limit_insert_{kind}": f"""INSERT INTO {{limits}} (kind, name, concurrency, running)

@@ -1122,6 +1122,10 @@ class PostgresStore(Store):
                 f"job {job_id} is held as paused but its task is not paused"
                 for (job_id,) in q.rows(self.sql["check_paused"])
             ]
+            report.inconsistent += [
+                f"the {kind} limit of {name} counts {running} running, but {held} are"
+                for kind, name, running, held in q.rows(self.sql["check_limits"])
+            ]
             for job_id, errors in q.rows(self.sql["check_errors"]):
                 try:
                     _decode_errors(errors)
