@@ -22,6 +22,7 @@ from .cancellation import (
     preview,
     request_text,
 )
+from .concurrency import QUEUE, TASK, Limit, check_concurrency, declare
 from .dependencies import Dependencies, dependency_ids
 from .display import describe
 from .errors import ConfigError, JobNotFound, TaskNotFound
@@ -113,6 +114,7 @@ class Queue:
         self._store_pid = 0
         self._lock = threading.Lock()
         self._batches = Batches()
+        self._limits_written: set[str] = set()  # tasks whose concurrency this wrote
 
     # ---- store lifecycle ----------------------------------------------------------
     @property
@@ -145,7 +147,11 @@ class Queue:
     def task(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Register a task: ``@queue.task`` or ``@queue.task(retries=3, timeout=60.0,
         priority=0, backoff=1.0, backoff_cap=300.0, retry_on=None, no_retry_on=(),
-        expires=None, queue="default", name=None)``.
+        expires=None, queue="default", concurrency=None, name=None)``.
+
+        ``concurrency``: at most that many of its jobs run at once across every server
+        on the store (see ``mpqueue.concurrency``); written to the store by this
+        queue's first enqueue of the task and by servers that import it.
 
         ``queue``: the named queue its jobs go to; a server started with ``--queues``
         runs only the jobs of the queues it names (see ``mpqueue.queues``).
@@ -168,6 +174,8 @@ class Queue:
             name = check_name(options.get("name") or task_name(func))
             task = Task(self, func, name, parsed)
             self.registry.add(name, task)
+            if parsed.concurrency is not None:
+                declare(name, parsed.concurrency)  # a server child writes it at start
             return task
 
         return register if fn is None else register(fn)
@@ -315,6 +323,7 @@ class Queue:
         ``expires``: the deadline to start (see ``expiry.py``; default the task's)."""
         # The options of the task were checked when it was declared; only what varies
         # per call is checked here (see limits.py).
+        self._write_limit(task)
         run_at = None if delay is None and at is None else run_at_ms(delay, at, now_ms())
         rec = self._record(
             task.name,
@@ -358,6 +367,7 @@ class Queue:
     ) -> list[Job]:
         """Enqueue many jobs of ``task`` in one transaction (all or nothing); ``keys``:
         one unique key per call, ``expires``: every job's deadline (see ``enqueue``)."""
+        self._write_limit(task)
         func = task.func_bytes()
         payloads = [dump_payload(a, k) for a, k in calls]
         now = now_ms()
@@ -423,6 +433,32 @@ class Queue:
         if options.queue != DEFAULT_QUEUE:
             rec.queue = options.queue
         return rec
+
+    def _write_limit(self, task: Task) -> None:
+        """Write the task's ``concurrency=`` to the store, once per task and Queue (an
+        empty check for a task without one)."""
+        wanted = task.config.concurrency
+        if wanted is not None and task.name not in self._limits_written:
+            self.store.set_limit(TASK, task.name, wanted)
+            self._limits_written.add(task.name)
+
+    # ---- concurrency limits -------------------------------------------------------
+    def limit(self, queue: str, *, concurrency: int | None) -> bool:
+        """At most ``concurrency`` jobs of the named queue ``queue`` run at once, across
+        every server on the store (None: no limit). Returns whether the store changed.
+        See ``mpqueue.concurrency``."""
+        return self.store.set_limit(QUEUE, check_queue_name(queue), check_concurrency(concurrency))
+
+    def limit_task(self, task: Task | str, *, concurrency: int | None) -> bool:
+        """As ``limit``, for one task (a task or its name): what ``concurrency=`` on the
+        decorator writes. None removes the task's limit."""
+        name = task.name if isinstance(task, Task) else check_name(task)
+        return self.store.set_limit(TASK, name, check_concurrency(concurrency))
+
+    def limits(self) -> builtins.list[Limit]:
+        """Every limit in the store, as ``Limit(kind, name, concurrency, running)``,
+        by kind ("queue" before "task") and name."""
+        return self.store.limits()
 
     def batch(self) -> AbstractContextManager[None]:
         """A block whose enqueues (``delay``, ``schedule``, ``map``) are written in one

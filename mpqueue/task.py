@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
+from .concurrency import check_concurrency
 from .dependencies import Dependencies
 from .display import describe
 from .errors import ConfigError
@@ -82,7 +83,7 @@ CALL_OPTIONS = frozenset(
         "queue",
     }
 )
-TASK_OPTIONS = CALL_OPTIONS | {"name"}  # the decorator also takes the task's name
+TASK_OPTIONS = CALL_OPTIONS | {"name", "concurrency"}  # the decorator also takes these
 
 
 def unknown_options(given: Iterable[str], known: frozenset[str], what: str) -> None:
@@ -114,6 +115,9 @@ class TaskOptions:
     no_retry_on: ExceptionClasses = ()
     expires: Expires = None
     queue: str = DEFAULT_QUEUE  # the named queue its jobs go to (see queues.py)
+    # At most this many of its jobs run at once, across servers (see concurrency.py);
+    # the task's, not a call's: task.options() cannot change it.
+    concurrency: int | None = None
     # The lists as the job records keep them (see retry.py), made once per task.
     retry_on_names: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
     no_retry_on_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -142,6 +146,7 @@ class TaskOptions:
         check_retry_lists(retry_on, no_retry_on)
         object.__setattr__(self, "expires", check_expires(self.expires))
         check_queue_name(self.queue)
+        check_concurrency(self.concurrency)
         # Normalised (one class -> a tuple) on a frozen instance: only while it is made.
         object.__setattr__(self, "retry_on", retry_on)
         object.__setattr__(self, "no_retry_on", no_retry_on)

@@ -9,7 +9,7 @@ so a rejected command leaves the store as it was.
 
 from __future__ import annotations
 
-from . import cancel, jobs, maintenance, metrics, pause, periodic, top  # noqa: F401  (their commands join the group)
+from . import cancel, jobs, limits, maintenance, metrics, pause, periodic, top  # noqa: F401  (their commands join the group)
 from .group import cli
 from .serve import demo_command, serve_command
 

@@ -44,6 +44,7 @@ import psutil
 
 from .. import hooks, logs
 from ..cancellation import cancel_entry
+from ..concurrency import TASK, declared
 from ..errors import Cancelled, MpqueueError
 from ..execute import JobTimeout, TaskRunner
 from ..identity import pid_exists
@@ -204,6 +205,11 @@ class _JobRunner:
         from ..store import open_store
 
         self.store = open_store(config.store_path, mode=config.mode)
+        for name, concurrency in declared().items():  # the imported tasks' limits
+            try:
+                self.store.set_limit(TASK, name, concurrency)
+            except MpqueueError as exc:  # a store refusing it must not stop the child
+                print(f"mpqueue: the limit of {name} was not written: {exc}", file=sys.stderr)
         self.process = psutil.Process() if config.measure_rss else None
         self.server_id = config.server_id
         self.cancels = cancels

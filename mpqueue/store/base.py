@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 from ..cancellation import CancelReport
+from ..concurrency import Limit
 from ..errors import ConfigError
 from ..history import Point
 from ..pausing import PauseChange, Paused
@@ -246,6 +247,17 @@ class JobStore(abc.ABC):
             return acks, []
         self.promote_due(now_ms)
         return acks, self.claim(server_id, limit, now_ms, queues)
+
+    @abc.abstractmethod
+    def set_limit(self, kind: str, name: str, concurrency: int | None) -> bool:
+        """Set (None: remove) the concurrency limit of a task or a named queue (``kind``
+        "task" or "queue"; see ``mpqueue.concurrency``), in one transaction that also
+        files that task's or queue's ready jobs in or out of their lane and counts its
+        running jobs. Returns whether anything changed."""
+
+    @abc.abstractmethod
+    def limits(self) -> builtins.list[Limit]:
+        """Every limit with its running count, by kind and name."""
 
     @abc.abstractmethod
     def record_progress(self, updates: Mapping[str, Progress]) -> None:

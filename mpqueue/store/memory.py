@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ..cancellation import CancelReport, requested
+from ..concurrency import QUEUE, TASK, Limit, check_concurrency, check_kind
 from ..dependencies import admit, cancelled, check_add_order, on_holders, settle
 from ..errors import ConfigError, JobNotFound
 from ..expiry import expired, is_expired
@@ -94,6 +95,12 @@ class _Tables:
     history: dict[tuple[int, int], Point] = field(default_factory=dict)  # (tier, slot)
     schedules: dict[str, ScheduleRow] = field(default_factory=dict)  # by schedule name
     schedule_due: list[tuple[int, str]] = field(default_factory=list)  # active rows: due, name
+    # Concurrency limits (see concurrency.py): (kind, name) -> [concurrency, running];
+    # the ready jobs of a limited task or queue in their lane, by (queue, task or "");
+    # and the limits each running limited job counts against, by job id.
+    limits: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    lanes: dict[tuple[str, str], list[tuple[int, int, str]]] = field(default_factory=dict)
+    counted: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     seqs: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     handles: int = 0  # open handles of a named store
 
@@ -146,8 +153,11 @@ class MemoryStore(Store):
         """The sorted index (and its entry) a job in ``rec``'s state is filed under."""
         db = self._db
         if rec.state is JobState.READY:
+            lane = self._lane(rec.name, rec.queue) if db.limits else None
             if rec.name in db.held:
                 index = db.held[rec.name]
+            elif lane is not None:
+                index = db.lanes.setdefault(lane, [])
             elif rec.queue == DEFAULT_QUEUE:
                 index = db.ready
             else:
@@ -162,6 +172,34 @@ class MemoryStore(Store):
         if rec.state is JobState.EXPIRED:
             return db.expired, (rec.finished_at_ms or 0, rec.id)
         return None
+
+    def _lane(self, name: str, queue: str) -> tuple[str, str] | None:
+        """The lane a ready job of task ``name`` in ``queue`` is filed in: its task's
+        when the task is limited, its queue's when only the queue is; None: neither."""
+        limits = self._db.limits
+        if (TASK, name) in limits:
+            return queue, name
+        if (QUEUE, queue) in limits:
+            return queue, ""
+        return None
+
+    def _lane_limits(self, lane: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+        """The limits a job of ``lane`` counts against (its task's, its queue's)."""
+        queue, task = lane
+        wanted = ((TASK, task),) if task else ()
+        return tuple(k for k in (*wanted, (QUEUE, queue)) if k in self._db.limits)
+
+    def _count(self, job_id: str, limits: tuple[tuple[str, str], ...]) -> None:
+        """A claimed job takes a slot of each of ``limits``."""
+        for key in limits:
+            self._db.limits[key][1] += 1
+        self._db.counted[job_id] = limits
+
+    def _uncount(self, job_id: str) -> None:
+        """A job that stopped running frees its slots (nothing to do for most)."""
+        for key in self._db.counted.pop(job_id, ()):
+            if key in self._db.limits:
+                self._db.limits[key][1] -= 1
 
     def _file(self, rec: JobRecord) -> None:
         self.counter.puts += 1
@@ -288,18 +326,56 @@ class MemoryStore(Store):
         # Again while the jobs taken ended otherwise (expired, bad): each pass takes
         # them out of their index, so it ends.
         while len(claimed) < limit:
-            taken = self._first_ready(queue, limit - len(claimed))
-            if not taken:
+            if self._db.lanes:
+                found = self._first_ready_limited(queue, limit - len(claimed))
+            else:
+                found = [(entry, ()) for entry in self._first_ready(queue, limit - len(claimed))]
+                self.counter.cursor_steps += len(found)
+            if not found:
                 break
-            self.counter.cursor_steps += len(taken)
             got = [
                 rec.evolve()
-                for *_, job_id in taken
-                if (rec := self._take(job_id, server_id, now_ms))
+                for (*_, job_id), limits in found
+                if (rec := self._take(job_id, server_id, now_ms, limits))
             ]
-            ended = ended or len(got) < len(taken)
+            ended = ended or len(got) < len(found)
             claimed += got
         return claimed, ended
+
+    def _first_ready_limited(
+        self, queue: str | None, count: int
+    ) -> builtins.list[tuple[tuple[int, int, str], tuple[tuple[str, str], ...]]]:
+        """``_first_ready`` where lanes hold ready jobs: the queue's (or every queue's)
+        index merged with the lanes that have a free slot, at most as many of each lane
+        as its limits have free; taken out of their indexes, with the limits of each."""
+        db = self._db
+        free = {key: max(cap - running, 0) for key, (cap, running) in db.limits.items()}
+        names = db.queued if queue is None else [queue] if queue != DEFAULT_QUEUE else []
+        plain = [db.ready] if queue in (None, DEFAULT_QUEUE) else []
+        plain += [db.queued[name] for name in names if name in db.queued]
+        sources = [_tagged(index, (), len(index)) for index in plain]
+        for lane, index in db.lanes.items():
+            if not index or (queue is not None and lane[0] != queue):
+                continue
+            limits = self._lane_limits(lane)
+            room = min((free[key] for key in limits), default=len(index))
+            if room > 0:
+                sources.append(_tagged(index, limits, room))
+        taken = []
+        for entry, index, limits in heapq.merge(*sources, key=lambda item: item[0]):
+            self.counter.cursor_steps += 1
+            if any(free[key] <= 0 for key in limits):
+                continue  # its limit filled in this claim: it stays ready
+            for key in limits:
+                free[key] -= 1
+            taken.append((entry, index, limits))
+            if len(taken) >= count:
+                break
+        for entry, index, _ in taken:
+            _remove(index, entry)
+        db.queued = {name: index for name, index in db.queued.items() if index}
+        db.lanes = {lane: index for lane, index in db.lanes.items() if index}
+        return [(entry, limits) for entry, _, limits in taken]
 
     def _first_ready(self, queue: str | None, count: int) -> builtins.list[tuple[int, int, str]]:
         """Take the first ``count`` entries out of a queue's ready index (None: out of
@@ -320,7 +396,13 @@ class MemoryStore(Store):
         db.queued = {name: index for name, index in db.queued.items() if index}
         return taken
 
-    def _take(self, job_id: str, server_id: str, now_ms: int) -> JobRecord | None:
+    def _take(
+        self,
+        job_id: str,
+        server_id: str,
+        now_ms: int,
+        limits: tuple[tuple[str, str], ...] = (),
+    ) -> JobRecord | None:
         """Mark one job (already out of the ready index) as processing by ``server_id``;
         None for one that ended instead (past its deadline, or bad)."""
         rec = self._db.jobs[job_id]
@@ -346,6 +428,8 @@ class MemoryStore(Store):
         self._file(rec)
         deadline = None if rec.timeout_s is None else now_ms + int(rec.timeout_s * 1000)
         self._db.claims[job_id] = Claim(job_id, server_id, now_ms, deadline_ms=deadline)
+        if limits:
+            self._count(job_id, limits)
         return rec
 
     @_atomic
@@ -372,6 +456,49 @@ class MemoryStore(Store):
             outcomes, server_id, limit, now_ms, progress=progress, queues=queues
         )
 
+    # ---- concurrency limits ----------------------------------------------------------------
+    @_atomic
+    def set_limit(self, kind: str, name: str, concurrency: int | None) -> bool:
+        check_kind(kind)
+        check_concurrency(concurrency)
+        db, key = self._db, (kind, name)
+        old = db.limits.get(key)
+        if old is None and concurrency is None:
+            return False
+        if old is not None and concurrency is not None:
+            changed, old[0] = old[0] != concurrency, concurrency
+            return changed  # the lanes stay as they are; so do the running jobs
+
+        def field_of(rec: JobRecord) -> str:
+            return rec.name if kind == TASK else rec.queue
+
+        moved = [r for r in db.jobs.values() if r.state is JobState.READY and field_of(r) == name]
+        for rec in moved:
+            self._unfile(rec)
+        if concurrency is None:
+            del db.limits[key]
+            for job_id, limits in list(db.counted.items()):
+                left = tuple(k for k in limits if k != key)
+                if left:
+                    db.counted[job_id] = left
+                else:
+                    del db.counted[job_id]
+        else:
+            running = [j for j in db.claims if field_of(db.jobs[j]) == name]
+            db.limits[key] = [concurrency, len(running)]
+            for job_id in running:  # a job running now counts against the new limit
+                db.counted[job_id] = (*db.counted.get(job_id, ()), key)
+        for rec in moved:
+            self._file(rec)
+        db.lanes = {lane: index for lane, index in db.lanes.items() if index}
+        return True
+
+    @_atomic
+    def limits(self) -> builtins.list[Limit]:
+        return [
+            Limit(k, n, cap, running) for (k, n), (cap, running) in sorted(self._db.limits.items())
+        ]
+
     @_atomic
     def record_progress(self, updates: Mapping[str, Progress]) -> None:
         for job_id, report in updates.items():
@@ -387,6 +514,8 @@ class MemoryStore(Store):
         if claim is None or claim.server_id != outcome.server_id:
             return False  # the claim was taken back: a late outcome changes nothing
         del self._db.claims[outcome.job_id]
+        if self._db.counted:
+            self._uncount(outcome.job_id)
         rec = self._db.jobs[outcome.job_id]
         request = self._db.cancels.pop(outcome.job_id, None)
         if request is not None:
@@ -482,7 +611,8 @@ class MemoryStore(Store):
         by a bisection past each priority's run."""
         db, budget = self._db, HEADS_READ_MAX
         first: dict[int, tuple[int, int, str]] = {}  # -priority -> its first entry
-        for ready in [db.ready, *(db.queued[name] for name in sorted(db.queued))]:
+        lanes = (db.lanes[lane] for lane in sorted(db.lanes))
+        for ready in [db.ready, *(db.queued[name] for name in sorted(db.queued)), *lanes]:
             at = 0
             while budget > 0 and at < len(ready):
                 budget -= 1
@@ -497,6 +627,8 @@ class MemoryStore(Store):
         db = self._db
         ready = {name: len(index) for name, index in db.queued.items()}
         ready[DEFAULT_QUEUE] = len(db.ready)
+        for (queue, _), index in db.lanes.items():
+            ready[queue] = ready.get(queue, 0) + len(index)
         for held in db.held.values():
             for *_, job_id in held:
                 queue = db.jobs[job_id].queue
@@ -519,6 +651,7 @@ class MemoryStore(Store):
         return {
             "ready": len(db.ready)
             + sum(map(len, db.queued.values()))
+            + sum(map(len, db.lanes.values()))
             + sum(map(len, db.held.values())),
             "scheduled": len(db.scheduled),
             "processing": len(db.claims),
@@ -541,7 +674,7 @@ class MemoryStore(Store):
         if name in db.held:
             return PauseChange(name, True, False)
         mine = []
-        for index in [db.ready, *db.queued.values()]:
+        for index in [db.ready, *db.queued.values(), *db.lanes.values()]:
             mine += [e for e in index if db.jobs[e[-1]].name == name]
             index[:] = [e for e in index if db.jobs[e[-1]].name != name]
             self.counter.cursor_steps += len(index)
@@ -692,6 +825,8 @@ class MemoryStore(Store):
         self.counter.deletes += 1
         self._unfile(rec)
         self._db.claims.pop(job_id, None)
+        if self._db.counted:
+            self._uncount(job_id)
         self._db.cancels.pop(job_id, None)
         self._db.progress.pop(job_id, None)
         _remove(self._db.ids, job_id)
@@ -820,6 +955,7 @@ class MemoryStore(Store):
         filed = (
             len(db.ready)
             + sum(map(len, db.queued.values()))
+            + sum(map(len, db.lanes.values()))
             + sum(map(len, db.held.values()))
             + len(db.scheduled)
             + len(db.done)
@@ -906,6 +1042,14 @@ class _MemoryGraph:
     def file_expired(self, rec: JobRecord) -> None:
         del self.db.waiting[rec.id]
         self.store._file(rec)
+
+
+def _tagged(
+    index: builtins.list[Any], limits: tuple[tuple[str, str], ...], room: int
+) -> Iterator[tuple[Any, builtins.list[Any], tuple[tuple[str, str], ...]]]:
+    """The first ``room`` entries of ``index``, each with its index and limits."""
+    for entry in itertools.islice(index, room):
+        yield entry, index, limits
 
 
 def _contains(index: builtins.list[Any], entry: Any) -> bool:

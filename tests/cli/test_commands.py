@@ -736,6 +736,25 @@ def test_show_and_list_print_a_jobs_progress(run: Run, filled: dict[str, str], s
 
 
 # ---- pause / resume -------------------------------------------------------------------
+def test_limits_lists_sets_and_removes_limits(run: Run, store: str) -> None:
+    assert "No concurrency limits." in run("limits").output
+    jobs = [enqueue(store, ADD, i, b=1) for i in range(3)]
+    result = run("limits", "--set", f"task:{ADD}=1", "--set", "queue:heavy=4")
+    assert result.exit_code == 0, result.output
+    with Queue(store) as queue:
+        assert [rec.id for rec in queue.store.claim("w", 10, now_ms())] == jobs[:1]
+    shown = json.loads(run("limits", "--json").output)
+    assert shown == [
+        {"kind": "queue", "name": "heavy", "concurrency": 4, "running": 0},
+        {"kind": "task", "name": ADD, "concurrency": 1, "running": 1},
+    ]
+    bad = run("limits", "--remove", "queue:heavy", "--set", "queue:other=0")
+    assert bad.exit_code != 0 and "1..100000" in bad.output
+    assert len(json.loads(run("limits", "--json").output)) == 2  # nothing changed
+    assert run("limits", "--remove", "queue:heavy", "--remove", f"task:{ADD}").exit_code == 0
+    assert json.loads(run("limits", "--json").output) == []
+
+
 def test_pause_and_resume_hold_a_tasks_jobs_from_claims(run: Run, store: str) -> None:
     held, free = enqueue(store, ADD, 1, b=2), enqueue(store, FAIL, "x")
     result = run("pause", ADD)

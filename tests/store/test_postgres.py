@@ -90,7 +90,9 @@ def test_schema_is_created_once_by_racing_openers(pg_url):
             ).fetchall()
         )
     assert versions == list(range(1, len(MIGRATIONS) + 1))
-    assert "WHERE ((state = 'ready'::text) AND (NOT paused))" in indexes["mpqueue_jobs_ready"]
+    ready = "WHERE ((state = 'ready'::text) AND (NOT paused) AND (lane IS NULL))"
+    assert ready in indexes["mpqueue_jobs_ready"]
+    assert "(lane, priority DESC, seq)" in indexes["mpqueue_jobs_laned"]
     assert "(priority DESC, seq)" in indexes["mpqueue_jobs_ready"]
     assert "(run_at_ms, priority DESC, seq)" in indexes["mpqueue_jobs_scheduled"]
     for store in stores:

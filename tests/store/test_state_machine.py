@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from mpqueue.cancellation import CANCELLABLE
+from mpqueue.concurrency import TASK, Limit
 from mpqueue.errors import ConfigError
 from mpqueue.history import SIZE, TIERS
 from mpqueue.pausing import PauseChange, Paused
@@ -42,6 +43,7 @@ from mpqueue.store.lmdb.claims import decode_claim
 from ..support.graph_model import ENDED, FAILED, GraphModel
 
 NAMES = ("t.a", "t.ab", "t.b")
+LIMITED = "t.b"  # the task with a concurrency limit (the rule set_limit changes it)
 QUEUES = ("default", "qa", "qb")  # named queues: the default and two others
 KEYS = ("k1", "k2")  # few: jobs of one task often share a key
 WORKERS = ("w1", "w2")
@@ -58,6 +60,7 @@ QUEUE_INDEXES = {
     "optimized": {
         keys.DB_READY: {JobState.READY},
         keys.DB_QUEUED: {JobState.READY},
+        keys.DB_LANED: {JobState.READY},
         keys.DB_PAUSED: {JobState.READY},
         keys.DB_SCHEDULED: {JobState.SCHEDULED},
     },
@@ -97,6 +100,8 @@ class StoreMachine(RuleBasedStateMachine):
         self.schedules: dict[str, list] = {}
         self.alive: set[str] = set()
         self.slots_fired: Counter[tuple[str, int]] = Counter()
+        self.limit: int | None = 2  # LIMITED's concurrency (None: no limit)
+        assert self.store.set_limit(TASK, LIMITED, self.limit)
 
     def teardown(self) -> None:
         self.store.close()
@@ -160,6 +165,24 @@ class StoreMachine(RuleBasedStateMachine):
     def _in(self, state: JobState) -> list[str]:
         return sorted(j for j, m in self.jobs.items() if m[0] is state)
 
+    def _running_limited(self) -> int:
+        return sum(1 for j in self._held() if self.names[j] == LIMITED)
+
+    def _within_limit(self, candidates: list[JobRecord]) -> list[JobRecord]:
+        """``candidates`` (in claim order) but the jobs of LIMITED a claim passes over:
+        those beyond its free slots."""
+        if self.limit is None:
+            return candidates
+        free = self.limit - self._running_limited()
+        kept = []
+        for rec in candidates:
+            if rec.name == LIMITED:
+                if free <= 0:
+                    continue
+                free -= 1
+            kept.append(rec)
+        return kept
+
     def _unheld_ready(self) -> list[str]:
         """Ready jobs in the claim index: not those of a paused task."""
         return [j for j in self._in(JobState.READY) if self.names[j] not in self.paused_names]
@@ -177,7 +200,10 @@ class StoreMachine(RuleBasedStateMachine):
             and self.offers
             and not self.paused_all
             and recs[0].name not in self.paused_names
-            and not self._unheld_ready()
+            and (self.limit is None or recs[0].name != LIMITED)
+            and not [
+                j for j in self._unheld_ready() if self.limit is None or self.names[j] != LIMITED
+            ]
         ):
             taker = min(self.offers)
             pid = self.offers[taker].pop(0)
@@ -335,6 +361,7 @@ class StoreMachine(RuleBasedStateMachine):
             and not self.paused_all
         ]
         claimable.sort(key=lambda r: (-r.priority, r.seq))
+        claimable = self._within_limit(claimable)
         expect = min(limit, 1 if self.mode == "legacy" else limit, len(claimable))
         got = self.store.claim(worker, limit, self.now)
         self._claimed(worker, limit, got, [r.id for r in claimable[:expect]])
@@ -361,6 +388,7 @@ class StoreMachine(RuleBasedStateMachine):
             and self.queue_of[j] in served
         ]
         claimable.sort(key=lambda r: (served.index(r.queue), -r.priority, r.seq))
+        claimable = self._within_limit(claimable)
         expect = min(limit, 1 if self.mode == "legacy" else limit, len(claimable))
         got = self.store.claim(worker, limit, self.now, Selection(tuple(served)))
         assert all(r.queue in served for r in got), got
@@ -406,6 +434,11 @@ class StoreMachine(RuleBasedStateMachine):
             if self.names[j] not in self.paused_names
             and (self.jobs[j][0] is JobState.READY or recs[j].run_at_ms <= self.now)
             and (served is None or self.queue_of[j] in served)
+            and (
+                self.limit is None
+                or self.names[j] != LIMITED
+                or self._running_limited() < self.limit
+            )
         ]
         if self.mode == "legacy":  # one job per poll, which reads every job: none lapsed
             assert len(got) <= 1 and not [j for j in queued if self.graph.lapsed(j, self.now)]
@@ -420,7 +453,10 @@ class StoreMachine(RuleBasedStateMachine):
     def cycle_offering(self, worker, limit, idle):
         """The server's cycle: claim, and offer the children left idle for hand-off."""
         self._promote()
-        ready = len(self._unheld_ready()) if self.mode == "optimized" else None
+        ready = None
+        if self.mode == "optimized":
+            recs = self._records()
+            ready = len(self._within_limit([recs[j] for j in self._unheld_ready()]))
         if self.paused_all:
             ready = 0
         hand_off = self.store.hand_off
@@ -741,6 +777,20 @@ class StoreMachine(RuleBasedStateMachine):
         else:
             self.paused_names.add(name)
 
+    @rule(limit=st.sampled_from([None, 1, 2, 3]))
+    def set_limit(self, limit):
+        """Change LIMITED's concurrency: its ready jobs move into or out of their lanes,
+        its running ones are counted when a limit is set."""
+        assert self.store.set_limit(TASK, LIMITED, limit) == (limit != self.limit)
+        self.limit = limit
+
+    @invariant()
+    def running_count_matches(self):
+        """The limit's running count is always the number of LIMITED's running jobs."""
+        running = self._running_limited()
+        expected = [] if self.limit is None else [Limit(TASK, LIMITED, self.limit, running)]
+        assert self.store.limits() == expected
+
     @rule(worker=st.sampled_from(WORKERS), gap_s=st.sampled_from([0, 4, 10, 290, 3600, 86400]))
     def heartbeat_with_a_sample(self, worker, gap_s):
         self.sampled_at += gap_s * 1000
@@ -949,11 +999,16 @@ class StoreMachine(RuleBasedStateMachine):
                 assert rec.state in states, (db, rec)
                 ready = keys.ready_key(rec.priority, rec.seq, job)
                 held = keys.held_key(rec.name, ready, rec.queue)
+                laned = self.limit is not None and rec.name == LIMITED
                 if db == keys.DB_READY:
                     assert keys.decode_ready_key(key) == (rec.priority, rec.seq, job)
                     assert rec.name not in self.paused_names and rec.queue == "default", rec
+                    assert not laned, rec
                 elif db == keys.DB_QUEUED:
                     assert key == keys.queued_key(rec.queue, ready) and rec.queue != "default"
+                    assert rec.name not in self.paused_names and not laned, rec
+                elif db == keys.DB_LANED:
+                    assert key == keys.lane_prefix(rec.queue, rec.name) + ready and laned, rec
                     assert rec.name not in self.paused_names, rec
                 elif db == keys.DB_PAUSED:
                     assert key == held and rec.name in self.paused_names, rec
@@ -1012,6 +1067,16 @@ class StoreMachine(RuleBasedStateMachine):
                 if r.state is JobState.READY and r.queue != "default"
             )
             assert counts == dict(named), (counts, named)
+
+        lanes = {k: keys.decode_count(v) for k, v in raw[keys.DB_LANES]}
+        assert lanes == dict(Counter(keys.lane_of_laned(k) for k, _ in raw[keys.DB_LANED]))
+        counted = {k for k, _ in raw[keys.DB_COUNTED]}
+        limited = {
+            keys.processing_key(self.jobs[j][1], j)
+            for j in self._held()
+            if self.names[j] == LIMITED and self.limit is not None
+        }
+        assert counted == limited, (counted, limited)
 
         offers = {
             keys.decode_worker_key(k): keys.decode_offer(v)[2] for k, v in raw[keys.DB_OFFERS]

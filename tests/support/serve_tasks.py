@@ -410,3 +410,25 @@ def hold(marker: str, tag: object, release: str, limit_s: float = 60.0) -> objec
         time.sleep(TICK_S)
     mark(marker, "end", tag)
     return tag
+
+
+def slotted(slot_dir: str, tag: object, seconds: float) -> object:
+    """Hold one of the two slot files (``flock``) for ``seconds``; a job that finds both
+    taken appends its tag to ``over`` in ``slot_dir``: a third job ran at once. A killed
+    holder's lock goes with its process."""
+    import fcntl
+
+    for slot in ("slot-0", "slot-1"):
+        fd = os.open(os.path.join(slot_dir, slot), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        try:
+            time.sleep(seconds)
+            return tag
+        finally:
+            os.close(fd)  # releases the lock
+    mark(os.path.join(slot_dir, "over"), "over", tag)
+    return tag

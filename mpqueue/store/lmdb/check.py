@@ -29,13 +29,20 @@ from ...errors import CorruptRecord
 from ...records import FINISHED_STATES, JobRecord, JobState
 from ..base import CheckReport, HolderGone
 from ..codec import decode_record
-from . import keys, pauses
+from . import keys, lanes, pauses
 from . import queues as queue_index
 from . import schedules as lmdb_schedules
 from .claims import decode_claim
 from .env import Tx
 
-QUEUE_DBS = (keys.DB_READY, keys.DB_QUEUED, keys.DB_SCHEDULED, keys.DB_PENDING, keys.DB_PAUSED)
+QUEUE_DBS = (
+    keys.DB_READY,
+    keys.DB_QUEUED,
+    keys.DB_LANED,
+    keys.DB_SCHEDULED,
+    keys.DB_PENDING,
+    keys.DB_PAUSED,
+)
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,8 @@ def _filed_as(tx: Tx, job: _Job, db: bytes) -> tuple[bytes, bytes] | None:
     ready job of a paused task (``pauses.held_entry``; held although its task is not
     paused: reported by the caller), every other one is its ``queue_entry``."""
     entry = job.queue_entry
+    if entry is not None:
+        entry = queue_index.laned(tx, job.name, job.queue, entry)  # a limited job's lane
     if entry is None or db != keys.DB_PAUSED:
         return entry
     return pauses.held_entry(tx, job.name, entry, job.queue)
@@ -97,6 +106,7 @@ def check_store(tx: Tx, layout: Layout, holder_gone: HolderGone) -> CheckReport:
     checker.workflows(tx)
     checker.queue_counts(tx, layout)
     lmdb_schedules.check(tx, report)
+    checker.limit_counts(tx)
     for job_id, job in jobs.items():
         if homes[job_id] != 1:
             report.inconsistent.append(
@@ -164,6 +174,30 @@ class _Checker:
                     )
                 else:
                     self.homes[job_id] += 1
+
+    def limit_counts(self, tx: Tx) -> None:
+        """Each lane's count is its number of entries; each limit's running count is the
+        number of claims that count against it (see lanes.py)."""
+        entries: Counter[bytes] = Counter(
+            keys.lane_of_laned(key) for key, _ in tx.scan(keys.DB_LANED, values=False)
+        )
+        stored = {key: keys.decode_count(raw) for key, raw in tx.scan(keys.DB_LANES)}
+        for lane in sorted(set(entries) | set(stored)):
+            if entries[lane] != stored.get(lane, 0):
+                self.report.inconsistent.append(
+                    f"lane {lane!r} counts {stored.get(lane, 0)} jobs, but has {entries[lane]}"
+                )
+        counted: Counter[bytes] = Counter()
+        for pkey, raw in tx.scan(keys.DB_COUNTED):
+            if tx.get(keys.DB_PROCESSING, pkey) is None:
+                self.report.inconsistent.append(f"a slot is held by {pkey!r}, which is no claim")
+            counted.update(raw.split(keys.SEP))
+        for key, (_, running) in lanes.stored_limits(tx).items():
+            if running != counted[key]:
+                kind, name = keys.decode_limit_key(key)
+                self.report.inconsistent.append(
+                    f"the {kind} limit of {name} counts {running} running, but {counted[key]} are"
+                )
 
     def queue_counts(self, tx: Tx, layout: Layout) -> None:
         """Each named queue's count (``queues``) is its number of ready jobs, in a layout

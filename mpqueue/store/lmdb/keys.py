@@ -37,6 +37,12 @@ packed so that LMDB's bytewise order is the order the queue needs:
                                                             (schedules.encode_row, JSON)
     schedule_due <nextDueMs:u64> <name>                  -> b""  (the active schedules,
                                                             next due first)
+    limits      t<name> | q<queue>                       -> concurrency:u32 running:u32
+    laned       <queue> 00 <name or ""> 00 <ready key>   -> b""  (a limited task's or
+                                                            queue's ready jobs: lanes.py)
+    lanes       <queue> 00 <name or ""> 00               -> ready jobs:u64 (of a lane)
+    counted     <processing key>                         -> limit keys joined by 00 (the
+                                                            slots a running job holds)
 
 Integers are fixed-width big-endian. Priority is stored inverted so that a higher
 priority sorts first; ``seq`` is a store-wide counter, so equal priorities run FIFO.
@@ -107,6 +113,14 @@ DB_QUEUED = b"queued"  # queued key (queued_key) -> b"": a named queue's ready j
 DB_QUEUES = b"queues"  # queue name -> how many ready jobs it has (u64; see queues.py)
 DB_SCHEDULES = b"schedules"  # schedule name -> its row (schedules.encode_row)
 DB_SCHEDULE_DUE = b"schedule_due"  # (next due, name) (schedule_due_key) -> b""
+# Concurrency limits (see lanes.py): limit key (limit_key) -> concurrency u32, running
+# u32; a limited task's or queue's ready jobs by lane (lane_prefix + ready key) -> b"";
+# each lane's number of them (u64); the limits a running limited job counts against,
+# by its processing key -> limit keys joined by 0.
+DB_LIMITS = b"limits"
+DB_LANED = b"laned"
+DB_LANES = b"lanes"
+DB_COUNTED = b"counted"
 # The databases of workflows: a store written before them lacks them, and a read-only
 # open of such a store reads them as empty.
 WORKFLOW_DBS = (DB_WAITING, DB_CANCELLED, DB_DEPS, DB_UNIQUE)
@@ -124,6 +138,10 @@ ADDED_DBS = (
     DB_QUEUES,
     DB_SCHEDULES,
     DB_SCHEDULE_DUE,
+    DB_LIMITS,
+    DB_LANED,
+    DB_LANES,
+    DB_COUNTED,
 )
 ALL_DBS = (
     DB_JOBS,
@@ -286,6 +304,49 @@ def split_queued_key(key: bytes) -> tuple[bytes, bytes]:
     """(queue prefix, ready key) of a ``queued`` key."""
     cut = key.index(SEP) + 1
     return key[:cut], key[cut:]
+
+
+def limit_key(kind: str, name: str) -> bytes:
+    """A limit's key: ``t`` and a task name, or ``q`` and a queue name (no 0 byte)."""
+    if kind == "task":
+        return b"t" + _part(name, "task name")
+    return b"q" + name.encode("ascii")
+
+
+def decode_limit_key(key: bytes) -> tuple[str, str]:
+    return ("task" if key[:1] == b"t" else "queue"), key[1:].decode("utf-8", "replace")
+
+
+_LIMIT = struct.Struct(">II")
+
+
+def encode_limit(concurrency: int, running: int) -> bytes:
+    return _LIMIT.pack(concurrency, max(running, 0))
+
+
+def decode_limit(raw: bytes | None) -> tuple[int, int] | None:
+    """(concurrency, running); None for none or for bytes mpqueue did not write."""
+    if raw is None or len(raw) != _LIMIT.size:
+        return None
+    concurrency, running = _LIMIT.unpack(raw)
+    return int(concurrency), int(running)
+
+
+def lane_prefix(queue: str, task: str) -> bytes:
+    """The prefix of a lane's keys in ``laned``: the queue, 0, the task ("" for a lane
+    of a limited queue's jobs whose task has no limit), 0."""
+    return queue.encode("ascii") + SEP + _part(task, "task name") + SEP
+
+
+def split_lane_prefix(prefix: bytes) -> tuple[str, str]:
+    """(queue, task) of a lane prefix."""
+    queue, task, _ = prefix.split(SEP, 2)
+    return queue.decode("ascii", "replace"), task.decode("utf-8", "replace")
+
+
+def lane_of_laned(key: bytes) -> bytes:
+    """The lane prefix of a ``laned`` key (its ready key is fixed-width, at the end)."""
+    return key[: -(_READY.size + JOB_ID_BYTES)]
 
 
 def encode_count(count: int) -> bytes:

@@ -19,7 +19,7 @@ from ...pausing import PauseChange
 from ...queues import DEFAULT_QUEUE, Selection, depths_by_queue
 from ...records import JobRecord, JobState, now_ms
 from ..base import HEADS_READ_MAX, HandOff, Pacing
-from . import keys, pauses
+from . import keys, lanes, pauses
 from .env import Tx
 from .store import LAYOUT_LEGACY, LmdbStore
 
@@ -37,12 +37,13 @@ class LegacyLmdbStore(LmdbStore):
         """Fold an optimized layout's ready and scheduled indexes into ``pending``."""
         if tx.get(keys.DB_META, keys.META_LAYOUT) == self.layout:
             return
-        for db in (keys.DB_READY, keys.DB_QUEUED, keys.DB_PAUSED, keys.DB_SCHEDULED):
+        for db in (keys.DB_READY, keys.DB_QUEUED, keys.DB_LANED, keys.DB_PAUSED, keys.DB_SCHEDULED):
             for key, _ in list(tx.scan(db, values=False)):
                 tx.delete(db, key)
                 tx.put(keys.DB_PENDING, keys.pending_key(key[-keys.JOB_ID_BYTES :].decode()), b"")
-        for key, _ in list(tx.scan(keys.DB_QUEUES, values=False)):
-            tx.delete(keys.DB_QUEUES, key)  # no named queue index here: no counts
+        for db in (keys.DB_QUEUES, keys.DB_LANES):  # no queue index here: no counts
+            for key, _ in list(tx.scan(db, values=False)):
+                tx.delete(db, key)
         for key, _ in list(tx.scan(keys.DB_BY_NAME, values=False)):
             tx.put(keys.DB_BY_NAME, key, b"")
         tx.put(keys.DB_META, keys.META_LAYOUT, self.layout)
@@ -113,6 +114,10 @@ class LegacyLmdbStore(LmdbStore):
         # in it ranks first (weights: the queue drawn first for this poll does).
         order = None if queues is None else [name for name, _ in queues.plan(1, self.rng)]
         held = pauses.held_names(tx)
+        # Limits: a job whose task or queue has no free slot is passed over (this poll
+        # reads every job anyway; no lanes here).
+        stored = lanes.stored_limits(tx) if lanes.in_use(tx) else {}
+        best_limits: tuple[bytes, ...] = ()
         best: tuple[int, ...] | None = None
         best_id = ""
         unreadable = []
@@ -135,11 +140,14 @@ class LegacyLmdbStore(LmdbStore):
                 continue
             if rec.run_at_ms > now_ms or (order is not None and rec.queue not in order):
                 continue
+            limits = _limits_of(rec, stored) if stored else ()
+            if any(stored[key][1] >= stored[key][0] for key in limits):
+                continue
             rank: tuple[int, ...] = (-rec.priority, rec.seq)
             if order is not None:
                 rank = (order.index(rec.queue), *rank)
             if best is None or rank < best:
-                best, best_id = rank, job_id
+                best, best_id, best_limits = rank, job_id, limits
         for rec in unreadable:
             tx.delete(keys.DB_PENDING, keys.pending_key(rec.id))
             self._park_corrupt(tx, rec.id, str(rec.errors[-1].message if rec.errors else ""))
@@ -158,6 +166,8 @@ class LegacyLmdbStore(LmdbStore):
         if rec is not None and rec.state is JobState.SCHEDULED:
             self._save(tx, rec.evolve(state=JobState.READY))
         taken = self._take(tx, best_id, server_id, now_ms)
+        if taken is not None and best_limits:
+            lanes.take_slots(tx, keys.processing_key(server_id, best_id), best_limits)
         return [] if taken is None else [taken]
 
     def next_run_at_ms(self) -> int | None:
@@ -231,6 +241,12 @@ class LegacyLmdbStore(LmdbStore):
         # Legacy never promotes, so a due job still says "scheduled" in its record;
         # report it as ready, as the optimized store would after its promotion.
         return _effective(super()._index_record(tx, key, raw), now_ms())
+
+
+def _limits_of(rec: JobRecord, stored: Mapping[bytes, tuple[int, int]]) -> tuple[bytes, ...]:
+    """The limits a job counts against: its task's and its queue's, those that exist."""
+    wanted = (keys.limit_key("task", rec.name), keys.limit_key("queue", rec.queue))
+    return tuple(key for key in wanted if key in stored)
 
 
 def _effective(rec: JobRecord, now: int) -> JobRecord:

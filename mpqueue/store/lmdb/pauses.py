@@ -12,7 +12,7 @@ from ...pausing import PauseChange, Paused
 from ...queues import DEFAULT_QUEUE
 from ...records import JobState
 from ..codec import Row
-from . import keys
+from . import keys, lanes
 from . import queues as queue_index
 from .env import Tx
 
@@ -33,7 +33,7 @@ def held_entry(
         return entry
     if tx.get(keys.DB_PAUSES, keys.pause_key(name)) is None:
         return entry
-    ready = entry[1] if entry[0] == keys.DB_READY else keys.split_queued_key(entry[1])[1]
+    ready = keys.ready_of_held(entry[1])  # ready keys are fixed-width, at the end
     return keys.DB_PAUSED, keys.held_key(name, ready, queue)
 
 
@@ -71,11 +71,19 @@ def pause(tx: Tx, name: str | None) -> PauseChange:
         held = [
             keys.held_key(name, ready, queue)
             for queue, ready in _ready_keys(tx, name)
-            if tx.delete(*queue_index.entry(queue, ready))
+            if _take_out(tx, queue_index.filed(tx, name, queue, ready))
         ]
         held.sort()
         tx.put_many(keys.DB_PAUSED, [(key, b"") for key in held])  # counted as they were
     return PauseChange(name, True, True)
+
+
+def _take_out(tx: Tx, entry: tuple[bytes, bytes]) -> bool:
+    """Delete a ready job's entry, counted out of its lane if it has one."""
+    gone = tx.delete(*entry)
+    if gone and entry[0] == keys.DB_LANED:
+        lanes.count(tx, keys.lane_of_laned(entry[1]), -1)
+    return gone
 
 
 def _ready_keys(tx: Tx, name: str) -> list[tuple[str, bytes]]:
@@ -102,8 +110,11 @@ def resume(tx: Tx, name: str | None) -> PauseChange:
         back: dict[bytes, list[tuple[bytes, bytes]]] = {}
         for key in held:
             tx.delete(keys.DB_PAUSED, key)
-            db, ready = queue_index.entry(keys.queue_of_held(key, name), keys.ready_of_held(key))
+            queue = keys.queue_of_held(key, name)
+            db, ready = queue_index.filed(tx, name, queue, keys.ready_of_held(key))
             back.setdefault(db, []).append((ready, b""))
+            if db == keys.DB_LANED:
+                lanes.count(tx, keys.lane_of_laned(ready), 1)
         for db, items in back.items():  # counted while held: the counts stay
             items.sort()
             tx.put_many(db, items)

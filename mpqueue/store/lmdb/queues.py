@@ -16,10 +16,10 @@ import itertools
 from collections.abc import Iterator
 
 from ...queues import DEFAULT_QUEUE
-from . import keys
+from . import keys, lanes
 from .env import Tx
 
-READY_DBS = (keys.DB_READY, keys.DB_QUEUED)  # where claimable jobs are filed
+READY_DBS = (keys.DB_READY, keys.DB_QUEUED, keys.DB_LANED)  # where claimable jobs are filed
 
 
 def entry(queue: str, ready_key: bytes) -> tuple[bytes, bytes]:
@@ -27,6 +27,23 @@ def entry(queue: str, ready_key: bytes) -> tuple[bytes, bytes]:
     if queue == DEFAULT_QUEUE:
         return keys.DB_READY, ready_key
     return keys.DB_QUEUED, keys.queued_key(queue, ready_key)
+
+
+def laned(tx: Tx, name: str, queue: str, plain: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
+    """Where a ready job of task ``name`` in ``queue`` whose plain entry (``entry``) is
+    ``plain`` is filed: in its lane where its task or queue is limited (lanes.py). One
+    empty check where no limit exists."""
+    if plain[0] not in (keys.DB_READY, keys.DB_QUEUED) or not lanes.in_use(tx):
+        return plain
+    prefix = lanes.lane_of(tx, name, queue)
+    if prefix is None:
+        return plain
+    return keys.DB_LANED, prefix + keys.ready_of_held(plain[1])
+
+
+def filed(tx: Tx, name: str, queue: str, ready_key: bytes) -> tuple[bytes, bytes]:
+    """The (db, key) a ready job of task ``name`` in ``queue`` is filed under."""
+    return laned(tx, name, queue, entry(queue, ready_key))
 
 
 def in_use(tx: Tx) -> bool:
@@ -95,29 +112,74 @@ def take(tx: Tx, found: Iterator[tuple[bytes, bytes, bytes]], wanted: int) -> li
     """Take up to ``wanted`` entries of ``found`` (from ``scan`` or ``merged``) out of
     their index; returns their ready keys, in claim order."""
     taken = list(itertools.islice(found, wanted))
-    removed: dict[bytes, int] = {}
-    for _, db, key in taken:
-        tx.delete(db, key)
-        if db == keys.DB_QUEUED:
-            prefix = keys.split_queued_key(key)[0]
-            removed[prefix] = removed.get(prefix, 0) + 1
-    for prefix, number in removed.items():
-        count(tx, prefix[:-1].decode("ascii"), -number)
+    _remove_taken(tx, [(db, key) for _, db, key in taken])
     return [ready for ready, _, _ in taken]
 
 
+def _remove_taken(tx: Tx, taken: list[tuple[bytes, bytes]]) -> None:
+    """Delete claimed entries and count them out of their queues and lanes."""
+    removed: dict[str, int] = {}
+    emptied: dict[bytes, int] = {}
+    for db, key in taken:
+        tx.delete(db, key)
+        if db == keys.DB_QUEUED:
+            queue = keys.split_queued_key(key)[0][:-1].decode("ascii")
+        elif db == keys.DB_LANED:
+            prefix = keys.lane_of_laned(key)
+            emptied[prefix] = emptied.get(prefix, 0) + 1
+            queue = keys.split_lane_prefix(prefix)[0]
+        else:
+            continue
+        if queue != DEFAULT_QUEUE:
+            removed[queue] = removed.get(queue, 0) + 1
+    for queue, number in removed.items():
+        count(tx, queue, -number)
+    for prefix, number in emptied.items():
+        lanes.count(tx, prefix, -number)
+
+
+def take_limited(tx: Tx, queue: str | None, wanted: int) -> list[tuple[bytes, tuple[bytes, ...]]]:
+    """``take`` where lanes hold jobs: the plain entries of ``queue`` (None: of every
+    queue) merged with the lanes that have a free slot, each lane read no further than
+    its free slots, in priority and FIFO order; a lane job whose limit filled in this
+    claim stays. Returns (ready key, the limits it takes a slot of), in claim order."""
+    plain = merged(tx) if queue is None else scan(tx, queue)
+    free = {key: max(cap - running, 0) for key, (cap, running) in lanes.stored_limits(tx).items()}
+    opened = lanes.open_lanes(tx, queue, wanted, free)
+    if not opened:  # every lane at its limit: the plain claim, no merge
+        return [(ready, ()) for ready in take(tx, plain, wanted)]
+    untagged: Iterator[lanes.Found] = ((*item, ()) for item in plain)
+    sources = [untagged, *opened]
+    picked: list[lanes.Found] = []
+    for item in heapq.merge(*sources):
+        limits = item[3]
+        if any(free[key] <= 0 for key in limits):
+            continue
+        for key in limits:
+            free[key] -= 1
+        picked.append(item)
+        if len(picked) >= wanted:
+            break
+    _remove_taken(tx, [(db, key) for _, db, key, _ in picked])
+    return [(ready, limits) for ready, _, _, limits in picked]
+
+
 def file(tx: Tx, db: bytes, key: bytes, queue: str) -> None:
-    """Put a ready job's entry (``db``: ready, queued or paused) and count it."""
+    """Put a ready job's entry (``db``: ready, queued, laned or paused) and count it."""
     tx.put(db, key, b"")
     if queue != DEFAULT_QUEUE:
         count(tx, queue, 1)
+    if db == keys.DB_LANED:
+        lanes.count(tx, keys.lane_of_laned(key), 1)
 
 
 def unfile(tx: Tx, name: str, queue: str, ready_key: bytes) -> bool:
     """Take a ready job of task ``name`` out of its queue's index, or out of ``paused``
     where its task is paused; False if it was in neither."""
-    db, key = entry(queue, ready_key)
+    db, key = filed(tx, name, queue, ready_key)
     gone = tx.delete(db, key)
+    if gone and db == keys.DB_LANED:
+        lanes.count(tx, keys.lane_of_laned(key), -1)
     if not gone and tx.has_entries(keys.DB_PAUSED):
         gone = tx.delete(keys.DB_PAUSED, keys.held_key(name, ready_key, queue))
     if gone and queue != DEFAULT_QUEUE:
@@ -132,6 +194,8 @@ def forget(tx: Tx, job_id: str) -> None:
     for key in stale:
         tx.delete(keys.DB_QUEUED, key)
         count(tx, keys.split_queued_key(key)[0][:-1].decode("ascii"), -1)
+    laned = [key for key, _ in tx.scan(keys.DB_LANED, values=False) if key.endswith(jid)]
+    _remove_taken(tx, [(keys.DB_LANED, key) for key in laned])
 
 
 def heads(tx: Tx, queue: str, budget: int) -> Iterator[bytes]:
@@ -145,6 +209,20 @@ def heads(tx: Tx, queue: str, budget: int) -> Iterator[bytes]:
             keys.queue_prefix(queue),
         )
     )
+    return heads_in(tx, db, prefix, budget)
+
+
+def lane_heads(tx: Tx, budget: int) -> Iterator[bytes]:
+    """``heads`` of every lane (none where no limit is in use: one empty check)."""
+    if not tx.has_entries(keys.DB_LANES):
+        return
+    for prefix, _ in tx.scan(keys.DB_LANES, values=False):
+        for ready in heads_in(tx, keys.DB_LANED, prefix, budget):
+            budget -= 1
+            yield ready
+
+
+def heads_in(tx: Tx, db: bytes, prefix: bytes, budget: int) -> Iterator[bytes]:
     start = prefix
     for _ in range(budget):
         key = _first_from(tx, db, start)

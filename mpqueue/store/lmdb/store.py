@@ -17,6 +17,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from ...cancellation import CancelReport, requested
+from ...concurrency import TASK, Limit, check_kind
 from ...dependencies import check_add_order
 from ...errors import ConfigError, CorruptRecord, JobNotFound
 from ...expiry import expired, is_expired
@@ -26,7 +27,14 @@ from ...limits import check_key_part, key_held, stored_problem
 from ...location import DEFAULT_MAP_SIZE
 from ...outcomes import Destination, apply_outcome
 from ...pausing import PauseChange, Paused
-from ...queues import DEFAULT_QUEUE, Selection, check_queues, claim_selected, depths_by_queue
+from ...queues import (
+    DEFAULT_QUEUE,
+    Selection,
+    check_queue_name,
+    check_queues,
+    claim_selected,
+    depths_by_queue,
+)
 from ...records import Claim, Ending, ErrorInfo, JobRecord, JobState, Outcome, Progress, now_ms
 from ...schedules import Live, ScheduleRow, ScheduleSpec
 from ..base import (
@@ -53,7 +61,7 @@ from ..codec import (
     encode_record,
     encode_server_info,
 )
-from . import cancels, keys, pauses
+from . import cancels, keys, lanes, limit_changes, pauses
 from . import history as depth_history
 from . import queues as queue_index
 from . import schedules as lmdb_schedules
@@ -249,6 +257,7 @@ class LmdbStore(Store, HandOff):
         entry = self._queue_entry(rec)
         if entry is None:
             return
+        entry = queue_index.laned(tx, rec.name, rec.queue, entry)
         db, key = pauses.held_entry(tx, rec.name, entry, rec.queue)
         if entry[0] in queue_index.READY_DBS:
             queue_index.file(tx, db, key, rec.queue)
@@ -297,7 +306,14 @@ class LmdbStore(Store, HandOff):
         Returns (that child's pid or 0, the record as written)."""
         rec.seq = next_seqs(1)
         lapsed = rec.expires_at_ms is not None and is_expired(rec, now_ms())  # claims end it
-        if rec.state is JobState.READY and not lapsed and pauses.hands_off(tx, rec.name):
+        # A job of a limited task or queue is never handed off: only a claim counts it.
+        laned = self._laned_entry(tx, rec) if lanes.in_use(tx) else None
+        if (
+            rec.state is JobState.READY
+            and not lapsed
+            and laned is None
+            and pauses.hands_off(tx, rec.name)
+        ):
             offer = self._take_offer(tx, rec.queue)
             if offer is not None:
                 self.waker.get_ready(offer[1])
@@ -305,6 +321,8 @@ class LmdbStore(Store, HandOff):
         raw = encode_record(rec)
         job_key, name_key, queue_db, queue_key = self._new_entries(rec)
         claimable = queue_db in queue_index.READY_DBS  # ready, in this layout
+        if laned is not None:
+            queue_db, queue_key = laned
         queue_db, queue_key = pauses.held_entry(tx, rec.name, (queue_db, queue_key), rec.queue)
         tx.put(keys.DB_JOBS, job_key, raw)
         tx.put(keys.DB_BY_NAME, name_key, self._index_value(raw))
@@ -313,6 +331,12 @@ class LmdbStore(Store, HandOff):
         else:
             tx.put(queue_db, queue_key, b"")
         return 0, rec
+
+    def _laned_entry(self, tx: Tx, rec: JobRecord) -> tuple[bytes, bytes] | None:
+        """The lane entry of a new ready job of a limited task or queue; None else."""
+        entry = self._new_entries(rec)[2:]
+        found = queue_index.laned(tx, rec.name, rec.queue, entry)
+        return found if found[0] == keys.DB_LANED else None
 
     def _take_offer(self, tx: Tx, queue: str) -> tuple[str, int] | None:
         """The first offered idle child that is alive, of a server whose heartbeat is
@@ -419,16 +443,25 @@ class LmdbStore(Store, HandOff):
         job_items, name_items = [], []
         queue_items: dict[bytes, list[tuple[bytes, bytes]]] = {}
         held = tx.has_entries(keys.DB_PAUSES)  # once per batch: nothing paused, no cost
+        limited = lanes.in_use(tx)  # likewise for limits
         named: dict[str, int] = {}  # the named queues' new ready jobs
+        laned: dict[bytes, int] = {}  # the lanes' new ready jobs
         for rec in records:
             raw = encode_record(rec)
             job_key, name_key, queue_db, queue_key = self._new_entries(rec)
             if queue_db == keys.DB_QUEUED:
                 named[rec.queue] = named.get(rec.queue, 0) + 1
+            if limited:
+                queue_db, queue_key = queue_index.laned(
+                    tx, rec.name, rec.queue, (queue_db, queue_key)
+                )
             if held:
                 queue_db, queue_key = pauses.held_entry(
                     tx, rec.name, (queue_db, queue_key), rec.queue
                 )
+            if queue_db == keys.DB_LANED:
+                lane = keys.lane_of_laned(queue_key)
+                laned[lane] = laned.get(lane, 0) + 1
             job_items.append((job_key, raw))
             name_items.append((name_key, self._index_value(raw)))
             queue_items.setdefault(queue_db, []).append((queue_key, b""))
@@ -441,6 +474,8 @@ class LmdbStore(Store, HandOff):
             tx.put_many(db, items)
         for queue, added in named.items():
             queue_index.count(tx, queue, added)
+        for lane, added in laned.items():
+            lanes.count(tx, lane, added)
 
     # ---- polling ------------------------------------------------------------------
     def promote_due(self, now_ms: int) -> int:
@@ -495,7 +530,7 @@ class LmdbStore(Store, HandOff):
             return claim_selected(
                 queues, limit, self.rng, lambda q, n: self._claim_from(tx, q, server_id, n, now_ms)
             )
-        if queue_index.in_use(tx):
+        if queue_index.in_use(tx) or tx.has_entries(keys.DB_LANES):
             return self._claim_from(tx, None, server_id, limit, now_ms)[0]
         claimed: list[JobRecord] = []
         while True:
@@ -515,7 +550,7 @@ class LmdbStore(Store, HandOff):
             # released others: each pass takes its keys out of ``ready``, so this ends.
             if len(claimed) - before == len(taken) or len(claimed) >= limit:
                 return claimed
-            if queue_index.in_use(tx):  # an end released a job of a named queue
+            if queue_index.in_use(tx) or tx.has_entries(keys.DB_LANES):  # released there
                 more, _ = self._claim_from(tx, None, server_id, limit - len(claimed), now_ms)
                 return claimed + more
 
@@ -528,13 +563,19 @@ class LmdbStore(Store, HandOff):
         claimed: list[JobRecord] = []
         ended = False
         while len(claimed) < limit:
-            found = queue_index.merged(tx) if queue is None else queue_index.scan(tx, queue)
-            taken = queue_index.take(tx, found, limit - len(claimed))
+            if tx.has_entries(keys.DB_LANES):
+                taken = queue_index.take_limited(tx, queue, limit - len(claimed))
+            else:
+                found = queue_index.merged(tx) if queue is None else queue_index.scan(tx, queue)
+                taken = [(ready, ()) for ready in queue_index.take(tx, found, limit - len(claimed))]
             before = len(claimed)
-            for ready in taken:
-                rec = self._take(tx, keys.decode_ready_key(ready)[2], server_id, now_ms)
+            for ready, limits in taken:
+                job_id = keys.decode_ready_key(ready)[2]
+                rec = self._take(tx, job_id, server_id, now_ms)
                 if rec is not None:
                     claimed.append(rec)
+                    if limits:
+                        lanes.take_slots(tx, keys.processing_key(server_id, job_id), limits)
             if len(claimed) - before == len(taken):  # none ended otherwise: no more
                 break
             ended = True
@@ -639,6 +680,8 @@ class LmdbStore(Store, HandOff):
         pkey = keys.processing_key(outcome.server_id, outcome.job_id)
         if not tx.delete(keys.DB_PROCESSING, pkey):
             return False  # the claim was taken back: a late outcome changes nothing
+        if tx.has_entries(keys.DB_COUNTED):
+            lanes.release(tx, pkey)  # its slots, in the commit of its outcome
         request = cancels.take_request(tx, pkey) if requests else None
         rec = self._load_claimed(tx, outcome.job_id)
         if rec is None or rec.state is not JobState.PROCESSING:
@@ -809,7 +852,7 @@ class LmdbStore(Store, HandOff):
     def _counts(self, tx: Tx) -> dict[str, int]:
         ready = tx.entries(keys.DB_READY) + tx.entries(keys.DB_PAUSED)
         return {
-            "ready": ready + tx.entries(keys.DB_QUEUED),
+            "ready": ready + tx.entries(keys.DB_QUEUED) + tx.entries(keys.DB_LANED),
             "scheduled": tx.entries(keys.DB_SCHEDULED),
             "processing": tx.entries(keys.DB_PROCESSING),
             "done": tx.entries(keys.DB_DONE),
@@ -834,12 +877,16 @@ class LmdbStore(Store, HandOff):
         ``HEADS_READ_MAX`` at most, and one record a priority."""
         first: dict[bytes, bytes] = {}  # inverted priority -> the smallest ready key
         budget = HEADS_READ_MAX
-        for queue in [DEFAULT_QUEUE, *queue_index.names(tx)]:
-            for ready in queue_index.heads(tx, queue, budget):
-                budget -= 1
-                band = ready[:4]
-                if band not in first or ready < first[band]:
-                    first[band] = ready
+        found = itertools.chain(
+            *(queue_index.heads(tx, q, budget) for q in [DEFAULT_QUEUE, *queue_index.names(tx)])
+        )
+        for ready in itertools.chain(found, queue_index.lane_heads(tx, budget)):
+            if budget <= 0:
+                break
+            budget -= 1
+            band = ready[:4]
+            if band not in first or ready < first[band]:
+                first[band] = ready
         oldest: int | None = None
         for band in sorted(first)[:HEADS_READ_MAX]:
             rec = self._load(tx, keys.decode_ready_key(first[band])[2])
@@ -896,6 +943,21 @@ class LmdbStore(Store, HandOff):
     def next_schedule_due_ms(self) -> int | None:
         return self.env.read(lmdb_schedules.next_due)
 
+    # ---- concurrency limits -----------------------------------------------------------
+    def set_limit(self, kind: str, name: str, concurrency: int | None) -> bool:
+        check_kind(kind)
+        if kind == TASK:
+            keys.check_name_key(name)
+        else:
+            check_queue_name(name)
+        changed = self.env.write(lambda tx: limit_changes.set_limit(tx, kind, name, concurrency))
+        if changed:
+            self.waker.notify()  # a raised or removed limit may let jobs start
+        return changed
+
+    def limits(self) -> builtins.list[Limit]:
+        return self.env.read(lanes.listed)
+
     # ---- pausing ----------------------------------------------------------------------
     def pause(self, name: str | None) -> PauseChange:
         if name is not None:
@@ -933,6 +995,7 @@ class LmdbStore(Store, HandOff):
                 if keys.decode_processing_key(key)[1] == job_id:
                     tx.delete(keys.DB_PROCESSING, key)
                     tx.delete(keys.DB_CANCELS, key)
+                    lanes.release(tx, key)
         elif rec.state is JobState.DONE:
             tx.delete(keys.DB_DONE, keys.done_key(rec.finished_at_ms or 0, job_id))
         elif rec.state is JobState.DEAD:
@@ -1011,7 +1074,7 @@ class LmdbStore(Store, HandOff):
     def _state_sources(self, state: JobState) -> builtins.list[bytes]:
         """The index that holds every job in ``state`` (for a bulk cancel)."""
         return {
-            JobState.READY: [keys.DB_READY, keys.DB_QUEUED, keys.DB_PAUSED],
+            JobState.READY: [keys.DB_READY, keys.DB_QUEUED, keys.DB_LANED, keys.DB_PAUSED],
             JobState.SCHEDULED: [keys.DB_SCHEDULED],
             JobState.WAITING: [keys.DB_WAITING],
             JobState.PROCESSING: [keys.DB_PROCESSING],

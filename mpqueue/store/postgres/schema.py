@@ -81,6 +81,7 @@ TABLES = {
     "pauses": "mpqueue_pauses",
     "history": "mpqueue_history",
     "schedules": "mpqueue_schedules",
+    "limits": "mpqueue_limits",
 }
 
 # ``errors`` is JSON in a text column, written ASCII-only: exception text may hold NUL
@@ -210,6 +211,26 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX mpqueue_schedules_due ON {schedules} (next_due_ms) "
         "WHERE NOT paused AND NOT retired",
     ),
+    (  # 12: concurrency limits (see limits.py): a limited job's lane, out of the claim
+        # indexes, and the slots a running one holds
+        """CREATE TABLE {limits} (
+            kind        text NOT NULL,
+            name        text NOT NULL,
+            concurrency integer NOT NULL,
+            running     integer NOT NULL DEFAULT 0,
+            PRIMARY KEY (kind, name)
+        )""",
+        "ALTER TABLE {jobs} ADD COLUMN lane text",
+        "ALTER TABLE {jobs} ADD COLUMN holds smallint",
+        "DROP INDEX {ready_index}",
+        "CREATE INDEX mpqueue_jobs_ready ON {jobs} (priority DESC, seq) "
+        "WHERE state = 'ready' AND NOT paused AND lane IS NULL",
+        "DROP INDEX {ready_queue_index}",
+        "CREATE INDEX mpqueue_jobs_ready_queue ON {jobs} (queue, priority DESC, seq) "
+        "WHERE state = 'ready' AND NOT paused AND lane IS NULL",
+        "CREATE INDEX mpqueue_jobs_laned ON {jobs} (lane, priority DESC, seq) "
+        "WHERE state = 'ready' AND NOT paused AND lane IS NOT NULL",
+    ),
 ]
 
 
@@ -222,6 +243,7 @@ def qualified_names(conn: psycopg.Connection[Any], schema: str) -> dict[str, str
     # An index lives in its table's schema: dropping one names that schema too.
     names["key_index"] = sql.Identifier(schema, "mpqueue_jobs_key").as_string(conn)
     names["ready_index"] = sql.Identifier(schema, "mpqueue_jobs_ready").as_string(conn)
+    names["ready_queue_index"] = sql.Identifier(schema, "mpqueue_jobs_ready_queue").as_string(conn)
     return names
 
 

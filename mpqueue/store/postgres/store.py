@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 
 from ...cancellation import CancelReport, requested
+from ...concurrency import TASK, Limit, check_concurrency, check_kind
 from ...dependencies import check_add_order, on_holders
 from ...errors import ConfigError, JobNotFound
 from ...expiry import expiry_entry
@@ -29,6 +30,7 @@ from ...pausing import PauseChange, Paused, pause_target
 from ...queues import (
     DEFAULT_QUEUE,
     Selection,
+    check_queue_name,
     check_queues,
     claim_selected,
     depths_by_queue,
@@ -60,6 +62,7 @@ from ..codec import decode_server_info, encode_server_info
 from . import cancels as pg_cancels
 from . import graph as pg_graph
 from . import history as pg_history
+from . import limits as pg_limits
 from . import pauses as pg_pauses
 from . import schedules as pg_schedules
 from . import schema as pg_schema
@@ -112,6 +115,7 @@ _Cycle = tuple[list[bool], list[JobRecord]]  # (inside the class, ``list`` is a 
 _SQL_GRAPH = {key: text.replace("{columns}", _COLUMNS) for key, text in pg_graph.SQL.items()}
 _SQL_CANCELS = pg_cancels.SQL
 _SQL_PAUSES = pg_pauses.SQL
+_SQL_LIMITS = pg_limits.sql(pg_pauses.CLAIMABLE)
 _SQL_HISTORY = pg_history.SQL
 _SQL_SCHEDULES = pg_schedules.SQL
 
@@ -138,11 +142,12 @@ def _insert_unnest(extra_column: str = "", extra_value: str = "", optional: bool
         list_values = ", u.retry_on, u.no_retry_on, u.expires_at_ms, u.queue"
         list_arrays = ", %s::text[], %s::text[], %s::bigint[], %s::text[]"
         list_names = " retry_on, no_retry_on, expires_at_ms, queue,"
-    return f"""INSERT INTO {{jobs}} ({_PLAIN_COLUMNS}{list_columns}{extra_column}, paused)
+    lane = pg_limits.new_lane("u.name", "u.queue" if optional else "'default'")
+    return f"""INSERT INTO {{jobs}} ({_PLAIN_COLUMNS}{list_columns}{extra_column}, paused, lane)
         SELECT u.id, u.name, u.state, u.payload, u.priority, nextval({{seq_name}}),
                u.run_at_ms, u.created_at_ms, u.attempts, u.max_retries, u.timeout_s,
                u.func, u.result, u.errors, u.finished_at_ms, u.backoff_base_s,
-               u.backoff_cap_s, u.signature{list_values}{extra_value}, {_NEW_PAUSED}
+               u.backoff_cap_s, u.signature{list_values}{extra_value}, {_NEW_PAUSED}, {lane}
         FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::integer[],
                     %s::bigint[], %s::bigint[], %s::integer[], %s::integer[],
                     %s::float8[], %s::bytea[], %s::bytea[], %s::text[], %s::bigint[],
@@ -153,9 +158,22 @@ def _insert_unnest(extra_column: str = "", extra_value: str = "", optional: bool
         ORDER BY u.ord RETURNING id, seq"""
 
 
-def _claim_statement(queue_filter: str) -> str:
+def _claim_statement(queue_filter: str, plain: bool = True) -> str:
     """The claim: up to N ready jobs (of one queue, with ``queue_filter``) in priority
-    and FIFO order become processing, or expired if past their deadline (see _SQL)."""
+    and FIFO order become processing, or expired if past their deadline (see _SQL).
+
+    ``plain``: the claim while no limit exists (see limits.py): of jobs in no lane, and
+    nothing once a limit exists; each row it returns ends with whether one does (one
+    row of NULLs and that when it claims nothing). Else the claim of the ids given."""
+    if not plain:
+        return _claim_update(queue_filter)
+    plain_filter = f"AND lane IS NULL AND {pg_limits.NO_LIMITS} {queue_filter}"
+    return f"""WITH claimed AS ({_claim_update(plain_filter)})
+        SELECT c.*, f.limited FROM (SELECT EXISTS (SELECT 1 FROM {{limits}}) AS limited) f
+        LEFT JOIN claimed c ON true"""
+
+
+def _claim_update(queue_filter: str) -> str:
     return f"""UPDATE {{jobs}} AS j SET
                 state = CASE WHEN picked.gone THEN 'expired' ELSE 'processing' END,
                 attempts = CASE WHEN NOT picked.gone AND j.attempts < {INTEGER_MAX}
@@ -217,19 +235,22 @@ _SQL = {
     "claim": _claim_statement(""),
     # The claim of one named queue, over its own index (mpqueue_jobs_ready_queue).
     "claim_queue": _claim_statement("AND queue = %s"),
+    # The claim of the jobs limits.pick chose (limits in use).
+    "claim_ids": _claim_statement("AND id = ANY(%s::text[])", plain=False),
     "expired_rows": "SELECT id, name, errors, expires_at_ms FROM {jobs} WHERE id = ANY(%s)",
     "expired_history": """UPDATE {jobs} AS j SET errors = u.errors
         FROM unnest(%s::text[], %s::text[]) AS u(id, errors) WHERE j.id = u.id""",
     "held": """SELECT id, worker_id, attempts, max_retries, backoff_base_s, backoff_cap_s,
-            errors, name, has_dependents, cancel_request, expires_at_ms FROM {jobs}
+            errors, name, has_dependents, cancel_request, expires_at_ms, holds, queue FROM {jobs}
         WHERE id = ANY(%s) AND state = 'processing' ORDER BY id FOR UPDATE""",
     # A job with dependencies or a key, one at a time (see graph.py): the rest of the
     # batch goes through "add". A held key inserts nothing (the caller reads the holder).
     # The last value is the task name again, for its ``paused``.
-    "add_linked": f"""INSERT INTO {{jobs}} ({_COLUMNS}, open_deps, paused)
+    "add_linked": f"""INSERT INTO {{jobs}} ({_COLUMNS}, open_deps, paused, lane)
         VALUES (%s, %s, %s, %s, %s, nextval({{seq_name}}), %s, %s, %s, %s, %s, %s, %s, %s,
                 %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
-                {pg_pauses.task_paused("%s", lock=True)})
+                {pg_pauses.task_paused("%s", lock=True)},
+                {pg_limits.new_lane("%s", "%s")})
         ON CONFLICT (name, key) WHERE key IS NOT NULL
             AND state NOT IN ('dead', 'cancelled', 'expired')
         DO NOTHING RETURNING seq""",
@@ -238,7 +259,7 @@ _SQL = {
             errors = coalesce(u.errors, j.errors), run_at_ms = coalesce(u.run_at_ms, j.run_at_ms),
             attempts = j.attempts + u.attempts_delta, finished_at_ms = u.finished_at_ms,
             dead_reason = u.dead_reason, worker_id = NULL, claimed_at_ms = NULL,
-            deadline_ms = NULL, cancel_request = NULL,
+            deadline_ms = NULL, cancel_request = NULL, holds = NULL,
             seq = CASE WHEN u.requeue THEN nextval({seq_name}) ELSE j.seq END
         FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::text[], %s::bigint[],
                     %s::integer[], %s::bigint[], %s::text[], %s::boolean[])
@@ -246,15 +267,22 @@ _SQL = {
                   dead_reason, requeue)
         WHERE j.id = u.id""",
     "park": """UPDATE {jobs} SET state = 'dead', dead_reason = %s, worker_id = NULL,
-            claimed_at_ms = NULL, deadline_ms = NULL WHERE id = %s""",
+            claimed_at_ms = NULL, deadline_ms = NULL, holds = NULL WHERE id = %s""",
     "bury": """UPDATE {jobs} SET state = 'dead', dead_reason = %s, errors = %s,
-            finished_at_ms = %s, worker_id = NULL, claimed_at_ms = NULL, deadline_ms = NULL
+            finished_at_ms = %s, worker_id = NULL, claimed_at_ms = NULL, deadline_ms = NULL,
+            holds = NULL
         WHERE id = %s""",
     "next_run_at": "SELECT min(run_at_ms) FROM {jobs} WHERE state = 'scheduled'",
     "claims": """SELECT id, worker_id, claimed_at_ms, deadline_ms FROM {jobs}
         WHERE state = 'processing' ORDER BY worker_id, id""",
     "claims_of": """SELECT id, worker_id, claimed_at_ms, deadline_ms FROM {jobs}
         WHERE state = 'processing' AND worker_id = %s ORDER BY id""",
+    # The slots of a server's claims being put back or ended (see requeue_server).
+    "release_worker": """WITH o AS (SELECT id, name, queue, holds FROM {jobs}
+            WHERE state = 'processing' AND worker_id = %s AND holds IS NOT NULL FOR UPDATE),
+        cleared AS (UPDATE {jobs} AS j SET holds = NULL FROM o WHERE j.id = o.id)
+        SELECT name, queue, holds FROM o""",
+    "holds_of": "SELECT name, queue, holds FROM {jobs} WHERE id = %s AND state = 'processing'",
     "requeue_worker": """UPDATE {jobs} SET state = 'ready', attempts = attempts - 1,
             worker_id = NULL, claimed_at_ms = NULL, deadline_ms = NULL
         WHERE id IN (SELECT id FROM {jobs} WHERE state = 'processing' AND worker_id = %s
@@ -272,11 +300,13 @@ _SQL = {
     # claim index (a skip scan), at most HEADS_READ_MAX priorities.
     "oldest_ready": """WITH RECURSIVE heads (priority, run_at_ms, n) AS (
             (SELECT priority, run_at_ms, 1 FROM {jobs} WHERE state = 'ready' AND NOT paused
+             AND lane IS NULL
              ORDER BY priority DESC, seq LIMIT 1)
             UNION ALL
             SELECT nxt.priority, nxt.run_at_ms, heads.n + 1 FROM heads, LATERAL (
                 SELECT priority, run_at_ms FROM {jobs}
-                WHERE state = 'ready' AND NOT paused AND priority < heads.priority
+                WHERE state = 'ready' AND NOT paused AND lane IS NULL
+                    AND priority < heads.priority
                 ORDER BY priority DESC, seq LIMIT 1) AS nxt
             WHERE heads.n < %s)
         SELECT min(run_at_ms) FROM heads""",
@@ -284,7 +314,10 @@ _SQL = {
             count(*) FILTER (WHERE state = 'processing')
         FROM {jobs} WHERE state IN ('ready', 'processing') GROUP BY queue""",
     # Ready jobs in two counts, each over its own index (a paused one is still ready).
-    "stats": """SELECT (SELECT count(*) FROM {jobs} WHERE state = 'ready' AND NOT paused)
+    "stats": """SELECT (SELECT count(*) FROM {jobs}
+                    WHERE state = 'ready' AND NOT paused AND lane IS NULL)
+                + (SELECT count(*) FROM {jobs}
+                    WHERE state = 'ready' AND NOT paused AND lane IS NOT NULL)
                 + (SELECT count(*) FROM {jobs} WHERE paused AND state = 'ready'),
             (SELECT count(*) FROM {jobs} WHERE state = 'scheduled'),
             (SELECT count(*) FROM {jobs} WHERE state = 'processing'),
@@ -297,7 +330,8 @@ _SQL = {
     "lock_one": f"SELECT {_COLUMNS} FROM {{jobs}} WHERE id = %s FOR UPDATE",
     "requeue_dead": f"""UPDATE {{jobs}} AS u SET state = 'ready', attempts = 0,
             run_at_ms = %s, finished_at_ms = NULL, dead_reason = NULL,
-            seq = nextval({{seq_name}}), paused = {_NEW_PAUSED}
+            seq = nextval({{seq_name}}), paused = {_NEW_PAUSED},
+            lane = {pg_limits.new_lane("u.name", "u.queue")}, holds = NULL
         WHERE id = %s RETURNING seq""",
     # Deleting finished jobs takes their edges with them, both ways (a cancelled job's
     # edges from dependencies still running may be open: nothing counts them any more).
@@ -375,7 +409,15 @@ class PostgresStore(Store):
             names = pg_schema.qualified_names(conn, schema)
         self.schema = schema
         self.channel = _channel_name(schema)
-        sql = _SQL | _SQL_GRAPH | _SQL_CANCELS | _SQL_PAUSES | _SQL_HISTORY | _SQL_SCHEDULES
+        sql = (
+            _SQL
+            | _SQL_GRAPH
+            | _SQL_CANCELS
+            | _SQL_PAUSES
+            | _SQL_HISTORY
+            | _SQL_SCHEDULES
+            | _SQL_LIMITS
+        )
         self.sql = {key: pg_schema.render(text, names) for key, text in sql.items()}
 
     # ---- adding -------------------------------------------------------------------
@@ -438,7 +480,15 @@ class PostgresStore(Store):
         admission = pg_graph.admit_new(q, self.sql, rec, now) if rec.depends_on else None
         new = rec if admission is None else admission.record
         open_deps = 0 if admission is None else admission.open_deps
-        values = (*_insert_row(new), *_workflow_row(new), *_optional_row(new), open_deps, new.name)
+        lane = (new.name, new.name, new.queue, new.queue)  # the four of new_lane("%s", "%s")
+        values = (
+            *_insert_row(new),
+            *_workflow_row(new),
+            *_optional_row(new),
+            open_deps,
+            new.name,
+            *lane,
+        )
         row = q.one(self.sql["add_linked"], values)
         if row is None:  # another producer took the key after our look
             holder = q.one(self.sql["key_holder"], (rec.name, rec.key))
@@ -549,10 +599,17 @@ class PostgresStore(Store):
             statement = "claim" if queue is None else "claim_queue"
             named = () if queue is None else (queue,)
             params = (server_id, now_ms, now_ms, now_ms, now_ms, *named, wanted)
-            rows = q.rows(self.sql[statement], params)
+            found = q.rows(self.sql[statement], params)
+            rows = [row[:-1] for row in found if row[0] is not None]
+            holds: dict[str, int] = {}
+            if found and found[0][-1]:  # a limit exists: it claimed nothing
+                rows, holds = self._claim_limited(q, queue, server_id, wanted, now_ms)
             q.counter.puts += len(rows)  # RETURNING counted them as reads; each was updated
             before = len(claimed)
             self._take(q, rows, now_ms, claimed)
+            if holds:
+                taken = [(r.id, r.name, r.queue, holds.get(r.id, 0)) for r in claimed[before:]]
+                pg_limits.count_claimed(q, self.sql, taken)
             # Again while some picked jobs ended otherwise (expired, bad), which may have
             # released others; each statement takes its rows out of ready, so this ends.
             if len(claimed) - before == len(rows) or len(claimed) >= limit:
@@ -561,6 +618,16 @@ class PostgresStore(Store):
         claimed.sort(key=lambda r: (-r.priority, r.seq))  # RETURNING has no order
         ended = ended or len(claimed) - before < len(rows)
         return claimed, ended
+
+    def _claim_limited(
+        self, q: Query, queue: str | None, server_id: str, wanted: int, now_ms: int
+    ) -> tuple[list[tuple[Any, ...]], dict[str, int]]:
+        """The claim where limits exist: limits.pick's jobs, and the slots of each."""
+        picked = dict(pg_limits.pick(q, self.sql, queue, wanted))
+        if not picked:
+            return [], {}
+        params = (server_id, now_ms, now_ms, now_ms, now_ms, list(picked), len(picked))
+        return q.rows(self.sql["claim_ids"], params), picked
 
     def _take(
         self, q: Query, rows: list[tuple[Any, ...]], now_ms: int, claimed: list[JobRecord]
@@ -626,6 +693,7 @@ class PostgresStore(Store):
 
     def _finish(self, q: Query, outcomes: Sequence[Outcome], now_ms: int) -> list[bool]:
         held = {row[0]: row for row in q.rows(self.sql["held"], ([o.job_id for o in outcomes],))}
+        freed = [(row[7], row[12], row[11]) for row in held.values() if row[11]]
         updates: list[tuple[Any, ...]] = []
         ends: list[tuple[str, str, JobState]] = []  # of jobs others wait for
         acks = []
@@ -633,6 +701,8 @@ class PostgresStore(Store):
             row = held.pop(outcome.job_id, None)  # popped: a repeated outcome is late
             if row is None or row[1] != outcome.server_id:
                 acks.append(False)  # the claim was taken back: a late outcome changes nothing
+                if row is not None and row[11]:
+                    freed.remove((row[7], row[12], row[11]))  # still running elsewhere
                 continue
             if row[9] is not None:  # its cancel was requested: it ends cancelled
                 outcome = requested(outcome, row[9], row[2], now_ms)
@@ -650,6 +720,8 @@ class PostgresStore(Store):
                 ends.append((outcome.job_id, row[7], end))
         if updates:
             q.write(self.sql["finish"], [list(column) for column in zip(*updates)])
+        if freed:  # in the commit of the outcomes: their slots
+            pg_limits.release(q, self.sql, freed)
         if ends:
             self._settle(q, ends, now_ms)
         return acks
@@ -725,6 +797,7 @@ class PostgresStore(Store):
 
     def requeue_server(self, server_id: str) -> list[str]:
         def body(q: Query) -> list[str]:
+            pg_limits.release(q, self.sql, q.rows(self.sql["release_worker"], (server_id,)))
             cancelled = self._end_requested(q, server_id)
             ids = sorted(row[0] for row in q.rows(self.sql["requeue_worker"], (server_id,)))
             ids = sorted(ids + cancelled)
@@ -962,6 +1035,24 @@ class PostgresStore(Store):
         return self.session.run(lambda q: pg_schedules.next_due(q, self.sql), write=False)
 
     # ---- removing ---------------------------------------------------------------------
+    # ---- concurrency limits -------------------------------------------------------
+    def set_limit(self, kind: str, name: str, concurrency: int | None) -> bool:
+        check_kind(kind)
+        check_concurrency(concurrency)
+        if kind == TASK:
+            check_key_part(name, f"task name {name!r}")
+        elif not is_queue_name(name):
+            check_queue_name(name)
+        changed = self.session.run(
+            lambda q: pg_limits.set_limit(q, self.sql, kind, name, concurrency)
+        )
+        if changed:
+            self.session.run(lambda q: q.rows(self.sql["notify"], (self.channel,)))
+        return changed
+
+    def limits(self) -> builtins.list[Limit]:
+        return self.session.run(lambda q: pg_limits.listed(q, self.sql), write=False)
+
     def delete(self, job_id: str) -> bool:
         return self.session.run(lambda q: self._delete(q, job_id))
 
@@ -970,6 +1061,8 @@ class PostgresStore(Store):
         if row is None:
             return False
         rec = _decode(row)
+        if rec.state is JobState.PROCESSING:
+            pg_limits.release(q, self.sql, q.rows(self.sql["holds_of"], (job_id,)))
         if rec.state not in FINISHED_STATES:
             self._settle(q, [(rec.id, rec.name, None)], now_ms())
         q.write(self.sql["unlink"], (job_id, job_id, list(rec.depends_on)), deletes=True)
@@ -1090,6 +1183,10 @@ class PostgresStore(Store):
             report.inconsistent += [
                 f"job {job_id} is held as paused but its task is not paused"
                 for (job_id,) in q.rows(self.sql["check_paused"])
+            ]
+            report.inconsistent += [
+                f"the {kind} limit of {name} counts {running} running, but {held} are"
+                for kind, name, running, held in q.rows(self.sql["check_limits"])
             ]
             for job_id, errors in q.rows(self.sql["check_errors"]):
                 try:

@@ -1,0 +1,141 @@
+"""Concurrency limits on LMDB (see mpqueue/concurrency.py for what they are).
+
+``limits`` holds each limit's concurrency and running count. The ready jobs of a
+limited task or queue are not in ``ready``/``queued`` but in ``laned``, one key range
+(a lane) per queue and task: ``(queue, task)`` for a limited task's jobs, ``(queue, "")``
+for the other jobs of a limited queue; ``lanes`` counts each lane's jobs, so a claim
+finds the lanes without reading their jobs. A claim visits only the lanes whose limits
+have a free slot, at most that many jobs of each, merged with the unlimited jobs in
+priority and FIFO order; so jobs at their limit cost a claim nothing.
+
+A claimed limited job gets a ``counted`` entry (its processing key -> the limits it
+takes a slot of), written with the claim; whatever ends or puts back the claim (an
+outcome, ``requeue_server``, a delete) releases it in the same commit. A store without
+limits has these databases empty and pays one empty check where it would look.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ...concurrency import QUEUE, TASK, Limit
+from . import keys
+from .env import Tx
+
+Found = tuple[bytes, bytes, bytes, tuple[bytes, ...]]  # ready key, db, key, limit keys
+
+
+def in_use(tx: Tx) -> bool:
+    """Whether any limit exists (lanes can hold jobs only then)."""
+    return tx.has_entries(keys.DB_LIMITS)
+
+
+def lane_of(tx: Tx, name: str, queue: str) -> bytes | None:
+    """The lane prefix a ready job of task ``name`` in ``queue`` is filed under; None
+    for a job of neither a limited task nor a limited queue."""
+    if tx.get(keys.DB_LIMITS, keys.limit_key(TASK, name)) is not None:
+        return keys.lane_prefix(queue, name)
+    if tx.get(keys.DB_LIMITS, keys.limit_key(QUEUE, queue)) is not None:
+        return keys.lane_prefix(queue, "")
+    return None
+
+
+def count(tx: Tx, prefix: bytes, delta: int) -> None:
+    """Add ``delta`` to a lane's job count (its entry goes at zero)."""
+    left = keys.decode_count(tx.get(keys.DB_LANES, prefix)) + delta
+    if left > 0:
+        tx.put(keys.DB_LANES, prefix, keys.encode_count(left))
+    else:
+        tx.delete(keys.DB_LANES, prefix)
+
+
+def limits_of(prefix: bytes, stored: dict[bytes, tuple[int, int]]) -> tuple[bytes, ...]:
+    """The limits a job of the lane ``prefix`` counts against: its task's, its queue's
+    (those of ``stored`` that exist)."""
+    queue, task = keys.split_lane_prefix(prefix)
+    wanted: tuple[bytes, ...] = (keys.limit_key(TASK, task),) if task else ()
+    wanted += (keys.limit_key(QUEUE, queue),)
+    return tuple(key for key in wanted if key in stored)
+
+
+def stored_limits(tx: Tx) -> dict[bytes, tuple[int, int]]:
+    """Every limit as (concurrency, running), by limit key (a handful: one read each)."""
+    found = {}
+    for key, raw in tx.scan(keys.DB_LIMITS):
+        value = keys.decode_limit(raw)
+        if value is not None:  # bytes mpqueue did not write: no limit, never a crash
+            found[key] = value
+    return found
+
+
+def open_lanes(
+    tx: Tx, queue: str | None, wanted: int, free: dict[bytes, int]
+) -> list[Iterator[Found]]:
+    """A scan of each lane (of ``queue``; None: of every queue) with a free slot, at
+    most as many entries as its limits have free (and ``wanted``)."""
+    stored = {key: (0, 0) for key in free}
+    scans = []
+    for prefix, _ in tx.scan(keys.DB_LANES, values=False):
+        if queue is not None and keys.split_lane_prefix(prefix)[0] != queue:
+            continue
+        limits = limits_of(prefix, stored)
+        room = min((free[key] for key in limits), default=wanted)
+        if room > 0:
+            scans.append(_scan(tx, prefix, min(room, wanted), limits))
+    return scans
+
+
+def _scan(tx: Tx, prefix: bytes, room: int, limits: tuple[bytes, ...]) -> Iterator[Found]:
+    for n, (key, _) in enumerate(tx.scan_prefix(keys.DB_LANED, prefix, values=False)):
+        if n >= room:
+            return
+        yield key[len(prefix) :], keys.DB_LANED, key, limits
+
+
+def take_slots(tx: Tx, processing_key: bytes, limits: tuple[bytes, ...]) -> None:
+    """A claimed job takes a slot of each of ``limits``; its ``counted`` entry says so."""
+    for key in limits:
+        _add_running(tx, key, 1)
+    tx.put(keys.DB_COUNTED, processing_key, keys.SEP.join(limits))
+
+
+def release(tx: Tx, processing_key: bytes) -> None:
+    """A claim that ended or was put back frees its slots (none for most jobs)."""
+    raw = tx.get(keys.DB_COUNTED, processing_key)
+    if raw is None:
+        return
+    tx.delete(keys.DB_COUNTED, processing_key)
+    for key in raw.split(keys.SEP):
+        _add_running(tx, key, -1)
+
+
+def _add_running(tx: Tx, key: bytes, delta: int) -> None:
+    value = keys.decode_limit(tx.get(keys.DB_LIMITS, key))
+    if value is not None:  # a limit removed meanwhile: nothing to count
+        tx.put(keys.DB_LIMITS, key, keys.encode_limit(value[0], value[1] + delta))
+
+
+def listed(tx: Tx) -> list[Limit]:
+    return [
+        Limit(*keys.decode_limit_key(key), concurrency, running)
+        for key, (concurrency, running) in sorted(stored_limits(tx).items())
+    ]
+
+
+def move_lane(tx: Tx, prefix: bytes, target: tuple[bytes, bytes] | None, queue: str) -> None:
+    """Move every job of lane ``prefix`` to ``target`` (db, key prefix), None: to its
+    queue's plain index (``ready`` or ``queued``)."""
+    moved = [key for key, _ in tx.scan_prefix(keys.DB_LANED, prefix, values=False)]
+    for key in moved:
+        tx.delete(keys.DB_LANED, key)
+        ready = key[len(prefix) :]
+        if target is None:
+            if queue == "default":
+                tx.put(keys.DB_READY, ready, b"")
+            else:
+                tx.put(keys.DB_QUEUED, keys.queued_key(queue, ready), b"")
+        else:
+            tx.put(target[0], target[1] + ready, b"")
+    tx.delete(keys.DB_LANES, prefix)
+    if target is not None and target[0] == keys.DB_LANED and moved:
+        count(tx, target[1], len(moved))

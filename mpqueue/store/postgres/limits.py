@@ -1,0 +1,223 @@
+"""Concurrency limits on PostgreSQL (see mpqueue/concurrency.py for what they are).
+
+``mpqueue_limits`` holds each limit's concurrency and running count. Each job row's
+``lane`` says which limit files it: ``t:NAME`` for a job of a limited task, ``q:QUEUE``
+for a limited queue's job whose task has none, NULL for the rest. The claim indexes
+hold only rows whose lane is NULL, and ``mpqueue_jobs_laned`` the others by lane, so
+a claim reads no job of a lane whose limit is full. ``holds`` says which slots a
+running job takes (1: its task's, 2: its queue's).
+
+While no limit exists the claim pays two reads of the empty table (init plans) and
+claims as before. Once one exists, the claim locks the limit rows (``FOR UPDATE``:
+claimers of limited work take turns), reads the plain candidates and, of each lane
+with a free slot, at most that many, and claims what the free slots allow, in
+priority and FIFO order; it adds to the running counts in its transaction, and every
+outcome, put-back and delete takes away in its own.
+
+A row's lane is written when the row is (``new_lane``) and by ``set_limit`` on the
+unfinished rows it concerns; ``set_limit`` first takes a SHARE lock on the jobs table,
+so no writer that began before it can leave a row with the lane of before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ...concurrency import QUEUE, TASK, Limit
+from .session import Query
+
+TASK_SLOT, QUEUE_SLOT = 1, 2
+
+
+def lane_of(name: str, queue: str) -> str:
+    """SQL: the lane of a row whose task and queue are the expressions given."""
+    return f"""CASE WHEN EXISTS (SELECT 1 FROM {{limits}} l
+                    WHERE l.kind = 'task' AND l.name = {name}) THEN 't:' || {name}
+                 WHEN EXISTS (SELECT 1 FROM {{limits}} l
+                    WHERE l.kind = 'queue' AND l.name = {queue}) THEN 'q:' || {queue} END"""
+
+
+def new_lane(name: str, queue: str) -> str:
+    """``lane_of`` for a row being written, behind one read of the (empty) table."""
+    return f"CASE WHEN EXISTS (SELECT 1 FROM {{limits}}) THEN {lane_of(name, queue)} END"
+
+
+NO_LIMITS = "NOT EXISTS (SELECT 1 FROM {limits})"
+
+_CANDIDATE = """SELECT id, priority, seq, queue FROM {{jobs}} AS j
+    WHERE state = 'ready' AND NOT paused AND {where} AND {claimable}
+    ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED"""
+
+
+def sql(claimable: str) -> dict[str, str]:
+    """The statements, with the claim's pause conditions ``claimable``."""
+    return {
+        "limits_lock": """SELECT kind, name, concurrency, running FROM {limits}
+            ORDER BY kind, name FOR UPDATE""",
+        "limits": "SELECT kind, name, concurrency, running FROM {limits} ORDER BY kind, name",
+        "candidates_plain": _CANDIDATE.format(where="lane IS NULL", claimable=claimable),
+        "candidates_plain_queue": _CANDIDATE.format(
+            where="lane IS NULL AND queue = %s", claimable=claimable
+        ),
+        "candidates_lane": _CANDIDATE.format(where="lane = %s", claimable=claimable),
+        "candidates_lane_queue": _CANDIDATE.format(
+            where="lane = %s AND queue = %s", claimable=claimable
+        ),
+        "hold": "UPDATE {jobs} SET holds = u.holds FROM unnest(%s::text[], %s::smallint[]) "
+        "AS u(id, holds) WHERE {jobs}.id = u.id",
+        "running_add": """UPDATE {limits} AS l SET running = greatest(l.running + u.n, 0)
+            FROM unnest(%s::text[], %s::text[], %s::integer[]) AS u(kind, name, n)
+            WHERE l.kind = u.kind AND l.name = u.name""",
+        "limit_get": "SELECT concurrency FROM {limits} WHERE kind = %s AND name = %s FOR UPDATE",
+        "limit_peek": "SELECT concurrency FROM {limits} WHERE kind = %s AND name = %s",
+        "limit_update": "UPDATE {limits} SET concurrency = %s WHERE kind = %s AND name = %s",
+        "limit_delete": "DELETE FROM {limits} WHERE kind = %s AND name = %s",
+        "lock_jobs": "LOCK TABLE {jobs} IN SHARE MODE",
+        # ``check``: each limit's running count is the running jobs holding its slot.
+        "check_limits": f"""SELECT * FROM (SELECT l.kind, l.name, l.running,
+                (SELECT count(*) FROM {{jobs}} j
+                 WHERE j.state = 'processing' AND j.holds IS NOT NULL AND CASE l.kind
+                    WHEN 'task' THEN j.name = l.name AND j.holds & {TASK_SLOT} <> 0
+                    ELSE j.queue = l.name AND j.holds & {QUEUE_SLOT} <> 0 END) AS held
+            FROM {{limits}} l) c WHERE running <> held ORDER BY kind, name""",
+        # Per kind: the column that names what the limit limits.
+        **{
+            f"limit_insert_{kind}": f"""INSERT INTO {{limits}} (kind, name, concurrency, running)
+                VALUES (%s, %s, %s, (SELECT count(*) FROM {{jobs}}
+                    WHERE state = 'processing' AND {column} = %s))"""
+            for kind, column in ((TASK, "name"), (QUEUE, "queue"))
+        },
+        **{
+            f"holds_set_{kind}": f"""UPDATE {{jobs}} SET holds = coalesce(holds, 0) | %s
+                WHERE state = 'processing' AND {column} = %s"""
+            for kind, column in ((TASK, "name"), (QUEUE, "queue"))
+        },
+        **{
+            f"holds_clear_{kind}": f"""UPDATE {{jobs}} SET holds = nullif(holds & ~%s::smallint, 0)
+                WHERE holds IS NOT NULL AND {column} = %s"""
+            for kind, column in ((TASK, "name"), (QUEUE, "queue"))
+        },
+        **{
+            f"relane_{kind}": f"""UPDATE {{jobs}} AS j SET lane = {lane_of("j.name", "j.queue")}
+                WHERE {column} = %s
+                AND state IN ('waiting', 'scheduled', 'ready', 'processing')"""
+            for kind, column in ((TASK, "name"), (QUEUE, "queue"))
+        },
+    }
+
+
+def stored(q: Query, statements: dict[str, str], lock: bool) -> dict[tuple[str, str], list[int]]:
+    rows = q.rows(statements["limits_lock" if lock else "limits"])
+    return {(str(kind), str(name)): [int(cap), int(run)] for kind, name, cap, run in rows}
+
+
+def listed(q: Query, statements: dict[str, str]) -> list[Limit]:
+    return [Limit(k, n, cap, run) for (k, n), (cap, run) in stored(q, statements, False).items()]
+
+
+def pick(
+    q: Query, statements: dict[str, str], queue: str | None, wanted: int
+) -> list[tuple[str, int]]:
+    """The ids a claim of ``queue`` (None: every queue) may take, up to ``wanted``, with
+    the slots each takes (``holds``), in priority and FIFO order; locks the limits."""
+    limits = stored(q, statements, lock=True)
+    free = {key: max(cap - run, 0) for key, (cap, run) in limits.items()}
+    named = () if queue is None else (queue,)
+    plain = "candidates_plain" if queue is None else "candidates_plain_queue"
+    found: list[tuple[tuple[Any, ...], tuple[str, str] | None]] = [
+        (row, None) for row in q.rows(statements[plain], (*named, wanted))
+    ]
+    for (kind, name), room in free.items():
+        if room <= 0 or (kind == QUEUE and queue is not None and name != queue):
+            continue
+        lane_name = ("t:" if kind == TASK else "q:") + name
+        statement = "candidates_lane" if queue is None else "candidates_lane_queue"
+        rows = q.rows(statements[statement], (lane_name, *named, min(room, wanted)))
+        found += [(row, (kind, name)) for row in rows]
+    found.sort(key=lambda item: (-item[0][1], item[0][2]))
+    picked: list[tuple[str, int]] = []
+    for (job_id, _, _, job_queue), lane in found:
+        keys = _slots(lane, job_queue, limits)
+        if any(free[key] <= 0 for key, _ in keys):
+            continue  # its limit filled in this claim: it stays ready
+        for key, _ in keys:
+            free[key] -= 1
+        picked.append((job_id, sum(bit for _, bit in keys)))
+        if len(picked) >= wanted:
+            break
+    return picked
+
+
+def _slots(
+    lane: tuple[str, str] | None, queue: str, limits: dict[tuple[str, str], list[int]]
+) -> list[tuple[tuple[str, str], int]]:
+    """The (limit, slot bit) a candidate of ``lane`` (None: no lane) takes: its task's
+    limit, and its queue's where there is one."""
+    if lane is None:
+        return []
+    if lane[0] == QUEUE:
+        return [(lane, QUEUE_SLOT)]
+    slots = [(lane, TASK_SLOT)]
+    if (QUEUE, queue) in limits:
+        slots.append(((QUEUE, queue), QUEUE_SLOT))
+    return slots
+
+
+def count_claimed(
+    q: Query, statements: dict[str, str], claimed: Sequence[tuple[str, str, str, int]]
+) -> None:
+    """Claimed (id, task, queue, holds): their slots taken, their rows marked."""
+    held = [(job_id, holds) for job_id, _, _, holds in claimed if holds]
+    if not held:
+        return
+    q.write(statements["hold"], ([i for i, _ in held], [h for _, h in held]))
+    _add_running(q, statements, [(name, queue, holds) for _, name, queue, holds in claimed], 1)
+
+
+def release(q: Query, statements: dict[str, str], rows: Sequence[tuple[str, str, Any]]) -> None:
+    """(task, queue, holds) of claims that ended or went back: their slots freed (the
+    caller's statement cleared ``holds``)."""
+    _add_running(q, statements, rows, -1)
+
+
+def _add_running(
+    q: Query, statements: dict[str, str], rows: Sequence[tuple[str, str, Any]], sign: int
+) -> None:
+    delta: dict[tuple[str, str], int] = {}
+    for name, queue, holds in rows:
+        if not holds:
+            continue
+        if holds & TASK_SLOT:
+            delta[(TASK, name)] = delta.get((TASK, name), 0) + sign
+        if holds & QUEUE_SLOT:
+            delta[(QUEUE, queue)] = delta.get((QUEUE, queue), 0) + sign
+    if delta:
+        kinds, names = zip(*delta)
+        q.write(statements["running_add"], (list(kinds), list(names), list(delta.values())))
+
+
+def set_limit(
+    q: Query, statements: dict[str, str], kind: str, name: str, concurrency: int | None
+) -> bool:
+    row = q.one(statements["limit_peek"], (kind, name))
+    if row is not None and concurrency is not None and int(row[0]) == concurrency:
+        return False  # what a server's start writes most of the time: no lock taken
+    q.write(statements["lock_jobs"])
+    row = q.one(statements["limit_get"], (kind, name))
+    bit = TASK_SLOT if kind == TASK else QUEUE_SLOT
+    if row is not None and concurrency is not None:
+        if int(row[0]) == concurrency:
+            return False
+        q.write(statements["limit_update"], (concurrency, kind, name))
+        return True
+    if concurrency is None:
+        if row is None:
+            return False
+        q.write(statements["limit_delete"], (kind, name), deletes=True)
+        q.write(statements[f"holds_clear_{kind}"], (bit, name))
+    else:
+        q.write(statements[f"limit_insert_{kind}"], (kind, name, concurrency, name))
+        q.write(statements[f"holds_set_{kind}"], (bit, name))
+    q.write(statements[f"relane_{kind}"], (name,))
+    return True
