@@ -16,7 +16,7 @@ from mpqueue import Queue
 
 from ..support.helpers import wait_until
 from ..support.pg_helpers import pg_url  # noqa: F401
-from ..support.serve_helpers import servers  # noqa: F401
+from ..support.serve_helpers import location, servers  # noqa: F401
 
 JOBS = int(os.environ.get("MPQUEUE_LIMIT_TEST_JOBS", "500"))
 
@@ -34,13 +34,6 @@ def _kill_tree(server) -> None:
             proc.kill()
         except psutil.Error:
             pass
-
-
-@pytest.fixture(params=["lmdb", "postgres"])
-def location(request, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        return str(request.getfixturevalue("pg_url"))
-    return str(tmp_path / "store")
 
 
 @pytest.mark.timeout(300)

@@ -12,15 +12,8 @@ from mpqueue import Queue
 
 from ..support.helpers import wait_until
 from ..support.pg_helpers import pg_url  # noqa: F401
-from ..support.serve_helpers import read_runs, servers  # noqa: F401
+from ..support.serve_helpers import location, read_runs, servers  # noqa: F401
 from .test_handoff import offers
-
-
-@pytest.fixture(params=["lmdb", "postgres"])
-def location(request, tmp_path: Path) -> str:
-    if request.param == "postgres":
-        return str(request.getfixturevalue("pg_url"))
-    return str(tmp_path / "store")
 
 
 @pytest.mark.timeout(90)

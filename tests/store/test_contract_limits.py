@@ -7,32 +7,16 @@ import pytest
 
 from mpqueue.concurrency import QUEUE, TASK, Limit
 from mpqueue.errors import ConfigError
-from mpqueue.queues import Selection
 from mpqueue.records import JobState, Outcome, now_ms
 from mpqueue.store.counting import CountingStore
 
-from ..support.helpers import done, error, failed
+from ..support.helpers import claim_of as claim
+from ..support.helpers import done, error, failed, ids
 from ..support.pg_helpers import pg_url  # noqa: F401
 from .test_contract import add, queue, record, store, store_location  # noqa: F401
 
 A = "tests.support.tasks.add"  # limited in most tests
 B = "tests.support.tasks.echo"
-
-
-def claim(store, limit, *names, worker="w1"):
-    """One claim of ``limit`` (legacy, which claims one job a poll: ``limit`` polls)."""
-    selection = Selection(tuple(names)) if names else None
-    store.promote_due(now_ms())
-    if store.mode != "legacy":
-        return store.claim(worker, limit, now_ms(), selection)
-    got = []
-    while len(got) < limit and (one := store.claim(worker, 1, now_ms(), selection)):
-        got += one
-    return got
-
-
-def ids(records):
-    return [r.id for r in records]
 
 
 def running(store, kind=TASK, name=A):

@@ -12,7 +12,8 @@ from mpqueue.queues import Selection
 from mpqueue.records import JobState, Outcome, now_ms
 from mpqueue.store.counting import CountingStore
 
-from ..support.helpers import claim_all, done, error, failed
+from ..support.helpers import claim_all, done, error, failed, ids
+from ..support.helpers import claim_of as claim
 from ..support.pg_helpers import pg_url  # noqa: F401
 from .test_contract import add, queue, record, store, store_location  # noqa: F401
 
@@ -20,25 +21,9 @@ A = "tests.support.tasks.add"
 B = "tests.support.tasks.echo"
 
 
-def claim(store, limit, *names, weights=None, worker="w1"):
-    """One claim of ``limit`` (legacy, which claims one job a poll: ``limit`` polls)."""
-    selection = Selection(tuple(names), weights) if names else None
-    store.promote_due(now_ms())
-    if store.mode != "legacy":
-        return store.claim(worker, limit, now_ms(), selection)
-    got = []
-    while len(got) < limit and (one := store.claim(worker, 1, now_ms(), selection)):
-        got += one
-    return got
-
-
 def no_legacy(store):
     if store.mode == "legacy":
         pytest.skip("legacy claims one job a poll: a claim's split between queues is its draw")
-
-
-def ids(records):
-    return [r.id for r in records]
 
 
 def test_a_job_keeps_its_queue(store):

@@ -346,8 +346,8 @@ class StoreMachine(RuleBasedStateMachine):
         self.now += advance
         self._promote()
 
-    @rule(worker=st.sampled_from(WORKERS), limit=st.integers(1, 4))
-    def claim(self, worker, limit):
+    def _claimable(self, served: list[str] | None = None) -> list[JobRecord]:
+        """The jobs a claim (of ``served`` queues, None: all) takes, in its order."""
         self._promote()
         recs = self._records()
         claimable = [
@@ -359,9 +359,17 @@ class StoreMachine(RuleBasedStateMachine):
             )
             and self.names[j] not in self.paused_names
             and not self.paused_all
+            and (served is None or self.queue_of[j] in served)
         ]
-        claimable.sort(key=lambda r: (-r.priority, r.seq))
-        claimable = self._within_limit(claimable)
+        if served is None:
+            claimable.sort(key=lambda r: (-r.priority, r.seq))
+        else:
+            claimable.sort(key=lambda r: (served.index(r.queue), -r.priority, r.seq))
+        return self._within_limit(claimable)
+
+    @rule(worker=st.sampled_from(WORKERS), limit=st.integers(1, 4))
+    def claim(self, worker, limit):
+        claimable = self._claimable()
         expect = min(limit, 1 if self.mode == "legacy" else limit, len(claimable))
         got = self.store.claim(worker, limit, self.now)
         self._claimed(worker, limit, got, [r.id for r in claimable[:expect]])
@@ -374,21 +382,7 @@ class StoreMachine(RuleBasedStateMachine):
     def claim_queues(self, worker, limit, served):
         """A claim of some queues, in order of preference: each queue's jobs in
         priority and FIFO order, a later queue's only once the earlier ones have none."""
-        self._promote()
-        recs = self._records()
-        claimable = [
-            recs[j]
-            for j, m in self.jobs.items()
-            if (
-                m[0] is JobState.READY
-                or (m[0] is JobState.SCHEDULED and recs[j].run_at_ms <= self.now)
-            )
-            and self.names[j] not in self.paused_names
-            and not self.paused_all
-            and self.queue_of[j] in served
-        ]
-        claimable.sort(key=lambda r: (served.index(r.queue), -r.priority, r.seq))
-        claimable = self._within_limit(claimable)
+        claimable = self._claimable(served)
         expect = min(limit, 1 if self.mode == "legacy" else limit, len(claimable))
         got = self.store.claim(worker, limit, self.now, Selection(tuple(served)))
         assert all(r.queue in served for r in got), got

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from mpqueue.queues import Selection
 from mpqueue.records import ErrorInfo, JobRecord, Outcome, now_ms
 from mpqueue.serializer import dump_result
 from mpqueue.store import Store
@@ -191,3 +192,26 @@ def mpqueue_without(
         timeout=60,
     )
     return run, marker.exists()
+
+
+def claim_of(
+    store: Store,
+    limit: int,
+    *queues: str,
+    weights: tuple[int, ...] | None = None,
+    worker: str = "w1",
+) -> list[JobRecord]:
+    """One claim of ``limit`` jobs of ``queues`` (none: every queue), after promoting
+    what is due; legacy, which claims one job a poll, polls ``limit`` times."""
+    selection = Selection(tuple(queues), weights) if queues else None
+    store.promote_due(now_ms())
+    if store.mode != "legacy":
+        return store.claim(worker, limit, now_ms(), selection)
+    got: list[JobRecord] = []
+    while len(got) < limit and (one := store.claim(worker, 1, now_ms(), selection)):
+        got += one
+    return got
+
+
+def ids(records: list[JobRecord]) -> list[str]:
+    return [r.id for r in records]

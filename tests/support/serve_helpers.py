@@ -203,3 +203,12 @@ def env(tmp_path: Path) -> Iterator[Env]:
         yield made
     finally:
         made.queue.close()
+
+
+@pytest.fixture(params=["lmdb", "postgres"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store location on each backend: an LMDB directory, or a PostgreSQL schema (a
+    test module using it imports ``pg_url`` too)."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("pg_url"))
+    return str(tmp_path / "store")
