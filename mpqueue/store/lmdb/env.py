@@ -180,6 +180,12 @@ class Tx:
         self.counter.cursor_steps += 1
         return cast(bytes, cursor.key()) if cursor.first() else None
 
+    def first_key_from(self, db: bytes, start: bytes) -> bytes | None:
+        """The first key >= ``start`` in ``db`` (one cursor seek), or None."""
+        for key, _ in self.scan(db, start, values=False):
+            return key
+        return None
+
     def has_entries(self, db: bytes) -> bool:
         """Whether ``db`` holds anything: ``entries(db) > 0`` without building the stat
         dict (a third of the cost, asked once per finished job), uncounted as it is."""

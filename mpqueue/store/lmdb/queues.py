@@ -79,7 +79,7 @@ def has_ready(tx: Tx, queue: str) -> bool:
     if queue == DEFAULT_QUEUE:
         return tx.has_entries(keys.DB_READY)
     prefix = keys.queue_prefix(queue)
-    first = _first_from(tx, keys.DB_QUEUED, prefix)
+    first = tx.first_key_from(keys.DB_QUEUED, prefix)
     return first is not None and first.startswith(prefix)
 
 
@@ -90,15 +90,19 @@ def any_ready(tx: Tx, queues: tuple[str, ...] | None) -> bool:
     return any(has_ready(tx, queue) for queue in queues)
 
 
+def _index_of(queue: str) -> tuple[bytes, bytes]:
+    """(db, key prefix) of ``queue``'s claimable jobs: all of ``ready`` for the default
+    queue, its own key range of ``queued`` for a named one."""
+    if queue == DEFAULT_QUEUE:
+        return keys.DB_READY, b""
+    return keys.DB_QUEUED, keys.queue_prefix(queue)
+
+
 def scan(tx: Tx, queue: str) -> Iterator[tuple[bytes, bytes, bytes]]:
     """(ready key, db, key) of ``queue``'s claimable jobs, in claim order."""
-    if queue == DEFAULT_QUEUE:
-        for key, _ in tx.scan(keys.DB_READY, values=False):
-            yield key, keys.DB_READY, key
-        return
-    prefix = keys.queue_prefix(queue)
-    for key, _ in tx.scan_prefix(keys.DB_QUEUED, prefix, values=False):
-        yield key[len(prefix) :], keys.DB_QUEUED, key
+    db, prefix = _index_of(queue)
+    for key, _ in tx.scan_prefix(db, prefix, values=False):
+        yield key[len(prefix) :], db, key
 
 
 def merged(tx: Tx) -> Iterator[tuple[bytes, bytes, bytes]]:
@@ -188,28 +192,22 @@ def unfile(tx: Tx, name: str, queue: str, ready_key: bytes) -> bool:
 
 
 def forget(tx: Tx, job_id: str) -> None:
-    """Remove a job whose record cannot be read from ``queued``, by scanning it."""
+    """Remove a job whose record cannot be read from ``queued`` and ``laned``, by
+    scanning them."""
     jid = job_id.encode("ascii")
-    stale = [key for key, _ in tx.scan(keys.DB_QUEUED, values=False) if key.endswith(jid)]
-    for key in stale:
-        tx.delete(keys.DB_QUEUED, key)
-        count(tx, keys.split_queued_key(key)[0][:-1].decode("ascii"), -1)
-    laned = [key for key, _ in tx.scan(keys.DB_LANED, values=False) if key.endswith(jid)]
-    _remove_taken(tx, [(keys.DB_LANED, key) for key in laned])
+    stale = [
+        (db, key)
+        for db in (keys.DB_QUEUED, keys.DB_LANED)
+        for key, _ in tx.scan(db, values=False)
+        if key.endswith(jid)
+    ]
+    _remove_taken(tx, stale)  # counted out as a claim's are
 
 
 def heads(tx: Tx, queue: str, budget: int) -> Iterator[bytes]:
     """The first ready key of each priority of ``queue``, highest first, at most
     ``budget`` of them: one seek each."""
-    db, prefix = (
-        (keys.DB_READY, b"")
-        if queue == DEFAULT_QUEUE
-        else (
-            keys.DB_QUEUED,
-            keys.queue_prefix(queue),
-        )
-    )
-    return heads_in(tx, db, prefix, budget)
+    return heads_in(tx, *_index_of(queue), budget)
 
 
 def lane_heads(tx: Tx, budget: int) -> Iterator[bytes]:
@@ -225,7 +223,7 @@ def lane_heads(tx: Tx, budget: int) -> Iterator[bytes]:
 def heads_in(tx: Tx, db: bytes, prefix: bytes, budget: int) -> Iterator[bytes]:
     start = prefix
     for _ in range(budget):
-        key = _first_from(tx, db, start)
+        key = tx.first_key_from(db, start)
         if key is None or not key.startswith(prefix):
             return
         ready = key[len(prefix) :]
@@ -234,9 +232,3 @@ def heads_in(tx: Tx, db: bytes, prefix: bytes, budget: int) -> Iterator[bytes]:
         if priority <= keys.PRIORITY_MIN:
             return
         start = prefix + keys.ready_priority_start(priority - 1)
-
-
-def _first_from(tx: Tx, db: bytes, start: bytes) -> bytes | None:
-    for key, _ in tx.scan(db, start, values=False):
-        return key
-    return None

@@ -835,7 +835,7 @@ class LmdbStore(Store, HandOff):
         key = tx.first_key(keys.DB_BY_NAME)
         while key is not None:
             found.append(keys.by_name_prefix_of(key))
-            key = _first_key_from(tx, keys.DB_BY_NAME, keys.after_by_name_prefix(found[-1]))
+            key = tx.first_key_from(keys.DB_BY_NAME, keys.after_by_name_prefix(found[-1]))
         return found
 
     def _index_record(self, tx: Tx, key: bytes, raw: bytes) -> JobRecord:
@@ -1278,13 +1278,6 @@ def _number(records: Sequence[JobRecord]) -> None:
     seq = next_seqs(len(records))
     for offset, rec in enumerate(records):
         rec.seq = seq + offset
-
-
-def _first_key_from(tx: Tx, db: bytes, start: bytes) -> bytes | None:
-    """The first key >= ``start`` in ``db`` (one cursor seek), or None."""
-    for key, _ in tx.scan(db, start, values=False):
-        return key
-    return None
 
 
 def _beat_ms_of(info: dict[str, Any]) -> int:
