@@ -2,8 +2,10 @@
 across every server on the store.
 
 ``@queue.task(concurrency=4)`` limits a task, ``Queue.limit("heavy", concurrency=4)``
-a whole queue (``concurrency=None`` removes a limit). A job may count against both its
-task's limit and its queue's: it starts only while both have a free slot.
+a whole queue. A limit may carry a rate instead or as well (``rate="100/m"``: at most
+that many starts per window, see ``mpqueue.rates``); one with neither is removed. A job
+may count against both its task's limit and its queue's: it starts only while both
+have room.
 
 The limits and their running counts live in the store, so every server agrees:
 
@@ -12,8 +14,8 @@ The limits and their running counts live in the store, so every server agrees:
   ``Queue`` object, and by every server child at start for the tasks of the modules it
   imports (``--import``). When code and store disagree, the store is what every server
   enforces, and the last process that wrote it wins; removing ``concurrency=`` from the
-  code does not remove the stored limit (``Queue.limit_task(name, None)`` or
-  ``mpqueue limits --remove task:NAME`` does).
+  code does not remove the stored limit (``Queue.limit_task(name)`` with neither
+  ``concurrency`` nor ``rate``, or ``mpqueue limits --remove task:NAME`` does).
 
 Each store files the ready jobs of a limited task or queue apart from the others (a
 "lane" per queue and task), so a claim visits only the lanes with a free slot and never
@@ -27,9 +29,10 @@ below it).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import ConfigError
+from .rates import Rate, Starts
 
 CONCURRENCY_MAX = 100_000
 TASK = "task"
@@ -37,19 +40,57 @@ QUEUE = "queue"
 KINDS = (TASK, QUEUE)
 
 
+# A limit without a concurrency (a rate alone) has this much room for running jobs.
+UNBOUNDED = 2**31 - 1
+
+
 @dataclass(frozen=True)
 class Limit:
-    """One limit as the store holds it: what it limits, its concurrency, and how many
-    of its jobs run now."""
+    """One limit as the store holds it: what it limits, its concurrency (None: only a
+    rate), how many of its jobs run now, and its rate (see ``mpqueue.rates``)."""
 
     kind: str  # "task" or "queue"
     name: str
-    concurrency: int
+    concurrency: int | None
     running: int
+    rate: Rate | None = None
 
     @property
     def key(self) -> str:
         return f"{self.kind}:{self.name}"
+
+
+@dataclass(frozen=True)
+class LimitState:
+    """A limit's stored values, as every store keeps them: what the claim reads and
+    changes in its transaction."""
+
+    concurrency: int | None
+    running: int
+    rate: Rate | None = None
+    starts: Starts = ()  # the rate's log of recent starts (see rates.py)
+
+    def room(self, now_ms: int) -> int:
+        """How many of its jobs may start now."""
+        free = UNBOUNDED if self.concurrency is None else max(self.concurrency - self.running, 0)
+        if self.rate is not None:
+            free = min(free, self.rate.allowed(self.starts, now_ms))
+        return free
+
+    def claimed(self, count: int, now_ms: int) -> LimitState:
+        """After ``count`` of its jobs were claimed now."""
+        starts = self.starts if self.rate is None else self.rate.started(self.starts, now_ms, count)
+        return replace(self, running=self.running + count, starts=starts)
+
+    def released(self, count: int) -> LimitState:
+        return replace(self, running=max(self.running - count, 0))
+
+    def reopens_at(self, now_ms: int) -> int | None:
+        """When its rate next lets a start through, if it lets none through now."""
+        return None if self.rate is None else self.rate.reopens_at(self.starts, now_ms)
+
+    def limit(self, kind: str, name: str) -> Limit:
+        return Limit(kind, name, self.concurrency, self.running, self.rate)
 
 
 def check_concurrency(value: object, what: str = "concurrency") -> int | None:
@@ -77,17 +118,18 @@ def parse_key(text: str) -> tuple[str, str]:
     return kind, name
 
 
-# Task limits declared in this process (``@queue.task(concurrency=...)``), by task
-# name: a server child writes them to its store once the modules it imports are loaded.
-_declared: dict[str, int] = {}
+# Task limits declared in this process (``@queue.task(concurrency=..., rate=...)``), by
+# task name: a server child writes them to its store once the modules it imports are
+# loaded.
+_declared: dict[str, tuple[int | None, Rate | None]] = {}
 _declared_lock = threading.Lock()
 
 
-def declare(name: str, concurrency: int) -> None:
+def declare(name: str, concurrency: int | None, rate: Rate | None) -> None:
     with _declared_lock:
-        _declared[name] = concurrency
+        _declared[name] = (concurrency, rate)
 
 
-def declared() -> dict[str, int]:
+def declared() -> dict[str, tuple[int | None, Rate | None]]:
     with _declared_lock:
         return dict(_declared)

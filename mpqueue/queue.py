@@ -45,6 +45,7 @@ from .periodic import define as define_periodic
 from .periodic_slots import Spec
 from .polling import Poll
 from .queues import DEFAULT_QUEUE, check_queue_name
+from .rates import Rate, parse_rate
 from .records import (
     FINISHED_STATES,
     PASS_MODES,
@@ -147,11 +148,12 @@ class Queue:
     def task(self, fn: Callable[..., Any] | None = None, **options: Any) -> Any:
         """Register a task: ``@queue.task`` or ``@queue.task(retries=3, timeout=60.0,
         priority=0, backoff=1.0, backoff_cap=300.0, retry_on=None, no_retry_on=(),
-        expires=None, queue="default", concurrency=None, name=None)``.
+        expires=None, queue="default", concurrency=None, rate=None, name=None)``.
 
         ``concurrency``: at most that many of its jobs run at once across every server
-        on the store (see ``mpqueue.concurrency``); written to the store by this
-        queue's first enqueue of the task and by servers that import it.
+        on the store (see ``mpqueue.concurrency``); ``rate``: at most that many start
+        per window, e.g. ``"100/m"`` (see ``mpqueue.rates``). Both are written to the
+        store by this queue's first enqueue of the task and by servers that import it.
 
         ``queue``: the named queue its jobs go to; a server started with ``--queues``
         runs only the jobs of the queues it names (see ``mpqueue.queues``).
@@ -174,8 +176,8 @@ class Queue:
             name = check_name(options.get("name") or task_name(func))
             task = Task(self, func, name, parsed)
             self.registry.add(name, task)
-            if parsed.concurrency is not None:
-                declare(name, parsed.concurrency)  # a server child writes it at start
+            if parsed.concurrency is not None or parsed.rate is not None:
+                declare(name, parsed.concurrency, parsed.rate)  # a server child writes it
             return task
 
         return register if fn is None else register(fn)
@@ -435,29 +437,41 @@ class Queue:
         return rec
 
     def _write_limit(self, task: Task) -> None:
-        """Write the task's ``concurrency=`` to the store, once per task and Queue (an
-        empty check for a task without one)."""
-        wanted = task.config.concurrency
-        if wanted is not None and task.name not in self._limits_written:
-            self.store.set_limit(TASK, task.name, wanted)
+        """Write the task's ``concurrency=`` and ``rate=`` to the store, once per task
+        and Queue (an empty check for a task without them)."""
+        config = task.config
+        if config.concurrency is None and config.rate is None:
+            return
+        if task.name not in self._limits_written:
+            self.store.set_limit(TASK, task.name, config.concurrency, config.rate)
             self._limits_written.add(task.name)
 
     # ---- concurrency limits -------------------------------------------------------
-    def limit(self, queue: str, *, concurrency: int | None) -> bool:
-        """At most ``concurrency`` jobs of the named queue ``queue`` run at once, across
-        every server on the store (None: no limit). Returns whether the store changed.
-        See ``mpqueue.concurrency``."""
-        return self.store.set_limit(QUEUE, check_queue_name(queue), check_concurrency(concurrency))
+    def limit(
+        self, queue: str, *, concurrency: int | None = None, rate: str | Rate | None = None
+    ) -> bool:
+        """At most ``concurrency`` jobs of the named queue ``queue`` run at once, and at
+        most ``rate`` of them start per window (``"100/m"``), across every server on the
+        store. The limit becomes what is given: None for both removes it. Returns
+        whether the store changed. See ``mpqueue.concurrency`` and ``mpqueue.rates``."""
+        name = check_queue_name(queue)
+        return self.store.set_limit(QUEUE, name, check_concurrency(concurrency), parse_rate(rate))
 
-    def limit_task(self, task: Task | str, *, concurrency: int | None) -> bool:
-        """As ``limit``, for one task (a task or its name): what ``concurrency=`` on the
-        decorator writes. None removes the task's limit."""
+    def limit_task(
+        self,
+        task: Task | str,
+        *,
+        concurrency: int | None = None,
+        rate: str | Rate | None = None,
+    ) -> bool:
+        """As ``limit``, for one task (a task or its name): what ``concurrency=`` and
+        ``rate=`` on the decorator write. None for both removes the task's limit."""
         name = task.name if isinstance(task, Task) else check_name(task)
-        return self.store.set_limit(TASK, name, check_concurrency(concurrency))
+        return self.store.set_limit(TASK, name, check_concurrency(concurrency), parse_rate(rate))
 
     def limits(self) -> builtins.list[Limit]:
-        """Every limit in the store, as ``Limit(kind, name, concurrency, running)``,
-        by kind ("queue" before "task") and name."""
+        """Every limit in the store, as ``Limit(kind, name, concurrency, running,
+        rate)``, by kind ("queue" before "task") and name."""
         return self.store.limits()
 
     def batch(self) -> AbstractContextManager[None]:

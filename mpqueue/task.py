@@ -24,6 +24,7 @@ from .limits import (
     check_timeout,
 )
 from .queues import DEFAULT_QUEUE, check_queue_name
+from .rates import Rate, parse_rate
 from .registry import is_importable
 from .retry import ExceptionClasses, check_exception_classes, check_retry_lists, exception_names
 from .serializer import dump_callable
@@ -83,7 +84,7 @@ CALL_OPTIONS = frozenset(
         "queue",
     }
 )
-TASK_OPTIONS = CALL_OPTIONS | {"name", "concurrency"}  # the decorator also takes these
+TASK_OPTIONS = CALL_OPTIONS | {"name", "concurrency", "rate"}  # the decorator also takes these
 
 
 def unknown_options(given: Iterable[str], known: frozenset[str], what: str) -> None:
@@ -118,6 +119,9 @@ class TaskOptions:
     # At most this many of its jobs run at once, across servers (see concurrency.py);
     # the task's, not a call's: task.options() cannot change it.
     concurrency: int | None = None
+    # At most this many of its jobs start per window, across servers (see rates.py);
+    # the task's too. Text like "100/m", kept as a Rate.
+    rate: Rate | None = None
     # The lists as the job records keep them (see retry.py), made once per task.
     retry_on_names: tuple[str, ...] | None = field(init=False, repr=False, compare=False)
     no_retry_on_names: tuple[str, ...] = field(init=False, repr=False, compare=False)
@@ -147,6 +151,7 @@ class TaskOptions:
         object.__setattr__(self, "expires", check_expires(self.expires))
         check_queue_name(self.queue)
         check_concurrency(self.concurrency)
+        object.__setattr__(self, "rate", parse_rate(self.rate))
         # Normalised (one class -> a tuple) on a frozen instance: only while it is made.
         object.__setattr__(self, "retry_on", retry_on)
         object.__setattr__(self, "no_retry_on", no_retry_on)

@@ -205,9 +205,9 @@ class _JobRunner:
         from ..store import open_store
 
         self.store = open_store(config.store_path, mode=config.mode)
-        for name, concurrency in declared().items():  # the imported tasks' limits
+        for name, (concurrency, rate) in declared().items():  # the imported tasks' limits
             try:
-                self.store.set_limit(TASK, name, concurrency)
+                self.store.set_limit(TASK, name, concurrency, rate)
             except MpqueueError as exc:  # a store refusing it must not stop the child
                 print(f"mpqueue: the limit of {name} was not written: {exc}", file=sys.stderr)
         self.process = psutil.Process() if config.measure_rss else None

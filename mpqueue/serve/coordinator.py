@@ -293,7 +293,7 @@ class Coordinator:
             # (no producer will send a wake-up for them).
             self.more_ready = self.more_ready or any(o.kind == "released" for o in outcomes)
         self._dispatch(claimed)  # first: the children start while we read on
-        self.next_due_ms = self.store.next_run_at_ms()
+        self.next_due_ms = self.store.next_run_at_ms(now_ms())
         if metrics is not None:
             metrics.cycled(time.perf_counter() - began, committed - began)
         return bool(outcomes or claimed)
@@ -661,7 +661,7 @@ class Coordinator:
         if self._every("reclaim", RECLAIM_EVERY_S):
             if recovery.reclaim_dead(self.store, self.server_id, lease_s=self.settings.lease_s):
                 self.more_ready = True
-            self.next_due_ms = self.store.next_run_at_ms()  # others may have scheduled
+            self.next_due_ms = self.store.next_run_at_ms(now_ms())  # others may have scheduled
         # Beat several times per lease, so one slow cycle never looks like a death. A
         # history sample rides on a beat: when one is due, the beat comes now (and the
         # next one a whole period later), so sampling adds no commit.

@@ -27,6 +27,7 @@ from ..errors import ConfigError
 from ..history import Point
 from ..pausing import PauseChange, Paused
 from ..queues import Selection
+from ..rates import Rate
 from ..records import Claim, Ending, JobRecord, JobState, Outcome, Progress
 from ..schedules import Live, ScheduleRow, ScheduleSpec
 
@@ -249,11 +250,15 @@ class JobStore(abc.ABC):
         return acks, self.claim(server_id, limit, now_ms, queues)
 
     @abc.abstractmethod
-    def set_limit(self, kind: str, name: str, concurrency: int | None) -> bool:
-        """Set (None: remove) the concurrency limit of a task or a named queue (``kind``
-        "task" or "queue"; see ``mpqueue.concurrency``), in one transaction that also
-        files that task's or queue's ready jobs in or out of their lane and counts its
-        running jobs. Returns whether anything changed."""
+    def set_limit(
+        self, kind: str, name: str, concurrency: int | None, rate: Rate | None = None
+    ) -> bool:
+        """Set the concurrency and rate limit of a task or a named queue (``kind``
+        "task" or "queue"; see ``mpqueue.concurrency``, ``mpqueue.rates``; both None:
+        remove it), in one transaction that also files that task's or queue's ready
+        jobs in or out of their lane and counts its running jobs; a limit changed
+        keeps its running count and its log of starts. Returns whether anything
+        changed."""
 
     @abc.abstractmethod
     def limits(self) -> builtins.list[Limit]:
@@ -362,8 +367,10 @@ class JobStore(abc.ABC):
         many."""
 
     @abc.abstractmethod
-    def next_run_at_ms(self) -> int | None:
-        """The earliest run-at among scheduled jobs (for the server's wake-up)."""
+    def next_run_at_ms(self, now_ms: int | None = None) -> int | None:
+        """The earliest run-at among scheduled jobs (for the server's wake-up); given
+        ``now_ms``, or the time a rate that lets no start through at ``now_ms`` next
+        lets one through (``rates.py``), if that is earlier."""
 
     @abc.abstractmethod
     def stats(self) -> dict[str, int]:

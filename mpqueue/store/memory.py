@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ..cancellation import CancelReport, requested
-from ..concurrency import QUEUE, TASK, Limit, check_concurrency, check_kind
+from ..concurrency import QUEUE, TASK, Limit, LimitState, check_concurrency, check_kind
 from ..dependencies import admit, cancelled, check_add_order, on_holders, settle
 from ..errors import ConfigError, JobNotFound
 from ..expiry import expired, is_expired
@@ -38,6 +38,7 @@ from ..location import MEMORY_SCHEME
 from ..outcomes import Destination, apply_outcome
 from ..pausing import PauseChange, Paused
 from ..queues import DEFAULT_QUEUE, Selection, check_queues, claim_selected, depths_by_queue
+from ..rates import Rate, earliest
 from ..records import (
     FAILED_STATES,
     FINISHED_STATES,
@@ -95,10 +96,10 @@ class _Tables:
     history: dict[tuple[int, int], Point] = field(default_factory=dict)  # (tier, slot)
     schedules: dict[str, ScheduleRow] = field(default_factory=dict)  # by schedule name
     schedule_due: list[tuple[int, str]] = field(default_factory=list)  # active rows: due, name
-    # Concurrency limits (see concurrency.py): (kind, name) -> [concurrency, running];
+    # Concurrency and rate limits (see concurrency.py): (kind, name) -> its state;
     # the ready jobs of a limited task or queue in their lane, by (queue, task or "");
     # and the limits each running limited job counts against, by job id.
-    limits: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    limits: dict[tuple[str, str], LimitState] = field(default_factory=dict)
     lanes: dict[tuple[str, str], list[tuple[int, int, str]]] = field(default_factory=dict)
     counted: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
     seqs: Iterator[int] = field(default_factory=lambda: itertools.count(1))
@@ -189,17 +190,17 @@ class MemoryStore(Store):
         wanted = ((TASK, task),) if task else ()
         return tuple(k for k in (*wanted, (QUEUE, queue)) if k in self._db.limits)
 
-    def _count(self, job_id: str, limits: tuple[tuple[str, str], ...]) -> None:
-        """A claimed job takes a slot of each of ``limits``."""
+    def _count(self, job_id: str, limits: tuple[tuple[str, str], ...], now_ms: int) -> None:
+        """A job claimed now takes a slot (and a start) of each of ``limits``."""
         for key in limits:
-            self._db.limits[key][1] += 1
+            self._db.limits[key] = self._db.limits[key].claimed(1, now_ms)
         self._db.counted[job_id] = limits
 
     def _uncount(self, job_id: str) -> None:
         """A job that stopped running frees its slots (nothing to do for most)."""
         for key in self._db.counted.pop(job_id, ()):
             if key in self._db.limits:
-                self._db.limits[key][1] -= 1
+                self._db.limits[key] = self._db.limits[key].released(1)
 
     def _file(self, rec: JobRecord) -> None:
         self.counter.puts += 1
@@ -327,7 +328,7 @@ class MemoryStore(Store):
         # them out of their index, so it ends.
         while len(claimed) < limit:
             if self._db.lanes:
-                found = self._first_ready_limited(queue, limit - len(claimed))
+                found = self._first_ready_limited(queue, limit - len(claimed), now_ms)
             else:
                 found = [(entry, ()) for entry in self._first_ready(queue, limit - len(claimed))]
                 self.counter.cursor_steps += len(found)
@@ -343,13 +344,13 @@ class MemoryStore(Store):
         return claimed, ended
 
     def _first_ready_limited(
-        self, queue: str | None, count: int
+        self, queue: str | None, count: int, now_ms: int
     ) -> builtins.list[tuple[tuple[int, int, str], tuple[tuple[str, str], ...]]]:
         """``_first_ready`` where lanes hold ready jobs: the queue's (or every queue's)
-        index merged with the lanes that have a free slot, at most as many of each lane
-        as its limits have free; taken out of their indexes, with the limits of each."""
+        index merged with the lanes that have room now, at most as many of each lane
+        as its limits have room for; taken out of their indexes, with the limits of each."""
         db = self._db
-        free = {key: max(cap - running, 0) for key, (cap, running) in db.limits.items()}
+        free = {key: state.room(now_ms) for key, state in db.limits.items()}
         names = db.queued if queue is None else [queue] if queue != DEFAULT_QUEUE else []
         plain = [db.ready] if queue in (None, DEFAULT_QUEUE) else []
         plain += [db.queued[name] for name in names if name in db.queued]
@@ -429,12 +430,15 @@ class MemoryStore(Store):
         deadline = None if rec.timeout_s is None else now_ms + int(rec.timeout_s * 1000)
         self._db.claims[job_id] = Claim(job_id, server_id, now_ms, deadline_ms=deadline)
         if limits:
-            self._count(job_id, limits)
+            self._count(job_id, limits, now_ms)
         return rec
 
     @_atomic
-    def next_run_at_ms(self) -> int | None:
-        return self._db.scheduled[0][0] if self._db.scheduled else None
+    def next_run_at_ms(self, now_ms: int | None = None) -> int | None:
+        due = self._db.scheduled[0][0] if self._db.scheduled else None
+        if now_ms is None or not self._db.limits:
+            return due
+        return earliest(due, *(state.reopens_at(now_ms) for state in self._db.limits.values()))
 
     # ---- outcomes -------------------------------------------------------------------------
     @_atomic
@@ -458,16 +462,20 @@ class MemoryStore(Store):
 
     # ---- concurrency limits ----------------------------------------------------------------
     @_atomic
-    def set_limit(self, kind: str, name: str, concurrency: int | None) -> bool:
+    def set_limit(
+        self, kind: str, name: str, concurrency: int | None, rate: Rate | None = None
+    ) -> bool:
         check_kind(kind)
         check_concurrency(concurrency)
         db, key = self._db, (kind, name)
         old = db.limits.get(key)
-        if old is None and concurrency is None:
+        removed = concurrency is None and rate is None
+        if old is None and removed:
             return False
-        if old is not None and concurrency is not None:
-            changed, old[0] = old[0] != concurrency, concurrency
-            return changed  # the lanes stay as they are; so do the running jobs
+        if old is not None and not removed:
+            new = replace(old, concurrency=concurrency, rate=rate)
+            db.limits[key] = new
+            return new != old  # the lanes stay as they are; so do the running jobs
 
         def field_of(rec: JobRecord) -> str:
             return rec.name if kind == TASK else rec.queue
@@ -475,7 +483,7 @@ class MemoryStore(Store):
         moved = [r for r in db.jobs.values() if r.state is JobState.READY and field_of(r) == name]
         for rec in moved:
             self._unfile(rec)
-        if concurrency is None:
+        if removed:
             del db.limits[key]
             for job_id, limits in list(db.counted.items()):
                 left = tuple(k for k in limits if k != key)
@@ -485,7 +493,7 @@ class MemoryStore(Store):
                     del db.counted[job_id]
         else:
             running = [j for j in db.claims if field_of(db.jobs[j]) == name]
-            db.limits[key] = [concurrency, len(running)]
+            db.limits[key] = LimitState(concurrency, len(running), rate)
             for job_id in running:  # a job running now counts against the new limit
                 db.counted[job_id] = (*db.counted.get(job_id, ()), key)
         for rec in moved:
@@ -495,9 +503,7 @@ class MemoryStore(Store):
 
     @_atomic
     def limits(self) -> builtins.list[Limit]:
-        return [
-            Limit(k, n, cap, running) for (k, n), (cap, running) in sorted(self._db.limits.items())
-        ]
+        return [state.limit(k, n) for (k, n), state in sorted(self._db.limits.items())]
 
     @_atomic
     def record_progress(self, updates: Mapping[str, Progress]) -> None:

@@ -737,21 +737,33 @@ def test_show_and_list_print_a_jobs_progress(run: Run, filled: dict[str, str], s
 
 # ---- pause / resume -------------------------------------------------------------------
 def test_limits_lists_sets_and_removes_limits(run: Run, store: str) -> None:
-    assert "No concurrency limits." in run("limits").output
+    assert "No limits." in run("limits").output
     jobs = [enqueue(store, ADD, i, b=1) for i in range(3)]
     result = run("limits", "--set", f"task:{ADD}=1", "--set", "queue:heavy=4")
     assert result.exit_code == 0, result.output
     with Queue(store) as queue:
         assert [rec.id for rec in queue.store.claim("w", 10, now_ms())] == jobs[:1]
     shown = json.loads(run("limits", "--json").output)
+    no_rate = {"rate": None, "rate_count": None, "rate_window_s": None}
     assert shown == [
-        {"kind": "queue", "name": "heavy", "concurrency": 4, "running": 0},
-        {"kind": "task", "name": ADD, "concurrency": 1, "running": 1},
+        {"kind": "queue", "name": "heavy", "concurrency": 4, "running": 0, **no_rate},
+        {"kind": "task", "name": ADD, "concurrency": 1, "running": 1, **no_rate},
     ]
     bad = run("limits", "--remove", "queue:heavy", "--set", "queue:other=0")
     assert bad.exit_code != 0 and "1..100000" in bad.output
+    bad = run("limits", "--remove", "queue:heavy", "--rate", "queue:heavy=5/ms")
+    assert bad.exit_code != 0 and "N/s, N/m or N/h" in bad.output
     assert len(json.loads(run("limits", "--json").output)) == 2  # nothing changed
-    assert run("limits", "--remove", "queue:heavy", "--remove", f"task:{ADD}").exit_code == 0
+    # --rate adds a rate and keeps the concurrency; --set changes it and keeps the rate
+    assert run("limits", "--rate", "queue:heavy=30/10s").exit_code == 0
+    assert run("limits", "--set", "queue:heavy=2").exit_code == 0
+    heavy = json.loads(run("limits", "--json").output)[0]
+    assert heavy["concurrency"] == 2 and heavy["rate"] == "30/10s"
+    assert (heavy["rate_count"], heavy["rate_window_s"]) == (30, 10.0)
+    assert run("limits", "--rate", "task:other.task=5/s").exit_code == 0
+    assert "5/s" in run("limits").output
+    removed = ("--remove", "queue:heavy", "--remove", f"task:{ADD}", "--remove", "task:other.task")
+    assert run("limits", *removed).exit_code == 0
     assert json.loads(run("limits", "--json").output) == []
 
 

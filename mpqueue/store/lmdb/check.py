@@ -192,7 +192,8 @@ class _Checker:
             if tx.get(keys.DB_PROCESSING, pkey) is None:
                 self.report.inconsistent.append(f"a slot is held by {pkey!r}, which is no claim")
             counted.update(raw.split(keys.SEP))
-        for key, (_, running) in lanes.stored_limits(tx).items():
+        for key, state in lanes.stored_limits(tx).items():
+            running = state.running
             if running != counted[key]:
                 kind, name = keys.decode_limit_key(key)
                 self.report.inconsistent.append(

@@ -37,7 +37,10 @@ packed so that LMDB's bytewise order is the order the queue needs:
                                                             (schedules.encode_row, JSON)
     schedule_due <nextDueMs:u64> <name>                  -> b""  (the active schedules,
                                                             next due first)
-    limits      t<name> | q<queue>                       -> concurrency:u32 running:u32
+    limits      t<name> | q<queue>                       -> concurrency:u32 (0: none)
+                                                            running:u32 [rate count:u32
+                                                            window ms:u32 (at ms:u64
+                                                            starts:u32)*] (rates.py)
     laned       <queue> 00 <name or ""> 00 <ready key>   -> b""  (a limited task's or
                                                             queue's ready jobs: lanes.py)
     lanes       <queue> 00 <name or ""> 00               -> ready jobs:u64 (of a lane)
@@ -58,6 +61,7 @@ import struct
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple, Protocol
 
+from ...concurrency import LimitState
 from ...errors import ConfigError
 
 # Re-exported: the encodings below are written for these bounds.
@@ -66,6 +70,7 @@ from ...limits import KEY_MAX_BYTES, check_key_part
 from ...limits import PRIORITY_MAX as PRIORITY_MAX
 from ...limits import PRIORITY_MIN as PRIORITY_MIN
 from ...limits import RUN_AT_MAX_MS as RUN_AT_MAX_MS
+from ...rates import Rate
 from ...records import JobState
 
 
@@ -113,8 +118,9 @@ DB_QUEUED = b"queued"  # queued key (queued_key) -> b"": a named queue's ready j
 DB_QUEUES = b"queues"  # queue name -> how many ready jobs it has (u64; see queues.py)
 DB_SCHEDULES = b"schedules"  # schedule name -> its row (schedules.encode_row)
 DB_SCHEDULE_DUE = b"schedule_due"  # (next due, name) (schedule_due_key) -> b""
-# Concurrency limits (see lanes.py): limit key (limit_key) -> concurrency u32, running
-# u32; a limited task's or queue's ready jobs by lane (lane_prefix + ready key) -> b"";
+# Concurrency and rate limits (see lanes.py): limit key (limit_key) -> concurrency u32,
+# running u32, and for a rate its count, window and log of starts; a limited task's or
+# queue's ready jobs by lane (lane_prefix + ready key) -> b"";
 # each lane's number of them (u64); the limits a running limited job counts against,
 # by its processing key -> limit keys joined by 0.
 DB_LIMITS = b"limits"
@@ -318,18 +324,34 @@ def decode_limit_key(key: bytes) -> tuple[str, str]:
 
 
 _LIMIT = struct.Struct(">II")
+_RATE = struct.Struct(">II")
+_START = struct.Struct(">QI")
 
 
-def encode_limit(concurrency: int, running: int) -> bytes:
-    return _LIMIT.pack(concurrency, max(running, 0))
+def encode_limit(state: LimitState) -> bytes:
+    raw = _LIMIT.pack(state.concurrency or 0, max(state.running, 0))
+    if state.rate is None:
+        return raw
+    starts = b"".join(_START.pack(at, n) for at, n in state.starts)
+    return raw + _RATE.pack(state.rate.count, state.rate.window_ms) + starts
 
 
-def decode_limit(raw: bytes | None) -> tuple[int, int] | None:
-    """(concurrency, running); None for none or for bytes mpqueue did not write."""
-    if raw is None or len(raw) != _LIMIT.size:
+def decode_limit(raw: bytes | None) -> LimitState | None:
+    """A limit's values; None for none or for bytes mpqueue did not write."""
+    if raw is None or len(raw) < _LIMIT.size:
         return None
-    concurrency, running = _LIMIT.unpack(raw)
-    return int(concurrency), int(running)
+    concurrency, running = _LIMIT.unpack_from(raw)
+    if len(raw) == _LIMIT.size:
+        return LimitState(concurrency or None, running) if concurrency else None
+    body = len(raw) - _LIMIT.size - _RATE.size
+    if body < 0 or body % _START.size:
+        return None
+    try:
+        rate = Rate(*_RATE.unpack_from(raw, _LIMIT.size))
+    except ConfigError:
+        return None
+    starts = tuple(_START.iter_unpack(raw[_LIMIT.size + _RATE.size :]))
+    return LimitState(concurrency or None, running, rate, starts)
 
 
 def lane_prefix(queue: str, task: str) -> bytes:

@@ -1,11 +1,13 @@
-"""Concurrency limits on LMDB (see mpqueue/concurrency.py for what they are).
+"""Concurrency and rate limits on LMDB (see mpqueue/concurrency.py and mpqueue/rates.py
+for what they are).
 
-``limits`` holds each limit's concurrency and running count. The ready jobs of a
+``limits`` holds each limit's concurrency, running count, rate and log of recent
+starts. The ready jobs of a
 limited task or queue are not in ``ready``/``queued`` but in ``laned``, one key range
 (a lane) per queue and task: ``(queue, task)`` for a limited task's jobs, ``(queue, "")``
 for the other jobs of a limited queue; ``lanes`` counts each lane's jobs, so a claim
 finds the lanes without reading their jobs. A claim visits only the lanes whose limits
-have a free slot, at most that many jobs of each, merged with the unlimited jobs in
+have room now, at most that many jobs of each, merged with the unlimited jobs in
 priority and FIFO order; so jobs at their limit cost a claim nothing.
 
 A claimed limited job gets a ``counted`` entry (its processing key -> the limits it
@@ -16,9 +18,9 @@ limits has these databases empty and pays one empty check where it would look.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from ...concurrency import QUEUE, TASK, Limit
+from ...concurrency import QUEUE, TASK, Limit, LimitState
 from . import keys
 from .env import Tx
 
@@ -49,7 +51,7 @@ def count(tx: Tx, prefix: bytes, delta: int) -> None:
         tx.delete(keys.DB_LANES, prefix)
 
 
-def limits_of(prefix: bytes, stored: dict[bytes, tuple[int, int]]) -> tuple[bytes, ...]:
+def limits_of(prefix: bytes, stored: dict[bytes, LimitState]) -> tuple[bytes, ...]:
     """The limits a job of the lane ``prefix`` counts against: its task's, its queue's
     (those of ``stored`` that exist)."""
     queue, task = keys.split_lane_prefix(prefix)
@@ -58,8 +60,8 @@ def limits_of(prefix: bytes, stored: dict[bytes, tuple[int, int]]) -> tuple[byte
     return tuple(key for key in wanted if key in stored)
 
 
-def stored_limits(tx: Tx) -> dict[bytes, tuple[int, int]]:
-    """Every limit as (concurrency, running), by limit key (a handful: one read each)."""
+def stored_limits(tx: Tx) -> dict[bytes, LimitState]:
+    """Every limit, by limit key (a handful: one read each)."""
     found = {}
     for key, raw in tx.scan(keys.DB_LIMITS):
         value = keys.decode_limit(raw)
@@ -73,7 +75,7 @@ def open_lanes(
 ) -> list[Iterator[Found]]:
     """A scan of each lane (of ``queue``; None: of every queue) with a free slot, at
     most as many entries as its limits have free (and ``wanted``)."""
-    stored = {key: (0, 0) for key in free}
+    stored = {key: LimitState(None, 0) for key in free}
     scans = []
     for prefix, _ in tx.scan(keys.DB_LANES, values=False):
         if queue is not None and keys.split_lane_prefix(prefix)[0] != queue:
@@ -92,10 +94,11 @@ def _scan(tx: Tx, prefix: bytes, room: int, limits: tuple[bytes, ...]) -> Iterat
         yield key[len(prefix) :], keys.DB_LANED, key, limits
 
 
-def take_slots(tx: Tx, processing_key: bytes, limits: tuple[bytes, ...]) -> None:
-    """A claimed job takes a slot of each of ``limits``; its ``counted`` entry says so."""
+def take_slots(tx: Tx, processing_key: bytes, limits: tuple[bytes, ...], now_ms: int) -> None:
+    """A job claimed now takes a slot of each of ``limits`` (and a start of each one's
+    rate); its ``counted`` entry says so."""
     for key in limits:
-        _add_running(tx, key, 1)
+        _change(tx, key, lambda state: state.claimed(1, now_ms))
     tx.put(keys.DB_COUNTED, processing_key, keys.SEP.join(limits))
 
 
@@ -106,20 +109,25 @@ def release(tx: Tx, processing_key: bytes) -> None:
         return
     tx.delete(keys.DB_COUNTED, processing_key)
     for key in raw.split(keys.SEP):
-        _add_running(tx, key, -1)
+        _change(tx, key, lambda state: state.released(1))
 
 
-def _add_running(tx: Tx, key: bytes, delta: int) -> None:
-    value = keys.decode_limit(tx.get(keys.DB_LIMITS, key))
-    if value is not None:  # a limit removed meanwhile: nothing to count
-        tx.put(keys.DB_LIMITS, key, keys.encode_limit(value[0], value[1] + delta))
+def _change(tx: Tx, key: bytes, change: Callable[[LimitState], LimitState]) -> None:
+    state = keys.decode_limit(tx.get(keys.DB_LIMITS, key))
+    if state is not None:  # a limit removed meanwhile: nothing to count
+        tx.put(keys.DB_LIMITS, key, keys.encode_limit(change(state)))
 
 
 def listed(tx: Tx) -> list[Limit]:
     return [
-        Limit(*keys.decode_limit_key(key), concurrency, running)
-        for key, (concurrency, running) in sorted(stored_limits(tx).items())
+        state.limit(*keys.decode_limit_key(key)) for key, state in sorted(stored_limits(tx).items())
     ]
+
+
+def reopens_at(tx: Tx, now_ms: int) -> int | None:
+    """The earliest time a rate that lets no start through now lets one through."""
+    times = [state.reopens_at(now_ms) for state in stored_limits(tx).values()]
+    return min((t for t in times if t is not None), default=None)
 
 
 def move_lane(tx: Tx, prefix: bytes, target: tuple[bytes, bytes] | None, queue: str) -> None:

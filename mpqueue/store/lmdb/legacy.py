@@ -13,10 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
+from ...concurrency import LimitState
 from ...expiry import is_expired
 from ...limits import stored_problem
 from ...pausing import PauseChange
 from ...queues import DEFAULT_QUEUE, Selection, depths_by_queue
+from ...rates import earliest
 from ...records import JobRecord, JobState, now_ms
 from ..base import HEADS_READ_MAX, HandOff, Pacing
 from . import keys, lanes, pauses
@@ -141,7 +143,7 @@ class LegacyLmdbStore(LmdbStore):
             if rec.run_at_ms > now_ms or (order is not None and rec.queue not in order):
                 continue
             limits = _limits_of(rec, stored) if stored else ()
-            if any(stored[key][1] >= stored[key][0] for key in limits):
+            if any(stored[key].room(now_ms) <= 0 for key in limits):
                 continue
             rank: tuple[int, ...] = (-rec.priority, rec.seq)
             if order is not None:
@@ -167,10 +169,10 @@ class LegacyLmdbStore(LmdbStore):
             self._save(tx, rec.evolve(state=JobState.READY))
         taken = self._take(tx, best_id, server_id, now_ms)
         if taken is not None and best_limits:
-            lanes.take_slots(tx, keys.processing_key(server_id, best_id), best_limits)
+            lanes.take_slots(tx, keys.processing_key(server_id, best_id), best_limits, now_ms)
         return [] if taken is None else [taken]
 
-    def next_run_at_ms(self) -> int | None:
+    def next_run_at_ms(self, now_ms: int | None = None) -> int | None:
         def body(tx: Tx) -> int | None:
             times = [
                 rec.run_at_ms
@@ -179,7 +181,10 @@ class LegacyLmdbStore(LmdbStore):
                 and rec.state is JobState.SCHEDULED  # ready jobs are not scheduled
                 and stored_problem(rec) is None
             ]  # the next poll buries it
-            return min(times) if times else None
+            due = min(times) if times else None
+            if now_ms is None or not lanes.in_use(tx):
+                return due
+            return earliest(due, lanes.reopens_at(tx, now_ms))
 
         return self.env.read(body)
 
@@ -243,7 +248,7 @@ class LegacyLmdbStore(LmdbStore):
         return _effective(super()._index_record(tx, key, raw), now_ms())
 
 
-def _limits_of(rec: JobRecord, stored: Mapping[bytes, tuple[int, int]]) -> tuple[bytes, ...]:
+def _limits_of(rec: JobRecord, stored: Mapping[bytes, LimitState]) -> tuple[bytes, ...]:
     """The limits a job counts against: its task's and its queue's, those that exist."""
     wanted = (keys.limit_key("task", rec.name), keys.limit_key("queue", rec.queue))
     return tuple(key for key in wanted if key in stored)

@@ -1,39 +1,45 @@
-"""Setting and removing a concurrency limit on LMDB (see lanes.py): the limit, its
+"""Setting and removing a concurrency or rate limit on LMDB (see lanes.py): the limit, its
 running count, and the refiling of the ready jobs it concerns into or out of their
 lanes, in one transaction. Rare (a ``Queue.limit`` call, a server's start), so it may
 read what it concerns: the task's jobs, or the queue's ready ones, and every claim."""
 
 from __future__ import annotations
 
-from ...concurrency import QUEUE, TASK, check_concurrency, check_kind
+from dataclasses import replace
+
+from ...concurrency import QUEUE, TASK, LimitState, check_concurrency, check_kind
 from ...errors import CorruptRecord
 from ...queues import DEFAULT_QUEUE
+from ...rates import Rate
 from ..codec import decode_record
 from . import keys, lanes, pauses
 from . import queues as queue_index
 from .env import Tx
 
 
-def set_limit(tx: Tx, kind: str, name: str, concurrency: int | None) -> bool:
+def set_limit(
+    tx: Tx, kind: str, name: str, concurrency: int | None, rate: Rate | None = None
+) -> bool:
     check_kind(kind)
     check_concurrency(concurrency)
     key = keys.limit_key(kind, name)
     raw = tx.get(keys.DB_LIMITS, key)
     old = keys.decode_limit(raw)
-    if old is not None and concurrency is not None:
-        if old[0] == concurrency:
-            return False
-        tx.put(keys.DB_LIMITS, key, keys.encode_limit(concurrency, old[1]))
-        return True  # the lanes stay as they are; so do the running jobs
-    if concurrency is None:
+    if concurrency is None and rate is None:
         if raw is None:
             return False
         tx.delete(keys.DB_LIMITS, key)
         _uncount(tx, key)
         _refile_out(tx, kind, name)
         return True
+    if old is not None:
+        new = replace(old, concurrency=concurrency, rate=rate)
+        if new == old:
+            return False
+        tx.put(keys.DB_LIMITS, key, keys.encode_limit(new))
+        return True  # the lanes stay as they are; so do the running jobs and the log
     running = _running(tx, kind, name)
-    tx.put(keys.DB_LIMITS, key, keys.encode_limit(concurrency, len(running)))
+    tx.put(keys.DB_LIMITS, key, keys.encode_limit(LimitState(concurrency, len(running), rate)))
     for pkey in running:  # a job running now counts against the new limit
         held = tx.get(keys.DB_COUNTED, pkey)
         tx.put(keys.DB_COUNTED, pkey, key if held is None else held + keys.SEP + key)

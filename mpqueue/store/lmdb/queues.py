@@ -142,13 +142,15 @@ def _remove_taken(tx: Tx, taken: list[tuple[bytes, bytes]]) -> None:
         lanes.count(tx, prefix, -number)
 
 
-def take_limited(tx: Tx, queue: str | None, wanted: int) -> list[tuple[bytes, tuple[bytes, ...]]]:
+def take_limited(
+    tx: Tx, queue: str | None, wanted: int, now_ms: int
+) -> list[tuple[bytes, tuple[bytes, ...]]]:
     """``take`` where lanes hold jobs: the plain entries of ``queue`` (None: of every
-    queue) merged with the lanes that have a free slot, each lane read no further than
-    its free slots, in priority and FIFO order; a lane job whose limit filled in this
+    queue) merged with the lanes that have room now, each lane read no further than
+    its room, in priority and FIFO order; a lane job whose limit filled in this
     claim stays. Returns (ready key, the limits it takes a slot of), in claim order."""
     plain = merged(tx) if queue is None else scan(tx, queue)
-    free = {key: max(cap - running, 0) for key, (cap, running) in lanes.stored_limits(tx).items()}
+    free = {key: state.room(now_ms) for key, state in lanes.stored_limits(tx).items()}
     opened = lanes.open_lanes(tx, queue, wanted, free)
     if not opened:  # every lane at its limit: the plain claim, no merge
         return [(ready, ()) for ready in take(tx, plain, wanted)]

@@ -35,6 +35,7 @@ from ...queues import (
     claim_selected,
     depths_by_queue,
 )
+from ...rates import Rate, earliest
 from ...records import Claim, Ending, ErrorInfo, JobRecord, JobState, Outcome, Progress, now_ms
 from ...schedules import Live, ScheduleRow, ScheduleSpec
 from ..base import (
@@ -564,7 +565,7 @@ class LmdbStore(Store, HandOff):
         ended = False
         while len(claimed) < limit:
             if tx.has_entries(keys.DB_LANES):
-                taken = queue_index.take_limited(tx, queue, limit - len(claimed))
+                taken = queue_index.take_limited(tx, queue, limit - len(claimed), now_ms)
             else:
                 found = queue_index.merged(tx) if queue is None else queue_index.scan(tx, queue)
                 taken = [(ready, ()) for ready in queue_index.take(tx, found, limit - len(claimed))]
@@ -575,7 +576,7 @@ class LmdbStore(Store, HandOff):
                 if rec is not None:
                     claimed.append(rec)
                     if limits:
-                        lanes.take_slots(tx, keys.processing_key(server_id, job_id), limits)
+                        lanes.take_slots(tx, keys.processing_key(server_id, job_id), limits, now_ms)
             if len(claimed) - before == len(taken):  # none ended otherwise: no more
                 break
             ended = True
@@ -644,10 +645,13 @@ class LmdbStore(Store, HandOff):
         tx.put(keys.DB_DEAD, keys.dead_key(job_id), reason.encode("utf-8", "replace"))
         settle_end(self, tx, JobRecord.corrupt(job_id, "?", reason), JobState.DEAD, now)
 
-    def next_run_at_ms(self) -> int | None:
+    def next_run_at_ms(self, now_ms: int | None = None) -> int | None:
         def first(tx: Tx) -> int | None:
             key = tx.first_key(keys.DB_SCHEDULED)
-            return None if key is None else keys.decode_scheduled_key(key)[0]
+            due = None if key is None else keys.decode_scheduled_key(key)[0]
+            if now_ms is None or not lanes.in_use(tx):
+                return due
+            return earliest(due, lanes.reopens_at(tx, now_ms))
 
         return self.env.read(first)
 
@@ -944,13 +948,17 @@ class LmdbStore(Store, HandOff):
         return self.env.read(lmdb_schedules.next_due)
 
     # ---- concurrency limits -----------------------------------------------------------
-    def set_limit(self, kind: str, name: str, concurrency: int | None) -> bool:
+    def set_limit(
+        self, kind: str, name: str, concurrency: int | None, rate: Rate | None = None
+    ) -> bool:
         check_kind(kind)
         if kind == TASK:
             keys.check_name_key(name)
         else:
             check_queue_name(name)
-        changed = self.env.write(lambda tx: limit_changes.set_limit(tx, kind, name, concurrency))
+        changed = self.env.write(
+            lambda tx: limit_changes.set_limit(tx, kind, name, concurrency, rate)
+        )
         if changed:
             self.waker.notify()  # a raised or removed limit may let jobs start
         return changed

@@ -1,18 +1,22 @@
-"""Concurrency limits on PostgreSQL (see mpqueue/concurrency.py for what they are).
+"""Concurrency and rate limits on PostgreSQL (see mpqueue/concurrency.py and
+mpqueue/rates.py for what they are).
 
-``mpqueue_limits`` holds each limit's concurrency and running count. Each job row's
+``mpqueue_limits`` holds each limit's concurrency (NULL: a rate alone), running count,
+rate (count and window) and its rate's log of recent starts (``start_at`` and
+``start_n``, side by side). Each job row's
 ``lane`` says which limit files it: ``t:NAME`` for a job of a limited task, ``q:QUEUE``
 for a limited queue's job whose task has none, NULL for the rest. The claim indexes
 hold only rows whose lane is NULL, and ``mpqueue_jobs_laned`` the others by lane, so
-a claim reads no job of a lane whose limit is full. ``holds`` says which slots a
+a claim reads no job of a lane whose limit has no room. ``holds`` says which slots a
 running job takes (1: its task's, 2: its queue's).
 
 While no limit exists the claim pays two reads of the empty table (init plans) and
 claims as before. Once one exists, the claim locks the limit rows (``FOR UPDATE``:
 claimers of limited work take turns), reads the plain candidates and, of each lane
 with a free slot, at most that many, and claims what the free slots allow, in
-priority and FIFO order; it adds to the running counts in its transaction, and every
-outcome, put-back and delete takes away in its own.
+priority and FIFO order; it adds to the running counts (and to the rates' logs) in
+its transaction, and every outcome, put-back and delete takes the running count away
+in its own.
 
 A row's lane is written when the row is (``new_lane``) and by ``set_limit`` on the
 unfinished rows it concerns; ``set_limit`` first takes a SHARE lock on the jobs table,
@@ -24,7 +28,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ...concurrency import QUEUE, TASK, Limit
+from ...concurrency import QUEUE, TASK, Limit, LimitState
+from ...rates import Rate
 from .session import Query
 
 TASK_SLOT, QUEUE_SLOT = 1, 2
@@ -53,9 +58,12 @@ _CANDIDATE = """SELECT id, priority, seq, queue FROM {{jobs}} AS j
 def sql(claimable: str) -> dict[str, str]:
     """The statements, with the claim's pause conditions ``claimable``."""
     return {
-        "limits_lock": """SELECT kind, name, concurrency, running FROM {limits}
-            ORDER BY kind, name FOR UPDATE""",
-        "limits": "SELECT kind, name, concurrency, running FROM {limits} ORDER BY kind, name",
+        "limits_lock": f"""SELECT {_COLUMNS} FROM {{limits}} ORDER BY kind, name FOR UPDATE""",
+        "limits": f"SELECT {_COLUMNS} FROM {{limits}} ORDER BY kind, name",
+        "starts_set": """UPDATE {limits} AS l SET start_at = u.at, start_n = u.n
+            FROM (SELECT %s::text AS kind, %s::text AS name,
+                         %s::bigint[] AS at, %s::integer[] AS n) u
+            WHERE l.kind = u.kind AND l.name = u.name""",
         "candidates_plain": _CANDIDATE.format(where="lane IS NULL", claimable=claimable),
         "candidates_plain_queue": _CANDIDATE.format(
             where="lane IS NULL AND queue = %s", claimable=claimable
@@ -69,9 +77,12 @@ def sql(claimable: str) -> dict[str, str]:
         "running_add": """UPDATE {limits} AS l SET running = greatest(l.running + u.n, 0)
             FROM unnest(%s::text[], %s::text[], %s::integer[]) AS u(kind, name, n)
             WHERE l.kind = u.kind AND l.name = u.name""",
-        "limit_get": "SELECT concurrency FROM {limits} WHERE kind = %s AND name = %s FOR UPDATE",
-        "limit_peek": "SELECT concurrency FROM {limits} WHERE kind = %s AND name = %s",
-        "limit_update": "UPDATE {limits} SET concurrency = %s WHERE kind = %s AND name = %s",
+        "limit_get": """SELECT concurrency, rate_count, rate_window_ms FROM {limits}
+            WHERE kind = %s AND name = %s FOR UPDATE""",
+        "limit_peek": """SELECT concurrency, rate_count, rate_window_ms FROM {limits}
+            WHERE kind = %s AND name = %s""",
+        "limit_update": """UPDATE {limits} SET concurrency = %s, rate_count = %s,
+            rate_window_ms = %s WHERE kind = %s AND name = %s""",
         "limit_delete": "DELETE FROM {limits} WHERE kind = %s AND name = %s",
         "lock_jobs": "LOCK TABLE {jobs} IN SHARE MODE",
         # ``check``: each limit's running count is the running jobs holding its slot.
@@ -83,8 +94,9 @@ def sql(claimable: str) -> dict[str, str]:
             FROM {{limits}} l) c WHERE running <> held ORDER BY kind, name""",
         # Per kind: the column that names what the limit limits.
         **{
-            f"limit_insert_{kind}": f"""INSERT INTO {{limits}} (kind, name, concurrency, running)
-                VALUES (%s, %s, %s, (SELECT count(*) FROM {{jobs}}
+            f"limit_insert_{kind}": f"""INSERT INTO {{limits}}
+                (kind, name, concurrency, rate_count, rate_window_ms, running)
+                VALUES (%s, %s, %s, %s, %s, (SELECT count(*) FROM {{jobs}}
                     WHERE state = 'processing' AND {column} = %s))"""
             for kind, column in ((TASK, "name"), (QUEUE, "queue"))
         },
@@ -107,22 +119,34 @@ def sql(claimable: str) -> dict[str, str]:
     }
 
 
-def stored(q: Query, statements: dict[str, str], lock: bool) -> dict[tuple[str, str], list[int]]:
+_COLUMNS = "kind, name, concurrency, running, rate_count, rate_window_ms, start_at, start_n"
+
+
+def stored(q: Query, statements: dict[str, str], lock: bool) -> dict[tuple[str, str], LimitState]:
     rows = q.rows(statements["limits_lock" if lock else "limits"])
-    return {(str(kind), str(name)): [int(cap), int(run)] for kind, name, cap, run in rows}
+    return {(str(row[0]), str(row[1])): state_of(row[2:]) for row in rows}
+
+
+def state_of(row: Sequence[Any]) -> LimitState:
+    """The state of (concurrency, running, rate count, window ms, start_at, start_n)."""
+    concurrency, running, count, window_ms, at, n = row
+    rate = None if count is None or window_ms is None else Rate(int(count), int(window_ms))
+    starts = tuple(zip(map(int, at or ()), map(int, n or ())))
+    return LimitState(None if concurrency is None else int(concurrency), int(running), rate, starts)
 
 
 def listed(q: Query, statements: dict[str, str]) -> list[Limit]:
-    return [Limit(k, n, cap, run) for (k, n), (cap, run) in stored(q, statements, False).items()]
+    return [state.limit(k, n) for (k, n), state in stored(q, statements, False).items()]
 
 
 def pick(
-    q: Query, statements: dict[str, str], queue: str | None, wanted: int
-) -> list[tuple[str, int]]:
-    """The ids a claim of ``queue`` (None: every queue) may take, up to ``wanted``, with
-    the slots each takes (``holds``), in priority and FIFO order; locks the limits."""
+    q: Query, statements: dict[str, str], queue: str | None, wanted: int, now_ms: int
+) -> tuple[list[tuple[str, int]], dict[tuple[str, str], LimitState]]:
+    """The ids a claim of ``queue`` (None: every queue) may take now, up to ``wanted``,
+    with the slots each takes (``holds``), in priority and FIFO order; and the limits
+    as they were read (locked: ``count_claimed`` changes them)."""
     limits = stored(q, statements, lock=True)
-    free = {key: max(cap - run, 0) for key, (cap, run) in limits.items()}
+    free = {key: state.room(now_ms) for key, state in limits.items()}
     named = () if queue is None else (queue,)
     plain = "candidates_plain" if queue is None else "candidates_plain_queue"
     found: list[tuple[tuple[Any, ...], tuple[str, str] | None]] = [
@@ -146,11 +170,11 @@ def pick(
         picked.append((job_id, sum(bit for _, bit in keys)))
         if len(picked) >= wanted:
             break
-    return picked
+    return picked, limits
 
 
 def _slots(
-    lane: tuple[str, str] | None, queue: str, limits: dict[tuple[str, str], list[int]]
+    lane: tuple[str, str] | None, queue: str, limits: dict[tuple[str, str], LimitState]
 ) -> list[tuple[tuple[str, str], int]]:
     """The (limit, slot bit) a candidate of ``lane`` (None: no lane) takes: its task's
     limit, and its queue's where there is one."""
@@ -165,14 +189,27 @@ def _slots(
 
 
 def count_claimed(
-    q: Query, statements: dict[str, str], claimed: Sequence[tuple[str, str, str, int]]
+    q: Query,
+    statements: dict[str, str],
+    claimed: Sequence[tuple[str, str, str, int]],
+    limits: dict[tuple[str, str], LimitState],
+    now_ms: int,
 ) -> None:
-    """Claimed (id, task, queue, holds): their slots taken, their rows marked."""
+    """Claimed (id, task, queue, holds): their slots taken, their rows marked, and
+    their starts logged for the limits with a rate (``limits``: as ``pick`` read them)."""
     held = [(job_id, holds) for job_id, _, _, holds in claimed if holds]
     if not held:
         return
     q.write(statements["hold"], ([i for i, _ in held], [h for _, h in held]))
-    _add_running(q, statements, [(name, queue, holds) for _, name, queue, holds in claimed], 1)
+    delta = _add_running(
+        q, statements, [(name, queue, holds) for _, name, queue, holds in claimed], 1
+    )
+    for key, count in delta.items():
+        state = limits.get(key)
+        if state is not None and state.rate is not None:
+            starts = state.claimed(count, now_ms).starts
+            at, n = [a for a, _ in starts], [c for _, c in starts]
+            q.write(statements["starts_set"], (*key, at, n))
 
 
 def release(q: Query, statements: dict[str, str], rows: Sequence[tuple[str, str, Any]]) -> None:
@@ -183,7 +220,8 @@ def release(q: Query, statements: dict[str, str], rows: Sequence[tuple[str, str,
 
 def _add_running(
     q: Query, statements: dict[str, str], rows: Sequence[tuple[str, str, Any]], sign: int
-) -> None:
+) -> dict[tuple[str, str], int]:
+    """Add ``sign`` per slot each row holds; returns the change of each limit."""
     delta: dict[tuple[str, str], int] = {}
     for name, queue, holds in rows:
         if not holds:
@@ -195,29 +233,44 @@ def _add_running(
     if delta:
         kinds, names = zip(*delta)
         q.write(statements["running_add"], (list(kinds), list(names), list(delta.values())))
+    return delta
 
 
 def set_limit(
-    q: Query, statements: dict[str, str], kind: str, name: str, concurrency: int | None
+    q: Query,
+    statements: dict[str, str],
+    kind: str,
+    name: str,
+    concurrency: int | None,
+    rate: Rate | None,
 ) -> bool:
+    wanted = (concurrency, *((None, None) if rate is None else (rate.count, rate.window_ms)))
     row = q.one(statements["limit_peek"], (kind, name))
-    if row is not None and concurrency is not None and int(row[0]) == concurrency:
+    removed = concurrency is None and rate is None
+    if row is not None and not removed and tuple(row) == wanted:
         return False  # what a server's start writes most of the time: no lock taken
     q.write(statements["lock_jobs"])
     row = q.one(statements["limit_get"], (kind, name))
     bit = TASK_SLOT if kind == TASK else QUEUE_SLOT
-    if row is not None and concurrency is not None:
-        if int(row[0]) == concurrency:
+    if row is not None and not removed:
+        if tuple(row) == wanted:
             return False
-        q.write(statements["limit_update"], (concurrency, kind, name))
-        return True
-    if concurrency is None:
+        q.write(statements["limit_update"], (*wanted, kind, name))
+        return True  # the running count and the log of starts stay
+    if removed:
         if row is None:
             return False
         q.write(statements["limit_delete"], (kind, name), deletes=True)
         q.write(statements[f"holds_clear_{kind}"], (bit, name))
     else:
-        q.write(statements[f"limit_insert_{kind}"], (kind, name, concurrency, name))
+        q.write(statements[f"limit_insert_{kind}"], (kind, name, *wanted, name))
         q.write(statements[f"holds_set_{kind}"], (bit, name))
     q.write(statements[f"relane_{kind}"], (name,))
     return True
+
+
+def reopens_at(rows: Sequence[Sequence[Any]], now_ms: int) -> int | None:
+    """The earliest reopening of the rates of ``rows`` (rate count, window ms,
+    start_at, start_n; NULLs where no rate limit exists)."""
+    times = [state_of((None, 0, *row)).reopens_at(now_ms) for row in rows if row[0] is not None]
+    return min((t for t in times if t is not None), default=None)

@@ -231,6 +231,14 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "CREATE INDEX mpqueue_jobs_laned ON {jobs} (lane, priority DESC, seq) "
         "WHERE state = 'ready' AND NOT paused AND lane IS NOT NULL",
     ),
+    (  # 13: rate limits (see limits.py, mpqueue/rates.py): a limit may be a rate alone,
+        # and keeps its rate's log of recent starts as two arrays
+        "ALTER TABLE {limits} ALTER COLUMN concurrency DROP NOT NULL",
+        "ALTER TABLE {limits} ADD COLUMN rate_count integer",
+        "ALTER TABLE {limits} ADD COLUMN rate_window_ms integer",
+        "ALTER TABLE {limits} ADD COLUMN start_at bigint[] NOT NULL DEFAULT '{{}}'",
+        "ALTER TABLE {limits} ADD COLUMN start_n integer[] NOT NULL DEFAULT '{{}}'",
+    ),
 ]
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 
 from ...cancellation import CancelReport, requested
-from ...concurrency import TASK, Limit, check_concurrency, check_kind
+from ...concurrency import TASK, Limit, LimitState, check_concurrency, check_kind
 from ...dependencies import check_add_order, on_holders
 from ...errors import ConfigError, JobNotFound
 from ...expiry import expiry_entry
@@ -36,6 +36,7 @@ from ...queues import (
     depths_by_queue,
     is_queue_name,
 )
+from ...rates import Rate, earliest
 from ...records import (
     FINISHED_STATES,
     Claim,
@@ -273,6 +274,10 @@ _SQL = {
             holds = NULL
         WHERE id = %s""",
     "next_run_at": "SELECT min(run_at_ms) FROM {jobs} WHERE state = 'scheduled'",
+    # The same, with every rate limit's row (one row of NULLs beside it if none).
+    "next_run_at_rates": """SELECT (SELECT min(run_at_ms) FROM {jobs} WHERE state = 'scheduled'),
+            r.rate_count, r.rate_window_ms, r.start_at, r.start_n
+        FROM (SELECT 1) AS one LEFT JOIN {limits} r ON r.rate_count IS NOT NULL""",
     "claims": """SELECT id, worker_id, claimed_at_ms, deadline_ms FROM {jobs}
         WHERE state = 'processing' ORDER BY worker_id, id""",
     "claims_of": """SELECT id, worker_id, claimed_at_ms, deadline_ms FROM {jobs}
@@ -602,14 +607,15 @@ class PostgresStore(Store):
             found = q.rows(self.sql[statement], params)
             rows = [row[:-1] for row in found if row[0] is not None]
             holds: dict[str, int] = {}
+            states: dict[tuple[str, str], LimitState] = {}
             if found and found[0][-1]:  # a limit exists: it claimed nothing
-                rows, holds = self._claim_limited(q, queue, server_id, wanted, now_ms)
+                rows, holds, states = self._claim_limited(q, queue, server_id, wanted, now_ms)
             q.counter.puts += len(rows)  # RETURNING counted them as reads; each was updated
             before = len(claimed)
             self._take(q, rows, now_ms, claimed)
             if holds:
                 taken = [(r.id, r.name, r.queue, holds.get(r.id, 0)) for r in claimed[before:]]
-                pg_limits.count_claimed(q, self.sql, taken)
+                pg_limits.count_claimed(q, self.sql, taken, states, now_ms)
             # Again while some picked jobs ended otherwise (expired, bad), which may have
             # released others; each statement takes its rows out of ready, so this ends.
             if len(claimed) - before == len(rows) or len(claimed) >= limit:
@@ -621,13 +627,15 @@ class PostgresStore(Store):
 
     def _claim_limited(
         self, q: Query, queue: str | None, server_id: str, wanted: int, now_ms: int
-    ) -> tuple[list[tuple[Any, ...]], dict[str, int]]:
-        """The claim where limits exist: limits.pick's jobs, and the slots of each."""
-        picked = dict(pg_limits.pick(q, self.sql, queue, wanted))
+    ) -> tuple[list[tuple[Any, ...]], dict[str, int], dict[tuple[str, str], LimitState]]:
+        """The claim where limits exist: limits.pick's jobs, the slots of each, and
+        the limits as it read them."""
+        chosen, states = pg_limits.pick(q, self.sql, queue, wanted, now_ms)
+        picked = dict(chosen)
         if not picked:
-            return [], {}
+            return [], {}, states
         params = (server_id, now_ms, now_ms, now_ms, now_ms, list(picked), len(picked))
-        return q.rows(self.sql["claim_ids"], params), picked
+        return q.rows(self.sql["claim_ids"], params), picked, states
 
     def _take(
         self, q: Query, rows: list[tuple[Any, ...]], now_ms: int, claimed: list[JobRecord]
@@ -681,9 +689,13 @@ class PostgresStore(Store):
             self.sql["bury"], (_text(reason), _encode_errors(rec.errors + (error,)), now_ms, rec.id)
         )
 
-    def next_run_at_ms(self) -> int | None:
-        row = self.session.run(lambda q: q.one(self.sql["next_run_at"]), write=False)
-        return None if row is None or row[0] is None else int(row[0])
+    def next_run_at_ms(self, now_ms: int | None = None) -> int | None:
+        if now_ms is None:
+            row = self.session.run(lambda q: q.one(self.sql["next_run_at"]), write=False)
+            return None if row is None or row[0] is None else int(row[0])
+        rows = self.session.run(lambda q: q.rows(self.sql["next_run_at_rates"]), write=False)
+        due = None if not rows or rows[0][0] is None else int(rows[0][0])
+        return earliest(due, pg_limits.reopens_at([row[1:] for row in rows], now_ms))
 
     # ---- outcomes -----------------------------------------------------------------
     def finish(self, outcomes: Sequence[Outcome], now_ms: int) -> list[bool]:
@@ -1036,7 +1048,9 @@ class PostgresStore(Store):
 
     # ---- removing ---------------------------------------------------------------------
     # ---- concurrency limits -------------------------------------------------------
-    def set_limit(self, kind: str, name: str, concurrency: int | None) -> bool:
+    def set_limit(
+        self, kind: str, name: str, concurrency: int | None, rate: Rate | None = None
+    ) -> bool:
         check_kind(kind)
         check_concurrency(concurrency)
         if kind == TASK:
@@ -1044,7 +1058,7 @@ class PostgresStore(Store):
         elif not is_queue_name(name):
             check_queue_name(name)
         changed = self.session.run(
-            lambda q: pg_limits.set_limit(q, self.sql, kind, name, concurrency)
+            lambda q: pg_limits.set_limit(q, self.sql, kind, name, concurrency, rate)
         )
         if changed:
             self.session.run(lambda q: q.rows(self.sql["notify"], (self.channel,)))
