@@ -93,6 +93,12 @@ class LimitState:
         return Limit(kind, name, self.concurrency, self.running, self.rate)
 
 
+def kept_starts(old: LimitState, rate: Rate | None) -> Starts:
+    """The log of starts a changed limit keeps: its old one, unless it has no rate now
+    (a rate set again later begins with an empty log, on every store)."""
+    return () if rate is None else old.starts
+
+
 def check_concurrency(value: object, what: str = "concurrency") -> int | None:
     """``value`` if it is None or a whole number 1..CONCURRENCY_MAX; ConfigError else."""
     if value is None:

@@ -28,7 +28,15 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from ..cancellation import CancelReport, requested
-from ..concurrency import QUEUE, TASK, Limit, LimitState, check_concurrency, check_kind
+from ..concurrency import (
+    QUEUE,
+    TASK,
+    Limit,
+    LimitState,
+    check_concurrency,
+    check_kind,
+    kept_starts,
+)
 from ..dependencies import admit, cancelled, check_add_order, on_holders, settle
 from ..errors import ConfigError, JobNotFound
 from ..expiry import expired, is_expired
@@ -473,7 +481,7 @@ class MemoryStore(Store):
         if old is None and removed:
             return False
         if old is not None and not removed:
-            new = replace(old, concurrency=concurrency, rate=rate)
+            new = replace(old, concurrency=concurrency, rate=rate, starts=kept_starts(old, rate))
             db.limits[key] = new
             return new != old  # the lanes stay as they are; so do the running jobs
 

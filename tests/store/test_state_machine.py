@@ -22,16 +22,17 @@ from collections import Counter
 import hypothesis.strategies as st
 import pytest
 from hypothesis import HealthCheck, settings
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from mpqueue.cancellation import CANCELLABLE
-from mpqueue.concurrency import TASK, Limit
+from mpqueue.concurrency import TASK, UNBOUNDED, Limit
 from mpqueue.errors import ConfigError
 from mpqueue.history import SIZE, TIERS
 from mpqueue.pausing import PauseChange, Paused
 from mpqueue.periodic import Periodic, fire_due
 from mpqueue.periodic_slots import Spec
 from mpqueue.queues import Selection, depths_by_queue
+from mpqueue.rates import Rate
 from mpqueue.records import ErrorInfo, JobRecord, JobState, Outcome, Progress, new_job_id, now_ms
 from mpqueue.schedules import ScheduleSpec
 from mpqueue.store import open_store
@@ -100,7 +101,11 @@ class StoreMachine(RuleBasedStateMachine):
         self.schedules: dict[str, list] = {}
         self.alive: set[str] = set()
         self.slots_fired: Counter[tuple[str, int]] = Counter()
-        self.limit: int | None = 2  # LIMITED's concurrency (None: no limit)
+        self.limit: int | None = 2  # LIMITED's concurrency (None: none)
+        self.rate: Rate | None = None  # LIMITED's rate (None: none)
+        # The rate's log as the model keeps it: each start of LIMITED's jobs at its time
+        # rounded up to the rate's step (what rates.py promises a start counts for).
+        self.starts: list[int] = []
         assert self.store.set_limit(TASK, LIMITED, self.limit)
 
     def teardown(self) -> None:
@@ -168,12 +173,25 @@ class StoreMachine(RuleBasedStateMachine):
     def _running_limited(self) -> int:
         return sum(1 for j in self._held() if self.names[j] == LIMITED)
 
+    @property
+    def _limited(self) -> bool:
+        """Whether LIMITED has a limit entry (a concurrency, a rate or both)."""
+        return self.limit is not None or self.rate is not None
+
+    def _room(self) -> int:
+        """How many of LIMITED's jobs may start now."""
+        free = UNBOUNDED if self.limit is None else self.limit - self._running_limited()
+        if self.rate is not None:
+            recent = sum(1 for at in self.starts if at > self.now - self.rate.window_ms)
+            free = min(free, self.rate.count - recent)
+        return max(free, 0)
+
     def _within_limit(self, candidates: list[JobRecord]) -> list[JobRecord]:
         """``candidates`` (in claim order) but the jobs of LIMITED a claim passes over:
         those beyond its free slots."""
-        if self.limit is None:
+        if not self._limited:
             return candidates
-        free = self.limit - self._running_limited()
+        free = self._room()
         kept = []
         for rec in candidates:
             if rec.name == LIMITED:
@@ -200,9 +218,9 @@ class StoreMachine(RuleBasedStateMachine):
             and self.offers
             and not self.paused_all
             and recs[0].name not in self.paused_names
-            and (self.limit is None or recs[0].name != LIMITED)
+            and (not self._limited or recs[0].name != LIMITED)
             and not [
-                j for j in self._unheld_ready() if self.limit is None or self.names[j] != LIMITED
+                j for j in self._unheld_ready() if not self._limited or self.names[j] != LIMITED
             ]
         ):
             taker = min(self.offers)
@@ -417,6 +435,9 @@ class StoreMachine(RuleBasedStateMachine):
             assert not self.graph.lapsed(rec.id, self.now), f"claimed {rec.id} past its deadline"
             assert rec.attempts == model[2] + 1 and rec.state is JobState.PROCESSING
             self._set(rec.id, JobState.PROCESSING, worker, rec.attempts)
+            if rec.name == LIMITED and self.rate is not None:
+                step = self.rate.step_ms
+                self.starts.append(-(-self.now // step) * step)
         if not ended and predicted is not None:
             assert [r.id for r in got] == predicted
         if self.paused_all or limit <= 0:
@@ -428,11 +449,7 @@ class StoreMachine(RuleBasedStateMachine):
             if self.names[j] not in self.paused_names
             and (self.jobs[j][0] is JobState.READY or recs[j].run_at_ms <= self.now)
             and (served is None or self.queue_of[j] in served)
-            and (
-                self.limit is None
-                or self.names[j] != LIMITED
-                or self._running_limited() < self.limit
-            )
+            and (not self._limited or self.names[j] != LIMITED or self._room() > 0)
         ]
         if self.mode == "legacy":  # one job per poll, which reads every job: none lapsed
             assert len(got) <= 1 and not [j for j in queued if self.graph.lapsed(j, self.now)]
@@ -775,14 +792,54 @@ class StoreMachine(RuleBasedStateMachine):
     def set_limit(self, limit):
         """Change LIMITED's concurrency: its ready jobs move into or out of their lanes,
         its running ones are counted when a limit is set."""
-        assert self.store.set_limit(TASK, LIMITED, limit) == (limit != self.limit)
+        assert self.store.set_limit(TASK, LIMITED, limit, self.rate) == (limit != self.limit)
         self.limit = limit
+
+    @initialize(
+        rate=st.sampled_from([Rate(1, 1000), Rate(2, 5000), None]),
+        limit=st.sampled_from([None, 2]),
+    )
+    def limits_at_start(self, rate, limit):
+        """Begin with a rate on LIMITED in most runs: a rule that sets one later comes
+        too late in a run for its jobs to meet it."""
+        self.set_rate(rate, limit)
+
+    @rule(
+        rate=st.sampled_from([None, Rate(1, 1000), Rate(2, 5000)]),
+        limit=st.sampled_from([None, None, 3]),
+    )
+    def set_rate(self, rate, limit):
+        """Change LIMITED's rate (and concurrency: mostly none, so the rate binds):
+        with neither, the limit goes (and its lanes); a rate removed takes its log."""
+        changed = (rate, limit) != (self.rate, self.limit)
+        assert self.store.set_limit(TASK, LIMITED, limit, rate) == changed
+        self.rate, self.limit = rate, limit
+        if rate is None:
+            self.starts = []
+
+    @invariant()
+    def next_run_at_counts_the_reopening_rate(self):
+        """The server's wake-up time: the first scheduled job's run-at, or when an
+        exhausted rate next lets one of LIMITED's jobs start, if earlier."""
+        recs = self._records()
+        due = [recs[j].run_at_ms for j in self._in(JobState.SCHEDULED)]
+        expected = min(due, default=None)
+        rate = self.rate
+        if self.mode != "optimized":
+            return  # legacy reads every pending record for it (its own test covers it)
+        if rate is not None:
+            live = sorted(at for at in self.starts if at > self.now - rate.window_ms)
+            if len(live) >= rate.count:  # reopens when all but count - 1 have left
+                reopen = live[len(live) - rate.count] + rate.window_ms
+                expected = reopen if expected is None else min(expected, reopen)
+        assert self.store.next_run_at_ms(self.now) == expected
 
     @invariant()
     def running_count_matches(self):
         """The limit's running count is always the number of LIMITED's running jobs."""
         running = self._running_limited()
-        expected = [] if self.limit is None else [Limit(TASK, LIMITED, self.limit, running)]
+        limit = Limit(TASK, LIMITED, self.limit, running, self.rate)
+        expected = [limit] if self._limited else []
         assert self.store.limits() == expected
 
     @rule(worker=st.sampled_from(WORKERS), gap_s=st.sampled_from([0, 4, 10, 290, 3600, 86400]))
@@ -993,7 +1050,7 @@ class StoreMachine(RuleBasedStateMachine):
                 assert rec.state in states, (db, rec)
                 ready = keys.ready_key(rec.priority, rec.seq, job)
                 held = keys.held_key(rec.name, ready, rec.queue)
-                laned = self.limit is not None and rec.name == LIMITED
+                laned = self._limited and rec.name == LIMITED
                 if db == keys.DB_READY:
                     assert keys.decode_ready_key(key) == (rec.priority, rec.seq, job)
                     assert rec.name not in self.paused_names and rec.queue == "default", rec
@@ -1068,7 +1125,7 @@ class StoreMachine(RuleBasedStateMachine):
         limited = {
             keys.processing_key(self.jobs[j][1], j)
             for j in self._held()
-            if self.names[j] == LIMITED and self.limit is not None
+            if self.names[j] == LIMITED and self._limited
         }
         assert counted == limited, (counted, limited)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ...concurrency import QUEUE, TASK, LimitState, check_concurrency, check_kind
+from ...concurrency import QUEUE, TASK, LimitState, check_concurrency, check_kind, kept_starts
 from ...errors import CorruptRecord
 from ...queues import DEFAULT_QUEUE
 from ...rates import Rate
@@ -33,7 +33,7 @@ def set_limit(
         _refile_out(tx, kind, name)
         return True
     if old is not None:
-        new = replace(old, concurrency=concurrency, rate=rate)
+        new = replace(old, concurrency=concurrency, rate=rate, starts=kept_starts(old, rate))
         if new == old:
             return False
         tx.put(keys.DB_LIMITS, key, keys.encode_limit(new))

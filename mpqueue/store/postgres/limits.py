@@ -82,7 +82,10 @@ def sql(claimable: str) -> dict[str, str]:
         "limit_peek": """SELECT concurrency, rate_count, rate_window_ms FROM {limits}
             WHERE kind = %s AND name = %s""",
         "limit_update": """UPDATE {limits} SET concurrency = %s, rate_count = %s,
-            rate_window_ms = %s WHERE kind = %s AND name = %s""",
+            rate_window_ms = %s,
+            start_at = CASE WHEN %s THEN '{{}}'::bigint[] ELSE start_at END,
+            start_n = CASE WHEN %s THEN '{{}}'::integer[] ELSE start_n END
+            WHERE kind = %s AND name = %s""",
         "limit_delete": "DELETE FROM {limits} WHERE kind = %s AND name = %s",
         "lock_jobs": "LOCK TABLE {jobs} IN SHARE MODE",
         # ``check``: each limit's running count is the running jobs holding its slot.
@@ -255,7 +258,8 @@ def set_limit(
     if row is not None and not removed:
         if tuple(row) == wanted:
             return False
-        q.write(statements["limit_update"], (*wanted, kind, name))
+        dropped = rate is None  # a rate removed takes its log with it
+        q.write(statements["limit_update"], (*wanted, dropped, dropped, kind, name))
         return True  # the running count and the log of starts stay
     if removed:
         if row is None:
