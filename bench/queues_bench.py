@@ -1,24 +1,45 @@
-"""Named queues benchmark (issue 15): what serving several queues costs a drain.
+"""Named queues and concurrency limits benchmark (issue 15): what serving several
+queues, or limited tasks, costs a drain.
 
-    python -m bench.queues_bench [--jobs N] [--backlog N] [--rounds N] [--path DIR]
+    python -m bench.queues_bench [--jobs N] [--backlog N] [--rounds N] [--kinds K,...]
+                                 [--limit-concurrency N] [--path DIR]
                                  [--store lmdb|postgres] [--pg-url URL] [--out FILE.json]
 
 ``serve --workers 2`` drains ``--jobs`` no-op jobs (``map``, timed from the first enqueue
 to the last one done) on a fresh durable store (LMDB: a new directory under ``--path``;
-PostgreSQL: a new schema of ``--pg-url``, or of a throwaway server), in four kinds of
-round, alternating, ``--rounds`` times each:
+PostgreSQL: a new schema of ``--pg-url``, or of a throwaway server), in these kinds of
+round, alternating (``--kinds`` picks some; ``default`` is always run), ``--rounds``
+times each:
 
   default    every job in the default queue, the server serving every queue (the
-             baseline: what a user of no named queue runs)
+             baseline: what a user of no named queue and no limit runs)
   ten        the jobs spread over 10 named queues, the server serving every queue
              (the merged claim across the queues' indexes)
   selected   the same 10 queues, the server started with ``--queues q0,...,q9``
              (preference order: a claim visits them in turn)
+  fast       every job in queue ``fast``, the server started with ``--queues fast``:
+             ``backlog`` without its backlog, so the two differ by the backlog alone
   backlog    every job in queue ``fast``, beside ``--backlog`` ready jobs of queue
              ``slow`` that the server (``--queues fast``) does not serve
+  limits     10 queues and 3 limited tasks in use: the jobs dealt over four tasks
+             (``noop`` and its aliases ``noop_a``, ``noop_b``, ``noop_c``, each of the
+             aliases with a task limit of ``--limit-concurrency``) and, within each
+             task, over the 10 queues, so every claim merges the 10 queues' indexes
+             with 30 lanes (one per limited task and queue) and three of every four
+             claims and outcomes take and give back a slot
+
+Why the ``limits`` kind's default concurrency is 200: a limit counts the jobs its
+servers hold, including the ones a child has prefetched behind the one it runs (up to
+``prefetch_max`` + 1 = 65 per child, so 130 for two workers). Below that a limit also
+shortens what the server may prefetch, which is the limit doing its job, not its cost;
+at 200 no limit is ever reached, so the kind measures what keeping limits costs every
+claim and outcome (the lanes, the running counts). ``--limit-concurrency 2`` measures
+the other case: two workers never lack a job to run (three tasks at 2 each), but the
+limited jobs come at most 6 at a time.
 
 Each kind's median drain time is compared with the baseline's: the issue asks that
-queues in use keep >= 90% of the throughput (a ratio of time <= 1/0.9).
+queues and limits in use keep >= 90% of the throughput (a ratio of time <= 1/0.9).
+``backlog`` is also compared with ``fast``, its control without the backlog.
 """
 
 from __future__ import annotations
@@ -27,6 +48,7 @@ import argparse
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -37,61 +59,105 @@ from bench.workflow_bench import Stores, alternate, log, pg_url_for
 from mpqueue import Queue
 
 NOOP = "bench.jobs.noop"
-KINDS = ("default", "ten", "selected", "backlog")
+LIMITED = ("bench.jobs.noop_a", "bench.jobs.noop_b", "bench.jobs.noop_c")
+KINDS = ("default", "ten", "selected", "fast", "backlog", "limits")
 TEN = tuple(f"q{i}" for i in range(10))
 CHUNK = 10_000
+LIMIT_CONCURRENCY = 200  # above what 2 workers hold (2 x 65): never reached, see above
 TIME_RATIO_LIMIT = 1 / 0.9  # >= 90% of the baseline's throughput
 
 
-def _fill(queue: Queue, queues: tuple[str, ...], count: int) -> None:
-    """``count`` no-op jobs, dealt round-robin over ``queues`` (one map per queue)."""
-    task = queue.task_by_name(NOOP)
+def fill(
+    queue: Queue, queues: Sequence[str], count: int, tasks: Sequence[str] = (NOOP,)
+) -> list[str]:
+    """``count`` no-op jobs, job ``n`` of task ``n % len(tasks)``, and within each task
+    dealt round-robin over ``queues``: one ``map`` per task and queue, and one commit
+    (``Queue.batch``) per ``CHUNK`` jobs, so every kind pays the same enqueue commits
+    however many queues and tasks it deals over. The jobs' ids."""
+    handles = [queue.task_by_name(name) for name in tasks]
+    ids: list[str] = []
     for start in range(0, count, CHUNK):
-        batch = range(start, min(count, start + CHUNK))
-        for i, name in enumerate(queues):
-            mine = [(n,) for n in batch if n % len(queues) == i]
-            if mine:
-                task.options(queue=name).map(mine) if name != "default" else task.map(mine)
+        numbers = range(start, min(count, start + CHUNK))
+        with queue.batch():
+            for t, task in enumerate(handles):
+                for i, name in enumerate(queues):
+                    mine = [(n,) for n in numbers if _deal(n, len(tasks), len(queues)) == (t, i)]
+                    if mine:
+                        target = task.options(queue=name) if name != "default" else task
+                        ids += [job.id for job in target.map(mine)]
+    return ids
+
+
+def _deal(n: int, tasks: int, queues: int) -> tuple[int, int]:
+    """Job ``n``'s (task, queue) index: every pair of a task and a queue gets jobs."""
+    return n % tasks, (n // tasks) % queues
 
 
 def _serve_args(kind: str) -> tuple[str, ...]:
     if kind == "selected":
         return ("--queues", ",".join(TEN))
-    if kind == "backlog":
+    if kind in ("fast", "backlog"):
         return ("--queues", "fast")
     return ()
 
 
 def _queues_of(kind: str) -> tuple[str, ...]:
-    return {"default": ("default",), "backlog": ("fast",)}.get(kind, TEN)
+    return {"default": ("default",), "fast": ("fast",), "backlog": ("fast",)}.get(kind, TEN)
 
 
-def bench_round(stores: Stores, kind: str, jobs: int, backlog: int) -> float:
+def _prepare(queue: Queue, kind: str, backlog: int, concurrency: int) -> None:
+    """What a kind has in the store before its server starts (not timed)."""
+    if kind == "backlog":
+        fill(queue, ("slow",), backlog)
+    if kind == "limits":
+        for name in LIMITED:
+            queue.limit_task(name, concurrency=concurrency)
+
+
+def bench_round(
+    stores: Stores, kind: str, jobs: int, backlog: int, concurrency: int = LIMIT_CONCURRENCY
+) -> float:
+    tasks = (NOOP, *LIMITED) if kind == "limits" else (NOOP,)
     with stores.fresh() as where:
-        if kind == "backlog":
-            with Queue(where) as queue:
-                _fill(queue, ("slow",), backlog)
+        with Queue(where) as queue:
+            _prepare(queue, kind, backlog, concurrency)
         with Server(where, 2, *_serve_args(kind)), Queue(where) as queue:
             started = time.perf_counter()
-            _fill(queue, _queues_of(kind), jobs)
+            fill(queue, _queues_of(kind), jobs, tasks)
             wait_until(lambda: queue.stats()["done"] >= jobs, 300, "the jobs to be done")
             took = time.perf_counter() - started
             if kind == "backlog":
                 assert queue.gauges().queues["slow"]["ready"] == backlog  # none of them ran
+            if kind == "limits":  # in use to the end, and every slot given back
+                assert [(lim.name, lim.running) for lim in queue.limits()] == [
+                    (name, 0) for name in LIMITED
+                ]
     return took
 
 
-def run(stores: Stores, jobs: int, backlog: int, rounds: int) -> dict[str, Any]:
-    drains: dict[str, list[float]] = {kind: [] for kind in KINDS}
-    for r, kind in alternate(KINDS, rounds):
-        drains[kind].append(bench_round(stores, kind, jobs, backlog))
+def run(
+    stores: Stores,
+    jobs: int,
+    backlog: int,
+    rounds: int,
+    kinds: Sequence[str] = KINDS,
+    concurrency: int = LIMIT_CONCURRENCY,
+) -> dict[str, Any]:
+    kinds = ("default", *(k for k in KINDS if k in kinds and k != "default"))
+    drains: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for r, kind in alternate(kinds, rounds):
+        drains[kind].append(bench_round(stores, kind, jobs, backlog, concurrency))
         log(f"  round {r} {kind}: {drains[kind][-1]:.2f} s")
-    base = statistics.median(drains["default"])
+    median = {kind: statistics.median(drains[kind]) for kind in kinds}
+    ratio = {kind: median[kind] / median["default"] for kind in kinds[1:]}
+    if "backlog" in kinds and "fast" in kinds:
+        ratio["backlog/fast"] = median["backlog"] / median["fast"]
     return {
         "jobs": jobs,
         "backlog": backlog,
+        "limit_concurrency": concurrency,
         "drain_s": drains,
-        "ratio": {kind: statistics.median(drains[kind]) / base for kind in KINDS[1:]},
+        "ratio": ratio,
     }
 
 
@@ -101,23 +167,26 @@ def report(result: dict[str, Any]) -> str:
         "default": "default queue only, serving all",
         "ten": "10 named queues, serving all",
         "selected": "10 named queues, --queues q0,...,q9",
+        "fast": "queue fast alone (--queues fast)",
         "backlog": f"queue fast, beside {result['backlog']:,} ready in slow (--queues fast)",
+        "limits": "10 queues, 3 of 4 tasks limited "
+        f"(concurrency={result['limit_concurrency']}), serving all",
     }
     rows = []
-    for kind in KINDS:
-        median = statistics.median(drains[kind])
+    for kind, times in drains.items():
         rows.append(
             [
                 f"drain {jobs:,} no-op jobs: {names[kind]} (median)",
-                f"{jobs / median:,.0f} jobs/s",
+                f"{jobs / statistics.median(times):,.0f} jobs/s",
                 "",
                 "",
             ]
         )
     for kind, ratio in result["ratio"].items():
+        over = "fast time" if kind == "backlog/fast" else "default time"
         rows.append(
             [
-                f"{kind} time / default time",
+                f"{kind.split('/')[0]} time / {over}",
                 f"{ratio:.2f}",
                 f"<= {TIME_RATIO_LIMIT:.2f}",
                 verdict(ratio <= TIME_RATIO_LIMIT),
@@ -127,23 +196,39 @@ def report(result: dict[str, Any]) -> str:
     return head + "\n\n" + md_table(["row", "measured", "target", ""], rows)
 
 
+def parse_kinds(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise SystemExit(f"--kinds: unknown kind {unknown[0]!r} (kinds: {', '.join(KINDS)})")
+    return kinds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=5_000, help="jobs drained per round [5000]")
     parser.add_argument("--backlog", type=int, default=100_000, help="unserved ready jobs [100000]")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each kind [3]")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="kinds to run [all]")
+    parser.add_argument(
+        "--limit-concurrency",
+        type=int,
+        default=LIMIT_CONCURRENCY,
+        help=f"each limited task's concurrency in the limits kind [{LIMIT_CONCURRENCY}]",
+    )
     parser.add_argument("--path", default=None, help="parent directory of the LMDB stores")
     parser.add_argument("--store", choices=("lmdb", "postgres"), default="lmdb")
     parser.add_argument("--pg-url", default=None, help="PostgreSQL server [a throwaway one]")
     parser.add_argument("--out", default=None, help="write the result as JSON here")
     opts = parser.parse_args()
+    kinds = parse_kinds(opts.kinds)
     with pg_url_for(opts) as pg_url:
         stores = Stores(opts.store, opts.path, pg_url)
         result = {
             "store": opts.store,
             "machine": machine(),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-            **run(stores, opts.jobs, opts.backlog, opts.rounds),
+            **run(stores, opts.jobs, opts.backlog, opts.rounds, kinds, opts.limit_concurrency),
         }
     print(report(result))
     save_json(result, opts.out)
