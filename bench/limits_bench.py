@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bench.common import md_table, save_json, verdict
-from bench.queues_bench import NOOP, TIME_RATIO_LIMIT, fill
+from bench.queues_bench import TIME_RATIO_LIMIT, fill
 from bench.serve_bench import Server, wait_until
 from bench.store_bench import machine
 from bench.workflow_bench import Stores, alternate, log, pg_url_for
@@ -69,7 +69,9 @@ class Ended:
         return True
 
 
-def bench_round(stores: Stores, kind: str, jobs: int, limited: int, concurrency: int) -> dict[str, float]:
+def bench_round(
+    stores: Stores, kind: str, jobs: int, limited: int, concurrency: int
+) -> dict[str, float]:
     with stores.fresh() as where:
         if kind == "beside":
             with Queue(where) as queue:

@@ -212,3 +212,31 @@ def test_check_compares_the_running_counts(store):
     claim(store, 5)
     assert store.check(holder_gone=lambda server_id: True).code == 0
     assert running(store) == 2 and running(store, QUEUE, "q") == 2
+
+
+def _claim_and_finish_ops(store, name, n):
+    """Ops of one claim of ``n`` jobs of task ``name`` and of one finish of them all."""
+    jobs = add(store, *(record(name) for _ in range(n)))
+    counting = CountingStore(store)
+    got = counting.claim("w1", n, now_ms())
+    assert sorted(ids(got)) == sorted(jobs)
+    counting.finish([Outcome.done(job, "w1", b"") for job in jobs], now_ms())
+    return counting.last("claim"), counting.last("finish")
+
+
+def test_a_batch_of_limited_jobs_reads_and_writes_each_limit_once(store):
+    # A claim and a finish of many jobs of one limited task change its running count
+    # once each, not once per job: the per-job cost of a limit is its claim's own
+    # bookkeeping (LMDB: the job's ``counted`` entry), never another read and write
+    # of the limit. Compared with the same batch of an unlimited task, same store.
+    if store.mode == "legacy":
+        pytest.skip("the legacy layout claims one job a poll")
+    n = 40
+    store.set_limit(TASK, A, 1_000)
+    plain_claim, plain_finish = _claim_and_finish_ops(store, B, n)
+    limited_claim, limited_finish = _claim_and_finish_ops(store, A, n)
+    assert limited_claim.reads <= plain_claim.reads + 12, (limited_claim, plain_claim)
+    assert limited_claim.puts <= plain_claim.puts + n + 6, (limited_claim, plain_claim)
+    assert limited_finish.reads <= plain_finish.reads + n + 6, (limited_finish, plain_finish)
+    assert limited_finish.puts <= plain_finish.puts + 6, (limited_finish, plain_finish)
+    assert running(store) == 0

@@ -18,7 +18,8 @@ limits has these databases empty and pays one empty check where it would look.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from functools import partial
 
 from ...concurrency import QUEUE, TASK, Limit, LimitState
 from . import keys
@@ -94,22 +95,32 @@ def _scan(tx: Tx, prefix: bytes, room: int, limits: tuple[bytes, ...]) -> Iterat
         yield key[len(prefix) :], keys.DB_LANED, key, limits
 
 
-def take_slots(tx: Tx, processing_key: bytes, limits: tuple[bytes, ...], now_ms: int) -> None:
-    """A job claimed now takes a slot of each of ``limits`` (and a start of each one's
-    rate); its ``counted`` entry says so."""
-    for key in limits:
-        _change(tx, key, lambda state: state.claimed(1, now_ms))
-    tx.put(keys.DB_COUNTED, processing_key, keys.SEP.join(limits))
+def take_slots(tx: Tx, claims: Iterable[tuple[bytes, tuple[bytes, ...]]], now_ms: int) -> None:
+    """Jobs claimed now, each (its processing key, its limits), take a slot of each of
+    their limits (and a start of each one's rate); their ``counted`` entries say which.
+    Each limit is read and written once for the lot, not once per job."""
+    taken: dict[bytes, int] = {}
+    for processing_key, limits in claims:
+        tx.put(keys.DB_COUNTED, processing_key, keys.SEP.join(limits))
+        for key in limits:
+            taken[key] = taken.get(key, 0) + 1
+    for key, count in taken.items():
+        _change(tx, key, partial(LimitState.claimed, count=count, now_ms=now_ms))
 
 
-def release(tx: Tx, processing_key: bytes) -> None:
-    """A claim that ended or was put back frees its slots (none for most jobs)."""
-    raw = tx.get(keys.DB_COUNTED, processing_key)
-    if raw is None:
-        return
-    tx.delete(keys.DB_COUNTED, processing_key)
-    for key in raw.split(keys.SEP):
-        _change(tx, key, lambda state: state.released(1))
+def release(tx: Tx, processing_keys: Iterable[bytes]) -> None:
+    """Claims that ended or were put back free their slots (none for most jobs); each
+    limit is read and written once for the lot."""
+    freed: dict[bytes, int] = {}
+    for processing_key in processing_keys:
+        raw = tx.get(keys.DB_COUNTED, processing_key)
+        if raw is None:
+            continue
+        tx.delete(keys.DB_COUNTED, processing_key)
+        for key in raw.split(keys.SEP):
+            freed[key] = freed.get(key, 0) + 1
+    for key, count in freed.items():
+        _change(tx, key, partial(LimitState.released, count=count))
 
 
 def _change(tx: Tx, key: bytes, change: Callable[[LimitState], LimitState]) -> None:

@@ -169,7 +169,7 @@ class LegacyLmdbStore(LmdbStore):
             self._save(tx, rec.evolve(state=JobState.READY))
         taken = self._take(tx, best_id, server_id, now_ms)
         if taken is not None and best_limits:
-            lanes.take_slots(tx, keys.processing_key(server_id, best_id), best_limits, now_ms)
+            lanes.take_slots(tx, [(keys.processing_key(server_id, best_id), best_limits)], now_ms)
         return [] if taken is None else [taken]
 
     def next_run_at_ms(self, now_ms: int | None = None) -> int | None:

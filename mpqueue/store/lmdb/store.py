@@ -570,13 +570,16 @@ class LmdbStore(Store, HandOff):
                 found = queue_index.merged(tx) if queue is None else queue_index.scan(tx, queue)
                 taken = [(ready, ()) for ready in queue_index.take(tx, found, limit - len(claimed))]
             before = len(claimed)
+            slots = []  # the limited ones' slots, taken together: one write per limit
             for ready, limits in taken:
                 job_id = keys.decode_ready_key(ready)[2]
                 rec = self._take(tx, job_id, server_id, now_ms)
                 if rec is not None:
                     claimed.append(rec)
                     if limits:
-                        lanes.take_slots(tx, keys.processing_key(server_id, job_id), limits, now_ms)
+                        slots.append((keys.processing_key(server_id, job_id), limits))
+            if slots:  # before another pass reads the limits again
+                lanes.take_slots(tx, slots, now_ms)
             if len(claimed) - before == len(taken):  # none ended otherwise: no more
                 break
             ended = True
@@ -663,10 +666,14 @@ class LmdbStore(Store, HandOff):
 
     def _finish_all(self, tx: Tx, outcomes: Sequence[Outcome], now_ms: int) -> list[bool]:
         """Apply ``outcomes``, then settle the jobs waiting for those that ended, together
-        (one read and write of a count per dependent for the whole batch)."""
+        (one read and write of a count per dependent for the whole batch), and free
+        the limited ones' slots together (one read and write per limit)."""
         ends: list[tuple[JobRecord, JobState | None]] = []
+        freed: list[bytes] = []
         requests = tx.has_entries(keys.DB_CANCELS)
-        acks = [self._finish_one(tx, o, now_ms, ends, requests) for o in outcomes]
+        acks = [self._finish_one(tx, o, now_ms, ends, requests, freed) for o in outcomes]
+        if freed:
+            lanes.release(tx, freed)
         settle_ends(self, tx, ends, now_ms)
         return acks
 
@@ -677,15 +684,21 @@ class LmdbStore(Store, HandOff):
         now_ms: int,
         ends: list[tuple[JobRecord, JobState | None]] | None = None,
         requests: bool = True,
+        freed: list[bytes] | None = None,
     ) -> bool:
         """Apply one outcome; a job that ended is settled at once, or added to ``ends``
         for the caller to settle with the batch's others. ``requests``: whether any
-        cancel request may exist (False spares the lookup per job)."""
+        cancel request may exist (False spares the lookup per job). ``freed``: where
+        to leave the claim's processing key for the caller to free its slots with the
+        batch's others (None: freed here)."""
         pkey = keys.processing_key(outcome.server_id, outcome.job_id)
         if not tx.delete(keys.DB_PROCESSING, pkey):
             return False  # the claim was taken back: a late outcome changes nothing
-        if tx.has_entries(keys.DB_COUNTED):
-            lanes.release(tx, pkey)  # its slots, in the commit of its outcome
+        if tx.has_entries(keys.DB_COUNTED):  # its slots, in the commit of its outcome
+            if freed is None:
+                lanes.release(tx, (pkey,))
+            else:
+                freed.append(pkey)
         request = cancels.take_request(tx, pkey) if requests else None
         rec = self._load_claimed(tx, outcome.job_id)
         if rec is None or rec.state is not JobState.PROCESSING:
@@ -1003,7 +1016,7 @@ class LmdbStore(Store, HandOff):
                 if keys.decode_processing_key(key)[1] == job_id:
                     tx.delete(keys.DB_PROCESSING, key)
                     tx.delete(keys.DB_CANCELS, key)
-                    lanes.release(tx, key)
+                    lanes.release(tx, (key,))
         elif rec.state is JobState.DONE:
             tx.delete(keys.DB_DONE, keys.done_key(rec.finished_at_ms or 0, job_id))
         elif rec.state is JobState.DEAD:
