@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bench.common import md_table, save_json, verdict
-from bench.queues_bench import TIME_RATIO_LIMIT, fill
+from bench.queues_bench import TIME_RATIO_LIMIT, fill, over, server_cpu_s
 from bench.serve_bench import Server, wait_until
 from bench.store_bench import machine
 from bench.workflow_bench import Stores, alternate, log, pg_url_for
@@ -77,35 +77,44 @@ def bench_round(
             with Queue(where) as queue:
                 queue.limit_task(LIMITED, concurrency=concurrency)
                 fill(queue, ("default",), limited, (LIMITED,))
-        with Server(where, 2), Queue(where) as queue:
+        with Server(where, 2) as server, Queue(where) as queue:
             done_before = queue.stats()["done"]  # limited jobs the server ran as it started
+            cpu = server_cpu_s(server)
             started = time.perf_counter()
             ids = fill(queue, ("default",), jobs)
             wait_until(Ended(queue, ids), 300, "the unlimited jobs to end")
             took = time.perf_counter() - started
+            cpu = server_cpu_s(server) - cpu
             ran = queue.stats()["done"] - done_before - jobs
             if kind == "beside":
                 (limit,) = queue.limits()
                 assert limit.name == LIMITED and limit.running <= concurrency
-    return {"s": took, "limited_ran": ran}
+    return {"s": took, "cpu_s": cpu, "limited_ran": ran}
 
 
 def run(stores: Stores, jobs: int, limited: int, concurrency: int, rounds: int) -> dict[str, Any]:
     times: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    cpus: dict[str, list[float]] = {kind: [] for kind in KINDS}
     ran: list[int] = []
     for r, kind in alternate(KINDS, rounds):
         got = bench_round(stores, kind, jobs, limited, concurrency)
         times[kind].append(got["s"])
+        cpus[kind].append(got["cpu_s"])
         if kind == "beside":
             ran.append(int(got["limited_ran"]))
-        log(f"  round {r} {kind}: {got['s']:.2f} s, {got['limited_ran']} limited jobs ran")
+        log(
+            f"  round {r} {kind}: {got['s']:.2f} s, server CPU {got['cpu_s']:.2f} s, "
+            f"{got['limited_ran']} limited jobs ran"
+        )
     return {
         "jobs": jobs,
         "limited": limited,
         "concurrency": concurrency,
         "drain_s": times,
+        "cpu_s": cpus,
         "limited_ran": ran,
-        "ratio": statistics.median(times["beside"]) / statistics.median(times["alone"]),
+        "ratio": over(statistics.median(times["beside"]), statistics.median(times["alone"])),
+        "cpu_ratio": over(statistics.median(cpus["beside"]), statistics.median(cpus["alone"])),
     }
 
 
@@ -115,19 +124,17 @@ def report(result: dict[str, Any]) -> str:
         f"beside {result['limited']:,} ready jobs of a task limited to "
         f"concurrency={result['concurrency']}"
     )
+    cpus = result["cpu_s"]
+
+    def rate(kind: str) -> str:
+        per_job = statistics.median(cpus[kind]) / jobs * 1e6
+        return (
+            f"{jobs / statistics.median(times[kind]):,.0f} jobs/s, server CPU {per_job:,.0f} us/job"
+        )
+
     rows = [
-        [
-            f"{jobs:,} unlimited no-op jobs alone (median)",
-            f"{jobs / statistics.median(times['alone']):,.0f} jobs/s",
-            "",
-            "",
-        ],
-        [
-            f"the same {beside} (median)",
-            f"{jobs / statistics.median(times['beside']):,.0f} jobs/s",
-            "",
-            "",
-        ],
+        [f"{jobs:,} unlimited no-op jobs alone (median)", rate("alone"), "", ""],
+        [f"the same {beside} (median)", rate("beside"), "", ""],
         [
             "limited jobs run meanwhile, per round",
             " / ".join(f"{n:,}" for n in result["limited_ran"]),
@@ -135,7 +142,7 @@ def report(result: dict[str, Any]) -> str:
             "",
         ],
         [
-            "beside time / alone time",
+            f"beside time / alone's (CPU: {result['cpu_ratio']:.2f})",
             f"{result['ratio']:.2f}",
             f"<= {TIME_RATIO_LIMIT:.2f} (>= 90% throughput)",
             verdict(result["ratio"] <= TIME_RATIO_LIMIT),

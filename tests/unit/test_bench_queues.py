@@ -23,7 +23,7 @@ def test_every_task_and_queue_pair_gets_jobs() -> None:
 
 
 def _queues_result(times: dict[str, float]) -> dict[str, Any]:
-    result = {
+    result: dict[str, Any] = {
         "store": "lmdb",
         "machine": "test",
         "date": "2026-12-03",
@@ -31,9 +31,10 @@ def _queues_result(times: dict[str, float]) -> dict[str, Any]:
         "backlog": 100,
         "limit_concurrency": 200,
         "drain_s": {kind: [s, s] for kind, s in times.items()},
-        "ratio": {kind: s / times["default"] for kind, s in times.items() if kind != "default"},
+        "cpu_s": {kind: [s / 2, s / 2] for kind, s in times.items()},
     }
-    result["ratio"]["backlog/fast"] = times["backlog"] / times["fast"]
+    result["ratio"] = queues_bench.ratios(result["drain_s"], tuple(times))
+    result["cpu_ratio"] = queues_bench.ratios(result["cpu_s"], tuple(times))
     return result
 
 
@@ -41,10 +42,11 @@ def test_queues_report_verdicts() -> None:
     table = queues_bench.report(
         _queues_result({"default": 1.0, "fast": 1.05, "backlog": 1.2, "limits": 1.1})
     )
-    assert "| limits time / default time | 1.10 | <= 1.11 | PASS |" in table
-    assert "| backlog time / default time | 1.20 | <= 1.11 | **FAIL** |" in table
-    assert "| backlog time / fast time | 1.14 | <= 1.11 | **FAIL** |" in table
+    assert "| limits time / default's (CPU: 1.10) | 1.10 | <= 1.11 | PASS |" in table
+    assert "| backlog time / default's (CPU: 1.20) | 1.20 | <= 1.11 | **FAIL** |" in table
+    assert "| backlog time / fast's (CPU: 1.14) | 1.14 | <= 1.11 | **FAIL** |" in table
     assert "3 of 4 tasks limited (concurrency=200)" in table
+    assert "1,000 jobs/s, server CPU 500 us/job" in table  # 1,000 jobs in 1 s, 0.5 s CPU
 
 
 def test_limits_report_verdicts() -> None:
@@ -57,11 +59,13 @@ def test_limits_report_verdicts() -> None:
             "limited": 100_000,
             "concurrency": 1,
             "drain_s": {"alone": [2.0, 2.0], "beside": [beside, beside]},
+            "cpu_s": {"alone": [1.0, 1.0], "beside": [1.1, 1.1]},
             "limited_ran": [150, 160],
             "ratio": beside / 2.0,
+            "cpu_ratio": 1.1,
         }
 
-    assert "| beside time / alone time | 1.05 |" in limits_bench.report(result(2.1))
+    assert "| beside time / alone's (CPU: 1.10) | 1.05 |" in limits_bench.report(result(2.1))
     assert "PASS" in limits_bench.report(result(2.1))
     assert "**FAIL**" in limits_bench.report(result(2.4))
     assert "| limited jobs run meanwhile, per round | 150 / 160 |" in limits_bench.report(
@@ -82,7 +86,10 @@ def test_the_queues_kinds_run(tmp_path: Path) -> None:
         concurrency=2,
     )
     assert set(got["drain_s"]) == {"default", "fast", "backlog", "limits"}
-    assert set(got["ratio"]) == {"fast", "backlog", "limits", "backlog/fast"}
+    assert (
+        set(got["ratio"]) == set(got["cpu_ratio"]) == {"fast", "backlog", "limits", "backlog/fast"}
+    )
+    assert all(cpu >= 0 for cpus in got["cpu_s"].values() for cpu in cpus)
 
 
 @pytest.mark.timeout(180)
@@ -90,5 +97,5 @@ def test_the_limits_kinds_run(tmp_path: Path) -> None:
     got = limits_bench.run(
         Stores("lmdb", str(tmp_path), None), jobs=60, limited=40, concurrency=1, rounds=1
     )
-    assert set(got["drain_s"]) == {"alone", "beside"}
+    assert set(got["drain_s"]) == set(got["cpu_s"]) == {"alone", "beside"}
     assert len(got["limited_ran"]) == 1 and 0 <= got["limited_ran"][0] <= 40
