@@ -1,8 +1,8 @@
-"""``bench.queues_bench`` and ``bench.limits_bench``: how they deal jobs, their tables'
-verdicts on made-up numbers, and their new kinds of round run for real at a tiny size
-(real ``serve`` processes on real LMDB stores), so a change that breaks a kind fails
-here rather than in the next benchmark run. Nothing is timed against a target here;
-the benchmarks themselves are run by hand (bench/RESULTS.md)."""
+"""``bench.queues_bench``, ``bench.limits_bench`` and ``bench.cycle_bench``: how they
+deal jobs, their tables' verdicts on made-up numbers, and their kinds of round run for
+real at a tiny size (real ``serve`` processes on real LMDB stores), so a change that
+breaks a kind fails here rather than in the next benchmark run. Nothing is timed
+against a target here; the benchmarks themselves are run by hand (bench/RESULTS.md)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bench import limits_bench, queues_bench
+from bench import cycle_bench, limits_bench, queues_bench
 from bench.workflow_bench import Stores
 
 pytestmark = pytest.mark.timeout(30)
@@ -99,3 +99,20 @@ def test_the_limits_kinds_run(tmp_path: Path) -> None:
     )
     assert set(got["drain_s"]) == set(got["cpu_s"]) == {"alone", "beside"}
     assert len(got["limited_ran"]) == 1 and 0 <= got["limited_ran"][0] <= 40
+
+
+@pytest.mark.timeout(120)
+def test_the_cycle_bench_runs_and_the_backlog_costs_a_cycle_no_operation() -> None:
+    got = cycle_bench.run(cycle_bench.SETUPS, jobs=300, backlog=2_000, batch=65, sync=False)
+    setups = got["setups"]
+    assert set(setups) == set(cycle_bench.SETUPS) and setups["default"]["ratio"] == 1.0
+    # a claim of queue fast reads and writes the same beside 2,000 unserved jobs as
+    # without them (what bench/RESULTS.md's backlog row rests on)
+    assert setups["backlog"]["ops"] == setups["fast"]["ops"]
+    assert (
+        setups["backlog"]["lmdb"]["queued"]["leaf_pages"]
+        > setups["fast"]["lmdb"]["queued"]["leaf_pages"]
+    )
+    assert "| limits |" in cycle_bench.report(
+        {"machine": {"nproc": 2, "loadavg_start": [0.5]}, **got}
+    )
