@@ -46,7 +46,7 @@ from typing import Any
 
 from bench.common import md_table, save_json
 from bench.queues_bench import LIMIT_CONCURRENCY, LIMITED, NOOP, TEN, fill
-from bench.store_bench import machine
+from bench.store_bench import code_fingerprint, machine
 from bench.workflow_bench import log
 from mpqueue import Queue
 from mpqueue.queues import Selection
@@ -186,10 +186,10 @@ def main() -> int:
     unknown = [s for s in setups if s not in SETUPS]
     if unknown:
         parser.error(f"unknown setup {unknown[0]!r} (setups: {', '.join(SETUPS)})")
-    result = {
-        "machine": machine(),
-        **run(setups, opts.jobs, opts.backlog, opts.batch, not opts.no_sync),
-    }
+    started = machine()  # the load at the start
+    result = {**run(setups, opts.jobs, opts.backlog, opts.batch, not opts.no_sync)}
+    # the sources once the run has loaded the store's modules too
+    result["machine"] = {**started, "mpqueue_source": code_fingerprint()}
     print(report(result))
     save_json(result, opts.out)
     return 0

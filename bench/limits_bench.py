@@ -37,7 +37,7 @@ from typing import Any
 from bench.common import md_table, save_json, verdict
 from bench.queues_bench import TIME_RATIO_LIMIT, fill, over, server_cpu_s
 from bench.serve_bench import Server, wait_until
-from bench.store_bench import machine
+from bench.store_bench import code_fingerprint, machine
 from bench.workflow_bench import Stores, alternate, log, pg_url_for
 from mpqueue import Queue
 from mpqueue.records import FINISHED_STATES
@@ -165,12 +165,14 @@ def main() -> None:
     opts = parser.parse_args()
     with pg_url_for(opts) as pg_url:
         stores = Stores(opts.store, opts.path, pg_url)
+        started = machine()  # the load at the start
         result = {
             "store": opts.store,
-            "machine": machine(),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
             **run(stores, opts.jobs, opts.limited, opts.concurrency, opts.rounds),
         }
+        # the sources once the run has loaded the store's modules too
+        result["machine"] = {**started, "mpqueue_source": code_fingerprint()}
     print(report(result))
     save_json(result, opts.out)
 

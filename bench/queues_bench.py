@@ -60,7 +60,7 @@ import psutil
 
 from bench.common import md_table, save_json, verdict
 from bench.serve_bench import Server, wait_until
-from bench.store_bench import machine
+from bench.store_bench import code_fingerprint, machine
 from bench.workflow_bench import Stores, alternate, log, pg_url_for
 from mpqueue import Queue
 
@@ -271,12 +271,14 @@ def main() -> None:
     kinds = parse_kinds(opts.kinds)
     with pg_url_for(opts) as pg_url:
         stores = Stores(opts.store, opts.path, pg_url)
+        started = machine()  # the load at the start
         result = {
             "store": opts.store,
-            "machine": machine(),
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
             **run(stores, opts.jobs, opts.backlog, opts.rounds, kinds, opts.limit_concurrency),
         }
+        # the sources once the run has loaded the store's modules too
+        result["machine"] = {**started, "mpqueue_source": code_fingerprint()}
     print(report(result))
     save_json(result, opts.out)
 
