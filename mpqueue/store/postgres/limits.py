@@ -12,11 +12,13 @@ running job takes (1: its task's, 2: its queue's).
 
 While no limit exists the claim pays two reads of the empty table (init plans) and
 claims as before. Once one exists, the claim locks the limit rows (``FOR UPDATE``:
-claimers of limited work take turns), reads the plain candidates and, of each lane
-with a free slot, at most that many, and claims what the free slots allow, in
-priority and FIFO order; it adds to the running counts (and to the rates' logs) in
-its transaction, and every outcome, put-back and delete takes the running count away
-in its own.
+claimers of limited work take turns), reads in one statement the plain candidates and,
+of each lane with room, at most that many, and claims what the room allows in priority
+and FIFO order, writing each job's ``holds`` in the claim's own update; it adds to the
+running counts (and to the rates' logs) in its transaction, and every outcome,
+put-back and delete takes the running count away in its own. A store handle whose last
+claim found limits goes to that path at once (``limits_seen``), not through the plain
+claim first.
 
 A row's lane is written when the row is (``new_lane``) and by ``set_limit`` on the
 unfinished rows it concerns; ``set_limit`` first takes a SHARE lock on the jobs table,
@@ -50,9 +52,18 @@ def new_lane(name: str, queue: str) -> str:
 
 NO_LIMITS = "NOT EXISTS (SELECT 1 FROM {limits})"
 
-_CANDIDATE = """SELECT id, priority, seq, queue FROM {{jobs}} AS j
-    WHERE state = 'ready' AND NOT paused AND {where} AND {claimable}
-    ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED"""
+# The claim's candidates in one statement: up to N plain ready jobs (no lane) and, of
+# each lane given with its room, up to that many; each row says its lane (NULL: plain).
+_CANDIDATES = """SELECT * FROM (SELECT id, priority, seq, queue, NULL::text AS lane_name
+        FROM {{jobs}} AS j WHERE state = 'ready' AND NOT paused AND lane IS NULL {queue}
+            AND {claimable}
+        ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED) AS plain
+    UNION ALL
+    SELECT c.* FROM unnest(%s::text[], %s::integer[]) AS l(lane_name, room)
+    CROSS JOIN LATERAL (SELECT id, priority, seq, queue, l.lane_name
+        FROM {{jobs}} AS j WHERE state = 'ready' AND NOT paused AND j.lane = l.lane_name {queue}
+            AND {claimable}
+        ORDER BY priority DESC, seq LIMIT l.room FOR UPDATE SKIP LOCKED) AS c"""
 
 
 def sql(claimable: str) -> dict[str, str]:
@@ -64,16 +75,8 @@ def sql(claimable: str) -> dict[str, str]:
             FROM (SELECT %s::text AS kind, %s::text AS name,
                          %s::bigint[] AS at, %s::integer[] AS n) u
             WHERE l.kind = u.kind AND l.name = u.name""",
-        "candidates_plain": _CANDIDATE.format(where="lane IS NULL", claimable=claimable),
-        "candidates_plain_queue": _CANDIDATE.format(
-            where="lane IS NULL AND queue = %s", claimable=claimable
-        ),
-        "candidates_lane": _CANDIDATE.format(where="lane = %s", claimable=claimable),
-        "candidates_lane_queue": _CANDIDATE.format(
-            where="lane = %s AND queue = %s", claimable=claimable
-        ),
-        "hold": "UPDATE {jobs} SET holds = u.holds FROM unnest(%s::text[], %s::smallint[]) "
-        "AS u(id, holds) WHERE {jobs}.id = u.id",
+        "candidates": _CANDIDATES.format(queue="", claimable=claimable),
+        "candidates_queue": _CANDIDATES.format(queue="AND queue = %s", claimable=claimable),
         "running_add": """UPDATE {limits} AS l SET running = greatest(l.running + u.n, 0)
             FROM unnest(%s::text[], %s::text[], %s::integer[]) AS u(kind, name, n)
             WHERE l.kind = u.kind AND l.name = u.name""",
@@ -151,17 +154,17 @@ def pick(
     limits = stored(q, statements, lock=True)
     free = {key: state.room(now_ms) for key, state in limits.items()}
     named = () if queue is None else (queue,)
-    plain = "candidates_plain" if queue is None else "candidates_plain_queue"
+    lanes = {
+        ("t:" if kind == TASK else "q:") + name: ((kind, name), min(room, wanted))
+        for (kind, name), room in free.items()
+        if room > 0 and not (kind == QUEUE and queue is not None and name != queue)
+    }
+    statement = "candidates" if queue is None else "candidates_queue"
+    params = (*named, wanted, list(lanes), [room for _, room in lanes.values()], *named)
     found: list[tuple[tuple[Any, ...], tuple[str, str] | None]] = [
-        (row, None) for row in q.rows(statements[plain], (*named, wanted))
+        (row[:4], None if row[4] is None else lanes[row[4]][0])
+        for row in q.rows(statements[statement], params)
     ]
-    for (kind, name), room in free.items():
-        if room <= 0 or (kind == QUEUE and queue is not None and name != queue):
-            continue
-        lane_name = ("t:" if kind == TASK else "q:") + name
-        statement = "candidates_lane" if queue is None else "candidates_lane_queue"
-        rows = q.rows(statements[statement], (lane_name, *named, min(room, wanted)))
-        found += [(row, (kind, name)) for row in rows]
     found.sort(key=lambda item: (-item[0][1], item[0][2]))
     picked: list[tuple[str, int]] = []
     for (job_id, _, _, job_queue), lane in found:
@@ -198,12 +201,11 @@ def count_claimed(
     limits: dict[tuple[str, str], LimitState],
     now_ms: int,
 ) -> None:
-    """Claimed (id, task, queue, holds): their slots taken, their rows marked, and
-    their starts logged for the limits with a rate (``limits``: as ``pick`` read them)."""
-    held = [(job_id, holds) for job_id, _, _, holds in claimed if holds]
-    if not held:
+    """Claimed (id, task, queue, holds): their slots taken (the claim wrote their
+    rows' ``holds``), and their starts logged for the limits with a rate (``limits``:
+    as ``pick`` read them)."""
+    if not any(holds for *_, holds in claimed):
         return
-    q.write(statements["hold"], ([i for i, _ in held], [h for _, h in held]))
     delta = _add_running(
         q, statements, [(name, queue, holds) for _, name, queue, holds in claimed], 1
     )

@@ -159,23 +159,28 @@ def _insert_unnest(extra_column: str = "", extra_value: str = "", optional: bool
         ORDER BY u.ord RETURNING id, seq"""
 
 
-def _claim_statement(queue_filter: str, plain: bool = True) -> str:
+def _claim_statement(queue_filter: str, plain: bool = True, holds: bool = False) -> str:
     """The claim: up to N ready jobs (of one queue, with ``queue_filter``) in priority
     and FIFO order become processing, or expired if past their deadline (see _SQL).
 
     ``plain``: the claim while no limit exists (see limits.py): of jobs in no lane, and
     nothing once a limit exists; each row it returns ends with whether one does (one
-    row of NULLs and that when it claims nothing). Else the claim of the ids given."""
+    row of NULLs and that when it claims nothing). Else the claim of the ids given;
+    ``holds``: of (id, holds) pairs, each claimed job's slots written by the same update."""
     if not plain:
-        return _claim_update(queue_filter)
+        return _claim_update(queue_filter, holds)
     plain_filter = f"AND lane IS NULL AND {pg_limits.NO_LIMITS} {queue_filter}"
     return f"""WITH claimed AS ({_claim_update(plain_filter)})
         SELECT c.*, f.limited FROM (SELECT EXISTS (SELECT 1 FROM {{limits}}) AS limited) f
         LEFT JOIN claimed c ON true"""
 
 
-def _claim_update(queue_filter: str) -> str:
-    return f"""UPDATE {{jobs}} AS j SET
+def _claim_update(queue_filter: str, holds: bool = False) -> str:
+    given, hold = "", ""
+    if holds:
+        given = "JOIN unnest(%s::text[], %s::smallint[]) AS u(id, holds) ON u.id = j.id"
+        hold = "holds = CASE WHEN picked.gone THEN NULL ELSE nullif(picked.holds, 0) END,"
+    return f"""UPDATE {{jobs}} AS j SET {hold}
                 state = CASE WHEN picked.gone THEN 'expired' ELSE 'processing' END,
                 attempts = CASE WHEN NOT picked.gone AND j.attempts < {INTEGER_MAX}
                                 THEN j.attempts + 1 ELSE j.attempts END,
@@ -185,10 +190,11 @@ def _claim_update(queue_filter: str) -> str:
                                         AND j.timeout_s <= {TIMEOUT_MAX_S}
                                    THEN %s::bigint + trunc(j.timeout_s * 1000)::bigint END,
                 finished_at_ms = CASE WHEN picked.gone THEN %s::bigint ELSE j.finished_at_ms END
-            FROM (SELECT id, coalesce(expires_at_ms <= %s AND attempts = 0, false) AS gone
-                  FROM {{jobs}} AS j WHERE state = 'ready' AND NOT paused {queue_filter}
+            FROM (SELECT j.id, coalesce(expires_at_ms <= %s AND attempts = 0, false) AS gone
+                         {", u.holds" if holds else ""}
+                  FROM {{jobs}} AS j {given} WHERE state = 'ready' AND NOT paused {queue_filter}
                     AND {pg_pauses.CLAIMABLE}
-                  ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED) AS picked
+                  ORDER BY priority DESC, seq LIMIT %s FOR UPDATE OF j SKIP LOCKED) AS picked
             WHERE j.id = picked.id
             RETURNING {", ".join("j." + f for f in _FIELDS)}"""
 
@@ -237,7 +243,7 @@ _SQL = {
     # The claim of one named queue, over its own index (mpqueue_jobs_ready_queue).
     "claim_queue": _claim_statement("AND queue = %s"),
     # The claim of the jobs limits.pick chose (limits in use).
-    "claim_ids": _claim_statement("AND id = ANY(%s::text[])", plain=False),
+    "claim_ids": _claim_statement("", plain=False, holds=True),
     "expired_rows": "SELECT id, name, errors, expires_at_ms FROM {jobs} WHERE id = ANY(%s)",
     "expired_history": """UPDATE {jobs} AS j SET errors = u.errors
         FROM unnest(%s::text[], %s::text[]) AS u(id, errors) WHERE j.id = u.id""",
@@ -400,6 +406,10 @@ class PostgresStore(Store):
         self.counter = OpCounter()
         self.rng = random.Random()
         self.session = PgSession(url, self.counter)
+        # Whether this handle's last claim found limits: it then asks limits.pick first
+        # instead of trying the plain claim, which claims nothing once a limit exists.
+        # Only a shortcut: a pick that finds no limits turns it off again.
+        self.limits_seen = False
         conn = self.session.connection()
         with self.session._lock:
             try:
@@ -604,12 +614,17 @@ class PostgresStore(Store):
             statement = "claim" if queue is None else "claim_queue"
             named = () if queue is None else (queue,)
             params = (server_id, now_ms, now_ms, now_ms, now_ms, *named, wanted)
-            found = q.rows(self.sql[statement], params)
-            rows = [row[:-1] for row in found if row[0] is not None]
             holds: dict[str, int] = {}
             states: dict[tuple[str, str], LimitState] = {}
-            if found and found[0][-1]:  # a limit exists: it claimed nothing
+            if self.limits_seen:  # the claim of limits.pick's ids, with their slots
                 rows, holds, states = self._claim_limited(q, queue, server_id, wanted, now_ms)
+                self.limits_seen = bool(states)
+            else:
+                found = q.rows(self.sql[statement], params)
+                rows = [row[:-1] for row in found if row[0] is not None]
+                if found and found[0][-1]:  # a limit exists: it claimed nothing
+                    self.limits_seen = True
+                    rows, holds, states = self._claim_limited(q, queue, server_id, wanted, now_ms)
             q.counter.puts += len(rows)  # RETURNING counted them as reads; each was updated
             before = len(claimed)
             self._take(q, rows, now_ms, claimed)
@@ -634,7 +649,8 @@ class PostgresStore(Store):
         picked = dict(chosen)
         if not picked:
             return [], {}, states
-        params = (server_id, now_ms, now_ms, now_ms, now_ms, list(picked), len(picked))
+        ids, slots = list(picked), list(picked.values())
+        params = (server_id, now_ms, now_ms, now_ms, now_ms, ids, slots, len(picked))
         return q.rows(self.sql["claim_ids"], params), picked, states
 
     def _take(
