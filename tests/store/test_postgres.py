@@ -380,3 +380,32 @@ def test_cli_takes_a_url(pg_url):
     assert result.exit_code == 0 and '"ready": 1' in result.output
     result = runner.invoke(cli, ["serve", "--help"])
     assert "--store" in result.output
+
+
+def test_a_cycle_with_limits_in_use_runs_few_more_statements(pg_url):
+    """Each statement is a round trip: with limits in use (three lanes with room), a
+    serve cycle's finish_and_claim of 65 runs at most four more than with none (the
+    limits' lock and read, the candidates of every lane in one statement, and the
+    running counts of the claim and of the outcomes; the claim writes the slots)."""
+    from mpqueue.concurrency import TASK
+    from mpqueue.store.counting import CountingStore
+
+    statements = {}
+    for setup in ("plain", "limited"):
+        with Queue(pg_url) as queue:
+            store = queue.store
+            store.add([record(f"t.task{i % 4}") for i in range(600)])
+            if setup == "limited":
+                for i in range(3):
+                    store.set_limit(TASK, f"t.task{i}", 200)
+            counting = CountingStore(store)
+            got = counting.claim("w1", 65, now_ms())
+            for _ in range(3):
+                outcomes = [Outcome.done(rec.id, "w1", b"") for rec in got]
+                _, got = counting.finish_and_claim(outcomes, "w1", 65, now_ms())
+                assert len(got) == 65
+            statements[setup] = counting.last("finish_and_claim").txns
+            store.purge_dead()
+            for rec in store.list():
+                store.delete(rec.id)
+    assert statements["limited"] <= statements["plain"] + 4, statements

@@ -54,16 +54,19 @@ NO_LIMITS = "NOT EXISTS (SELECT 1 FROM {limits})"
 
 # The claim's candidates in one statement: up to N plain ready jobs (no lane) and, of
 # each lane given with its room, up to that many; each row says its lane (NULL: plain).
+# Read without row locks: claimers of limited work take turns on the limits' lock, and
+# the claim of the chosen ids locks them (skipping any a cancel or delete holds), so
+# only the jobs claimed are locked, not every candidate.
 _CANDIDATES = """SELECT * FROM (SELECT id, priority, seq, queue, NULL::text AS lane_name
         FROM {{jobs}} AS j WHERE state = 'ready' AND NOT paused AND lane IS NULL {queue}
             AND {claimable}
-        ORDER BY priority DESC, seq LIMIT %s FOR UPDATE SKIP LOCKED) AS plain
+        ORDER BY priority DESC, seq LIMIT %s) AS plain
     UNION ALL
     SELECT c.* FROM unnest(%s::text[], %s::integer[]) AS l(lane_name, room)
     CROSS JOIN LATERAL (SELECT id, priority, seq, queue, l.lane_name
         FROM {{jobs}} AS j WHERE state = 'ready' AND NOT paused AND j.lane = l.lane_name {queue}
             AND {claimable}
-        ORDER BY priority DESC, seq LIMIT l.room FOR UPDATE SKIP LOCKED) AS c"""
+        ORDER BY priority DESC, seq LIMIT l.room) AS c"""
 
 
 def sql(claimable: str) -> dict[str, str]:
