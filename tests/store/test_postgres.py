@@ -409,3 +409,20 @@ def test_a_cycle_with_limits_in_use_runs_few_more_statements(pg_url):
             for rec in store.list():
                 store.delete(rec.id)
     assert statements["limited"] <= statements["plain"] + 4, statements
+
+
+@pytest.mark.parametrize("damage", ["queue", "timeout"])
+def test_a_bad_row_of_a_limited_task_gives_its_slot_back(pg_url, store, damage):
+    """The limited claim counts the slots of the rows it claims in its own statement: a
+    row it then buries (unreadable, or a value out of bounds) gives its slot back."""
+    from mpqueue.concurrency import TASK
+
+    store.set_limit(TASK, "tests.support.tasks.add", 5)
+    first, bad, last = add(store, record(), record(), record())
+    change = {"queue": ("queue", "no spaces\n"), "timeout": ("timeout_s", 1e12)}[damage]
+    with admin(pg_url) as conn:
+        conn.execute(f"UPDATE mpqueue_jobs SET {change[0]} = %s WHERE id = %s", (change[1], bad))
+    assert sorted(r.id for r in claim_all(store)) == sorted([first, last])
+    assert store.get(bad).state is JobState.DEAD
+    assert store.limits()[0].running == 2
+    assert store.check(holder_gone=lambda server_id: True).code == 0

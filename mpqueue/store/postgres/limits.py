@@ -197,22 +197,28 @@ def _slots(
     return slots
 
 
-def count_claimed(
+# The running counts a claim adds, from the rows it claimed (``{claimed}``: its
+# RETURNING with each row's holds last): one statement with the claim's update.
+COUNT_CLAIMED = f"""UPDATE {{{{limits}}}} AS l SET running = l.running + d.n
+    FROM (SELECT 'task' AS kind, name, count(*) AS n FROM {{claimed}}
+            WHERE holds & {TASK_SLOT} <> 0 GROUP BY name
+          UNION ALL
+          SELECT 'queue', queue, count(*) FROM {{claimed}}
+            WHERE holds & {QUEUE_SLOT} <> 0 GROUP BY queue) AS d
+    WHERE l.kind = d.kind AND l.name = d.name"""
+
+
+def log_starts(
     q: Query,
     statements: dict[str, str],
-    claimed: Sequence[tuple[str, str, str, int]],
+    claimed: Sequence[tuple[str, str, int]],
     limits: dict[tuple[str, str], LimitState],
     now_ms: int,
 ) -> None:
-    """Claimed (id, task, queue, holds): their slots taken (the claim wrote their
-    rows' ``holds``), and their starts logged for the limits with a rate (``limits``:
-    as ``pick`` read them)."""
-    if not any(holds for *_, holds in claimed):
-        return
-    delta = _add_running(
-        q, statements, [(name, queue, holds) for _, name, queue, holds in claimed], 1
-    )
-    for key, count in delta.items():
+    """Claimed (task, queue, holds): their starts logged for the limits with a rate
+    (``limits``: as ``pick`` read them); the claim counted their slots."""
+    started = _deltas(claimed, 1)
+    for key, count in started.items():
         state = limits.get(key)
         if state is not None and state.rate is not None:
             starts = state.claimed(count, now_ms).starts
@@ -228,8 +234,16 @@ def release(q: Query, statements: dict[str, str], rows: Sequence[tuple[str, str,
 
 def _add_running(
     q: Query, statements: dict[str, str], rows: Sequence[tuple[str, str, Any]], sign: int
-) -> dict[tuple[str, str], int]:
-    """Add ``sign`` per slot each row holds; returns the change of each limit."""
+) -> None:
+    """Add ``sign`` per slot each (task, queue, holds) row holds."""
+    delta = _deltas(rows, sign)
+    if delta:
+        kinds, names = zip(*delta)
+        q.write(statements["running_add"], (list(kinds), list(names), list(delta.values())))
+
+
+def _deltas(rows: Sequence[tuple[str, str, Any]], sign: int) -> dict[tuple[str, str], int]:
+    """The change of each limit: ``sign`` per slot each (task, queue, holds) holds."""
     delta: dict[tuple[str, str], int] = {}
     for name, queue, holds in rows:
         if not holds:
@@ -238,9 +252,6 @@ def _add_running(
             delta[(TASK, name)] = delta.get((TASK, name), 0) + sign
         if holds & QUEUE_SLOT:
             delta[(QUEUE, queue)] = delta.get((QUEUE, queue), 0) + sign
-    if delta:
-        kinds, names = zip(*delta)
-        q.write(statements["running_add"], (list(kinds), list(names), list(delta.values())))
     return delta
 
 

@@ -168,7 +168,13 @@ def _claim_statement(queue_filter: str, plain: bool = True, holds: bool = False)
     row of NULLs and that when it claims nothing). Else the claim of the ids given;
     ``holds``: of (id, holds) pairs, each claimed job's slots written by the same update."""
     if not plain:
-        return _claim_update(queue_filter, holds)
+        if not holds:
+            return _claim_update(queue_filter)
+        # The slots each claimed job takes are counted in the same statement (a job the
+        # claim ended expired takes none; one _take buries gives its slots back).
+        return f"""WITH claimed AS ({_claim_update(queue_filter, holds)}),
+            counted AS ({pg_limits.COUNT_CLAIMED.format(claimed="claimed")})
+            SELECT {_COLUMNS} FROM claimed"""
     plain_filter = f"AND lane IS NULL AND {pg_limits.NO_LIMITS} {queue_filter}"
     return f"""WITH claimed AS ({_claim_update(plain_filter)})
         SELECT c.*, f.limited FROM (SELECT EXISTS (SELECT 1 FROM {{limits}}) AS limited) f
@@ -196,7 +202,7 @@ def _claim_update(queue_filter: str, holds: bool = False) -> str:
                     AND {pg_pauses.CLAIMABLE}
                   ORDER BY priority DESC, seq LIMIT %s FOR UPDATE OF j SKIP LOCKED) AS picked
             WHERE j.id = picked.id
-            RETURNING {", ".join("j." + f for f in _FIELDS)}"""
+            RETURNING {", ".join("j." + f for f in _FIELDS)}{", j.holds" if holds else ""}"""
 
 
 def _list_statements() -> dict[str, str]:
@@ -629,8 +635,7 @@ class PostgresStore(Store):
             before = len(claimed)
             self._take(q, rows, now_ms, claimed)
             if holds:
-                taken = [(r.id, r.name, r.queue, holds.get(r.id, 0)) for r in claimed[before:]]
-                pg_limits.count_claimed(q, self.sql, taken, states, now_ms)
+                self._count_claimed(q, rows, claimed[before:], holds, states, now_ms)
             # Again while some picked jobs ended otherwise (expired, bad), which may have
             # released others; each statement takes its rows out of ready, so this ends.
             if len(claimed) - before == len(rows) or len(claimed) >= limit:
@@ -652,6 +657,28 @@ class PostgresStore(Store):
         ids, slots = list(picked), list(picked.values())
         params = (server_id, now_ms, now_ms, now_ms, now_ms, ids, slots, len(picked))
         return q.rows(self.sql["claim_ids"], params), picked, states
+
+    def _count_claimed(
+        self,
+        q: Query,
+        rows: list[tuple[Any, ...]],
+        claimed: list[JobRecord],
+        holds: dict[str, int],
+        states: dict[tuple[str, str], LimitState],
+        now_ms: int,
+    ) -> None:
+        """After a limited claim (which counted the slots of the rows it claimed): the
+        slots of the rows _take buried given back, the starts of the rest logged."""
+        kept = {rec.id for rec in claimed}
+        buried = [
+            (str(row[1]), str(row[25]), holds.get(row[0], 0))
+            for row in rows
+            if row[0] not in kept and row[2] != JobState.EXPIRED.value
+        ]
+        if any(slots for *_, slots in buried):
+            pg_limits.release(q, self.sql, buried)
+        taken = [(rec.name, rec.queue, holds.get(rec.id, 0)) for rec in claimed]
+        pg_limits.log_starts(q, self.sql, taken, states, now_ms)
 
     def _take(
         self, q: Query, rows: list[tuple[Any, ...]], now_ms: int, claimed: list[JobRecord]
