@@ -692,7 +692,12 @@ class Coordinator:
         sample of the depth history too (no commit of its own)."""
         self.store.heartbeat(
             self.server_id,
-            recovery.heartbeat_info(self.identity, self.pool.children(), self.settings.lease_s),
+            recovery.heartbeat_info(
+                self.identity,
+                self.pool.children(),
+                self.settings.lease_s,
+                None if self.settings.queues is None else self.settings.queues.names,
+            ),
             sample_at_ms,
         )
 

@@ -96,11 +96,16 @@ def _pids_are_ours(server_id: str) -> bool:
 
 
 def heartbeat_info(
-    identity: Identity, children: list[tuple[int, float]], lease_s: float = DEFAULT_LEASE_S
+    identity: Identity,
+    children: list[tuple[int, float]],
+    lease_s: float = DEFAULT_LEASE_S,
+    queues: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """A server's registry entry. ``lease_s`` is its own lease: producers hand jobs to
-    its children only while its heartbeat is younger than that."""
-    return {
+    its children only while its heartbeat is younger than that. ``queues``: the named
+    queues it serves (``serve --queues``), for whoever shows the servers; absent when
+    it serves every queue."""
+    info = {
         "pid": identity.pid,
         "host": identity.host,
         "heartbeat_ms": now_ms(),
@@ -108,3 +113,6 @@ def heartbeat_info(
         "monotonic": time.monotonic(),
         "lease_s": lease_s,
     }
+    if queues is not None:
+        info["queues"] = list(queues)
+    return info

@@ -67,3 +67,15 @@ def test_hand_off_gives_a_server_only_jobs_of_its_queues(tmp_path: Path, servers
 def _server_id(queue: Queue, pid: int) -> str:
     (server_id,) = [sid for sid, info in queue.store.servers().items() if info.get("pid") == pid]
     return server_id
+
+
+@pytest.mark.timeout(60)
+def test_the_registry_says_which_queues_a_server_serves(tmp_path: Path, servers) -> None:
+    path = str(tmp_path / "store")
+    with Queue(path) as queue:
+        picky = servers(path, "--workers", "1", "--queues", "fast,default")
+        every = servers(path, "--workers", "1")
+        picky.wait_ready(queue, 1)
+        every.wait_ready(queue, 1)
+        assert list(picky.registration(queue)["queues"]) == ["fast", "default"]
+        assert "queues" not in every.registration(queue)
