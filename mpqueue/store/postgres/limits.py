@@ -16,7 +16,8 @@ claimers of limited work take turns), reads in one statement the plain candidate
 of each lane with room, at most that many, and claims what the room allows in priority
 and FIFO order, writing each job's ``holds`` in the claim's own update; it adds to the
 running counts (and to the rates' logs) in its transaction, and every outcome,
-put-back and delete takes the running count away in its own. A store handle whose last
+put-back and delete takes the running count away in its own (a serve cycle's
+outcomes in its claim's statement). A store handle whose last
 claim found limits goes to that path at once (``limits_seen``), not through the plain
 claim first.
 
@@ -149,12 +150,21 @@ def listed(q: Query, statements: dict[str, str]) -> list[Limit]:
 
 
 def pick(
-    q: Query, statements: dict[str, str], queue: str | None, wanted: int, now_ms: int
+    q: Query,
+    statements: dict[str, str],
+    queue: str | None,
+    wanted: int,
+    now_ms: int,
+    freed: dict[tuple[str, str], int] | None = None,
 ) -> tuple[list[tuple[str, int]], dict[tuple[str, str], LimitState]]:
     """The ids a claim of ``queue`` (None: every queue) may take now, up to ``wanted``,
     with the slots each takes (``holds``), in priority and FIFO order; and the limits
-    as they were read (locked: ``count_claimed`` changes them)."""
+    as they were read (locked), less the slots ``freed`` (negative counts) the claim's
+    statement gives back."""
     limits = stored(q, statements, lock=True)
+    for key, count in (freed or {}).items():
+        if key in limits:
+            limits[key] = limits[key].released(-count)
     free = {key: state.room(now_ms) for key, state in limits.items()}
     named = () if queue is None else (queue,)
     lanes = {
@@ -197,14 +207,20 @@ def _slots(
     return slots
 
 
-# The running counts a claim adds, from the rows it claimed (``{claimed}``: its
-# RETURNING with each row's holds last): one statement with the claim's update.
-COUNT_CLAIMED = f"""UPDATE {{{{limits}}}} AS l SET running = l.running + d.n
-    FROM (SELECT 'task' AS kind, name, count(*) AS n FROM {{claimed}}
-            WHERE holds & {TASK_SLOT} <> 0 GROUP BY name
-          UNION ALL
-          SELECT 'queue', queue, count(*) FROM {{claimed}}
-            WHERE holds & {QUEUE_SLOT} <> 0 GROUP BY queue) AS d
+# The running counts a claim changes, in one statement with the claim's update: the
+# slots of the rows it claimed (``{claimed}``: its RETURNING with each row's holds
+# last) taken, and those the cycle's outcomes freed (kinds, names, negative counts)
+# given back.
+COUNT_CLAIMED = f"""UPDATE {{{{limits}}}} AS l SET running = greatest(l.running + d.n, 0)
+    FROM (SELECT kind, name, sum(n) AS n FROM (
+            SELECT 'task' AS kind, name, count(*) AS n FROM {{claimed}}
+              WHERE holds & {TASK_SLOT} <> 0 GROUP BY name
+            UNION ALL
+            SELECT 'queue', queue, count(*) FROM {{claimed}}
+              WHERE holds & {QUEUE_SLOT} <> 0 GROUP BY queue
+            UNION ALL
+            SELECT * FROM unnest(%s::text[], %s::text[], %s::bigint[])) AS c
+          GROUP BY kind, name) AS d
     WHERE l.kind = d.kind AND l.name = d.name"""
 
 
@@ -217,7 +233,7 @@ def log_starts(
 ) -> None:
     """Claimed (task, queue, holds): their starts logged for the limits with a rate
     (``limits``: as ``pick`` read them); the claim counted their slots."""
-    started = _deltas(claimed, 1)
+    started = deltas(claimed, 1)
     for key, count in started.items():
         state = limits.get(key)
         if state is not None and state.rate is not None:
@@ -236,13 +252,17 @@ def _add_running(
     q: Query, statements: dict[str, str], rows: Sequence[tuple[str, str, Any]], sign: int
 ) -> None:
     """Add ``sign`` per slot each (task, queue, holds) row holds."""
-    delta = _deltas(rows, sign)
+    delta = deltas(rows, sign)
     if delta:
-        kinds, names = zip(*delta)
-        q.write(statements["running_add"], (list(kinds), list(names), list(delta.values())))
+        q.write(statements["running_add"], columns(delta))
 
 
-def _deltas(rows: Sequence[tuple[str, str, Any]], sign: int) -> dict[tuple[str, str], int]:
+def columns(delta: dict[tuple[str, str], int]) -> tuple[list[str], list[str], list[int]]:
+    """A change of each limit as the arrays (kinds, names, counts) statements take."""
+    return [k for k, _ in delta], [n for _, n in delta], list(delta.values())
+
+
+def deltas(rows: Sequence[tuple[str, str, Any]], sign: int) -> dict[tuple[str, str], int]:
     """The change of each limit: ``sign`` per slot each (task, queue, holds) holds."""
     delta: dict[tuple[str, str], int] = {}
     for name, queue, holds in rows:

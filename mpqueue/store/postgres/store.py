@@ -416,6 +416,10 @@ class PostgresStore(Store):
         # instead of trying the plain claim, which claims nothing once a limit exists.
         # Only a shortcut: a pick that finds no limits turns it off again.
         self.limits_seen = False
+        # The slots the outcomes of a finish_and_claim free, while its claim may still
+        # give them back in its own statement (see _finish); whatever it does not is
+        # written after it. Empty outside that transaction.
+        self.unreleased: list[tuple[str, str, Any]] = []
         conn = self.session.connection()
         with self.session._lock:
             try:
@@ -650,13 +654,17 @@ class PostgresStore(Store):
     ) -> tuple[list[tuple[Any, ...]], dict[str, int], dict[tuple[str, str], LimitState]]:
         """The claim where limits exist: limits.pick's jobs, the slots of each, and
         the limits as it read them."""
-        chosen, states = pg_limits.pick(q, self.sql, queue, wanted, now_ms)
+        freed = pg_limits.deltas(self.unreleased, -1)
+        chosen, states = pg_limits.pick(q, self.sql, queue, wanted, now_ms, freed)
         picked = dict(chosen)
         if not picked:
             return [], {}, states
         ids, slots = list(picked), list(picked.values())
+        kinds, names, counts = pg_limits.columns(freed)
         params = (server_id, now_ms, now_ms, now_ms, now_ms, ids, slots, len(picked))
-        return q.rows(self.sql["claim_ids"], params), picked, states
+        rows = q.rows(self.sql["claim_ids"], (*params, kinds, names, counts))
+        self.unreleased = []  # the claim's statement gave them back
+        return rows, picked, states
 
     def _count_claimed(
         self,
@@ -746,7 +754,11 @@ class PostgresStore(Store):
             return []
         return self.session.run(lambda q: self._finish(q, outcomes, now_ms))
 
-    def _finish(self, q: Query, outcomes: Sequence[Outcome], now_ms: int) -> list[bool]:
+    def _finish(
+        self, q: Query, outcomes: Sequence[Outcome], now_ms: int, defer: bool = False
+    ) -> list[bool]:
+        """Apply ``outcomes``; with ``defer``, the slots they free go to
+        ``self.unreleased`` for the claim that follows to give back."""
         held = {row[0]: row for row in q.rows(self.sql["held"], ([o.job_id for o in outcomes],))}
         freed = [(row[7], row[12], row[11]) for row in held.values() if row[11]]
         updates: list[tuple[Any, ...]] = []
@@ -775,7 +787,9 @@ class PostgresStore(Store):
                 ends.append((outcome.job_id, row[7], end))
         if updates:
             q.write(self.sql["finish"], [list(column) for column in zip(*updates)])
-        if freed:  # in the commit of the outcomes: their slots
+        if freed and defer:
+            self.unreleased = freed
+        elif freed:  # in the commit of the outcomes: their slots
             pg_limits.release(q, self.sql, freed)
         if ends:
             self._settle(q, ends, now_ms)
@@ -1177,13 +1191,22 @@ class PostgresStore(Store):
         # No hand-off here: jobs always go through the ready queue, and NOTIFY wakes
         # the servers.
         def body(q: Query) -> _Cycle:
+            try:
+                return cycle(q)
+            finally:
+                self.unreleased = []  # this transaction's, whether it commits or not
+
+        def cycle(q: Query) -> _Cycle:
             if progress:
                 self._record_progress(q, progress)
-            acks = self._finish(q, outcomes, now_ms) if outcomes else []
+            acks = self._finish(q, outcomes, now_ms, defer=limit > 0) if outcomes else []
             if limit <= 0:
                 return acks, []
             self._promote(q, now_ms)
-            return acks, self._claim(q, server_id, limit, now_ms, queues)
+            claimed = self._claim(q, server_id, limit, now_ms, queues)
+            if self.unreleased:  # no limited claim gave them back
+                pg_limits.release(q, self.sql, self.unreleased)
+            return acks, claimed
 
         _check_server_id(server_id)
         if not outcomes and limit <= 0 and not progress:
