@@ -44,6 +44,7 @@ from .pausing import PauseChange, Paused, pause_target
 from .periodic import define as define_periodic
 from .periodic_slots import Spec
 from .polling import Poll
+from .previews import of_call as preview_of_call
 from .queues import DEFAULT_QUEUE, check_queue_name
 from .records import (
     FINISHED_STATES,
@@ -230,6 +231,7 @@ class Queue:
             rec = self._record(
                 task.name, payload, task.config, func=func, run_at_ms=slot, created_ms=now
             )
+            rec.preview = ""  # a periodic job takes no arguments
             if self.secret is not None:
                 rec.signature = sign(self.secret, rec.name, rec.payload, rec.func)
             made.append(rec)
@@ -284,6 +286,7 @@ class Queue:
         name = check_name(task_name(fn))
         payload = dump_payload(args, kwargs)
         rec = self._record(name, payload, TaskOptions(), func=dump_callable(fn), expires=expires)
+        rec.preview = preview_of_call(args, kwargs)
         self._link(rec, depends_on, key)
         return self._add([rec])[0]
 
@@ -334,6 +337,7 @@ class Queue:
             run_at_ms=run_at,
             expires=expires,
         )
+        rec.preview = preview_of_call(args, kwargs)
         if depends_on is not None or key is not None or pass_results or allow_failures:
             self._link(rec, depends_on, key, pass_results, allow_failures)
         return self._add([rec])[0]
@@ -385,9 +389,10 @@ class Queue:
         # (a plain dict copy: no state changes here for evolve() to check).
         fields = template.__dict__
         records = []
-        for job_id, payload in zip(new_job_ids(len(payloads)), payloads):
+        texts = [preview_of_call(a, k) for a, k in calls]
+        for job_id, payload, text in zip(new_job_ids(len(payloads)), payloads, texts):
             rec = object.__new__(JobRecord)
-            rec.__dict__.update(fields, id=job_id, payload=payload)
+            rec.__dict__.update(fields, id=job_id, payload=payload, preview=text)
             records.append(rec)
         if keys is not None:
             if len(keys) != len(records):
