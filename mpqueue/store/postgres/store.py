@@ -221,15 +221,30 @@ def _list_statements() -> dict[str, str]:
 
 def _browse_statements() -> dict[str, str]:
     """ "browse", "browse_name", ..., "browse_name_state_queue": a newest-first page
-    below a cursor (see ``Store.browse``). A page by task walks ``mpqueue_jobs_name_id``,
-    by state ``mpqueue_jobs_state_id``, else the primary key, each backwards from the
-    cursor, so LIMIT stops the scan."""
+    below a cursor (see ``Store.browse``). A page by task walks ``mpqueue_jobs_name_id``
+    backwards from (task, cursor), one by state ``mpqueue_jobs_state_id``, and LIMIT
+    stops the walk; the other filters are checked on the rows it visits. The lead column
+    is bounded by a row comparison and ``>=``, not ``=``: against a constant, the
+    planner would drop it from the order and could walk the primary key instead,
+    filtering, which reads every newer job when the matching ones are old. Parameters:
+    the lead column's value, the cursor, the value again, the other filters, LIMIT.
+    Without task or state, the primary key: (filters, cursor, LIMIT)."""
     statements = {}
     for flags in itertools.product((False, True), repeat=3):
         used = [column for column, on in zip(("name", "state", "queue"), flags) if on]
-        where = "".join(f"{column} = %s AND " for column in used)
-        statements["browse" + "".join(f"_{c}" for c in used)] = (
-            f"SELECT {_LIST_COLUMNS} FROM {{jobs}} WHERE {where}id < %s ORDER BY id DESC LIMIT %s"
+        key = "browse" + "".join(f"_{c}" for c in used)
+        lead = next((c for c in used if c in ("name", "state")), None)
+        if lead is None:
+            where = "".join(f"{column} = %s AND " for column in used)
+            statements[key] = (
+                f"SELECT {_LIST_COLUMNS} FROM {{jobs}} WHERE {where}id < %s "
+                "ORDER BY id DESC LIMIT %s"
+            )
+            continue
+        rest = "".join(f" AND {column} = %s" for column in used if column != lead)
+        statements[key] = (
+            f"SELECT {_LIST_COLUMNS} FROM {{jobs}} WHERE ({lead}, id) < (%s, %s) "
+            f"AND {lead} >= %s{rest} ORDER BY {lead} DESC, id DESC LIMIT %s"
         )
     return statements
 
@@ -1155,8 +1170,12 @@ class PostgresStore(Store):
         check_browse(limit, before)
         used = [(c, v) for c, v in (("name", name), ("state", state), ("queue", queue)) if v]
         statement = "browse" + "".join(f"_{c}" for c, _ in used)
-        # the id bound: '~' sorts after every id character (ids are hex)
-        params = (*(str(v) for _, v in used), before or "~", limit + 1)
+        values = [v.value if isinstance(v, JobState) else v for _, v in used]
+        cursor = before or "~"  # '~' sorts after every id character (ids are hex)
+        if name is not None or state is not None:  # see _browse_statements
+            params = (values[0], cursor, values[0], *values[1:], limit + 1)
+        else:
+            params = (*values, cursor, limit + 1)
         rows = self.session.run(lambda q: q.rows(self.sql[statement], params), write=False)
         jobs = [_decode(row) for row in rows[:limit]]
         return Page(jobs, jobs[-1].id if len(rows) > limit else None)
