@@ -1,0 +1,44 @@
+"""``mpqueue dashboard`` as a command: its refusals, and a real server answering."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+
+import pytest
+
+pytest.importorskip("starlette", reason="the dashboard tests need the 'dashboard' extra")
+
+from mpqueue import Queue
+
+from ..support.helpers import run_cli
+from .helpers import populate, served
+
+
+def test_listening_beyond_loopback_needs_a_token(tmp_path):
+    result = run_cli("--path", str(tmp_path / "s"), "dashboard", "--host", "0.0.0.0", cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs a token" in lines[0] and "--token" in lines[0]
+
+
+def test_help_says_what_it_does(tmp_path):
+    result = run_cli("dashboard", "--help", cwd=tmp_path)
+    assert result.returncode == 0
+    for word in ("--host", "--port", "--token", "--read-only", "never unpickles"):
+        assert word in result.stdout
+
+
+@pytest.mark.timeout(90)
+def test_a_real_server_serves_the_pages_and_checks_its_token(tmp_path):
+    location = str(tmp_path / "store")
+    with Queue(location) as queue:
+        jobs = populate(queue)
+    with served(location, "--token", "t0ken") as url:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(url + "/")
+        assert refused.value.code == 401
+        ask = urllib.request.Request(url + f"/jobs/{jobs['dead']}")
+        ask.add_header("Authorization", "Bearer t0ken")
+        with urllib.request.urlopen(ask) as reply:
+            assert reply.status == 200 and b"&lt;script&gt;" in reply.read()
