@@ -135,6 +135,9 @@ def create_app(store: Store, *, token: str | None = None, read_only: bool = Fals
     async def periodic(request: Request) -> Response:
         return render(request, "periodic.html", schedules=views.periodic(store))
 
+    async def favicon(request: Request) -> Response:
+        return RedirectResponse("/static/favicon.svg", status_code=301)
+
     # ---- state changes (POST only; see guard) -------------------------------------
     def when_of(form: Any) -> int | None:
         return actions.run_at(
@@ -194,6 +197,7 @@ def create_app(store: Store, *, token: str | None = None, read_only: bool = Fals
             Route("/servers", servers),
             Route("/periodic", periodic),
             Route("/actions/{action}", act, methods=["POST"]),
+            Route("/favicon.ico", favicon),
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
         middleware=[Middleware(BaseHTTPMiddleware, dispatch=guard)],
@@ -225,7 +229,9 @@ def _refusal(request: Request, settings: Settings) -> Response | None:
 def _headers(response: Response) -> Response:
     response.headers["Content-Security-Policy"] = CSP
     response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
+    # same-origin, not no-referrer: under no-referrer a browser sends "Origin: null"
+    # with a form's POST, which the origin check must refuse
+    response.headers["Referrer-Policy"] = "same-origin"
     response.headers["Cache-Control"] = "no-store"
     return response
 

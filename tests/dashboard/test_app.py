@@ -143,6 +143,7 @@ def test_a_change_needs_the_csrf_token_and_this_origin(queue, jobs):
         ({"ids": dead}, {}),
         ({"ids": dead, "csrf": "forged"}, {}),
         ({"ids": dead, "csrf": csrf}, {"Origin": "http://evil.example"}),
+        ({"ids": dead, "csrf": csrf}, {"Origin": "null"}),
     ):
         assert web.post("/actions/requeue", data=form, headers=headers).status_code == 403
         assert queue.store.get(dead).state is JobState.DEAD
