@@ -29,7 +29,17 @@ def cap(text: str) -> str:
     return text if len(text) <= PREVIEW_MAX else text[: PREVIEW_MAX - 3] + "..."
 
 
+# Values whose repr is short and cheap: repr'd directly, skipping reprlib's dispatch
+# (the enqueue path pays for the preview of every job).
+_PLAIN = frozenset({int, float, bool, type(None)})
+
+
 def _repr(value: Any) -> str:
+    kind = type(value)
+    if kind in _PLAIN and (kind is not int or -(10**40) < value < 10**40):
+        return repr(value)
+    if kind is str and len(value) <= _short.maxstring:
+        return repr(value)
     try:
         return _short.repr(value)
     except Exception as exc:  # user code: any __repr__ may raise anything
@@ -38,16 +48,17 @@ def _repr(value: Any) -> str:
 
 def of_call(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> str:
     """The arguments as a call's argument list reads: ``1, 'a', key=[1, 2]``."""
-    if not args and not kwargs:
-        return ""
-    parts = [_repr(arg) for arg in args]
-    total = sum(map(len, parts))
-    for name, value in kwargs.items():
-        if total > PREVIEW_MAX:
-            break  # the rest would be cut anyway: repr no more of them
-        parts.append(f"{name}={_repr(value)}")
-        total += len(parts[-1])
-    return cap(", ".join(parts))
+    text = ", ".join(map(_repr, args))
+    if kwargs:
+        parts = [text] if args else []
+        total = len(text)
+        for name, value in kwargs.items():
+            if total > PREVIEW_MAX:
+                break  # the rest would be cut anyway: repr no more of them
+            parts.append(f"{name}={_repr(value)}")
+            total += len(parts[-1]) + 2
+        text = ", ".join(parts)
+    return text if len(text) <= PREVIEW_MAX else cap(text)
 
 
 def of_value(value: Any) -> str:
