@@ -127,16 +127,13 @@ def main() -> None:
                 "/periodic",
             ]
             backend = "PostgreSQL" if args.url else "LMDB"
-            print(
-                f"| page ({backend}, {args.jobs:,} jobs) | median ms | max ms | target | ok |"
-            )
+            print(f"| page ({backend}, {args.jobs:,} jobs) | median ms | max ms | target | ok |")
             print("|---|---|---|---|---|")
             for path in pages:
                 median, worst = timed_get(client, path, args.reps)
                 verdict = "PASS" if median <= TARGET_MS else "FAIL"
-                print(
-                    f"| `{path[:60]}` | {median:.1f} | {worst:.1f} | <= {TARGET_MS:.0f} | {verdict} |"
-                )
+                cells = [f"`{path[:60]}`", f"{median:.1f}", f"{worst:.1f}", "<= 200", verdict]
+                print("| " + " | ".join(cells) + " |")
             if args.walk:
                 seen, seconds = walk(q.store)
                 print(f"walked {seen:,} jobs by cursor in {seconds:.1f} s ({seen / 50:,.0f} pages)")
