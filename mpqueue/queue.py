@@ -608,11 +608,16 @@ class Queue:
         """What is paused: ``Paused(all=..., tasks=...)``."""
         return self.store.paused()
 
-    def requeue(self, job_id: str) -> Job:
-        """Move a dead job back to ready with its attempts reset."""
+    def requeue(
+        self, job_id: str, *, delay: float | None = None, at: datetime | float | None = None
+    ) -> Job:
+        """Move a dead job back to ready with its attempts reset; with ``delay``
+        (seconds) or ``at`` (a datetime or epoch seconds), to the scheduled queue, to
+        run then (a scheduled re-drive)."""
         if not is_job_id(job_id):
             raise JobNotFound(f"no job with id {job_id!r}")
-        return Job(self.store.requeue_dead(job_id, now_ms()), self)
+        now = now_ms()
+        return Job(self.store.requeue_dead(job_id, now, run_at_ms(delay, at, now)), self)
 
     def purge_dead(self) -> int:
         """Delete every job in the dead-letter queue; returns how many."""

@@ -25,6 +25,7 @@ from ..cancellation import CancelReport
 from ..concurrency import Limit
 from ..errors import ConfigError
 from ..history import Point
+from ..limits import RUN_AT_MAX_MS
 from ..pausing import PauseChange, Paused
 from ..queues import Selection
 from ..records import Claim, Ending, JobRecord, JobState, Outcome, Progress, is_job_id
@@ -123,6 +124,19 @@ def check_browse(limit: int, before: str | None) -> None:
         raise ConfigError(f"a page holds 1 to {BROWSE_LIMIT_MAX} jobs; got {limit!r}")
     if before is not None and not is_job_id(before):
         raise ConfigError(f"a page's cursor is a job id; got {str(before)[:80]!r}")
+
+
+def check_run_at(run_at_ms: int | None) -> None:
+    """ConfigError for a re-drive's time that is not one (every store checks it before
+    its transaction, so a bad time changes nothing)."""
+    if run_at_ms is not None and (
+        isinstance(run_at_ms, bool)
+        or not isinstance(run_at_ms, int)
+        or not 0 <= run_at_ms <= RUN_AT_MAX_MS
+    ):
+        raise ConfigError(
+            f"a re-drive's run-at is epoch ms, 0 to {RUN_AT_MAX_MS}; got {run_at_ms!r}"
+        )
 
 
 def redrive_state(now_ms: int, run_at_ms: int | None) -> tuple[JobState, int]:

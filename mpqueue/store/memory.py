@@ -65,6 +65,7 @@ from .base import (
     Requeued,
     Store,
     check_browse,
+    check_run_at,
     no_schedule,
     redrive_state,
 )
@@ -915,12 +916,14 @@ class MemoryStore(Store):
 
     @_atomic
     def requeue_dead(self, job_id: str, now_ms: int, run_at_ms: int | None = None) -> JobRecord:
+        check_run_at(run_at_ms)
         return self._requeue_dead(job_id, now_ms, run_at_ms)
 
     @_atomic
     def requeue_dead_many(
         self, job_ids: Sequence[str], now_ms: int, run_at_ms: int | None = None
     ) -> Requeued:
+        check_run_at(run_at_ms)
         report = Requeued()
         for job_id in job_ids:
             try:

@@ -42,3 +42,20 @@ def test_a_real_server_serves_the_pages_and_checks_its_token(tmp_path):
         ask.add_header("Authorization", "Bearer t0ken")
         with urllib.request.urlopen(ask) as reply:
             assert reply.status == 200 and b"&lt;script&gt;" in reply.read()
+
+
+def test_dead_requeue_can_schedule_a_re_drive(tmp_path):
+    location = str(tmp_path / "store")
+    with Queue(location) as queue:
+        jobs = populate(queue)
+    later = run_cli(
+        "--path", location, "dead", "requeue", jobs["dead"], "--delay", "600", cwd=tmp_path
+    )
+    assert later.returncode == 0, later.stderr
+    bad = run_cli(
+        "--path", location, "dead", "requeue", "--all", "--at", "02:00 tomorrow", cwd=tmp_path
+    )
+    assert bad.returncode == 1 and "--at must be an ISO date" in bad.stderr
+    with Queue(location) as queue:
+        rec = queue.store.get(jobs["dead"])
+        assert rec.state.value == "scheduled" and rec.run_at_ms > rec.created_at_ms + 590_000

@@ -209,3 +209,14 @@ def test_requeue_of_a_job_that_is_not_dead_changes_nothing(store):
     with pytest.raises(JobNotFound):
         store.requeue_dead(record().id, now_ms())
     assert store.get(job).state is JobState.READY and store.stats()["scheduled"] == 0
+
+
+def test_a_re_drive_at_a_time_that_is_not_one_changes_nothing(store):
+    dead, other = add(store, record(), record())
+    kill(store, dead, other)
+    for bad in (-1, 2**70, 1.5, True, "soon"):
+        with pytest.raises(ConfigError):
+            store.requeue_dead(dead, now_ms(), run_at_ms=bad)
+        with pytest.raises(ConfigError):
+            store.requeue_dead_many([dead, other], now_ms(), run_at_ms=bad)
+    assert store.stats()["dead"] == 2

@@ -60,6 +60,7 @@ from ..base import (
     Requeued,
     Store,
     check_browse,
+    check_run_at,
     offered_children,
     redrive_state,
 )
@@ -1114,6 +1115,7 @@ class LmdbStore(Store, HandOff):
         return self.env.read(lambda tx: cancels.requests_of(tx, server_id))
 
     def requeue_dead(self, job_id: str, now_ms: int, run_at_ms: int | None = None) -> JobRecord:
+        check_run_at(run_at_ms)
         rec = self.env.write(lambda tx: self._requeue_dead(tx, job_id, now_ms, run_at_ms))
         self.waker.notify()  # ready now, or due at a time a server must learn of
         return rec
@@ -1121,6 +1123,8 @@ class LmdbStore(Store, HandOff):
     def requeue_dead_many(
         self, job_ids: Sequence[str], now_ms: int, run_at_ms: int | None = None
     ) -> Requeued:
+        check_run_at(run_at_ms)
+
         def body(tx: Tx) -> Requeued:
             report = Requeued()
             for job_id in job_ids:

@@ -60,6 +60,7 @@ from ..base import (
     Requeued,
     Store,
     check_browse,
+    check_run_at,
     redrive_state,
 )
 from ..codec import decode_server_info, encode_server_info
@@ -1115,11 +1116,14 @@ class PostgresStore(Store):
         return bool(q.write(self.sql["delete"], (job_id,), deletes=True))
 
     def requeue_dead(self, job_id: str, now_ms: int, run_at_ms: int | None = None) -> JobRecord:
+        check_run_at(run_at_ms)
         return self.session.run(lambda q: self._requeue_dead(q, job_id, now_ms, run_at_ms))
 
     def requeue_dead_many(
         self, job_ids: Sequence[str], now_ms: int, run_at_ms: int | None = None
     ) -> Requeued:
+        check_run_at(run_at_ms)
+
         def body(q: Query) -> Requeued:
             report = Requeued()
             for job_id in job_ids:
