@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import hmac
 import secrets
+import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +42,44 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+
+
+class Figures:
+    """The overview's figures, shown for up to ``max_age_s`` after they were read.
+
+    Counting the jobs of a big PostgreSQL table scans them (a million ready jobs: about
+    0.7 s for the counts by state and by queue), so a page shows the last figures read,
+    and a background thread reads the next ones once those are older than ``max_age_s``
+    (a store handle may be shared by threads). Only the first page after a start waits
+    for them."""
+
+    def __init__(self, read: Callable[[], dict[str, Any]], max_age_s: float):
+        self._read, self._max_age_s = read, max_age_s
+        self._lock = threading.Lock()
+        self._value: dict[str, Any] | None = None
+        self._at = 0.0
+        self._reading = False
+
+    def get(self) -> dict[str, Any]:
+        with self._lock:
+            if self._value is None:
+                self._value, self._at = self._read(), time.monotonic()
+            elif time.monotonic() - self._at >= self._max_age_s and not self._reading:
+                self._reading = True
+                threading.Thread(
+                    target=self._refresh, name="dashboard-figures", daemon=True
+                ).start()
+            return self._value
+
+    def _refresh(self) -> None:
+        try:
+            value = self._read()
+        except Exception:  # the store is failing: keep the last figures, try again later
+            value = None
+        with self._lock:
+            if value is not None:
+                self._value, self._at = value, time.monotonic()
+            self._reading = False
 
 
 @dataclass
@@ -76,8 +116,10 @@ def create_app(store: Store, *, token: str | None = None, read_only: bool = Fals
     def fragment(request: Request) -> bool:
         return request.query_params.get("fragment") == "1"
 
+    figures = Figures(lambda: views.overview(store), REFRESH_S)
+
     async def overview(request: Request) -> Response:
-        data = views.overview(store)
+        data = figures.get()
         return render(
             request, "_overview_live.html" if fragment(request) else "overview.html", **data
         )

@@ -19,7 +19,7 @@ from mpqueue import Queue
 from mpqueue.dashboard.app import COOKIE, create_app
 from mpqueue.records import JobRecord, JobState, new_job_id, now_ms
 
-from ..support.helpers import claim_all, failed
+from ..support.helpers import claim_all, failed, wait_until
 from ..support.pg_helpers import pg_url  # noqa: F401
 from .helpers import SCRIPT, csrf_of, populate
 
@@ -221,3 +221,20 @@ def test_cancel_delete_and_purge(queue, jobs):
     assert queue.store.get(jobs["done"]) is None
     post(web, "purge")
     assert queue.stats()["dead"] == 0
+
+
+def test_the_overview_shows_figures_read_at_most_a_refresh_ago():
+    from mpqueue.dashboard.app import Figures
+
+    reads = []
+
+    def read():
+        reads.append(len(reads))
+        return {"n": len(reads)}
+
+    figures = Figures(read, max_age_s=0.0)
+    assert figures.get() == {"n": 1}  # the first waits for its read
+    wait_until(lambda: figures.get()["n"] >= 2, timeout=10, what="a read in the background")
+    still = Figures(read, max_age_s=3600)
+    first = still.get()
+    assert still.get() is first  # fresh enough: no read

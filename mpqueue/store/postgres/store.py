@@ -10,6 +10,7 @@ double-claiming. Every method is one transaction; ``finish_and_claim`` too.
 from __future__ import annotations
 
 import builtins
+import functools
 import itertools
 import json
 import random
@@ -49,6 +50,7 @@ from ...records import (
 )
 from ...schedules import Live, ScheduleRow, ScheduleSpec
 from ..base import (
+    BROWSE_SCAN_MAX,
     HEADS_READ_MAX,
     CheckReport,
     Fired,
@@ -235,6 +237,8 @@ def _browse_statements() -> dict[str, str]:
         used = [column for column, on in zip(("name", "state", "queue"), flags) if on]
         key = "browse" + "".join(f"_{c}" for c in used)
         lead = next((c for c in used if c in ("name", "state")), None)
+        if used == ["queue"]:
+            continue  # the queue alone: "browse_span" and "browse_queue_span"
         if lead is None:
             where = "".join(f"{column} = %s AND " for column in used)
             statements[key] = (
@@ -336,6 +340,13 @@ _SQL = {
     # Listing leaves the blobs out (see Store.list); see _list_statements.
     **_list_statements(),
     **_browse_statements(),
+    # A page by queue alone: no index orders a queue's jobs by id, so a page reads the
+    # next BROWSE_SCAN_MAX ids below the cursor (the primary key) and the queue's jobs
+    # among them, as the LMDB store's budget does.
+    "browse_span": """SELECT min(id), count(*) FROM (SELECT id FROM {jobs} WHERE id < %s
+        ORDER BY id DESC LIMIT %s) AS span""",
+    "browse_queue_span": f"""SELECT {_LIST_COLUMNS} FROM {{jobs}} WHERE queue = %s
+        AND id < %s AND id >= %s ORDER BY id DESC LIMIT %s""",
     "newest_dead": f"""SELECT {_LIST_COLUMNS} FROM {{jobs}} WHERE state = 'dead'
         ORDER BY id DESC LIMIT %s""",
     # The first claimable job of each priority, found by one index seek each down the
@@ -1176,6 +1187,9 @@ class PostgresStore(Store):
         statement = "browse" + "".join(f"_{c}" for c, _ in used)
         values = [v.value if isinstance(v, JobState) else v for _, v in used]
         cursor = before or "~"  # '~' sorts after every id character (ids are hex)
+        if queue is not None and name is None and state is None:
+            body = functools.partial(self._browse_queue, queue=queue, cursor=cursor, limit=limit)
+            return self.session.run(body, write=False)
         if name is not None or state is not None:  # see _browse_statements
             params = (values[0], cursor, values[0], *values[1:], limit + 1)
         else:
@@ -1183,6 +1197,16 @@ class PostgresStore(Store):
         rows = self.session.run(lambda q: q.rows(self.sql[statement], params), write=False)
         jobs = [_decode(row) for row in rows[:limit]]
         return Page(jobs, jobs[-1].id if len(rows) > limit else None)
+
+    def _browse_queue(self, q: Query, queue: str, cursor: str, limit: int) -> Page:
+        low, scanned = q.one(self.sql["browse_span"], (cursor, BROWSE_SCAN_MAX)) or (None, 0)
+        if not scanned:
+            return Page([], None)
+        rows = q.rows(self.sql["browse_queue_span"], (queue, cursor, low, limit + 1))
+        jobs = [_decode(row) for row in rows[:limit]]
+        if len(rows) > limit:
+            return Page(jobs, jobs[-1].id)
+        return Page(jobs, low if scanned >= BROWSE_SCAN_MAX else None)  # budget spent
 
     def purge_dead(self) -> int:
         return self.session.run(lambda q: self._delete_finished(q, "purge_dead", ()))
