@@ -110,7 +110,7 @@ def main() -> None:
             print(f"seeded {args.jobs:,} jobs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
             # a cursor halfway through the store: the page after it costs what the first does
             middle = q.store.browse(state=JobState.READY, name=TASKS[0], limit=1).jobs[0].id
-            client = TestClient(create_app(q.store))
+            client = TestClient(create_app(q.store), base_url="http://127.0.0.1:8080")
             pages = [
                 "/",
                 "/?fragment=1",

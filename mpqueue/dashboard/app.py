@@ -247,9 +247,17 @@ def create_app(store: Store, *, token: str | None = None, read_only: bool = Fals
     return app
 
 
+# The names a browser uses for a loopback dashboard. Without a token, a request naming
+# any other host is refused: a page elsewhere could point its own name at 127.0.0.1
+# (DNS rebinding) and read the dashboard, CSRF token and all, as its own origin.
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
+
+
 def _refusal(request: Request, settings: Settings) -> Response | None:
-    """Why this request is refused (a response), or None: the token, read-only mode,
-    a POST from another origin."""
+    """Why this request is refused (a response), or None: the token (or, without one,
+    a host name that is not loopback), read-only mode, a POST from another origin."""
+    if not settings.token and (request.url.hostname or "") not in LOOPBACK_NAMES:
+        return PlainTextResponse("refused: without a token, only a loopback address", 403)
     if settings.token:
         bearer = request.headers.get("authorization", "")
         given = bearer[7:] if bearer.lower().startswith("bearer ") else None

@@ -43,8 +43,9 @@ def jobs(queue) -> dict[str, str]:
     return populate(queue)
 
 
-def client(queue, **options) -> TestClient:
-    return TestClient(create_app(queue.store, **options), follow_redirects=False)
+def client(queue, base_url: str = "http://127.0.0.1:8080", **options) -> TestClient:
+    app = create_app(queue.store, **options)
+    return TestClient(app, base_url=base_url, follow_redirects=False)
 
 
 def test_every_page_answers(queue, jobs):
@@ -133,6 +134,15 @@ def test_a_token_is_needed_on_every_request(queue, jobs):
     reply = web.post("/actions/requeue", data={"csrf": csrf, "ids": jobs["dead"]})
     assert reply.status_code == 401
     assert queue.store.get(jobs["dead"]).state is JobState.DEAD
+
+
+def test_without_a_token_only_a_loopback_name_is_served(queue, jobs):
+    for name in ("http://localhost:8080", "http://[::1]:8080"):
+        assert client(queue, base_url=name).get("/").status_code == 200
+    rebound = client(queue, base_url="http://evil.example:8080")  # DNS rebinding
+    assert rebound.get("/").status_code == 403 and rebound.get("/dead").status_code == 403
+    tokened = client(queue, base_url="http://dash.example:8080", token="t")
+    assert tokened.get("/", headers={"Authorization": "Bearer t"}).status_code == 200
 
 
 def test_a_change_needs_the_csrf_token_and_this_origin(queue, jobs):
