@@ -9,8 +9,9 @@ import pytest
 
 from mpqueue.records import now_ms
 from mpqueue.store import open_store
+from mpqueue.store.postgres.store import PostgresStore
 
-from ..support.pg_helpers import admin, pg_url  # noqa: F401
+from ..support.pg_helpers import admin, insert_ready, pg_url, schema_at  # noqa: F401
 from .test_contract import add, record
 
 A = "tests.support.tasks.add"
@@ -57,3 +58,33 @@ def test_a_page_walks_an_index_back_from_its_cursor(pg_url, store, statement, pa
     assert walks, [(n["Node Type"], n.get("Index Name")) for n in read]
     # the walk stops at the page; the rows are then read by id, one each
     assert sum(n["Actual Rows"] * n["Actual Loops"] for n in read) <= 2 * 21, read
+
+
+def test_an_older_schema_gains_previews_and_the_page_indexes(pg_url):
+    """Migration 13 on a store written before it (version 12): its jobs read as jobs
+    without previews, list and page as before, and new jobs keep theirs."""
+    names = schema_at(pg_url, 12)
+    old = record(A)
+    with admin(pg_url) as conn:
+        insert_ready(conn, names, old)
+    store = PostgresStore(pg_url)
+    try:
+        got = store.get(old.id)
+        assert got.preview is None and got.result_preview is None
+        new = record(A)
+        new.preview = "1, 2"
+        add(store, new)
+        assert [(r.id, r.preview) for r in store.browse().jobs] == [
+            (new.id, "1, 2"),
+            (old.id, None),
+        ]
+        with admin(pg_url) as conn:
+            indexes = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT indexname FROM pg_indexes WHERE tablename = 'mpqueue_jobs'"
+                )
+            }
+        assert {"mpqueue_jobs_state_id", "mpqueue_jobs_name_id"} <= indexes
+    finally:
+        store.close()
