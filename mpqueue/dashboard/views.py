@@ -66,8 +66,9 @@ class Row:
 
 def rows(store: Store, jobs: list[JobRecord]) -> list[Row]:
     now = now_ms()
-    claimed = {c.job_id: c.claimed_at_ms for c in store.claims()} if jobs else {}
     running = [r.id for r in jobs if r.state is JobState.PROCESSING]
+    # the claims (one entry per running job in the store) only for a page showing some
+    claimed = {c.job_id: c.claimed_at_ms for c in store.claims()} if running else {}
     reports = dict(zip(running, store.progress(running))) if running else {}
     out = []
     for rec in jobs:
