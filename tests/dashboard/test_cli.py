@@ -59,3 +59,17 @@ def test_dead_requeue_can_schedule_a_re_drive(tmp_path):
     with Queue(location) as queue:
         rec = queue.store.get(jobs["dead"])
         assert rec.state.value == "scheduled" and rec.run_at_ms > rec.created_at_ms + 590_000
+
+
+@pytest.mark.timeout(120)
+def test_a_real_server_writes_the_result_preview(tmp_path):
+    """The preview of a result travels from the child that ran the job, on its pipe,
+    to the coordinator's commit."""
+    location = str(tmp_path / "store")
+    with Queue(location) as queue:
+        job = queue.task_by_name("tests.support.tasks.add").delay(40, 2)
+    result = run_cli("--path", location, "serve", "--until-empty", "--workers", "1", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    with Queue(location) as queue:
+        rec = queue.store.get(job.id)
+        assert (rec.state.value, rec.preview, rec.result_preview) == ("done", "40, 2", "42")

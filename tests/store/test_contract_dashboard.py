@@ -67,8 +67,6 @@ def test_a_preview_is_capped_and_never_fails_an_enqueue(queue, store):
 
 
 def test_a_done_job_keeps_a_preview_of_its_result(queue, store):
-    if store.mode == "legacy":
-        pytest.skip("legacy layout: run_pending is tested on the optimized layout")
     add_task = queue.task(name=A)(lambda a, b: a + b)
     job = add_task.delay(2, 3)
     assert queue.run_pending() == 1
