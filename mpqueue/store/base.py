@@ -437,7 +437,8 @@ class JobStore(abc.ABC):
         ``limit`` (<= ``BROWSE_LIMIT_MAX``), from one read. A page reads O(limit)
         entries however many jobs the store holds, where an index orders the matching
         jobs by id (no filter; a task; the dead and the waiting jobs; every state on
-        PostgreSQL), and at most ``BROWSE_SCAN_MAX`` entries otherwise (see ``Page``).
+        PostgreSQL), O(jobs in the state) for a state of at most ``BROWSE_SCAN_MAX``
+        jobs, and at most ``BROWSE_SCAN_MAX`` entries otherwise (see ``Page``).
         Records come as ``list`` gives them (no payload, result or callable)."""
 
     @abc.abstractmethod

@@ -967,14 +967,14 @@ class MemoryStore(Store):
         before: str | None = None,
         limit: int = 50,
     ) -> Page:
-        """Walks the sorted ids (of the task, or the dead ones) back from the cursor,
-        with the budget the other stores have."""
+        """Walks the sorted ids (of the task, or of the state) back from the cursor, with
+        the budget the other stores have."""
         check_browse(limit, before)
         db = self._db
         if name is not None:
             ids = db.by_name.get(name, [])
-        elif state is JobState.DEAD:
-            ids = sorted(db.dead)
+        elif state is not None:  # as the other stores' state indexes: this state's jobs
+            ids = sorted(job_id for job_id, rec in db.jobs.items() if rec.state is state)
         else:
             ids = db.ids
         end = len(ids) if before is None else bisect_left(ids, before)

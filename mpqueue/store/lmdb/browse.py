@@ -2,9 +2,11 @@
 
 Job ids begin with their creation time, so an index keyed by id, walked backwards from
 the cursor, yields jobs newest first: ``jobs`` (no filter), ``by_name`` under a task's
-prefix, and ``dead`` and ``waiting``. The few running jobs are read from
-``processing`` and sorted. Any other filter (a state whose index is in queue order, a
-queue) walks ``jobs`` and stops after ``BROWSE_SCAN_MAX`` entries with a cursor.
+prefix, and ``dead`` and ``waiting``. The other states' indexes are in queue or finish
+order, each key ending with the job id: a state with at most ``BROWSE_SCAN_MAX`` jobs
+(the running ones, say) is read from its indexes whole and sorted by id. Any other
+filter (a larger state, a queue) walks ``jobs`` and stops after ``BROWSE_SCAN_MAX``
+entries with a cursor.
 """
 
 from __future__ import annotations
@@ -21,6 +23,15 @@ from .env import Tx
 # (job id, a function that reads its record) per entry, newest first
 Entries = Iterator[tuple[str, Callable[[], JobRecord | None]]]
 _BY_ID = {JobState.DEAD: keys.DB_DEAD, JobState.WAITING: keys.DB_WAITING}
+# The indexes that hold every job in a state, each key ending with the job's id.
+_INDEXES = {
+    JobState.READY: (keys.DB_READY, keys.DB_QUEUED, keys.DB_LANED, keys.DB_PAUSED),
+    JobState.SCHEDULED: (keys.DB_SCHEDULED,),
+    JobState.PROCESSING: (keys.DB_PROCESSING,),
+    JobState.DONE: (keys.DB_DONE,),
+    JobState.CANCELLED: (keys.DB_CANCELLED,),
+    JobState.EXPIRED: (keys.DB_EXPIRED,),
+}
 
 
 def page(
@@ -30,21 +41,25 @@ def page(
     queue: str | None,
     before: str | None,
     limit: int,
+    legacy: bool = False,
 ) -> Page:
     def wanted(rec: JobRecord) -> bool:
         state_ok = state is None or rec.state is state
         return state_ok and (queue is None or rec.queue == queue)
 
-    return _collect(_entries(tx, state, name, before), wanted, limit)
+    return _collect(_entries(tx, state, name, before, legacy), wanted, limit)
 
 
-def _entries(tx: Tx, state: JobState | None, name: str | None, before: str | None) -> Entries:
+def _entries(
+    tx: Tx, state: JobState | None, name: str | None, before: str | None, legacy: bool
+) -> Entries:
     if name is not None:
         return _by_name(tx, name, before)
     if state in _BY_ID:
         return _ids_of(tx, _BY_ID[state], before)
-    if state is JobState.PROCESSING:
-        return _running(tx, before)
+    # (the legacy layout files its queued jobs elsewhere: it walks ``jobs``)
+    if state in _INDEXES and not legacy and _few(tx, _INDEXES[state]):
+        return _in_state(tx, _INDEXES[state], before)
     return _all(tx, before)
 
 
@@ -109,9 +124,19 @@ def _ids_of(tx: Tx, db: bytes, before: str | None) -> Entries:
         yield job_id, lambda job_id=job_id: _record(tx, job_id)  # type: ignore[misc]
 
 
-def _running(tx: Tx, before: str | None) -> Entries:
-    """The running jobs, newest first: as many as the servers' children, read whole."""
-    found = (keys.decode_processing_key(k)[1] for k, _ in tx.scan(keys.DB_PROCESSING, values=False))
+def _few(tx: Tx, dbs: tuple[bytes, ...]) -> bool:
+    """Whether these indexes hold at most ``BROWSE_SCAN_MAX`` entries (their sizes are
+    O(1) to read)."""
+    return sum(tx.entries(db) for db in dbs) <= BROWSE_SCAN_MAX
+
+
+def _in_state(tx: Tx, dbs: tuple[bytes, ...], before: str | None) -> Entries:
+    """The jobs of a small state, newest first: its indexes read whole, ids sorted."""
+    found = (
+        key[-keys.JOB_ID_BYTES :].decode("ascii")
+        for db in dbs
+        for key, _ in tx.scan(db, values=False)
+    )
     ids = sorted((i for i in found if before is None or i < before), reverse=True)
     for job_id in ids:
         yield job_id, lambda job_id=job_id: _record(tx, job_id)  # type: ignore[misc]

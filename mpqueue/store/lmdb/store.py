@@ -846,7 +846,8 @@ class LmdbStore(Store, HandOff):
         check_browse(limit, before)
         if name is not None:
             keys.check_name_key(name)
-        return self.env.read(lambda tx: pages.page(tx, state, name, queue, before, limit))
+        legacy = self.mode == "legacy"
+        return self.env.read(lambda tx: pages.page(tx, state, name, queue, before, limit, legacy))
 
     def newest_dead(self, limit: int) -> builtins.list[JobRecord]:
         def body(tx: Tx) -> builtins.list[JobRecord]:
