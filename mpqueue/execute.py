@@ -33,6 +33,7 @@ from .expiry import is_expired
 from .hooks import NO_HOOKS, HookEvent, Hooks, HookTable, fire, hooks_of
 from .identity import current
 from .outcomes import CANCELLED, DONE, RETRIED, ending
+from .previews import of_value as preview_of_value
 from .records import PASS_ONE, Ending, ErrorInfo, JobRecord, JobState, Outcome, now_ms
 from .registry import resolve
 from .retry import retry_allowed
@@ -181,7 +182,7 @@ class TaskRunner:
                 )
         except SerializationError as exc:
             return self._failed(rec, _error(exc, rec, "exception"), retryable=False), exc
-        return Outcome.done(rec.id, self.server_id, result), value
+        return Outcome.done(rec.id, self.server_id, result, preview_of_value(value)), value
 
     def _raised(self, rec: JobRecord, exc: BaseException) -> Outcome:
         """The outcome of a call that raised ``exc`` (called while it is handled, so the

@@ -84,7 +84,12 @@ def apply_outcome(record: JobRecord, outcome: Outcome, now_ms: int, rng: random.
         The new record (one copy of ``record``) and its destination.
     """
     if outcome.kind == "done":
-        done = record.evolve(state=JobState.DONE, result=outcome.result, finished_at_ms=now_ms)
+        done = record.evolve(
+            state=JobState.DONE,
+            result=outcome.result,
+            finished_at_ms=now_ms,
+            result_preview=outcome.preview,
+        )
         return Applied(done, Destination.DONE)
     if outcome.kind == "released":
         # Never started, or interrupted by a crash or a shutdown: undo the claim and

@@ -44,6 +44,7 @@ from .pausing import PauseChange, Paused, pause_target
 from .periodic import define as define_periodic
 from .periodic_slots import Spec
 from .polling import Poll
+from .previews import of_call as preview_of_call
 from .queues import DEFAULT_QUEUE, check_queue_name
 from .rates import Rate, parse_rate
 from .records import (
@@ -232,6 +233,7 @@ class Queue:
             rec = self._record(
                 task.name, payload, task.config, func=func, run_at_ms=slot, created_ms=now
             )
+            rec.preview = ""  # a periodic job takes no arguments
             if self.secret is not None:
                 rec.signature = sign(self.secret, rec.name, rec.payload, rec.func)
             made.append(rec)
@@ -286,6 +288,7 @@ class Queue:
         name = check_name(task_name(fn))
         payload = dump_payload(args, kwargs)
         rec = self._record(name, payload, TaskOptions(), func=dump_callable(fn), expires=expires)
+        rec.preview = preview_of_call(args, kwargs)
         self._link(rec, depends_on, key)
         return self._add([rec])[0]
 
@@ -336,6 +339,7 @@ class Queue:
             run_at_ms=run_at,
             expires=expires,
         )
+        rec.preview = preview_of_call(args, kwargs)
         if depends_on is not None or key is not None or pass_results or allow_failures:
             self._link(rec, depends_on, key, pass_results, allow_failures)
         return self._add([rec])[0]
@@ -387,9 +391,10 @@ class Queue:
         # (a plain dict copy: no state changes here for evolve() to check).
         fields = template.__dict__
         records = []
-        for job_id, payload in zip(new_job_ids(len(payloads)), payloads):
+        texts = [preview_of_call(a, k) for a, k in calls]
+        for job_id, payload, text in zip(new_job_ids(len(payloads)), payloads, texts):
             rec = object.__new__(JobRecord)
-            rec.__dict__.update(fields, id=job_id, payload=payload)
+            rec.__dict__.update(fields, id=job_id, payload=payload, preview=text)
             records.append(rec)
         if keys is not None:
             if len(keys) != len(records):
@@ -617,11 +622,16 @@ class Queue:
         """What is paused: ``Paused(all=..., tasks=...)``."""
         return self.store.paused()
 
-    def requeue(self, job_id: str) -> Job:
-        """Move a dead job back to ready with its attempts reset."""
+    def requeue(
+        self, job_id: str, *, delay: float | None = None, at: datetime | float | None = None
+    ) -> Job:
+        """Move a dead job back to ready with its attempts reset; with ``delay``
+        (seconds) or ``at`` (a datetime or epoch seconds), to the scheduled queue, to
+        run then (a scheduled re-drive)."""
         if not is_job_id(job_id):
             raise JobNotFound(f"no job with id {job_id!r}")
-        return Job(self.store.requeue_dead(job_id, now_ms()), self)
+        now = now_ms()
+        return Job(self.store.requeue_dead(job_id, now, run_at_ms(delay, at, now)), self)
 
     def purge_dead(self) -> int:
         """Delete every job in the dead-letter queue; returns how many."""

@@ -56,12 +56,13 @@ TRANSITIONS: dict[JobState, frozenset[JobState]] = {
         }
     ),
     JobState.DONE: frozenset(),
-    JobState.DEAD: frozenset({JobState.READY}),
+    JobState.DEAD: frozenset({JobState.READY, JobState.SCHEDULED}),
     JobState.CANCELLED: frozenset(),
     JobState.EXPIRED: frozenset(),
 }
 
-# States a job never leaves by itself (``requeue`` takes a dead one back).
+# States a job never leaves by itself (``requeue`` takes a dead one back, now or at a
+# time: a scheduled re-drive).
 FINISHED_STATES = frozenset({JobState.DONE, JobState.DEAD, JobState.CANCELLED, JobState.EXPIRED})
 # The states ``cancel`` ends at once (a processing job's server ends it).
 QUEUED_STATES = frozenset({JobState.WAITING, JobState.SCHEDULED, JobState.READY})
@@ -172,6 +173,11 @@ class JobRecord:
     expires_at_ms: int | None = None
     # The named queue it is in (see queues.py); servers may serve some queues only.
     queue: str = "default"
+    # Text previews (see previews.py), for readers that never unpickle: of the arguments,
+    # written at enqueue, and of the result, written when the job ends done. None: a
+    # record written before previews, or (result) one that has not ended done.
+    preview: str | None = None
+    result_preview: str | None = None
 
     def evolve(self, **changes: Any) -> JobRecord:
         """A copy with ``changes`` applied; a state change must be a legal transition."""
@@ -261,10 +267,13 @@ class Outcome:
     error: ErrorInfo | None = None
     retryable: bool = True
     retry_delay_s: float | None = None
+    preview: str | None = None  # done: the result's text preview (previews.py)
 
     @classmethod
-    def done(cls, job_id: str, server_id: str, result: bytes) -> Outcome:
-        return cls(job_id, server_id, "done", result=result)
+    def done(
+        cls, job_id: str, server_id: str, result: bytes, preview: str | None = None
+    ) -> Outcome:
+        return cls(job_id, server_id, "done", result=result, preview=preview)
 
     @classmethod
     def failed(

@@ -9,7 +9,17 @@ so a rejected command leaves the store as it was.
 
 from __future__ import annotations
 
-from . import cancel, jobs, limits, maintenance, metrics, pause, periodic, top  # noqa: F401  (their commands join the group)
+from . import (  # noqa: F401  (their commands join the group)
+    cancel,
+    dashboard,
+    jobs,
+    limits,
+    maintenance,
+    metrics,
+    pause,
+    periodic,
+    top,
+)
 from .group import cli
 from .serve import demo_command, serve_command
 

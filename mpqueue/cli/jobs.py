@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime, timezone
 from typing import Any
 
 import click
@@ -471,31 +472,61 @@ def dead_list(queue: Queue, limit: int | None, all_jobs: bool, as_json: bool) ->
     table(["ID", "NAME", "ATTEMPTS", "DIED AT (UTC)", "LAST ERROR"], rows, empty="No dead jobs.")
 
 
-@dead.command("requeue", short_help="Move dead jobs back to ready.")
+@dead.command("requeue", short_help="Move dead jobs back to ready (now or later).")
 @click.argument("job_id", required=False)
 @click.option("--all", "all_jobs", is_flag=True, help="Requeue every dead job.")
+@click.option(
+    "--delay",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Run them SECONDS from now: they wait in the scheduled queue. [default: now]",
+)
+@click.option(
+    "--at",
+    "at_text",
+    default=None,
+    metavar="TIME",
+    help="Run them at TIME, an ISO date and time (UTC unless it says otherwise), "
+    "e.g. 2026-01-02T02:00. [default: now]",
+)
 @click.pass_obj
-def dead_requeue(queue: Queue, job_id: str | None, all_jobs: bool) -> None:
-    """Move dead job JOB_ID (or every dead job, with --all) back to ready.
+def dead_requeue(
+    queue: Queue, job_id: str | None, all_jobs: bool, delay: float | None, at_text: str | None
+) -> None:
+    """Move dead job JOB_ID (or every dead job, with --all) back to ready, or with
+    --delay/--at to the scheduled queue to run then (a scheduled re-drive).
 
     Attempts start again from zero.
     """
     if (job_id is None) == (not all_jobs):
         raise click.UsageError("give a JOB_ID or --all, not both")
+    at = None if at_text is None else _utc_time(at_text)
     if job_id is not None:
-        click.echo(f"Requeued {queue.requeue(job_id).id}")
+        click.echo(f"Requeued {queue.requeue(job_id, delay=delay, at=at).id}")
         return
     ids = [job.id for job in queue.list(state=JobState.DEAD.value)]
     skipped = 0
     for dead_id in ids:
         try:
-            queue.requeue(dead_id)
+            queue.requeue(dead_id, delay=delay, at=at)
         except MpqueueError as exc:  # e.g. purged meanwhile, or an unreadable record
             click.echo(f"Skipped {dead_id}: {exc}", err=True)
             skipped += 1
     click.echo(f"Requeued {len(ids) - skipped} dead job(s).")
     if skipped:
         raise click.ClickException(f"{skipped} dead job(s) could not be requeued")
+
+
+def _utc_time(text: str) -> datetime:
+    """An ISO date and time; UTC unless it names its offset. ConfigError otherwise."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(
+            f"--at must be an ISO date and time, e.g. 2026-01-02T02:00; got {text!r}"
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
 @dead.command("purge")

@@ -304,7 +304,7 @@ class _JobRunner:
         outcome = self.task_runner.run(job_id, rec)
         if outcome.kind == "done":
             assert outcome.result is not None  # a done Outcome of the task runner has one
-            return Done(outcome.job_id, outcome.result, self._rss())
+            return Done(outcome.job_id, outcome.result, self._rss(), outcome.preview)
         if outcome.kind == "expired":
             return Expired(job_id)
         assert outcome.error is not None  # every failed Outcome of the task runner has one

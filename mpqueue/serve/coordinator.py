@@ -506,7 +506,7 @@ class Coordinator:
             )
         if isinstance(message, Done):
             self._ran(slot, message.job_id, now)
-            self.ledger.done(message.job_id, message.result)
+            self.ledger.done(message.job_id, message.result, message.preview)
             self._check_memory(slot, message.job_id, message.rss)
         elif isinstance(message, Failed):
             self._ran(slot, message.job_id, now)

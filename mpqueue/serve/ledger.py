@@ -56,8 +56,8 @@ class Ledger:
         self.durations: dict[str, float] | None = {} if self.lines or metrics is not None else None
 
     # ---- recording ----------------------------------------------------------------
-    def done(self, job_id: str, result: bytes) -> None:
-        self.outcomes.append(Outcome.done(job_id, self.server_id, result))
+    def done(self, job_id: str, result: bytes, preview: str | None = None) -> None:
+        self.outcomes.append(Outcome.done(job_id, self.server_id, result, preview))
 
     def failed(
         self, job_id: str, error: ErrorInfo, retryable: bool, retry_delay_s: float | None

@@ -21,7 +21,7 @@ sent can cost that child's job an attempt; they can never stop the server.
 
 On the wire a message is an array, its kind's tag first: ``["ready", pid,
 create_time, inbox]``, ``["init_error", text]``, ``["took", job_id]``, ``["done",
-job_id, result, rss]``, ``["failed", job_id, [type, message, traceback, attempt,
+job_id, result, rss, preview | None]``, ``["failed", job_id, [type, message, traceback, attempt,
 at_ms, kind], retryable, retry_delay_s | None, rss]``, ``["expired", job_id]``,
 ``["released", [job_id, ...]]``,
 ``["progress", job_id, done, total | None, message | None, at_ms]``;
@@ -41,6 +41,7 @@ import msgpack
 
 from ..errors import ProtocolError
 from ..limits import PROGRESS_MAX, PROGRESS_MESSAGE_MAX
+from ..previews import PREVIEW_MAX
 from ..records import ErrorInfo, is_job_id
 
 MAGIC = b"mpq\x01"
@@ -101,6 +102,7 @@ class Done(NamedTuple):
     job_id: str
     result: bytes
     rss: int  # the child's resident memory after the job (0: not measured)
+    preview: str | None = None  # the result's text preview (previews.py)
 
 
 class Failed(NamedTuple):
@@ -269,6 +271,10 @@ def _optional_message(v: Any) -> bool:
     return v is None or (isinstance(v, str) and len(v) <= PROGRESS_MESSAGE_MAX)
 
 
+def _optional_preview(v: Any) -> bool:
+    return v is None or (isinstance(v, str) and len(v) <= PREVIEW_MAX)
+
+
 def _failed(fields: tuple[Any, ...]) -> Failed:
     job_id, error, retryable, delay, rss = fields
     return Failed(job_id, ErrorInfo(*error), retryable, delay, rss)
@@ -295,7 +301,7 @@ _SHAPES: dict[str, tuple[tuple[Callable[[Any], bool], ...], Callable[..., Report
     "ready": ((_is(int), _is(int, float), _is(bool)), Ready._make),
     "init_error": ((_is(str),), InitError._make),
     "took": ((is_job_id,), Took._make),
-    "done": ((is_job_id, _is(bytes), _is(int)), Done._make),
+    "done": ((is_job_id, _is(bytes), _is(int), _optional_preview), Done._make),
     "failed": ((is_job_id, _error_tuple, _is(bool), _optional_number, _is(int)), _failed),
     "expired": ((is_job_id,), Expired._make),
     "released": ((_id_list,), _released),

@@ -25,10 +25,11 @@ from ..cancellation import CancelReport
 from ..concurrency import Limit
 from ..errors import ConfigError
 from ..history import Point
+from ..limits import RUN_AT_MAX_MS
 from ..pausing import PauseChange, Paused
 from ..queues import Selection
 from ..rates import Rate
-from ..records import Claim, Ending, JobRecord, JobState, Outcome, Progress
+from ..records import Claim, Ending, JobRecord, JobState, Outcome, Progress, is_job_id
 from ..schedules import Live, ScheduleRow, ScheduleSpec
 
 
@@ -96,6 +97,64 @@ class Gauges:
         if self.oldest_ready_ms is None:
             return None
         return max(0, now_ms - self.oldest_ready_ms) / 1000
+
+
+# How many entries one ``browse`` call reads at most before it stops and hands back a
+# cursor: a filter that few jobs match (by queue, say, where no index orders them by
+# id) pages on in bounded steps instead of scanning the whole store in one call.
+BROWSE_SCAN_MAX = 2000
+BROWSE_LIMIT_MAX = 1000  # jobs on one page at most
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of ``browse``: jobs newest id first, and where the next page begins.
+
+    ``next`` is the cursor to pass as ``before`` (a job id: every matching job older
+    than it is still to come), None when no matching job is left. A page may hold
+    fewer jobs than asked while ``next`` is set: the call stopped after reading
+    ``BROWSE_SCAN_MAX`` entries."""
+
+    jobs: list[JobRecord]
+    next: str | None
+
+
+def check_browse(limit: int, before: str | None) -> None:
+    """ConfigError for a page size or a cursor ``browse`` cannot take."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 0 < limit <= BROWSE_LIMIT_MAX:
+        raise ConfigError(f"a page holds 1 to {BROWSE_LIMIT_MAX} jobs; got {limit!r}")
+    if before is not None and not is_job_id(before):
+        raise ConfigError(f"a page's cursor is a job id; got {str(before)[:80]!r}")
+
+
+def check_run_at(run_at_ms: int | None) -> None:
+    """ConfigError for a re-drive's time that is not one (every store checks it before
+    its transaction, so a bad time changes nothing)."""
+    if run_at_ms is not None and (
+        isinstance(run_at_ms, bool)
+        or not isinstance(run_at_ms, int)
+        or not 0 <= run_at_ms <= RUN_AT_MAX_MS
+    ):
+        raise ConfigError(
+            f"a re-drive's run-at is epoch ms, 0 to {RUN_AT_MAX_MS}; got {run_at_ms!r}"
+        )
+
+
+def redrive_state(now_ms: int, run_at_ms: int | None) -> tuple[JobState, int]:
+    """The state and run-at of a dead job requeued at ``run_at_ms`` (None: now): ready
+    unless that is later than now, scheduled then."""
+    if run_at_ms is None or run_at_ms <= now_ms:
+        return JobState.READY, now_ms
+    return JobState.SCHEDULED, run_at_ms
+
+
+@dataclass
+class Requeued:
+    """What ``requeue_dead_many`` did: the jobs it requeued, and why each other job
+    named was left as it was (one line each, by id)."""
+
+    requeued: list[str] = field(default_factory=list)
+    refused: dict[str, str] = field(default_factory=dict)
 
 
 CHECK_OK, CHECK_INCONSISTENT, CHECK_CORRUPT = 0, 1, 2  # ``mpqueue check`` exit codes
@@ -355,8 +414,37 @@ class JobStore(abc.ABC):
         """The jobs held by ``server_id`` whose cancel was requested, from one read."""
 
     @abc.abstractmethod
-    def requeue_dead(self, job_id: str, now_ms: int) -> JobRecord:
-        """Dead -> ready with attempts reset. Raises JobNotFound / ConfigError."""
+    def requeue_dead(self, job_id: str, now_ms: int, run_at_ms: int | None = None) -> JobRecord:
+        """Dead -> ready with attempts reset; with ``run_at_ms`` later than ``now_ms``,
+        dead -> scheduled at that time instead (a scheduled re-drive: it goes back
+        through the scheduled queue). Raises JobNotFound / ConfigError."""
+
+    @abc.abstractmethod
+    def requeue_dead_many(
+        self, job_ids: Sequence[str], now_ms: int, run_at_ms: int | None = None
+    ) -> Requeued:
+        """``requeue_dead`` of each job, in one transaction; a job that cannot be
+        requeued (not dead, gone, its key held) is left as it is, with the reason, and
+        the others are requeued all the same."""
+
+    @abc.abstractmethod
+    def browse(
+        self,
+        *,
+        state: JobState | None = None,
+        name: str | None = None,
+        queue: str | None = None,
+        before: str | None = None,
+        limit: int = 50,
+    ) -> Page:
+        """Jobs (in ``state``, of task ``name``, in ``queue``: each filter optional)
+        with ids below ``before`` (None: from the newest), newest id first, at most
+        ``limit`` (<= ``BROWSE_LIMIT_MAX``), from one read. A page reads O(limit)
+        entries however many jobs the store holds, where an index orders the matching
+        jobs by id (no filter; a task; the dead and the waiting jobs; every state on
+        PostgreSQL), O(jobs in the state) for a state of at most ``BROWSE_SCAN_MAX``
+        jobs, and at most ``BROWSE_SCAN_MAX`` entries otherwise (see ``Page``).
+        Records come as ``list`` gives them (no payload, result or callable)."""
 
     @abc.abstractmethod
     def purge_dead(self) -> int: ...

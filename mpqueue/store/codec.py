@@ -8,9 +8,12 @@ Payloads and results stay opaque bytes at this level:
 they are pickles, loaded only in the child that runs the job and by ``Job.result()``.
 
 Version 3 adds the workflow fields, version 4 the retry lists, version 5 the deadline
-to start (``expires_at_ms``) and version 6 the named queue, each written only when one
-of its fields is set (a queue other than ``default``): a record that uses none of them
-is version 2, byte for byte.
+to start (``expires_at_ms``), version 6 the named queue and version 7 the text
+previews of the arguments and the result (``mpqueue/previews.py``), each written only
+when one of its fields is set (a queue other than ``default``, a preview): a record
+that uses none of them is version 2, byte for byte. Every record enqueued since
+previews exist has one, so new records are version 7; older readers refuse those as
+an unknown version rather than misread them.
 
 Version 1 records (and registry entries) were pickles of plain values. They are still
 read, by an unpickler that refuses every global, so that no pickle can name a callable
@@ -35,6 +38,7 @@ RECORD_V3 = b"\x03"  # msgpack, with the workflow fields (written only when one 
 RECORD_V4 = b"\x04"  # msgpack, with the retry lists too (written only when one is set)
 RECORD_V5 = b"\x05"  # msgpack, with the deadline to start too (written only when set)
 RECORD_V6 = b"\x06"  # msgpack, with the queue too (written only when not the default)
+RECORD_V7 = b"\x07"  # msgpack, with the previews too (written only when one is set)
 WORKER_V1 = b"\x01"  # a registry entry: msgpack (a bare pickle before it had a version)
 
 
@@ -67,6 +71,8 @@ _FIELDS = (
     "no_retry_on",
     "expires_at_ms",
     "queue",
+    "preview",
+    "result_preview",
 )
 _V2_FIELDS = 18  # version 2 ends with the signature; version 1 one field before
 _V1_FIELDS = _V2_FIELDS - 1
@@ -76,8 +82,10 @@ _V4_FIELDS = 24  # version 4 ends with the retry lists
 _V4_DEFAULTS = (None, ())  # what a version 3 (or older) record holds in the retry lists
 _V5_FIELDS = 25  # version 5 ends with the deadline to start
 _V5_DEFAULTS = (None,)  # what a version 4 (or older) record holds as its deadline
+_V6_FIELDS = 26  # version 6 ends with the queue
 _V6_DEFAULTS = (DEFAULT_QUEUE,)  # what a version 5 (or older) record's queue is
-_OLDER_DEFAULTS = _V3_DEFAULTS + _V4_DEFAULTS + _V5_DEFAULTS + _V6_DEFAULTS
+_V7_DEFAULTS = (None, None)  # what a version 6 (or older) record holds as its previews
+_OLDER_DEFAULTS = _V3_DEFAULTS + _V4_DEFAULTS + _V5_DEFAULTS + _V6_DEFAULTS + _V7_DEFAULTS
 _NUMBER = (int, float)
 _TYPES: tuple[Any, ...] = (
     str,
@@ -106,6 +114,8 @@ _TYPES: tuple[Any, ...] = (
     tuple,
     (int, type(None)),
     str,
+    (str, type(None)),
+    (str, type(None)),
 )
 _ERROR_TYPES = (str, str, str, int, int, str)
 _GOOD_SHAPES: set[tuple[type, ...]] = set()  # field-type tuples that passed the check
@@ -153,9 +163,12 @@ def encode_record(rec: JobRecord) -> bytes:
         rec.backoff_cap_s,
         rec.signature,
     )  # the order of _FIELDS
-    later: tuple[Any, ...] | None = None  # the fields of versions 3 to 6 it needs
+    later: tuple[Any, ...] | None = None  # the fields of versions 3 to 7 it needs
     version = RECORD_V2
-    if rec.queue != DEFAULT_QUEUE:
+    if rec.preview is not None or rec.result_preview is not None:
+        version = RECORD_V7
+        later = (*_later_fields(rec), rec.queue, rec.preview, rec.result_preview)
+    elif rec.queue != DEFAULT_QUEUE:
         version, later = RECORD_V6, (*_later_fields(rec), rec.queue)
     elif rec.expires_at_ms is not None:
         version, later = RECORD_V5, _later_fields(rec)
@@ -187,10 +200,11 @@ def _later_fields(rec: JobRecord) -> tuple[Any, ...]:
 # Per msgpack version: how many fields it encodes, and what the later fields read as.
 _MSGPACK_VERSIONS = {
     RECORD_V2: (_V2_FIELDS, _OLDER_DEFAULTS),
-    RECORD_V3: (_V3_FIELDS, _V4_DEFAULTS + _V5_DEFAULTS + _V6_DEFAULTS),
-    RECORD_V4: (_V4_FIELDS, _V5_DEFAULTS + _V6_DEFAULTS),
-    RECORD_V5: (_V5_FIELDS, _V6_DEFAULTS),
-    RECORD_V6: (len(_FIELDS), ()),
+    RECORD_V3: (_V3_FIELDS, _V4_DEFAULTS + _V5_DEFAULTS + _V6_DEFAULTS + _V7_DEFAULTS),
+    RECORD_V4: (_V4_FIELDS, _V5_DEFAULTS + _V6_DEFAULTS + _V7_DEFAULTS),
+    RECORD_V5: (_V5_FIELDS, _V6_DEFAULTS + _V7_DEFAULTS),
+    RECORD_V6: (_V6_FIELDS, _V7_DEFAULTS),
+    RECORD_V7: (len(_FIELDS), ()),
 }
 
 

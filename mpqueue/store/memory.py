@@ -62,6 +62,7 @@ from ..records import (
 )
 from ..schedules import Live, ScheduleRow, ScheduleSpec, declared, resumed, retired
 from .base import (
+    BROWSE_SCAN_MAX,
     HEADS_READ_MAX,
     CheckReport,
     Fired,
@@ -69,8 +70,13 @@ from .base import (
     Gauges,
     HolderGone,
     OpCounter,
+    Page,
+    Requeued,
     Store,
+    check_browse,
+    check_run_at,
     no_schedule,
+    redrive_state,
 )
 from .codec import decode_server_info, encode_server_info
 
@@ -923,7 +929,25 @@ class MemoryStore(Store):
         return sorted(j for j in self._db.cancels if claims[j].server_id == server_id)
 
     @_atomic
-    def requeue_dead(self, job_id: str, now_ms: int) -> JobRecord:
+    def requeue_dead(self, job_id: str, now_ms: int, run_at_ms: int | None = None) -> JobRecord:
+        check_run_at(run_at_ms)
+        return self._requeue_dead(job_id, now_ms, run_at_ms)
+
+    @_atomic
+    def requeue_dead_many(
+        self, job_ids: Sequence[str], now_ms: int, run_at_ms: int | None = None
+    ) -> Requeued:
+        check_run_at(run_at_ms)
+        report = Requeued()
+        for job_id in job_ids:
+            try:
+                self._requeue_dead(job_id, now_ms, run_at_ms)
+                report.requeued.append(job_id)
+            except (JobNotFound, ConfigError) as exc:
+                report.refused[job_id] = str(exc)
+        return report
+
+    def _requeue_dead(self, job_id: str, now_ms: int, run_at_ms: int | None) -> JobRecord:
         rec = self._db.jobs.get(job_id)
         if rec is None:
             raise JobNotFound(f"no job with id {job_id!r}")
@@ -936,15 +960,49 @@ class MemoryStore(Store):
             self._db.unique[(rec.name, rec.key)] = job_id
         edges = self._db.edges.get(job_id, {})  # counted when it died: its next end must not
         edges.update(dict.fromkeys(edges, False))
+        state, run_at = redrive_state(now_ms, run_at_ms)
         rec = self._move(
             rec,
-            state=JobState.READY,
+            state=state,
             attempts=0,
-            run_at_ms=now_ms,
+            run_at_ms=run_at,
             finished_at_ms=None,
             seq=next(self._db.seqs),
         )
         return rec.evolve()
+
+    @_atomic
+    def browse(
+        self,
+        *,
+        state: JobState | None = None,
+        name: str | None = None,
+        queue: str | None = None,
+        before: str | None = None,
+        limit: int = 50,
+    ) -> Page:
+        """Walks the sorted ids (of the task, or of the state) back from the cursor, with
+        the budget the other stores have."""
+        check_browse(limit, before)
+        db = self._db
+        if name is not None:
+            ids = db.by_name.get(name, [])
+        elif state is not None:  # as the other stores' state indexes: this state's jobs
+            ids = sorted(job_id for job_id, rec in db.jobs.items() if rec.state is state)
+        else:
+            ids = db.ids
+        end = len(ids) if before is None else bisect_left(ids, before)
+        jobs: builtins.list[JobRecord] = []
+        for read, index in enumerate(range(end - 1, -1, -1)):
+            if read >= BROWSE_SCAN_MAX:
+                return Page(jobs, ids[index + 1])
+            self.counter.cursor_steps += 1
+            rec = db.jobs[ids[index]]
+            if (state is None or rec.state is state) and (queue is None or rec.queue == queue):
+                if len(jobs) == limit:
+                    return Page(jobs, jobs[-1].id)
+                jobs.append(rec.evolve(payload=b"", result=None, func=None))
+        return Page(jobs, None)
 
     @_atomic
     def purge_dead(self) -> int:

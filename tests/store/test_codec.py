@@ -18,6 +18,7 @@ from mpqueue.store.codec import (
     RECORD_V3,
     RECORD_V4,
     RECORD_V5,
+    RECORD_V7,
     Row,
     decode_ending,
     decode_record,
@@ -162,5 +163,40 @@ def test_a_record_with_a_deadline_round_trips_as_version_5():
 def test_a_malformed_deadline_is_a_corrupt_record(deadline):
     row = msgpack.unpackb(encode_record(with_lists())[1:], use_list=False)
     raw = RECORD_V5 + msgpack.packb((*row, deadline), use_bin_type=True)
+    with pytest.raises(CorruptRecord):
+        decode_record(raw)
+
+
+def test_records_without_previews_keep_their_version():
+    """Version 7 only where a preview is set: older records, and records of producers
+    that write none, keep their version and field count (and the pinned bytes above)."""
+    assert encode_record(plain()) == PLAIN_V2
+    assert encode_record(workflow()) == WORKFLOW_V3
+    for rec in (plain(), workflow(), with_lists(), plain().evolve(queue="heavy")):
+        got = decode_record(encode_record(rec))
+        assert (got.preview, got.result_preview) == (None, None)
+        assert encode_record(rec)[:1] != RECORD_V7
+
+
+@pytest.mark.parametrize("preview, result_preview", [("1, 'a'", None), (None, "42"), ("", "x")])
+def test_a_record_with_previews_round_trips_as_version_7(preview, result_preview):
+    for base in (plain(), workflow(), with_lists().evolve(queue="heavy", expires_at_ms=5)):
+        rec = base.evolve(preview=preview, result_preview=result_preview)
+        raw = encode_record(rec)
+        assert raw[:1] == RECORD_V7 and len(msgpack.unpackb(raw[1:])) == 28
+        assert decode_record(raw).__dict__ == rec.__dict__
+        assert decode_ending(raw).state is rec.state
+        row = Row(raw)
+        assert (row.id, row.queue) == (rec.id, rec.queue)
+        cancelled = decode_record(
+            row.cancelled(ErrorInfo("Cancelled", "by test", kind="cancelled"))
+        )
+        assert cancelled.state is JobState.CANCELLED and cancelled.preview == preview
+
+
+@pytest.mark.parametrize("preview", [1, b"bytes", ["a"], True])
+def test_a_malformed_preview_is_a_corrupt_record(preview):
+    row = msgpack.unpackb(encode_record(plain().evolve(preview="ok"))[1:], use_list=False)
+    raw = RECORD_V7 + msgpack.packb((*row[:26], preview, None), use_bin_type=True)
     with pytest.raises(CorruptRecord):
         decode_record(raw)

@@ -624,16 +624,22 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def requeue_dead(self, data):
         job = data.draw(st.sampled_from(self._in(JobState.DEAD)))
+        # now, or a scheduled re-drive (due later, or at a time already past: now)
+        delay = data.draw(st.sampled_from([None, None, -5, 1500]))
+        run_at = None if delay is None else self.now + delay
         key = self.graph.key_of.get(job)
         holder = None if key is None else self.graph.holder(*key)
         try:
-            rec = self.store.requeue_dead(job, self.now)
+            rec = self.store.requeue_dead(job, self.now, run_at)
         except ConfigError as exc:  # its key is another live job's now
             assert holder is not None and holder in str(exc), (job, holder, exc)
             return
         assert holder is None, f"requeued {job} though {holder} holds its key"
-        assert rec.state is JobState.READY and rec.attempts == 0
-        self.jobs[job][:3] = [JobState.READY, None, 0]
+        later = run_at is not None and run_at > self.now
+        state = JobState.SCHEDULED if later else JobState.READY
+        assert rec.state is state and rec.attempts == 0
+        assert rec.run_at_ms == (run_at if later else self.now)
+        self.jobs[job][:3] = [state, None, 0]
         self.graph.take_back(job)
 
     @precondition(lambda self: self.ever)
@@ -966,6 +972,24 @@ class StoreMachine(RuleBasedStateMachine):
         assert all(n == 1 for n in self.slots_fired.values()), self.slots_fired
 
     # ---- invariants ---------------------------------------------------------------
+    @invariant()
+    def pages_match_model(self):
+        """``browse`` walks every job newest first, by cursor, whatever the filter."""
+
+        def walk(**filters) -> list[str]:
+            seen: list[str] = []
+            before = None
+            while True:
+                page = self.store.browse(before=before, limit=3, **filters)
+                seen += [r.id for r in page.jobs]
+                if page.next is None:
+                    return seen
+                before = page.next
+
+        assert walk() == sorted(self.jobs, reverse=True)
+        for state in (JobState.READY, JobState.DEAD, JobState.SCHEDULED, JobState.PROCESSING):
+            assert walk(state=state) == sorted(self._in(state), reverse=True), state
+
     @invariant()
     def history_matches(self):
         """Each tier's read of its whole span is the model's points of that span."""

@@ -80,7 +80,8 @@ def test_pickle_era_records_are_read_and_rewritten_on_open(tmp_path):
     path = str(tmp_path / "store")
     with Queue(path) as queue:
         jobs = queue.task_by_name("tests.support.tasks.add").map([(i, i) for i in range(5)])
-        before = {j.id: queue.store.get(j.id) for j in jobs}
+        # as the pickle era wrote them: without the fields added since (previews)
+        before = {j.id: queue.store.get(j.id).evolve(preview=None) for j in jobs}
     env = _raw_env(path)
     try:  # write them back as the old code did: a pickled tuple behind b"\x01"
         db, meta = env.open_db(keys.DB_JOBS), env.open_db(keys.DB_META)

@@ -61,7 +61,10 @@ def test_frames_split_across_reads_wait_for_their_rest():
 
 def test_the_wire_keeps_its_tagged_arrays():
     """The wire format did not change with the types: a tag, then the fields."""
-    assert protocol.encode(Done(JOB, b"r", 3)) == protocol.frame(("done", JOB, b"r", 3))
+    assert protocol.encode(Done(JOB, b"r", 3)) == protocol.frame(("done", JOB, b"r", 3, None))
+    assert protocol.encode(Done(JOB, b"r", 3, "'x'")) == protocol.frame(
+        ("done", JOB, b"r", 3, "'x'")
+    )
     error = ErrorInfo("E", "m", "tb", 1, 2, "crash")
     assert protocol.encode(Failed(JOB, error, False, 0.0, 5)) == protocol.frame(
         ("failed", JOB, ("E", "m", "tb", 1, 2, "crash"), False, 0.0, 5)
@@ -72,7 +75,9 @@ def test_the_wire_keeps_its_tagged_arrays():
 MALFORMED = [
     ("done", 5, "x"),  # a number for the id, text for the result
     ("done", JOB, b"r"),  # a field missing
-    ("done", JOB, b"r", True),  # a flag where a count belongs
+    ("done", JOB, b"r", True, None),  # a flag where a count belongs
+    ("done", JOB, b"r", 3, "x" * 201),  # a preview over its cap
+    ("done", JOB, b"r", 3, b"x"),  # bytes for the preview
     ("ready", 1, 2.0, 1),  # a count where a flag belongs
     ("took", "not-an-id"),
     ("failed", JOB, ("E", "m", "tb", 1, 2), True, None, 0),  # a short error

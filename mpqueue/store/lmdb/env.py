@@ -146,6 +146,25 @@ class Tx:
             self.counter.cursor_steps += 1
             found = cursor.prev()
 
+    def scan_back_below(
+        self, db: bytes, stop: bytes | None, values: bool = True
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Entries with ``key < stop`` (every entry when stop is None), last first."""
+        if self.dbs[db] is None:
+            return
+        cursor = self.txn.cursor(db=self.dbs[db])
+        self.counter.cursor_steps += 1
+        if stop is None:
+            found = cursor.last()
+        elif cursor.set_range(stop):  # at the first key >= stop: the one before it
+            found = cursor.prev()
+        else:  # every key is below stop
+            found = cursor.last()
+        while found:
+            yield cast(bytes, cursor.key()), (cast(bytes, cursor.value()) if values else b"")
+            self.counter.cursor_steps += 1
+            found = cursor.prev()
+
     def scan_prefix(
         self, db: bytes, prefix: bytes, values: bool = True
     ) -> Iterator[tuple[bytes, bytes]]:

@@ -36,7 +36,17 @@ from ...queues import (
     depths_by_queue,
 )
 from ...rates import Rate, earliest
-from ...records import Claim, Ending, ErrorInfo, JobRecord, JobState, Outcome, Progress, now_ms
+from ...records import (
+    Claim,
+    Ending,
+    ErrorInfo,
+    JobRecord,
+    JobState,
+    Outcome,
+    Progress,
+    is_job_id,
+    now_ms,
+)
 from ...schedules import Live, ScheduleRow, ScheduleSpec
 from ..base import (
     HEADS_READ_MAX,
@@ -47,8 +57,13 @@ from ..base import (
     HandOff,
     HolderGone,
     OpCounter,
+    Page,
+    Requeued,
     Store,
+    check_browse,
+    check_run_at,
     offered_children,
+    redrive_state,
 )
 from ..codec import (
     RECORD_V1,
@@ -62,6 +77,7 @@ from ..codec import (
     encode_record,
     encode_server_info,
 )
+from . import browse as pages
 from . import cancels, keys, lanes, limit_changes, pauses
 from . import history as depth_history
 from . import queues as queue_index
@@ -835,6 +851,21 @@ class LmdbStore(Store, HandOff):
                     break
         return out
 
+    def browse(
+        self,
+        *,
+        state: JobState | None = None,
+        name: str | None = None,
+        queue: str | None = None,
+        before: str | None = None,
+        limit: int = 50,
+    ) -> Page:
+        check_browse(limit, before)
+        if name is not None:
+            keys.check_name_key(name)
+        legacy = self.mode == "legacy"
+        return self.env.read(lambda tx: pages.page(tx, state, name, queue, before, limit, legacy))
+
     def newest_dead(self, limit: int) -> builtins.list[JobRecord]:
         def body(tx: Tx) -> builtins.list[JobRecord]:
             found: builtins.list[JobRecord] = []
@@ -1105,11 +1136,36 @@ class LmdbStore(Store, HandOff):
         check_key_part(server_id, "server id")
         return self.env.read(lambda tx: cancels.requests_of(tx, server_id))
 
-    def requeue_dead(self, job_id: str, now_ms: int) -> JobRecord:
-        return self.env.write(lambda tx: self._requeue_dead(tx, job_id, now_ms))
+    def requeue_dead(self, job_id: str, now_ms: int, run_at_ms: int | None = None) -> JobRecord:
+        check_run_at(run_at_ms)
+        rec = self.env.write(lambda tx: self._requeue_dead(tx, job_id, now_ms, run_at_ms))
+        self.waker.notify()  # ready now, or due at a time a server must learn of
+        return rec
 
-    def _requeue_dead(self, tx: Tx, job_id: str, now_ms: int) -> JobRecord:
-        if tx.get(keys.DB_JOBS, keys.job_key(job_id)) is None:
+    def requeue_dead_many(
+        self, job_ids: Sequence[str], now_ms: int, run_at_ms: int | None = None
+    ) -> Requeued:
+        check_run_at(run_at_ms)
+
+        def body(tx: Tx) -> Requeued:
+            report = Requeued()
+            for job_id in job_ids:
+                try:
+                    self._requeue_dead(tx, job_id, now_ms, run_at_ms)
+                    report.requeued.append(job_id)
+                except (JobNotFound, ConfigError) as exc:
+                    report.refused[job_id] = str(exc)
+            return report
+
+        report = self.env.write(body)
+        if report.requeued:
+            self.waker.notify()
+        return report
+
+    def _requeue_dead(
+        self, tx: Tx, job_id: str, now_ms: int, run_at_ms: int | None = None
+    ) -> JobRecord:
+        if not is_job_id(job_id) or tx.get(keys.DB_JOBS, keys.job_key(job_id)) is None:
             raise JobNotFound(f"no job with id {job_id!r}")
         rec = self._load(tx, job_id)
         if rec is None or rec.state is not JobState.DEAD or rec.is_corrupt:
@@ -1122,7 +1178,8 @@ class LmdbStore(Store, HandOff):
             tx.put(keys.DB_UNIQUE, keys.unique_key(rec.name, rec.key), keys.job_key(job_id))
         tx.delete(keys.DB_DEAD, keys.dead_key(job_id))
         close_edges(tx, job_id)
-        rec = rec.evolve(state=JobState.READY, attempts=0, run_at_ms=now_ms, finished_at_ms=None)
+        state, run_at = redrive_state(now_ms, run_at_ms)
+        rec = rec.evolve(state=state, attempts=0, run_at_ms=run_at, finished_at_ms=None)
         self._requeue(tx, rec)
         return rec
 

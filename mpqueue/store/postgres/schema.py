@@ -55,6 +55,13 @@ The next version adds periodic schedules (see ``schedules.py`` here and
 paused and retired flags, its last and next slots, its last job and its declarers),
 and ``mpqueue_schedules_due``, the partial index on ``next_due_ms`` over the rows that
 are neither paused nor retired, which a fire reads.
+
+Version 12 adds concurrency limits (see ``limits.py`` here).
+
+Version 13 adds the dashboard's columns and indexes: ``preview`` and
+``result_preview``, the text previews of a job's arguments and result
+(``mpqueue/previews.py``; NULL in rows written before), and ``(state, id)`` and
+``(name, id)``, which a newest-first page (``browse``) walks backwards from its cursor.
 """
 
 from __future__ import annotations
@@ -238,6 +245,12 @@ MIGRATIONS: list[tuple[str, ...]] = [
         "ALTER TABLE {limits} ADD COLUMN rate_window_ms integer",
         "ALTER TABLE {limits} ADD COLUMN start_at bigint[] NOT NULL DEFAULT '{{}}'",
         "ALTER TABLE {limits} ADD COLUMN start_n integer[] NOT NULL DEFAULT '{{}}'",
+    ),
+    (  # 14: the dashboard: text previews of the arguments and the result, and the
+        # indexes of its newest-first pages by state and by task (``browse``)
+        "ALTER TABLE {jobs} ADD COLUMN preview text, ADD COLUMN result_preview text",
+        "CREATE INDEX mpqueue_jobs_state_id ON {jobs} (state, id)",
+        "CREATE INDEX mpqueue_jobs_name_id ON {jobs} (name, id)",
     ),
 ]
 

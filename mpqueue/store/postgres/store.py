@@ -10,6 +10,7 @@ double-claiming. Every method is one transaction; ``finish_and_claim`` too.
 from __future__ import annotations
 
 import builtins
+import functools
 import itertools
 import json
 import random
@@ -50,6 +51,7 @@ from ...records import (
 )
 from ...schedules import Live, ScheduleRow, ScheduleSpec
 from ..base import (
+    BROWSE_SCAN_MAX,
     HEADS_READ_MAX,
     CheckReport,
     Fired,
@@ -57,7 +59,12 @@ from ..base import (
     Gauges,
     HolderGone,
     OpCounter,
+    Page,
+    Requeued,
     Store,
+    check_browse,
+    check_run_at,
+    redrive_state,
 )
 from ..codec import decode_server_info, encode_server_info
 from . import cancels as pg_cancels
@@ -102,6 +109,8 @@ _FIELDS = (
     "no_retry_on",
     "expires_at_ms",
     "queue",
+    "preview",
+    "result_preview",
 )
 _COLUMNS = ", ".join(_FIELDS)
 _PLAIN_COLUMNS = ", ".join(_FIELDS[:18])  # a job without workflow fields: "add" writes these
@@ -144,18 +153,21 @@ def _insert_unnest(extra_column: str = "", extra_value: str = "", optional: bool
         list_arrays = ", %s::text[], %s::text[], %s::bigint[], %s::text[]"
         list_names = " retry_on, no_retry_on, expires_at_ms, queue,"
     lane = pg_limits.new_lane("u.name", "u.queue" if optional else "'default'")
-    return f"""INSERT INTO {{jobs}} ({_PLAIN_COLUMNS}{list_columns}{extra_column}, paused, lane)
+    return f"""INSERT INTO {{jobs}} ({_PLAIN_COLUMNS}, preview{list_columns}{extra_column},
+            paused, lane)
         SELECT u.id, u.name, u.state, u.payload, u.priority, nextval({{seq_name}}),
                u.run_at_ms, u.created_at_ms, u.attempts, u.max_retries, u.timeout_s,
                u.func, u.result, u.errors, u.finished_at_ms, u.backoff_base_s,
-               u.backoff_cap_s, u.signature{list_values}{extra_value}, {_NEW_PAUSED}, {lane}
+               u.backoff_cap_s, u.signature, u.preview{list_values}{extra_value},
+               {_NEW_PAUSED}, {lane}
         FROM unnest(%s::text[], %s::text[], %s::text[], %s::bytea[], %s::integer[],
                     %s::bigint[], %s::bigint[], %s::integer[], %s::integer[],
                     %s::float8[], %s::bytea[], %s::bytea[], %s::text[], %s::bigint[],
-                    %s::float8[], %s::float8[], %s::bytea[]{list_arrays}) WITH ORDINALITY
+                    %s::float8[], %s::float8[], %s::bytea[], %s::text[]{list_arrays})
+             WITH ORDINALITY
              AS u(id, name, state, payload, priority, run_at_ms, created_at_ms, attempts,
              max_retries, timeout_s, func, result, errors, finished_at_ms, backoff_base_s,
-             backoff_cap_s, signature,{list_names} ord)
+             backoff_cap_s, signature, preview,{list_names} ord)
         ORDER BY u.ord RETURNING id, seq"""
 
 
@@ -223,6 +235,38 @@ def _list_statements() -> dict[str, str]:
     return statements
 
 
+def _browse_statements() -> dict[str, str]:
+    """ "browse", "browse_name", ..., "browse_name_state_queue": a newest-first page
+    below a cursor (see ``Store.browse``). A page by task walks ``mpqueue_jobs_name_id``
+    backwards from (task, cursor), one by state ``mpqueue_jobs_state_id``, and LIMIT
+    stops the walk; the other filters are checked on the rows it visits. The lead column
+    is bounded by a row comparison and ``>=``, not ``=``: against a constant, the
+    planner would drop it from the order and could walk the primary key instead,
+    filtering, which reads every newer job when the matching ones are old. Parameters:
+    the lead column's value, the cursor, the value again, the other filters, LIMIT.
+    Without task or state, the primary key: (filters, cursor, LIMIT)."""
+    statements = {}
+    for flags in itertools.product((False, True), repeat=3):
+        used = [column for column, on in zip(("name", "state", "queue"), flags) if on]
+        key = "browse" + "".join(f"_{c}" for c in used)
+        lead = next((c for c in used if c in ("name", "state")), None)
+        if used == ["queue"]:
+            continue  # the queue alone: "browse_span" and "browse_queue_span"
+        if lead is None:
+            where = "".join(f"{column} = %s AND " for column in used)
+            statements[key] = (
+                f"SELECT {_LIST_COLUMNS} FROM {{jobs}} WHERE {where}id < %s "
+                "ORDER BY id DESC LIMIT %s"
+            )
+            continue
+        rest = "".join(f" AND {column} = %s" for column in used if column != lead)
+        statements[key] = (
+            f"SELECT {_LIST_COLUMNS} FROM {{jobs}} WHERE ({lead}, id) < (%s, %s) "
+            f"AND {lead} >= %s{rest} ORDER BY {lead} DESC, id DESC LIMIT %s"
+        )
+    return statements
+
+
 _SQL = {
     "add": _insert_unnest(),
     # "add" of jobs that later jobs of the same add depend on (a chord's members): they
@@ -261,7 +305,7 @@ _SQL = {
     # The last value is the task name again, for its ``paused``.
     "add_linked": f"""INSERT INTO {{jobs}} ({_COLUMNS}, open_deps, paused, lane)
         VALUES (%s, %s, %s, %s, %s, nextval({{seq_name}}), %s, %s, %s, %s, %s, %s, %s, %s,
-                %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
+                %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s,
                 {pg_pauses.task_paused("%s", lock=True)},
                 {pg_limits.new_lane("%s", "%s")})
         ON CONFLICT (name, key) WHERE key IS NOT NULL
@@ -273,11 +317,12 @@ _SQL = {
             attempts = j.attempts + u.attempts_delta, finished_at_ms = u.finished_at_ms,
             dead_reason = u.dead_reason, worker_id = NULL, claimed_at_ms = NULL,
             deadline_ms = NULL, cancel_request = NULL, holds = NULL,
-            seq = CASE WHEN u.requeue THEN nextval({seq_name}) ELSE j.seq END
+            seq = CASE WHEN u.requeue THEN nextval({seq_name}) ELSE j.seq END,
+            result_preview = u.result_preview
         FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::text[], %s::bigint[],
-                    %s::integer[], %s::bigint[], %s::text[], %s::boolean[])
+                    %s::integer[], %s::bigint[], %s::text[], %s::boolean[], %s::text[])
              AS u(id, state, result, errors, run_at_ms, attempts_delta, finished_at_ms,
-                  dead_reason, requeue)
+                  dead_reason, requeue, result_preview)
         WHERE j.id = u.id""",
     "park": """UPDATE {jobs} SET state = 'dead', dead_reason = %s, worker_id = NULL,
             claimed_at_ms = NULL, deadline_ms = NULL, holds = NULL WHERE id = %s""",
@@ -311,6 +356,14 @@ _SQL = {
     "seqs_of": "SELECT id, seq FROM {jobs} WHERE id = ANY(%s)",
     # Listing leaves the blobs out (see Store.list); see _list_statements.
     **_list_statements(),
+    **_browse_statements(),
+    # A page by queue alone: no index orders a queue's jobs by id, so a page reads the
+    # next BROWSE_SCAN_MAX ids below the cursor (the primary key) and the queue's jobs
+    # among them, as the LMDB store's budget does.
+    "browse_span": """SELECT min(id), count(*) FROM (SELECT id FROM {jobs} WHERE id < %s
+        ORDER BY id DESC LIMIT %s) AS span""",
+    "browse_queue_span": f"""SELECT {_LIST_COLUMNS} FROM {{jobs}} WHERE queue = %s
+        AND id < %s AND id >= %s ORDER BY id DESC LIMIT %s""",
     "newest_dead": f"""SELECT {_LIST_COLUMNS} FROM {{jobs}} WHERE state = 'dead'
         ORDER BY id DESC LIMIT %s""",
     # The first claimable job of each priority, found by one index seek each down the
@@ -345,7 +398,7 @@ _SQL = {
             (SELECT count(*) FROM {jobs} WHERE state = 'expired')""",
     "delete": "DELETE FROM {jobs} WHERE id = %s",
     "lock_one": f"SELECT {_COLUMNS} FROM {{jobs}} WHERE id = %s FOR UPDATE",
-    "requeue_dead": f"""UPDATE {{jobs}} AS u SET state = 'ready', attempts = 0,
+    "requeue_dead": f"""UPDATE {{jobs}} AS u SET state = %s, attempts = 0,
             run_at_ms = %s, finished_at_ms = NULL, dead_reason = NULL,
             seq = nextval({{seq_name}}), paused = {_NEW_PAUSED},
             lane = {pg_limits.new_lane("u.name", "u.queue")}, holds = NULL
@@ -510,6 +563,8 @@ class PostgresStore(Store):
             *_insert_row(new),
             *_workflow_row(new),
             *_optional_row(new),
+            new.preview,
+            new.result_preview,
             open_deps,
             new.name,
             *lane,
@@ -558,9 +613,11 @@ class PostgresStore(Store):
             or rec.queue != DEFAULT_QUEUE
             for rec in records
         )
-        columns: list[list[Any]] = [[] for _ in range(21 if optional else 17)]
+        columns: list[list[Any]] = [[] for _ in range(22 if optional else 18)]
         for rec in records:
-            row = (*_insert_row(rec), *_optional_row(rec)) if optional else _insert_row(rec)
+            row = (*_insert_row(rec), rec.preview)
+            if optional:
+                row += _optional_row(rec)
             for column, value in zip(columns, row):
                 column.append(value)
         seqs = dict(q.rows(self.sql[statement + ("_optional" if optional else "")], columns))
@@ -817,8 +874,8 @@ class PostgresStore(Store):
         """The ``finish`` statement's row for one outcome (None: the record is unreadable).
 
         Columns: id, state, result, errors, run_at_ms, attempts_delta, finished_at_ms,
-        dead_reason, requeue. NULL keeps the stored value, and the stored errors are
-        decoded only when the outcome appends one.
+        dead_reason, requeue, result_preview. NULL keeps the stored value, and the stored
+        errors are decoded only when the outcome appends one.
         """
         # The rule reads only these columns of a claimed job; its errors come after.
         claimed = JobRecord(
@@ -851,6 +908,7 @@ class PostgresStore(Store):
             rec.finished_at_ms,
             _dead_reason(applied.dead_reason, applied.error, destination),
             requeue,
+            rec.result_preview,
         )
 
     # ---- claims and workers -------------------------------------------------------
@@ -1139,10 +1197,30 @@ class PostgresStore(Store):
         q.write(self.sql["unlink"], (job_id, job_id, list(rec.depends_on)), deletes=True)
         return bool(q.write(self.sql["delete"], (job_id,), deletes=True))
 
-    def requeue_dead(self, job_id: str, now_ms: int) -> JobRecord:
-        return self.session.run(lambda q: self._requeue_dead(q, job_id, now_ms))
+    def requeue_dead(self, job_id: str, now_ms: int, run_at_ms: int | None = None) -> JobRecord:
+        check_run_at(run_at_ms)
+        return self.session.run(lambda q: self._requeue_dead(q, job_id, now_ms, run_at_ms))
 
-    def _requeue_dead(self, q: Query, job_id: str, now_ms: int) -> JobRecord:
+    def requeue_dead_many(
+        self, job_ids: Sequence[str], now_ms: int, run_at_ms: int | None = None
+    ) -> Requeued:
+        check_run_at(run_at_ms)
+
+        def body(q: Query) -> Requeued:
+            report = Requeued()
+            for job_id in job_ids:
+                try:
+                    self._requeue_dead(q, job_id, now_ms, run_at_ms)
+                    report.requeued.append(job_id)
+                except (JobNotFound, ConfigError) as exc:
+                    report.refused[job_id] = str(exc)
+            return report
+
+        return self.session.run(body)
+
+    def _requeue_dead(
+        self, q: Query, job_id: str, now_ms: int, run_at_ms: int | None = None
+    ) -> JobRecord:
         row = q.one(self.sql["lock_one"], (job_id,))
         if row is None:
             raise JobNotFound(f"no job with id {job_id!r}")
@@ -1158,12 +1236,48 @@ class PostgresStore(Store):
             if holder is not None:
                 raise key_held(job_id, rec.key, holder[0])
         q.write(self.sql["close_edges"], (job_id,))  # counted when it died: not again
-        seq = q.rows(self.sql["requeue_dead"], (now_ms, job_id))[0][0]
+        new_state, run_at = redrive_state(now_ms, run_at_ms)
+        seq = q.rows(self.sql["requeue_dead"], (new_state.value, run_at, job_id))[0][0]
         q.counter.puts += 1
         q.rows(self.sql["notify"], (self.channel,))
         return rec.evolve(
-            state=JobState.READY, attempts=0, run_at_ms=now_ms, finished_at_ms=None, seq=seq
+            state=new_state, attempts=0, run_at_ms=run_at, finished_at_ms=None, seq=seq
         )
+
+    def browse(
+        self,
+        *,
+        state: JobState | None = None,
+        name: str | None = None,
+        queue: str | None = None,
+        before: str | None = None,
+        limit: int = 50,
+    ) -> Page:
+        check_browse(limit, before)
+        used = [(c, v) for c, v in (("name", name), ("state", state), ("queue", queue)) if v]
+        statement = "browse" + "".join(f"_{c}" for c, _ in used)
+        values = [v.value if isinstance(v, JobState) else v for _, v in used]
+        cursor = before or "~"  # '~' sorts after every id character (ids are hex)
+        if queue is not None and name is None and state is None:
+            body = functools.partial(self._browse_queue, queue=queue, cursor=cursor, limit=limit)
+            return self.session.run(body, write=False)
+        if name is not None or state is not None:  # see _browse_statements
+            params = (values[0], cursor, values[0], *values[1:], limit + 1)
+        else:
+            params = (*values, cursor, limit + 1)
+        rows = self.session.run(lambda q: q.rows(self.sql[statement], params), write=False)
+        jobs = [_decode(row) for row in rows[:limit]]
+        return Page(jobs, jobs[-1].id if len(rows) > limit else None)
+
+    def _browse_queue(self, q: Query, queue: str, cursor: str, limit: int) -> Page:
+        low, scanned = q.one(self.sql["browse_span"], (cursor, BROWSE_SCAN_MAX)) or (None, 0)
+        if not scanned:
+            return Page([], None)
+        rows = q.rows(self.sql["browse_queue_span"], (queue, cursor, low, limit + 1))
+        jobs = [_decode(row) for row in rows[:limit]]
+        if len(rows) > limit:
+            return Page(jobs, jobs[-1].id)
+        return Page(jobs, low if scanned >= BROWSE_SCAN_MAX else None)  # budget spent
 
     def purge_dead(self) -> int:
         return self.session.run(lambda q: self._delete_finished(q, "purge_dead", ()))

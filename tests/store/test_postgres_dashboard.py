@@ -1,0 +1,90 @@
+"""PostgreSQL specifics of the dashboard's reads: each newest-first page walks an index
+backwards from its cursor and stops at the page (``Store.browse``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mpqueue.records import now_ms
+from mpqueue.store import open_store
+from mpqueue.store.postgres.store import PostgresStore
+
+from ..support.pg_helpers import admin, insert_ready, pg_url, schema_at  # noqa: F401
+from .test_contract import add, record
+
+A = "tests.support.tasks.add"
+B = "tests.support.tasks.echo"
+
+
+@pytest.fixture
+def store(pg_url):
+    made = open_store(pg_url)
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+def _scans(node: dict) -> list[dict]:
+    found = [node] if "Scan" in node["Node Type"] and "Relation Name" in node else []
+    return found + [s for child in node.get("Plans", []) for s in _scans(child)]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("statement", "params", "index"),
+    [
+        ("browse", ("~",), "mpqueue_jobs_pkey"),
+        ("browse_state", ("scheduled", "~", "scheduled"), "mpqueue_jobs_state_id"),
+        ("browse_name", (B, "~", B), "mpqueue_jobs_name_id"),
+        ("browse_name_state", (B, "~", B, "scheduled"), "mpqueue_jobs_name_id"),
+    ],
+)
+def test_a_page_walks_an_index_back_from_its_cursor(pg_url, store, statement, params, index):
+    # A few old jobs of one task, scheduled, then many newer ones: a walk of the primary
+    # key would read all of those before it found the few
+    add(store, *(record(B, run_at_ms=now_ms() + 3_600_000) for _ in range(2_000)))
+    add(store, *(record(A) for _ in range(20_000)))
+    with admin(pg_url) as conn:
+        conn.execute("ANALYZE mpqueue_jobs")
+        (row,) = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + store.sql[statement], (*params, 21)
+        ).fetchall()
+    plan = row[0] if isinstance(row[0], list) else json.loads(row[0])
+    read = _scans(plan[0]["Plan"])
+    walks = [n for n in read if n.get("Index Name") == index and "Index Cond" in n]
+    assert walks, [(n["Node Type"], n.get("Index Name")) for n in read]
+    # the walk stops at the page; the rows are then read by id, one each
+    assert sum(n["Actual Rows"] * n["Actual Loops"] for n in read) <= 2 * 21, read
+
+
+def test_an_older_schema_gains_previews_and_the_page_indexes(pg_url):
+    """Migration 14 on a store written before it (version 13): its jobs read as jobs
+    without previews, list and page as before, and new jobs keep theirs."""
+    names = schema_at(pg_url, 13)
+    old = record(A)
+    with admin(pg_url) as conn:
+        insert_ready(conn, names, old)
+    store = PostgresStore(pg_url)
+    try:
+        got = store.get(old.id)
+        assert got.preview is None and got.result_preview is None
+        new = record(A)
+        new.preview = "1, 2"
+        add(store, new)
+        assert [(r.id, r.preview) for r in store.browse().jobs] == [
+            (new.id, "1, 2"),
+            (old.id, None),
+        ]
+        with admin(pg_url) as conn:
+            indexes = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT indexname FROM pg_indexes WHERE tablename = 'mpqueue_jobs'"
+                )
+            }
+        assert {"mpqueue_jobs_state_id", "mpqueue_jobs_name_id"} <= indexes
+    finally:
+        store.close()
