@@ -50,8 +50,8 @@ class Figures:
     Counting the jobs of a big PostgreSQL table scans them (a million ready jobs: about
     0.7 s for the counts by state and by queue), so a page shows the last figures read,
     and a background thread reads the next ones once those are older than ``max_age_s``
-    (a store handle may be shared by threads). Only the first page after a start waits
-    for them."""
+    (a store handle may be shared by threads). The first figures are read as the
+    dashboard starts (``warm``), so no page waits for a count."""
 
     def __init__(self, read: Callable[[], dict[str, Any]], max_age_s: float):
         self._read, self._max_age_s = read, max_age_s
@@ -70,6 +70,14 @@ class Figures:
                     target=self._refresh, name="dashboard-figures", daemon=True
                 ).start()
             return self._value
+
+    def warm(self) -> None:
+        """Read the first figures now, before any page asks; a store failing now leaves
+        it to the first page, which shows the error."""
+        try:
+            self.get()
+        except Exception:  # the first page reads again, and reports it
+            pass
 
     def _refresh(self) -> None:
         try:
@@ -117,6 +125,7 @@ def create_app(store: Store, *, token: str | None = None, read_only: bool = Fals
         return request.query_params.get("fragment") == "1"
 
     figures = Figures(lambda: views.overview(store), REFRESH_S)
+    figures.warm()
 
     async def overview(request: Request) -> Response:
         data = figures.get()

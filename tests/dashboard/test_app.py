@@ -248,3 +248,30 @@ def test_the_overview_shows_figures_read_at_most_a_refresh_ago():
     still = Figures(read, max_age_s=3600)
     first = still.get()
     assert still.get() is first  # fresh enough: no read
+
+
+def test_the_first_figures_are_read_as_the_dashboard_starts(queue):
+    """No page waits for a count: the figures the first overview shows were read when
+    the app was made (a job added after it is not in them yet)."""
+    web = client(queue)
+    queue.task_by_name("tests.support.tasks.add").delay(1, 2)
+    assert queue.stats()["ready"] == 1
+    total = '<td class="num">{}</td></tr></table>'  # the last cell of the counts row
+    assert total.format(0) in web.get("/?fragment=1").text
+    assert total.format(1) in client(queue).get("/?fragment=1").text  # made after the add
+
+
+def test_a_store_failing_as_the_dashboard_starts_is_left_to_the_first_page():
+    from mpqueue.dashboard.app import Figures
+
+    calls = []
+
+    def read():
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("store down")
+        return {"n": len(calls)}
+
+    figures = Figures(read, max_age_s=3600)
+    figures.warm()  # swallowed: nothing to show yet
+    assert figures.get() == {"n": 2}
