@@ -426,3 +426,28 @@ def test_a_bad_row_of_a_limited_task_gives_its_slot_back(pg_url, store, damage):
     assert store.get(bad).state is JobState.DEAD
     assert store.limits()[0].running == 2
     assert store.check(holder_gone=lambda server_id: True).code == 0
+
+
+def test_an_older_schema_gains_rates_and_keeps_its_limits(pg_url):
+    """Migration 13 on a store written before rates (version 12): its concurrency
+    limits read as limits without a rate, and take one."""
+    from mpqueue.concurrency import TASK, Limit
+    from mpqueue.rates import Rate
+    from mpqueue.store.postgres import schema as pg_schema
+
+    names = schema_at(pg_url, 12)
+    with admin(pg_url) as conn:
+        conn.execute(
+            pg_schema.render(
+                "INSERT INTO {limits} (kind, name, concurrency, running) VALUES (%s, %s, %s, 0)",
+                names,
+            ),
+            ("task", "t.a", 2),
+        )
+    store = PostgresStore(pg_url)
+    try:
+        assert store.limits() == [Limit(TASK, "t.a", 2, 0, None)]
+        assert store.set_limit(TASK, "t.a", 2, Rate(3, 1000))
+        assert store.limits() == [Limit(TASK, "t.a", 2, 0, Rate(3, 1000))]
+    finally:
+        store.close()
