@@ -39,7 +39,10 @@ def _scans(node: dict) -> list[dict]:
         ("browse", ("~",), "mpqueue_jobs_pkey"),
         ("browse_state", ("scheduled", "~", "scheduled"), "mpqueue_jobs_state_id"),
         ("browse_name", (B, "~", B), "mpqueue_jobs_name_id"),
-        ("browse_name_state", (B, "~", B, "scheduled"), "mpqueue_jobs_name_id"),
+        # a second filter: within a span of the lead's index (here from the lowest id)
+        ("browse_name_state", (B, "~", B, "scheduled", "0"), "mpqueue_jobs_name_id"),
+        ("browse_span_name", (B, "~", B), "mpqueue_jobs_name_id"),
+        ("browse_span_state", ("scheduled", "~", "scheduled"), "mpqueue_jobs_state_id"),
     ],
 )
 def test_a_page_walks_an_index_back_from_its_cursor(pg_url, store, statement, params, index):
@@ -88,3 +91,22 @@ def test_an_older_schema_gains_previews_and_the_page_indexes(pg_url):
         assert {"mpqueue_jobs_state_id", "mpqueue_jobs_name_id"} <= indexes
     finally:
         store.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_page_by_state_and_queue_reads_a_bounded_span(store):
+    """Rare matches of a second filter: a page reads at most BROWSE_SCAN_MAX entries of
+    the lead's index and hands back a cursor to go on from, whatever the store holds."""
+    from mpqueue.records import JobState
+    from mpqueue.store.base import BROWSE_SCAN_MAX
+
+    (rare,) = add(store, record(A, queue="rare"))
+    add(store, *(record(A) for _ in range(BROWSE_SCAN_MAX + 500)))
+    # (what each statement reads of the index: the EXPLAIN test above)
+    page = store.browse(state=JobState.READY, queue="rare", limit=10)
+    assert page.jobs == [] and page.next is not None  # the budget spent: go on from here
+    found = []
+    while page.next is not None and not found:
+        page = store.browse(state=JobState.READY, queue="rare", before=page.next, limit=10)
+        found += [job.id for job in page.jobs]
+    assert found == [rare]

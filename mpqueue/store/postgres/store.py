@@ -260,9 +260,18 @@ def _browse_statements() -> dict[str, str]:
             )
             continue
         rest = "".join(f" AND {column} = %s" for column in used if column != lead)
+        # With other filters than the lead, the walk is bounded by a span of at most
+        # BROWSE_SCAN_MAX entries of the lead's index (its lowest id is the last
+        # parameter but LIMIT), as a page by queue alone is.
+        spanned = " AND id >= %s" if rest else ""
         statements[key] = (
             f"SELECT {_LIST_COLUMNS} FROM {{jobs}} WHERE ({lead}, id) < (%s, %s) "
-            f"AND {lead} >= %s{rest} ORDER BY {lead} DESC, id DESC LIMIT %s"
+            f"AND {lead} >= %s{rest}{spanned} ORDER BY {lead} DESC, id DESC LIMIT %s"
+        )
+        statements[f"browse_span_{lead}"] = (
+            f"SELECT min(id), count(*) FROM (SELECT id FROM {{jobs}} "
+            f"WHERE ({lead}, id) < (%s, %s) AND {lead} >= %s "
+            f"ORDER BY {lead} DESC, id DESC LIMIT %s) AS span"
         )
     return statements
 
@@ -1261,6 +1270,12 @@ class PostgresStore(Store):
         if queue is not None and name is None and state is None:
             body = functools.partial(self._browse_queue, queue=queue, cursor=cursor, limit=limit)
             return self.session.run(body, write=False)
+        if len(used) > 1 and (name is not None or state is not None):  # a span, then a page
+            lead = used[0][0]
+            return self.session.run(
+                lambda q: self._browse_spanned(q, statement, lead, values, cursor, limit),
+                write=False,
+            )
         if name is not None or state is not None:  # see _browse_statements
             params = (values[0], cursor, values[0], *values[1:], limit + 1)
         else:
@@ -1269,15 +1284,38 @@ class PostgresStore(Store):
         jobs = [_decode(row) for row in rows[:limit]]
         return Page(jobs, jobs[-1].id if len(rows) > limit else None)
 
+    def _browse_spanned(
+        self,
+        q: Query,
+        statement: str,
+        lead: str,
+        values: builtins.list[Any],
+        cursor: str,
+        limit: int,
+    ) -> Page:
+        """A page by task or state and another filter: the matching jobs among the next
+        BROWSE_SCAN_MAX entries of the lead's index below the cursor."""
+        span = (values[0], cursor, values[0], BROWSE_SCAN_MAX)
+        low, scanned = q.one(self.sql[f"browse_span_{lead}"], span) or (None, 0)
+        if not scanned:
+            return Page([], None)
+        params = (values[0], cursor, values[0], *values[1:], low, limit + 1)
+        return self._spanned_page(q.rows(self.sql[statement], params), limit, low, scanned)
+
+    def _spanned_page(
+        self, rows: builtins.list[tuple[Any, ...]], limit: int, low: str, scanned: int
+    ) -> Page:
+        jobs = [_decode(row) for row in rows[:limit]]
+        if len(rows) > limit:
+            return Page(jobs, jobs[-1].id)
+        return Page(jobs, low if scanned >= BROWSE_SCAN_MAX else None)  # budget spent
+
     def _browse_queue(self, q: Query, queue: str, cursor: str, limit: int) -> Page:
         low, scanned = q.one(self.sql["browse_span"], (cursor, BROWSE_SCAN_MAX)) or (None, 0)
         if not scanned:
             return Page([], None)
         rows = q.rows(self.sql["browse_queue_span"], (queue, cursor, low, limit + 1))
-        jobs = [_decode(row) for row in rows[:limit]]
-        if len(rows) > limit:
-            return Page(jobs, jobs[-1].id)
-        return Page(jobs, low if scanned >= BROWSE_SCAN_MAX else None)  # budget spent
+        return self._spanned_page(rows, limit, low, scanned)
 
     def purge_dead(self) -> int:
         return self.session.run(lambda q: self._delete_finished(q, "purge_dead", ()))
