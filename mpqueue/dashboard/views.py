@@ -227,6 +227,7 @@ class Server:
     alive: bool
     children: list[tuple[int, str]]
     jobs: list[tuple[str, str, str]]  # (job id, child or "", running for)
+    queues: str = "all"  # the queues it serves (serve --queues), in its order
 
 
 def servers(store: Store) -> list[Server]:
@@ -252,6 +253,7 @@ def servers(store: Store) -> list[Server]:
                 alive=not server_dead(server_id, info, now),
                 children=children,
                 jobs=held,
+                queues=", ".join(map(str, info.get("queues") or ())) or "all",
             )
         )
     return out

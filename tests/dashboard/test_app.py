@@ -275,3 +275,13 @@ def test_a_store_failing_as_the_dashboard_starts_is_left_to_the_first_page():
     figures = Figures(read, max_age_s=3600)
     figures.warm()  # swallowed: nothing to show yet
     assert figures.get() == {"n": 2}
+
+
+def test_the_servers_page_shows_what_each_server_serves(queue):
+    from mpqueue.records import now_ms
+
+    beat = {"pid": 4242, "host": "h", "heartbeat_ms": now_ms(), "children": (), "lease_s": 30.0}
+    queue.store.heartbeat("picky", {**beat, "queues": ["fast", "default"]})
+    queue.store.heartbeat("every", beat)
+    page = client(queue).get("/servers?fragment=1").text
+    assert "<td>fast, default</td>" in page and "<td>all</td>" in page
