@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from ..cancellation import CancelReport
 from ..concurrency import Limit
-from ..errors import ConfigError
+from ..errors import ConfigError, JobNotFound
 from ..history import Point
 from ..limits import RUN_AT_MAX_MS
 from ..pausing import PauseChange, Paused
@@ -155,6 +155,19 @@ class Requeued:
 
     requeued: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def each(cls, job_ids: Sequence[str], requeue: Callable[[str], object]) -> Requeued:
+        """``requeue`` each job (inside the caller's transaction); a job it refuses
+        (JobNotFound, ConfigError) is reported, and the others are requeued all the same."""
+        report = cls()
+        for job_id in job_ids:
+            try:
+                requeue(job_id)
+                report.requeued.append(job_id)
+            except (JobNotFound, ConfigError) as exc:
+                report.refused[job_id] = str(exc)
+        return report
 
 
 CHECK_OK, CHECK_INCONSISTENT, CHECK_CORRUPT = 0, 1, 2  # ``mpqueue check`` exit codes

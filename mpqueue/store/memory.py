@@ -938,14 +938,7 @@ class MemoryStore(Store):
         self, job_ids: Sequence[str], now_ms: int, run_at_ms: int | None = None
     ) -> Requeued:
         check_run_at(run_at_ms)
-        report = Requeued()
-        for job_id in job_ids:
-            try:
-                self._requeue_dead(job_id, now_ms, run_at_ms)
-                report.requeued.append(job_id)
-            except (JobNotFound, ConfigError) as exc:
-                report.refused[job_id] = str(exc)
-        return report
+        return Requeued.each(job_ids, lambda job_id: self._requeue_dead(job_id, now_ms, run_at_ms))
 
     def _requeue_dead(self, job_id: str, now_ms: int, run_at_ms: int | None) -> JobRecord:
         rec = self._db.jobs.get(job_id)

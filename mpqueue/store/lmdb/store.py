@@ -1148,14 +1148,9 @@ class LmdbStore(Store, HandOff):
         check_run_at(run_at_ms)
 
         def body(tx: Tx) -> Requeued:
-            report = Requeued()
-            for job_id in job_ids:
-                try:
-                    self._requeue_dead(tx, job_id, now_ms, run_at_ms)
-                    report.requeued.append(job_id)
-                except (JobNotFound, ConfigError) as exc:
-                    report.refused[job_id] = str(exc)
-            return report
+            return Requeued.each(
+                job_ids, lambda job_id: self._requeue_dead(tx, job_id, now_ms, run_at_ms)
+            )
 
         report = self.env.write(body)
         if report.requeued:

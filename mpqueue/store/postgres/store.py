@@ -1216,14 +1216,9 @@ class PostgresStore(Store):
         check_run_at(run_at_ms)
 
         def body(q: Query) -> Requeued:
-            report = Requeued()
-            for job_id in job_ids:
-                try:
-                    self._requeue_dead(q, job_id, now_ms, run_at_ms)
-                    report.requeued.append(job_id)
-                except (JobNotFound, ConfigError) as exc:
-                    report.refused[job_id] = str(exc)
-            return report
+            return Requeued.each(
+                job_ids, lambda job_id: self._requeue_dead(q, job_id, now_ms, run_at_ms)
+            )
 
         return self.session.run(body)
 
