@@ -28,7 +28,7 @@ from typing import Any
 from bench.common import md_table, save_json, verdict
 from bench.serve_bench import Server, percentiles
 from bench.store_bench import machine
-from bench.workflow_bench import Stores, log, pg_url_for
+from bench.workflow_bench import Stores, log, pg_url_for, store_options
 from mpqueue import Queue
 from mpqueue.records import JobState
 
@@ -128,10 +128,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30, help="running-job cancels [30]")
     parser.add_argument("--jobs", type=int, default=100_000, help="bulk cancel size [100000]")
     parser.add_argument("--bulk-rounds", type=int, default=3, help="bulk cancels [3]")
-    parser.add_argument("--path", default=None, help="parent directory of the LMDB stores")
-    parser.add_argument("--store", choices=("lmdb", "postgres"), default="lmdb")
-    parser.add_argument("--pg-url", default=None, help="PostgreSQL server [a throwaway one]")
-    parser.add_argument("--out", default=None, help="write the result as JSON here")
+    store_options(parser)
     opts = parser.parse_args()
     with pg_url_for(opts) as pg_url, tempfile.TemporaryDirectory() as notes_dir:
         stores = Stores(opts.store, opts.path, pg_url)

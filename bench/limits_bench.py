@@ -31,14 +31,12 @@ import statistics
 import sys
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 from bench.common import md_table, save_json, verdict
-from bench.queues_bench import TIME_RATIO_LIMIT, fill, over, server_cpu_s
+from bench.queues_bench import TIME_RATIO_LIMIT, fill, measured, over, server_cpu_s
 from bench.serve_bench import Server, wait_until
-from bench.store_bench import code_fingerprint, machine
-from bench.workflow_bench import Stores, alternate, log, pg_url_for
+from bench.workflow_bench import Stores, alternate, log, store_options
 from mpqueue import Queue
 from mpqueue.records import FINISHED_STATES
 
@@ -158,21 +156,11 @@ def main() -> None:
     parser.add_argument("--limited", type=int, default=100_000, help="limited ready jobs [100000]")
     parser.add_argument("--concurrency", type=int, default=1, help="the limited task's limit [1]")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each kind [3]")
-    parser.add_argument("--path", default=None, help="parent directory of the LMDB stores")
-    parser.add_argument("--store", choices=("lmdb", "postgres"), default="lmdb")
-    parser.add_argument("--pg-url", default=None, help="PostgreSQL server [a throwaway one]")
-    parser.add_argument("--out", default=None, help="write the result as JSON here")
+    store_options(parser)
     opts = parser.parse_args()
-    with pg_url_for(opts) as pg_url:
-        stores = Stores(opts.store, opts.path, pg_url)
-        started = machine()  # the load at the start
-        result = {
-            "store": opts.store,
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-            **run(stores, opts.jobs, opts.limited, opts.concurrency, opts.rounds),
-        }
-        # the sources once the run has loaded the store's modules too
-        result["machine"] = {**started, "mpqueue_source": code_fingerprint()}
+    result = measured(
+        opts, lambda stores: run(stores, opts.jobs, opts.limited, opts.concurrency, opts.rounds)
+    )
     print(report(result))
     save_json(result, opts.out)
 

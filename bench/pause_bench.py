@@ -26,7 +26,7 @@ from typing import Any
 from bench.common import md_table, save_json, verdict
 from bench.serve_bench import Server, wait_until
 from bench.store_bench import machine
-from bench.workflow_bench import Stores, alternate, log, pg_url_for
+from bench.workflow_bench import Stores, alternate, log, pg_url_for, store_options
 from mpqueue import Queue
 
 NOOP, HELD = "bench.jobs.noop", "bench.jobs.stamp"
@@ -129,10 +129,7 @@ def main() -> None:
     parser.add_argument("--backlog", type=int, default=100_000, help="paused jobs [100000]")
     parser.add_argument("--jobs", type=int, default=5_000, help="jobs drained per round [5000]")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of each kind [3]")
-    parser.add_argument("--path", default=None, help="parent directory of the LMDB stores")
-    parser.add_argument("--store", choices=("lmdb", "postgres"), default="lmdb")
-    parser.add_argument("--pg-url", default=None, help="PostgreSQL server [a throwaway one]")
-    parser.add_argument("--out", default=None, help="write the result as JSON here")
+    store_options(parser)
     opts = parser.parse_args()
     with pg_url_for(opts) as pg_url:
         stores = Stores(opts.store, opts.path, pg_url)

@@ -52,7 +52,7 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
@@ -61,7 +61,7 @@ import psutil
 from bench.common import md_table, save_json, verdict
 from bench.serve_bench import Server, wait_until
 from bench.store_bench import code_fingerprint, machine
-from bench.workflow_bench import Stores, alternate, log, pg_url_for
+from bench.workflow_bench import Stores, alternate, log, pg_url_for, store_options
 from mpqueue import Queue
 
 NOOP = "bench.jobs.noop"
@@ -251,6 +251,23 @@ def parse_kinds(text: str) -> tuple[str, ...]:
     return kinds
 
 
+def measured(
+    opts: argparse.Namespace, run_on: Callable[[Stores], dict[str, Any]]
+) -> dict[str, Any]:
+    """``run_on`` the store the options name, with the store, the date and the machine:
+    its load at the start, and the sources once the run has loaded the store's modules."""
+    with pg_url_for(opts) as pg_url:
+        stores = Stores(opts.store, opts.path, pg_url)
+        started = machine()
+        result = {
+            "store": opts.store,
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+            **run_on(stores),
+        }
+        result["machine"] = {**started, "mpqueue_source": code_fingerprint()}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=5_000, help="jobs drained per round [5000]")
@@ -263,22 +280,15 @@ def main() -> None:
         default=LIMIT_CONCURRENCY,
         help=f"each limited task's concurrency in the limits kind [{LIMIT_CONCURRENCY}]",
     )
-    parser.add_argument("--path", default=None, help="parent directory of the LMDB stores")
-    parser.add_argument("--store", choices=("lmdb", "postgres"), default="lmdb")
-    parser.add_argument("--pg-url", default=None, help="PostgreSQL server [a throwaway one]")
-    parser.add_argument("--out", default=None, help="write the result as JSON here")
+    store_options(parser)
     opts = parser.parse_args()
     kinds = parse_kinds(opts.kinds)
-    with pg_url_for(opts) as pg_url:
-        stores = Stores(opts.store, opts.path, pg_url)
-        started = machine()  # the load at the start
-        result = {
-            "store": opts.store,
-            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-            **run(stores, opts.jobs, opts.backlog, opts.rounds, kinds, opts.limit_concurrency),
-        }
-        # the sources once the run has loaded the store's modules too
-        result["machine"] = {**started, "mpqueue_source": code_fingerprint()}
+    result = measured(
+        opts,
+        lambda stores: run(
+            stores, opts.jobs, opts.backlog, opts.rounds, kinds, opts.limit_concurrency
+        ),
+    )
     print(report(result))
     save_json(result, opts.out)
 

@@ -81,6 +81,15 @@ class Stores:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def store_options(parser: argparse.ArgumentParser) -> None:
+    """The options of a benchmark that runs on either store (``Stores``, ``pg_url_for``)
+    and saves its result: --path, --store, --pg-url, --out."""
+    parser.add_argument("--path", default=None, help="parent directory of the LMDB stores")
+    parser.add_argument("--store", choices=("lmdb", "postgres"), default="lmdb")
+    parser.add_argument("--pg-url", default=None, help="PostgreSQL server [a throwaway one]")
+    parser.add_argument("--out", default=None, help="write the result as JSON here")
+
+
 @contextmanager
 def pg_url_for(opts: argparse.Namespace) -> Iterator[str | None]:
     """The PostgreSQL server's URL: ``--pg-url``, or a throwaway server for this run."""

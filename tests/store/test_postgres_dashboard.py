@@ -8,23 +8,14 @@ import json
 import pytest
 
 from mpqueue.records import now_ms
-from mpqueue.store import open_store
 from mpqueue.store.postgres.store import PostgresStore
 
 from ..support.pg_helpers import admin, insert_ready, pg_url, schema_at  # noqa: F401
 from .test_contract import add, record
+from .test_postgres import store  # noqa: F401
 
 A = "tests.support.tasks.add"
 B = "tests.support.tasks.echo"
-
-
-@pytest.fixture
-def store(pg_url):
-    made = open_store(pg_url)
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 def _scans(node: dict) -> list[dict]:

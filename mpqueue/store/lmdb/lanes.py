@@ -18,7 +18,7 @@ limits has these databases empty and pays one empty check where it would look.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from functools import partial
 
 from ...concurrency import QUEUE, TASK, Limit, LimitState
@@ -52,9 +52,9 @@ def count(tx: Tx, prefix: bytes, delta: int) -> None:
         tx.delete(keys.DB_LANES, prefix)
 
 
-def limits_of(prefix: bytes, stored: dict[bytes, LimitState]) -> tuple[bytes, ...]:
+def limits_of(prefix: bytes, stored: Collection[bytes]) -> tuple[bytes, ...]:
     """The limits a job of the lane ``prefix`` counts against: its task's, its queue's
-    (those of ``stored`` that exist)."""
+    (those of the limit keys ``stored`` that exist)."""
     queue, task = keys.split_lane_prefix(prefix)
     wanted: tuple[bytes, ...] = (keys.limit_key(TASK, task),) if task else ()
     wanted += (keys.limit_key(QUEUE, queue),)
@@ -76,12 +76,11 @@ def open_lanes(
 ) -> list[Iterator[Found]]:
     """A scan of each lane (of ``queue``; None: of every queue) with a free slot, at
     most as many entries as its limits have free (and ``wanted``)."""
-    stored = {key: LimitState(None, 0) for key in free}
     scans = []
     for prefix, _ in tx.scan(keys.DB_LANES, values=False):
         if queue is not None and keys.split_lane_prefix(prefix)[0] != queue:
             continue
-        limits = limits_of(prefix, stored)
+        limits = limits_of(prefix, free)
         room = min((free[key] for key in limits), default=wanted)
         if room > 0:
             scans.append(_scan(tx, prefix, min(room, wanted), limits))
