@@ -35,7 +35,7 @@ from typing import Any
 
 from bench.common import md_table, save_json, verdict
 from bench.queues_bench import TIME_RATIO_LIMIT, fill, measured, over, server_cpu_s
-from bench.serve_bench import Server, wait_until
+from bench.serve_bench import DRAIN_POLL_S, Server, wait_until
 from bench.workflow_bench import Stores, alternate, log, store_options
 from mpqueue import Queue
 from mpqueue.records import FINISHED_STATES
@@ -80,7 +80,7 @@ def bench_round(
             cpu = server_cpu_s(server)
             started = time.perf_counter()
             ids = fill(queue, ("default",), jobs)
-            wait_until(Ended(queue, ids), 300, "the unlimited jobs to end")
+            wait_until(Ended(queue, ids), 300, "the unlimited jobs to end", DRAIN_POLL_S)
             took = time.perf_counter() - started
             cpu = server_cpu_s(server) - cpu
             ran = queue.stats()["done"] - done_before - jobs

@@ -31,7 +31,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bench.common import md_table, save_json, verdict
-from bench.serve_bench import Server, _add_scheduled, percentiles, temp_store, wait_until
+from bench.serve_bench import (
+    DRAIN_POLL_S,
+    Server,
+    _add_scheduled,
+    percentiles,
+    temp_store,
+    wait_until,
+)
 from bench.store_bench import machine
 from bench.workflow_bench import alternate, log
 from mpqueue import Queue
@@ -86,7 +93,9 @@ def drain_round(kind: str, jobs: int) -> float:
             started = time.perf_counter()
             for start in range(0, jobs, 10_000):
                 task.map([(i,) for i in range(start, min(jobs, start + 10_000))])
-            wait_until(lambda: queue.stats()["done"] >= jobs, 300, "the jobs to be done")
+            wait_until(
+                lambda: queue.stats()["done"] >= jobs, 300, "the jobs to be done", DRAIN_POLL_S
+            )
             return time.perf_counter() - started
         finally:
             if scraper is not None:

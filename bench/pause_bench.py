@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from bench.common import md_table, save_json, verdict
-from bench.serve_bench import Server, wait_until
+from bench.serve_bench import DRAIN_POLL_S, Server, wait_until
 from bench.store_bench import machine
 from bench.workflow_bench import Stores, alternate, log, pg_url_for, store_options
 from mpqueue import Queue
@@ -61,7 +61,9 @@ def bench_round(stores: Stores, kind: str, backlog: int, jobs: int) -> dict[str,
         with Server(where, 2), Queue(where) as queue:
             started = time.perf_counter()
             _fill(queue, NOOP, jobs)
-            wait_until(lambda: queue.stats()["done"] >= jobs, 300, "the jobs to be done")
+            wait_until(
+                lambda: queue.stats()["done"] >= jobs, 300, "the jobs to be done", DRAIN_POLL_S
+            )
             out["drain_s"] = time.perf_counter() - started
             if kind == "paused":
                 assert queue.stats()["done"] == jobs  # no held job ran

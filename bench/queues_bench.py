@@ -59,7 +59,7 @@ from typing import Any
 import psutil
 
 from bench.common import md_table, save_json, verdict
-from bench.serve_bench import Server, wait_until
+from bench.serve_bench import DRAIN_POLL_S, Server, wait_until
 from bench.store_bench import code_fingerprint, machine
 from bench.workflow_bench import Stores, alternate, log, pg_url_for, store_options
 from mpqueue import Queue
@@ -147,7 +147,9 @@ def bench_round(
             cpu = server_cpu_s(server)
             started = time.perf_counter()
             fill(queue, _queues_of(kind), jobs, tasks)
-            wait_until(lambda: queue.stats()["done"] >= jobs, 300, "the jobs to be done")
+            wait_until(
+                lambda: queue.stats()["done"] >= jobs, 300, "the jobs to be done", DRAIN_POLL_S
+            )
             took = time.perf_counter() - started
             cpu = server_cpu_s(server) - cpu
             if kind == "backlog":
