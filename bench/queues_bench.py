@@ -27,6 +27,9 @@ times each:
              task, over the 10 queues, so every claim merges the 10 queues' indexes
              with 30 lanes (one per limited task and queue) and three of every four
              claims and outcomes take and give back a slot
+  unlimited  ``limits`` without its limits: the same four tasks over the same 10
+             queues, no limit stored (the issue's "unlimited run" of the same work;
+             ``limits`` is compared with it as well as with ``default``)
 
 Why the ``limits`` kind's default concurrency is 200: a limit counts the jobs its
 servers hold, including the ones a child has prefetched behind the one it runs (up to
@@ -39,7 +42,8 @@ limited jobs come at most 6 at a time.
 
 Each kind's median drain time is compared with the baseline's: the issue asks that
 queues and limits in use keep >= 90% of the throughput (a ratio of time <= 1/0.9).
-``backlog`` is also compared with ``fast``, its control without the backlog. Beside the
+``backlog`` is also compared with ``fast``, its control without the backlog, and
+``limits`` with ``unlimited``. Beside the
 wall time, each round records the CPU seconds the server (coordinator and children)
 used in it (``server_cpu_s``): on a shared machine the wall time also counts the other
 users' load, the CPU time much less so, and its ratios are the steadier evidence.
@@ -66,7 +70,7 @@ from mpqueue import Queue
 
 NOOP = "bench.jobs.noop"
 LIMITED = ("bench.jobs.noop_a", "bench.jobs.noop_b", "bench.jobs.noop_c")
-KINDS = ("default", "ten", "selected", "fast", "backlog", "limits")
+KINDS = ("default", "ten", "selected", "fast", "backlog", "unlimited", "limits")
 TEN = tuple(f"q{i}" for i in range(10))
 CHUNK = 10_000
 LIMIT_CONCURRENCY = 200  # above what 2 workers hold (2 x 65): never reached, see above
@@ -139,7 +143,7 @@ def bench_round(
     stores: Stores, kind: str, jobs: int, backlog: int, concurrency: int = LIMIT_CONCURRENCY
 ) -> tuple[float, float]:
     """(wall seconds, server CPU seconds) of one round."""
-    tasks = (NOOP, *LIMITED) if kind == "limits" else (NOOP,)
+    tasks = (NOOP, *LIMITED) if kind in ("limits", "unlimited") else (NOOP,)
     with stores.fresh() as where:
         with Queue(where) as queue:
             _prepare(queue, kind, backlog, concurrency)
@@ -189,12 +193,15 @@ def run(
 
 
 def ratios(samples: dict[str, list[float]], kinds: Sequence[str]) -> dict[str, float]:
-    """Each kind's median over the baseline's (and backlog's over fast's); NaN over a
+    """Each kind's median over the baseline's (and backlog's over fast's, limits' over
+    unlimited's); NaN over a
     zero (CPU times come in clock ticks: a tiny test round may see none)."""
     median = {kind: statistics.median(samples[kind]) for kind in kinds}
     ratio = {kind: over(median[kind], median["default"]) for kind in kinds if kind != "default"}
     if "backlog" in kinds and "fast" in kinds:
         ratio["backlog/fast"] = over(median["backlog"], median["fast"])
+    if "limits" in kinds and "unlimited" in kinds:
+        ratio["limits/unlimited"] = over(median["limits"], median["unlimited"])
     return ratio
 
 
@@ -210,6 +217,7 @@ def report(result: dict[str, Any]) -> str:
         "selected": "10 named queues, --queues q0,...,q9",
         "fast": "queue fast alone (--queues fast)",
         "backlog": f"queue fast, beside {result['backlog']:,} ready in slow (--queues fast)",
+        "unlimited": "10 queues, 4 tasks, no limit, serving all",
         "limits": "10 queues, 3 of 4 tasks limited "
         f"(concurrency={result['limit_concurrency']}), serving all",
     }
@@ -231,7 +239,7 @@ def report(result: dict[str, Any]) -> str:
         )
     cpu_ratio = result.get("cpu_ratio", {})
     for kind, ratio in result["ratio"].items():
-        over = "fast" if kind == "backlog/fast" else "default"
+        over = kind.split("/")[1] if "/" in kind else "default"
         also = f" (CPU: {cpu_ratio[kind]:.2f})" if kind in cpu_ratio else ""
         rows.append(
             [

@@ -40,11 +40,14 @@ def _queues_result(times: dict[str, float]) -> dict[str, Any]:
 
 def test_queues_report_verdicts() -> None:
     table = queues_bench.report(
-        _queues_result({"default": 1.0, "fast": 1.05, "backlog": 1.2, "limits": 1.1})
+        _queues_result(
+            {"default": 1.0, "fast": 1.05, "backlog": 1.2, "unlimited": 1.05, "limits": 1.1}
+        )
     )
     assert "| limits time / default's (CPU: 1.10) | 1.10 | <= 1.11 | PASS |" in table
     assert "| backlog time / default's (CPU: 1.20) | 1.20 | <= 1.11 | **FAIL** |" in table
     assert "| backlog time / fast's (CPU: 1.14) | 1.14 | <= 1.11 | **FAIL** |" in table
+    assert "| limits time / unlimited's (CPU: 1.05) | 1.05 | <= 1.11 | PASS |" in table
     assert "3 of 4 tasks limited (concurrency=200)" in table
     assert "1,000 jobs/s, server CPU 500 us/job" in table  # 1,000 jobs in 1 s, 0.5 s CPU
 
@@ -82,13 +85,19 @@ def test_the_queues_kinds_run(tmp_path: Path) -> None:
         jobs=60,
         backlog=30,
         rounds=1,
-        kinds=("fast", "backlog", "limits"),
+        kinds=("fast", "backlog", "unlimited", "limits"),
         concurrency=2,
     )
-    assert set(got["drain_s"]) == {"default", "fast", "backlog", "limits"}
-    assert (
-        set(got["ratio"]) == set(got["cpu_ratio"]) == {"fast", "backlog", "limits", "backlog/fast"}
-    )
+    assert set(got["drain_s"]) == {"default", "fast", "backlog", "unlimited", "limits"}
+    assert set(got["ratio"]) == set(got["cpu_ratio"])
+    assert set(got["ratio"]) == {
+        "fast",
+        "backlog",
+        "unlimited",
+        "limits",
+        "backlog/fast",
+        "limits/unlimited",
+    }
     assert all(cpu >= 0 for cpus in got["cpu_s"].values() for cpu in cpus)
 
 
