@@ -80,21 +80,42 @@ TIME_RATIO_LIMIT = 1 / 0.9  # >= 90% of the baseline's throughput
 def fill(
     queue: Queue, queues: Sequence[str], count: int, tasks: Sequence[str] = (NOOP,)
 ) -> list[str]:
-    """``count`` no-op jobs, job ``n`` of task ``n % len(tasks)``, and within each task
-    dealt round-robin over ``queues``: one ``map`` per task and queue, and one commit
-    (``Queue.batch``) per ``CHUNK`` jobs, so every kind pays the same enqueue commits
-    however many queues and tasks it deals over. The jobs' ids."""
-    handles = [queue.task_by_name(name) for name in tasks]
-    ids: list[str] = []
+    """``count`` no-op jobs dealt as ``deal`` says; the jobs' ids."""
+    return enqueue(queue, deal(queues, count, tasks))
+
+
+Deal = list[list[tuple[str, str, list[tuple[int]]]]]  # per commit: (task, queue, args)
+
+
+def deal(queues: Sequence[str], count: int, tasks: Sequence[str] = (NOOP,)) -> Deal:
+    """``count`` no-op jobs' arguments, job ``n`` of task ``n % len(tasks)``, and within
+    each task dealt round-robin over ``queues``: one ``map`` per task and queue, in
+    commits of ``CHUNK`` jobs. Worked out before a round is timed: the dealing is the
+    benchmark's bookkeeping, which a user with 40 lists of arguments would not do."""
+    commits: Deal = []
     for start in range(0, count, CHUNK):
         numbers = range(start, min(count, start + CHUNK))
+        maps = []
+        for t, task in enumerate(tasks):
+            for i, name in enumerate(queues):
+                mine = [(n,) for n in numbers if _deal(n, len(tasks), len(queues)) == (t, i)]
+                if mine:
+                    maps.append((task, name, mine))
+        commits.append(maps)
+    return commits
+
+
+def enqueue(queue: Queue, commits: Deal) -> list[str]:
+    """Enqueue what ``deal`` worked out: one ``map`` per task and queue, and one commit
+    (``Queue.batch``) per ``CHUNK`` jobs, so every kind pays the same enqueue commits
+    however many queues and tasks it deals over. The jobs' ids."""
+    ids: list[str] = []
+    for maps in commits:
         with queue.batch():
-            for t, task in enumerate(handles):
-                for i, name in enumerate(queues):
-                    mine = [(n,) for n in numbers if _deal(n, len(tasks), len(queues)) == (t, i)]
-                    if mine:
-                        target = task.options(queue=name) if name != "default" else task
-                        ids += [job.id for job in target.map(mine)]
+            for name, queue_name, args in maps:
+                task = queue.task_by_name(name)
+                target = task.options(queue=queue_name) if queue_name != "default" else task
+                ids += [job.id for job in target.map(args)]
     return ids
 
 
@@ -148,9 +169,10 @@ def bench_round(
         with Queue(where) as queue:
             _prepare(queue, kind, backlog, concurrency)
         with Server(where, 2, *_serve_args(kind)) as server, Queue(where) as queue:
+            dealt = deal(_queues_of(kind), jobs, tasks)
             cpu = server_cpu_s(server)
             started = time.perf_counter()
-            fill(queue, _queues_of(kind), jobs, tasks)
+            enqueue(queue, dealt)
             wait_until(
                 lambda: queue.stats()["done"] >= jobs, 300, "the jobs to be done", DRAIN_POLL_S
             )
