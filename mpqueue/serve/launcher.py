@@ -37,6 +37,13 @@ log = logging.getLogger("mpqueue.executor")
 
 STOP_WAIT_S = DEFAULT_GRACE_S + 10.0  # SIGTERM, then this long before SIGKILL
 FAILED_STARTS = 3  # servers that exited before registering, in a row: give up
+# The Executor's server claims further ahead than serve's defaults (64 queued per child,
+# 256 per transaction). The prefetch window still holds each child to about 50 ms of
+# work, so only jobs under ~1 ms get more: a map of tiny items then pays one durable
+# commit per ~1,000 outcomes and claims instead of per ~130, which is what bounded it.
+# (bench/executor_bench: 10,000 no-op items, bench/RESULTS.md.)
+EXECUTOR_PREFETCH = 1024
+EXECUTOR_BATCH = 1024
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 # The keeper: starts the server (argv) with SIGTERM as its death signal, forwards one
@@ -118,6 +125,7 @@ class ServerLauncher:
     def _start(self) -> subprocess.Popen[bytes]:
         serve = [sys.executable, "-m", "mpqueue", "--mode", self.queue.mode, "serve"]
         serve += ["--workers", str(self.workers), "--log-level", "warning"]
+        serve += ["--prefetch", str(EXECUTOR_PREFETCH), "--batch", str(EXECUTOR_BATCH)]
         return subprocess.Popen(
             [sys.executable, "-c", KEEPER, *serve],
             env=server_env(self.queue),

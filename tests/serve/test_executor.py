@@ -19,6 +19,7 @@ import pytest
 
 from mpqueue import ConfigError, Executor, ExecutorBroken, JobFailed, Queue
 from mpqueue.records import JobState
+from mpqueue.serve.launcher import EXECUTOR_BATCH, EXECUTOR_PREFETCH
 
 from ..support import executor_tasks
 from ..support.pg_helpers import pg_url  # noqa: F401
@@ -150,6 +151,18 @@ def test_a_live_server_is_used_and_another_started_when_it_stops(env, servers):
         owners = [info["pid"] for info in env.queue.store.servers().values()]
         assert len(owners) == 1 and owners[0] != server.pid
     assert env.queue.store.servers() == {}  # the Executor stopped what it started
+
+
+@pytest.mark.timeout(60)
+def test_the_server_it_starts_claims_far_ahead_for_tiny_jobs(env):
+    """Its server takes the Executor's prefetch and batch (serve/launcher.py), not
+    serve's defaults: a map of tiny items pays a commit per ~1,000 of them."""
+    with Executor(env.path, max_workers=1) as ex:
+        assert list(ex.map(executor_tasks.square, [2])) == [4]
+        (info,) = env.queue.store.servers().values()
+        argv = psutil.Process(info["pid"]).cmdline()
+    assert argv[argv.index("--prefetch") + 1] == str(EXECUTOR_PREFETCH)
+    assert argv[argv.index("--batch") + 1] == str(EXECUTOR_BATCH)
 
 
 @pytest.mark.timeout(60)
