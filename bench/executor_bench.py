@@ -9,7 +9,7 @@ default ``chunksize``, alternating which goes first from round to round:
   noop   10,000 items of a function that returns its argument
   cpu    400 items of a pure-Python loop calibrated here to about 10 ms
 
-Each measurement opens a fresh executor (mpqueue on a fresh LMDB store in a temporary
+Each measurement runs in a fresh (spawned) interpreter and opens a fresh executor (mpqueue on a fresh LMDB store in a temporary
 directory, durable commits), maps a few items to warm it up, then times the real map
 (``map``) and the whole ``with`` block, start and shutdown included (``total``). Printed
 per round and as medians, with the ratios mpqueue / ProcessPoolExecutor (targets, on
@@ -19,6 +19,7 @@ per round and as medians, with the ratios mpqueue / ProcessPoolExecutor (targets
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import statistics
 import tempfile
 import time
@@ -69,20 +70,30 @@ def measure(
     return Timing(map_s, total_s)
 
 
+def measure_one(who: str, fn: Callable[[Any], Any], items: list[Any], workers: int) -> Timing:
+    """One measurement of ``who`` ("mpqueue" or "pool") on a fresh executor."""
+    with tempfile.TemporaryDirectory(prefix="mpqueue-exbench-") as tmp:
+        opener: Callable[[], StdExecutor] = (
+            (lambda: Executor(f"{tmp}/store", max_workers=workers))
+            if who == "mpqueue"
+            else (lambda: ProcessPoolExecutor(max_workers=workers))
+        )
+        return measure(opener, fn, items)
+
+
 def run_workload(
     name: str, fn: Callable[[Any], Any], items: list[Any], workers: int, rounds: int
 ) -> dict[str, list[Timing]]:
+    """Each measurement runs in a fresh interpreter (spawned), so neither executor is
+    timed in a process the other one's rounds have used: its heap, its imports and
+    its garbage collector's state start alike for both."""
     found: dict[str, list[Timing]] = {"mpqueue": [], "pool": []}
+    spawn = multiprocessing.get_context("spawn")
     for round_no in range(rounds):
         order = ["mpqueue", "pool"] if round_no % 2 == 0 else ["pool", "mpqueue"]
         for who in order:
-            with tempfile.TemporaryDirectory(prefix="mpqueue-exbench-") as tmp:
-                opener: Callable[[], StdExecutor] = (
-                    (lambda: Executor(f"{tmp}/store", max_workers=workers))
-                    if who == "mpqueue"
-                    else (lambda: ProcessPoolExecutor(max_workers=workers))
-                )
-                timing = measure(opener, fn, items)
+            with ProcessPoolExecutor(1, mp_context=spawn) as fresh:
+                timing = fresh.submit(measure_one, who, fn, items, workers).result()
             found[who].append(timing)
             print(
                 f"{name} round {round_no + 1} {who:8s} map {timing.map_s:7.3f} s  "
