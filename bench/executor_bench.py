@@ -11,9 +11,10 @@ default ``chunksize``, alternating which goes first from round to round:
 
 Each measurement runs in a fresh (spawned) interpreter and opens a fresh executor
 (mpqueue on a fresh LMDB store in a temporary directory, durable commits), maps a few
-items to warm it up, then times the real map (``map``) and the whole ``with`` block, start and shutdown included (``total``). Printed
-per round and as medians, with the ratios mpqueue / ProcessPoolExecutor (targets, on
-``map``: >= 1.5x on no-op items, >= 97% on CPU items).
+items to warm it up, then times the real map (``map``) and the whole ``with`` block,
+start and shutdown included (``total``). Printed per round and as medians, with the
+ratios mpqueue / ProcessPoolExecutor (targets, on ``map``: >= 1.5x on no-op items,
+>= 97% on CPU items).
 """
 
 from __future__ import annotations
