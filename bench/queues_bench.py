@@ -43,10 +43,10 @@ limited jobs come at most 6 at a time.
 Each kind's median drain time is compared with the baseline's: the issue asks that
 queues and limits in use keep >= 90% of the throughput (a ratio of time <= 1/0.9).
 ``backlog`` is also compared with ``fast``, its control without the backlog, and
-``limits`` with ``unlimited``. Beside the
-wall time, each round records the CPU seconds the server (coordinator and children)
-used in it (``server_cpu_s``): on a shared machine the wall time also counts the other
-users' load, the CPU time much less so, and its ratios are the steadier evidence.
+``limits`` with ``unlimited``. Beside the wall time, each round records the CPU seconds
+the server (coordinator and children) used in it (``server_cpu_s``): on a shared
+machine the wall time also counts the other users' load, the CPU time much less so,
+and its ratios are the steadier evidence.
 """
 
 from __future__ import annotations
@@ -109,11 +109,12 @@ def enqueue(queue: Queue, commits: Deal) -> list[str]:
     """Enqueue what ``deal`` worked out: one ``map`` per task and queue, and one commit
     (``Queue.batch``) per ``CHUNK`` jobs, so every kind pays the same enqueue commits
     however many queues and tasks it deals over. The jobs' ids."""
+    handles = {name: queue.task_by_name(name) for maps in commits for name, _, _ in maps}
     ids: list[str] = []
     for maps in commits:
         with queue.batch():
             for name, queue_name, args in maps:
-                task = queue.task_by_name(name)
+                task = handles[name]
                 target = task.options(queue=queue_name) if queue_name != "default" else task
                 ids += [job.id for job in target.map(args)]
     return ids
