@@ -14,7 +14,10 @@ Each measurement runs in a fresh (spawned) interpreter and opens a fresh executo
 items to warm it up, then times the real map (``map``) and the whole ``with`` block,
 start and shutdown included (``total``). Printed per round and as medians, with the
 ratios mpqueue / ProcessPoolExecutor (targets, on ``map``: >= 1.5x on no-op items,
->= 97% on CPU items).
+>= 97% on CPU items): the ratio of the two medians, and the median of each round's
+ratio. A round's two measurements run back to back, so its ratio is not moved by how
+busy a shared host was in other rounds (its speed drifts by 20% and more within
+minutes); that is the headline on a noisy machine.
 """
 
 from __future__ import annotations
@@ -106,13 +109,17 @@ def run_workload(
 
 def summarize(name: str, found: dict[str, list[Timing]], items: int) -> None:
     for field in ("map_s", "total_s"):
-        ours = statistics.median(getattr(t, field) for t in found["mpqueue"])
-        pool = statistics.median(getattr(t, field) for t in found["pool"])
+        ours_s = [getattr(t, field) for t in found["mpqueue"]]
+        pool_s = [getattr(t, field) for t in found["pool"]]
+        ours, pool = statistics.median(ours_s), statistics.median(pool_s)
+        paired = sorted(p / o for p, o in zip(pool_s, ours_s))
         label = field[:-2]
         print(
             f"{name} {label:5s} median: mpqueue {ours:.3f} s ({items / ours:,.0f} items/s), "
             f"ProcessPoolExecutor {pool:.3f} s ({items / pool:,.0f} items/s); "
-            f"speed ratio mpqueue/pool {pool / ours:.2f}x ({pool / ours:.1%})"
+            f"speed ratio mpqueue/pool {pool / ours:.2f}x ({pool / ours:.1%}); "
+            f"per round {statistics.median(paired):.1%} "
+            f"(range {paired[0]:.1%}-{paired[-1]:.1%})"
         )
 
 

@@ -173,6 +173,18 @@ class Tx:
                 return
             yield key, value
 
+    def keys_from(self, db: bytes, start: bytes) -> Iterator[bytes]:
+        """The keys >= ``start`` of ``db`` in order, stepped by the cursor's own iterator
+        (no generator frame per key) for the merges of hot paths; uncounted: the caller
+        adds a cursor step for each key it reads."""
+        handle = self.dbs[db]
+        if handle is None:
+            return iter(())
+        cursor = self.txn.cursor(db=handle)
+        if not cursor.set_range(start):
+            return iter(())
+        return cast(Iterator[bytes], cursor.iternext(keys=True, values=False))
+
     def prefix_items(self, db: bytes, prefix: bytes) -> list[tuple[bytes, bytes]]:
         """The entries whose key starts with ``prefix``, in key order: ``scan_prefix``
         as a list, stepped by the cursor's own iterator (no generator per entry), for

@@ -366,6 +366,14 @@ def split_lane_prefix(prefix: bytes) -> tuple[str, str]:
     return queue.decode("ascii", "replace"), task.decode("utf-8", "replace")
 
 
+def lane_limit_keys(prefix: bytes) -> tuple[bytes, ...]:
+    """The keys (``limit_key``) of the limits a job of lane ``prefix`` may count against:
+    its task's (none in a queue's lane), then its queue's; cut from the prefix, whose
+    names are the bytes ``limit_key`` writes, without decoding them."""
+    queue, task, _ = prefix.split(SEP, 2)
+    return (b"t" + task, b"q" + queue) if task else (b"q" + queue,)
+
+
 def lane_of_laned(key: bytes) -> bytes:
     """The lane prefix of a ``laned`` key (its ready key is fixed-width, at the end)."""
     return key[: -(_READY.size + JOB_ID_BYTES)]

@@ -18,14 +18,12 @@ limits has these databases empty and pays one empty check where it would look.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable
 from functools import partial
 
 from ...concurrency import QUEUE, TASK, Limit, LimitState
 from . import keys
 from .env import Tx
-
-Found = tuple[bytes, bytes, bytes, tuple[bytes, ...]]  # ready key, db, key, limit keys
 
 
 def in_use(tx: Tx) -> bool:
@@ -55,10 +53,7 @@ def count(tx: Tx, prefix: bytes, delta: int) -> None:
 def limits_of(prefix: bytes, stored: Collection[bytes]) -> tuple[bytes, ...]:
     """The limits a job of the lane ``prefix`` counts against: its task's, its queue's
     (those of the limit keys ``stored`` that exist)."""
-    queue, task = keys.split_lane_prefix(prefix)
-    wanted: tuple[bytes, ...] = (keys.limit_key(TASK, task),) if task else ()
-    wanted += (keys.limit_key(QUEUE, queue),)
-    return tuple(key for key in wanted if key in stored)
+    return tuple(key for key in keys.lane_limit_keys(prefix) if key in stored)
 
 
 def stored_limits(tx: Tx) -> dict[bytes, LimitState]:
@@ -73,25 +68,21 @@ def stored_limits(tx: Tx) -> dict[bytes, LimitState]:
 
 def open_lanes(
     tx: Tx, queue: str | None, wanted: int, free: dict[bytes, int]
-) -> list[Iterator[Found]]:
-    """A scan of each lane (of ``queue``; None: of every queue) with a free slot, at
-    most as many entries as its limits have free (and ``wanted``)."""
-    scans = []
-    for prefix, _ in tx.scan(keys.DB_LANES, values=False):
-        if queue is not None and keys.split_lane_prefix(prefix)[0] != queue:
+) -> list[tuple[bytes, str, int, tuple[bytes, ...]]]:
+    """(prefix, queue, room, limits) of each lane (of ``queue``; None: of every queue)
+    with a free slot: its room is what its limits have free (at most ``wanted``)."""
+    found = []
+    prefixes = list(tx.keys_from(keys.DB_LANES, b""))
+    tx.counter.cursor_steps += len(prefixes) + 1
+    for prefix in prefixes:
+        lane_queue = keys.split_lane_prefix(prefix)[0]
+        if queue is not None and lane_queue != queue:
             continue
         limits = limits_of(prefix, free)
         room = min((free[key] for key in limits), default=wanted)
         if room > 0:
-            scans.append(_scan(tx, prefix, min(room, wanted), limits))
-    return scans
-
-
-def _scan(tx: Tx, prefix: bytes, room: int, limits: tuple[bytes, ...]) -> Iterator[Found]:
-    for n, (key, _) in enumerate(tx.scan_prefix(keys.DB_LANED, prefix, values=False)):
-        if n >= room:
-            return
-        yield key[len(prefix) :], keys.DB_LANED, key, limits
+            found.append((prefix, lane_queue, min(room, wanted), limits))
+    return found
 
 
 def take_slots(tx: Tx, claims: Iterable[tuple[bytes, tuple[bytes, ...]]], now_ms: int) -> None:

@@ -12,8 +12,8 @@ databases empty and pays one empty check where it would look at them.
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 from ...queues import DEFAULT_QUEUE
 from . import keys, lanes
@@ -105,23 +105,95 @@ def scan(tx: Tx, queue: str) -> Iterator[tuple[bytes, bytes, bytes]]:
         yield key[len(prefix) :], db, key
 
 
-def merged(tx: Tx) -> Iterator[tuple[bytes, bytes, bytes]]:
-    """``scan`` of every queue at once, in priority and FIFO order across them (the
-    queues' keys are merged by their ready keys: one cursor per queue)."""
-    queues = [DEFAULT_QUEUE, *names(tx)]
-    return heapq.merge(*(scan(tx, queue) for queue in queues))
+@dataclass(slots=True)
+class _Source:
+    """One key range a claim merges: a queue's plain entries, or a lane (lanes.py)."""
+
+    db: bytes
+    prefix: bytes
+    queue: str  # the queue whose ready count its taken entries leave
+    limits: tuple[bytes, ...] = ()  # the limits each of its jobs takes a slot of
+    room: int = 0  # the most entries the claim may take of it
+    keys: Iterator[bytes] = iter(())
+    taken: int = 0
 
 
-def take(tx: Tx, found: Iterator[tuple[bytes, bytes, bytes]], wanted: int) -> list[bytes]:
-    """Take up to ``wanted`` entries of ``found`` (from ``scan`` or ``merged``) out of
-    their index; returns their ready keys, in claim order."""
-    taken = list(itertools.islice(found, wanted))
-    _remove_taken(tx, [(db, key) for _, db, key in taken])
-    return [ready for ready, _, _ in taken]
+def take(
+    tx: Tx, queue: str | None, wanted: int, now_ms: int
+) -> list[tuple[bytes, tuple[bytes, ...]]]:
+    """Take up to ``wanted`` claimable entries of ``queue`` (None: of every queue) out
+    of their indexes, in priority and FIFO order across them: its plain entries merged
+    with the lanes that have room now, each lane read no further than its room; once a
+    lane's limit fills in this claim, the rest of that lane is not read. Returns (ready
+    key, the limits it takes a slot of), in claim order."""
+    queues = [DEFAULT_QUEUE, *names(tx)] if queue is None else [queue]
+    sources = [_Source(*_index_of(name), name, room=wanted) for name in queues]
+    free: dict[bytes, int] = {}
+    if tx.has_entries(keys.DB_LANES):
+        free = {key: state.room(now_ms) for key, state in lanes.stored_limits(tx).items()}
+        for prefix, lane_queue, room, limits in lanes.open_lanes(tx, queue, wanted, free):
+            sources.append(_Source(keys.DB_LANED, prefix, lane_queue, limits, room))
+    picked = _merge(tx, sources, wanted, free)
+    _count_out(tx, sources)
+    return [(key[len(source.prefix) :], source.limits) for key, source in picked]
+
+
+def _merge(
+    tx: Tx, sources: list[_Source], wanted: int, free: dict[bytes, int]
+) -> list[tuple[bytes, _Source]]:
+    """Up to ``wanted`` entries of ``sources`` in ready-key order, deleted as taken; each
+    source's cursor is stepped by its own iterator, one heap for all of them (one per
+    claim: no generator per entry, no merge inside a merge)."""
+    heap: list[tuple[bytes, int, bytes]] = []
+    steps = 0
+    for index, source in enumerate(sources):
+        source.keys = tx.keys_from(source.db, source.prefix)
+        steps += 1
+        first = next(source.keys, None)
+        if first is not None and first.startswith(source.prefix):
+            heap.append((first[len(source.prefix) :], index, first))
+    heapq.heapify(heap)
+    picked: list[tuple[bytes, _Source]] = []
+    while heap and len(picked) < wanted:
+        _, index, key = heap[0]
+        source = sources[index]
+        limits = source.limits
+        if limits:
+            if any(free[limit] <= 0 for limit in limits):  # filled in this claim
+                heapq.heappop(heap)
+                continue
+            for limit in limits:
+                free[limit] -= 1
+        picked.append((key, source))
+        source.taken += 1
+        following = None if source.taken >= source.room else next(source.keys, None)
+        steps += following is not None
+        if following is None or not following.startswith(source.prefix):
+            heapq.heappop(heap)
+        else:
+            heapq.heapreplace(heap, (following[len(source.prefix) :], index, following))
+    tx.counter.cursor_steps += steps
+    for key, source in picked:  # after the merge: no cursor steps over a deleted key
+        tx.delete(source.db, key)
+    return picked
+
+
+def _count_out(tx: Tx, sources: list[_Source]) -> None:
+    """Count the entries taken of each source out of its queue and lane."""
+    removed: dict[str, int] = {}
+    for source in sources:
+        if not source.taken:
+            continue
+        if source.db == keys.DB_LANED:
+            lanes.count(tx, source.prefix, -source.taken)
+        if source.queue != DEFAULT_QUEUE:
+            removed[source.queue] = removed.get(source.queue, 0) + source.taken
+    for queue, number in removed.items():
+        count(tx, queue, -number)
 
 
 def _remove_taken(tx: Tx, taken: list[tuple[bytes, bytes]]) -> None:
-    """Delete claimed entries and count them out of their queues and lanes."""
+    """Delete entries (a stale job's) and count them out of their queues and lanes."""
     removed: dict[str, int] = {}
     emptied: dict[bytes, int] = {}
     for db, key in taken:
@@ -140,34 +212,6 @@ def _remove_taken(tx: Tx, taken: list[tuple[bytes, bytes]]) -> None:
         count(tx, queue, -number)
     for prefix, number in emptied.items():
         lanes.count(tx, prefix, -number)
-
-
-def take_limited(
-    tx: Tx, queue: str | None, wanted: int, now_ms: int
-) -> list[tuple[bytes, tuple[bytes, ...]]]:
-    """``take`` where lanes hold jobs: the plain entries of ``queue`` (None: of every
-    queue) merged with the lanes that have room now, each lane read no further than
-    its room, in priority and FIFO order; a lane job whose limit filled in this
-    claim stays. Returns (ready key, the limits it takes a slot of), in claim order."""
-    plain = merged(tx) if queue is None else scan(tx, queue)
-    free = {key: state.room(now_ms) for key, state in lanes.stored_limits(tx).items()}
-    opened = lanes.open_lanes(tx, queue, wanted, free)
-    if not opened:  # every lane at its limit: the plain claim, no merge
-        return [(ready, ()) for ready in take(tx, plain, wanted)]
-    untagged: Iterator[lanes.Found] = ((*item, ()) for item in plain)
-    sources = [untagged, *opened]
-    picked: list[lanes.Found] = []
-    for item in heapq.merge(*sources):
-        limits = item[3]
-        if any(free[key] <= 0 for key in limits):
-            continue
-        for key in limits:
-            free[key] -= 1
-        picked.append(item)
-        if len(picked) >= wanted:
-            break
-    _remove_taken(tx, [(db, key) for _, db, key, _ in picked])
-    return [(ready, limits) for ready, _, _, limits in picked]
 
 
 def file(tx: Tx, db: bytes, key: bytes, queue: str) -> None:

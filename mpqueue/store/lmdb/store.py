@@ -580,11 +580,7 @@ class LmdbStore(Store, HandOff):
         claimed: list[JobRecord] = []
         ended = False
         while len(claimed) < limit:
-            if tx.has_entries(keys.DB_LANES):
-                taken = queue_index.take_limited(tx, queue, limit - len(claimed), now_ms)
-            else:
-                found = queue_index.merged(tx) if queue is None else queue_index.scan(tx, queue)
-                taken = [(ready, ()) for ready in queue_index.take(tx, found, limit - len(claimed))]
+            taken = queue_index.take(tx, queue, limit - len(claimed), now_ms)
             before = len(claimed)
             slots = []  # the limited ones' slots, taken together: one write per limit
             for ready, limits in taken:
