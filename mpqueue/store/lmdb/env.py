@@ -116,6 +116,17 @@ class Tx:
         self.counter.deletes += 1
         return bool(self.txn.delete(key, db=self.dbs[db]))
 
+    def pop(self, db: bytes, key: bytes) -> bytes | None:
+        """Delete ``key``'s entry and return its value (None: there was none), in one
+        lookup; counted as the get and the delete it replaces."""
+        self.counter.gets += 1
+        handle = self.dbs[db]
+        if handle is None:
+            return None
+        value = cast(bytes | None, self.txn.pop(key, db=handle))
+        self.counter.deletes += value is not None
+        return value
+
     def scan(
         self, db: bytes, start: bytes = b"", stop: bytes | None = None, values: bool = True
     ) -> Iterator[tuple[bytes, bytes]]:

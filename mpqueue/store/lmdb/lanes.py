@@ -18,6 +18,7 @@ limits has these databases empty and pays one empty check where it would look.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Iterable
 from functools import partial
 
@@ -75,14 +76,21 @@ def open_lanes(
     prefixes = list(tx.keys_from(keys.DB_LANES, b""))
     tx.counter.cursor_steps += len(prefixes) + 1
     for prefix in prefixes:
-        lane_queue = keys.split_lane_prefix(prefix)[0]
+        lane_queue, candidates = _lane_names(prefix)
         if queue is not None and lane_queue != queue:
             continue
-        limits = limits_of(prefix, free)
+        limits = tuple(key for key in candidates if key in free)
         room = min((free[key] for key in limits), default=wanted)
         if room > 0:
             found.append((prefix, lane_queue, min(room, wanted), limits))
     return found
+
+
+@functools.lru_cache(maxsize=4096)
+def _lane_names(prefix: bytes) -> tuple[str, tuple[bytes, ...]]:
+    """(queue, the keys of the limits it may count against) of a lane: a function of
+    the prefix's bytes alone, remembered since every claim visits every lane."""
+    return keys.split_lane_prefix(prefix)[0], keys.lane_limit_keys(prefix)
 
 
 def take_slots(tx: Tx, claims: Iterable[tuple[bytes, tuple[bytes, ...]]], now_ms: int) -> None:
@@ -90,10 +98,13 @@ def take_slots(tx: Tx, claims: Iterable[tuple[bytes, tuple[bytes, ...]]], now_ms
     their limits (and a start of each one's rate); their ``counted`` entries say which.
     Each limit is read and written once for the lot, not once per job."""
     taken: dict[bytes, int] = {}
+    entries = []
     for processing_key, limits in claims:
-        tx.put(keys.DB_COUNTED, processing_key, keys.SEP.join(limits))
+        entries.append((processing_key, keys.SEP.join(limits)))
         for key in limits:
             taken[key] = taken.get(key, 0) + 1
+    entries.sort()  # one multi-put, in key order
+    tx.put_many(keys.DB_COUNTED, entries)
     for key, count in taken.items():
         _change(tx, key, partial(LimitState.claimed, count=count, now_ms=now_ms))
 
@@ -103,10 +114,9 @@ def release(tx: Tx, processing_keys: Iterable[bytes]) -> None:
     limit is read and written once for the lot."""
     freed: dict[bytes, int] = {}
     for processing_key in processing_keys:
-        raw = tx.get(keys.DB_COUNTED, processing_key)
+        raw = tx.pop(keys.DB_COUNTED, processing_key)
         if raw is None:
             continue
-        tx.delete(keys.DB_COUNTED, processing_key)
         for key in raw.split(keys.SEP):
             freed[key] = freed.get(key, 0) + 1
     for key, count in freed.items():

@@ -29,13 +29,25 @@ def entry(queue: str, ready_key: bytes) -> tuple[bytes, bytes]:
     return keys.DB_QUEUED, keys.queued_key(queue, ready_key)
 
 
-def laned(tx: Tx, name: str, queue: str, plain: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
+def laned(
+    tx: Tx,
+    name: str,
+    queue: str,
+    plain: tuple[bytes, bytes],
+    memo: dict[tuple[str, str], bytes | None] | None = None,
+) -> tuple[bytes, bytes]:
     """Where a ready job of task ``name`` in ``queue`` whose plain entry (``entry``) is
     ``plain`` is filed: in its lane where its task or queue is limited (lanes.py). One
-    empty check where no limit exists."""
-    if plain[0] not in (keys.DB_READY, keys.DB_QUEUED) or not lanes.in_use(tx):
+    empty check where no limit exists. ``memo``: a batch's lane of each (task, queue)
+    so far, for a caller that knows limits are in use (none changes within a write)."""
+    if plain[0] not in (keys.DB_READY, keys.DB_QUEUED):
         return plain
-    prefix = lanes.lane_of(tx, name, queue)
+    if memo is None:
+        prefix = lanes.lane_of(tx, name, queue) if lanes.in_use(tx) else None
+    else:
+        if (name, queue) not in memo:
+            memo[name, queue] = lanes.lane_of(tx, name, queue)
+        prefix = memo[name, queue]
     if prefix is None:
         return plain
     return keys.DB_LANED, prefix + keys.ready_of_held(plain[1])

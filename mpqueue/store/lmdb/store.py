@@ -460,7 +460,7 @@ class LmdbStore(Store, HandOff):
         job_items, name_items = [], []
         queue_items: dict[bytes, list[tuple[bytes, bytes]]] = {}
         held = tx.has_entries(keys.DB_PAUSES)  # once per batch: nothing paused, no cost
-        limited = lanes.in_use(tx)  # likewise for limits
+        lane_of: dict[tuple[str, str], bytes | None] | None = {} if lanes.in_use(tx) else None
         named: dict[str, int] = {}  # the named queues' new ready jobs
         laned: dict[bytes, int] = {}  # the lanes' new ready jobs
         for rec in records:
@@ -468,9 +468,9 @@ class LmdbStore(Store, HandOff):
             job_key, name_key, queue_db, queue_key = self._new_entries(rec)
             if queue_db == keys.DB_QUEUED:
                 named[rec.queue] = named.get(rec.queue, 0) + 1
-            if limited:
+            if lane_of is not None:  # likewise for limits
                 queue_db, queue_key = queue_index.laned(
-                    tx, rec.name, rec.queue, (queue_db, queue_key)
+                    tx, rec.name, rec.queue, (queue_db, queue_key), lane_of
                 )
             if held:
                 queue_db, queue_key = pauses.held_entry(
@@ -684,7 +684,7 @@ class LmdbStore(Store, HandOff):
         freed: list[bytes] = []
         requests = tx.has_entries(keys.DB_CANCELS)
         acks = [self._finish_one(tx, o, now_ms, ends, requests, freed) for o in outcomes]
-        if freed:
+        if freed and tx.has_entries(keys.DB_COUNTED):  # once: outcomes add no counted entry
             lanes.release(tx, freed)
         settle_ends(self, tx, ends, now_ms)
         return acks
@@ -702,15 +702,14 @@ class LmdbStore(Store, HandOff):
         for the caller to settle with the batch's others. ``requests``: whether any
         cancel request may exist (False spares the lookup per job). ``freed``: where
         to leave the claim's processing key for the caller to free its slots with the
-        batch's others (None: freed here)."""
+        batch's others, if it took any (None: freed here)."""
         pkey = keys.processing_key(outcome.server_id, outcome.job_id)
         if not tx.delete(keys.DB_PROCESSING, pkey):
             return False  # the claim was taken back: a late outcome changes nothing
-        if tx.has_entries(keys.DB_COUNTED):  # its slots, in the commit of its outcome
-            if freed is None:
-                lanes.release(tx, (pkey,))
-            else:
-                freed.append(pkey)
+        if freed is not None:
+            freed.append(pkey)
+        elif tx.has_entries(keys.DB_COUNTED):  # its slots, in the commit of its outcome
+            lanes.release(tx, (pkey,))
         request = cancels.take_request(tx, pkey) if requests else None
         rec = self._load_claimed(tx, outcome.job_id)
         if rec is None or rec.state is not JobState.PROCESSING:
