@@ -258,3 +258,27 @@ def test_a_cycle_claims_the_slots_its_own_outcomes_free(store):
     _, third = store.finish_and_claim(outcomes, "w1", 5, now_ms())
     assert third == [] and running(store) == 0
     assert store.check(holder_gone=lambda server_id: True).code == 0
+
+
+def test_a_claim_merges_lanes_and_queues_in_priority_order_and_skips_a_filled_lane(store):
+    """Plain jobs of two queues and the lanes of a limited task (in both queues) and of a
+    limited queue come out of one claim in priority, then FIFO, order across all of them;
+    once a limit fills in the claim, the rest of its lanes stays ready and the claim goes
+    on with the others."""
+    store.set_limit(TASK, A, 2)
+    store.set_limit(QUEUE, "slow", 3)
+    plain = add(store, record(B, priority=1), record(B, queue="fast", priority=1))
+    limited = add(
+        store,
+        record(A, priority=5),
+        record(A, queue="fast", priority=4),
+        record(A, priority=3),  # the task's limit is full by then
+        record(A, queue="fast", priority=2),
+    )
+    in_slow = add(store, *(record(B, queue="slow", priority=p) for p in (6, 2, 0, 0)))
+    got = ids(claim(store, 20))
+    want = [in_slow[0], limited[0], limited[1], in_slow[1], *plain, in_slow[2]]
+    assert got == want
+    assert running(store) == 2 and running(store, QUEUE, "slow") == 3
+    assert store.stats()["ready"] == 3
+    assert ids(claim(store, 20)) == []  # both limits full: nothing else may start
