@@ -282,3 +282,33 @@ def test_a_claim_merges_lanes_and_queues_in_priority_order_and_skips_a_filled_la
     assert running(store) == 2 and running(store, QUEUE, "slow") == 3
     assert store.stats()["ready"] == 3
     assert ids(claim(store, 20)) == []  # both limits full: nothing else may start
+
+
+def test_task_limits_alone_each_lane_up_to_its_room_in_priority_order(store):
+    """Every limit a task's (PostgreSQL's claim statement then chooses the jobs itself):
+    each limited task's jobs start up to its room, in priority and FIFO order among the
+    plain ones; a named queue's claim takes only that queue's; a laned job past its
+    deadline ends expired, takes no slot, and the claim fills its place."""
+    C = "tests.support.tasks.urgent"
+    store.set_limit(TASK, A, 2)
+    store.set_limit(TASK, C, 1)
+    late = now_ms() - 1
+    a = add(
+        store,
+        record(A, priority=7, expires_at_ms=late),
+        record(A, priority=6),
+        record(A, priority=5, queue="fast"),
+        record(A, priority=4),
+    )
+    c = add(store, record(C, priority=8, queue="fast"), record(C, priority=9))
+    plain = add(store, record(B, priority=5), record(B, queue="fast", priority=3))
+    assert ids(claim(store, 3, "fast")) == [c[0], a[2], plain[1]]
+    assert running(store) == 1 and running(store, TASK, C) == 1
+    # A's one free slot goes to a[1] once a[0] expires; C has none: its other job
+    # stays ready, although of the highest priority
+    assert sorted(ids(claim(store, 5))) == sorted([a[1], plain[0]])
+    assert store.get(a[0]).state is JobState.EXPIRED
+    assert running(store) == 2 and running(store, TASK, C) == 1
+    assert ids(claim(store, 5)) == []
+    assert store.stats()["ready"] == 2
+    assert store.check(holder_gone=lambda server_id: True).code == 0

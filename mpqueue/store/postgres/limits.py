@@ -54,20 +54,27 @@ def new_lane(name: str, queue: str) -> str:
 NO_LIMITS = "NOT EXISTS (SELECT 1 FROM {limits})"
 
 # The claim's candidates in one statement: up to N plain ready jobs (no lane) and, of
-# each lane given with its room, up to that many; each row says its lane (NULL: plain).
-# Read without row locks: claimers of limited work take turns on the limits' lock, and
-# the claim of the chosen ids locks them (skipping any a cancel or delete holds), so
-# only the jobs claimed are locked, not every candidate.
-_CANDIDATES = """SELECT * FROM (SELECT id, priority, seq, queue, NULL::text AS lane_name
+# each lane given with its room and slot bit, up to that many; each row says its lane
+# and bit (NULL and 0: plain). Read without row locks: claimers of limited work take
+# turns on the limits' lock, and the claim of the chosen ids locks them (skipping any a
+# cancel or delete holds), so only the jobs claimed are locked, not every candidate.
+_CANDIDATES = """SELECT * FROM (SELECT id, priority, seq, queue, NULL::text AS lane_name,
+            0::smallint AS bit
         FROM {{jobs}} AS j WHERE state = 'ready' AND NOT paused AND lane IS NULL {queue}
             AND {claimable}
         ORDER BY priority DESC, seq LIMIT %s) AS plain
     UNION ALL
-    SELECT c.* FROM unnest(%s::text[], %s::integer[]) AS l(lane_name, room)
-    CROSS JOIN LATERAL (SELECT id, priority, seq, queue, l.lane_name
+    SELECT c.* FROM unnest(%s::text[], %s::integer[], %s::smallint[]) AS l(lane_name, room, bit)
+    CROSS JOIN LATERAL (SELECT id, priority, seq, queue, l.lane_name, l.bit
         FROM {{jobs}} AS j WHERE state = 'ready' AND NOT paused AND j.lane = l.lane_name {queue}
             AND {claimable}
         ORDER BY priority DESC, seq LIMIT l.room) AS c"""
+
+# Where each lane's job takes one slot, its lane's (``one_slot_each``), the first N
+# candidates in priority and FIFO order are what ``pick`` would choose: the claim
+# statement reads them itself, as (id, slot bit), and no candidates come back.
+_CHOSEN = """(SELECT id, bit FROM ({candidates}) AS found
+    ORDER BY priority DESC, seq LIMIT %s)"""
 
 
 def sql(claimable: str) -> dict[str, str]:
@@ -79,8 +86,13 @@ def sql(claimable: str) -> dict[str, str]:
             FROM (SELECT %s::text AS kind, %s::text AS name,
                          %s::bigint[] AS at, %s::integer[] AS n) u
             WHERE l.kind = u.kind AND l.name = u.name""",
-        "candidates": _CANDIDATES.format(queue="", claimable=claimable),
-        "candidates_queue": _CANDIDATES.format(queue="AND queue = %s", claimable=claimable),
+        **{
+            f"{kind}{suffix}": template.format(
+                candidates=_CANDIDATES.format(queue=queue_filter, claimable=claimable)
+            )
+            for kind, template in (("candidates", "{candidates}"), ("chosen", _CHOSEN))
+            for suffix, queue_filter in (("", ""), ("_queue", "AND queue = %s"))
+        },
         "running_add": """UPDATE {limits} AS l SET running = greatest(l.running + u.n, 0)
             FROM unnest(%s::text[], %s::text[], %s::integer[]) AS u(kind, name, n)
             WHERE l.kind = u.kind AND l.name = u.name""",
@@ -149,36 +161,74 @@ def listed(q: Query, statements: dict[str, str]) -> list[Limit]:
     return [state.limit(k, n) for (k, n), state in stored(q, statements, False).items()]
 
 
-def pick(
+def read(
     q: Query,
     statements: dict[str, str],
-    queue: str | None,
-    wanted: int,
-    now_ms: int,
     freed: dict[tuple[str, str], int] | None = None,
-) -> tuple[list[tuple[str, int]], dict[tuple[str, str], LimitState]]:
-    """The ids a claim of ``queue`` (None: every queue) may take now, up to ``wanted``,
-    with the slots each takes (``holds``), in priority and FIFO order; and the limits
-    as they were read (locked), less the slots ``freed`` (negative counts) the claim's
-    statement gives back."""
+) -> dict[tuple[str, str], LimitState]:
+    """The limits, locked for this claim, less the slots ``freed`` (negative counts)
+    the claim's statement gives back."""
     limits = stored(q, statements, lock=True)
     for key, count in (freed or {}).items():
         if key in limits:
             limits[key] = limits[key].released(-count)
-    free = {key: state.room(now_ms) for key, state in limits.items()}
-    named = () if queue is None else (queue,)
-    lanes = {
-        ("t:" if kind == TASK else "q:") + name: ((kind, name), min(room, wanted))
-        for (kind, name), room in free.items()
-        if room > 0 and not (kind == QUEUE and queue is not None and name != queue)
-    }
-    statement = "candidates" if queue is None else "candidates_queue"
-    params = (*named, wanted, list(lanes), [room for _, room in lanes.values()], *named)
+    return limits
+
+
+def one_slot_each(limits: dict[tuple[str, str], LimitState]) -> bool:
+    """Whether every limit is of one kind, so a laned job takes its own lane's slot
+    alone (a job of a limited task in a limited queue takes two)."""
+    return len({kind for kind, _ in limits}) <= 1
+
+
+class Lanes:
+    """The lanes a claim of ``queue`` (None: every queue) reads, each with its room
+    (at most ``wanted``) and its slot bit, as ``limits`` allow at ``now_ms``."""
+
+    def __init__(
+        self,
+        limits: dict[tuple[str, str], LimitState],
+        queue: str | None,
+        wanted: int,
+        now_ms: int,
+    ) -> None:
+        self.free = {key: state.room(now_ms) for key, state in limits.items()}
+        self.of_name = {
+            ("t:" if kind == TASK else "q:") + name: (kind, name)
+            for (kind, name), room in self.free.items()
+            if room > 0 and not (kind == QUEUE and queue is not None and name != queue)
+        }
+        self.queue = queue
+        self.wanted = wanted
+
+    def params(self) -> tuple[Any, ...]:
+        """The candidates statement's parameters."""
+        keys = list(self.of_name.values())
+        rooms = [min(self.free[key], self.wanted) for key in keys]
+        bits = [TASK_SLOT if kind == TASK else QUEUE_SLOT for kind, _ in keys]
+        named = () if self.queue is None else (self.queue,)
+        return (*named, self.wanted, list(self.of_name), rooms, bits, *named)
+
+
+def statement(kind: str, queue: str | None) -> str:
+    """The name of the ``kind`` ("candidates", "chosen") statement for ``queue``."""
+    return kind if queue is None else f"{kind}_queue"
+
+
+def pick(
+    q: Query,
+    statements: dict[str, str],
+    limits: dict[tuple[str, str], LimitState],
+    lanes: Lanes,
+) -> list[tuple[str, int]]:
+    """The ids a claim may take now, up to ``lanes.wanted``, with the slots each takes
+    (``holds``), in priority and FIFO order."""
     found: list[tuple[tuple[Any, ...], tuple[str, str] | None]] = [
-        (row[:4], None if row[4] is None else lanes[row[4]][0])
-        for row in q.rows(statements[statement], params)
+        (row[:4], None if row[4] is None else lanes.of_name[row[4]])
+        for row in q.rows(statements[statement("candidates", lanes.queue)], lanes.params())
     ]
     found.sort(key=lambda item: (-item[0][1], item[0][2]))
+    free = lanes.free
     picked: list[tuple[str, int]] = []
     for (job_id, _, _, job_queue), lane in found:
         keys = _slots(lane, job_queue, limits)
@@ -187,9 +237,9 @@ def pick(
         for key, _ in keys:
             free[key] -= 1
         picked.append((job_id, sum(bit for _, bit in keys)))
-        if len(picked) >= wanted:
+        if len(picked) >= lanes.wanted:
             break
-    return picked, limits
+    return picked
 
 
 def _slots(

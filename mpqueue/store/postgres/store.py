@@ -171,32 +171,30 @@ def _insert_unnest(extra_column: str = "", extra_value: str = "", optional: bool
         ORDER BY u.ord RETURNING id, seq"""
 
 
-def _claim_statement(queue_filter: str, plain: bool = True, holds: bool = False) -> str:
+def _claim_statement(queue_filter: str, plain: bool = True, given: str = "") -> str:
     """The claim: up to N ready jobs (of one queue, with ``queue_filter``) in priority
     and FIFO order become processing, or expired if past their deadline (see _SQL).
 
     ``plain``: the claim while no limit exists (see limits.py): of jobs in no lane, and
     nothing once a limit exists; each row it returns ends with whether one does (one
-    row of NULLs and that when it claims nothing). Else the claim of the ids given;
-    ``holds``: of (id, holds) pairs, each claimed job's slots written by the same update."""
+    row of NULLs and that when it claims nothing). Else the claim of the (id, holds)
+    rows ``given`` (a table expression), each claimed job's slots written by the same
+    update and counted by the same statement; each row it returns ends with them."""
     if not plain:
-        if not holds:
-            return _claim_update(queue_filter)
-        # The slots each claimed job takes are counted in the same statement (a job the
-        # claim ended expired takes none; one _take buries gives its slots back).
-        return f"""WITH claimed AS ({_claim_update(queue_filter, holds)}),
+        # A job the claim ended expired takes no slot; one _take buries gives its back.
+        return f"""WITH claimed AS ({_claim_update(queue_filter, given)}),
             counted AS ({pg_limits.COUNT_CLAIMED.format(claimed="claimed")})
-            SELECT {_COLUMNS} FROM claimed"""
+            SELECT {_COLUMNS}, holds FROM claimed"""
     plain_filter = f"AND lane IS NULL AND {pg_limits.NO_LIMITS} {queue_filter}"
     return f"""WITH claimed AS ({_claim_update(plain_filter)})
         SELECT c.*, f.limited FROM (SELECT EXISTS (SELECT 1 FROM {{limits}}) AS limited) f
         LEFT JOIN claimed c ON true"""
 
 
-def _claim_update(queue_filter: str, holds: bool = False) -> str:
-    given, hold = "", ""
-    if holds:
-        given = "JOIN unnest(%s::text[], %s::smallint[]) AS u(id, holds) ON u.id = j.id"
+def _claim_update(queue_filter: str, given: str = "") -> str:
+    join, hold = "", ""
+    if given:
+        join = f"JOIN {given} AS u(id, holds) ON u.id = j.id"
         hold = "holds = CASE WHEN picked.gone THEN NULL ELSE nullif(picked.holds, 0) END,"
     return f"""UPDATE {{jobs}} AS j SET {hold}
                 state = CASE WHEN picked.gone THEN 'expired' ELSE 'processing' END,
@@ -209,12 +207,12 @@ def _claim_update(queue_filter: str, holds: bool = False) -> str:
                                    THEN %s::bigint + trunc(j.timeout_s * 1000)::bigint END,
                 finished_at_ms = CASE WHEN picked.gone THEN %s::bigint ELSE j.finished_at_ms END
             FROM (SELECT j.id, coalesce(expires_at_ms <= %s AND attempts = 0, false) AS gone
-                         {", u.holds" if holds else ""}
-                  FROM {{jobs}} AS j {given} WHERE state = 'ready' AND NOT paused {queue_filter}
+                         {", u.holds" if given else ""}
+                  FROM {{jobs}} AS j {join} WHERE state = 'ready' AND NOT paused {queue_filter}
                     AND {pg_pauses.CLAIMABLE}
                   ORDER BY priority DESC, seq LIMIT %s FOR UPDATE OF j SKIP LOCKED) AS picked
             WHERE j.id = picked.id
-            RETURNING {", ".join("j." + f for f in _FIELDS)}{", j.holds" if holds else ""}"""
+            RETURNING {", ".join("j." + f for f in _FIELDS)}{", j.holds" if given else ""}"""
 
 
 def _list_statements() -> dict[str, str]:
@@ -301,8 +299,15 @@ _SQL = {
     "claim": _claim_statement(""),
     # The claim of one named queue, over its own index (mpqueue_jobs_ready_queue).
     "claim_queue": _claim_statement("AND queue = %s"),
-    # The claim of the jobs limits.pick chose (limits in use).
-    "claim_ids": _claim_statement("", plain=False, holds=True),
+    # The claim of the jobs limits.pick chose (limits in use), and the claim that
+    # chooses them itself where each laned job takes one slot (limits.one_slot_each).
+    "claim_ids": _claim_statement("", plain=False, given="unnest(%s::text[], %s::smallint[])"),
+    **{
+        f"claim_chosen{suffix}": _claim_statement(
+            "", plain=False, given=_SQL_LIMITS[f"chosen{suffix}"]
+        )
+        for suffix in ("", "_queue")
+    },
     "expired_rows": "SELECT id, name, errors, expires_at_ms FROM {jobs} WHERE id = ANY(%s)",
     "expired_history": """UPDATE {jobs} AS j SET errors = u.errors
         FROM unnest(%s::text[], %s::text[]) AS u(id, errors) WHERE j.id = u.id""",
@@ -718,19 +723,26 @@ class PostgresStore(Store):
     def _claim_limited(
         self, q: Query, queue: str | None, server_id: str, wanted: int, now_ms: int
     ) -> tuple[list[tuple[Any, ...]], dict[str, int], dict[tuple[str, str], LimitState]]:
-        """The claim where limits exist: limits.pick's jobs, the slots of each, and
-        the limits as it read them."""
+        """The claim where limits exist: the rows it claimed, the slots of each, and
+        the limits as it read them. The claim statement gives back the slots of the
+        cycle's outcomes (``unreleased``)."""
         freed = pg_limits.deltas(self.unreleased, -1)
-        chosen, states = pg_limits.pick(q, self.sql, queue, wanted, now_ms, freed)
-        picked = dict(chosen)
-        if not picked:
-            return [], {}, states
-        ids, slots = list(picked), list(picked.values())
+        states = pg_limits.read(q, self.sql, freed)
+        lanes = pg_limits.Lanes(states, queue, wanted, now_ms)
         kinds, names, counts = pg_limits.columns(freed)
-        params = (server_id, now_ms, now_ms, now_ms, now_ms, ids, slots, len(picked))
-        rows = q.rows(self.sql["claim_ids"], (*params, kinds, names, counts))
+        params: tuple[Any, ...] = (server_id, now_ms, now_ms, now_ms, now_ms)
+        if pg_limits.one_slot_each(states):
+            name = "claim_" + pg_limits.statement("chosen", queue)
+            params = (*params, *lanes.params(), wanted, wanted)
+        else:
+            picked = pg_limits.pick(q, self.sql, states, lanes)
+            if not picked:
+                return [], {}, states
+            ids, slots = [job_id for job_id, _ in picked], [bits for _, bits in picked]
+            name, params = "claim_ids", (*params, ids, slots, len(picked))
+        found = q.rows(self.sql[name], (*params, kinds, names, counts))
         self.unreleased = []  # the claim's statement gave them back
-        return rows, picked, states
+        return [row[:-1] for row in found], {row[0]: row[-1] or 0 for row in found}, states
 
     def _count_claimed(
         self,
